@@ -1,0 +1,65 @@
+// Data augmentation on the GPU, from u8 pixels to normalised f32.
+//
+//   pixels [N, 3, Hs, Ws] bytes (CIFAR's planar order), packed little-endian four to a u32
+//   out    [N, 3, Ho, Wo] f32:  out = (pixel / 255 - mean[c]) / std[c]
+//   train: zero-pad by `pad`, crop Ho x Wo at a random offset (ox, oy) in [0, 2*pad], then flip
+//          horizontally with probability 1/2 (torchvision's RandomCrop(padding) + RandomHorizontalFlip)
+//   eval:  offset (pad, pad), no flip
+// The random numbers come from a hash of (seed, image index), reproduced in Rust by
+// `ops::augment::crop_params`, so a run is reproducible from its seed.
+
+struct Params {
+    n: u32, hs: u32, ws: u32, ho: u32,
+    wo: u32, pad: u32, seed: u32, train: u32,
+    mean: vec4<f32>,
+    std: vec4<f32>,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> pixels: array<u32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+fn hash(v: u32) -> u32 {
+    var x = v;
+    x ^= x >> 16u;
+    x *= 0x7feb352du;
+    x ^= x >> 15u;
+    x *= 0x846ca68bu;
+    x ^= x >> 16u;
+    return x;
+}
+
+fn byte_at(i: u32) -> u32 {
+    return (pixels[i / 4u] >> ((i % 4u) * 8u)) & 0xffu;
+}
+
+@compute @workgroup_size(256)
+fn augment(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if (i >= P.n * 3u * P.ho * P.wo) { return; }
+    let x = i % P.wo;
+    let t = i / P.wo;
+    let y = t % P.ho;
+    let t2 = t / P.ho;
+    let c = t2 % 3u;
+    let n = t2 / 3u;
+    var ox = P.pad;
+    var oy = P.pad;
+    var flip = false;
+    if (P.train != 0u) {
+        let r = hash(P.seed ^ hash(n));
+        let span = 2u * P.pad + 1u;
+        ox = r % span;
+        oy = (r >> 8u) % span;
+        flip = ((r >> 16u) & 1u) == 1u;
+    }
+    let xs = select(x, P.wo - 1u - x, flip);
+    let sx = i32(xs + ox) - i32(P.pad);
+    let sy = i32(y + oy) - i32(P.pad);
+    var v = 0.0;
+    if (sx >= 0 && sy >= 0 && sx < i32(P.ws) && sy < i32(P.hs)) {
+        v = f32(byte_at(((n * 3u + c) * P.hs + u32(sy)) * P.ws + u32(sx))) / 255.0;
+    }
+    out[i] = (v - P.mean[c]) / P.std[c];
+}

@@ -1,0 +1,142 @@
+// batchnorm2d (PyTorch semantics), forward and backward, with fused ReLU and residual add.
+//
+//   x, y, residual, dy, dx: [N, C, H, W]; gamma, beta, mean, invstd, running_*: [C]; M = N*H*W
+//   train forward  mean = sum(x)/M, var = sum((x-mean)^2)/M (biased), invstd = 1/sqrt(var + eps)
+//                  running_mean = (1-momentum)*running_mean + momentum*mean
+//                  running_var  = (1-momentum)*running_var  + momentum*var*M/(M-1) (unbiased)
+//   eval forward   mean = running_mean, invstd = 1/sqrt(running_var + eps)
+//   apply          y = [relu]( (x-mean)*invstd*gamma + beta [+ residual] )
+//   backward       g = dy * [y > 0];  dbeta = sum(g);  dgamma = sum(g * xhat),  xhat = (x-mean)*invstd
+//                  dx = gamma*invstd * (g - dbeta/M - xhat*dgamma/M);  dresidual = g
+// Reductions run one workgroup per channel with a fixed-order tree: deterministic, no atomics.
+
+struct Params {
+    n: u32, c: u32, hw: u32, flags: u32,   // flags: 1 relu, 2 residual, 4 eval (running stats)
+    eps: f32, momentum: f32, _p0: u32, _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read> gamma: array<f32>;
+@group(0) @binding(4) var<storage, read> beta: array<f32>;
+@group(0) @binding(5) var<storage, read_write> mean: array<f32>;
+@group(0) @binding(6) var<storage, read_write> invstd: array<f32>;
+@group(0) @binding(7) var<storage, read_write> running_mean: array<f32>;
+@group(0) @binding(8) var<storage, read_write> running_var: array<f32>;
+@group(0) @binding(9) var<storage, read> residual: array<f32>;
+@group(0) @binding(10) var<storage, read> dy: array<f32>;
+@group(0) @binding(11) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(12) var<storage, read_write> dparams: array<f32>; // [dgamma(C), dbeta(C)]
+@group(0) @binding(13) var<storage, read_write> dres: array<f32>;
+
+const WG = 256u;
+var<workgroup> red_a: array<f32, 256>;
+var<workgroup> red_b: array<f32, 256>;
+
+fn tree_sum(lid: u32) {
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red_a[lid] += red_a[lid + s];
+            red_b[lid] += red_b[lid + s];
+        }
+        workgroupBarrier();
+    }
+}
+
+fn at(i: u32, ch: u32) -> u32 {
+    return ((i / P.hw) * P.c + ch) * P.hw + i % P.hw;
+}
+
+// Training statistics: one workgroup per channel. Writes mean, invstd and updates running stats.
+@compute @workgroup_size(256)
+fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = wid.x;
+    let m = P.n * P.hw;
+    var s = 0.0;
+    for (var i = lid; i < m; i += WG) { s += x[at(i, ch)]; }
+    red_a[lid] = s;
+    red_b[lid] = 0.0;
+    tree_sum(lid);
+    let mu = red_a[0] / f32(m);
+    workgroupBarrier();
+    var v = 0.0;
+    for (var i = lid; i < m; i += WG) {
+        let d = x[at(i, ch)] - mu;
+        v += d * d;
+    }
+    red_a[lid] = v;
+    tree_sum(lid);
+    if (lid == 0u) {
+        let var_b = red_a[0] / f32(m);
+        mean[ch] = mu;
+        invstd[ch] = 1.0 / sqrt(var_b + P.eps);
+        let unbiased = var_b * f32(m) / f32(max(m, 2u) - 1u);
+        running_mean[ch] = (1.0 - P.momentum) * running_mean[ch] + P.momentum * mu;
+        running_var[ch] = (1.0 - P.momentum) * running_var[ch] + P.momentum * unbiased;
+    }
+}
+
+// y = [relu]((x - mean) * invstd * gamma + beta [+ residual]); batch stats, or running stats in eval.
+@compute @workgroup_size(256)
+fn bn_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (i >= P.n * P.c * P.hw) { return; }
+    let ch = (i / P.hw) % P.c;
+    var mu: f32;
+    var is: f32;
+    if ((P.flags & 4u) != 0u) {
+        mu = running_mean[ch];
+        is = 1.0 / sqrt(running_var[ch] + P.eps);
+    } else {
+        mu = mean[ch];
+        is = invstd[ch];
+    }
+    var v = (x[i] - mu) * is * gamma[ch] + beta[ch];
+    if ((P.flags & 2u) != 0u) { v += residual[i]; }
+    if ((P.flags & 1u) != 0u) { v = max(v, 0.0); }
+    y[i] = v;
+}
+
+// Backward reductions: dgamma = sum(g * xhat), dbeta = sum(g), g = dy masked by y > 0 if relu.
+@compute @workgroup_size(256)
+fn bn_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = wid.x;
+    let m = P.n * P.hw;
+    let mu = mean[ch];
+    let is = invstd[ch];
+    var sg = 0.0;
+    var sgx = 0.0;
+    for (var i = lid; i < m; i += WG) {
+        let j = at(i, ch);
+        var g = dy[j];
+        if ((P.flags & 1u) != 0u && y[j] <= 0.0) { g = 0.0; }
+        sg += g;
+        sgx += g * (x[j] - mu) * is;
+    }
+    red_a[lid] = sgx;
+    red_b[lid] = sg;
+    tree_sum(lid);
+    if (lid == 0u) {
+        dparams[ch] = red_a[0];
+        dparams[P.c + ch] = red_b[0];
+    }
+}
+
+// dx = gamma*invstd*(g - dbeta/M - xhat*dgamma/M); with a residual also dres = g.
+@compute @workgroup_size(256)
+fn bn_backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (i >= P.n * P.c * P.hw) { return; }
+    let ch = (i / P.hw) % P.c;
+    let m = f32(P.n * P.hw);
+    var g = dy[i];
+    if ((P.flags & 1u) != 0u && y[i] <= 0.0) { g = 0.0; }
+    let is = invstd[ch];
+    let xhat = (x[i] - mean[ch]) * is;
+    dx[i] = gamma[ch] * is * (g - dparams[P.c + ch] / m - xhat * dparams[ch] / m);
+    if ((P.flags & 2u) != 0u) { dres[i] = g; }
+}

@@ -1,0 +1,72 @@
+// Softmax cross-entropy (mean over the batch), its gradient, and the correct-prediction count.
+//
+//   logits [N, O], labels [N] (u32)
+//   loss_n  = log(sum_o exp(z[n, o])) - z[n, label_n];     loss = sum_n loss_n / N
+//   dz[n,o] = (softmax(z[n])[o] - [o == label_n]) / N
+//   correct = #{n : argmax_o z[n, o] == label_n}  (first maximum wins, as torch.argmax)
+// ce_reduce sums the rows in a fixed order into stats = [loss, correct] and adds
+// [loss * N, correct, N] to a running accumulator that is read back only now and then.
+
+struct Params { n: u32, o: u32, _p0: u32, _p1: u32 }
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> labels: array<u32>;
+@group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
+@group(0) @binding(4) var<storage, read_write> rows: array<f32>;   // [N, 2]: loss_n, correct_n
+@group(0) @binding(5) var<storage, read_write> stats: array<f32>;  // [loss, correct]
+@group(0) @binding(6) var<storage, read_write> accum: array<f32>;  // [loss sum, correct, count]
+
+@compute @workgroup_size(64)
+fn ce_forward_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let n = (wid.x + wid.y * nwg.x) * 64u + lid;
+    if (n >= P.n) { return; }
+    let base = n * P.o;
+    let label = min(labels[n], P.o - 1u);
+    var mx = logits[base];
+    var arg = 0u;
+    for (var o = 1u; o < P.o; o++) {
+        let z = logits[base + o];
+        if (z > mx) { mx = z; arg = o; }
+    }
+    var se = 0.0;
+    for (var o = 0u; o < P.o; o++) { se += exp(logits[base + o] - mx); }
+    let inv_n = 1.0 / f32(P.n);
+    for (var o = 0u; o < P.o; o++) {
+        let sm = exp(logits[base + o] - mx) / se;
+        dlogits[base + o] = (sm - select(0.0, 1.0, o == label)) * inv_n;
+    }
+    rows[2u * n] = log(se) + mx - logits[base + label];
+    rows[2u * n + 1u] = select(0.0, 1.0, arg == label);
+}
+
+var<workgroup> red_l: array<f32, 256>;
+var<workgroup> red_c: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn ce_reduce(@builtin(local_invocation_index) lid: u32) {
+    var l = 0.0;
+    var c = 0.0;
+    for (var n = lid; n < P.n; n += 256u) {
+        l += rows[2u * n];
+        c += rows[2u * n + 1u];
+    }
+    red_l[lid] = l;
+    red_c[lid] = c;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red_l[lid] += red_l[lid + s];
+            red_c[lid] += red_c[lid + s];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        stats[0] = red_l[0] / f32(P.n);
+        stats[1] = red_c[0];
+        accum[0] += red_l[0];
+        accum[1] += red_c[0];
+        accum[2] += f32(P.n);
+    }
+}

@@ -1,0 +1,116 @@
+//! Choosing an adapter: the best device type among the allowed backends.
+
+use super::KernelFlavor;
+use crate::error::{Error, Result};
+
+/// How to open the GPU.
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    /// Backends to consider. `None`: `WGPU_BACKEND` if set, else every backend compiled in.
+    pub backends: Option<wgpu::Backends>,
+    /// Force a kernel family instead of choosing by adapter type.
+    pub flavor: Option<KernelFlavor>,
+}
+
+/// Parses a `--backend` value: `vulkan`, `metal`, `dx12`, `gl` (or `webgpu`).
+pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "vulkan" | "vk" => Ok(wgpu::Backends::VULKAN),
+        "metal" | "mtl" => Ok(wgpu::Backends::METAL),
+        "dx12" | "d3d12" => Ok(wgpu::Backends::DX12),
+        "gl" | "gles" | "opengl" => Ok(wgpu::Backends::GL),
+        "webgpu" => Ok(wgpu::Backends::BROWSER_WEBGPU),
+        other => Err(Error::Invalid(format!(
+            "--backend: unknown backend '{other}' (expected vulkan, metal, dx12 or gl)"
+        ))),
+    }
+}
+
+/// One line per adapter for `resnet info`.
+#[derive(Debug, Clone)]
+pub struct AdapterSummary {
+    /// Adapter name, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)".
+    pub name: String,
+    /// Backend, e.g. Vulkan.
+    pub backend: wgpu::Backend,
+    /// Discrete, integrated, virtual, CPU or other.
+    pub device_type: wgpu::DeviceType,
+    /// Driver name and version.
+    pub driver: String,
+}
+
+pub(super) fn backends(opts: &GpuOptions) -> wgpu::Backends {
+    opts.backends
+        .or_else(wgpu::Backends::from_env)
+        .unwrap_or(wgpu::Backends::all())
+}
+
+pub(super) fn instance(opts: &GpuOptions) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends(opts);
+    wgpu::Instance::new(desc)
+}
+
+fn rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+fn no_adapter(opts: &GpuOptions) -> Error {
+    Error::NoAdapter(format!(
+        "none for backends {:?}; install a GPU driver (on Linux a Vulkan driver, e.g. Debian's \
+         mesa-vulkan-drivers) or pick another backend with --backend / WGPU_BACKEND",
+        backends(opts)
+    ))
+}
+
+pub(super) async fn choose(instance: &wgpu::Instance, opts: &GpuOptions) -> Result<wgpu::Adapter> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let mut all = instance.enumerate_adapters(backends(opts)).await;
+        all.sort_by_key(|a| {
+            let i = a.get_info();
+            // Prefer Vulkan/Metal/DX12 over GL when device types tie.
+            (
+                rank(i.device_type),
+                matches!(i.backend, wgpu::Backend::Gl) as u32,
+            )
+        });
+        all.into_iter().next().ok_or_else(|| no_adapter(opts))
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|_| no_adapter(opts))
+    }
+}
+
+/// Every adapter the allowed backends expose (native only).
+#[cfg(not(target_arch = "wasm32"))]
+pub async fn list_adapters(opts: &GpuOptions) -> Vec<AdapterSummary> {
+    let instance = instance(opts);
+    instance
+        .enumerate_adapters(backends(opts))
+        .await
+        .into_iter()
+        .map(|a| {
+            let i = a.get_info();
+            AdapterSummary {
+                name: i.name,
+                backend: i.backend,
+                device_type: i.device_type,
+                driver: format!("{} {}", i.driver, i.driver_info).trim().to_string(),
+            }
+        })
+        .collect()
+}

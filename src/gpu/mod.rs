@@ -1,0 +1,227 @@
+//! The GPU layer: adapter choice, device limits, buffers, the pipeline cache and async readback.
+//!
+//! Nothing here knows about ops or models. Everything that waits is `async`, so the same code runs
+//! in the browser; native callers use [`Gpu::new_blocking`] and `pollster`.
+
+mod adapter;
+pub mod kernel;
+mod tensor;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use adapter::list_adapters;
+pub use adapter::{parse_backend, AdapterSummary, GpuOptions};
+pub use kernel::{Kernel, Uniform};
+pub use tensor::Tensor;
+
+use crate::error::{Error, Result};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Which family of kernels suits this adapter (DESIGN.md, principle 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelFlavor {
+    /// Register blocking without workgroup memory: fastest on CPU drivers such as lavapipe.
+    Register,
+    /// Workgroup-memory tiling: fastest on real GPUs.
+    Tiled,
+}
+
+/// An open device with its queue, limits and caches of shader modules and pipelines.
+pub struct Gpu {
+    /// The wgpu device.
+    pub device: wgpu::Device,
+    /// The device's queue.
+    pub queue: wgpu::Queue,
+    /// The adapter the device was opened on.
+    pub info: wgpu::AdapterInfo,
+    /// The limits granted to the device (the adapter's best, not wgpu's defaults).
+    pub limits: wgpu::Limits,
+    /// Features enabled on the device.
+    pub features: wgpu::Features,
+    /// Kernel family used by ops that have several.
+    pub flavor: KernelFlavor,
+    modules: RefCell<HashMap<&'static str, wgpu::ShaderModule>>,
+    pipelines: RefCell<HashMap<(&'static str, &'static str), Arc<wgpu::ComputePipeline>>>,
+    compiled: RefCell<usize>,
+}
+
+impl Gpu {
+    /// Opens the best adapter allowed by `opts` and a device with the adapter's full limits.
+    pub async fn new(opts: &GpuOptions) -> Result<Gpu> {
+        let instance = adapter::instance(opts);
+        let adapter = adapter::choose(&instance, opts).await?;
+        let info = adapter.get_info();
+        let mut limits = adapter.limits();
+        // Ask for everything the adapter offers: big models need big storage bindings.
+        limits.max_compute_workgroups_per_dimension =
+            limits.max_compute_workgroups_per_dimension.max(1);
+        let wanted = wgpu::Features::TIMESTAMP_QUERY;
+        let features = adapter.features() & wanted;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("resnet"),
+                required_features: features,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::Device(format!("{} ({:?}): {e}", info.name, info.backend)))?;
+        let flavor = match (opts.flavor, info.device_type) {
+            (Some(f), _) => f,
+            (None, wgpu::DeviceType::Cpu) => KernelFlavor::Register,
+            (None, _) => KernelFlavor::Tiled,
+        };
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            flavor,
+            modules: RefCell::new(HashMap::new()),
+            pipelines: RefCell::new(HashMap::new()),
+            compiled: RefCell::new(0),
+        })
+    }
+
+    /// [`Gpu::new`] for native code: blocks until the device is open.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking(opts: &GpuOptions) -> Result<Gpu> {
+        pollster::block_on(Gpu::new(opts))
+    }
+
+    /// The compute pipeline for `entry` in shader `file`, compiled once and cached.
+    pub fn pipeline(
+        &self,
+        file: &'static str,
+        source: &'static str,
+        entry: &'static str,
+    ) -> Arc<wgpu::ComputePipeline> {
+        if let Some(p) = self.pipelines.borrow().get(&(file, entry)) {
+            return p.clone();
+        }
+        let mut modules = self.modules.borrow_mut();
+        let module = modules.entry(file).or_insert_with(|| {
+            self.device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(file),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                })
+        });
+        let pipeline = Arc::new(self.device.create_compute_pipeline(
+            &wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: None,
+                module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            },
+        ));
+        *self.compiled.borrow_mut() += 1;
+        self.pipelines
+            .borrow_mut()
+            .insert((file, entry), pipeline.clone());
+        pipeline
+    }
+
+    /// How many pipelines this device has compiled so far (each at most once).
+    pub fn pipelines_compiled(&self) -> usize {
+        *self.compiled.borrow()
+    }
+
+    /// Records `kernels` into one compute pass and submits it.
+    pub fn run(&self, kernels: &[Kernel]) {
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+            for k in kernels {
+                k.record(&mut pass);
+            }
+        }
+        self.queue.submit([enc.finish()]);
+    }
+
+    /// Waits until all submitted work is done (native only; the browser has no blocking wait).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wait(&self) {
+        let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+    }
+
+    /// Checks that a buffer of `bytes` fits the device's binding and buffer limits.
+    pub fn check_size(&self, op: &'static str, bytes: u64) -> Result<()> {
+        let bind = self.limits.max_storage_buffer_binding_size as u64;
+        let buf = self.limits.max_buffer_size;
+        if bytes > bind.min(buf) {
+            return Err(Error::Limit {
+                op,
+                msg: format!(
+                    "a buffer of {bytes} bytes exceeds max_storage_buffer_binding_size {bind} \
+                     (max_buffer_size {buf}) of {}",
+                    self.info.name
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads a tensor's bytes back, without blocking.
+    pub async fn read_bytes(&self, t: &Tensor) -> Result<Vec<u8>> {
+        let size = t.bytes();
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        enc.copy_buffer_to_buffer(&t.buffer, t.offset, &staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        rx.await
+            .map_err(|_| Error::Readback("the map callback was dropped".into()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        let bytes = staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::Readback(e.to_string()))?
+            .to_vec();
+        staging.unmap();
+        Ok(bytes)
+    }
+
+    /// Reads an f32 tensor back.
+    pub async fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
+        let bytes = self.read_bytes(t).await?;
+        Ok(bytemuck::cast_slice(&bytes).to_vec())
+    }
+
+    /// Reads a u32 tensor back.
+    pub async fn read_u32(&self, t: &Tensor) -> Result<Vec<u32>> {
+        let bytes = self.read_bytes(t).await?;
+        Ok(bytemuck::cast_slice(&bytes).to_vec())
+    }
+
+    /// [`Gpu::read`] for native code.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_blocking(&self, t: &Tensor) -> Result<Vec<f32>> {
+        pollster::block_on(self.read(t))
+    }
+
+    /// [`Gpu::read_u32`] for native code.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_u32_blocking(&self, t: &Tensor) -> Result<Vec<u32>> {
+        pollster::block_on(self.read_u32(t))
+    }
+}

@@ -1,0 +1,132 @@
+//! A tensor is a storage buffer plus its shape (row-major, PyTorch's NCHW for images).
+
+use super::Gpu;
+use crate::error::{Error, Result};
+use wgpu::util::DeviceExt;
+
+/// A GPU buffer of f32 (or u32) elements with a shape.
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    /// The storage buffer (STORAGE | COPY_SRC | COPY_DST).
+    pub buffer: wgpu::Buffer,
+    /// Byte offset of element 0 in `buffer` (non-zero for views into a flat buffer).
+    pub offset: u64,
+    /// Dimensions, outermost first.
+    pub shape: Vec<usize>,
+}
+
+const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+impl Tensor {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// True when a dimension is zero.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Size in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.len() as u64 * 4
+    }
+    /// The binding of exactly this tensor's bytes.
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: self.offset,
+            size: wgpu::BufferSize::new(self.bytes()),
+        })
+    }
+    /// A view of `shape` starting `start` elements into this tensor. The byte offset must meet the
+    /// device's `min_storage_buffer_offset_alignment` (256 on most devices).
+    pub fn view(&self, start: usize, shape: &[usize]) -> Result<Tensor> {
+        let len: usize = shape.iter().product();
+        if start + len > self.len() {
+            return Err(Error::Shape {
+                op: "view",
+                msg: format!("{start}+{len} elements past a tensor of {}", self.len()),
+            });
+        }
+        Ok(Tensor {
+            buffer: self.buffer.clone(),
+            offset: self.offset + start as u64 * 4,
+            shape: shape.to_vec(),
+        })
+    }
+}
+
+fn checked_bytes(gpu: &Gpu, op: &'static str, shape: &[usize]) -> Result<u64> {
+    if shape.contains(&0) {
+        return Err(Error::Shape {
+            op,
+            msg: format!("zero-sized dimension in {shape:?}"),
+        });
+    }
+    let bytes = shape.iter().product::<usize>() as u64 * 4;
+    gpu.check_size(op, bytes)?;
+    Ok(bytes)
+}
+
+impl Gpu {
+    /// A zero-filled tensor.
+    pub fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
+        let bytes = checked_bytes(self, "alloc", shape)?;
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: bytes,
+            usage: USAGE,
+            mapped_at_creation: false,
+        });
+        Ok(Tensor {
+            buffer,
+            offset: 0,
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// A tensor holding `data` (f32 or u32 words).
+    pub fn upload<T: bytemuck::Pod>(&self, data: &[T], shape: &[usize]) -> Result<Tensor> {
+        let bytes = checked_bytes(self, "upload", shape)?;
+        if std::mem::size_of_val(data) as u64 != bytes {
+            return Err(Error::Shape {
+                op: "upload",
+                msg: format!(
+                    "{} bytes of data for shape {shape:?}",
+                    std::mem::size_of_val(data)
+                ),
+            });
+        }
+        let buffer = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: None,
+                contents: bytemuck::cast_slice(data),
+                usage: USAGE,
+            });
+        Ok(Tensor {
+            buffer,
+            offset: 0,
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// Overwrites a tensor's contents (same size) through the queue.
+    pub fn write<T: bytemuck::Pod>(&self, t: &Tensor, data: &[T]) -> Result<()> {
+        if std::mem::size_of_val(data) != t.len() * 4 {
+            return Err(Error::Shape {
+                op: "write",
+                msg: format!(
+                    "{} bytes for a tensor of shape {:?}",
+                    std::mem::size_of_val(data),
+                    t.shape
+                ),
+            });
+        }
+        self.queue
+            .write_buffer(&t.buffer, t.offset, bytemuck::cast_slice(data));
+        Ok(())
+    }
+}

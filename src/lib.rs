@@ -1,0 +1,11 @@
+//! A ResNet engine whose math runs in hand-written WGSL compute shaders through wgpu.
+//!
+//! Layers of the crate, data flowing one way: `ops` (one Rust file per shader file) build
+//! [`gpu::Kernel`]s on top of `gpu` (device, buffers, pipeline cache, readback).
+
+pub mod error;
+pub mod gpu;
+pub mod ops;
+
+pub use error::{Error, Result};
+pub use gpu::{Gpu, GpuOptions, Kernel, Tensor};

@@ -1,0 +1,383 @@
+//! conv2d forward and backward (shaders/conv2d.wgsl): implicit GEMM, two kernel families.
+//!
+//! x [N, C, H, W], w [K, C, R, S], bias [K], y [N, K, P, Q].
+
+use super::{check_shape, dummy};
+use crate::error::{shape_err, Error, Result};
+use crate::gpu::kernel::KernelDesc;
+use crate::gpu::{Gpu, Kernel, KernelFlavor, Tensor, Uniform};
+
+const FILE: &str = "conv2d.wgsl";
+const SRC: &str = include_str!("../../shaders/conv2d.wgsl");
+
+/// The geometry of one convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dShape {
+    /// Batch size.
+    pub n: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub k: usize,
+    /// Kernel height.
+    pub r: usize,
+    /// Kernel width.
+    pub s: usize,
+    /// Stride (both axes).
+    pub stride: usize,
+    /// Zero padding (both axes).
+    pub pad: usize,
+}
+
+impl Conv2dShape {
+    /// A square-kernel convolution.
+    pub fn new(
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        k: usize,
+        ksize: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Self {
+        Conv2dShape {
+            n,
+            c,
+            h,
+            w,
+            k,
+            r: ksize,
+            s: ksize,
+            stride,
+            pad,
+        }
+    }
+    /// Output height.
+    pub fn p(&self) -> usize {
+        (self.h + 2 * self.pad - self.r) / self.stride + 1
+    }
+    /// Output width.
+    pub fn q(&self) -> usize {
+        (self.w + 2 * self.pad - self.s) / self.stride + 1
+    }
+    /// Input shape [N, C, H, W].
+    pub fn x_shape(&self) -> Vec<usize> {
+        vec![self.n, self.c, self.h, self.w]
+    }
+    /// Weight shape [K, C, R, S].
+    pub fn w_shape(&self) -> Vec<usize> {
+        vec![self.k, self.c, self.r, self.s]
+    }
+    /// Output shape [N, K, P, Q].
+    pub fn y_shape(&self) -> Vec<usize> {
+        vec![self.n, self.k, self.p(), self.q()]
+    }
+    /// Floating-point operations of the forward pass (2 per multiply-add); each backward is the same.
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.n * self.k * self.p() * self.q() * self.c * self.r * self.s) as f64
+    }
+
+    fn validate(&self, op: &'static str) -> Result<()> {
+        let dims = [
+            self.n,
+            self.c,
+            self.h,
+            self.w,
+            self.k,
+            self.r,
+            self.s,
+            self.stride,
+        ];
+        if dims.contains(&0) {
+            return shape_err(op, format!("zero-sized dimension or stride in {self:?}"));
+        }
+        if self.h + 2 * self.pad < self.r || self.w + 2 * self.pad < self.s {
+            return shape_err(
+                op,
+                format!(
+                    "kernel {}x{} larger than padded input {}x{} (pad {})",
+                    self.r, self.s, self.h, self.w, self.pad
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    fn params(&self, splits: usize, chunk: usize, has_bias: bool) -> Uniform {
+        Uniform::new()
+            .u(self.n)
+            .u(self.c)
+            .u(self.h)
+            .u(self.w)
+            .u(self.k)
+            .u(self.p())
+            .u(self.q())
+            .u(self.r)
+            .u(self.s)
+            .u(self.stride)
+            .u(self.pad)
+            .u(has_bias as usize)
+            .u(self.k.div_ceil(8) * 8)
+            .u(self.c.div_ceil(8) * 8)
+            .u(splits)
+            .u(chunk)
+    }
+}
+
+fn kernel(
+    gpu: &Gpu,
+    op: &'static str,
+    entry: &'static str,
+    params: Uniform,
+    buffers: &[(u32, &Tensor)],
+    workgroups: u64,
+) -> Result<Kernel> {
+    Kernel::new(
+        gpu,
+        KernelDesc {
+            op,
+            file: FILE,
+            source: SRC,
+            entry,
+            params,
+            buffers,
+            workgroups,
+        },
+    )
+}
+
+/// A kernel with an explicit 2-D grid (the tiled kernels use wid.y for the split).
+fn kernel_grid(
+    gpu: &Gpu,
+    op: &'static str,
+    entry: &'static str,
+    params: Uniform,
+    buffers: &[(u32, &Tensor)],
+    x: u64,
+    y: u64,
+) -> Result<Kernel> {
+    let max = gpu.limits.max_compute_workgroups_per_dimension as u64;
+    if x > max || y > max {
+        return Err(Error::Limit {
+            op,
+            msg: format!("grid {x}x{y} exceeds max_compute_workgroups_per_dimension {max}"),
+        });
+    }
+    let mut k = kernel(gpu, op, entry, params, buffers, 1)?;
+    k.grid = [x as u32, y as u32, 1];
+    Ok(k)
+}
+
+fn scratch(gpu: &Gpu, op: &'static str, len: usize) -> Result<Tensor> {
+    gpu.check_size(op, len as u64 * 4)?;
+    gpu.zeros(&[len])
+}
+
+/// Records y = conv2d(x, w) + bias. Returns the kernels to dispatch, in order.
+pub fn forward(
+    gpu: &Gpu,
+    sh: &Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+) -> Result<Vec<Kernel>> {
+    const OP: &str = "conv2d forward";
+    sh.validate(OP)?;
+    check_shape(OP, "x", x, &sh.x_shape())?;
+    check_shape(OP, "weight", w, &sh.w_shape())?;
+    check_shape(OP, "y", y, &sh.y_shape())?;
+    if let Some(b) = bias {
+        check_shape(OP, "bias", b, &[sh.k])?;
+    }
+    let dummy_bias;
+    let b = match bias {
+        Some(b) => b,
+        None => {
+            dummy_bias = dummy(gpu)?;
+            &dummy_bias
+        }
+    };
+    let params = sh.params(1, 0, bias.is_some());
+    let npq = (sh.n * sh.p() * sh.q()) as u64;
+    match gpu.flavor {
+        KernelFlavor::Register => {
+            let k8 = sh.k.div_ceil(8) * 8;
+            let crs = sh.c * sh.r * sh.s;
+            let wt = scratch(gpu, OP, crs * k8)?;
+            let t = kernel(
+                gpu,
+                OP,
+                "transpose_w_fwd",
+                params.clone(),
+                &[(1, w), (3, &wt)],
+                ((crs * k8) as u64).div_ceil(64),
+            )?;
+            let blocks = npq.div_ceil(16) * (k8 / 8) as u64;
+            let c = kernel(
+                gpu,
+                OP,
+                "conv_fwd_reg",
+                params,
+                &[(2, x), (3, y), (4, b), (5, &wt)],
+                blocks.div_ceil(64),
+            )?;
+            Ok(vec![t, c])
+        }
+        KernelFlavor::Tiled => {
+            let tiles = (sh.k as u64).div_ceil(64) * npq.div_ceil(64);
+            Ok(vec![kernel_grid(
+                gpu,
+                OP,
+                "conv_fwd_tiled",
+                params,
+                &[(1, w), (2, x), (3, y), (4, b)],
+                tiles,
+                1,
+            )?])
+        }
+    }
+}
+
+/// Records dx = conv2d backward to the input, given dy and w.
+pub fn backward_input(
+    gpu: &Gpu,
+    sh: &Conv2dShape,
+    dy: &Tensor,
+    w: &Tensor,
+    dx: &Tensor,
+) -> Result<Vec<Kernel>> {
+    const OP: &str = "conv2d backward (input)";
+    sh.validate(OP)?;
+    check_shape(OP, "dy", dy, &sh.y_shape())?;
+    check_shape(OP, "weight", w, &sh.w_shape())?;
+    check_shape(OP, "dx", dx, &sh.x_shape())?;
+    let params = sh.params(1, 0, false);
+    let nhw = (sh.n * sh.h * sh.w) as u64;
+    match gpu.flavor {
+        KernelFlavor::Register => {
+            let c8 = sh.c.div_ceil(8) * 8;
+            let len = sh.r * sh.s * sh.k * c8;
+            let wt = scratch(gpu, OP, len)?;
+            let t = kernel(
+                gpu,
+                OP,
+                "transpose_w_dx",
+                params.clone(),
+                &[(1, w), (3, &wt)],
+                (len as u64).div_ceil(64),
+            )?;
+            let blocks = nhw.div_ceil(16) * (c8 / 8) as u64;
+            let c = kernel(
+                gpu,
+                OP,
+                "conv_dx_reg",
+                params,
+                &[(2, dy), (3, dx), (5, &wt)],
+                blocks.div_ceil(64),
+            )?;
+            Ok(vec![t, c])
+        }
+        KernelFlavor::Tiled => {
+            let tiles = (sh.c as u64).div_ceil(64) * nhw.div_ceil(64);
+            let dummy_bias = dummy(gpu)?;
+            Ok(vec![kernel_grid(
+                gpu,
+                OP,
+                "conv_dx_tiled",
+                params,
+                &[(1, w), (2, dy), (3, dx), (4, &dummy_bias)],
+                tiles,
+                1,
+            )?])
+        }
+    }
+}
+
+/// Records dw (and db if given) = conv2d backward to the weights, given x and dy.
+/// Partial sums per split are reduced in a fixed order, so results are bit-reproducible.
+pub fn backward_weight(
+    gpu: &Gpu,
+    sh: &Conv2dShape,
+    x: &Tensor,
+    dy: &Tensor,
+    dw: &Tensor,
+    db: Option<&Tensor>,
+) -> Result<Vec<Kernel>> {
+    const OP: &str = "conv2d backward (weight)";
+    sh.validate(OP)?;
+    check_shape(OP, "x", x, &sh.x_shape())?;
+    check_shape(OP, "dy", dy, &sh.y_shape())?;
+    check_shape(OP, "dw", dw, &sh.w_shape())?;
+    if let Some(db) = db {
+        check_shape(OP, "db", db, &[sh.k])?;
+    }
+    let crs = sh.c * sh.r * sh.s;
+    let mut kernels = Vec::new();
+    let splits;
+    let partial;
+    match gpu.flavor {
+        KernelFlavor::Register => {
+            let rows = sh.n * sh.p();
+            let blocks = crs.div_ceil(16) * sh.k.div_ceil(8);
+            let want = 4096usize.div_ceil(blocks).clamp(1, rows);
+            let chunk = rows.div_ceil(want);
+            splits = rows.div_ceil(chunk);
+            partial = scratch(gpu, OP, splits * sh.k * crs)?;
+            let params = sh.params(splits, chunk, false);
+            kernels.push(kernel(
+                gpu,
+                OP,
+                "conv_dw_reg",
+                params,
+                &[(1, dy), (2, x), (3, &partial)],
+                ((splits * blocks) as u64).div_ceil(64),
+            )?);
+        }
+        KernelFlavor::Tiled => {
+            let npq = sh.n * sh.p() * sh.q();
+            let tiles = sh.k.div_ceil(64) * crs.div_ceil(64);
+            let want = 512usize.div_ceil(tiles).clamp(1, npq.div_ceil(16));
+            let chunk = npq.div_ceil(want).div_ceil(16) * 16;
+            splits = npq.div_ceil(chunk);
+            partial = scratch(gpu, OP, splits * sh.k * crs)?;
+            let params = sh.params(splits, chunk, false);
+            let dummy_bias = dummy(gpu)?;
+            kernels.push(kernel_grid(
+                gpu,
+                OP,
+                "conv_dw_tiled",
+                params,
+                &[(1, dy), (2, x), (3, &partial), (4, &dummy_bias)],
+                tiles as u64,
+                splits as u64,
+            )?);
+        }
+    }
+    let params = sh.params(splits, 0, false);
+    kernels.push(kernel(
+        gpu,
+        OP,
+        "conv_dw_reduce",
+        params.clone(),
+        &[(1, &partial), (3, dw)],
+        ((sh.k * crs) as u64).div_ceil(64),
+    )?);
+    if let Some(db) = db {
+        kernels.push(kernel_grid(
+            gpu,
+            OP,
+            "conv_db",
+            params,
+            &[(1, dy), (3, db)],
+            sh.k as u64,
+            1,
+        )?);
+    }
+    Ok(kernels)
+}

@@ -1,0 +1,71 @@
+//! Softmax cross-entropy with its gradient and accuracy count (shaders/loss.wgsl).
+
+use super::{check_shape, kernel};
+use crate::error::{shape_err, Result};
+use crate::gpu::{Gpu, Kernel, Tensor, Uniform};
+
+const SHADER: (&str, &str) = ("loss.wgsl", include_str!("../../shaders/loss.wgsl"));
+
+/// Outputs of the loss: `stats` = [mean loss, correct count] of the last batch, and `accum` =
+/// [loss sum, correct, count] summed over batches until the caller reads and clears it.
+pub struct LossBuffers {
+    /// Per-row scratch [N, 2].
+    pub rows: Tensor,
+    /// [mean loss, correct] of the last batch.
+    pub stats: Tensor,
+    /// [loss sum, correct, count], accumulated across batches.
+    pub accum: Tensor,
+}
+
+impl LossBuffers {
+    /// Allocates the buffers for batch size `n`.
+    pub fn new(gpu: &Gpu, n: usize) -> Result<Self> {
+        Ok(LossBuffers {
+            rows: gpu.zeros(&[n, 2])?,
+            stats: gpu.zeros(&[2])?,
+            accum: gpu.zeros(&[3])?,
+        })
+    }
+}
+
+/// Mean softmax cross-entropy of `logits` [N, O] against `labels` [N] (u32), with the gradient
+/// into `dlogits` [N, O].
+pub fn cross_entropy(
+    gpu: &Gpu,
+    logits: &Tensor,
+    labels: &Tensor,
+    dlogits: &Tensor,
+    out: &LossBuffers,
+) -> Result<Vec<Kernel>> {
+    const OP: &str = "cross entropy";
+    if logits.shape.len() != 2 {
+        return shape_err(
+            OP,
+            format!("logits must be [N, classes], got {:?}", logits.shape),
+        );
+    }
+    let (n, o) = (logits.shape[0], logits.shape[1]);
+    check_shape(OP, "labels", labels, &[n])?;
+    check_shape(OP, "dlogits", dlogits, &logits.shape)?;
+    check_shape(OP, "rows", &out.rows, &[n, 2])?;
+    let p = Uniform::new().u(n).u(o).u(0).u(0);
+    let fb = kernel(
+        gpu,
+        OP,
+        SHADER,
+        "ce_forward_backward",
+        p.clone(),
+        &[(1, logits), (2, labels), (3, dlogits), (4, &out.rows)],
+        (n as u64).div_ceil(64),
+    )?;
+    let red = kernel(
+        gpu,
+        OP,
+        SHADER,
+        "ce_reduce",
+        p,
+        &[(4, &out.rows), (5, &out.stats), (6, &out.accum)],
+        1,
+    )?;
+    Ok(vec![fb, red])
+}

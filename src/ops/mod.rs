@@ -1,0 +1,56 @@
+//! Ops: one Rust file per shader file. Each op checks its shapes, then builds the
+//! [`Kernel`](crate::gpu::Kernel)s that compute it; recording them later allocates nothing.
+
+pub mod augment;
+pub mod batchnorm;
+pub mod conv2d;
+pub mod elementwise;
+pub mod linear;
+pub mod loss;
+pub mod pool;
+pub mod sgd;
+
+use crate::error::{shape_err, Result};
+use crate::gpu::kernel::KernelDesc;
+use crate::gpu::{Gpu, Kernel, Tensor, Uniform};
+
+/// Fails with a shape error unless `t` has exactly `want` as its shape.
+pub(crate) fn check_shape(op: &'static str, name: &str, t: &Tensor, want: &[usize]) -> Result<()> {
+    if t.shape != want {
+        return shape_err(
+            op,
+            format!("{name} has shape {:?}, expected {want:?}", t.shape),
+        );
+    }
+    Ok(())
+}
+
+/// A one-element buffer bound where a shader expects an optional input (e.g. no bias).
+pub(crate) fn dummy(gpu: &Gpu) -> Result<Tensor> {
+    gpu.zeros(&[1])
+}
+
+/// Builds one kernel of a shader file (a thin wrapper over [`Kernel::new`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn kernel(
+    gpu: &Gpu,
+    op: &'static str,
+    (file, source): (&'static str, &'static str),
+    entry: &'static str,
+    params: Uniform,
+    buffers: &[(u32, &Tensor)],
+    workgroups: u64,
+) -> Result<Kernel> {
+    Kernel::new(
+        gpu,
+        KernelDesc {
+            op,
+            file,
+            source,
+            entry,
+            params,
+            buffers,
+            workgroups,
+        },
+    )
+}

@@ -1,0 +1,58 @@
+//! SGD with momentum, weight decay and optional Nesterov, as torch.optim.SGD (shaders/sgd.wgsl).
+
+use super::{check_shape, kernel};
+use crate::error::Result;
+use crate::gpu::{Gpu, Kernel, Tensor, Uniform};
+
+const SHADER: (&str, &str) = ("sgd.wgsl", include_str!("../../shaders/sgd.wgsl"));
+
+/// Hyper-parameters of one step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdConfig {
+    /// Learning rate.
+    pub lr: f32,
+    /// Momentum factor.
+    pub momentum: f32,
+    /// L2 penalty added to the gradient.
+    pub weight_decay: f32,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+}
+
+impl SgdConfig {
+    /// The parameters as the shader's uniform.
+    pub fn uniform(&self, len: usize) -> Uniform {
+        Uniform::new()
+            .u(len)
+            .u(self.nesterov as usize)
+            .f(self.lr)
+            .f(self.momentum)
+            .f(self.weight_decay)
+            .u(0)
+            .u(0)
+            .u(0)
+    }
+}
+
+/// One SGD step over `param`, `grad` and `velocity` (same shape). Change the learning rate between
+/// steps with `kernel.set_params(gpu, &cfg.uniform(len))`.
+pub fn step(
+    gpu: &Gpu,
+    cfg: &SgdConfig,
+    param: &Tensor,
+    grad: &Tensor,
+    velocity: &Tensor,
+) -> Result<Vec<Kernel>> {
+    const OP: &str = "sgd";
+    check_shape(OP, "grad", grad, &param.shape)?;
+    check_shape(OP, "velocity", velocity, &param.shape)?;
+    Ok(vec![kernel(
+        gpu,
+        OP,
+        SHADER,
+        "sgd_step",
+        cfg.uniform(param.len()),
+        &[(1, param), (2, grad), (3, velocity)],
+        (param.len() as u64).div_ceil(256),
+    )?])
+}

@@ -1,0 +1,94 @@
+//! Shared test helpers: a GPU, random data, comparison, and the CPU references (`reference`).
+#![allow(dead_code)]
+
+pub mod reference;
+
+use resnet::gpu::{Gpu, GpuOptions, Kernel, KernelFlavor, Tensor};
+
+/// The default adapter (lavapipe here), optionally with a forced kernel family.
+pub fn gpu_with(flavor: Option<KernelFlavor>) -> Gpu {
+    Gpu::new_blocking(&GpuOptions {
+        flavor,
+        ..Default::default()
+    })
+    .expect("a GPU adapter")
+}
+
+/// The default adapter with its default kernel family.
+pub fn gpu() -> Gpu {
+    gpu_with(None)
+}
+
+/// Both kernel families, so each is tested on whatever adapter is present.
+pub const FLAVORS: [KernelFlavor; 2] = [KernelFlavor::Register, KernelFlavor::Tiled];
+
+/// Runs kernels and waits.
+pub fn run(gpu: &Gpu, kernels: &[Kernel]) {
+    gpu.run(kernels);
+    gpu.wait();
+}
+
+/// Reads an f32 tensor back.
+pub fn read(gpu: &Gpu, t: &Tensor) -> Vec<f32> {
+    gpu.read_blocking(t).expect("readback")
+}
+
+/// Deterministic uniform values in [-1, 1).
+pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+        })
+        .collect()
+}
+
+/// Max-norm relative error: max_i |got_i - want_i| / max_i |want_i|.
+pub fn rel_err(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len(), "length mismatch");
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-12);
+    let err = got
+        .iter()
+        .zip(want)
+        .fold(0.0f64, |m, (g, w)| m.max((*g as f64 - w).abs()));
+    err / scale
+}
+
+/// Asserts the max-norm relative error is at most `tol` (and that nothing is NaN).
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
+    assert!(
+        got.iter().all(|v| v.is_finite()),
+        "{what}: non-finite output"
+    );
+    let e = rel_err(got, want);
+    assert!(e <= tol, "{what}: max relative error {e:.3e} > {tol:.1e}");
+}
+
+/// f32 -> f64.
+pub fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// Central finite difference of `f` at every coordinate of `x` (f64, step h).
+pub fn finite_diff(x: &[f64], h: f64, f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
+    let mut xp = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            let old = xp[i];
+            xp[i] = old + h;
+            let a = f(&xp);
+            xp[i] = old - h;
+            let b = f(&xp);
+            xp[i] = old;
+            (a - b) / (2.0 * h)
+        })
+        .collect()
+}
+
+/// sum_i a_i * b_i.
+pub fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}

@@ -1,0 +1,234 @@
+//! Plain f64 CPU references of every op, written from PyTorch's definitions (NCHW, OIHW).
+
+/// Convolution geometry: (n, c, h, w, k, r, s, stride, pad).
+#[derive(Clone, Copy, Debug)]
+pub struct Conv {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub k: usize,
+    pub r: usize,
+    pub s: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Conv {
+    pub fn p(&self) -> usize {
+        (self.h + 2 * self.pad - self.r) / self.stride + 1
+    }
+    pub fn q(&self) -> usize {
+        (self.w + 2 * self.pad - self.s) / self.stride + 1
+    }
+    /// Input coordinate read by output (p, q) through tap (r, s), if inside the image.
+    fn tap(&self, p: usize, q: usize, r: usize, s: usize) -> Option<(usize, usize)> {
+        let h = (p * self.stride + r) as isize - self.pad as isize;
+        let w = (q * self.stride + s) as isize - self.pad as isize;
+        (h >= 0 && w >= 0 && (h as usize) < self.h && (w as usize) < self.w)
+            .then_some((h as usize, w as usize))
+    }
+}
+
+pub fn conv_forward(g: &Conv, x: &[f64], w: &[f64], b: Option<&[f64]>) -> Vec<f64> {
+    let (p, q) = (g.p(), g.q());
+    let mut y = vec![0.0; g.n * g.k * p * q];
+    for n in 0..g.n {
+        for k in 0..g.k {
+            for pp in 0..p {
+                for qq in 0..q {
+                    let mut acc = b.map_or(0.0, |b| b[k]);
+                    for c in 0..g.c {
+                        for r in 0..g.r {
+                            for s in 0..g.s {
+                                if let Some((h, ww)) = g.tap(pp, qq, r, s) {
+                                    acc += w[((k * g.c + c) * g.r + r) * g.s + s]
+                                        * x[((n * g.c + c) * g.h + h) * g.w + ww];
+                                }
+                            }
+                        }
+                    }
+                    y[((n * g.k + k) * p + pp) * q + qq] = acc;
+                }
+            }
+        }
+    }
+    y
+}
+
+/// (dx, dw, db) of conv_forward given dy.
+pub fn conv_backward(g: &Conv, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (p, q) = (g.p(), g.q());
+    let mut dx = vec![0.0; x.len()];
+    let mut dw = vec![0.0; w.len()];
+    let mut db = vec![0.0; g.k];
+    for n in 0..g.n {
+        for k in 0..g.k {
+            for pp in 0..p {
+                for qq in 0..q {
+                    let d = dy[((n * g.k + k) * p + pp) * q + qq];
+                    db[k] += d;
+                    for c in 0..g.c {
+                        for r in 0..g.r {
+                            for s in 0..g.s {
+                                if let Some((h, ww)) = g.tap(pp, qq, r, s) {
+                                    let xi = ((n * g.c + c) * g.h + h) * g.w + ww;
+                                    let wi = ((k * g.c + c) * g.r + r) * g.s + s;
+                                    dx[xi] += w[wi] * d;
+                                    dw[wi] += x[xi] * d;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (dx, dw, db)
+}
+
+/// Training-mode batchnorm: returns (y, mean, biased var) with optional residual and ReLU.
+pub fn bn_forward(
+    n: usize,
+    c: usize,
+    hw: usize,
+    x: &[f64],
+    gamma: &[f64],
+    beta: &[f64],
+    res: Option<&[f64]>,
+    relu: bool,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let m = (n * hw) as f64;
+    let mut mean = vec![0.0; c];
+    let mut var = vec![0.0; c];
+    for ch in 0..c {
+        let vals: Vec<f64> = (0..n)
+            .flat_map(|i| (0..hw).map(move |j| (i, j)))
+            .map(|(i, j)| x[(i * c + ch) * hw + j])
+            .collect();
+        let mu = vals.iter().sum::<f64>() / m;
+        mean[ch] = mu;
+        var[ch] = vals.iter().map(|v| (v - mu) * (v - mu)).sum::<f64>() / m;
+    }
+    let y = bn_apply(n, c, hw, x, gamma, beta, &mean, &var, res, relu);
+    (y, mean, var)
+}
+
+/// y = relu?((x - mean)/sqrt(var + eps) * gamma + beta + res?).
+pub fn bn_apply(
+    n: usize,
+    c: usize,
+    hw: usize,
+    x: &[f64],
+    gamma: &[f64],
+    beta: &[f64],
+    mean: &[f64],
+    var: &[f64],
+    res: Option<&[f64]>,
+    relu: bool,
+) -> Vec<f64> {
+    let mut y = vec![0.0; x.len()];
+    for i in 0..n * c * hw {
+        let ch = (i / hw) % c;
+        let mut v = (x[i] - mean[ch]) / (var[ch] + 1e-5).sqrt() * gamma[ch] + beta[ch];
+        if let Some(r) = res {
+            v += r[i];
+        }
+        y[i] = if relu { v.max(0.0) } else { v };
+    }
+    y
+}
+
+pub fn relu(x: &[f64]) -> Vec<f64> {
+    x.iter().map(|v| v.max(0.0)).collect()
+}
+
+/// Option-A shortcut: y[n, c, h, w] = x[n, c - pad, h*st, w*st] inside the channel band.
+pub fn shortcut_a(
+    n: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    st: usize,
+    x: &[f64],
+) -> Vec<f64> {
+    let (ho, wo, pad) = (h.div_ceil(st), w.div_ceil(st), (cout - cin) / 2);
+    let mut y = vec![0.0; n * cout * ho * wo];
+    for i in 0..n {
+        for c in 0..cin {
+            for a in 0..ho {
+                for b in 0..wo {
+                    y[((i * cout + c + pad) * ho + a) * wo + b] =
+                        x[((i * cin + c) * h + a * st) * w + b * st];
+                }
+            }
+        }
+    }
+    y
+}
+
+/// Max pool (padding never wins, first maximum on ties).
+pub fn maxpool(
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    st: usize,
+    pad: usize,
+    x: &[f64],
+) -> Vec<f64> {
+    let p = (h + 2 * pad - k) / st + 1;
+    let q = (w + 2 * pad - k) / st + 1;
+    let mut y = vec![f64::NEG_INFINITY; n * c * p * q];
+    for nc in 0..n * c {
+        for a in 0..p {
+            for b in 0..q {
+                for r in 0..k {
+                    for s in 0..k {
+                        let hh = (a * st + r) as isize - pad as isize;
+                        let ww = (b * st + s) as isize - pad as isize;
+                        if hh >= 0 && ww >= 0 && (hh as usize) < h && (ww as usize) < w {
+                            let v = x[nc * h * w + hh as usize * w + ww as usize];
+                            let o = &mut y[(nc * p + a) * q + b];
+                            if v > *o {
+                                *o = v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    y
+}
+
+pub fn avgpool(n: usize, c: usize, hw: usize, x: &[f64]) -> Vec<f64> {
+    (0..n * c)
+        .map(|i| x[i * hw..(i + 1) * hw].iter().sum::<f64>() / hw as f64)
+        .collect()
+}
+
+pub fn linear(n: usize, i: usize, o: usize, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
+    let mut y = vec![0.0; n * o];
+    for a in 0..n {
+        for j in 0..o {
+            y[a * o + j] = b[j] + (0..i).map(|t| x[a * i + t] * w[j * i + t]).sum::<f64>();
+        }
+    }
+    y
+}
+
+/// Mean softmax cross-entropy.
+pub fn cross_entropy(n: usize, o: usize, z: &[f64], labels: &[u32]) -> f64 {
+    (0..n)
+        .map(|a| {
+            let row = &z[a * o..(a + 1) * o];
+            let mx = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = mx + row.iter().map(|v| (v - mx).exp()).sum::<f64>().ln();
+            lse - row[labels[a] as usize]
+        })
+        .sum::<f64>()
+        / n as f64
+}

@@ -1,0 +1,226 @@
+//! conv2d forward and backward against the f64 CPU reference and finite differences, at every
+//! shape class ResNets use, with both kernel families. Error norm: max |gpu - ref| / max |ref|.
+
+mod common;
+use common::reference::{conv_backward, conv_forward, Conv};
+use common::*;
+use resnet::gpu::Gpu;
+use resnet::ops::conv2d::{self, Conv2dShape};
+
+const TOL: f64 = 1e-4;
+
+fn shapes() -> Vec<(&'static str, Conv2dShape, bool)> {
+    vec![
+        (
+            "3x3 s1 p1 16ch 32x32",
+            Conv2dShape::new(2, 16, 32, 32, 16, 3, 1, 1),
+            false,
+        ),
+        (
+            "3x3 s2 p1 16->32",
+            Conv2dShape::new(2, 16, 32, 32, 32, 3, 2, 1),
+            false,
+        ),
+        (
+            "3x3 s1 p1 3 input channels + bias",
+            Conv2dShape::new(2, 3, 32, 32, 16, 3, 1, 1),
+            true,
+        ),
+        (
+            "1x1 s2 p0 projection",
+            Conv2dShape::new(2, 16, 16, 16, 32, 1, 2, 0),
+            false,
+        ),
+        (
+            "1x1 s1 bottleneck 64->16",
+            Conv2dShape::new(3, 64, 8, 8, 16, 1, 1, 0),
+            false,
+        ),
+        (
+            "7x7 s2 p3 stem 56x56",
+            Conv2dShape::new(1, 3, 56, 56, 64, 7, 2, 3),
+            false,
+        ),
+        (
+            "3x3 s1 p1 batch 1 7x7 odd channels + bias",
+            Conv2dShape::new(1, 12, 7, 7, 20, 3, 1, 1),
+            true,
+        ),
+        (
+            "3x3 s2 p1 odd 7x7",
+            Conv2dShape::new(2, 8, 7, 7, 8, 3, 2, 1),
+            false,
+        ),
+    ]
+}
+
+fn cpu(sh: &Conv2dShape) -> Conv {
+    Conv {
+        n: sh.n,
+        c: sh.c,
+        h: sh.h,
+        w: sh.w,
+        k: sh.k,
+        r: sh.r,
+        s: sh.s,
+        stride: sh.stride,
+        pad: sh.pad,
+    }
+}
+
+struct Data {
+    x: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    dy: Vec<f32>,
+}
+
+fn data(sh: &Conv2dShape, seed: u64) -> Data {
+    Data {
+        x: rand_vec(sh.x_shape().iter().product(), seed),
+        w: rand_vec(sh.w_shape().iter().product(), seed + 1),
+        b: rand_vec(sh.k, seed + 2),
+        dy: rand_vec(sh.y_shape().iter().product(), seed + 3),
+    }
+}
+
+/// GPU (y, dx, dw, db).
+fn run_gpu(
+    gpu: &Gpu,
+    sh: &Conv2dShape,
+    d: &Data,
+    bias: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let x = gpu.upload(&d.x, &sh.x_shape()).unwrap();
+    let w = gpu.upload(&d.w, &sh.w_shape()).unwrap();
+    let b = gpu.upload(&d.b, &[sh.k]).unwrap();
+    let dy = gpu.upload(&d.dy, &sh.y_shape()).unwrap();
+    let y = gpu.zeros(&sh.y_shape()).unwrap();
+    let dx = gpu.zeros(&sh.x_shape()).unwrap();
+    let dw = gpu.zeros(&sh.w_shape()).unwrap();
+    let db = gpu.zeros(&[sh.k]).unwrap();
+    let mut ks = conv2d::forward(gpu, sh, &x, &w, bias.then_some(&b), &y).unwrap();
+    ks.extend(conv2d::backward_input(gpu, sh, &dy, &w, &dx).unwrap());
+    ks.extend(conv2d::backward_weight(gpu, sh, &x, &dy, &dw, bias.then_some(&db)).unwrap());
+    run(gpu, &ks);
+    (
+        read(gpu, &y),
+        read(gpu, &dx),
+        read(gpu, &dw),
+        read(gpu, &db),
+    )
+}
+
+#[test]
+fn conv2d_forward_and_backward_match_cpu_reference() {
+    for flavor in FLAVORS {
+        let gpu = gpu_with(Some(flavor));
+        for (i, (name, sh, bias)) in shapes().into_iter().enumerate() {
+            let d = data(&sh, 10 + i as u64);
+            let (y, dx, dw, db) = run_gpu(&gpu, &sh, &d, bias);
+            let g = cpu(&sh);
+            let (x64, w64, b64, dy64) = (f64s(&d.x), f64s(&d.w), f64s(&d.b), f64s(&d.dy));
+            let y_ref = conv_forward(&g, &x64, &w64, bias.then_some(&b64[..]));
+            let (dx_ref, dw_ref, db_ref) = conv_backward(&g, &x64, &w64, &dy64);
+            let tag = format!("{flavor:?} {name}");
+            assert_close(&format!("{tag} forward"), &y, &y_ref, TOL);
+            assert_close(&format!("{tag} backward input"), &dx, &dx_ref, TOL);
+            assert_close(&format!("{tag} backward weight"), &dw, &dw_ref, TOL);
+            if bias {
+                assert_close(&format!("{tag} backward bias"), &db, &db_ref, TOL);
+            }
+        }
+    }
+}
+
+/// The GPU gradients equal finite differences of L = sum(dy * conv(x, w) + b) computed on the
+/// f64 CPU forward (independent of the CPU backward).
+#[test]
+fn conv2d_backward_matches_finite_differences() {
+    for flavor in FLAVORS {
+        let gpu = gpu_with(Some(flavor));
+        for sh in [
+            Conv2dShape::new(2, 3, 5, 5, 4, 3, 1, 1),
+            Conv2dShape::new(1, 4, 7, 7, 6, 3, 2, 1),
+            Conv2dShape::new(2, 5, 6, 6, 3, 1, 2, 0),
+        ] {
+            let d = data(&sh, 77);
+            let (_, dx, dw, db) = run_gpu(&gpu, &sh, &d, true);
+            let g = cpu(&sh);
+            let (x64, w64, b64, dy64) = (f64s(&d.x), f64s(&d.w), f64s(&d.b), f64s(&d.dy));
+            let loss =
+                |x: &[f64], w: &[f64], b: &[f64]| dot(&conv_forward(&g, x, w, Some(b)), &dy64);
+            let fd_x = finite_diff(&x64, 1e-4, |x| loss(x, &w64, &b64));
+            let fd_w = finite_diff(&w64, 1e-4, |w| loss(&x64, w, &b64));
+            let fd_b = finite_diff(&b64, 1e-4, |b| loss(&x64, &w64, b));
+            assert_close(
+                &format!("{flavor:?} {sh:?} dx vs finite differences"),
+                &dx,
+                &fd_x,
+                1e-4,
+            );
+            assert_close(
+                &format!("{flavor:?} {sh:?} dw vs finite differences"),
+                &dw,
+                &fd_w,
+                1e-4,
+            );
+            assert_close(
+                &format!("{flavor:?} {sh:?} db vs finite differences"),
+                &db,
+                &fd_b,
+                1e-4,
+            );
+        }
+    }
+}
+
+/// Weight gradients reduce over N*P*Q = 131072 positions at ResNet-20's first stage (batch 128):
+/// the split reduction must stay exact at full size (DESIGN.md warns about reductions here).
+#[test]
+fn conv2d_weight_gradient_at_full_resnet20_size() {
+    let sh = Conv2dShape::new(128, 16, 32, 32, 16, 3, 1, 1);
+    let d = data(&sh, 5);
+    let g = cpu(&sh);
+    let (x64, dy64) = (f64s(&d.x), f64s(&d.dy));
+    let mut dw_ref = vec![0.0; sh.k * sh.c * 9];
+    // dw only (the full CPU backward would also build dx, which is not needed here)
+    for n in 0..sh.n {
+        for k in 0..sh.k {
+            for p in 0..32 {
+                for q in 0..32 {
+                    let dv = dy64[((n * sh.k + k) * 32 + p) * 32 + q];
+                    for c in 0..sh.c {
+                        for r in 0..3 {
+                            for s in 0..3 {
+                                let (h, w) =
+                                    (p as isize + r as isize - 1, q as isize + s as isize - 1);
+                                if h >= 0 && w >= 0 && h < 32 && w < 32 {
+                                    dw_ref[((k * sh.c + c) * 3 + r) * 3 + s] += dv
+                                        * x64[((n * sh.c + c) * 32 + h as usize) * 32 + w as usize];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let _ = g;
+    for flavor in FLAVORS {
+        let gpu = gpu_with(Some(flavor));
+        let x = gpu.upload(&d.x, &sh.x_shape()).unwrap();
+        let dy = gpu.upload(&d.dy, &sh.y_shape()).unwrap();
+        let dw = gpu.zeros(&sh.w_shape()).unwrap();
+        run(
+            &gpu,
+            &conv2d::backward_weight(&gpu, &sh, &x, &dy, &dw, None).unwrap(),
+        );
+        assert_close(
+            &format!("{flavor:?} full-size dw"),
+            &read(&gpu, &dw),
+            &dw_ref,
+            TOL,
+        );
+    }
+}
