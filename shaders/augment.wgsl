@@ -12,7 +12,7 @@ struct Params {
     n: u32, hs: u32, ws: u32, ho: u32,
     wo: u32, pad: u32, seed: u32, train: u32,
     mean: vec4<f32>,
-    std: vec4<f32>,
+    stdev: vec4<f32>,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -61,5 +61,5 @@ fn augment(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     if (sx >= 0 && sy >= 0 && sx < i32(P.ws) && sy < i32(P.hs)) {
         v = f32(byte_at(((n * 3u + c) * P.hs + u32(sy)) * P.ws + u32(sx))) / 255.0;
     }
-    out[i] = (v - P.mean[c]) / P.std[c];
+    out[i] = (v - P.mean[c]) / P.stdev[c];
 }

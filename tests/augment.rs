@@ -1,0 +1,157 @@
+//! GPU augmentation: crops stay in bounds (every output pixel is a source pixel or padding), the
+//! flip is exact, normalisation matches, and a fixed seed reproduces the same batch.
+
+mod common;
+use common::*;
+use resnet::ops::augment::{
+    self, crop_params, pack_bytes, AugmentConfig, CIFAR10_MEAN, CIFAR10_STD,
+};
+
+fn pixels(n: usize, seed: u64) -> Vec<u8> {
+    rand_vec(n * 3 * 32 * 32, seed)
+        .iter()
+        .map(|v| ((v + 1.0) * 127.99) as u8)
+        .collect()
+}
+
+/// CPU reference: pad with zeros, crop at (ox, oy), flip, normalise.
+fn reference(px: &[u8], n: usize, cfg: &AugmentConfig) -> Vec<f64> {
+    let mut out = vec![0.0; n * 3 * 32 * 32];
+    for i in 0..n {
+        let (ox, oy, flip) = if cfg.train {
+            crop_params(cfg.seed, i as u32, 4)
+        } else {
+            (4, 4, false)
+        };
+        for c in 0..3 {
+            for y in 0..32 {
+                for x in 0..32 {
+                    let xs = if flip { 31 - x } else { x };
+                    let (sx, sy) = (xs as i64 + ox as i64 - 4, y as i64 + oy as i64 - 4);
+                    let v = if (0..32).contains(&sx) && (0..32).contains(&sy) {
+                        px[((i * 3 + c) * 32 + sy as usize) * 32 + sx as usize] as f64 / 255.0
+                    } else {
+                        0.0
+                    };
+                    out[((i * 3 + c) * 32 + y) * 32 + x] =
+                        (v - cfg.mean[c] as f64) / cfg.std[c] as f64;
+                }
+            }
+        }
+    }
+    out
+}
+
+fn run_aug(gpu: &resnet::Gpu, px: &[u8], n: usize, cfg: &AugmentConfig) -> Vec<f32> {
+    let p = gpu
+        .upload(&pack_bytes(px), &[px.len().div_ceil(4)])
+        .unwrap();
+    let out = gpu.zeros(&[n, 3, 32, 32]).unwrap();
+    run(gpu, &augment::augment(gpu, cfg, &p, &out).unwrap());
+    read(gpu, &out)
+}
+
+#[test]
+fn augmentation_matches_reference_and_is_reproducible() {
+    let gpu = gpu();
+    let n = 64;
+    let px = pixels(n, 3);
+    let cfg = AugmentConfig {
+        n,
+        src: (32, 32),
+        out: (32, 32),
+        pad: 4,
+        train: true,
+        seed: 1234,
+        mean: CIFAR10_MEAN,
+        std: CIFAR10_STD,
+    };
+    let a = run_aug(&gpu, &px, n, &cfg);
+    assert_close("train augmentation", &a, &reference(&px, n, &cfg), 1e-6);
+    let b = run_aug(&gpu, &px, n, &cfg);
+    assert_eq!(a, b, "same seed must give the same batch");
+    let c = run_aug(&gpu, &px, n, &AugmentConfig { seed: 99, ..cfg });
+    assert_ne!(a, c, "another seed must give another batch");
+    let e = run_aug(
+        &gpu,
+        &px,
+        n,
+        &AugmentConfig {
+            train: false,
+            ..cfg
+        },
+    );
+    assert_close(
+        "eval normalisation",
+        &e,
+        &reference(
+            &px,
+            n,
+            &AugmentConfig {
+                train: false,
+                ..cfg
+            },
+        ),
+        1e-6,
+    );
+
+    // the draws cover the whole range of offsets and both flips, and never leave [0, 2*pad]
+    let draws: Vec<_> = (0..1000).map(|i| crop_params(1234, i, 4)).collect();
+    assert!(draws.iter().all(|&(x, y, _)| x <= 8 && y <= 8));
+    assert!((0..=8).all(|o| draws.iter().any(|d| d.0 == o) && draws.iter().any(|d| d.1 == o)));
+    let flips = draws.iter().filter(|d| d.2).count();
+    assert!((400..600).contains(&flips), "{flips} flips in 1000");
+}
+
+#[test]
+fn flip_is_exact_and_crop_keeps_source_pixels() {
+    let gpu = gpu();
+    let n = 16;
+    let px = pixels(n, 5);
+    let cfg = AugmentConfig {
+        n,
+        src: (32, 32),
+        out: (32, 32),
+        pad: 4,
+        train: true,
+        seed: 7,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+    };
+    let a = run_aug(&gpu, &px, n, &cfg);
+    for i in 0..n {
+        let (ox, oy, flip) = crop_params(7, i as u32, 4);
+        for c in 0..3 {
+            for y in 0..32 {
+                for x in 0..32 {
+                    let v = a[((i * 3 + c) * 32 + y) * 32 + x];
+                    let xs = if flip { 31 - x } else { x };
+                    let (sx, sy) = (xs as i64 + ox as i64 - 4, y as i64 + oy as i64 - 4);
+                    if (0..32).contains(&sx) && (0..32).contains(&sy) {
+                        let want =
+                            px[((i * 3 + c) * 32 + sy as usize) * 32 + sx as usize] as f32 / 255.0;
+                        assert_eq!(v, want, "image {i} pixel ({c},{y},{x})");
+                    } else {
+                        assert_eq!(v, 0.0, "padding at image {i} ({c},{y},{x})");
+                    }
+                }
+            }
+        }
+        // flipping the output back must give an unflipped crop: mirror symmetry exact
+        if flip {
+            let row: Vec<f32> = (0..32).map(|x| a[(i * 3 * 32 + 16) * 32 + x]).collect();
+            let unflipped: Vec<f32> = (0..32)
+                .rev()
+                .map(|x| {
+                    let (sx, sy) = (x as i64 + ox as i64 - 4, 16 + oy as i64 - 4);
+                    if (0..32).contains(&sx) && (0..32).contains(&sy) {
+                        px[(i * 3 * 32 + sy as usize) * 32 + sx as usize] as f32 / 255.0
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            assert_eq!(row, unflipped);
+        }
+    }
+}

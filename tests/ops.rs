@@ -1,0 +1,315 @@
+//! ReLU, residual add, option-A shortcut, max pool, global average pool, linear, softmax
+//! cross-entropy and SGD against f64 CPU references; every backward also against finite
+//! differences of its CPU forward. Error norm: max |gpu - ref| / max |ref|.
+
+mod common;
+use common::reference::*;
+use common::*;
+use resnet::ops::elementwise::{self, ShortcutShape};
+use resnet::ops::linear;
+use resnet::ops::loss::{self, LossBuffers};
+use resnet::ops::pool::{self, PoolShape};
+use resnet::ops::sgd::{self, SgdConfig};
+
+#[test]
+fn relu_and_add_forward_backward() {
+    let gpu = gpu();
+    let shape = [2, 3, 7, 7];
+    let len = 2 * 3 * 49;
+    let (a, b, dyv) = (rand_vec(len, 1), rand_vec(len, 2), rand_vec(len, 3));
+    let at = gpu.upload(&a, &shape).unwrap();
+    let bt = gpu.upload(&b, &shape).unwrap();
+    let dy = gpu.upload(&dyv, &shape).unwrap();
+    let y = gpu.zeros(&shape).unwrap();
+    let s = gpu.zeros(&shape).unwrap();
+    let dx = gpu.zeros(&shape).unwrap();
+    let mut ks = elementwise::relu_forward(&gpu, &at, &y).unwrap();
+    ks.extend(elementwise::relu_backward(&gpu, &dy, &y, &dx).unwrap());
+    ks.extend(elementwise::add_forward(&gpu, &at, &bt, &s).unwrap());
+    run(&gpu, &ks);
+    let a64 = f64s(&a);
+    assert_close("relu forward", &read(&gpu, &y), &relu(&a64), 0.0);
+    let sum: Vec<f64> = a.iter().zip(&b).map(|(x, y)| (*x + *y) as f64).collect();
+    assert_close("add forward", &read(&gpu, &s), &sum, 0.0);
+    let fd = finite_diff(&a64, 1e-6, |x| dot(&relu(x), &f64s(&dyv)));
+    assert_close(
+        "relu backward vs finite differences",
+        &read(&gpu, &dx),
+        &fd,
+        1e-6,
+    );
+}
+
+#[test]
+fn shortcut_option_a_forward_backward() {
+    let gpu = gpu();
+    for sh in [
+        ShortcutShape {
+            n: 2,
+            cin: 16,
+            h: 32,
+            w: 32,
+            cout: 32,
+            stride: 2,
+        },
+        ShortcutShape {
+            n: 1,
+            cin: 4,
+            h: 7,
+            w: 7,
+            cout: 8,
+            stride: 2,
+        },
+    ] {
+        let x = rand_vec(sh.x_shape().iter().product(), 4);
+        let dyv = rand_vec(sh.y_shape().iter().product(), 5);
+        let xt = gpu.upload(&x, &sh.x_shape()).unwrap();
+        let dy = gpu.upload(&dyv, &sh.y_shape()).unwrap();
+        let y = gpu.zeros(&sh.y_shape()).unwrap();
+        let dx = gpu.zeros(&sh.x_shape()).unwrap();
+        let mut ks = elementwise::shortcut_a_forward(&gpu, &sh, &xt, &y).unwrap();
+        ks.extend(elementwise::shortcut_a_backward(&gpu, &sh, &dy, &dx).unwrap());
+        run(&gpu, &ks);
+        let f = |x: &[f64]| shortcut_a(sh.n, sh.cin, sh.h, sh.w, sh.cout, sh.stride, x);
+        assert_close("shortcut A forward", &read(&gpu, &y), &f(&f64s(&x)), 0.0);
+        let fd = finite_diff(&f64s(&x), 1e-3, |x| dot(&f(x), &f64s(&dyv)));
+        assert_close(
+            "shortcut A backward vs finite differences",
+            &read(&gpu, &dx),
+            &fd,
+            1e-6,
+        );
+    }
+}
+
+#[test]
+fn maxpool_forward_backward() {
+    let gpu = gpu();
+    for sh in [
+        PoolShape {
+            n: 2,
+            c: 4,
+            h: 112,
+            w: 112,
+            k: 3,
+            stride: 2,
+            pad: 1,
+        },
+        PoolShape {
+            n: 1,
+            c: 3,
+            h: 7,
+            w: 7,
+            k: 3,
+            stride: 2,
+            pad: 1,
+        },
+        PoolShape {
+            n: 2,
+            c: 2,
+            h: 8,
+            w: 6,
+            k: 2,
+            stride: 2,
+            pad: 0,
+        },
+    ] {
+        let x = rand_vec(sh.x_shape().iter().product(), 6);
+        let dyv = rand_vec(sh.y_shape().iter().product(), 7);
+        let xt = gpu.upload(&x, &sh.x_shape()).unwrap();
+        let dy = gpu.upload(&dyv, &sh.y_shape()).unwrap();
+        let y = gpu.zeros(&sh.y_shape()).unwrap();
+        let arg = gpu.zeros(&sh.y_shape()).unwrap();
+        let dx = gpu.zeros(&sh.x_shape()).unwrap();
+        let mut ks = pool::maxpool_forward(&gpu, &sh, &xt, &y, &arg).unwrap();
+        ks.extend(pool::maxpool_backward(&gpu, &sh, &dy, &arg, &dx).unwrap());
+        run(&gpu, &ks);
+        let f = |x: &[f64]| maxpool(sh.n, sh.c, sh.h, sh.w, sh.k, sh.stride, sh.pad, x);
+        assert_close("maxpool forward", &read(&gpu, &y), &f(&f64s(&x)), 0.0);
+        if x.len() > 2000 {
+            continue; // finite differences on the small shapes only: each coordinate is a full forward
+        }
+        let fd = finite_diff(&f64s(&x), 1e-7, |x| dot(&f(x), &f64s(&dyv)));
+        assert_close(
+            "maxpool backward vs finite differences",
+            &read(&gpu, &dx),
+            &fd,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn avgpool_forward_backward() {
+    let gpu = gpu();
+    for (n, c, h, w) in [(128, 64, 8, 8), (1, 5, 7, 7)] {
+        let x = rand_vec(n * c * h * w, 8);
+        let dyv = rand_vec(n * c, 9);
+        let xt = gpu.upload(&x, &[n, c, h, w]).unwrap();
+        let dy = gpu.upload(&dyv, &[n, c]).unwrap();
+        let y = gpu.zeros(&[n, c]).unwrap();
+        let dx = gpu.zeros(&[n, c, h, w]).unwrap();
+        let mut ks = pool::avgpool_forward(&gpu, &xt, &y).unwrap();
+        ks.extend(pool::avgpool_backward(&gpu, &dy, &dx).unwrap());
+        run(&gpu, &ks);
+        let f = |x: &[f64]| avgpool(n, c, h * w, x);
+        assert_close("avgpool forward", &read(&gpu, &y), &f(&f64s(&x)), 1e-5);
+        if n == 1 {
+            let fd = finite_diff(&f64s(&x), 1e-4, |x| dot(&f(x), &f64s(&dyv)));
+            assert_close(
+                "avgpool backward vs finite differences",
+                &read(&gpu, &dx),
+                &fd,
+                1e-5,
+            );
+        }
+    }
+}
+
+#[test]
+fn linear_forward_backward() {
+    let gpu = gpu();
+    for (n, i, o) in [(128, 64, 10), (1, 7, 3), (4, 2048, 20)] {
+        let (x, w, b, dyv) = (
+            rand_vec(n * i, 10),
+            rand_vec(o * i, 11),
+            rand_vec(o, 12),
+            rand_vec(n * o, 13),
+        );
+        let xt = gpu.upload(&x, &[n, i]).unwrap();
+        let wt = gpu.upload(&w, &[o, i]).unwrap();
+        let bt = gpu.upload(&b, &[o]).unwrap();
+        let dy = gpu.upload(&dyv, &[n, o]).unwrap();
+        let y = gpu.zeros(&[n, o]).unwrap();
+        let dx = gpu.zeros(&[n, i]).unwrap();
+        let dw = gpu.zeros(&[o, i]).unwrap();
+        let db = gpu.zeros(&[o]).unwrap();
+        let mut ks = linear::forward(&gpu, &xt, &wt, &bt, &y).unwrap();
+        ks.extend(linear::backward(&gpu, &xt, &wt, &dy, Some(&dx), &dw, &db).unwrap());
+        run(&gpu, &ks);
+        let (x64, w64, b64, dy64) = (f64s(&x), f64s(&w), f64s(&b), f64s(&dyv));
+        assert_close(
+            "linear forward",
+            &read(&gpu, &y),
+            &linear(n, i, o, &x64, &w64, &b64),
+            1e-5,
+        );
+        if n * i * o < 100_000 {
+            let fd_x = finite_diff(&x64, 1e-4, |x| dot(&linear(n, i, o, x, &w64, &b64), &dy64));
+            let fd_w = finite_diff(&w64, 1e-4, |w| dot(&linear(n, i, o, &x64, w, &b64), &dy64));
+            let fd_b = finite_diff(&b64, 1e-4, |b| dot(&linear(n, i, o, &x64, &w64, b), &dy64));
+            assert_close(
+                "linear dx vs finite differences",
+                &read(&gpu, &dx),
+                &fd_x,
+                1e-5,
+            );
+            assert_close(
+                "linear dw vs finite differences",
+                &read(&gpu, &dw),
+                &fd_w,
+                1e-5,
+            );
+            assert_close(
+                "linear db vs finite differences",
+                &read(&gpu, &db),
+                &fd_b,
+                1e-5,
+            );
+        }
+    }
+}
+
+#[test]
+fn cross_entropy_loss_gradient_and_accuracy() {
+    let gpu = gpu();
+    for (n, o) in [(128, 10), (1, 1000), (300, 7)] {
+        let z: Vec<f32> = rand_vec(n * o, 14).iter().map(|v| v * 4.0).collect();
+        let labels: Vec<u32> = (0..n).map(|i| ((i * 7 + 3) % o) as u32).collect();
+        let zt = gpu.upload(&z, &[n, o]).unwrap();
+        let lt = gpu.upload(&labels, &[n]).unwrap();
+        let dz = gpu.zeros(&[n, o]).unwrap();
+        let out = LossBuffers::new(&gpu, n).unwrap();
+        let ks = loss::cross_entropy(&gpu, &zt, &lt, &dz, &out).unwrap();
+        run(&gpu, &ks);
+        run(&gpu, &ks); // twice: the accumulator must hold two batches
+        let z64 = f64s(&z);
+        let l_ref = cross_entropy(n, o, &z64, &labels);
+        let correct = (0..n)
+            .filter(|&a| {
+                let row = &z[a * o..(a + 1) * o];
+                let am = (0..o).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+                am == labels[a] as usize
+            })
+            .count() as f64;
+        let stats = read(&gpu, &out.stats);
+        assert_close("cross entropy loss", &stats[..1], &[l_ref], 1e-5);
+        assert_eq!(stats[1] as f64, correct, "correct count");
+        let acc = read(&gpu, &out.accum);
+        assert_close(
+            "accumulated loss sum",
+            &acc[..1],
+            &[2.0 * l_ref * n as f64],
+            1e-5,
+        );
+        assert_eq!(
+            (acc[1] as f64, acc[2] as usize),
+            (2.0 * correct, 2 * n),
+            "accumulated correct/count"
+        );
+        let fd = finite_diff(&z64, 1e-5, |z| cross_entropy(n, o, z, &labels));
+        assert_close(
+            "cross entropy gradient vs finite differences",
+            &read(&gpu, &dz),
+            &fd,
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn sgd_matches_torch_optim_sgd() {
+    let gpu = gpu();
+    for nesterov in [false, true] {
+        let len = 1000;
+        let cfg = SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            nesterov,
+        };
+        let p0 = rand_vec(len, 15);
+        let grads = [rand_vec(len, 16), rand_vec(len, 17), rand_vec(len, 18)];
+        let p = gpu.upload(&p0, &[len]).unwrap();
+        let g = gpu.zeros(&[len]).unwrap();
+        let v = gpu.zeros(&[len]).unwrap();
+        let ks = sgd::step(&gpu, &cfg, &p, &g, &v).unwrap();
+        // reference: torch.optim.SGD's update, written out
+        let mut pr = f64s(&p0);
+        let mut vr = vec![0.0f64; len];
+        for (step, gr) in grads.iter().enumerate() {
+            let lr = if step == 2 { 0.01 } else { 0.1 };
+            ks[0].set_params(&gpu, &SgdConfig { lr, ..cfg }.uniform(len));
+            gpu.write(&g, gr).unwrap();
+            run(&gpu, &ks);
+            for i in 0..len {
+                let d = gr[i] as f64 + 1e-4 * pr[i];
+                vr[i] = if step == 0 { d } else { 0.9 * vr[i] + d };
+                let upd = if nesterov { d + 0.9 * vr[i] } else { vr[i] };
+                pr[i] -= lr as f64 * upd;
+            }
+        }
+        assert_close(
+            &format!("sgd nesterov={nesterov} params"),
+            &read(&gpu, &p),
+            &pr,
+            1e-5,
+        );
+        assert_close(
+            &format!("sgd nesterov={nesterov} momentum"),
+            &read(&gpu, &v),
+            &vr,
+            1e-5,
+        );
+    }
+}
