@@ -26,6 +26,28 @@ pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
     }
 }
 
+/// Parses a kernel family name: `register` (CPU drivers) or `tiled` (real GPUs).
+pub fn parse_flavor(name: &str) -> Result<KernelFlavor> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "register" => Ok(KernelFlavor::Register),
+        "tiled" => Ok(KernelFlavor::Tiled),
+        other => Err(Error::Invalid(format!(
+            "--kernels: unknown kernel family '{other}' (expected register or tiled)"
+        ))),
+    }
+}
+
+impl GpuOptions {
+    /// Options from the environment: `WGPU_BACKEND` (read by wgpu) and `RESNET_KERNELS`.
+    pub fn from_env() -> Result<Self> {
+        let flavor = match std::env::var("RESNET_KERNELS") {
+            Ok(v) if !v.is_empty() => Some(parse_flavor(&v)?),
+            _ => None,
+        };
+        Ok(GpuOptions { backends: None, flavor })
+    }
+}
+
 /// One line per adapter for `resnet info`.
 #[derive(Debug, Clone)]
 pub struct AdapterSummary {

@@ -9,7 +9,7 @@ mod tensor;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use adapter::list_adapters;
-pub use adapter::{parse_backend, AdapterSummary, GpuOptions};
+pub use adapter::{parse_backend, parse_flavor, AdapterSummary, GpuOptions};
 pub use kernel::{Kernel, Uniform};
 pub use tensor::Tensor;
 
@@ -39,6 +39,8 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     /// Features enabled on the device.
     pub features: wgpu::Features,
+    /// Features the adapter offers (a superset of `features`).
+    pub adapter_features: wgpu::Features,
     /// Kernel family used by ops that have several.
     pub flavor: KernelFlavor,
     modules: RefCell<HashMap<&'static str, wgpu::ShaderModule>>,
@@ -57,7 +59,8 @@ impl Gpu {
         limits.max_compute_workgroups_per_dimension =
             limits.max_compute_workgroups_per_dimension.max(1);
         let wanted = wgpu::Features::TIMESTAMP_QUERY;
-        let features = adapter.features() & wanted;
+        let adapter_features = adapter.features();
+        let features = adapter_features & wanted;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("resnet"),
@@ -78,6 +81,7 @@ impl Gpu {
             info,
             limits,
             features,
+            adapter_features,
             flavor,
             modules: RefCell::new(HashMap::new()),
             pipelines: RefCell::new(HashMap::new()),
