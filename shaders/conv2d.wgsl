@@ -20,7 +20,7 @@ struct Params {
     n: u32, c: u32, h: u32, w: u32,
     k: u32, p: u32, q: u32, r: u32,
     s: u32, stride: u32, pad: u32, has_bias: u32,
-    k8: u32, c8: u32, splits: u32, chunk: u32,
+    kpad: u32, cpad: u32, splits: u32, chunk: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -36,40 +36,42 @@ fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, size: u32) -> u32 {
 
 // ---- weight re-layouts (weights are small: these cost one dispatch each) ----
 
-// src_a = w [K, C, R, S]  ->  dst [C*R*S, K8] (zero for k >= K)
+// src_a = w [K, C, R, S]  ->  dst [C*R*S, Kpad] (zero for k >= K)
 @compute @workgroup_size(64)
 fn transpose_w_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
     let e = linear_id(wid, nwg, lid, 64u);
     let crs = P.c * P.r * P.s;
-    if (e >= crs * P.k8) { return; }
-    let kk = e / P.k8;
-    let k = e % P.k8;
+    if (e >= crs * P.kpad) { return; }
+    let kk = e / P.kpad;
+    let k = e % P.kpad;
     var v = 0.0;
     if (k < P.k) { v = src_a[k * crs + kk]; }
     dst[e] = v;
 }
 
-// src_a = w [K, C, R, S]  ->  dst [R*S, K, C8] (zero for c >= C)
+// src_a = w [K, C, R, S]  ->  dst [R*S, K, Cpad] (zero for c >= C)
 @compute @workgroup_size(64)
 fn transpose_w_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
     let e = linear_id(wid, nwg, lid, 64u);
     let rs_n = P.r * P.s;
-    if (e >= rs_n * P.k * P.c8) { return; }
-    let rs = e / (P.k * P.c8);
-    let rem = e % (P.k * P.c8);
-    let k = rem / P.c8;
-    let c = rem % P.c8;
+    if (e >= rs_n * P.k * P.cpad) { return; }
+    let rs = e / (P.k * P.cpad);
+    let rem = e % (P.k * P.cpad);
+    let k = rem / P.cpad;
+    let c = rem % P.cpad;
     var v = 0.0;
     if (c < P.c) { v = src_a[(k * P.c + c) * rs_n + rs]; }
     dst[e] = v;
 }
 
 // ---- register-blocked kernels (lavapipe) ----
-// Every per-invocation array is spelled out as vec4/mat4x4 values so that the compiler keeps them in
-// registers: lavapipe puts indexed arrays in scratch memory, which costs 5x. An accumulator
-// a{g}{j} is a mat4x4 whose column i holds channels 4g..4g+3 of pixel (or weight) 4j+i.
+// Each invocation owns 16 channels x 16 pixels (or 16 weights): 256 accumulators, 16 mat4x4 values
+// a{g}{j} whose column i holds channels 4g..4g+3 of pixel 4j+i. Measured on lavapipe, a per-lane
+// storage load costs as much as ~10 multiply-adds, so the tile is as large as spills allow; and
+// every per-invocation array is spelled out as vectors, because lavapipe puts indexed arrays in
+// scratch memory (5x slower).
 
 fn outer(a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
     return mat4x4<f32>(a * b.x, a * b.y, a * b.z, a * b.w);
@@ -86,6 +88,12 @@ fn in_box(h: vec4<i32>, w: vec4<i32>) -> vec4<bool> {
 
 const LANE4 = vec4<u32>(0u, 1u, 2u, 3u);
 
+fn pick(i: u32, c0: vec4<f32>, c1: vec4<f32>, c2: vec4<f32>, c3: vec4<f32>) -> f32 {
+    let lo = select(c1[i % 4u], c0[i % 4u], i < 4u);
+    let hi = select(c3[i % 4u], c2[i % 4u], i < 12u);
+    return select(hi, lo, i < 8u);
+}
+
 // Output pixel m = (n, p, q) -> top-left input row/column and the offset of x[n, 0, hb, wb].
 struct Px { hb: vec4<i32>, wb: vec4<i32>, base: vec4<i32> }
 
@@ -100,27 +108,27 @@ fn fwd_pixels(m0: u32, npq: u32) -> Px {
     return Px(hb, wb, vec4<i32>(n * P.c * P.h * P.w) + hb * i32(P.w) + wb);
 }
 
-fn store_fwd(m: u32, npq: u32, k0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+fn store_fwd(m: u32, npq: u32, k0: u32, c0: vec4<f32>, c1: vec4<f32>, c2: vec4<f32>, c3: vec4<f32>) {
     if (m >= npq) { return; }
     let pq = P.p * P.q;
     let o = (m / pq) * P.k * pq + m % pq;
-    for (var i = 0u; i < 8u; i++) {
+    for (var i = 0u; i < 16u; i++) {
         let k = k0 + i;
         if (k >= P.k) { return; }
-        var v = select(hi[i % 4u], lo[i % 4u], i < 4u);
+        var v = pick(i, c0, c1, c2, c3);
         if (P.has_bias != 0u) { v += bias[k]; }
         dst[o + k * pq] = v;
     }
 }
 
-// forward: wt = w re-laid [C*R*S, K8]; src_b = x; dst = y. Invocation: 8 out channels x 16 pixels.
+// forward: wt = w re-laid [C*R*S, K16]; src_b = x; dst = y. Invocation: 16 out channels x 16 pixels.
 @compute @workgroup_size(64)
 fn conv_fwd_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
     let npq = P.n * P.p * P.q;
     let pblocks = (npq + 15u) / 16u;
     let g = linear_id(wid, nwg, lid, 64u);
-    if (g >= pblocks * (P.k8 / 8u)) { return; }
+    if (g >= pblocks * (P.kpad / 16u)) { return; }
     let kb = g / pblocks;
     let m0 = (g % pblocks) * 16u;
     let hw = i32(P.h * P.w);
@@ -132,7 +140,9 @@ fn conv_fwd_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 
     var a00 = mat4x4<f32>(); var a01 = mat4x4<f32>(); var a02 = mat4x4<f32>(); var a03 = mat4x4<f32>();
     var a10 = mat4x4<f32>(); var a11 = mat4x4<f32>(); var a12 = mat4x4<f32>(); var a13 = mat4x4<f32>();
-    let wstride = P.r * P.s * (P.k8 / 4u);
+    var a20 = mat4x4<f32>(); var a21 = mat4x4<f32>(); var a22 = mat4x4<f32>(); var a23 = mat4x4<f32>();
+    var a30 = mat4x4<f32>(); var a31 = mat4x4<f32>(); var a32 = mat4x4<f32>(); var a33 = mat4x4<f32>();
+    let wstride = P.r * P.s * (P.kpad / 4u);
     for (var r = 0; r < i32(P.r); r++) {
         for (var s = 0; s < i32(P.s); s++) {
             let ok0 = in_box(x0.hb + r, x0.wb + s);
@@ -141,30 +151,42 @@ fn conv_fwd_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             let ok3 = in_box(x3.hb + r, x3.wb + s);
             let d = r * W + s;
             var o0 = x0.base + d; var o1 = x1.base + d; var o2 = x2.base + d; var o3 = x3.base + d;
-            var wi = u32(r * i32(P.s) + s) * (P.k8 / 4u) + kb * 2u;
+            var wi = u32(r * i32(P.s) + s) * (P.kpad / 4u) + kb * 4u;
             for (var c = 0u; c < P.c; c++) {
                 let w0 = wt[wi];
                 let w1 = wt[wi + 1u];
+                let w2 = wt[wi + 2u];
+                let w3 = wt[wi + 3u];
                 let v0 = gather4(o0, ok0);
                 let v1 = gather4(o1, ok1);
                 let v2 = gather4(o2, ok2);
                 let v3 = gather4(o3, ok3);
                 a00 += outer(w0, v0); a01 += outer(w0, v1); a02 += outer(w0, v2); a03 += outer(w0, v3);
                 a10 += outer(w1, v0); a11 += outer(w1, v1); a12 += outer(w1, v2); a13 += outer(w1, v3);
+                a20 += outer(w2, v0); a21 += outer(w2, v1); a22 += outer(w2, v2); a23 += outer(w2, v3);
+                a30 += outer(w3, v0); a31 += outer(w3, v1); a32 += outer(w3, v2); a33 += outer(w3, v3);
                 wi += wstride;
                 o0 += hw; o1 += hw; o2 += hw; o3 += hw;
             }
         }
     }
-    let k0 = kb * 8u;
-    store_fwd(m0 + 0u, npq, k0, a00[0], a10[0]); store_fwd(m0 + 1u, npq, k0, a00[1], a10[1]);
-    store_fwd(m0 + 2u, npq, k0, a00[2], a10[2]); store_fwd(m0 + 3u, npq, k0, a00[3], a10[3]);
-    store_fwd(m0 + 4u, npq, k0, a01[0], a11[0]); store_fwd(m0 + 5u, npq, k0, a01[1], a11[1]);
-    store_fwd(m0 + 6u, npq, k0, a01[2], a11[2]); store_fwd(m0 + 7u, npq, k0, a01[3], a11[3]);
-    store_fwd(m0 + 8u, npq, k0, a02[0], a12[0]); store_fwd(m0 + 9u, npq, k0, a02[1], a12[1]);
-    store_fwd(m0 + 10u, npq, k0, a02[2], a12[2]); store_fwd(m0 + 11u, npq, k0, a02[3], a12[3]);
-    store_fwd(m0 + 12u, npq, k0, a03[0], a13[0]); store_fwd(m0 + 13u, npq, k0, a03[1], a13[1]);
-    store_fwd(m0 + 14u, npq, k0, a03[2], a13[2]); store_fwd(m0 + 15u, npq, k0, a03[3], a13[3]);
+    let k0 = kb * 16u;
+    store_fwd(m0 + 0u, npq, k0, (a00[0]), a10[0], a20[0], a30[0]);
+    store_fwd(m0 + 1u, npq, k0, (a00[1]), a10[1], a20[1], a30[1]);
+    store_fwd(m0 + 2u, npq, k0, (a00[2]), a10[2], a20[2], a30[2]);
+    store_fwd(m0 + 3u, npq, k0, (a00[3]), a10[3], a20[3], a30[3]);
+    store_fwd(m0 + 4u, npq, k0, (a01[0]), a11[0], a21[0], a31[0]);
+    store_fwd(m0 + 5u, npq, k0, (a01[1]), a11[1], a21[1], a31[1]);
+    store_fwd(m0 + 6u, npq, k0, (a01[2]), a11[2], a21[2], a31[2]);
+    store_fwd(m0 + 7u, npq, k0, (a01[3]), a11[3], a21[3], a31[3]);
+    store_fwd(m0 + 8u, npq, k0, (a02[0]), a12[0], a22[0], a32[0]);
+    store_fwd(m0 + 9u, npq, k0, (a02[1]), a12[1], a22[1], a32[1]);
+    store_fwd(m0 + 10u, npq, k0, (a02[2]), a12[2], a22[2], a32[2]);
+    store_fwd(m0 + 11u, npq, k0, (a02[3]), a12[3], a22[3], a32[3]);
+    store_fwd(m0 + 12u, npq, k0, (a03[0]), a13[0], a23[0], a33[0]);
+    store_fwd(m0 + 13u, npq, k0, (a03[1]), a13[1], a23[1], a33[1]);
+    store_fwd(m0 + 14u, npq, k0, (a03[2]), a13[2], a23[2], a33[2]);
+    store_fwd(m0 + 15u, npq, k0, (a03[3]), a13[3], a23[3], a33[3]);
 }
 
 // Input pixel m = (n, h, w) -> h + pad, w + pad and the offset of dy[n, 0, 0, 0].
@@ -189,26 +211,26 @@ fn dx_tap(x: Px, r: i32, s: i32, ok: ptr<function, vec4<bool>>) -> vec4<i32> {
     return x.base + p * i32(P.q) + q;
 }
 
-fn store_dx(m: u32, nhw: u32, c0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+fn store_dx(m: u32, nhw: u32, c0: u32, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) {
     if (m >= nhw) { return; }
     let hw = P.h * P.w;
     let o = (m / hw) * P.c * hw + m % hw;
-    for (var i = 0u; i < 8u; i++) {
-        let c = c0 + i;
-        if (c >= P.c) { return; }
-        dst[o + c * hw] = select(hi[i % 4u], lo[i % 4u], i < 4u);
+    for (var i = 0u; i < 16u; i++) {
+        let ch = c0 + i;
+        if (ch >= P.c) { return; }
+        dst[o + ch * hw] = pick(i, a, b, c, d);
     }
 }
 
-// backward to input: wt = w re-laid [R*S, K, C8]; src_b = dy; dst = dx.
-// Invocation: 8 input channels x 16 input pixels.
+// backward to input: wt = w re-laid [R*S, K, C16]; src_b = dy; dst = dx.
+// Invocation: 16 input channels x 16 input pixels.
 @compute @workgroup_size(64)
 fn conv_dx_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
     let nhw = P.n * P.h * P.w;
     let pblocks = (nhw + 15u) / 16u;
     let g = linear_id(wid, nwg, lid, 64u);
-    if (g >= pblocks * (P.c8 / 8u)) { return; }
+    if (g >= pblocks * (P.cpad / 16u)) { return; }
     let cb = g / pblocks;
     let m0 = (g % pblocks) * 16u;
     let pq = i32(P.p * P.q);
@@ -219,7 +241,9 @@ fn conv_dx_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 
     var a00 = mat4x4<f32>(); var a01 = mat4x4<f32>(); var a02 = mat4x4<f32>(); var a03 = mat4x4<f32>();
     var a10 = mat4x4<f32>(); var a11 = mat4x4<f32>(); var a12 = mat4x4<f32>(); var a13 = mat4x4<f32>();
-    let kstride = P.c8 / 4u;
+    var a20 = mat4x4<f32>(); var a21 = mat4x4<f32>(); var a22 = mat4x4<f32>(); var a23 = mat4x4<f32>();
+    var a30 = mat4x4<f32>(); var a31 = mat4x4<f32>(); var a32 = mat4x4<f32>(); var a33 = mat4x4<f32>();
+    let kstride = P.cpad / 4u;
     for (var r = 0; r < i32(P.r); r++) {
         for (var s = 0; s < i32(P.s); s++) {
             var ok0: vec4<bool>; var ok1: vec4<bool>; var ok2: vec4<bool>; var ok3: vec4<bool>;
@@ -228,30 +252,42 @@ fn conv_dx_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
             var o2 = dx_tap(x2, r, s, &ok2);
             var o3 = dx_tap(x3, r, s, &ok3);
             if (!any(ok0 | ok1 | ok2 | ok3)) { continue; }
-            var wi = u32(r * i32(P.s) + s) * P.k * kstride + cb * 2u;
+            var wi = u32(r * i32(P.s) + s) * P.k * kstride + cb * 4u;
             for (var k = 0u; k < P.k; k++) {
                 let w0 = wt[wi];
                 let w1 = wt[wi + 1u];
+                let w2 = wt[wi + 2u];
+                let w3 = wt[wi + 3u];
                 let v0 = gather4(o0, ok0);
                 let v1 = gather4(o1, ok1);
                 let v2 = gather4(o2, ok2);
                 let v3 = gather4(o3, ok3);
                 a00 += outer(w0, v0); a01 += outer(w0, v1); a02 += outer(w0, v2); a03 += outer(w0, v3);
                 a10 += outer(w1, v0); a11 += outer(w1, v1); a12 += outer(w1, v2); a13 += outer(w1, v3);
+                a20 += outer(w2, v0); a21 += outer(w2, v1); a22 += outer(w2, v2); a23 += outer(w2, v3);
+                a30 += outer(w3, v0); a31 += outer(w3, v1); a32 += outer(w3, v2); a33 += outer(w3, v3);
                 wi += kstride;
                 o0 += pq; o1 += pq; o2 += pq; o3 += pq;
             }
         }
     }
-    let c0 = cb * 8u;
-    store_dx(m0 + 0u, nhw, c0, a00[0], a10[0]); store_dx(m0 + 1u, nhw, c0, a00[1], a10[1]);
-    store_dx(m0 + 2u, nhw, c0, a00[2], a10[2]); store_dx(m0 + 3u, nhw, c0, a00[3], a10[3]);
-    store_dx(m0 + 4u, nhw, c0, a01[0], a11[0]); store_dx(m0 + 5u, nhw, c0, a01[1], a11[1]);
-    store_dx(m0 + 6u, nhw, c0, a01[2], a11[2]); store_dx(m0 + 7u, nhw, c0, a01[3], a11[3]);
-    store_dx(m0 + 8u, nhw, c0, a02[0], a12[0]); store_dx(m0 + 9u, nhw, c0, a02[1], a12[1]);
-    store_dx(m0 + 10u, nhw, c0, a02[2], a12[2]); store_dx(m0 + 11u, nhw, c0, a02[3], a12[3]);
-    store_dx(m0 + 12u, nhw, c0, a03[0], a13[0]); store_dx(m0 + 13u, nhw, c0, a03[1], a13[1]);
-    store_dx(m0 + 14u, nhw, c0, a03[2], a13[2]); store_dx(m0 + 15u, nhw, c0, a03[3], a13[3]);
+    let c0 = cb * 16u;
+    store_dx(m0 + 0u, nhw, c0, (a00[0]), a10[0], a20[0], a30[0]);
+    store_dx(m0 + 1u, nhw, c0, (a00[1]), a10[1], a20[1], a30[1]);
+    store_dx(m0 + 2u, nhw, c0, (a00[2]), a10[2], a20[2], a30[2]);
+    store_dx(m0 + 3u, nhw, c0, (a00[3]), a10[3], a20[3], a30[3]);
+    store_dx(m0 + 4u, nhw, c0, (a01[0]), a11[0], a21[0], a31[0]);
+    store_dx(m0 + 5u, nhw, c0, (a01[1]), a11[1], a21[1], a31[1]);
+    store_dx(m0 + 6u, nhw, c0, (a01[2]), a11[2], a21[2], a31[2]);
+    store_dx(m0 + 7u, nhw, c0, (a01[3]), a11[3], a21[3], a31[3]);
+    store_dx(m0 + 8u, nhw, c0, (a02[0]), a12[0], a22[0], a32[0]);
+    store_dx(m0 + 9u, nhw, c0, (a02[1]), a12[1], a22[1], a32[1]);
+    store_dx(m0 + 10u, nhw, c0, (a02[2]), a12[2], a22[2], a32[2]);
+    store_dx(m0 + 11u, nhw, c0, (a02[3]), a12[3], a22[3], a32[3]);
+    store_dx(m0 + 12u, nhw, c0, (a03[0]), a13[0], a23[0], a33[0]);
+    store_dx(m0 + 13u, nhw, c0, (a03[1]), a13[1], a23[1], a33[1]);
+    store_dx(m0 + 14u, nhw, c0, (a03[2]), a13[2], a23[2], a33[2]);
+    store_dx(m0 + 15u, nhw, c0, (a03[3]), a13[3], a23[3], a33[3]);
 }
 
 // Weight index j = (c, r, s) -> r, s and the offset of x[0, c, r, s] (relative to the window).
@@ -267,16 +303,21 @@ fn dw_taps(j0: u32, crs: u32) -> Taps {
     return Taps(r, s, vec4<i32>(c * P.h * P.w) + r * i32(P.w) + s);
 }
 
-fn store_dw(split: u32, j: u32, crs: u32, k0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+// column j of the accumulators holds weight j for channels k0..k0+15
+fn store_dw(j: u32, info: vec3<u32>, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) {
+    let split = info.x;
+    let crs = info.y;
+    let k0 = info.z;
     if (j >= crs) { return; }
-    for (var i = 0u; i < 8u; i++) {
+    for (var i = 0u; i < 16u; i++) {
         let k = k0 + i;
         if (k >= P.k) { return; }
-        dst[(split * P.k + k) * crs + j] = select(hi[i % 4u], lo[i % 4u], i < 4u);
+        dst[(split * P.k + k) * crs + j] = pick(i, a, b, c, d);
     }
 }
 
-fn dy8(i: u32, k: u32, stride: u32) -> vec4<f32> {
+// dy[n, k..k+3, p, q] as a vec4 (zero past K); i = offset of dy[n, 0, p, q]
+fn dy4(i: u32, k: u32, stride: u32) -> vec4<f32> {
     let kk = min(vec4<u32>(k) + LANE4, vec4<u32>(P.k - 1u));
     let ok = (vec4<u32>(k) + LANE4) < vec4<u32>(P.k);
     let o = vec4<u32>(i) + kk * stride;
@@ -285,13 +326,13 @@ fn dy8(i: u32, k: u32, stride: u32) -> vec4<f32> {
 
 // backward to weights, split over output rows (n, p): src_a = dy; src_b = x;
 // dst = partial sums [splits, K, C*R*S], summed by conv_dw_reduce.
-// Invocation: 8 out channels x 16 consecutive (c, r, s), one chunk of rows.
+// Invocation: 16 out channels x 16 consecutive (c, r, s), one chunk of rows.
 @compute @workgroup_size(64)
 fn conv_dw_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
     let crs = P.c * P.r * P.s;
     let jblocks = (crs + 15u) / 16u;
-    let kblocks = P.k8 / 8u;
+    let kblocks = P.kpad / 16u;
     let g = linear_id(wid, nwg, lid, 64u);
     if (g >= P.splits * kblocks * jblocks) { return; }
     let jb = g % jblocks;
@@ -309,8 +350,10 @@ fn conv_dw_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 
     var a00 = mat4x4<f32>(); var a01 = mat4x4<f32>(); var a02 = mat4x4<f32>(); var a03 = mat4x4<f32>();
     var a10 = mat4x4<f32>(); var a11 = mat4x4<f32>(); var a12 = mat4x4<f32>(); var a13 = mat4x4<f32>();
+    var a20 = mat4x4<f32>(); var a21 = mat4x4<f32>(); var a22 = mat4x4<f32>(); var a23 = mat4x4<f32>();
+    var a30 = mat4x4<f32>(); var a31 = mat4x4<f32>(); var a32 = mat4x4<f32>(); var a33 = mat4x4<f32>();
     let pq = P.p * P.q;
-    let k0 = kb * 8u;
+    let k0 = kb * 16u;
     let row0 = split * P.chunk;
     let row1 = min(row0 + P.chunk, P.n * P.p);
     for (var row = row0; row < row1; row++) {
@@ -325,25 +368,38 @@ fn conv_dw_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         let yrow = n * P.k * pq + p * P.q;
         for (var q = 0u; q < P.q; q++) {
             let wb = i32(q * P.stride) - i32(P.pad);
-            let d0 = dy8(yrow + q, k0, pq);
-            let d1 = dy8(yrow + q, k0 + 4u, pq);
+            let d0 = dy4(yrow + q, k0, pq);
+            let d1 = dy4(yrow + q, k0 + 4u, pq);
+            let d2 = dy4(yrow + q, k0 + 8u, pq);
+            let d3 = dy4(yrow + q, k0 + 12u, pq);
             let xb = xrow + wb;
             let v0 = gather4(t0.off + xb, h0 & (t0.s + wb >= zero) & (t0.s + wb < W));
             let v1 = gather4(t1.off + xb, h1 & (t1.s + wb >= zero) & (t1.s + wb < W));
             let v2 = gather4(t2.off + xb, h2 & (t2.s + wb >= zero) & (t2.s + wb < W));
             let v3 = gather4(t3.off + xb, h3 & (t3.s + wb >= zero) & (t3.s + wb < W));
-            a00 += outer(d0, v0); a01 += outer(d0, v1); a02 += outer(d0, v2); a03 += outer(d0, v3);
-            a10 += outer(d1, v0); a11 += outer(d1, v1); a12 += outer(d1, v2); a13 += outer(d1, v3);
+                a00 += outer(d0, v0); a01 += outer(d0, v1); a02 += outer(d0, v2); a03 += outer(d0, v3);
+                a10 += outer(d1, v0); a11 += outer(d1, v1); a12 += outer(d1, v2); a13 += outer(d1, v3);
+                a20 += outer(d2, v0); a21 += outer(d2, v1); a22 += outer(d2, v2); a23 += outer(d2, v3);
+                a30 += outer(d3, v0); a31 += outer(d3, v1); a32 += outer(d3, v2); a33 += outer(d3, v3);
         }
     }
-    store_dw(split, j0 + 0u, crs, k0, a00[0], a10[0]); store_dw(split, j0 + 1u, crs, k0, a00[1], a10[1]);
-    store_dw(split, j0 + 2u, crs, k0, a00[2], a10[2]); store_dw(split, j0 + 3u, crs, k0, a00[3], a10[3]);
-    store_dw(split, j0 + 4u, crs, k0, a01[0], a11[0]); store_dw(split, j0 + 5u, crs, k0, a01[1], a11[1]);
-    store_dw(split, j0 + 6u, crs, k0, a01[2], a11[2]); store_dw(split, j0 + 7u, crs, k0, a01[3], a11[3]);
-    store_dw(split, j0 + 8u, crs, k0, a02[0], a12[0]); store_dw(split, j0 + 9u, crs, k0, a02[1], a12[1]);
-    store_dw(split, j0 + 10u, crs, k0, a02[2], a12[2]); store_dw(split, j0 + 11u, crs, k0, a02[3], a12[3]);
-    store_dw(split, j0 + 12u, crs, k0, a03[0], a13[0]); store_dw(split, j0 + 13u, crs, k0, a03[1], a13[1]);
-    store_dw(split, j0 + 14u, crs, k0, a03[2], a13[2]); store_dw(split, j0 + 15u, crs, k0, a03[3], a13[3]);
+    let info = vec3<u32>(split, crs, k0);
+    store_dw(j0 + 0u, info, (a00[0]), a10[0], a20[0], a30[0]);
+    store_dw(j0 + 1u, info, (a00[1]), a10[1], a20[1], a30[1]);
+    store_dw(j0 + 2u, info, (a00[2]), a10[2], a20[2], a30[2]);
+    store_dw(j0 + 3u, info, (a00[3]), a10[3], a20[3], a30[3]);
+    store_dw(j0 + 4u, info, (a01[0]), a11[0], a21[0], a31[0]);
+    store_dw(j0 + 5u, info, (a01[1]), a11[1], a21[1], a31[1]);
+    store_dw(j0 + 6u, info, (a01[2]), a11[2], a21[2], a31[2]);
+    store_dw(j0 + 7u, info, (a01[3]), a11[3], a21[3], a31[3]);
+    store_dw(j0 + 8u, info, (a02[0]), a12[0], a22[0], a32[0]);
+    store_dw(j0 + 9u, info, (a02[1]), a12[1], a22[1], a32[1]);
+    store_dw(j0 + 10u, info, (a02[2]), a12[2], a22[2], a32[2]);
+    store_dw(j0 + 11u, info, (a02[3]), a12[3], a22[3], a32[3]);
+    store_dw(j0 + 12u, info, (a03[0]), a13[0], a23[0], a33[0]);
+    store_dw(j0 + 13u, info, (a03[1]), a13[1], a23[1], a33[1]);
+    store_dw(j0 + 14u, info, (a03[2]), a13[2], a23[2], a33[2]);
+    store_dw(j0 + 15u, info, (a03[3]), a13[3], a23[3], a33[3]);
 }
 
 // ---- workgroup-memory tiled GEMM (real GPUs) ----

@@ -5,7 +5,11 @@ use resnet::gpu::{list_adapters, parse_backend, parse_flavor, Gpu, GpuOptions};
 use resnet::Result;
 
 #[derive(Parser)]
-#[command(name = "resnet", version, about = "ResNets in WGSL compute shaders on any GPU (wgpu)")]
+#[command(
+    name = "resnet",
+    version,
+    about = "ResNets in WGSL compute shaders on any GPU (wgpu)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -56,18 +60,39 @@ fn info(opts: &GpuOptions) -> Result<()> {
     let adapters = pollster::block_on(list_adapters(opts));
     println!("adapters found: {}", adapters.len());
     for a in &adapters {
-        println!("  {} | {:?} | {:?} | driver: {}", a.name, a.backend, a.device_type, a.driver);
+        println!(
+            "  {} | {:?} | {:?} | driver: {}",
+            a.name, a.backend, a.device_type, a.driver
+        );
     }
     let gpu = Gpu::new_blocking(opts)?;
     let l = &gpu.limits;
-    println!("chosen: {} ({:?}, {:?})", gpu.info.name, gpu.info.backend, gpu.info.device_type);
+    println!(
+        "chosen: {} ({:?}, {:?})",
+        gpu.info.name, gpu.info.backend, gpu.info.device_type
+    );
     println!("  kernels: {:?}", gpu.flavor);
-    println!("  max_storage_buffer_binding_size: {} MiB", l.max_storage_buffer_binding_size / (1 << 20));
+    println!(
+        "  max_storage_buffer_binding_size: {} MiB",
+        l.max_storage_buffer_binding_size / (1 << 20)
+    );
     println!("  max_buffer_size: {} MiB", l.max_buffer_size / (1 << 20));
-    println!("  max_storage_buffers_per_shader_stage: {}", l.max_storage_buffers_per_shader_stage);
-    println!("  max_compute_workgroup_storage_size: {} bytes", l.max_compute_workgroup_storage_size);
-    println!("  max_compute_invocations_per_workgroup: {}", l.max_compute_invocations_per_workgroup);
-    println!("  max_compute_workgroups_per_dimension: {}", l.max_compute_workgroups_per_dimension);
+    println!(
+        "  max_storage_buffers_per_shader_stage: {}",
+        l.max_storage_buffers_per_shader_stage
+    );
+    println!(
+        "  max_compute_workgroup_storage_size: {} bytes",
+        l.max_compute_workgroup_storage_size
+    );
+    println!(
+        "  max_compute_invocations_per_workgroup: {}",
+        l.max_compute_invocations_per_workgroup
+    );
+    println!(
+        "  max_compute_workgroups_per_dimension: {}",
+        l.max_compute_workgroups_per_dimension
+    );
     let f = gpu.adapter_features;
     let has = |x: wgpu::Features| if f.contains(x) { "yes" } else { "no" };
     println!(

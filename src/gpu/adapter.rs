@@ -44,7 +44,10 @@ impl GpuOptions {
             Ok(v) if !v.is_empty() => Some(parse_flavor(&v)?),
             _ => None,
         };
-        Ok(GpuOptions { backends: None, flavor })
+        Ok(GpuOptions {
+            backends: None,
+            flavor,
+        })
     }
 }
 

@@ -122,8 +122,8 @@ impl Conv2dShape {
             .u(self.stride)
             .u(self.pad)
             .u(has_bias as usize)
-            .u(self.k.div_ceil(8) * 8)
-            .u(self.c.div_ceil(8) * 8)
+            .u(self.k.div_ceil(16) * 16)
+            .u(self.c.div_ceil(16) * 16)
             .u(splits)
             .u(chunk)
     }
@@ -207,25 +207,25 @@ pub fn forward(
     let npq = (sh.n * sh.p() * sh.q()) as u64;
     match gpu.flavor {
         KernelFlavor::Register => {
-            let k8 = sh.k.div_ceil(8) * 8;
+            let k16 = sh.k.div_ceil(16) * 16;
             let crs = sh.c * sh.r * sh.s;
-            let wt = scratch(gpu, OP, crs * k8)?;
+            let wt = scratch(gpu, OP, crs * k16)?;
             let t = kernel(
                 gpu,
                 OP,
                 "transpose_w_fwd",
                 params.clone(),
                 &[(1, w), (3, &wt)],
-                ((crs * k8) as u64).div_ceil(64),
+                ((crs * k16) as u64).div_ceil(64),
             )?;
-            let blocks = npq.div_ceil(16) * (k8 / 8) as u64;
+            let groups = (npq.div_ceil(16) * (k16 / 16) as u64).div_ceil(64);
             let c = kernel(
                 gpu,
                 OP,
                 "conv_fwd_reg",
                 params,
                 &[(2, x), (3, y), (4, b), (5, &wt)],
-                blocks.div_ceil(64),
+                groups,
             )?;
             Ok(vec![t, c])
         }
@@ -261,8 +261,8 @@ pub fn backward_input(
     let nhw = (sh.n * sh.h * sh.w) as u64;
     match gpu.flavor {
         KernelFlavor::Register => {
-            let c8 = sh.c.div_ceil(8) * 8;
-            let len = sh.r * sh.s * sh.k * c8;
+            let c16 = sh.c.div_ceil(16) * 16;
+            let len = sh.r * sh.s * sh.k * c16;
             let wt = scratch(gpu, OP, len)?;
             let t = kernel(
                 gpu,
@@ -272,7 +272,7 @@ pub fn backward_input(
                 &[(1, w), (3, &wt)],
                 (len as u64).div_ceil(64),
             )?;
-            let blocks = nhw.div_ceil(16) * (c8 / 8) as u64;
+            let blocks = nhw.div_ceil(16) * (c16 / 16) as u64;
             let c = kernel(
                 gpu,
                 OP,
@@ -324,7 +324,7 @@ pub fn backward_weight(
     match gpu.flavor {
         KernelFlavor::Register => {
             let rows = sh.n * sh.p();
-            let blocks = crs.div_ceil(16) * sh.k.div_ceil(8);
+            let blocks = crs.div_ceil(16) * sh.k.div_ceil(16);
             let want = 4096usize.div_ceil(blocks).clamp(1, rows);
             let chunk = rows.div_ceil(want);
             splits = rows.div_ceil(chunk);
