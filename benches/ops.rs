@@ -1,4 +1,6 @@
-//! Conv2d forward and backward throughput at the ResNet-20 shapes (batch 128), in GFLOP/s.
+//! Conv2d forward and backward throughput at the ResNet-20 shapes (batch 128), in GFLOP/s
+//! (criterion's "elem/s" are FLOP/s here), and the fixed cost of a dispatch.
+//! `CONV_SHAPES=16x32x32,...` picks shapes; `RESNET_KERNELS=register|tiled` picks the kernels.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use resnet::gpu::{Gpu, GpuOptions};
@@ -17,7 +19,7 @@ fn rand(n: usize, seed: u64) -> Vec<f32> {
 }
 
 fn conv(c: &mut Criterion) {
-    let gpu = Gpu::new_blocking(&GpuOptions::default()).expect("GPU");
+    let gpu = Gpu::new_blocking(&GpuOptions::from_env().expect("RESNET_KERNELS")).expect("GPU");
     let id = format!("{:?}/{}", gpu.info.backend, gpu.info.name)
         .to_lowercase()
         .replace(' ', "_");
@@ -75,5 +77,35 @@ fn conv(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, conv);
+/// Fixed cost of a dispatch: 200 tiny ReLU dispatches in one pass, and an empty submit + wait.
+fn dispatch(c: &mut Criterion) {
+    let gpu = Gpu::new_blocking(&GpuOptions::from_env().expect("RESNET_KERNELS")).expect("GPU");
+    let id = format!("{:?}/{}", gpu.info.backend, gpu.info.name)
+        .to_lowercase()
+        .replace(' ', "_");
+    let x = gpu.upload(&rand(256, 4), &[256]).unwrap();
+    let y = gpu.zeros(&[256]).unwrap();
+    let kernels: Vec<_> = (0..200)
+        .flat_map(|_| resnet::ops::elementwise::relu_forward(&gpu, &x, &y).unwrap())
+        .collect();
+    let mut g = c.benchmark_group("dispatch");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(200));
+    g.bench_function(format!("200_dispatches/{id}"), |b| {
+        b.iter(|| {
+            gpu.run(&kernels);
+            gpu.wait();
+        })
+    });
+    g.throughput(Throughput::Elements(1));
+    g.bench_function(format!("empty_submit_wait/{id}"), |b| {
+        b.iter(|| {
+            gpu.run(&[]);
+            gpu.wait();
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, conv, dispatch);
 criterion_main!(benches);

@@ -104,8 +104,7 @@ fn buffers_beyond_device_limits_are_errors() {
     let limit = gpu.limits.max_storage_buffer_binding_size as usize;
     let e = gpu
         .zeros(&[limit / 4 + 1])
-        .err()
-        .expect("must exceed the binding limit");
+        .expect_err("must exceed the binding limit");
     let msg = e.to_string();
     assert!(matches!(e, Error::Limit { .. }), "{msg}");
     assert!(

@@ -28,7 +28,7 @@ impl Uniform {
     /// The words as bytes, padded to 16 bytes as uniform buffers require.
     pub fn bytes(&self) -> Vec<u8> {
         let mut w = self.0.clone();
-        while w.is_empty() || w.len() % 4 != 0 {
+        while w.is_empty() || !w.len().is_multiple_of(4) {
             w.push(0);
         }
         bytemuck::cast_slice(&w).to_vec()

@@ -157,7 +157,7 @@ impl Gpu {
 
     /// Checks that a buffer of `bytes` fits the device's binding and buffer limits.
     pub fn check_size(&self, op: &'static str, bytes: u64) -> Result<()> {
-        let bind = self.limits.max_storage_buffer_binding_size as u64;
+        let bind = self.limits.max_storage_buffer_binding_size;
         let buf = self.limits.max_buffer_size;
         if bytes > bind.min(buf) {
             return Err(Error::Limit {

@@ -35,6 +35,7 @@ pub struct Conv2dShape {
 
 impl Conv2dShape {
     /// A square-kernel convolution.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         n: usize,
         c: usize,

@@ -90,7 +90,7 @@ impl ShortcutShape {
         vec![self.n, self.cin, self.h, self.w]
     }
     fn params(&self, op: &'static str, len: usize) -> Result<Uniform> {
-        if self.cout < self.cin || (self.cout - self.cin) % 2 != 0 || self.stride == 0 {
+        if self.cout < self.cin || !(self.cout - self.cin).is_multiple_of(2) || self.stride == 0 {
             return shape_err(
                 op,
                 format!("option-A shortcut needs Cout - Cin even and >= 0, stride > 0: {self:?}"),

@@ -1,3 +1,4 @@
+#![allow(clippy::too_many_arguments)]
 //! Plain f64 CPU references of every op, written from PyTorch's definitions (NCHW, OIHW).
 
 /// Convolution geometry: (n, c, h, w, k, r, s, stride, pad).
