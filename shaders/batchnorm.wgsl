@@ -1,6 +1,9 @@
 // batchnorm2d (PyTorch semantics), forward and backward, with fused ReLU and residual add.
 //
-//   x, y, residual, dy, dx: [N, C, H, W]; gamma, beta, mean, invstd, running_*: [C]; M = N*H*W
+//   x, y, residual, dy, dx: [N, C, H, W]; M = N*H*W
+//   affine [2, C] = gamma then beta; saved [2, C] = batch mean then invstd;
+//   running [2, C] = running_mean then running_var; dparams [2, C] = dgamma then dbeta
+//   (pairs share one binding so a flat parameter buffer needs one aligned offset per layer)
 //   train forward  mean = sum(x)/M, var = sum((x-mean)^2)/M (biased), invstd = 1/sqrt(var + eps)
 //                  running_mean = (1-momentum)*running_mean + momentum*mean
 //                  running_var  = (1-momentum)*running_var  + momentum*var*M/(M-1) (unbiased)
@@ -18,12 +21,9 @@ struct Params {
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(3) var<storage, read> gamma: array<f32>;
-@group(0) @binding(4) var<storage, read> beta: array<f32>;
-@group(0) @binding(5) var<storage, read_write> mean: array<f32>;
-@group(0) @binding(6) var<storage, read_write> invstd: array<f32>;
-@group(0) @binding(7) var<storage, read_write> running_mean: array<f32>;
-@group(0) @binding(8) var<storage, read_write> running_var: array<f32>;
+@group(0) @binding(3) var<storage, read> affine: array<f32>;
+@group(0) @binding(5) var<storage, read_write> saved: array<f32>;
+@group(0) @binding(7) var<storage, read_write> running: array<f32>;
 @group(0) @binding(9) var<storage, read> residual: array<f32>;
 @group(0) @binding(10) var<storage, read> dy: array<f32>;
 @group(0) @binding(11) var<storage, read_write> dx: array<f32>;
@@ -70,11 +70,11 @@ fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     tree_sum(lid);
     if (lid == 0u) {
         let var_b = red_a[0] / f32(m);
-        mean[ch] = mu;
-        invstd[ch] = 1.0 / sqrt(var_b + P.eps);
+        saved[ch] = mu;
+        saved[P.c + ch] = 1.0 / sqrt(var_b + P.eps);
         let unbiased = var_b * f32(m) / f32(max(m, 2u) - 1u);
-        running_mean[ch] = (1.0 - P.momentum) * running_mean[ch] + P.momentum * mu;
-        running_var[ch] = (1.0 - P.momentum) * running_var[ch] + P.momentum * unbiased;
+        running[ch] = (1.0 - P.momentum) * running[ch] + P.momentum * mu;
+        running[P.c + ch] = (1.0 - P.momentum) * running[P.c + ch] + P.momentum * unbiased;
     }
 }
 
@@ -88,13 +88,13 @@ fn bn_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     var mu: f32;
     var is: f32;
     if ((P.flags & 4u) != 0u) {
-        mu = running_mean[ch];
-        is = 1.0 / sqrt(running_var[ch] + P.eps);
+        mu = running[ch];
+        is = 1.0 / sqrt(running[P.c + ch] + P.eps);
     } else {
-        mu = mean[ch];
-        is = invstd[ch];
+        mu = saved[ch];
+        is = saved[P.c + ch];
     }
-    var v = (x[i] - mu) * is * gamma[ch] + beta[ch];
+    var v = (x[i] - mu) * is * affine[ch] + affine[P.c + ch];
     if ((P.flags & 2u) != 0u) { v += residual[i]; }
     if ((P.flags & 1u) != 0u) { v = max(v, 0.0); }
     y[i] = v;
@@ -105,8 +105,8 @@ fn bn_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 fn bn_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let ch = wid.x;
     let m = P.n * P.hw;
-    let mu = mean[ch];
-    let is = invstd[ch];
+    let mu = saved[ch];
+    let is = saved[P.c + ch];
     var sg = 0.0;
     var sgx = 0.0;
     for (var i = lid; i < m; i += WG) {
@@ -135,8 +135,8 @@ fn bn_backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let m = f32(P.n * P.hw);
     var g = dy[i];
     if ((P.flags & 1u) != 0u && y[i] <= 0.0) { g = 0.0; }
-    let is = invstd[ch];
-    let xhat = (x[i] - mean[ch]) * is;
-    dx[i] = gamma[ch] * is * (g - dparams[P.c + ch] / m - xhat * dparams[ch] / m);
+    let is = saved[P.c + ch];
+    let xhat = (x[i] - saved[ch]) * is;
+    dx[i] = affine[ch] * is * (g - dparams[P.c + ch] / m - xhat * dparams[ch] / m);
     if ((P.flags & 2u) != 0u) { dres[i] = g; }
 }

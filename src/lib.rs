@@ -5,7 +5,9 @@
 
 pub mod error;
 pub mod gpu;
+pub mod model;
 pub mod ops;
+pub mod plan;
 
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions, Kernel, Tensor};

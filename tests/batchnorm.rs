@@ -8,34 +8,42 @@ use resnet::gpu::Gpu;
 use resnet::ops::batchnorm::{self, BnParams, Fuse};
 
 struct Bn {
-    gamma: resnet::Tensor,
-    beta: resnet::Tensor,
-    rm: resnet::Tensor,
-    rv: resnet::Tensor,
-    mean: resnet::Tensor,
-    invstd: resnet::Tensor,
+    affine: resnet::Tensor,
+    running: resnet::Tensor,
+    saved: resnet::Tensor,
 }
 
 fn bn_state(gpu: &Gpu, gamma: &[f32], beta: &[f32], rm: &[f32], rv: &[f32]) -> Bn {
     let c = gamma.len();
     Bn {
-        gamma: gpu.upload(gamma, &[c]).unwrap(),
-        beta: gpu.upload(beta, &[c]).unwrap(),
-        rm: gpu.upload(rm, &[c]).unwrap(),
-        rv: gpu.upload(rv, &[c]).unwrap(),
-        mean: gpu.zeros(&[c]).unwrap(),
-        invstd: gpu.zeros(&[c]).unwrap(),
+        affine: gpu.upload(&[gamma, beta].concat(), &[2, c]).unwrap(),
+        running: gpu.upload(&[rm, rv].concat(), &[2, c]).unwrap(),
+        saved: gpu.zeros(&[2, c]).unwrap(),
     }
 }
 
 impl Bn {
     fn params(&self) -> BnParams<'_> {
         BnParams {
-            gamma: &self.gamma,
-            beta: &self.beta,
-            running_mean: &self.rm,
-            running_var: &self.rv,
+            affine: &self.affine,
+            running: &self.running,
         }
+    }
+    fn mean(&self, gpu: &Gpu) -> Vec<f32> {
+        let v = read(gpu, &self.saved);
+        v[..v.len() / 2].to_vec()
+    }
+    fn invstd(&self, gpu: &Gpu) -> Vec<f32> {
+        let v = read(gpu, &self.saved);
+        v[v.len() / 2..].to_vec()
+    }
+    fn running_mean(&self, gpu: &Gpu) -> Vec<f32> {
+        let v = read(gpu, &self.running);
+        v[..v.len() / 2].to_vec()
+    }
+    fn running_var(&self, gpu: &Gpu) -> Vec<f32> {
+        let v = read(gpu, &self.running);
+        v[v.len() / 2..].to_vec()
     }
 }
 
@@ -64,8 +72,7 @@ fn batchnorm_train_forward_full_size_and_running_stats() {
             &xt,
             &y,
             &bn.params(),
-            &bn.mean,
-            &bn.invstd,
+            &bn.saved,
             Fuse::default(),
             batchnorm::MOMENTUM,
         )
@@ -83,9 +90,9 @@ fn batchnorm_train_forward_full_size_and_running_stats() {
         false,
     );
     assert_close("bn forward y", &read(&gpu, &y), &y_ref, 1e-4);
-    assert_close("bn batch mean", &read(&gpu, &bn.mean), &mean_ref, 1e-5);
+    assert_close("bn batch mean", &bn.mean(&gpu), &mean_ref, 1e-5);
     let invstd_ref: Vec<f64> = var_ref.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect();
-    assert_close("bn invstd", &read(&gpu, &bn.invstd), &invstd_ref, 1e-4);
+    assert_close("bn invstd", &bn.invstd(&gpu), &invstd_ref, 1e-4);
     let m = (n * hw) as f64;
     let rm_ref: Vec<f64> = rm
         .iter()
@@ -97,10 +104,10 @@ fn batchnorm_train_forward_full_size_and_running_stats() {
         .zip(&var_ref)
         .map(|(r, v)| 0.9 * *r as f64 + 0.1 * v * m / (m - 1.0))
         .collect();
-    assert_close("bn running_mean", &read(&gpu, &bn.rm), &rm_ref, 1e-5);
+    assert_close("bn running_mean", &bn.running_mean(&gpu), &rm_ref, 1e-5);
     assert_close(
         "bn running_var (unbiased)",
-        &read(&gpu, &bn.rv),
+        &bn.running_var(&gpu),
         &rv_ref,
         1e-5,
     );
@@ -128,10 +135,7 @@ fn batchnorm_fused_residual_relu_and_eval_mode() {
     };
     // eval first (running stats as uploaded), then training
     let mut ks = batchnorm::forward_eval(&gpu, &xt, &ye, &bn.params(), fuse).unwrap();
-    ks.extend(
-        batchnorm::forward_train(&gpu, &xt, &y, &bn.params(), &bn.mean, &bn.invstd, fuse, 0.1)
-            .unwrap(),
-    );
+    ks.extend(batchnorm::forward_train(&gpu, &xt, &y, &bn.params(), &bn.saved, fuse, 0.1).unwrap());
     run(&gpu, &ks);
     let (x64, g64, b64, r64) = (f64s(&x), f64s(&gamma), f64s(&beta), f64s(&res));
     let (y_ref, _, _) = bn_forward(n, c, hw, &x64, &g64, &b64, Some(&r64), true);
@@ -184,17 +188,15 @@ fn batchnorm_backward_matches_reference_and_finite_differences() {
             relu,
         };
         let mut ks =
-            batchnorm::forward_train(&gpu, &xt, &y, &bn.params(), &bn.mean, &bn.invstd, fuse, 0.1)
-                .unwrap();
+            batchnorm::forward_train(&gpu, &xt, &y, &bn.params(), &bn.saved, fuse, 0.1).unwrap();
         ks.extend(
             batchnorm::backward(
                 &gpu,
                 &dy,
                 &y,
                 &xt,
-                &bn.gamma,
-                &bn.mean,
-                &bn.invstd,
+                &bn.affine,
+                &bn.saved,
                 &dx,
                 &dp,
                 residual.then_some(&dres),

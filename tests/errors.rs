@@ -44,10 +44,8 @@ fn shape_mismatch_names_op_and_shapes() {
         &x3,
         &x3,
         &batchnorm::BnParams {
-            gamma: &b,
-            beta: &b,
-            running_mean: &b,
-            running_var: &b,
+            affine: &b,
+            running: &b,
         },
         Default::default(),
     )

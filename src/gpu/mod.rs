@@ -46,6 +46,7 @@ pub struct Gpu {
     modules: RefCell<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: RefCell<HashMap<(&'static str, &'static str), Arc<wgpu::ComputePipeline>>>,
     compiled: RefCell<usize>,
+    allocated: std::cell::Cell<u64>,
 }
 
 impl Gpu {
@@ -86,6 +87,7 @@ impl Gpu {
             modules: RefCell::new(HashMap::new()),
             pipelines: RefCell::new(HashMap::new()),
             compiled: RefCell::new(0),
+            allocated: std::cell::Cell::new(0),
         })
     }
 
@@ -128,6 +130,16 @@ impl Gpu {
             .borrow_mut()
             .insert((file, entry), pipeline.clone());
         pipeline
+    }
+
+    /// Bytes of tensors allocated on this device so far (freed ones included).
+    pub fn bytes_allocated(&self) -> u64 {
+        self.allocated.get()
+    }
+
+    /// The alignment, in f32 elements, of a tensor view's offset.
+    pub fn view_align(&self) -> usize {
+        (self.limits.min_storage_buffer_offset_alignment as usize / 4).max(1)
     }
 
     /// How many pipelines this device has compiled so far (each at most once).

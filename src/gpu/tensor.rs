@@ -74,6 +74,7 @@ impl Gpu {
     /// A zero-filled tensor.
     pub fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
         let bytes = checked_bytes(self, "alloc", shape)?;
+        self.allocated.set(self.allocated.get() + bytes);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size: bytes,
@@ -90,6 +91,7 @@ impl Gpu {
     /// A tensor holding `data` (f32 or u32 words).
     pub fn upload<T: bytemuck::Pod>(&self, data: &[T], shape: &[usize]) -> Result<Tensor> {
         let bytes = checked_bytes(self, "upload", shape)?;
+        self.allocated.set(self.allocated.get() + bytes);
         if std::mem::size_of_val(data) as u64 != bytes {
             return Err(Error::Shape {
                 op: "upload",

@@ -19,16 +19,12 @@ const RELU: usize = 1;
 const RESIDUAL: usize = 2;
 const EVAL: usize = 4;
 
-/// The learned and running state of one BatchNorm2d layer, each [C].
+/// The learned and running state of one BatchNorm2d layer.
 pub struct BnParams<'a> {
-    /// Scale (PyTorch `weight`).
-    pub gamma: &'a Tensor,
-    /// Shift (PyTorch `bias`).
-    pub beta: &'a Tensor,
-    /// Running mean, updated in training mode.
-    pub running_mean: &'a Tensor,
-    /// Running (unbiased) variance, updated in training mode.
-    pub running_var: &'a Tensor,
+    /// [2, C]: gamma (PyTorch `weight`) then beta (`bias`).
+    pub affine: &'a Tensor,
+    /// [2, C]: running mean then running (unbiased) variance, updated in training mode.
+    pub running: &'a Tensor,
 }
 
 /// What follows the normalisation in the same kernel.
@@ -60,26 +56,26 @@ fn params(n: usize, c: usize, hw: usize, flags: usize, momentum: f32) -> Uniform
 }
 
 fn check_params(op: &'static str, c: usize, p: &BnParams) -> Result<()> {
-    check_shape(op, "gamma", p.gamma, &[c])?;
-    check_shape(op, "beta", p.beta, &[c])?;
-    check_shape(op, "running_mean", p.running_mean, &[c])?;
-    check_shape(op, "running_var", p.running_var, &[c])
+    check_shape(op, "affine (gamma, beta)", p.affine, &[2, c])?;
+    check_shape(op, "running (mean, var)", p.running, &[2, c])
 }
 
 fn flags(f: &Fuse) -> usize {
     (if f.relu { RELU } else { 0 }) | (if f.residual.is_some() { RESIDUAL } else { 0 })
 }
 
-/// Training-mode forward: batch statistics into `save_mean`/`save_invstd` [C], running stats
+fn elementwise_groups(x: &Tensor) -> u64 {
+    (x.len() as u64).div_ceil(256)
+}
+
+/// Training-mode forward: batch statistics into `saved` [2, C] (mean, invstd), running stats
 /// updated with `momentum`, then y = fused(bn(x)).
-#[allow(clippy::too_many_arguments)]
 pub fn forward_train(
     gpu: &Gpu,
     x: &Tensor,
     y: &Tensor,
     p: &BnParams,
-    save_mean: &Tensor,
-    save_invstd: &Tensor,
+    saved: &Tensor,
     fuse: Fuse,
     momentum: f32,
 ) -> Result<Vec<Kernel>> {
@@ -87,30 +83,20 @@ pub fn forward_train(
     let (n, c, hw) = dims(OP, x)?;
     check_shape(OP, "y", y, &x.shape)?;
     check_params(OP, c, p)?;
-    check_shape(OP, "save_mean", save_mean, &[c])?;
-    check_shape(OP, "save_invstd", save_invstd, &[c])?;
+    check_shape(OP, "saved (mean, invstd)", saved, &[2, c])?;
     if let Some(r) = fuse.residual {
         check_shape(OP, "residual", r, &x.shape)?;
     }
-    let stats = kernel(
+    let mut stats = kernel(
         gpu,
         OP,
         SHADER,
         "bn_stats",
         params(n, c, hw, 0, momentum),
-        &[
-            (1, x),
-            (5, save_mean),
-            (6, save_invstd),
-            (7, p.running_mean),
-            (8, p.running_var),
-        ],
+        &[(1, x), (5, saved), (7, p.running)],
         1,
-    )
-    .map(|mut k| {
-        k.grid = [c as u32, 1, 1];
-        k
-    })?;
+    )?;
+    stats.grid = [c as u32, 1, 1];
     let d = dummy(gpu)?;
     let res = fuse.residual.unwrap_or(&d);
     let apply = kernel(
@@ -122,15 +108,12 @@ pub fn forward_train(
         &[
             (1, x),
             (2, y),
-            (3, p.gamma),
-            (4, p.beta),
-            (5, save_mean),
-            (6, save_invstd),
-            (7, p.running_mean),
-            (8, p.running_var),
+            (3, p.affine),
+            (5, saved),
+            (7, p.running),
             (9, res),
         ],
-        (x.len() as u64).div_ceil(256),
+        elementwise_groups(x),
     )?;
     Ok(vec![stats, apply])
 }
@@ -151,8 +134,7 @@ pub fn forward_eval(
         check_shape(OP, "residual", r, &x.shape)?;
     }
     let d = dummy(gpu)?;
-    let d2 = dummy(gpu)?;
-    let d3 = dummy(gpu)?;
+    let unused_saved = dummy(gpu)?;
     let res = fuse.residual.unwrap_or(&d);
     Ok(vec![kernel(
         gpu,
@@ -163,19 +145,16 @@ pub fn forward_eval(
         &[
             (1, x),
             (2, y),
-            (3, p.gamma),
-            (4, p.beta),
-            (5, &d2),
-            (6, &d3),
-            (7, p.running_mean),
-            (8, p.running_var),
+            (3, p.affine),
+            (5, &unused_saved),
+            (7, p.running),
             (9, res),
         ],
-        (x.len() as u64).div_ceil(256),
+        elementwise_groups(x),
     )?])
 }
 
-/// Backward of [`forward_train`]: dx, and dgamma/dbeta into `dparams` [2, C] (dgamma row first).
+/// Backward of [`forward_train`]: dx, and dgamma/dbeta into `dparams` [2, C].
 /// With `relu`, `y` (the forward output) masks dy. With `dres`, the gradient reaching the
 /// residual input (dy masked by the ReLU) is written there too.
 #[allow(clippy::too_many_arguments)]
@@ -184,9 +163,8 @@ pub fn backward(
     dy: &Tensor,
     y: &Tensor,
     x: &Tensor,
-    gamma: &Tensor,
-    save_mean: &Tensor,
-    save_invstd: &Tensor,
+    affine: &Tensor,
+    saved: &Tensor,
     dx: &Tensor,
     dparams: &Tensor,
     dres: Option<&Tensor>,
@@ -197,51 +175,44 @@ pub fn backward(
     for (name, t) in [("dy", dy), ("y", y), ("dx", dx)] {
         check_shape(OP, name, t, &x.shape)?;
     }
-    check_shape(OP, "gamma", gamma, &[c])?;
-    check_shape(OP, "save_mean", save_mean, &[c])?;
-    check_shape(OP, "save_invstd", save_invstd, &[c])?;
+    check_shape(OP, "affine (gamma, beta)", affine, &[2, c])?;
+    check_shape(OP, "saved (mean, invstd)", saved, &[2, c])?;
     check_shape(OP, "dparams", dparams, &[2, c])?;
     if let Some(r) = dres {
         check_shape(OP, "dresidual", r, &x.shape)?;
     }
     let f = (if relu { RELU } else { 0 }) | (if dres.is_some() { RESIDUAL } else { 0 });
+    let bufs = [(1, x), (2, y), (5, saved), (10, dy), (12, dparams)];
     let mut reduce = kernel(
         gpu,
         OP,
         SHADER,
         "bn_backward_reduce",
         params(n, c, hw, f, 0.0),
-        &[
-            (1, x),
-            (2, y),
-            (5, save_mean),
-            (6, save_invstd),
-            (10, dy),
-            (12, dparams),
-        ],
+        &bufs,
         1,
     )?;
     reduce.grid = [c as u32, 1, 1];
     let d = dummy(gpu)?;
     let dr = dres.unwrap_or(&d);
+    let bufs = [
+        (1, x),
+        (2, y),
+        (3, affine),
+        (5, saved),
+        (10, dy),
+        (11, dx),
+        (12, dparams),
+        (13, dr),
+    ];
     let dxk = kernel(
         gpu,
         OP,
         SHADER,
         "bn_backward_dx",
         params(n, c, hw, f, 0.0),
-        &[
-            (1, x),
-            (2, y),
-            (3, gamma),
-            (5, save_mean),
-            (6, save_invstd),
-            (10, dy),
-            (11, dx),
-            (12, dparams),
-            (13, dr),
-        ],
-        (x.len() as u64).div_ceil(256),
+        &bufs,
+        elementwise_groups(x),
     )?;
     Ok(vec![reduce, dxk])
 }

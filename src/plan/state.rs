@@ -1,0 +1,66 @@
+//! The GPU-resident state of a model: flat parameter, gradient, momentum and running-statistics
+//! buffers, shared by the training and evaluation plans.
+
+use crate::error::Result;
+use crate::gpu::{Gpu, Tensor};
+use crate::model::{init_params, Arch, ModelSpec, ParamLayout, Region};
+
+/// A model's weights on the GPU.
+pub struct ModelState {
+    /// The network by name.
+    pub spec: ModelSpec,
+    /// Its layer graph.
+    pub arch: Arch,
+    /// Where each parameter lives in the flat buffers.
+    pub layout: ParamLayout,
+    /// Flat parameters.
+    pub params: Tensor,
+    /// Flat gradients (same layout), overwritten by every backward pass.
+    pub grads: Tensor,
+    /// Flat SGD momentum buffers (same layout).
+    pub momentum: Tensor,
+    /// Flat BN running statistics ([2, C] per BN: mean, var).
+    pub running: Tensor,
+    /// BatchNorm `num_batches_tracked` (training steps taken), as PyTorch counts it.
+    pub batches_tracked: std::cell::Cell<u64>,
+}
+
+impl ModelState {
+    /// A freshly initialised model (seeded).
+    pub fn new(gpu: &Gpu, spec: &ModelSpec, seed: u64) -> Result<ModelState> {
+        let arch = spec.arch();
+        let layout = ParamLayout::new(&arch, gpu.view_align());
+        let (p, r) = init_params(spec, &layout, seed);
+        Ok(ModelState {
+            params: gpu.upload(&p, &[layout.params_len])?,
+            grads: gpu.zeros(&[layout.params_len])?,
+            momentum: gpu.zeros(&[layout.params_len])?,
+            running: gpu.upload(&r, &[layout.running_len])?,
+            spec: spec.clone(),
+            arch,
+            layout,
+            batches_tracked: std::cell::Cell::new(0),
+        })
+    }
+
+    /// The view of a parameter region in `buf` (params, grads or momentum).
+    pub fn view(&self, buf: &Tensor, r: &Region) -> Result<Tensor> {
+        buf.view(r.offset, &r.shape)
+    }
+
+    /// Parameter view by name (conv, BN prefix or `fc` weight).
+    pub fn param(&self, name: &str) -> Result<Tensor> {
+        self.view(&self.params, self.layout.get(name))
+    }
+
+    /// Gradient view by name.
+    pub fn grad(&self, name: &str) -> Result<Tensor> {
+        self.view(&self.grads, self.layout.get(name))
+    }
+
+    /// Running-statistics view of a BN.
+    pub fn running_of(&self, name: &str) -> Result<Tensor> {
+        let r = self.layout.running_of(name);
+        self.running.view(r.offset, &r.shape)
+    }
+}
