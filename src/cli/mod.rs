@@ -1,14 +1,24 @@
 //! clap commands (native only).
 
+mod bench;
+mod predict;
+
 use clap::{Args, Parser, Subcommand};
+use resnet::checkpoint;
+use resnet::data;
 use resnet::gpu::{list_adapters, parse_backend, parse_flavor, Gpu, GpuOptions};
-use resnet::Result;
+use resnet::model::{summary, ModelSpec};
+use resnet::plan::ModelState;
+use resnet::train::{self, LrSchedule, TrainOptions};
+use resnet::{Error, Result};
+use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
 #[command(
     name = "resnet",
     version,
-    about = "ResNets in WGSL compute shaders on any GPU (wgpu)"
+    about = "ResNets in hand-written WGSL compute shaders on any GPU (wgpu): train, evaluate, predict",
+    after_help = "Examples:\n  resnet train --model resnet20 --epochs 1 --data ./cifar10\n  resnet eval --checkpoint runs/resnet20/best.safetensors --data ./cifar10\n  resnet predict --checkpoint runs/resnet20/best.safetensors cat.png\n  resnet summary --model resnet18 --input 32,3,224,224"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -16,7 +26,7 @@ struct Cli {
 }
 
 /// Options every GPU command shares.
-#[derive(Args, Clone)]
+#[derive(Args, Clone, Debug)]
 struct GpuArgs {
     /// GPU backend: vulkan, metal, dx12 or gl (default: WGPU_BACKEND, else the best adapter of any)
     #[arg(long, global = true)]
@@ -40,8 +50,75 @@ impl GpuArgs {
     }
 }
 
+/// Where the data comes from.
+#[derive(Args, Clone, Debug)]
+struct DataArgs {
+    /// CIFAR-10 binary layout (cifar-10-batches-bin/) or an image folder (train/<class>/*, test/<class>/*);
+    /// default: download the official CIFAR-10 binary archive into the cache directory
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Where to download CIFAR-10 from when --data is not given
+    #[arg(long, default_value = data::CIFAR10_URL)]
+    data_url: String,
+    /// Expected MD5 of the downloaded archive
+    #[arg(long, default_value = data::CIFAR10_MD5)]
+    data_md5: String,
+    /// Image size (height = width) for image folders; CIFAR binary data is always 32
+    #[arg(long, default_value_t = 32)]
+    image_size: usize,
+}
+
+impl DataArgs {
+    fn load(&self) -> Result<data::Split> {
+        let dir = match &self.data {
+            Some(d) => d.clone(),
+            None => {
+                data::download_cifar10(&self.data_url, &self.data_md5, &data::default_cache_dir())?
+            }
+        };
+        data::load(&dir, (self.image_size, self.image_size))
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Train a ResNet (default: the recipe of He et al. 2016 for ResNet-20 on CIFAR-10)
+    Train(TrainArgs),
+    /// Loss and top-1 accuracy of a checkpoint on the test split
+    Eval {
+        /// safetensors checkpoint (from `resnet train` or PyTorch)
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Model name when the checkpoint has no metadata (e.g. saved from PyTorch)
+        #[arg(long)]
+        model: Option<String>,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Images per evaluation step
+        #[arg(long, default_value_t = 500)]
+        batch_size: usize,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
+    /// Top-5 classes of image files (any size and format the `image` crate reads)
+    Predict(predict::PredictArgs),
+    /// Training and inference throughput (medians), with per-block GPU times where supported
+    Bench(bench::BenchArgs),
+    /// A torchinfo-style table of a model: layers, output shapes, parameters, mult-adds
+    Summary {
+        /// Model name
+        #[arg(long, default_value = "resnet20")]
+        model: String,
+        /// Input shape N,C,H,W
+        #[arg(long, default_value = "1,3,32,32")]
+        input: String,
+        /// Classifier outputs (default: 10 for CIFAR models, 1000 for ImageNet models)
+        #[arg(long)]
+        num_classes: Option<usize>,
+    },
     /// List every GPU adapter found and show the chosen one's limits and features
     Info {
         #[command(flatten)]
@@ -49,11 +126,224 @@ enum Command {
     },
 }
 
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// Model: resnet20/32/44/56/110/1202, plain20/32/44/56/110, resnet18/34/50/101/152
+    #[arg(long, default_value = "resnet20")]
+    model: String,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Epochs (default: the paper's 64k iterations, 164 epochs at batch 128)
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Images per step
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Base learning rate
+    #[arg(long, default_value_t = 0.1)]
+    lr: f64,
+    /// step (divide by 10 at each of --lr-milestones), cosine or onecycle
+    #[arg(long, default_value = "step")]
+    lr_schedule: String,
+    /// Iterations at which the step schedule divides the learning rate by 10
+    #[arg(long, value_delimiter = ',', default_value = "32000,48000")]
+    lr_milestones: Vec<u64>,
+    /// Linear learning-rate warm-up over this many iterations
+    #[arg(long, default_value_t = 0)]
+    warmup_iters: u64,
+    /// SGD momentum
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// Weight decay (L2, added to the gradient as torch.optim.SGD)
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f64,
+    /// Nesterov momentum
+    #[arg(long)]
+    nesterov: bool,
+    /// Hold out this many training images as a validation set (evaluated each epoch instead of test)
+    #[arg(long, default_value_t = 0)]
+    val_split: usize,
+    /// Train on the first N training images only
+    #[arg(long)]
+    subset: Option<usize>,
+    /// Seed for initialisation, data order and augmentation (same seed + adapter = same bits)
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output directory: metrics.csv, curves.png, last.safetensors, best.safetensors
+    #[arg(long, default_value = "runs/resnet20")]
+    out: PathBuf,
+    /// Continue the run in this directory from its last checkpoint (weights, momentum, step, schedule, data order)
+    #[arg(long, value_name = "OUT")]
+    resume: Option<PathBuf>,
+    /// Images per evaluation step
+    #[arg(long, default_value_t = 500)]
+    eval_batch_size: usize,
+    /// Read loss and accuracy back every this many steps
+    #[arg(long, default_value_t = 10)]
+    log_every: usize,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+/// Runs the command line.
 pub fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Info { gpu } => info(&gpu.options()?),
+        Command::Train(a) => train_cmd(a),
+        Command::Eval {
+            checkpoint,
+            model,
+            data,
+            batch_size,
+            json,
+            gpu,
+        } => eval_cmd(
+            &checkpoint,
+            model.as_deref(),
+            &data,
+            batch_size,
+            json,
+            &gpu.options()?,
+        ),
+        Command::Predict(a) => predict::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Summary {
+            model,
+            input,
+            num_classes,
+        } => {
+            let dims: Vec<usize> = input
+                .split(',')
+                .map(|v| v.trim().parse().map_err(|_| bad_input(&input)))
+                .collect::<Result<_>>()?;
+            let [n, c, h, w] = dims[..] else {
+                return Err(bad_input(&input));
+            };
+            if c != 3 || n == 0 || h == 0 || w == 0 {
+                return Err(bad_input(&input));
+            }
+            let imagenet =
+                ModelSpec::from_name(&model, 1)?.family == resnet::model::Family::ImageNet;
+            let classes = num_classes.unwrap_or(if imagenet { 1000 } else { 10 });
+            let spec = ModelSpec::from_name(&model, classes)?;
+            print!("{}", summary(&spec, [n, c, h, w]));
+            Ok(())
+        }
     }
+}
+
+fn bad_input(s: &str) -> Error {
+    Error::Invalid(format!("--input: '{s}' is not N,3,H,W with positive sizes"))
+}
+
+fn train_cmd(a: TrainArgs) -> Result<()> {
+    if a.batch_size == 0 || a.log_every == 0 || a.eval_batch_size == 0 {
+        return Err(Error::Invalid(
+            "--batch-size, --eval-batch-size and --log-every must be at least 1".into(),
+        ));
+    }
+    if !(a.lr.is_finite() && a.lr > 0.0) {
+        return Err(Error::Invalid(format!(
+            "--lr must be a positive number, got {}",
+            a.lr
+        )));
+    }
+    let opts = TrainOptions {
+        model: a.model.clone(),
+        epochs: a.epochs,
+        batch: a.batch_size,
+        lr: a.lr,
+        momentum: a.momentum,
+        weight_decay: a.weight_decay,
+        nesterov: a.nesterov,
+        schedule: LrSchedule::parse(&a.lr_schedule)?,
+        warmup_iters: a.warmup_iters,
+        milestones: a.lr_milestones.clone(),
+        val_split: a.val_split,
+        subset: a.subset,
+        seed: a.seed,
+        resume: a.resume.is_some(),
+        out: a.resume.clone().unwrap_or(a.out.clone()),
+        eval_batch: a.eval_batch_size,
+        log_every: a.log_every,
+        gpu: a.gpu.options()?,
+    };
+    ModelSpec::from_name(&opts.model, 10)?; // reject a bad name before loading data
+    let split = a.data.load()?;
+    let s = train::train(&opts, split)?;
+    println!(
+        "best accuracy {:.2}%; checkpoints in {}",
+        100.0 * s.best_acc,
+        opts.out.display()
+    );
+    Ok(())
+}
+
+/// Loads a checkpoint into a fresh model: the model name from its metadata or `--model`.
+pub(crate) fn load_model(
+    gpu: &Gpu,
+    path: &Path,
+    model: Option<&str>,
+    classes: usize,
+) -> Result<(ModelState, checkpoint::Checkpoint)> {
+    let ck = checkpoint::load(path)?;
+    let name = match (ck.metadata.get("model"), model) {
+        (_, Some(m)) => m.to_string(),
+        (Some(m), None) => m.clone(),
+        (None, None) => {
+            return Err(Error::Invalid(format!(
+                "{}: no 'model' in its metadata; say which with --model NAME",
+                path.display()
+            )))
+        }
+    };
+    let classes = ck
+        .get("fc.bias")
+        .map(|t| t.shape.first().copied().unwrap_or(classes))
+        .unwrap_or(classes);
+    let spec = ModelSpec::from_name(&name, classes)?;
+    let m = ModelState::new(gpu, &spec, 0)?;
+    m.load_state_dict(gpu, &ck, &path.display().to_string())?;
+    Ok((m, ck))
+}
+
+fn eval_cmd(
+    path: &Path,
+    model: Option<&str>,
+    data: &DataArgs,
+    batch: usize,
+    json: bool,
+    opts: &GpuOptions,
+) -> Result<()> {
+    let split = data.load()?;
+    let gpu = Gpu::new_blocking(opts)?;
+    let (m, _) = load_model(&gpu, path, model, split.test.classes.len())?;
+    if m.spec.num_classes != split.test.classes.len() {
+        return Err(Error::Invalid(format!(
+            "{}: the model has {} classes but the data has {}",
+            path.display(),
+            m.spec.num_classes,
+            split.test.classes.len()
+        )));
+    }
+    let (loss, acc) = train::evaluate(&gpu, &m, &split.test, batch.max(1))?;
+    if json {
+        println!(
+            "{{\"checkpoint\": {:?}, \"model\": {:?}, \"images\": {}, \"loss\": {loss:.6}, \"accuracy\": {acc:.6}}}",
+            path.display().to_string(),
+            m.spec.name,
+            split.test.len()
+        );
+    } else {
+        println!(
+            "{}: {} test images, loss {loss:.4}, top-1 accuracy {:.2}%",
+            m.spec.name,
+            split.test.len(),
+            100.0 * acc
+        );
+    }
+    Ok(())
 }
 
 fn info(opts: &GpuOptions) -> Result<()> {

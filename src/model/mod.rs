@@ -3,9 +3,11 @@
 
 mod init;
 mod layout;
+mod summary;
 
 pub use init::init_params;
 pub use layout::{ParamLayout, Region, RegionKind};
+pub use summary::summary;
 
 use crate::error::{Error, Result};
 

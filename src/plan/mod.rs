@@ -4,6 +4,7 @@
 
 mod build;
 mod state;
+mod state_dict;
 
 pub use state::ModelState;
 
@@ -141,19 +142,29 @@ impl Plan {
 
     /// Records every stage into its own command encoder and submits them together.
     pub fn submit(&self, gpu: &Gpu) {
-        let buffers: Vec<_> = self
+        self.submit_inner(gpu, None);
+    }
+
+    fn submit_inner(&self, gpu: &Gpu, timer: Option<(&wgpu::QuerySet, &wgpu::Buffer)>) {
+        let mut buffers: Vec<_> = self
             .stages
             .iter()
-            .map(|stage| {
+            .enumerate()
+            .map(|(i, stage)| {
                 let mut enc = gpu
                     .device
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                         label: Some(&stage.name),
                     });
                 {
+                    let timestamp_writes = timer.map(|(q, _)| wgpu::ComputePassTimestampWrites {
+                        query_set: q,
+                        beginning_of_pass_write_index: Some(2 * i as u32),
+                        end_of_pass_write_index: Some(2 * i as u32 + 1),
+                    });
                     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                         label: Some(&stage.name),
-                        timestamp_writes: None,
+                        timestamp_writes,
                     });
                     for k in &stage.kernels {
                         k.record(&mut pass);
@@ -162,7 +173,56 @@ impl Plan {
                 enc.finish()
             })
             .collect();
+        if let Some((q, buf)) = timer {
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            enc.resolve_query_set(q, 0..2 * self.stages.len() as u32, buf, 0);
+            buffers.push(enc.finish());
+        }
         gpu.queue.submit(buffers);
+    }
+
+    /// Runs one step with a GPU timestamp around every stage and returns (stage, milliseconds);
+    /// `None` when the adapter has no timestamp queries. For benchmarks: allocates and waits.
+    pub async fn submit_timed(&self, gpu: &Gpu) -> Result<Option<Vec<(String, f64)>>> {
+        if !gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            self.submit(gpu);
+            return Ok(None);
+        }
+        let count = 2 * self.stages.len() as u32;
+        let q = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("stage timestamps"),
+            ty: wgpu::QueryType::Timestamp,
+            count,
+        });
+        let resolved = gpu.zeros(&[2 * count as usize])?;
+        let buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamps"),
+            size: count as u64 * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        self.submit_inner(gpu, Some((&q, &buf)));
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&buf, 0, &resolved.buffer, 0, count as u64 * 8);
+        gpu.queue.submit([enc.finish()]);
+        let words = gpu.read_u32(&resolved).await?;
+        let period = gpu.queue.get_timestamp_period() as f64;
+        let ts: Vec<u64> = words
+            .chunks(2)
+            .map(|w| w[0] as u64 | (w[1] as u64) << 32)
+            .collect();
+        Ok(Some(
+            self.stages
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    (
+                        s.name.clone(),
+                        ts[2 * i + 1].saturating_sub(ts[2 * i]) as f64 * period / 1e6,
+                    )
+                })
+                .collect(),
+        ))
     }
 
     /// Total dispatches per step.

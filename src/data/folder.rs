@@ -1,0 +1,200 @@
+//! Image folders as torchvision's ImageFolder reads them: `train/<class>/*` and `test/<class>/*`.
+
+use std::fs;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use image::imageops::{self, FilterType};
+
+use super::{invalid, io_err, Dataset, Split};
+use crate::{Error, Result};
+
+/// Images handed to a decoding thread at a time.
+const BLOCK: usize = 64;
+/// Largest accepted side of the target size.
+const MAX_SIDE: usize = 1 << 14;
+
+/// Loads `dir/train/<class>/*` and `dir/test/<class>/*` (classes sorted by name, files sorted by
+/// path, sub-folders of a class folder included, names starting with '.' skipped), decoding the
+/// images in parallel, converting them to RGB and resizing them to `size` (h, w) with a triangle
+/// (bilinear) filter when they are not already that size.
+pub fn load_image_folder(dir: &Path, size: (usize, usize)) -> Result<Split> {
+    let (h, w) = size;
+    if h == 0 || w == 0 || h > MAX_SIDE || w > MAX_SIDE {
+        return Err(invalid(format!(
+            "image size {h}x{w}: each side must be 1 to {MAX_SIDE}"
+        )));
+    }
+    let (train_dir, test_dir) = (dir.join("train"), dir.join("test"));
+    for d in [&train_dir, &test_dir] {
+        if !d.is_dir() {
+            return Err(invalid(format!(
+                "{}: missing folder (an image folder needs train/<class>/* and test/<class>/*)",
+                d.display()
+            )));
+        }
+    }
+    let classes = list_classes(&train_dir)?;
+    let test_classes = list_classes(&test_dir)?;
+    if classes != test_classes {
+        return Err(invalid(format!(
+            "class folders differ: {} has [{}] but {} has [{}]",
+            train_dir.display(),
+            classes.join(", "),
+            test_dir.display(),
+            test_classes.join(", ")
+        )));
+    }
+    if classes.len() > 256 {
+        return Err(invalid(format!(
+            "{}: {} class folders, at most 256 fit u8 labels",
+            train_dir.display(),
+            classes.len()
+        )));
+    }
+    let train = load_set(&train_dir, &classes, size)?;
+    let test = load_set(&test_dir, &classes, size)?;
+    Ok(Split { train, test })
+}
+
+/// Sorted names of the sub-folders of `dir` (hidden ones skipped).
+fn list_classes(dir: &Path) -> Result<Vec<String>> {
+    let mut classes = Vec::new();
+    for (path, name) in entries(dir)? {
+        if path.is_dir() {
+            let name = name.into_string().map_err(|_| {
+                invalid(format!(
+                    "{}: class folder name is not UTF-8",
+                    path.display()
+                ))
+            })?;
+            classes.push(name);
+        }
+    }
+    if classes.is_empty() {
+        return Err(invalid(format!("{}: no class folders", dir.display())));
+    }
+    classes.sort();
+    Ok(classes)
+}
+
+/// Non-hidden entries of `dir` as (path, file name).
+fn entries(dir: &Path) -> Result<Vec<(PathBuf, std::ffi::OsString)>> {
+    let rd = fs::read_dir(dir).map_err(|e| io_err(dir, "cannot list folder", e))?;
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e.map_err(|e| io_err(dir, "cannot list folder", e))?;
+        let name = e.file_name();
+        if !name.to_string_lossy().starts_with('.') {
+            out.push((e.path(), name));
+        }
+    }
+    Ok(out)
+}
+
+/// All files under `dir`, recursively, sorted by path.
+fn list_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut items = entries(dir)?;
+    items.sort();
+    for (path, _) in items {
+        if path.is_dir() {
+            list_files(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn load_set(dir: &Path, classes: &[String], (h, w): (usize, usize)) -> Result<Dataset> {
+    let mut files = Vec::new();
+    let mut labels = Vec::new();
+    for (label, class) in classes.iter().enumerate() {
+        let class_dir = dir.join(class);
+        let before = files.len();
+        list_files(&class_dir, &mut files)?;
+        if files.len() == before {
+            return Err(invalid(format!(
+                "{}: empty class folder",
+                class_dir.display()
+            )));
+        }
+        labels.resize(files.len(), label as u8);
+    }
+    let images = decode_all(&files, (h, w))?;
+    Ok(Dataset {
+        images,
+        labels,
+        classes: classes.to_vec(),
+        height: h,
+        width: w,
+    })
+}
+
+/// Decodes `files` into one CHW buffer on all cores; the error of the first failing file wins.
+fn decode_all(files: &[PathBuf], (h, w): (usize, usize)) -> Result<Vec<u8>> {
+    let per = 3 * h * w;
+    let mut images = vec![0u8; files.len() * per];
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 32)
+        .min(files.len().div_ceil(BLOCK).max(1));
+    let work = Mutex::new(
+        files
+            .chunks(BLOCK)
+            .zip(images.chunks_mut(BLOCK * per))
+            .enumerate(),
+    );
+    let failed = AtomicBool::new(false);
+    let errors: Mutex<Vec<(usize, Error)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                if failed.load(Ordering::Relaxed) {
+                    return;
+                }
+                let next = work.lock().map(|mut it| it.next());
+                let Ok(Some((b, (paths, out)))) = next else {
+                    return;
+                };
+                for (i, (path, img)) in paths.iter().zip(out.chunks_mut(per)).enumerate() {
+                    if let Err(e) = decode_one(path, (h, w), img) {
+                        failed.store(true, Ordering::Relaxed);
+                        if let Ok(mut errs) = errors.lock() {
+                            errs.push((b * BLOCK + i, e));
+                        }
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
+    match errors.into_iter().min_by_key(|(i, _)| *i) {
+        Some((_, e)) => Err(e),
+        None => Ok(images),
+    }
+}
+
+/// Decodes one file (format guessed from its content) into `out` as RGB CHW of size (h, w).
+fn decode_one(path: &Path, (h, w): (usize, usize), out: &mut [u8]) -> Result<()> {
+    let bytes = fs::read(path).map_err(|e| io_err(path, "cannot read", e))?;
+    let img = image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| io_err(path, "cannot read", e))?
+        .decode()
+        .map_err(|e| invalid(format!("{}: not a readable image: {e}", path.display())))?;
+    let mut rgb = img.into_rgb8();
+    if (rgb.height() as usize, rgb.width() as usize) != (h, w) {
+        rgb = imageops::resize(&rgb, w as u32, h as u32, FilterType::Triangle);
+    }
+    let plane = h * w;
+    for (p, px) in rgb.as_raw().chunks_exact(3).enumerate() {
+        out[p] = px[0];
+        out[plane + p] = px[1];
+        out[2 * plane + p] = px[2];
+    }
+    Ok(())
+}

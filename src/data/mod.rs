@@ -1,0 +1,134 @@
+//! Training data (native only): CIFAR-10 in its official binary layout or any image folder, as u8
+//! images in CHW planar order, plus the download of the official CIFAR-10 archive.
+//!
+//! Every failure caused by the input (a missing, truncated or unreadable file, a bad label, an empty
+//! class folder, ...) is an [`Error::Invalid`] with a one-line message naming the file at fault.
+
+mod cifar;
+mod download;
+mod folder;
+
+use std::path::Path;
+
+use crate::{Error, Result};
+
+pub use cifar::{load_cifar_binary, write_cifar_binary, CIFAR_DIR, CIFAR_RECORD};
+pub use download::{default_cache_dir, download_cifar10, CIFAR10_MD5, CIFAR10_URL};
+pub use folder::load_image_folder;
+
+/// Images as u8, each image CHW planar (3 x H x W: all R bytes, then G, then B) = CIFAR's record order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Dataset {
+    /// All images back to back, `3 * height * width` bytes each.
+    pub images: Vec<u8>,
+    /// One class index per image, indexing `classes`.
+    pub labels: Vec<u8>,
+    /// Class names; label `i` means `classes[i]`.
+    pub classes: Vec<String>,
+    /// Image height in pixels.
+    pub height: usize,
+    /// Image width in pixels.
+    pub width: usize,
+}
+
+impl Dataset {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True when there are no images.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Bytes of one image: `3 * height * width`.
+    pub fn image_bytes(&self) -> usize {
+        3 * self.height * self.width
+    }
+
+    /// Image `i` as `3 * height * width` CHW bytes; panics when `i >= len()`, like slice indexing.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let n = self.image_bytes();
+        &self.images[i * n..(i + 1) * n]
+    }
+
+    /// The first `n` images (all of them when `n >= len()`).
+    pub fn subset(&self, n: usize) -> Dataset {
+        let n = n.min(self.len());
+        Dataset {
+            images: self.images[..n * self.image_bytes()].to_vec(),
+            labels: self.labels[..n].to_vec(),
+            classes: self.classes.clone(),
+            height: self.height,
+            width: self.width,
+        }
+    }
+
+    /// The images at `idx`, in that order.
+    pub fn select(&self, idx: &[usize]) -> Dataset {
+        let mut images = Vec::with_capacity(idx.len() * self.image_bytes());
+        for &i in idx {
+            images.extend_from_slice(self.image(i));
+        }
+        Dataset {
+            images,
+            labels: idx.iter().map(|&i| self.labels[i]).collect(),
+            classes: self.classes.clone(),
+            height: self.height,
+            width: self.width,
+        }
+    }
+
+    /// Number of images of each class, indexed like `classes`.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.classes.len()];
+        for &l in &self.labels {
+            if let Some(c) = counts.get_mut(l as usize) {
+                *c += 1;
+            }
+        }
+        counts
+    }
+}
+
+/// A training set and a test set with the same classes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Split {
+    /// Images to train on.
+    pub train: Dataset,
+    /// Held-out images to evaluate on.
+    pub test: Dataset,
+}
+
+/// Detects the layout: the official CIFAR-10 binary layout (`dir` itself or `dir/cifar-10-batches-bin`
+/// with `data_batch_1..5.bin`, `test_batch.bin`, `batches.meta.txt`), or an image folder
+/// (`dir/train/<class>/*`, `dir/test/<class>/*`, classes sorted by name as torchvision's ImageFolder).
+/// Image-folder images are decoded with the `image` crate, converted to RGB and resized to `size`
+/// (h, w) (skipped when already that size); the binary layout is always 32x32, whatever `size` says.
+pub fn load(dir: &Path, size: (usize, usize)) -> Result<Split> {
+    if cifar::looks_binary(dir) {
+        load_cifar_binary(dir)
+    } else if dir.join("train").exists() || dir.join("test").exists() {
+        load_image_folder(dir, size)
+    } else if !dir.is_dir() {
+        Err(invalid(format!("{}: no such directory", dir.display())))
+    } else {
+        Err(invalid(format!(
+            "{}: no data set found: expected the CIFAR-10 binary layout ({CIFAR_DIR}/ or \
+             data_batch_1.bin ...) or an image folder (train/<class>/*, test/<class>/*)",
+            dir.display()
+        )))
+    }
+}
+
+/// An [`Error::Invalid`] whose message is forced onto one line.
+pub(crate) fn invalid(msg: impl Into<String>) -> Error {
+    let msg: String = msg.into();
+    Error::Invalid(msg.replace(['\r', '\n'], " "))
+}
+
+/// An [`Error::Invalid`] for an I/O failure: `path: what: error`.
+pub(crate) fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
+    invalid(format!("{}: {what}: {e}", path.display()))
+}

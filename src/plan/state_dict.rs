@@ -1,0 +1,140 @@
+//! A model's weights as a PyTorch state_dict (names and layouts of torchvision / akamaster), and
+//! SGD momentum under `momentum.<name>` for exact resumption.
+
+use super::ModelState;
+use crate::checkpoint::{Checkpoint, NamedTensor, TensorData};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::model::RegionKind;
+
+fn f32t(name: String, shape: Vec<usize>, data: &[f32]) -> NamedTensor {
+    NamedTensor {
+        name,
+        shape,
+        data: TensorData::F32(data.to_vec()),
+    }
+}
+
+/// (state_dict name, shape, offset into the flat buffer) of every trainable tensor.
+fn trainable(m: &ModelState) -> Vec<(String, Vec<usize>, usize)> {
+    let mut v = Vec::new();
+    for r in &m.layout.params {
+        match r.kind {
+            RegionKind::ConvWeight | RegionKind::FcWeight => {
+                v.push((format!("{}.weight", r.name), r.shape.clone(), r.offset))
+            }
+            RegionKind::FcBias => v.push((format!("{}.bias", r.name), r.shape.clone(), r.offset)),
+            RegionKind::BnAffine => {
+                let c = r.shape[1];
+                v.push((format!("{}.weight", r.name), vec![c], r.offset));
+                v.push((format!("{}.bias", r.name), vec![c], r.offset + c));
+            }
+        }
+    }
+    v
+}
+
+fn as_f32<'a>(t: &'a NamedTensor, what: &str) -> Result<&'a [f32]> {
+    match &t.data {
+        TensorData::F32(v) => Ok(v),
+        TensorData::I64(_) => Err(Error::Invalid(format!(
+            "{what}: tensor {} is integer, expected float",
+            t.name
+        ))),
+    }
+}
+
+impl ModelState {
+    /// The state_dict: weights, BN running statistics and `num_batches_tracked`.
+    pub async fn state_dict(&self, gpu: &Gpu) -> Result<Vec<NamedTensor>> {
+        let p = gpu.read(&self.params).await?;
+        let r = gpu.read(&self.running).await?;
+        let mut out: Vec<NamedTensor> = trainable(self)
+            .into_iter()
+            .map(|(name, shape, off)| {
+                let len = shape.iter().product::<usize>();
+                f32t(name, shape, &p[off..off + len])
+            })
+            .collect();
+        for rr in &self.layout.running {
+            let c = rr.shape[1];
+            out.push(f32t(
+                format!("{}.running_mean", rr.name),
+                vec![c],
+                &r[rr.offset..rr.offset + c],
+            ));
+            out.push(f32t(
+                format!("{}.running_var", rr.name),
+                vec![c],
+                &r[rr.offset + c..rr.offset + 2 * c],
+            ));
+            out.push(NamedTensor {
+                name: format!("{}.num_batches_tracked", rr.name),
+                shape: vec![],
+                data: TensorData::I64(vec![self.batches_tracked.get() as i64]),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Loads weights and running statistics from a state_dict; every tensor must be present with
+    /// the model's shape (errors name the tensor). `what` names the source in errors.
+    pub fn load_state_dict(&self, gpu: &Gpu, ck: &Checkpoint, what: &str) -> Result<()> {
+        let mut p = vec![0.0f32; self.layout.params_len];
+        for (name, shape, off) in trainable(self) {
+            let t = ck
+                .expect(&name, &shape)
+                .map_err(|e| Error::Invalid(format!("{what}: {e}")))?;
+            let v = as_f32(t, what)?;
+            p[off..off + v.len()].copy_from_slice(v);
+        }
+        let mut r = vec![0.0f32; self.layout.running_len];
+        let mut tracked = 0;
+        for rr in &self.layout.running {
+            let c = rr.shape[1];
+            for (i, suffix) in ["running_mean", "running_var"].iter().enumerate() {
+                let name = format!("{}.{suffix}", rr.name);
+                let t = ck
+                    .expect(&name, &[c])
+                    .map_err(|e| Error::Invalid(format!("{what}: {e}")))?;
+                r[rr.offset + i * c..rr.offset + (i + 1) * c].copy_from_slice(as_f32(t, what)?);
+            }
+            if let Some(NamedTensor {
+                data: TensorData::I64(v),
+                ..
+            }) = ck.get(&format!("{}.num_batches_tracked", rr.name))
+            {
+                tracked = v.first().copied().unwrap_or(0).max(0) as u64;
+            }
+        }
+        gpu.write(&self.params, &p)?;
+        gpu.write(&self.running, &r)?;
+        self.batches_tracked.set(tracked);
+        Ok(())
+    }
+
+    /// SGD momentum buffers as `momentum.<name>` tensors.
+    pub async fn momentum_tensors(&self, gpu: &Gpu) -> Result<Vec<NamedTensor>> {
+        let v = gpu.read(&self.momentum).await?;
+        Ok(trainable(self)
+            .into_iter()
+            .map(|(name, shape, off)| {
+                let len = shape.iter().product::<usize>();
+                f32t(format!("momentum.{name}"), shape, &v[off..off + len])
+            })
+            .collect())
+    }
+
+    /// Restores momentum buffers written by [`ModelState::momentum_tensors`].
+    pub fn load_momentum(&self, gpu: &Gpu, ck: &Checkpoint, what: &str) -> Result<()> {
+        let mut v = vec![0.0f32; self.layout.params_len];
+        for (name, shape, off) in trainable(self) {
+            let t = ck
+                .expect(&format!("momentum.{name}"), &shape)
+                .map_err(|e| Error::Invalid(format!("{what}: {e}")))?;
+            let d = as_f32(t, what)?;
+            v[off..off + d.len()].copy_from_slice(d);
+        }
+        gpu.write(&self.momentum, &v)
+    }
+}

@@ -1,0 +1,113 @@
+//! Learning-rate schedules and the seeded data order (portable: used natively and in the browser).
+
+use crate::error::{Error, Result};
+
+/// How the learning rate evolves over a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LrSchedule {
+    /// He et al.: divide by 10 at each milestone iteration (the paper: 32k and 48k of 64k).
+    Step,
+    /// Cosine annealing from the base rate to 0.
+    Cosine,
+    /// One-cycle (PyTorch's OneCycleLR defaults): cosine up from lr/25 to lr over 30% of the run,
+    /// then cosine down to lr/(25*1e4).
+    OneCycle,
+}
+
+impl LrSchedule {
+    /// Parses `step`, `cosine` or `onecycle`.
+    pub fn parse(s: &str) -> Result<LrSchedule> {
+        match s {
+            "step" => Ok(LrSchedule::Step),
+            "cosine" => Ok(LrSchedule::Cosine),
+            "onecycle" => Ok(LrSchedule::OneCycle),
+            _ => Err(Error::Invalid(format!(
+                "--lr-schedule: unknown schedule '{s}' (expected step, cosine or onecycle)"
+            ))),
+        }
+    }
+
+    /// The name `parse` accepts.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LrSchedule::Step => "step",
+            LrSchedule::Cosine => "cosine",
+            LrSchedule::OneCycle => "onecycle",
+        }
+    }
+
+    /// Learning rate at iteration `it` (0-based) of `total`, with a linear warm-up from 0 over
+    /// `warmup` iterations (step and cosine schedules); `milestones` are the step schedule's.
+    pub fn lr_at(&self, base: f64, it: u64, total: u64, warmup: u64, milestones: &[u64]) -> f64 {
+        let total = total.max(1);
+        let t = it as f64 / total as f64;
+        let cos =
+            |a: f64, b: f64, f: f64| b + (a - b) * 0.5 * (1.0 + (std::f64::consts::PI * f).cos());
+        let lr = match self {
+            LrSchedule::Step => {
+                base * 0.1f64.powi(milestones.iter().filter(|&&m| it >= m).count() as i32)
+            }
+            LrSchedule::Cosine => cos(base, 0.0, t),
+            LrSchedule::OneCycle => {
+                let (start, end, peak) = (base / 25.0, base / 25.0 / 1e4, 0.3);
+                return if t < peak {
+                    cos(start, base, t / peak)
+                } else {
+                    cos(base, end, (t - peak) / (1.0 - peak))
+                };
+            }
+        };
+        if it < warmup {
+            lr * (it + 1) as f64 / warmup as f64
+        } else {
+            lr
+        }
+    }
+}
+
+/// A permutation of 0..n from `seed` (Fisher-Yates with SplitMix64), the same on every platform.
+pub fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+    let mut s = seed ^ 0xD1B54A32D192ED03;
+    let mut next = || {
+        s = s.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    };
+    let mut v: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_schedule_divides_by_ten_at_32k_and_48k_of_64k() {
+        let s = LrSchedule::Step;
+        let m = [32_000, 48_000];
+        assert_eq!(s.lr_at(0.1, 31_999, 64_000, 0, &m), 0.1);
+        assert!((s.lr_at(0.1, 32_000, 64_000, 0, &m) - 0.01).abs() < 1e-12);
+        assert!((s.lr_at(0.1, 48_000, 64_000, 0, &m) - 0.001).abs() < 1e-12);
+        assert!((s.lr_at(0.1, 0, 100, 10, &m) - 0.01).abs() < 1e-12);
+        assert!((LrSchedule::Cosine.lr_at(0.1, 50, 100, 0, &m) - 0.05).abs() < 1e-12);
+        let oc = LrSchedule::OneCycle;
+        assert!((oc.lr_at(0.1, 30, 100, 0, &m) - 0.1).abs() < 1e-9);
+        assert!((oc.lr_at(0.1, 0, 100, 0, &m) - 0.004).abs() < 1e-9);
+    }
+
+    #[test]
+    fn shuffle_is_a_seeded_permutation() {
+        let a = shuffled(1000, 7);
+        let mut s = a.clone();
+        s.sort();
+        assert_eq!(s, (0..1000).collect::<Vec<_>>());
+        assert_eq!(a, shuffled(1000, 7));
+        assert_ne!(a, shuffled(1000, 8));
+    }
+}

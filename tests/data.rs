@@ -1,0 +1,492 @@
+//! `resnet::data`: image folders from the real CIFAR-10 JPEGs, the binary layout round trip, every
+//! bad-input error, and the download against a local HTTP server.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use resnet::data::{
+    download_cifar10, load, load_cifar_binary, load_image_folder, write_cifar_binary, Dataset,
+    Split,
+};
+use resnet::Error;
+use tempfile::TempDir;
+
+const CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
+/// Training / test images per class taken from the real data.
+const TRAIN_PER_CLASS: usize = 20;
+const TEST_PER_CLASS: usize = 10;
+
+fn tarball() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cifar10-jpeg.tar.gz")
+}
+
+/// The first JPEGs of every class of the real data set, (relative path, bytes), read once.
+fn sample() -> &'static [(String, Vec<u8>)] {
+    static SAMPLE: OnceLock<Vec<(String, Vec<u8>)>> = OnceLock::new();
+    SAMPLE.get_or_init(|| {
+        let path = tarball();
+        let file = fs::File::open(&path)
+            .unwrap_or_else(|e| panic!("the test data {} is missing: {e}", path.display()));
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(file)));
+        let mut out = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().to_string_lossy().into_owned();
+            let parts: Vec<&str> = name.trim_start_matches("./").split('/').collect();
+            let [split, _class, file] = parts[..] else {
+                continue;
+            };
+            let Some(n) = file
+                .strip_suffix(".jpg")
+                .and_then(|s| s.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            let per = if split == "train" {
+                TRAIN_PER_CLASS
+            } else {
+                TEST_PER_CLASS
+            };
+            if n < per {
+                let mut bytes = Vec::new();
+                entry.read_to_end(&mut bytes).unwrap();
+                out.push((parts.join("/"), bytes));
+            }
+        }
+        assert_eq!(out.len(), 10 * (TRAIN_PER_CLASS + TEST_PER_CLASS));
+        out
+    })
+}
+
+/// A fresh image folder with the sample.
+fn fixture() -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in sample() {
+        let path = dir.path().join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, bytes).unwrap();
+    }
+    dir
+}
+
+/// Deterministic pseudo-random 32x32 data with labels cycling over the 10 classes.
+fn synthetic(n_train: usize, n_test: usize) -> Split {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut set = |n: usize| Dataset {
+        images: (0..n * 3072)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect(),
+        labels: (0..n).map(|i| (i % 10) as u8).collect(),
+        classes: CLASSES.iter().map(|s| s.to_string()).collect(),
+        height: 32,
+        width: 32,
+    };
+    let train = set(n_train);
+    let test = set(n_test);
+    Split { train, test }
+}
+
+/// The message of an `Error::Invalid`, checked to be one line and to contain every `needles`.
+fn invalid<T: std::fmt::Debug>(r: resnet::Result<T>, needles: &[&str]) -> String {
+    let msg = match r {
+        Err(Error::Invalid(m)) => m,
+        other => panic!("expected Error::Invalid, got {other:?}"),
+    };
+    assert!(!msg.contains('\n'), "not one line: {msg}");
+    for n in needles {
+        assert!(msg.contains(n), "{msg:?} does not contain {n:?}");
+    }
+    msg
+}
+
+fn show(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[test]
+fn image_folder_loads() {
+    let dir = fixture();
+    let split = load_image_folder(dir.path(), (32, 32)).unwrap();
+    for (set, per) in [
+        (&split.train, TRAIN_PER_CLASS),
+        (&split.test, TEST_PER_CLASS),
+    ] {
+        assert_eq!(set.classes, CLASSES);
+        assert_eq!((set.height, set.width), (32, 32));
+        assert_eq!(set.len(), 10 * per);
+        assert_eq!(set.images.len(), set.len() * 3072);
+        assert_eq!(set.class_counts(), vec![per; 10]);
+        for i in 0..set.len() {
+            assert!(
+                set.image(i).iter().any(|&b| b != 0),
+                "image {i} is all zero"
+            );
+        }
+        let mean = set.images.iter().map(|&b| b as f64).sum::<f64>() / set.images.len() as f64;
+        assert!((60.0..200.0).contains(&mean), "mean pixel {mean}");
+    }
+    // CHW planar order, against the image crate's decode of the same files.
+    for (split_name, set, per) in [
+        ("train", &split.train, TRAIN_PER_CLASS),
+        ("test", &split.test, TEST_PER_CLASS),
+    ] {
+        for (class, k) in [(0, 0), (2, 5), (9, per - 1)] {
+            let path = dir
+                .path()
+                .join(format!("{split_name}/{}/{k:04}.jpg", CLASSES[class]));
+            let rgb = image::open(&path).unwrap().to_rgb8();
+            let img = set.image(class * per + k);
+            assert_eq!(set.labels[class * per + k] as usize, class);
+            for (y, x) in [(0, 0), (5, 7), (31, 2), (17, 31)] {
+                for c in 0..3 {
+                    assert_eq!(
+                        img[c * 1024 + y * 32 + x],
+                        rgb.get_pixel(x as u32, y as u32)[c],
+                        "{} pixel ({y}, {x}) channel {c}",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(split.train.subset(7).len(), 7);
+    assert_eq!(split.train.subset(7).image(6), split.train.image(6));
+    assert_eq!(split.train.subset(10_000), split.train);
+    assert!(split.train.subset(0).is_empty());
+}
+
+#[test]
+fn image_folder_resizes_and_load_detects_it() {
+    let dir = fixture();
+    let split = load(dir.path(), (16, 24)).unwrap();
+    assert_eq!((split.train.height, split.train.width), (16, 24));
+    assert_eq!(split.train.images.len(), split.train.len() * 3 * 16 * 24);
+    let path = dir.path().join("train/bird/0003.jpg");
+    let rgb = image::open(&path).unwrap().to_rgb8();
+    let small = image::imageops::resize(&rgb, 24, 16, image::imageops::FilterType::Triangle);
+    let img = split.train.image(2 * TRAIN_PER_CLASS + 3);
+    for (y, x) in [(0, 0), (15, 23), (8, 11)] {
+        for c in 0..3 {
+            assert_eq!(
+                img[c * 16 * 24 + y * 24 + x],
+                small.get_pixel(x as u32, y as u32)[c]
+            );
+        }
+    }
+    assert_eq!(
+        load(dir.path(), (32, 32)).unwrap(),
+        load_image_folder(dir.path(), (32, 32)).unwrap()
+    );
+}
+
+#[test]
+fn binary_round_trip_and_detection() {
+    let dir = fixture();
+    let split = load_image_folder(dir.path(), (32, 32)).unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    write_cifar_binary(&split, bin.path()).unwrap();
+    for k in 1..=5 {
+        let len = fs::metadata(bin.path().join(format!("data_batch_{k}.bin")))
+            .unwrap()
+            .len();
+        assert_eq!(len, (split.train.len() / 5 * 3073) as u64);
+    }
+    let test_len = fs::metadata(bin.path().join("test_batch.bin"))
+        .unwrap()
+        .len();
+    assert_eq!(test_len, (split.test.len() * 3073) as u64);
+    assert_eq!(load_cifar_binary(bin.path()).unwrap(), split);
+    assert_eq!(load(bin.path(), (32, 32)).unwrap(), split);
+
+    // The official archive's layout: the files in dir/cifar-10-batches-bin.
+    let outer = tempfile::tempdir().unwrap();
+    let synth = synthetic(23, 7);
+    write_cifar_binary(&synth, &outer.path().join("cifar-10-batches-bin")).unwrap();
+    assert_eq!(load_cifar_binary(outer.path()).unwrap(), synth);
+    assert_eq!(load(outer.path(), (32, 32)).unwrap(), synth);
+}
+
+#[test]
+fn binary_bad_inputs_name_the_file() {
+    let fresh = || {
+        let d = tempfile::tempdir().unwrap();
+        write_cifar_binary(&synthetic(20, 10), d.path()).unwrap();
+        d
+    };
+    let d = fresh();
+    let f = d.path().join("data_batch_3.bin");
+    fs::remove_file(&f).unwrap();
+    invalid(load_cifar_binary(d.path()), &[&show(&f)]);
+    invalid(load(d.path(), (32, 32)), &[&show(&f)]);
+
+    let d = fresh();
+    let f = d.path().join("batches.meta.txt");
+    fs::remove_file(&f).unwrap();
+    invalid(load_cifar_binary(d.path()), &[&show(&f)]);
+
+    let d = fresh();
+    let f = d.path().join("test_batch.bin");
+    let bytes = fs::read(&f).unwrap();
+    fs::write(&f, &bytes[..bytes.len() - 100]).unwrap();
+    invalid(load_cifar_binary(d.path()), &[&show(&f), "3073"]);
+
+    let d = fresh();
+    let f = d.path().join("data_batch_5.bin");
+    let mut bytes = fs::read(&f).unwrap();
+    bytes.push(0);
+    fs::write(&f, &bytes).unwrap();
+    invalid(load_cifar_binary(d.path()), &[&show(&f), "3073"]);
+
+    let d = fresh();
+    let f = d.path().join("data_batch_1.bin");
+    fs::write(&f, b"").unwrap();
+    invalid(load_cifar_binary(d.path()), &[&show(&f)]);
+
+    let d = fresh();
+    let f = d.path().join("data_batch_2.bin");
+    let mut bytes = fs::read(&f).unwrap();
+    bytes[3 * 3073] = 10;
+    fs::write(&f, &bytes).unwrap();
+    invalid(
+        load_cifar_binary(d.path()),
+        &[&show(&f), "record 3", "label 10"],
+    );
+
+    let d = fresh();
+    fs::write(d.path().join("batches.meta.txt"), "a\nb\nc\n").unwrap();
+    let f = d.path().join("data_batch_1.bin");
+    invalid(load_cifar_binary(d.path()), &[&show(&f), "record 3"]);
+
+    let empty = tempfile::tempdir().unwrap();
+    invalid(load(empty.path(), (32, 32)), &[&show(empty.path())]);
+    let missing = empty.path().join("nowhere");
+    invalid(load(&missing, (32, 32)), &[&show(&missing)]);
+
+    let mut small = synthetic(10, 5);
+    small.train.height = 16;
+    invalid(write_cifar_binary(&small, empty.path()), &["32x32"]);
+    invalid(
+        write_cifar_binary(&synthetic(4, 5), empty.path()),
+        &["train"],
+    );
+}
+
+#[test]
+fn image_folder_bad_inputs_name_the_file() {
+    let d = fixture();
+    let f = d.path().join("train/cat/0001.jpg");
+    fs::write(&f, b"this is not a jpeg").unwrap();
+    invalid(load_image_folder(d.path(), (32, 32)), &[&show(&f)]);
+    invalid(load(d.path(), (32, 32)), &[&show(&f)]);
+
+    let d = fixture();
+    let f = d.path().join("test/dog/notes.txt");
+    fs::write(&f, b"hello").unwrap();
+    invalid(load_image_folder(d.path(), (32, 32)), &[&show(&f)]);
+
+    let d = fixture();
+    let f = d.path().join("train/horse/0002.jpg");
+    let bytes = fs::read(&f).unwrap();
+    fs::write(&f, &bytes[..20]).unwrap();
+    invalid(load_image_folder(d.path(), (32, 32)), &[&show(&f)]);
+
+    let d = fixture();
+    let f = d.path().join("train/ship/0004.jpg");
+    fs::remove_file(&f).unwrap();
+    fs::create_dir(&f).unwrap();
+    fs::write(f.join("inner.jpg"), b"\xff\xd8\xff").unwrap();
+    invalid(
+        load_image_folder(d.path(), (32, 32)),
+        &[&show(&f.join("inner.jpg"))],
+    );
+
+    let d = fixture();
+    let f = d.path().join("test/frog");
+    for e in fs::read_dir(&f).unwrap() {
+        fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    invalid(load_image_folder(d.path(), (32, 32)), &[&show(&f), "empty"]);
+
+    let d = fixture();
+    fs::create_dir(d.path().join("train/zebra")).unwrap();
+    fs::copy(
+        d.path().join("train/cat/0000.jpg"),
+        d.path().join("train/zebra/0000.jpg"),
+    )
+    .unwrap();
+    invalid(
+        load_image_folder(d.path(), (32, 32)),
+        &[
+            "zebra",
+            &show(&d.path().join("train")),
+            &show(&d.path().join("test")),
+        ],
+    );
+
+    let d = fixture();
+    fs::rename(d.path().join("test/ship"), d.path().join("test/ships")).unwrap();
+    invalid(load_image_folder(d.path(), (32, 32)), &["ships"]);
+
+    let d = fixture();
+    let f = d.path().join("test");
+    fs::remove_dir_all(&f).unwrap();
+    invalid(load_image_folder(d.path(), (32, 32)), &[&show(&f)]);
+    invalid(load(d.path(), (32, 32)), &[&show(&f)]);
+
+    let d = fixture();
+    let f = d.path().join("train");
+    fs::remove_dir_all(&f).unwrap();
+    invalid(load_image_folder(d.path(), (32, 32)), &[&show(&f)]);
+
+    let d = fixture();
+    invalid(load_image_folder(d.path(), (0, 32)), &["0x32"]);
+}
+
+/// An HTTP server on 127.0.0.1 serving `body` at /cifar-10-binary.tar.gz (404 elsewhere); returns
+/// its base URL and a counter of requests.
+fn serve(body: Vec<u8>) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut first = String::new();
+            reader.read_line(&mut first).unwrap();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap() == 0 || line.trim().is_empty() {
+                    break;
+                }
+            }
+            let found = first.split_whitespace().nth(1) == Some("/cifar-10-binary.tar.gz");
+            let (status, payload): (&str, &[u8]) = if found {
+                ("200 OK", &body)
+            } else {
+                ("404 Not Found", b"not found")
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/octet-stream\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                payload.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(payload);
+            let _ = stream.flush();
+        }
+    });
+    (base, hits)
+}
+
+/// Paths of all files under `dir` (none when it does not exist).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn download_checks_md5_caches_and_extracts() {
+    use md5::{Digest, Md5};
+    let split = synthetic(15, 5);
+    let staging = tempfile::tempdir().unwrap();
+    write_cifar_binary(&split, &staging.path().join("cifar-10-batches-bin")).unwrap();
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    builder
+        .append_dir_all(
+            "cifar-10-batches-bin",
+            staging.path().join("cifar-10-batches-bin"),
+        )
+        .unwrap();
+    let archive = builder.into_inner().unwrap().finish().unwrap();
+    let md5 = format!("{:x}", Md5::digest(&archive));
+    let (base, hits) = serve(archive);
+    let url = format!("{base}/cifar-10-binary.tar.gz");
+
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().join("cache");
+    let dir = download_cifar10(&url, &md5, &cache_dir).unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert!(dir.join("cifar-10-batches-bin/test_batch.bin").is_file());
+    assert!(cache_dir.join("cifar-10-binary.tar.gz").is_file());
+    assert_eq!(load_cifar_binary(&dir).unwrap(), split);
+    assert_eq!(load(&dir, (32, 32)).unwrap(), split);
+
+    // Already there and verified: no second request.
+    assert_eq!(
+        download_cifar10(&url, &md5.to_uppercase(), &cache_dir).unwrap(),
+        dir
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    // Extracted folder gone: extracted again from the verified archive, still no request.
+    fs::remove_dir_all(dir.join("cifar-10-batches-bin")).unwrap();
+    assert_eq!(download_cifar10(&url, &md5, &cache_dir).unwrap(), dir);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert_eq!(load_cifar_binary(&dir).unwrap(), split);
+
+    // Wrong checksum: an error, and nothing left behind.
+    let bad_dir = cache.path().join("bad");
+    let wrong = "0123456789abcdef0123456789abcdef";
+    invalid(download_cifar10(&url, wrong, &bad_dir), &["md5", wrong]);
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    assert_eq!(files_under(&bad_dir), Vec::<PathBuf>::new());
+
+    // HTTP error and malformed checksum.
+    let missing = format!("{base}/nope.tar.gz");
+    invalid(download_cifar10(&missing, &md5, &bad_dir), &[&missing]);
+    assert_eq!(files_under(&bad_dir), Vec::<PathBuf>::new());
+    invalid(download_cifar10(&url, "xyz", &bad_dir), &["xyz"]);
+}
+
+/// All 60,000 images: `cargo test --release --test data -- --ignored --nocapture`.
+#[test]
+#[ignore = "extracts and decodes the whole data set (seconds)"]
+fn full_image_folder_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = std::time::Instant::now();
+    let file = fs::File::open(tarball()).unwrap();
+    tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(file)))
+        .unpack(dir.path())
+        .unwrap();
+    let extracted = t.elapsed();
+    let t = std::time::Instant::now();
+    let split = load(dir.path(), (32, 32)).unwrap();
+    eprintln!("extract {extracted:?}, load 60,000 JPEGs {:?}", t.elapsed());
+    assert_eq!(split.train.class_counts(), vec![5000; 10]);
+    assert_eq!(split.test.class_counts(), vec![1000; 10]);
+}

@@ -1,0 +1,181 @@
+//! Training reports: the metrics CSV round trip and the PNG plots (decoded and checked).
+
+use std::path::{Path, PathBuf};
+
+use resnet::report::{self, EpochMetrics, Panel, Series};
+
+/// A fresh, empty directory under the system temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("resnet-report-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Plausible training curves: loss and error falling, a learning-rate drop at epoch 20.
+fn rows(n: usize) -> Vec<EpochMetrics> {
+    (1..=n)
+        .map(|e| {
+            let t = e as f64;
+            let drop = if e > 20 { 0.5 } else { 1.0 };
+            EpochMetrics {
+                epoch: e,
+                iteration: 391 * e as u64,
+                lr: if e > 20 { 0.01 } else { 0.1 },
+                train_loss: 2.3 * (-t / 8.0).exp() * drop + 0.05,
+                train_acc: 1.0 - 0.9 * (-t / 6.0).exp() * drop - 0.01,
+                test_loss: 2.3 * (-t / 9.0).exp() * drop + 0.3,
+                test_acc: 1.0 - 0.9 * (-t / 7.0).exp() * drop - 0.08,
+                images_per_sec: 1234.5 + t,
+                seconds: 40.0 + 1.0 / 3.0,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_csv_round_trip() {
+    let dir = TempDir::new("csv");
+    let path = dir.path().join("metrics.csv");
+    let mut want = rows(5);
+    want[2].lr = 1e-7;
+    want[3].test_loss = f64::NAN;
+    for r in &want {
+        report::append_metrics(&path, r).unwrap();
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().next(), Some(report::CSV_HEADER));
+    assert_eq!(text.lines().count(), 6, "one header, five rows:\n{text}");
+    let got = report::read_metrics(&path).unwrap();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        let same = |a: f64, b: f64| a == b || (a.is_nan() && b.is_nan());
+        assert_eq!((g.epoch, g.iteration), (w.epoch, w.iteration));
+        assert!(same(g.lr, w.lr) && same(g.train_loss, w.train_loss));
+        assert!(same(g.train_acc, w.train_acc) && same(g.test_loss, w.test_loss));
+        assert!(same(g.test_acc, w.test_acc) && same(g.images_per_sec, w.images_per_sec));
+        assert!(same(g.seconds, w.seconds));
+    }
+
+    // A row cut by a crash does not swallow the next one; read errors name file and line.
+    let mut cut = text.clone();
+    cut.truncate(cut.len() - 40);
+    std::fs::write(&path, &cut).unwrap();
+    report::append_metrics(&path, &want[0]).unwrap();
+    let m = report::read_metrics(&path).unwrap_err().to_string();
+    assert!(
+        m.contains(&path.display().to_string()) && m.contains("line 6"),
+        "{m}"
+    );
+    assert!(!m.contains('\n'));
+
+    // A file that is not ours is not appended to.
+    let other = dir.path().join("other.csv");
+    std::fs::write(&other, "a,b,c\n1,2,3\n").unwrap();
+    assert!(report::append_metrics(&other, &want[0]).is_err());
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), "a,b,c\n1,2,3\n");
+}
+
+/// Decodes a PNG and checks its size and that it is neither blank nor a single colour.
+fn check_png(path: &Path, size: (u32, u32)) -> image::RgbImage {
+    let img = image::open(path).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), size);
+    let first = *img.get_pixel(0, 0);
+    let differing = img.pixels().filter(|p| **p != first).count();
+    assert!(
+        differing > 1000,
+        "only {differing} pixels differ from the background"
+    );
+    let coloured = img
+        .pixels()
+        .filter(|p| p.0.iter().max().unwrap() - p.0.iter().min().unwrap() > 60)
+        .count();
+    assert!(
+        coloured > 200,
+        "lines in colour expected, {coloured} coloured pixels"
+    );
+    img
+}
+
+#[test]
+fn curves_png() {
+    let dir = TempDir::new("curves");
+    let png = dir.path().join("curves.png");
+    report::plot_curves(&rows(40), &png).unwrap();
+    check_png(&png, (1200, 480));
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(names.len(), 1, "no temporary file left behind");
+    if let Ok(keep) = std::env::var("RESNET_KEEP_PLOTS") {
+        std::fs::copy(&png, Path::new(&keep).join("curves.png")).unwrap();
+    }
+    if !report::text_available() {
+        eprintln!("note: no font found, the plot was drawn without text (apt-get install fonts-dejavu-core)");
+    }
+}
+
+#[test]
+fn panels_png_with_and_without_text() {
+    let dir = TempDir::new("panels");
+    let sq = |k: f64| {
+        (0..50)
+            .map(move |i| (i as f64, (i as f64 * k).sin()))
+            .collect()
+    };
+    let panels: Vec<Panel> = (0..4)
+        .map(|p| Panel {
+            title: format!("panel {p}"),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            series: vec![
+                Series {
+                    name: "thin".into(),
+                    points: sq(0.1 + p as f64 * 0.05),
+                    bold: false,
+                },
+                Series {
+                    name: "bold".into(),
+                    points: sq(0.2),
+                    bold: true,
+                },
+                // Degenerate inputs must not fail: a single point and a non-finite value.
+                Series {
+                    name: "one point".into(),
+                    points: vec![(3.0, 0.5), (f64::NAN, 1.0)],
+                    bold: false,
+                },
+            ],
+        })
+        .collect();
+    let png = dir.path().join("panels.png");
+    report::plot_panels(&panels, &png, (900, 600)).unwrap();
+    check_png(&png, (900, 600));
+    let bare = dir.path().join("bare.png");
+    report::plot_panels_without_text(&panels, &bare, (900, 600)).unwrap();
+    check_png(&bare, (900, 600));
+    if let Ok(keep) = std::env::var("RESNET_KEEP_PLOTS") {
+        std::fs::copy(&png, Path::new(&keep).join("panels.png")).unwrap();
+        std::fs::copy(&bare, Path::new(&keep).join("bare.png")).unwrap();
+    }
+
+    // An empty panel list, an absurd size or a missing directory are errors naming the file.
+    assert!(report::plot_panels(&[], &png, (100, 100)).is_err());
+    assert!(report::plot_panels(&panels, &png, (10, 10)).is_err());
+    let nowhere = dir.path().join("missing").join("x.png");
+    let m = report::plot_panels(&panels, &nowhere, (300, 200))
+        .unwrap_err()
+        .to_string();
+    assert!(m.contains(&nowhere.display().to_string()), "{m}");
+}
