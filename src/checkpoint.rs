@@ -138,6 +138,39 @@ fn shape_str(shape: &[usize]) -> String {
     format!("{shape:?}")
 }
 
+/// Rewrites the JSON header with its keys sorted (the metadata map is a hash map inside the
+/// safetensors crate, so its order changes from run to run): equal checkpoints are equal bytes.
+fn canonical_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
+    fn sorted(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let b: BTreeMap<String, serde_json::Value> =
+                    m.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+                let mut out = serde_json::Map::new();
+                for (k, v) in b {
+                    out.insert(k, v);
+                }
+                serde_json::Value::Object(out)
+            }
+            other => other,
+        }
+    }
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n])
+        .or_else(|e| invalid(format!("checkpoint: cannot re-read own header: {e}")))?;
+    // serde_json keeps insertion order with `preserve_order` and sorts without it: insert sorted
+    let mut h = serde_json::to_vec(&sorted(header))
+        .or_else(|e| invalid(format!("checkpoint: cannot write header: {e}")))?;
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + h.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
+}
+
 impl Checkpoint {
     /// An empty checkpoint.
     pub fn new() -> Self {
@@ -192,8 +225,9 @@ impl Checkpoint {
                     .collect(),
             )
         };
-        safetensors::serialize(views, info)
-            .or_else(|e| invalid(format!("checkpoint: cannot serialise: {e}")))
+        let bytes = safetensors::serialize(views, info)
+            .or_else(|e| invalid(format!("checkpoint: cannot serialise: {e}")))?;
+        canonical_header(bytes)
     }
 
     /// Parses safetensors bytes: F32, F16, BF16 and F64 become f32; I64 and I32 become i64.

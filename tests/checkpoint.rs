@@ -442,3 +442,40 @@ save_file({
     assert_eq!(c.expect("i32", &[2]).unwrap().as_i64().unwrap(), &[-3, 4]);
     assert_eq!(c.metadata["format"], "np");
 }
+
+/// Equal checkpoints serialise to equal bytes (the header's keys are written sorted), which the
+/// bit-identical-runs guarantee relies on.
+#[test]
+fn serialisation_is_deterministic() {
+    let mut ck = Checkpoint::new();
+    for (i, k) in [
+        "model",
+        "classes",
+        "mean",
+        "std",
+        "epoch",
+        "iteration",
+        "seed",
+        "best_acc",
+    ]
+    .iter()
+    .enumerate()
+    {
+        ck.metadata.insert(k.to_string(), format!("value{i}"));
+    }
+    for name in ["b.weight", "a.weight", "c.bias"] {
+        ck.tensors.push(NamedTensor {
+            name: name.into(),
+            shape: vec![2],
+            data: TensorData::F32(vec![1.0, 2.0]),
+        });
+    }
+    let first = ck.to_bytes().unwrap();
+    for _ in 0..10 {
+        assert_eq!(ck.clone().to_bytes().unwrap(), first);
+    }
+    assert_eq!(
+        Checkpoint::from_bytes(&first).unwrap().metadata,
+        ck.metadata
+    );
+}

@@ -93,7 +93,7 @@ impl Plan {
             }),
             Err(Error::Limit { op, msg }) => {
                 let per_image = build::largest_activation(model, &config) as u64 * 4;
-                let limit = gpu.limits.max_storage_buffer_binding_size as u64;
+                let limit = gpu.limits.max_storage_buffer_binding_size;
                 let fits = (limit / per_image.max(1)).max(1);
                 let fits = 1u64 << (63 - fits.leading_zeros()); // a power of two
                 Err(Error::Limit {

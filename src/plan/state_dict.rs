@@ -80,6 +80,20 @@ impl ModelState {
     /// Loads weights and running statistics from a state_dict; every tensor must be present with
     /// the model's shape (errors name the tensor). `what` names the source in errors.
     pub fn load_state_dict(&self, gpu: &Gpu, ck: &Checkpoint, what: &str) -> Result<()> {
+        // strict, like PyTorch's load_state_dict: a tensor the model does not have is an error
+        let mut known: std::collections::HashSet<String> =
+            trainable(self).into_iter().map(|t| t.0).collect();
+        for rr in &self.layout.running {
+            for suffix in ["running_mean", "running_var", "num_batches_tracked"] {
+                known.insert(format!("{}.{suffix}", rr.name));
+            }
+        }
+        if let Some(t) = ck.tensors.iter().find(|t| !known.contains(&t.name)) {
+            return Err(Error::Invalid(format!(
+                "{what}: unexpected tensor `{}` for a {} (a checkpoint of another model?)",
+                t.name, self.spec.name
+            )));
+        }
         let mut p = vec![0.0f32; self.layout.params_len];
         for (name, shape, off) in trainable(self) {
             let t = ck

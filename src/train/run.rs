@@ -329,6 +329,7 @@ pub fn train(o: &TrainOptions, split: Split) -> Result<TrainSummary> {
                 .progress_chars("=> "),
         );
         let mut lr = o.lr;
+        let mut last_line = Instant::now();
         for s in 0..spe {
             gather(
                 &train,
@@ -357,11 +358,21 @@ pub fn train(o: &TrainOptions, split: Split) -> Result<TrainSummary> {
                     )));
                 }
                 let ips = ((s + 1) * o.batch) as f64 / t0.elapsed().as_secs_f64();
-                bar.set_message(format!(
+                let msg = format!(
                     "loss {:.4} acc {:.2}% lr {lr:.4} {ips:.1} img/s",
                     a[0] / a[2],
                     100.0 * a[1] / a[2]
-                ));
+                );
+                // without a terminal (logs, CI) the bar is hidden: a plain line every 30 s instead
+                if bar.is_hidden() && last_line.elapsed().as_secs() >= 30 {
+                    let eta = (spe - s - 1) as f64 * o.batch as f64 / ips;
+                    eprintln!(
+                        "epoch {epoch}/{epochs} step {}/{spe} {msg} ETA {eta:.0}s",
+                        s + 1
+                    );
+                    last_line = Instant::now();
+                }
+                bar.set_message(msg);
             }
             bar.inc(1);
         }

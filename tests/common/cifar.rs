@@ -13,13 +13,17 @@ pub fn tarball() -> PathBuf {
 /// laid out as `train/<class>/*.jpg` and `test/<class>/*.jpg`.
 pub fn subset(train: usize, test: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    let f = std::fs::File::open(tarball()).unwrap_or_else(|e| panic!("{}: {e}", tarball().display()));
+    let f =
+        std::fs::File::open(tarball()).unwrap_or_else(|e| panic!("{}: {e}", tarball().display()));
     let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
     let mut counts: HashMap<(String, String), usize> = HashMap::new();
     for entry in ar.entries().expect("tar entries") {
         let mut entry = entry.expect("tar entry");
         let path = entry.path().expect("path").into_owned();
-        let parts: Vec<String> = path.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        let parts: Vec<String> = path
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
         // .../{train,test}/<class>/<file>.jpg
         let n = parts.len();
         if n < 3 || !parts[n - 1].ends_with(".jpg") {

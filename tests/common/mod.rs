@@ -1,6 +1,7 @@
 //! Shared test helpers: a GPU, random data, comparison, and the CPU references (`reference`).
 #![allow(dead_code)]
 
+pub mod cifar;
 pub mod reference;
 
 use resnet::gpu::{Gpu, GpuOptions, Kernel, KernelFlavor, Tensor};

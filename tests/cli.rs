@@ -1,0 +1,298 @@
+//! The `resnet` command on bad input: a one-line error naming the file or argument, a non-zero
+//! exit, no panic, and no half-written or lost checkpoint. Also eval/predict/summary on a real
+//! checkpoint.
+
+mod common;
+use common::cifar;
+use common::*;
+use resnet::checkpoint::{self, Checkpoint};
+use resnet::model::ModelSpec;
+use resnet::plan::ModelState;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn resnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_resnet"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap()
+}
+
+/// Asserts a clean failure: non-zero exit, one `error:` line mentioning every `needle`, no panic.
+fn fails_with(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
+        .collect();
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let last = lines.last().copied().unwrap_or("");
+    assert!(
+        last.starts_with("error: "),
+        "last line is not an error line: {err}"
+    );
+    for n in needles {
+        assert!(last.contains(n), "error line lacks '{n}': {last}");
+    }
+}
+
+fn save_model(gpu: &resnet::Gpu, name: &str, path: &Path, edit: impl FnOnce(&mut Checkpoint)) {
+    let m = ModelState::new(gpu, &ModelSpec::from_name(name, 10).unwrap(), 1).unwrap();
+    let mut ck = Checkpoint::new();
+    ck.tensors = pollster::block_on(m.state_dict(gpu)).unwrap();
+    ck.metadata = resnet::train::metadata(
+        &m.spec,
+        &(0..10).map(|i| format!("c{i}")).collect::<Vec<_>>(),
+    );
+    edit(&mut ck);
+    checkpoint::save(path, &ck).unwrap();
+}
+
+#[test]
+fn bad_data_gives_one_line_errors() {
+    let missing = resnet(&["train", "--data", "/nonexistent/cifar", "--epochs", "1"]);
+    fails_with(&missing, &["/nonexistent/cifar"]);
+
+    // the official binary layout with a truncated batch file
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for i in 1..=5 {
+        std::fs::write(bin.join(format!("data_batch_{i}.bin")), vec![1u8; 3073 * 2]).unwrap();
+    }
+    std::fs::write(bin.join("data_batch_3.bin"), vec![1u8; 3073 + 100]).unwrap();
+    std::fs::write(bin.join("test_batch.bin"), vec![1u8; 3073]).unwrap();
+    std::fs::write(
+        bin.join("batches.meta.txt"),
+        (0..10).map(|i| format!("c{i}\n")).collect::<String>(),
+    )
+    .unwrap();
+    let out = resnet(&[
+        "train",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--epochs",
+        "1",
+    ]);
+    fails_with(&out, &["data_batch_3.bin"]);
+
+    let bad_model = resnet(&["train", "--model", "resnet21"]);
+    fails_with(&bad_model, &["resnet21"]);
+    let bad_schedule = resnet(&["train", "--lr-schedule", "linear", "--data", "/x"]);
+    fails_with(&bad_schedule, &["--lr-schedule"]);
+    let no_adapter = resnet(&["info", "--backend", "metal"]);
+    fails_with(&no_adapter, &["no GPU adapter", "mesa-vulkan-drivers"]);
+}
+
+#[test]
+fn bad_checkpoints_name_the_tensor() {
+    let gpu = gpu();
+    let dir = cifar::subset(2, 3);
+    let data = dir.path().to_str().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let p = |n: &str| t.path().join(n).to_str().unwrap().to_string();
+
+    save_model(&gpu, "resnet20", Path::new(&p("ok.safetensors")), |_| {});
+    let ok = resnet(&[
+        "eval",
+        "--checkpoint",
+        &p("ok.safetensors"),
+        "--data",
+        data,
+        "--json",
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let json = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        json.contains("\"model\": \"resnet20\"") && json.contains("\"images\": 30"),
+        "{json}"
+    );
+
+    save_model(&gpu, "resnet32", Path::new(&p("r32.safetensors")), |_| {});
+    fails_with(
+        &resnet(&[
+            "eval",
+            "--checkpoint",
+            &p("r32.safetensors"),
+            "--model",
+            "resnet20",
+            "--data",
+            data,
+        ]),
+        &["unexpected tensor", "layer1.3"],
+    );
+
+    save_model(
+        &gpu,
+        "resnet20",
+        Path::new(&p("missing.safetensors")),
+        |ck| ck.tensors.retain(|t| t.name != "layer2.0.bn1.running_var"),
+    );
+    fails_with(
+        &resnet(&[
+            "eval",
+            "--checkpoint",
+            &p("missing.safetensors"),
+            "--data",
+            data,
+        ]),
+        &["layer2.0.bn1.running_var", "missing.safetensors"],
+    );
+
+    save_model(&gpu, "resnet20", Path::new(&p("shape.safetensors")), |ck| {
+        let t = ck
+            .tensors
+            .iter_mut()
+            .find(|t| t.name == "layer1.0.conv1.weight")
+            .unwrap();
+        t.shape = vec![16, 16, 9];
+    });
+    fails_with(
+        &resnet(&[
+            "eval",
+            "--checkpoint",
+            &p("shape.safetensors"),
+            "--data",
+            data,
+        ]),
+        &["layer1.0.conv1.weight", "[16, 16, 3, 3]"],
+    );
+
+    // no metadata (as saved from PyTorch): needs --model, then works
+    save_model(&gpu, "resnet20", Path::new(&p("bare.safetensors")), |ck| {
+        ck.metadata.clear()
+    });
+    fails_with(
+        &resnet(&[
+            "eval",
+            "--checkpoint",
+            &p("bare.safetensors"),
+            "--data",
+            data,
+        ]),
+        &["--model"],
+    );
+    let bare = resnet(&[
+        "eval",
+        "--checkpoint",
+        &p("bare.safetensors"),
+        "--model",
+        "resnet20",
+        "--data",
+        data,
+    ]);
+    assert!(
+        bare.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bare.stderr)
+    );
+
+    std::fs::write(p("junk.safetensors"), b"not a checkpoint at all").unwrap();
+    fails_with(
+        &resnet(&[
+            "eval",
+            "--checkpoint",
+            &p("junk.safetensors"),
+            "--data",
+            data,
+        ]),
+        &["junk.safetensors"],
+    );
+
+    // predict: a real image works, a text file is named in the error
+    let img = std::fs::read_dir(dir.path().join("test/cat"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let pred = resnet(&[
+        "predict",
+        "--checkpoint",
+        &p("ok.safetensors"),
+        img.to_str().unwrap(),
+    ]);
+    assert!(
+        pred.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pred.stderr)
+    );
+    let line = String::from_utf8_lossy(&pred.stdout);
+    assert_eq!(line.trim().split(", ").count(), 5, "top-5 expected: {line}");
+    std::fs::write(p("notes.txt"), "hello").unwrap();
+    fails_with(
+        &resnet(&[
+            "predict",
+            "--checkpoint",
+            &p("ok.safetensors"),
+            &p("notes.txt"),
+        ]),
+        &["notes.txt"],
+    );
+}
+
+#[test]
+fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
+    let dir = cifar::subset(7, 2);
+    let data = dir.path().to_str().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    let base = [
+        "train",
+        "--data",
+        data,
+        "--batch-size",
+        "32",
+        "--eval-batch-size",
+        "20",
+        "--log-every",
+        "1",
+    ];
+    let first = resnet(&[&base[..], &["--epochs", "1", "--out", o]].concat());
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let good = std::fs::read(out.path().join("last.safetensors")).unwrap();
+    // epoch 2 with an absurd learning rate diverges
+    let second = resnet(&[&base[..], &["--epochs", "2", "--lr", "1e30", "--resume", o]].concat());
+    fails_with(&second, &["loss is", "iteration", "last.safetensors"]);
+    assert_eq!(
+        std::fs::read(out.path().join("last.safetensors")).unwrap(),
+        good,
+        "the last good checkpoint changed"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn summary_prints_torchinfo_totals() {
+    let out = resnet(&["summary", "--model", "resnet18", "--input", "32,3,224,224"]);
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout);
+    // torchinfo on torchvision's resnet18 at [32, 3, 224, 224]: 11,689,512 params, 58.05 G mult-adds
+    assert!(
+        s.contains("Total params: 11,689,512") && s.contains("Total mult-adds (G): 58.05"),
+        "{s}"
+    );
+    assert!(
+        s.contains("[32, 64, 112, 112]") && s.contains("[32, 512, 7, 7]"),
+        "{s}"
+    );
+    fails_with(&resnet(&["summary", "--input", "1,3,32"]), &["--input"]);
+}
