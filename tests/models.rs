@@ -142,3 +142,108 @@ fn a_batch_beyond_the_device_limit_fails_at_plan_time_with_a_suggestion() {
         "{e}"
     );
 }
+
+/// ResNet-20 in eval mode, composed on the CPU from the f64 reference ops and the state_dict by
+/// PyTorch name (akamaster's definition: option-A shortcut = x[:, :, ::2, ::2] zero-padded by
+/// planes/4 channels on each side), gives the same logits as the GPU plan. This checks the
+/// parameter names and layouts a PyTorch user would load, independent of our own graph code.
+#[test]
+fn resnet20_logits_match_a_cpu_forward_from_the_state_dict() {
+    use common::reference::*;
+    use std::collections::HashMap;
+    let gpu = gpu();
+    let spec = ModelSpec::from_name("resnet20", 10).unwrap();
+    let m = ModelState::new(&gpu, &spec, 9).unwrap();
+    // make BN running statistics and affine parameters non-trivial: a few training steps
+    let n = 4;
+    let train = Plan::new(&gpu, &m, config(n, Mode::Train)).unwrap();
+    let px: Vec<u8> = rand_vec(n * 3 * 1024, 21)
+        .iter()
+        .map(|v| ((v + 1.0) * 127.0) as u8)
+        .collect();
+    let labels = [3u32, 1, 4, 1];
+    train.set_batch(&gpu, &px, &labels).unwrap();
+    for s in 0..3 {
+        train.set_step(&gpu, s, 0.05);
+        train.submit(&gpu);
+    }
+    let eval = Plan::new(&gpu, &m, config(n, Mode::Eval)).unwrap();
+    eval.set_batch(&gpu, &px, &labels).unwrap();
+    eval.submit(&gpu);
+    let logits = read(&gpu, &eval.logits);
+
+    let sd: HashMap<String, Vec<f64>> = pollster::block_on(m.state_dict(&gpu))
+        .unwrap()
+        .into_iter()
+        .filter_map(|t| match t.data {
+            resnet::checkpoint::TensorData::F32(v) => Some((t.name, f64s(&v))),
+            _ => None,
+        })
+        .collect();
+    let w = |k: &str| &sd[k];
+    let conv = |x: &[f64], c: usize, h: usize, k: usize, stride: usize, name: &str| {
+        let g = Conv {
+            n,
+            c,
+            h,
+            w: h,
+            k,
+            r: 3,
+            s: 3,
+            stride,
+            pad: 1,
+        };
+        (
+            conv_forward(&g, x, w(&format!("{name}.weight")), None),
+            g.p(),
+        )
+    };
+    let bn = |x: &[f64], c: usize, hw: usize, name: &str, res: Option<&[f64]>| {
+        bn_apply(
+            n,
+            c,
+            hw,
+            x,
+            w(&format!("{name}.weight")),
+            w(&format!("{name}.bias")),
+            w(&format!("{name}.running_mean")),
+            w(&format!("{name}.running_var")),
+            res,
+            true,
+        )
+    };
+    // input normalisation as torchvision's ToTensor + Normalize
+    let x: Vec<f64> = (0..n * 3 * 1024)
+        .map(|i| {
+            let c = (i / 1024) % 3;
+            (px[i] as f64 / 255.0 - CIFAR10_MEAN[c] as f64) / CIFAR10_STD[c] as f64
+        })
+        .collect();
+    let (y, _) = conv(&x, 3, 32, 16, 1, "conv1");
+    let mut a = bn(&y, 16, 1024, "bn1", None);
+    let (mut c, mut h) = (16, 32);
+    for (stage, planes) in [(1, 16), (2, 32), (3, 64)] {
+        for i in 0..3 {
+            let stride = if stage > 1 && i == 0 { 2 } else { 1 };
+            let name = format!("layer{stage}.{i}");
+            let (y1, h1) = conv(&a, c, h, planes, stride, &format!("{name}.conv1"));
+            let a1 = bn(&y1, planes, h1 * h1, &format!("{name}.bn1"), None);
+            let (y2, _) = conv(&a1, planes, h1, planes, 1, &format!("{name}.conv2"));
+            let sc = if stride != 1 || c != planes {
+                shortcut_a(n, c, h, h, planes, stride, &a)
+            } else {
+                a.clone()
+            };
+            a = bn(&y2, planes, h1 * h1, &format!("{name}.bn2"), Some(&sc));
+            (c, h) = (planes, h1);
+        }
+    }
+    let feat = avgpool(n, 64, h * h, &a);
+    let want = linear(n, 64, 10, &feat, w("fc.weight"), w("fc.bias"));
+    assert_close(
+        "resnet20 eval logits vs CPU forward from the state_dict",
+        &logits,
+        &want,
+        1e-4,
+    );
+}
