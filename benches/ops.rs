@@ -107,5 +107,10 @@ fn dispatch(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, conv, dispatch);
+criterion_group! {
+    name = benches;
+    // no HTML plots: criterion's plotters text rendering needs fonts a CI machine may not have
+    config = Criterion::default().without_plots();
+    targets = conv, dispatch
+}
 criterion_main!(benches);
