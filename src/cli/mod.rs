@@ -107,6 +107,9 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Training and inference throughput (medians), with per-block GPU times where supported
     Bench(bench::BenchArgs),
+    /// Reproduce the paper's CIFAR-10 experiments: `degradation` (plain vs ResNet, Fig. 6) or
+    /// `depth` (ResNet depth vs test error, Table 6); each run resumes where it stopped
+    Experiment(ExperimentArgs),
     /// A torchinfo-style table of a model: layers, output shapes, parameters, mult-adds
     Summary {
         /// Model name
@@ -124,6 +127,43 @@ enum Command {
         #[command(flatten)]
         gpu: GpuArgs,
     },
+}
+
+#[derive(Args, Debug)]
+struct ExperimentArgs {
+    /// degradation (plainN and resnetN per depth) or depth (resnetN per depth)
+    kind: String,
+    /// Depths (6n+2); default 20,56 for degradation and 20,32,44,56,110 for depth
+    #[arg(long, value_delimiter = ',')]
+    depths: Vec<usize>,
+    /// Output directory (one sub-directory per model, plus the figure, CSV and table)
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Epochs per model (default: the paper's 64k iterations)
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Train on the first N training images only (short runs on slow adapters)
+    #[arg(long)]
+    subset: Option<usize>,
+    /// Images per step
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Base learning rate
+    #[arg(long, default_value_t = 0.1)]
+    lr: f64,
+    /// Iterations at which the learning rate is divided by 10
+    #[arg(long, value_delimiter = ',', default_value = "32000,48000")]
+    lr_milestones: Vec<u64>,
+    /// Seed, the same for every model
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Images per evaluation step
+    #[arg(long, default_value_t = 500)]
+    eval_batch_size: usize,
+    #[command(flatten)]
+    gpu: GpuArgs,
 }
 
 #[derive(Args, Debug)]
@@ -207,6 +247,7 @@ pub fn main() -> Result<()> {
             &gpu.options()?,
         ),
         Command::Predict(a) => predict::run(a),
+        Command::Experiment(a) => experiment_cmd(a),
         Command::Bench(a) => bench::run(a),
         Command::Summary {
             model,
@@ -231,6 +272,63 @@ pub fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn experiment_cmd(a: ExperimentArgs) -> Result<()> {
+    let kind = match a.kind.as_str() {
+        "degradation" => train::Experiment::Degradation,
+        "depth" => train::Experiment::Depth,
+        k => {
+            return Err(Error::Invalid(format!(
+                "experiment: unknown kind '{k}' (expected degradation or depth)"
+            )))
+        }
+    };
+    let depths = if !a.depths.is_empty() {
+        a.depths.clone()
+    } else if kind == train::Experiment::Degradation {
+        vec![20, 56]
+    } else {
+        vec![20, 32, 44, 56, 110]
+    };
+    if a.batch_size == 0 || a.eval_batch_size == 0 {
+        return Err(Error::Invalid(
+            "--batch-size and --eval-batch-size must be at least 1".into(),
+        ));
+    }
+    let base = TrainOptions {
+        model: String::new(),
+        epochs: a.epochs,
+        batch: a.batch_size,
+        lr: a.lr,
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        nesterov: false,
+        schedule: LrSchedule::Step,
+        warmup_iters: 0,
+        milestones: a.lr_milestones.clone(),
+        val_split: 0,
+        subset: a.subset,
+        seed: a.seed,
+        out: a
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("runs/{}", a.kind))),
+        resume: false,
+        eval_batch: a.eval_batch_size,
+        log_every: 10,
+        gpu: a.gpu.options()?,
+    };
+    let t0 = std::time::Instant::now();
+    let split = a.data.load()?;
+    let table = train::run_experiment(kind, &depths, &base, &split)?;
+    println!("{table}");
+    println!(
+        "figure, CSV and table in {} ({:.0} s)",
+        base.out.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn bad_input(s: &str) -> Error {

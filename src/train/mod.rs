@@ -7,3 +7,8 @@ pub use schedule::{shuffled, LrSchedule};
 mod run;
 #[cfg(not(target_arch = "wasm32"))]
 pub use run::{evaluate, metadata, train, TrainOptions, TrainSummary};
+
+#[cfg(not(target_arch = "wasm32"))]
+mod experiment;
+#[cfg(not(target_arch = "wasm32"))]
+pub use experiment::{run_experiment, Experiment, PAPER_TABLE6};

@@ -1,0 +1,73 @@
+//! `resnet experiment`: every model trains under OUT/NAME/, the figure, CSV and table appear,
+//! and a second call skips finished runs (resumes instead of starting over).
+
+mod common;
+use common::cifar;
+use resnet::gpu::GpuOptions;
+use resnet::train::{self, Experiment, LrSchedule, TrainOptions};
+
+#[test]
+fn degradation_experiment_writes_figure_table_and_resumes() {
+    let dir = cifar::subset(7, 2);
+    let split = resnet::data::load(dir.path(), (32, 32)).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let base = TrainOptions {
+        model: String::new(),
+        epochs: Some(1),
+        batch: 32,
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        nesterov: false,
+        schedule: LrSchedule::Step,
+        warmup_iters: 0,
+        milestones: vec![32_000, 48_000],
+        val_split: 0,
+        subset: Some(64),
+        seed: 1,
+        out: out.path().to_path_buf(),
+        resume: false,
+        eval_batch: 20,
+        log_every: 1,
+        gpu: GpuOptions::default(),
+    };
+    let table = train::run_experiment(Experiment::Degradation, &[8], &base, &split).unwrap();
+    for f in [
+        "plain8/metrics.csv",
+        "resnet8/last.safetensors",
+        "degradation.png",
+        "degradation.csv",
+        "degradation.md",
+    ] {
+        assert!(out.path().join(f).exists(), "{f} missing");
+    }
+    assert!(
+        table.contains("| plain8 | 8 |") && table.contains("| resnet8 | 8 |"),
+        "{table}"
+    );
+    let csv = std::fs::read_to_string(out.path().join("degradation.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    let png = image::open(out.path().join("degradation.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (1200, 500));
+    // a second call with two epochs resumes each run at epoch 2 instead of starting over
+    let before = std::fs::read_to_string(out.path().join("resnet8/metrics.csv")).unwrap();
+    train::run_experiment(
+        Experiment::Degradation,
+        &[8],
+        &TrainOptions {
+            epochs: Some(2),
+            ..base.clone()
+        },
+        &split,
+    )
+    .unwrap();
+    let after = std::fs::read_to_string(out.path().join("resnet8/metrics.csv")).unwrap();
+    assert!(
+        after.starts_with(&before) && after.lines().count() == before.lines().count() + 1,
+        "{after}"
+    );
+    let e = train::run_experiment(Experiment::Depth, &[21], &base, &split)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("resnet21"), "{e}");
+}
