@@ -144,7 +144,7 @@ struct ExperimentArgs {
     /// Epochs per model (default: the paper's 64k iterations)
     #[arg(long)]
     epochs: Option<usize>,
-    /// Train on the first N training images only (short runs on slow adapters)
+    /// Train on a fixed random subset of N training images, the same for every model (short runs)
     #[arg(long)]
     subset: Option<usize>,
     /// Images per step
@@ -203,7 +203,7 @@ struct TrainArgs {
     /// Hold out this many training images as a validation set (evaluated each epoch instead of test)
     #[arg(long, default_value_t = 0)]
     val_split: usize,
-    /// Train on the first N training images only
+    /// Train on a fixed random subset of N training images (the same for every run)
     #[arg(long)]
     subset: Option<usize>,
     /// Seed for initialisation, data order and augmentation (same seed + adapter = same bits)

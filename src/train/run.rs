@@ -41,7 +41,7 @@ pub struct TrainOptions {
     pub milestones: Vec<u64>,
     /// Training images held out for validation (evaluated each epoch instead of the test set).
     pub val_split: usize,
-    /// Train on the first N training images only.
+    /// Train on a fixed random subset of N training images (the same for every run).
     pub subset: Option<usize>,
     /// Seed of initialisation, data order and augmentation.
     pub seed: u64,
@@ -256,7 +256,10 @@ fn resume(
 pub fn train(o: &TrainOptions, split: Split) -> Result<TrainSummary> {
     let Split { mut train, test } = split;
     if let Some(n) = o.subset {
-        train = train.subset(n.min(train.len()));
+        // a fixed random subset (the same for every seed and model): image folders are sorted by
+        // class, so their first N images would be one class
+        let order = shuffled(train.len(), 0x5eed_5eed);
+        train = train.select(&order[..n.min(train.len())]);
     }
     let eval_set = if o.val_split > 0 {
         if o.val_split >= train.len() {
