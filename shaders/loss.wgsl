@@ -5,7 +5,9 @@
 //   dz[n,o] = (softmax(z[n])[o] - [o == label_n]) / N
 //   correct = #{n : argmax_o z[n, o] == label_n}  (first maximum wins, as torch.argmax)
 // ce_reduce sums the rows in a fixed order into stats = [loss, correct] and adds
-// [loss * N, correct, N] to a running accumulator that is read back only now and then.
+// [loss * N, correct, N] to a running accumulator that is read back only now and then; its
+// fourth slot records the first batch (1-based, since the last clear) whose loss was not finite,
+// so a divergence is reported at its exact step however rarely the host reads.
 
 struct Params { n: u32, o: u32, _p0: u32, _p1: u32 }
 
@@ -15,7 +17,7 @@ struct Params { n: u32, o: u32, _p0: u32, _p1: u32 }
 @group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
 @group(0) @binding(4) var<storage, read_write> rows: array<f32>;   // [N, 2]: loss_n, correct_n
 @group(0) @binding(5) var<storage, read_write> stats: array<f32>;  // [loss, correct]
-@group(0) @binding(6) var<storage, read_write> accum: array<f32>;  // [loss sum, correct, count]
+@group(0) @binding(6) var<storage, read_write> accum: array<f32>;  // [loss sum, correct, count, first bad batch]
 
 @compute @workgroup_size(64)
 fn ce_forward_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -63,6 +65,11 @@ fn ce_reduce(@builtin(local_invocation_index) lid: u32) {
         workgroupBarrier();
     }
     if (lid == 0u) {
+        // exponent all ones: inf or NaN (a bit test, since `x != x` may be folded away)
+        let bad = (bitcast<u32>(red_l[0]) & 0x7f800000u) == 0x7f800000u;
+        if (bad && accum[3] == 0.0) {
+            accum[3] = accum[2] / f32(P.n) + 1.0;
+        }
         stats[0] = red_l[0] / f32(P.n);
         stats[1] = red_c[0];
         accum[0] += red_l[0];

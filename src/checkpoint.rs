@@ -108,6 +108,25 @@ pub struct Checkpoint {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// The metadata every checkpoint we write carries: `model`, `classes`, `mean`, `std` (the
+/// CIFAR-10 normalisation the engine trains with) and `format` (PyTorch users read it with
+/// safetensors).
+pub fn metadata(spec: &crate::model::ModelSpec, classes: &[String]) -> BTreeMap<String, String> {
+    let join = |v: &[f32]| {
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    BTreeMap::from([
+        ("model".into(), spec.name.clone()),
+        ("classes".into(), classes.join(",")),
+        ("mean".into(), join(&crate::ops::augment::CIFAR10_MEAN)),
+        ("std".into(), join(&crate::ops::augment::CIFAR10_STD)),
+        ("format".into(), "pytorch-state-dict".into()),
+    ])
+}
+
 /// Little-endian bytes of one tensor, for the safetensors serializer.
 struct LeView {
     dtype: Dtype,
@@ -175,6 +194,28 @@ impl Checkpoint {
     /// An empty checkpoint.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The per-channel normalisation (mean, std) of the metadata's `mean` and `std`, or the
+    /// CIFAR-10 training-set statistics when a key is absent (e.g. a file saved from PyTorch).
+    pub fn normalisation(&self) -> Result<([f32; 3], [f32; 3])> {
+        use crate::ops::augment::{CIFAR10_MEAN, CIFAR10_STD};
+        let get = |key: &str, default: [f32; 3]| -> Result<[f32; 3]> {
+            let Some(s) = self.metadata.get(key) else {
+                return Ok(default);
+            };
+            let v: Vec<f32> = s
+                .split(',')
+                .map(|x| x.trim().parse::<f32>())
+                .collect::<std::result::Result<_, _>>()
+                .or_else(|_| invalid(format!("checkpoint metadata '{key}' is not numbers: {s}")))?;
+            v.try_into().or_else(|_| {
+                invalid(format!(
+                    "checkpoint metadata '{key}' is not three numbers: {s}"
+                ))
+            })
+        };
+        Ok((get("mean", CIFAR10_MEAN)?, get("std", CIFAR10_STD)?))
     }
 
     /// Serialises to safetensors bytes, with `metadata` as `__metadata__` (omitted when empty).

@@ -82,6 +82,22 @@ pub fn append_metrics(path: &Path, m: &EpochMetrics) -> Result<()> {
         .map_err(|e| err(format!("cannot append: {e}")))
 }
 
+/// Replaces OUT/metrics.csv with `rows` (header included), atomically: a temporary file, then a
+/// rename.
+pub fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> Result<()> {
+    let tmp = path.with_extension("csv.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    for r in rows {
+        append_metrics(&tmp, r)?;
+    }
+    if rows.is_empty() {
+        std::fs::write(&tmp, format!("{CSV_HEADER}\n"))
+            .map_err(|e| Error::Invalid(format!("metrics {}: {e}", tmp.display())))?;
+    }
+    std::fs::rename(&tmp, path)
+        .map_err(|e| Error::Invalid(format!("metrics {}: cannot replace: {e}", path.display())))
+}
+
 /// Reads every row of a metrics CSV written by [`append_metrics`]; errors name the file and line.
 pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
     let err = |what: String| Error::Invalid(format!("metrics {}: {what}", path.display()));
@@ -137,6 +153,63 @@ fn parse_row(line: &str) -> std::result::Result<EpochMetrics, String> {
         images_per_sec: num(7)?,
         seconds: num(8)?,
     })
+}
+
+/// The training loss and accuracy between two read-backs (every `--log-every` steps): the points
+/// of a per-iteration training curve, one row of OUT/steps.csv.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepMetrics {
+    /// Optimiser steps taken at the read-back.
+    pub iteration: u64,
+    /// Mean training loss over the steps since the previous read-back.
+    pub train_loss: f64,
+    /// Training accuracy over the same steps, a fraction in [0, 1].
+    pub train_acc: f64,
+}
+
+/// The header of OUT/steps.csv.
+pub const STEPS_HEADER: &str = "iteration,train_loss,train_acc";
+
+/// Replaces OUT/steps.csv with `rows` (temporary file, then rename).
+pub fn write_steps(path: &Path, rows: &[StepMetrics]) -> Result<()> {
+    let mut text = format!("{STEPS_HEADER}\n");
+    for r in rows {
+        let _ = writeln!(text, "{},{},{}", r.iteration, r.train_loss, r.train_acc);
+    }
+    let tmp = path.with_extension("csv.tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| Error::Invalid(format!("steps {}: {e}", path.display())))
+}
+
+/// Reads OUT/steps.csv (empty when the file does not exist); errors name the file and line.
+pub fn read_steps(path: &Path) -> Result<Vec<StepMetrics>> {
+    let err = |what: String| Error::Invalid(format!("steps {}: {what}", path.display()));
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(err(format!("cannot read: {e}"))),
+    };
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        let f: Vec<&str> = line.trim().split(',').collect();
+        let parsed = match f[..] {
+            [it, l, a] => it.parse().ok().zip(l.parse().ok()).zip(a.parse().ok()).map(
+                |((iteration, train_loss), train_acc)| StepMetrics {
+                    iteration,
+                    train_loss,
+                    train_acc,
+                },
+            ),
+            _ => None,
+        };
+        match parsed {
+            Some(r) => rows.push(r),
+            None if line.trim().is_empty() => {}
+            None => return Err(err(format!("line {}: expected {STEPS_HEADER}", i + 1))),
+        }
+    }
+    Ok(rows)
 }
 
 /// One line of a panel: a name for the legend, its (x, y) points, and thin or bold stroke.

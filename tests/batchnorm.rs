@@ -116,7 +116,13 @@ fn batchnorm_train_forward_full_size_and_running_stats() {
 #[test]
 fn batchnorm_fused_residual_relu_and_eval_mode() {
     let gpu = gpu();
-    let (n, c, h, w) = (3, 8, 7, 7);
+    // odd 7x7, batch 1 at 56x56 (the ImageNet layer1 size), and a channel count not a multiple of 8
+    for (n, c, h, w) in [(3, 8, 7, 7), (1, 64, 56, 56), (2, 3, 9, 5)] {
+        fused_case(&gpu, n, c, h, w);
+    }
+}
+
+fn fused_case(gpu: &Gpu, n: usize, c: usize, h: usize, w: usize) {
     let hw = h * w;
     let x = rand_vec(n * c * hw, 11);
     let res = rand_vec(n * c * hw, 12);
@@ -124,7 +130,7 @@ fn batchnorm_fused_residual_relu_and_eval_mode() {
     let beta = rand_vec(c, 14);
     let rm = rand_vec(c, 15);
     let rv: Vec<f32> = rand_vec(c, 16).iter().map(|v| v.abs() + 0.5).collect();
-    let bn = bn_state(&gpu, &gamma, &beta, &rm, &rv);
+    let bn = bn_state(gpu, &gamma, &beta, &rm, &rv);
     let xt = gpu.upload(&x, &[n, c, h, w]).unwrap();
     let rt = gpu.upload(&res, &[n, c, h, w]).unwrap();
     let y = gpu.zeros(&[n, c, h, w]).unwrap();
@@ -134,12 +140,17 @@ fn batchnorm_fused_residual_relu_and_eval_mode() {
         relu: true,
     };
     // eval first (running stats as uploaded), then training
-    let mut ks = batchnorm::forward_eval(&gpu, &xt, &ye, &bn.params(), fuse).unwrap();
-    ks.extend(batchnorm::forward_train(&gpu, &xt, &y, &bn.params(), &bn.saved, fuse, 0.1).unwrap());
-    run(&gpu, &ks);
+    let mut ks = batchnorm::forward_eval(gpu, &xt, &ye, &bn.params(), fuse).unwrap();
+    ks.extend(batchnorm::forward_train(gpu, &xt, &y, &bn.params(), &bn.saved, fuse, 0.1).unwrap());
+    run(gpu, &ks);
     let (x64, g64, b64, r64) = (f64s(&x), f64s(&gamma), f64s(&beta), f64s(&res));
     let (y_ref, _, _) = bn_forward(n, c, hw, &x64, &g64, &b64, Some(&r64), true);
-    assert_close("bn+add+relu train", &read(&gpu, &y), &y_ref, 1e-4);
+    assert_close(
+        &format!("bn+add+relu train {n}x{c}x{h}x{w}"),
+        &read(gpu, &y),
+        &y_ref,
+        1e-4,
+    );
     let ye_ref = bn_apply(
         n,
         c,
@@ -152,7 +163,12 @@ fn batchnorm_fused_residual_relu_and_eval_mode() {
         Some(&r64),
         true,
     );
-    assert_close("bn+add+relu eval", &read(&gpu, &ye), &ye_ref, 1e-4);
+    assert_close(
+        &format!("bn+add+relu eval {n}x{c}x{h}x{w}"),
+        &read(gpu, &ye),
+        &ye_ref,
+        1e-4,
+    );
 }
 
 /// Backward of every fusion variant against the analytic CPU formula and against finite

@@ -45,7 +45,7 @@ fn save_model(gpu: &resnet::Gpu, name: &str, path: &Path, edit: impl FnOnce(&mut
     let m = ModelState::new(gpu, &ModelSpec::from_name(name, 10).unwrap(), 1).unwrap();
     let mut ck = Checkpoint::new();
     ck.tensors = pollster::block_on(m.state_dict(gpu)).unwrap();
-    ck.metadata = resnet::train::metadata(
+    ck.metadata = resnet::checkpoint::metadata(
         &m.spec,
         &(0..10).map(|i| format!("c{i}")).collect::<Vec<_>>(),
     );
@@ -250,12 +250,11 @@ fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
         "train",
         "--data",
         data,
+        // 8 steps per epoch: the divergence starts inside the epoch, not at a read-back
         "--batch-size",
-        "32",
+        "8",
         "--eval-batch-size",
         "20",
-        "--log-every",
-        "1",
     ];
     let first = resnet(&[&base[..], &["--epochs", "1", "--out", o]].concat());
     assert!(
@@ -264,9 +263,27 @@ fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
         String::from_utf8_lossy(&first.stderr)
     );
     let good = std::fs::read(out.path().join("last.safetensors")).unwrap();
-    // epoch 2 with an absurd learning rate diverges
-    let second = resnet(&[&base[..], &["--epochs", "2", "--lr", "1e30", "--resume", o]].concat());
+    // epoch 2 with an absurd learning rate diverges; read back after every step, the host sees
+    // the first non-finite loss itself
+    let diverge = ["--epochs", "2", "--lr", "1e30", "--resume", o];
+    let second = resnet(&[&base[..], &diverge, &["--log-every", "1"]].concat());
     fails_with(&second, &["loss is", "iteration", "last.safetensors"]);
+    let at = |out: &Output| {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let n = err
+            .split("at iteration ")
+            .nth(1)
+            .and_then(|t| t.split(' ').next())
+            .map(str::to_owned);
+        (n, err)
+    };
+    let (step, err) = at(&second);
+    assert!(step.is_some(), "{err}");
+    // read back every 10 steps (the default), the GPU's record of the first bad batch names the
+    // same step
+    let third = resnet(&[&base[..], &diverge].concat());
+    fails_with(&third, &["loss is", "iteration"]);
+    assert_eq!(at(&third).0, step, "{}", at(&third).1);
     assert_eq!(
         std::fs::read(out.path().join("last.safetensors")).unwrap(),
         good,
@@ -293,6 +310,27 @@ fn summary_prints_torchinfo_totals() {
     assert!(
         s.contains("[32, 64, 112, 112]") && s.contains("[32, 512, 7, 7]"),
         "{s}"
+    );
+    // torchinfo's row labels, and the parameter rows (conv, BN, linear) add up to the total
+    assert!(
+        s.contains("├─Conv2d: 1-1") && s.contains("│    └─BasicBlock: 2-1"),
+        "{s}"
+    );
+    let leaf_sum: u64 = s
+        .lines()
+        .filter(|l| {
+            ["Conv2d:", "BatchNorm2d:", "Linear:"]
+                .iter()
+                .any(|t| l.contains(t))
+        })
+        .map(|l| {
+            let last = l.split_whitespace().last().unwrap_or("");
+            last.replace(',', "").parse::<u64>().unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(
+        leaf_sum, 11_689_512,
+        "rows of parameters do not sum to the total"
     );
     fails_with(&resnet(&["summary", "--input", "1,3,32"]), &["--input"]);
 }

@@ -143,6 +143,9 @@ fn conv2d_backward_matches_finite_differences() {
             Conv2dShape::new(2, 3, 5, 5, 4, 3, 1, 1),
             Conv2dShape::new(1, 4, 7, 7, 6, 3, 2, 1),
             Conv2dShape::new(2, 5, 6, 6, 3, 1, 2, 0),
+            Conv2dShape::new(2, 5, 5, 5, 3, 1, 1, 0),
+            // the ImageNet stem: 7x7 stride 2 pad 3 on 3 input channels, odd size
+            Conv2dShape::new(1, 3, 9, 9, 2, 7, 2, 3),
         ] {
             let d = data(&sh, 77);
             let (_, dx, dw, db) = run_gpu(&gpu, &sh, &d, true);

@@ -66,6 +66,41 @@ fn degradation_experiment_writes_figure_table_and_resumes() {
         after.starts_with(&before) && after.lines().count() == before.lines().count() + 1,
         "{after}"
     );
+    // the thin training curves come from every read-back (log_every 1: every step), not only
+    // from the epoch rows
+    let curve = std::fs::read_to_string(out.path().join("degradation_train_curve.csv")).unwrap();
+    let resnet8_points = curve.lines().filter(|l| l.starts_with("resnet8,")).count();
+    assert_eq!(resnet8_points, 4, "2 epochs x 2 steps: {curve}");
+
+    // Table 6: resnet20 beside the paper's 8.75%; a second call with the same epochs trains
+    // nothing (the finished run is skipped) and writes the same table
+    let depth_out = tempfile::tempdir().unwrap();
+    let depth = TrainOptions {
+        out: depth_out.path().to_path_buf(),
+        ..base.clone()
+    };
+    let table = train::run_experiment(Experiment::Depth, &[20], &depth, &split).unwrap();
+    assert!(table.contains("| resnet20 | 20 | 0.27M | 1 |"), "{table}");
+    assert!(table.trim_end().ends_with("| 8.75 |"), "{table}");
+    let metrics = depth_out.path().join("resnet20/metrics.csv");
+    let weights = depth_out.path().join("resnet20/last.safetensors");
+    let (m1, w1) = (
+        std::fs::read(&metrics).unwrap(),
+        std::fs::read(&weights).unwrap(),
+    );
+    let again = train::run_experiment(Experiment::Depth, &[20], &depth, &split).unwrap();
+    assert_eq!(again, table);
+    assert_eq!(
+        std::fs::read(&metrics).unwrap(),
+        m1,
+        "a finished run was trained again"
+    );
+    assert_eq!(
+        std::fs::read(&weights).unwrap(),
+        w1,
+        "a finished run was trained again"
+    );
+
     let e = train::run_experiment(Experiment::Depth, &[21], &base, &split)
         .unwrap_err()
         .to_string();

@@ -141,6 +141,29 @@ fn a_batch_beyond_the_device_limit_fails_at_plan_time_with_a_suggestion() {
         e.contains("max_storage_buffer_binding_size") && e.contains("try --batch-size"),
         "{e}"
     );
+    // the suggestion is a batch that builds (in eval mode, to keep the test light), and twice it
+    // would not fit the same binding limit (the stem output, 64x112x112 floats per image, is the
+    // largest buffer)
+    let fits: usize = e
+        .rsplit("try --batch-size ")
+        .next()
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|t| t.parse().ok())
+        .expect("a number after 'try --batch-size'");
+    let per_image = 64 * 112 * 112 * 4u64;
+    let limit = gpu.limits.max_storage_buffer_binding_size;
+    assert!(
+        fits as u64 * per_image <= limit,
+        "suggested {fits} does not fit {limit}"
+    );
+    assert!(
+        2 * fits as u64 * per_image > limit,
+        "suggested {fits} is needlessly small"
+    );
+    let mut cfg = config(fits, Mode::Eval);
+    cfg.src = (224, 224);
+    cfg.input = (224, 224);
+    Plan::new(&gpu, &m, cfg).expect("the suggested batch size builds");
 }
 
 /// ResNet-20 in eval mode, composed on the CPU from the f64 reference ops and the state_dict by

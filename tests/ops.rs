@@ -14,8 +14,14 @@ use resnet::ops::sgd::{self, SgdConfig};
 #[test]
 fn relu_and_add_forward_backward() {
     let gpu = gpu();
-    let shape = [2, 3, 7, 7];
-    let len = 2 * 3 * 49;
+    // batch 1, 3 channels, odd 7x7, a 56x56 map, and a length that is no multiple of the workgroup
+    for shape in [[2, 3, 7, 7], [1, 64, 56, 56], [3, 5, 9, 11]] {
+        relu_add_case(&gpu, shape);
+    }
+}
+
+fn relu_add_case(gpu: &resnet::Gpu, shape: [usize; 4]) {
+    let len: usize = shape.iter().product();
     let (a, b, dyv) = (rand_vec(len, 1), rand_vec(len, 2), rand_vec(len, 3));
     let at = gpu.upload(&a, &shape).unwrap();
     let bt = gpu.upload(&b, &shape).unwrap();
@@ -23,18 +29,34 @@ fn relu_and_add_forward_backward() {
     let y = gpu.zeros(&shape).unwrap();
     let s = gpu.zeros(&shape).unwrap();
     let dx = gpu.zeros(&shape).unwrap();
-    let mut ks = elementwise::relu_forward(&gpu, &at, &y).unwrap();
-    ks.extend(elementwise::relu_backward(&gpu, &dy, &y, &dx).unwrap());
-    ks.extend(elementwise::add_forward(&gpu, &at, &bt, &s).unwrap());
-    run(&gpu, &ks);
+    let mut ks = elementwise::relu_forward(gpu, &at, &y).unwrap();
+    ks.extend(elementwise::relu_backward(gpu, &dy, &y, &dx).unwrap());
+    ks.extend(elementwise::add_forward(gpu, &at, &bt, &s).unwrap());
+    run(gpu, &ks);
     let a64 = f64s(&a);
-    assert_close("relu forward", &read(&gpu, &y), &relu(&a64), 0.0);
+    let tag = format!("{shape:?}");
+    assert_close(
+        &format!("relu forward {tag}"),
+        &read(gpu, &y),
+        &relu(&a64),
+        0.0,
+    );
     let sum: Vec<f64> = a.iter().zip(&b).map(|(x, y)| (*x + *y) as f64).collect();
-    assert_close("add forward", &read(&gpu, &s), &sum, 0.0);
+    assert_close(&format!("add forward {tag}"), &read(gpu, &s), &sum, 0.0);
+    if len > 4096 {
+        // finite differences over every coordinate would be slow; the small shapes cover them
+        let want: Vec<f64> = a64
+            .iter()
+            .zip(&dyv)
+            .map(|(x, d)| if *x > 0.0 { *d as f64 } else { 0.0 })
+            .collect();
+        assert_close(&format!("relu backward {tag}"), &read(gpu, &dx), &want, 0.0);
+        return;
+    }
     let fd = finite_diff(&a64, 1e-6, |x| dot(&relu(x), &f64s(&dyv)));
     assert_close(
-        "relu backward vs finite differences",
-        &read(&gpu, &dx),
+        &format!("relu backward vs finite differences {tag}"),
+        &read(gpu, &dx),
         &fd,
         1e-6,
     );

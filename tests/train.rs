@@ -188,23 +188,34 @@ fn killed_run_resumes_to_the_same_metrics() {
     );
 
     let cut = tempfile::tempdir().unwrap();
-    let mut child = args(cut.path()).spawn().unwrap();
-    // wait for epoch 1's checkpoint, then kill in the middle of epoch 2
-    let t0 = std::time::Instant::now();
-    while !cut.path().join("metrics.csv").exists() {
-        assert!(
-            t0.elapsed().as_secs() < 600,
-            "no checkpoint after 10 minutes"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    // 240 images, batch 32: 7 steps per epoch. The run hangs after iteration 10 (epoch 2, step 3),
+    // where it is killed with SIGKILL: mid-epoch, with epoch 1's checkpoint on disk.
+    let mut child = args(cut.path())
+        .env("RESNET_STALL_AT_ITERATION", "10")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    for line in std::io::BufRead::lines(stderr) {
+        let line = line.unwrap();
+        let stalled = line.starts_with("stalled after iteration 10");
+        seen.push(line);
+        if stalled {
+            break;
+        }
     }
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        seen.last().is_some_and(|l| l.starts_with("stalled")),
+        "the run ended without stalling: {seen:?}"
+    );
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let rows = learned_metrics(cut.path());
-    assert!(
-        rows.len() < 3,
-        "the run finished before it was killed; rows: {rows:?}"
+    assert_eq!(
+        rows.len(),
+        1,
+        "killed in epoch 2: one row expected; rows: {rows:?}"
     );
     let st = Command::new(exe)
         .args([

@@ -108,8 +108,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
             })
             .unwrap_or_default();
         println!(
-            "{{\"model\": {:?}, \"batch_size\": {}, \"image_size\": {size}, \"adapter\": {:?}, \"backend\": \"{:?}\", \"train_images_per_sec\": {train_ips:.2}, \"inference_images_per_sec\": {eval_ips:.2}, \"train_step_ms\": {:.2}, \"dispatches_per_train_step\": {}, \"plan_bytes\": {}, \"stages\": [{b}]}}",
-            spec.name, a.batch_size, gpu.info.name, gpu.info.backend, t_train * 1e3, train.dispatches(), train.bytes
+            "{{\"model\": {:?}, \"batch_size\": {}, \"image_size\": {size}, \"adapter\": {:?}, \"backend\": \"{:?}\", \"train_images_per_sec\": {train_ips:.2}, \"inference_images_per_sec\": {eval_ips:.2}, \"train_step_ms\": {:.2}, \"dispatches_per_train_step\": {}, \"plan_bytes\": {}, \"model_bytes\": {}, \"stages\": [{b}]}}",
+            spec.name, a.batch_size, gpu.info.name, gpu.info.backend, t_train * 1e3, train.dispatches(), train.bytes, m.bytes()
         );
         return Ok(());
     }
@@ -123,7 +123,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         t_eval * 1e3
     );
     println!(
-        "  plan memory: {} MiB (training), {} MiB (inference)",
+        "  GPU memory: model {} MiB (weights, gradients, momentum) + plan {} MiB (training), {} MiB (inference)",
+        m.bytes() >> 20,
         train.bytes >> 20,
         eval.bytes >> 20
     );

@@ -416,7 +416,7 @@ fn eval_cmd(
 ) -> Result<()> {
     let split = data.load()?;
     let gpu = Gpu::new_blocking(opts)?;
-    let (m, _) = load_model(&gpu, path, model, split.test.classes.len())?;
+    let (m, ck) = load_model(&gpu, path, model, split.test.classes.len())?;
     if m.spec.num_classes != split.test.classes.len() {
         return Err(Error::Invalid(format!(
             "{}: the model has {} classes but the data has {}",
@@ -425,7 +425,7 @@ fn eval_cmd(
             split.test.classes.len()
         )));
     }
-    let (loss, acc) = train::evaluate(&gpu, &m, &split.test, batch.max(1))?;
+    let (loss, acc) = train::evaluate(&gpu, &m, &split.test, batch.max(1), ck.normalisation()?)?;
     if json {
         println!(
             "{{\"checkpoint\": {:?}, \"model\": {:?}, \"images\": {}, \"loss\": {loss:.6}, \"accuracy\": {acc:.6}}}",

@@ -3,7 +3,6 @@
 use super::{load_model, GpuArgs};
 use clap::Args;
 use resnet::gpu::Gpu;
-use resnet::ops::augment::{CIFAR10_MEAN, CIFAR10_STD};
 use resnet::ops::sgd::SgdConfig;
 use resnet::plan::{Mode, Plan, PlanConfig};
 use resnet::{Error, Result};
@@ -32,16 +31,6 @@ pub struct PredictArgs {
     images: Vec<PathBuf>,
     #[command(flatten)]
     gpu: GpuArgs,
-}
-
-fn floats(meta: Option<&String>, default: [f32; 3], what: &str) -> Result<[f32; 3]> {
-    let Some(s) = meta else { return Ok(default) };
-    let v: Vec<f32> = s.split(',').filter_map(|x| x.trim().parse().ok()).collect();
-    v.try_into().map_err(|_| {
-        Error::Invalid(format!(
-            "checkpoint metadata '{what}' is not three numbers: {s}"
-        ))
-    })
 }
 
 /// Decodes, resizes (bilinear) and lays out an image as CHW bytes.
@@ -86,14 +75,15 @@ pub fn run(a: PredictArgs) -> Result<()> {
         None => (0..m.spec.num_classes).map(|i| i.to_string()).collect(),
     };
     let n = a.images.len();
+    let (mean, std) = ck.normalisation()?;
     let cfg = PlanConfig {
         batch: n,
         src: (a.image_size, a.image_size),
         input: (a.image_size, a.image_size),
         pad: 0,
         augment: false,
-        mean: floats(ck.metadata.get("mean"), CIFAR10_MEAN, "mean")?,
-        std: floats(ck.metadata.get("std"), CIFAR10_STD, "std")?,
+        mean,
+        std,
         mode: Mode::Eval,
         sgd: SgdConfig {
             lr: 0.0,

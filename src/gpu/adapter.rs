@@ -76,6 +76,7 @@ pub(super) fn instance(opts: &GpuOptions) -> wgpu::Instance {
     wgpu::Instance::new(desc)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn rank(t: wgpu::DeviceType) -> u32 {
     match t {
         wgpu::DeviceType::DiscreteGpu => 0,
@@ -97,16 +98,11 @@ fn no_adapter(opts: &GpuOptions) -> Error {
 pub(super) async fn choose(instance: &wgpu::Instance, opts: &GpuOptions) -> Result<wgpu::Adapter> {
     #[cfg(not(target_arch = "wasm32"))]
     {
-        let mut all = instance.enumerate_adapters(backends(opts)).await;
-        all.sort_by_key(|a| {
-            let i = a.get_info();
-            // Prefer Vulkan/Metal/DX12 over GL when device types tie.
-            (
-                rank(i.device_type),
-                matches!(i.backend, wgpu::Backend::Gl) as u32,
-            )
-        });
-        all.into_iter().next().ok_or_else(|| no_adapter(opts))
+        ranked(instance, opts)
+            .await
+            .into_iter()
+            .next()
+            .ok_or_else(|| no_adapter(opts))
     }
     #[cfg(target_arch = "wasm32")]
     {
@@ -118,6 +114,21 @@ pub(super) async fn choose(instance: &wgpu::Instance, opts: &GpuOptions) -> Resu
             .await
             .map_err(|_| no_adapter(opts))
     }
+}
+
+/// Every adapter of the allowed backends, best first: discrete, integrated, virtual, CPU; and
+/// Vulkan/Metal/DX12 before GL when device types tie (native only).
+#[cfg(not(target_arch = "wasm32"))]
+pub(super) async fn ranked(instance: &wgpu::Instance, opts: &GpuOptions) -> Vec<wgpu::Adapter> {
+    let mut all = instance.enumerate_adapters(backends(opts)).await;
+    all.sort_by_key(|a| {
+        let i = a.get_info();
+        (
+            rank(i.device_type),
+            matches!(i.backend, wgpu::Backend::Gl) as u32,
+        )
+    });
+    all
 }
 
 /// Every adapter the allowed backends expose (native only).

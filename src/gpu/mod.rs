@@ -6,12 +6,14 @@
 mod adapter;
 pub mod kernel;
 mod tensor;
+mod timer;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use adapter::list_adapters;
 pub use adapter::{parse_backend, parse_flavor, AdapterSummary, GpuOptions};
 pub use kernel::{Kernel, Uniform};
 pub use tensor::Tensor;
+pub use timer::PassTimer;
 
 use crate::error::{Error, Result};
 use std::cell::RefCell;
@@ -54,6 +56,21 @@ impl Gpu {
     pub async fn new(opts: &GpuOptions) -> Result<Gpu> {
         let instance = adapter::instance(opts);
         let adapter = adapter::choose(&instance, opts).await?;
+        Gpu::open(adapter, opts).await
+    }
+
+    /// A device on every adapter the allowed backends expose, best first (benchmarks across
+    /// backends). Native only.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn each_adapter_blocking(opts: &GpuOptions) -> Vec<Result<Gpu>> {
+        let instance = adapter::instance(opts);
+        pollster::block_on(adapter::ranked(&instance, opts))
+            .into_iter()
+            .map(|a| pollster::block_on(Gpu::open(a, opts)))
+            .collect()
+    }
+
+    async fn open(adapter: wgpu::Adapter, opts: &GpuOptions) -> Result<Gpu> {
         let info = adapter.get_info();
         let mut limits = adapter.limits();
         // Ask for everything the adapter offers: big models need big storage bindings.

@@ -7,13 +7,15 @@ use crate::gpu::{Gpu, Kernel, Tensor, Uniform};
 const SHADER: (&str, &str) = ("loss.wgsl", include_str!("../../shaders/loss.wgsl"));
 
 /// Outputs of the loss: `stats` = [mean loss, correct count] of the last batch, and `accum` =
-/// [loss sum, correct, count] summed over batches until the caller reads and clears it.
+/// [loss sum, correct, count, first non-finite batch] summed over batches until the caller reads
+/// and clears it (the last slot is 0 while every loss was finite, else the 1-based index since the
+/// clear of the first batch whose loss was not).
 pub struct LossBuffers {
     /// Per-row scratch [N, 2].
     pub rows: Tensor,
     /// [mean loss, correct] of the last batch.
     pub stats: Tensor,
-    /// [loss sum, correct, count], accumulated across batches.
+    /// [loss sum, correct, count, first non-finite batch], accumulated across batches.
     pub accum: Tensor,
 }
 
@@ -23,8 +25,13 @@ impl LossBuffers {
         Ok(LossBuffers {
             rows: gpu.zeros(&[n, 2])?,
             stats: gpu.zeros(&[2])?,
-            accum: gpu.zeros(&[3])?,
+            accum: gpu.zeros(&[4])?,
         })
+    }
+
+    /// Zeroes the accumulator.
+    pub fn clear(&self, gpu: &Gpu) -> Result<()> {
+        gpu.write(&self.accum, &[0.0f32; 4])
     }
 }
 

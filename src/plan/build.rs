@@ -47,7 +47,8 @@ pub(super) fn augment_config(cfg: &PlanConfig, seed: u32) -> AugmentConfig {
 pub(super) fn largest_activation(m: &ModelState, cfg: &PlanConfig) -> usize {
     let (h, w) = cfg.input;
     let s = m.arch.stem.stride;
-    m.arch.stem.cout * h.div_ceil(s) * w.div_ceil(s) * m.arch.stem.k.max(1)
+    // the stem's output is the largest activation of every ResNet (it has the most pixels)
+    m.arch.stem.cout * h.div_ceil(s) * w.div_ceil(s)
 }
 
 /// Buffers of the same size are reused once their last reader has been recorded.

@@ -9,7 +9,7 @@ mod state_dict;
 pub use state::ModelState;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Kernel, Tensor};
+use crate::gpu::{Gpu, Kernel, PassTimer, Tensor};
 use crate::ops::augment::pack_bytes;
 use crate::ops::loss::LossBuffers;
 use crate::ops::sgd::SgdConfig;
@@ -145,7 +145,7 @@ impl Plan {
         self.submit_inner(gpu, None);
     }
 
-    fn submit_inner(&self, gpu: &Gpu, timer: Option<(&wgpu::QuerySet, &wgpu::Buffer)>) {
+    fn submit_inner(&self, gpu: &Gpu, timer: Option<&PassTimer>) {
         let mut buffers: Vec<_> = self
             .stages
             .iter()
@@ -157,14 +157,9 @@ impl Plan {
                         label: Some(&stage.name),
                     });
                 {
-                    let timestamp_writes = timer.map(|(q, _)| wgpu::ComputePassTimestampWrites {
-                        query_set: q,
-                        beginning_of_pass_write_index: Some(2 * i as u32),
-                        end_of_pass_write_index: Some(2 * i as u32 + 1),
-                    });
                     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                         label: Some(&stage.name),
-                        timestamp_writes,
+                        timestamp_writes: timer.map(|t| t.writes(i)),
                     });
                     for k in &stage.kernels {
                         k.record(&mut pass);
@@ -173,9 +168,9 @@ impl Plan {
                 enc.finish()
             })
             .collect();
-        if let Some((q, buf)) = timer {
+        if let Some(t) = timer {
             let mut enc = gpu.device.create_command_encoder(&Default::default());
-            enc.resolve_query_set(q, 0..2 * self.stages.len() as u32, buf, 0);
+            t.resolve(&mut enc);
             buffers.push(enc.finish());
         }
         gpu.queue.submit(buffers);
@@ -184,43 +179,17 @@ impl Plan {
     /// Runs one step with a GPU timestamp around every stage and returns (stage, milliseconds);
     /// `None` when the adapter has no timestamp queries. For benchmarks: allocates and waits.
     pub async fn submit_timed(&self, gpu: &Gpu) -> Result<Option<Vec<(String, f64)>>> {
-        if !gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+        let Some(timer) = PassTimer::new(gpu, self.stages.len())? else {
             self.submit(gpu);
             return Ok(None);
-        }
-        let count = 2 * self.stages.len() as u32;
-        let q = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("stage timestamps"),
-            ty: wgpu::QueryType::Timestamp,
-            count,
-        });
-        let resolved = gpu.zeros(&[2 * count as usize])?;
-        let buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("timestamps"),
-            size: count as u64 * 8,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        self.submit_inner(gpu, Some((&q, &buf)));
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(&buf, 0, &resolved.buffer, 0, count as u64 * 8);
-        gpu.queue.submit([enc.finish()]);
-        let words = gpu.read_u32(&resolved).await?;
-        let period = gpu.queue.get_timestamp_period() as f64;
-        let ts: Vec<u64> = words
-            .chunks(2)
-            .map(|w| w[0] as u64 | (w[1] as u64) << 32)
-            .collect();
+        };
+        self.submit_inner(gpu, Some(&timer));
+        let ms = timer.read_ms(gpu).await?;
         Ok(Some(
             self.stages
                 .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    (
-                        s.name.clone(),
-                        ts[2 * i + 1].saturating_sub(ts[2 * i]) as f64 * period / 1e6,
-                    )
-                })
+                .zip(ms)
+                .map(|(s, ms)| (s.name.clone(), ms))
                 .collect(),
         ))
     }

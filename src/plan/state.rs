@@ -43,6 +43,11 @@ impl ModelState {
         })
     }
 
+    /// GPU bytes of the model: parameters, gradients, momentum and running statistics.
+    pub fn bytes(&self) -> u64 {
+        (3 * self.layout.params_len + self.layout.running_len) as u64 * 4
+    }
+
     /// The view of a parameter region in `buf` (params, grads or momentum).
     pub fn view(&self, buf: &Tensor, r: &Region) -> Result<Tensor> {
         buf.view(r.offset, &r.shape)

@@ -79,9 +79,42 @@ pub fn run_experiment(
                 done.len()
             );
         }
-        results.push((name.clone(), read_rows(&out)?));
+        results.push(RunCurves {
+            name: name.clone(),
+            epochs: read_rows(&out)?,
+            steps: report::read_steps(&out.join("steps.csv"))?,
+        });
     }
     write_outputs(kind, &base.out, &results, split.train.classes.len())
+}
+
+/// What one run of an experiment left in OUT/NAME/.
+struct RunCurves {
+    name: String,
+    /// metrics.csv: one row per epoch (test error).
+    epochs: Vec<EpochMetrics>,
+    /// steps.csv: training error every `--log-every` steps.
+    steps: Vec<report::StepMetrics>,
+}
+
+/// Training error (%) against iteration, from steps.csv averaged over bins of consecutive
+/// read-backs (at most ~300 points per line), or per epoch where a run has no steps.csv.
+fn train_curve(r: &RunCurves) -> Vec<(f64, f64)> {
+    if r.steps.is_empty() {
+        return r
+            .epochs
+            .iter()
+            .map(|e| (e.iteration as f64, err_pct(e.train_acc)))
+            .collect();
+    }
+    let bin = r.steps.len().div_ceil(300).max(1);
+    r.steps
+        .chunks(bin)
+        .map(|c| {
+            let acc = c.iter().map(|s| s.train_acc).sum::<f64>() / c.len() as f64;
+            (c[c.len() - 1].iteration as f64, err_pct(acc))
+        })
+        .collect()
 }
 
 fn read_rows(dir: &Path) -> Result<Vec<EpochMetrics>> {
@@ -100,7 +133,7 @@ fn err_pct(acc: f64) -> f64 {
 fn write_outputs(
     kind: Experiment,
     out: &Path,
-    results: &[(String, Vec<EpochMetrics>)],
+    results: &[RunCurves],
     classes: usize,
 ) -> Result<String> {
     let stem = if kind == Experiment::Degradation {
@@ -110,7 +143,20 @@ fn write_outputs(
     };
     // CSV of the curves
     let mut csv = String::from("model,epoch,iteration,train_error,test_error\n");
-    for (name, rows) in results {
+    let mut steps_csv = String::from("model,iteration,train_error\n");
+    for run in results {
+        for (it, e) in train_curve(run) {
+            let _ = writeln!(steps_csv, "{},{it},{e:.4}", run.name);
+        }
+    }
+    write_atomic(
+        &out.join(format!("{stem}_train_curve.csv")),
+        steps_csv.as_bytes(),
+    )?;
+    for RunCurves {
+        name, epochs: rows, ..
+    } in results
+    {
         for r in rows {
             let _ = writeln!(
                 csv,
@@ -127,20 +173,21 @@ fn write_outputs(
     let series = |pred: &dyn Fn(&str) -> bool| -> Vec<Series> {
         results
             .iter()
-            .filter(|(n, _)| pred(n))
-            .flat_map(|(n, rows)| {
-                let pts = |f: &dyn Fn(&EpochMetrics) -> f64| {
-                    rows.iter().map(|r| (r.iteration as f64, f(r))).collect()
-                };
+            .filter(|r| pred(&r.name))
+            .flat_map(|r| {
                 [
                     Series {
-                        name: format!("{n} train"),
-                        points: pts(&|r| err_pct(r.train_acc)),
+                        name: format!("{} train", r.name),
+                        points: train_curve(r),
                         bold: false,
                     },
                     Series {
-                        name: format!("{n} test"),
-                        points: pts(&|r| err_pct(r.test_acc)),
+                        name: format!("{} test", r.name),
+                        points: r
+                            .epochs
+                            .iter()
+                            .map(|e| (e.iteration as f64, err_pct(e.test_acc)))
+                            .collect(),
                         bold: true,
                     },
                 ]
@@ -169,7 +216,10 @@ fn write_outputs(
     } else {
         md += "| model | layers | params | epochs | test error (%) | paper (%) |\n|---|---|---|---|---|---|\n";
     }
-    for (name, rows) in results {
+    for RunCurves {
+        name, epochs: rows, ..
+    } in results
+    {
         let spec = ModelSpec::from_name(name, classes)?;
         let depth: usize = name
             .trim_start_matches(|c: char| c.is_alphabetic())

@@ -2,6 +2,7 @@
 //! evaluation each epoch, metrics.csv, curves.png, atomic checkpoints and exact resumption.
 
 use super::schedule::{shuffled, LrSchedule};
+use super::Trainer;
 use crate::checkpoint::{self, Checkpoint};
 use crate::data::{Dataset, Split};
 use crate::error::{Error, Result};
@@ -75,19 +76,31 @@ fn sgd_config(o: &TrainOptions) -> SgdConfig {
     }
 }
 
-fn plan_config(batch: usize, size: (usize, usize), mode: Mode, sgd: SgdConfig) -> PlanConfig {
+fn plan_config(
+    batch: usize,
+    size: (usize, usize),
+    mode: Mode,
+    sgd: SgdConfig,
+    (mean, std): Norm,
+) -> PlanConfig {
     PlanConfig {
         batch,
         src: size,
         input: size,
         pad: 4,
         augment: true,
-        mean: CIFAR10_MEAN,
-        std: CIFAR10_STD,
+        mean,
+        std,
         mode,
         sgd,
     }
 }
+
+/// Per-channel (mean, std) of the input normalisation.
+pub type Norm = ([f32; 3], [f32; 3]);
+
+/// The normalisation `resnet train` uses: CIFAR-10's training-set statistics.
+pub const CIFAR10_NORM: Norm = (CIFAR10_MEAN, CIFAR10_STD);
 
 /// Copies images `idx` of `d` into one batch (pixels, labels).
 fn gather(d: &Dataset, idx: &[usize], px: &mut Vec<u8>, labels: &mut Vec<u32>) {
@@ -99,9 +112,15 @@ fn gather(d: &Dataset, idx: &[usize], px: &mut Vec<u8>, labels: &mut Vec<u32>) {
     }
 }
 
-/// Loss and top-1 accuracy of the model on a whole dataset (eval mode), with plans built for the
-/// full batches and the remainder.
-pub fn evaluate(gpu: &Gpu, m: &ModelState, d: &Dataset, batch: usize) -> Result<(f64, f64)> {
+/// Loss and top-1 accuracy of the model on a whole dataset (eval mode, inputs normalised with
+/// `norm`), with plans built for the full batches and the remainder.
+pub fn evaluate(
+    gpu: &Gpu,
+    m: &ModelState,
+    d: &Dataset,
+    batch: usize,
+    norm: Norm,
+) -> Result<(f64, f64)> {
     let size = (d.height, d.width);
     let sgd = SgdConfig {
         lr: 0.0,
@@ -110,17 +129,21 @@ pub fn evaluate(gpu: &Gpu, m: &ModelState, d: &Dataset, batch: usize) -> Result<
         nesterov: false,
     };
     let batch = batch.min(d.len()).max(1);
-    let full = Plan::new(gpu, m, plan_config(batch, size, Mode::Eval, sgd))?;
+    let full = Plan::new(gpu, m, plan_config(batch, size, Mode::Eval, sgd, norm))?;
     let rem = d.len() % batch;
     let tail = if rem > 0 {
-        Some(Plan::new(gpu, m, plan_config(rem, size, Mode::Eval, sgd))?)
+        Some(Plan::new(
+            gpu,
+            m,
+            plan_config(rem, size, Mode::Eval, sgd, norm),
+        )?)
     } else {
         None
     };
     let (mut px, mut labels) = (Vec::new(), Vec::new());
     let idx: Vec<usize> = (0..d.len()).collect();
     for plan in [Some(&full), tail.as_ref()].into_iter().flatten() {
-        gpu.write(&plan.loss.accum, &[0.0f32; 3])?;
+        plan.loss.clear(gpu)?;
     }
     for chunk in idx.chunks(batch) {
         let plan = if chunk.len() == batch {
@@ -142,21 +165,16 @@ pub fn evaluate(gpu: &Gpu, m: &ModelState, d: &Dataset, batch: usize) -> Result<
     Ok((loss / count, correct / count))
 }
 
-/// Checkpoint metadata every file carries (PyTorch users can read it with safetensors).
-pub fn metadata(spec: &ModelSpec, classes: &[String]) -> BTreeMap<String, String> {
-    let join = |v: &[f32]| {
-        v.iter()
-            .map(|x| x.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    BTreeMap::from([
-        ("model".into(), spec.name.clone()),
-        ("classes".into(), classes.join(",")),
-        ("mean".into(), join(&CIFAR10_MEAN)),
-        ("std".into(), join(&CIFAR10_STD)),
-        ("format".into(), "pytorch-state-dict".into()),
-    ])
+/// For crash tests: after this iteration the run says so on stderr and hangs, so a test can
+/// `kill -9` it at a known point in the middle of an epoch.
+pub const STALL_ENV: &str = "RESNET_STALL_AT_ITERATION";
+
+fn stall(gpu: &Gpu, iteration: u64) -> ! {
+    gpu.wait();
+    eprintln!("stalled after iteration {iteration} ({STALL_ENV})");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
 }
 
 struct RunState {
@@ -289,17 +307,18 @@ pub fn train(o: &TrainOptions, split: Split) -> Result<TrainSummary> {
     let gpu = Gpu::new_blocking(&o.gpu)?;
     let m = ModelState::new(&gpu, &spec, o.seed)?;
     let size = (train.height, train.width);
-    let plan = Plan::new(
+    let mut trainer = Trainer::new(
         &gpu,
         &m,
-        plan_config(o.batch, size, Mode::Train, sgd_config(o)),
+        plan_config(o.batch, size, Mode::Train, sgd_config(o), CIFAR10_NORM),
+        o.seed,
     )?;
     let spe = train.len() / o.batch;
     let epochs = o.epochs.unwrap_or_else(|| (64_000usize).div_ceil(spe));
     let total = (epochs * spe) as u64;
     std::fs::create_dir_all(&o.out)
         .map_err(|e| Error::Invalid(format!("--out {}: {e}", o.out.display())))?;
-    let meta = metadata(&spec, &train.classes);
+    let meta = checkpoint::metadata(&spec, &train.classes);
     let mut st = if o.resume {
         resume(&gpu, &m, &o.out, &spec, o)?
     } else {
@@ -309,21 +328,47 @@ pub fn train(o: &TrainOptions, split: Split) -> Result<TrainSummary> {
             best_acc: 0.0,
         }
     };
+    trainer.iteration = st.iteration;
     m.batches_tracked.set(st.iteration);
+    let plan = &trainer.plan;
     eprintln!(
-        "{} on {} ({:?}); {} train / {} eval images, batch {}, {} steps/epoch, {epochs} epochs, plan {} MiB, {} dispatches/step{}",
-        spec.name, gpu.info.name, gpu.info.backend, train.len(), eval_set.len(), o.batch, spe, plan.bytes >> 20, plan.dispatches(),
+        "{} on {} ({:?}); {} train / {} eval images, batch {}, {} steps/epoch, {epochs} epochs, GPU memory {} MiB (model {} + plan {}), {} dispatches/step{}",
+        spec.name, gpu.info.name, gpu.info.backend, train.len(), eval_set.len(), o.batch, spe, (m.bytes() + plan.bytes) >> 20, m.bytes() >> 20, plan.bytes >> 20, plan.dispatches(),
         if o.resume { format!(", resuming after epoch {}", st.epoch) } else { String::new() }
     );
     let metrics_path = o.out.join("metrics.csv");
+    // the CSV holds exactly the epochs of the checkpoint: a fresh run starts it anew, and a run
+    // killed after writing an epoch's row but before its checkpoint drops that row on resume
+    let kept = if o.resume && metrics_path.exists() {
+        report::read_metrics(&metrics_path)?
+            .into_iter()
+            .filter(|r| r.epoch <= st.epoch)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    report::write_metrics(&metrics_path, &kept)?;
+    let steps_path = o.out.join("steps.csv");
+    let mut steps: Vec<_> = if o.resume {
+        report::read_steps(&steps_path)?
+            .into_iter()
+            .filter(|r| r.iteration <= st.iteration)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut summary = TrainSummary {
         epochs: Vec::new(),
         best_acc: st.best_acc,
     };
     let (mut px, mut labels) = (Vec::new(), Vec::new());
+    let stall_at = std::env::var(STALL_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
     for epoch in st.epoch + 1..=epochs {
         let t0 = Instant::now();
-        gpu.write(&plan.loss.accum, &[0.0f32; 3])?;
+        trainer.clear(&gpu)?;
+        let epoch_start = st.iteration;
         let order = shuffled(train.len(), o.seed.wrapping_add(epoch as u64));
         let bar = ProgressBar::new(spe as u64).with_prefix(format!("epoch {epoch}/{epochs}"));
         bar.set_style(
@@ -333,6 +378,7 @@ pub fn train(o: &TrainOptions, split: Split) -> Result<TrainSummary> {
         );
         let mut lr = o.lr;
         let mut last_line = Instant::now();
+        let mut prev = [0.0f32; 3];
         for s in 0..spe {
             gather(
                 &train,
@@ -340,26 +386,32 @@ pub fn train(o: &TrainOptions, split: Split) -> Result<TrainSummary> {
                 &mut px,
                 &mut labels,
             );
-            plan.set_batch(&gpu, &px, &labels)?;
             lr = o
                 .schedule
                 .lr_at(o.lr, st.iteration, total, o.warmup_iters, &o.milestones);
-            let seed = (o.seed as u32).wrapping_mul(0x9E37_79B9)
-                ^ (st.iteration as u32).wrapping_mul(0x85EB_CA6B);
-            plan.set_step(&gpu, seed, lr as f32);
-            plan.submit(&gpu);
-            st.iteration += 1;
-            m.batches_tracked.set(st.iteration);
+            trainer.step(&gpu, &m, &px, &labels, lr as f32)?;
+            st.iteration = trainer.iteration;
+            if stall_at == Some(st.iteration) {
+                stall(&gpu, st.iteration);
+            }
             if (s + 1) % o.log_every == 0 || s + 1 == spe {
-                let a = gpu.read_blocking(&plan.loss.accum)?;
+                let a = pollster::block_on(trainer.read(&gpu))?;
                 if !a[0].is_finite() {
+                    // the GPU recorded which batch since the clear went bad first
+                    let bad = epoch_start + (a[3] as u64).max(1);
                     return Err(Error::Invalid(format!(
-                        "loss is {} at iteration {} (epoch {epoch}); stopped; the last good checkpoint is {}",
+                        "loss is {} at iteration {bad} (epoch {epoch}); stopped; the last good checkpoint is {}",
                         a[0],
-                        st.iteration,
                         o.out.join("last.safetensors").display()
                     )));
                 }
+                let count = a[2] - prev[2];
+                steps.push(report::StepMetrics {
+                    iteration: st.iteration,
+                    train_loss: ((a[0] - prev[0]) / count) as f64,
+                    train_acc: ((a[1] - prev[1]) / count) as f64,
+                });
+                prev = [a[0], a[1], a[2]];
                 let ips = ((s + 1) * o.batch) as f64 / t0.elapsed().as_secs_f64();
                 let msg = format!(
                     "loss {:.4} acc {:.2}% lr {lr:.4} {ips:.1} img/s",
@@ -380,9 +432,9 @@ pub fn train(o: &TrainOptions, split: Split) -> Result<TrainSummary> {
             bar.inc(1);
         }
         bar.finish_and_clear();
-        let a = gpu.read_blocking(&plan.loss.accum)?;
+        let a = pollster::block_on(trainer.read(&gpu))?;
         let train_secs = t0.elapsed().as_secs_f64();
-        let (test_loss, test_acc) = evaluate(&gpu, &m, &eval_set, o.eval_batch)?;
+        let (test_loss, test_acc) = evaluate(&gpu, &m, &eval_set, o.eval_batch, CIFAR10_NORM)?;
         let best = test_acc > st.best_acc;
         st.epoch = epoch;
         st.best_acc = st.best_acc.max(test_acc);
@@ -407,8 +459,10 @@ pub fn train(o: &TrainOptions, split: Split) -> Result<TrainSummary> {
             row.images_per_sec,
             row.seconds
         );
-        save_checkpoints(&gpu, &m, &o.out, &meta, &st, best, o)?;
+        // the rows first: a crash before the checkpoint is renamed into place loses neither
+        report::write_steps(&steps_path, &steps)?;
         report::append_metrics(&metrics_path, &row)?;
+        save_checkpoints(&gpu, &m, &o.out, &meta, &st, best, o)?;
         let rows = report::read_metrics(&metrics_path)?;
         report::plot_curves(&rows, &o.out.join("curves.png"))?;
         summary.epochs.push(row);

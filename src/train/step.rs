@@ -1,0 +1,57 @@
+//! One optimiser step on a batch: the code the CLI's training loop and the browser demo share.
+
+use crate::error::Result;
+use crate::gpu::Gpu;
+use crate::plan::{ModelState, Plan, PlanConfig};
+
+/// A training plan and the position in the run: every step is seeded by (seed, iteration), so a
+/// run resumed at an iteration repeats the same augmentation.
+pub struct Trainer {
+    /// The training plan (its `loss.accum` sums loss and accuracy until cleared).
+    pub plan: Plan,
+    /// Steps taken.
+    pub iteration: u64,
+    seed: u64,
+}
+
+impl Trainer {
+    /// Builds the plan for `cfg` (which must be a training configuration).
+    pub fn new(gpu: &Gpu, m: &ModelState, cfg: PlanConfig, seed: u64) -> Result<Trainer> {
+        Ok(Trainer {
+            plan: Plan::new(gpu, m, cfg)?,
+            iteration: 0,
+            seed,
+        })
+    }
+
+    /// Uploads a batch (N images of 3 x H x W bytes, CHW, and N labels) and submits one step at
+    /// learning rate `lr`; nothing waits for the GPU.
+    pub fn step(
+        &mut self,
+        gpu: &Gpu,
+        m: &ModelState,
+        pixels: &[u8],
+        labels: &[u32],
+        lr: f32,
+    ) -> Result<()> {
+        self.plan.set_batch(gpu, pixels, labels)?;
+        let seed = (self.seed as u32).wrapping_mul(0x9E37_79B9)
+            ^ (self.iteration as u32).wrapping_mul(0x85EB_CA6B);
+        self.plan.set_step(gpu, seed, lr);
+        self.plan.submit(gpu);
+        self.iteration += 1;
+        m.batches_tracked.set(self.iteration);
+        Ok(())
+    }
+
+    /// [loss sum, correct, count, first non-finite batch] since the last [`Trainer::clear`].
+    pub async fn read(&self, gpu: &Gpu) -> Result<[f32; 4]> {
+        let a = gpu.read(&self.plan.loss.accum).await?;
+        Ok([a[0], a[1], a[2], a[3]])
+    }
+
+    /// Zeroes the loss and accuracy sums.
+    pub fn clear(&self, gpu: &Gpu) -> Result<()> {
+        self.plan.loss.clear(gpu)
+    }
+}

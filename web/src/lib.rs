@@ -1,0 +1,291 @@
+//! The engine in a browser tab: wasm-bindgen entry points over the same library the CLI uses
+//! (ops, plan, [`Trainer`] step, safetensors checkpoints). Nothing here blocks: readbacks return
+//! promises that resolve when WebGPU has mapped the buffer.
+#![cfg(target_arch = "wasm32")]
+
+use js_sys::{Float32Array, Promise, Uint8Array};
+use resnet::checkpoint::{self, Checkpoint};
+use resnet::gpu::{parse_flavor, Gpu, GpuOptions};
+use resnet::model::ModelSpec;
+use resnet::ops::augment::{CIFAR10_MEAN, CIFAR10_STD};
+use resnet::ops::sgd::SgdConfig;
+use resnet::plan::{Mode, ModelState, Plan, PlanConfig};
+use resnet::train::Trainer;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+/// CIFAR-10's class names, in label order (the CLI writes the same into checkpoints).
+const CIFAR10_CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
+
+struct Inner {
+    gpu: Gpu,
+    model: ModelState,
+    trainer: RefCell<Trainer>,
+    /// Evaluation plans by batch size, built on first use.
+    eval: RefCell<HashMap<usize, Plan>>,
+    classes: Vec<String>,
+    norm: ([f32; 3], [f32; 3]),
+}
+
+/// A model on the GPU with a training plan: `step` trains, `predict` classifies, `save` and
+/// `fromSafetensors` exchange weights with `resnet train` / `resnet eval`.
+#[wasm_bindgen]
+pub struct Engine {
+    inner: Rc<Inner>,
+}
+
+fn js_err(e: resnet::Error) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+fn config(batch: usize, mode: Mode, norm: ([f32; 3], [f32; 3])) -> PlanConfig {
+    PlanConfig {
+        batch,
+        src: (32, 32),
+        input: (32, 32),
+        pad: 4,
+        augment: true,
+        mean: norm.0,
+        std: norm.1,
+        mode,
+        // torch.optim.SGD as in He et al.; the rate is set per step
+        sgd: SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            nesterov: false,
+        },
+    }
+}
+
+async fn open(kernels: Option<String>) -> Result<Gpu, JsError> {
+    let mut opts = GpuOptions::default();
+    if let Some(k) = kernels.filter(|k| !k.is_empty() && k != "auto") {
+        opts.flavor = Some(parse_flavor(&k).map_err(js_err)?);
+    }
+    Gpu::new(&opts).await.map_err(js_err)
+}
+
+impl Engine {
+    fn build(
+        gpu: Gpu,
+        model: ModelState,
+        batch: usize,
+        seed: u64,
+        classes: Vec<String>,
+        norm: ([f32; 3], [f32; 3]),
+    ) -> Result<Engine, JsError> {
+        let trainer =
+            Trainer::new(&gpu, &model, config(batch, Mode::Train, norm), seed).map_err(js_err)?;
+        Ok(Engine {
+            inner: Rc::new(Inner {
+                gpu,
+                model,
+                trainer: RefCell::new(trainer),
+                eval: RefCell::new(HashMap::new()),
+                classes,
+                norm,
+            }),
+        })
+    }
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// Opens WebGPU and builds a freshly initialised CIFAR model (`resnet20`, `resnet8`, ...) with
+    /// a training plan for `batch` images per step. `kernels`: "register", "tiled" or "auto".
+    pub async fn create(
+        model: String,
+        batch: usize,
+        seed: u32,
+        kernels: Option<String>,
+    ) -> Result<Engine, JsError> {
+        let spec = ModelSpec::from_name(&model, 10).map_err(js_err)?;
+        let gpu = open(kernels).await?;
+        let state = ModelState::new(&gpu, &spec, seed as u64).map_err(js_err)?;
+        let classes = CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect();
+        Engine::build(
+            gpu,
+            state,
+            batch,
+            seed as u64,
+            classes,
+            (CIFAR10_MEAN, CIFAR10_STD),
+        )
+    }
+
+    /// Opens WebGPU and loads a safetensors checkpoint (from `resnet train`, this page, or
+    /// PyTorch with a `model` entry in its metadata), with a training plan of `batch`.
+    #[wasm_bindgen(js_name = fromSafetensors)]
+    pub async fn from_safetensors(
+        bytes: Vec<u8>,
+        batch: usize,
+        kernels: Option<String>,
+    ) -> Result<Engine, JsError> {
+        let ck = Checkpoint::from_bytes(&bytes).map_err(js_err)?;
+        let name = ck
+            .metadata
+            .get("model")
+            .cloned()
+            .ok_or_else(|| JsError::new("the checkpoint has no 'model' in its metadata"))?;
+        let classes: Vec<String> = match ck.metadata.get("classes") {
+            Some(c) => c.split(',').map(str::to_string).collect(),
+            None => CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
+        };
+        let spec = ModelSpec::from_name(&name, classes.len()).map_err(js_err)?;
+        let norm = ck.normalisation().map_err(js_err)?;
+        let gpu = open(kernels).await?;
+        let state = ModelState::new(&gpu, &spec, 0).map_err(js_err)?;
+        state
+            .load_state_dict(&gpu, &ck, "checkpoint")
+            .map_err(js_err)?;
+        if let Some(t) = ck
+            .tensors
+            .iter()
+            .find(|t| t.name.ends_with("num_batches_tracked"))
+        {
+            if let Some(v) = t.as_i64().and_then(|v| v.first()) {
+                state.batches_tracked.set(*v as u64);
+            }
+        }
+        Engine::build(gpu, state, batch, 0, classes, norm)
+    }
+
+    /// "name (backend, device type)" of the adapter WebGPU gave us, and the kernel family.
+    pub fn adapter(&self) -> String {
+        let g = &self.inner.gpu;
+        let name = if g.info.name.is_empty() {
+            "unnamed adapter"
+        } else {
+            &g.info.name
+        };
+        format!(
+            "{name} ({:?}, {:?}; {:?} kernels)",
+            g.info.backend, g.info.device_type, g.flavor
+        )
+    }
+
+    /// The model's name, e.g. `resnet20`.
+    #[wasm_bindgen(js_name = modelName)]
+    pub fn model_name(&self) -> String {
+        self.inner.model.spec.name.clone()
+    }
+
+    /// Trainable parameters.
+    #[wasm_bindgen(js_name = paramCount)]
+    pub fn param_count(&self) -> usize {
+        self.inner.model.spec.param_count()
+    }
+
+    /// Images per training step.
+    #[wasm_bindgen(js_name = batchSize)]
+    pub fn batch_size(&self) -> usize {
+        self.inner.trainer.borrow().plan.config.batch
+    }
+
+    /// Class names in label order.
+    pub fn classes(&self) -> Vec<String> {
+        self.inner.classes.clone()
+    }
+
+    /// Steps taken.
+    pub fn iteration(&self) -> f64 {
+        self.inner.trainer.borrow().iteration as f64
+    }
+
+    /// One SGD step on a batch: `pixels` holds N images of 3x32x32 bytes (CHW, as CIFAR-10's
+    /// binary records), `labels` N class indices. Submits and returns at once.
+    pub fn step(&self, pixels: &[u8], labels: &[u32], lr: f32) -> Result<(), JsError> {
+        let i = &self.inner;
+        i.trainer
+            .borrow_mut()
+            .step(&i.gpu, &i.model, pixels, labels, lr)
+            .map_err(js_err)
+    }
+
+    /// Resolves to [loss sum, correct, count, first non-finite batch] over the steps since the
+    /// previous call (a Float32Array), then starts the next window.
+    pub fn metrics(&self) -> Promise {
+        let i = self.inner.clone();
+        future_to_promise(async move {
+            let err = |e: resnet::Error| JsValue::from(js_err(e));
+            // no RefCell borrow is held across the await: `step` may run meanwhile
+            let accum = i.trainer.borrow().plan.loss.accum.clone();
+            let a = i.gpu.read(&accum).await.map_err(err)?;
+            i.gpu.write(&accum, &[0.0f32; 4]).map_err(err)?;
+            Ok(Float32Array::from(&a[..]).into())
+        })
+    }
+
+    /// Resolves to class probabilities [N, classes] (softmax of the logits, eval mode) of N
+    /// images of 3x32x32 bytes (CHW).
+    pub fn predict(&self, pixels: Vec<u8>) -> Promise {
+        let i = self.inner.clone();
+        future_to_promise(async move {
+            let n = pixels.len() / (3 * 32 * 32);
+            if n == 0 || pixels.len() != n * 3 * 32 * 32 {
+                return Err(JsError::new(&format!(
+                    "predict: {} bytes is not a whole number of 3x32x32 images",
+                    pixels.len()
+                ))
+                .into());
+            }
+            let err = |e: resnet::Error| JsValue::from(js_err(e));
+            if !i.eval.borrow().contains_key(&n) {
+                let plan =
+                    Plan::new(&i.gpu, &i.model, config(n, Mode::Eval, i.norm)).map_err(err)?;
+                i.eval.borrow_mut().insert(n, plan);
+            }
+            let out = {
+                let eval = i.eval.borrow();
+                let plan = &eval[&n];
+                plan.set_batch(&i.gpu, &pixels, &vec![0; n]).map_err(err)?;
+                plan.submit(&i.gpu);
+                plan.logits.clone()
+            };
+            let logits = i.gpu.read(&out).await.map_err(err)?;
+            let k = logits.len() / n;
+            let mut probs = Vec::with_capacity(logits.len());
+            for row in logits.chunks(k) {
+                let mx = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let e: Vec<f32> = row.iter().map(|v| (v - mx).exp()).collect();
+                let s: f32 = e.iter().sum();
+                probs.extend(e.iter().map(|v| v / s));
+            }
+            Ok(Float32Array::from(&probs[..]).into())
+        })
+    }
+
+    /// Resolves to the weights as safetensors bytes (PyTorch state_dict names, the CLI's
+    /// metadata), for `resnet eval --checkpoint` or `load_state_dict` in PyTorch.
+    pub fn save(&self) -> Promise {
+        let i = self.inner.clone();
+        future_to_promise(async move {
+            let err = |e: resnet::Error| JsValue::from(js_err(e));
+            let mut metadata = checkpoint::metadata(&i.model.spec, &i.classes);
+            let it = i.trainer.borrow().iteration;
+            metadata.insert("iteration".into(), it.to_string());
+            metadata.insert("trained_in".into(), "browser".into());
+            let ck = Checkpoint {
+                tensors: i.model.state_dict(&i.gpu).await.map_err(err)?,
+                metadata,
+            };
+            let bytes = ck.to_bytes().map_err(err)?;
+            Ok(Uint8Array::from(&bytes[..]).into())
+        })
+    }
+}
