@@ -113,11 +113,17 @@ fn fetch(url: &str, dest: &Path, md5: &str) -> Result<()> {
 }
 
 fn fetch_to(url: &str, tmp: &Path, md5: &str) -> Result<()> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_per_read(Some(Duration::from_secs(60)))
-        .build()
-        .into();
+        .timeout_per_read(Some(Duration::from_secs(60)));
+    // Cargo.toml: the system's TLS on Windows and macOS, rustls elsewhere
+    #[cfg(any(target_os = "windows", target_os = "macos"))]
+    let config = config.tls_config(
+        ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::NativeTls)
+            .build(),
+    );
+    let agent: ureq::Agent = config.build().into();
     let response = agent
         .get(url)
         .call()

@@ -165,18 +165,19 @@ impl Engine {
         Engine::build(gpu, state, batch, 0, classes, norm)
     }
 
-    /// "name (backend, device type)" of the adapter WebGPU gave us, and the kernel family.
+    /// The adapter WebGPU gave us as wgpu sees it (name where the browser tells it, backend,
+    /// device type) and the kernel family chosen for it.
     pub fn adapter(&self) -> String {
         let g = &self.inner.gpu;
-        let name = if g.info.name.is_empty() {
-            "unnamed adapter"
-        } else {
-            &g.info.name
-        };
-        format!(
-            "{name} ({:?}, {:?}; {:?} kernels)",
+        let kind = format!(
+            "{:?}, {:?}, {:?} kernels",
             g.info.backend, g.info.device_type, g.flavor
-        )
+        );
+        if g.info.name.is_empty() {
+            kind
+        } else {
+            format!("{} ({kind})", g.info.name)
+        }
     }
 
     /// The model's name, e.g. `resnet20`.

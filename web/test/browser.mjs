@@ -1,0 +1,145 @@
+// The browser test: headless Chromium (WebGPU on SwiftShader) driven by playwright-core.
+// It loads the page, trains 20+ steps and checks the loss fell with no console errors, classifies
+// a known image, checks that the page's top-1 for a CLI-made checkpoint equals `resnet predict`,
+// saves the page's weights for `resnet eval`, and writes a screenshot and the figures to OUT.
+//
+// node web/test/browser.mjs --checkpoint CLI.safetensors --expected PREDICT.jsonl --out DIR
+//   [--chromium /usr/bin/chromium] [--steps 20]
+import { chromium } from 'playwright-core';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { serve } from '../serve.mjs';
+
+const WEB = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+const arg = (name, fallback) => {
+  const i = process.argv.indexOf(`--${name}`);
+  if (i > 0 && process.argv[i + 1]) return process.argv[i + 1];
+  if (fallback === undefined) throw new Error(`missing --${name}`);
+  return fallback;
+};
+const checkpoint = arg('checkpoint');
+const expected = fs.readFileSync(arg('expected'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+const out = arg('out');
+const steps = Number(arg('steps', '20'));
+fs.mkdirSync(out, { recursive: true });
+
+let failures = 0;
+function check(ok, what) {
+  console.log(`${ok ? 'ok  ' : 'FAIL'} ${what}`);
+  if (!ok) failures++;
+}
+
+const server = await serve(0);
+const url = `http://127.0.0.1:${server.address().port}/`;
+const browser = await chromium.launch({
+  executablePath: arg('chromium', '/usr/bin/chromium'),
+  headless: true,
+  args: ['--headless', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--no-first-run'],
+  // playwright starts the browser with a fresh, temporary profile
+});
+const figures = {};
+try {
+  const page = await browser.newPage({ viewport: { width: 1100, height: 1500 }, acceptDownloads: true });
+  const consoleErrors = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error') consoleErrors.push(m.text());
+    if (m.type() === 'error' || m.type() === 'warning') console.log(`  console ${m.type()}: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => consoleErrors.push(String(e)));
+  page.setDefaultTimeout(600_000);
+
+  const t0 = Date.now();
+  await page.goto(url);
+  // polling by timer: SwiftShader's long compute jobs stall animation frames (playwright's default)
+  const poll = { polling: 500 };
+  await page.waitForFunction(() => window.demo && window.demo.engine && !document.getElementById('start').disabled,
+    null, poll);
+  const adapter = await page.textContent('#adapter');
+  console.log(adapter);
+  check(adapter.startsWith('WebGPU adapter:'), 'the page shows the WebGPU adapter');
+  check((await page.inputValue('#model')) === 'resnet20' && (await page.inputValue('#batch')) === '64',
+    'resnet20 at batch 64 by default');
+
+  // clicks go through the DOM: playwright's actionability checks wait for animation frames,
+  // which this headless WebGPU setup does not produce
+  const click = (sel) => page.$eval(sel, (el) => el.click());
+
+  // train
+  await click('#start');
+  for (let last = -1; ;) {
+    const [n, errors, text] = await page.evaluate(() => [window.demo.history.length, window.demo.errors.length,
+      document.getElementById('status').textContent]);
+    if (n >= steps || errors > 0) break;
+    if (n !== last) console.log(`  ${text}`);
+    last = n;
+    await page.waitForTimeout(1000);
+  }
+  await click('#start'); // pause
+  await page.evaluate(() => window.demo.busy);
+  await page.screenshot({ path: path.join(out, 'training.png'), fullPage: true });
+  const run = await page.evaluate(() => ({
+    history: window.demo.history, errors: window.demo.errors,
+    firstStep: window.demo.firstStepSeconds, testAcc: window.demo.testAcc,
+  }));
+  check(run.errors.length === 0, `no page errors (${run.errors.join('; ')})`);
+  const h = run.history;
+  check(h.length >= steps, `trained ${h.length} steps (>= ${steps})`);
+  const mean = (rows) => rows.reduce((s, r) => s + r.loss, 0) / rows.length;
+  const first = mean(h.slice(0, 5)), last = mean(h.slice(-5));
+  check(last < first, `the loss fell: mean of the first 5 steps ${first.toFixed(3)}, of the last 5 ${last.toFixed(3)}`);
+  const ips = h.slice(2).map((r) => r.ips).sort((a, b) => a - b);
+  figures.train_images_per_sec_median = ips[Math.floor(ips.length / 2)];
+  figures.page_load_to_first_step_s = run.firstStep;
+  figures.adapter = adapter;
+  figures.losses = h.map((r) => Number(r.loss.toFixed(4)));
+  console.log(`resnet20 batch 64: median ${figures.train_images_per_sec_median.toFixed(1)} images/s; ` +
+    `page load to first step ${run.firstStep.toFixed(1)} s`);
+
+  // classify a known image (a bundled CIFAR-10 test image) through the file input
+  await page.setInputFiles('#files', path.join(WEB, 'data/samples/cat.png'));
+  await page.waitForFunction(() => document.querySelector('.result[data-image="cat.png"]'), null, poll);
+  const bars = await page.$$eval('.result[data-image="cat.png"] .bar', (rows) => rows.map((r) => ({
+    name: r.querySelector('.name').textContent, pct: parseFloat(r.querySelector('.pct').textContent),
+  })));
+  const classes = await page.evaluate(() => window.demo.engine.classes());
+  check(bars.length === 5 && bars.every((b) => classes.includes(b.name)), 'the known image gets a top-5 of CIFAR-10 classes');
+  check(bars.every((b, i) => i === 0 || b.pct <= bars[i - 1].pct) && bars.reduce((s, b) => s + b.pct, 0) <= 100.5,
+    `its probabilities are sorted and sum to at most 100% (${bars.map((b) => `${b.name} ${b.pct}%`).join(', ')})`);
+
+  // save the page's weights (for `resnet eval`, run by web/test.sh)
+  const [download] = await Promise.all([page.waitForEvent('download'), click('#save')]);
+  await download.saveAs(path.join(out, 'browser.safetensors'));
+  check(fs.statSync(path.join(out, 'browser.safetensors')).size > 1_000_000, 'the page saved its weights');
+
+  // the CLI's checkpoint: same top-1 as `resnet predict` on the same images
+  await page.setInputFiles('#load', checkpoint);
+  await page.waitForFunction(() => document.getElementById('status').textContent.startsWith('loaded'), null, poll);
+  const files = expected.map((e) => e.image);
+  await page.setInputFiles('#files', files);
+  await page.waitForFunction((n) => document.querySelectorAll('.result').length === n, files.length, poll);
+  const top1 = await page.$$eval('.result', (rs) => rs.map((r) => [r.dataset.image, r.dataset.top1]));
+  let same = 0;
+  for (const e of expected) {
+    const got = top1.find(([img]) => img === path.basename(e.image));
+    const ok = got && got[1] === e.top[0].class;
+    if (ok) same++;
+    else console.log(`  ${path.basename(e.image)}: page ${got && got[1]}, resnet predict ${e.top[0].class}`);
+  }
+  check(same === expected.length, `page top-1 equals resnet predict on ${same}/${expected.length} images`);
+  figures.cli_checkpoint_top1_agreement = `${same}/${expected.length}`;
+
+  await page.screenshot({ path: path.join(out, 'screenshot.png'), fullPage: true });
+  check(consoleErrors.length === 0, `no console errors (${consoleErrors.join(' | ')})`);
+  figures.total_seconds = (Date.now() - t0) / 1000;
+} finally {
+  await browser.close();
+  server.close();
+}
+fs.writeFileSync(path.join(out, 'figures.json'), JSON.stringify(figures, null, 2));
+console.log(`screenshot and figures in ${out}`);
+if (failures > 0) {
+  console.error(`${failures} browser check(s) failed`);
+  process.exit(1);
+}
