@@ -227,3 +227,72 @@ fn conv2d_weight_gradient_at_full_resnet20_size() {
         );
     }
 }
+
+/// With tuning on, every convolution op times both kernel families once per shape and keeps its
+/// choice; the kernels it returns are of the chosen family and compute the right numbers; a
+/// recorded choice is used as is (also where the device's own family differs).
+#[test]
+fn kernel_family_is_chosen_per_shape_and_kept() {
+    let gpu = Gpu::new_blocking(&resnet::gpu::GpuOptions {
+        tune: Some(true),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(gpu.tunes());
+    let sh = Conv2dShape::new(2, 16, 8, 8, 16, 3, 1, 1);
+    let d = data(&sh, 21);
+    let (y, dx, dw, _) = run_gpu(&gpu, &sh, &d, false);
+    let g = cpu(&sh);
+    let (x64, w64, dy64) = (f64s(&d.x), f64s(&d.w), f64s(&d.dy));
+    let (dx_ref, dw_ref, _) = conv_backward(&g, &x64, &w64, &dy64);
+    assert_close(
+        "tuned forward",
+        &y,
+        &conv_forward(&g, &x64, &w64, None),
+        TOL,
+    );
+    assert_close("tuned backward input", &dx, &dx_ref, TOL);
+    assert_close("tuned backward weight", &dw, &dw_ref, TOL);
+    let chosen = gpu.choices();
+    for op in [
+        "conv2d forward",
+        "conv2d backward (input)",
+        "conv2d backward (weight)",
+    ] {
+        assert!(
+            chosen.iter().any(|(o, k, _)| *o == op && *k == sh.key()),
+            "{op}: no choice recorded in {chosen:?}"
+        );
+    }
+    let x = gpu.upload(&d.x, &sh.x_shape()).unwrap();
+    let w = gpu.upload(&d.w, &sh.w_shape()).unwrap();
+    let out = gpu.zeros(&sh.y_shape()).unwrap();
+    let family = gpu.choice("conv2d forward", &sh.key()).unwrap();
+    let entry = match family {
+        resnet::gpu::KernelFlavor::Register => "conv_fwd_reg",
+        resnet::gpu::KernelFlavor::Tiled => "conv_fwd_tiled",
+    };
+    let ks = conv2d::forward(&gpu, &sh, &x, &w, None, &out).unwrap();
+    assert!(ks.iter().any(|k| k.name == entry), "{family:?} not used");
+    assert_eq!(
+        gpu.choices().len(),
+        chosen.len(),
+        "a kept choice was timed again"
+    );
+
+    // a recorded choice wins over the device's family
+    let reg = gpu_with(Some(resnet::gpu::KernelFlavor::Register));
+    assert!(!reg.tunes());
+    reg.set_choice(
+        "conv2d forward",
+        &sh.key(),
+        resnet::gpu::KernelFlavor::Tiled,
+    );
+    let (x, w, out) = (
+        reg.upload(&d.x, &sh.x_shape()).unwrap(),
+        reg.upload(&d.w, &sh.w_shape()).unwrap(),
+        reg.zeros(&sh.y_shape()).unwrap(),
+    );
+    let ks = conv2d::forward(&reg, &sh, &x, &w, None, &out).unwrap();
+    assert!(ks.iter().any(|k| k.name == "conv_fwd_tiled"));
+}

@@ -122,6 +122,20 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "  inference: {eval_ips:.1} images/s (median batch {:.1} ms)",
         t_eval * 1e3
     );
+    let chosen = gpu.choices();
+    if chosen.is_empty() {
+        println!("  convolution kernels: {:?}", gpu.flavor);
+    } else {
+        let tiled = chosen
+            .iter()
+            .filter(|c| c.2 == resnet::gpu::KernelFlavor::Tiled)
+            .count();
+        println!(
+            "  convolution kernels: timed per shape, tiled for {tiled} and register for {} of {} (op, shape) pairs",
+            chosen.len() - tiled,
+            chosen.len()
+        );
+    }
     println!(
         "  GPU memory: model {} MiB (weights, gradients, momentum) + plan {} MiB (training), {} MiB (inference)",
         m.bytes() >> 20,

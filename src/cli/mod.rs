@@ -6,7 +6,7 @@ mod predict;
 use clap::{Args, Parser, Subcommand};
 use resnet::checkpoint;
 use resnet::data;
-use resnet::gpu::{list_adapters, parse_backend, parse_flavor, Gpu, GpuOptions};
+use resnet::gpu::{list_adapters, parse_backend, Gpu, GpuOptions};
 use resnet::model::{summary, ModelSpec};
 use resnet::plan::ModelState;
 use resnet::train::{self, LrSchedule, TrainOptions};
@@ -31,8 +31,9 @@ struct GpuArgs {
     /// GPU backend: vulkan, metal, dx12 or gl (default: WGPU_BACKEND, else the best adapter of any)
     #[arg(long, global = true)]
     backend: Option<String>,
-    /// Kernel family: register (fast on CPU drivers such as lavapipe) or tiled (fast on real GPUs);
-    /// default: chosen by adapter type (also RESNET_KERNELS)
+    /// Convolution kernels: register (fast on CPU drivers such as lavapipe), tiled (workgroup
+    /// memory, for GPUs) or auto (time both once per convolution shape, keep the faster);
+    /// default: auto on GPUs, register on CPU adapters (also RESNET_KERNELS)
     #[arg(long, global = true)]
     kernels: Option<String>,
 }
@@ -44,7 +45,7 @@ impl GpuArgs {
             o.backends = Some(parse_backend(b)?);
         }
         if let Some(k) = &self.kernels {
-            o.flavor = Some(parse_flavor(k)?);
+            o.set_kernels(k)?;
         }
         Ok(o)
     }
@@ -459,7 +460,15 @@ fn info(opts: &GpuOptions) -> Result<()> {
         "chosen: {} ({:?}, {:?})",
         gpu.info.name, gpu.info.backend, gpu.info.device_type
     );
-    println!("  kernels: {:?}", gpu.flavor);
+    println!(
+        "  kernels: {:?}{}",
+        gpu.flavor,
+        if gpu.tunes() {
+            " (default; every convolution shape timed once with each family, the faster kept)"
+        } else {
+            ""
+        }
+    );
     println!(
         "  max_storage_buffer_binding_size: {} MiB",
         l.max_storage_buffer_binding_size / (1 << 20)

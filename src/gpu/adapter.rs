@@ -10,6 +10,10 @@ pub struct GpuOptions {
     pub backends: Option<wgpu::Backends>,
     /// Force a kernel family instead of choosing by adapter type.
     pub flavor: Option<KernelFlavor>,
+    /// Measure every kernel family per convolution shape once and keep the fastest (native
+    /// only). `None`: on for GPUs, off for CPU adapters (there the register kernels are known to
+    /// win, and compiling both families costs seconds); off whenever `flavor` is forced.
+    pub tune: Option<bool>,
 }
 
 /// Parses a `--backend` value: `vulkan`, `metal`, `dx12`, `gl` (or `webgpu`).
@@ -32,22 +36,33 @@ pub fn parse_flavor(name: &str) -> Result<KernelFlavor> {
         "register" => Ok(KernelFlavor::Register),
         "tiled" => Ok(KernelFlavor::Tiled),
         other => Err(Error::Invalid(format!(
-            "--kernels: unknown kernel family '{other}' (expected register or tiled)"
+            "--kernels: unknown kernel family '{other}' (expected register, tiled or auto)"
         ))),
     }
 }
 
 impl GpuOptions {
+    /// Applies a `--kernels` value: `register` or `tiled` forces a family, `auto` measures both
+    /// per convolution shape.
+    pub fn set_kernels(&mut self, name: &str) -> Result<()> {
+        if name.trim().eq_ignore_ascii_case("auto") {
+            self.flavor = None;
+            self.tune = Some(true);
+        } else {
+            self.flavor = Some(parse_flavor(name)?);
+            self.tune = Some(false);
+        }
+        Ok(())
+    }
+
     /// Options from the environment: `WGPU_BACKEND` (read by wgpu) and `RESNET_KERNELS`.
     pub fn from_env() -> Result<Self> {
-        let flavor = match std::env::var("RESNET_KERNELS") {
-            Ok(v) if !v.is_empty() => Some(parse_flavor(&v)?),
-            _ => None,
-        };
-        Ok(GpuOptions {
-            backends: None,
-            flavor,
-        })
+        let mut o = GpuOptions::default();
+        match std::env::var("RESNET_KERNELS") {
+            Ok(v) if !v.is_empty() => o.set_kernels(&v)?,
+            _ => {}
+        }
+        Ok(o)
     }
 }
 

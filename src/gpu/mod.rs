@@ -43,8 +43,12 @@ pub struct Gpu {
     pub features: wgpu::Features,
     /// Features the adapter offers (a superset of `features`).
     pub adapter_features: wgpu::Features,
-    /// Kernel family used by ops that have several.
+    /// Kernel family used by ops that have several, unless a per-shape choice says otherwise.
     pub flavor: KernelFlavor,
+    /// Whether ops with several kernel families time them per shape (see [`GpuOptions::tune`]).
+    tune: bool,
+    /// Kernel family per (op, shape key), measured once.
+    choices: RefCell<HashMap<(&'static str, Vec<usize>), KernelFlavor>>,
     modules: RefCell<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: RefCell<HashMap<(&'static str, &'static str), Arc<wgpu::ComputePipeline>>>,
     compiled: RefCell<usize>,
@@ -88,11 +92,15 @@ impl Gpu {
             })
             .await
             .map_err(|e| Error::Device(format!("{} ({:?}): {e}", info.name, info.backend)))?;
-        let flavor = match (opts.flavor, info.device_type) {
-            (Some(f), _) => f,
-            (None, wgpu::DeviceType::Cpu) => KernelFlavor::Register,
-            (None, _) => KernelFlavor::Tiled,
+        let cpu = info.device_type == wgpu::DeviceType::Cpu;
+        let flavor = match opts.flavor {
+            Some(f) => f,
+            None if cpu => KernelFlavor::Register,
+            None => KernelFlavor::Tiled,
         };
+        // timing kernels blocks, which the browser cannot do
+        let tune =
+            !cfg!(target_arch = "wasm32") && opts.flavor.is_none() && opts.tune.unwrap_or(!cpu);
         Ok(Gpu {
             device,
             queue,
@@ -101,6 +109,8 @@ impl Gpu {
             features,
             adapter_features,
             flavor,
+            tune,
+            choices: RefCell::new(HashMap::new()),
             modules: RefCell::new(HashMap::new()),
             pipelines: RefCell::new(HashMap::new()),
             compiled: RefCell::new(0),
@@ -147,6 +157,51 @@ impl Gpu {
             .borrow_mut()
             .insert((file, entry), pipeline.clone());
         pipeline
+    }
+
+    /// Whether ops time their kernel families per shape on this device.
+    pub fn tunes(&self) -> bool {
+        self.tune
+    }
+
+    /// The kernel family chosen for `op` at shape `key`, if one was measured or set.
+    pub fn choice(&self, op: &'static str, key: &[usize]) -> Option<KernelFlavor> {
+        self.choices.borrow().get(&(op, key.to_vec())).copied()
+    }
+
+    /// Records the kernel family for `op` at shape `key`; later plans reuse it.
+    pub fn set_choice(&self, op: &'static str, key: &[usize], f: KernelFlavor) {
+        self.choices.borrow_mut().insert((op, key.to_vec()), f);
+    }
+
+    /// Every (op, shape key, family) chosen so far, sorted.
+    pub fn choices(&self) -> Vec<(&'static str, Vec<usize>, KernelFlavor)> {
+        let mut v: Vec<_> = self
+            .choices
+            .borrow()
+            .iter()
+            .map(|((op, key), f)| (*op, key.clone(), *f))
+            .collect();
+        v.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        v
+    }
+
+    /// Median wall time of `kernels` over `runs` runs after one untimed run (compilation,
+    /// caches), waiting for each. Native only: for choosing kernels and for benchmarks.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn time_blocking(&self, kernels: &[Kernel], runs: usize) -> std::time::Duration {
+        self.run(kernels);
+        self.wait();
+        let mut t: Vec<_> = (0..runs.max(1))
+            .map(|_| {
+                let t0 = std::time::Instant::now();
+                self.run(kernels);
+                self.wait();
+                t0.elapsed()
+            })
+            .collect();
+        t.sort();
+        t[t.len() / 2]
     }
 
     /// Bytes of tensors allocated on this device so far (freed ones included).

@@ -83,6 +83,21 @@ impl Conv2dShape {
         2.0 * (self.n * self.k * self.p() * self.q() * self.c * self.r * self.s) as f64
     }
 
+    /// The shape as a key for per-shape kernel choices: [N, C, H, W, K, R, S, stride, pad].
+    pub fn key(&self) -> Vec<usize> {
+        vec![
+            self.n,
+            self.c,
+            self.h,
+            self.w,
+            self.k,
+            self.r,
+            self.s,
+            self.stride,
+            self.pad,
+        ]
+    }
+
     fn validate(&self, op: &'static str) -> Result<()> {
         let dims = [
             self.n,
@@ -179,6 +194,36 @@ fn scratch(gpu: &Gpu, op: &'static str, len: usize) -> Result<Tensor> {
     gpu.zeros(&[len])
 }
 
+/// The kernels of `op` at `sh` in the family chosen for this shape: measured once per shape
+/// (both families built and timed, the faster kept) when the device tunes, else the device's
+/// family. The loser's kernels are dropped; its scratch buffers were allocated all the same.
+fn pick(
+    gpu: &Gpu,
+    op: &'static str,
+    sh: &Conv2dShape,
+    build: impl Fn(KernelFlavor) -> Result<Vec<Kernel>>,
+) -> Result<Vec<Kernel>> {
+    let key = sh.key();
+    if let Some(f) = gpu.choice(op, &key) {
+        return build(f);
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    if gpu.tunes() {
+        let mut best: Option<(std::time::Duration, KernelFlavor, Vec<Kernel>)> = None;
+        for f in [KernelFlavor::Register, KernelFlavor::Tiled] {
+            let ks = build(f)?;
+            let t = gpu.time_blocking(&ks, 3);
+            if best.as_ref().is_none_or(|b| t < b.0) {
+                best = Some((t, f, ks));
+            }
+        }
+        let (_, f, ks) = best.expect("two families timed");
+        gpu.set_choice(op, &key, f);
+        return Ok(ks);
+    }
+    build(gpu.flavor)
+}
+
 /// Records y = conv2d(x, w) + bias. Returns the kernels to dispatch, in order.
 pub fn forward(
     gpu: &Gpu,
@@ -204,9 +249,26 @@ pub fn forward(
             &dummy_bias
         }
     };
-    let params = sh.params(1, 0, bias.is_some());
+    pick(gpu, OP, sh, |f| {
+        forward_with(gpu, sh, x, w, b, bias.is_some(), y, f)
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward_with(
+    gpu: &Gpu,
+    sh: &Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    has_bias: bool,
+    y: &Tensor,
+    flavor: KernelFlavor,
+) -> Result<Vec<Kernel>> {
+    const OP: &str = "conv2d forward";
+    let params = sh.params(1, 0, has_bias);
     let npq = (sh.n * sh.p() * sh.q()) as u64;
-    match gpu.flavor {
+    match flavor {
         KernelFlavor::Register => {
             let k16 = sh.k.div_ceil(16) * 16;
             let crs = sh.c * sh.r * sh.s;
@@ -258,9 +320,21 @@ pub fn backward_input(
     check_shape(OP, "dy", dy, &sh.y_shape())?;
     check_shape(OP, "weight", w, &sh.w_shape())?;
     check_shape(OP, "dx", dx, &sh.x_shape())?;
+    pick(gpu, OP, sh, |f| backward_input_with(gpu, sh, dy, w, dx, f))
+}
+
+fn backward_input_with(
+    gpu: &Gpu,
+    sh: &Conv2dShape,
+    dy: &Tensor,
+    w: &Tensor,
+    dx: &Tensor,
+    flavor: KernelFlavor,
+) -> Result<Vec<Kernel>> {
+    const OP: &str = "conv2d backward (input)";
     let params = sh.params(1, 0, false);
     let nhw = (sh.n * sh.h * sh.w) as u64;
-    match gpu.flavor {
+    match flavor {
         KernelFlavor::Register => {
             let c16 = sh.c.div_ceil(16) * 16;
             let len = sh.r * sh.s * sh.k * c16;
@@ -318,11 +392,26 @@ pub fn backward_weight(
     if let Some(db) = db {
         check_shape(OP, "db", db, &[sh.k])?;
     }
+    pick(gpu, OP, sh, |f| {
+        backward_weight_with(gpu, sh, x, dy, dw, db, f)
+    })
+}
+
+fn backward_weight_with(
+    gpu: &Gpu,
+    sh: &Conv2dShape,
+    x: &Tensor,
+    dy: &Tensor,
+    dw: &Tensor,
+    db: Option<&Tensor>,
+    flavor: KernelFlavor,
+) -> Result<Vec<Kernel>> {
+    const OP: &str = "conv2d backward (weight)";
     let crs = sh.c * sh.r * sh.s;
     let mut kernels = Vec::new();
     let splits;
     let partial;
-    match gpu.flavor {
+    match flavor {
         KernelFlavor::Register => {
             let rows = sh.n * sh.p();
             let blocks = crs.div_ceil(16) * sh.k.div_ceil(16);

@@ -73,6 +73,7 @@ fn config(batch: usize, mode: Mode, norm: ([f32; 3], [f32; 3])) -> PlanConfig {
 }
 
 async fn open(kernels: Option<String>) -> Result<Gpu, JsError> {
+    // the browser cannot block to time kernels: "auto" is the choice by adapter type
     let mut opts = GpuOptions::default();
     if let Some(k) = kernels.filter(|k| !k.is_empty() && k != "auto") {
         opts.flavor = Some(parse_flavor(&k).map_err(js_err)?);
