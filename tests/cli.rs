@@ -295,6 +295,16 @@ fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+
+    // diverging in the first epoch: no checkpoint exists, and the error says so
+    let fresh = tempfile::tempdir().unwrap();
+    let f = fresh.path().to_str().unwrap();
+    let early = resnet(&[&base[..], &["--epochs", "1", "--lr", "1e30", "--out", f]].concat());
+    fails_with(
+        &early,
+        &["loss is", "iteration", "no checkpoint was written yet"],
+    );
+    assert!(!fresh.path().join("last.safetensors").exists());
 }
 
 #[test]
@@ -333,4 +343,58 @@ fn summary_prints_torchinfo_totals() {
         "rows of parameters do not sum to the total"
     );
     fails_with(&resnet(&["summary", "--input", "1,3,32"]), &["--input"]);
+}
+
+#[test]
+fn info_lists_adapters_and_bench_reports_json() {
+    let out = resnet(&["info"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "adapters found:",
+        "driver:",
+        "chosen:",
+        "max_storage_buffer_binding_size",
+        "features:",
+    ] {
+        assert!(s.contains(needle), "info lacks '{needle}': {s}");
+    }
+    let out = resnet(&[
+        "bench",
+        "--model",
+        "resnet20",
+        "--batch-size",
+        "4",
+        "--steps",
+        "1",
+        "--num-classes",
+        "7",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["model"], "resnet20");
+    assert_eq!(v["batch_size"], 4);
+    assert!(v["train_images_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["inference_images_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+    // resnet20 with 7 classes has 269,722 - 3 * 65 parameters, 4 bytes each for weights,
+    // gradients and momentum, plus BatchNorm's running statistics (a few KiB)
+    let params = 269_722 - 3 * 65;
+    let mb = v["model_bytes"].as_u64().unwrap();
+    assert!(mb >= 12 * params && mb < 12 * params + 64 * 1024, "{v}");
+    if let Some(stages) = v["stages"].as_array().filter(|a| !a.is_empty()) {
+        let names: Vec<&str> = stages.iter().filter_map(|s| s["stage"].as_str()).collect();
+        for n in ["stem", "layer3.2", "layer1.0.backward", "optimizer"] {
+            assert!(names.contains(&n), "no stage {n} in {names:?}");
+        }
+    }
+    fails_with(&resnet(&["bench", "--model", "resnet21"]), &["resnet21"]);
 }

@@ -106,7 +106,9 @@ fn buffers_beyond_device_limits_are_errors() {
     let msg = e.to_string();
     assert!(matches!(e, Error::Limit { .. }), "{msg}");
     assert!(
-        msg.contains("max_storage_buffer_binding_size") && msg.contains(&limit.to_string()),
+        msg.contains("max_storage_buffer_binding_size")
+            && msg.contains(&limit.to_string())
+            && msg.contains(&format!("[{}]", limit / 4 + 1)),
         "{msg}"
     );
     // uploading data that does not fill the shape is an error too

@@ -1,6 +1,7 @@
 //! ReLU, residual add, option-A shortcut, max pool, global average pool, linear, softmax
-//! cross-entropy and SGD against f64 CPU references; every backward also against finite
-//! differences of its CPU forward. Error norm: max |gpu - ref| / max |ref|.
+//! cross-entropy and SGD against f64 CPU references; every backward against its analytic CPU
+//! reference at every shape and against finite differences of its CPU forward where that is
+//! affordable (each coordinate costs a full forward). Error norm: max |gpu - ref| / max |ref|.
 
 mod common;
 use common::reference::*;
@@ -94,6 +95,8 @@ fn shortcut_option_a_forward_backward() {
         run(&gpu, &ks);
         let f = |x: &[f64]| shortcut_a(sh.n, sh.cin, sh.h, sh.w, sh.cout, sh.stride, x);
         assert_close("shortcut A forward", &read(&gpu, &y), &f(&f64s(&x)), 0.0);
+        let dx_ref = shortcut_a_backward(sh.n, sh.cin, sh.h, sh.w, sh.cout, sh.stride, &f64s(&dyv));
+        assert_close("shortcut A backward", &read(&gpu, &dx), &dx_ref, 0.0);
         let fd = finite_diff(&f64s(&x), 1e-3, |x| dot(&f(x), &f64s(&dyv)));
         assert_close(
             "shortcut A backward vs finite differences",
@@ -148,6 +151,18 @@ fn maxpool_forward_backward() {
         run(&gpu, &ks);
         let f = |x: &[f64]| maxpool(sh.n, sh.c, sh.h, sh.w, sh.k, sh.stride, sh.pad, x);
         assert_close("maxpool forward", &read(&gpu, &y), &f(&f64s(&x)), 0.0);
+        let dx_ref = maxpool_backward(
+            sh.n,
+            sh.c,
+            sh.h,
+            sh.w,
+            sh.k,
+            sh.stride,
+            sh.pad,
+            &f64s(&x),
+            &f64s(&dyv),
+        );
+        assert_close("maxpool backward", &read(&gpu, &dx), &dx_ref, 1e-6);
         if x.len() > 2000 {
             continue; // finite differences on the small shapes only: each coordinate is a full forward
         }
@@ -176,6 +191,8 @@ fn avgpool_forward_backward() {
         run(&gpu, &ks);
         let f = |x: &[f64]| avgpool(n, c, h * w, x);
         assert_close("avgpool forward", &read(&gpu, &y), &f(&f64s(&x)), 1e-5);
+        let dx_ref = avgpool_backward(n, c, h * w, &f64s(&dyv));
+        assert_close("avgpool backward", &read(&gpu, &dx), &dx_ref, 1e-6);
         if n == 1 {
             let fd = finite_diff(&f64s(&x), 1e-4, |x| dot(&f(x), &f64s(&dyv)));
             assert_close(
@@ -216,6 +233,10 @@ fn linear_forward_backward() {
             &linear(n, i, o, &x64, &w64, &b64),
             1e-5,
         );
+        let (dx_ref, dw_ref, db_ref) = linear_backward(n, i, o, &x64, &w64, &dy64);
+        assert_close("linear dx", &read(&gpu, &dx), &dx_ref, 1e-5);
+        assert_close("linear dw", &read(&gpu, &dw), &dw_ref, 1e-5);
+        assert_close("linear db", &read(&gpu, &db), &db_ref, 1e-5);
         if n * i * o < 100_000 {
             let fd_x = finite_diff(&x64, 1e-4, |x| dot(&linear(n, i, o, x, &w64, &b64), &dy64));
             let fd_w = finite_diff(&w64, 1e-4, |w| dot(&linear(n, i, o, &x64, w, &b64), &dy64));
@@ -279,6 +300,8 @@ fn cross_entropy_loss_gradient_and_accuracy() {
             (2.0 * correct, 2 * n),
             "accumulated correct/count"
         );
+        let dz_ref = cross_entropy_backward(n, o, &z64, &labels);
+        assert_close("cross entropy gradient", &read(&gpu, &dz), &dz_ref, 1e-5);
         let fd = finite_diff(&z64, 1e-5, |z| cross_entropy(n, o, z, &labels));
         assert_close(
             "cross entropy gradient vs finite differences",

@@ -133,6 +133,17 @@ fn same_seed_gives_bit_identical_checkpoints() {
         bytes(&outs[2]),
         "seeds 7 and 8 gave the same weights"
     );
+    // the metadata a loader needs: model name, class names, normalisation
+    let ck = resnet::checkpoint::load(&outs[0].path().join("last.safetensors")).unwrap();
+    let meta = |k: &str| ck.metadata.get(k).cloned().unwrap_or_default();
+    assert_eq!(meta("model"), "resnet20");
+    assert_eq!(
+        meta("classes"),
+        "airplane,automobile,bird,cat,deer,dog,frog,horse,ship,truck"
+    );
+    let floats = |k: &str| -> Vec<f32> { meta(k).split(',').map(|v| v.parse().unwrap()).collect() };
+    assert_eq!(floats("mean"), [0.4914, 0.4822, 0.4465]);
+    assert_eq!(floats("std"), [0.2470, 0.2435, 0.2616]);
     for f in [
         "best.safetensors",
         "last.state.safetensors",

@@ -22,6 +22,9 @@ pub struct BenchArgs {
     /// Input size (default: 32 for CIFAR models, 224 for ImageNet models)
     #[arg(long)]
     image_size: Option<usize>,
+    /// Output classes (default: 10 for CIFAR models, 1000 for ImageNet models)
+    #[arg(long)]
+    num_classes: Option<usize>,
     /// Timed steps (the median is reported)
     #[arg(long, default_value_t = 5)]
     steps: usize,
@@ -64,7 +67,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let probe = ModelSpec::from_name(&a.model, 10)?;
     let imagenet = probe.family == Family::ImageNet;
     let size = a.image_size.unwrap_or(if imagenet { 224 } else { 32 });
-    let spec = ModelSpec::from_name(&a.model, if imagenet { 1000 } else { 10 })?;
+    let classes = a.num_classes.unwrap_or(if imagenet { 1000 } else { 10 });
+    let spec = ModelSpec::from_name(&a.model, classes)?;
     let gpu = Gpu::new_blocking(&a.gpu.options()?)?;
     let m = ModelState::new(&gpu, &spec, 0)?;
     let cfg = |mode| PlanConfig {

@@ -20,7 +20,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Which family of kernels suits this adapter (DESIGN.md, principle 4).
+/// Which family of kernels suits this adapter (../shared/DESIGN.md, principle 4: measured 2-3x apart on lavapipe).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelFlavor {
     /// Register blocking without workgroup memory: fastest on CPU drivers such as lavapipe.

@@ -66,7 +66,13 @@ fn checked_bytes(gpu: &Gpu, op: &'static str, shape: &[usize]) -> Result<u64> {
         });
     }
     let bytes = shape.iter().product::<usize>() as u64 * 4;
-    gpu.check_size(op, bytes)?;
+    gpu.check_size(op, bytes).map_err(|e| match e {
+        Error::Limit { op, msg } => Error::Limit {
+            op,
+            msg: format!("tensor {shape:?}: {msg}"),
+        },
+        e => e,
+    })?;
     Ok(bytes)
 }
 

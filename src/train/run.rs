@@ -399,10 +399,15 @@ pub fn train(o: &TrainOptions, split: Split) -> Result<TrainSummary> {
                 if !a[0].is_finite() {
                     // the GPU recorded which batch since the clear went bad first
                     let bad = epoch_start + (a[3] as u64).max(1);
+                    let last = o.out.join("last.safetensors");
+                    let kept = if last.exists() {
+                        format!("the last good checkpoint is {}", last.display())
+                    } else {
+                        "no checkpoint was written yet (try a lower --lr or --warmup-iters)".into()
+                    };
                     return Err(Error::Invalid(format!(
-                        "loss is {} at iteration {bad} (epoch {epoch}); stopped; the last good checkpoint is {}",
-                        a[0],
-                        o.out.join("last.safetensors").display()
+                        "loss is {} at iteration {bad} (epoch {epoch}); stopped; {kept}",
+                        a[0]
                     )));
                 }
                 let count = a[2] - prev[2];

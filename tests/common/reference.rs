@@ -233,3 +233,114 @@ pub fn cross_entropy(n: usize, o: usize, z: &[f64], labels: &[u32]) -> f64 {
         .sum::<f64>()
         / n as f64
 }
+
+/// dx of `shortcut_a` given dy: the subsampled positions of the kept channels get dy, the rest 0.
+pub fn shortcut_a_backward(
+    n: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    st: usize,
+    dy: &[f64],
+) -> Vec<f64> {
+    let (ho, wo, pad) = (h.div_ceil(st), w.div_ceil(st), (cout - cin) / 2);
+    let mut dx = vec![0.0; n * cin * h * w];
+    for i in 0..n {
+        for c in 0..cin {
+            for a in 0..ho {
+                for b in 0..wo {
+                    dx[((i * cin + c) * h + a * st) * w + b * st] =
+                        dy[((i * cout + c + pad) * ho + a) * wo + b];
+                }
+            }
+        }
+    }
+    dx
+}
+
+/// dx of `maxpool` given dy: each output's gradient goes to the first maximum of its window
+/// (PyTorch's choice), summed where windows overlap.
+pub fn maxpool_backward(
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    st: usize,
+    pad: usize,
+    x: &[f64],
+    dy: &[f64],
+) -> Vec<f64> {
+    let p = (h + 2 * pad - k) / st + 1;
+    let q = (w + 2 * pad - k) / st + 1;
+    let mut dx = vec![0.0; x.len()];
+    for nc in 0..n * c {
+        for a in 0..p {
+            for b in 0..q {
+                let mut best: Option<(f64, usize)> = None;
+                for r in 0..k {
+                    for s in 0..k {
+                        let hh = (a * st + r) as isize - pad as isize;
+                        let ww = (b * st + s) as isize - pad as isize;
+                        if hh >= 0 && ww >= 0 && (hh as usize) < h && (ww as usize) < w {
+                            let i = nc * h * w + hh as usize * w + ww as usize;
+                            if best.is_none_or(|(v, _)| x[i] > v) {
+                                best = Some((x[i], i));
+                            }
+                        }
+                    }
+                }
+                if let Some((_, i)) = best {
+                    dx[i] += dy[(nc * p + a) * q + b];
+                }
+            }
+        }
+    }
+    dx
+}
+
+/// dx of `avgpool` given dy [n, c]: dy / (h w) at every position.
+pub fn avgpool_backward(n: usize, c: usize, hw: usize, dy: &[f64]) -> Vec<f64> {
+    (0..n * c * hw).map(|i| dy[i / hw] / hw as f64).collect()
+}
+
+/// (dx, dw, db) of `linear` given dy [n, o]: dx = dy W, dW = dy^T x, db = sum over the batch.
+pub fn linear_backward(
+    n: usize,
+    i: usize,
+    o: usize,
+    x: &[f64],
+    w: &[f64],
+    dy: &[f64],
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let mut dx = vec![0.0; n * i];
+    let mut dw = vec![0.0; o * i];
+    let mut db = vec![0.0; o];
+    for a in 0..n {
+        for j in 0..o {
+            let g = dy[a * o + j];
+            db[j] += g;
+            for t in 0..i {
+                dx[a * i + t] += g * w[j * i + t];
+                dw[j * i + t] += g * x[a * i + t];
+            }
+        }
+    }
+    (dx, dw, db)
+}
+
+/// Gradient of the mean `cross_entropy` with respect to the logits: (softmax(z) - onehot) / n.
+pub fn cross_entropy_backward(n: usize, o: usize, z: &[f64], labels: &[u32]) -> Vec<f64> {
+    let mut dz = vec![0.0; n * o];
+    for a in 0..n {
+        let row = &z[a * o..(a + 1) * o];
+        let mx = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = row.iter().map(|v| (v - mx).exp()).sum();
+        for j in 0..o {
+            let onehot = if j == labels[a] as usize { 1.0 } else { 0.0 };
+            dz[a * o + j] = ((row[j] - mx).exp() / sum - onehot) / n as f64;
+        }
+    }
+    dz
+}
