@@ -97,28 +97,64 @@ fn pick(i: u32, c0: vec4<f32>, c1: vec4<f32>, c2: vec4<f32>, c3: vec4<f32>) -> f
 // Output pixel m = (n, p, q) -> top-left input row/column and the offset of x[n, 0, hb, wb].
 struct Px { hb: vec4<i32>, wb: vec4<i32>, base: vec4<i32> }
 
+// m / d per lane. lavapipe has no vector integer division: it runs one scalar division per
+// lane (tens of cycles each), which cost the 16-channel convolutions a third of their time. Below
+// 2^21 an f32 quotient is within one of the truth (Vulkan allows 2.5 ulp for division), and one
+// correction step either way makes it exact; larger indices take the exact path.
+fn udiv4(m: vec4<u32>, d: u32) -> vec4<u32> {
+    // every index divided here is below the pixel count of the input or the output
+    if (max(P.n * P.h * P.w, P.n * P.p * P.q) >= (1u << 21u)) {
+        return m / d;
+    }
+    let t = vec4<u32>(vec4<f32>(m) / f32(d));
+    let r = vec4<i32>(m) - vec4<i32>(t * d);
+    return select(select(t, t + 1u, r >= vec4<i32>(i32(d))), t - 1u, r < vec4<i32>(0));
+}
+
 fn fwd_pixels(m0: u32, npq: u32) -> Px {
     let m = min(vec4<u32>(m0) + LANE4, vec4<u32>(npq - 1u));
-    let q = m % P.q;
-    let t = m / P.q;
-    let p = t % P.p;
-    let n = t / P.p;
+    let t = udiv4(m, P.q);
+    let q = m - t * P.q;
+    let n = udiv4(t, P.p);
+    let p = t - n * P.p;
     let hb = vec4<i32>(p * P.stride) - i32(P.pad);
     let wb = vec4<i32>(q * P.stride) - i32(P.pad);
     return Px(hb, wb, vec4<i32>(n * P.c * P.h * P.w) + hb * i32(P.w) + wb);
 }
 
-fn store_fwd(m: u32, npq: u32, k0: u32, c0: vec4<f32>, c1: vec4<f32>, c2: vec4<f32>, c3: vec4<f32>) {
-    if (m >= npq) { return; }
-    let pq = P.p * P.q;
-    let o = (m / pq) * P.k * pq + m % pq;
-    for (var i = 0u; i < 16u; i++) {
-        let k = k0 + i;
-        if (k >= P.k) { return; }
-        var v = pick(i, c0, c1, c2, c3);
-        if (P.has_bias != 0u) { v += bias[k]; }
-        dst[o + k * pq] = v;
-    }
+fn store_row(d: vec4<u32>, ok: vec4<bool>, v: vec4<f32>) {
+    if (ok.x) { dst[d.x] = v.x; }
+    if (ok.y) { dst[d.y] = v.y; }
+    if (ok.z) { dst[d.z] = v.z; }
+    if (ok.w) { dst[d.w] = v.w; }
+}
+
+// Stores channels c0..c0+3 (of `nch`, planes of `plane` values) of four consecutive pixels whose
+// channel-0 offsets are `o`, plus `b` (one value per channel): column i of `a` holds the four
+// channels of pixel i, so row j is channel c0+j of the four pixels.
+fn store4(o: vec4<u32>, ok: vec4<bool>, c0: u32, nch: u32, plane: u32, b: vec4<f32>,
+          a: mat4x4<f32>) {
+    let t = transpose(a);
+    if (c0 < nch) { store_row(o + vec4<u32>(c0 * plane), ok, t[0] + b.x); }
+    if (c0 + 1u < nch) { store_row(o + vec4<u32>((c0 + 1u) * plane), ok, t[1] + b.y); }
+    if (c0 + 2u < nch) { store_row(o + vec4<u32>((c0 + 2u) * plane), ok, t[2] + b.z); }
+    if (c0 + 3u < nch) { store_row(o + vec4<u32>((c0 + 3u) * plane), ok, t[3] + b.w); }
+}
+
+// bias[k0..k0+3] of the forward (zero without bias or past K).
+fn bias4(k0: u32) -> vec4<f32> {
+    if (P.has_bias == 0u) { return vec4<f32>(0.0); }
+    let k = min(vec4<u32>(k0) + LANE4, vec4<u32>(P.k - 1u));
+    return vec4<f32>(bias[k.x], bias[k.y], bias[k.z], bias[k.w]);
+}
+
+// Offsets of plane position 0 of channel 0 for pixels m0..m0+3 of an [N, nch, plane] tensor
+// (m = n * plane + position), and which of them exist.
+fn out4(m0: u32, count: u32, nch: u32, plane: u32, ok: ptr<function, vec4<bool>>) -> vec4<u32> {
+    let m = vec4<u32>(m0) + LANE4;
+    *ok = m < vec4<u32>(count);
+    let n = udiv4(min(m, vec4<u32>(count - 1u)), plane);
+    return n * (nch * plane) + (m - n * plane);
 }
 
 // forward: wt = w re-laid [C*R*S, K16]; src_b = x; dst = y. Invocation: 16 out channels x 16 pixels.
@@ -171,31 +207,43 @@ fn conv_fwd_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         }
     }
     let k0 = kb * 16u;
-    store_fwd(m0 + 0u, npq, k0, (a00[0]), a10[0], a20[0], a30[0]);
-    store_fwd(m0 + 1u, npq, k0, (a00[1]), a10[1], a20[1], a30[1]);
-    store_fwd(m0 + 2u, npq, k0, (a00[2]), a10[2], a20[2], a30[2]);
-    store_fwd(m0 + 3u, npq, k0, (a00[3]), a10[3], a20[3], a30[3]);
-    store_fwd(m0 + 4u, npq, k0, (a01[0]), a11[0], a21[0], a31[0]);
-    store_fwd(m0 + 5u, npq, k0, (a01[1]), a11[1], a21[1], a31[1]);
-    store_fwd(m0 + 6u, npq, k0, (a01[2]), a11[2], a21[2], a31[2]);
-    store_fwd(m0 + 7u, npq, k0, (a01[3]), a11[3], a21[3], a31[3]);
-    store_fwd(m0 + 8u, npq, k0, (a02[0]), a12[0], a22[0], a32[0]);
-    store_fwd(m0 + 9u, npq, k0, (a02[1]), a12[1], a22[1], a32[1]);
-    store_fwd(m0 + 10u, npq, k0, (a02[2]), a12[2], a22[2], a32[2]);
-    store_fwd(m0 + 11u, npq, k0, (a02[3]), a12[3], a22[3], a32[3]);
-    store_fwd(m0 + 12u, npq, k0, (a03[0]), a13[0], a23[0], a33[0]);
-    store_fwd(m0 + 13u, npq, k0, (a03[1]), a13[1], a23[1], a33[1]);
-    store_fwd(m0 + 14u, npq, k0, (a03[2]), a13[2], a23[2], a33[2]);
-    store_fwd(m0 + 15u, npq, k0, (a03[3]), a13[3], a23[3], a33[3]);
+    let b0 = bias4(k0);
+    let b1 = bias4(k0 + 4u);
+    let b2 = bias4(k0 + 8u);
+    let b3 = bias4(k0 + 12u);
+    var ok0: vec4<bool>;
+    let y0 = out4(m0 + 0u, npq, P.k, P.p * P.q, &ok0);
+    store4(y0, ok0, k0 + 0u, P.k, P.p * P.q, b0, a00);
+    store4(y0, ok0, k0 + 4u, P.k, P.p * P.q, b1, a10);
+    store4(y0, ok0, k0 + 8u, P.k, P.p * P.q, b2, a20);
+    store4(y0, ok0, k0 + 12u, P.k, P.p * P.q, b3, a30);
+    var ok1: vec4<bool>;
+    let y1 = out4(m0 + 4u, npq, P.k, P.p * P.q, &ok1);
+    store4(y1, ok1, k0 + 0u, P.k, P.p * P.q, b0, a01);
+    store4(y1, ok1, k0 + 4u, P.k, P.p * P.q, b1, a11);
+    store4(y1, ok1, k0 + 8u, P.k, P.p * P.q, b2, a21);
+    store4(y1, ok1, k0 + 12u, P.k, P.p * P.q, b3, a31);
+    var ok2: vec4<bool>;
+    let y2 = out4(m0 + 8u, npq, P.k, P.p * P.q, &ok2);
+    store4(y2, ok2, k0 + 0u, P.k, P.p * P.q, b0, a02);
+    store4(y2, ok2, k0 + 4u, P.k, P.p * P.q, b1, a12);
+    store4(y2, ok2, k0 + 8u, P.k, P.p * P.q, b2, a22);
+    store4(y2, ok2, k0 + 12u, P.k, P.p * P.q, b3, a32);
+    var ok3: vec4<bool>;
+    let y3 = out4(m0 + 12u, npq, P.k, P.p * P.q, &ok3);
+    store4(y3, ok3, k0 + 0u, P.k, P.p * P.q, b0, a03);
+    store4(y3, ok3, k0 + 4u, P.k, P.p * P.q, b1, a13);
+    store4(y3, ok3, k0 + 8u, P.k, P.p * P.q, b2, a23);
+    store4(y3, ok3, k0 + 12u, P.k, P.p * P.q, b3, a33);
 }
 
 // Input pixel m = (n, h, w) -> h + pad, w + pad and the offset of dy[n, 0, 0, 0].
 fn dx_pixels(m0: u32, nhw: u32) -> Px {
     let m = min(vec4<u32>(m0) + LANE4, vec4<u32>(nhw - 1u));
-    let w = m % P.w;
-    let t = m / P.w;
-    let h = t % P.h;
-    let n = t / P.h;
+    let t = udiv4(m, P.w);
+    let w = m - t * P.w;
+    let n = udiv4(t, P.h);
+    let h = t - n * P.h;
     return Px(vec4<i32>(h + P.pad), vec4<i32>(w + P.pad), vec4<i32>(n * P.k * P.p * P.q));
 }
 
@@ -204,22 +252,22 @@ fn dx_tap(x: Px, r: i32, s: i32, ok: ptr<function, vec4<bool>>) -> vec4<i32> {
     let st = i32(P.stride);
     let ph = x.hb - r;
     let pw = x.wb - s;
-    let p = ph / st;
-    let q = pw / st;
-    *ok = (ph >= vec4<i32>(0)) & (pw >= vec4<i32>(0)) & (ph % st == vec4<i32>(0)) &
-          (pw % st == vec4<i32>(0)) & (p < vec4<i32>(i32(P.p))) & (q < vec4<i32>(i32(P.q)));
-    return x.base + p * i32(P.q) + q;
-}
-
-fn store_dx(m: u32, nhw: u32, c0: u32, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) {
-    if (m >= nhw) { return; }
-    let hw = P.h * P.w;
-    let o = (m / hw) * P.c * hw + m % hw;
-    for (var i = 0u; i < 16u; i++) {
-        let ch = c0 + i;
-        if (ch >= P.c) { return; }
-        dst[o + ch * hw] = pick(i, a, b, c, d);
+    // strides 1 and 2 (all ResNets use) without per-lane integer division (see udiv4)
+    var p = ph;
+    var q = pw;
+    var on_grid = vec4<bool>(true);
+    if (st == 2) {
+        p = ph >> vec4<u32>(1u);
+        q = pw >> vec4<u32>(1u);
+        on_grid = ((ph | pw) & vec4<i32>(1)) == vec4<i32>(0);
+    } else if (st != 1) {
+        p = ph / st;
+        q = pw / st;
+        on_grid = (ph % st == vec4<i32>(0)) & (pw % st == vec4<i32>(0));
     }
+    *ok = (ph >= vec4<i32>(0)) & (pw >= vec4<i32>(0)) & on_grid &
+          (p < vec4<i32>(i32(P.p))) & (q < vec4<i32>(i32(P.q)));
+    return x.base + p * i32(P.q) + q;
 }
 
 // backward to input: wt = w re-laid [R*S, K, C16]; src_b = dy; dst = dx.
@@ -272,22 +320,30 @@ fn conv_dx_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         }
     }
     let c0 = cb * 16u;
-    store_dx(m0 + 0u, nhw, c0, (a00[0]), a10[0], a20[0], a30[0]);
-    store_dx(m0 + 1u, nhw, c0, (a00[1]), a10[1], a20[1], a30[1]);
-    store_dx(m0 + 2u, nhw, c0, (a00[2]), a10[2], a20[2], a30[2]);
-    store_dx(m0 + 3u, nhw, c0, (a00[3]), a10[3], a20[3], a30[3]);
-    store_dx(m0 + 4u, nhw, c0, (a01[0]), a11[0], a21[0], a31[0]);
-    store_dx(m0 + 5u, nhw, c0, (a01[1]), a11[1], a21[1], a31[1]);
-    store_dx(m0 + 6u, nhw, c0, (a01[2]), a11[2], a21[2], a31[2]);
-    store_dx(m0 + 7u, nhw, c0, (a01[3]), a11[3], a21[3], a31[3]);
-    store_dx(m0 + 8u, nhw, c0, (a02[0]), a12[0], a22[0], a32[0]);
-    store_dx(m0 + 9u, nhw, c0, (a02[1]), a12[1], a22[1], a32[1]);
-    store_dx(m0 + 10u, nhw, c0, (a02[2]), a12[2], a22[2], a32[2]);
-    store_dx(m0 + 11u, nhw, c0, (a02[3]), a12[3], a22[3], a32[3]);
-    store_dx(m0 + 12u, nhw, c0, (a03[0]), a13[0], a23[0], a33[0]);
-    store_dx(m0 + 13u, nhw, c0, (a03[1]), a13[1], a23[1], a33[1]);
-    store_dx(m0 + 14u, nhw, c0, (a03[2]), a13[2], a23[2], a33[2]);
-    store_dx(m0 + 15u, nhw, c0, (a03[3]), a13[3], a23[3], a33[3]);
+    var ok0: vec4<bool>;
+    let x0o = out4(m0 + 0u, nhw, P.c, P.h * P.w, &ok0);
+    store4(x0o, ok0, c0 + 0u, P.c, P.h * P.w, vec4<f32>(0.0), a00);
+    store4(x0o, ok0, c0 + 4u, P.c, P.h * P.w, vec4<f32>(0.0), a10);
+    store4(x0o, ok0, c0 + 8u, P.c, P.h * P.w, vec4<f32>(0.0), a20);
+    store4(x0o, ok0, c0 + 12u, P.c, P.h * P.w, vec4<f32>(0.0), a30);
+    var ok1: vec4<bool>;
+    let x1o = out4(m0 + 4u, nhw, P.c, P.h * P.w, &ok1);
+    store4(x1o, ok1, c0 + 0u, P.c, P.h * P.w, vec4<f32>(0.0), a01);
+    store4(x1o, ok1, c0 + 4u, P.c, P.h * P.w, vec4<f32>(0.0), a11);
+    store4(x1o, ok1, c0 + 8u, P.c, P.h * P.w, vec4<f32>(0.0), a21);
+    store4(x1o, ok1, c0 + 12u, P.c, P.h * P.w, vec4<f32>(0.0), a31);
+    var ok2: vec4<bool>;
+    let x2o = out4(m0 + 8u, nhw, P.c, P.h * P.w, &ok2);
+    store4(x2o, ok2, c0 + 0u, P.c, P.h * P.w, vec4<f32>(0.0), a02);
+    store4(x2o, ok2, c0 + 4u, P.c, P.h * P.w, vec4<f32>(0.0), a12);
+    store4(x2o, ok2, c0 + 8u, P.c, P.h * P.w, vec4<f32>(0.0), a22);
+    store4(x2o, ok2, c0 + 12u, P.c, P.h * P.w, vec4<f32>(0.0), a32);
+    var ok3: vec4<bool>;
+    let x3o = out4(m0 + 12u, nhw, P.c, P.h * P.w, &ok3);
+    store4(x3o, ok3, c0 + 0u, P.c, P.h * P.w, vec4<f32>(0.0), a03);
+    store4(x3o, ok3, c0 + 4u, P.c, P.h * P.w, vec4<f32>(0.0), a13);
+    store4(x3o, ok3, c0 + 8u, P.c, P.h * P.w, vec4<f32>(0.0), a23);
+    store4(x3o, ok3, c0 + 12u, P.c, P.h * P.w, vec4<f32>(0.0), a33);
 }
 
 // Weight index j = (c, r, s) -> r, s and the offset of x[0, c, r, s] (relative to the window).

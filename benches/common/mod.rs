@@ -6,16 +6,29 @@ use resnet::gpu::{Gpu, GpuOptions, Kernel};
 use std::time::Duration;
 
 /// Every adapter present (restricted by `WGPU_BACKEND`), with its id suffix, e.g.
-/// `vulkan/llvmpipe`. Adapters that fail to open a device are reported and skipped.
+/// `vulkan/llvmpipe`. Adapters that fail to open a device are reported and skipped. A CPU
+/// driver reached through a second backend (llvmpipe is both Vulkan and GL) is the same
+/// rasteriser on the same cores: it is benchmarked on its best backend only, unless
+/// `BENCH_ALL_BACKENDS=1` or `WGPU_BACKEND` names the other one.
 pub fn devices() -> Vec<(String, Gpu)> {
     let opts = GpuOptions::from_env().expect("RESNET_KERNELS");
-    let mut out = Vec::new();
+    let all = std::env::var("BENCH_ALL_BACKENDS").is_ok_and(|v| v == "1");
+    let mut out: Vec<(String, Gpu)> = Vec::new();
     for g in Gpu::each_adapter_blocking(&opts) {
         match g {
             Ok(gpu) => {
                 let id = adapter_id(&gpu);
                 if out.iter().any(|(i, _)| *i == id) {
                     continue; // the same adapter listed twice (e.g. two ICDs)
+                }
+                let cpu_twin = out
+                    .iter()
+                    .find(|(_, o)| is_slow(o) && is_slow(&gpu) && o.info.name == gpu.info.name);
+                if let (Some((twin, _)), false) = (cpu_twin, all) {
+                    eprintln!(
+                        "skipped {id}: the same CPU driver as {twin} (BENCH_ALL_BACKENDS=1 or WGPU_BACKEND includes it)"
+                    );
+                    continue;
                 }
                 eprintln!("benchmarking on {id} ({:?} kernels)", gpu.flavor);
                 out.push((id, gpu));
