@@ -12,8 +12,9 @@ mod common;
 
 use common::{devices, gpu_time, is_slow, rand, report_gpu};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use resnet::cifar10::NORMALIZE;
 use resnet::gpu::{Gpu, Kernel, Tensor};
-use resnet::ops::augment::{self, AugmentConfig, CIFAR10_MEAN, CIFAR10_STD};
+use resnet::ops::augment::{self, AugmentConfig};
 use resnet::ops::batchnorm::{self, BnParams, Fuse, MOMENTUM};
 use resnet::ops::conv2d::{self, Conv2dShape};
 use resnet::ops::elementwise::{self, ShortcutShape};
@@ -344,8 +345,8 @@ fn other_cases(gpu: &Gpu, m: &ModelShapes, out: &mut Vec<Case>) {
         pad: 4,
         train: true,
         seed: 1,
-        mean: CIFAR10_MEAN,
-        std: CIFAR10_STD,
+        mean: NORMALIZE.mean,
+        std: NORMALIZE.std,
     };
     out.push(Case {
         name: format!("augment_crop_flip_normalise/{s}x{s}"),

@@ -10,29 +10,21 @@ mod common;
 
 use common::{devices, is_slow};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use resnet::cifar10;
 use resnet::gpu::Gpu;
-use resnet::model::ModelSpec;
-use resnet::ops::augment::{CIFAR10_MEAN, CIFAR10_STD};
+use resnet::model::{ModelSpec, ModelState};
 use resnet::ops::sgd::SgdConfig;
-use resnet::plan::{Mode, ModelState, Plan, PlanConfig};
+use resnet::plan::{Mode, Plan, PlanConfig};
 use std::time::Duration;
 
 fn plan(gpu: &Gpu, m: &ModelState, batch: usize, size: usize, mode: Mode) -> Plan {
-    let cfg = PlanConfig {
-        batch,
-        src: (size, size),
-        input: (size, size),
-        pad: 4,
-        augment: true,
-        mean: CIFAR10_MEAN,
-        std: CIFAR10_STD,
-        mode,
-        sgd: SgdConfig {
-            lr: 0.01,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            nesterov: false,
-        },
+    let sgd = SgdConfig {
+        lr: 0.01,
+        ..SgdConfig::he2016()
+    };
+    let cfg = match mode {
+        Mode::Train => PlanConfig::train(batch, (size, size), sgd, cifar10::NORMALIZE),
+        Mode::Eval => PlanConfig::eval(batch, (size, size), cifar10::NORMALIZE),
     };
     let p = Plan::new(gpu, m, cfg).expect("plan");
     let px: Vec<u8> = (0..batch * 3 * size * size)

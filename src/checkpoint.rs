@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 
 use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors};
 
+use crate::plan::Normalize;
 use crate::{Error, Result};
 
 /// The largest JSON header accepted, as in the `safetensors` crate (100 MB).
@@ -109,9 +110,13 @@ pub struct Checkpoint {
 }
 
 /// The metadata every checkpoint we write carries: `model`, `classes`, `mean`, `std` (the
-/// CIFAR-10 normalisation the engine trains with) and `format` (PyTorch users read it with
+/// input normalisation it was trained with) and `format` (PyTorch users read it with
 /// safetensors).
-pub fn metadata(spec: &crate::model::ModelSpec, classes: &[String]) -> BTreeMap<String, String> {
+pub fn metadata(
+    spec: &crate::model::ModelSpec,
+    classes: &[String],
+    normalize: &Normalize,
+) -> BTreeMap<String, String> {
     let join = |v: &[f32]| {
         v.iter()
             .map(|x| x.to_string())
@@ -121,8 +126,8 @@ pub fn metadata(spec: &crate::model::ModelSpec, classes: &[String]) -> BTreeMap<
     BTreeMap::from([
         ("model".into(), spec.name.clone()),
         ("classes".into(), classes.join(",")),
-        ("mean".into(), join(&crate::ops::augment::CIFAR10_MEAN)),
-        ("std".into(), join(&crate::ops::augment::CIFAR10_STD)),
+        ("mean".into(), join(&normalize.mean)),
+        ("std".into(), join(&normalize.std)),
         ("format".into(), "pytorch-state-dict".into()),
     ])
 }
@@ -196,10 +201,10 @@ impl Checkpoint {
         Self::default()
     }
 
-    /// The per-channel normalisation (mean, std) of the metadata's `mean` and `std`, or the
-    /// CIFAR-10 training-set statistics when a key is absent (e.g. a file saved from PyTorch).
-    pub fn normalisation(&self) -> Result<([f32; 3], [f32; 3])> {
-        use crate::ops::augment::{CIFAR10_MEAN, CIFAR10_STD};
+    /// The per-channel normalisation of the metadata's `mean` and `std`, or CIFAR-10's (what
+    /// this engine trains with) when a key is absent, e.g. in a file saved from PyTorch.
+    pub fn normalisation(&self) -> Result<Normalize> {
+        let default = crate::cifar10::NORMALIZE;
         let get = |key: &str, default: [f32; 3]| -> Result<[f32; 3]> {
             let Some(s) = self.metadata.get(key) else {
                 return Ok(default);
@@ -215,7 +220,22 @@ impl Checkpoint {
                 ))
             })
         };
-        Ok((get("mean", CIFAR10_MEAN)?, get("std", CIFAR10_STD)?))
+        Ok(Normalize {
+            mean: get("mean", default.mean)?,
+            std: get("std", default.std)?,
+        })
+    }
+
+    /// The names of the `num_classes` outputs: the metadata's `classes`, else CIFAR-10's for a
+    /// 10-class model (the engine's default data set), else the indices `0`, `1`, ...
+    pub fn class_names(&self, num_classes: usize) -> Vec<String> {
+        match self.metadata.get("classes") {
+            Some(c) => c.split(',').map(str::to_string).collect(),
+            None if num_classes == crate::cifar10::CLASSES.len() => {
+                crate::cifar10::CLASSES.map(String::from).to_vec()
+            }
+            None => (0..num_classes).map(|i| i.to_string()).collect(),
+        }
     }
 
     /// Serialises to safetensors bytes, with `metadata` as `__metadata__` (omitted when empty).
@@ -452,49 +472,11 @@ fn with_path(path: &std::path::Path, e: Error) -> Error {
     }
 }
 
-/// Writes `bytes` to `path` atomically: `PATH.tmp` in the same directory, fsync, rename (the
-/// temporary file is removed on failure). The error is one line naming the step that failed.
-#[cfg(not(target_arch = "wasm32"))]
-pub(crate) fn write_atomic(
-    path: &std::path::Path,
-    bytes: &[u8],
-) -> std::result::Result<(), String> {
-    use std::io::Write;
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp_name);
-    let mut f =
-        std::fs::File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-    let written = f.write_all(bytes).and_then(|()| f.sync_all());
-    drop(f);
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(format!("cannot write {}: {e}", tmp.display()));
-    }
-    if let Err(e) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(format!("cannot rename {} onto it: {e}", tmp.display()));
-    }
-    // Make the rename itself durable (directories cannot be opened for this on Windows).
-    #[cfg(unix)]
-    if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() {
-            std::path::Path::new(".")
-        } else {
-            dir
-        };
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
-}
-
 /// Writes `ckpt` to `path` atomically: `PATH.tmp` in the same directory, fsync, rename.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn save(path: &std::path::Path, ckpt: &Checkpoint) -> Result<()> {
     let bytes = ckpt.to_bytes().map_err(|e| with_path(path, e))?;
-    write_atomic(path, &bytes)
+    crate::files::write_atomic(path, &bytes)
         .map_err(|m| Error::Invalid(format!("checkpoint {}: {m}", path.display())))
 }
 

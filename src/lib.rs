@@ -1,12 +1,18 @@
 //! A ResNet engine whose math runs in hand-written WGSL compute shaders through wgpu.
 //!
-//! Layers of the crate, data flowing one way: `ops` (one Rust file per shader file) build
+//! Layers of the crate, data flowing one way: `train` (the loop, schedules) runs a `plan` (a model
+//! and a batch size become every buffer and dispatch of a step, once) of a `model` (specs by name,
+//! the layer graph, weights with PyTorch names); `ops` (one Rust file per shader file) build
 //! [`gpu::Kernel`]s on top of `gpu` (device, buffers, pipeline cache, readback).
 
 pub mod checkpoint;
+pub mod cifar10;
+pub mod classify;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod data;
 pub mod error;
+#[cfg(not(target_arch = "wasm32"))]
+mod files;
 pub mod gpu;
 pub mod model;
 pub mod ops;

@@ -176,9 +176,7 @@ pub fn write_steps(path: &Path, rows: &[StepMetrics]) -> Result<()> {
     for r in rows {
         let _ = writeln!(text, "{},{},{}", r.iteration, r.train_loss, r.train_acc);
     }
-    let tmp = path.with_extension("csv.tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::rename(&tmp, path))
+    crate::files::write_atomic(path, text.as_bytes())
         .map_err(|e| Error::Invalid(format!("steps {}: {e}", path.display())))
 }
 
@@ -350,7 +348,7 @@ fn draw_png(panels: &[Panel], png: &Path, size: (u32, u32), text: bool) -> Resul
         image::ImageFormat::Png,
     )
     .map_err(|e| err(format!("PNG encoding failed: {e}")))?;
-    crate::checkpoint::write_atomic(png, &bytes).map_err(err)
+    crate::files::write_atomic(png, &bytes).map_err(err)
 }
 
 /// Draws all panels into an RGB buffer: one row for up to 3 panels, else a grid 3 wide.

@@ -3,9 +3,7 @@
 
 mod common;
 use common::*;
-use resnet::ops::augment::{
-    self, crop_params, pack_bytes, AugmentConfig, CIFAR10_MEAN, CIFAR10_STD,
-};
+use resnet::ops::augment::{self, crop_params, pack_bytes, AugmentConfig};
 
 fn pixels(n: usize, seed: u64) -> Vec<u8> {
     rand_vec(n * 3 * 32 * 32, seed)
@@ -63,8 +61,8 @@ fn augmentation_matches_reference_and_is_reproducible() {
         pad: 4,
         train: true,
         seed: 1234,
-        mean: CIFAR10_MEAN,
-        std: CIFAR10_STD,
+        mean: resnet::cifar10::NORMALIZE.mean,
+        std: resnet::cifar10::NORMALIZE.std,
     };
     let a = run_aug(&gpu, &px, n, &cfg);
     assert_close("train augmentation", &a, &reference(&px, n, &cfg), 1e-6);

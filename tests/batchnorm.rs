@@ -2,7 +2,7 @@
 //! backward, against f64 CPU references and finite differences. Error norm: max-norm relative.
 
 mod common;
-use common::reference::{bn_apply, bn_forward};
+use common::reference::{bn_apply, bn_backward, bn_forward};
 use common::*;
 use resnet::gpu::Gpu;
 use resnet::ops::batchnorm::{self, BnParams, Fuse};
@@ -232,31 +232,8 @@ fn batchnorm_backward_matches_reference_and_finite_differences() {
         };
         // analytic reference
         let (y_ref, mean, var) = bn_forward(n, c, hw, &x64, &g64, &b64, rref, relu);
-        let gmask: Vec<f64> = (0..len)
-            .map(|i| {
-                if relu && y_ref[i] <= 0.0 {
-                    0.0
-                } else {
-                    dy64[i]
-                }
-            })
-            .collect();
-        let m = (n * hw) as f64;
-        let mut dgamma = vec![0.0; c];
-        let mut dbeta = vec![0.0; c];
-        for i in 0..len {
-            let ch = (i / hw) % c;
-            dbeta[ch] += gmask[i];
-            dgamma[ch] += gmask[i] * (x64[i] - mean[ch]) / (var[ch] + 1e-5).sqrt();
-        }
-        let dx_ref: Vec<f64> = (0..len)
-            .map(|i| {
-                let ch = (i / hw) % c;
-                let is = 1.0 / (var[ch] + 1e-5).sqrt();
-                let xhat = (x64[i] - mean[ch]) * is;
-                g64[ch] * is * (gmask[i] - dbeta[ch] / m - xhat * dgamma[ch] / m)
-            })
-            .collect();
+        let (dx_ref, dgamma, dbeta, _) =
+            bn_backward(n, c, hw, &x64, &g64, &mean, &var, &y_ref, &dy64, relu);
         let tag = format!("bn backward {shape:?} relu={relu} residual={residual}");
         assert_close(&format!("{tag} dx"), &dxg, &dx_ref, 1e-4);
         assert_close(&format!("{tag} dgamma"), &dpg[..c], &dgamma, 1e-4);

@@ -7,7 +7,7 @@ use common::cifar;
 use common::*;
 use resnet::checkpoint::{self, Checkpoint};
 use resnet::model::ModelSpec;
-use resnet::plan::ModelState;
+use resnet::model::ModelState;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -48,6 +48,7 @@ fn save_model(gpu: &resnet::Gpu, name: &str, path: &Path, edit: impl FnOnce(&mut
     ck.metadata = resnet::checkpoint::metadata(
         &m.spec,
         &(0..10).map(|i| format!("c{i}")).collect::<Vec<_>>(),
+        &resnet::cifar10::NORMALIZE,
     );
     edit(&mut ck);
     checkpoint::save(path, &ck).unwrap();
@@ -397,4 +398,137 @@ fn info_lists_adapters_and_bench_reports_json() {
         }
     }
     fails_with(&resnet(&["bench", "--model", "resnet21"]), &["resnet21"]);
+}
+
+/// A URL on 127.0.0.1 where nothing listens: every download from it fails at once.
+fn dead_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}/cifar-10-binary.tar.gz")
+}
+
+/// `resnet` with a fresh, empty cache directory (nothing downloaded before).
+fn resnet_with_cache(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_resnet"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .env("XDG_CACHE_HOME", cache)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn train_without_data_or_network_uses_the_bundled_subset() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let url = dead_url();
+    let args = [
+        "train",
+        "--model",
+        "resnet8",
+        "--epochs",
+        "1",
+        "--subset",
+        "160",
+        "--val-split",
+        "32",
+        "--batch-size",
+        "128",
+        "--data-url",
+        &url,
+        "--out",
+    ];
+    let run = resnet_with_cache(
+        &[&args[..], &[out.path().to_str().unwrap()]].concat(),
+        cache.path(),
+    );
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning: ")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    for needle in [url.as_str(), "bundled", "2,000 + 500", "--data DIR"] {
+        assert!(warnings[0].contains(needle), "{needle}: {}", warnings[0]);
+    }
+    // the bundled subset's classes, in the checkpoint a loader reads
+    let ck = checkpoint::load(&out.path().join("last.safetensors")).unwrap();
+    assert_eq!(ck.metadata["classes"], resnet::cifar10::CLASSES.join(","));
+    assert!(err.contains("128 train / 32 eval images"), "{err}");
+
+    // with --data nothing is downloaded and nothing is said about it
+    let data = cifar::subset(2, 1);
+    let with_data = resnet_with_cache(
+        &[
+            "train",
+            "--model",
+            "resnet8",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "10",
+            "--data-url",
+            &url,
+            "--data",
+            data.path().to_str().unwrap(),
+            "--out",
+            out.path().join("d").to_str().unwrap(),
+        ],
+        cache.path(),
+    );
+    let err = String::from_utf8_lossy(&with_data.stderr);
+    assert!(with_data.status.success(), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    // eval reports on the test set it was asked for: a failed download is an error there
+    let ckpt = out.path().join("last.safetensors");
+    let eval = resnet_with_cache(
+        &[
+            "eval",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--data-url",
+            &url,
+        ],
+        cache.path(),
+    );
+    fails_with(&eval, &[&url]);
+}
+
+#[test]
+fn mistakes_fail_at_once_before_any_data_is_loaded() {
+    let cache = tempfile::tempdir().unwrap();
+    let url = dead_url();
+    let empty = tempfile::tempdir().unwrap();
+    let dir = empty.path().to_str().unwrap();
+    // no run to resume: said at once, not after (or instead of) a download
+    let resume = resnet_with_cache(
+        &["train", "--resume", dir, "--data-url", &url],
+        cache.path(),
+    );
+    fails_with(&resume, &["--resume", dir, "no run to resume"]);
+    let zero_epochs = resnet_with_cache(
+        &["train", "--epochs", "0", "--data-url", &url],
+        cache.path(),
+    );
+    fails_with(&zero_epochs, &["--epochs", "at least 1"]);
+    let ckpt = empty.path().join("none.safetensors");
+    let eval = resnet_with_cache(
+        &[
+            "eval",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--batch-size",
+            "0",
+            "--data-url",
+            &url,
+        ],
+        cache.path(),
+    );
+    fails_with(&eval, &["--batch-size", "at least 1"]);
+    let bad_md5 = resnet_with_cache(
+        &["train", "--data-md5", "xyz", "--data-url", &url],
+        cache.path(),
+    );
+    fails_with(&bad_md5, &["xyz", "MD5"]);
 }

@@ -113,8 +113,8 @@ fn run_gpu(
 
 #[test]
 fn conv2d_forward_and_backward_match_cpu_reference() {
-    for flavor in FLAVORS {
-        let gpu = gpu_with(Some(flavor));
+    for kernel_family in KERNEL_FAMILIES {
+        let gpu = gpu_with(Some(kernel_family));
         for (i, (name, sh, bias)) in shapes().into_iter().enumerate() {
             let d = data(&sh, 10 + i as u64);
             let (y, dx, dw, db) = run_gpu(&gpu, &sh, &d, bias);
@@ -122,7 +122,7 @@ fn conv2d_forward_and_backward_match_cpu_reference() {
             let (x64, w64, b64, dy64) = (f64s(&d.x), f64s(&d.w), f64s(&d.b), f64s(&d.dy));
             let y_ref = conv_forward(&g, &x64, &w64, bias.then_some(&b64[..]));
             let (dx_ref, dw_ref, db_ref) = conv_backward(&g, &x64, &w64, &dy64);
-            let tag = format!("{flavor:?} {name}");
+            let tag = format!("{kernel_family:?} {name}");
             assert_close(&format!("{tag} forward"), &y, &y_ref, TOL);
             assert_close(&format!("{tag} backward input"), &dx, &dx_ref, TOL);
             assert_close(&format!("{tag} backward weight"), &dw, &dw_ref, TOL);
@@ -137,8 +137,8 @@ fn conv2d_forward_and_backward_match_cpu_reference() {
 /// f64 CPU forward (independent of the CPU backward).
 #[test]
 fn conv2d_backward_matches_finite_differences() {
-    for flavor in FLAVORS {
-        let gpu = gpu_with(Some(flavor));
+    for kernel_family in KERNEL_FAMILIES {
+        let gpu = gpu_with(Some(kernel_family));
         for sh in [
             Conv2dShape::new(2, 3, 5, 5, 4, 3, 1, 1),
             Conv2dShape::new(1, 4, 7, 7, 6, 3, 2, 1),
@@ -157,19 +157,19 @@ fn conv2d_backward_matches_finite_differences() {
             let fd_w = finite_diff(&w64, 1e-4, |w| loss(&x64, w, &b64));
             let fd_b = finite_diff(&b64, 1e-4, |b| loss(&x64, &w64, b));
             assert_close(
-                &format!("{flavor:?} {sh:?} dx vs finite differences"),
+                &format!("{kernel_family:?} {sh:?} dx vs finite differences"),
                 &dx,
                 &fd_x,
                 1e-4,
             );
             assert_close(
-                &format!("{flavor:?} {sh:?} dw vs finite differences"),
+                &format!("{kernel_family:?} {sh:?} dw vs finite differences"),
                 &dw,
                 &fd_w,
                 1e-4,
             );
             assert_close(
-                &format!("{flavor:?} {sh:?} db vs finite differences"),
+                &format!("{kernel_family:?} {sh:?} db vs finite differences"),
                 &db,
                 &fd_b,
                 1e-4,
@@ -210,8 +210,8 @@ fn conv2d_weight_gradient_at_full_resnet20_size() {
         }
     }
     let _ = g;
-    for flavor in FLAVORS {
-        let gpu = gpu_with(Some(flavor));
+    for kernel_family in KERNEL_FAMILIES {
+        let gpu = gpu_with(Some(kernel_family));
         let x = gpu.upload(&d.x, &sh.x_shape()).unwrap();
         let dy = gpu.upload(&d.dy, &sh.y_shape()).unwrap();
         let dw = gpu.zeros(&sh.w_shape()).unwrap();
@@ -220,7 +220,7 @@ fn conv2d_weight_gradient_at_full_resnet20_size() {
             &conv2d::backward_weight(&gpu, &sh, &x, &dy, &dw, None).unwrap(),
         );
         assert_close(
-            &format!("{flavor:?} full-size dw"),
+            &format!("{kernel_family:?} full-size dw"),
             &read(&gpu, &dw),
             &dw_ref,
             TOL,
@@ -269,8 +269,8 @@ fn kernel_family_is_chosen_per_shape_and_kept() {
     let out = gpu.zeros(&sh.y_shape()).unwrap();
     let family = gpu.choice("conv2d forward", &sh.key()).unwrap();
     let entry = match family {
-        resnet::gpu::KernelFlavor::Register => "conv_fwd_reg",
-        resnet::gpu::KernelFlavor::Tiled => "conv_fwd_tiled",
+        resnet::gpu::KernelFamily::Register => "conv_fwd_reg",
+        resnet::gpu::KernelFamily::Tiled => "conv_fwd_tiled",
     };
     let ks = conv2d::forward(&gpu, &sh, &x, &w, None, &out).unwrap();
     assert!(ks.iter().any(|k| k.name == entry), "{family:?} not used");
@@ -281,12 +281,12 @@ fn kernel_family_is_chosen_per_shape_and_kept() {
     );
 
     // a recorded choice wins over the device's family
-    let reg = gpu_with(Some(resnet::gpu::KernelFlavor::Register));
+    let reg = gpu_with(Some(resnet::gpu::KernelFamily::Register));
     assert!(!reg.tunes());
     reg.set_choice(
         "conv2d forward",
         &sh.key(),
-        resnet::gpu::KernelFlavor::Tiled,
+        resnet::gpu::KernelFamily::Tiled,
     );
     let (x, w, out) = (
         reg.upload(&d.x, &sh.x_shape()).unwrap(),

@@ -3,8 +3,7 @@
 
 mod common;
 use common::cifar;
-use resnet::gpu::GpuOptions;
-use resnet::train::{self, Experiment, LrSchedule, TrainOptions};
+use resnet::train::{self, Experiment, Recipe, TrainOptions};
 
 #[test]
 fn degradation_experiment_writes_figure_table_and_resumes() {
@@ -12,24 +11,17 @@ fn degradation_experiment_writes_figure_table_and_resumes() {
     let split = resnet::data::load(dir.path(), (32, 32)).unwrap();
     let out = tempfile::tempdir().unwrap();
     let base = TrainOptions {
-        model: String::new(),
         epochs: Some(1),
-        batch: 32,
-        lr: 0.1,
-        momentum: 0.9,
-        weight_decay: 1e-4,
-        nesterov: false,
-        schedule: LrSchedule::Step,
-        warmup_iters: 0,
-        milestones: vec![32_000, 48_000],
-        val_split: 0,
+        recipe: Recipe {
+            batch: 32,
+            ..TrainOptions::default().recipe
+        },
         subset: Some(64),
         seed: 1,
         out: out.path().to_path_buf(),
-        resume: false,
         eval_batch: 20,
         log_every: 1,
-        gpu: GpuOptions::default(),
+        ..TrainOptions::default()
     };
     let table = train::run_experiment(Experiment::Degradation, &[8], &base, &split).unwrap();
     for f in [

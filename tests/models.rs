@@ -3,10 +3,10 @@
 
 mod common;
 use common::*;
-use resnet::model::{ModelSpec, MODEL_NAMES};
-use resnet::ops::augment::{CIFAR10_MEAN, CIFAR10_STD};
+use resnet::cifar10;
+use resnet::model::{ModelSpec, ModelState, MODEL_NAMES};
 use resnet::ops::sgd::SgdConfig;
-use resnet::plan::{Mode, ModelState, Plan, PlanConfig};
+use resnet::plan::{Mode, Plan, PlanConfig};
 
 #[test]
 fn parameter_counts_equal_pytorch() {
@@ -60,22 +60,15 @@ fn parameter_counts_equal_pytorch() {
 }
 
 pub fn config(batch: usize, mode: Mode) -> PlanConfig {
-    PlanConfig {
-        batch,
-        src: (32, 32),
-        input: (32, 32),
-        pad: 4,
-        augment: false,
-        mean: CIFAR10_MEAN,
-        std: CIFAR10_STD,
-        mode,
-        sgd: SgdConfig {
-            lr: 0.05,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            nesterov: false,
-        },
+    let sgd = SgdConfig {
+        lr: 0.05,
+        ..SgdConfig::he2016()
+    };
+    match mode {
+        Mode::Train => PlanConfig::train(batch, (32, 32), sgd, cifar10::NORMALIZE),
+        Mode::Eval => PlanConfig::eval(batch, (32, 32), cifar10::NORMALIZE),
     }
+    .without_augmentation()
 }
 
 #[test]
@@ -257,7 +250,8 @@ fn resnet20_logits_match_a_cpu_forward_from_the_state_dict() {
     let x: Vec<f64> = (0..n * 3 * 1024)
         .map(|i| {
             let c = (i / 1024) % 3;
-            (px[i] as f64 / 255.0 - CIFAR10_MEAN[c] as f64) / CIFAR10_STD[c] as f64
+            let norm = cifar10::NORMALIZE;
+            (px[i] as f64 / 255.0 - norm.mean[c] as f64) / norm.std[c] as f64
         })
         .collect();
     let (y, _) = conv(&x, 3, 32, 16, 1, "conv1");

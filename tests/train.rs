@@ -5,31 +5,24 @@
 mod common;
 use common::cifar;
 use common::*;
-use resnet::gpu::GpuOptions;
-use resnet::model::ModelSpec;
-use resnet::ops::augment::{CIFAR10_MEAN, CIFAR10_STD};
+use resnet::cifar10;
+use resnet::model::{ModelSpec, ModelState};
 use resnet::ops::sgd::SgdConfig;
-use resnet::plan::{Mode, ModelState, Plan, PlanConfig};
-use resnet::train::{self, LrSchedule, TrainOptions};
+use resnet::plan::{Plan, PlanConfig};
+use resnet::train::{self, Recipe, TrainOptions};
 use std::path::Path;
 use std::process::Command;
 
 fn plan_cfg(batch: usize, augment: bool, lr: f32) -> PlanConfig {
-    PlanConfig {
-        batch,
-        src: (32, 32),
-        input: (32, 32),
-        pad: 4,
-        augment,
-        mean: CIFAR10_MEAN,
-        std: CIFAR10_STD,
-        mode: Mode::Train,
-        sgd: SgdConfig {
-            lr,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            nesterov: false,
-        },
+    let sgd = SgdConfig {
+        lr,
+        ..SgdConfig::he2016()
+    };
+    let cfg = PlanConfig::train(batch, (32, 32), sgd, cifar10::NORMALIZE);
+    if augment {
+        cfg
+    } else {
+        cfg.without_augmentation()
     }
 }
 
@@ -87,26 +80,58 @@ fn loss_falls_over_30_steps_on_a_real_subset() {
     assert!(last < first - 0.2, "loss did not fall: {losses:?}");
 }
 
+/// BatchNorm's `num_batches_tracked` counts training steps across a save and a load, as in
+/// PyTorch: a model loaded from a checkpoint (what `resnet train --resume` and the browser demo's
+/// `fromSafetensors` both do) and trained on by the shared `Trainer` continues from the
+/// checkpoint's count.
+#[test]
+fn num_batches_tracked_continues_from_a_loaded_checkpoint() {
+    let gpu = gpu();
+    let spec = ModelSpec::from_name("resnet8", 10).unwrap();
+    let saved = ModelState::new(&gpu, &spec, 4).unwrap();
+    let mut tensors = pollster::block_on(saved.state_dict(&gpu)).unwrap();
+    for t in tensors
+        .iter_mut()
+        .filter(|t| t.name.ends_with("num_batches_tracked"))
+    {
+        t.data = resnet::checkpoint::TensorData::I64(vec![57]);
+    }
+    let ck = resnet::checkpoint::Checkpoint {
+        tensors,
+        metadata: Default::default(),
+    };
+    let m = ModelState::new(&gpu, &spec, 5).unwrap();
+    m.load_state_dict(&gpu, &ck, "test").unwrap();
+    let mut trainer = train::Trainer::new(&gpu, &m, plan_cfg(4, true, 0.1), 0).unwrap();
+    let pixels = vec![100u8; 4 * 3 * 32 * 32];
+    for _ in 0..2 {
+        trainer.step(&gpu, &m, &pixels, &[0, 1, 2, 3], 0.1).unwrap();
+    }
+    let counts: Vec<i64> = pollster::block_on(m.state_dict(&gpu))
+        .unwrap()
+        .iter()
+        .filter(|t| t.name.ends_with("num_batches_tracked"))
+        .map(|t| t.as_i64().unwrap()[0])
+        .collect();
+    assert_eq!(counts.len(), 7, "one per BN of resnet8");
+    assert!(counts.iter().all(|&c| c == 59), "{counts:?}");
+    assert_eq!(trainer.iteration, 2, "the run's own iteration starts at 0");
+}
+
 fn options(out: &Path, seed: u64) -> TrainOptions {
     TrainOptions {
         model: "resnet20".into(),
         epochs: Some(1),
-        batch: 32,
-        lr: 0.1,
-        momentum: 0.9,
-        weight_decay: 1e-4,
-        nesterov: false,
-        schedule: LrSchedule::Step,
-        warmup_iters: 0,
-        milestones: vec![32_000, 48_000],
-        val_split: 0,
+        recipe: Recipe {
+            batch: 32,
+            ..TrainOptions::default().recipe
+        },
         subset: Some(128),
         seed,
         out: out.to_path_buf(),
-        resume: false,
         eval_batch: 50,
         log_every: 2,
-        gpu: GpuOptions::default(),
+        ..TrainOptions::default()
     }
 }
 

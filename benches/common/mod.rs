@@ -30,7 +30,7 @@ pub fn devices() -> Vec<(String, Gpu)> {
                     );
                     continue;
                 }
-                eprintln!("benchmarking on {id} ({:?} kernels)", gpu.flavor);
+                eprintln!("benchmarking on {id} ({:?} kernels)", gpu.kernel_family);
                 out.push((id, gpu));
             }
             Err(e) => eprintln!("skipped an adapter: {e}"),

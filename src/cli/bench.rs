@@ -2,11 +2,11 @@
 
 use super::GpuArgs;
 use clap::Args;
+use resnet::cifar10;
 use resnet::gpu::Gpu;
-use resnet::model::{Family, ModelSpec};
-use resnet::ops::augment::{CIFAR10_MEAN, CIFAR10_STD};
+use resnet::model::{Family, ModelSpec, ModelState};
 use resnet::ops::sgd::SgdConfig;
-use resnet::plan::{Mode, ModelState, Plan, PlanConfig};
+use resnet::plan::{Plan, PlanConfig};
 use resnet::{Error, Result};
 use std::time::Instant;
 
@@ -57,6 +57,20 @@ fn time_steps(gpu: &Gpu, plan: &Plan, warmup: usize, steps: usize) -> f64 {
     median(t)
 }
 
+/// What `resnet bench` measured.
+struct Measured {
+    m: ModelState,
+    gpu: Gpu,
+    size: usize,
+    train: Plan,
+    eval: Plan,
+    /// Median seconds of a training step and of an inference batch.
+    t_train: f64,
+    t_eval: f64,
+    /// GPU milliseconds per stage of one training step, where the adapter has timestamps.
+    stages: Option<Vec<(String, f64)>>,
+}
+
 /// Runs `resnet bench`.
 pub fn run(a: BenchArgs) -> Result<()> {
     if a.batch_size == 0 || a.steps == 0 {
@@ -64,89 +78,96 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "--batch-size and --steps must be at least 1".into(),
         ));
     }
-    let probe = ModelSpec::from_name(&a.model, 10)?;
-    let imagenet = probe.family == Family::ImageNet;
+    let r = measure(&a)?;
+    if a.json {
+        print_json(&r);
+    } else {
+        print_text(&r, a.steps);
+    }
+    Ok(())
+}
+
+/// Builds the plans of the model at the batch size and times their steps.
+fn measure(a: &BenchArgs) -> Result<Measured> {
+    let imagenet = ModelSpec::from_name(&a.model, 10)?.family == Family::ImageNet;
     let size = a.image_size.unwrap_or(if imagenet { 224 } else { 32 });
     let classes = a.num_classes.unwrap_or(if imagenet { 1000 } else { 10 });
     let spec = ModelSpec::from_name(&a.model, classes)?;
     let gpu = Gpu::new_blocking(&a.gpu.options()?)?;
     let m = ModelState::new(&gpu, &spec, 0)?;
-    let cfg = |mode| PlanConfig {
-        batch: a.batch_size,
-        src: (size, size),
-        input: (size, size),
-        pad: 4,
-        augment: true,
-        mean: CIFAR10_MEAN,
-        std: CIFAR10_STD,
-        mode,
-        sgd: SgdConfig {
-            lr: 0.01,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            nesterov: false,
-        },
+    let (batch, hw) = (a.batch_size, (size, size));
+    let sgd = SgdConfig {
+        lr: 0.01,
+        ..SgdConfig::he2016()
     };
-    let train = Plan::new(&gpu, &m, cfg(Mode::Train))?;
-    let eval = Plan::new(&gpu, &m, cfg(Mode::Eval))?;
-    let px: Vec<u8> = (0..a.batch_size * 3 * size * size)
+    let train = Plan::new(
+        &gpu,
+        &m,
+        PlanConfig::train(batch, hw, sgd, cifar10::NORMALIZE),
+    )?;
+    let eval = Plan::new(&gpu, &m, PlanConfig::eval(batch, hw, cifar10::NORMALIZE))?;
+    let px: Vec<u8> = (0..batch * 3 * size * size)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
-    let labels: Vec<u32> = (0..a.batch_size as u32)
-        .map(|i| i % spec.num_classes as u32)
-        .collect();
+    let labels: Vec<u32> = (0..batch as u32).map(|i| i % classes as u32).collect();
     train.set_batch(&gpu, &px, &labels)?;
     eval.set_batch(&gpu, &px, &labels)?;
     let t_train = time_steps(&gpu, &train, a.warmup, a.steps);
     let t_eval = time_steps(&gpu, &eval, a.warmup, a.steps);
-    let blocks = pollster::block_on(train.submit_timed(&gpu))?;
-    let (train_ips, eval_ips) = (a.batch_size as f64 / t_train, a.batch_size as f64 / t_eval);
-    if a.json {
-        let b = blocks
-            .as_ref()
-            .map(|v| {
-                v.iter()
-                    .map(|(n, ms)| format!("{{\"stage\": {n:?}, \"ms\": {ms:.3}}}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default();
-        println!(
-            "{{\"model\": {:?}, \"batch_size\": {}, \"image_size\": {size}, \"adapter\": {:?}, \"backend\": \"{:?}\", \"train_images_per_sec\": {train_ips:.2}, \"inference_images_per_sec\": {eval_ips:.2}, \"train_step_ms\": {:.2}, \"dispatches_per_train_step\": {}, \"plan_bytes\": {}, \"model_bytes\": {}, \"stages\": [{b}]}}",
-            spec.name, a.batch_size, gpu.info.name, gpu.info.backend, t_train * 1e3, train.dispatches(), train.bytes, m.bytes()
-        );
-        return Ok(());
-    }
+    let stages = pollster::block_on(train.submit_timed(&gpu))?;
+    Ok(Measured {
+        m,
+        gpu,
+        size,
+        train,
+        eval,
+        t_train,
+        t_eval,
+        stages,
+    })
+}
+
+fn print_json(r: &Measured) {
+    let (batch, size) = (r.train.config.batch, r.size);
+    let stages = r
+        .stages
+        .iter()
+        .flatten()
+        .map(|(n, ms)| format!("{{\"stage\": {n:?}, \"ms\": {ms:.3}}}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (train_ips, eval_ips) = (batch as f64 / r.t_train, batch as f64 / r.t_eval);
     println!(
-        "{} batch {} at {size}x{size} on {} ({:?})",
-        spec.name, a.batch_size, gpu.info.name, gpu.info.backend
+        "{{\"model\": {:?}, \"batch_size\": {batch}, \"image_size\": {size}, \"adapter\": {:?}, \"backend\": \"{:?}\", \"train_images_per_sec\": {train_ips:.2}, \"inference_images_per_sec\": {eval_ips:.2}, \"train_step_ms\": {:.2}, \"dispatches_per_train_step\": {}, \"plan_bytes\": {}, \"model_bytes\": {}, \"stages\": [{stages}]}}",
+        r.m.spec.name, r.gpu.info.name, r.gpu.info.backend, r.t_train * 1e3, r.train.dispatches(), r.train.bytes, r.m.bytes()
     );
-    println!("  training:  {train_ips:.1} images/s (median step {:.1} ms over {} steps, {} dispatches/step)", t_train * 1e3, a.steps, train.dispatches());
+}
+
+fn print_text(r: &Measured, steps: usize) {
+    let (gpu, m, batch, size) = (&r.gpu, &r.m, r.train.config.batch, r.size);
     println!(
-        "  inference: {eval_ips:.1} images/s (median batch {:.1} ms)",
-        t_eval * 1e3
+        "{} batch {batch} at {size}x{size} on {} ({:?})",
+        m.spec.name, gpu.info.name, gpu.info.backend
     );
-    let chosen = gpu.choices();
-    if chosen.is_empty() {
-        println!("  convolution kernels: {:?}", gpu.flavor);
-    } else {
-        let tiled = chosen
-            .iter()
-            .filter(|c| c.2 == resnet::gpu::KernelFlavor::Tiled)
-            .count();
-        println!(
-            "  convolution kernels: timed per shape, tiled for {tiled} and register for {} of {} (op, shape) pairs",
-            chosen.len() - tiled,
-            chosen.len()
-        );
-    }
+    println!(
+        "  training:  {:.1} images/s (median step {:.1} ms over {steps} steps, {} dispatches/step)",
+        batch as f64 / r.t_train,
+        r.t_train * 1e3,
+        r.train.dispatches()
+    );
+    println!(
+        "  inference: {:.1} images/s (median batch {:.1} ms)",
+        batch as f64 / r.t_eval,
+        r.t_eval * 1e3
+    );
+    println!("  convolution kernels: {}", kernel_choice(gpu));
     println!(
         "  GPU memory: model {} MiB (weights, gradients, momentum) + plan {} MiB (training), {} MiB (inference)",
         m.bytes() >> 20,
-        train.bytes >> 20,
-        eval.bytes >> 20
+        r.train.bytes >> 20,
+        r.eval.bytes >> 20
     );
-    match blocks {
+    match &r.stages {
         Some(v) => {
             let total: f64 = v.iter().map(|x| x.1).sum();
             println!("  GPU time per stage of one training step (timestamp queries), total {total:.1} ms:");
@@ -156,5 +177,21 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
         None => println!("  (no timestamp queries on this adapter: no per-stage GPU times)"),
     }
-    Ok(())
+}
+
+/// The kernel family used, or how the per-shape timing chose.
+fn kernel_choice(gpu: &Gpu) -> String {
+    let chosen = gpu.choices();
+    if chosen.is_empty() {
+        return format!("{:?}", gpu.kernel_family);
+    }
+    let tiled = chosen
+        .iter()
+        .filter(|c| c.2 == resnet::gpu::KernelFamily::Tiled)
+        .count();
+    format!(
+        "timed per shape, tiled for {tiled} and register for {} of {} (op, shape) pairs",
+        chosen.len() - tiled,
+        chosen.len()
+    )
 }

@@ -1,10 +1,11 @@
 //! `resnet predict`: top-k classes of image files.
 
-use super::{load_model, GpuArgs};
+use super::eval::load_model;
+use super::GpuArgs;
 use clap::Args;
+use resnet::classify::{softmax, top_k};
 use resnet::gpu::Gpu;
-use resnet::ops::sgd::SgdConfig;
-use resnet::plan::{Mode, Plan, PlanConfig};
+use resnet::plan::{Plan, PlanConfig};
 use resnet::{Error, Result};
 use std::path::PathBuf;
 
@@ -70,45 +71,20 @@ pub fn run(a: PredictArgs) -> Result<()> {
     }
     let gpu = Gpu::new_blocking(&a.gpu.options()?)?;
     let (m, ck) = load_model(&gpu, &a.checkpoint, a.model.as_deref(), 10)?;
-    let classes: Vec<String> = match ck.metadata.get("classes") {
-        Some(c) => c.split(',').map(str::to_string).collect(),
-        None => (0..m.spec.num_classes).map(|i| i.to_string()).collect(),
-    };
+    let k = m.spec.num_classes;
+    let classes = ck.class_names(k);
     let n = a.images.len();
-    let (mean, std) = ck.normalisation()?;
-    let cfg = PlanConfig {
-        batch: n,
-        src: (a.image_size, a.image_size),
-        input: (a.image_size, a.image_size),
-        pad: 0,
-        augment: false,
-        mean,
-        std,
-        mode: Mode::Eval,
-        sgd: SgdConfig {
-            lr: 0.0,
-            momentum: 0.0,
-            weight_decay: 0.0,
-            nesterov: false,
-        },
-    };
-    let plan = Plan::new(&gpu, &m, cfg)?;
+    let size = (a.image_size, a.image_size);
+    let plan = Plan::new(&gpu, &m, PlanConfig::eval(n, size, ck.normalisation()?))?;
     plan.set_batch(&gpu, &pixels, &vec![0; n])?;
     plan.submit(&gpu);
     let logits = gpu.read_blocking(&plan.logits)?;
-    let k = m.spec.num_classes;
     for (i, path) in a.images.iter().enumerate() {
-        let row = &logits[i * k..(i + 1) * k];
-        let mx = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        let e: Vec<f64> = row.iter().map(|v| ((v - mx) as f64).exp()).collect();
-        let sum: f64 = e.iter().sum();
-        let mut order: Vec<usize> = (0..k).collect();
-        order.sort_by(|&x, &y| e[y].partial_cmp(&e[x]).unwrap_or(std::cmp::Ordering::Equal));
+        let probs = softmax(&logits[i * k..(i + 1) * k]);
         let name = |j: usize| classes.get(j).cloned().unwrap_or_else(|| j.to_string());
-        let top: Vec<(String, f64)> = order
-            .iter()
-            .take(a.top)
-            .map(|&j| (name(j), e[j] / sum))
+        let top: Vec<(String, f64)> = top_k(&probs, a.top)
+            .into_iter()
+            .map(|(j, p)| (name(j), p))
             .collect();
         if a.json {
             let items: Vec<String> = top

@@ -58,7 +58,7 @@ pub fn load_cifar_binary(dir: &Path) -> Result<Split> {
     Ok(Split { train, test })
 }
 
-fn empty(classes: &[String]) -> Dataset {
+pub(super) fn empty(classes: &[String]) -> Dataset {
     Dataset {
         classes: classes.to_vec(),
         height: SIDE,
@@ -89,11 +89,16 @@ fn read_meta(path: &Path) -> Result<Vec<String>> {
 /// Appends the records of one batch file to `into`, checking its size and every label.
 fn read_batch(path: &Path, into: &mut Dataset) -> Result<()> {
     let bytes = fs::read(path).map_err(|e| io_err(path, "cannot read", e))?;
-    if bytes.is_empty() || bytes.len() % CIFAR_RECORD != 0 {
+    parse_records(&bytes, &path.display().to_string(), into)
+}
+
+/// Appends binary records to `into`, checking their size and every label; `source` names them
+/// in errors.
+pub(super) fn parse_records(bytes: &[u8], source: &str, into: &mut Dataset) -> Result<()> {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(CIFAR_RECORD) {
         return Err(invalid(format!(
-            "{}: truncated or wrong size: {} bytes is not a positive multiple of {CIFAR_RECORD} \
+            "{source}: truncated or wrong size: {} bytes is not a positive multiple of {CIFAR_RECORD} \
              (1 label byte + {PIXELS} pixel bytes a record)",
-            path.display(),
             bytes.len()
         )));
     }
@@ -104,14 +109,12 @@ fn read_batch(path: &Path, into: &mut Dataset) -> Result<()> {
         let label = rec[0];
         if label as usize >= MAX_CLASSES {
             return Err(invalid(format!(
-                "{}: record {i}: label {label} >= {MAX_CLASSES}",
-                path.display()
+                "{source}: record {i}: label {label} >= {MAX_CLASSES}"
             )));
         }
         if label as usize >= into.classes.len() {
             return Err(invalid(format!(
-                "{}: record {i}: label {label} but {META_FILE} names only {} classes",
-                path.display(),
+                "{source}: record {i}: label {label} but {META_FILE} names only {} classes",
                 into.classes.len()
             )));
         }

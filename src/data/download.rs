@@ -44,12 +44,7 @@ pub fn default_cache_dir() -> PathBuf {
 /// `cache_dir`, the directory containing cifar-10-batches-bin. Nothing is fetched when the archive is
 /// already there and verified; a download whose checksum does not match is deleted and is an error.
 pub fn download_cifar10(url: &str, md5: &str, cache_dir: &Path) -> Result<PathBuf> {
-    let md5 = md5.trim().to_ascii_lowercase();
-    if md5.len() != 32 || !md5.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(invalid(format!(
-            "download_cifar10: {md5:?} is not an MD5 (32 hex digits)"
-        )));
-    }
+    let md5 = parse_md5(md5)?;
     let extracted = cache_dir.join(CIFAR_DIR);
     let marker = extracted.join(MARKER);
     if fs::read_to_string(&marker).is_ok_and(|m| m.trim() == md5) {
@@ -75,6 +70,17 @@ pub fn download_cifar10(url: &str, md5: &str, cache_dir: &Path) -> Result<PathBu
     }
     fs::write(&marker, &md5).map_err(|e| io_err(&marker, "cannot write", e))?;
     Ok(cache_dir.to_path_buf())
+}
+
+/// A checksum as lower-case hex, or an error when it is not an MD5 (32 hex digits).
+pub fn parse_md5(md5: &str) -> Result<String> {
+    let md5 = md5.trim().to_ascii_lowercase();
+    if md5.len() != 32 || !md5.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid(format!(
+            "download_cifar10: {md5:?} is not an MD5 (32 hex digits)"
+        )));
+    }
+    Ok(md5)
 }
 
 /// The last path segment of `url` when it is a plain file name, else the official archive's name.

@@ -4,6 +4,7 @@
 //! Every failure caused by the input (a missing, truncated or unreadable file, a bad label, an empty
 //! class folder, ...) is an [`Error::Invalid`] with a one-line message naming the file at fault.
 
+mod bundled;
 mod cifar;
 mod download;
 mod folder;
@@ -12,8 +13,9 @@ use std::path::Path;
 
 use crate::{Error, Result};
 
+pub use bundled::bundled_cifar10;
 pub use cifar::{load_cifar_binary, write_cifar_binary, CIFAR_DIR, CIFAR_RECORD};
-pub use download::{default_cache_dir, download_cifar10, CIFAR10_MD5, CIFAR10_URL};
+pub use download::{default_cache_dir, download_cifar10, parse_md5, CIFAR10_MD5, CIFAR10_URL};
 pub use folder::load_image_folder;
 
 /// Images as u8, each image CHW planar (3 x H x W: all R bytes, then G, then B) = CIFAR's record order.

@@ -1,6 +1,6 @@
 //! Choosing an adapter: the best device type among the allowed backends.
 
-use super::KernelFlavor;
+use super::KernelFamily;
 use crate::error::{Error, Result};
 
 /// How to open the GPU.
@@ -9,10 +9,10 @@ pub struct GpuOptions {
     /// Backends to consider. `None`: `WGPU_BACKEND` if set, else every backend compiled in.
     pub backends: Option<wgpu::Backends>,
     /// Force a kernel family instead of choosing by adapter type.
-    pub flavor: Option<KernelFlavor>,
+    pub kernel_family: Option<KernelFamily>,
     /// Measure every kernel family per convolution shape once and keep the fastest (native
     /// only). `None`: on for GPUs, off for CPU adapters (there the register kernels are known to
-    /// win, and compiling both families costs seconds); off whenever `flavor` is forced.
+    /// win, and compiling both families costs seconds); off whenever `kernel_family` is forced.
     pub tune: Option<bool>,
 }
 
@@ -31,10 +31,10 @@ pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
 }
 
 /// Parses a kernel family name: `register` (CPU drivers) or `tiled` (real GPUs).
-pub fn parse_flavor(name: &str) -> Result<KernelFlavor> {
+pub fn parse_kernel_family(name: &str) -> Result<KernelFamily> {
     match name.trim().to_ascii_lowercase().as_str() {
-        "register" => Ok(KernelFlavor::Register),
-        "tiled" => Ok(KernelFlavor::Tiled),
+        "register" => Ok(KernelFamily::Register),
+        "tiled" => Ok(KernelFamily::Tiled),
         other => Err(Error::Invalid(format!(
             "--kernels: unknown kernel family '{other}' (expected register, tiled or auto)"
         ))),
@@ -46,10 +46,10 @@ impl GpuOptions {
     /// per convolution shape.
     pub fn set_kernels(&mut self, name: &str) -> Result<()> {
         if name.trim().eq_ignore_ascii_case("auto") {
-            self.flavor = None;
+            self.kernel_family = None;
             self.tune = Some(true);
         } else {
-            self.flavor = Some(parse_flavor(name)?);
+            self.kernel_family = Some(parse_kernel_family(name)?);
             self.tune = Some(false);
         }
         Ok(())

@@ -10,7 +10,7 @@ mod timer;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use adapter::list_adapters;
-pub use adapter::{parse_backend, parse_flavor, AdapterSummary, GpuOptions};
+pub use adapter::{parse_backend, parse_kernel_family, AdapterSummary, GpuOptions};
 pub use kernel::{Kernel, Uniform};
 pub use tensor::Tensor;
 pub use timer::PassTimer;
@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 /// Which family of kernels suits this adapter (../shared/DESIGN.md, principle 4: measured 2-3x apart on lavapipe).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KernelFlavor {
+pub enum KernelFamily {
     /// Register blocking without workgroup memory: fastest on CPU drivers such as lavapipe.
     Register,
     /// Workgroup-memory tiling: fastest on real GPUs.
@@ -44,11 +44,11 @@ pub struct Gpu {
     /// Features the adapter offers (a superset of `features`).
     pub adapter_features: wgpu::Features,
     /// Kernel family used by ops that have several, unless a per-shape choice says otherwise.
-    pub flavor: KernelFlavor,
+    pub kernel_family: KernelFamily,
     /// Whether ops with several kernel families time them per shape (see [`GpuOptions::tune`]).
     tune: bool,
     /// Kernel family per (op, shape key), measured once.
-    choices: RefCell<HashMap<(&'static str, Vec<usize>), KernelFlavor>>,
+    choices: RefCell<HashMap<(&'static str, Vec<usize>), KernelFamily>>,
     modules: RefCell<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: RefCell<HashMap<(&'static str, &'static str), Arc<wgpu::ComputePipeline>>>,
     compiled: RefCell<usize>,
@@ -93,14 +93,15 @@ impl Gpu {
             .await
             .map_err(|e| Error::Device(format!("{} ({:?}): {e}", info.name, info.backend)))?;
         let cpu = info.device_type == wgpu::DeviceType::Cpu;
-        let flavor = match opts.flavor {
+        let kernel_family = match opts.kernel_family {
             Some(f) => f,
-            None if cpu => KernelFlavor::Register,
-            None => KernelFlavor::Tiled,
+            None if cpu => KernelFamily::Register,
+            None => KernelFamily::Tiled,
         };
         // timing kernels blocks, which the browser cannot do
-        let tune =
-            !cfg!(target_arch = "wasm32") && opts.flavor.is_none() && opts.tune.unwrap_or(!cpu);
+        let tune = !cfg!(target_arch = "wasm32")
+            && opts.kernel_family.is_none()
+            && opts.tune.unwrap_or(!cpu);
         Ok(Gpu {
             device,
             queue,
@@ -108,7 +109,7 @@ impl Gpu {
             limits,
             features,
             adapter_features,
-            flavor,
+            kernel_family,
             tune,
             choices: RefCell::new(HashMap::new()),
             modules: RefCell::new(HashMap::new()),
@@ -165,17 +166,17 @@ impl Gpu {
     }
 
     /// The kernel family chosen for `op` at shape `key`, if one was measured or set.
-    pub fn choice(&self, op: &'static str, key: &[usize]) -> Option<KernelFlavor> {
+    pub fn choice(&self, op: &'static str, key: &[usize]) -> Option<KernelFamily> {
         self.choices.borrow().get(&(op, key.to_vec())).copied()
     }
 
     /// Records the kernel family for `op` at shape `key`; later plans reuse it.
-    pub fn set_choice(&self, op: &'static str, key: &[usize], f: KernelFlavor) {
+    pub fn set_choice(&self, op: &'static str, key: &[usize], f: KernelFamily) {
         self.choices.borrow_mut().insert((op, key.to_vec()), f);
     }
 
     /// Every (op, shape key, family) chosen so far, sorted.
-    pub fn choices(&self) -> Vec<(&'static str, Vec<usize>, KernelFlavor)> {
+    pub fn choices(&self) -> Vec<(&'static str, Vec<usize>, KernelFamily)> {
         let mut v: Vec<_> = self
             .choices
             .borrow()

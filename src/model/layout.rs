@@ -1,8 +1,9 @@
 //! Where every parameter lives in the flat parameter, gradient and momentum buffers, and its
 //! PyTorch state_dict name. Each region starts at an offset the device can bind.
 
-use super::{Arch, ConvBn, Shortcut};
+use super::{Arch, Block, ConvBn, Linear, MaxPool, Shortcut, Visitor};
 use std::collections::HashMap;
+use std::convert::Infallible;
 
 /// What a region holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +58,8 @@ pub struct ParamLayout {
 }
 
 impl ParamLayout {
-    /// Lays out `arch` with every region starting at a multiple of `align` floats.
+    /// Lays out `arch` with every region starting at a multiple of `align` floats, in state_dict
+    /// order: each conv then its BN, a block's convs before its projection, `fc` last.
     pub fn new(arch: &Arch, align: usize) -> ParamLayout {
         let mut l = ParamLayout {
             params: Vec::new(),
@@ -66,32 +68,11 @@ impl ParamLayout {
             running_len: 0,
             index: HashMap::new(),
         };
-        let align = align.max(1);
-        let conv_bn = |l: &mut ParamLayout, c: &ConvBn| {
-            l.push(
-                c.conv.clone(),
-                RegionKind::ConvWeight,
-                vec![c.cout, c.cin, c.k, c.k],
-                align,
-            );
-            l.push(c.bn.clone(), RegionKind::BnAffine, vec![2, c.cout], align);
+        let mut walk = LayoutWalk {
+            layout: &mut l,
+            align: align.max(1),
         };
-        conv_bn(&mut l, &arch.stem);
-        for b in &arch.blocks {
-            for c in &b.convs {
-                conv_bn(&mut l, c);
-            }
-            if let Shortcut::Projection(c) = &b.shortcut {
-                conv_bn(&mut l, c);
-            }
-        }
-        l.push(
-            "fc".into(),
-            RegionKind::FcWeight,
-            vec![arch.fc_out, arch.fc_in],
-            align,
-        );
-        l.push("fc".into(), RegionKind::FcBias, vec![arch.fc_out], align);
+        let Ok(()) = arch.walk(&mut walk, ());
         l
     }
 
@@ -142,5 +123,56 @@ impl ParamLayout {
     /// Trainable parameter count (PyTorch's `numel` sum).
     pub fn param_count(&self) -> usize {
         self.params.iter().map(Region::len).sum()
+    }
+}
+
+/// The walk that places every parameter (its activations are nothing: only names and shapes count).
+struct LayoutWalk<'a> {
+    layout: &'a mut ParamLayout,
+    align: usize,
+}
+
+impl LayoutWalk<'_> {
+    fn conv_bn(&mut self, c: &ConvBn) {
+        let shape = vec![c.cout, c.cin, c.kernel_size, c.kernel_size];
+        self.layout
+            .push(c.conv.clone(), RegionKind::ConvWeight, shape, self.align);
+        self.layout.push(
+            c.bn.clone(),
+            RegionKind::BnAffine,
+            vec![2, c.cout],
+            self.align,
+        );
+    }
+}
+
+impl Visitor for LayoutWalk<'_> {
+    type Act = ();
+    type Error = Infallible;
+
+    fn stem(&mut self, stem: &ConvBn, (): ()) -> Result<(), Infallible> {
+        self.conv_bn(stem);
+        Ok(())
+    }
+
+    fn maxpool(&mut self, _: &MaxPool, (): ()) -> Result<(), Infallible> {
+        Ok(())
+    }
+
+    fn block(&mut self, b: &Block, (): ()) -> Result<(), Infallible> {
+        b.convs.iter().for_each(|c| self.conv_bn(c));
+        if let Shortcut::Projection(c) = &b.shortcut {
+            self.conv_bn(c);
+        }
+        Ok(())
+    }
+
+    fn head(&mut self, fc: &Linear, (): ()) -> Result<(), Infallible> {
+        let (o, i) = (fc.out_features, fc.in_features);
+        self.layout
+            .push("fc".into(), RegionKind::FcWeight, vec![o, i], self.align);
+        self.layout
+            .push("fc".into(), RegionKind::FcBias, vec![o], self.align);
+        Ok(())
     }
 }

@@ -1,9 +1,9 @@
 //! The GPU-resident state of a model: flat parameter, gradient, momentum and running-statistics
 //! buffers, shared by the training and evaluation plans.
 
+use super::{init_params, Arch, ModelSpec, ParamLayout, Region};
 use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
-use crate::model::{init_params, Arch, ModelSpec, ParamLayout, Region};
 
 /// A model's weights on the GPU.
 pub struct ModelState {

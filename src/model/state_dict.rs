@@ -2,10 +2,10 @@
 //! SGD momentum under `momentum.<name>` for exact resumption.
 
 use super::ModelState;
+use super::RegionKind;
 use crate::checkpoint::{Checkpoint, NamedTensor, TensorData};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::model::RegionKind;
 
 fn f32t(name: String, shape: Vec<usize>, data: &[f32]) -> NamedTensor {
     NamedTensor {
@@ -125,6 +125,19 @@ impl ModelState {
         gpu.write(&self.running, &r)?;
         self.batches_tracked.set(tracked);
         Ok(())
+    }
+
+    /// The parameter gradients of the last backward pass, under the parameters' state_dict
+    /// names (`layer1.0.conv1.weight`, `fc.bias`, ...).
+    pub async fn gradients(&self, gpu: &Gpu) -> Result<Vec<NamedTensor>> {
+        let g = gpu.read(&self.grads).await?;
+        Ok(trainable(self)
+            .into_iter()
+            .map(|(name, shape, off)| {
+                let len = shape.iter().product::<usize>();
+                f32t(name, shape, &g[off..off + len])
+            })
+            .collect())
     }
 
     /// SGD momentum buffers as `momentum.<name>` tensors.

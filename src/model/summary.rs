@@ -1,18 +1,16 @@
 //! A torchinfo-style table of a network: layer (type:depth-idx), output shape, parameters,
 //! and the multiply-adds of its convolutions and linear layer.
 
-use super::{Arch, ConvBn, Family, ModelSpec, Shortcut};
+use super::{
+    Arch, Block, BlockKind, ConvBn, Family, Layer, Linear, MaxPool, ModelSpec, Shortcut, Visitor,
+};
+use std::convert::Infallible;
 
 struct Row {
     depth: usize,
     label: String,
     shape: Vec<usize>,
     params: Option<usize>,
-}
-
-fn conv_out(shape: &[usize], c: &ConvBn) -> Vec<usize> {
-    let o = |x: usize| (x + 2 * c.pad - c.k) / c.stride + 1;
-    vec![shape[0], c.cout, o(shape[2]), o(shape[3])]
 }
 
 fn fmt_int(v: usize) -> String {
@@ -27,14 +25,21 @@ fn fmt_int(v: usize) -> String {
     out
 }
 
-struct Walk {
+/// The walk that lists the layers: shapes flow from layer to layer.
+struct SummaryWalk {
     rows: Vec<Row>,
+    /// Running index per depth, for torchinfo's `depth-idx` labels.
     idx: Vec<usize>,
     macs: u128,
+    block_name: &'static str,
+    /// torchvision's CIFAR ResNets pool with `AvgPool2d`, the ImageNet ones `AdaptiveAvgPool2d`.
+    pool_name: &'static str,
+    /// The row of the stage being walked: its shape is its last block's, known at its end.
+    open_stage: Option<usize>,
 }
 
-impl Walk {
-    fn push(&mut self, depth: usize, ty: &str, shape: Vec<usize>, params: Option<usize>) {
+impl SummaryWalk {
+    fn push(&mut self, depth: usize, ty: &str, shape: &[usize], params: Option<usize>) -> usize {
         if self.idx.len() < depth {
             self.idx.resize(depth, 0);
         }
@@ -44,102 +49,107 @@ impl Walk {
         self.rows.push(Row {
             depth,
             label,
-            shape,
+            shape: shape.to_vec(),
             params,
         });
+        self.rows.len() - 1
     }
-    fn conv_bn(&mut self, depth: usize, c: &ConvBn, x: &[usize], relu: bool) -> Vec<usize> {
-        let y = conv_out(x, c);
-        self.macs += (c.cout * c.cin * c.k * c.k) as u128
-            * y[1..].iter().skip(1).product::<usize>() as u128
-            * y[0] as u128;
-        self.push(depth, "Conv2d", y.clone(), Some(c.cout * c.cin * c.k * c.k));
-        self.push(depth, "BatchNorm2d", y.clone(), Some(2 * c.cout));
+
+    fn conv_bn(&mut self, depth: usize, c: &ConvBn, x: Shape, relu: bool) -> Shape {
+        let y = c.out_shape(x);
+        let weights = c.cout * c.cin * c.kernel_size * c.kernel_size;
+        self.macs += weights as u128 * (y[0] * y[2] * y[3]) as u128;
+        self.push(depth, "Conv2d", &y, Some(weights));
+        self.push(depth, "BatchNorm2d", &y, Some(2 * c.cout));
         if relu {
-            self.push(depth, "ReLU", y.clone(), None);
+            self.push(depth, "ReLU", &y, None);
         }
         y
+    }
+
+    fn close_stage(&mut self, x: Shape) {
+        if let Some(row) = self.open_stage.take() {
+            self.rows[row].shape = x.to_vec();
+        }
+    }
+}
+
+type Shape = [usize; 4];
+
+impl Visitor for SummaryWalk {
+    type Act = Shape;
+    type Error = Infallible;
+
+    fn stem(&mut self, stem: &ConvBn, x: Shape) -> Result<Shape, Infallible> {
+        Ok(self.conv_bn(1, stem, x, true))
+    }
+
+    fn maxpool(&mut self, pool: &MaxPool, x: Shape) -> Result<Shape, Infallible> {
+        let y = pool.out_shape(x);
+        self.push(1, "MaxPool2d", &y, None);
+        Ok(y)
+    }
+
+    fn layer(&mut self, _: &Layer, x: &Shape) -> Result<(), Infallible> {
+        self.close_stage(*x);
+        self.open_stage = Some(self.push(1, "Sequential", &[], None));
+        Ok(())
+    }
+
+    fn block(&mut self, b: &Block, x: Shape) -> Result<Shape, Infallible> {
+        let row = self.push(2, self.block_name, &[], None);
+        let mut y = x;
+        for (i, c) in b.convs.iter().enumerate() {
+            y = self.conv_bn(3, c, y, false);
+            if i + 1 < b.convs.len() {
+                self.push(3, "ReLU", &y, None);
+            }
+        }
+        match &b.shortcut {
+            Shortcut::Projection(c) => {
+                self.push(3, "Sequential", &c.out_shape(x), None);
+                self.conv_bn(4, c, x, false);
+            }
+            Shortcut::OptionA { .. } => {
+                self.push(3, "LambdaLayer", &y, None);
+            }
+            Shortcut::None | Shortcut::Identity => {}
+        }
+        self.push(3, "ReLU", &y, None);
+        self.rows[row].shape = y.to_vec();
+        Ok(y)
+    }
+
+    fn head(&mut self, fc: &Linear, x: Shape) -> Result<(), Infallible> {
+        self.close_stage(x);
+        self.push(1, self.pool_name, &[x[0], x[1], 1, 1], None);
+        let (i, o) = (fc.in_features, fc.out_features);
+        self.macs += (i * o * x[0]) as u128;
+        self.push(1, "Linear", &[x[0], o], Some(i * o + o));
+        Ok(())
     }
 }
 
 /// The summary table for `input` = [N, C, H, W].
 pub fn summary(spec: &ModelSpec, input: [usize; 4]) -> String {
     let arch: Arch = spec.arch();
-    let mut w = Walk {
+    let mut w = SummaryWalk {
         rows: Vec::new(),
         idx: Vec::new(),
         macs: 0,
+        block_name: if spec.block == BlockKind::Bottleneck {
+            "Bottleneck"
+        } else {
+            "BasicBlock"
+        },
+        pool_name: if spec.family == Family::Cifar {
+            "AvgPool2d"
+        } else {
+            "AdaptiveAvgPool2d"
+        },
+        open_stage: None,
     };
-    let mut x = w.conv_bn(1, &arch.stem, &input, true);
-    if arch.maxpool {
-        x = vec![x[0], x[1], (x[2] - 1) / 2 + 1, (x[3] - 1) / 2 + 1];
-        w.push(1, "MaxPool2d", x.clone(), None);
-    }
-    let block_name = if spec.block == super::BlockKind::Bottleneck {
-        "Bottleneck"
-    } else {
-        "BasicBlock"
-    };
-    let mut stage = 0;
-    for b in &arch.blocks {
-        let s: usize = b.name[5..]
-            .split('.')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        if s != stage {
-            stage = s;
-            let out_shape = {
-                let blocks: Vec<_> = arch
-                    .blocks
-                    .iter()
-                    .filter(|o| o.name.starts_with(&format!("layer{s}.")))
-                    .collect();
-                let mut y = x.clone();
-                for ob in blocks {
-                    for c in &ob.convs {
-                        y = conv_out(&y, c);
-                    }
-                }
-                y
-            };
-            w.push(1, "Sequential", out_shape, None);
-        }
-        let mut y = x.clone();
-        let start = w.rows.len();
-        w.push(2, block_name, vec![], None);
-        for (i, c) in b.convs.iter().enumerate() {
-            y = w.conv_bn(3, c, &y, false);
-            if i + 1 < b.convs.len() {
-                w.push(3, "ReLU", y.clone(), None);
-            }
-        }
-        match &b.shortcut {
-            Shortcut::Projection(c) => {
-                w.push(3, "Sequential", conv_out(&x, c), None);
-                w.conv_bn(4, c, &x, false);
-            }
-            Shortcut::OptionA { .. } => w.push(3, "LambdaLayer", y.clone(), None),
-            _ => {}
-        }
-        w.push(3, "ReLU", y.clone(), None);
-        w.rows[start].shape = y.clone();
-        x = y;
-    }
-    let pool = if spec.family == Family::Cifar {
-        "AvgPool2d"
-    } else {
-        "AdaptiveAvgPool2d"
-    };
-    w.push(1, pool, vec![x[0], x[1], 1, 1], None);
-    w.macs += (arch.fc_in * arch.fc_out * input[0]) as u128;
-    w.push(
-        1,
-        "Linear",
-        vec![input[0], arch.fc_out],
-        Some(arch.fc_in * arch.fc_out + arch.fc_out),
-    );
-
+    let Ok(()) = arch.walk(&mut w, input);
     let line = "=".repeat(90);
     let mut out = format!(
         "{line}\n{:<45}{:<28}{}\n{line}\n",
@@ -153,7 +163,7 @@ pub fn summary(spec: &ModelSpec, input: [usize; 4]) -> String {
     out += &format!(
         "{:<45}{:<28}{}\n",
         cls,
-        format!("{:?}", [input[0], arch.fc_out]),
+        format!("{:?}", [input[0], arch.fc.out_features]),
         "--"
     );
     for r in &w.rows {

@@ -7,11 +7,6 @@ use crate::gpu::{Gpu, Kernel, Tensor, Uniform};
 
 const SHADER: (&str, &str) = ("augment.wgsl", include_str!("../../shaders/augment.wgsl"));
 
-/// CIFAR-10 training-set channel means (torchvision recipe).
-pub const CIFAR10_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
-/// CIFAR-10 training-set channel standard deviations.
-pub const CIFAR10_STD: [f32; 3] = [0.2470, 0.2435, 0.2616];
-
 /// Augmentation settings.
 #[derive(Debug, Clone, Copy)]
 pub struct AugmentConfig {

@@ -5,7 +5,7 @@
 use super::{check_shape, dummy};
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::kernel::KernelDesc;
-use crate::gpu::{Gpu, Kernel, KernelFlavor, Tensor, Uniform};
+use crate::gpu::{Gpu, Kernel, KernelFamily, Tensor, Uniform};
 
 const FILE: &str = "conv2d.wgsl";
 const SRC: &str = include_str!("../../shaders/conv2d.wgsl");
@@ -192,7 +192,7 @@ fn pick(
     gpu: &Gpu,
     op: &'static str,
     sh: &Conv2dShape,
-    build: impl Fn(KernelFlavor) -> Result<Vec<Kernel>>,
+    build: impl Fn(KernelFamily) -> Result<Vec<Kernel>>,
 ) -> Result<Vec<Kernel>> {
     let key = sh.key();
     if let Some(f) = gpu.choice(op, &key) {
@@ -200,8 +200,8 @@ fn pick(
     }
     #[cfg(not(target_arch = "wasm32"))]
     if gpu.tunes() {
-        let mut best: Option<(std::time::Duration, KernelFlavor, Vec<Kernel>)> = None;
-        for f in [KernelFlavor::Register, KernelFlavor::Tiled] {
+        let mut best: Option<(std::time::Duration, KernelFamily, Vec<Kernel>)> = None;
+        for f in [KernelFamily::Register, KernelFamily::Tiled] {
             let ks = build(f)?;
             let t = gpu.time_blocking(&ks, 3);
             if best.as_ref().is_none_or(|b| t < b.0) {
@@ -212,7 +212,7 @@ fn pick(
         gpu.set_choice(op, &key, f);
         return Ok(ks);
     }
-    build(gpu.flavor)
+    build(gpu.kernel_family)
 }
 
 /// Records y = conv2d(x, w) + bias. Returns the kernels to dispatch, in order.
@@ -254,13 +254,13 @@ fn forward_with(
     b: &Tensor,
     has_bias: bool,
     y: &Tensor,
-    flavor: KernelFlavor,
+    kernel_family: KernelFamily,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = "conv2d forward";
     let params = sh.params(1, 0, has_bias);
     let npq = (sh.n * sh.p() * sh.q()) as u64;
-    match flavor {
-        KernelFlavor::Register => {
+    match kernel_family {
+        KernelFamily::Register => {
             let k16 = sh.k.div_ceil(16) * 16;
             let crs = sh.c * sh.r * sh.s;
             let wt = scratch(gpu, OP, crs * k16)?;
@@ -283,7 +283,7 @@ fn forward_with(
             )?;
             Ok(vec![t, c])
         }
-        KernelFlavor::Tiled => {
+        KernelFamily::Tiled => {
             let tiles = (sh.k as u64).div_ceil(64) * npq.div_ceil(64);
             Ok(vec![kernel_grid(
                 gpu,
@@ -320,13 +320,13 @@ fn backward_input_with(
     dy: &Tensor,
     w: &Tensor,
     dx: &Tensor,
-    flavor: KernelFlavor,
+    kernel_family: KernelFamily,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = "conv2d backward (input)";
     let params = sh.params(1, 0, false);
     let nhw = (sh.n * sh.h * sh.w) as u64;
-    match flavor {
-        KernelFlavor::Register => {
+    match kernel_family {
+        KernelFamily::Register => {
             let c16 = sh.c.div_ceil(16) * 16;
             let len = sh.r * sh.s * sh.k * c16;
             let wt = scratch(gpu, OP, len)?;
@@ -349,7 +349,7 @@ fn backward_input_with(
             )?;
             Ok(vec![t, c])
         }
-        KernelFlavor::Tiled => {
+        KernelFamily::Tiled => {
             let tiles = (sh.c as u64).div_ceil(64) * nhw.div_ceil(64);
             let dummy_bias = dummy(gpu)?;
             Ok(vec![kernel_grid(
@@ -395,15 +395,15 @@ fn backward_weight_with(
     dy: &Tensor,
     dw: &Tensor,
     db: Option<&Tensor>,
-    flavor: KernelFlavor,
+    kernel_family: KernelFamily,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = "conv2d backward (weight)";
     let crs = sh.c * sh.r * sh.s;
     let mut kernels = Vec::new();
     let splits;
     let partial;
-    match flavor {
-        KernelFlavor::Register => {
+    match kernel_family {
+        KernelFamily::Register => {
             let rows = sh.n * sh.p();
             let blocks = crs.div_ceil(16) * sh.k.div_ceil(16);
             let want = 4096usize.div_ceil(blocks).clamp(1, rows);
@@ -420,7 +420,7 @@ fn backward_weight_with(
                 ((splits * blocks) as u64).div_ceil(64),
             )?);
         }
-        KernelFlavor::Tiled => {
+        KernelFamily::Tiled => {
             let npq = sh.n * sh.p() * sh.q();
             let tiles = sh.k.div_ceil(64) * crs.div_ceil(64);
             let want = 512usize.div_ceil(tiles).clamp(1, npq.div_ceil(16));

@@ -33,6 +33,62 @@ impl LossBuffers {
     pub fn clear(&self, gpu: &Gpu) -> Result<()> {
         gpu.write(&self.accum, &[0.0f32; 4])
     }
+
+    /// Reads the accumulator back (without clearing it).
+    pub async fn read(&self, gpu: &Gpu) -> Result<LossSums> {
+        Ok(LossSums::from_accum(&gpu.read(&self.accum).await?))
+    }
+}
+
+/// The accumulator of [`LossBuffers`] read back: sums over the batches since the last clear.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LossSums {
+    /// Sum of the per-image losses.
+    pub loss: f32,
+    /// Images classified correctly (top-1).
+    pub correct: f32,
+    /// Images seen.
+    pub count: f32,
+    /// 0 while every batch's loss was finite, else the 1-based index (since the clear) of the
+    /// first batch whose loss was not.
+    pub first_non_finite: f32,
+}
+
+impl LossSums {
+    /// From the four floats of the accumulator buffer, in the shader's order.
+    pub fn from_accum(a: &[f32]) -> Self {
+        LossSums {
+            loss: a[0],
+            correct: a[1],
+            count: a[2],
+            first_non_finite: a[3],
+        }
+    }
+
+    /// The four floats in the shader's order (what the browser demo hands to JavaScript).
+    pub fn to_array(self) -> [f32; 4] {
+        [self.loss, self.correct, self.count, self.first_non_finite]
+    }
+
+    /// Mean loss per image.
+    pub fn mean_loss(&self) -> f32 {
+        self.loss / self.count
+    }
+
+    /// Top-1 accuracy in [0, 1].
+    pub fn accuracy(&self) -> f32 {
+        self.correct / self.count
+    }
+
+    /// The sums of the batches after `earlier` (a reading of the same accumulator taken before).
+    pub fn since(&self, earlier: &LossSums) -> LossSums {
+        LossSums {
+            loss: self.loss - earlier.loss,
+            correct: self.correct - earlier.correct,
+            count: self.count - earlier.count,
+            first_non_finite: self.first_non_finite,
+        }
+    }
 }
 
 /// Mean softmax cross-entropy of `logits` [N, O] against `labels` [N] (u32), with the gradient

@@ -20,6 +20,17 @@ pub struct SgdConfig {
 }
 
 impl SgdConfig {
+    /// The optimizer of He et al. 2016 (and of torchvision's ImageNet recipe): learning rate 0.1,
+    /// momentum 0.9, weight decay 1e-4, no Nesterov.
+    pub fn he2016() -> Self {
+        SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            nesterov: false,
+        }
+    }
+
     /// The parameters as the shader's uniform.
     pub fn uniform(&self, len: usize) -> Uniform {
         Uniform::new()

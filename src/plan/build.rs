@@ -1,18 +1,17 @@
-//! Turns a model's layer graph into stages of kernels: forward block by block, backward in
-//! reverse, then the optimizer. Gradients of activations come from a pool of reused buffers.
+//! Turns a model's layer graph into stages of kernels: the input, the forward pass stage by stage,
+//! then (training) the backward pass in reverse and the optimizer.
 
-use super::{Mode, ModelState, PlanConfig, Stage};
-use crate::error::Result;
-use crate::gpu::{Gpu, Kernel, Tensor};
-use crate::model::{Block, ConvBn, Shortcut};
-use crate::ops::augment::{self, AugmentConfig};
-use crate::ops::batchnorm::{self, BnParams, Fuse, MOMENTUM};
-use crate::ops::conv2d::{self, Conv2dShape};
-use crate::ops::elementwise::{self, ShortcutShape};
+use super::layers::{BlockSaved, ConvBnSaved, FusedGrad, Recorder};
+use super::recycle::BufferPool;
+use super::{KernelAt, Mode, PlanConfig, SgdChunk, Stage};
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Tensor};
+use crate::model::{Arch, Block, ConvBn, Linear, MaxPool, ModelState, Visitor};
+use crate::ops::augment;
+use crate::ops::batchnorm::Fuse;
 use crate::ops::loss::{self, LossBuffers};
 use crate::ops::pool::{self as pooling, PoolShape};
 use crate::ops::{linear, sgd};
-use std::collections::HashMap;
 
 /// The buffers a caller fills and reads.
 pub(super) struct Io {
@@ -22,25 +21,14 @@ pub(super) struct Io {
     pub loss: LossBuffers,
 }
 
-/// Output of [`build`]: stages, io buffers, the augment kernel's index in stage 0, and
-/// (stage, kernel, length) of every SGD kernel.
-type Built = (Vec<Stage>, Io, usize, Vec<(usize, usize, usize)>);
-
-pub(super) fn augment_config(cfg: &PlanConfig, seed: u32) -> AugmentConfig {
-    let train = cfg.mode == Mode::Train && cfg.augment;
-    let pad = if train { cfg.pad } else { 0 };
-    // eval: centre crop when the source is larger than the input
-    let centre = (cfg.src.0.saturating_sub(cfg.input.0) / 2) as isize;
-    AugmentConfig {
-        n: cfg.batch,
-        src: cfg.src,
-        out: cfg.input,
-        pad: if train { pad } else { centre.max(0) as usize },
-        train,
-        seed,
-        mean: cfg.mean,
-        std: cfg.std,
-    }
+/// What [`build`] makes: the stages and where the kernels that change every step sit.
+pub(super) struct Built {
+    pub stages: Vec<Stage>,
+    pub io: Io,
+    /// The input kernel (its seed changes every step).
+    pub augment: KernelAt,
+    /// The SGD kernels (their learning rate changes every step).
+    pub sgd: Vec<SgdChunk>,
 }
 
 /// Floats per image of the largest activation (for suggesting a batch size that fits).
@@ -51,449 +39,281 @@ pub(super) fn largest_activation(m: &ModelState, cfg: &PlanConfig) -> usize {
     m.arch.stem.cout * h.div_ceil(s) * w.div_ceil(s)
 }
 
-/// Buffers of the same size are reused once their last reader has been recorded.
-#[derive(Default)]
-struct Pool {
-    free: HashMap<usize, Vec<Tensor>>,
-}
-
-impl Pool {
-    fn get(&mut self, gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
-        let len: usize = shape.iter().product();
-        match self.free.get_mut(&len).and_then(Vec::pop) {
-            Some(t) => Ok(Tensor {
-                shape: shape.to_vec(),
-                ..t
-            }),
-            None => gpu.zeros(shape),
-        }
-    }
-    fn put(&mut self, t: Tensor) {
-        self.free.entry(t.len()).or_default().push(t);
-    }
-}
-
-/// What the backward pass needs from one conv + BN.
-struct ConvBnSaved {
-    input: Tensor,
-    c: Tensor,
-    a: Tensor,
-    saved: Option<Tensor>,
-}
-
-struct BlockSaved {
-    convs: Vec<ConvBnSaved>,
-    proj: Option<ConvBnSaved>,
-}
-
-struct Builder<'a> {
-    gpu: &'a Gpu,
-    m: &'a ModelState,
-    train: bool,
-    pool: Pool,
-}
-
-impl Builder<'_> {
-    fn conv_shape(x: &Tensor, cb: &ConvBn) -> Conv2dShape {
-        let s = &x.shape;
-        Conv2dShape {
-            n: s[0],
-            c: s[1],
-            h: s[2],
-            w: s[3],
-            k: cb.cout,
-            r: cb.k,
-            s: cb.k,
-            stride: cb.stride,
-            pad: cb.pad,
-        }
-    }
-
-    /// conv -> BN (fused with `fuse`); returns what backward needs (the conv output `c`, the BN
-    /// output `a`, the batch statistics).
-    fn conv_bn(
-        &mut self,
-        cb: &ConvBn,
-        x: &Tensor,
-        fuse: Fuse,
-        ks: &mut Vec<Kernel>,
-    ) -> Result<ConvBnSaved> {
-        let (gpu, m) = (self.gpu, self.m);
-        let sh = Self::conv_shape(x, cb);
-        let c = self.pool.get(gpu, &sh.y_shape())?;
-        ks.extend(conv2d::forward(gpu, &sh, x, &m.param(&cb.conv)?, None, &c)?);
-        let a = self.pool.get(gpu, &sh.y_shape())?;
-        let (affine, running) = (m.param(&cb.bn)?, m.running_of(&cb.bn)?);
-        let p = BnParams {
-            affine: &affine,
-            running: &running,
-        };
-        let saved = if self.train {
-            let saved = gpu.zeros(&[2, cb.cout])?;
-            ks.extend(batchnorm::forward_train(
-                gpu, &c, &a, &p, &saved, fuse, MOMENTUM,
-            )?);
-            Some(saved)
-        } else {
-            ks.extend(batchnorm::forward_eval(gpu, &c, &a, &p, fuse)?);
-            None
-        };
-        Ok(ConvBnSaved {
-            input: x.clone(),
-            c,
-            a,
-            saved,
-        })
-    }
-
-    /// Backward of [`Builder::conv_bn`] given `g` = dL/da; returns dL/dinput if asked.
-    #[allow(clippy::too_many_arguments)]
-    fn conv_bn_backward(
-        &mut self,
-        cb: &ConvBn,
-        s: &ConvBnSaved,
-        g: &Tensor,
-        relu: bool,
-        dres: Option<&Tensor>,
-        need_dx: bool,
-        ks: &mut Vec<Kernel>,
-    ) -> Result<Option<Tensor>> {
-        let (gpu, m) = (self.gpu, self.m);
-        let dc = self.pool.get(gpu, &s.c.shape)?;
-        let saved = s.saved.as_ref().expect("training plan");
-        let affine = m.param(&cb.bn)?;
-        ks.extend(batchnorm::backward(
-            gpu,
-            g,
-            &s.a,
-            &s.c,
-            &affine,
-            saved,
-            &dc,
-            &m.grad(&cb.bn)?,
-            dres,
-            relu,
-        )?);
-        let sh = Self::conv_shape(&s.input, cb);
-        ks.extend(conv2d::backward_weight(
-            gpu,
-            &sh,
-            &s.input,
-            &dc,
-            &m.grad(&cb.conv)?,
-            None,
-        )?);
-        let dx = if need_dx {
-            let dx = self.pool.get(gpu, &s.input.shape)?;
-            ks.extend(conv2d::backward_input(
-                gpu,
-                &sh,
-                &dc,
-                &m.param(&cb.conv)?,
-                &dx,
-            )?);
-            Some(dx)
-        } else {
-            None
-        };
-        self.pool.put(dc);
-        Ok(dx)
-    }
-
-    fn block_forward(
-        &mut self,
-        b: &Block,
-        x: &Tensor,
-        ks: &mut Vec<Kernel>,
-    ) -> Result<(Tensor, BlockSaved)> {
-        let gpu = self.gpu;
-        // the shortcut first: its output is the residual fused into the last BN
-        let mut proj = None;
-        let residual = match &b.shortcut {
-            Shortcut::None => None,
-            Shortcut::Identity => Some(x.clone()),
-            Shortcut::OptionA { stride } => {
-                let s = &x.shape;
-                let sh = ShortcutShape {
-                    n: s[0],
-                    cin: s[1],
-                    h: s[2],
-                    w: s[3],
-                    cout: b.cout,
-                    stride: *stride,
-                };
-                let y = self.pool.get(gpu, &sh.y_shape())?;
-                ks.extend(elementwise::shortcut_a_forward(gpu, &sh, x, &y)?);
-                Some(y)
-            }
-            Shortcut::Projection(cb) => {
-                let saved = self.conv_bn(cb, x, Fuse::default(), ks)?;
-                let a = saved.a.clone();
-                proj = Some(saved);
-                Some(a)
-            }
-        };
-        let mut convs = Vec::new();
-        let mut cur = x.clone();
-        for (i, cb) in b.convs.iter().enumerate() {
-            let last = i + 1 == b.convs.len();
-            let fuse = Fuse {
-                residual: if last { residual.as_ref() } else { None },
-                relu: true,
-            };
-            let saved = self.conv_bn(cb, &cur, fuse, ks)?;
-            cur = saved.a.clone();
-            convs.push(saved);
-        }
-        if !self.train {
-            // nothing is kept for a backward pass: hand every intermediate back to the pool
-            if let (Some(r), Shortcut::OptionA { .. }) = (residual, &b.shortcut) {
-                self.pool.put(r);
-            }
-            for (i, s) in convs.iter().enumerate() {
-                self.pool.put(s.c.clone());
-                if i + 1 < convs.len() {
-                    self.pool.put(s.a.clone());
-                }
-            }
-            if let Some(p) = &proj {
-                self.pool.put(p.c.clone());
-                self.pool.put(p.a.clone());
-            }
-        }
-        Ok((cur, BlockSaved { convs, proj }))
-    }
-
-    /// Backward of one block given g = dL/d(block output); returns dL/d(block input).
-    fn block_backward(
-        &mut self,
-        b: &Block,
-        s: &BlockSaved,
-        g_out: &Tensor,
-        ks: &mut Vec<Kernel>,
-    ) -> Result<Tensor> {
-        let gpu = self.gpu;
-        let out_shape = g_out.shape.clone();
-        let g_s = match b.shortcut {
-            Shortcut::None => None,
-            _ => Some(self.pool.get(gpu, &out_shape)?),
-        };
-        let mut g = g_out.clone();
-        for i in (0..b.convs.len()).rev() {
-            let last = i + 1 == b.convs.len();
-            let dres = if last { g_s.as_ref() } else { None };
-            let dx = self
-                .conv_bn_backward(&b.convs[i], &s.convs[i], &g, true, dres, true, ks)?
-                .expect("dx");
-            if !last {
-                self.pool.put(g);
-            }
-            g = dx;
-        }
-        let input = &s.convs[0].input;
-        let side = match (&b.shortcut, g_s) {
-            (Shortcut::None, _) | (_, None) => return Ok(g),
-            (Shortcut::Identity, Some(gs)) => gs,
-            (Shortcut::OptionA { stride }, Some(gs)) => {
-                let x = &input.shape;
-                let sh = ShortcutShape {
-                    n: x[0],
-                    cin: x[1],
-                    h: x[2],
-                    w: x[3],
-                    cout: b.cout,
-                    stride: *stride,
-                };
-                let t = self.pool.get(gpu, &input.shape)?;
-                ks.extend(elementwise::shortcut_a_backward(gpu, &sh, &gs, &t)?);
-                self.pool.put(gs);
-                t
-            }
-            (Shortcut::Projection(cb), Some(gs)) => {
-                let p = s.proj.as_ref().expect("projection saved");
-                let t = self
-                    .conv_bn_backward(cb, p, &gs, false, None, true, ks)?
-                    .expect("dx");
-                self.pool.put(gs);
-                t
-            }
-        };
-        let g_in = self.pool.get(gpu, &input.shape)?;
-        ks.extend(elementwise::add_forward(gpu, &g, &side, &g_in)?);
-        self.pool.put(g);
-        self.pool.put(side);
-        Ok(g_in)
-    }
-}
-
+/// Every stage of a step for `cfg`.
 pub(super) fn build(gpu: &Gpu, m: &ModelState, cfg: &PlanConfig) -> Result<Built> {
-    let n = cfg.batch;
     let train = cfg.mode == Mode::Train;
-    let arch = &m.arch;
-    let mut b = Builder {
+    let mut rec = Recorder {
         gpu,
         m,
         train,
-        pool: Pool::default(),
+        pool: BufferPool::default(),
     };
-    let mut stages = Vec::new();
+    let (input, io, x0) = input_stage(gpu, cfg, &m.arch.fc)?;
+    let mut stages = vec![input];
+    let forward = forward_stages(&mut rec, &m.arch, x0, &io, &mut stages)?;
+    let mut sgd = Vec::new();
+    if train {
+        backward_stages(&mut rec, &m.arch, forward, &mut stages)?;
+        let (stage, chunks) = optimizer_stage(gpu, m, cfg, stages.len())?;
+        stages.push(stage);
+        sgd = chunks;
+    }
+    Ok(Built {
+        stages,
+        io,
+        augment: KernelAt { stage: 0, index: 0 },
+        sgd,
+    })
+}
 
-    // input: u8 pixels -> augmented, normalised f32
-    let pixels = gpu.zeros(&[(n * 3 * cfg.src.0 * cfg.src.1).div_ceil(4)])?;
-    let labels = gpu.zeros(&[n])?;
+/// u8 pixels in, augmented and normalised f32 images out (stage `input`); the io buffers.
+fn input_stage(gpu: &Gpu, cfg: &PlanConfig, fc: &Linear) -> Result<(Stage, Io, Tensor)> {
+    let n = cfg.batch;
+    let io = Io {
+        pixels: gpu.zeros(&[(n * 3 * cfg.src.0 * cfg.src.1).div_ceil(4)])?,
+        labels: gpu.zeros(&[n])?,
+        logits: gpu.zeros(&[n, fc.out_features])?,
+        loss: LossBuffers::new(gpu, n)?,
+    };
     let x0 = gpu.zeros(&[n, 3, cfg.input.0, cfg.input.1])?;
-    let ks = augment::augment(gpu, &augment_config(cfg, 0), &pixels, &x0)?;
-    stages.push(Stage {
+    let kernels = augment::augment(gpu, &cfg.augment_config(0), &io.pixels, &x0)?;
+    let stage = Stage {
         name: "input".into(),
-        kernels: ks,
-    });
+        kernels,
+    };
+    Ok((stage, io, x0))
+}
 
-    // stem
-    let mut ks = Vec::new();
-    let stem = b.conv_bn(
-        &arch.stem,
-        &x0,
-        Fuse {
+/// What the backward pass needs from the forward pass.
+struct Forward {
+    stem: Option<ConvBnSaved>,
+    maxpool: Option<(PoolShape, Tensor)>,
+    blocks: Vec<BlockSaved>,
+    head: Option<HeadSaved>,
+}
+
+struct HeadSaved {
+    /// The last block's output shape.
+    features_in: Vec<usize>,
+    /// The pooled features [N, C], the classifier's input.
+    features: Tensor,
+    /// dL/dlogits, written by the loss kernel.
+    dlogits: Tensor,
+}
+
+/// The forward pass as stages `stem`, one per block (`layer1.0`, ...), and `head`.
+fn forward_stages(
+    rec: &mut Recorder,
+    arch: &Arch,
+    x0: Tensor,
+    io: &Io,
+    stages: &mut Vec<Stage>,
+) -> Result<Forward> {
+    let mut walk = ForwardWalk {
+        rec,
+        io,
+        stages,
+        saved: Forward {
+            stem: None,
+            maxpool: None,
+            blocks: Vec::new(),
+            head: None,
+        },
+    };
+    arch.walk(&mut walk, x0)?;
+    Ok(walk.saved)
+}
+
+/// The walk that records the forward pass: activations are GPU tensors.
+struct ForwardWalk<'w, 'a> {
+    rec: &'w mut Recorder<'a>,
+    io: &'w Io,
+    stages: &'w mut Vec<Stage>,
+    saved: Forward,
+}
+
+impl Visitor for ForwardWalk<'_, '_> {
+    type Act = Tensor;
+    type Error = Error;
+
+    fn stem(&mut self, stem: &ConvBn, x: Tensor) -> Result<Tensor> {
+        let mut ks = Vec::new();
+        let relu = Fuse {
             residual: None,
             relu: true,
-        },
-        &mut ks,
-    )?;
-    let mut cur = stem.a.clone();
-    let mut pool_saved = None;
-    if arch.maxpool {
-        let s = &cur.shape;
+        };
+        let saved = self.rec.conv_bn(stem, &x, relu, &mut ks)?;
+        let y = saved.a.clone();
+        self.saved.stem = Some(saved);
+        self.stages.push(Stage {
+            name: "stem".into(),
+            kernels: ks,
+        });
+        Ok(y)
+    }
+
+    /// Recorded into the stem's stage.
+    fn maxpool(&mut self, pool: &MaxPool, x: Tensor) -> Result<Tensor> {
+        let s = &x.shape;
         let sh = PoolShape {
             n: s[0],
             c: s[1],
             h: s[2],
             w: s[3],
-            k: 3,
-            stride: 2,
-            pad: 1,
+            k: pool.kernel_size,
+            stride: pool.stride,
+            pad: pool.padding,
         };
-        let y = b.pool.get(gpu, &sh.y_shape())?;
-        let arg = gpu.zeros(&sh.y_shape())?;
-        ks.extend(pooling::maxpool_forward(gpu, &sh, &cur, &y, &arg)?);
-        pool_saved = Some((sh, arg));
-        cur = y;
+        let gpu = self.rec.gpu;
+        let y = self.rec.pool.get(gpu, &sh.y_shape())?;
+        let argmax = gpu.zeros(&sh.y_shape())?;
+        let ks = pooling::maxpool_forward(gpu, &sh, &x, &y, &argmax)?;
+        self.stages
+            .last_mut()
+            .expect("stem stage")
+            .kernels
+            .extend(ks);
+        self.saved.maxpool = Some((sh, argmax));
+        Ok(y)
     }
-    stages.push(Stage {
-        name: "stem".into(),
-        kernels: ks,
-    });
 
-    // residual blocks
-    let mut saved = Vec::new();
-    for blk in &arch.blocks {
+    fn block(&mut self, b: &Block, x: Tensor) -> Result<Tensor> {
         let mut ks = Vec::new();
-        let (out, s) = b.block_forward(blk, &cur, &mut ks)?;
-        if !train {
-            b.pool.put(cur.clone());
+        let (out, saved) = self.rec.block_forward(b, &x, &mut ks)?;
+        if !self.rec.train {
+            self.rec.pool.put(x);
         }
-        cur = out;
-        saved.push(s);
-        stages.push(Stage {
-            name: blk.name.clone(),
+        self.saved.blocks.push(saved);
+        self.stages.push(Stage {
+            name: b.name.clone(),
             kernels: ks,
         });
+        Ok(out)
     }
 
-    // head: global average pool, fc, loss
-    let mut ks = Vec::new();
-    let feat = gpu.zeros(&[n, arch.fc_in])?;
-    ks.extend(pooling::avgpool_forward(gpu, &cur, &feat)?);
-    let logits = gpu.zeros(&[n, arch.fc_out])?;
-    let (fc_w, fc_b) = (m.param("fc")?, m.view(&m.params, m.layout.fc_bias())?);
-    ks.extend(linear::forward(gpu, &feat, &fc_w, &fc_b, &logits)?);
-    let dlogits = gpu.zeros(&[n, arch.fc_out])?;
-    let loss_bufs = LossBuffers::new(gpu, n)?;
-    ks.extend(loss::cross_entropy(
-        gpu, &logits, &labels, &dlogits, &loss_bufs,
-    )?);
-    stages.push(Stage {
-        name: "head".into(),
-        kernels: ks,
-    });
-
-    let mut sgd_kernels = Vec::new();
-    if train {
+    /// Global average pool, the classifier and the loss (with its gradient) in stage `head`.
+    fn head(&mut self, fc: &Linear, x: Tensor) -> Result<()> {
+        let (gpu, m) = (self.rec.gpu, self.rec.m);
+        let n = x.shape[0];
         let mut ks = Vec::new();
-        let dfeat = gpu.zeros(&[n, arch.fc_in])?;
-        let (dw, db) = (m.grad("fc")?, m.view(&m.grads, m.layout.fc_bias())?);
-        ks.extend(linear::backward(
-            gpu,
-            &feat,
-            &fc_w,
-            &dlogits,
-            Some(&dfeat),
-            &dw,
-            &db,
+        let features = gpu.zeros(&[n, fc.in_features])?;
+        ks.extend(pooling::avgpool_forward(gpu, &x, &features)?);
+        let (w, b) = (m.param("fc")?, m.view(&m.params, m.layout.fc_bias())?);
+        ks.extend(linear::forward(gpu, &features, &w, &b, &self.io.logits)?);
+        let dlogits = gpu.zeros(&[n, fc.out_features])?;
+        let io = self.io;
+        ks.extend(loss::cross_entropy(
+            gpu, &io.logits, &io.labels, &dlogits, &io.loss,
         )?);
-        let mut g = b.pool.get(gpu, &cur.shape)?;
-        ks.extend(pooling::avgpool_backward(gpu, &dfeat, &g)?);
-        stages.push(Stage {
-            name: "head.backward".into(),
+        self.stages.push(Stage {
+            name: "head".into(),
             kernels: ks,
         });
-
-        for (blk, s) in arch.blocks.iter().zip(&saved).rev() {
-            let mut ks = Vec::new();
-            let g_in = b.block_backward(blk, s, &g, &mut ks)?;
-            b.pool.put(g);
-            g = g_in;
-            stages.push(Stage {
-                name: format!("{}.backward", blk.name),
-                kernels: ks,
-            });
-        }
-
-        let mut ks = Vec::new();
-        if let Some((sh, arg)) = &pool_saved {
-            let ga = b.pool.get(gpu, &sh.x_shape())?;
-            ks.extend(pooling::maxpool_backward(gpu, sh, &g, arg, &ga)?);
-            b.pool.put(g);
-            g = ga;
-        }
-        b.conv_bn_backward(&arch.stem, &stem, &g, true, None, false, &mut ks)?;
-        stages.push(Stage {
-            name: "stem.backward".into(),
-            kernels: ks,
+        self.saved.head = Some(HeadSaved {
+            features_in: x.shape,
+            features,
+            dlogits,
         });
+        Ok(())
+    }
+}
 
-        // SGD over the flat buffers, in chunks that fit one binding
-        let align = gpu.view_align();
-        let max_chunk = (gpu.limits.max_storage_buffer_binding_size as usize / 4) / align * align;
-        let total = m.layout.params_len;
+/// The backward pass as stages `head.backward`, one per block in reverse, `stem.backward`; every
+/// parameter gradient lands in the model's flat gradient buffer.
+fn backward_stages(
+    rec: &mut Recorder,
+    arch: &Arch,
+    forward: Forward,
+    stages: &mut Vec<Stage>,
+) -> Result<()> {
+    let head = forward.head.expect("the walk ends with the head");
+    let mut g = head_backward(rec, &head, stages)?;
+    // the two lists have one entry per block: reversed, they pair up from the last block
+    for (b, saved) in arch.blocks().rev().zip(forward.blocks.iter().rev()) {
         let mut ks = Vec::new();
-        let mut off = 0;
-        while off < total {
-            let len = max_chunk.min(total - off);
-            let v = |t: &Tensor| t.view(off, &[len]);
-            ks.extend(sgd::step(
-                gpu,
-                &cfg.sgd,
-                &v(&m.params)?,
-                &v(&m.grads)?,
-                &v(&m.momentum)?,
-            )?);
-            sgd_kernels.push((stages.len(), ks.len() - 1, len));
-            off += len;
-        }
+        let g_in = rec.block_backward(b, saved, &g, &mut ks)?;
+        rec.pool.put(g);
+        g = g_in;
         stages.push(Stage {
-            name: "optimizer".into(),
+            name: format!("{}.backward", b.name),
             kernels: ks,
         });
     }
-    Ok((
-        stages,
-        Io {
-            pixels,
-            labels,
-            logits,
-            loss: loss_bufs,
-        },
-        0,
-        sgd_kernels,
-    ))
+    let mut ks = Vec::new();
+    if let Some((sh, argmax)) = &forward.maxpool {
+        let dx = rec.pool.get(rec.gpu, &sh.x_shape())?;
+        ks.extend(pooling::maxpool_backward(rec.gpu, sh, &g, argmax, &dx)?);
+        rec.pool.put(g);
+        g = dx;
+    }
+    let stem = forward.stem.expect("the walk starts with the stem");
+    let fused = FusedGrad {
+        relu: true,
+        residual_grad: None,
+        input_grad: false,
+    };
+    rec.conv_bn_backward(&arch.stem, &stem, &g, fused, &mut ks)?;
+    stages.push(Stage {
+        name: "stem.backward".into(),
+        kernels: ks,
+    });
+    Ok(())
+}
+
+/// The classifier's gradients and dL/d(last block output) through the average pool.
+fn head_backward(rec: &mut Recorder, head: &HeadSaved, stages: &mut Vec<Stage>) -> Result<Tensor> {
+    let (gpu, m) = (rec.gpu, rec.m);
+    let mut ks = Vec::new();
+    let dfeatures = gpu.zeros(&head.features.shape)?;
+    let (dw, db) = (m.grad("fc")?, m.view(&m.grads, m.layout.fc_bias())?);
+    let w = m.param("fc")?;
+    let (x, dy) = (&head.features, &head.dlogits);
+    ks.extend(linear::backward(
+        gpu,
+        x,
+        &w,
+        dy,
+        Some(&dfeatures),
+        &dw,
+        &db,
+    )?);
+    let g = rec.pool.get(gpu, &head.features_in)?;
+    ks.extend(pooling::avgpool_backward(gpu, &dfeatures, &g)?);
+    stages.push(Stage {
+        name: "head.backward".into(),
+        kernels: ks,
+    });
+    Ok(g)
+}
+
+/// SGD over the flat parameter, gradient and momentum buffers, in chunks that fit one binding
+/// (stage `optimizer`, the `stage`-th).
+fn optimizer_stage(
+    gpu: &Gpu,
+    m: &ModelState,
+    cfg: &PlanConfig,
+    stage: usize,
+) -> Result<(Stage, Vec<SgdChunk>)> {
+    let align = gpu.view_align();
+    let max_chunk = (gpu.limits.max_storage_buffer_binding_size as usize / 4) / align * align;
+    let total = m.layout.params_len;
+    let (mut kernels, mut chunks) = (Vec::new(), Vec::new());
+    let mut offset = 0;
+    while offset < total {
+        let len = max_chunk.min(total - offset);
+        let v = |t: &Tensor| t.view(offset, &[len]);
+        let (p, g, v) = (v(&m.params)?, v(&m.grads)?, v(&m.momentum)?);
+        kernels.extend(sgd::step(gpu, &cfg.sgd, &p, &g, &v)?);
+        let index = kernels.len() - 1;
+        chunks.push(SgdChunk {
+            at: KernelAt { stage, index },
+            len,
+        });
+        offset += len;
+    }
+    let stage = Stage {
+        name: "optimizer".into(),
+        kernels,
+    };
+    Ok((stage, chunks))
 }

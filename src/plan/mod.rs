@@ -3,48 +3,18 @@
 //! encoder per block, and submits them together.
 
 mod build;
-mod state;
-mod state_dict;
+mod config;
+mod layers;
+mod recycle;
 
-pub use state::ModelState;
+pub use config::{Mode, Normalize, PlanConfig};
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Kernel, PassTimer, Tensor};
+use crate::model::ModelState;
 use crate::ops::augment::pack_bytes;
 use crate::ops::loss::LossBuffers;
 use crate::ops::sgd::SgdConfig;
-
-/// Training (batch statistics, backward, SGD) or evaluation (running statistics, forward only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Forward, backward and optimizer step.
-    Train,
-    /// Forward with BN running statistics; loss and accuracy only.
-    Eval,
-}
-
-/// What a plan is built for.
-#[derive(Debug, Clone)]
-pub struct PlanConfig {
-    /// Images per step.
-    pub batch: usize,
-    /// Source image size (height, width) of the u8 pixels uploaded per step.
-    pub src: (usize, usize),
-    /// Network input size (height, width) after the crop.
-    pub input: (usize, usize),
-    /// Padding of the random crop (training); 0 disables it.
-    pub pad: usize,
-    /// Random crop and flip in training mode.
-    pub augment: bool,
-    /// Per-channel normalisation.
-    pub mean: [f32; 3],
-    /// Per-channel normalisation.
-    pub std: [f32; 3],
-    /// Train or eval.
-    pub mode: Mode,
-    /// Optimizer settings (training); the learning rate is changed per step with `set_step`.
-    pub sgd: SgdConfig,
-}
 
 /// A named group of kernels recorded into one command encoder (a block, the head, ...).
 pub struct Stage {
@@ -70,8 +40,24 @@ pub struct Plan {
     pub loss: LossBuffers,
     /// GPU bytes this plan allocated (activations, gradients of activations, scratch).
     pub bytes: u64,
-    augment: usize,
-    sgd: Vec<(usize, usize, usize)>,
+    /// The input kernel, whose seed changes every step.
+    augment: KernelAt,
+    /// The SGD kernels, whose learning rate changes every step.
+    sgd: Vec<SgdChunk>,
+}
+
+/// Where a kernel sits: `stages[stage].kernels[index]`.
+#[derive(Debug, Clone, Copy)]
+struct KernelAt {
+    stage: usize,
+    index: usize,
+}
+
+/// One SGD kernel over `len` floats of the flat buffers.
+#[derive(Debug, Clone, Copy)]
+struct SgdChunk {
+    at: KernelAt,
+    len: usize,
 }
 
 impl Plan {
@@ -80,16 +66,16 @@ impl Plan {
     pub fn new(gpu: &Gpu, model: &ModelState, config: PlanConfig) -> Result<Plan> {
         let before = gpu.bytes_allocated();
         match build::build(gpu, model, &config) {
-            Ok((stages, io, augment, sgd)) => Ok(Plan {
+            Ok(built) => Ok(Plan {
                 config,
-                stages,
-                pixels: io.pixels,
-                labels: io.labels,
-                logits: io.logits,
-                loss: io.loss,
+                stages: built.stages,
+                pixels: built.io.pixels,
+                labels: built.io.labels,
+                logits: built.io.logits,
+                loss: built.io.loss,
                 bytes: gpu.bytes_allocated() - before,
-                augment,
-                sgd,
+                augment: built.augment,
+                sgd: built.sgd,
             }),
             Err(Error::Limit { op, msg }) => {
                 let per_image = build::largest_activation(model, &config) as u64 * 4;
@@ -129,15 +115,21 @@ impl Plan {
 
     /// Sets this step's augmentation seed and learning rate.
     pub fn set_step(&self, gpu: &Gpu, seed: u32, lr: f32) {
-        let k = &self.stages[0].kernels[self.augment];
-        k.set_params(gpu, &build::augment_config(&self.config, seed).uniform());
-        for &(s, i, len) in &self.sgd {
-            let cfg = SgdConfig {
-                lr,
-                ..self.config.sgd
-            };
-            self.stages[s].kernels[i].set_params(gpu, &cfg.uniform(len));
+        let augment = self.config.augment_config(seed);
+        self.kernel(self.augment)
+            .set_params(gpu, &augment.uniform());
+        let sgd = SgdConfig {
+            lr,
+            ..self.config.sgd
+        };
+        for chunk in &self.sgd {
+            self.kernel(chunk.at)
+                .set_params(gpu, &sgd.uniform(chunk.len));
         }
+    }
+
+    fn kernel(&self, at: KernelAt) -> &Kernel {
+        &self.stages[at.stage].kernels[at.index]
     }
 
     /// Records every stage into its own command encoder and submits them together.

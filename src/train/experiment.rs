@@ -2,7 +2,7 @@
 //! growing depth (Fig. 6), and ResNet depth vs test error (Table 6). Each run is an ordinary
 //! training run under OUT/NAME/, so an interrupted experiment resumes where it stopped.
 
-use super::run::{train, TrainOptions};
+use super::{train, TrainOptions};
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::model::ModelSpec;
@@ -130,47 +130,66 @@ fn err_pct(acc: f64) -> f64 {
     100.0 * (1.0 - acc)
 }
 
+/// The experiment's outputs in `out`: the curves as CSV, the figure, and the Markdown table of
+/// final errors (returned).
 fn write_outputs(
     kind: Experiment,
     out: &Path,
     results: &[RunCurves],
     classes: usize,
 ) -> Result<String> {
-    let stem = if kind == Experiment::Degradation {
-        "degradation"
-    } else {
-        "depth"
+    let stem = match kind {
+        Experiment::Degradation => "degradation",
+        Experiment::Depth => "depth",
     };
-    // CSV of the curves
-    let mut csv = String::from("model,epoch,iteration,train_error,test_error\n");
-    let mut steps_csv = String::from("model,iteration,train_error\n");
+    write_curves(
+        &out.join(format!("{stem}.csv")),
+        &out.join(format!("{stem}_train_curve.csv")),
+        results,
+    )?;
+    report::plot_panels(
+        &figure(kind, results),
+        &out.join(format!("{stem}.png")),
+        (1200, 500),
+    )?;
+    let md = markdown_table(kind, results, classes)?;
+    write_atomic(&out.join(format!("{stem}.md")), md.as_bytes())?;
+    Ok(md)
+}
+
+/// Per-epoch errors of every run into `epochs_csv`, the training curves into `steps_csv`.
+fn write_curves(epochs_csv: &Path, steps_csv: &Path, results: &[RunCurves]) -> Result<()> {
+    let mut steps = String::from("model,iteration,train_error\n");
     for run in results {
         for (it, e) in train_curve(run) {
-            let _ = writeln!(steps_csv, "{},{it},{e:.4}", run.name);
+            let _ = writeln!(steps, "{},{it},{e:.4}", run.name);
         }
     }
-    write_atomic(
-        &out.join(format!("{stem}_train_curve.csv")),
-        steps_csv.as_bytes(),
-    )?;
-    for RunCurves {
-        name, epochs: rows, ..
-    } in results
-    {
-        for r in rows {
+    write_atomic(steps_csv, steps.as_bytes())?;
+    let mut epochs = String::from("model,epoch,iteration,train_error,test_error\n");
+    for run in results {
+        for r in &run.epochs {
+            let (train, test) = (err_pct(r.train_acc), err_pct(r.test_acc));
             let _ = writeln!(
-                csv,
-                "{name},{},{},{:.4},{:.4}",
-                r.epoch,
-                r.iteration,
-                err_pct(r.train_acc),
-                err_pct(r.test_acc)
+                epochs,
+                "{},{},{},{train:.4},{test:.4}",
+                run.name, r.epoch, r.iteration
             );
         }
     }
-    write_atomic(&out.join(format!("{stem}.csv")), csv.as_bytes())?;
-    // figure: training error thin, test error bold, against iterations
+    write_atomic(epochs_csv, epochs.as_bytes())
+}
+
+/// Error against iterations, training error thin and test error bold, as the paper's Fig. 6:
+/// plain nets and ResNets side by side (degradation), or the ResNets alone (depth).
+fn figure(kind: Experiment, results: &[RunCurves]) -> Vec<Panel> {
     let series = |pred: &dyn Fn(&str) -> bool| -> Vec<Series> {
+        let test_curve = |r: &RunCurves| {
+            r.epochs
+                .iter()
+                .map(|e| (e.iteration as f64, err_pct(e.test_acc)))
+                .collect()
+        };
         results
             .iter()
             .filter(|r| pred(&r.name))
@@ -183,11 +202,7 @@ fn write_outputs(
                     },
                     Series {
                         name: format!("{} test", r.name),
-                        points: r
-                            .epochs
-                            .iter()
-                            .map(|e| (e.iteration as f64, err_pct(e.test_acc)))
-                            .collect(),
+                        points: test_curve(r),
                         bold: true,
                     },
                 ]
@@ -200,62 +215,54 @@ fn write_outputs(
         y_label: "error (%)".into(),
         series: s,
     };
-    let panels = if kind == Experiment::Degradation {
-        vec![
+    match kind {
+        Experiment::Degradation => vec![
             panel("plain", series(&|n| n.starts_with("plain"))),
             panel("ResNet", series(&|n| n.starts_with("resnet"))),
-        ]
-    } else {
-        vec![panel("ResNet", series(&|_| true))]
-    };
-    report::plot_panels(&panels, &out.join(format!("{stem}.png")), (1200, 500))?;
-    // Markdown table of final errors
-    let mut md = String::new();
-    if kind == Experiment::Degradation {
-        md += "| model | layers | params | epochs | train error (%) | test error (%) |\n|---|---|---|---|---|---|\n";
-    } else {
-        md += "| model | layers | params | epochs | test error (%) | paper (%) |\n|---|---|---|---|---|---|\n";
+        ],
+        Experiment::Depth => vec![panel("ResNet", series(&|_| true))],
     }
-    for RunCurves {
-        name, epochs: rows, ..
-    } in results
-    {
+}
+
+/// The final errors of every run: training and test error (degradation), or test error beside
+/// the paper's Table 6 (depth).
+fn markdown_table(kind: Experiment, results: &[RunCurves], classes: usize) -> Result<String> {
+    let mut md = String::from(match kind {
+        Experiment::Degradation => "| model | layers | params | epochs | train error (%) | test error (%) |\n|---|---|---|---|---|---|\n",
+        Experiment::Depth => "| model | layers | params | epochs | test error (%) | paper (%) |\n|---|---|---|---|---|---|\n",
+    });
+    for run in results {
+        let name = &run.name;
         let spec = ModelSpec::from_name(name, classes)?;
         let depth: usize = name
             .trim_start_matches(|c: char| c.is_alphabetic())
             .parse()
             .unwrap_or(0);
         let params = format!("{:.2}M", spec.param_count() as f64 / 1e6);
-        let Some(last) = rows.last() else { continue };
-        if kind == Experiment::Degradation {
-            let _ = writeln!(
-                md,
-                "| {name} | {depth} | {params} | {} | {:.2} | {:.2} |",
-                last.epoch,
-                err_pct(last.train_acc),
-                err_pct(last.test_acc)
-            );
-        } else {
-            let paper = PAPER_TABLE6
-                .iter()
-                .find(|p| p.0 == depth)
-                .map(|p| format!("{:.2}", p.1))
-                .unwrap_or("-".into());
-            let _ = writeln!(
-                md,
-                "| {name} | {depth} | {params} | {} | {:.2} | {paper} |",
-                last.epoch,
-                err_pct(last.test_acc)
-            );
-        }
+        let Some(last) = run.epochs.last() else {
+            continue;
+        };
+        let (epoch, train, test) = (last.epoch, err_pct(last.train_acc), err_pct(last.test_acc));
+        let last_columns = match kind {
+            Experiment::Degradation => format!("{train:.2} | {test:.2}"),
+            Experiment::Depth => {
+                let paper = PAPER_TABLE6
+                    .iter()
+                    .find(|p| p.0 == depth)
+                    .map(|p| format!("{:.2}", p.1))
+                    .unwrap_or("-".into());
+                format!("{test:.2} | {paper}")
+            }
+        };
+        let _ = writeln!(
+            md,
+            "| {name} | {depth} | {params} | {epoch} | {last_columns} |"
+        );
     }
-    write_atomic(&out.join(format!("{stem}.md")), md.as_bytes())?;
     Ok(md)
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, path))
+    crate::files::write_atomic(path, bytes)
         .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
 }

@@ -1,4 +1,5 @@
-//! Training: learning-rate schedules and data order (portable), and the native training loop.
+//! Training: learning-rate schedules, data order and the step shared with the browser
+//! (portable), and the native training loop, evaluation and the paper's experiments.
 
 mod schedule;
 mod step;
@@ -6,9 +7,19 @@ pub use schedule::{shuffled, LrSchedule};
 pub use step::Trainer;
 
 #[cfg(not(target_arch = "wasm32"))]
+mod evaluate;
+#[cfg(not(target_arch = "wasm32"))]
+mod options;
+#[cfg(not(target_arch = "wasm32"))]
+mod progress;
+#[cfg(not(target_arch = "wasm32"))]
 mod run;
 #[cfg(not(target_arch = "wasm32"))]
-pub use run::{evaluate, train, Norm, TrainOptions, TrainSummary, CIFAR10_NORM};
+pub use evaluate::evaluate;
+#[cfg(not(target_arch = "wasm32"))]
+pub use options::{Recipe, TrainOptions};
+#[cfg(not(target_arch = "wasm32"))]
+pub use run::{check_resumable, train, TrainSummary, STALL_ENV};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod experiment;

@@ -2,10 +2,13 @@
 
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::plan::{ModelState, Plan, PlanConfig};
+use crate::model::ModelState;
+use crate::ops::loss::LossSums;
+use crate::plan::{Plan, PlanConfig};
 
 /// A training plan and the position in the run: every step is seeded by (seed, iteration), so a
-/// run resumed at an iteration repeats the same augmentation.
+/// run resumed at an iteration repeats the same augmentation. Each step also advances the
+/// model's BatchNorm `num_batches_tracked` by one, as PyTorch does.
 pub struct Trainer {
     /// The training plan (its `loss.accum` sums loss and accuracy until cleared).
     pub plan: Plan,
@@ -40,14 +43,15 @@ impl Trainer {
         self.plan.set_step(gpu, seed, lr);
         self.plan.submit(gpu);
         self.iteration += 1;
-        m.batches_tracked.set(self.iteration);
+        // PyTorch counts every training-mode forward of a BN layer, whatever the run's iteration:
+        // a model loaded from a checkpoint keeps counting from the checkpoint's value
+        m.batches_tracked.set(m.batches_tracked.get() + 1);
         Ok(())
     }
 
-    /// [loss sum, correct, count, first non-finite batch] since the last [`Trainer::clear`].
-    pub async fn read(&self, gpu: &Gpu) -> Result<[f32; 4]> {
-        let a = gpu.read(&self.plan.loss.accum).await?;
-        Ok([a[0], a[1], a[2], a[3]])
+    /// Loss and accuracy sums since the last [`Trainer::clear`].
+    pub async fn read(&self, gpu: &Gpu) -> Result<LossSums> {
+        self.plan.loss.read(gpu).await
     }
 
     /// Zeroes the loss and accuracy sums.

@@ -1,50 +1,92 @@
-//! A small real subset of CIFAR-10 (from ../shared/data), extracted into a temporary image folder.
+//! Real CIFAR-10 images that ship with the repository, so every test runs from a clone alone:
+//! the browser demo's bundled subset (`web/data/train.bin`, `test.bin`: 200 + 50 images a class in
+//! CIFAR-10's binary record format) written out as small image folders, and 20 + 10 original JPEGs
+//! a class under `tests/data/cifar10-jpeg/` for the decoder tests.
 
-use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// The tarball of real CIFAR-10 JPEGs beside the repository (CI: X/main with X/shared).
-pub fn tarball() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cifar10-jpeg.tar.gz")
+/// CIFAR-10's classes in label order.
+pub const CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
+
+/// Bytes of one binary record: a label byte, then 1024 R, 1024 G and 1024 B bytes.
+const RECORD: usize = 1 + 3 * 1024;
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-/// Extracts the first `train` and `test` images of every class into a new temporary directory
-/// laid out as `train/<class>/*.jpg` and `test/<class>/*.jpg`.
+/// The folder of original CIFAR-10 JPEGs in the repository: `train/<class>/0000..0019.jpg`,
+/// `test/<class>/0000..0009.jpg`.
+pub fn jpeg_fixture() -> PathBuf {
+    repo("tests/data/cifar10-jpeg")
+}
+
+/// The whole data set beside the repository (`../shared/data`, our machines only), for optional
+/// larger checks; `None` (and a line saying the check is skipped, and why) when it is not there.
+pub fn full_tarball(check: &str) -> Option<PathBuf> {
+    let path = repo("../shared/data/cifar10-jpeg.tar.gz");
+    if path.is_file() {
+        Some(path)
+    } else {
+        eprintln!(
+            "{check}: skipped, the full CIFAR-10 tarball {} is not there (only on the project's own machines)",
+            path.display()
+        );
+        None
+    }
+}
+
+/// The first `per_class` images of every class of a bundled binary file, as (label, CHW bytes).
+fn bundled(file: &str, per_class: usize) -> Vec<(usize, Vec<u8>)> {
+    let path = repo(&format!("web/data/{file}"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(bytes.len() % RECORD, 0, "{}", path.display());
+    let mut taken = [0usize; 10];
+    let mut out = Vec::new();
+    for r in bytes.chunks(RECORD) {
+        let label = r[0] as usize;
+        if taken[label] < per_class {
+            taken[label] += 1;
+            out.push((label, r[1..].to_vec()));
+        }
+    }
+    assert!(
+        taken.iter().all(|&t| t == per_class),
+        "{} has fewer than {per_class} images of some class: {taken:?}",
+        path.display()
+    );
+    out
+}
+
+/// Writes the first `train` and `test` bundled images of every class into a new temporary
+/// directory laid out as `train/<class>/NNNN.png` and `test/<class>/NNNN.png` (PNG: lossless, so
+/// the loader sees the bundled pixels exactly). At most 200 and 50 a class.
 pub fn subset(train: usize, test: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    let f =
-        std::fs::File::open(tarball()).unwrap_or_else(|e| panic!("{}: {e}", tarball().display()));
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
-    let mut counts: HashMap<(String, String), usize> = HashMap::new();
-    for entry in ar.entries().expect("tar entries") {
-        let mut entry = entry.expect("tar entry");
-        let path = entry.path().expect("path").into_owned();
-        let parts: Vec<String> = path
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .collect();
-        // .../{train,test}/<class>/<file>.jpg
-        let n = parts.len();
-        if n < 3 || !parts[n - 1].ends_with(".jpg") {
-            continue;
+    for (split, file, per) in [("train", "train.bin", train), ("test", "test.bin", test)] {
+        let mut index = [0usize; 10];
+        for (label, chw) in bundled(file, per) {
+            let out = dir.path().join(split).join(CLASSES[label]);
+            std::fs::create_dir_all(&out).unwrap();
+            let img = image::RgbImage::from_fn(32, 32, |x, y| {
+                let p = (y * 32 + x) as usize;
+                image::Rgb([chw[p], chw[1024 + p], chw[2048 + p]])
+            });
+            img.save(out.join(format!("{:04}.png", index[label])))
+                .unwrap();
+            index[label] += 1;
         }
-        let (split, class) = (parts[n - 3].clone(), parts[n - 2].clone());
-        let limit = match split.as_str() {
-            "train" => train,
-            "test" => test,
-            _ => continue,
-        };
-        let c = counts.entry((split.clone(), class.clone())).or_default();
-        if *c >= limit {
-            continue;
-        }
-        *c += 1;
-        let out = dir.path().join(&split).join(&class);
-        std::fs::create_dir_all(&out).unwrap();
-        let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).unwrap();
-        std::fs::write(out.join(&parts[n - 1]), bytes).unwrap();
     }
     dir
 }

@@ -2,14 +2,15 @@
 #![allow(dead_code)]
 
 pub mod cifar;
+pub mod network;
 pub mod reference;
 
-use resnet::gpu::{Gpu, GpuOptions, Kernel, KernelFlavor, Tensor};
+use resnet::gpu::{Gpu, GpuOptions, Kernel, KernelFamily, Tensor};
 
 /// The default adapter (lavapipe here), optionally with a forced kernel family.
-pub fn gpu_with(flavor: Option<KernelFlavor>) -> Gpu {
+pub fn gpu_with(kernel_family: Option<KernelFamily>) -> Gpu {
     Gpu::new_blocking(&GpuOptions {
-        flavor,
+        kernel_family,
         ..Default::default()
     })
     .expect("a GPU adapter")
@@ -21,7 +22,7 @@ pub fn gpu() -> Gpu {
 }
 
 /// Both kernel families, so each is tested on whatever adapter is present.
-pub const FLAVORS: [KernelFlavor; 2] = [KernelFlavor::Register, KernelFlavor::Tiled];
+pub const KERNEL_FAMILIES: [KernelFamily; 2] = [KernelFamily::Register, KernelFamily::Tiled];
 
 /// Runs kernels and waits.
 pub fn run(gpu: &Gpu, kernels: &[Kernel]) {

@@ -140,6 +140,44 @@ pub fn bn_apply(
     y
 }
 
+/// Gradients of training-mode `bn_forward` given its output `y` and `dy`: (dx, dgamma, dbeta,
+/// dres). With a fused ReLU the gradient is masked where `y` is 0; the residual's gradient is the
+/// masked `dy` (the residual was added before the ReLU).
+pub fn bn_backward(
+    n: usize,
+    c: usize,
+    hw: usize,
+    x: &[f64],
+    gamma: &[f64],
+    mean: &[f64],
+    var: &[f64],
+    y: &[f64],
+    dy: &[f64],
+    relu: bool,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+    let len = n * c * hw;
+    let gmask: Vec<f64> = (0..len)
+        .map(|i| if relu && y[i] <= 0.0 { 0.0 } else { dy[i] })
+        .collect();
+    let m = (n * hw) as f64;
+    let mut dgamma = vec![0.0; c];
+    let mut dbeta = vec![0.0; c];
+    for i in 0..len {
+        let ch = (i / hw) % c;
+        dbeta[ch] += gmask[i];
+        dgamma[ch] += gmask[i] * (x[i] - mean[ch]) / (var[ch] + 1e-5).sqrt();
+    }
+    let dx = (0..len)
+        .map(|i| {
+            let ch = (i / hw) % c;
+            let is = 1.0 / (var[ch] + 1e-5).sqrt();
+            let xhat = (x[i] - mean[ch]) * is;
+            gamma[ch] * is * (gmask[i] - dbeta[ch] / m - xhat * dgamma[ch] / m)
+        })
+        .collect();
+    (dx, dgamma, dbeta, gmask)
+}
+
 pub fn relu(x: &[f64]) -> Vec<f64> {
     x.iter().map(|v| v.max(0.0)).collect()
 }

@@ -5,31 +5,18 @@
 
 use js_sys::{Float32Array, Promise, Uint8Array};
 use resnet::checkpoint::{self, Checkpoint};
-use resnet::gpu::{parse_flavor, Gpu, GpuOptions};
-use resnet::model::ModelSpec;
-use resnet::ops::augment::{CIFAR10_MEAN, CIFAR10_STD};
+use resnet::cifar10;
+use resnet::classify::softmax;
+use resnet::gpu::{parse_kernel_family, Gpu, GpuOptions};
+use resnet::model::{ModelSpec, ModelState};
 use resnet::ops::sgd::SgdConfig;
-use resnet::plan::{Mode, ModelState, Plan, PlanConfig};
+use resnet::plan::{Normalize, Plan, PlanConfig};
 use resnet::train::Trainer;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
-
-/// CIFAR-10's class names, in label order (the CLI writes the same into checkpoints).
-const CIFAR10_CLASSES: [&str; 10] = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-];
 
 struct Inner {
     gpu: Gpu,
@@ -38,7 +25,7 @@ struct Inner {
     /// Evaluation plans by batch size, built on first use.
     eval: RefCell<HashMap<usize, Plan>>,
     classes: Vec<String>,
-    norm: ([f32; 3], [f32; 3]),
+    normalize: Normalize,
 }
 
 /// A model on the GPU with a training plan: `step` trains, `predict` classifies, `save` and
@@ -52,31 +39,14 @@ fn js_err(e: resnet::Error) -> JsError {
     JsError::new(&e.to_string())
 }
 
-fn config(batch: usize, mode: Mode, norm: ([f32; 3], [f32; 3])) -> PlanConfig {
-    PlanConfig {
-        batch,
-        src: (32, 32),
-        input: (32, 32),
-        pad: 4,
-        augment: true,
-        mean: norm.0,
-        std: norm.1,
-        mode,
-        // torch.optim.SGD as in He et al.; the rate is set per step
-        sgd: SgdConfig {
-            lr: 0.1,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            nesterov: false,
-        },
-    }
-}
+/// The page's images: CIFAR-10's 32x32.
+const SIZE: (usize, usize) = (32, 32);
 
 async fn open(kernels: Option<String>) -> Result<Gpu, JsError> {
     // the browser cannot block to time kernels: "auto" is the choice by adapter type
     let mut opts = GpuOptions::default();
     if let Some(k) = kernels.filter(|k| !k.is_empty() && k != "auto") {
-        opts.flavor = Some(parse_flavor(&k).map_err(js_err)?);
+        opts.kernel_family = Some(parse_kernel_family(&k).map_err(js_err)?);
     }
     Gpu::new(&opts).await.map_err(js_err)
 }
@@ -88,10 +58,11 @@ impl Engine {
         batch: usize,
         seed: u64,
         classes: Vec<String>,
-        norm: ([f32; 3], [f32; 3]),
+        normalize: Normalize,
     ) -> Result<Engine, JsError> {
-        let trainer =
-            Trainer::new(&gpu, &model, config(batch, Mode::Train, norm), seed).map_err(js_err)?;
+        // torch.optim.SGD as in He et al.; the rate is set per step
+        let cfg = PlanConfig::train(batch, SIZE, SgdConfig::he2016(), normalize);
+        let trainer = Trainer::new(&gpu, &model, cfg, seed).map_err(js_err)?;
         Ok(Engine {
             inner: Rc::new(Inner {
                 gpu,
@@ -99,7 +70,7 @@ impl Engine {
                 trainer: RefCell::new(trainer),
                 eval: RefCell::new(HashMap::new()),
                 classes,
-                norm,
+                normalize,
             }),
         })
     }
@@ -118,15 +89,8 @@ impl Engine {
         let spec = ModelSpec::from_name(&model, 10).map_err(js_err)?;
         let gpu = open(kernels).await?;
         let state = ModelState::new(&gpu, &spec, seed as u64).map_err(js_err)?;
-        let classes = CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect();
-        Engine::build(
-            gpu,
-            state,
-            batch,
-            seed as u64,
-            classes,
-            (CIFAR10_MEAN, CIFAR10_STD),
-        )
+        let classes = cifar10::CLASSES.map(String::from).to_vec();
+        Engine::build(gpu, state, batch, seed as u64, classes, cifar10::NORMALIZE)
     }
 
     /// Opens WebGPU and loads a safetensors checkpoint (from `resnet train`, this page, or
@@ -143,27 +107,17 @@ impl Engine {
             .get("model")
             .cloned()
             .ok_or_else(|| JsError::new("the checkpoint has no 'model' in its metadata"))?;
-        let classes: Vec<String> = match ck.metadata.get("classes") {
-            Some(c) => c.split(',').map(str::to_string).collect(),
-            None => CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
-        };
+        let num_classes = ck.get("fc.bias").map_or(10, |t| t.shape[0]);
+        let classes = ck.class_names(num_classes);
         let spec = ModelSpec::from_name(&name, classes.len()).map_err(js_err)?;
-        let norm = ck.normalisation().map_err(js_err)?;
+        let normalize = ck.normalisation().map_err(js_err)?;
         let gpu = open(kernels).await?;
         let state = ModelState::new(&gpu, &spec, 0).map_err(js_err)?;
+        // the weights, BN statistics and num_batches_tracked, as `resnet train --resume` loads them
         state
             .load_state_dict(&gpu, &ck, "checkpoint")
             .map_err(js_err)?;
-        if let Some(t) = ck
-            .tensors
-            .iter()
-            .find(|t| t.name.ends_with("num_batches_tracked"))
-        {
-            if let Some(v) = t.as_i64().and_then(|v| v.first()) {
-                state.batches_tracked.set(*v as u64);
-            }
-        }
-        Engine::build(gpu, state, batch, 0, classes, norm)
+        Engine::build(gpu, state, batch, 0, classes, normalize)
     }
 
     /// The adapter WebGPU gave us as wgpu sees it (name where the browser tells it, backend,
@@ -172,7 +126,7 @@ impl Engine {
         let g = &self.inner.gpu;
         let kind = format!(
             "{:?}, {:?}, {:?} kernels",
-            g.info.backend, g.info.device_type, g.flavor
+            g.info.backend, g.info.device_type, g.kernel_family
         );
         if g.info.name.is_empty() {
             kind
@@ -248,8 +202,8 @@ impl Engine {
             }
             let err = |e: resnet::Error| JsValue::from(js_err(e));
             if !i.eval.borrow().contains_key(&n) {
-                let plan =
-                    Plan::new(&i.gpu, &i.model, config(n, Mode::Eval, i.norm)).map_err(err)?;
+                let cfg = PlanConfig::eval(n, SIZE, i.normalize);
+                let plan = Plan::new(&i.gpu, &i.model, cfg).map_err(err)?;
                 i.eval.borrow_mut().insert(n, plan);
             }
             let out = {
@@ -261,13 +215,11 @@ impl Engine {
             };
             let logits = i.gpu.read(&out).await.map_err(err)?;
             let k = logits.len() / n;
-            let mut probs = Vec::with_capacity(logits.len());
-            for row in logits.chunks(k) {
-                let mx = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                let e: Vec<f32> = row.iter().map(|v| (v - mx).exp()).collect();
-                let s: f32 = e.iter().sum();
-                probs.extend(e.iter().map(|v| v / s));
-            }
+            let probs: Vec<f32> = logits
+                .chunks(k)
+                .flat_map(softmax)
+                .map(|p| p as f32)
+                .collect();
             Ok(Float32Array::from(&probs[..]).into())
         })
     }
@@ -278,7 +230,7 @@ impl Engine {
         let i = self.inner.clone();
         future_to_promise(async move {
             let err = |e: resnet::Error| JsValue::from(js_err(e));
-            let mut metadata = checkpoint::metadata(&i.model.spec, &i.classes);
+            let mut metadata = checkpoint::metadata(&i.model.spec, &i.classes, &i.normalize);
             let it = i.trainer.borrow().iteration;
             metadata.insert("iteration".into(), it.to_string());
             metadata.insert("trained_in".into(), "browser".into());

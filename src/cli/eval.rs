@@ -1,0 +1,97 @@
+//! `resnet eval`, and loading a checkpoint into a model (shared with `resnet predict`).
+
+use super::{at_least_one, DataArgs, GpuArgs, Offline};
+use clap::Args;
+use resnet::checkpoint::{self, Checkpoint};
+use resnet::gpu::Gpu;
+use resnet::model::{ModelSpec, ModelState};
+use resnet::train;
+use resnet::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// Arguments of `resnet eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// safetensors checkpoint (from `resnet train` or PyTorch)
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Model name when the checkpoint has no metadata (e.g. saved from PyTorch)
+    #[arg(long)]
+    model: Option<String>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Images per evaluation step
+    #[arg(long, default_value_t = 500)]
+    batch_size: usize,
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+/// Runs `resnet eval`.
+pub fn eval_cmd(a: EvalArgs) -> Result<()> {
+    if a.batch_size == 0 {
+        return Err(at_least_one("--batch-size"));
+    }
+    let opts = a.gpu.options()?;
+    let split = a.data.load(Offline::Fail)?;
+    let gpu = Gpu::new_blocking(&opts)?;
+    let path = &a.checkpoint;
+    let (m, ck) = load_model(&gpu, path, a.model.as_deref(), split.test.classes.len())?;
+    if m.spec.num_classes != split.test.classes.len() {
+        return Err(Error::Invalid(format!(
+            "{}: the model has {} classes but the data has {}",
+            path.display(),
+            m.spec.num_classes,
+            split.test.classes.len()
+        )));
+    }
+    let (loss, acc) = train::evaluate(&gpu, &m, &split.test, a.batch_size, ck.normalisation()?)?;
+    if a.json {
+        println!(
+            "{{\"checkpoint\": {:?}, \"model\": {:?}, \"images\": {}, \"loss\": {loss:.6}, \"accuracy\": {acc:.6}}}",
+            path.display().to_string(),
+            m.spec.name,
+            split.test.len()
+        );
+    } else {
+        println!(
+            "{}: {} test images, loss {loss:.4}, top-1 accuracy {:.2}%",
+            m.spec.name,
+            split.test.len(),
+            100.0 * acc
+        );
+    }
+    Ok(())
+}
+
+/// Loads a checkpoint into a fresh model: the model name from its metadata or `--model`, the
+/// number of classes from its `fc.bias` (else `classes`).
+pub(crate) fn load_model(
+    gpu: &Gpu,
+    path: &Path,
+    model: Option<&str>,
+    classes: usize,
+) -> Result<(ModelState, Checkpoint)> {
+    let ck = checkpoint::load(path)?;
+    let name = match (ck.metadata.get("model"), model) {
+        (_, Some(m)) => m.to_string(),
+        (Some(m), None) => m.clone(),
+        (None, None) => {
+            return Err(Error::Invalid(format!(
+                "{}: no 'model' in its metadata; say which with --model NAME",
+                path.display()
+            )))
+        }
+    };
+    let classes = ck
+        .get("fc.bias")
+        .map(|t| t.shape.first().copied().unwrap_or(classes))
+        .unwrap_or(classes);
+    let spec = ModelSpec::from_name(&name, classes)?;
+    let m = ModelState::new(gpu, &spec, 0)?;
+    m.load_state_dict(gpu, &ck, &path.display().to_string())?;
+    Ok((m, ck))
+}

@@ -1,0 +1,103 @@
+//! `resnet info` and `resnet summary`.
+
+use clap::Args;
+use resnet::gpu::{list_adapters, Gpu, GpuOptions};
+use resnet::model::{summary, Family, ModelSpec};
+use resnet::{Error, Result};
+
+/// Arguments of `resnet summary`.
+#[derive(Args, Debug)]
+pub struct SummaryArgs {
+    /// Model name
+    #[arg(long, default_value = "resnet20")]
+    model: String,
+    /// Input shape N,C,H,W
+    #[arg(long, default_value = "1,3,32,32")]
+    input: String,
+    /// Classifier outputs (default: 10 for CIFAR models, 1000 for ImageNet models)
+    #[arg(long)]
+    num_classes: Option<usize>,
+}
+
+/// Runs `resnet summary`.
+pub fn summary_cmd(a: SummaryArgs) -> Result<()> {
+    let bad_input = || {
+        Error::Invalid(format!(
+            "--input: '{}' is not N,3,H,W with positive sizes",
+            a.input
+        ))
+    };
+    let dims: Vec<usize> = a
+        .input
+        .split(',')
+        .map(|v| v.trim().parse().map_err(|_| bad_input()))
+        .collect::<Result<_>>()?;
+    let [n, c, h, w] = dims[..] else {
+        return Err(bad_input());
+    };
+    if c != 3 || n == 0 || h == 0 || w == 0 {
+        return Err(bad_input());
+    }
+    let imagenet = ModelSpec::from_name(&a.model, 1)?.family == Family::ImageNet;
+    let classes = a.num_classes.unwrap_or(if imagenet { 1000 } else { 10 });
+    let spec = ModelSpec::from_name(&a.model, classes)?;
+    print!("{}", summary(&spec, [n, c, h, w]));
+    Ok(())
+}
+
+/// Runs `resnet info`: every adapter, then the chosen one's limits and features.
+pub fn info(opts: &GpuOptions) -> Result<()> {
+    let adapters = pollster::block_on(list_adapters(opts));
+    println!("adapters found: {}", adapters.len());
+    for a in &adapters {
+        println!(
+            "  {} | {:?} | {:?} | driver: {}",
+            a.name, a.backend, a.device_type, a.driver
+        );
+    }
+    let gpu = Gpu::new_blocking(opts)?;
+    let l = &gpu.limits;
+    println!(
+        "chosen: {} ({:?}, {:?})",
+        gpu.info.name, gpu.info.backend, gpu.info.device_type
+    );
+    println!(
+        "  kernels: {:?}{}",
+        gpu.kernel_family,
+        if gpu.tunes() {
+            " (default; every convolution shape timed once with each family, the faster kept)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "  max_storage_buffer_binding_size: {} MiB",
+        l.max_storage_buffer_binding_size / (1 << 20)
+    );
+    println!("  max_buffer_size: {} MiB", l.max_buffer_size / (1 << 20));
+    println!(
+        "  max_storage_buffers_per_shader_stage: {}",
+        l.max_storage_buffers_per_shader_stage
+    );
+    println!(
+        "  max_compute_workgroup_storage_size: {} bytes",
+        l.max_compute_workgroup_storage_size
+    );
+    println!(
+        "  max_compute_invocations_per_workgroup: {}",
+        l.max_compute_invocations_per_workgroup
+    );
+    println!(
+        "  max_compute_workgroups_per_dimension: {}",
+        l.max_compute_workgroups_per_dimension
+    );
+    let f = gpu.adapter_features;
+    let has = |x: wgpu::Features| if f.contains(x) { "yes" } else { "no" };
+    println!(
+        "  features: timestamp queries {}, shader f16 {}, subgroups {}",
+        has(wgpu::Features::TIMESTAMP_QUERY),
+        has(wgpu::Features::SHADER_F16),
+        has(wgpu::Features::SUBGROUP)
+    );
+    Ok(())
+}

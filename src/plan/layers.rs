@@ -1,0 +1,287 @@
+//! Recording one layer at a time: conv + BN and a residual block, forward and backward, with the
+//! tensors the forward keeps for the backward.
+
+use super::recycle::BufferPool;
+use crate::error::Result;
+use crate::gpu::{Gpu, Kernel, Tensor};
+use crate::model::{Block, ConvBn, ModelState, Shortcut};
+use crate::ops::batchnorm::{self, BnParams, Fuse, MOMENTUM};
+use crate::ops::conv2d::{self, Conv2dShape};
+use crate::ops::elementwise::{self, ShortcutShape};
+
+/// What the backward pass needs from one conv + BN.
+pub(super) struct ConvBnSaved {
+    /// The conv's input.
+    pub input: Tensor,
+    /// The conv's output (the BN's input).
+    c: Tensor,
+    /// The BN's output (after the fused add and ReLU).
+    pub a: Tensor,
+    /// The batch statistics (training).
+    stats: Option<Tensor>,
+}
+
+/// What the backward pass needs from one block.
+pub(super) struct BlockSaved {
+    convs: Vec<ConvBnSaved>,
+    projection: Option<ConvBnSaved>,
+}
+
+/// The ops fused after a BN in the forward pass, as its backward sees them.
+pub(super) struct FusedGrad<'t> {
+    /// A ReLU followed the BN.
+    pub relu: bool,
+    /// A residual was added before the ReLU: its gradient is written here.
+    pub residual_grad: Option<&'t Tensor>,
+    /// Whether the gradient with respect to the conv's input is wanted (not for the stem).
+    pub input_grad: bool,
+}
+
+/// Records layers into kernel lists, taking activation buffers from a shared pool.
+pub(super) struct Recorder<'a> {
+    pub gpu: &'a Gpu,
+    pub m: &'a ModelState,
+    pub train: bool,
+    pub pool: BufferPool,
+}
+
+fn conv_shape(x: &Tensor, cb: &ConvBn) -> Conv2dShape {
+    let s = &x.shape;
+    Conv2dShape {
+        n: s[0],
+        c: s[1],
+        h: s[2],
+        w: s[3],
+        k: cb.cout,
+        r: cb.kernel_size,
+        s: cb.kernel_size,
+        stride: cb.stride,
+        pad: cb.padding,
+    }
+}
+
+fn shortcut_shape(x: &Tensor, cout: usize, stride: usize) -> ShortcutShape {
+    let s = &x.shape;
+    ShortcutShape {
+        n: s[0],
+        cin: s[1],
+        h: s[2],
+        w: s[3],
+        cout,
+        stride,
+    }
+}
+
+impl Recorder<'_> {
+    /// conv -> BN (fused with `fuse`), keeping what the backward needs.
+    pub fn conv_bn(
+        &mut self,
+        cb: &ConvBn,
+        x: &Tensor,
+        fuse: Fuse,
+        ks: &mut Vec<Kernel>,
+    ) -> Result<ConvBnSaved> {
+        let (gpu, m) = (self.gpu, self.m);
+        let sh = conv_shape(x, cb);
+        let c = self.pool.get(gpu, &sh.y_shape())?;
+        ks.extend(conv2d::forward(gpu, &sh, x, &m.param(&cb.conv)?, None, &c)?);
+        let a = self.pool.get(gpu, &sh.y_shape())?;
+        let (affine, running) = (m.param(&cb.bn)?, m.running_of(&cb.bn)?);
+        let p = BnParams {
+            affine: &affine,
+            running: &running,
+        };
+        let stats = if self.train {
+            let stats = gpu.zeros(&[2, cb.cout])?;
+            ks.extend(batchnorm::forward_train(
+                gpu, &c, &a, &p, &stats, fuse, MOMENTUM,
+            )?);
+            Some(stats)
+        } else {
+            ks.extend(batchnorm::forward_eval(gpu, &c, &a, &p, fuse)?);
+            None
+        };
+        Ok(ConvBnSaved {
+            input: x.clone(),
+            c,
+            a,
+            stats,
+        })
+    }
+
+    /// Backward of [`Recorder::conv_bn`] given `g` = dL/da: the BN's and the conv's parameter
+    /// gradients, and dL/dinput when `fused.input_grad`.
+    pub fn conv_bn_backward(
+        &mut self,
+        cb: &ConvBn,
+        s: &ConvBnSaved,
+        g: &Tensor,
+        fused: FusedGrad,
+        ks: &mut Vec<Kernel>,
+    ) -> Result<Option<Tensor>> {
+        let (gpu, m) = (self.gpu, self.m);
+        let dc = self.pool.get(gpu, &s.c.shape)?;
+        let stats = s
+            .stats
+            .as_ref()
+            .expect("a training plan keeps batch statistics");
+        ks.extend(batchnorm::backward(
+            gpu,
+            g,
+            &s.a,
+            &s.c,
+            &m.param(&cb.bn)?,
+            stats,
+            &dc,
+            &m.grad(&cb.bn)?,
+            fused.residual_grad,
+            fused.relu,
+        )?);
+        let sh = conv_shape(&s.input, cb);
+        let dw = m.grad(&cb.conv)?;
+        ks.extend(conv2d::backward_weight(gpu, &sh, &s.input, &dc, &dw, None)?);
+        let dx = if fused.input_grad {
+            let dx = self.pool.get(gpu, &s.input.shape)?;
+            let w = m.param(&cb.conv)?;
+            ks.extend(conv2d::backward_input(gpu, &sh, &dc, &w, &dx)?);
+            Some(dx)
+        } else {
+            None
+        };
+        self.pool.put(dc);
+        Ok(dx)
+    }
+
+    /// One block: the shortcut first (its output is the residual fused into the last BN), then
+    /// the convs, each BN followed by a ReLU.
+    pub fn block_forward(
+        &mut self,
+        b: &Block,
+        x: &Tensor,
+        ks: &mut Vec<Kernel>,
+    ) -> Result<(Tensor, BlockSaved)> {
+        let mut projection = None;
+        let residual = match &b.shortcut {
+            Shortcut::None => None,
+            Shortcut::Identity => Some(x.clone()),
+            Shortcut::OptionA { stride } => {
+                let sh = shortcut_shape(x, b.cout, *stride);
+                let y = self.pool.get(self.gpu, &sh.y_shape())?;
+                ks.extend(elementwise::shortcut_a_forward(self.gpu, &sh, x, &y)?);
+                Some(y)
+            }
+            Shortcut::Projection(cb) => {
+                let saved = self.conv_bn(cb, x, Fuse::default(), ks)?;
+                let a = saved.a.clone();
+                projection = Some(saved);
+                Some(a)
+            }
+        };
+        let mut convs = Vec::new();
+        let mut cur = x.clone();
+        for (i, cb) in b.convs.iter().enumerate() {
+            let last = i + 1 == b.convs.len();
+            let fuse = Fuse {
+                residual: if last { residual.as_ref() } else { None },
+                relu: true,
+            };
+            let saved = self.conv_bn(cb, &cur, fuse, ks)?;
+            cur = saved.a.clone();
+            convs.push(saved);
+        }
+        let saved = BlockSaved { convs, projection };
+        if !self.train {
+            self.recycle_block(b, residual, &saved);
+        }
+        Ok((cur, saved))
+    }
+
+    /// Evaluation keeps nothing for a backward pass: every intermediate of a block but its output
+    /// goes back to the pool.
+    fn recycle_block(&mut self, b: &Block, residual: Option<Tensor>, s: &BlockSaved) {
+        if let (Some(r), Shortcut::OptionA { .. }) = (residual, &b.shortcut) {
+            self.pool.put(r);
+        }
+        for (i, cs) in s.convs.iter().enumerate() {
+            self.pool.put(cs.c.clone());
+            if i + 1 < s.convs.len() {
+                self.pool.put(cs.a.clone());
+            }
+        }
+        if let Some(p) = &s.projection {
+            self.pool.put(p.c.clone());
+            self.pool.put(p.a.clone());
+        }
+    }
+
+    /// Backward of one block given `g_out` = dL/d(block output); returns dL/d(block input): the
+    /// gradient through the convs plus the gradient through the shortcut, where the paths meet.
+    pub fn block_backward(
+        &mut self,
+        b: &Block,
+        s: &BlockSaved,
+        g_out: &Tensor,
+        ks: &mut Vec<Kernel>,
+    ) -> Result<Tensor> {
+        // the last BN's backward also writes the gradient of the residual it added
+        let g_shortcut = match b.shortcut {
+            Shortcut::None => None,
+            _ => Some(self.pool.get(self.gpu, &g_out.shape)?),
+        };
+        let mut g = g_out.clone();
+        for i in (0..b.convs.len()).rev() {
+            let last = i + 1 == b.convs.len();
+            let fused = FusedGrad {
+                relu: true,
+                residual_grad: if last { g_shortcut.as_ref() } else { None },
+                input_grad: true,
+            };
+            let dx = self.conv_bn_backward(&b.convs[i], &s.convs[i], &g, fused, ks)?;
+            if !last {
+                self.pool.put(g);
+            }
+            g = dx.expect("input gradient requested");
+        }
+        let Some(g_shortcut) = g_shortcut else {
+            return Ok(g);
+        };
+        let side = self.shortcut_backward(b, s, g_shortcut, ks)?;
+        let g_in = self.pool.get(self.gpu, &s.convs[0].input.shape)?;
+        ks.extend(elementwise::add_forward(self.gpu, &g, &side, &g_in)?);
+        self.pool.put(g);
+        self.pool.put(side);
+        Ok(g_in)
+    }
+
+    /// dL/d(block input) through the shortcut, given the gradient at its output.
+    fn shortcut_backward(
+        &mut self,
+        b: &Block,
+        s: &BlockSaved,
+        g: Tensor,
+        ks: &mut Vec<Kernel>,
+    ) -> Result<Tensor> {
+        let input = &s.convs[0].input;
+        let dx = match &b.shortcut {
+            Shortcut::None | Shortcut::Identity => return Ok(g),
+            Shortcut::OptionA { stride } => {
+                let sh = shortcut_shape(input, b.cout, *stride);
+                let dx = self.pool.get(self.gpu, &input.shape)?;
+                ks.extend(elementwise::shortcut_a_backward(self.gpu, &sh, &g, &dx)?);
+                dx
+            }
+            Shortcut::Projection(cb) => {
+                let p = s.projection.as_ref().expect("projection saved");
+                let fused = FusedGrad {
+                    relu: false,
+                    residual_grad: None,
+                    input_grad: true,
+                };
+                let dx = self.conv_bn_backward(cb, p, &g, fused, ks)?;
+                dx.expect("input gradient requested")
+            }
+        };
+        self.pool.put(g);
+        Ok(dx)
+    }
+}

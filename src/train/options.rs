@@ -1,0 +1,139 @@
+//! What `resnet train` can be told, as clap arguments the CLI flattens into its commands: one
+//! definition of every option, its help text and its default.
+
+use super::schedule::LrSchedule;
+use crate::error::{Error, Result};
+use crate::gpu::GpuOptions;
+use crate::ops::sgd::SgdConfig;
+use std::path::PathBuf;
+
+/// The optimisation recipe; the defaults are He et al. 2016's for CIFAR-10.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Recipe {
+    /// Images per step
+    #[arg(long = "batch-size", default_value_t = 128)]
+    pub batch: usize,
+    /// Base learning rate
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f64,
+    /// step (divide by 10 at each of --lr-milestones), cosine or onecycle
+    #[arg(long = "lr-schedule", default_value = "step", value_parser = parse_schedule)]
+    pub schedule: LrSchedule,
+    /// Iterations at which the step schedule divides the learning rate by 10
+    #[arg(
+        long = "lr-milestones",
+        value_delimiter = ',',
+        default_value = "32000,48000"
+    )]
+    pub milestones: Vec<u64>,
+    /// Linear learning-rate warm-up over this many iterations
+    #[arg(long, default_value_t = 0)]
+    pub warmup_iters: u64,
+    /// SGD momentum
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Weight decay (L2, added to the gradient as torch.optim.SGD)
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f64,
+    /// Nesterov momentum
+    #[arg(long)]
+    pub nesterov: bool,
+}
+
+fn parse_schedule(s: &str) -> std::result::Result<LrSchedule, String> {
+    LrSchedule::parse(s).map_err(|e| e.to_string())
+}
+
+impl Recipe {
+    /// The optimizer of a training plan (its learning rate is set per step).
+    pub fn sgd(&self) -> SgdConfig {
+        SgdConfig {
+            lr: self.lr as f32,
+            momentum: self.momentum as f32,
+            weight_decay: self.weight_decay as f32,
+            nesterov: self.nesterov,
+        }
+    }
+
+    /// The learning rate at `iteration` of `total`.
+    pub fn lr_at(&self, iteration: u64, total: u64) -> f64 {
+        self.schedule.lr_at(
+            self.lr,
+            iteration,
+            total,
+            self.warmup_iters,
+            &self.milestones,
+        )
+    }
+}
+
+/// Everything `resnet train` can be told but the data and the adapter.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TrainOptions {
+    /// Model: resnet20/32/44/56/110/1202, plain20/32/44/56/110, resnet18/34/50/101/152
+    #[arg(long, default_value = "resnet20")]
+    pub model: String,
+    /// Epochs (default: the paper's 64k iterations, 164 epochs at batch 128)
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[command(flatten)]
+    pub recipe: Recipe,
+    /// Hold out this many training images as a validation set (evaluated each epoch instead of test)
+    #[arg(long, default_value_t = 0)]
+    pub val_split: usize,
+    /// Train on a fixed random subset of N training images (the same for every run)
+    #[arg(long)]
+    pub subset: Option<usize>,
+    /// Seed for initialisation, data order and augmentation (same seed + adapter = same bits)
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output directory: metrics.csv, curves.png, last.safetensors, best.safetensors
+    #[arg(long, default_value = "runs/resnet20")]
+    pub out: PathBuf,
+    /// Continue the run in `out` from its last checkpoint (the CLI's `--resume OUT`).
+    #[arg(skip)]
+    pub resume: bool,
+    /// Images per evaluation step
+    #[arg(long = "eval-batch-size", default_value_t = 500)]
+    pub eval_batch: usize,
+    /// Read loss and accuracy back every this many steps
+    #[arg(long, default_value_t = 10)]
+    pub log_every: usize,
+    /// Adapter and kernel choice (the CLI's --backend and --kernels).
+    #[arg(skip)]
+    pub gpu: GpuOptions,
+}
+
+impl Default for TrainOptions {
+    /// `resnet train`'s defaults: ResNet-20 with He et al.'s recipe.
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            options: TrainOptions,
+        }
+        <Defaults as clap::Parser>::parse_from(["train"]).options
+    }
+}
+
+impl TrainOptions {
+    /// Rejects settings no run can use, naming the option.
+    pub fn check(&self) -> Result<()> {
+        let at_least_one = [
+            ("--batch-size", self.recipe.batch),
+            ("--eval-batch-size", self.eval_batch),
+            ("--log-every", self.log_every),
+            ("--epochs", self.epochs.unwrap_or(1)),
+        ];
+        if let Some((name, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
+            return Err(Error::Invalid(format!("{name} must be at least 1")));
+        }
+        let lr = self.recipe.lr;
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(Error::Invalid(format!(
+                "--lr must be a positive number, got {lr}"
+            )));
+        }
+        Ok(())
+    }
+}

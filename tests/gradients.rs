@@ -1,0 +1,260 @@
+//! The whole network's gradients: after one planned training step, every parameter gradient and
+//! every BN running statistic equals a CPU f64 reference of the step composed from the op
+//! references by state_dict name (tests/common/network.rs), and the gradients match finite
+//! differences of the reference's total loss on parameters of every kind. This checks the wiring
+//! between ops that the per-op tests cannot: residual routing, the option-A and projection
+//! shortcut backward, the stem's max-pool backward, and the gradient sums where two paths meet.
+
+mod common;
+use common::network::{self, StateDict};
+use common::*;
+use resnet::checkpoint::{NamedTensor, TensorData};
+use resnet::cifar10::NORMALIZE;
+use resnet::model::{BlockKind, Family, ModelSpec, ModelState};
+use resnet::ops::sgd::SgdConfig;
+use resnet::plan::{Plan, PlanConfig};
+use std::collections::{BTreeMap, HashMap};
+
+/// Max-norm relative error allowed between the GPU (f32) and the f64 reference.
+const TOL: f64 = 1e-4;
+/// Relative error allowed against central finite differences of the f64 loss.
+const FD_TOL: f64 = 1e-3;
+
+fn as_state_dict(tensors: Vec<NamedTensor>) -> StateDict {
+    tensors
+        .into_iter()
+        .filter_map(|t| match t.data {
+            TensorData::F32(v) => Some((t.name, (t.shape, f64s(&v)))),
+            TensorData::I64(_) => None,
+        })
+        .collect()
+}
+
+/// BN parameters and running statistics away from their initial 1, 0, 0, 1, so that no
+/// gradient or update is trivially zero or one.
+fn perturb(gpu: &resnet::Gpu, m: &ModelState) {
+    let mut tensors = pollster::block_on(m.state_dict(gpu)).unwrap();
+    for (i, t) in tensors.iter_mut().enumerate() {
+        let TensorData::F32(v) = &mut t.data else {
+            continue;
+        };
+        let noise = rand_vec(v.len(), 1000 + i as u64);
+        let (base, scale) = match t.name.rsplit('.').next().unwrap() {
+            "weight" if t.shape.len() == 1 => (1.0, 0.3),
+            "bias" if !t.name.starts_with("fc") => (0.0, 0.2),
+            "running_mean" => (0.0, 0.5),
+            "running_var" => (1.0, 0.5),
+            _ => continue,
+        };
+        for (x, r) in v.iter_mut().zip(noise) {
+            *x = base + scale * r;
+        }
+    }
+    let ck = resnet::checkpoint::Checkpoint {
+        tensors,
+        metadata: BTreeMap::new(),
+    };
+    m.load_state_dict(gpu, &ck, "perturbed").unwrap();
+}
+
+/// Worst error per parameter kind, for the report.
+#[derive(Default)]
+struct Worst(BTreeMap<&'static str, (f64, usize)>);
+
+impl Worst {
+    fn note(&mut self, kind: &'static str, err: f64, count: usize) {
+        let e = self.0.entry(kind).or_default();
+        e.0 = e.0.max(err);
+        e.1 += count;
+    }
+}
+
+fn kind_of(name: &str, shape: &[usize]) -> &'static str {
+    match (
+        name.starts_with("fc."),
+        name.ends_with(".weight"),
+        shape.len(),
+    ) {
+        (true, true, _) => "fc weight",
+        (true, false, _) => "fc bias",
+        (false, true, 4) if name.contains("downsample") => "projection conv weight",
+        (false, true, 4) => "conv weight",
+        (false, true, _) => "BN weight (gamma)",
+        (false, false, _) => "BN bias (beta)",
+    }
+}
+
+/// One training step of `spec` on `batch` random images of `size`x`size`, checked against the
+/// reference; returns the worst error of every parameter kind.
+fn check_step(spec: &ModelSpec, size: usize, batch: usize) -> Worst {
+    let gpu = gpu();
+    let m = ModelState::new(&gpu, spec, 11).unwrap();
+    perturb(&gpu, &m);
+    let before = as_state_dict(pollster::block_on(m.state_dict(&gpu)).unwrap());
+    let sgd = SgdConfig::he2016();
+    let cfg = PlanConfig::train(batch, (size, size), sgd, NORMALIZE).without_augmentation();
+    let plan = Plan::new(&gpu, &m, cfg).unwrap();
+    let pixels: Vec<u8> = rand_vec(batch * 3 * size * size, 77)
+        .iter()
+        .map(|v| ((v + 1.0) * 127.5) as u8)
+        .collect();
+    let labels: Vec<u32> = (0..batch as u32)
+        .map(|i| (i * 7 + 3) % spec.num_classes as u32)
+        .collect();
+    plan.set_batch(&gpu, &pixels, &labels).unwrap();
+    plan.set_step(&gpu, 0, sgd.lr);
+    plan.submit(&gpu);
+    let loss = read(&gpu, &plan.loss.stats)[0];
+    let logits = read(&gpu, &plan.logits);
+    let grads = as_state_dict(pollster::block_on(m.gradients(&gpu)).unwrap());
+    let after = as_state_dict(pollster::block_on(m.state_dict(&gpu)).unwrap());
+
+    // torchvision's ToTensor + Normalize
+    let hw = size * size;
+    let x: Vec<f64> = (0..pixels.len())
+        .map(|i| {
+            let c = (i / hw) % 3;
+            (pixels[i] as f64 / 255.0 - NORMALIZE.mean[c] as f64) / NORMALIZE.std[c] as f64
+        })
+        .collect();
+    let shape = [batch, 3, size, size];
+    let want = network::training_step(&before, &x, shape, &labels, spec.residual);
+    let name = &spec.name;
+    assert_close(&format!("{name} loss"), &[loss], &[want.loss], TOL);
+    assert_close(&format!("{name} logits"), &logits, &want.logits, TOL);
+
+    let mut worst = Worst::default();
+    assert_eq!(grads.len(), want.grads.len(), "{name}: parameter tensors");
+    for (param, (shape, got)) in &grads {
+        let reference = want
+            .grads
+            .get(param)
+            .unwrap_or_else(|| panic!("{name}: no reference gradient for {param}"));
+        let g32: Vec<f32> = got.iter().map(|&v| v as f32).collect();
+        assert_close(&format!("{name} d{param}"), &g32, reference, TOL);
+        worst.note(kind_of(param, shape), rel_err(&g32, reference), got.len());
+    }
+    for (stat, reference) in &want.running {
+        let got: Vec<f32> = after[stat].1.iter().map(|&v| v as f32).collect();
+        assert_close(&format!("{name} {stat}"), &got, reference, TOL);
+        worst.note("BN running statistics", rel_err(&got, reference), got.len());
+    }
+    finite_differences(spec, &before, &grads, (&x, shape, &labels), &mut worst);
+    worst
+}
+
+/// Central differences of the reference's loss on one element of every parameter tensor,
+/// against the GPU's gradient.
+fn finite_differences(
+    spec: &ModelSpec,
+    params: &StateDict,
+    grads: &StateDict,
+    (x, shape, labels): (&[f64], [usize; 4], &[u32]),
+    worst: &mut Worst,
+) {
+    let mut names: Vec<&String> = grads.keys().collect();
+    names.sort();
+    let h = 1e-5;
+    for (i, param) in names.into_iter().enumerate() {
+        let g = &grads[param].1;
+        let j = (i * 7919 + 13) % g.len();
+        let mut sd: HashMap<_, _> = params.clone();
+        let at = |sd: &mut StateDict, v: f64| sd.get_mut(param.as_str()).unwrap().1[j] = v;
+        let p0 = params[param.as_str()].1[j];
+        at(&mut sd, p0 + h);
+        let up = network::loss(&sd, x, shape, labels, spec.residual);
+        at(&mut sd, p0 - h);
+        let down = network::loss(&sd, x, shape, labels, spec.residual);
+        let fd = (up - down) / (2.0 * h);
+        // relative to the tensor's largest gradient: single elements can be near zero
+        let scale = g.iter().fold(0.0f64, |a, v| a.max(v.abs())).max(1e-12);
+        let err = (g[j] - fd).abs() / scale;
+        assert!(
+            err <= FD_TOL,
+            "{} d{param}[{j}]: gpu {} vs finite difference {fd} (error {err:.2e} of the tensor's max)",
+            spec.name,
+            g[j]
+        );
+        worst.note("finite differences (one element per tensor)", err, 1);
+    }
+}
+
+fn report(worst: &Worst, what: &str) {
+    println!("{what}:");
+    for (kind, (err, count)) in &worst.0 {
+        println!("  {kind:<44} worst error {err:.2e} over {count} values");
+    }
+}
+
+fn cifar(name: &str) -> ModelSpec {
+    ModelSpec::from_name(name, 10).unwrap()
+}
+
+/// A torchvision-style net small enough for the CPU reference: 7x7/2 stem with its max pool,
+/// two stages of `blocks` with projection shortcuts where the shape changes.
+fn tiny_imagenet(name: &str, block: BlockKind, blocks: Vec<usize>) -> ModelSpec {
+    ModelSpec {
+        name: name.into(),
+        family: Family::ImageNet,
+        block,
+        blocks,
+        widths: vec![4, 8],
+        residual: true,
+        num_classes: 5,
+    }
+}
+
+#[test]
+fn resnet8_gradients_equal_the_reference() {
+    // 15x15: odd sizes, so option A's subsampling and the strided convs meet a ragged edge
+    report(
+        &check_step(&cifar("resnet8"), 15, 4),
+        "resnet8 (option-A shortcuts)",
+    );
+}
+
+#[test]
+fn plain8_gradients_equal_the_reference() {
+    report(
+        &check_step(&cifar("plain8"), 15, 4),
+        "plain8 (no shortcuts)",
+    );
+}
+
+#[test]
+fn bottleneck_net_gradients_equal_the_reference() {
+    // layer1: a projection (4 -> 16 channels) then an identity block; layer2: a strided
+    // projection; 21x21 -> stem 11x11 -> max pool 6x6 -> 3x3
+    let spec = tiny_imagenet("bottleneck-2-1", BlockKind::Bottleneck, vec![2, 1]);
+    report(
+        &check_step(&spec, 21, 3),
+        "bottleneck net (projection shortcuts, max-pool stem)",
+    );
+}
+
+#[test]
+fn basic_imagenet_net_gradients_equal_the_reference() {
+    let spec = tiny_imagenet("basic-1-2", BlockKind::Basic, vec![1, 2]);
+    report(&check_step(&spec, 18, 3), "basic-block ImageNet-style net");
+}
+
+/// The reference must notice a wrong wiring: with its shortcuts cut, resnet8's gradients differ
+/// from what the GPU computes (so the comparison above cannot pass by accident).
+#[test]
+fn the_reference_tells_a_missing_shortcut_apart() {
+    let spec = cifar("resnet8");
+    let gpu = gpu();
+    let m = ModelState::new(&gpu, &spec, 11).unwrap();
+    let sd = as_state_dict(pollster::block_on(m.state_dict(&gpu)).unwrap());
+    let (n, size) = (2, 15);
+    let x: Vec<f64> = rand_vec(n * 3 * size * size, 5)
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    let shape = [n, 3, size, size];
+    let with = network::training_step(&sd, &x, shape, &[1, 2], true);
+    let without = network::training_step(&sd, &x, shape, &[1, 2], false);
+    let g = |s: &network::Step| s.grads["layer1.0.conv1.weight"].clone();
+    let g32: Vec<f32> = g(&with).iter().map(|&v| v as f32).collect();
+    assert!(rel_err(&g32, &g(&without)) > 10.0 * TOL);
+}
