@@ -103,7 +103,7 @@ fn resnet18() -> ModelShapes {
             c: 64,
             h: 112,
             w: 112,
-            k: 3,
+            window: 3,
             stride: 2,
             pad: 1,
         }),
@@ -345,8 +345,7 @@ fn other_cases(gpu: &Gpu, m: &ModelShapes, out: &mut Vec<Case>) {
         pad: 4,
         train: true,
         seed: 1,
-        mean: NORMALIZE.mean,
-        std: NORMALIZE.std,
+        normalize: NORMALIZE,
     };
     out.push(Case {
         name: format!("augment_crop_flip_normalise/{s}x{s}"),

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 
 use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors};
 
-use crate::plan::Normalize;
+use crate::ops::augment::Normalize;
 use crate::{Error, Result};
 
 /// The largest JSON header accepted, as in the `safetensors` crate (100 MB).
@@ -224,6 +224,11 @@ impl Checkpoint {
             mean: get("mean", default.mean)?,
             std: get("std", default.std)?,
         })
+    }
+
+    /// The classifier's outputs: the length of `fc.bias`, if the checkpoint has one.
+    pub fn num_classes(&self) -> Option<usize> {
+        self.get("fc.bias").and_then(|t| t.shape.first().copied())
     }
 
     /// The names of the `num_classes` outputs: the metadata's `classes`, else CIFAR-10's for a

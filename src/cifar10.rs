@@ -1,7 +1,7 @@
 //! CIFAR-10 as torchvision knows it: the class names in label order and the training set's
 //! per-channel statistics, the normalisation of every CIFAR recipe (and of this engine's runs).
 
-use crate::plan::Normalize;
+use crate::ops::augment::Normalize;
 
 /// The ten classes in label order (`torchvision.datasets.CIFAR10.classes`).
 pub const CLASSES: [&str; 10] = [

@@ -41,6 +41,22 @@ pub struct EpochMetrics {
 pub const CSV_HEADER: &str =
     "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds";
 
+/// One CSV row, columns in the field order of [`EpochMetrics`], with its newline.
+fn metrics_row(m: &EpochMetrics) -> String {
+    format!(
+        "{},{},{},{},{},{},{},{},{}\n",
+        m.epoch,
+        m.iteration,
+        m.lr,
+        m.train_loss,
+        m.train_acc,
+        m.test_loss,
+        m.test_acc,
+        m.images_per_sec,
+        m.seconds
+    )
+}
+
 /// Appends one row to OUT/metrics.csv (writes the header when the file is new). Columns in the field order above.
 pub fn append_metrics(path: &Path, m: &EpochMetrics) -> Result<()> {
     let err = |what: String| Error::Invalid(format!("metrics {}: {what}", path.display()));
@@ -60,19 +76,7 @@ pub fn append_metrics(path: &Path, m: &EpochMetrics) -> Result<()> {
         }
         Some(_) => return Err(err(format!("the first line is not `{CSV_HEADER}`"))),
     }
-    let _ = writeln!(
-        text,
-        "{},{},{},{},{},{},{},{},{}",
-        m.epoch,
-        m.iteration,
-        m.lr,
-        m.train_loss,
-        m.train_acc,
-        m.test_loss,
-        m.test_acc,
-        m.images_per_sec,
-        m.seconds
-    );
+    text.push_str(&metrics_row(m));
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -82,20 +86,12 @@ pub fn append_metrics(path: &Path, m: &EpochMetrics) -> Result<()> {
         .map_err(|e| err(format!("cannot append: {e}")))
 }
 
-/// Replaces OUT/metrics.csv with `rows` (header included), atomically: a temporary file, then a
-/// rename.
+/// Replaces OUT/metrics.csv with `rows` (header included), atomically.
 pub fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> Result<()> {
-    let tmp = path.with_extension("csv.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    for r in rows {
-        append_metrics(&tmp, r)?;
-    }
-    if rows.is_empty() {
-        std::fs::write(&tmp, format!("{CSV_HEADER}\n"))
-            .map_err(|e| Error::Invalid(format!("metrics {}: {e}", tmp.display())))?;
-    }
-    std::fs::rename(&tmp, path)
-        .map_err(|e| Error::Invalid(format!("metrics {}: cannot replace: {e}", path.display())))
+    let mut text = format!("{CSV_HEADER}\n");
+    rows.iter().for_each(|r| text.push_str(&metrics_row(r)));
+    crate::files::write_atomic(path, text.as_bytes())
+        .map_err(|e| Error::Invalid(format!("metrics {}: {e}", path.display())))
 }
 
 /// Reads every row of a metrics CSV written by [`append_metrics`]; errors name the file and line.

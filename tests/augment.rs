@@ -32,7 +32,7 @@ fn reference(px: &[u8], n: usize, cfg: &AugmentConfig) -> Vec<f64> {
                         0.0
                     };
                     out[((i * 3 + c) * 32 + y) * 32 + x] =
-                        (v - cfg.mean[c] as f64) / cfg.std[c] as f64;
+                        (v - cfg.normalize.mean[c] as f64) / cfg.normalize.std[c] as f64;
                 }
             }
         }
@@ -61,8 +61,7 @@ fn augmentation_matches_reference_and_is_reproducible() {
         pad: 4,
         train: true,
         seed: 1234,
-        mean: resnet::cifar10::NORMALIZE.mean,
-        std: resnet::cifar10::NORMALIZE.std,
+        normalize: resnet::cifar10::NORMALIZE,
     };
     let a = run_aug(&gpu, &px, n, &cfg);
     assert_close("train augmentation", &a, &reference(&px, n, &cfg), 1e-6);
@@ -113,8 +112,10 @@ fn flip_is_exact_and_crop_keeps_source_pixels() {
         pad: 4,
         train: true,
         seed: 7,
-        mean: [0.0; 3],
-        std: [1.0; 3],
+        normalize: augment::Normalize {
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        },
     };
     let a = run_aug(&gpu, &px, n, &cfg);
     for i in 0..n {

@@ -495,6 +495,14 @@ fn train_without_data_or_network_uses_the_bundled_subset() {
     fails_with(&eval, &[&url]);
 }
 
+/// Fails as `fails_with` says, and before any data was loaded: no download was tried (which
+/// would fail here and fall back to the bundled subset with a warning).
+fn fails_before_loading_data(out: &Output, needles: &[&str]) {
+    fails_with(out, needles);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("warning"), "data was loaded first: {err}");
+}
+
 #[test]
 fn mistakes_fail_at_once_before_any_data_is_loaded() {
     let cache = tempfile::tempdir().unwrap();
@@ -506,12 +514,12 @@ fn mistakes_fail_at_once_before_any_data_is_loaded() {
         &["train", "--resume", dir, "--data-url", &url],
         cache.path(),
     );
-    fails_with(&resume, &["--resume", dir, "no run to resume"]);
+    fails_before_loading_data(&resume, &["--resume", dir, "no run to resume"]);
     let zero_epochs = resnet_with_cache(
         &["train", "--epochs", "0", "--data-url", &url],
         cache.path(),
     );
-    fails_with(&zero_epochs, &["--epochs", "at least 1"]);
+    fails_before_loading_data(&zero_epochs, &["--epochs", "at least 1"]);
     let ckpt = empty.path().join("none.safetensors");
     let eval = resnet_with_cache(
         &[
@@ -525,10 +533,10 @@ fn mistakes_fail_at_once_before_any_data_is_loaded() {
         ],
         cache.path(),
     );
-    fails_with(&eval, &["--batch-size", "at least 1"]);
+    fails_before_loading_data(&eval, &["--batch-size", "at least 1"]);
     let bad_md5 = resnet_with_cache(
         &["train", "--data-md5", "xyz", "--data-url", &url],
         cache.path(),
     );
-    fails_with(&bad_md5, &["xyz", "MD5"]);
+    fails_before_loading_data(&bad_md5, &["xyz", "MD5"]);
 }

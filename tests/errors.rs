@@ -86,7 +86,7 @@ fn zero_sized_dimensions_are_errors() {
         c: 1,
         h: 4,
         w: 4,
-        k: 3,
+        window: 3,
         stride: 0,
         pad: 1,
     };

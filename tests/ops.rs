@@ -116,7 +116,7 @@ fn maxpool_forward_backward() {
             c: 4,
             h: 112,
             w: 112,
-            k: 3,
+            window: 3,
             stride: 2,
             pad: 1,
         },
@@ -125,7 +125,7 @@ fn maxpool_forward_backward() {
             c: 3,
             h: 7,
             w: 7,
-            k: 3,
+            window: 3,
             stride: 2,
             pad: 1,
         },
@@ -134,7 +134,7 @@ fn maxpool_forward_backward() {
             c: 2,
             h: 8,
             w: 6,
-            k: 2,
+            window: 2,
             stride: 2,
             pad: 0,
         },
@@ -149,14 +149,14 @@ fn maxpool_forward_backward() {
         let mut ks = pool::maxpool_forward(&gpu, &sh, &xt, &y, &arg).unwrap();
         ks.extend(pool::maxpool_backward(&gpu, &sh, &dy, &arg, &dx).unwrap());
         run(&gpu, &ks);
-        let f = |x: &[f64]| maxpool(sh.n, sh.c, sh.h, sh.w, sh.k, sh.stride, sh.pad, x);
+        let f = |x: &[f64]| maxpool(sh.n, sh.c, sh.h, sh.w, sh.window, sh.stride, sh.pad, x);
         assert_close("maxpool forward", &read(&gpu, &y), &f(&f64s(&x)), 0.0);
         let dx_ref = maxpool_backward(
             sh.n,
             sh.c,
             sh.h,
             sh.w,
-            sh.k,
+            sh.window,
             sh.stride,
             sh.pad,
             &f64s(&x),

@@ -1,13 +1,13 @@
 //! `resnet bench`: training and inference images/s (medians) and per-block GPU times.
 
-use super::GpuArgs;
+use super::{at_least_one, GpuArgs};
 use clap::Args;
 use resnet::cifar10;
 use resnet::gpu::Gpu;
 use resnet::model::{Family, ModelSpec, ModelState};
 use resnet::ops::sgd::SgdConfig;
 use resnet::plan::{Plan, PlanConfig};
-use resnet::{Error, Result};
+use resnet::Result;
 use std::time::Instant;
 
 /// Arguments of `resnet bench`.
@@ -73,10 +73,11 @@ struct Measured {
 
 /// Runs `resnet bench`.
 pub fn run(a: BenchArgs) -> Result<()> {
-    if a.batch_size == 0 || a.steps == 0 {
-        return Err(Error::Invalid(
-            "--batch-size and --steps must be at least 1".into(),
-        ));
+    if a.batch_size == 0 {
+        return Err(at_least_one("--batch-size"));
+    }
+    if a.steps == 0 {
+        return Err(at_least_one("--steps"));
     }
     let r = measure(&a)?;
     if a.json {

@@ -21,7 +21,7 @@ pub struct EvalArgs {
     #[command(flatten)]
     data: DataArgs,
     /// Images per evaluation step
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = train::EVAL_BATCH)]
     batch_size: usize,
     /// Print JSON instead of text
     #[arg(long)]
@@ -86,11 +86,7 @@ pub(crate) fn load_model(
             )))
         }
     };
-    let classes = ck
-        .get("fc.bias")
-        .map(|t| t.shape.first().copied().unwrap_or(classes))
-        .unwrap_or(classes);
-    let spec = ModelSpec::from_name(&name, classes)?;
+    let spec = ModelSpec::from_name(&name, ck.num_classes().unwrap_or(classes))?;
     let m = ModelState::new(gpu, &spec, 0)?;
     m.load_state_dict(gpu, &ck, &path.display().to_string())?;
     Ok((m, ck))

@@ -54,7 +54,8 @@ impl GpuArgs {
 #[derive(Args, Clone, Debug)]
 struct DataArgs {
     /// CIFAR-10 binary layout (cifar-10-batches-bin/) or an image folder (train/<class>/*, test/<class>/*);
-    /// default: download the official CIFAR-10 binary archive into the cache directory
+    /// default: download the official CIFAR-10 binary archive into the cache directory (where
+    /// that fails, `train` and `experiment` use the 2,000 + 500 images bundled with resnet)
     #[arg(long)]
     data: Option<PathBuf>,
     /// Where to download CIFAR-10 from when --data is not given

@@ -1,6 +1,6 @@
 //! `resnet train` and `resnet experiment`.
 
-use super::{at_least_one, DataArgs, GpuArgs, Offline};
+use super::{DataArgs, GpuArgs, Offline};
 use clap::Args;
 use resnet::model::ModelSpec;
 use resnet::train::{self, Experiment, Recipe, TrainOptions};
@@ -70,7 +70,7 @@ pub struct ExperimentArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Images per evaluation step
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = train::EVAL_BATCH)]
     eval_batch_size: usize,
     #[command(flatten)]
     gpu: GpuArgs,
@@ -92,9 +92,6 @@ pub fn experiment_cmd(a: ExperimentArgs) -> Result<()> {
         (true, Experiment::Degradation) => vec![20, 56],
         (true, Experiment::Depth) => vec![20, 32, 44, 56, 110],
     };
-    if a.eval_batch_size == 0 {
-        return Err(at_least_one("--eval-batch-size"));
-    }
     let base = TrainOptions {
         epochs: a.epochs,
         recipe: a.recipe.clone(),

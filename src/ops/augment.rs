@@ -7,6 +7,16 @@ use crate::gpu::{Gpu, Kernel, Tensor, Uniform};
 
 const SHADER: (&str, &str) = ("augment.wgsl", include_str!("../../shaders/augment.wgsl"));
 
+/// Per-channel input normalisation, as torchvision's `transforms.Normalize(mean, std)` after
+/// `ToTensor` (pixels scaled to [0, 1]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Normalize {
+    /// Per-channel mean (R, G, B).
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation (R, G, B).
+    pub std: [f32; 3],
+}
+
 /// Augmentation settings.
 #[derive(Debug, Clone, Copy)]
 pub struct AugmentConfig {
@@ -22,10 +32,8 @@ pub struct AugmentConfig {
     pub train: bool,
     /// Seed of this batch's random crops and flips.
     pub seed: u32,
-    /// Per-channel mean.
-    pub mean: [f32; 3],
-    /// Per-channel standard deviation.
-    pub std: [f32; 3],
+    /// Per-channel normalisation after the crop.
+    pub normalize: Normalize,
 }
 
 impl AugmentConfig {
@@ -40,13 +48,13 @@ impl AugmentConfig {
             .u(self.pad)
             .u(self.seed as usize)
             .u(self.train as usize)
-            .f(self.mean[0])
-            .f(self.mean[1])
-            .f(self.mean[2])
+            .f(self.normalize.mean[0])
+            .f(self.normalize.mean[1])
+            .f(self.normalize.mean[2])
             .f(0.0)
-            .f(self.std[0])
-            .f(self.std[1])
-            .f(self.std[2])
+            .f(self.normalize.std[0])
+            .f(self.normalize.std[1])
+            .f(self.normalize.std[2])
             .f(1.0)
     }
 }

@@ -10,6 +10,7 @@ const SHADER: (&str, &str) = ("loss.wgsl", include_str!("../../shaders/loss.wgsl
 /// [loss sum, correct, count, first non-finite batch] summed over batches until the caller reads
 /// and clears it (the last slot is 0 while every loss was finite, else the 1-based index since the
 /// clear of the first batch whose loss was not).
+#[derive(Clone)]
 pub struct LossBuffers {
     /// Per-row scratch [N, 2].
     pub rows: Tensor,

@@ -17,8 +17,8 @@ pub struct PoolShape {
     pub h: usize,
     /// Input width.
     pub w: usize,
-    /// Window size.
-    pub k: usize,
+    /// Window height = width.
+    pub window: usize,
     /// Stride.
     pub stride: usize,
     /// Padding.
@@ -28,11 +28,11 @@ pub struct PoolShape {
 impl PoolShape {
     /// Output height.
     pub fn p(&self) -> usize {
-        (self.h + 2 * self.pad - self.k) / self.stride + 1
+        (self.h + 2 * self.pad - self.window) / self.stride + 1
     }
     /// Output width.
     pub fn q(&self) -> usize {
-        (self.w + 2 * self.pad - self.k) / self.stride + 1
+        (self.w + 2 * self.pad - self.window) / self.stride + 1
     }
     /// Output shape.
     pub fn y_shape(&self) -> Vec<usize> {
@@ -44,10 +44,10 @@ impl PoolShape {
     }
     fn params(&self, op: &'static str) -> Result<Uniform> {
         if self.stride == 0
-            || self.k == 0
-            || self.h + 2 * self.pad < self.k
-            || self.w + 2 * self.pad < self.k
-            || 2 * self.pad > self.k
+            || self.window == 0
+            || self.h + 2 * self.pad < self.window
+            || self.w + 2 * self.pad < self.window
+            || 2 * self.pad > self.window
         {
             return shape_err(
                 op,
@@ -61,7 +61,7 @@ impl PoolShape {
             .u(self.w)
             .u(self.p())
             .u(self.q())
-            .u(self.k)
+            .u(self.window)
             .u(self.stride)
             .u(self.pad)
             .u(0)

@@ -13,17 +13,23 @@ use crate::ops::loss::{self, LossBuffers};
 use crate::ops::pool::{self as pooling, PoolShape};
 use crate::ops::{linear, sgd};
 
-/// The buffers a caller fills and reads.
+/// The buffers a caller fills and reads (see the fields of the same names on `Plan`).
 pub(super) struct Io {
+    /// u8 pixels of a batch, packed four to a u32.
     pub pixels: Tensor,
+    /// Labels of a batch.
     pub labels: Tensor,
+    /// The network output [N, classes].
     pub logits: Tensor,
+    /// Loss, correct count and their running sums.
     pub loss: LossBuffers,
 }
 
 /// What [`build`] makes: the stages and where the kernels that change every step sit.
 pub(super) struct Built {
+    /// Input, forward, (training:) backward and optimizer stages, in order.
     pub stages: Vec<Stage>,
+    /// The buffers a caller fills and reads.
     pub io: Io,
     /// The input kernel (its seed changes every step).
     pub augment: KernelAt,
@@ -49,6 +55,11 @@ pub(super) fn build(gpu: &Gpu, m: &ModelState, cfg: &PlanConfig) -> Result<Built
         pool: BufferPool::default(),
     };
     let (input, io, x0) = input_stage(gpu, cfg, &m.arch.fc)?;
+    // the input kernel is the last (the only) one of the first stage
+    let augment = KernelAt {
+        stage: 0,
+        index: input.kernels.len() - 1,
+    };
     let mut stages = vec![input];
     let forward = forward_stages(&mut rec, &m.arch, x0, &io, &mut stages)?;
     let mut sgd = Vec::new();
@@ -61,7 +72,7 @@ pub(super) fn build(gpu: &Gpu, m: &ModelState, cfg: &PlanConfig) -> Result<Built
     Ok(Built {
         stages,
         io,
-        augment: KernelAt { stage: 0, index: 0 },
+        augment,
         sgd,
     })
 }
@@ -93,8 +104,8 @@ struct Forward {
 }
 
 struct HeadSaved {
-    /// The last block's output shape.
-    features_in: Vec<usize>,
+    /// The head's input shape [N, C, H, W] (the last block's output).
+    input_shape: Vec<usize>,
     /// The pooled features [N, C], the classifier's input.
     features: Tensor,
     /// dL/dlogits, written by the loss kernel.
@@ -160,7 +171,7 @@ impl Visitor for ForwardWalk<'_, '_> {
             c: s[1],
             h: s[2],
             w: s[3],
-            k: pool.kernel_size,
+            window: pool.kernel_size,
             stride: pool.stride,
             pad: pool.padding,
         };
@@ -210,7 +221,7 @@ impl Visitor for ForwardWalk<'_, '_> {
             kernels: ks,
         });
         self.saved.head = Some(HeadSaved {
-            features_in: x.shape,
+            input_shape: x.shape,
             features,
             dlogits,
         });
@@ -277,7 +288,7 @@ fn head_backward(rec: &mut Recorder, head: &HeadSaved, stages: &mut Vec<Stage>) 
         &dw,
         &db,
     )?);
-    let g = rec.pool.get(gpu, &head.features_in)?;
+    let g = rec.pool.get(gpu, &head.input_shape)?;
     ks.extend(pooling::avgpool_backward(gpu, &dfeatures, &g)?);
     stages.push(Stage {
         name: "head.backward".into(),

@@ -1,6 +1,7 @@
 //! What a plan is built for: batch, image sizes, augmentation, normalisation, mode and optimizer.
 
 use crate::ops::augment::AugmentConfig;
+pub use crate::ops::augment::Normalize;
 use crate::ops::sgd::SgdConfig;
 
 /// Training (batch statistics, backward, SGD) or evaluation (running statistics, forward only).
@@ -10,16 +11,6 @@ pub enum Mode {
     Train,
     /// Forward with BN running statistics; loss and accuracy only.
     Eval,
-}
-
-/// Per-channel input normalisation, as torchvision's `transforms.Normalize(mean, std)` after
-/// `ToTensor` (pixels scaled to [0, 1]).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Normalize {
-    /// Per-channel mean (R, G, B).
-    pub mean: [f32; 3],
-    /// Per-channel standard deviation (R, G, B).
-    pub std: [f32; 3],
 }
 
 /// What a plan is built for.
@@ -95,8 +86,7 @@ impl PlanConfig {
             pad: if train { self.pad } else { centre },
             train,
             seed,
-            mean: self.normalize.mean,
-            std: self.normalize.std,
+            normalize: self.normalize,
         }
     }
 }

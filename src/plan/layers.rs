@@ -39,9 +39,13 @@ pub(super) struct FusedGrad<'t> {
 
 /// Records layers into kernel lists, taking activation buffers from a shared pool.
 pub(super) struct Recorder<'a> {
+    /// The device the kernels run on.
     pub gpu: &'a Gpu,
+    /// The weights (and gradients) the kernels bind.
     pub m: &'a ModelState,
+    /// Training (batch statistics, tensors kept for the backward) or evaluation.
     pub train: bool,
+    /// Activation buffers free for reuse.
     pub pool: BufferPool,
 }
 

@@ -60,8 +60,7 @@ pub fn run_experiment(
         let done = read_rows(&out)?;
         let target = base.epochs.unwrap_or(usize::MAX);
         if done.last().map(|r| r.epoch) < Some(target) || base.epochs.is_none() {
-            let resume = out.join("last.safetensors").exists()
-                && out.join("last.state.safetensors").exists();
+            let resume = super::check_resumable(&out).is_ok();
             let opts = TrainOptions {
                 model: name.clone(),
                 out: out.clone(),

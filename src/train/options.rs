@@ -7,7 +7,11 @@ use crate::gpu::GpuOptions;
 use crate::ops::sgd::SgdConfig;
 use std::path::PathBuf;
 
-/// The optimisation recipe; the defaults are He et al. 2016's for CIFAR-10.
+/// Images per evaluation step unless told otherwise (`train`, `eval`, `experiment`).
+pub const EVAL_BATCH: usize = 500;
+
+/// The optimisation recipe; the defaults are He et al. 2016's for CIFAR-10 (as
+/// `SgdConfig::he2016`, with the rate following the schedule from `--lr`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct Recipe {
     /// Images per step
@@ -30,11 +34,11 @@ pub struct Recipe {
     #[arg(long, default_value_t = 0)]
     pub warmup_iters: u64,
     /// SGD momentum
-    #[arg(long, default_value_t = 0.9)]
-    pub momentum: f64,
+    #[arg(long, default_value_t = SgdConfig::he2016().momentum)]
+    pub momentum: f32,
     /// Weight decay (L2, added to the gradient as torch.optim.SGD)
-    #[arg(long, default_value_t = 1e-4)]
-    pub weight_decay: f64,
+    #[arg(long, default_value_t = SgdConfig::he2016().weight_decay)]
+    pub weight_decay: f32,
     /// Nesterov momentum
     #[arg(long)]
     pub nesterov: bool,
@@ -49,8 +53,8 @@ impl Recipe {
     pub fn sgd(&self) -> SgdConfig {
         SgdConfig {
             lr: self.lr as f32,
-            momentum: self.momentum as f32,
-            weight_decay: self.weight_decay as f32,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
             nesterov: self.nesterov,
         }
     }
@@ -94,7 +98,7 @@ pub struct TrainOptions {
     #[arg(skip)]
     pub resume: bool,
     /// Images per evaluation step
-    #[arg(long = "eval-batch-size", default_value_t = 500)]
+    #[arg(long = "eval-batch-size", default_value_t = EVAL_BATCH)]
     pub eval_batch: usize,
     /// Read loss and accuracy back every this many steps
     #[arg(long, default_value_t = 10)]
@@ -112,7 +116,9 @@ impl Default for TrainOptions {
             #[command(flatten)]
             options: TrainOptions,
         }
-        <Defaults as clap::Parser>::parse_from(["train"]).options
+        <Defaults as clap::Parser>::try_parse_from(["train"])
+            .expect("the defaults of every option parse")
+            .options
     }
 }
 

@@ -43,13 +43,13 @@ pub fn train(o: &TrainOptions, split: Split) -> Result<TrainSummary> {
     run.announce(&train_set, &eval_set);
     let mut summary = TrainSummary {
         epochs: Vec::new(),
-        best_acc: run.at.best_acc,
+        best_acc: run.state.best_acc,
     };
-    for epoch in run.at.epoch + 1..=run.epochs {
+    for epoch in run.state.epoch + 1..=run.epochs {
         let trained = run.run_epoch(epoch, &train_set)?;
         let row = run.finish_epoch(epoch, trained, &eval_set)?;
         summary.epochs.push(row);
-        summary.best_acc = run.at.best_acc;
+        summary.best_acc = run.state.best_acc;
     }
     Ok(summary)
 }
@@ -111,11 +111,11 @@ struct RunState {
 
 /// A run being trained: the device, the model and its trainer, where it stands, its files.
 struct Run<'o> {
-    o: &'o TrainOptions,
+    options: &'o TrainOptions,
     gpu: Gpu,
-    m: ModelState,
+    model: ModelState,
     trainer: Trainer,
-    at: RunState,
+    state: RunState,
     /// The checkpoint metadata: model, classes, normalisation.
     meta: BTreeMap<String, String>,
     steps_per_epoch: usize,
@@ -160,12 +160,12 @@ impl<'o> Run<'o> {
         trainer.iteration = at.iteration;
         let steps = kept_curves(o, &at)?;
         Ok(Run {
-            o,
+            options: o,
             meta: checkpoint::metadata(&spec, &train.classes, &cifar10::NORMALIZE),
             gpu,
-            m,
+            model: m,
             trainer,
-            at,
+            state: at,
             steps_per_epoch,
             epochs,
             steps,
@@ -175,13 +175,13 @@ impl<'o> Run<'o> {
 
     /// One line saying what is about to run and what it costs.
     fn announce(&self, train: &Dataset, eval: &Dataset) {
-        let (o, m, plan) = (self.o, &self.m, &self.trainer.plan);
+        let (o, m, plan) = (self.options, &self.model, &self.trainer.plan);
         eprintln!(
             "{} on {} ({:?}); {} train / {} eval images, batch {}, {} steps/epoch, {} epochs, GPU memory {} MiB (model {} + plan {}), {} dispatches/step{}",
             m.spec.name, self.gpu.info.name, self.gpu.info.backend, train.len(), eval.len(), o.recipe.batch,
             self.steps_per_epoch, self.epochs, (m.bytes() + plan.bytes) >> 20, m.bytes() >> 20, plan.bytes >> 20,
             plan.dispatches(),
-            if o.resume { format!(", resuming after epoch {}", self.at.epoch) } else { String::new() }
+            if o.resume { format!(", resuming after epoch {}", self.state.epoch) } else { String::new() }
         );
     }
 
@@ -192,10 +192,10 @@ impl<'o> Run<'o> {
     /// The steps of one epoch in a shuffled order seeded by (seed, epoch), reading loss and
     /// accuracy back every `--log-every` steps.
     fn run_epoch(&mut self, epoch: usize, train: &Dataset) -> Result<EpochTraining> {
-        let (o, spe) = (self.o, self.steps_per_epoch);
+        let (o, spe) = (self.options, self.steps_per_epoch);
         let started = Instant::now();
         self.trainer.clear(&self.gpu)?;
-        let epoch_start = self.at.iteration;
+        let epoch_start = self.state.iteration;
         let order = shuffled(train.len(), o.seed.wrapping_add(epoch as u64));
         let label = format!("epoch {epoch}/{}", self.epochs);
         let mut progress = Progress::new(spe as u64, label, "step", Duration::ZERO);
@@ -208,12 +208,14 @@ impl<'o> Run<'o> {
                 &mut px,
                 &mut labels,
             );
-            lr = o.recipe.lr_at(self.at.iteration, self.total_iterations());
+            lr = o
+                .recipe
+                .lr_at(self.state.iteration, self.total_iterations());
             self.trainer
-                .step(&self.gpu, &self.m, &px, &labels, lr as f32)?;
-            self.at.iteration = self.trainer.iteration;
-            if self.stall_at == Some(self.at.iteration) {
-                stall(&self.gpu, self.at.iteration);
+                .step(&self.gpu, &self.model, &px, &labels, lr as f32)?;
+            self.state.iteration = self.trainer.iteration;
+            if self.stall_at == Some(self.state.iteration) {
+                stall(&self.gpu, self.state.iteration);
             }
             if (s + 1) % o.log_every == 0 || s + 1 == spe {
                 let sums = pollster::block_on(self.trainer.read(&self.gpu))?;
@@ -247,7 +249,7 @@ impl<'o> Run<'o> {
         }
         // the GPU recorded which batch since the clear went bad first
         let bad = epoch_start + (sums.first_non_finite as u64).max(1);
-        let last = self.o.out.join("last.safetensors");
+        let last = self.options.out.join("last.safetensors");
         let kept = if last.exists() {
             format!("the last good checkpoint is {}", last.display())
         } else {
@@ -263,7 +265,7 @@ impl<'o> Run<'o> {
     fn record_curve(&mut self, sums: &LossSums, prev: &LossSums) {
         let window = sums.since(prev);
         self.steps.push(StepMetrics {
-            iteration: self.at.iteration,
+            iteration: self.state.iteration,
             train_loss: window.mean_loss() as f64,
             train_acc: window.accuracy() as f64,
         });
@@ -277,15 +279,20 @@ impl<'o> Run<'o> {
         trained: EpochTraining,
         eval: &Dataset,
     ) -> Result<EpochMetrics> {
-        let o = self.o;
-        let (test_loss, test_acc) =
-            evaluate(&self.gpu, &self.m, eval, o.eval_batch, cifar10::NORMALIZE)?;
-        let best = test_acc > self.at.best_acc;
-        self.at.epoch = epoch;
-        self.at.best_acc = self.at.best_acc.max(test_acc);
+        let o = self.options;
+        let (test_loss, test_acc) = evaluate(
+            &self.gpu,
+            &self.model,
+            eval,
+            o.eval_batch,
+            cifar10::NORMALIZE,
+        )?;
+        let best = test_acc > self.state.best_acc;
+        self.state.epoch = epoch;
+        self.state.best_acc = self.state.best_acc.max(test_acc);
         let row = EpochMetrics {
             epoch,
-            iteration: self.at.iteration,
+            iteration: self.state.iteration,
             lr: trained.lr,
             train_loss: trained.sums.mean_loss() as f64,
             train_acc: trained.sums.accuracy() as f64,
@@ -313,7 +320,7 @@ impl<'o> Run<'o> {
     /// last.state.safetensors (momentum, position), last.safetensors and, when `best`,
     /// best.safetensors (weights and BN statistics).
     fn save_checkpoints(&self, best: bool) -> Result<()> {
-        let (gpu, m, o, at) = (&self.gpu, &self.m, self.o, &self.at);
+        let (gpu, m, o, at) = (&self.gpu, &self.model, self.options, &self.state);
         let mut meta = self.meta.clone();
         meta.insert("epoch".into(), at.epoch.to_string());
         meta.insert("iteration".into(), at.iteration.to_string());

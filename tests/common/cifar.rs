@@ -32,21 +32,6 @@ pub fn jpeg_fixture() -> PathBuf {
     repo("tests/data/cifar10-jpeg")
 }
 
-/// The whole data set beside the repository (`../shared/data`, our machines only), for optional
-/// larger checks; `None` (and a line saying the check is skipped, and why) when it is not there.
-pub fn full_tarball(check: &str) -> Option<PathBuf> {
-    let path = repo("../shared/data/cifar10-jpeg.tar.gz");
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!(
-            "{check}: skipped, the full CIFAR-10 tarball {} is not there (only on the project's own machines)",
-            path.display()
-        );
-        None
-    }
-}
-
 /// The first `per_class` images of every class of a bundled binary file, as (label, CHW bytes).
 fn bundled(file: &str, per_class: usize) -> Vec<(usize, Vec<u8>)> {
     let path = repo(&format!("web/data/{file}"));

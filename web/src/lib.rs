@@ -107,8 +107,7 @@ impl Engine {
             .get("model")
             .cloned()
             .ok_or_else(|| JsError::new("the checkpoint has no 'model' in its metadata"))?;
-        let num_classes = ck.get("fc.bias").map_or(10, |t| t.shape[0]);
-        let classes = ck.class_names(num_classes);
+        let classes = ck.class_names(ck.num_classes().unwrap_or(10));
         let spec = ModelSpec::from_name(&name, classes.len()).map_err(js_err)?;
         let normalize = ck.normalisation().map_err(js_err)?;
         let gpu = open(kernels).await?;
@@ -180,10 +179,10 @@ impl Engine {
         future_to_promise(async move {
             let err = |e: resnet::Error| JsValue::from(js_err(e));
             // no RefCell borrow is held across the await: `step` may run meanwhile
-            let accum = i.trainer.borrow().plan.loss.accum.clone();
-            let a = i.gpu.read(&accum).await.map_err(err)?;
-            i.gpu.write(&accum, &[0.0f32; 4]).map_err(err)?;
-            Ok(Float32Array::from(&a[..]).into())
+            let loss = i.trainer.borrow().plan.loss.clone();
+            let sums = loss.read(&i.gpu).await.map_err(err)?;
+            loss.clear(&i.gpu).map_err(err)?;
+            Ok(Float32Array::from(&sums.to_array()[..]).into())
         })
     }
 
