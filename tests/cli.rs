@@ -11,12 +11,11 @@ use resnet::model::ModelState;
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// `resnet` with the register kernels (no tuning: these tests are about everything else; tuning
+/// has tests/tuning.rs) and a cache directory of its own.
 fn resnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_resnet"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .unwrap()
+    let cache = tempfile::tempdir().unwrap();
+    resnet_with_cache(args, cache.path())
 }
 
 /// Asserts a clean failure: non-zero exit, one `error:` line mentioning every `needle`, no panic.
@@ -410,12 +409,13 @@ fn dead_url() -> String {
     format!("http://127.0.0.1:{port}/cifar-10-binary.tar.gz")
 }
 
-/// `resnet` with a fresh, empty cache directory (nothing downloaded before).
+/// `resnet` with the register kernels and `cache` as its cache directory.
 fn resnet_with_cache(args: &[&str], cache: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_resnet"))
         .args(args)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
         .env("XDG_CACHE_HOME", cache)
+        .env("RESNET_KERNELS", "register")
         .output()
         .unwrap()
 }

@@ -260,7 +260,7 @@ fn kernel_family_is_chosen_per_shape_and_kept() {
         "conv2d backward (weight)",
     ] {
         assert!(
-            chosen.iter().any(|(o, k, _)| *o == op && *k == sh.key()),
+            chosen.iter().any(|c| c.op == op && c.shape == sh.key()),
             "{op}: no choice recorded in {chosen:?}"
         );
     }

@@ -21,6 +21,7 @@ fn degradation_experiment_writes_figure_table_and_resumes() {
         out: out.path().to_path_buf(),
         eval_batch: 20,
         log_every: 1,
+        gpu: common::untuned(),
         ..TrainOptions::default()
     };
     let table = train::run_experiment(Experiment::Degradation, &[8], &base, &split).unwrap();

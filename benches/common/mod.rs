@@ -11,7 +11,9 @@ use std::time::Duration;
 /// rasteriser on the same cores: it is benchmarked on its best backend only, unless
 /// `BENCH_ALL_BACKENDS=1` or `WGPU_BACKEND` names the other one.
 pub fn devices() -> Vec<(String, Gpu)> {
-    let opts = GpuOptions::from_env().expect("RESNET_KERNELS");
+    let mut opts = GpuOptions::from_env().expect("RESNET_KERNELS");
+    // kernels tuned by `resnet` (or an earlier bench) on this machine are reused, as the CLI does
+    opts.tuning_cache = Some(resnet::data::default_cache_dir().join("kernels"));
     let all = std::env::var("BENCH_ALL_BACKENDS").is_ok_and(|v| v == "1");
     let mut out: Vec<(String, Gpu)> = Vec::new();
     for g in Gpu::each_adapter_blocking(&opts) {

@@ -4,7 +4,7 @@ use super::{at_least_one, GpuArgs};
 use clap::Args;
 use resnet::cifar10;
 use resnet::gpu::Gpu;
-use resnet::model::{Family, ModelSpec, ModelState};
+use resnet::model::{ModelSpec, ModelState};
 use resnet::ops::sgd::SgdConfig;
 use resnet::plan::{Plan, PlanConfig};
 use resnet::Result;
@@ -90,9 +90,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
 
 /// Builds the plans of the model at the batch size and times their steps.
 fn measure(a: &BenchArgs) -> Result<Measured> {
-    let imagenet = ModelSpec::from_name(&a.model, 10)?.family == Family::ImageNet;
-    let size = a.image_size.unwrap_or(if imagenet { 224 } else { 32 });
-    let classes = a.num_classes.unwrap_or(if imagenet { 1000 } else { 10 });
+    let (default_size, default_classes) = super::model_defaults(&a.model)?;
+    let size = a.image_size.unwrap_or(default_size);
+    let classes = a.num_classes.unwrap_or(default_classes);
     let spec = ModelSpec::from_name(&a.model, classes)?;
     let gpu = Gpu::new_blocking(&a.gpu.options()?)?;
     let m = ModelState::new(&gpu, &spec, 0)?;
@@ -181,18 +181,24 @@ fn print_text(r: &Measured, steps: usize) {
 }
 
 /// The kernel family used, or how the per-shape timing chose.
-fn kernel_choice(gpu: &Gpu) -> String {
+pub(crate) fn kernel_choice(gpu: &Gpu) -> String {
     let chosen = gpu.choices();
     if chosen.is_empty() {
         return format!("{:?}", gpu.kernel_family);
     }
     let tiled = chosen
         .iter()
-        .filter(|c| c.2 == resnet::gpu::KernelFamily::Tiled)
+        .filter(|c| c.family == resnet::gpu::KernelFamily::Tiled)
         .count();
+    let measured = gpu.choices_measured();
     format!(
-        "timed per shape, tiled for {tiled} and register for {} of {} (op, shape) pairs",
+        "timed per shape, tiled for {tiled} and register for {} of {} (op, shape) pairs ({})",
         chosen.len() - tiled,
-        chosen.len()
+        chosen.len(),
+        if measured == 0 {
+            "all from the tuning cache".to_string()
+        } else {
+            format!("{measured} timed now")
+        }
     )
 }

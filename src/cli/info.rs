@@ -2,7 +2,7 @@
 
 use clap::Args;
 use resnet::gpu::{list_adapters, Gpu, GpuOptions};
-use resnet::model::{summary, Family, ModelSpec};
+use resnet::model::{summary, ModelSpec};
 use resnet::{Error, Result};
 
 /// Arguments of `resnet summary`.
@@ -38,8 +38,7 @@ pub fn summary_cmd(a: SummaryArgs) -> Result<()> {
     if c != 3 || n == 0 || h == 0 || w == 0 {
         return Err(bad_input());
     }
-    let imagenet = ModelSpec::from_name(&a.model, 1)?.family == Family::ImageNet;
-    let classes = a.num_classes.unwrap_or(if imagenet { 1000 } else { 10 });
+    let classes = a.num_classes.unwrap_or(super::model_defaults(&a.model)?.1);
     let spec = ModelSpec::from_name(&a.model, classes)?;
     print!("{}", summary(&spec, [n, c, h, w]));
     Ok(())
@@ -61,15 +60,7 @@ pub fn info(opts: &GpuOptions) -> Result<()> {
         "chosen: {} ({:?}, {:?})",
         gpu.info.name, gpu.info.backend, gpu.info.device_type
     );
-    println!(
-        "  kernels: {:?}{}",
-        gpu.kernel_family,
-        if gpu.tunes() {
-            " (default; every convolution shape timed once with each family, the faster kept)"
-        } else {
-            ""
-        }
-    );
+    println!("  kernels: {}", kernels_line(&gpu));
     println!(
         "  max_storage_buffer_binding_size: {} MiB",
         l.max_storage_buffer_binding_size / (1 << 20)
@@ -100,4 +91,19 @@ pub fn info(opts: &GpuOptions) -> Result<()> {
         has(wgpu::Features::SUBGROUP)
     );
     Ok(())
+}
+
+/// How convolution kernels are chosen on `gpu`, and where the choices are remembered.
+fn kernels_line(gpu: &Gpu) -> String {
+    if !gpu.tunes() {
+        return format!("{:?} (forced)", gpu.kernel_family);
+    }
+    match gpu.tuning_cache() {
+        Some(cache) => format!(
+            "auto: every convolution shape timed once with each family, the fastest kept; {} choices remembered in {}",
+            gpu.choices().len(),
+            cache.path.display()
+        ),
+        None => "auto: every convolution shape timed once with each family, the fastest kept".into(),
+    }
 }

@@ -5,6 +5,7 @@ mod eval;
 mod info;
 mod predict;
 mod train;
+mod tune;
 
 use clap::{Args, Parser, Subcommand};
 use resnet::data;
@@ -31,8 +32,9 @@ struct GpuArgs {
     #[arg(long, global = true)]
     backend: Option<String>,
     /// Convolution kernel family: register (fast on CPU drivers such as lavapipe), tiled
-    /// (workgroup memory, for GPUs) or auto (time both once per convolution shape, keep the
-    /// faster); default: auto on GPUs, register on CPU adapters (also RESNET_KERNELS)
+    /// (workgroup memory, for GPUs) or auto (the default: time every family once per
+    /// convolution shape on this adapter, keep the fastest, and remember the choice in the cache
+    /// directory for the next run; `resnet tune` does it ahead of time); also RESNET_KERNELS
     #[arg(long, global = true, value_name = "FAMILY")]
     kernels: Option<String>,
 }
@@ -46,6 +48,7 @@ impl GpuArgs {
         if let Some(k) = &self.kernels {
             o.set_kernels(k)?;
         }
+        o.tuning_cache = Some(data::default_cache_dir().join("kernels"));
         Ok(o)
     }
 }
@@ -109,6 +112,9 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Training and inference throughput (medians), with per-block GPU times where supported
     Bench(bench::BenchArgs),
+    /// Time every convolution kernel family at every shape of a model on this adapter and
+    /// remember the fastest (what the first run of any command does on its own)
+    Tune(tune::TuneArgs),
     /// Reproduce the paper's CIFAR-10 experiments: `degradation` (plain vs ResNet, Fig. 6) or
     /// `depth` (ResNet depth vs test error, Table 6); each run resumes where it stopped
     Experiment(train::ExperimentArgs),
@@ -148,8 +154,19 @@ pub fn main() -> Result<()> {
         Command::Predict(a) => predict::run(a),
         Command::Experiment(a) => train::experiment_cmd(a),
         Command::Bench(a) => bench::run(a),
+        Command::Tune(a) => tune::run(a),
         Command::Summary(a) => info::summary_cmd(a),
     }
+}
+
+/// The input size and classifier outputs a model is used with unless told otherwise: 32 and 10
+/// for the CIFAR models, 224 and 1000 for the ImageNet ones.
+fn model_defaults(model: &str) -> Result<(usize, usize)> {
+    let family = resnet::model::ModelSpec::from_name(model, 1)?.family;
+    Ok(match family {
+        resnet::model::Family::Cifar => (32, 10),
+        resnet::model::Family::ImageNet => (224, 1000),
+    })
 }
 
 /// An error for an option that must be at least 1.

@@ -11,9 +11,13 @@ pub struct GpuOptions {
     /// Force a kernel family instead of choosing by adapter type.
     pub kernel_family: Option<KernelFamily>,
     /// Measure every kernel family per convolution shape once and keep the fastest (native
-    /// only). `None`: on for GPUs, off for CPU adapters (there the register kernels are known to
-    /// win, and compiling both families costs seconds); off whenever `kernel_family` is forced.
+    /// only; the browser cannot block to time). `None`: on, for every adapter (CPU drivers
+    /// included: the best family differs between CPUs too); off whenever `kernel_family` is
+    /// forced. `Some(false)`: the family by adapter type (register on CPUs, tiled on GPUs).
     pub tune: Option<bool>,
+    /// Directory where the choices tuning measured are remembered, one file per adapter, driver
+    /// and backend (native only); `None`: measured anew by every process.
+    pub tuning_cache: Option<std::path::PathBuf>,
 }
 
 /// Parses a `--backend` value: `vulkan`, `metal`, `dx12`, `gl` (or `webgpu`).

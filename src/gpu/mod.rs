@@ -7,6 +7,8 @@ mod adapter;
 pub mod kernel;
 mod tensor;
 mod timer;
+#[cfg(not(target_arch = "wasm32"))]
+mod tuning;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use adapter::list_adapters;
@@ -14,6 +16,22 @@ pub use adapter::{parse_backend, parse_kernel_family, AdapterSummary, GpuOptions
 pub use kernel::{Kernel, Uniform};
 pub use tensor::Tensor;
 pub use timer::PassTimer;
+#[cfg(not(target_arch = "wasm32"))]
+pub use tuning::{Choice, TuningCache, KERNEL_SET_VERSION};
+
+/// The kernel family chosen for one op at one shape, with what each family measured.
+#[cfg(target_arch = "wasm32")]
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    /// The op, e.g. `conv2d forward`.
+    pub op: String,
+    /// The op's shape key.
+    pub shape: Vec<usize>,
+    /// The family its kernels are built from.
+    pub family: KernelFamily,
+    /// Median milliseconds per family where measured.
+    pub ms: Vec<(KernelFamily, f64)>,
+}
 
 use crate::error::{Error, Result};
 use std::cell::RefCell;
@@ -47,8 +65,13 @@ pub struct Gpu {
     pub kernel_family: KernelFamily,
     /// Whether ops with several kernel families time them per shape (see [`GpuOptions::tune`]).
     tune: bool,
-    /// Kernel family per (op, shape key), measured once.
-    choices: RefCell<HashMap<(&'static str, Vec<usize>), KernelFamily>>,
+    /// Kernel family per (op, shape key), measured once (or loaded from the cache).
+    choices: RefCell<HashMap<(String, Vec<usize>), Choice>>,
+    /// Where choices are remembered between runs (native, when tuning with a cache directory).
+    #[cfg(not(target_arch = "wasm32"))]
+    cache: Option<TuningCache>,
+    /// Choices measured by this device (not loaded).
+    measured: std::cell::Cell<usize>,
     modules: RefCell<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: RefCell<HashMap<(&'static str, &'static str), Arc<wgpu::ComputePipeline>>>,
     compiled: RefCell<usize>,
@@ -101,7 +124,16 @@ impl Gpu {
         // timing kernels blocks, which the browser cannot do
         let tune = !cfg!(target_arch = "wasm32")
             && opts.kernel_family.is_none()
-            && opts.tune.unwrap_or(!cpu);
+            && opts.tune.unwrap_or(true);
+        #[cfg(not(target_arch = "wasm32"))]
+        let cache = match (&opts.tuning_cache, tune) {
+            (Some(dir), true) => Some(TuningCache::new(dir, &info)),
+            _ => None,
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        let choices = Self::remembered(cache.as_ref());
+        #[cfg(target_arch = "wasm32")]
+        let choices = HashMap::new();
         Ok(Gpu {
             device,
             queue,
@@ -111,7 +143,10 @@ impl Gpu {
             adapter_features,
             kernel_family,
             tune,
-            choices: RefCell::new(HashMap::new()),
+            choices: RefCell::new(choices),
+            #[cfg(not(target_arch = "wasm32"))]
+            cache,
+            measured: std::cell::Cell::new(0),
             modules: RefCell::new(HashMap::new()),
             pipelines: RefCell::new(HashMap::new()),
             compiled: RefCell::new(0),
@@ -165,26 +200,75 @@ impl Gpu {
         self.tune
     }
 
-    /// The kernel family chosen for `op` at shape `key`, if one was measured or set.
-    pub fn choice(&self, op: &'static str, key: &[usize]) -> Option<KernelFamily> {
-        self.choices.borrow().get(&(op, key.to_vec())).copied()
+    /// The kernel family chosen for `op` at shape `key`, if one was measured, loaded or set.
+    pub fn choice(&self, op: &str, key: &[usize]) -> Option<KernelFamily> {
+        let choices = self.choices.borrow();
+        choices
+            .get(&(op.to_string(), key.to_vec()))
+            .map(|c| c.family)
     }
 
     /// Records the kernel family for `op` at shape `key`; later plans reuse it.
-    pub fn set_choice(&self, op: &'static str, key: &[usize], f: KernelFamily) {
-        self.choices.borrow_mut().insert((op, key.to_vec()), f);
+    pub fn set_choice(&self, op: &str, key: &[usize], family: KernelFamily) {
+        self.record(Choice {
+            op: op.to_string(),
+            shape: key.to_vec(),
+            family,
+            ms: Vec::new(),
+        });
     }
 
-    /// Every (op, shape key, family) chosen so far, sorted.
-    pub fn choices(&self) -> Vec<(&'static str, Vec<usize>, KernelFamily)> {
-        let mut v: Vec<_> = self
-            .choices
-            .borrow()
-            .iter()
-            .map(|((op, key), f)| (*op, key.clone(), *f))
-            .collect();
-        v.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    /// Records a choice measured on this device, and remembers it in the cache file if there is
+    /// one (a cache that cannot be written costs the next run its tuning, nothing else).
+    pub fn record_measured(&self, choice: Choice) {
+        self.measured.set(self.measured.get() + 1);
+        self.record(choice);
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(cache) = &self.cache {
+            if let Err(e) = cache.save(&self.choices()) {
+                eprintln!("warning: kernel choices {}: {e}", cache.path.display());
+            }
+        }
+    }
+
+    fn record(&self, choice: Choice) {
+        let key = (choice.op.clone(), choice.shape.clone());
+        self.choices.borrow_mut().insert(key, choice);
+    }
+
+    /// Every choice so far (measured, loaded or set), sorted by op and shape.
+    pub fn choices(&self) -> Vec<Choice> {
+        let mut v: Vec<Choice> = self.choices.borrow().values().cloned().collect();
+        v.sort_by(|a, b| (&a.op, &a.shape).cmp(&(&b.op, &b.shape)));
         v
+    }
+
+    /// How many choices this device measured itself (the rest were loaded or set).
+    pub fn choices_measured(&self) -> usize {
+        self.measured.get()
+    }
+
+    /// The file that remembers this adapter's choices, if tuning uses one.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn tuning_cache(&self) -> Option<&TuningCache> {
+        self.cache.as_ref()
+    }
+
+    /// The choices remembered in `cache`, by (op, shape); a file that cannot be trusted is
+    /// ignored with a warning.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn remembered(cache: Option<&TuningCache>) -> HashMap<(String, Vec<usize>), Choice> {
+        let Some(cache) = cache else {
+            return HashMap::new();
+        };
+        let (choices, warning) = cache.load();
+        if let Some(w) = warning {
+            eprintln!("warning: {w}");
+        }
+        choices
+            .into_iter()
+            .map(|c| ((c.op.clone(), c.shape.clone()), c))
+            .collect()
     }
 
     /// Median wall time of `kernels` over `runs` runs after one untimed run (compilation,

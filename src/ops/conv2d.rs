@@ -185,34 +185,75 @@ fn scratch(gpu: &Gpu, op: &'static str, len: usize) -> Result<Tensor> {
     gpu.zeros(&[len])
 }
 
+/// Every kernel family, in the order the tuner tries them.
+#[cfg(not(target_arch = "wasm32"))]
+const FAMILIES: [KernelFamily; 2] = [KernelFamily::Register, KernelFamily::Tiled];
+
 /// The kernels of `op` at `sh` in the family chosen for this shape: measured once per shape
-/// (both families built and timed, the faster kept) when the device tunes, else the device's
-/// family. The loser's kernels are dropped; its scratch buffers were allocated all the same.
+/// (every family built and timed, the fastest kept and remembered) when the device tunes, else
+/// the device's family. The losers' kernels are dropped; their scratch buffers were allocated
+/// all the same.
 fn pick(
     gpu: &Gpu,
     op: &'static str,
     sh: &Conv2dShape,
     build: impl Fn(KernelFamily) -> Result<Vec<Kernel>>,
 ) -> Result<Vec<Kernel>> {
-    let key = sh.key();
-    if let Some(f) = gpu.choice(op, &key) {
+    if let Some(f) = gpu.choice(op, &sh.key()) {
         return build(f);
     }
     #[cfg(not(target_arch = "wasm32"))]
     if gpu.tunes() {
-        let mut best: Option<(std::time::Duration, KernelFamily, Vec<Kernel>)> = None;
-        for f in [KernelFamily::Register, KernelFamily::Tiled] {
-            let ks = build(f)?;
-            let t = gpu.time_blocking(&ks, 3);
-            if best.as_ref().is_none_or(|b| t < b.0) {
-                best = Some((t, f, ks));
-            }
-        }
-        let (_, f, ks) = best.expect("two families timed");
-        gpu.set_choice(op, &key, f);
-        return Ok(ks);
+        return fastest(gpu, op, sh, build);
     }
     build(gpu.kernel_family)
+}
+
+/// Times every family at `sh` and keeps the fastest. Each is run once untimed (compilation,
+/// caches), then once timed; a family more than twice as slow as the best so far is dropped
+/// there (tuning on a slow adapter should not wait for hopeless kernels), the others get two
+/// more runs and their median counts.
+#[cfg(not(target_arch = "wasm32"))]
+fn fastest(
+    gpu: &Gpu,
+    op: &'static str,
+    sh: &Conv2dShape,
+    build: impl Fn(KernelFamily) -> Result<Vec<Kernel>>,
+) -> Result<Vec<Kernel>> {
+    let mut best: Option<(f64, KernelFamily, Vec<Kernel>)> = None;
+    let mut ms = Vec::new();
+    for family in FAMILIES {
+        let ks = build(family)?;
+        gpu.run(&ks); // compilation and caches
+        gpu.wait();
+        let mut t = vec![run_ms(gpu, &ks)];
+        if best.as_ref().is_none_or(|(b, _, _)| t[0] <= 2.0 * b) {
+            t.extend([run_ms(gpu, &ks), run_ms(gpu, &ks)]);
+            t.sort_by(f64::total_cmp);
+        }
+        let median = t[t.len() / 2];
+        ms.push((family, median));
+        if best.as_ref().is_none_or(|(b, _, _)| median < *b) {
+            best = Some((median, family, ks));
+        }
+    }
+    let (_, family, ks) = best.expect("at least one family");
+    gpu.record_measured(crate::gpu::Choice {
+        op: op.to_string(),
+        shape: sh.key(),
+        family,
+        ms,
+    });
+    Ok(ks)
+}
+
+/// Milliseconds of one run of `ks`, waited for.
+#[cfg(not(target_arch = "wasm32"))]
+fn run_ms(gpu: &Gpu, ks: &[Kernel]) -> f64 {
+    let t0 = std::time::Instant::now();
+    gpu.run(ks);
+    gpu.wait();
+    t0.elapsed().as_secs_f64() * 1e3
 }
 
 /// Records y = conv2d(x, w) + bias. Returns the kernels to dispatch, in order.

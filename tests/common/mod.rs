@@ -7,13 +7,22 @@ pub mod reference;
 
 use resnet::gpu::{Gpu, GpuOptions, Kernel, KernelFamily, Tensor};
 
-/// The default adapter (lavapipe here), optionally with a forced kernel family.
+/// The default adapter (lavapipe here), optionally with a forced kernel family; no tuning (the
+/// family by adapter type), so that every test computes with the same kernels every time.
 pub fn gpu_with(kernel_family: Option<KernelFamily>) -> Gpu {
     Gpu::new_blocking(&GpuOptions {
         kernel_family,
-        ..Default::default()
+        ..untuned()
     })
     .expect("a GPU adapter")
+}
+
+/// Options without kernel tuning: the family by adapter type.
+pub fn untuned() -> GpuOptions {
+    GpuOptions {
+        tune: Some(false),
+        ..Default::default()
+    }
 }
 
 /// The default adapter with its default kernel family.

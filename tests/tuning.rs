@@ -1,0 +1,193 @@
+//! Kernel tuning remembered on disk: a device that tunes writes every choice it measured to the
+//! cache file of its adapter; the next device on the same adapter and cache starts with all of
+//! them and times nothing; a corrupt file, a file of another kernel set and a file of another
+//! adapter are ignored (and replaced), never trusted; `resnet tune` fills the cache and says so.
+
+mod common;
+use resnet::cifar10::NORMALIZE;
+use resnet::gpu::{Gpu, GpuOptions, TuningCache, KERNEL_SET_VERSION};
+use resnet::model::{ModelSpec, ModelState};
+use resnet::ops::sgd::SgdConfig;
+use resnet::plan::{Plan, PlanConfig};
+use std::path::Path;
+use std::process::Command;
+
+fn tuned(cache: &Path) -> Gpu {
+    Gpu::new_blocking(&GpuOptions {
+        tune: Some(true),
+        tuning_cache: Some(cache.to_path_buf()),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// A resnet8 training plan at batch 2, 16x16: what makes the device choose (17 conv choices).
+fn plan_on(gpu: &Gpu) -> Plan {
+    let spec = ModelSpec::from_name("resnet8", 10).unwrap();
+    let m = ModelState::new(gpu, &spec, 0).unwrap();
+    let cfg = PlanConfig::train(2, (16, 16), SgdConfig::he2016(), NORMALIZE);
+    Plan::new(gpu, &m, cfg).unwrap()
+}
+
+/// (op, shape, family) of every choice.
+fn chosen(gpu: &Gpu) -> Vec<(String, Vec<usize>, resnet::gpu::KernelFamily)> {
+    gpu.choices()
+        .into_iter()
+        .map(|c| (c.op, c.shape, c.family))
+        .collect()
+}
+
+#[test]
+fn a_second_device_starts_with_the_first_ones_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = tuned(dir.path());
+    plan_on(&first);
+    let measured = first.choices_measured();
+    // forward, backward to the input (all but the stem) and to the weights of each of 6 shapes
+    assert_eq!(measured, 17, "{:?}", chosen(&first));
+    let file = first.tuning_cache().unwrap().path.clone();
+    assert!(file.is_file(), "{} not written", file.display());
+    for c in first.choices() {
+        assert_eq!(
+            c.ms.len(),
+            2,
+            "both families timed (the first in full): {c:?}"
+        );
+        let fastest = c.ms.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0;
+        assert_eq!(c.family, fastest, "{c:?}");
+    }
+
+    let second = tuned(dir.path());
+    assert_eq!(chosen(&second), chosen(&first), "loaded before any plan");
+    plan_on(&second);
+    assert_eq!(
+        second.choices_measured(),
+        0,
+        "the second device timed kernels again"
+    );
+    assert_eq!(chosen(&second), chosen(&first));
+
+    // without tuning nothing is loaded or written
+    let untuned = Gpu::new_blocking(&GpuOptions {
+        tune: Some(false),
+        tuning_cache: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(untuned.choices().is_empty() && untuned.tuning_cache().is_none());
+}
+
+#[test]
+fn untrustworthy_cache_files_are_ignored_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let gpu = tuned(dir.path());
+    plan_on(&gpu);
+    let cache = TuningCache::new(dir.path(), &gpu.info);
+    let good = std::fs::read_to_string(&cache.path).unwrap();
+    assert_eq!(cache.load().0.len(), 17);
+    assert!(cache.load().1.is_none());
+    let other_set = good.replace(
+        &format!("\"kernel_set\": {KERNEL_SET_VERSION}"),
+        &format!("\"kernel_set\": {}", KERNEL_SET_VERSION + 1),
+    );
+    let other_adapter = good.replace(
+        &format!("\"adapter\": {:?}", gpu.info.name),
+        "\"adapter\": \"elsewhere\"",
+    );
+    for (bad, why) in [
+        ("{ not json".to_string(), "not valid JSON"),
+        (good[..good.len() / 2].to_string(), "not valid JSON"),
+        (other_set, "kernel set"),
+        (other_adapter, "another adapter"),
+        (
+            good.replace("\"register\"", "\"fastest\""),
+            "does not parse",
+        ),
+    ] {
+        std::fs::write(&cache.path, &bad).unwrap();
+        let (choices, warning) = cache.load();
+        assert!(choices.is_empty(), "{why}: trusted");
+        let warning = warning.unwrap_or_default();
+        assert!(
+            warning.contains(why) && warning.contains(&cache.path.display().to_string()),
+            "{why}: {warning}"
+        );
+        // a device on that file tunes again and leaves a good file behind
+        let again = tuned(dir.path());
+        assert!(again.choices().is_empty(), "{why}");
+        plan_on(&again);
+        assert_eq!(again.choices_measured(), 17, "{why}");
+        assert_eq!(cache.load().0.len(), 17, "{why}: not replaced");
+    }
+}
+
+fn resnet(args: &[&str], cache: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_resnet"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .env("XDG_CACHE_HOME", cache)
+        .env_remove("RESNET_KERNELS")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn resnet_tune_fills_the_cache_that_later_commands_use() {
+    let cache = tempfile::tempdir().unwrap();
+    let args = [
+        "tune",
+        "--model",
+        "resnet8",
+        "--batch-size",
+        "2",
+        "--eval-batch-size",
+        "3",
+    ];
+    let first = resnet(&args, cache.path());
+    let out = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    // 17 training choices and the forward of 6 shapes at the evaluation batch
+    assert!(out.contains("23 choices, 23 timed now"), "{out}");
+    assert!(
+        out.contains("conv2d backward (weight)") && out.contains("register ms"),
+        "{out}"
+    );
+    let second = resnet(&args, cache.path());
+    let out = String::from_utf8_lossy(&second.stdout);
+    assert!(out.contains("23 choices, 0 timed now"), "{out}");
+    // bench at the same batch takes every training and inference choice from the cache
+    let bench = [
+        "bench",
+        "--model",
+        "resnet8",
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+    ];
+    let out = resnet(&bench, cache.path());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("all from the tuning cache"), "{text}");
+    // a corrupt cache: a warning, then tuning, then success
+    let files: Vec<_> = std::fs::read_dir(cache.path().join("resnet-wgpu/kernels"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    std::fs::write(&files[0], "garbage").unwrap();
+    let out = resnet(&bench, cache.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: kernel choices") && err.contains("timed again"),
+        "{err}"
+    );
+    // forcing a family leaves nothing to tune
+    let forced = resnet(&["tune", "--kernels", "register"], cache.path());
+    assert!(!forced.status.success());
+    assert!(String::from_utf8_lossy(&forced.stderr).contains("--kernels"));
+}
