@@ -17,8 +17,11 @@ pub mod gpu;
 pub mod model;
 pub mod ops;
 pub mod plan;
+pub mod reference;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod report;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod selftest;
 pub mod train;
 
 pub use error::{Error, Result};

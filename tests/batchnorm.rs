@@ -2,10 +2,10 @@
 //! backward, against f64 CPU references and finite differences. Error norm: max-norm relative.
 
 mod common;
-use common::reference::{bn_apply, bn_backward, bn_forward};
 use common::*;
 use resnet::gpu::Gpu;
 use resnet::ops::batchnorm::{self, BnParams, Fuse};
+use resnet::reference::{bn_apply, bn_backward, bn_forward};
 
 struct Bn {
     affine: resnet::Tensor,

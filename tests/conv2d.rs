@@ -2,10 +2,10 @@
 //! shape class ResNets use, with both kernel families. Error norm: max |gpu - ref| / max |ref|.
 
 mod common;
-use common::reference::{conv_backward, conv_forward, Conv};
 use common::*;
 use resnet::gpu::Gpu;
 use resnet::ops::conv2d::{self, Conv2dShape};
+use resnet::reference::{conv_backward, conv_forward, Conv};
 
 const TOL: f64 = 1e-4;
 

@@ -6,56 +6,16 @@
 //! shortcut backward, the stem's max-pool backward, and the gradient sums where two paths meet.
 
 mod common;
-use common::network::{self, StateDict};
 use common::*;
-use resnet::checkpoint::{NamedTensor, TensorData};
-use resnet::cifar10::NORMALIZE;
-use resnet::model::{BlockKind, Family, ModelSpec, ModelState};
-use resnet::ops::sgd::SgdConfig;
-use resnet::plan::{Plan, PlanConfig};
+use resnet::model::{BlockKind, Family, ModelSpec};
+use resnet::reference::network::{self, StateDict};
+use resnet::selftest::{network_step, NetworkStep};
 use std::collections::{BTreeMap, HashMap};
 
 /// Max-norm relative error allowed between the GPU (f32) and the f64 reference.
 const TOL: f64 = 1e-4;
 /// Relative error allowed against central finite differences of the f64 loss.
 const FD_TOL: f64 = 1e-3;
-
-fn as_state_dict(tensors: Vec<NamedTensor>) -> StateDict {
-    tensors
-        .into_iter()
-        .filter_map(|t| match t.data {
-            TensorData::F32(v) => Some((t.name, (t.shape, f64s(&v)))),
-            TensorData::I64(_) => None,
-        })
-        .collect()
-}
-
-/// BN parameters and running statistics away from their initial 1, 0, 0, 1, so that no
-/// gradient or update is trivially zero or one.
-fn perturb(gpu: &resnet::Gpu, m: &ModelState) {
-    let mut tensors = pollster::block_on(m.state_dict(gpu)).unwrap();
-    for (i, t) in tensors.iter_mut().enumerate() {
-        let TensorData::F32(v) = &mut t.data else {
-            continue;
-        };
-        let noise = rand_vec(v.len(), 1000 + i as u64);
-        let (base, scale) = match t.name.rsplit('.').next().unwrap() {
-            "weight" if t.shape.len() == 1 => (1.0, 0.3),
-            "bias" if !t.name.starts_with("fc") => (0.0, 0.2),
-            "running_mean" => (0.0, 0.5),
-            "running_var" => (1.0, 0.5),
-            _ => continue,
-        };
-        for (x, r) in v.iter_mut().zip(noise) {
-            *x = base + scale * r;
-        }
-    }
-    let ck = resnet::checkpoint::Checkpoint {
-        tensors,
-        metadata: BTreeMap::new(),
-    };
-    m.load_state_dict(gpu, &ck, "perturbed").unwrap();
-}
 
 /// Worst error per parameter kind, for the report.
 #[derive(Default)]
@@ -84,58 +44,10 @@ fn kind_of(name: &str, shape: &[usize]) -> &'static str {
     }
 }
 
-/// One planned training step and what it started from.
-struct Planned {
-    /// The state_dict before the step (the parameters the gradients are of).
-    before: StateDict,
-    /// The state_dict after it (updated running statistics).
-    after: StateDict,
-    /// The normalised input (torchvision's ToTensor + Normalize) and its shape.
-    x: Vec<f64>,
-    shape: [usize; 4],
-    labels: Vec<u32>,
-    loss: f32,
-    logits: Vec<f32>,
-    /// The GPU's parameter gradients by state_dict name.
-    grads: StateDict,
-}
-
-/// One step of `spec` planned on the GPU, on `batch` random images of `size`x`size`.
-fn planned_step(spec: &ModelSpec, size: usize, batch: usize) -> Planned {
-    let gpu = gpu();
-    let m = ModelState::new(&gpu, spec, 11).unwrap();
-    perturb(&gpu, &m);
-    let before = as_state_dict(pollster::block_on(m.state_dict(&gpu)).unwrap());
-    let sgd = SgdConfig::he2016();
-    let cfg = PlanConfig::train(batch, (size, size), sgd, NORMALIZE).without_augmentation();
-    let plan = Plan::new(&gpu, &m, cfg).unwrap();
-    let pixels: Vec<u8> = rand_vec(batch * 3 * size * size, 77)
-        .iter()
-        .map(|v| ((v + 1.0) * 127.5) as u8)
-        .collect();
-    let labels: Vec<u32> = (0..batch as u32)
-        .map(|i| (i * 7 + 3) % spec.num_classes as u32)
-        .collect();
-    plan.set_batch(&gpu, &pixels, &labels).unwrap();
-    plan.set_step(&gpu, 0, sgd.lr);
-    plan.submit(&gpu);
-    let hw = size * size;
-    let x = (0..pixels.len())
-        .map(|i| {
-            let c = (i / hw) % 3;
-            (pixels[i] as f64 / 255.0 - NORMALIZE.mean[c] as f64) / NORMALIZE.std[c] as f64
-        })
-        .collect();
-    Planned {
-        before,
-        after: as_state_dict(pollster::block_on(m.state_dict(&gpu)).unwrap()),
-        x,
-        shape: [batch, 3, size, size],
-        labels,
-        loss: read(&gpu, &plan.loss.stats)[0],
-        logits: read(&gpu, &plan.logits),
-        grads: as_state_dict(pollster::block_on(m.gradients(&gpu)).unwrap()),
-    }
+/// One step of `spec` planned on the GPU (the library's, shared with `resnet selftest`), on
+/// `batch` random images of `size`x`size`, BN parameters and statistics perturbed first.
+fn planned_step(spec: &ModelSpec, size: usize, batch: usize) -> NetworkStep {
+    network_step(&gpu(), spec, size, batch).unwrap()
 }
 
 fn to_f32(v: &[f64]) -> Vec<f32> {

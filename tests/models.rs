@@ -183,7 +183,7 @@ fn a_batch_beyond_the_device_limit_fails_at_plan_time_with_a_suggestion() {
 /// parameter names and layouts a PyTorch user would load, independent of our own graph code.
 #[test]
 fn resnet20_logits_match_a_cpu_forward_from_the_state_dict() {
-    use common::reference::*;
+    use resnet::reference::*;
     use std::collections::HashMap;
     let gpu = gpu();
     let spec = ModelSpec::from_name("resnet20", 10).unwrap();

@@ -4,13 +4,13 @@
 //! affordable (each coordinate costs a full forward). Error norm: max |gpu - ref| / max |ref|.
 
 mod common;
-use common::reference::*;
 use common::*;
 use resnet::ops::elementwise::{self, ShortcutShape};
 use resnet::ops::linear;
 use resnet::ops::loss::{self, LossBuffers};
 use resnet::ops::pool::{self, PoolShape};
 use resnet::ops::sgd::{self, SgdConfig};
+use resnet::reference::*;
 
 #[test]
 fn relu_and_add_forward_backward() {

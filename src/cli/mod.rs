@@ -4,6 +4,7 @@ mod bench;
 mod eval;
 mod info;
 mod predict;
+mod selftest;
 mod train;
 mod tune;
 
@@ -115,6 +116,9 @@ enum Command {
     /// Time every convolution kernel family at every shape of a model on this adapter and
     /// remember the fastest (what the first run of any command does on its own)
     Tune(tune::TuneArgs),
+    /// Check every op, forward and backward, on this adapter against CPU references (a pass/fail
+    /// table; exit 1 on any failure)
+    Selftest(selftest::SelftestArgs),
     /// Reproduce the paper's CIFAR-10 experiments: `degradation` (plain vs ResNet, Fig. 6) or
     /// `depth` (ResNet depth vs test error, Table 6); each run resumes where it stopped
     Experiment(train::ExperimentArgs),
@@ -155,6 +159,7 @@ pub fn main() -> Result<()> {
         Command::Experiment(a) => train::experiment_cmd(a),
         Command::Bench(a) => bench::run(a),
         Command::Tune(a) => tune::run(a),
+        Command::Selftest(a) => selftest::run(a),
         Command::Summary(a) => info::summary_cmd(a),
     }
 }

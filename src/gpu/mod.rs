@@ -47,6 +47,11 @@ pub enum KernelFamily {
     Tiled,
 }
 
+impl KernelFamily {
+    /// Every family, in the order the tuner tries them.
+    pub const ALL: [KernelFamily; 2] = [KernelFamily::Register, KernelFamily::Tiled];
+}
+
 /// An open device with its queue, limits and caches of shader modules and pipelines.
 pub struct Gpu {
     /// The wgpu device.

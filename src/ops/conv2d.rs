@@ -185,10 +185,6 @@ fn scratch(gpu: &Gpu, op: &'static str, len: usize) -> Result<Tensor> {
     gpu.zeros(&[len])
 }
 
-/// Every kernel family, in the order the tuner tries them.
-#[cfg(not(target_arch = "wasm32"))]
-const FAMILIES: [KernelFamily; 2] = [KernelFamily::Register, KernelFamily::Tiled];
-
 /// The kernels of `op` at `sh` in the family chosen for this shape: measured once per shape
 /// (every family built and timed, the fastest kept and remembered) when the device tunes, else
 /// the device's family. The losers' kernels are dropped; their scratch buffers were allocated
@@ -222,7 +218,7 @@ fn fastest(
 ) -> Result<Vec<Kernel>> {
     let mut best: Option<(f64, KernelFamily, Vec<Kernel>)> = None;
     let mut ms = Vec::new();
-    for family in FAMILIES {
+    for family in KernelFamily::ALL {
         let ks = build(family)?;
         gpu.run(&ks); // compilation and caches
         gpu.wait();

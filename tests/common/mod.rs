@@ -1,9 +1,8 @@
-//! Shared test helpers: a GPU, random data, comparison, and the CPU references (`reference`).
+//! Shared test helpers: a GPU, random data, comparison, real images (`cifar`). The CPU
+//! references they compare with are the library's (`resnet::reference`).
 #![allow(dead_code)]
 
 pub mod cifar;
-pub mod network;
-pub mod reference;
 
 use resnet::gpu::{Gpu, GpuOptions, Kernel, KernelFamily, Tensor};
 

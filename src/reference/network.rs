@@ -1,4 +1,3 @@
-#![allow(clippy::too_many_arguments)]
 //! A CPU f64 reference of one whole training step of a ResNet: forward, loss, backward to every
 //! parameter, and the BN running statistics, composed from the op references in `reference` by
 //! state_dict name, the way torchvision's `ResNet.forward` and akamaster's CIFAR ResNets run.
@@ -10,7 +9,7 @@
 //! where `downsample.0` exists, else the identity or, where the shape changes, option A. Only
 //! whether the net has shortcuts at all (ResNet vs plain) comes from outside.
 
-use super::reference::*;
+use super::ops::*;
 use std::collections::HashMap;
 
 /// A state_dict: name -> (shape, values).

@@ -1,24 +1,35 @@
+//! The op references: one function per op and direction, loops over every index.
 #![allow(clippy::too_many_arguments)]
-//! Plain f64 CPU references of every op, written from PyTorch's definitions (NCHW, OIHW).
 
 /// Convolution geometry: (n, c, h, w, k, r, s, stride, pad).
 #[derive(Clone, Copy, Debug)]
 pub struct Conv {
+    /// Batch.
     pub n: usize,
+    /// Input channels.
     pub c: usize,
+    /// Input height.
     pub h: usize,
+    /// Input width.
     pub w: usize,
+    /// Output channels.
     pub k: usize,
+    /// Kernel height.
     pub r: usize,
+    /// Kernel width.
     pub s: usize,
+    /// Stride.
     pub stride: usize,
+    /// Zero padding.
     pub pad: usize,
 }
 
 impl Conv {
+    /// Output height.
     pub fn p(&self) -> usize {
         (self.h + 2 * self.pad - self.r) / self.stride + 1
     }
+    /// Output width.
     pub fn q(&self) -> usize {
         (self.w + 2 * self.pad - self.s) / self.stride + 1
     }
@@ -31,6 +42,7 @@ impl Conv {
     }
 }
 
+/// y = conv2d(x, w) + b, PyTorch's cross-correlation: x [N, C, H, W], w [K, C, R, S].
 pub fn conv_forward(g: &Conv, x: &[f64], w: &[f64], b: Option<&[f64]>) -> Vec<f64> {
     let (p, q) = (g.p(), g.q());
     let mut y = vec![0.0; g.n * g.k * p * q];
@@ -178,6 +190,7 @@ pub fn bn_backward(
     (dx, dgamma, dbeta, gmask)
 }
 
+/// max(x, 0).
 pub fn relu(x: &[f64]) -> Vec<f64> {
     x.iter().map(|v| v.max(0.0)).collect()
 }
@@ -243,12 +256,14 @@ pub fn maxpool(
     y
 }
 
+/// Global average pool: [N, C, HW] -> [N, C].
 pub fn avgpool(n: usize, c: usize, hw: usize, x: &[f64]) -> Vec<f64> {
     (0..n * c)
         .map(|i| x[i * hw..(i + 1) * hw].iter().sum::<f64>() / hw as f64)
         .collect()
 }
 
+/// y = x W^T + b: x [n, i], W [o, i], b [o].
 pub fn linear(n: usize, i: usize, o: usize, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
     let mut y = vec![0.0; n * o];
     for a in 0..n {

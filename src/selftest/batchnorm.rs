@@ -1,0 +1,121 @@
+//! BatchNorm at full ResNet sizes: its per-channel reductions (batch statistics, the gradients of
+//! gamma and beta) run over up to 100,000 values, where a driver's reductions are most likely to
+//! go wrong (DESIGN.md: a peer framework's returned wrong sums on lavapipe).
+
+use super::{f64s, values, Group};
+use crate::error::Result;
+use crate::gpu::Gpu;
+use crate::ops::batchnorm::{self, BnParams, Fuse, MOMENTUM};
+use crate::reference::{bn_apply, bn_backward, bn_forward};
+
+/// [N, C, H, W] of ResNet-20's first stage at batch 128 and ResNet-50's first at batch 32.
+const SHAPES: [[usize; 4]; 2] = [[128, 16, 32, 32], [32, 64, 56, 56]];
+
+pub(super) fn check_all(gpu: &Gpu) -> Result<Vec<Group>> {
+    let names = [
+        "batchnorm2d forward, + residual, ReLU",
+        "batchnorm2d running statistics",
+        "batchnorm2d forward (eval)",
+        "batchnorm2d backward (input, gamma, beta)",
+    ];
+    let mut groups: Vec<Group> = names.iter().map(|n| Group::new(*n)).collect();
+    for (i, shape) in SHAPES.into_iter().enumerate() {
+        let case = format!("{}x{}x{}x{}", shape[0], shape[1], shape[2], shape[3]);
+        for (g, (got, want)) in groups
+            .iter_mut()
+            .zip(one_shape(gpu, shape, 100 + i as u64)?)
+        {
+            g.compare(&case, &got, &want);
+        }
+    }
+    Ok(groups)
+}
+
+/// (GPU, reference) of the four checks at one shape.
+fn one_shape(gpu: &Gpu, shape: [usize; 4], seed: u64) -> Result<Vec<(Vec<f32>, Vec<f64>)>> {
+    let [n, c, h, w] = shape;
+    let (hw, len) = (h * w, n * c * h * w);
+    // an offset and a scale per channel, as real activations have: sums must not cancel
+    let x: Vec<f32> = values(len, seed)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| 3.0 * v + ((i / hw) % c) as f32 * 0.5)
+        .collect();
+    let (res, dy) = (values(len, seed + 1), values(len, seed + 2));
+    let gamma: Vec<f32> = values(c, seed + 3).iter().map(|v| 1.0 + 0.5 * v).collect();
+    let beta = values(c, seed + 4);
+    let running: Vec<f32> = [values(c, seed + 5), vec![1.5; c]].concat();
+    let t = |v: &[f32], s: &[usize]| gpu.upload(v, s);
+    let (xt, rt, dyt) = (t(&x, &shape)?, t(&res, &shape)?, t(&dy, &shape)?);
+    let affine = t(&[gamma.clone(), beta.clone()].concat(), &[2, c])?;
+    let run_t = t(&running, &[2, c])?;
+    let (y, y_eval, dx, dres) = (
+        gpu.zeros(&shape)?,
+        gpu.zeros(&shape)?,
+        gpu.zeros(&shape)?,
+        gpu.zeros(&shape)?,
+    );
+    let (saved, dparams) = (gpu.zeros(&[2, c])?, gpu.zeros(&[2, c])?);
+    let p = BnParams {
+        affine: &affine,
+        running: &run_t,
+    };
+    let fuse = Fuse {
+        residual: Some(&rt),
+        relu: true,
+    };
+    // eval first: it reads the running statistics before training updates them
+    let mut ks = batchnorm::forward_eval(gpu, &xt, &y_eval, &p, fuse)?;
+    ks.extend(batchnorm::forward_train(
+        gpu, &xt, &y, &p, &saved, fuse, MOMENTUM,
+    )?);
+    ks.extend(batchnorm::backward(
+        gpu,
+        &dyt,
+        &y,
+        &xt,
+        &affine,
+        &saved,
+        &dx,
+        &dparams,
+        Some(&dres),
+        true,
+    )?);
+    gpu.run(&ks);
+
+    let (x64, r64, dy64, g64, b64) = (f64s(&x), f64s(&res), f64s(&dy), f64s(&gamma), f64s(&beta));
+    let (rm, rv) = (f64s(&running[..c]), f64s(&running[c..]));
+    let eval = bn_apply(n, c, hw, &x64, &g64, &b64, &rm, &rv, Some(&r64), true);
+    let (y_ref, mean, var) = bn_forward(n, c, hw, &x64, &g64, &b64, Some(&r64), true);
+    let m = (n * hw) as f64;
+    let m_ = 1.0 - MOMENTUM as f64;
+    let running_ref: Vec<f64> = (0..c)
+        .map(|i| m_ * rm[i] + MOMENTUM as f64 * mean[i])
+        .chain((0..c).map(|i| m_ * rv[i] + MOMENTUM as f64 * var[i] * m / (m - 1.0)))
+        .collect();
+    let read = |t| gpu.read_blocking(t);
+    // the backward is given the forward's output to mask the ReLU with: give the reference the
+    // same one (among millions of values a few sit within rounding of zero, where an f64 and an
+    // f32 forward disagree on the mask)
+    let y_gpu = read(&y)?;
+    let (dx_ref, dgamma, dbeta, dres_ref) = bn_backward(
+        n,
+        c,
+        hw,
+        &x64,
+        &g64,
+        &mean,
+        &var,
+        &f64s(&y_gpu),
+        &dy64,
+        true,
+    );
+    let backward_got = [read(&dx)?, read(&dparams)?, read(&dres)?].concat();
+    let backward_ref = [dx_ref, dgamma, dbeta, dres_ref].concat();
+    Ok(vec![
+        (y_gpu, y_ref),
+        (read(&run_t)?, running_ref),
+        (read(&y_eval)?, eval),
+        (backward_got, backward_ref),
+    ])
+}

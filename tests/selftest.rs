@@ -1,0 +1,60 @@
+//! `resnet selftest`: on this adapter every check passes and the table names every op; a
+//! tolerance no f32 result can meet makes it fail with exit 1 and a line naming the failures; the
+//! error norm it judges by tells wrong results apart.
+
+use resnet::selftest::max_norm_relative_error;
+use std::process::{Command, Output};
+
+fn selftest(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_resnet"))
+        .arg("selftest")
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn selftest_passes_here_and_fails_when_nothing_can_pass() {
+    let ok = selftest(&[]);
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    for op in [
+        "conv2d forward (Register)",
+        "conv2d backward to input (Tiled)",
+        "conv2d backward to weights (Register)",
+        "batchnorm2d backward",
+        "training step: every parameter gradient",
+        "training step: weights after SGD",
+    ] {
+        let row = out.lines().find(|l| l.starts_with(op));
+        assert!(row.is_some_and(|r| r.contains(" pass ")), "{op}: {out}");
+    }
+    assert!(out.contains("all 14 checks passed"), "{out}");
+
+    let strict = selftest(&["--tolerance", "0"]);
+    assert_eq!(strict.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&strict.stderr);
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("error: selftest:") && last.contains("checks failed"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&strict.stdout).contains("FAIL"));
+    let bad = selftest(&["--tolerance", "-1"]);
+    assert!(!bad.status.success());
+}
+
+#[test]
+fn the_error_norm_tells_wrong_results_apart() {
+    let want = [1.0, -2.0, 4.0];
+    assert_eq!(max_norm_relative_error(&[1.0, -2.0, 4.0], &want), 0.0);
+    let e = max_norm_relative_error(&[1.0, -2.0, 4.004], &want);
+    assert!((e - 1e-3).abs() < 1e-6, "{e}");
+    assert!(max_norm_relative_error(&[1.0, f32::NAN, 4.0], &want).is_infinite());
+    assert!(max_norm_relative_error(&[1.0, -2.0], &want).is_infinite());
+}
