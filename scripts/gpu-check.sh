@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# The GPU check in one command: resnet-wgpu beside PyTorch on one NVIDIA GPU, for a machine with
+# PyTorch but no Rust toolchain and no network (the `device` tool's machines, see
+# /work/.library/device/README.md). It runs `resnet info`, `resnet selftest`, `resnet bench` for
+# resnet20 at batch 128 (32x32) and resnet50 at batch 64 (224x224), and scripts/torch_bench.py with
+# the same models, batches and steps in eager PyTorch fp32 with TF32 off and on, then writes one
+# Markdown table of images/s side by side (table.md) with the logs, into $OUT (or .gpu-check/out).
+#
+# Two steps, because the GPU machine cannot build:
+#
+#   1. here (a machine with cargo and Debian's apt):
+#        scripts/gpu-check.sh --prepare
+#      builds `resnet` (release) into .gpu-check/resnet and downloads the Vulkan loader
+#      (libvulkan1, which the GPU machine lacks) as .deb files into .gpu-check/debs. It prints the
+#      call to make. Both folders are ignored by git; they travel with `carry`.
+#   2. there (device tool: command `scripts/gpu-check.sh`, carry [".gpu-check"], timeout ~540 s):
+#        scripts/gpu-check.sh
+#      unpacks the loader, points Vulkan at NVIDIA's driver, runs the check. About 5 minutes.
+#
+#   scripts/gpu-check.sh --dry-run   (here, without a GPU) prepares, then runs every step that
+#      needs no GPU: `resnet info` and `resnet bench` at one step on whatever adapter exists, the
+#      PyTorch script on the CPU where torch is installed, and the table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PACK=.gpu-check
+OUT=${OUT:-$PACK/out}
+MODE=${1:-check}
+STEPS=${STEPS:-10}
+WARMUP=${WARMUP:-2}
+
+prepare() {
+  mkdir -p "$PACK/debs"
+  grep -qx "/$PACK/" .git/info/exclude 2>/dev/null || echo "/$PACK/" >>.git/info/exclude
+  cargo build --release --bin resnet
+  cp target/release/resnet "$PACK/resnet"
+  # the device README's recipe: amd64 packages whatever this machine is, into our own folder
+  local lists=/tmp/gpu-check-apt-lists
+  mkdir -p "$lists/partial"
+  local o=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 "-oDir::State::Lists=$lists")
+  apt-get "${o[@]}" update -qq
+  (cd "$PACK/debs" && apt-get "${o[@]}" download libvulkan1 >/dev/null)
+  ls "$PACK/debs"/libvulkan1_*.deb >/dev/null
+  echo "packed: $(du -sh "$PACK" | cut -f1) in $PACK (resnet $(stat -c %s "$PACK/resnet") bytes, $(ls "$PACK/debs"))"
+  echo "on the GPU machine: command 'scripts/gpu-check.sh', carry [\"$PACK\"], timeout_s 540"
+}
+
+# The Vulkan loader and NVIDIA's driver manifest on a machine that has neither set up.
+vulkan_setup() {
+  if ! ldconfig -p | grep -q libvulkan.so.1; then
+    for f in "$PACK"/debs/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+  fi
+  local icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+  if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ]; then
+    export VK_DRIVER_FILES=$icd
+  fi
+}
+
+# resnet bench and torch_bench.py for one model and batch; JSON lines into $OUT/bench.jsonl.
+bench_pair() {
+  local model=$1 batch=$2 size=$3 device=$4
+  "$R" bench --model "$model" --batch-size "$batch" --image-size "$size" --steps "$STEPS" \
+    --warmup "$WARMUP" --json | tee -a "$OUT/bench.jsonl"
+  if python3 -c "import torch" 2>/dev/null; then
+    for tf32 in off on; do
+      python3 scripts/torch_bench.py --model "$model" --batch-size "$batch" --image-size "$size" \
+        --steps "$STEPS" --warmup "$WARMUP" --tf32 "$tf32" --device "$device" --json \
+        | tee -a "$OUT/bench.jsonl"
+    done
+  else
+    echo "PyTorch not installed: no PyTorch column for $model" | tee -a "$OUT/log.txt"
+  fi
+}
+
+# One Markdown table from bench.jsonl: resnet-wgpu and PyTorch (TF32 off, on) side by side.
+table() {
+  python3 - "$OUT/bench.jsonl" <<'PY' | tee "$OUT/table.md"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+ours = [r for r in rows if "adapter" in r]
+def torch_of(r, tf32):
+    for t in rows:
+        if "tf32" in t and t["tf32"] == tf32 and t["model"] == r["model"] and t["batch_size"] == r["batch_size"]:
+            return t
+def cell(t, key):
+    return f"{t[key]:.1f}" if t else "-"
+print("| model | batch | image | resnet-wgpu train | resnet-wgpu infer | PyTorch fp32 train | PyTorch fp32 infer | PyTorch TF32 train | PyTorch TF32 infer |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for r in ours:
+    off, on = torch_of(r, False), torch_of(r, True)
+    print(f"| {r['model']} | {r['batch_size']} | {r['image_size']} | {cell(r, 'train_images_per_sec')} | "
+          f"{cell(r, 'inference_images_per_sec')} | {cell(off, 'train_images_per_sec')} | "
+          f"{cell(off, 'inference_images_per_sec')} | {cell(on, 'train_images_per_sec')} | {cell(on, 'inference_images_per_sec')} |")
+dev = next((t["device"] for t in rows if "device" in t), "-")
+print(f"\nimages/s, medians of the same steps; resnet-wgpu on {ours[0]['adapter'] if ours else '-'} "
+      f"({ours[0]['backend'] if ours else '-'}), PyTorch on {dev}")
+PY
+}
+
+case "$MODE" in
+  --prepare)
+    prepare
+    ;;
+  --dry-run)
+    prepare
+    R=$PACK/resnet
+    rm -rf "$OUT" && mkdir -p "$OUT"
+    "$R" info | tee "$OUT/info.txt"
+    STEPS=1 WARMUP=0
+    bench_pair resnet20 8 32 cpu
+    table
+    echo "dry run: the GPU machine runs the same with selftest, resnet20 at batch 128 and resnet50 at batch 64"
+    ;;
+  check | "")
+    [ -x "$PACK/resnet" ] || { echo "error: $PACK/resnet missing: run scripts/gpu-check.sh --prepare first, then carry $PACK" >&2; exit 1; }
+    R=$PACK/resnet
+    rm -rf "$OUT" && mkdir -p "$OUT"
+    vulkan_setup
+    export XDG_CACHE_HOME=/tmp/gpu-check-cache
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt" || true
+    "$R" info | tee "$OUT/info.txt"
+    "$R" selftest | tee "$OUT/selftest.txt" || echo "selftest FAILED" | tee -a "$OUT/log.txt"
+    bench_pair resnet20 128 32 cuda
+    bench_pair resnet50 64 224 cuda
+    table
+    ;;
+  *)
+    echo "usage: scripts/gpu-check.sh [--prepare | --dry-run]   (no argument: run the check)" >&2
+    exit 2
+    ;;
+esac
