@@ -8,13 +8,13 @@
 //             db[k]       = sum_{n,p,q} dy[n,k,p,q]
 //
 // Two kernel families (DESIGN.md, principle 4):
-//   *_reg    register blocking, 8 channels x 16 pixels (or 16 weights) per invocation, no workgroup
-//            memory. Fastest on lavapipe, which turns every per-lane load into a scalar loop, so the
-//            kernels load little and do many FMAs per load.
+//   *_reg    register blocking, CB channels x PB pixels (or weights) per invocation in several
+//            block sizes, no workgroup memory. Fastest on lavapipe, which turns every per-lane load
+//            into a scalar loop, so the kernels load little and do many FMAs per load.
 //   *_tiled  64x64 output tiles staged through workgroup memory, 4x4 per invocation. Fastest on real
 //            GPUs. One GEMM skeleton; `mode` picks how A, B and C map onto the conv.
-// The register kernels read weights re-laid out by transpose_w_fwd / transpose_w_dx so that eight
-// consecutive channels are one pair of vec4 loads.
+// The register kernels read weights re-laid out by transpose_w_fwd / transpose_w_dx so that four
+// consecutive channels are one vec4 load.
 
 struct Params {
     n: u32, c: u32, h: u32, w: u32,
@@ -66,12 +66,17 @@ fn transpose_w_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     dst[e] = v;
 }
 
-// ---- register-blocked kernels (lavapipe) ----
-// Each invocation owns 16 channels x 16 pixels (or 16 weights): 256 accumulators, 16 mat4x4 values
-// a{g}{j} whose column i holds channels 4g..4g+3 of pixel 4j+i. Measured on lavapipe, a per-lane
-// storage load costs as much as ~10 multiply-adds, so the tile is as large as spills allow; and
-// every per-invocation array is spelled out as vectors, because lavapipe puts indexed arrays in
-// scratch memory (5x slower).
+// ---- register-blocked kernels (lavapipe, CPUs) ----
+// Each invocation owns CB channels x PB pixels (or PB weights): CB*PB accumulators, (CB/4)*(PB/4)
+// mat4x4 values a{g}{j} whose column i holds channels 4g..4g+3 of pixel 4j+i. Measured on lavapipe,
+// a per-lane storage load costs as much as ~10 multiply-adds, so the tile is as large as spills
+// allow; how large that is depends on the CPU's registers (AVX2 or AVX-512) or the GPU's, so the
+// block is a variant: CB and PB are set, and the lines marked //%g, //%j and //%gj are written
+// out once per channel group g, pixel group j or pair, when the pipeline is created
+// (src/ops/conv2d_variants.rs). Every per-invocation array is spelled out as vectors, because
+// lavapipe puts indexed arrays in scratch memory (5x slower).
+const CB: u32 = 16u;
+const PB: u32 = 16u;
 
 fn outer(a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
     return mat4x4<f32>(a * b.x, a * b.y, a * b.z, a * b.w);
@@ -87,12 +92,6 @@ fn in_box(h: vec4<i32>, w: vec4<i32>) -> vec4<bool> {
 }
 
 const LANE4 = vec4<u32>(0u, 1u, 2u, 3u);
-
-fn pick(i: u32, c0: vec4<f32>, c1: vec4<f32>, c2: vec4<f32>, c3: vec4<f32>) -> f32 {
-    let lo = select(c1[i % 4u], c0[i % 4u], i < 4u);
-    let hi = select(c3[i % 4u], c2[i % 4u], i < 12u);
-    return select(hi, lo, i < 8u);
-}
 
 // Output pixel m = (n, p, q) -> top-left input row/column and the offset of x[n, 0, hb, wb].
 struct Px { hb: vec4<i32>, wb: vec4<i32>, base: vec4<i32> }
@@ -157,84 +156,43 @@ fn out4(m0: u32, count: u32, nch: u32, plane: u32, ok: ptr<function, vec4<bool>>
     return n * (nch * plane) + (m - n * plane);
 }
 
-// forward: wt = w re-laid [C*R*S, K16]; src_b = x; dst = y. Invocation: 16 out channels x 16 pixels.
+// forward: wt = w re-laid [C*R*S, Kpad] (Kpad a multiple of CB); src_b = x; dst = y.
+// Invocation: CB out channels x PB pixels.
 @compute @workgroup_size(64)
 fn conv_fwd_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
     let npq = P.n * P.p * P.q;
-    let pblocks = (npq + 15u) / 16u;
+    let pblocks = (npq + PB - 1u) / PB;
     let g = linear_id(wid, nwg, lid, 64u);
-    if (g >= pblocks * (P.kpad / 16u)) { return; }
+    if (g >= pblocks * (P.kpad / CB)) { return; }
     let kb = g / pblocks;
-    let m0 = (g % pblocks) * 16u;
+    let m0 = (g % pblocks) * PB;
     let hw = i32(P.h * P.w);
     let W = i32(P.w);
-    let x0 = fwd_pixels(m0, npq);
-    let x1 = fwd_pixels(m0 + 4u, npq);
-    let x2 = fwd_pixels(m0 + 8u, npq);
-    let x3 = fwd_pixels(m0 + 12u, npq);
-
-    var a00 = mat4x4<f32>(); var a01 = mat4x4<f32>(); var a02 = mat4x4<f32>(); var a03 = mat4x4<f32>();
-    var a10 = mat4x4<f32>(); var a11 = mat4x4<f32>(); var a12 = mat4x4<f32>(); var a13 = mat4x4<f32>();
-    var a20 = mat4x4<f32>(); var a21 = mat4x4<f32>(); var a22 = mat4x4<f32>(); var a23 = mat4x4<f32>();
-    var a30 = mat4x4<f32>(); var a31 = mat4x4<f32>(); var a32 = mat4x4<f32>(); var a33 = mat4x4<f32>();
+    //%j let x{j} = fwd_pixels(m0 + {4j}u, npq);
+    //%gj var a{g}{j} = mat4x4<f32>();
     let wstride = P.r * P.s * (P.kpad / 4u);
     for (var r = 0; r < i32(P.r); r++) {
         for (var s = 0; s < i32(P.s); s++) {
-            let ok0 = in_box(x0.hb + r, x0.wb + s);
-            let ok1 = in_box(x1.hb + r, x1.wb + s);
-            let ok2 = in_box(x2.hb + r, x2.wb + s);
-            let ok3 = in_box(x3.hb + r, x3.wb + s);
+            //%j let ok{j} = in_box(x{j}.hb + r, x{j}.wb + s);
             let d = r * W + s;
-            var o0 = x0.base + d; var o1 = x1.base + d; var o2 = x2.base + d; var o3 = x3.base + d;
-            var wi = u32(r * i32(P.s) + s) * (P.kpad / 4u) + kb * 4u;
+            //%j var o{j} = x{j}.base + d;
+            var wi = u32(r * i32(P.s) + s) * (P.kpad / 4u) + kb * (CB / 4u);
             for (var c = 0u; c < P.c; c++) {
-                let w0 = wt[wi];
-                let w1 = wt[wi + 1u];
-                let w2 = wt[wi + 2u];
-                let w3 = wt[wi + 3u];
-                let v0 = gather4(o0, ok0);
-                let v1 = gather4(o1, ok1);
-                let v2 = gather4(o2, ok2);
-                let v3 = gather4(o3, ok3);
-                a00 += outer(w0, v0); a01 += outer(w0, v1); a02 += outer(w0, v2); a03 += outer(w0, v3);
-                a10 += outer(w1, v0); a11 += outer(w1, v1); a12 += outer(w1, v2); a13 += outer(w1, v3);
-                a20 += outer(w2, v0); a21 += outer(w2, v1); a22 += outer(w2, v2); a23 += outer(w2, v3);
-                a30 += outer(w3, v0); a31 += outer(w3, v1); a32 += outer(w3, v2); a33 += outer(w3, v3);
+                //%g let w{g} = wt[wi + {g}u];
+                //%j let v{j} = gather4(o{j}, ok{j});
+                //%gj a{g}{j} += outer(w{g}, v{j});
                 wi += wstride;
-                o0 += hw; o1 += hw; o2 += hw; o3 += hw;
+                //%j o{j} += hw;
             }
         }
     }
-    let k0 = kb * 16u;
-    let b0 = bias4(k0);
-    let b1 = bias4(k0 + 4u);
-    let b2 = bias4(k0 + 8u);
-    let b3 = bias4(k0 + 12u);
-    var ok0: vec4<bool>;
-    let y0 = out4(m0 + 0u, npq, P.k, P.p * P.q, &ok0);
-    store4(y0, ok0, k0 + 0u, P.k, P.p * P.q, b0, a00);
-    store4(y0, ok0, k0 + 4u, P.k, P.p * P.q, b1, a10);
-    store4(y0, ok0, k0 + 8u, P.k, P.p * P.q, b2, a20);
-    store4(y0, ok0, k0 + 12u, P.k, P.p * P.q, b3, a30);
-    var ok1: vec4<bool>;
-    let y1 = out4(m0 + 4u, npq, P.k, P.p * P.q, &ok1);
-    store4(y1, ok1, k0 + 0u, P.k, P.p * P.q, b0, a01);
-    store4(y1, ok1, k0 + 4u, P.k, P.p * P.q, b1, a11);
-    store4(y1, ok1, k0 + 8u, P.k, P.p * P.q, b2, a21);
-    store4(y1, ok1, k0 + 12u, P.k, P.p * P.q, b3, a31);
-    var ok2: vec4<bool>;
-    let y2 = out4(m0 + 8u, npq, P.k, P.p * P.q, &ok2);
-    store4(y2, ok2, k0 + 0u, P.k, P.p * P.q, b0, a02);
-    store4(y2, ok2, k0 + 4u, P.k, P.p * P.q, b1, a12);
-    store4(y2, ok2, k0 + 8u, P.k, P.p * P.q, b2, a22);
-    store4(y2, ok2, k0 + 12u, P.k, P.p * P.q, b3, a32);
-    var ok3: vec4<bool>;
-    let y3 = out4(m0 + 12u, npq, P.k, P.p * P.q, &ok3);
-    store4(y3, ok3, k0 + 0u, P.k, P.p * P.q, b0, a03);
-    store4(y3, ok3, k0 + 4u, P.k, P.p * P.q, b1, a13);
-    store4(y3, ok3, k0 + 8u, P.k, P.p * P.q, b2, a23);
-    store4(y3, ok3, k0 + 12u, P.k, P.p * P.q, b3, a33);
+    let k0 = kb * CB;
+    let plane = P.p * P.q;
+    //%g let b{g} = bias4(k0 + {4g}u);
+    //%j var ok{j}: vec4<bool>;
+    //%j let y{j} = out4(m0 + {4j}u, npq, P.k, plane, &ok{j});
+    //%gj store4(y{j}, ok{j}, k0 + {4g}u, P.k, plane, b{g}, a{g}{j});
 }
 
 // Input pixel m = (n, h, w) -> h + pad, w + pad and the offset of dy[n, 0, 0, 0].
@@ -270,80 +228,43 @@ fn dx_tap(x: Px, r: i32, s: i32, ok: ptr<function, vec4<bool>>) -> vec4<i32> {
     return x.base + p * i32(P.q) + q;
 }
 
-// backward to input: wt = w re-laid [R*S, K, C16]; src_b = dy; dst = dx.
-// Invocation: 16 input channels x 16 input pixels.
+// backward to input: wt = w re-laid [R*S, K, Cpad] (Cpad a multiple of CB); src_b = dy; dst = dx.
+// Invocation: CB input channels x PB input pixels.
 @compute @workgroup_size(64)
 fn conv_dx_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
     let nhw = P.n * P.h * P.w;
-    let pblocks = (nhw + 15u) / 16u;
+    let pblocks = (nhw + PB - 1u) / PB;
     let g = linear_id(wid, nwg, lid, 64u);
-    if (g >= pblocks * (P.cpad / 16u)) { return; }
+    if (g >= pblocks * (P.cpad / CB)) { return; }
     let cb = g / pblocks;
-    let m0 = (g % pblocks) * 16u;
+    let m0 = (g % pblocks) * PB;
     let pq = i32(P.p * P.q);
-    let x0 = dx_pixels(m0, nhw);
-    let x1 = dx_pixels(m0 + 4u, nhw);
-    let x2 = dx_pixels(m0 + 8u, nhw);
-    let x3 = dx_pixels(m0 + 12u, nhw);
-
-    var a00 = mat4x4<f32>(); var a01 = mat4x4<f32>(); var a02 = mat4x4<f32>(); var a03 = mat4x4<f32>();
-    var a10 = mat4x4<f32>(); var a11 = mat4x4<f32>(); var a12 = mat4x4<f32>(); var a13 = mat4x4<f32>();
-    var a20 = mat4x4<f32>(); var a21 = mat4x4<f32>(); var a22 = mat4x4<f32>(); var a23 = mat4x4<f32>();
-    var a30 = mat4x4<f32>(); var a31 = mat4x4<f32>(); var a32 = mat4x4<f32>(); var a33 = mat4x4<f32>();
+    //%j let x{j} = dx_pixels(m0 + {4j}u, nhw);
+    //%gj var a{g}{j} = mat4x4<f32>();
     let kstride = P.cpad / 4u;
     for (var r = 0; r < i32(P.r); r++) {
         for (var s = 0; s < i32(P.s); s++) {
-            var ok0: vec4<bool>; var ok1: vec4<bool>; var ok2: vec4<bool>; var ok3: vec4<bool>;
-            var o0 = dx_tap(x0, r, s, &ok0);
-            var o1 = dx_tap(x1, r, s, &ok1);
-            var o2 = dx_tap(x2, r, s, &ok2);
-            var o3 = dx_tap(x3, r, s, &ok3);
-            if (!any(ok0 | ok1 | ok2 | ok3)) { continue; }
-            var wi = u32(r * i32(P.s) + s) * P.k * kstride + cb * 4u;
+            var live = false;
+            //%j var ok{j}: vec4<bool>;
+            //%j var o{j} = dx_tap(x{j}, r, s, &ok{j});
+            //%j live = live || any(ok{j});
+            if (!live) { continue; }
+            var wi = u32(r * i32(P.s) + s) * P.k * kstride + cb * (CB / 4u);
             for (var k = 0u; k < P.k; k++) {
-                let w0 = wt[wi];
-                let w1 = wt[wi + 1u];
-                let w2 = wt[wi + 2u];
-                let w3 = wt[wi + 3u];
-                let v0 = gather4(o0, ok0);
-                let v1 = gather4(o1, ok1);
-                let v2 = gather4(o2, ok2);
-                let v3 = gather4(o3, ok3);
-                a00 += outer(w0, v0); a01 += outer(w0, v1); a02 += outer(w0, v2); a03 += outer(w0, v3);
-                a10 += outer(w1, v0); a11 += outer(w1, v1); a12 += outer(w1, v2); a13 += outer(w1, v3);
-                a20 += outer(w2, v0); a21 += outer(w2, v1); a22 += outer(w2, v2); a23 += outer(w2, v3);
-                a30 += outer(w3, v0); a31 += outer(w3, v1); a32 += outer(w3, v2); a33 += outer(w3, v3);
+                //%g let w{g} = wt[wi + {g}u];
+                //%j let v{j} = gather4(o{j}, ok{j});
+                //%gj a{g}{j} += outer(w{g}, v{j});
                 wi += kstride;
-                o0 += pq; o1 += pq; o2 += pq; o3 += pq;
+                //%j o{j} += pq;
             }
         }
     }
-    let c0 = cb * 16u;
-    var ok0: vec4<bool>;
-    let x0o = out4(m0 + 0u, nhw, P.c, P.h * P.w, &ok0);
-    store4(x0o, ok0, c0 + 0u, P.c, P.h * P.w, vec4<f32>(0.0), a00);
-    store4(x0o, ok0, c0 + 4u, P.c, P.h * P.w, vec4<f32>(0.0), a10);
-    store4(x0o, ok0, c0 + 8u, P.c, P.h * P.w, vec4<f32>(0.0), a20);
-    store4(x0o, ok0, c0 + 12u, P.c, P.h * P.w, vec4<f32>(0.0), a30);
-    var ok1: vec4<bool>;
-    let x1o = out4(m0 + 4u, nhw, P.c, P.h * P.w, &ok1);
-    store4(x1o, ok1, c0 + 0u, P.c, P.h * P.w, vec4<f32>(0.0), a01);
-    store4(x1o, ok1, c0 + 4u, P.c, P.h * P.w, vec4<f32>(0.0), a11);
-    store4(x1o, ok1, c0 + 8u, P.c, P.h * P.w, vec4<f32>(0.0), a21);
-    store4(x1o, ok1, c0 + 12u, P.c, P.h * P.w, vec4<f32>(0.0), a31);
-    var ok2: vec4<bool>;
-    let x2o = out4(m0 + 8u, nhw, P.c, P.h * P.w, &ok2);
-    store4(x2o, ok2, c0 + 0u, P.c, P.h * P.w, vec4<f32>(0.0), a02);
-    store4(x2o, ok2, c0 + 4u, P.c, P.h * P.w, vec4<f32>(0.0), a12);
-    store4(x2o, ok2, c0 + 8u, P.c, P.h * P.w, vec4<f32>(0.0), a22);
-    store4(x2o, ok2, c0 + 12u, P.c, P.h * P.w, vec4<f32>(0.0), a32);
-    var ok3: vec4<bool>;
-    let x3o = out4(m0 + 12u, nhw, P.c, P.h * P.w, &ok3);
-    store4(x3o, ok3, c0 + 0u, P.c, P.h * P.w, vec4<f32>(0.0), a03);
-    store4(x3o, ok3, c0 + 4u, P.c, P.h * P.w, vec4<f32>(0.0), a13);
-    store4(x3o, ok3, c0 + 8u, P.c, P.h * P.w, vec4<f32>(0.0), a23);
-    store4(x3o, ok3, c0 + 12u, P.c, P.h * P.w, vec4<f32>(0.0), a33);
+    let c0 = cb * CB;
+    let plane = P.h * P.w;
+    //%j var ok{j}: vec4<bool>;
+    //%j let x{j}o = out4(m0 + {4j}u, nhw, P.c, plane, &ok{j});
+    //%gj store4(x{j}o, ok{j}, c0 + {4g}u, P.c, plane, vec4<f32>(0.0), a{g}{j});
 }
 
 // Weight index j = (c, r, s) -> r, s and the offset of x[0, c, r, s] (relative to the window).
@@ -359,16 +280,18 @@ fn dw_taps(j0: u32, crs: u32) -> Taps {
     return Taps(r, s, vec4<i32>(c * P.h * P.w) + r * i32(P.w) + s);
 }
 
-// column j of the accumulators holds weight j for channels k0..k0+15
-fn store_dw(j: u32, info: vec3<u32>, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) {
+// Stores a 4x4 block of partial weight gradients: column i of `a` is weight j0+i, row l is
+// output channel k0+l. info = (split, C*R*S).
+fn store_dw4(j0: u32, k0: u32, info: vec2<u32>, a: mat4x4<f32>) {
     let split = info.x;
     let crs = info.y;
-    let k0 = info.z;
-    if (j >= crs) { return; }
-    for (var i = 0u; i < 16u; i++) {
-        let k = k0 + i;
-        if (k >= P.k) { return; }
-        dst[(split * P.k + k) * crs + j] = pick(i, a, b, c, d);
+    for (var i = 0u; i < 4u; i++) {
+        let j = j0 + i;
+        if (j >= crs) { return; }
+        for (var l = 0u; l < 4u; l++) {
+            let k = k0 + l;
+            if (k < P.k) { dst[(split * P.k + k) * crs + j] = a[i][l]; }
+        }
     }
 }
 
@@ -382,80 +305,46 @@ fn dy4(i: u32, k: u32, stride: u32) -> vec4<f32> {
 
 // backward to weights, split over output rows (n, p): src_a = dy; src_b = x;
 // dst = partial sums [splits, K, C*R*S], summed by conv_dw_reduce.
-// Invocation: 16 out channels x 16 consecutive (c, r, s), one chunk of rows.
+// Invocation: CB out channels x PB consecutive (c, r, s), one chunk of rows.
 @compute @workgroup_size(64)
 fn conv_dw_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
     let crs = P.c * P.r * P.s;
-    let jblocks = (crs + 15u) / 16u;
-    let kblocks = P.kpad / 16u;
+    let jblocks = (crs + PB - 1u) / PB;
+    let kblocks = P.kpad / CB;
     let g = linear_id(wid, nwg, lid, 64u);
     if (g >= P.splits * kblocks * jblocks) { return; }
     let jb = g % jblocks;
     let t = g / jblocks;
     let kb = t % kblocks;
     let split = t / kblocks;
-    let j0 = jb * 16u;
-    let t0 = dw_taps(j0, crs);
-    let t1 = dw_taps(j0 + 4u, crs);
-    let t2 = dw_taps(j0 + 8u, crs);
-    let t3 = dw_taps(j0 + 12u, crs);
+    let j0 = jb * PB;
+    //%j let t{j} = dw_taps(j0 + {4j}u, crs);
     let H = vec4<i32>(i32(P.h));
     let W = vec4<i32>(i32(P.w));
     let zero = vec4<i32>(0);
-
-    var a00 = mat4x4<f32>(); var a01 = mat4x4<f32>(); var a02 = mat4x4<f32>(); var a03 = mat4x4<f32>();
-    var a10 = mat4x4<f32>(); var a11 = mat4x4<f32>(); var a12 = mat4x4<f32>(); var a13 = mat4x4<f32>();
-    var a20 = mat4x4<f32>(); var a21 = mat4x4<f32>(); var a22 = mat4x4<f32>(); var a23 = mat4x4<f32>();
-    var a30 = mat4x4<f32>(); var a31 = mat4x4<f32>(); var a32 = mat4x4<f32>(); var a33 = mat4x4<f32>();
+    //%gj var a{g}{j} = mat4x4<f32>();
     let pq = P.p * P.q;
-    let k0 = kb * 16u;
+    let k0 = kb * CB;
     let row0 = split * P.chunk;
     let row1 = min(row0 + P.chunk, P.n * P.p);
     for (var row = row0; row < row1; row++) {
         let n = row / P.p;
         let p = row % P.p;
         let hb = i32(p * P.stride) - i32(P.pad);
-        let h0 = (t0.r + hb >= zero) & (t0.r + hb < H);
-        let h1 = (t1.r + hb >= zero) & (t1.r + hb < H);
-        let h2 = (t2.r + hb >= zero) & (t2.r + hb < H);
-        let h3 = (t3.r + hb >= zero) & (t3.r + hb < H);
+        //%j let h{j} = (t{j}.r + hb >= zero) & (t{j}.r + hb < H);
         let xrow = i32(n * P.c * P.h * P.w) + hb * i32(P.w);
         let yrow = n * P.k * pq + p * P.q;
         for (var q = 0u; q < P.q; q++) {
             let wb = i32(q * P.stride) - i32(P.pad);
-            let d0 = dy4(yrow + q, k0, pq);
-            let d1 = dy4(yrow + q, k0 + 4u, pq);
-            let d2 = dy4(yrow + q, k0 + 8u, pq);
-            let d3 = dy4(yrow + q, k0 + 12u, pq);
+            //%g let d{g} = dy4(yrow + q, k0 + {4g}u, pq);
             let xb = xrow + wb;
-            let v0 = gather4(t0.off + xb, h0 & (t0.s + wb >= zero) & (t0.s + wb < W));
-            let v1 = gather4(t1.off + xb, h1 & (t1.s + wb >= zero) & (t1.s + wb < W));
-            let v2 = gather4(t2.off + xb, h2 & (t2.s + wb >= zero) & (t2.s + wb < W));
-            let v3 = gather4(t3.off + xb, h3 & (t3.s + wb >= zero) & (t3.s + wb < W));
-                a00 += outer(d0, v0); a01 += outer(d0, v1); a02 += outer(d0, v2); a03 += outer(d0, v3);
-                a10 += outer(d1, v0); a11 += outer(d1, v1); a12 += outer(d1, v2); a13 += outer(d1, v3);
-                a20 += outer(d2, v0); a21 += outer(d2, v1); a22 += outer(d2, v2); a23 += outer(d2, v3);
-                a30 += outer(d3, v0); a31 += outer(d3, v1); a32 += outer(d3, v2); a33 += outer(d3, v3);
+            //%j let v{j} = gather4(t{j}.off + xb, h{j} & (t{j}.s + wb >= zero) & (t{j}.s + wb < W));
+            //%gj a{g}{j} += outer(d{g}, v{j});
         }
     }
-    let info = vec3<u32>(split, crs, k0);
-    store_dw(j0 + 0u, info, (a00[0]), a10[0], a20[0], a30[0]);
-    store_dw(j0 + 1u, info, (a00[1]), a10[1], a20[1], a30[1]);
-    store_dw(j0 + 2u, info, (a00[2]), a10[2], a20[2], a30[2]);
-    store_dw(j0 + 3u, info, (a00[3]), a10[3], a20[3], a30[3]);
-    store_dw(j0 + 4u, info, (a01[0]), a11[0], a21[0], a31[0]);
-    store_dw(j0 + 5u, info, (a01[1]), a11[1], a21[1], a31[1]);
-    store_dw(j0 + 6u, info, (a01[2]), a11[2], a21[2], a31[2]);
-    store_dw(j0 + 7u, info, (a01[3]), a11[3], a21[3], a31[3]);
-    store_dw(j0 + 8u, info, (a02[0]), a12[0], a22[0], a32[0]);
-    store_dw(j0 + 9u, info, (a02[1]), a12[1], a22[1], a32[1]);
-    store_dw(j0 + 10u, info, (a02[2]), a12[2], a22[2], a32[2]);
-    store_dw(j0 + 11u, info, (a02[3]), a12[3], a22[3], a32[3]);
-    store_dw(j0 + 12u, info, (a03[0]), a13[0], a23[0], a33[0]);
-    store_dw(j0 + 13u, info, (a03[1]), a13[1], a23[1], a33[1]);
-    store_dw(j0 + 14u, info, (a03[2]), a13[2], a23[2], a33[2]);
-    store_dw(j0 + 15u, info, (a03[3]), a13[3], a23[3], a33[3]);
+    let info = vec2<u32>(split, crs);
+    //%gj store_dw4(j0 + {4j}u, k0 + {4g}u, info, a{g}{j});
 }
 
 // ---- workgroup-memory tiled GEMM (real GPUs) ----

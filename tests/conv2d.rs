@@ -268,9 +268,9 @@ fn kernel_family_is_chosen_per_shape_and_kept() {
     let w = gpu.upload(&d.w, &sh.w_shape()).unwrap();
     let out = gpu.zeros(&sh.y_shape()).unwrap();
     let family = gpu.choice("conv2d forward", &sh.key()).unwrap();
-    let entry = match family {
-        resnet::gpu::KernelFamily::Register => "conv_fwd_reg",
-        resnet::gpu::KernelFamily::Tiled => "conv_fwd_tiled",
+    let entry = match family.register_block() {
+        Some(_) => "conv_fwd_reg",
+        None => "conv_fwd_tiled",
     };
     let ks = conv2d::forward(&gpu, &sh, &x, &w, None, &out).unwrap();
     assert!(ks.iter().any(|k| k.name == entry), "{family:?} not used");
@@ -281,7 +281,7 @@ fn kernel_family_is_chosen_per_shape_and_kept() {
     );
 
     // a recorded choice wins over the device's family
-    let reg = gpu_with(Some(resnet::gpu::KernelFamily::Register));
+    let reg = gpu_with(Some(resnet::gpu::KernelFamily::Register16x16));
     assert!(!reg.tunes());
     reg.set_choice(
         "conv2d forward",

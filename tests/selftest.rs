@@ -24,9 +24,9 @@ fn selftest_passes_here_and_fails_when_nothing_can_pass() {
         String::from_utf8_lossy(&ok.stderr)
     );
     for op in [
-        "conv2d forward (Register)",
-        "conv2d backward to input (Tiled)",
-        "conv2d backward to weights (Register)",
+        "conv2d forward (register16x16)",
+        "conv2d backward to input (tiled)",
+        "conv2d backward to weights (register8x8)",
         "batchnorm2d backward",
         "training step: every parameter gradient",
         "training step: weights after SGD",
@@ -34,7 +34,12 @@ fn selftest_passes_here_and_fails_when_nothing_can_pass() {
         let row = out.lines().find(|l| l.starts_with(op));
         assert!(row.is_some_and(|r| r.contains(" pass ")), "{op}: {out}");
     }
-    assert!(out.contains("all 14 checks passed"), "{out}");
+    // three directions of every kernel family, four BatchNorm checks, four of the training steps
+    let checks = 3 * resnet::gpu::KernelFamily::ALL.len() + 8;
+    assert!(
+        out.contains(&format!("all {checks} checks passed")),
+        "{out}"
+    );
 
     let strict = selftest(&["--tolerance", "0"]);
     assert_eq!(strict.status.code(), Some(1));

@@ -74,25 +74,25 @@ pub fn run(a: TuneArgs) -> Result<()> {
     Ok(())
 }
 
+/// One row per (op, shape): the milliseconds of every family timed ("-": dropped after its
+/// first run as more than twice the best, or not timed now), and the one chosen.
 fn print_table(choices: &[Choice]) {
     let ms = |c: &Choice, f: KernelFamily| {
         c.ms.iter()
             .find(|m| m.0 == f)
             .map_or("-".to_string(), |m| format!("{:.2}", m.1))
     };
-    println!(
-        "{:<26} {:<36} {:>12} {:>12}  chosen",
-        "op", "shape N,C,H,W,K,R,S,stride,pad", "register ms", "tiled ms"
-    );
+    let mut head = format!("{:<26} {:<30}", "op", "shape N,C,H,W,K,R,S,stride,pad");
+    for f in KernelFamily::ALL {
+        head += &format!(" {:>13}", f.name());
+    }
+    println!("{head}  chosen (ms)");
     for c in choices {
         let shape: Vec<String> = c.shape.iter().map(|d| d.to_string()).collect();
-        println!(
-            "{:<26} {:<36} {:>12} {:>12}  {:?}",
-            c.op,
-            shape.join(","),
-            ms(c, KernelFamily::Register),
-            ms(c, KernelFamily::Tiled),
-            c.family
-        );
+        let mut row = format!("{:<26} {:<30}", c.op, shape.join(","));
+        for f in KernelFamily::ALL {
+            row += &format!(" {:>13}", ms(c, f));
+        }
+        println!("{row}  {}", c.family.name());
     }
 }

@@ -34,15 +34,17 @@ pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
     }
 }
 
-/// Parses a kernel family name: `register` (CPU drivers) or `tiled` (real GPUs).
+/// Parses a kernel family name: `register` (the 16x16 block), `register8x16`, `register16x8`,
+/// `register8x8` (CPU drivers, small GPUs) or `tiled` (real GPUs).
 pub fn parse_kernel_family(name: &str) -> Result<KernelFamily> {
-    match name.trim().to_ascii_lowercase().as_str() {
-        "register" => Ok(KernelFamily::Register),
-        "tiled" => Ok(KernelFamily::Tiled),
-        other => Err(Error::Invalid(format!(
-            "--kernels: unknown kernel family '{other}' (expected register, tiled or auto)"
-        ))),
-    }
+    KernelFamily::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = KernelFamily::ALL.iter().map(|f| f.name()).collect();
+        Error::Invalid(format!(
+            "--kernels: unknown kernel family '{}' (expected auto, register, {})",
+            name.trim(),
+            names.join(", ")
+        ))
+    })
 }
 
 impl GpuOptions {

@@ -38,18 +38,63 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Which family of kernels suits this adapter (../shared/DESIGN.md, principle 4: measured 2-3x apart on lavapipe).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which family of kernels a convolution is built from (DESIGN.md, principle 4): register
+/// blocking in several block sizes, whose best size depends on the registers of the CPU (or GPU)
+/// underneath, or workgroup-memory tiles for GPUs. Measured 2-40x apart on lavapipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KernelFamily {
-    /// Register blocking without workgroup memory: fastest on CPU drivers such as lavapipe.
-    Register,
-    /// Workgroup-memory tiling: fastest on real GPUs.
+    /// Register blocking, 16 channels x 16 pixels per invocation: many FMAs per load.
+    Register16x16,
+    /// Register blocking, 8 channels x 16 pixels: half the accumulators.
+    Register8x16,
+    /// Register blocking, 16 channels x 8 pixels.
+    Register16x8,
+    /// Register blocking, 8 channels x 8 pixels: the fewest registers.
+    Register8x8,
+    /// Workgroup-memory tiles of 64x64 outputs, 4x4 per invocation.
     Tiled,
 }
 
 impl KernelFamily {
     /// Every family, in the order the tuner tries them.
-    pub const ALL: [KernelFamily; 2] = [KernelFamily::Register, KernelFamily::Tiled];
+    pub const ALL: [KernelFamily; 5] = [
+        KernelFamily::Register16x16,
+        KernelFamily::Register8x16,
+        KernelFamily::Register16x8,
+        KernelFamily::Register8x8,
+        KernelFamily::Tiled,
+    ];
+
+    /// The name `--kernels` takes and the tuning cache records.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelFamily::Register16x16 => "register16x16",
+            KernelFamily::Register8x16 => "register8x16",
+            KernelFamily::Register16x8 => "register16x8",
+            KernelFamily::Register8x8 => "register8x8",
+            KernelFamily::Tiled => "tiled",
+        }
+    }
+
+    /// The family of a name; `register` is the 16x16 block.
+    pub fn from_name(name: &str) -> Option<KernelFamily> {
+        let name = name.trim().to_ascii_lowercase();
+        if name == "register" {
+            return Some(KernelFamily::Register16x16);
+        }
+        KernelFamily::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// (channels, pixels) per invocation of a register family.
+    pub fn register_block(self) -> Option<(usize, usize)> {
+        match self {
+            KernelFamily::Register16x16 => Some((16, 16)),
+            KernelFamily::Register8x16 => Some((8, 16)),
+            KernelFamily::Register16x8 => Some((16, 8)),
+            KernelFamily::Register8x8 => Some((8, 8)),
+            KernelFamily::Tiled => None,
+        }
+    }
 }
 
 /// An open device with its queue, limits and caches of shader modules and pipelines.
@@ -123,7 +168,7 @@ impl Gpu {
         let cpu = info.device_type == wgpu::DeviceType::Cpu;
         let kernel_family = match opts.kernel_family {
             Some(f) => f,
-            None if cpu => KernelFamily::Register,
+            None if cpu => KernelFamily::Register16x16,
             None => KernelFamily::Tiled,
         };
         // timing kernels blocks, which the browser cannot do

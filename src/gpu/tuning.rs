@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// The version of the kernel set: bump it whenever a kernel family is added, removed or changed,
 /// so that choices measured on the old kernels are measured again.
-pub const KERNEL_SET_VERSION: u32 = 1;
+pub const KERNEL_SET_VERSION: u32 = 2;
 
 const FORMAT: &str = "resnet-wgpu kernel choices";
 
@@ -37,14 +37,11 @@ pub struct TuningCache {
 }
 
 fn family_name(f: KernelFamily) -> &'static str {
-    match f {
-        KernelFamily::Register => "register",
-        KernelFamily::Tiled => "tiled",
-    }
+    f.name()
 }
 
 fn family_of(name: &str) -> Option<KernelFamily> {
-    super::adapter::parse_kernel_family(name).ok()
+    KernelFamily::from_name(name)
 }
 
 impl TuningCache {

@@ -57,7 +57,7 @@ pub(super) fn check_all(opts: &GpuOptions) -> Result<Vec<Group>> {
     }
     let mut groups: Vec<Group> = devices
         .iter()
-        .flat_map(|(f, _)| DIRECTIONS.map(|d| Group::new(format!("conv2d {d} ({f:?})"))))
+        .flat_map(|(f, _)| DIRECTIONS.map(|d| Group::new(format!("conv2d {d} ({})", f.name()))))
         .collect();
     for (i, (name, sh)) in shapes().into_iter().enumerate() {
         let case = format!("{name} {}x{}x{}x{}", sh.n, sh.c, sh.h, sh.w);

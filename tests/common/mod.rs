@@ -29,8 +29,9 @@ pub fn gpu() -> Gpu {
     gpu_with(None)
 }
 
-/// Both kernel families, so each is tested on whatever adapter is present.
-pub const KERNEL_FAMILIES: [KernelFamily; 2] = [KernelFamily::Register, KernelFamily::Tiled];
+/// Every kernel family (each register block size and the tiles), so each is tested on whatever
+/// adapter is present.
+pub const KERNEL_FAMILIES: [KernelFamily; 5] = KernelFamily::ALL;
 
 /// Runs kernels and waits.
 pub fn run(gpu: &Gpu, kernels: &[Kernel]) {

@@ -1,14 +1,19 @@
-//! conv2d forward and backward (shaders/conv2d.wgsl): implicit GEMM, two kernel families.
+//! conv2d forward and backward (shaders/conv2d.wgsl): implicit GEMM, register kernels in several
+//! block sizes (`variants`) and workgroup-memory tiles.
 //!
 //! x [N, C, H, W], w [K, C, R, S], bias [K], y [N, K, P, Q].
+
+mod variants;
+
+pub use variants::all_sources;
 
 use super::{check_shape, dummy};
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::kernel::KernelDesc;
 use crate::gpu::{Gpu, Kernel, KernelFamily, Tensor, Uniform};
 
-const FILE: &str = "conv2d.wgsl";
-const SRC: &str = include_str!("../../shaders/conv2d.wgsl");
+/// The block of the kernels that are not register-blocked (tiled, reductions): any module holds them.
+const SHARED: KernelFamily = KernelFamily::Tiled;
 
 /// The geometry of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +120,9 @@ impl Conv2dShape {
         Ok(())
     }
 
-    fn params(&self, splits: usize, chunk: usize, has_bias: bool) -> Uniform {
+    /// The shader's parameters; `kpad` and `cpad` round K and C up to `block` channels (the
+    /// register kernels' channel block; 16 where none applies).
+    fn params(&self, splits: usize, chunk: usize, has_bias: bool, block: usize) -> Uniform {
         Uniform::new()
             .u(self.n)
             .u(self.c)
@@ -129,8 +136,8 @@ impl Conv2dShape {
             .u(self.stride)
             .u(self.pad)
             .u(has_bias as usize)
-            .u(self.k.div_ceil(16) * 16)
-            .u(self.c.div_ceil(16) * 16)
+            .u(self.k.div_ceil(block) * block)
+            .u(self.c.div_ceil(block) * block)
             .u(splits)
             .u(chunk)
     }
@@ -139,17 +146,18 @@ impl Conv2dShape {
 fn kernel(
     gpu: &Gpu,
     op: &'static str,
-    entry: &'static str,
+    (family, entry): (KernelFamily, &'static str),
     params: Uniform,
     buffers: &[(u32, &Tensor)],
     workgroups: u64,
 ) -> Result<Kernel> {
+    let (file, source) = variants::module(family);
     Kernel::new(
         gpu,
         KernelDesc {
             op,
-            file: FILE,
-            source: SRC,
+            file,
+            source,
             entry,
             params,
             buffers,
@@ -162,7 +170,7 @@ fn kernel(
 fn kernel_grid(
     gpu: &Gpu,
     op: &'static str,
-    entry: &'static str,
+    entry: (KernelFamily, &'static str),
     params: Uniform,
     buffers: &[(u32, &Tensor)],
     x: u64,
@@ -291,48 +299,35 @@ fn forward_with(
     b: &Tensor,
     has_bias: bool,
     y: &Tensor,
-    kernel_family: KernelFamily,
+    family: KernelFamily,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = "conv2d forward";
-    let params = sh.params(1, 0, has_bias);
     let npq = (sh.n * sh.p() * sh.q()) as u64;
-    match kernel_family {
-        KernelFamily::Register => {
-            let k16 = sh.k.div_ceil(16) * 16;
-            let crs = sh.c * sh.r * sh.s;
-            let wt = scratch(gpu, OP, crs * k16)?;
-            let t = kernel(
-                gpu,
-                OP,
-                "transpose_w_fwd",
-                params.clone(),
-                &[(1, w), (3, &wt)],
-                ((crs * k16) as u64).div_ceil(64),
-            )?;
-            let groups = (npq.div_ceil(16) * (k16 / 16) as u64).div_ceil(64);
-            let c = kernel(
-                gpu,
-                OP,
-                "conv_fwd_reg",
-                params,
-                &[(2, x), (3, y), (4, b), (5, &wt)],
-                groups,
-            )?;
-            Ok(vec![t, c])
-        }
-        KernelFamily::Tiled => {
-            let tiles = (sh.k as u64).div_ceil(64) * npq.div_ceil(64);
-            Ok(vec![kernel_grid(
-                gpu,
-                OP,
-                "conv_fwd_tiled",
-                params,
-                &[(1, w), (2, x), (3, y), (4, b)],
-                tiles,
-                1,
-            )?])
-        }
-    }
+    let Some((cb, pb)) = family.register_block() else {
+        let params = sh.params(1, 0, has_bias, 16);
+        let tiles = (sh.k as u64).div_ceil(64) * npq.div_ceil(64);
+        let bufs = [(1, w), (2, x), (3, y), (4, b)];
+        let k = kernel_grid(gpu, OP, (family, "conv_fwd_tiled"), params, &bufs, tiles, 1)?;
+        return Ok(vec![k]);
+    };
+    // the weights re-laid [C*R*S, Kpad] so that a channel block is CB/4 vec4 loads
+    let params = sh.params(1, 0, has_bias, cb);
+    let kpad = sh.k.div_ceil(cb) * cb;
+    let crs = sh.c * sh.r * sh.s;
+    let wt = scratch(gpu, OP, crs * kpad)?;
+    let len = ((crs * kpad) as u64).div_ceil(64);
+    let t = kernel(
+        gpu,
+        OP,
+        (family, "transpose_w_fwd"),
+        params.clone(),
+        &[(1, w), (3, &wt)],
+        len,
+    )?;
+    let groups = (npq.div_ceil(pb as u64) * (kpad / cb) as u64).div_ceil(64);
+    let bufs = [(2, x), (3, y), (4, b), (5, &wt)];
+    let c = kernel(gpu, OP, (family, "conv_fwd_reg"), params, &bufs, groups)?;
+    Ok(vec![t, c])
 }
 
 /// Records dx = conv2d backward to the input, given dy and w.
@@ -357,49 +352,43 @@ fn backward_input_with(
     dy: &Tensor,
     w: &Tensor,
     dx: &Tensor,
-    kernel_family: KernelFamily,
+    family: KernelFamily,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = "conv2d backward (input)";
-    let params = sh.params(1, 0, false);
     let nhw = (sh.n * sh.h * sh.w) as u64;
-    match kernel_family {
-        KernelFamily::Register => {
-            let c16 = sh.c.div_ceil(16) * 16;
-            let len = sh.r * sh.s * sh.k * c16;
-            let wt = scratch(gpu, OP, len)?;
-            let t = kernel(
-                gpu,
-                OP,
-                "transpose_w_dx",
-                params.clone(),
-                &[(1, w), (3, &wt)],
-                (len as u64).div_ceil(64),
-            )?;
-            let blocks = nhw.div_ceil(16) * (c16 / 16) as u64;
-            let c = kernel(
-                gpu,
-                OP,
-                "conv_dx_reg",
-                params,
-                &[(2, dy), (3, dx), (5, &wt)],
-                blocks.div_ceil(64),
-            )?;
-            Ok(vec![t, c])
-        }
-        KernelFamily::Tiled => {
-            let tiles = (sh.c as u64).div_ceil(64) * nhw.div_ceil(64);
-            let dummy_bias = dummy(gpu)?;
-            Ok(vec![kernel_grid(
-                gpu,
-                OP,
-                "conv_dx_tiled",
-                params,
-                &[(1, w), (2, dy), (3, dx), (4, &dummy_bias)],
-                tiles,
-                1,
-            )?])
-        }
-    }
+    let Some((cb, pb)) = family.register_block() else {
+        let params = sh.params(1, 0, false, 16);
+        let tiles = (sh.c as u64).div_ceil(64) * nhw.div_ceil(64);
+        let dummy_bias = dummy(gpu)?;
+        let bufs = [(1, w), (2, dy), (3, dx), (4, &dummy_bias)];
+        let k = kernel_grid(gpu, OP, (family, "conv_dx_tiled"), params, &bufs, tiles, 1)?;
+        return Ok(vec![k]);
+    };
+    // the weights re-laid [R*S, K, Cpad] so that a channel block is CB/4 vec4 loads
+    let params = sh.params(1, 0, false, cb);
+    let cpad = sh.c.div_ceil(cb) * cb;
+    let len = sh.r * sh.s * sh.k * cpad;
+    let wt = scratch(gpu, OP, len)?;
+    let groups = (len as u64).div_ceil(64);
+    let t = kernel(
+        gpu,
+        OP,
+        (family, "transpose_w_dx"),
+        params.clone(),
+        &[(1, w), (3, &wt)],
+        groups,
+    )?;
+    let blocks = nhw.div_ceil(pb as u64) * (cpad / cb) as u64;
+    let bufs = [(2, dy), (3, dx), (5, &wt)];
+    let c = kernel(
+        gpu,
+        OP,
+        (family, "conv_dx_reg"),
+        params,
+        &bufs,
+        blocks.div_ceil(64),
+    )?;
+    Ok(vec![t, c])
 }
 
 /// Records dw (and db if given) = conv2d backward to the weights, given x and dy.
@@ -432,70 +421,86 @@ fn backward_weight_with(
     dy: &Tensor,
     dw: &Tensor,
     db: Option<&Tensor>,
-    kernel_family: KernelFamily,
+    family: KernelFamily,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = "conv2d backward (weight)";
     let crs = sh.c * sh.r * sh.s;
-    let mut kernels = Vec::new();
-    let splits;
-    let partial;
-    match kernel_family {
-        KernelFamily::Register => {
-            let rows = sh.n * sh.p();
-            let blocks = crs.div_ceil(16) * sh.k.div_ceil(16);
-            let want = 4096usize.div_ceil(blocks).clamp(1, rows);
-            let chunk = rows.div_ceil(want);
-            splits = rows.div_ceil(chunk);
-            partial = scratch(gpu, OP, splits * sh.k * crs)?;
-            let params = sh.params(splits, chunk, false);
-            kernels.push(kernel(
-                gpu,
-                OP,
-                "conv_dw_reg",
-                params,
-                &[(1, dy), (2, x), (3, &partial)],
-                ((splits * blocks) as u64).div_ceil(64),
-            )?);
-        }
-        KernelFamily::Tiled => {
-            let npq = sh.n * sh.p() * sh.q();
-            let tiles = sh.k.div_ceil(64) * crs.div_ceil(64);
-            let want = 512usize.div_ceil(tiles).clamp(1, npq.div_ceil(16));
-            let chunk = npq.div_ceil(want).div_ceil(16) * 16;
-            splits = npq.div_ceil(chunk);
-            partial = scratch(gpu, OP, splits * sh.k * crs)?;
-            let params = sh.params(splits, chunk, false);
-            let dummy_bias = dummy(gpu)?;
-            kernels.push(kernel_grid(
-                gpu,
-                OP,
-                "conv_dw_tiled",
-                params,
-                &[(1, dy), (2, x), (3, &partial), (4, &dummy_bias)],
-                tiles as u64,
-                splits as u64,
-            )?);
-        }
-    }
-    let params = sh.params(splits, 0, false);
+    let (mut kernels, partial, splits) = match family.register_block() {
+        Some(block) => dw_register(gpu, sh, x, dy, family, block)?,
+        None => dw_tiled(gpu, sh, x, dy, family)?,
+    };
+    // the splits' partial sums, added in a fixed order
+    let params = sh.params(splits, 0, false, 16);
+    let groups = ((sh.k * crs) as u64).div_ceil(64);
+    let reduce = (SHARED, "conv_dw_reduce");
     kernels.push(kernel(
         gpu,
         OP,
-        "conv_dw_reduce",
+        reduce,
         params.clone(),
         &[(1, &partial), (3, dw)],
-        ((sh.k * crs) as u64).div_ceil(64),
+        groups,
     )?);
     if let Some(db) = db {
+        let bufs = [(1, dy), (3, db)];
         kernels.push(kernel_grid(
             gpu,
             OP,
-            "conv_db",
+            (SHARED, "conv_db"),
             params,
-            &[(1, dy), (3, db)],
+            &bufs,
             sh.k as u64,
             1,
         )?);
     }
     Ok(kernels)
+}
+
+/// The register kernel of dw, split over output rows (n, p) so that about 4096 invocations run:
+/// (kernels, partial sums [splits, K, C*R*S], splits).
+fn dw_register(
+    gpu: &Gpu,
+    sh: &Conv2dShape,
+    x: &Tensor,
+    dy: &Tensor,
+    family: KernelFamily,
+    (cb, pb): (usize, usize),
+) -> Result<(Vec<Kernel>, Tensor, usize)> {
+    const OP: &str = "conv2d backward (weight)";
+    let crs = sh.c * sh.r * sh.s;
+    let rows = sh.n * sh.p();
+    let blocks = crs.div_ceil(pb) * sh.k.div_ceil(cb);
+    let want = 4096usize.div_ceil(blocks).clamp(1, rows);
+    let chunk = rows.div_ceil(want);
+    let splits = rows.div_ceil(chunk);
+    let partial = scratch(gpu, OP, splits * sh.k * crs)?;
+    let params = sh.params(splits, chunk, false, cb);
+    let bufs = [(1, dy), (2, x), (3, &partial)];
+    let groups = ((splits * blocks) as u64).div_ceil(64);
+    let k = kernel(gpu, OP, (family, "conv_dw_reg"), params, &bufs, groups)?;
+    Ok((vec![k], partial, splits))
+}
+
+/// The tiled kernel of dw, split over N*P*Q so that about 512 tiles run.
+fn dw_tiled(
+    gpu: &Gpu,
+    sh: &Conv2dShape,
+    x: &Tensor,
+    dy: &Tensor,
+    family: KernelFamily,
+) -> Result<(Vec<Kernel>, Tensor, usize)> {
+    const OP: &str = "conv2d backward (weight)";
+    let crs = sh.c * sh.r * sh.s;
+    let npq = sh.n * sh.p() * sh.q();
+    let tiles = sh.k.div_ceil(64) * crs.div_ceil(64);
+    let want = 512usize.div_ceil(tiles).clamp(1, npq.div_ceil(16));
+    let chunk = npq.div_ceil(want).div_ceil(16) * 16;
+    let splits = npq.div_ceil(chunk);
+    let partial = scratch(gpu, OP, splits * sh.k * crs)?;
+    let params = sh.params(splits, chunk, false, 16);
+    let dummy_bias = dummy(gpu)?;
+    let bufs = [(1, dy), (2, x), (3, &partial), (4, &dummy_bias)];
+    let (t, s) = (tiles as u64, splits as u64);
+    let k = kernel_grid(gpu, OP, (family, "conv_dw_tiled"), params, &bufs, t, s)?;
+    Ok((vec![k], partial, splits))
 }
