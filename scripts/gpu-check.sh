@@ -116,7 +116,7 @@ case "$MODE" in
     R=$PACK/resnet
     rm -rf "$OUT" && mkdir -p "$OUT"
     vulkan_setup
-    export XDG_CACHE_HOME=/tmp/gpu-check-cache
+    export RESNET_CACHE=/tmp/gpu-check-cache
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt" || true
     "$R" info | tee "$OUT/info.txt"
     "$R" selftest | tee "$OUT/selftest.txt" || echo "selftest FAILED" | tee -a "$OUT/log.txt"

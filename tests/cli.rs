@@ -414,7 +414,7 @@ fn resnet_with_cache(args: &[&str], cache: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_resnet"))
         .args(args)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .env("XDG_CACHE_HOME", cache)
+        .env("RESNET_CACHE", cache)
         .env("RESNET_KERNELS", "register")
         .output()
         .unwrap()

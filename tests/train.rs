@@ -197,7 +197,7 @@ fn killed_run_resumes_to_the_same_metrics() {
     let cache = tempfile::tempdir().unwrap();
     let args = |out: &Path| {
         let mut c = Command::new(exe);
-        c.env("XDG_CACHE_HOME", cache.path())
+        c.env("RESNET_CACHE", cache.path())
             .args([
                 "train",
                 "--model",
@@ -258,7 +258,7 @@ fn killed_run_resumes_to_the_same_metrics() {
         "killed in epoch 2: one row expected; rows: {rows:?}"
     );
     let st = Command::new(exe)
-        .env("XDG_CACHE_HOME", cache.path())
+        .env("RESNET_CACHE", cache.path())
         .args([
             "train",
             "--model",

@@ -125,7 +125,7 @@ fn resnet(args: &[&str], cache: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_resnet"))
         .args(args)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .env("XDG_CACHE_HOME", cache)
+        .env("RESNET_CACHE", cache)
         .env_remove("RESNET_KERNELS")
         .output()
         .unwrap()
@@ -175,7 +175,7 @@ fn resnet_tune_fills_the_cache_that_later_commands_use() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("all from the tuning cache"), "{text}");
     // a corrupt cache: a warning, then tuning, then success
-    let files: Vec<_> = std::fs::read_dir(cache.path().join("resnet-wgpu/kernels"))
+    let files: Vec<_> = std::fs::read_dir(cache.path().join("kernels"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
@@ -192,4 +192,45 @@ fn resnet_tune_fills_the_cache_that_later_commands_use() {
     let forced = resnet(&["tune", "--kernels", "register"], cache.path());
     assert!(!forced.status.success());
     assert!(String::from_utf8_lossy(&forced.stderr).contains("--kernels"));
+}
+
+/// The browser's way: plans are built with the adapter's family at once, the families are timed
+/// afterwards without blocking, and the choices travel as text to the next page load.
+#[test]
+fn deferred_tuning_measures_what_plans_built_and_travels_as_text() {
+    let deferred = || {
+        Gpu::new_blocking(&GpuOptions {
+            tune: Some(true),
+            defer_tuning: true,
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let gpu = deferred();
+    plan_on(&gpu);
+    assert!(gpu.choices().is_empty(), "nothing timed while building");
+    let measured = pollster::block_on(resnet::ops::conv2d::tune_pending(&gpu)).unwrap();
+    assert_eq!(measured, 17);
+    assert_eq!(gpu.choices().len(), 17);
+    for c in gpu.choices() {
+        assert_eq!(c.ms.len(), KernelFamily::ALL.len(), "{c:?}");
+        let fastest = c.ms.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0;
+        assert_eq!(c.family, fastest, "{c:?}");
+    }
+    plan_on(&gpu);
+    let again = pollster::block_on(resnet::ops::conv2d::tune_pending(&gpu)).unwrap();
+    assert_eq!(again, 0, "a plan built after tuning uses the choices");
+
+    let text = gpu.choices_json();
+    let next = deferred();
+    assert_eq!(next.load_choices_json(&text), Ok(17));
+    assert_eq!(chosen(&next), chosen(&gpu));
+    plan_on(&next);
+    assert_eq!(
+        pollster::block_on(resnet::ops::conv2d::tune_pending(&next)).unwrap(),
+        0
+    );
+    let foreign = text.replace(&format!("{:?}", gpu.info.name), "\"another GPU\"");
+    let err = deferred().load_choices_json(&foreign).unwrap_err();
+    assert!(err.contains("another adapter"), "{err}");
 }

@@ -7,6 +7,8 @@ const $ = (id) => document.getElementById(id);
 const IMAGE = 3 * 32 * 32;
 const GRID = 24;          // test images shown with their predictions
 const TEST_EVERY = 25;    // steps between test-set evaluations
+// The kernel choices tune() measured on this adapter, kept for the next visit.
+const CHOICES_KEY = 'resnet-wgpu kernel choices';
 const CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'];
 
 // Everything the page knows; exposed as window.demo for the browser test.
@@ -96,13 +98,29 @@ async function newEngine(make) {
   $('batch').value = String(engine.batchSize());
   status(`${engine.modelName()}: ${engine.paramCount().toLocaleString()} parameters, ready ` +
     `(${((performance.now() - t0) / 1000).toFixed(1)} s)`);
-  for (const b of ['start', 'reset', 'save']) $(b).disabled = false;
+  for (const b of ['start', 'reset', 'save', 'tune']) $(b).disabled = false;
   drawChart();
   await refreshGrid(false);
 }
 
+// The kernel choices of an earlier visit (the engine uses them if they are of this adapter).
+function remembered() {
+  try { return localStorage.getItem(CHOICES_KEY) || undefined; } catch { return undefined; }
+}
+
 function freshEngine() {
-  return Engine.create($('model').value, Number($('batch').value), 1, $('kernels').value);
+  return Engine.create($('model').value, Number($('batch').value), 1, $('kernels').value, remembered());
+}
+
+// Times every kernel family at this model's convolution shapes (once per adapter and shape).
+async function tuneKernels() {
+  const t0 = performance.now();
+  status('timing every kernel family at every convolution shape of this model…');
+  const timed = await demo.engine.tune();
+  try { localStorage.setItem(CHOICES_KEY, demo.engine.kernelChoices()); } catch { /* no storage */ }
+  $('adapter').textContent = `WebGPU adapter: ${demo.adapterInfo}; engine: ${demo.engine.adapter()}`;
+  status(`kernels tuned: ${timed} convolution shapes timed in ${((performance.now() - t0) / 1000).toFixed(1)} s, ` +
+    'the fastest kept and remembered in this browser');
 }
 
 async function trainLoop() {
@@ -296,6 +314,11 @@ async function main() {
     if (demo.running) exclusive(trainLoop);
   };
   $('reset').onclick = () => newEngine(freshEngine).catch(fail);
+  $('tune').onclick = () => {
+    demo.running = false; // training pauses: the timings need the GPU to themselves
+    $('start').textContent = 'Start';
+    exclusive(tuneKernels);
+  };
   for (const id of ['model', 'batch', 'kernels']) $(id).onchange = $('reset').onclick;
   $('files').onchange = (ev) => exclusive(() => classify([...ev.target.files]));
   const drop = $('drop');
@@ -328,7 +351,8 @@ async function main() {
     const f = ev.target.files[0];
     if (!f) return;
     const bytes = new Uint8Array(await f.arrayBuffer());
-    await newEngine(() => Engine.fromSafetensors(bytes, Number($('batch').value), $('kernels').value))
+    await newEngine(() => Engine.fromSafetensors(bytes, Number($('batch').value), $('kernels').value,
+      remembered()))
       .catch(fail);
     status(`loaded ${f.name}: ${demo.engine.modelName()}`);
   };

@@ -21,13 +21,17 @@ pub const CIFAR10_MD5: &str = "c32a1d4ab5d03f1284b67883e8d87530";
 const MARKER: &str = ".resnet-wgpu-md5";
 const FALLBACK_NAME: &str = "cifar-10-binary.tar.gz";
 
-/// Default cache directory: $XDG_CACHE_HOME/resnet-wgpu or ~/.cache/resnet-wgpu.
+/// Default cache directory (downloads, kernel choices): $RESNET_CACHE if set, else
+/// $XDG_CACHE_HOME/resnet-wgpu or ~/.cache/resnet-wgpu.
 pub fn default_cache_dir() -> PathBuf {
     let nonempty = |k: &str| {
         std::env::var_os(k)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     };
+    if let Some(dir) = nonempty("RESNET_CACHE") {
+        return dir;
+    }
     nonempty("XDG_CACHE_HOME")
         .filter(|p| p.is_absolute())
         .or_else(|| {

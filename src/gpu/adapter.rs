@@ -18,6 +18,9 @@ pub struct GpuOptions {
     /// Directory where the choices tuning measured are remembered, one file per adapter, driver
     /// and backend (native only); `None`: measured anew by every process.
     pub tuning_cache: Option<std::path::PathBuf>,
+    /// Build plans with the adapter's family at once and time the families later, without
+    /// blocking, with `ops::conv2d::tune_pending` (what the browser always does).
+    pub defer_tuning: bool,
 }
 
 /// Parses a `--backend` value: `vulkan`, `metal`, `dx12`, `gl` (or `webgpu`).

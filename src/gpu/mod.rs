@@ -4,6 +4,7 @@
 //! in the browser; native callers use [`Gpu::new_blocking`] and `pollster`.
 
 mod adapter;
+mod choices;
 pub mod kernel;
 mod tensor;
 mod timer;
@@ -13,25 +14,12 @@ mod tuning;
 #[cfg(not(target_arch = "wasm32"))]
 pub use adapter::list_adapters;
 pub use adapter::{parse_backend, parse_kernel_family, AdapterSummary, GpuOptions};
+pub use choices::{AdapterId, Choice, KERNEL_SET_VERSION};
 pub use kernel::{Kernel, Uniform};
 pub use tensor::Tensor;
 pub use timer::PassTimer;
 #[cfg(not(target_arch = "wasm32"))]
-pub use tuning::{Choice, TuningCache, KERNEL_SET_VERSION};
-
-/// The kernel family chosen for one op at one shape, with what each family measured.
-#[cfg(target_arch = "wasm32")]
-#[derive(Debug, Clone, PartialEq)]
-pub struct Choice {
-    /// The op, e.g. `conv2d forward`.
-    pub op: String,
-    /// The op's shape key.
-    pub shape: Vec<usize>,
-    /// The family its kernels are built from.
-    pub family: KernelFamily,
-    /// Median milliseconds per family where measured.
-    pub ms: Vec<(KernelFamily, f64)>,
-}
+pub use tuning::TuningCache;
 
 use crate::error::{Error, Result};
 use std::cell::RefCell;
@@ -97,6 +85,27 @@ impl KernelFamily {
     }
 }
 
+/// An op and its shape key, e.g. ("conv2d forward", [N, C, H, W, K, R, S, stride, pad]).
+pub type OpShape = (String, Vec<usize>);
+
+/// Milliseconds on a monotonic clock (native) or the page's clock (browser), for timing kernels
+/// where timestamp queries are not to be had.
+pub fn now_ms() -> f64 {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs_f64()
+            * 1e3
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        js_sys::Date::now()
+    }
+}
+
 /// An open device with its queue, limits and caches of shader modules and pipelines.
 pub struct Gpu {
     /// The wgpu device.
@@ -122,6 +131,9 @@ pub struct Gpu {
     cache: Option<TuningCache>,
     /// Choices measured by this device (not loaded).
     measured: std::cell::Cell<usize>,
+    /// Tuning was asked for (`auto`) but this device cannot block to time (the browser): the
+    /// (op, shape) built with the default family, for [`crate::ops::conv2d::tune_pending`].
+    untuned: Option<RefCell<Vec<OpShape>>>,
     modules: RefCell<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: RefCell<HashMap<(&'static str, &'static str), Arc<wgpu::ComputePipeline>>>,
     compiled: RefCell<usize>,
@@ -172,9 +184,8 @@ impl Gpu {
             None => KernelFamily::Tiled,
         };
         // timing kernels blocks, which the browser cannot do
-        let tune = !cfg!(target_arch = "wasm32")
-            && opts.kernel_family.is_none()
-            && opts.tune.unwrap_or(true);
+        let wants_tuning = opts.kernel_family.is_none() && opts.tune.unwrap_or(true);
+        let tune = !cfg!(target_arch = "wasm32") && wants_tuning && !opts.defer_tuning;
         #[cfg(not(target_arch = "wasm32"))]
         let cache = match (&opts.tuning_cache, tune) {
             (Some(dir), true) => Some(TuningCache::new(dir, &info)),
@@ -197,6 +208,7 @@ impl Gpu {
             #[cfg(not(target_arch = "wasm32"))]
             cache,
             measured: std::cell::Cell::new(0),
+            untuned: (wants_tuning && !tune).then(|| RefCell::new(Vec::new())),
             modules: RefCell::new(HashMap::new()),
             pipelines: RefCell::new(HashMap::new()),
             compiled: RefCell::new(0),
@@ -291,6 +303,40 @@ impl Gpu {
         let mut v: Vec<Choice> = self.choices.borrow().values().cloned().collect();
         v.sort_by(|a, b| (&a.op, &a.shape).cmp(&(&b.op, &b.shape)));
         v
+    }
+
+    /// Notes that `op` at `key` was built with the default family although tuning was asked for
+    /// (a device that cannot block to time); `tune_pending` measures it later.
+    pub fn note_untuned(&self, op: &str, key: &[usize]) {
+        if let Some(list) = &self.untuned {
+            let entry = (op.to_string(), key.to_vec());
+            let mut list = list.borrow_mut();
+            if !list.contains(&entry) {
+                list.push(entry);
+            }
+        }
+    }
+
+    /// The (op, shape) noted by [`Gpu::note_untuned`], and forgets them.
+    pub fn take_untuned(&self) -> Vec<OpShape> {
+        self.untuned
+            .as_ref()
+            .map(|l| std::mem::take(&mut *l.borrow_mut()))
+            .unwrap_or_default()
+    }
+
+    /// Every choice as text (the browser keeps it in the page's storage), naming this adapter.
+    pub fn choices_json(&self) -> String {
+        choices::to_json(&AdapterId::of(&self.info), &self.choices())
+    }
+
+    /// Takes the choices of [`Gpu::choices_json`] text measured on this adapter with this kernel
+    /// set; returns how many, or why the text was not used.
+    pub fn load_choices_json(&self, text: &str) -> std::result::Result<usize, String> {
+        let loaded = choices::from_json(text, &AdapterId::of(&self.info))?;
+        let n = loaded.len();
+        loaded.into_iter().for_each(|c| self.record(c));
+        Ok(n)
     }
 
     /// How many choices this device measured itself (the rest were loaded or set).

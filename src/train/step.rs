@@ -27,6 +27,13 @@ impl Trainer {
         })
     }
 
+    /// Builds the plan anew with the same settings, e.g. after kernels were tuned; the position
+    /// in the run is kept, the loss sums start from zero.
+    pub fn rebuild(&mut self, gpu: &Gpu, m: &ModelState) -> Result<()> {
+        self.plan = Plan::new(gpu, m, self.plan.config.clone())?;
+        Ok(())
+    }
+
     /// Uploads a batch (N images of 3 x H x W bytes, CHW, and N labels) and submits one step at
     /// learning rate `lr`; nothing waits for the GPU.
     pub fn step(

@@ -9,6 +9,7 @@ use resnet::cifar10;
 use resnet::classify::softmax;
 use resnet::gpu::{parse_kernel_family, Gpu, GpuOptions};
 use resnet::model::{ModelSpec, ModelState};
+use resnet::ops::conv2d::tune_pending;
 use resnet::ops::sgd::SgdConfig;
 use resnet::plan::{Normalize, Plan, PlanConfig};
 use resnet::train::Trainer;
@@ -42,13 +43,20 @@ fn js_err(e: resnet::Error) -> JsError {
 /// The page's images: CIFAR-10's 32x32.
 const SIZE: (usize, usize) = (32, 32);
 
-async fn open(kernels: Option<String>) -> Result<Gpu, JsError> {
-    // the browser cannot block to time kernels: "auto" is the choice by adapter type
+/// Opens WebGPU. `kernels`: a family name, or "auto": the choices in `remembered` (the text of
+/// `kernelChoices()` the page kept from an earlier visit) where they are of this adapter, and the
+/// adapter's family elsewhere until `tune()` times them (the browser cannot block to time).
+async fn open(kernels: Option<String>, remembered: Option<String>) -> Result<Gpu, JsError> {
     let mut opts = GpuOptions::default();
     if let Some(k) = kernels.filter(|k| !k.is_empty() && k != "auto") {
         opts.kernel_family = Some(parse_kernel_family(&k).map_err(js_err)?);
     }
-    Gpu::new(&opts).await.map_err(js_err)
+    let gpu = Gpu::new(&opts).await.map_err(js_err)?;
+    if let Some(text) = remembered.filter(|t| !t.is_empty() && opts.kernel_family.is_none()) {
+        // choices of another adapter or kernel set are simply not used: tune() measures anew
+        let _ = gpu.load_choices_json(&text);
+    }
+    Ok(gpu)
 }
 
 impl Engine {
@@ -85,9 +93,10 @@ impl Engine {
         batch: usize,
         seed: u32,
         kernels: Option<String>,
+        remembered: Option<String>,
     ) -> Result<Engine, JsError> {
         let spec = ModelSpec::from_name(&model, 10).map_err(js_err)?;
-        let gpu = open(kernels).await?;
+        let gpu = open(kernels, remembered).await?;
         let state = ModelState::new(&gpu, &spec, seed as u64).map_err(js_err)?;
         let classes = cifar10::CLASSES.map(String::from).to_vec();
         Engine::build(gpu, state, batch, seed as u64, classes, cifar10::NORMALIZE)
@@ -100,6 +109,7 @@ impl Engine {
         bytes: Vec<u8>,
         batch: usize,
         kernels: Option<String>,
+        remembered: Option<String>,
     ) -> Result<Engine, JsError> {
         let ck = Checkpoint::from_bytes(&bytes).map_err(js_err)?;
         let name = ck
@@ -110,7 +120,7 @@ impl Engine {
         let classes = ck.class_names(ck.num_classes().unwrap_or(10));
         let spec = ModelSpec::from_name(&name, classes.len()).map_err(js_err)?;
         let normalize = ck.normalisation().map_err(js_err)?;
-        let gpu = open(kernels).await?;
+        let gpu = open(kernels, remembered).await?;
         let state = ModelState::new(&gpu, &spec, 0).map_err(js_err)?;
         // the weights, BN statistics and num_batches_tracked, as `resnet train --resume` loads them
         state
@@ -123,15 +133,45 @@ impl Engine {
     /// device type) and the kernel family chosen for it.
     pub fn adapter(&self) -> String {
         let g = &self.inner.gpu;
-        let kind = format!(
-            "{:?}, {:?}, {:?} kernels",
-            g.info.backend, g.info.device_type, g.kernel_family
-        );
+        let kernels = match g.choices().len() {
+            0 => format!("{} kernels", g.kernel_family.name()),
+            n => format!(
+                "{n} convolution shapes with timed kernels, else {}",
+                g.kernel_family.name()
+            ),
+        };
+        let kind = format!("{:?}, {:?}, {kernels}", g.info.backend, g.info.device_type);
         if g.info.name.is_empty() {
             kind
         } else {
             format!("{} ({kind})", g.info.name)
         }
+    }
+
+    /// Times every kernel family at each convolution shape built so far without timed choices
+    /// (asynchronously: the browser cannot block), keeps the fastest, and rebuilds the plans with
+    /// them. Resolves to how many shapes were timed (0 with `kernels` forced).
+    pub fn tune(&self) -> Promise {
+        let i = self.inner.clone();
+        future_to_promise(async move {
+            let err = |e: resnet::Error| JsValue::from(js_err(e));
+            let timed = tune_pending(&i.gpu).await.map_err(err)?;
+            if timed > 0 {
+                i.trainer
+                    .borrow_mut()
+                    .rebuild(&i.gpu, &i.model)
+                    .map_err(err)?;
+                i.eval.borrow_mut().clear();
+            }
+            Ok(JsValue::from(timed as u32))
+        })
+    }
+
+    /// Every kernel choice as text, naming this adapter and kernel set: for the page's storage,
+    /// handed back to `create` on the next visit.
+    #[wasm_bindgen(js_name = kernelChoices)]
+    pub fn kernel_choices(&self) -> String {
+        self.inner.gpu.choices_json()
     }
 
     /// The model's name, e.g. `resnet20`.

@@ -131,6 +131,41 @@ try {
   figures.cli_checkpoint_top1_agreement = `${same}/${expected.length}`;
 
   await page.screenshot({ path: path.join(out, 'screenshot.png'), fullPage: true });
+
+  // kernels timed in the page (resnet8 at batch 8: SwiftShader is slow), remembered in the page's
+  // storage, and used by the next engine on this adapter
+  const engineAfter = async (change) => {
+    await page.evaluate(() => { window.__previous = window.demo.engine; });
+    await change();
+    await page.waitForFunction(() => window.demo.engine && window.demo.engine !== window.__previous &&
+      !document.getElementById('tune').disabled, null, poll);
+  };
+  await engineAfter(() => page.$eval('#batch', (el) => {
+    document.getElementById('model').value = 'resnet8';
+    el.value = '8';
+    el.dispatchEvent(new Event('change'));
+  }));
+  const tune = async () => {
+    await click('#tune');
+    await page.waitForFunction(() => document.getElementById('status').textContent.startsWith('kernels tuned'),
+      null, poll);
+    const text = await page.textContent('#status');
+    await page.evaluate(() => { document.getElementById('status').textContent = ''; });
+    return [Number((/(\d+) convolution shapes timed/.exec(text) || [])[1]), text];
+  };
+  const [timed, tuned] = await tune();
+  console.log(`  ${tuned}`);
+  // resnet8's training plan has 17 (op, shape) pairs; the test grid's predictions add the forward
+  // of its 6 convolution shapes at their own batch
+  check(timed === 23, `the page timed every kernel family at the 23 convolution (op, shape) pairs built (${timed})`);
+  const stored = await page.evaluate(() => JSON.parse(localStorage.getItem('resnet-wgpu kernel choices') || '{}'));
+  check((stored.choices || []).length === timed, 'the choices are remembered in the page\'s storage');
+  figures.kernel_tuning = tuned;
+  await engineAfter(() => click('#reset'));
+  const engineText = await page.evaluate(() => window.demo.engine.adapter());
+  check(engineText.includes(`${timed} convolution shapes with timed kernels`), `the next engine starts with them (${engineText})`);
+  const [again] = await tune();
+  check(again === 0, `nothing is left to time (${again})`);
   check(consoleErrors.length === 0, `no console errors (${consoleErrors.join(' | ')})`);
   figures.total_seconds = (Date.now() - t0) / 1000;
 } finally {

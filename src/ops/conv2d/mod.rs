@@ -3,9 +3,18 @@
 //!
 //! x [N, C, H, W], w [K, C, R, S], bias [K], y [N, K, P, Q].
 
+mod tune;
 mod variants;
 
+pub use tune::tune_pending;
 pub use variants::all_sources;
+
+/// The op names in errors and kernel choices.
+pub const FORWARD: &str = "conv2d forward";
+/// See [`FORWARD`].
+pub const BACKWARD_INPUT: &str = "conv2d backward (input)";
+/// See [`FORWARD`].
+pub const BACKWARD_WEIGHT: &str = "conv2d backward (weight)";
 
 use super::{check_shape, dummy};
 use crate::error::{shape_err, Error, Result};
@@ -86,6 +95,25 @@ impl Conv2dShape {
     /// Floating-point operations of the forward pass (2 per multiply-add); each backward is the same.
     pub fn flops(&self) -> f64 {
         2.0 * (self.n * self.k * self.p() * self.q() * self.c * self.r * self.s) as f64
+    }
+
+    /// The shape of a [`Conv2dShape::key`].
+    pub fn from_key(key: &[usize]) -> Option<Conv2dShape> {
+        let &[n, c, h, w, k, r, s, stride, pad] = key else {
+            return None;
+        };
+        let sh = Conv2dShape {
+            n,
+            c,
+            h,
+            w,
+            k,
+            r,
+            s,
+            stride,
+            pad,
+        };
+        sh.validate("conv2d").ok().map(|()| sh)
     }
 
     /// The shape as a key for per-shape kernel choices: [N, C, H, W, K, R, S, stride, pad].
@@ -195,8 +223,7 @@ fn scratch(gpu: &Gpu, op: &'static str, len: usize) -> Result<Tensor> {
 
 /// The kernels of `op` at `sh` in the family chosen for this shape: measured once per shape
 /// (every family built and timed, the fastest kept and remembered) when the device tunes, else
-/// the device's family. The losers' kernels are dropped; their scratch buffers were allocated
-/// all the same.
+/// the device's family (noted for [`tune_pending`] where the device cannot block to time).
 fn pick(
     gpu: &Gpu,
     op: &'static str,
@@ -208,56 +235,10 @@ fn pick(
     }
     #[cfg(not(target_arch = "wasm32"))]
     if gpu.tunes() {
-        return fastest(gpu, op, sh, build);
+        return tune::fastest(gpu, op, sh, build);
     }
+    gpu.note_untuned(op, &sh.key());
     build(gpu.kernel_family)
-}
-
-/// Times every family at `sh` and keeps the fastest. Each is run once untimed (compilation,
-/// caches), then once timed; a family more than twice as slow as the best so far is dropped
-/// there (tuning on a slow adapter should not wait for hopeless kernels), the others get two
-/// more runs and their median counts.
-#[cfg(not(target_arch = "wasm32"))]
-fn fastest(
-    gpu: &Gpu,
-    op: &'static str,
-    sh: &Conv2dShape,
-    build: impl Fn(KernelFamily) -> Result<Vec<Kernel>>,
-) -> Result<Vec<Kernel>> {
-    let mut best: Option<(f64, KernelFamily, Vec<Kernel>)> = None;
-    let mut ms = Vec::new();
-    for family in KernelFamily::ALL {
-        let ks = build(family)?;
-        gpu.run(&ks); // compilation and caches
-        gpu.wait();
-        let mut t = vec![run_ms(gpu, &ks)];
-        if best.as_ref().is_none_or(|(b, _, _)| t[0] <= 2.0 * b) {
-            t.extend([run_ms(gpu, &ks), run_ms(gpu, &ks)]);
-            t.sort_by(f64::total_cmp);
-        }
-        let median = t[t.len() / 2];
-        ms.push((family, median));
-        if best.as_ref().is_none_or(|(b, _, _)| median < *b) {
-            best = Some((median, family, ks));
-        }
-    }
-    let (_, family, ks) = best.expect("at least one family");
-    gpu.record_measured(crate::gpu::Choice {
-        op: op.to_string(),
-        shape: sh.key(),
-        family,
-        ms,
-    });
-    Ok(ks)
-}
-
-/// Milliseconds of one run of `ks`, waited for.
-#[cfg(not(target_arch = "wasm32"))]
-fn run_ms(gpu: &Gpu, ks: &[Kernel]) -> f64 {
-    let t0 = std::time::Instant::now();
-    gpu.run(ks);
-    gpu.wait();
-    t0.elapsed().as_secs_f64() * 1e3
 }
 
 /// Records y = conv2d(x, w) + bias. Returns the kernels to dispatch, in order.
@@ -269,7 +250,7 @@ pub fn forward(
     bias: Option<&Tensor>,
     y: &Tensor,
 ) -> Result<Vec<Kernel>> {
-    const OP: &str = "conv2d forward";
+    const OP: &str = FORWARD;
     sh.validate(OP)?;
     check_shape(OP, "x", x, &sh.x_shape())?;
     check_shape(OP, "weight", w, &sh.w_shape())?;
@@ -291,7 +272,7 @@ pub fn forward(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn forward_with(
+pub(super) fn forward_with(
     gpu: &Gpu,
     sh: &Conv2dShape,
     x: &Tensor,
@@ -301,7 +282,7 @@ fn forward_with(
     y: &Tensor,
     family: KernelFamily,
 ) -> Result<Vec<Kernel>> {
-    const OP: &str = "conv2d forward";
+    const OP: &str = FORWARD;
     let npq = (sh.n * sh.p() * sh.q()) as u64;
     let Some((cb, pb)) = family.register_block() else {
         let params = sh.params(1, 0, has_bias, 16);
@@ -338,7 +319,7 @@ pub fn backward_input(
     w: &Tensor,
     dx: &Tensor,
 ) -> Result<Vec<Kernel>> {
-    const OP: &str = "conv2d backward (input)";
+    const OP: &str = BACKWARD_INPUT;
     sh.validate(OP)?;
     check_shape(OP, "dy", dy, &sh.y_shape())?;
     check_shape(OP, "weight", w, &sh.w_shape())?;
@@ -346,7 +327,7 @@ pub fn backward_input(
     pick(gpu, OP, sh, |f| backward_input_with(gpu, sh, dy, w, dx, f))
 }
 
-fn backward_input_with(
+pub(super) fn backward_input_with(
     gpu: &Gpu,
     sh: &Conv2dShape,
     dy: &Tensor,
@@ -354,7 +335,7 @@ fn backward_input_with(
     dx: &Tensor,
     family: KernelFamily,
 ) -> Result<Vec<Kernel>> {
-    const OP: &str = "conv2d backward (input)";
+    const OP: &str = BACKWARD_INPUT;
     let nhw = (sh.n * sh.h * sh.w) as u64;
     let Some((cb, pb)) = family.register_block() else {
         let params = sh.params(1, 0, false, 16);
@@ -401,7 +382,7 @@ pub fn backward_weight(
     dw: &Tensor,
     db: Option<&Tensor>,
 ) -> Result<Vec<Kernel>> {
-    const OP: &str = "conv2d backward (weight)";
+    const OP: &str = BACKWARD_WEIGHT;
     sh.validate(OP)?;
     check_shape(OP, "x", x, &sh.x_shape())?;
     check_shape(OP, "dy", dy, &sh.y_shape())?;
@@ -414,7 +395,7 @@ pub fn backward_weight(
     })
 }
 
-fn backward_weight_with(
+pub(super) fn backward_weight_with(
     gpu: &Gpu,
     sh: &Conv2dShape,
     x: &Tensor,
@@ -423,7 +404,7 @@ fn backward_weight_with(
     db: Option<&Tensor>,
     family: KernelFamily,
 ) -> Result<Vec<Kernel>> {
-    const OP: &str = "conv2d backward (weight)";
+    const OP: &str = BACKWARD_WEIGHT;
     let crs = sh.c * sh.r * sh.s;
     let (mut kernels, partial, splits) = match family.register_block() {
         Some(block) => dw_register(gpu, sh, x, dy, family, block)?,
@@ -466,7 +447,7 @@ fn dw_register(
     family: KernelFamily,
     (cb, pb): (usize, usize),
 ) -> Result<(Vec<Kernel>, Tensor, usize)> {
-    const OP: &str = "conv2d backward (weight)";
+    const OP: &str = BACKWARD_WEIGHT;
     let crs = sh.c * sh.r * sh.s;
     let rows = sh.n * sh.p();
     let blocks = crs.div_ceil(pb) * sh.k.div_ceil(cb);
@@ -489,7 +470,7 @@ fn dw_tiled(
     dy: &Tensor,
     family: KernelFamily,
 ) -> Result<(Vec<Kernel>, Tensor, usize)> {
-    const OP: &str = "conv2d backward (weight)";
+    const OP: &str = BACKWARD_WEIGHT;
     let crs = sh.c * sh.r * sh.s;
     let npq = sh.n * sh.p() * sh.q();
     let tiles = sh.k.div_ceil(64) * crs.div_ceil(64);

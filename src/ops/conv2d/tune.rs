@@ -1,0 +1,135 @@
+//! Choosing a kernel family per convolution shape by timing every family: blocking where the
+//! device can wait (native), asynchronously where it cannot (the browser). Both run the same race:
+//! each family once untimed (compilation, caches), then once timed; a family more than twice as
+//! slow as the best so far is dropped there (a slow adapter should not wait for hopeless kernels),
+//! the others get two more runs and their median counts.
+
+use super::{Conv2dShape, BACKWARD_INPUT, BACKWARD_WEIGHT, FORWARD};
+use crate::error::Result;
+use crate::gpu::{Choice, Gpu, Kernel, KernelFamily};
+
+/// The times of the families so far and the fastest.
+struct Race {
+    ms: Vec<(KernelFamily, f64)>,
+    best: Option<(f64, KernelFamily)>,
+}
+
+impl Race {
+    fn new() -> Race {
+        Race {
+            ms: Vec::new(),
+            best: None,
+        }
+    }
+
+    /// Whether a family whose first timed run took `first` ms deserves two more.
+    fn worth_more(&self, first: f64) -> bool {
+        self.best.is_none_or(|(b, _)| first <= 2.0 * b)
+    }
+
+    /// Records `family`'s runs; true if it is the fastest so far.
+    fn finish(&mut self, family: KernelFamily, mut runs: Vec<f64>) -> bool {
+        runs.sort_by(f64::total_cmp);
+        let median = runs[runs.len() / 2];
+        self.ms.push((family, median));
+        let fastest = self.best.is_none_or(|(b, _)| median < b);
+        if fastest {
+            self.best = Some((median, family));
+        }
+        fastest
+    }
+
+    fn choice(self, op: &str, sh: &Conv2dShape) -> Choice {
+        Choice {
+            op: op.to_string(),
+            shape: sh.key(),
+            family: self.best.expect("at least one family").1,
+            ms: self.ms,
+        }
+    }
+}
+
+/// Times every family at `sh` (blocking), records and returns the fastest one's kernels.
+#[cfg(not(target_arch = "wasm32"))]
+pub(super) fn fastest(
+    gpu: &Gpu,
+    op: &'static str,
+    sh: &Conv2dShape,
+    build: impl Fn(KernelFamily) -> Result<Vec<Kernel>>,
+) -> Result<Vec<Kernel>> {
+    let run_ms = |ks: &[Kernel]| {
+        let t0 = std::time::Instant::now();
+        gpu.run(ks);
+        gpu.wait();
+        t0.elapsed().as_secs_f64() * 1e3
+    };
+    let mut race = Race::new();
+    let mut kept = None;
+    for family in KernelFamily::ALL {
+        let ks = build(family)?;
+        run_ms(&ks);
+        let mut runs = vec![run_ms(&ks)];
+        if race.worth_more(runs[0]) {
+            runs.extend([run_ms(&ks), run_ms(&ks)]);
+        }
+        if race.finish(family, runs) {
+            kept = Some(ks);
+        }
+    }
+    gpu.record_measured(race.choice(op, sh));
+    Ok(kept.expect("the fastest family's kernels"))
+}
+
+/// Times every family at each (op, shape) the device built without timing (the browser builds
+/// with the adapter's family first: it cannot block), without blocking: each run is waited for
+/// by reading a buffer back. Records the fastest, which plans built afterwards use; returns how
+/// many (op, shape) were measured.
+pub async fn tune_pending(gpu: &Gpu) -> Result<usize> {
+    let pending = gpu.take_untuned();
+    let probe = gpu.zeros(&[1])?;
+    for (op, key) in &pending {
+        let Some(sh) = Conv2dShape::from_key(key) else {
+            continue;
+        };
+        let mut race = Race::new();
+        for family in KernelFamily::ALL {
+            let ks = build_alone(gpu, op, &sh, family)?;
+            timed_run(gpu, &ks, &probe).await?;
+            let mut runs = vec![timed_run(gpu, &ks, &probe).await?];
+            if race.worth_more(runs[0]) {
+                runs.push(timed_run(gpu, &ks, &probe).await?);
+                runs.push(timed_run(gpu, &ks, &probe).await?);
+            }
+            race.finish(family, runs);
+        }
+        gpu.record_measured(race.choice(op, &sh));
+    }
+    Ok(pending.len())
+}
+
+/// Milliseconds from submitting `ks` to reading `probe` back after them.
+async fn timed_run(gpu: &Gpu, ks: &[Kernel], probe: &crate::gpu::Tensor) -> Result<f64> {
+    let t0 = crate::gpu::now_ms();
+    gpu.run(ks);
+    gpu.read(probe).await?;
+    Ok(crate::gpu::now_ms() - t0)
+}
+
+/// `family`'s kernels of `op` at `sh` on buffers of their own (zeros: timing does not depend on
+/// the values).
+fn build_alone(gpu: &Gpu, op: &str, sh: &Conv2dShape, family: KernelFamily) -> Result<Vec<Kernel>> {
+    let (x, w, y) = (
+        gpu.zeros(&sh.x_shape())?,
+        gpu.zeros(&sh.w_shape())?,
+        gpu.zeros(&sh.y_shape())?,
+    );
+    match op {
+        FORWARD => {
+            let bias = gpu.zeros(&[1])?;
+            super::forward_with(gpu, sh, &x, &w, &bias, false, &y, family)
+        }
+        BACKWARD_INPUT => super::backward_input_with(gpu, sh, &y, &w, &x, family),
+        BACKWARD_WEIGHT => super::backward_weight_with(gpu, sh, &x, &y, &w, None, family),
+        _ => Ok(Vec::new()),
+    }
+}
