@@ -10,12 +10,15 @@
 #
 #   1. here (a machine with cargo and Debian's apt):
 #        scripts/gpu-check.sh --prepare
-#      builds `resnet` (release) into .gpu-check/resnet and downloads the Vulkan loader
-#      (libvulkan1, which the GPU machine lacks) as .deb files into .gpu-check/debs. It prints the
-#      call to make. Both folders are ignored by git; they travel with `carry`.
-#   2. there (device tool: command `scripts/gpu-check.sh`, carry [".gpu-check"], timeout ~540 s):
+#      builds `resnet` (release) into .gpu-check/resnet and downloads the Vulkan loader and the
+#      GL dispatch libraries NVIDIA's driver loads (which the GPU machine lacks; the device
+#      README's list) as .deb files into .gpu-check/debs. It prints the call to make. The folder is
+#      ignored by git; it travels with `carry`.
+#   2. there (device tool: command `scripts/gpu-check.sh`, carry [".gpu-check"], timeout_s 540):
 #        scripts/gpu-check.sh
-#      unpacks the loader, points Vulkan at NVIDIA's driver, runs the check. About 5 minutes.
+#      unpacks the loader, points Vulkan at NVIDIA's driver, runs the check. Every step has a time
+#      limit (STEP_LIMIT seconds, default 150) and a failed step does not stop the others; the
+#      table is written whatever happens, and the exit status is 1 if any step failed.
 #
 #   scripts/gpu-check.sh --dry-run   (here, without a GPU) prepares, then runs every step that
 #      needs no GPU: `resnet info` and `resnet bench` at one step on whatever adapter exists, the
@@ -27,6 +30,16 @@ OUT=${OUT:-$PACK/out}
 MODE=${1:-check}
 STEPS=${STEPS:-10}
 WARMUP=${WARMUP:-2}
+STEP_LIMIT=${STEP_LIMIT:-150}
+FAILED=0
+
+# Runs one step of the check under the time limit; a failure is noted, not fatal.
+step() {
+  if ! timeout "$STEP_LIMIT" "$@"; then
+    echo "FAILED (or over ${STEP_LIMIT} s): $*" | tee -a "$OUT/log.txt" >&2
+    FAILED=1
+  fi
+}
 
 prepare() {
   mkdir -p "$PACK/debs"
@@ -38,7 +51,8 @@ prepare() {
   mkdir -p "$lists/partial"
   local o=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 "-oDir::State::Lists=$lists")
   apt-get "${o[@]}" update -qq
-  (cd "$PACK/debs" && apt-get "${o[@]}" download libvulkan1 >/dev/null)
+  (cd "$PACK/debs" && apt-get "${o[@]}" download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 \
+    libglx0 libgles2 >/dev/null)
   ls "$PACK/debs"/libvulkan1_*.deb >/dev/null
   echo "packed: $(du -sh "$PACK" | cut -f1) in $PACK (resnet $(stat -c %s "$PACK/resnet") bytes, $(ls "$PACK/debs"))"
   echo "on the GPU machine: command 'scripts/gpu-check.sh', carry [\"$PACK\"], timeout_s 540"
@@ -46,7 +60,7 @@ prepare() {
 
 # The Vulkan loader and NVIDIA's driver manifest on a machine that has neither set up.
 vulkan_setup() {
-  if ! ldconfig -p | grep -q libvulkan.so.1; then
+  if ! ldconfig -p | grep libvulkan.so.1 >/dev/null; then
     for f in "$PACK"/debs/*.deb; do dpkg -x "$f" /; done
     ldconfig
   fi
@@ -59,13 +73,12 @@ vulkan_setup() {
 # resnet bench and torch_bench.py for one model and batch; JSON lines into $OUT/bench.jsonl.
 bench_pair() {
   local model=$1 batch=$2 size=$3 device=$4
-  "$R" bench --model "$model" --batch-size "$batch" --image-size "$size" --steps "$STEPS" \
-    --warmup "$WARMUP" --json | tee -a "$OUT/bench.jsonl"
+  step "$R" bench --model "$model" --batch-size "$batch" --image-size "$size" --steps "$STEPS" \
+    --warmup "$WARMUP" --json >>"$OUT/bench.jsonl"
   if python3 -c "import torch" 2>/dev/null; then
     for tf32 in off on; do
-      python3 scripts/torch_bench.py --model "$model" --batch-size "$batch" --image-size "$size" \
-        --steps "$STEPS" --warmup "$WARMUP" --tf32 "$tf32" --device "$device" --json \
-        | tee -a "$OUT/bench.jsonl"
+      step python3 scripts/torch_bench.py --model "$model" --batch-size "$batch" --image-size "$size" \
+        --steps "$STEPS" --warmup "$WARMUP" --tf32 "$tf32" --device "$device" --json >>"$OUT/bench.jsonl"
     done
   else
     echo "PyTorch not installed: no PyTorch column for $model" | tee -a "$OUT/log.txt"
@@ -104,25 +117,29 @@ case "$MODE" in
   --dry-run)
     prepare
     R=$PACK/resnet
-    rm -rf "$OUT" && mkdir -p "$OUT"
-    "$R" info | tee "$OUT/info.txt"
+    mkdir -p "$OUT" && rm -rf "${OUT:?}"/*
+    step "$R" info | tee "$OUT/info.txt"
     STEPS=1 WARMUP=0
     bench_pair resnet20 8 32 cpu
     table
     echo "dry run: the GPU machine runs the same with selftest, resnet20 at batch 128 and resnet50 at batch 64"
+    exit "$FAILED"
     ;;
   check | "")
     [ -x "$PACK/resnet" ] || { echo "error: $PACK/resnet missing: run scripts/gpu-check.sh --prepare first, then carry $PACK" >&2; exit 1; }
     R=$PACK/resnet
-    rm -rf "$OUT" && mkdir -p "$OUT"
+    mkdir -p "$OUT" && rm -rf "${OUT:?}"/*
     vulkan_setup
     export RESNET_CACHE=/tmp/gpu-check-cache
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt" || true
-    "$R" info | tee "$OUT/info.txt"
-    "$R" selftest | tee "$OUT/selftest.txt" || echo "selftest FAILED" | tee -a "$OUT/log.txt"
+    step "$R" info >"$OUT/info.txt"
+    cat "$OUT/info.txt"
+    step "$R" selftest >"$OUT/selftest.txt"
+    cat "$OUT/selftest.txt"
     bench_pair resnet20 128 32 cuda
     bench_pair resnet50 64 224 cuda
     table
+    exit "$FAILED"
     ;;
   *)
     echo "usage: scripts/gpu-check.sh [--prepare | --dry-run]   (no argument: run the check)" >&2

@@ -74,6 +74,17 @@ def build(torch, name, num_classes):
     return getattr(torchvision.models, name)(num_classes=num_classes)
 
 
+def set_tf32(torch, on):
+    """TF32 for matmuls and cuDNN convolutions, on or off (strict IEEE fp32)."""
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # PyTorch 2.9 and later
+        precision = "tf32" if on else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = precision
+        torch.backends.cudnn.conv.fp32_precision = precision
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = on
+        torch.backends.cudnn.allow_tf32 = on
+
+
 def median_seconds(torch, device, run, warmup, steps):
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times = []
@@ -111,8 +122,7 @@ def main():
     cifar = not a.model.startswith("resnet") or a.model[6:] not in ("18", "34", "50", "101", "152")
     size = a.image_size or (32 if cifar else 224)
     classes = a.num_classes or (10 if cifar else 1000)
-    torch.backends.cuda.matmul.allow_tf32 = a.tf32 == "on"
-    torch.backends.cudnn.allow_tf32 = a.tf32 == "on"
+    set_tf32(torch, a.tf32 == "on")
     torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
     model = build(torch, a.model, classes).to(device)

@@ -73,7 +73,7 @@ fn transpose_w_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 // allow; how large that is depends on the CPU's registers (AVX2 or AVX-512) or the GPU's, so the
 // block is a variant: CB and PB are set, and the lines marked //%g, //%j and //%gj are written
 // out once per channel group g, pixel group j or pair, when the pipeline is created
-// (src/ops/conv2d_variants.rs). Every per-invocation array is spelled out as vectors, because
+// (src/ops/conv2d/variants.rs). Every per-invocation array is spelled out as vectors, because
 // lavapipe puts indexed arrays in scratch memory (5x slower).
 const CB: u32 = 16u;
 const PB: u32 = 16u;

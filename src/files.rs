@@ -1,14 +1,15 @@
 //! Files written so that a crash never leaves half of one (native only).
 
-/// Writes `bytes` to `path` atomically: `PATH.tmp` in the same directory, fsync, rename (the
-/// temporary file is removed on failure). The error is one line naming the step that failed.
+/// Writes `bytes` to `path` atomically: `PATH.<pid>.tmp` in the same directory (two processes
+/// writing one file never share a temporary), fsync, rename (the temporary file is removed on
+/// failure). The error is one line naming the step that failed.
 pub(crate) fn write_atomic(
     path: &std::path::Path,
     bytes: &[u8],
 ) -> std::result::Result<(), String> {
     use std::io::Write;
     let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = std::path::PathBuf::from(tmp_name);
     let mut f =
         std::fs::File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;

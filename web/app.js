@@ -117,7 +117,10 @@ async function tuneKernels() {
   const t0 = performance.now();
   status('timing every kernel family at every convolution shape of this model…');
   const timed = await demo.engine.tune();
-  try { localStorage.setItem(CHOICES_KEY, demo.engine.kernelChoices()); } catch { /* no storage */ }
+  // a forced family times nothing: keep what an earlier auto session measured
+  if ($('kernels').value === 'auto') {
+    try { localStorage.setItem(CHOICES_KEY, demo.engine.kernelChoices()); } catch { /* no storage */ }
+  }
   $('adapter').textContent = `WebGPU adapter: ${demo.adapterInfo}; engine: ${demo.engine.adapter()}`;
   status(`kernels tuned: ${timed} convolution shapes timed in ${((performance.now() - t0) / 1000).toFixed(1)} s, ` +
     'the fastest kept and remembered in this browser');

@@ -180,21 +180,23 @@ fn print_text(r: &Measured, steps: usize) {
     }
 }
 
-/// The kernel family used, or how the per-shape timing chose.
+/// The kernel family used, or how the per-shape timing chose for this plan's convolutions.
 pub(crate) fn kernel_choice(gpu: &Gpu) -> String {
-    let chosen = gpu.choices();
-    if chosen.is_empty() {
-        return format!("{:?}", gpu.kernel_family);
+    let used = gpu.choices_used();
+    if used.is_empty() {
+        return gpu.kernel_family.name().to_string();
     }
-    let tiled = chosen
+    let counts: Vec<String> = resnet::gpu::KernelFamily::ALL
         .iter()
-        .filter(|c| c.family == resnet::gpu::KernelFamily::Tiled)
-        .count();
+        .map(|f| (f, used.iter().filter(|c| c.family == *f).count()))
+        .filter(|(_, n)| *n > 0)
+        .map(|(f, n)| format!("{} for {n}", f.name()))
+        .collect();
     let measured = gpu.choices_measured();
     format!(
-        "timed per shape, tiled for {tiled} and register for {} of {} (op, shape) pairs ({})",
-        chosen.len() - tiled,
-        chosen.len(),
+        "timed per shape: {} of {} (op, shape) pairs ({})",
+        counts.join(", "),
+        used.len(),
         if measured == 0 {
             "all from the tuning cache".to_string()
         } else {

@@ -32,10 +32,11 @@ struct GpuArgs {
     /// GPU backend: vulkan, metal, dx12 or gl (default: WGPU_BACKEND, else the best adapter of any)
     #[arg(long, global = true)]
     backend: Option<String>,
-    /// Convolution kernel family: register (fast on CPU drivers such as lavapipe), tiled
-    /// (workgroup memory, for GPUs) or auto (the default: time every family once per
-    /// convolution shape on this adapter, keep the fastest, and remember the choice in the cache
-    /// directory for the next run; `resnet tune` does it ahead of time); also RESNET_KERNELS
+    /// Convolution kernel family: auto (the default: time every family once per convolution shape
+    /// on this adapter, keep the fastest, remember the choice in the cache directory for the next
+    /// run; `resnet tune` does it ahead of time), register (= register16x16), register8x16,
+    /// register16x8, register8x8 (register blocking: fast on CPU drivers such as lavapipe) or
+    /// tiled (workgroup memory, for GPUs); also RESNET_KERNELS
     #[arg(long, global = true, value_name = "FAMILY")]
     kernels: Option<String>,
 }

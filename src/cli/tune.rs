@@ -58,7 +58,8 @@ pub fn run(a: TuneArgs) -> Result<()> {
     Plan::new(&gpu, &m, train)?;
     let eval = PlanConfig::eval(a.eval_batch_size, (size, size), cifar10::NORMALIZE);
     Plan::new(&gpu, &m, eval)?;
-    print_table(&gpu.choices());
+    let used = gpu.choices_used();
+    print_table(&used);
     let cache = gpu
         .tuning_cache()
         .map_or("no tuning cache".into(), |c| c.path.display().to_string());
@@ -67,7 +68,7 @@ pub fn run(a: TuneArgs) -> Result<()> {
         spec.name,
         gpu.info.name,
         gpu.info.backend,
-        gpu.choices().len(),
+        used.len(),
         gpu.choices_measured(),
         t0.elapsed().as_secs_f64()
     );

@@ -102,7 +102,16 @@ pub fn now_ms() -> f64 {
     }
     #[cfg(target_arch = "wasm32")]
     {
-        js_sys::Date::now()
+        // performance.now(): sub-millisecond where the page allows it (Date.now() is whole ms)
+        use wasm_bindgen::JsCast;
+        let global = js_sys::global();
+        js_sys::Reflect::get(&global, &"performance".into())
+            .ok()
+            .and_then(|p| {
+                let now = js_sys::Reflect::get(&p, &"now".into()).ok()?;
+                now.dyn_ref::<js_sys::Function>()?.call0(&p).ok()?.as_f64()
+            })
+            .unwrap_or_else(js_sys::Date::now)
     }
 }
 
@@ -131,6 +140,11 @@ pub struct Gpu {
     cache: Option<TuningCache>,
     /// Choices measured by this device (not loaded).
     measured: std::cell::Cell<usize>,
+    /// The (op, shape) whose choice a plan of this device looked up or measured.
+    used: RefCell<std::collections::HashSet<OpShape>>,
+    /// Whether a failure to write the cache was reported (once is enough).
+    #[cfg(not(target_arch = "wasm32"))]
+    cache_warned: std::cell::Cell<bool>,
     /// Tuning was asked for (`auto`) but this device cannot block to time (the browser): the
     /// (op, shape) built with the default family, for [`crate::ops::conv2d::tune_pending`].
     untuned: Option<RefCell<Vec<OpShape>>>,
@@ -208,6 +222,9 @@ impl Gpu {
             #[cfg(not(target_arch = "wasm32"))]
             cache,
             measured: std::cell::Cell::new(0),
+            used: RefCell::new(Default::default()),
+            #[cfg(not(target_arch = "wasm32"))]
+            cache_warned: std::cell::Cell::new(false),
             untuned: (wants_tuning && !tune).then(|| RefCell::new(Vec::new())),
             modules: RefCell::new(HashMap::new()),
             pipelines: RefCell::new(HashMap::new()),
@@ -264,10 +281,12 @@ impl Gpu {
 
     /// The kernel family chosen for `op` at shape `key`, if one was measured, loaded or set.
     pub fn choice(&self, op: &str, key: &[usize]) -> Option<KernelFamily> {
-        let choices = self.choices.borrow();
-        choices
-            .get(&(op.to_string(), key.to_vec()))
-            .map(|c| c.family)
+        let id = (op.to_string(), key.to_vec());
+        let family = self.choices.borrow().get(&id).map(|c| c.family);
+        if family.is_some() {
+            self.used.borrow_mut().insert(id);
+        }
+        family
     }
 
     /// Records the kernel family for `op` at shape `key`; later plans reuse it.
@@ -284,11 +303,15 @@ impl Gpu {
     /// one (a cache that cannot be written costs the next run its tuning, nothing else).
     pub fn record_measured(&self, choice: Choice) {
         self.measured.set(self.measured.get() + 1);
+        let id = (choice.op.clone(), choice.shape.clone());
         self.record(choice);
+        self.used.borrow_mut().insert(id);
         #[cfg(not(target_arch = "wasm32"))]
         if let Some(cache) = &self.cache {
             if let Err(e) = cache.save(&self.choices()) {
-                eprintln!("warning: kernel choices {}: {e}", cache.path.display());
+                if !self.cache_warned.replace(true) {
+                    eprintln!("warning: kernel choices {}: {e}", cache.path.display());
+                }
             }
         }
     }
@@ -337,6 +360,15 @@ impl Gpu {
         let n = loaded.len();
         loaded.into_iter().for_each(|c| self.record(c));
         Ok(n)
+    }
+
+    /// The choices the plans of this device looked up or measured (of every choice known, the
+    /// ones that matter to what runs here), sorted by op and shape.
+    pub fn choices_used(&self) -> Vec<Choice> {
+        let used = self.used.borrow();
+        let mut v = self.choices();
+        v.retain(|c| used.contains(&(c.op.clone(), c.shape.clone())));
+        v
     }
 
     /// How many choices this device measured itself (the rest were loaded or set).

@@ -1,5 +1,5 @@
-//! Convolutions forward, backward to the input and backward to the weights, in every kernel
-//! family, at the shapes of ResNet-20 and ResNet-50.
+//! Convolutions forward (with a bias), backward to the input and backward to the weights (and the
+//! bias), in every kernel family, at the shapes of ResNet-20 and ResNet-50.
 
 use super::{f64s, values, Group};
 use crate::error::Result;
@@ -61,14 +61,16 @@ pub(super) fn check_all(opts: &GpuOptions) -> Result<Vec<Group>> {
         .collect();
     for (i, (name, sh)) in shapes().into_iter().enumerate() {
         let case = format!("{name} {}x{}x{}x{}", sh.n, sh.c, sh.h, sh.w);
-        let (x, w, dy) = (
-            values(sh.n * sh.c * sh.h * sh.w, 10 * i as u64),
-            values(sh.k * sh.c * sh.r * sh.s, 10 * i as u64 + 1),
-            values(sh.n * sh.k * sh.p() * sh.q(), 10 * i as u64 + 2),
-        );
-        let want = reference(&sh, &x, &w, &dy);
+        let seed = 10 * i as u64;
+        let data = Data {
+            x: values(sh.n * sh.c * sh.h * sh.w, seed),
+            w: values(sh.k * sh.c * sh.r * sh.s, seed + 1),
+            b: values(sh.k, seed + 3),
+            dy: values(sh.n * sh.k * sh.p() * sh.q(), seed + 2),
+        };
+        let want = reference(&sh, &data);
         for (d, (_, gpu)) in devices.iter().enumerate() {
-            let got = on_gpu(gpu, &sh, &x, &w, &dy)?;
+            let got = on_gpu(gpu, &sh, &data)?;
             for j in 0..3 {
                 groups[3 * d + j].compare(&case, &got[j], &want[j]);
             }
@@ -77,8 +79,16 @@ pub(super) fn check_all(opts: &GpuOptions) -> Result<Vec<Group>> {
     Ok(groups)
 }
 
-/// [y, dx, dw] of the f64 reference.
-fn reference(sh: &Conv2dShape, x: &[f32], w: &[f32], dy: &[f32]) -> [Vec<f64>; 3] {
+/// Inputs of one case: x, w, bias, dy.
+struct Data {
+    x: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    dy: Vec<f32>,
+}
+
+/// [y (with the bias), dx, dw then db] of the f64 reference.
+fn reference(sh: &Conv2dShape, d: &Data) -> [Vec<f64>; 3] {
     let g = Conv {
         n: sh.n,
         c: sh.c,
@@ -90,31 +100,30 @@ fn reference(sh: &Conv2dShape, x: &[f32], w: &[f32], dy: &[f32]) -> [Vec<f64>; 3
         stride: sh.stride,
         pad: sh.pad,
     };
-    let (x, w, dy) = (f64s(x), f64s(w), f64s(dy));
-    let y = conv_forward(&g, &x, &w, None);
-    let (dx, dw, _) = conv_backward(&g, &x, &w, &dy);
-    [y, dx, dw]
+    let (x, w, b, dy) = (f64s(&d.x), f64s(&d.w), f64s(&d.b), f64s(&d.dy));
+    let y = conv_forward(&g, &x, &w, Some(&b));
+    let (dx, dw, db) = conv_backward(&g, &x, &w, &dy);
+    [y, dx, [dw, db].concat()]
 }
 
-/// [y, dx, dw] computed by `gpu`'s kernels.
-fn on_gpu(gpu: &Gpu, sh: &Conv2dShape, x: &[f32], w: &[f32], dy: &[f32]) -> Result<[Vec<f32>; 3]> {
-    let (xt, wt, dyt) = (
-        gpu.upload(x, &sh.x_shape())?,
-        gpu.upload(w, &sh.w_shape())?,
-        gpu.upload(dy, &sh.y_shape())?,
+/// The same, computed by `gpu`'s kernels.
+fn on_gpu(gpu: &Gpu, sh: &Conv2dShape, d: &Data) -> Result<[Vec<f32>; 3]> {
+    let (xt, wt, bt, dyt) = (
+        gpu.upload(&d.x, &sh.x_shape())?,
+        gpu.upload(&d.w, &sh.w_shape())?,
+        gpu.upload(&d.b, &[sh.k])?,
+        gpu.upload(&d.dy, &sh.y_shape())?,
     );
-    let (y, dx, dw) = (
+    let (y, dx, dw, db) = (
         gpu.zeros(&sh.y_shape())?,
         gpu.zeros(&sh.x_shape())?,
         gpu.zeros(&sh.w_shape())?,
+        gpu.zeros(&[sh.k])?,
     );
-    let mut ks = conv2d::forward(gpu, sh, &xt, &wt, None, &y)?;
+    let mut ks = conv2d::forward(gpu, sh, &xt, &wt, Some(&bt), &y)?;
     ks.extend(conv2d::backward_input(gpu, sh, &dyt, &wt, &dx)?);
-    ks.extend(conv2d::backward_weight(gpu, sh, &xt, &dyt, &dw, None)?);
+    ks.extend(conv2d::backward_weight(gpu, sh, &xt, &dyt, &dw, Some(&db))?);
     gpu.run(&ks);
-    Ok([
-        gpu.read_blocking(&y)?,
-        gpu.read_blocking(&dx)?,
-        gpu.read_blocking(&dw)?,
-    ])
+    let read = |t| gpu.read_blocking(t);
+    Ok([read(&y)?, read(&dx)?, [read(&dw)?, read(&db)?].concat()])
 }

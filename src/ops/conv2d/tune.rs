@@ -1,8 +1,10 @@
 //! Choosing a kernel family per convolution shape by timing every family: blocking where the
 //! device can wait (native), asynchronously where it cannot (the browser). Both run the same race:
-//! each family once untimed (compilation, caches), then once timed; a family more than twice as
-//! slow as the best so far is dropped there (a slow adapter should not wait for hopeless kernels),
-//! the others get two more runs and their median counts.
+//! the device's own family first (a tie keeps it), each family once untimed (compilation,
+//! caches), then once timed; a family more than twice as slow as the best so far is dropped there
+//! (a slow adapter should not wait for hopeless kernels), the others get two more runs and their
+//! median counts. A family that cannot be built at a shape (a grid over the device's limits) is
+//! left out of that race.
 
 use super::{Conv2dShape, BACKWARD_INPUT, BACKWARD_WEIGHT, FORWARD};
 use crate::error::Result;
@@ -39,6 +41,17 @@ impl Race {
         fastest
     }
 
+    /// The families in the order they run: the device's own first.
+    fn entrants(gpu: &Gpu) -> Vec<KernelFamily> {
+        let mut all = vec![gpu.kernel_family];
+        all.extend(
+            KernelFamily::ALL
+                .into_iter()
+                .filter(|&f| f != gpu.kernel_family),
+        );
+        all
+    }
+
     fn choice(self, op: &str, sh: &Conv2dShape) -> Choice {
         Choice {
             op: op.to_string(),
@@ -64,9 +77,15 @@ pub(super) fn fastest(
         t0.elapsed().as_secs_f64() * 1e3
     };
     let mut race = Race::new();
-    let mut kept = None;
-    for family in KernelFamily::ALL {
-        let ks = build(family)?;
+    let (mut kept, mut failed) = (None, None);
+    for family in Race::entrants(gpu) {
+        let ks = match build(family) {
+            Ok(ks) => ks,
+            Err(e) => {
+                failed = Some(e);
+                continue;
+            }
+        };
         run_ms(&ks);
         let mut runs = vec![run_ms(&ks)];
         if race.worth_more(runs[0]) {
@@ -76,8 +95,13 @@ pub(super) fn fastest(
             kept = Some(ks);
         }
     }
-    gpu.record_measured(race.choice(op, sh));
-    Ok(kept.expect("the fastest family's kernels"))
+    match kept {
+        Some(ks) => {
+            gpu.record_measured(race.choice(op, sh));
+            Ok(ks)
+        }
+        None => Err(failed.expect("a family failed to build")),
+    }
 }
 
 /// Times every family at each (op, shape) the device built without timing (the browser builds
@@ -87,24 +111,39 @@ pub(super) fn fastest(
 pub async fn tune_pending(gpu: &Gpu) -> Result<usize> {
     let pending = gpu.take_untuned();
     let probe = gpu.zeros(&[1])?;
-    for (op, key) in &pending {
-        let Some(sh) = Conv2dShape::from_key(key) else {
-            continue;
-        };
-        let mut race = Race::new();
-        for family in KernelFamily::ALL {
-            let ks = build_alone(gpu, op, &sh, family)?;
-            timed_run(gpu, &ks, &probe).await?;
-            let mut runs = vec![timed_run(gpu, &ks, &probe).await?];
-            if race.worth_more(runs[0]) {
-                runs.push(timed_run(gpu, &ks, &probe).await?);
-                runs.push(timed_run(gpu, &ks, &probe).await?);
-            }
-            race.finish(family, runs);
+    for (i, (op, key)) in pending.iter().enumerate() {
+        if let Err(e) = tune_one(gpu, op, key, &probe).await {
+            // what was not timed stays pending
+            pending[i..]
+                .iter()
+                .for_each(|(op, key)| gpu.note_untuned(op, key));
+            return Err(e);
         }
-        gpu.record_measured(race.choice(op, &sh));
     }
     Ok(pending.len())
+}
+
+async fn tune_one(gpu: &Gpu, op: &str, key: &[usize], probe: &crate::gpu::Tensor) -> Result<()> {
+    let Some(sh) = Conv2dShape::from_key(key) else {
+        return Ok(());
+    };
+    let mut race = Race::new();
+    for family in Race::entrants(gpu) {
+        let Ok(ks) = build_alone(gpu, op, &sh, family) else {
+            continue; // over a limit of this device at this shape: not a contender
+        };
+        timed_run(gpu, &ks, probe).await?;
+        let mut runs = vec![timed_run(gpu, &ks, probe).await?];
+        if race.worth_more(runs[0]) {
+            runs.push(timed_run(gpu, &ks, probe).await?);
+            runs.push(timed_run(gpu, &ks, probe).await?);
+        }
+        race.finish(family, runs);
+    }
+    if race.best.is_some() {
+        gpu.record_measured(race.choice(op, &sh));
+    }
+    Ok(())
 }
 
 /// Milliseconds from submitting `ks` to reading `probe` back after them.

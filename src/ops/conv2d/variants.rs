@@ -43,13 +43,20 @@ pub fn all_sources() -> Vec<(&'static str, &'static str)> {
 fn expand(template: &str, (channels, pixels): (usize, usize)) -> String {
     let (groups, pixel_groups) = (channels / 4, pixels / 4);
     let mut out = String::with_capacity(template.len() * 2);
+    let mut set = 0;
     for line in template.lines() {
         let trimmed = line.trim_start();
         let indent = &line[..line.len() - trimmed.len()];
         let Some(rest) = trimmed.strip_prefix("//%") else {
             match trimmed {
-                "const CB: u32 = 16u;" => out.push_str(&format!("const CB: u32 = {channels}u;")),
-                "const PB: u32 = 16u;" => out.push_str(&format!("const PB: u32 = {pixels}u;")),
+                "const CB: u32 = 16u;" => {
+                    out.push_str(&format!("const CB: u32 = {channels}u;"));
+                    set += 1;
+                }
+                "const PB: u32 = 16u;" => {
+                    out.push_str(&format!("const PB: u32 = {pixels}u;"));
+                    set += 1;
+                }
                 _ => out.push_str(line),
             }
             out.push('\n');
@@ -72,6 +79,12 @@ fn expand(template: &str, (channels, pixels): (usize, usize)) -> String {
             }
         }
     }
+    // the dispatch sizes in Rust assume the block was set: a template edited out of this shape
+    // must fail loudly, not run 16x16 kernels on an 8x8 grid
+    assert_eq!(
+        set, 2,
+        "shaders/conv2d.wgsl no longer declares `const CB/PB: u32 = 16u;`"
+    );
     out
 }
 
