@@ -11,11 +11,16 @@
 //   apply          y = [relu]( (x-mean)*invstd*gamma + beta [+ residual] )
 //   backward       g = dy * [y > 0];  dbeta = sum(g);  dgamma = sum(g * xhat),  xhat = (x-mean)*invstd
 //                  dx = gamma*invstd * (g - dbeta/M - xhat*dgamma/M);  dresidual = g
-// Reductions run one workgroup per channel with a fixed-order tree: deterministic, no atomics.
+// Reductions run in two steps, deterministic and without atomics: one workgroup per (channel,
+// chunk of N*H*W) sums its chunk with a fixed-order tree into `partial`, then one invocation per
+// channel merges the chunks in order. (One workgroup per channel left a GPU with as many busy
+// cores as channels: 16 of an H200's 132 in ResNet-20's first stage.) The statistics of a chunk
+// are its mean and sum of squared deviations, merged with Chan et al.'s pairwise formula, so the
+// variance keeps the two-pass accuracy.
 
 struct Params {
     n: u32, c: u32, hw: u32, flags: u32,   // flags: 1 relu, 2 residual, 4 eval (running stats)
-    eps: f32, momentum: f32, _p0: u32, _p1: u32,
+    eps: f32, momentum: f32, chunks: u32, _p1: u32,  // chunks of N*H*W per channel
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -29,6 +34,7 @@ struct Params {
 @group(0) @binding(11) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(12) var<storage, read_write> dparams: array<f32>; // [dgamma(C), dbeta(C)]
 @group(0) @binding(13) var<storage, read_write> dres: array<f32>;
+@group(0) @binding(14) var<storage, read_write> partial: array<f32>; // [C, chunks, 2]
 
 const WG = 256u;
 var<workgroup> red_a: array<f32, 256>;
@@ -49,33 +55,68 @@ fn at(i: u32, ch: u32) -> u32 {
     return ((i / P.hw) * P.c + ch) * P.hw + i % P.hw;
 }
 
-// Training statistics: one workgroup per channel. Writes mean, invstd and updates running stats.
-@compute @workgroup_size(256)
-fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let ch = wid.x;
+// Elements [begin, end) of N*H*W in chunk `chunk`.
+fn chunk_range(chunk: u32) -> vec2<u32> {
     let m = P.n * P.hw;
+    let len = (m + P.chunks - 1u) / P.chunks;
+    return vec2<u32>(min(chunk * len, m), min(chunk * len + len, m));
+}
+
+// Training statistics, step 1: workgroup (channel, chunk) writes its chunk's mean and sum of
+// squared deviations.
+@compute @workgroup_size(256)
+fn bn_stats_chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = wid.x;
+    let r = chunk_range(wid.y);
     var s = 0.0;
-    for (var i = lid; i < m; i += WG) { s += x[at(i, ch)]; }
+    for (var i = r.x + lid; i < r.y; i += WG) { s += x[at(i, ch)]; }
     red_a[lid] = s;
     red_b[lid] = 0.0;
     tree_sum(lid);
-    let mu = red_a[0] / f32(m);
+    let mu = red_a[0] / f32(max(r.y - r.x, 1u));
     workgroupBarrier();
     var v = 0.0;
-    for (var i = lid; i < m; i += WG) {
+    for (var i = r.x + lid; i < r.y; i += WG) {
         let d = x[at(i, ch)] - mu;
         v += d * d;
     }
     red_a[lid] = v;
     tree_sum(lid);
     if (lid == 0u) {
-        let var_b = red_a[0] / f32(m);
-        saved[ch] = mu;
-        saved[P.c + ch] = 1.0 / sqrt(var_b + P.eps);
-        let unbiased = var_b * f32(m) / f32(max(m, 2u) - 1u);
-        running[ch] = (1.0 - P.momentum) * running[ch] + P.momentum * mu;
-        running[P.c + ch] = (1.0 - P.momentum) * running[P.c + ch] + P.momentum * unbiased;
+        let o = (ch * P.chunks + wid.y) * 2u;
+        partial[o] = mu;
+        partial[o + 1u] = red_a[0];
     }
+}
+
+// Training statistics, step 2: one invocation per channel merges the chunks in order, writes
+// mean and invstd, updates the running statistics.
+@compute @workgroup_size(64)
+fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let ch = (wid.x + wid.y * nwg.x) * 64u + lid;
+    if (ch >= P.c) { return; }
+    var count = 0.0;
+    var mu = 0.0;
+    var m2 = 0.0;
+    for (var k = 0u; k < P.chunks; k++) {
+        let r = chunk_range(k);
+        let nb = f32(r.y - r.x);
+        if (nb == 0.0) { continue; }
+        let o = (ch * P.chunks + k) * 2u;
+        let total = count + nb;
+        let delta = partial[o] - mu;
+        mu += delta * (nb / total);
+        m2 += partial[o + 1u] + delta * delta * (count * nb / total);
+        count = total;
+    }
+    let m = P.n * P.hw;
+    let var_b = m2 / f32(m);
+    saved[ch] = mu;
+    saved[P.c + ch] = 1.0 / sqrt(var_b + P.eps);
+    let unbiased = var_b * f32(m) / f32(max(m, 2u) - 1u);
+    running[ch] = (1.0 - P.momentum) * running[ch] + P.momentum * mu;
+    running[P.c + ch] = (1.0 - P.momentum) * running[P.c + ch] + P.momentum * unbiased;
 }
 
 // y = [relu]((x - mean) * invstd * gamma + beta [+ residual]); batch stats, or running stats in eval.
@@ -100,16 +141,17 @@ fn bn_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     y[i] = v;
 }
 
-// Backward reductions: dgamma = sum(g * xhat), dbeta = sum(g), g = dy masked by y > 0 if relu.
+// Backward reductions, step 1: workgroup (channel, chunk) sums g * xhat and g over its chunk,
+// g = dy masked by y > 0 if relu.
 @compute @workgroup_size(256)
-fn bn_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn bn_backward_chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let ch = wid.x;
-    let m = P.n * P.hw;
+    let r = chunk_range(wid.y);
     let mu = saved[ch];
     let is = saved[P.c + ch];
     var sg = 0.0;
     var sgx = 0.0;
-    for (var i = lid; i < m; i += WG) {
+    for (var i = r.x + lid; i < r.y; i += WG) {
         let j = at(i, ch);
         var g = dy[j];
         if ((P.flags & 1u) != 0u && y[j] <= 0.0) { g = 0.0; }
@@ -120,9 +162,27 @@ fn bn_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
     red_b[lid] = sg;
     tree_sum(lid);
     if (lid == 0u) {
-        dparams[ch] = red_a[0];
-        dparams[P.c + ch] = red_b[0];
+        let o = (ch * P.chunks + wid.y) * 2u;
+        partial[o] = red_a[0];
+        partial[o + 1u] = red_b[0];
     }
+}
+
+// Backward reductions, step 2: dgamma = sum(g * xhat), dbeta = sum(g), chunks added in order.
+@compute @workgroup_size(64)
+fn bn_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let ch = (wid.x + wid.y * nwg.x) * 64u + lid;
+    if (ch >= P.c) { return; }
+    var sgx = 0.0;
+    var sg = 0.0;
+    for (var k = 0u; k < P.chunks; k++) {
+        let o = (ch * P.chunks + k) * 2u;
+        sgx += partial[o];
+        sg += partial[o + 1u];
+    }
+    dparams[ch] = sgx;
+    dparams[P.c + ch] = sg;
 }
 
 // dx = gamma*invstd*(g - dbeta/M - xhat*dgamma/M); with a residual also dres = g.

@@ -51,8 +51,45 @@ fn params(n: usize, c: usize, hw: usize, flags: usize, momentum: f32) -> Uniform
         .u(flags)
         .f(EPS)
         .f(momentum)
+        .u(chunks(n * hw))
         .u(0)
-        .u(0)
+}
+
+/// Chunks of the N*H*W values of a channel that the reductions split into: about 4096 values
+/// each, at most 64 (so that a channel's chunks merge in one short loop).
+fn chunks(m: usize) -> usize {
+    m.div_ceil(4096).clamp(1, 64)
+}
+
+/// The per-(channel, chunk) pair of sums both reductions pass between their steps.
+fn partial_sums(gpu: &Gpu, n: usize, c: usize, hw: usize) -> Result<Tensor> {
+    gpu.zeros(&[c, chunks(n * hw), 2])
+}
+
+/// The two steps of a reduction: `chunk_entry` on a grid of (channel, chunk), then `merge` with
+/// one invocation per channel.
+#[allow(clippy::too_many_arguments)]
+fn reduction(
+    gpu: &Gpu,
+    op: &'static str,
+    (chunk_entry, merge): (&'static str, &'static str),
+    params: Uniform,
+    chunk_bufs: &[(u32, &Tensor)],
+    merge_bufs: &[(u32, &Tensor)],
+    (n, c, hw): (usize, usize, usize),
+) -> Result<Vec<Kernel>> {
+    let mut first = kernel(gpu, op, SHADER, chunk_entry, params.clone(), chunk_bufs, 1)?;
+    first.grid = [c as u32, chunks(n * hw) as u32, 1];
+    let second = kernel(
+        gpu,
+        op,
+        SHADER,
+        merge,
+        params,
+        merge_bufs,
+        (c as u64).div_ceil(64),
+    )?;
+    Ok(vec![first, second])
 }
 
 fn check_params(op: &'static str, c: usize, p: &BnParams) -> Result<()> {
@@ -87,16 +124,16 @@ pub fn forward_train(
     if let Some(r) = fuse.residual {
         check_shape(OP, "residual", r, &x.shape)?;
     }
-    let mut stats = kernel(
+    let partial = partial_sums(gpu, n, c, hw)?;
+    let mut kernels = reduction(
         gpu,
         OP,
-        SHADER,
-        "bn_stats",
+        ("bn_stats_chunk", "bn_stats"),
         params(n, c, hw, 0, momentum),
-        &[(1, x), (5, saved), (7, p.running)],
-        1,
+        &[(1, x), (14, &partial)],
+        &[(5, saved), (7, p.running), (14, &partial)],
+        (n, c, hw),
     )?;
-    stats.grid = [c as u32, 1, 1];
     let d = dummy(gpu)?;
     let res = fuse.residual.unwrap_or(&d);
     let apply = kernel(
@@ -115,7 +152,8 @@ pub fn forward_train(
         ],
         elementwise_groups(x),
     )?;
-    Ok(vec![stats, apply])
+    kernels.push(apply);
+    Ok(kernels)
 }
 
 /// Eval-mode forward with the running statistics: y = fused(bn(x)).
@@ -182,17 +220,16 @@ pub fn backward(
         check_shape(OP, "dresidual", r, &x.shape)?;
     }
     let f = (if relu { RELU } else { 0 }) | (if dres.is_some() { RESIDUAL } else { 0 });
-    let bufs = [(1, x), (2, y), (5, saved), (10, dy), (12, dparams)];
-    let mut reduce = kernel(
+    let partial = partial_sums(gpu, n, c, hw)?;
+    let mut kernels = reduction(
         gpu,
         OP,
-        SHADER,
-        "bn_backward_reduce",
+        ("bn_backward_chunk", "bn_backward_reduce"),
         params(n, c, hw, f, 0.0),
-        &bufs,
-        1,
+        &[(1, x), (2, y), (5, saved), (10, dy), (14, &partial)],
+        &[(12, dparams), (14, &partial)],
+        (n, c, hw),
     )?;
-    reduce.grid = [c as u32, 1, 1];
     let d = dummy(gpu)?;
     let dr = dres.unwrap_or(&d);
     let bufs = [
@@ -214,5 +251,6 @@ pub fn backward(
         &bufs,
         elementwise_groups(x),
     )?;
-    Ok(vec![reduce, dxk])
+    kernels.push(dxk);
+    Ok(kernels)
 }
