@@ -7,14 +7,17 @@
 //             dw[k,c,r,s] = sum_{n,p,q} dy[n,k,p,q] * x[n, c, p*stride-pad+r, q*stride-pad+s]
 //             db[k]       = sum_{n,p,q} dy[n,k,p,q]
 //
-// Two kernel families (DESIGN.md, principle 4):
+// Kernel families (DESIGN.md, principle 4); the third, the GPU-class GEMM, is conv2d_gemm.wgsl:
 //   *_reg    register blocking, CB channels x PB pixels (or weights) per invocation in several
 //            block sizes, no workgroup memory. Fastest on lavapipe, which turns every per-lane load
-//            into a scalar loop, so the kernels load little and do many FMAs per load.
-//   *_tiled  64x64 output tiles staged through workgroup memory, 4x4 per invocation. Fastest on real
-//            GPUs. One GEMM skeleton; `mode` picks how A, B and C map onto the conv.
+//            into a scalar loop, so the kernels load little and do many FMAs per load; also chosen
+//            for some of ResNet-20's narrow layers on an H200.
+//   *_tiled  64x64 output tiles staged through one workgroup buffer, 4x4 per invocation, the first
+//            GPU kernels (conv2d_gemm.wgsl's double-buffered tiles are 2-8x faster on an H200).
+//            One GEMM skeleton; `mode` picks how A, B and C map onto the conv.
 // The register kernels read weights re-laid out by transpose_w_fwd / transpose_w_dx so that four
-// consecutive channels are one vec4 load.
+// consecutive channels are one vec4 load (the GEMM family reads them too, from this module).
+// conv_dw_reduce and conv_db serve every family.
 
 struct Params {
     n: u32, c: u32, h: u32, w: u32,
@@ -512,8 +515,23 @@ fn conv_dw_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let total = P.k * P.c * P.r * P.s;
     let e = linear_id(wid, nwg, lid, 64u);
     if (e >= total) { return; }
+    // eight loads in flight at a time (a GPU waits out each load's latency otherwise), added in
+    // the same fixed order as one at a time
     var sum = 0.0;
-    for (var s = 0u; s < P.splits; s++) {
+    var s = 0u;
+    for (; s + 8u <= P.splits; s += 8u) {
+        let v0 = src_a[s * total + e];
+        let v1 = src_a[(s + 1u) * total + e];
+        let v2 = src_a[(s + 2u) * total + e];
+        let v3 = src_a[(s + 3u) * total + e];
+        let v4 = src_a[(s + 4u) * total + e];
+        let v5 = src_a[(s + 5u) * total + e];
+        let v6 = src_a[(s + 6u) * total + e];
+        let v7 = src_a[(s + 7u) * total + e];
+        sum += v0; sum += v1; sum += v2; sum += v3;
+        sum += v4; sum += v5; sum += v6; sum += v7;
+    }
+    for (; s < P.splits; s++) {
         sum += src_a[s * total + e];
     }
     dst[e] = sum;

@@ -268,9 +268,10 @@ fn kernel_family_is_chosen_per_shape_and_kept() {
     let w = gpu.upload(&d.w, &sh.w_shape()).unwrap();
     let out = gpu.zeros(&sh.y_shape()).unwrap();
     let family = gpu.choice("conv2d forward", &sh.key()).unwrap();
-    let entry = match family.register_block() {
-        Some(_) => "conv_fwd_reg",
-        None => "conv_fwd_tiled",
+    let entry = match (family.register_block(), family.gemm_tile()) {
+        (Some(_), _) => "conv_fwd_reg",
+        (None, Some(_)) => "conv_fwd_gemm",
+        (None, None) => "conv_fwd_tiled",
     };
     let ks = conv2d::forward(&gpu, &sh, &x, &w, None, &out).unwrap();
     assert!(ks.iter().any(|k| k.name == entry), "{family:?} not used");

@@ -33,27 +33,32 @@ fn every_wgsl_file_parses_and_validates() {
         let src = std::fs::read_to_string(&path).unwrap();
         validate(&path.display().to_string(), &src);
     }
-    assert!(count >= 8, "expected the 8 shader files, found {count}");
+    assert!(count >= 9, "expected the 9 shader files, found {count}");
 }
 
 #[test]
-fn every_conv2d_block_size_validates() {
+fn every_conv2d_block_and_tile_size_validates() {
     let sources = resnet::ops::conv2d::all_sources();
     assert_eq!(
         sources.len(),
-        4,
-        "the register blocks 16x16, 8x16, 16x8, 8x8"
+        7,
+        "the register blocks 16x16, 8x16, 16x8, 8x8 and the GEMM tiles 32x128, 64x64, 128x128"
     );
     for (name, src) in sources {
         let module = validate(name, src);
-        for entry in [
-            "conv_fwd_reg",
-            "conv_dx_reg",
-            "conv_dw_reg",
-            "conv_fwd_tiled",
-        ] {
+        let entries = match name.starts_with("conv2d_gemm.wgsl") {
+            true => ["conv_fwd_gemm", "conv_dx_gemm", "conv_dw_gemm"].as_slice(),
+            false => [
+                "conv_fwd_reg",
+                "conv_dx_reg",
+                "conv_dw_reg",
+                "conv_fwd_tiled",
+            ]
+            .as_slice(),
+        };
+        for entry in entries {
             assert!(
-                module.entry_points.iter().any(|e| e.name == entry),
+                module.entry_points.iter().any(|e| e.name == *entry),
                 "{name}: no {entry}"
             );
         }

@@ -152,14 +152,14 @@ fn resnet_tune_fills_the_cache_that_later_commands_use() {
     );
     // 17 training choices and the forward of 6 shapes at the evaluation batch
     assert!(out.contains("23 choices, 23 timed now"), "{out}");
-    // a row per (op, shape) with the milliseconds of all five families (the first tuning times
-    // each at least once)
+    // a row per (op, shape) with the milliseconds of every family (the first tuning times each
+    // at least once)
     let timed_row = |l: &&str| {
         let numbers = l
             .split_whitespace()
             .filter(|w| w.parse::<f64>().is_ok())
             .count();
-        l.starts_with("conv2d backward (weight)") && numbers == 5
+        l.starts_with("conv2d backward (weight)") && numbers == KernelFamily::ALL.len()
     };
     assert!(out.lines().any(|l| timed_row(&l)), "{out}");
     let second = resnet(&args, cache.path());

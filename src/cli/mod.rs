@@ -35,8 +35,9 @@ struct GpuArgs {
     /// Convolution kernel family: auto (the default: time every family once per convolution shape
     /// on this adapter, keep the fastest, remember the choice in the cache directory for the next
     /// run; `resnet tune` does it ahead of time), register (= register16x16), register8x16,
-    /// register16x8, register8x8 (register blocking: fast on CPU drivers such as lavapipe) or
-    /// tiled (workgroup memory, for GPUs); also RESNET_KERNELS
+    /// register16x8, register8x8 (register blocking: fast on CPU drivers such as lavapipe),
+    /// gemm (= gemm64x64), gemm32x128, gemm128x128 (double-buffered workgroup-memory GEMM tiles,
+    /// for GPUs) or tiled (the first, simple workgroup-memory tiles); also RESNET_KERNELS
     #[arg(long, global = true, value_name = "FAMILY")]
     kernels: Option<String>,
 }

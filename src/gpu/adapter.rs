@@ -13,7 +13,7 @@ pub struct GpuOptions {
     /// Measure every kernel family per convolution shape once and keep the fastest (native
     /// only; the browser cannot block to time). `None`: on, for every adapter (CPU drivers
     /// included: the best family differs between CPUs too); off whenever `kernel_family` is
-    /// forced. `Some(false)`: the family by adapter type (register on CPUs, tiled on GPUs).
+    /// forced. `Some(false)`: the family by adapter type (register on CPUs, gemm on GPUs).
     pub tune: Option<bool>,
     /// Directory where the choices tuning measured are remembered, one file per adapter, driver
     /// and backend (native only); `None`: measured anew by every process.
@@ -38,12 +38,13 @@ pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
 }
 
 /// Parses a kernel family name: `register` (the 16x16 block), `register8x16`, `register16x8`,
-/// `register8x8` (CPU drivers, small GPUs) or `tiled` (real GPUs).
+/// `register8x8` (CPU drivers, small GPUs), `gemm` (the 64x64 tile), `gemm32x128`,
+/// `gemm128x128` (GPUs) or `tiled`.
 pub fn parse_kernel_family(name: &str) -> Result<KernelFamily> {
     KernelFamily::from_name(name).ok_or_else(|| {
         let names: Vec<&str> = KernelFamily::ALL.iter().map(|f| f.name()).collect();
         Error::Invalid(format!(
-            "--kernels: unknown kernel family '{}' (expected auto, register, {})",
+            "--kernels: unknown kernel family '{}' (expected auto, register, gemm, {})",
             name.trim(),
             names.join(", ")
         ))
@@ -51,8 +52,8 @@ pub fn parse_kernel_family(name: &str) -> Result<KernelFamily> {
 }
 
 impl GpuOptions {
-    /// Applies a `--kernels` value: `register` or `tiled` forces a family, `auto` measures both
-    /// per convolution shape.
+    /// Applies a `--kernels` value: a family name forces that family, `auto` measures every
+    /// family per convolution shape.
     pub fn set_kernels(&mut self, name: &str) -> Result<()> {
         if name.trim().eq_ignore_ascii_case("auto") {
             self.kernel_family = None;

@@ -6,7 +6,7 @@ use super::KernelFamily;
 
 /// The version of the kernel set: bump it whenever a kernel family is added, removed or changed,
 /// so that choices measured on the old kernels are measured again.
-pub const KERNEL_SET_VERSION: u32 = 2;
+pub const KERNEL_SET_VERSION: u32 = 3;
 
 const FORMAT: &str = "resnet-wgpu kernel choices";
 

@@ -28,7 +28,8 @@ use std::sync::Arc;
 
 /// Which family of kernels a convolution is built from (DESIGN.md, principle 4): register
 /// blocking in several block sizes, whose best size depends on the registers of the CPU (or GPU)
-/// underneath, or workgroup-memory tiles for GPUs. Measured 2-40x apart on lavapipe.
+/// underneath; GPU-class implicit GEMM in several tile sizes (workgroup memory, double-buffered);
+/// or the first, simple workgroup-memory tiles. Measured 2-40x apart on lavapipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KernelFamily {
     /// Register blocking, 16 channels x 16 pixels per invocation: many FMAs per load.
@@ -39,17 +40,26 @@ pub enum KernelFamily {
     Register16x8,
     /// Register blocking, 8 channels x 8 pixels: the fewest registers.
     Register8x8,
-    /// Workgroup-memory tiles of 64x64 outputs, 4x4 per invocation.
+    /// GPU GEMM tiles of 32 channels x 128 pixels, 4x4 per invocation: for layers of few channels.
+    Gemm32x128,
+    /// GPU GEMM tiles of 64x64, 4x4 per invocation.
+    Gemm64x64,
+    /// GPU GEMM tiles of 128x128, 8x8 per invocation: for wide layers on large GPUs.
+    Gemm128x128,
+    /// Simple workgroup-memory tiles of 64x64 outputs, 4x4 per invocation, one buffer.
     Tiled,
 }
 
 impl KernelFamily {
     /// Every family, in the order the tuner tries them.
-    pub const ALL: [KernelFamily; 5] = [
+    pub const ALL: [KernelFamily; 8] = [
         KernelFamily::Register16x16,
         KernelFamily::Register8x16,
         KernelFamily::Register16x8,
         KernelFamily::Register8x8,
+        KernelFamily::Gemm32x128,
+        KernelFamily::Gemm64x64,
+        KernelFamily::Gemm128x128,
         KernelFamily::Tiled,
     ];
 
@@ -60,17 +70,21 @@ impl KernelFamily {
             KernelFamily::Register8x16 => "register8x16",
             KernelFamily::Register16x8 => "register16x8",
             KernelFamily::Register8x8 => "register8x8",
+            KernelFamily::Gemm32x128 => "gemm32x128",
+            KernelFamily::Gemm64x64 => "gemm64x64",
+            KernelFamily::Gemm128x128 => "gemm128x128",
             KernelFamily::Tiled => "tiled",
         }
     }
 
-    /// The family of a name; `register` is the 16x16 block.
+    /// The family of a name; `register` is the 16x16 block, `gemm` the 64x64 tile.
     pub fn from_name(name: &str) -> Option<KernelFamily> {
         let name = name.trim().to_ascii_lowercase();
-        if name == "register" {
-            return Some(KernelFamily::Register16x16);
+        match name.as_str() {
+            "register" => Some(KernelFamily::Register16x16),
+            "gemm" => Some(KernelFamily::Gemm64x64),
+            _ => KernelFamily::ALL.into_iter().find(|f| f.name() == name),
         }
-        KernelFamily::ALL.into_iter().find(|f| f.name() == name)
     }
 
     /// (channels, pixels) per invocation of a register family.
@@ -80,7 +94,17 @@ impl KernelFamily {
             KernelFamily::Register8x16 => Some((8, 16)),
             KernelFamily::Register16x8 => Some((16, 8)),
             KernelFamily::Register8x8 => Some((8, 8)),
-            KernelFamily::Tiled => None,
+            _ => None,
+        }
+    }
+
+    /// (rows, columns) of C per workgroup of a GEMM family (rows are channels).
+    pub fn gemm_tile(self) -> Option<(usize, usize)> {
+        match self {
+            KernelFamily::Gemm32x128 => Some((32, 128)),
+            KernelFamily::Gemm64x64 => Some((64, 64)),
+            KernelFamily::Gemm128x128 => Some((128, 128)),
+            _ => None,
         }
     }
 }
@@ -195,7 +219,7 @@ impl Gpu {
         let kernel_family = match opts.kernel_family {
             Some(f) => f,
             None if cpu => KernelFamily::Register16x16,
-            None => KernelFamily::Tiled,
+            None => KernelFamily::Gemm64x64,
         };
         // timing kernels blocks, which the browser cannot do
         let wants_tuning = opts.kernel_family.is_none() && opts.tune.unwrap_or(true);
@@ -434,13 +458,21 @@ impl Gpu {
 
     /// Records `kernels` into one compute pass and submits it.
     pub fn run(&self, kernels: &[Kernel]) {
+        self.run_times(kernels, 1);
+    }
+
+    /// Records `kernels` `times` times over into one compute pass and submits it (for timing
+    /// work shorter than a submission's own cost).
+    pub fn run_times(&self, kernels: &[Kernel], times: usize) {
         let mut enc = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-            for k in kernels {
-                k.record(&mut pass);
+            for _ in 0..times {
+                for k in kernels {
+                    k.record(&mut pass);
+                }
             }
         }
         self.queue.submit([enc.finish()]);

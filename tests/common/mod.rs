@@ -31,7 +31,7 @@ pub fn gpu() -> Gpu {
 
 /// Every kernel family (each register block size and the tiles), so each is tested on whatever
 /// adapter is present.
-pub const KERNEL_FAMILIES: [KernelFamily; 5] = KernelFamily::ALL;
+pub const KERNEL_FAMILIES: [KernelFamily; 8] = KernelFamily::ALL;
 
 /// Runs kernels and waits.
 pub fn run(gpu: &Gpu, kernels: &[Kernel]) {

@@ -87,7 +87,8 @@ impl Engine {
 #[wasm_bindgen]
 impl Engine {
     /// Opens WebGPU and builds a freshly initialised CIFAR model (`resnet20`, `resnet8`, ...) with
-    /// a training plan for `batch` images per step. `kernels`: "register", "tiled" or "auto".
+    /// a training plan for `batch` images per step. `kernels`: "auto" or a family name
+    /// ("register8x8", "gemm64x64", ...: `resnet --help` lists them).
     pub async fn create(
         model: String,
         batch: usize,

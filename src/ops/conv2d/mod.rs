@@ -1,13 +1,14 @@
-//! conv2d forward and backward (shaders/conv2d.wgsl): implicit GEMM, register kernels in several
-//! block sizes (`variants`) and workgroup-memory tiles.
+//! conv2d forward and backward: implicit GEMM as register kernels in several block sizes
+//! (shaders/conv2d.wgsl, `variants`), as GPU-class GEMM tiles (shaders/conv2d_gemm.wgsl, `gemm`)
+//! and as the first, simple workgroup-memory tiles (shaders/conv2d.wgsl).
 //!
 //! x [N, C, H, W], w [K, C, R, S], bias [K], y [N, K, P, Q].
 
+mod gemm;
 mod tune;
 mod variants;
 
 pub use tune::tune_pending;
-pub use variants::all_sources;
 
 /// The op names in errors and kernel choices.
 pub const FORWARD: &str = "conv2d forward";
@@ -171,6 +172,22 @@ impl Conv2dShape {
     }
 }
 
+/// The shader module (file name, source) that holds `family`'s kernels.
+fn module(family: KernelFamily) -> (&'static str, &'static str) {
+    match family.gemm_tile() {
+        Some(_) => gemm::module(family),
+        None => variants::module(family),
+    }
+}
+
+/// Every module's source (each once), for validation.
+pub fn all_sources() -> Vec<(&'static str, &'static str)> {
+    let mut all: Vec<_> = KernelFamily::ALL.into_iter().map(module).collect();
+    all.sort_by_key(|m| m.0);
+    all.dedup_by_key(|m| m.0);
+    all
+}
+
 fn kernel(
     gpu: &Gpu,
     op: &'static str,
@@ -179,7 +196,7 @@ fn kernel(
     buffers: &[(u32, &Tensor)],
     workgroups: u64,
 ) -> Result<Kernel> {
-    let (file, source) = variants::module(family);
+    let (file, source) = module(family);
     Kernel::new(
         gpu,
         KernelDesc {
@@ -283,6 +300,9 @@ pub(super) fn forward_with(
     family: KernelFamily,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = FORWARD;
+    if family.gemm_tile().is_some() {
+        return gemm::forward(gpu, sh, x, w, b, has_bias, y, family);
+    }
     let npq = (sh.n * sh.p() * sh.q()) as u64;
     let Some((cb, pb)) = family.register_block() else {
         let params = sh.params(1, 0, has_bias, 16);
@@ -336,6 +356,9 @@ pub(super) fn backward_input_with(
     family: KernelFamily,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = BACKWARD_INPUT;
+    if family.gemm_tile().is_some() {
+        return gemm::backward_input(gpu, sh, dy, w, dx, family);
+    }
     let nhw = (sh.n * sh.h * sh.w) as u64;
     let Some((cb, pb)) = family.register_block() else {
         let params = sh.params(1, 0, false, 16);
@@ -406,9 +429,10 @@ pub(super) fn backward_weight_with(
 ) -> Result<Vec<Kernel>> {
     const OP: &str = BACKWARD_WEIGHT;
     let crs = sh.c * sh.r * sh.s;
-    let (mut kernels, partial, splits) = match family.register_block() {
-        Some(block) => dw_register(gpu, sh, x, dy, family, block)?,
-        None => dw_tiled(gpu, sh, x, dy, family)?,
+    let (mut kernels, partial, splits) = match (family.register_block(), family.gemm_tile()) {
+        (Some(block), _) => dw_register(gpu, sh, x, dy, family, block)?,
+        (None, Some(_)) => gemm::backward_weight(gpu, sh, x, dy, family)?,
+        (None, None) => dw_tiled(gpu, sh, x, dy, family)?,
     };
     // the splits' partial sums, added in a fixed order
     let params = sh.params(splits, 0, false, 16);

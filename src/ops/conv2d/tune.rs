@@ -3,7 +3,9 @@
 //! the device's own family first (a tie keeps it), each family once untimed (compilation,
 //! caches), then once timed; a family more than twice as slow as the best so far is dropped there
 //! (a slow adapter should not wait for hopeless kernels), the others get two more runs and their
-//! median counts. A family that cannot be built at a shape (a grid over the device's limits) is
+//! median counts. Where one run is shorter than a millisecond (GPUs), each timed run repeats the
+//! kernels in one submission, about a millisecond's worth, so that the cost of submitting and
+//! waiting does not hide the differences between kernels. A family that cannot be built at a shape (a grid over the device's limits) is
 //! left out of that race.
 
 use super::{Conv2dShape, BACKWARD_INPUT, BACKWARD_WEIGHT, FORWARD};
@@ -70,11 +72,11 @@ pub(super) fn fastest(
     sh: &Conv2dShape,
     build: impl Fn(KernelFamily) -> Result<Vec<Kernel>>,
 ) -> Result<Vec<Kernel>> {
-    let run_ms = |ks: &[Kernel]| {
+    let run_ms = |ks: &[Kernel], times: usize| {
         let t0 = std::time::Instant::now();
-        gpu.run(ks);
+        gpu.run_times(ks, times);
         gpu.wait();
-        t0.elapsed().as_secs_f64() * 1e3
+        t0.elapsed().as_secs_f64() * 1e3 / times as f64
     };
     let mut race = Race::new();
     let (mut kept, mut failed) = (None, None);
@@ -86,10 +88,10 @@ pub(super) fn fastest(
                 continue;
             }
         };
-        run_ms(&ks);
-        let mut runs = vec![run_ms(&ks)];
+        let times = repeats(run_ms(&ks, 1));
+        let mut runs = vec![run_ms(&ks, times)];
         if race.worth_more(runs[0]) {
-            runs.extend([run_ms(&ks), run_ms(&ks)]);
+            runs.extend([run_ms(&ks, times), run_ms(&ks, times)]);
         }
         if race.finish(family, runs) {
             kept = Some(ks);
@@ -132,11 +134,11 @@ async fn tune_one(gpu: &Gpu, op: &str, key: &[usize], probe: &crate::gpu::Tensor
         let Ok(ks) = build_alone(gpu, op, &sh, family) else {
             continue; // over a limit of this device at this shape: not a contender
         };
-        timed_run(gpu, &ks, probe).await?;
-        let mut runs = vec![timed_run(gpu, &ks, probe).await?];
+        let times = repeats(timed_run(gpu, &ks, probe, 1).await?);
+        let mut runs = vec![timed_run(gpu, &ks, probe, times).await?];
         if race.worth_more(runs[0]) {
-            runs.push(timed_run(gpu, &ks, probe).await?);
-            runs.push(timed_run(gpu, &ks, probe).await?);
+            runs.push(timed_run(gpu, &ks, probe, times).await?);
+            runs.push(timed_run(gpu, &ks, probe, times).await?);
         }
         race.finish(family, runs);
     }
@@ -146,12 +148,23 @@ async fn tune_one(gpu: &Gpu, op: &str, key: &[usize], probe: &crate::gpu::Tensor
     Ok(())
 }
 
-/// Milliseconds from submitting `ks` to reading `probe` back after them.
-async fn timed_run(gpu: &Gpu, ks: &[Kernel], probe: &crate::gpu::Tensor) -> Result<f64> {
+/// How many times to repeat kernels whose untimed run took `first_ms` in one timed submission:
+/// about a millisecond's worth, at most 16.
+fn repeats(first_ms: f64) -> usize {
+    (1.0 / first_ms.max(1e-3)).ceil().clamp(1.0, 16.0) as usize
+}
+
+/// Milliseconds per run from submitting `ks` `times` over to reading `probe` back after them.
+async fn timed_run(
+    gpu: &Gpu,
+    ks: &[Kernel],
+    probe: &crate::gpu::Tensor,
+    times: usize,
+) -> Result<f64> {
     let t0 = crate::gpu::now_ms();
-    gpu.run(ks);
+    gpu.run_times(ks, times);
     gpu.read(probe).await?;
-    Ok(crate::gpu::now_ms() - t0)
+    Ok((crate::gpu::now_ms() - t0) / times as f64)
 }
 
 /// `family`'s kernels of `op` at `sh` on buffers of their own (zeros: timing does not depend on

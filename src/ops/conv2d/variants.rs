@@ -30,15 +30,6 @@ pub(super) fn module(family: KernelFamily) -> (&'static str, &'static str) {
     (MODULES[i].0, source.as_str())
 }
 
-/// Every module's source, for validation.
-pub fn all_sources() -> Vec<(&'static str, &'static str)> {
-    KernelFamily::ALL
-        .into_iter()
-        .filter(|f| f.register_block().is_some())
-        .map(module)
-        .collect()
-}
-
 /// The template with the block set to `channels` x `pixels` and every marked line written out.
 fn expand(template: &str, (channels, pixels): (usize, usize)) -> String {
     let (groups, pixel_groups) = (channels / 4, pixels / 4);

@@ -1,0 +1,329 @@
+// conv2d as implicit GEMM for GPUs: the GPU-class family (shapes and math as in conv2d.wgsl).
+//
+//   C[M, NC] = A[M, D] * B[D, NC], never materialised:
+//   mode 0 forward:  M = K, D = C*R*S (c, r, s),  NC = N*P*Q; A = w, B = im2col(x); C -> y (+ bias)
+//   mode 1 dx:       M = C, D = R*S*K (r, s, k),  NC = N*H*W; A = w^T, B = dy gathered through the
+//                    taps that reach each input pixel (zero where the stride skips it)
+//   mode 2 dw:       M = K, D = N*P*Q, one chunk per split (split-K); NC = C*R*S; A = dy^T,
+//                    B = im2col(x)^T; C -> partial sums [splits, K, C*R*S], added in a fixed order
+//                    by conv2d.wgsl's conv_dw_reduce (bit-reproducible)
+//
+// A workgroup of 256 invocations owns a TM x TN tile of C, each invocation RM x RN of it in
+// registers (groups of four rows and columns strided across the tile, so that neighbouring
+// invocations read neighbouring vec4 of workgroup memory and write neighbouring columns of the
+// output). The depth runs in steps of TK through two workgroup-memory buffers: while the tile of
+// step t is multiplied, the global loads of step t+1 are in flight into registers and then stored
+// into the other buffer, so one barrier a step suffices (the double-buffered scheme of TF.js's
+// conv2d_mm and ONNX Runtime's WebGPU conv, written for this engine's layouts). A of modes 0 and 1
+// is read as vec4 from weights re-laid [D, Mpad] (conv2d.wgsl's transpose_w_fwd / transpose_w_dx,
+// Mpad = M rounded up to 4). Each invocation loads B at one fixed column of the tile, so the
+// column's coordinates (n, p, q) are decomposed once, not per step.
+//
+// Tile sizes are set per variant by src/ops/conv2d/gemm.rs (the `const` lines below); both
+// buffers together stay within 16 KiB, WebGPU's default workgroup storage. Per-invocation values
+// are named variables, never arrays: a private array indexed in a loop lands in local memory on
+// NVIDIA's compiler (measured 5-10x slower on an H200) and in scratch memory on lavapipe. Lines
+// marked `//%[v<COUNT,...]` are written out once per value of each loop variable by gemm.rs, with
+// {v}, {v/4} and {v%4} replaced by the value.
+
+struct Params {
+    n: u32, c: u32, h: u32, w: u32,
+    k: u32, p: u32, q: u32, r: u32,
+    s: u32, stride: u32, pad: u32, has_bias: u32,
+    kpad: u32, cpad: u32, splits: u32, chunk: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> src_a: array<f32>;
+@group(0) @binding(2) var<storage, read> src_b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read> wt: array<vec4<f32>>;
+
+const TM: u32 = 64u;
+const TN: u32 = 64u;
+const TK: u32 = 16u;
+const RM: u32 = 4u;
+const RN: u32 = 4u;
+
+const THREADS: u32 = 256u;
+const GN: u32 = TN / RN;                // invocations along a row of the tile
+const A_VEC: u32 = TK * TM / 4u;        // vec4 in one buffer of A
+const B_VEC: u32 = TK * TN / 4u;
+// per invocation and step: one vec4 of A (modes 0, 1; A_VEC <= THREADS), A_SLOADS values of A
+// (mode 2), B_LOADS values of B; RM4 and RN4 vec4 of A and B multiplied per depth
+const A_SLOADS: u32 = TK * TM / THREADS;
+const B_LOADS: u32 = TK * TN / THREADS;
+const RM4: u32 = RM / 4u;
+const RN4: u32 = RN / 4u;
+
+var<workgroup> tile_a: array<vec4<f32>, 2u * A_VEC>; // [buffer][TK][TM / 4]
+var<workgroup> tile_b: array<vec4<f32>, 2u * B_VEC>; // [buffer][TK][TN / 4]
+
+// The GEMM's sizes for a mode and this workgroup's place in it.
+struct Geometry {
+    m: u32,       // rows of C
+    mpad: u32,    // row length of the re-laid weights (modes 0, 1)
+    nc: u32,      // columns of C
+    d_begin: u32, // this workgroup's depth range
+    d_end: u32,
+    m0: u32,      // this workgroup's first row and column of C
+    n0: u32,
+    split: u32,
+    live: bool,   // false for the padding workgroups of a 2-D grid
+}
+
+fn geometry(mode: u32, wid: vec3<u32>, nwg: vec3<u32>) -> Geometry {
+    var g: Geometry;
+    let rs = P.r * P.s;
+    let npq = P.n * P.p * P.q;
+    var tile = wid.x + wid.y * nwg.x;
+    g.split = 0u;
+    g.d_begin = 0u;
+    if (mode == 0u) {
+        g.m = P.k; g.mpad = P.kpad; g.nc = npq; g.d_end = P.c * rs;
+    } else if (mode == 1u) {
+        g.m = P.c; g.mpad = P.cpad; g.nc = P.n * P.h * P.w; g.d_end = rs * P.k;
+    } else {
+        g.m = P.k; g.mpad = P.kpad; g.nc = P.c * rs;
+        tile = wid.x;
+        g.split = wid.y;
+        g.d_begin = wid.y * P.chunk;
+        g.d_end = min(g.d_begin + P.chunk, npq);
+    }
+    let m_tiles = (g.m + TM - 1u) / TM;
+    let n_tiles = (g.nc + TN - 1u) / TN;
+    g.live = tile < m_tiles * n_tiles;
+    g.m0 = (tile % m_tiles) * TM;
+    g.n0 = (tile / m_tiles) * TN;
+    return g;
+}
+
+// The fixed column an invocation loads B at, decomposed once. Modes 0 and 2 use (n, p, q) of
+// an output pixel as (base of x[n], p*stride - pad, q*stride - pad); mode 1 uses (n, h, w) of an
+// input pixel as (base of dy[n], h + pad, w + pad). Mode 2's columns are weights and change with
+// the load: see b_weight.
+struct Column {
+    base: u32,
+    y: i32,
+    x: i32,
+    ok: bool,
+}
+
+fn b_column(mode: u32, col: u32, nc: u32) -> Column {
+    var c: Column;
+    c.ok = col < nc;
+    if (mode == 1u) {
+        let hw = P.h * P.w;
+        let n = col / hw;
+        let i = col % hw;
+        c.base = n * P.k * P.p * P.q;
+        c.y = i32(i / P.w + P.pad);
+        c.x = i32(i % P.w + P.pad);
+        return c;
+    }
+    let pq = P.p * P.q;
+    let n = col / pq;
+    let i = col % pq;
+    c.base = n * P.c * P.h * P.w;
+    c.y = i32((i / P.q) * P.stride) - i32(P.pad);
+    c.x = i32((i % P.q) * P.stride) - i32(P.pad);
+    return c;
+}
+
+// B[d, col] of mode 0: x at channel c, tap (r, s) of the column's window.
+fn b_forward(col: Column, d: u32, d_end: u32) -> f32 {
+    if (!col.ok || d >= d_end) { return 0.0; }
+    let rs_n = P.r * P.s;
+    let c = d / rs_n;
+    let rs = d % rs_n;
+    let h = col.y + i32(rs / P.s);
+    let w = col.x + i32(rs % P.s);
+    if (h < 0 || w < 0 || h >= i32(P.h) || w >= i32(P.w)) { return 0.0; }
+    return src_b[col.base + (c * P.h + u32(h)) * P.w + u32(w)];
+}
+
+// B[d, col] of mode 1: dy[n, k, p, q] for the output pixel that reaches the column's input pixel
+// through tap (r, s), d = (r*S + s)*K + k; zero where no output pixel does.
+fn b_input(col: Column, d: u32, d_end: u32) -> f32 {
+    if (!col.ok || d >= d_end) { return 0.0; }
+    let rs = d / P.k;
+    let k = d % P.k;
+    let st = i32(P.stride);
+    let ph = col.y - i32(rs / P.s);
+    let pw = col.x - i32(rs % P.s);
+    if (ph < 0 || pw < 0 || ph % st != 0 || pw % st != 0) { return 0.0; }
+    let p = u32(ph / st);
+    let q = u32(pw / st);
+    if (p >= P.p || q >= P.q) { return 0.0; }
+    return src_b[col.base + (k * P.p + p) * P.q + q];
+}
+
+// Weight column j = (c, r, s) of mode 2 as (offset of x[0, c] plus r*W + s, r, s, in range).
+fn b_weight(j: u32) -> vec4<i32> {
+    let rs_n = P.r * P.s;
+    let rs = j % rs_n;
+    let r = rs / P.s;
+    let s = rs % P.s;
+    let ok = j < P.c * rs_n;
+    return vec4<i32>(i32((j / rs_n) * P.h * P.w + r * P.w + s), i32(r), i32(s), i32(ok));
+}
+
+// B[d, j] of mode 2: x at output pixel d (given as its Column) through weight j.
+fn b_dw(px: Column, j: vec4<i32>) -> f32 {
+    if (!px.ok || j.w == 0) { return 0.0; }
+    let h = px.y + j.y;
+    let w = px.x + j.z;
+    if (h < 0 || w < 0 || h >= i32(P.h) || w >= i32(P.w)) { return 0.0; }
+    return src_b[u32(i32(px.base) + px.y * i32(P.w) + px.x + j.x)];
+}
+
+// Load l of A in mode 2: dy[n, m, pq] at the invocation's depth d = (n, pq).
+fn load_a2(g: Geometry, d: u32, lid: u32, l: u32) -> f32 {
+    let m = g.m0 + lid / TK + l * (THREADS / TK);
+    if (d >= g.d_end || m >= g.m) { return 0.0; }
+    let pq = P.p * P.q;
+    return src_a[((d / pq) * P.k + m) * pq + d % pq];
+}
+
+// The vec4 of A in modes 0 and 1: the re-laid weights at row d0 + e / (TM/4), columns m..m+3.
+fn load_a4(g: Geometry, d0: u32, lid: u32) -> vec4<f32> {
+    let d = d0 + lid / (TM / 4u);
+    let m = g.m0 + (lid % (TM / 4u)) * 4u;
+    if (lid >= A_VEC || d >= g.d_end || m >= g.mpad) { return vec4<f32>(0.0); }
+    return wt[(d * g.mpad + m) / 4u];
+}
+
+// Load l of B. Modes 0 and 1: the invocation's column `col`, depth row lid / TN + l * (THREADS /
+// TN). Mode 2: the invocation's depth (output pixel `px`), weight column `j`.
+fn load_b(mode: u32, g: Geometry, d0: u32, lid: u32, col: Column, px: Column, j: vec4<i32>, l: u32) -> f32 {
+    if (mode == 2u) { return b_dw(px, j); }
+    let d = d0 + lid / TN + l * (THREADS / TN);
+    if (mode == 0u) { return b_forward(col, d, g.d_end); }
+    return b_input(col, d, g.d_end);
+}
+
+// Stores load l of A (mode 2) and of B into workgroup buffer `buf`.
+fn store_a2(buf: u32, lid: u32, l: u32, v: f32) {
+    let m = lid / TK + l * (THREADS / TK);
+    tile_a[buf * A_VEC + (lid % TK) * (TM / 4u) + m / 4u][m % 4u] = v;
+}
+
+fn store_b(mode: u32, buf: u32, lid: u32, l: u32, v: f32) {
+    var d: u32;
+    var c: u32;
+    if (mode == 2u) {
+        d = lid % TK;
+        c = lid / TK + l * (THREADS / TK);
+    } else {
+        d = lid / TN + l * (THREADS / TN);
+        c = lid % TN;
+    }
+    tile_b[buf * B_VEC + d * (TN / 4u) + c / 4u][c % 4u] = v;
+}
+
+// The output pixel of mode 2 at depth d (off the end of the chunk: not ok).
+fn dw_pixel(g: Geometry, d: u32) -> Column {
+    var px = b_column(2u, d, P.n * P.p * P.q);
+    px.ok = px.ok && d < g.d_end;
+    return px;
+}
+
+// Offset of C[0, col] in the output and the step between its rows.
+fn out_column(mode: u32, g: Geometry, col: u32) -> vec2<u32> {
+    if (mode == 0u) {
+        let pq = P.p * P.q;
+        return vec2<u32>((col / pq) * P.k * pq + col % pq, pq);
+    }
+    if (mode == 1u) {
+        let hw = P.h * P.w;
+        return vec2<u32>((col / hw) * P.c * hw + col % hw, hw);
+    }
+    return vec2<u32>(g.split * P.k * g.nc + col, g.nc);
+}
+
+// Writes row r (of RM) and column group j (of RN4) of the invocation's outputs.
+fn write_out(mode: u32, g: Geometry, tm: u32, tn: u32, r: u32, j: u32, v: vec4<f32>) {
+    let m = g.m0 + ((r / 4u) * (TM / RM) + tm) * 4u + r % 4u;
+    if (m >= g.m) { return; }
+    var b = 0.0;
+    if (mode == 0u && P.has_bias != 0u) { b = bias[m]; }
+    for (var jj = 0u; jj < 4u; jj++) {
+        let col = g.n0 + (j * GN + tn) * 4u + jj;
+        if (col < g.nc) {
+            let o = out_column(mode, g, col);
+            dst[o.x + m * o.y] = v[jj] + b;
+        }
+    }
+}
+
+fn gemm(mode: u32, wid: vec3<u32>, nwg: vec3<u32>, lid: u32) {
+    let g = geometry(mode, wid, nwg);
+    if (!g.live) { return; }
+    let tn = lid % GN;
+    let tm = lid / GN;
+    // the fixed B coordinates of this invocation: a column (modes 0, 1) or weights (mode 2)
+    let col = b_column(mode, g.n0 + lid % TN, g.nc);
+    //%[l<B_LOADS] let wj{l} = b_weight(g.n0 + lid / TK + {l}u * (THREADS / TK));
+    //%[r<RM,j<RN4] var acc{r}_{j} = vec4<f32>(0.0);
+    var va = vec4<f32>(0.0);
+    //%[l<A_SLOADS] var sa{l} = 0.0;
+    //%[l<B_LOADS] var sb{l} = 0.0;
+    let steps = (g.d_end - g.d_begin + TK - 1u) / TK;
+    for (var t = 0u; t <= steps; t++) {
+        // loads of step t (into registers, then buffer t % 2) while step t - 1 is multiplied
+        let d0 = g.d_begin + t * TK;
+        let more = t < steps;
+        if (more) {
+            var px: Column;
+            if (mode == 2u) {
+                px = dw_pixel(g, d0 + lid % TK);
+                //%[l<A_SLOADS] sa{l} = load_a2(g, d0 + lid % TK, lid, {l}u);
+            } else {
+                va = load_a4(g, d0, lid);
+            }
+            //%[l<B_LOADS] sb{l} = load_b(mode, g, d0, lid, col, px, wj{l}, {l}u);
+        }
+        if (t > 0u) {
+            let ab = ((t - 1u) % 2u) * A_VEC;
+            let bb = ((t - 1u) % 2u) * B_VEC;
+            for (var d = 0u; d < TK; d++) {
+                //%[i<RM4] let a{i} = tile_a[ab + d * (TM / 4u) + {i}u * (TM / RM) + tm];
+                //%[j<RN4] let b{j} = tile_b[bb + d * (TN / 4u) + {j}u * GN + tn];
+                //%[r<RM,j<RN4] acc{r}_{j} += a{r/4}[{r%4}u] * b{j};
+            }
+        }
+        if (more) {
+            let buf = t % 2u;
+            if (mode == 2u) {
+                //%[l<A_SLOADS] store_a2(buf, lid, {l}u, sa{l});
+            } else if (lid < A_VEC) {
+                tile_a[buf * A_VEC + lid] = va;
+            }
+            //%[l<B_LOADS] store_b(mode, buf, lid, {l}u, sb{l});
+        }
+        workgroupBarrier();
+    }
+    //%[r<RM,j<RN4] write_out(mode, g, tm, tn, {r}u, {j}u, acc{r}_{j});
+}
+
+// forward: wt = w re-laid [C*R*S, Kpad], src_b = x, dst = y, bias
+@compute @workgroup_size(256)
+fn conv_fwd_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    gemm(0u, wid, nwg, lid);
+}
+
+// backward to input: wt = w re-laid [R*S, K, Cpad], src_b = dy, dst = dx
+@compute @workgroup_size(256)
+fn conv_dx_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    gemm(1u, wid, nwg, lid);
+}
+
+// backward to weights: src_a = dy, src_b = x, dst = partial [splits, K, C*R*S]; wid.y = split
+@compute @workgroup_size(256)
+fn conv_dw_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    gemm(2u, wid, nwg, lid);
+}
