@@ -2,7 +2,8 @@
 # The GPU check in one command: resnet-wgpu beside PyTorch on one NVIDIA GPU, for a machine with
 # PyTorch but no Rust toolchain and no network (the `device` tool's machines, see
 # /work/.library/device/README.md). It runs `resnet info`, `resnet selftest`, `resnet bench` for
-# resnet20 at batch 128 (32x32) and resnet50 at batch 64 (224x224), and scripts/torch_bench.py with
+# resnet20 at batch 128 (32x32) and resnet50 at batch 64 (224x224) after `resnet tune` of both
+# (every kernel family timed at every convolution shape), and scripts/torch_bench.py with
 # the same models, batches and steps in eager PyTorch fp32 with TF32 off and on, then writes one
 # Markdown table of images/s side by side (table.md) with the logs, into $OUT (or .gpu-check/out).
 #
@@ -20,6 +21,10 @@
 #      limit (STEP_LIMIT seconds, default 150) and a failed step does not stop the others; the
 #      table is written whatever happens, and the exit status is 1 if any step failed.
 #
+#   With TRAIN_SECONDS=N (and the CIFAR-10 JPEG tarball packed: --prepare copies $CIFAR_TAR, default
+#   ../shared/data/cifar10-jpeg.tar.gz, when it exists), the check then trains resnet20 with the
+#   paper's recipe on it for N seconds and keeps metrics.csv (test error per epoch, images/s).
+#
 #   scripts/gpu-check.sh --dry-run   (here, without a GPU) prepares, then runs every step that
 #      needs no GPU: `resnet info` and `resnet bench` at one step on whatever adapter exists, the
 #      PyTorch script on the CPU where torch is installed, and the table.
@@ -31,6 +36,8 @@ MODE=${1:-check}
 STEPS=${STEPS:-10}
 WARMUP=${WARMUP:-2}
 STEP_LIMIT=${STEP_LIMIT:-150}
+TRAIN_SECONDS=${TRAIN_SECONDS:-0}
+CIFAR_TAR=${CIFAR_TAR:-../shared/data/cifar10-jpeg.tar.gz}
 FAILED=0
 
 # Runs one step of the check under the time limit; a failure is noted, not fatal.
@@ -54,6 +61,7 @@ prepare() {
   (cd "$PACK/debs" && apt-get "${o[@]}" download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 \
     libglx0 libgles2 >/dev/null)
   ls "$PACK/debs"/libvulkan1_*.deb >/dev/null
+  if [ -f "$CIFAR_TAR" ]; then cp "$CIFAR_TAR" "$PACK/cifar10-jpeg.tar.gz"; fi
   echo "packed: $(du -sh "$PACK" | cut -f1) in $PACK (resnet $(stat -c %s "$PACK/resnet") bytes, $(ls "$PACK/debs"))"
   echo "on the GPU machine: command 'scripts/gpu-check.sh', carry [\"$PACK\"], timeout_s 540"
 }
@@ -83,6 +91,21 @@ bench_pair() {
   else
     echo "PyTorch not installed: no PyTorch column for $model" | tee -a "$OUT/log.txt"
   fi
+}
+
+# resnet20 on real CIFAR-10 with the default recipe for TRAIN_SECONDS; every finished epoch is in
+# metrics.csv (a run cut short by the time limit is expected, not a failure).
+train_for_a_while() {
+  local tar="$PACK/cifar10-jpeg.tar.gz"
+  if [ "$TRAIN_SECONDS" -le 0 ] || [ ! -f "$tar" ]; then return; fi
+  mkdir -p /tmp/gpu-check-cifar
+  tar -xzf "$tar" -C /tmp/gpu-check-cifar
+  local data
+  data=$(dirname "$(find /tmp/gpu-check-cifar -type d -name train -print -quit)")
+  timeout "$TRAIN_SECONDS" "$R" train --model resnet20 --data "$data" --epochs 200 \
+    --out /tmp/gpu-check-run >"$OUT/train.log" 2>&1 || true
+  cp /tmp/gpu-check-run/metrics.csv "$OUT/metrics.csv" 2>/dev/null || true
+  tail -n 40 "$OUT/metrics.csv" 2>/dev/null || tail -n 5 "$OUT/train.log"
 }
 
 # One Markdown table from bench.jsonl: resnet-wgpu and PyTorch (TF32 off, on) side by side.
@@ -136,9 +159,13 @@ case "$MODE" in
     cat "$OUT/info.txt"
     step "$R" selftest >"$OUT/selftest.txt"
     cat "$OUT/selftest.txt"
+    # every kernel family's time at every convolution shape (and the choices the benches then use)
+    step "$R" tune --model resnet20 --batch-size 128 --eval-batch-size 500 >"$OUT/tune-resnet20.txt"
+    step "$R" tune --model resnet50 --batch-size 64 --eval-batch-size 64 >"$OUT/tune-resnet50.txt"
     bench_pair resnet20 128 32 cuda
     bench_pair resnet50 64 224 cuda
     table
+    train_for_a_while
     exit "$FAILED"
     ;;
   *)
