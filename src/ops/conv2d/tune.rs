@@ -1,12 +1,13 @@
 //! Choosing a kernel family per convolution shape by timing every family: blocking where the
 //! device can wait (native), asynchronously where it cannot (the browser). Both run the same race:
-//! the device's own family first (a tie keeps it), each family once untimed (compilation,
-//! caches), then once timed; a family more than twice as slow as the best so far is dropped there
-//! (a slow adapter should not wait for hopeless kernels), the others get two more runs and their
-//! median counts. Where one run is shorter than a millisecond (GPUs), each timed run repeats the
-//! kernels in one submission, about a millisecond's worth, so that the cost of submitting and
-//! waiting does not hide the differences between kernels. A family that cannot be built at a shape (a grid over the device's limits) is
-//! left out of that race.
+//! the device's own family first (a tie keeps it), each family once untimed (compilation, caches;
+//! a family over four times the best so far is dropped there), then once timed; a family more
+//! than twice as slow as the best so far is dropped there (a slow adapter should not wait for
+//! hopeless kernels), the others get two more runs and their median counts. Where one run is
+//! shorter than a millisecond (GPUs), each timed run repeats the kernels in one submission, about
+//! a millisecond's worth, so that the cost of submitting and waiting does not hide the
+//! differences between kernels. A family that cannot be built at a shape (a grid over the
+//! device's limits) is left out of that race.
 
 use super::{Conv2dShape, BACKWARD_INPUT, BACKWARD_WEIGHT, FORWARD};
 use crate::error::Result;
@@ -29,6 +30,13 @@ impl Race {
     /// Whether a family whose first timed run took `first` ms deserves two more.
     fn worth_more(&self, first: f64) -> bool {
         self.best.is_none_or(|(b, _)| first <= 2.0 * b)
+    }
+
+    /// Whether a family whose untimed first run took `warm_up` ms deserves timing at all: not
+    /// when it is over four times the best (the warm-up run is slower than the later ones, hence
+    /// the wider margin). On CPU drivers this saves the slowest family a second run.
+    fn worth_timing(&self, warm_up: f64) -> bool {
+        self.best.is_none_or(|(b, _)| warm_up <= 4.0 * b)
     }
 
     /// Records `family`'s runs; true if it is the fastest so far.
@@ -88,7 +96,12 @@ pub(super) fn fastest(
                 continue;
             }
         };
-        let times = repeats(run_ms(&ks, 1));
+        let warm_up = run_ms(&ks, 1);
+        if !race.worth_timing(warm_up) {
+            race.finish(family, vec![warm_up]);
+            continue;
+        }
+        let times = repeats(warm_up);
         let mut runs = vec![run_ms(&ks, times)];
         if race.worth_more(runs[0]) {
             runs.extend([run_ms(&ks, times), run_ms(&ks, times)]);
@@ -134,7 +147,12 @@ async fn tune_one(gpu: &Gpu, op: &str, key: &[usize], probe: &crate::gpu::Tensor
         let Ok(ks) = build_alone(gpu, op, &sh, family) else {
             continue; // over a limit of this device at this shape: not a contender
         };
-        let times = repeats(timed_run(gpu, &ks, probe, 1).await?);
+        let warm_up = timed_run(gpu, &ks, probe, 1).await?;
+        if !race.worth_timing(warm_up) {
+            race.finish(family, vec![warm_up]);
+            continue;
+        }
+        let times = repeats(warm_up);
         let mut runs = vec![timed_run(gpu, &ks, probe, times).await?];
         if race.worth_more(runs[0]) {
             runs.push(timed_run(gpu, &ks, probe, times).await?);
