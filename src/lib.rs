@@ -10,6 +10,8 @@ pub mod cifar10;
 pub mod classify;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod data;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod dist;
 pub mod error;
 #[cfg(not(target_arch = "wasm32"))]
 mod files;

@@ -6,7 +6,13 @@ mod cli;
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
     if let Err(e) = cli::main() {
-        eprintln!("error: {e}");
+        if e.reported_here() {
+            eprintln!("error: {e}");
+        }
+        if e.exits_after_root() {
+            // exiting after rank 0 keeps mpirun from ending rank 0 before its message is out
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
         std::process::exit(1);
     }
 }

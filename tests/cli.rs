@@ -87,6 +87,18 @@ fn bad_data_gives_one_line_errors() {
     fails_with(&bad_schedule, &["--lr-schedule"]);
     let no_adapter = resnet(&["info", "--backend", "metal"]);
     fails_with(&no_adapter, &["no GPU adapter", "mesa-vulkan-drivers"]);
+    // lavapipe is the one adapter of its kind here: index 0 only
+    let args = [
+        "bench",
+        "--model",
+        "resnet8",
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+    ];
+    let bad_index = resnet(&[&args[..], &["--device-index", "1"]].concat());
+    fails_with(&bad_index, &["--device-index 1", "numbered from 0"]);
 }
 
 #[test]

@@ -40,6 +40,10 @@ struct GpuArgs {
     /// for GPUs) or tiled (the first, simple workgroup-memory tiles); also RESNET_KERNELS
     #[arg(long, global = true, value_name = "FAMILY")]
     kernels: Option<String>,
+    /// Which adapter of the best kind to use when a machine has several (0, 1, ...: the four
+    /// GPUs of a 4-GPU machine); default the first, or under mpirun rank mod their count
+    #[arg(long, global = true, value_name = "N")]
+    device_index: Option<usize>,
 }
 
 impl GpuArgs {
@@ -52,6 +56,7 @@ impl GpuArgs {
             o.set_kernels(k)?;
         }
         o.tuning_cache = Some(data::default_cache_dir().join("kernels"));
+        o.device_index = self.device_index;
         Ok(o)
     }
 }

@@ -37,6 +37,9 @@ pub fn train_cmd(a: TrainArgs) -> Result<()> {
     }
     let split = a.data.load(Offline::UseBundled)?;
     let s = train::train(&opts, split)?;
+    if !s.root {
+        return Ok(());
+    }
     println!(
         "best accuracy {:.2}%; checkpoints in {}",
         100.0 * s.best_acc,

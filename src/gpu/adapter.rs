@@ -21,6 +21,13 @@ pub struct GpuOptions {
     /// Build plans with the adapter's family at once and time the families later, without
     /// blocking, with `ops::conv2d::tune_pending` (what the browser always does).
     pub defer_tuning: bool,
+    /// Which of the adapters of the best kind (the best device type and backend, e.g. the four
+    /// GPUs of a machine on Vulkan) to open, in the driver's order (`--device-index`). `None`:
+    /// the first, or in a distributed run rank mod their count.
+    pub device_index: Option<usize>,
+    /// This process's rank in a distributed run (0 otherwise): with no `device_index`, rank r
+    /// opens adapter r mod count, so that `mpirun -np 4` on a 4-GPU machine uses all four.
+    pub rank: usize,
 }
 
 /// Parses a `--backend` value: `vulkan`, `metal`, `dx12`, `gl` (or `webgpu`).
@@ -123,11 +130,29 @@ fn no_adapter(opts: &GpuOptions) -> Error {
 pub(super) async fn choose(instance: &wgpu::Instance, opts: &GpuOptions) -> Result<wgpu::Adapter> {
     #[cfg(not(target_arch = "wasm32"))]
     {
-        ranked(instance, opts)
-            .await
+        let all = ranked(instance, opts).await;
+        let best = all.first().ok_or_else(|| no_adapter(opts))?.get_info();
+        let mut peers: Vec<wgpu::Adapter> = all
             .into_iter()
-            .next()
-            .ok_or_else(|| no_adapter(opts))
+            .filter(|a| {
+                let i = a.get_info();
+                i.device_type == best.device_type && i.backend == best.backend
+            })
+            .collect();
+        let index = match opts.device_index {
+            Some(i) if i >= peers.len() => {
+                return Err(Error::Invalid(format!(
+                    "--device-index {i}: the best kind of adapter here ({:?} {:?}, e.g. {}) counts {}, numbered from 0",
+                    best.backend,
+                    best.device_type,
+                    best.name,
+                    peers.len()
+                )))
+            }
+            Some(i) => i,
+            None => opts.rank % peers.len(),
+        };
+        Ok(peers.swap_remove(index))
     }
     #[cfg(target_arch = "wasm32")]
     {

@@ -15,6 +15,7 @@ use crate::model::ModelState;
 use crate::ops::augment::pack_bytes;
 use crate::ops::loss::LossBuffers;
 use crate::ops::sgd::SgdConfig;
+use std::ops::Range;
 
 /// A named group of kernels recorded into one command encoder (a block, the head, ...).
 pub struct Stage {
@@ -134,15 +135,30 @@ impl Plan {
 
     /// Records every stage into its own command encoder and submits them together.
     pub fn submit(&self, gpu: &Gpu) {
-        self.submit_inner(gpu, None);
+        self.submit_inner(gpu, None, 0..self.stages.len());
     }
 
-    fn submit_inner(&self, gpu: &Gpu, timer: Option<&PassTimer>) {
-        let mut buffers: Vec<_> = self
-            .stages
+    /// Submits every stage before the optimizer (a training plan's forward and backward passes,
+    /// which leave the gradients in the model's flat gradient buffer).
+    pub fn submit_forward_backward(&self, gpu: &Gpu) {
+        self.submit_inner(gpu, None, 0..self.optimizer_stage());
+    }
+
+    /// Submits the optimizer stage (and any after it).
+    pub fn submit_optimizer(&self, gpu: &Gpu) {
+        self.submit_inner(gpu, None, self.optimizer_stage()..self.stages.len());
+    }
+
+    /// The index of the optimizer stage (the number of stages in an inference plan).
+    fn optimizer_stage(&self) -> usize {
+        self.sgd.first().map_or(self.stages.len(), |c| c.at.stage)
+    }
+
+    fn submit_inner(&self, gpu: &Gpu, timer: Option<&PassTimer>, range: Range<usize>) {
+        let mut buffers: Vec<_> = self.stages[range.clone()]
             .iter()
-            .enumerate()
-            .map(|(i, stage)| {
+            .zip(range)
+            .map(|(stage, i)| {
                 let mut enc = gpu
                     .device
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -175,7 +191,7 @@ impl Plan {
             self.submit(gpu);
             return Ok(None);
         };
-        self.submit_inner(gpu, Some(&timer));
+        self.submit_inner(gpu, Some(&timer), 0..self.stages.len());
         let ms = timer.read_ms(gpu).await?;
         Ok(Some(
             self.stages

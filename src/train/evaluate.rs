@@ -6,6 +6,7 @@ use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::model::ModelState;
 use crate::plan::{Normalize, Plan, PlanConfig};
+use std::ops::Range;
 use std::time::Duration;
 
 /// Copies images `idx` of `d` into one batch (pixels, labels).
@@ -31,10 +32,40 @@ pub fn evaluate(
     batch: usize,
     normalize: Normalize,
 ) -> Result<(f64, f64)> {
+    let sums = evaluate_sums(gpu, m, d, 0..d.len(), batch, normalize, true)?;
+    Ok(sums.loss_and_accuracy())
+}
+
+/// Sums of the loss, the correct count and the count over images `range` of a data set (one
+/// rank's shard of a distributed evaluation, or all of it).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct EvalSums {
+    pub loss: f64,
+    pub correct: f64,
+    pub count: f64,
+}
+
+impl EvalSums {
+    pub fn loss_and_accuracy(&self) -> (f64, f64) {
+        (self.loss / self.count, self.correct / self.count)
+    }
+}
+
+/// [`evaluate`]'s sums over images `range` of `d`; `show` lets it show progress.
+pub(super) fn evaluate_sums(
+    gpu: &Gpu,
+    m: &ModelState,
+    d: &Dataset,
+    range: Range<usize>,
+    batch: usize,
+    normalize: Normalize,
+    show: bool,
+) -> Result<EvalSums> {
     let size = (d.height, d.width);
-    let batch = batch.min(d.len()).max(1);
+    let len = range.len();
+    let batch = batch.min(len).max(1);
     let full = Plan::new(gpu, m, PlanConfig::eval(batch, size, normalize))?;
-    let rem = d.len() % batch;
+    let rem = len % batch;
     let tail = match rem {
         0 => None,
         _ => Some(Plan::new(gpu, m, PlanConfig::eval(rem, size, normalize))?),
@@ -44,8 +75,9 @@ pub fn evaluate(
         plan.loss.clear(gpu)?;
     }
     let (mut px, mut labels) = (Vec::new(), Vec::new());
-    let idx: Vec<usize> = (0..d.len()).collect();
-    let mut progress = Progress::new(d.len() as u64, "evaluating".into(), "images", QUIET_FOR);
+    let idx: Vec<usize> = range.collect();
+    let delay = if show { QUIET_FOR } else { Duration::MAX };
+    let mut progress = Progress::new(len as u64, "evaluating".into(), "images", delay);
     for (i, chunk) in idx.chunks(batch).enumerate() {
         let plan = if chunk.len() == batch {
             &full
@@ -62,12 +94,12 @@ pub fn evaluate(
         }
     }
     progress.finish();
-    let (mut loss, mut correct, mut count) = (0.0f64, 0.0f64, 0.0f64);
+    let mut sums = EvalSums::default();
     for plan in plans() {
         let s = pollster::block_on(plan.loss.read(gpu))?;
-        loss += s.loss as f64;
-        correct += s.correct as f64;
-        count += s.count as f64;
+        sums.loss += s.loss as f64;
+        sums.correct += s.correct as f64;
+        sums.count += s.count as f64;
     }
-    Ok((loss / count, correct / count))
+    Ok(sums)
 }

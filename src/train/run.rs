@@ -2,15 +2,16 @@
 //! epochs of shuffled batches, finish each epoch with an evaluation, metrics.csv, curves.png and
 //! atomic checkpoints, so that a killed run resumes exactly.
 
-use super::evaluate::{evaluate, gather};
+use super::evaluate::{evaluate_sums, gather, EvalSums};
 use super::progress::Progress;
 use super::schedule::shuffled;
 use super::{TrainOptions, Trainer};
 use crate::checkpoint::{self, Checkpoint};
 use crate::cifar10;
 use crate::data::{Dataset, Split};
+use crate::dist::Dist;
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, GpuOptions};
 use crate::model::{ModelSpec, ModelState};
 use crate::ops::loss::LossSums;
 use crate::plan::PlanConfig;
@@ -26,6 +27,8 @@ pub struct TrainSummary {
     pub epochs: Vec<EpochMetrics>,
     /// Best evaluation accuracy.
     pub best_acc: f64,
+    /// Whether this process wrote the run (rank 0 of a distributed run, or the only process).
+    pub root: bool,
 }
 
 /// For crash tests: after this iteration the run says so on stderr and hangs, so a test can
@@ -38,12 +41,16 @@ const PAPER_ITERATIONS: usize = 64_000;
 /// Trains as `o` says on `split`; see `resnet train --help`.
 pub fn train(o: &TrainOptions, split: Split) -> Result<TrainSummary> {
     o.check()?;
+    let dist = Dist::from_env()?;
     let (train_set, eval_set) = training_and_evaluation_sets(o, split)?;
-    let mut run = Run::open(o, &train_set)?;
-    run.announce(&train_set, &eval_set);
+    let mut run = Run::open(o, &train_set, dist)?;
+    if run.dist.is_root() {
+        run.announce(&train_set, &eval_set);
+    }
     let mut summary = TrainSummary {
         epochs: Vec::new(),
         best_acc: run.state.best_acc,
+        root: run.dist.is_root(),
     };
     for epoch in run.state.epoch + 1..=run.epochs {
         let trained = run.run_epoch(epoch, &train_set)?;
@@ -123,6 +130,11 @@ struct Run<'o> {
     /// The training curve read back every `--log-every` steps (steps.csv).
     steps: Vec<StepMetrics>,
     stall_at: Option<u64>,
+    /// Time spent averaging gradients across ranks in this epoch.
+    exchange: Duration,
+    /// The processes training together (one, unless started by mpirun): this one trains on its
+    /// shard of every batch, rank 0 writes the files.
+    dist: Dist,
 }
 
 /// What an epoch of training returns for its metrics row.
@@ -135,30 +147,37 @@ struct EpochTraining {
 
 impl<'o> Run<'o> {
     /// A fresh run in `o.out`, or the run there resumed from its last checkpoint.
-    fn open(o: &'o TrainOptions, train: &Dataset) -> Result<Run<'o>> {
+    fn open(o: &'o TrainOptions, train: &Dataset, dist: Dist) -> Result<Run<'o>> {
         let spec = ModelSpec::from_name(&o.model, train.classes.len())?;
-        let gpu = Gpu::new_blocking(&o.gpu)?;
-        let m = ModelState::new(&gpu, &spec, o.seed)?;
-        let size = (train.height, train.width);
-        let cfg = PlanConfig::train(o.recipe.batch, size, o.recipe.sgd(), cifar10::NORMALIZE);
-        let mut trainer = Trainer::new(&gpu, &m, cfg, o.seed)?;
+        let local_batch = shard_size(o.recipe.batch, &dist)?;
         let steps_per_epoch = train.len() / o.recipe.batch;
         let epochs = o
             .epochs
             .unwrap_or_else(|| PAPER_ITERATIONS.div_ceil(steps_per_epoch));
-        std::fs::create_dir_all(&o.out)
-            .map_err(|e| Error::Invalid(format!("--out {}: {e}", o.out.display())))?;
-        let at = if o.resume {
-            resume(&gpu, &m, &o.out, &spec, o)?
-        } else {
-            RunState {
-                epoch: 0,
-                iteration: 0,
-                best_acc: 0.0,
-            }
-        };
+        dist.check_same(
+            "configuration (model, recipe, epochs, seed, data)",
+            format!(
+                "{} epochs {epochs} seed {} resume {} {:?} data {} images of {}x{}",
+                spec.name,
+                o.seed,
+                o.resume,
+                o.recipe,
+                train.len(),
+                train.height,
+                train.width
+            )
+            .as_bytes(),
+        )?;
+        // every rank opens its own device and model; a failure on any stops them all
+        let size = (train.height, train.width);
+        let opened = open_here(o, &spec, local_batch, size, &dist);
+        let (gpu, m, mut trainer, at) = dist.collective(opened)?;
         trainer.iteration = at.iteration;
-        let steps = kept_curves(o, &at)?;
+        weights_from_root(&gpu, &m, &dist)?;
+        let steps = match dist.is_root() {
+            true => kept_curves(o, &at)?,
+            false => Vec::new(),
+        };
         Ok(Run {
             options: o,
             meta: checkpoint::metadata(&spec, &train.classes, &cifar10::NORMALIZE),
@@ -170,6 +189,8 @@ impl<'o> Run<'o> {
             epochs,
             steps,
             stall_at: std::env::var(STALL_ENV).ok().and_then(|v| v.parse().ok()),
+            exchange: Duration::ZERO,
+            dist,
         })
     }
 
@@ -183,6 +204,13 @@ impl<'o> Run<'o> {
             plan.dispatches(),
             if o.resume { format!(", resuming after epoch {}", self.state.epoch) } else { String::new() }
         );
+        if self.dist.size() > 1 {
+            eprintln!(
+                "data parallel over {} MPI ranks: {} images a step each, gradients averaged every step",
+                self.dist.size(),
+                plan.config.batch
+            );
+        }
     }
 
     fn total_iterations(&self) -> u64 {
@@ -198,27 +226,29 @@ impl<'o> Run<'o> {
         let epoch_start = self.state.iteration;
         let order = shuffled(train.len(), o.seed.wrapping_add(epoch as u64));
         let label = format!("epoch {epoch}/{}", self.epochs);
-        let mut progress = Progress::new(spe as u64, label, "step", Duration::ZERO);
+        let quiet = if self.dist.is_root() {
+            Duration::ZERO
+        } else {
+            Duration::MAX
+        };
+        let mut progress = Progress::new(spe as u64, label, "step", quiet);
+        let local = self.trainer.plan.config.batch;
         let (mut lr, mut prev, mut msg) = (o.recipe.lr, LossSums::default(), String::new());
         let (mut px, mut labels) = (Vec::new(), Vec::new());
         for s in 0..spe {
-            gather(
-                train,
-                &order[s * o.recipe.batch..(s + 1) * o.recipe.batch],
-                &mut px,
-                &mut labels,
-            );
+            // this rank's shard of the global batch s (the whole batch in one process)
+            let first = s * o.recipe.batch + self.dist.rank() * local;
+            gather(train, &order[first..first + local], &mut px, &mut labels);
             lr = o
                 .recipe
                 .lr_at(self.state.iteration, self.total_iterations());
-            self.trainer
-                .step(&self.gpu, &self.model, &px, &labels, lr as f32)?;
+            self.step(&px, &labels, lr as f32)?;
             self.state.iteration = self.trainer.iteration;
             if self.stall_at == Some(self.state.iteration) {
                 stall(&self.gpu, self.state.iteration);
             }
             if (s + 1) % o.log_every == 0 || s + 1 == spe {
-                let sums = pollster::block_on(self.trainer.read(&self.gpu))?;
+                let sums = self.read_sums()?;
                 self.check_finite(&sums, epoch, epoch_start)?;
                 self.record_curve(&sums, &prev);
                 prev = sums;
@@ -232,7 +262,7 @@ impl<'o> Run<'o> {
             progress.update(s as u64 + 1, &msg);
         }
         progress.finish();
-        let sums = pollster::block_on(self.trainer.read(&self.gpu))?;
+        let sums = self.read_sums()?;
         let seconds = started.elapsed().as_secs_f64();
         Ok(EpochTraining {
             sums,
@@ -240,6 +270,54 @@ impl<'o> Run<'o> {
             started,
             seconds,
         })
+    }
+
+    /// One optimiser step on this rank's shard; with several ranks the gradients are averaged
+    /// across them between the backward pass and the optimizer.
+    fn step(&mut self, px: &[u8], labels: &[u32], lr: f32) -> Result<()> {
+        if self.dist.size() == 1 {
+            return self.trainer.step(&self.gpu, &self.model, px, labels, lr);
+        }
+        let (dist, mut took) = (&self.dist, Duration::ZERO);
+        pollster::block_on(self.trainer.step_with_gradients(
+            &self.gpu,
+            &self.model,
+            (px, labels),
+            lr,
+            |grads| {
+                let t0 = Instant::now();
+                dist.average(grads);
+                took = t0.elapsed();
+            },
+        ))?;
+        self.exchange += took;
+        Ok(())
+    }
+
+    /// The loss sums since the epoch began, of every rank added together.
+    fn read_sums(&self) -> Result<LossSums> {
+        let local = pollster::block_on(self.trainer.read(&self.gpu))?;
+        if self.dist.size() == 1 {
+            return Ok(local);
+        }
+        let all = self.dist.all(&[
+            local.loss as f64,
+            local.correct as f64,
+            local.count as f64,
+            local.first_non_finite as f64,
+        ]);
+        let mut sums = LossSums::default();
+        for r in all.chunks(4) {
+            sums.loss += r[0] as f32;
+            sums.correct += r[1] as f32;
+            sums.count += r[2] as f32;
+            // the earliest bad batch of any rank
+            let bad = r[3] as f32;
+            if bad > 0.0 && (sums.first_non_finite == 0.0 || bad < sums.first_non_finite) {
+                sums.first_non_finite = bad;
+            }
+        }
+        Ok(sums)
     }
 
     /// Stops the run at a non-finite loss, naming the first bad iteration and what is kept.
@@ -280,13 +358,7 @@ impl<'o> Run<'o> {
         eval: &Dataset,
     ) -> Result<EpochMetrics> {
         let o = self.options;
-        let (test_loss, test_acc) = evaluate(
-            &self.gpu,
-            &self.model,
-            eval,
-            o.eval_batch,
-            cifar10::NORMALIZE,
-        )?;
+        let (test_loss, test_acc) = self.evaluate(eval)?;
         let best = test_acc > self.state.best_acc;
         self.state.epoch = epoch;
         self.state.best_acc = self.state.best_acc.max(test_acc);
@@ -301,6 +373,11 @@ impl<'o> Run<'o> {
             images_per_sec: (self.steps_per_epoch * o.recipe.batch) as f64 / trained.seconds,
             seconds: trained.started.elapsed().as_secs_f64(),
         };
+        self.check_ranks_agree(epoch)?;
+        if !self.dist.is_root() {
+            return Ok(row);
+        }
+        self.report_exchange(epoch, trained.seconds);
         print_epoch(
             &row,
             self.epochs,
@@ -317,6 +394,68 @@ impl<'o> Run<'o> {
         Ok(row)
     }
 
+    /// With several ranks: what averaging the gradients cost this epoch (the gather and the
+    /// fixed-order sum, not the read-back and upload around them).
+    fn report_exchange(&mut self, epoch: usize, seconds: f64) {
+        let exchange = std::mem::take(&mut self.exchange);
+        if self.dist.size() == 1 {
+            return;
+        }
+        let steps = self.steps_per_epoch as f64;
+        let ms = exchange.as_secs_f64() * 1e3 / steps;
+        let step_ms = seconds * 1e3 / steps;
+        eprintln!(
+            "epoch {epoch}: gradients of {} bytes a rank averaged over {} ranks in {ms:.1} ms a step ({:.1}% of the {step_ms:.0} ms step)",
+            self.model.layout.params_len * 4,
+            self.dist.size(),
+            100.0 * ms / step_ms
+        );
+    }
+
+    /// With several ranks: that every rank holds the same weights and momentum (as averaged
+    /// gradients and a fixed-order sum promise), else the run stops on every rank.
+    fn check_ranks_agree(&self, epoch: usize) -> Result<()> {
+        if self.dist.size() == 1 {
+            return Ok(());
+        }
+        let mut state = pollster::block_on(self.gpu.read(&self.model.params))?;
+        state.extend(pollster::block_on(self.gpu.read(&self.model.momentum))?);
+        let what = format!("weights after epoch {epoch} (a rank drifted apart)");
+        self.dist.check_same(&what, bytemuck::cast_slice(&state))?;
+        if self.dist.is_root() {
+            eprintln!(
+                "epoch {epoch}: weights and momentum identical on all {} ranks",
+                self.dist.size()
+            );
+        }
+        Ok(())
+    }
+
+    /// Loss and accuracy on `eval`, each rank evaluating its share and the sums added.
+    fn evaluate(&self, eval: &Dataset) -> Result<(f64, f64)> {
+        let (r, n, len) = (self.dist.rank(), self.dist.size(), eval.len());
+        let share = r * len / n..(r + 1) * len / n;
+        let (o, root) = (self.options, self.dist.is_root());
+        let s = evaluate_sums(
+            &self.gpu,
+            &self.model,
+            eval,
+            share,
+            o.eval_batch,
+            cifar10::NORMALIZE,
+            root,
+        )?;
+        let mut sums = [s.loss, s.correct, s.count];
+        self.dist.sum(&mut sums);
+        let [loss, correct, count] = sums;
+        Ok(EvalSums {
+            loss,
+            correct,
+            count,
+        }
+        .loss_and_accuracy())
+    }
+
     /// last.state.safetensors (momentum, position), last.safetensors and, when `best`,
     /// best.safetensors (weights and BN statistics).
     fn save_checkpoints(&self, best: bool) -> Result<()> {
@@ -331,6 +470,7 @@ impl<'o> Run<'o> {
         meta.insert("best_acc".into(), at.best_acc.to_string());
         meta.insert("seed".into(), o.seed.to_string());
         meta.insert("batch_size".into(), o.recipe.batch.to_string());
+        meta.insert("world_size".into(), self.dist.size().to_string());
         let state = Checkpoint {
             tensors: pollster::block_on(m.momentum_tensors(gpu))?,
             metadata: meta,
@@ -398,6 +538,7 @@ fn resume(
     out: &Path,
     spec: &ModelSpec,
     o: &TrainOptions,
+    dist: &Dist,
 ) -> Result<RunState> {
     check_resumable(out)?;
     let wpath = out.join("last.safetensors");
@@ -433,6 +574,15 @@ fn resume(
             o.seed
         )));
     }
+    // runs written before distributed training have no world_size: they were one process
+    let ranks = s.metadata.get("world_size").map_or("1", String::as_str);
+    if ranks != dist.size().to_string() {
+        return Err(Error::Invalid(format!(
+            "--resume: the run in {} was trained by {ranks} process(es), not {}; resume it with mpirun -np {ranks}",
+            out.display(),
+            dist.size()
+        )));
+    }
     m.load_state_dict(gpu, &w, &wpath.display().to_string())?;
     m.load_momentum(gpu, &s, &spath.display().to_string())?;
     let parse = |v: String, k: &str| {
@@ -444,4 +594,60 @@ fn resume(
         iteration: parse(it_w, "iteration")? as u64,
         best_acc: parse(get(&s, &spath, "best_acc")?, "best_acc")?,
     })
+}
+
+/// This rank's device (adapter rank mod count, unless --device-index), model and training plan
+/// for `batch` images a step, and where the run stands (resumed from `o.out`, or new).
+fn open_here(
+    o: &TrainOptions,
+    spec: &ModelSpec,
+    batch: usize,
+    size: (usize, usize),
+    dist: &Dist,
+) -> Result<(Gpu, ModelState, Trainer, RunState)> {
+    let gpu = Gpu::new_blocking(&GpuOptions {
+        rank: dist.rank(),
+        ..o.gpu.clone()
+    })?;
+    let m = ModelState::new(&gpu, spec, o.seed)?;
+    let cfg = PlanConfig::train(batch, size, o.recipe.sgd(), cifar10::NORMALIZE);
+    let trainer = Trainer::new(&gpu, &m, cfg, o.seed)?;
+    if dist.is_root() {
+        std::fs::create_dir_all(&o.out)
+            .map_err(|e| Error::Invalid(format!("--out {}: {e}", o.out.display())))?;
+    }
+    let at = match o.resume {
+        true => resume(&gpu, &m, &o.out, spec, o, dist)?,
+        false => RunState {
+            epoch: 0,
+            iteration: 0,
+            best_acc: 0.0,
+        },
+    };
+    Ok((gpu, m, trainer, at))
+}
+
+/// Images a step on each rank: the global batch divided among the ranks.
+fn shard_size(batch: usize, dist: &Dist) -> Result<usize> {
+    if !batch.is_multiple_of(dist.size()) {
+        return Err(dist.all_ranks(format!(
+            "--batch-size {batch} is the global batch and must divide among the {} MPI ranks evenly",
+            dist.size()
+        )));
+    }
+    Ok(batch / dist.size())
+}
+
+/// Every rank takes rank 0's weights and BN statistics (DDP's start), so that ranks whose
+/// initialisation or checkpoint differed cannot drift apart unnoticed.
+fn weights_from_root(gpu: &Gpu, m: &ModelState, dist: &Dist) -> Result<()> {
+    if dist.size() == 1 {
+        return Ok(());
+    }
+    for t in [&m.params, &m.running, &m.momentum] {
+        let mut v = pollster::block_on(gpu.read(t))?;
+        dist.broadcast(&mut v);
+        gpu.write(t, &v)?;
+    }
+    Ok(())
 }

@@ -44,16 +44,47 @@ impl Trainer {
         labels: &[u32],
         lr: f32,
     ) -> Result<()> {
+        self.prepare(gpu, pixels, labels, lr)?;
+        self.plan.submit(gpu);
+        self.advance(m);
+        Ok(())
+    }
+
+    /// [`Trainer::step`] with the gradients passed through `average` between the backward pass
+    /// and the optimizer (data-parallel training averages them across processes there). Waits
+    /// for the backward pass to read the gradients.
+    pub async fn step_with_gradients(
+        &mut self,
+        gpu: &Gpu,
+        m: &ModelState,
+        (pixels, labels): (&[u8], &[u32]),
+        lr: f32,
+        average: impl FnOnce(&mut [f32]),
+    ) -> Result<()> {
+        self.prepare(gpu, pixels, labels, lr)?;
+        self.plan.submit_forward_backward(gpu);
+        let mut grads = gpu.read(&m.grads).await?;
+        average(&mut grads);
+        gpu.write(&m.grads, &grads)?;
+        self.plan.submit_optimizer(gpu);
+        self.advance(m);
+        Ok(())
+    }
+
+    /// Uploads the batch and sets this step's augmentation seed and learning rate.
+    fn prepare(&self, gpu: &Gpu, pixels: &[u8], labels: &[u32], lr: f32) -> Result<()> {
         self.plan.set_batch(gpu, pixels, labels)?;
         let seed = (self.seed as u32).wrapping_mul(0x9E37_79B9)
             ^ (self.iteration as u32).wrapping_mul(0x85EB_CA6B);
         self.plan.set_step(gpu, seed, lr);
-        self.plan.submit(gpu);
+        Ok(())
+    }
+
+    fn advance(&mut self, m: &ModelState) {
         self.iteration += 1;
         // PyTorch counts every training-mode forward of a BN layer, whatever the run's iteration:
         // a model loaded from a checkpoint keeps counting from the checkpoint's value
         m.batches_tracked.set(m.batches_tracked.get() + 1);
-        Ok(())
     }
 
     /// Loss and accuracy sums since the last [`Trainer::clear`].

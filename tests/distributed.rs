@@ -1,0 +1,139 @@
+//! Data-parallel training over MPI: `resnet train` as 2 ranks under `mpirun` on lavapipe. Needs
+//! the `mpi` feature and Open MPI's `mpirun` (Debian: libopenmpi-dev openmpi-bin libclang-dev):
+//! `cargo test --release --features mpi --test distributed` (.ci/run runs it).
+#![cfg(feature = "mpi")]
+
+mod common;
+use common::cifar;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// `resnet args` as `np` ranks, with the register kernels and `cache` as the cache directory.
+fn mpirun(np: usize, args: &[&str], cache: &Path) -> Output {
+    Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np"])
+        .arg(np.to_string())
+        .args([
+            "-x",
+            "RESNET_CACHE",
+            "-x",
+            "RESNET_KERNELS",
+            "-x",
+            "XDG_RUNTIME_DIR",
+        ])
+        .arg(env!("CARGO_BIN_EXE_resnet"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .env("RESNET_CACHE", cache)
+        .env("RESNET_KERNELS", "register")
+        .output()
+        .expect("mpirun (Open MPI) is installed")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The train losses of metrics.csv, epoch by epoch.
+fn train_losses(run: &Path) -> Vec<f64> {
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    csv.lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(3).unwrap().parse().unwrap())
+        .collect()
+}
+
+fn train_args<'a>(data: &'a str, out: &'a str, epochs: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--model",
+        "resnet8",
+        "--data",
+        data,
+        "--batch-size",
+        "32",
+        "--eval-batch-size",
+        "50",
+        "--epochs",
+        epochs,
+        "--seed",
+        "3",
+        "--out",
+        out,
+    ]
+}
+
+/// Two ranks end every epoch with the same weights and momentum (the run checks it and stops
+/// otherwise), only rank 0 writes, the loss falls, and a second run gives the same bits.
+#[test]
+fn two_ranks_train_in_step_and_repeat_bit_for_bit() {
+    let data = cifar::subset(40, 10);
+    let cache = tempfile::tempdir().unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let d = data.path().to_str().unwrap();
+    let mut checkpoints = Vec::new();
+    for out in [&a, &b] {
+        let run = mpirun(
+            2,
+            &train_args(d, out.path().to_str().unwrap(), "3"),
+            cache.path(),
+        );
+        let all = text(&run);
+        assert!(run.status.success(), "{all}");
+        for epoch in 1..=3 {
+            let line = format!("epoch {epoch}: weights and momentum identical on all 2 ranks");
+            assert!(all.contains(&line), "{all}");
+        }
+        // one announcement and one line per epoch: rank 1 printed nothing of its own
+        assert_eq!(
+            all.matches("data parallel over 2 MPI ranks").count(),
+            1,
+            "{all}"
+        );
+        assert_eq!(all.matches("epoch 3/3: train loss").count(), 1, "{all}");
+        let losses = train_losses(out.path());
+        assert_eq!(losses.len(), 3, "{losses:?}");
+        assert!(losses[2] < losses[0], "the loss did not fall: {losses:?}");
+        checkpoints.push(std::fs::read(out.path().join("last.safetensors")).unwrap());
+    }
+    assert!(
+        checkpoints[0] == checkpoints[1],
+        "two identical 2-rank runs gave different weights"
+    );
+}
+
+/// A global batch that does not divide among the ranks, and a resume with another number of
+/// ranks, stop every rank with one clear error and a non-zero exit.
+#[test]
+fn bad_distributed_input_stops_every_rank() {
+    let data = cifar::subset(10, 2);
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (d, o) = (data.path().to_str().unwrap(), out.path().to_str().unwrap());
+
+    let mut args = train_args(d, o, "1");
+    args[6] = "33";
+    let run = mpirun(2, &args, cache.path());
+    let all = text(&run);
+    assert!(!run.status.success(), "{all}");
+    assert!(
+        all.contains("--batch-size 33 is the global batch and must divide among the 2 MPI ranks"),
+        "{all}"
+    );
+    assert!(!all.contains("panicked"), "{all}");
+
+    // one epoch as one process (mpirun -np 1), then a resume as two
+    let run = mpirun(1, &train_args(d, o, "1"), cache.path());
+    assert!(run.status.success(), "{}", text(&run));
+    let mut resume = train_args(d, o, "2");
+    resume.push("--resume");
+    resume.push(o);
+    let run = mpirun(2, &resume, cache.path());
+    let all = text(&run);
+    assert!(!run.status.success(), "{all}");
+    assert!(all.contains("was trained by 1 process(es), not 2"), "{all}");
+}
