@@ -3,7 +3,7 @@
 //! memory; the backward to the weights split along N*P*Q (split-K) and reduced in a fixed order.
 //! One source, a module per tile size.
 
-use super::{kernel, kernel_grid, scratch, Conv2dShape, SHARED};
+use super::{kernel, kernel_grid, scratch, weights_for_forward, weights_for_input, Conv2dShape};
 use super::{BACKWARD_INPUT, BACKWARD_WEIGHT, FORWARD};
 use crate::error::Result;
 use crate::gpu::{Gpu, Kernel, KernelFamily, Tensor};
@@ -192,19 +192,7 @@ pub(super) fn forward(
 ) -> Result<Vec<Kernel>> {
     let (_, t) = tile_of(family);
     let params = sh.params(1, 0, has_bias, 4);
-    let kpad = sh.k.div_ceil(4) * 4;
-    let crs = sh.c * sh.r * sh.s;
-    let wt = scratch(gpu, FORWARD, crs * kpad)?;
-    let len = ((crs * kpad) as u64).div_ceil(64);
-    let relay = (SHARED, "transpose_w_fwd");
-    let tr = kernel(
-        gpu,
-        FORWARD,
-        relay,
-        params.clone(),
-        &[(1, w), (3, &wt)],
-        len,
-    )?;
+    let (tr, wt) = weights_for_forward(gpu, sh, w, &params, 4)?;
     let tiles = sh.k.div_ceil(t.tm) * (sh.n * sh.p() * sh.q()).div_ceil(t.tn);
     let bufs = [(1, w), (2, x), (3, y), (4, b), (5, &wt)];
     let entry = (family, "conv_fwd_gemm");
@@ -223,19 +211,7 @@ pub(super) fn backward_input(
 ) -> Result<Vec<Kernel>> {
     let (_, t) = tile_of(family);
     let params = sh.params(1, 0, false, 4);
-    let cpad = sh.c.div_ceil(4) * 4;
-    let len = sh.r * sh.s * sh.k * cpad;
-    let wt = scratch(gpu, BACKWARD_INPUT, len)?;
-    let relay = (SHARED, "transpose_w_dx");
-    let groups = (len as u64).div_ceil(64);
-    let tr = kernel(
-        gpu,
-        BACKWARD_INPUT,
-        relay,
-        params.clone(),
-        &[(1, w), (3, &wt)],
-        groups,
-    )?;
+    let (tr, wt) = weights_for_input(gpu, sh, w, &params, 4)?;
     let tiles = sh.c.div_ceil(t.tm) * (sh.n * sh.h * sh.w).div_ceil(t.tn);
     let no_bias = super::dummy(gpu)?;
     let bufs = [(1, w), (2, dy), (3, dx), (4, &no_bias), (5, &wt)];

@@ -233,6 +233,54 @@ fn kernel_grid(
     Ok(k)
 }
 
+/// The weights re-laid [C*R*S, Kpad] for the forward, K padded with zeros to a multiple of
+/// `block`, so that `block` output channels are block/4 vec4 loads: (the kernel that writes
+/// them, the tensor). `params` must round with the same block.
+fn weights_for_forward(
+    gpu: &Gpu,
+    sh: &Conv2dShape,
+    w: &Tensor,
+    params: &Uniform,
+    block: usize,
+) -> Result<(Kernel, Tensor)> {
+    let len = sh.c * sh.r * sh.s * sh.k.div_ceil(block) * block;
+    relay(gpu, FORWARD, "transpose_w_fwd", w, params, len)
+}
+
+/// The weights re-laid [R*S, K, Cpad] for the backward to the input, C padded with zeros to a
+/// multiple of `block`: (the kernel that writes them, the tensor).
+fn weights_for_input(
+    gpu: &Gpu,
+    sh: &Conv2dShape,
+    w: &Tensor,
+    params: &Uniform,
+    block: usize,
+) -> Result<(Kernel, Tensor)> {
+    let len = sh.r * sh.s * sh.k * sh.c.div_ceil(block) * block;
+    relay(gpu, BACKWARD_INPUT, "transpose_w_dx", w, params, len)
+}
+
+fn relay(
+    gpu: &Gpu,
+    op: &'static str,
+    entry: &'static str,
+    w: &Tensor,
+    params: &Uniform,
+    len: usize,
+) -> Result<(Kernel, Tensor)> {
+    let wt = scratch(gpu, op, len)?;
+    let groups = (len as u64).div_ceil(64);
+    let k = kernel(
+        gpu,
+        op,
+        (SHARED, entry),
+        params.clone(),
+        &[(1, w), (3, &wt)],
+        groups,
+    )?;
+    Ok((k, wt))
+}
+
 fn scratch(gpu: &Gpu, op: &'static str, len: usize) -> Result<Tensor> {
     gpu.check_size(op, len as u64 * 4)?;
     gpu.zeros(&[len])
@@ -311,20 +359,9 @@ pub(super) fn forward_with(
         let k = kernel_grid(gpu, OP, (family, "conv_fwd_tiled"), params, &bufs, tiles, 1)?;
         return Ok(vec![k]);
     };
-    // the weights re-laid [C*R*S, Kpad] so that a channel block is CB/4 vec4 loads
     let params = sh.params(1, 0, has_bias, cb);
     let kpad = sh.k.div_ceil(cb) * cb;
-    let crs = sh.c * sh.r * sh.s;
-    let wt = scratch(gpu, OP, crs * kpad)?;
-    let len = ((crs * kpad) as u64).div_ceil(64);
-    let t = kernel(
-        gpu,
-        OP,
-        (family, "transpose_w_fwd"),
-        params.clone(),
-        &[(1, w), (3, &wt)],
-        len,
-    )?;
+    let (t, wt) = weights_for_forward(gpu, sh, w, &params, cb)?;
     let groups = (npq.div_ceil(pb as u64) * (kpad / cb) as u64).div_ceil(64);
     let bufs = [(2, x), (3, y), (4, b), (5, &wt)];
     let c = kernel(gpu, OP, (family, "conv_fwd_reg"), params, &bufs, groups)?;
@@ -368,20 +405,9 @@ pub(super) fn backward_input_with(
         let k = kernel_grid(gpu, OP, (family, "conv_dx_tiled"), params, &bufs, tiles, 1)?;
         return Ok(vec![k]);
     };
-    // the weights re-laid [R*S, K, Cpad] so that a channel block is CB/4 vec4 loads
     let params = sh.params(1, 0, false, cb);
     let cpad = sh.c.div_ceil(cb) * cb;
-    let len = sh.r * sh.s * sh.k * cpad;
-    let wt = scratch(gpu, OP, len)?;
-    let groups = (len as u64).div_ceil(64);
-    let t = kernel(
-        gpu,
-        OP,
-        (family, "transpose_w_dx"),
-        params.clone(),
-        &[(1, w), (3, &wt)],
-        groups,
-    )?;
+    let (t, wt) = weights_for_input(gpu, sh, w, &params, cb)?;
     let blocks = nhw.div_ceil(pb as u64) * (cpad / cb) as u64;
     let bufs = [(2, dy), (3, dx), (5, &wt)];
     let c = kernel(
