@@ -5,8 +5,10 @@
 
 mod common;
 use common::cifar;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// `resnet args` as `np` ranks, with the register kernels and `cache` as the cache directory.
 fn mpirun(np: usize, args: &[&str], cache: &Path) -> Output {
@@ -136,4 +138,86 @@ fn bad_distributed_input_stops_every_rank() {
     let all = text(&run);
     assert!(!run.status.success(), "{all}");
     assert!(all.contains("was trained by 1 process(es), not 2"), "{all}");
+}
+
+/// Killing one rank (SIGKILL, mid-epoch) ends the other within seconds with a non-zero exit,
+/// epoch 1's checkpoint stays intact, and a resume with the same number of ranks finishes the run.
+#[test]
+fn a_killed_rank_ends_the_run_and_a_resume_finishes_it() {
+    let data = cifar::subset(40, 10);
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (d, o) = (data.path().to_str().unwrap(), out.path().to_str().unwrap());
+    // 400 images, global batch 32: 12 steps an epoch; both ranks hang after iteration 16
+    let mut child = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
+        .args([
+            "-x",
+            "RESNET_CACHE",
+            "-x",
+            "RESNET_KERNELS",
+            "-x",
+            "XDG_RUNTIME_DIR",
+        ])
+        .args(["-x", "RESNET_STALL_AT_ITERATION"])
+        .arg(env!("CARGO_BIN_EXE_resnet"))
+        .args(train_args(d, o, "2"))
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .env("RESNET_CACHE", cache.path())
+        .env("RESNET_KERNELS", "register")
+        .env("RESNET_STALL_AT_ITERATION", "16")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        let stalled = line.contains("stalled after iteration 16");
+        seen.push(line);
+        if stalled {
+            break;
+        }
+    }
+    assert!(
+        seen.last().is_some_and(|l| l.contains("stalled")),
+        "{seen:?}"
+    );
+    // the ranks are mpirun's children; kill one of them
+    let ranks = Command::new("pgrep")
+        .args(["-P", &child.id().to_string(), "resnet"])
+        .output()
+        .unwrap();
+    let pids = String::from_utf8_lossy(&ranks.stdout);
+    let victim = pids.split_whitespace().next().expect("a rank's pid");
+    let t0 = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-9", victim])
+        .status()
+        .unwrap()
+        .success());
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the other rank kept running"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success());
+    assert_eq!(
+        train_losses(out.path()).len(),
+        1,
+        "epoch 1's row, not epoch 2's"
+    );
+
+    let mut resume = train_args(d, o, "2");
+    resume.extend(["--resume", o]);
+    let run = mpirun(2, &resume, cache.path());
+    let all = text(&run);
+    assert!(run.status.success(), "{all}");
+    assert!(all.contains("resuming after epoch 1"), "{all}");
+    assert_eq!(train_losses(out.path()).len(), 2, "{all}");
 }
