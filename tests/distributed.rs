@@ -166,6 +166,7 @@ fn a_killed_rank_ends_the_run_and_a_resume_finishes_it() {
         .env("RESNET_CACHE", cache.path())
         .env("RESNET_KERNELS", "register")
         .env("RESNET_STALL_AT_ITERATION", "16")
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
