@@ -10,24 +10,28 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// `resnet args` as `np` ranks, with the register kernels and `cache` as the cache directory.
-fn mpirun(np: usize, args: &[&str], cache: &Path) -> Output {
-    Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np"])
-        .arg(np.to_string())
-        .args([
-            "-x",
-            "RESNET_CACHE",
-            "-x",
-            "RESNET_KERNELS",
-            "-x",
-            "XDG_RUNTIME_DIR",
-        ])
-        .arg(env!("CARGO_BIN_EXE_resnet"))
+/// `resnet args` as `np` ranks, with the register kernels, `cache` as the cache directory and
+/// the variables in `env` passed to every rank.
+fn mpirun_command(np: usize, args: &[&str], cache: &Path, env: &[(&str, &str)]) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args(["--allow-run-as-root", "--oversubscribe", "-np"])
+        .arg(np.to_string());
+    for var in ["RESNET_CACHE", "RESNET_KERNELS", "XDG_RUNTIME_DIR"] {
+        c.args(["-x", var]);
+    }
+    for (k, v) in env {
+        c.args(["-x", k]).env(k, v);
+    }
+    c.arg(env!("CARGO_BIN_EXE_resnet"))
         .args(args)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
         .env("RESNET_CACHE", cache)
-        .env("RESNET_KERNELS", "register")
+        .env("RESNET_KERNELS", "register");
+    c
+}
+
+fn mpirun(np: usize, args: &[&str], cache: &Path) -> Output {
+    mpirun_command(np, args, cache, &[])
         .output()
         .expect("mpirun (Open MPI) is installed")
 }
@@ -149,23 +153,8 @@ fn a_killed_rank_ends_the_run_and_a_resume_finishes_it() {
     let out = tempfile::tempdir().unwrap();
     let (d, o) = (data.path().to_str().unwrap(), out.path().to_str().unwrap());
     // 400 images, global batch 32: 12 steps an epoch; both ranks hang after iteration 16
-    let mut child = Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
-        .args([
-            "-x",
-            "RESNET_CACHE",
-            "-x",
-            "RESNET_KERNELS",
-            "-x",
-            "XDG_RUNTIME_DIR",
-        ])
-        .args(["-x", "RESNET_STALL_AT_ITERATION"])
-        .arg(env!("CARGO_BIN_EXE_resnet"))
-        .args(train_args(d, o, "2"))
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .env("RESNET_CACHE", cache.path())
-        .env("RESNET_KERNELS", "register")
-        .env("RESNET_STALL_AT_ITERATION", "16")
+    let stall = [("RESNET_STALL_AT_ITERATION", "16")];
+    let mut child = mpirun_command(2, &train_args(d, o, "2"), cache.path(), &stall)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

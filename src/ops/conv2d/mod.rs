@@ -19,7 +19,6 @@ pub const BACKWARD_WEIGHT: &str = "conv2d backward (weight)";
 
 use super::{check_shape, dummy};
 use crate::error::{shape_err, Error, Result};
-use crate::gpu::kernel::KernelDesc;
 use crate::gpu::{Gpu, Kernel, KernelFamily, Tensor, Uniform};
 
 /// The block of the kernels that are not register-blocked (tiled, reductions): any module holds them.
@@ -196,19 +195,7 @@ fn kernel(
     buffers: &[(u32, &Tensor)],
     workgroups: u64,
 ) -> Result<Kernel> {
-    let (file, source) = module(family);
-    Kernel::new(
-        gpu,
-        KernelDesc {
-            op,
-            file,
-            source,
-            entry,
-            params,
-            buffers,
-            workgroups,
-        },
-    )
+    super::kernel(gpu, op, module(family), entry, params, buffers, workgroups)
 }
 
 /// A kernel with an explicit 2-D grid (the tiled kernels use wid.y for the split).
