@@ -22,6 +22,7 @@ pub mod plan;
 pub mod reference;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod report;
+pub mod rng;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod selftest;
 pub mod train;

@@ -6,9 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use image::imageops::{self, FilterType};
+use image::RgbImage;
 
+use super::stream::FolderSet;
+use super::transforms::{write_chw, Transform};
 use super::{invalid, io_err, Dataset, Split};
+use crate::rng::SplitMix64;
 use crate::{Error, Result};
 
 /// Images handed to a decoding thread at a time.
@@ -27,6 +30,15 @@ pub fn load_image_folder(dir: &Path, size: (usize, usize)) -> Result<Split> {
             "image size {h}x{w}: each side must be 1 to {MAX_SIDE}"
         )));
     }
+    let classes = split_classes(dir)?;
+    let (train_dir, test_dir) = (dir.join("train"), dir.join("test"));
+    let train = load_set(&train_dir, &classes, size)?;
+    let test = load_set(&test_dir, &classes, size)?;
+    Ok(Split { train, test })
+}
+
+/// The class folders of `dir/train` and `dir/test`, which must be the same (sorted by name).
+pub(super) fn split_classes(dir: &Path) -> Result<Vec<String>> {
     let (train_dir, test_dir) = (dir.join("train"), dir.join("test"));
     for d in [&train_dir, &test_dir] {
         if !d.is_dir() {
@@ -47,16 +59,28 @@ pub fn load_image_folder(dir: &Path, size: (usize, usize)) -> Result<Split> {
             test_classes.join(", ")
         )));
     }
-    if classes.len() > 256 {
+    if classes.len() > 65_536 {
         return Err(invalid(format!(
-            "{}: {} class folders, at most 256 fit u8 labels",
+            "{}: {} class folders, at most 65,536 are supported",
             train_dir.display(),
             classes.len()
         )));
     }
-    let train = load_set(&train_dir, &classes, size)?;
-    let test = load_set(&test_dir, &classes, size)?;
-    Ok(Split { train, test })
+    Ok(classes)
+}
+
+/// The training and test photos of `dir/train/<class>/*` and `dir/test/<class>/*`, listed but not
+/// decoded: each image is decoded and transformed (`train` for the training set, `eval` for the
+/// test set) when a batch needs it.
+pub fn open_image_folder(
+    dir: &Path,
+    train: Transform,
+    eval: Transform,
+) -> Result<(FolderSet, FolderSet)> {
+    let classes = split_classes(dir)?;
+    let train_set = FolderSet::open(&dir.join("train"), &classes, train, eval, true)?;
+    let test_set = FolderSet::open(&dir.join("test"), &classes, train, eval, false)?;
+    Ok((train_set, test_set))
 }
 
 /// Sorted names of the sub-folders of `dir` (hidden ones skipped).
@@ -108,19 +132,31 @@ fn list_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// The files of one class folder, recursively, sorted by path; an empty folder is an error.
+pub(super) fn class_files(class_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    list_files(class_dir, &mut files)?;
+    if files.is_empty() {
+        return Err(invalid(format!(
+            "{}: empty class folder",
+            class_dir.display()
+        )));
+    }
+    Ok(files)
+}
+
 fn load_set(dir: &Path, classes: &[String], (h, w): (usize, usize)) -> Result<Dataset> {
+    if classes.len() > 256 {
+        return Err(invalid(format!(
+            "{}: {} class folders; images decoded into memory hold at most 256 (the ImageNet models read larger sets as they train)",
+            dir.display(),
+            classes.len()
+        )));
+    }
     let mut files = Vec::new();
     let mut labels = Vec::new();
     for (label, class) in classes.iter().enumerate() {
-        let class_dir = dir.join(class);
-        let before = files.len();
-        list_files(&class_dir, &mut files)?;
-        if files.len() == before {
-            return Err(invalid(format!(
-                "{}: empty class folder",
-                class_dir.display()
-            )));
-        }
+        files.extend(class_files(&dir.join(class))?);
         labels.resize(files.len(), label as u8);
     }
     let images = decode_all(&files, (h, w))?;
@@ -178,23 +214,20 @@ fn decode_all(files: &[PathBuf], (h, w): (usize, usize)) -> Result<Vec<u8>> {
     }
 }
 
-/// Decodes one file (format guessed from its content) into `out` as RGB CHW of size (h, w).
-fn decode_one(path: &Path, (h, w): (usize, usize), out: &mut [u8]) -> Result<()> {
+/// Decodes one file (format guessed from its content) as RGB.
+pub(super) fn read_rgb(path: &Path) -> Result<RgbImage> {
     let bytes = fs::read(path).map_err(|e| io_err(path, "cannot read", e))?;
     let img = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| io_err(path, "cannot read", e))?
         .decode()
         .map_err(|e| invalid(format!("{}: not a readable image: {e}", path.display())))?;
-    let mut rgb = img.into_rgb8();
-    if (rgb.height() as usize, rgb.width() as usize) != (h, w) {
-        rgb = imageops::resize(&rgb, w as u32, h as u32, FilterType::Triangle);
-    }
-    let plane = h * w;
-    for (p, px) in rgb.as_raw().chunks_exact(3).enumerate() {
-        out[p] = px[0];
-        out[plane + p] = px[1];
-        out[2 * plane + p] = px[2];
-    }
+    Ok(img.into_rgb8())
+}
+
+/// Decodes one file into `out` as RGB CHW of size (h, w).
+fn decode_one(path: &Path, (h, w): (usize, usize), out: &mut [u8]) -> Result<()> {
+    let img = Transform::Resize { size: (h, w) }.apply(read_rgb(path)?, &mut SplitMix64(0));
+    write_chw(&img, out);
     Ok(())
 }

@@ -8,6 +8,10 @@ mod bundled;
 mod cifar;
 mod download;
 mod folder;
+mod prefetch;
+mod source;
+mod stream;
+pub mod transforms;
 
 use std::path::Path;
 
@@ -16,7 +20,10 @@ use crate::{Error, Result};
 pub use bundled::bundled_cifar10;
 pub use cifar::{load_cifar_binary, write_cifar_binary, CIFAR_DIR, CIFAR_RECORD};
 pub use download::{default_cache_dir, download_cifar10, parse_md5, CIFAR10_MD5, CIFAR10_URL};
-pub use folder::load_image_folder;
+pub use folder::{load_image_folder, open_image_folder};
+pub use prefetch::{assemble, default_workers, Batch, BatchJob, Prefetch};
+pub use source::ImageSource;
+pub use stream::{FolderSet, IMAGENET_NORMALIZE};
 
 /// Images as u8, each image CHW planar (3 x H x W: all R bytes, then G, then B) = CIFAR's record order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

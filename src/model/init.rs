@@ -1,29 +1,7 @@
 //! Initialisation as torchvision (ImageNet family) and akamaster's CIFAR ResNets.
 
 use super::{Family, ModelSpec, ParamLayout, RegionKind};
-
-/// SplitMix64: a small, well-mixed seeded generator (initial weights only).
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Standard normal (Box-Muller).
-    fn normal(&mut self) -> f64 {
-        let u1 = self.uniform().max(1e-300);
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
-}
+use crate::rng::SplitMix64;
 
 /// Initial parameters (flat, laid out by `layout`) and running statistics (mean 0, var 1).
 ///
@@ -33,7 +11,7 @@ impl Rng {
 /// - fc: CIFAR Kaiming normal (fan_in) weight; ImageNet PyTorch's default U(-1/sqrt(in), 1/sqrt(in));
 ///   bias U(-1/sqrt(in), 1/sqrt(in)) in both.
 pub fn init_params(spec: &ModelSpec, layout: &ParamLayout, seed: u64) -> (Vec<f32>, Vec<f32>) {
-    let mut rng = Rng(seed ^ 0x5DEECE66D);
+    let mut rng = SplitMix64(seed ^ 0x5DEECE66D);
     let mut p = vec![0.0f32; layout.params_len];
     for r in &layout.params {
         let dst = &mut p[r.offset..r.offset + r.len()];

@@ -67,17 +67,10 @@ impl LrSchedule {
 
 /// A permutation of 0..n from `seed` (Fisher-Yates with SplitMix64), the same on every platform.
 pub fn shuffled(n: usize, seed: u64) -> Vec<usize> {
-    let mut s = seed ^ 0xD1B54A32D192ED03;
-    let mut next = || {
-        s = s.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        z ^ (z >> 31)
-    };
+    let mut rng = crate::rng::SplitMix64(seed ^ 0xD1B54A32D192ED03);
     let mut v: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
+        let j = rng.below(i as u64 + 1) as usize;
         v.swap(i, j);
     }
     v

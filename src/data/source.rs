@@ -1,0 +1,69 @@
+//! What a training or evaluation loop reads: a set of labelled images, each produced on demand as
+//! u8 CHW pixels of one size, either copied from memory (CIFAR, small folders) or decoded and
+//! transformed from a file (the streaming photo folders).
+
+use std::sync::Arc;
+
+use super::Dataset;
+use crate::cifar10;
+use crate::error::Result;
+use crate::ops::augment::Normalize;
+
+/// A set of labelled images, read image by image.
+pub trait ImageSource: Send + Sync {
+    /// Number of images.
+    fn len(&self) -> usize;
+    /// True when there are no images.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The class index of image `i`.
+    fn label(&self, i: usize) -> u32;
+    /// Class names in label order.
+    fn classes(&self) -> &[String];
+    /// (height, width) of the images [`ImageSource::load`] writes.
+    fn size(&self) -> (usize, usize);
+    /// Writes image `i` as `3 * height * width` CHW bytes into `out`; `seed` draws its random
+    /// transform (the same seed, the same pixels).
+    fn load(&self, i: usize, seed: u64, out: &mut [u8]) -> Result<()>;
+    /// True when images are decoded from files (worth worker threads), false when copied.
+    fn decodes(&self) -> bool;
+    /// Whether the GPU still pads, crops and flips the images (He et al.'s CIFAR augmentation)
+    /// when training, rather than the source's own transform.
+    fn gpu_augment(&self) -> bool;
+    /// The input normalisation of models trained on these images.
+    fn normalize(&self) -> Normalize;
+    /// The images `idx`, in that order, with the training (`train`) or evaluation transform.
+    fn select(&self, idx: &[usize], train: bool) -> Arc<dyn ImageSource>;
+}
+
+impl ImageSource for Dataset {
+    fn len(&self) -> usize {
+        Dataset::len(self)
+    }
+    fn label(&self, i: usize) -> u32 {
+        self.labels[i] as u32
+    }
+    fn classes(&self) -> &[String] {
+        &self.classes
+    }
+    fn size(&self) -> (usize, usize) {
+        (self.height, self.width)
+    }
+    fn load(&self, i: usize, _seed: u64, out: &mut [u8]) -> Result<()> {
+        out.copy_from_slice(self.image(i));
+        Ok(())
+    }
+    fn decodes(&self) -> bool {
+        false
+    }
+    fn gpu_augment(&self) -> bool {
+        true
+    }
+    fn normalize(&self) -> Normalize {
+        cifar10::NORMALIZE
+    }
+    fn select(&self, idx: &[usize], _train: bool) -> Arc<dyn ImageSource> {
+        Arc::new(Dataset::select(self, idx))
+    }
+}

@@ -1,0 +1,178 @@
+//! Photo folders read as they are trained on: the files are listed once (torchvision
+//! ImageFolder's classes and order), and each image is decoded and transformed when a batch needs
+//! it, so memory does not grow with the number of images.
+//!
+//! A file that cannot be decoded in the middle of an epoch is skipped with a warning naming it
+//! (once per file): its place in the batch goes to the next readable image of the list. A
+//! 90-epoch ImageNet run is not lost to one corrupt JPEG, and the substitution is the same on
+//! every run, so resuming stays exact.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::folder::{class_files, read_rgb};
+use super::transforms::{write_chw, Transform};
+use super::{invalid, ImageSource};
+use crate::error::Result;
+use crate::ops::augment::Normalize;
+use crate::rng::SplitMix64;
+
+/// ImageNet's channel statistics (torchvision's `Normalize` for every ImageNet model).
+pub const IMAGENET_NORMALIZE: Normalize = Normalize {
+    mean: [0.485, 0.456, 0.406],
+    std: [0.229, 0.224, 0.225],
+};
+
+/// How many unreadable files in a row end the run instead of being skipped.
+const MAX_SKIPPED_IN_A_ROW: usize = 16;
+
+/// The files of one split of a photo folder, read on demand.
+pub struct FolderSet {
+    root: PathBuf,
+    /// Paths relative to `root`, back to back (one string, not a PathBuf per image).
+    names: String,
+    /// End of each name in `names`.
+    ends: Vec<u32>,
+    labels: Vec<u32>,
+    classes: Vec<String>,
+    train: Transform,
+    eval: Transform,
+    /// Which transform `load` applies.
+    training: bool,
+    /// Files already warned about.
+    warned: Arc<Mutex<HashSet<PathBuf>>>,
+}
+
+impl FolderSet {
+    /// Lists `dir/<class>/**` for `classes` (in that order, files sorted by path); fails on an
+    /// empty class folder.
+    pub fn open(
+        dir: &Path,
+        classes: &[String],
+        train: Transform,
+        eval: Transform,
+        training: bool,
+    ) -> Result<FolderSet> {
+        let mut set = FolderSet {
+            root: dir.to_path_buf(),
+            names: String::new(),
+            ends: Vec::new(),
+            labels: Vec::new(),
+            classes: classes.to_vec(),
+            train,
+            eval,
+            training,
+            warned: Arc::default(),
+        };
+        for (label, class) in classes.iter().enumerate() {
+            for path in class_files(&dir.join(class))? {
+                let rel = path.strip_prefix(dir).unwrap_or(&path);
+                let name = rel.to_str().ok_or_else(|| {
+                    invalid(format!("{}: file name is not UTF-8", path.display()))
+                })?;
+                set.push(name, label as u32)?;
+            }
+        }
+        Ok(set)
+    }
+
+    fn push(&mut self, name: &str, label: u32) -> Result<()> {
+        self.names.push_str(name);
+        let end = u32::try_from(self.names.len())
+            .map_err(|_| invalid(format!("{}: too many files", self.root.display())))?;
+        self.ends.push(end);
+        self.labels.push(label);
+        Ok(())
+    }
+
+    /// The path of image `i`.
+    pub fn path(&self, i: usize) -> PathBuf {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.root.join(&self.names[start..self.ends[i] as usize])
+    }
+
+    fn transform(&self) -> &Transform {
+        if self.training {
+            &self.train
+        } else {
+            &self.eval
+        }
+    }
+
+    fn load_file(&self, i: usize, seed: u64, out: &mut [u8]) -> Result<()> {
+        let img = read_rgb(&self.path(i))?;
+        let img = self.transform().apply(img, &mut SplitMix64(seed));
+        write_chw(&img, out);
+        Ok(())
+    }
+
+    fn warn_once(&self, i: usize, e: &crate::Error) {
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        if warned.insert(self.path(i)) {
+            eprintln!("warning: skipping {e}; the next image of the list takes its place");
+        }
+    }
+}
+
+impl ImageSource for FolderSet {
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+    fn label(&self, i: usize) -> u32 {
+        self.labels[i]
+    }
+    fn classes(&self) -> &[String] {
+        &self.classes
+    }
+    fn size(&self) -> (usize, usize) {
+        self.transform().out_size()
+    }
+    fn load(&self, i: usize, seed: u64, out: &mut [u8]) -> Result<()> {
+        let mut first_err = None;
+        for k in 0..MAX_SKIPPED_IN_A_ROW.min(self.len()) {
+            let j = (i + k) % self.len();
+            match self.load_file(j, seed, out) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    self.warn_once(j, &e);
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let e = first_err.expect("at least one try");
+        Err(invalid(format!(
+            "{e} (and the {} files after it could not be read either)",
+            MAX_SKIPPED_IN_A_ROW.min(self.len()) - 1
+        )))
+    }
+    fn decodes(&self) -> bool {
+        true
+    }
+    fn gpu_augment(&self) -> bool {
+        false
+    }
+    fn normalize(&self) -> Normalize {
+        IMAGENET_NORMALIZE
+    }
+    fn select(&self, idx: &[usize], train: bool) -> Arc<dyn ImageSource> {
+        let mut set = FolderSet {
+            root: self.root.clone(),
+            names: String::new(),
+            ends: Vec::with_capacity(idx.len()),
+            labels: Vec::with_capacity(idx.len()),
+            classes: self.classes.clone(),
+            train: self.train,
+            eval: self.eval,
+            training: train,
+            warned: Arc::clone(&self.warned),
+        };
+        for &i in idx {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+            let name = self.names[start..self.ends[i] as usize].to_string();
+            // the names fit: they are a subset of names that did
+            let _ = set.push(&name, self.labels[i]);
+        }
+        Arc::new(set)
+    }
+}
