@@ -36,31 +36,35 @@ pub fn eval_cmd(a: EvalArgs) -> Result<()> {
         return Err(at_least_one("--batch-size"));
     }
     let opts = a.gpu.options()?;
-    let split = a.data.load(Offline::Fail)?;
-    let gpu = Gpu::new_blocking(&opts)?;
     let path = &a.checkpoint;
-    let (m, ck) = load_model(&gpu, path, a.model.as_deref(), split.test.classes.len())?;
-    if m.spec.num_classes != split.test.classes.len() {
+    let model = match &a.model {
+        Some(m) => m.clone(),
+        None => model_name(&checkpoint::load(path)?, path)?,
+    };
+    let test = a.data.open(Offline::Fail, &model)?.test;
+    let gpu = Gpu::new_blocking(&opts)?;
+    let (m, ck) = load_model(&gpu, path, a.model.as_deref(), test.classes().len())?;
+    if m.spec.num_classes != test.classes().len() {
         return Err(Error::Invalid(format!(
             "{}: the model has {} classes but the data has {}",
             path.display(),
             m.spec.num_classes,
-            split.test.classes.len()
+            test.classes().len()
         )));
     }
-    let (loss, acc) = train::evaluate(&gpu, &m, &split.test, a.batch_size, ck.normalisation()?)?;
+    let (loss, acc) = train::evaluate(&gpu, &m, &test, a.batch_size, ck.normalisation()?)?;
     if a.json {
         println!(
             "{{\"checkpoint\": {:?}, \"model\": {:?}, \"images\": {}, \"loss\": {loss:.6}, \"accuracy\": {acc:.6}}}",
             path.display().to_string(),
             m.spec.name,
-            split.test.len()
+            test.len()
         );
     } else {
         println!(
             "{}: {} test images, loss {loss:.4}, top-1 accuracy {:.2}%",
             m.spec.name,
-            split.test.len(),
+            test.len(),
             100.0 * acc
         );
     }
@@ -76,18 +80,22 @@ pub(crate) fn load_model(
     classes: usize,
 ) -> Result<(ModelState, Checkpoint)> {
     let ck = checkpoint::load(path)?;
-    let name = match (ck.metadata.get("model"), model) {
-        (_, Some(m)) => m.to_string(),
-        (Some(m), None) => m.clone(),
-        (None, None) => {
-            return Err(Error::Invalid(format!(
-                "{}: no 'model' in its metadata; say which with --model NAME",
-                path.display()
-            )))
-        }
+    let name = match model {
+        Some(m) => m.to_string(),
+        None => model_name(&ck, path)?,
     };
     let spec = ModelSpec::from_name(&name, ck.num_classes().unwrap_or(classes))?;
     let m = ModelState::new(gpu, &spec, 0)?;
     m.load_state_dict(gpu, &ck, &path.display().to_string())?;
     Ok((m, ck))
+}
+
+/// The model a checkpoint's metadata names.
+pub(crate) fn model_name(ck: &Checkpoint, path: &Path) -> Result<String> {
+    ck.metadata.get("model").cloned().ok_or_else(|| {
+        Error::Invalid(format!(
+            "{}: no 'model' in its metadata; say which with --model NAME",
+            path.display()
+        ))
+    })
 }

@@ -8,9 +8,10 @@ mod selftest;
 mod train;
 mod tune;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use resnet::data;
 use resnet::gpu::{parse_backend, GpuOptions};
+use resnet::model::{Family, ModelSpec};
 use resnet::{Error, Result};
 use std::path::PathBuf;
 
@@ -75,9 +76,20 @@ struct DataArgs {
     /// Expected MD5 of the downloaded archive
     #[arg(long, default_value = data::CIFAR10_MD5)]
     data_md5: String,
-    /// Image size (height = width) for image folders; CIFAR binary data is always 32
+    /// Image size (height = width) for image folders decoded into memory (the CIFAR models);
+    /// CIFAR binary data is always 32
     #[arg(long, default_value_t = 32)]
     image_size: usize,
+    /// The ImageNet models (resnet18..152) stream image folders from disk with torchvision's
+    /// transforms: training RandomResizedCrop to this size (scale 0.08-1, ratio 3/4-4/3) + flip
+    #[arg(long, default_value_t = 224)]
+    train_crop: usize,
+    /// Evaluation of the ImageNet models on image folders: resize the shorter side to this ...
+    #[arg(long, default_value_t = 256)]
+    eval_resize: usize,
+    /// ... then take the centre crop of this size
+    #[arg(long, default_value_t = 224)]
+    eval_crop: usize,
 }
 
 /// What to do when CIFAR-10 cannot be downloaded and no --data was given.
@@ -90,6 +102,27 @@ enum Offline {
 }
 
 impl DataArgs {
+    /// The torchvision transform sizes given.
+    fn photo_sizes(&self) -> data::PhotoSizes {
+        data::PhotoSizes {
+            train_crop: self.train_crop,
+            eval_resize: self.eval_resize,
+            eval_crop: self.eval_crop,
+        }
+    }
+
+    /// The data for `model`: an image folder is streamed with torchvision's ImageNet transforms
+    /// for the ImageNet models, everything else is decoded into memory (see `load`).
+    fn open(&self, offline: Offline, model: &str) -> Result<data::Sources> {
+        let imagenet = ModelSpec::from_name(model, 10)?.family == Family::ImageNet;
+        match &self.data {
+            Some(dir) if imagenet && data::is_image_folder(dir) => {
+                data::open_photos(dir, self.photo_sizes())
+            }
+            _ => Ok(self.load(offline)?.into()),
+        }
+    }
+
     fn load(&self, offline: Offline) -> Result<data::Split> {
         if let Some(dir) = &self.data {
             return data::load(dir, (self.image_size, self.image_size));
@@ -140,8 +173,11 @@ enum Command {
 
 /// Parses the command line; a mistake in it is one `error:` line (exit 2), like every other
 /// error of the tool, while --help and --version print as usual.
-fn parse() -> Cli {
-    Cli::try_parse().unwrap_or_else(|e| {
+fn parse() -> (Cli, clap::ArgMatches) {
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    parsed.unwrap_or_else(|e| {
         if !e.use_stderr() {
             e.exit();
         }
@@ -158,9 +194,15 @@ fn parse() -> Cli {
 
 /// Runs the command line.
 pub fn main() -> Result<()> {
-    match parse().command {
+    let (cli, matches) = parse();
+    // which options the user gave, so that a model's own recipe fills in the others
+    let given = |id: &str| {
+        let sub = matches.subcommand().map(|(_, m)| m);
+        sub.and_then(|m| m.value_source(id)) == Some(clap::parser::ValueSource::CommandLine)
+    };
+    match cli.command {
         Command::Info { gpu } => info::info(&gpu.options()?),
-        Command::Train(a) => train::train_cmd(a),
+        Command::Train(a) => train::train_cmd(a, &given),
         Command::Eval(a) => eval::eval_cmd(a),
         Command::Predict(a) => predict::run(a),
         Command::Experiment(a) => train::experiment_cmd(a),

@@ -22,8 +22,9 @@ pub struct TrainArgs {
 }
 
 /// Runs `resnet train`.
-pub fn train_cmd(a: TrainArgs) -> Result<()> {
+pub fn train_cmd(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
     let mut opts = a.options;
+    opts.recipe.fill_in_for(&opts.model, given)?;
     if let Some(dir) = a.resume {
         opts.out = dir;
         opts.resume = true;
@@ -35,8 +36,8 @@ pub fn train_cmd(a: TrainArgs) -> Result<()> {
     if opts.resume {
         train::check_resumable(&opts.out)?;
     }
-    let split = a.data.load(Offline::UseBundled)?;
-    let s = train::train(&opts, split)?;
+    let sources = a.data.open(Offline::UseBundled, &opts.model)?;
+    let s = train::train(&opts, sources)?;
     if !s.root {
         return Ok(());
     }

@@ -22,7 +22,7 @@ pub use cifar::{load_cifar_binary, write_cifar_binary, CIFAR_DIR, CIFAR_RECORD};
 pub use download::{default_cache_dir, download_cifar10, parse_md5, CIFAR10_MD5, CIFAR10_URL};
 pub use folder::{load_image_folder, open_image_folder};
 pub use prefetch::{assemble, default_workers, Batch, BatchJob, Prefetch};
-pub use source::ImageSource;
+pub use source::{ImageSource, Sources};
 pub use stream::{FolderSet, IMAGENET_NORMALIZE};
 
 /// Images as u8, each image CHW planar (3 x H x W: all R bytes, then G, then B) = CIFAR's record order.
@@ -129,6 +129,76 @@ pub fn load(dir: &Path, size: (usize, usize)) -> Result<Split> {
             dir.display()
         )))
     }
+}
+
+/// The sizes of torchvision's ImageNet transforms: `RandomResizedCrop(train_crop)` for training,
+/// `Resize(eval_resize)` + `CenterCrop(eval_crop)` for evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PhotoSizes {
+    pub train_crop: usize,
+    pub eval_resize: usize,
+    pub eval_crop: usize,
+}
+
+impl Default for PhotoSizes {
+    /// torchvision's ImageNet recipe: 224, 256, 224.
+    fn default() -> Self {
+        PhotoSizes {
+            train_crop: 224,
+            eval_resize: 256,
+            eval_crop: 224,
+        }
+    }
+}
+
+impl PhotoSizes {
+    /// Rejects sizes no transform can produce, naming the option.
+    pub fn check(&self) -> Result<()> {
+        for (name, v) in [
+            ("--train-crop", self.train_crop),
+            ("--eval-resize", self.eval_resize),
+            ("--eval-crop", self.eval_crop),
+        ] {
+            if v == 0 || v > 4096 {
+                return Err(invalid(format!("{name} {v}: must be 1 to 4096 pixels")));
+            }
+        }
+        if self.eval_crop > self.eval_resize {
+            return Err(invalid(format!(
+                "--eval-crop {} is larger than --eval-resize {}: the centre crop must fit in the resized image",
+                self.eval_crop, self.eval_resize
+            )));
+        }
+        Ok(())
+    }
+
+    /// The training transform.
+    pub fn train(&self) -> transforms::Transform {
+        transforms::Transform::imagenet_train(self.train_crop)
+    }
+
+    /// The evaluation transform.
+    pub fn eval(&self) -> transforms::Transform {
+        transforms::Transform::ResizeCenterCrop {
+            resize: self.eval_resize,
+            crop: self.eval_crop,
+        }
+    }
+}
+
+/// True when `dir` holds an image folder (`train/`, `test/`) rather than CIFAR's binary layout.
+pub fn is_image_folder(dir: &Path) -> bool {
+    !cifar::looks_binary(dir) && (dir.join("train").exists() || dir.join("test").exists())
+}
+
+/// An image folder opened for streaming with torchvision's ImageNet transforms at `sizes`.
+pub fn open_photos(dir: &Path, sizes: PhotoSizes) -> Result<Sources> {
+    sizes.check()?;
+    let (train, test) = open_image_folder(dir, sizes.train(), sizes.eval())?;
+    Ok(Sources {
+        train: std::sync::Arc::new(train),
+        test: std::sync::Arc::new(test),
+    })
 }
 
 /// An [`Error::Invalid`] whose message is forced onto one line.

@@ -67,3 +67,21 @@ impl ImageSource for Dataset {
         Arc::new(Dataset::select(self, idx))
     }
 }
+
+/// The images a run trains on and the images it evaluates after each epoch.
+#[derive(Clone)]
+pub struct Sources {
+    /// Images to train on.
+    pub train: Arc<dyn ImageSource>,
+    /// Held-out images to evaluate on.
+    pub test: Arc<dyn ImageSource>,
+}
+
+impl From<super::Split> for Sources {
+    fn from(s: super::Split) -> Sources {
+        Sources {
+            train: Arc::new(s.train),
+            test: Arc::new(s.test),
+        }
+    }
+}

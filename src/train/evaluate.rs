@@ -1,23 +1,14 @@
 //! Loss and top-1 accuracy of a model on a whole data set (native: it waits for the GPU).
 
 use super::progress::Progress;
-use crate::data::Dataset;
+use crate::data::{default_workers, BatchJob, ImageSource, Prefetch};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::model::ModelState;
 use crate::plan::{Normalize, Plan, PlanConfig};
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
-
-/// Copies images `idx` of `d` into one batch (pixels, labels).
-pub(super) fn gather(d: &Dataset, idx: &[usize], px: &mut Vec<u8>, labels: &mut Vec<u32>) {
-    px.clear();
-    labels.clear();
-    for &i in idx {
-        px.extend_from_slice(d.image(i));
-        labels.push(d.labels[i] as u32);
-    }
-}
 
 /// How long an evaluation runs before it shows progress.
 const QUIET_FOR: Duration = Duration::from_secs(3);
@@ -28,11 +19,12 @@ const QUIET_FOR: Duration = Duration::from_secs(3);
 pub fn evaluate(
     gpu: &Gpu,
     m: &ModelState,
-    d: &Dataset,
+    d: &Arc<dyn ImageSource>,
     batch: usize,
     normalize: Normalize,
 ) -> Result<(f64, f64)> {
-    let sums = evaluate_sums(gpu, m, d, 0..d.len(), batch, normalize, true)?;
+    let settings = (batch, default_workers());
+    let sums = evaluate_sums(gpu, m, d, 0..d.len(), settings, normalize, true)?;
     Ok(sums.loss_and_accuracy())
 }
 
@@ -51,17 +43,18 @@ impl EvalSums {
     }
 }
 
-/// [`evaluate`]'s sums over images `range` of `d`; `show` lets it show progress.
+/// [`evaluate`]'s sums over images `range` of `d`, `batch` images a step decoded by `workers`
+/// threads (where `d` decodes files); `show` lets it show progress.
 pub(super) fn evaluate_sums(
     gpu: &Gpu,
     m: &ModelState,
-    d: &Dataset,
+    d: &Arc<dyn ImageSource>,
     range: Range<usize>,
-    batch: usize,
+    (batch, workers): (usize, usize),
     normalize: Normalize,
     show: bool,
 ) -> Result<EvalSums> {
-    let size = (d.height, d.width);
+    let size = d.size();
     let len = range.len();
     let batch = batch.min(len).max(1);
     let full = Plan::new(gpu, m, PlanConfig::eval(batch, size, normalize))?;
@@ -74,8 +67,16 @@ pub(super) fn evaluate_sums(
     for plan in plans() {
         plan.loss.clear(gpu)?;
     }
-    let (mut px, mut labels) = (Vec::new(), Vec::new());
     let idx: Vec<usize> = range.collect();
+    let jobs = idx
+        .chunks(batch)
+        .map(|c| BatchJob {
+            indices: c.to_vec(),
+            stream: 0,
+        })
+        .collect();
+    let workers = if d.decodes() { workers.max(1) } else { 0 };
+    let mut batches = Prefetch::new(Arc::clone(d), jobs, 0, workers, workers + 2)?;
     let delay = if show { QUIET_FOR } else { Duration::MAX };
     let mut progress = Progress::new(len as u64, "evaluating".into(), "images", delay);
     for (i, chunk) in idx.chunks(batch).enumerate() {
@@ -84,8 +85,8 @@ pub(super) fn evaluate_sums(
         } else {
             tail.as_ref().expect("tail plan")
         };
-        gather(d, chunk, &mut px, &mut labels);
-        plan.set_batch(gpu, &px, &labels)?;
+        let b = batches.next_batch().expect("one batch a chunk")?;
+        plan.set_batch(gpu, &b.pixels, &b.labels)?;
         plan.submit(gpu);
         if i % 4 == 3 {
             // a sync point now and then, so that the progress follows the GPU

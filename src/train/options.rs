@@ -7,6 +7,13 @@ use crate::gpu::GpuOptions;
 use crate::ops::sgd::SgdConfig;
 use std::path::PathBuf;
 
+/// torchvision's ImageNet recipe: lr 0.1 for a batch of 256, scaled linearly with the batch.
+pub const IMAGENET_LR: f64 = 0.1;
+/// torchvision's ImageNet recipe: StepLR(step_size=30, gamma=0.1) over 90 epochs.
+pub const IMAGENET_MILESTONE_EPOCHS: [u64; 2] = [30, 60];
+/// torchvision's ImageNet recipe: 90 epochs.
+pub const IMAGENET_EPOCHS: usize = 90;
+
 /// Images per evaluation step unless told otherwise (`train`, `eval`, `experiment`).
 pub const EVAL_BATCH: usize = 500;
 
@@ -17,7 +24,7 @@ pub struct Recipe {
     /// Images per step
     #[arg(long = "batch-size", default_value_t = 128)]
     pub batch: usize,
-    /// Base learning rate
+    /// Base learning rate (the ImageNet models: 0.1 x batch size / 256, torchvision's recipe)
     #[arg(long, default_value_t = 0.1)]
     pub lr: f64,
     /// step (divide by 10 at each of --lr-milestones), cosine or onecycle
@@ -30,6 +37,10 @@ pub struct Recipe {
         default_value = "32000,48000"
     )]
     pub milestones: Vec<u64>,
+    /// Epochs at which the step schedule divides the learning rate by 10, instead of
+    /// --lr-milestones (torchvision's ImageNet recipe: 30,60)
+    #[arg(long = "lr-milestone-epochs", value_delimiter = ',')]
+    pub milestone_epochs: Vec<u64>,
     /// Linear learning-rate warm-up over this many iterations
     #[arg(long, default_value_t = 0)]
     pub warmup_iters: u64,
@@ -59,6 +70,36 @@ impl Recipe {
         }
     }
 
+    /// torchvision's ImageNet recipe for the ImageNet models (resnet18..152) where the user did
+    /// not say otherwise (`given(id)`: the option was on the command line): lr 0.1 x batch/256,
+    /// divided by 10 at epochs 30 and 60. Momentum 0.9 and weight decay 1e-4 are the defaults.
+    pub fn fill_in_for(&mut self, model: &str, given: &dyn Fn(&str) -> bool) -> Result<()> {
+        let family = crate::model::ModelSpec::from_name(model, 10)?.family;
+        if family != crate::model::Family::ImageNet {
+            return Ok(());
+        }
+        if !given("lr") {
+            self.lr = IMAGENET_LR * self.batch as f64 / 256.0;
+        }
+        if !given("milestones") && !given("milestone_epochs") {
+            self.milestone_epochs = IMAGENET_MILESTONE_EPOCHS.to_vec();
+        }
+        Ok(())
+    }
+
+    /// The recipe with `--lr-milestone-epochs` turned into iterations of `steps_per_epoch`.
+    pub fn with_epochs_as_iterations(&self, steps_per_epoch: usize) -> Recipe {
+        let mut r = self.clone();
+        if !r.milestone_epochs.is_empty() {
+            r.milestones = r
+                .milestone_epochs
+                .iter()
+                .map(|e| e * steps_per_epoch as u64)
+                .collect();
+        }
+        r
+    }
+
     /// The learning rate at `iteration` of `total`.
     pub fn lr_at(&self, iteration: u64, total: u64) -> f64 {
         self.schedule.lr_at(
@@ -77,7 +118,8 @@ pub struct TrainOptions {
     /// Model: resnet20/32/44/56/110/1202, plain20/32/44/56/110, resnet18/34/50/101/152
     #[arg(long, default_value = "resnet20")]
     pub model: String,
-    /// Epochs (default: the paper's 64k iterations, 164 epochs at batch 128)
+    /// Epochs (default: the paper's 64k iterations for the CIFAR models, 164 epochs at batch 128;
+    /// torchvision's 90 for the ImageNet models)
     #[arg(long)]
     pub epochs: Option<usize>,
     #[command(flatten)]
@@ -100,6 +142,10 @@ pub struct TrainOptions {
     /// Images per evaluation step
     #[arg(long = "eval-batch-size", default_value_t = EVAL_BATCH)]
     pub eval_batch: usize,
+    /// Threads decoding and transforming photos ahead of the GPU (photo folders of the ImageNet
+    /// models; default: the cores less one)
+    #[arg(long, default_value_t = crate::data::default_workers())]
+    pub workers: usize,
     /// Read loss and accuracy back every this many steps
     #[arg(long, default_value_t = 10)]
     pub log_every: usize,

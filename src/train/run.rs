@@ -2,22 +2,23 @@
 //! epochs of shuffled batches, finish each epoch with an evaluation, metrics.csv, curves.png and
 //! atomic checkpoints, so that a killed run resumes exactly.
 
-use super::evaluate::{evaluate_sums, gather, EvalSums};
+use super::evaluate::{evaluate_sums, EvalSums};
+use super::options::IMAGENET_EPOCHS;
 use super::progress::Progress;
 use super::schedule::shuffled;
-use super::{TrainOptions, Trainer};
+use super::{Recipe, TrainOptions, Trainer};
 use crate::checkpoint::{self, Checkpoint};
-use crate::cifar10;
-use crate::data::{Dataset, Split};
+use crate::data::{BatchJob, ImageSource, Prefetch, Sources};
 use crate::dist::Dist;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
-use crate::model::{ModelSpec, ModelState};
+use crate::model::{Family, ModelSpec, ModelState};
 use crate::ops::loss::LossSums;
 use crate::plan::PlanConfig;
 use crate::report::{self, EpochMetrics, StepMetrics};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What a finished run reports.
@@ -39,13 +40,13 @@ pub const STALL_ENV: &str = "RESNET_STALL_AT_ITERATION";
 const PAPER_ITERATIONS: usize = 64_000;
 
 /// Trains as `o` says on `split`; see `resnet train --help`.
-pub fn train(o: &TrainOptions, split: Split) -> Result<TrainSummary> {
+pub fn train(o: &TrainOptions, data: impl Into<Sources>) -> Result<TrainSummary> {
     o.check()?;
     let dist = Dist::from_env()?;
-    let (train_set, eval_set) = training_and_evaluation_sets(o, split)?;
-    let mut run = Run::open(o, &train_set, dist)?;
+    let (train_set, eval_set) = training_and_evaluation_sets(o, data.into())?;
+    let mut run = Run::open(o, &*train_set, dist)?;
     if run.dist.is_root() {
-        run.announce(&train_set, &eval_set);
+        run.announce(&*train_set, &*eval_set);
     }
     let mut summary = TrainSummary {
         epochs: Vec::new(),
@@ -77,13 +78,16 @@ pub fn check_resumable(out: &Path) -> Result<()> {
 
 /// The training set (the `--subset`, less the `--val-split` images) and the set evaluated after
 /// each epoch (the held-out images, else the test split).
-fn training_and_evaluation_sets(o: &TrainOptions, split: Split) -> Result<(Dataset, Dataset)> {
-    let Split { mut train, test } = split;
+fn training_and_evaluation_sets(
+    o: &TrainOptions,
+    data: Sources,
+) -> Result<(Arc<dyn ImageSource>, Arc<dyn ImageSource>)> {
+    let Sources { mut train, test } = data;
     if let Some(n) = o.subset {
         // a fixed random subset (the same for every seed and model): image folders are sorted by
         // class, so their first N images would be one class
         let order = shuffled(train.len(), 0x5eed_5eed);
-        train = train.select(&order[..n.min(train.len())]);
+        train = train.select(&order[..n.min(train.len())], true);
     }
     let mut eval_set = test;
     if o.val_split > 0 {
@@ -96,8 +100,8 @@ fn training_and_evaluation_sets(o: &TrainOptions, split: Split) -> Result<(Datas
         }
         let order = shuffled(train.len(), o.seed ^ 0x7a1);
         let (val_idx, train_idx) = order.split_at(o.val_split);
-        eval_set = train.select(val_idx);
-        train = train.select(train_idx);
+        eval_set = train.select(val_idx, false);
+        train = train.select(train_idx, true);
     }
     if train.len() < o.recipe.batch {
         return Err(Error::Invalid(format!(
@@ -119,6 +123,8 @@ struct RunState {
 /// A run being trained: the device, the model and its trainer, where it stands, its files.
 struct Run<'o> {
     options: &'o TrainOptions,
+    /// The options' recipe with milestones in iterations.
+    recipe: Recipe,
     gpu: Gpu,
     model: ModelState,
     trainer: Trainer,
@@ -147,13 +153,14 @@ struct EpochTraining {
 
 impl<'o> Run<'o> {
     /// A fresh run in `o.out`, or the run there resumed from its last checkpoint.
-    fn open(o: &'o TrainOptions, train: &Dataset, dist: Dist) -> Result<Run<'o>> {
-        let spec = ModelSpec::from_name(&o.model, train.classes.len())?;
+    fn open(o: &'o TrainOptions, train: &dyn ImageSource, dist: Dist) -> Result<Run<'o>> {
+        let spec = ModelSpec::from_name(&o.model, train.classes().len())?;
         let local_batch = shard_size(o.recipe.batch, &dist)?;
         let steps_per_epoch = train.len() / o.recipe.batch;
-        let epochs = o
-            .epochs
-            .unwrap_or_else(|| PAPER_ITERATIONS.div_ceil(steps_per_epoch));
+        let epochs = o.epochs.unwrap_or(match spec.family {
+            Family::Cifar => PAPER_ITERATIONS.div_ceil(steps_per_epoch),
+            Family::ImageNet => IMAGENET_EPOCHS,
+        });
         dist.check_same(
             "configuration (model, recipe, epochs, seed, data)",
             format!(
@@ -163,14 +170,14 @@ impl<'o> Run<'o> {
                 o.resume,
                 o.recipe,
                 train.len(),
-                train.height,
-                train.width
+                train.size().0,
+                train.size().1
             )
             .as_bytes(),
         )?;
         // every rank opens its own device and model; a failure on any stops them all
-        let size = (train.height, train.width);
-        let opened = open_here(o, &spec, local_batch, size, &dist);
+        let cfg = training_plan(o, train, local_batch);
+        let opened = open_here(o, &spec, cfg, &dist);
         let (gpu, m, mut trainer, at) = dist.collective(opened)?;
         trainer.iteration = at.iteration;
         weights_from_root(&gpu, &m, &dist)?;
@@ -180,7 +187,8 @@ impl<'o> Run<'o> {
         };
         Ok(Run {
             options: o,
-            meta: checkpoint::metadata(&spec, &train.classes, &cifar10::NORMALIZE),
+            recipe: o.recipe.with_epochs_as_iterations(steps_per_epoch),
+            meta: checkpoint::metadata(&spec, train.classes(), &train.normalize()),
             gpu,
             model: m,
             trainer,
@@ -195,12 +203,12 @@ impl<'o> Run<'o> {
     }
 
     /// One line saying what is about to run and what it costs.
-    fn announce(&self, train: &Dataset, eval: &Dataset) {
+    fn announce(&self, train: &dyn ImageSource, eval: &dyn ImageSource) {
         let (o, m, plan) = (self.options, &self.model, &self.trainer.plan);
         eprintln!(
-            "{} on {} ({:?}); {} train / {} eval images, batch {}, {} steps/epoch, {} epochs, GPU memory {} MiB (model {} + plan {}), {} dispatches/step{}",
+            "{} on {} ({:?}); {} train / {} eval images, batch {}, {} steps/epoch, {} epochs, lr {} {}, GPU memory {} MiB (model {} + plan {}), {} dispatches/step{}",
             m.spec.name, self.gpu.info.name, self.gpu.info.backend, train.len(), eval.len(), o.recipe.batch,
-            self.steps_per_epoch, self.epochs, (m.bytes() + plan.bytes) >> 20, m.bytes() >> 20, plan.bytes >> 20,
+            self.steps_per_epoch, self.epochs, self.recipe.lr, self.recipe.schedule.describe(&self.recipe.milestones), (m.bytes() + plan.bytes) >> 20, m.bytes() >> 20, plan.bytes >> 20,
             plan.dispatches(),
             if o.resume { format!(", resuming after epoch {}", self.state.epoch) } else { String::new() }
         );
@@ -219,7 +227,7 @@ impl<'o> Run<'o> {
 
     /// The steps of one epoch in a shuffled order seeded by (seed, epoch), reading loss and
     /// accuracy back every `--log-every` steps.
-    fn run_epoch(&mut self, epoch: usize, train: &Dataset) -> Result<EpochTraining> {
+    fn run_epoch(&mut self, epoch: usize, train: &Arc<dyn ImageSource>) -> Result<EpochTraining> {
         let (o, spe) = (self.options, self.steps_per_epoch);
         let started = Instant::now();
         self.trainer.clear(&self.gpu)?;
@@ -233,16 +241,24 @@ impl<'o> Run<'o> {
         };
         let mut progress = Progress::new(spe as u64, label, "step", quiet);
         let local = self.trainer.plan.config.batch;
-        let (mut lr, mut prev, mut msg) = (o.recipe.lr, LossSums::default(), String::new());
-        let (mut px, mut labels) = (Vec::new(), Vec::new());
+        let (mut lr, mut prev, mut msg) = (self.recipe.lr, LossSums::default(), String::new());
+        // this rank's shard of every global batch (the whole batch in one process)
+        let jobs = (0..spe)
+            .map(|s| {
+                let first = s * o.recipe.batch + self.dist.rank() * local;
+                BatchJob {
+                    indices: order[first..first + local].to_vec(),
+                    stream: epoch as u64,
+                }
+            })
+            .collect();
+        let mut batches = prefetch(o, train, jobs)?;
         for s in 0..spe {
-            // this rank's shard of the global batch s (the whole batch in one process)
-            let first = s * o.recipe.batch + self.dist.rank() * local;
-            gather(train, &order[first..first + local], &mut px, &mut labels);
-            lr = o
+            let batch = batches.next_batch().expect("one batch a step")?;
+            lr = self
                 .recipe
                 .lr_at(self.state.iteration, self.total_iterations());
-            self.step(&px, &labels, lr as f32)?;
+            self.step(&batch.pixels, &batch.labels, lr as f32)?;
             self.state.iteration = self.trainer.iteration;
             if self.stall_at == Some(self.state.iteration) {
                 stall(&self.gpu, self.state.iteration);
@@ -252,11 +268,13 @@ impl<'o> Run<'o> {
                 self.check_finite(&sums, epoch, epoch_start)?;
                 self.record_curve(&sums, &prev);
                 prev = sums;
-                let ips = ((s + 1) * o.recipe.batch) as f64 / started.elapsed().as_secs_f64();
+                let elapsed = started.elapsed().as_secs_f64();
+                let ips = ((s + 1) * o.recipe.batch) as f64 / elapsed;
                 msg = format!(
-                    "loss {:.4} acc {:.2}% lr {lr:.4} {ips:.1} img/s",
+                    "loss {:.4} acc {:.2}% lr {lr:.4} {ips:.1} img/s{}",
                     sums.mean_loss(),
-                    100.0 * sums.accuracy()
+                    100.0 * sums.accuracy(),
+                    data_wait(batches.waited.as_secs_f64(), elapsed)
                 );
             }
             progress.update(s as u64 + 1, &msg);
@@ -355,7 +373,7 @@ impl<'o> Run<'o> {
         &mut self,
         epoch: usize,
         trained: EpochTraining,
-        eval: &Dataset,
+        eval: &Arc<dyn ImageSource>,
     ) -> Result<EpochMetrics> {
         let o = self.options;
         let (test_loss, test_acc) = self.evaluate(eval)?;
@@ -432,7 +450,7 @@ impl<'o> Run<'o> {
     }
 
     /// Loss and accuracy on `eval`, each rank evaluating its share and the sums added.
-    fn evaluate(&self, eval: &Dataset) -> Result<(f64, f64)> {
+    fn evaluate(&self, eval: &Arc<dyn ImageSource>) -> Result<(f64, f64)> {
         let (r, n, len) = (self.dist.rank(), self.dist.size(), eval.len());
         let share = r * len / n..(r + 1) * len / n;
         let (o, root) = (self.options, self.dist.is_root());
@@ -441,8 +459,8 @@ impl<'o> Run<'o> {
             &self.model,
             eval,
             share,
-            o.eval_batch,
-            cifar10::NORMALIZE,
+            (o.eval_batch, o.workers),
+            eval.normalize(),
             root,
         )?;
         let mut sums = [s.loss, s.correct, s.count];
@@ -601,8 +619,7 @@ fn resume(
 fn open_here(
     o: &TrainOptions,
     spec: &ModelSpec,
-    batch: usize,
-    size: (usize, usize),
+    cfg: PlanConfig,
     dist: &Dist,
 ) -> Result<(Gpu, ModelState, Trainer, RunState)> {
     let gpu = Gpu::new_blocking(&GpuOptions {
@@ -610,7 +627,6 @@ fn open_here(
         ..o.gpu.clone()
     })?;
     let m = ModelState::new(&gpu, spec, o.seed)?;
-    let cfg = PlanConfig::train(batch, size, o.recipe.sgd(), cifar10::NORMALIZE);
     let trainer = Trainer::new(&gpu, &m, cfg, o.seed)?;
     if dist.is_root() {
         std::fs::create_dir_all(&o.out)
@@ -650,4 +666,37 @@ fn weights_from_root(gpu: &Gpu, m: &ModelState, dist: &Dist) -> Result<()> {
         gpu.write(t, &v)?;
     }
     Ok(())
+}
+
+/// The training plan for `batch` images of `train` a step: He et al.'s pad-and-crop on the GPU
+/// for the in-memory CIFAR-style sets, else the source's own (CPU) transform, normalised only.
+fn training_plan(o: &TrainOptions, train: &dyn ImageSource, batch: usize) -> PlanConfig {
+    let cfg = PlanConfig::train(batch, train.size(), o.recipe.sgd(), train.normalize());
+    match train.gpu_augment() {
+        true => cfg,
+        false => cfg.without_augmentation(),
+    }
+}
+
+/// The batches of `jobs`, decoded ahead on `--workers` threads where the source decodes files.
+fn prefetch(
+    o: &TrainOptions,
+    source: &Arc<dyn ImageSource>,
+    jobs: Vec<BatchJob>,
+) -> Result<Prefetch> {
+    let workers = if source.decodes() {
+        o.workers.max(1)
+    } else {
+        0
+    };
+    Prefetch::new(Arc::clone(source), jobs, o.seed, workers, workers + 2)
+}
+
+/// ", waiting for data N%" when the training loop waited for decoded batches over 5% of the time.
+fn data_wait(waited: f64, elapsed: f64) -> String {
+    let share = waited / elapsed.max(1e-9);
+    match share > 0.05 {
+        true => format!(", waiting for data {:.0}% (more --workers?)", 100.0 * share),
+        false => String::new(),
+    }
 }

@@ -36,6 +36,17 @@ impl LrSchedule {
         }
     }
 
+    /// The schedule in words: "cosine", or "/10 at iterations 32000,48000".
+    pub fn describe(&self, milestones: &[u64]) -> String {
+        match self {
+            LrSchedule::Step => {
+                let m: Vec<String> = milestones.iter().map(|m| m.to_string()).collect();
+                format!("/10 at iterations {}", m.join(","))
+            }
+            other => other.name().to_string(),
+        }
+    }
+
     /// Learning rate at iteration `it` (0-based) of `total`, with a linear warm-up from 0 over
     /// `warmup` iterations (step and cosine schedules); `milestones` are the step schedule's.
     pub fn lr_at(&self, base: f64, it: u64, total: u64, warmup: u64, milestones: &[u64]) -> f64 {
