@@ -204,7 +204,7 @@ fn map_cases(gpu: &Gpu, m: &ModelShapes, out: &mut Vec<Case>) {
                     &y,
                     &x,
                     &affine,
-                    &saved,
+                    batchnorm::Stats::Batch(&saved),
                     &dx,
                     &dparams,
                     Some(&dres),
@@ -311,7 +311,7 @@ fn other_cases(gpu: &Gpu, m: &ModelShapes, out: &mut Vec<Case>) {
     let lb = LossBuffers::new(gpu, n).expect("alloc");
     out.push(Case {
         name: format!("cross_entropy_forward_backward/{n}x{o}"),
-        kernels: loss::cross_entropy(gpu, &logits, &labels, &dlogits, &lb).expect("kernels"),
+        kernels: loss::cross_entropy(gpu, &logits, &labels, &dlogits, &lb, 0.0).expect("kernels"),
         work: bytes(&[&logits, &labels, &dlogits]),
     });
 

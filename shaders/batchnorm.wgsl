@@ -11,6 +11,8 @@
 //   apply          y = [relu]( (x-mean)*invstd*gamma + beta [+ residual] )
 //   backward       g = dy * [y > 0];  dbeta = sum(g);  dgamma = sum(g * xhat),  xhat = (x-mean)*invstd
 //                  dx = gamma*invstd * (g - dbeta/M - xhat*dgamma/M);  dresidual = g
+//   backward with fixed (running) statistics, flag 4: the mean and invstd are constants, so
+//                  dx = gamma*invstd * g  (frozen layers, --bn-eval)
 // Reductions run in two steps, deterministic and without atomics: one workgroup per (channel,
 // chunk of N*H*W) sums its chunk with a fixed-order tree into `partial`, then one invocation per
 // channel merges the chunks in order. (One workgroup per channel left a GPU with as many busy
@@ -49,6 +51,14 @@ fn tree_sum(lid: u32) {
         }
         workgroupBarrier();
     }
+}
+
+// (mean, invstd) of channel ch: the batch's (saved), or the running statistics with flag 4.
+fn mean_invstd(ch: u32) -> vec2<f32> {
+    if ((P.flags & 4u) != 0u) {
+        return vec2<f32>(running[ch], 1.0 / sqrt(running[P.c + ch] + P.eps));
+    }
+    return vec2<f32>(saved[ch], saved[P.c + ch]);
 }
 
 fn at(i: u32, ch: u32) -> u32 {
@@ -126,16 +136,8 @@ fn bn_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let i = (wid.x + wid.y * nwg.x) * WG + lid;
     if (i >= P.n * P.c * P.hw) { return; }
     let ch = (i / P.hw) % P.c;
-    var mu: f32;
-    var is: f32;
-    if ((P.flags & 4u) != 0u) {
-        mu = running[ch];
-        is = 1.0 / sqrt(running[P.c + ch] + P.eps);
-    } else {
-        mu = saved[ch];
-        is = saved[P.c + ch];
-    }
-    var v = (x[i] - mu) * is * affine[ch] + affine[P.c + ch];
+    let s = mean_invstd(ch);
+    var v = (x[i] - s.x) * s.y * affine[ch] + affine[P.c + ch];
     if ((P.flags & 2u) != 0u) { v += residual[i]; }
     if ((P.flags & 1u) != 0u) { v = max(v, 0.0); }
     y[i] = v;
@@ -147,8 +149,9 @@ fn bn_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 fn bn_backward_chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let ch = wid.x;
     let r = chunk_range(wid.y);
-    let mu = saved[ch];
-    let is = saved[P.c + ch];
+    let s = mean_invstd(ch);
+    let mu = s.x;
+    let is = s.y;
     var sg = 0.0;
     var sgx = 0.0;
     for (var i = r.x + lid; i < r.y; i += WG) {
@@ -195,8 +198,12 @@ fn bn_backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let m = f32(P.n * P.hw);
     var g = dy[i];
     if ((P.flags & 1u) != 0u && y[i] <= 0.0) { g = 0.0; }
-    let is = saved[P.c + ch];
-    let xhat = (x[i] - saved[ch]) * is;
-    dx[i] = affine[ch] * is * (g - dparams[P.c + ch] / m - xhat * dparams[ch] / m);
+    let s = mean_invstd(ch);
+    if ((P.flags & 4u) != 0u) {
+        dx[i] = affine[ch] * s.y * g;
+    } else {
+        let xhat = (x[i] - s.x) * s.y;
+        dx[i] = affine[ch] * s.y * (g - dparams[P.c + ch] / m - xhat * dparams[ch] / m);
+    }
     if ((P.flags & 2u) != 0u) { dres[i] = g; }
 }

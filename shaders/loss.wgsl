@@ -1,15 +1,16 @@
-// Softmax cross-entropy (mean over the batch), its gradient, and the correct-prediction count.
+// Softmax cross-entropy (mean over the batch), its gradient, and the correct-prediction count,
+// with label smoothing e as torch.nn.CrossEntropyLoss(label_smoothing=e):
 //
-//   logits [N, O], labels [N] (u32)
-//   loss_n  = log(sum_o exp(z[n, o])) - z[n, label_n];     loss = sum_n loss_n / N
-//   dz[n,o] = (softmax(z[n])[o] - [o == label_n]) / N
+//   logits [N, O], labels [N] (u32); target q[n,o] = (1 - e) [o == label_n] + e / O
+//   loss_n  = log(sum_o exp(z[n, o])) - sum_o q[n,o] z[n,o];     loss = sum_n loss_n / N
+//   dz[n,o] = (softmax(z[n])[o] - q[n,o]) / N
 //   correct = #{n : argmax_o z[n, o] == label_n}  (first maximum wins, as torch.argmax)
 // ce_reduce sums the rows in a fixed order into stats = [loss, correct] and adds
 // [loss * N, correct, N] to a running accumulator that is read back only now and then; its
 // fourth slot records the first batch (1-based, since the last clear) whose loss was not finite,
 // so a divergence is reported at its exact step however rarely the host reads.
 
-struct Params { n: u32, o: u32, _p0: u32, _p1: u32 }
+struct Params { n: u32, o: u32, smoothing: f32, _p1: u32 }
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
@@ -35,11 +36,18 @@ fn ce_forward_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
     var se = 0.0;
     for (var o = 0u; o < P.o; o++) { se += exp(logits[base + o] - mx); }
     let inv_n = 1.0 / f32(P.n);
+    let e = P.smoothing;
+    let uniform_q = e / f32(P.o);
+    var sum_z = 0.0;
     for (var o = 0u; o < P.o; o++) {
-        let sm = exp(logits[base + o] - mx) / se;
-        dlogits[base + o] = (sm - select(0.0, 1.0, o == label)) * inv_n;
+        let z = logits[base + o];
+        let sm = exp(z - mx) / se;
+        let q = select(0.0, 1.0 - e, o == label) + uniform_q;
+        dlogits[base + o] = (sm - q) * inv_n;
+        sum_z += z;
     }
-    rows[2u * n] = log(se) + mx - logits[base + label];
+    // without smoothing exactly the plain cross-entropy (e = 0 adds 0 * sum_z)
+    rows[2u * n] = log(se) + mx - (1.0 - e) * logits[base + label] - uniform_q * sum_z;
     rows[2u * n + 1u] = select(0.0, 1.0, arg == label);
 }
 

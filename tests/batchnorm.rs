@@ -213,7 +213,7 @@ fn batchnorm_backward_matches_reference_and_finite_differences() {
                 &y,
                 &xt,
                 &bn.affine,
-                &bn.saved,
+                batchnorm::Stats::Batch(&bn.saved),
                 &dx,
                 &dp,
                 residual.then_some(&dres),
@@ -271,5 +271,71 @@ fn batchnorm_backward_matches_reference_and_finite_differences() {
                 1e-3,
             );
         }
+    }
+}
+
+/// Backward of the eval-mode forward inside a training step (frozen layers, --bn-eval): the
+/// running statistics are constants, checked against finite differences of the f64 eval forward.
+#[test]
+fn batchnorm_backward_on_running_statistics_matches_finite_differences() {
+    let gpu = gpu();
+    for (n, c, h, w, relu, residual) in [(2, 3, 4, 4, true, true), (3, 2, 3, 3, false, false)] {
+        let (hw, shape) = (h * w, [n, c, h, w]);
+        let len = n * c * hw;
+        let x = rand_vec(len, 71);
+        let res = rand_vec(len, 72);
+        let dyv = rand_vec(len, 73);
+        let gamma: Vec<f32> = rand_vec(c, 74).iter().map(|v| v + 1.5).collect();
+        let beta = rand_vec(c, 75);
+        let rm = rand_vec(c, 76);
+        let rv: Vec<f32> = rand_vec(c, 77).iter().map(|v| v.abs() + 0.5).collect();
+        let bn = bn_state(&gpu, &gamma, &beta, &rm, &rv);
+        let xt = gpu.upload(&x, &shape).unwrap();
+        let rt = gpu.upload(&res, &shape).unwrap();
+        let dy = gpu.upload(&dyv, &shape).unwrap();
+        let (y, dx, dres) = (
+            gpu.zeros(&shape).unwrap(),
+            gpu.zeros(&shape).unwrap(),
+            gpu.zeros(&shape).unwrap(),
+        );
+        let dp = gpu.zeros(&[2, c]).unwrap();
+        let fuse = Fuse {
+            residual: residual.then_some(&rt),
+            relu,
+        };
+        let mut ks = batchnorm::forward_eval(&gpu, &xt, &y, &bn.params(), fuse).unwrap();
+        ks.extend(
+            batchnorm::backward(
+                &gpu,
+                &dy,
+                &y,
+                &xt,
+                &bn.affine,
+                batchnorm::Stats::Running(&bn.running),
+                &dx,
+                &dp,
+                residual.then_some(&dres),
+                relu,
+            )
+            .unwrap(),
+        );
+        run(&gpu, &ks);
+        let (x64, g64, b64, r64, dy64) =
+            (f64s(&x), f64s(&gamma), f64s(&beta), f64s(&res), f64s(&dyv));
+        let (m64, v64) = (f64s(&rm), f64s(&rv));
+        let rref = residual.then_some(&r64[..]);
+        let fwd =
+            |x: &[f64], g: &[f64], b: &[f64]| bn_apply(n, c, hw, x, g, b, &m64, &v64, rref, relu);
+        let loss = |x: &[f64], g: &[f64], b: &[f64]| dot(&fwd(x, g, b), &dy64);
+        let tag = format!("bn backward on running stats {shape:?}");
+        let fd_x = finite_diff(&x64, 1e-6, |x| loss(x, &g64, &b64));
+        let fd_g = finite_diff(&g64, 1e-6, |g| loss(&x64, g, &b64));
+        let fd_b = finite_diff(&b64, 1e-6, |b| loss(&x64, &g64, b));
+        let dpg = read(&gpu, &dp);
+        assert_close(&format!("{tag} dx"), &read(&gpu, &dx), &fd_x, 1e-3);
+        assert_close(&format!("{tag} dgamma"), &dpg[..c], &fd_g, 1e-3);
+        assert_close(&format!("{tag} dbeta"), &dpg[c..], &fd_b, 1e-3);
+        // the running statistics are inputs here, never updated
+        assert_eq!(read(&gpu, &bn.running), [rm.clone(), rv.clone()].concat());
     }
 }

@@ -273,7 +273,7 @@ fn cross_entropy_loss_gradient_and_accuracy() {
         let lt = gpu.upload(&labels, &[n]).unwrap();
         let dz = gpu.zeros(&[n, o]).unwrap();
         let out = LossBuffers::new(&gpu, n).unwrap();
-        let ks = loss::cross_entropy(&gpu, &zt, &lt, &dz, &out).unwrap();
+        let ks = loss::cross_entropy(&gpu, &zt, &lt, &dz, &out, 0.0).unwrap();
         run(&gpu, &ks);
         run(&gpu, &ks); // twice: the accumulator must hold two batches
         let z64 = f64s(&z);
@@ -310,6 +310,45 @@ fn cross_entropy_loss_gradient_and_accuracy() {
             1e-4,
         );
     }
+}
+
+#[test]
+fn label_smoothing_matches_the_smoothed_targets_definition() {
+    let gpu = gpu();
+    for (n, o, e) in [(64, 10, 0.1), (3, 1000, 0.3), (5, 5, 1.0)] {
+        let z: Vec<f32> = rand_vec(n * o, 15).iter().map(|v| v * 4.0).collect();
+        let labels: Vec<u32> = (0..n).map(|i| ((i * 5 + 1) % o) as u32).collect();
+        let zt = gpu.upload(&z, &[n, o]).unwrap();
+        let lt = gpu.upload(&labels, &[n]).unwrap();
+        let dz = gpu.zeros(&[n, o]).unwrap();
+        let out = LossBuffers::new(&gpu, n).unwrap();
+        run(
+            &gpu,
+            &loss::cross_entropy(&gpu, &zt, &lt, &dz, &out, e as f32).unwrap(),
+        );
+        let z64 = f64s(&z);
+        let want = cross_entropy_smoothed(n, o, &z64, &labels, e);
+        let plain = cross_entropy(n, o, &z64, &labels);
+        assert!(
+            (want - plain).abs() > 1e-3,
+            "smoothing must change the loss"
+        );
+        assert_close("smoothed loss", &read(&gpu, &out.stats)[..1], &[want], 1e-5);
+        let fd = finite_diff(&z64, 1e-5, |z| cross_entropy_smoothed(n, o, z, &labels, e));
+        assert_close(
+            "smoothed gradient vs finite differences",
+            &read(&gpu, &dz),
+            &fd,
+            1e-4,
+        );
+    }
+    let (zt, lt) = (
+        gpu.zeros(&[2, 3]).unwrap(),
+        gpu.upload(&[0u32, 1], &[2]).unwrap(),
+    );
+    let out = LossBuffers::new(&gpu, 2).unwrap();
+    let err = loss::cross_entropy(&gpu, &zt, &lt, &gpu.zeros(&[2, 3]).unwrap(), &out, 1.5);
+    assert!(err.is_err(), "smoothing 1.5 must be refused");
 }
 
 #[test]

@@ -146,7 +146,7 @@ impl DataArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Train a ResNet (default: the recipe of He et al. 2016 for ResNet-20 on CIFAR-10)
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Loss and top-1 accuracy of a checkpoint on the test split
     Eval(eval::EvalArgs),
     /// Top-5 classes of image files (any size and format the `image` crate reads)
@@ -202,7 +202,7 @@ pub fn main() -> Result<()> {
     };
     match cli.command {
         Command::Info { gpu } => info::info(&gpu.options()?),
-        Command::Train(a) => train::train_cmd(a, &given),
+        Command::Train(a) => train::train_cmd(*a, &given),
         Command::Eval(a) => eval::eval_cmd(a),
         Command::Predict(a) => predict::run(a),
         Command::Experiment(a) => train::experiment_cmd(a),

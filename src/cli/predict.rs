@@ -3,9 +3,12 @@
 use super::eval::load_model;
 use super::GpuArgs;
 use clap::Args;
+use resnet::checkpoint::{self, Checkpoint};
 use resnet::classify::{softmax, top_k};
+use resnet::data::transforms::{write_chw, Transform};
 use resnet::gpu::Gpu;
 use resnet::plan::{Plan, PlanConfig};
+use resnet::rng::SplitMix64;
 use resnet::{Error, Result};
 use std::path::PathBuf;
 
@@ -21,9 +24,10 @@ pub struct PredictArgs {
     /// How many classes to show per image
     #[arg(long, default_value_t = 5)]
     top: usize,
-    /// Network input size (images are resized to it)
-    #[arg(long, default_value_t = 32)]
-    image_size: usize,
+    /// Resize images to this size (default: as the checkpoint was evaluated, from its
+    /// metadata: e.g. resize 256 + centre crop 224, or 32 for CIFAR models)
+    #[arg(long)]
+    image_size: Option<usize>,
     /// Print JSON lines instead of text
     #[arg(long)]
     json: bool,
@@ -34,47 +38,64 @@ pub struct PredictArgs {
     gpu: GpuArgs,
 }
 
-/// Decodes, resizes (bilinear) and lays out an image as CHW bytes.
-pub fn image_chw(path: &std::path::Path, size: usize) -> Result<Vec<u8>> {
+/// How the checkpoint's evaluation prepared images: its `resize` + centre crop to
+/// `input_size` (the ImageNet models on photo folders), else a resize to `input_size` (32 for
+/// checkpoints without it); `--image-size` resizes to that size instead.
+fn preprocessing(ck: &Checkpoint, image_size: Option<usize>) -> Result<Transform> {
+    if let Some(s) = image_size {
+        return Ok(Transform::Resize { size: (s, s) });
+    }
+    let number = |key: &str, v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| {
+                Error::Invalid(format!("checkpoint metadata '{key}' is not a size: {v}"))
+            })
+    };
+    let side = match ck.metadata.get("input_size") {
+        Some(v) => number("input_size", v.split(',').next().unwrap_or(""))?,
+        None => 32,
+    };
+    Ok(match ck.metadata.get("resize") {
+        Some(r) => Transform::ResizeCenterCrop {
+            resize: number("resize", r)?.max(side),
+            crop: side,
+        },
+        None => Transform::Resize { size: (side, side) },
+    })
+}
+
+/// Decodes an image, prepares it with `t` and lays it out as CHW bytes.
+fn image_chw(path: &std::path::Path, t: &Transform) -> Result<Vec<u8>> {
     let img = image::open(path)
         .map_err(|e| Error::Invalid(format!("{}: cannot read image: {e}", path.display())))?;
-    let rgb = img.to_rgb8();
-    let rgb = if rgb.dimensions() == (size as u32, size as u32) {
-        rgb
-    } else {
-        image::imageops::resize(
-            &rgb,
-            size as u32,
-            size as u32,
-            image::imageops::FilterType::Triangle,
-        )
-    };
-    let mut out = vec![0u8; 3 * size * size];
-    for (i, p) in rgb.pixels().enumerate() {
-        for c in 0..3 {
-            out[c * size * size + i] = p[c];
-        }
-    }
+    let img = t.apply(img.to_rgb8(), &mut SplitMix64(0));
+    let mut out = vec![0u8; 3 * (img.width() * img.height()) as usize];
+    write_chw(&img, &mut out);
     Ok(out)
 }
 
 /// Runs `resnet predict`.
 pub fn run(a: PredictArgs) -> Result<()> {
-    if a.image_size == 0 || a.top == 0 {
+    if a.image_size == Some(0) || a.top == 0 {
         return Err(Error::Invalid(
             "--image-size and --top must be at least 1".into(),
         ));
     }
+    let ck = checkpoint::load(&a.checkpoint)?;
+    let prep = preprocessing(&ck, a.image_size)?;
     let mut pixels = Vec::new();
     for p in &a.images {
-        pixels.extend(image_chw(p, a.image_size)?);
+        pixels.extend(image_chw(p, &prep)?);
     }
     let gpu = Gpu::new_blocking(&a.gpu.options()?)?;
     let (m, ck) = load_model(&gpu, &a.checkpoint, a.model.as_deref(), 10)?;
     let k = m.spec.num_classes;
     let classes = ck.class_names(k);
     let n = a.images.len();
-    let size = (a.image_size, a.image_size);
+    let size = prep.out_size();
     let plan = Plan::new(&gpu, &m, PlanConfig::eval(n, size, ck.normalisation()?))?;
     plan.set_batch(&gpu, &pixels, &vec![0; n])?;
     plan.submit(&gpu);

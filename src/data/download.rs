@@ -55,7 +55,7 @@ pub fn download_cifar10(url: &str, md5: &str, cache_dir: &Path) -> Result<PathBu
         return Ok(cache_dir.to_path_buf());
     }
     fs::create_dir_all(cache_dir).map_err(|e| io_err(cache_dir, "cannot create directory", e))?;
-    let archive = cache_dir.join(archive_name(url));
+    let archive = cache_dir.join(archive_name(url, FALLBACK_NAME));
     if !(archive.is_file() && file_md5(&archive)? == md5) {
         fetch(url, &archive, &md5)?;
     }
@@ -87,8 +87,8 @@ pub fn parse_md5(md5: &str) -> Result<String> {
     Ok(md5)
 }
 
-/// The last path segment of `url` when it is a plain file name, else the official archive's name.
-fn archive_name(url: &str) -> String {
+/// The last path segment of `url` when it is a plain file name, else `fallback`.
+pub(super) fn archive_name(url: &str, fallback: &str) -> String {
     let path = url.split(['?', '#']).next().unwrap_or("");
     let name = path.rsplit('/').next().unwrap_or("");
     let plain = name
@@ -97,7 +97,7 @@ fn archive_name(url: &str) -> String {
     if plain && !name.is_empty() && !name.starts_with('.') {
         name.to_string()
     } else {
-        FALLBACK_NAME.to_string()
+        fallback.to_string()
     }
 }
 
@@ -122,7 +122,8 @@ fn fetch(url: &str, dest: &Path, md5: &str) -> Result<()> {
     result
 }
 
-fn fetch_to(url: &str, tmp: &Path, md5: &str) -> Result<()> {
+/// An HTTP agent with time-outs, on the platform's TLS (Cargo.toml).
+pub(super) fn agent() -> ureq::Agent {
     let config = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_per_read(Some(Duration::from_secs(60)));
@@ -133,8 +134,11 @@ fn fetch_to(url: &str, tmp: &Path, md5: &str) -> Result<()> {
             .provider(ureq::tls::TlsProvider::NativeTls)
             .build(),
     );
-    let agent: ureq::Agent = config.build().into();
-    let response = agent
+    config.build().into()
+}
+
+fn fetch_to(url: &str, tmp: &Path, md5: &str) -> Result<()> {
+    let response = agent()
         .get(url)
         .call()
         .map_err(|e| invalid(format!("downloading {url}: {e}")))?;
@@ -176,7 +180,7 @@ fn fetch_to(url: &str, tmp: &Path, md5: &str) -> Result<()> {
 }
 
 /// A byte-counting bar on stderr, hidden when stderr is not a terminal.
-fn progress_bar(len: Option<u64>, url: &str) -> ProgressBar {
+pub(super) fn progress_bar(len: Option<u64>, url: &str) -> ProgressBar {
     use std::io::IsTerminal;
     let target = if io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()

@@ -50,7 +50,10 @@ pub fn fetch_pretrained(url: &str, sha256: Option<&str>, cache_dir: &Path) -> Re
     if dest.is_file() {
         match &sha256 {
             Some(want) if file_sha256(&dest)? != *want => {
-                eprintln!("{}: checksum differs from --pretrained-sha256; downloading again", dest.display());
+                eprintln!(
+                    "{}: checksum differs from --pretrained-sha256; downloading again",
+                    dest.display()
+                );
             }
             _ => return Ok(dest),
         }
@@ -151,7 +154,10 @@ fn download_from(url: &str, part: &Path, have: u64) -> std::result::Result<(), B
     }
     bar.finish_and_clear();
     if len.is_some_and(|l| got < l) {
-        return Err(Broke::Resumable(format!("{got} of {} bytes", len.unwrap_or(0))));
+        return Err(Broke::Resumable(format!(
+            "{got} of {} bytes",
+            len.unwrap_or(0)
+        )));
     }
     file.sync_all().map_err(fatal)
 }

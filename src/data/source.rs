@@ -33,6 +33,11 @@ pub trait ImageSource: Send + Sync {
     fn gpu_augment(&self) -> bool;
     /// The input normalisation of models trained on these images.
     fn normalize(&self) -> Normalize;
+    /// How evaluation and `predict` prepare an image for models trained on this source: the
+    /// shorter side resized to `.0` (then centre-cropped) where given, and the input size `.1`.
+    fn eval_input(&self) -> (Option<usize>, (usize, usize)) {
+        (None, self.size())
+    }
     /// The images `idx`, in that order, with the training (`train`) or evaluation transform.
     fn select(&self, idx: &[usize], train: bool) -> Arc<dyn ImageSource>;
 }

@@ -155,6 +155,12 @@ impl ImageSource for FolderSet {
     fn normalize(&self) -> Normalize {
         IMAGENET_NORMALIZE
     }
+    fn eval_input(&self) -> (Option<usize>, (usize, usize)) {
+        match self.eval {
+            Transform::ResizeCenterCrop { resize, crop } => (Some(resize), (crop, crop)),
+            other => (None, other.out_size()),
+        }
+    }
     fn select(&self, idx: &[usize], train: bool) -> Arc<dyn ImageSource> {
         let mut set = FolderSet {
             root: self.root.clone(),

@@ -165,3 +165,159 @@ impl ModelState {
         gpu.write(&self.momentum, &v)
     }
 }
+
+/// What [`ModelState::load_pretrained`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pretrained {
+    /// Tensors taken from the checkpoint.
+    pub loaded: usize,
+    /// `Some((checkpoint classes, model classes))` when `fc` was left freshly initialised
+    /// because the checkpoint's head has another number of classes.
+    pub new_head: Option<(usize, usize)>,
+}
+
+/// At most this many names are listed per kind of mismatch.
+const LISTED: usize = 6;
+
+fn listed(kind: &str, names: &[String]) -> Option<String> {
+    if names.is_empty() {
+        return None;
+    }
+    let more = names.len().saturating_sub(LISTED);
+    let shown = names[..names.len().min(LISTED)].join(", ");
+    let tail = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    Some(format!("{} {kind} ({shown}{tail})", names.len()))
+}
+
+impl ModelState {
+    /// Loads pretrained weights by torchvision/timm state_dict names (a `module.` prefix, as
+    /// DistributedDataParallel saves, is dropped). A checkpoint whose `fc` has another number of
+    /// classes leaves this model's freshly initialised `fc` in place; every other tensor must be
+    /// present with the model's shape, and an error lists what is missing, unexpected or of the
+    /// wrong shape. `num_batches_tracked` is optional (timm checkpoints may lack it).
+    pub async fn load_pretrained(
+        &self,
+        gpu: &Gpu,
+        ck: &Checkpoint,
+        what: &str,
+    ) -> Result<Pretrained> {
+        let by_name: std::collections::HashMap<&str, &NamedTensor> = ck
+            .tensors
+            .iter()
+            .map(|t| (t.name.strip_prefix("module.").unwrap_or(&t.name), t))
+            .collect();
+        let fc_w = "fc.weight".to_string();
+        let model_fc = trainable(self)
+            .into_iter()
+            .find(|t| t.0 == fc_w)
+            .map(|t| t.1)
+            .unwrap_or_default();
+        let new_head = match by_name.get(fc_w.as_str()) {
+            Some(t)
+                if t.shape.len() == 2
+                    && model_fc.len() == 2
+                    && t.shape[1] == model_fc[1]
+                    && t.shape[0] != model_fc[0] =>
+            {
+                Some((t.shape[0], model_fc[0]))
+            }
+            _ => None,
+        };
+        let skip = |name: &str| new_head.is_some() && name.starts_with("fc.");
+        // (name, shape, destination: parameter offset or running offset)
+        let mut wanted: Vec<(String, Vec<usize>, Dest)> = trainable(self)
+            .into_iter()
+            .map(|(n, s, off)| (n, s, Dest::Param(off)))
+            .collect();
+        for rr in &self.layout.running {
+            let c = rr.shape[1];
+            wanted.push((
+                format!("{}.running_mean", rr.name),
+                vec![c],
+                Dest::Running(rr.offset),
+            ));
+            wanted.push((
+                format!("{}.running_var", rr.name),
+                vec![c],
+                Dest::Running(rr.offset + c),
+            ));
+        }
+        let (mut missing, mut wrong) = (Vec::new(), Vec::new());
+        for (name, shape, _) in &wanted {
+            match by_name.get(name.as_str()) {
+                _ if skip(name) => {}
+                None => missing.push(name.clone()),
+                Some(t) if t.shape != *shape || t.as_f32().is_none() => wrong.push(format!(
+                    "{name}: file {:?} {}, model {shape:?}",
+                    t.shape,
+                    t.data.dtype_name()
+                )),
+                Some(_) => {}
+            }
+        }
+        let known: std::collections::HashSet<&str> = wanted.iter().map(|w| w.0.as_str()).collect();
+        let unexpected: Vec<String> = by_name
+            .keys()
+            .filter(|n| !known.contains(*n) && !n.ends_with(".num_batches_tracked") && !skip(n))
+            .map(|n| n.to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let problems: Vec<String> = [
+            listed("missing", &missing),
+            listed("unexpected", &unexpected),
+            listed("of the wrong shape", &wrong),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !problems.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{what}: does not fit a {}: {}",
+                self.spec.name,
+                problems.join("; ")
+            )));
+        }
+        self.copy_in(gpu, &by_name, &wanted, &skip).await?;
+        Ok(Pretrained {
+            loaded: wanted.iter().filter(|w| !skip(&w.0)).count(),
+            new_head,
+        })
+    }
+
+    /// Overwrites the named tensors of `wanted` (all checked present) in the parameter and
+    /// running-statistics buffers; the rest keep their current values.
+    async fn copy_in(
+        &self,
+        gpu: &Gpu,
+        by_name: &std::collections::HashMap<&str, &NamedTensor>,
+        wanted: &[(String, Vec<usize>, Dest)],
+        skip: &dyn Fn(&str) -> bool,
+    ) -> Result<()> {
+        let mut p = gpu.read(&self.params).await?;
+        let mut r = gpu.read(&self.running).await?;
+        for (name, _, dest) in wanted {
+            if skip(name) {
+                continue;
+            }
+            let v = by_name[name.as_str()].as_f32().expect("checked f32");
+            match *dest {
+                Dest::Param(off) => p[off..off + v.len()].copy_from_slice(v),
+                Dest::Running(off) => r[off..off + v.len()].copy_from_slice(v),
+            }
+        }
+        gpu.write(&self.params, &p)?;
+        gpu.write(&self.running, &r)
+    }
+}
+
+/// Where a state_dict tensor goes: an offset into the parameters or the running statistics.
+#[derive(Debug, Clone, Copy)]
+enum Dest {
+    Param(usize),
+    Running(usize),
+}

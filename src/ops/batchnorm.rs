@@ -192,9 +192,19 @@ pub fn forward_eval(
     )?])
 }
 
-/// Backward of [`forward_train`]: dx, and dgamma/dbeta into `dparams` [2, C].
-/// With `relu`, `y` (the forward output) masks dy. With `dres`, the gradient reaching the
-/// residual input (dy masked by the ReLU) is written there too.
+/// The statistics a BatchNorm normalised with, for its backward.
+#[derive(Clone, Copy)]
+pub enum Stats<'a> {
+    /// The batch's (mean, invstd) [2, C] saved by [`forward_train`].
+    Batch(&'a Tensor),
+    /// The running statistics [2, C] ([`forward_eval`] inside a training step: frozen layers,
+    /// `--bn-eval`), constants for the backward.
+    Running(&'a Tensor),
+}
+
+/// Backward of [`forward_train`] (or of [`forward_eval`] with `Stats::Running`): dx, and
+/// dgamma/dbeta into `dparams` [2, C]. With `relu`, `y` (the forward output) masks dy. With
+/// `dres`, the gradient reaching the residual input (dy masked by the ReLU) is written there too.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     gpu: &Gpu,
@@ -202,7 +212,7 @@ pub fn backward(
     y: &Tensor,
     x: &Tensor,
     affine: &Tensor,
-    saved: &Tensor,
+    stats: Stats,
     dx: &Tensor,
     dparams: &Tensor,
     dres: Option<&Tensor>,
@@ -214,29 +224,46 @@ pub fn backward(
         check_shape(OP, name, t, &x.shape)?;
     }
     check_shape(OP, "affine (gamma, beta)", affine, &[2, c])?;
-    check_shape(OP, "saved (mean, invstd)", saved, &[2, c])?;
     check_shape(OP, "dparams", dparams, &[2, c])?;
     if let Some(r) = dres {
         check_shape(OP, "dresidual", r, &x.shape)?;
     }
-    let f = (if relu { RELU } else { 0 }) | (if dres.is_some() { RESIDUAL } else { 0 });
+    let d = dummy(gpu)?;
+    let (saved, running, fixed) = match stats {
+        Stats::Batch(t) => (t, &d, 0),
+        Stats::Running(t) => (&d, t, EVAL),
+    };
+    check_shape(
+        OP,
+        "statistics",
+        if fixed == 0 { saved } else { running },
+        &[2, c],
+    )?;
+    let f = (if relu { RELU } else { 0 }) | (if dres.is_some() { RESIDUAL } else { 0 }) | fixed;
     let partial = partial_sums(gpu, n, c, hw)?;
     let mut kernels = reduction(
         gpu,
         OP,
         ("bn_backward_chunk", "bn_backward_reduce"),
         params(n, c, hw, f, 0.0),
-        &[(1, x), (2, y), (5, saved), (10, dy), (14, &partial)],
+        &[
+            (1, x),
+            (2, y),
+            (5, saved),
+            (7, running),
+            (10, dy),
+            (14, &partial),
+        ],
         &[(12, dparams), (14, &partial)],
         (n, c, hw),
     )?;
-    let d = dummy(gpu)?;
     let dr = dres.unwrap_or(&d);
     let bufs = [
         (1, x),
         (2, y),
         (3, affine),
         (5, saved),
+        (7, running),
         (10, dy),
         (11, dx),
         (12, dparams),

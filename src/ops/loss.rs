@@ -93,13 +93,14 @@ impl LossSums {
 }
 
 /// Mean softmax cross-entropy of `logits` [N, O] against `labels` [N] (u32), with the gradient
-/// into `dlogits` [N, O].
+/// into `dlogits` [N, O]; `smoothing` is PyTorch's `label_smoothing` (0: none).
 pub fn cross_entropy(
     gpu: &Gpu,
     logits: &Tensor,
     labels: &Tensor,
     dlogits: &Tensor,
     out: &LossBuffers,
+    smoothing: f32,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = "cross entropy";
     if logits.shape.len() != 2 {
@@ -112,7 +113,13 @@ pub fn cross_entropy(
     check_shape(OP, "labels", labels, &[n])?;
     check_shape(OP, "dlogits", dlogits, &logits.shape)?;
     check_shape(OP, "rows", &out.rows, &[n, 2])?;
-    let p = Uniform::new().u(n).u(o).u(0).u(0);
+    if !(0.0..=1.0).contains(&smoothing) {
+        return shape_err(
+            OP,
+            format!("label smoothing must be in [0, 1], got {smoothing}"),
+        );
+    }
+    let p = Uniform::new().u(n).u(o).f(smoothing).u(0);
     let fb = kernel(
         gpu,
         OP,

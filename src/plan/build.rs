@@ -1,6 +1,7 @@
 //! Turns a model's layer graph into stages of kernels: the input, the forward pass stage by stage,
 //! then (training) the backward pass in reverse and the optimizer.
 
+use super::config::FineTune;
 use super::layers::{BlockSaved, ConvBnSaved, FusedGrad, Recorder};
 use super::recycle::BufferPool;
 use super::{KernelAt, Mode, PlanConfig, SgdChunk, Stage};
@@ -52,6 +53,7 @@ pub(super) fn build(gpu: &Gpu, m: &ModelState, cfg: &PlanConfig) -> Result<Built
         gpu,
         m,
         train,
+        tune: &cfg.tune,
         pool: BufferPool::default(),
     };
     let (input, io, x0) = input_stage(gpu, cfg, &m.arch.fc)?;
@@ -213,8 +215,14 @@ impl Visitor for ForwardWalk<'_, '_> {
         ks.extend(linear::forward(gpu, &features, &w, &b, &self.io.logits)?);
         let dlogits = gpu.zeros(&[n, fc.out_features])?;
         let io = self.io;
+        // label smoothing shapes the training loss; evaluation reports the plain cross-entropy
+        let smoothing = if self.rec.train {
+            self.rec.tune.label_smoothing
+        } else {
+            0.0
+        };
         ks.extend(loss::cross_entropy(
-            gpu, &io.logits, &io.labels, &dlogits, &io.loss,
+            gpu, &io.logits, &io.labels, &dlogits, &io.loss, smoothing,
         )?);
         self.stages.push(Stage {
             name: "head".into(),
@@ -297,8 +305,9 @@ fn head_backward(rec: &mut Recorder, head: &HeadSaved, stages: &mut Vec<Stage>) 
     Ok(g)
 }
 
-/// SGD over the flat parameter, gradient and momentum buffers, in chunks that fit one binding
-/// (stage `optimizer`, the `stage`-th).
+/// SGD over the flat parameter, gradient and momentum buffers (stage `optimizer`, the
+/// `stage`-th): one kernel per run of consecutive layers sharing a learning-rate multiplier,
+/// split where a run exceeds one binding; frozen layers get none.
 fn optimizer_stage(
     gpu: &Gpu,
     m: &ModelState,
@@ -307,24 +316,47 @@ fn optimizer_stage(
 ) -> Result<(Stage, Vec<SgdChunk>)> {
     let align = gpu.view_align();
     let max_chunk = (gpu.limits.max_storage_buffer_binding_size as usize / 4) / align * align;
-    let total = m.layout.params_len;
     let (mut kernels, mut chunks) = (Vec::new(), Vec::new());
-    let mut offset = 0;
-    while offset < total {
-        let len = max_chunk.min(total - offset);
-        let v = |t: &Tensor| t.view(offset, &[len]);
-        let (p, g, v) = (v(&m.params)?, v(&m.grads)?, v(&m.momentum)?);
-        kernels.extend(sgd::step(gpu, &cfg.sgd, &p, &g, &v)?);
-        let index = kernels.len() - 1;
-        chunks.push(SgdChunk {
-            at: KernelAt { stage, index },
-            len,
-        });
-        offset += len;
+    for (range, lr_scale) in lr_groups(m, &cfg.tune) {
+        let mut offset = range.start;
+        while offset < range.end {
+            let len = max_chunk.min(range.end - offset);
+            let v = |t: &Tensor| t.view(offset, &[len]);
+            let (p, g, v) = (v(&m.params)?, v(&m.grads)?, v(&m.momentum)?);
+            kernels.extend(sgd::step(gpu, &cfg.sgd, &p, &g, &v)?);
+            let index = kernels.len() - 1;
+            chunks.push(SgdChunk {
+                at: KernelAt { stage, index },
+                len,
+                lr_scale,
+            });
+            offset += len;
+        }
     }
     let stage = Stage {
         name: "optimizer".into(),
         kernels,
     };
     Ok((stage, chunks))
+}
+
+/// Ranges of the flat parameter buffer with one learning-rate multiplier each: consecutive
+/// layers with the same multiplier merged (the whole buffer when nothing is tuned), frozen
+/// layers left out.
+fn lr_groups(m: &ModelState, tune: &FineTune) -> Vec<(std::ops::Range<usize>, f32)> {
+    let mut regions: Vec<_> = m.layout.params.iter().collect();
+    regions.sort_by_key(|r| r.offset);
+    let mut groups: Vec<(std::ops::Range<usize>, f32)> = Vec::new();
+    for (i, r) in regions.iter().enumerate() {
+        let Some(scale) = tune.lr_scale(&r.name) else {
+            continue;
+        };
+        // a region owns the padding up to the next one, so merged groups stay contiguous
+        let end = regions.get(i + 1).map_or(m.layout.params_len, |n| n.offset);
+        match groups.last_mut() {
+            Some((range, s)) if *s == scale && range.end == r.offset => range.end = end,
+            _ => groups.push((r.offset..end, scale)),
+        }
+    }
+    groups
 }

@@ -33,6 +33,61 @@ pub struct PlanConfig {
     /// Optimizer settings of a training plan (unused in evaluation); the learning rate is set per
     /// step with `Plan::set_step`.
     pub sgd: SgdConfig,
+    /// Frozen layers, BatchNorm on running statistics, per-group learning rates, label smoothing.
+    pub tune: FineTune,
+}
+
+/// How a training plan fine-tunes: which layers stay fixed, which BatchNorms run on their
+/// running statistics, how fast the body learns against the head, and the loss's label smoothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FineTune {
+    /// state_dict prefixes (`conv1`, `bn1`, `layer1`, `layer4.1`, `fc`) whose parameters and
+    /// BatchNorm statistics stay fixed: no update, and their BatchNorms normalise with the
+    /// running statistics.
+    pub frozen: Vec<String>,
+    /// Every BatchNorm normalises with its running statistics, which stay fixed (PyTorch's
+    /// `module.eval()` on the BN layers: small-batch fine-tuning).
+    pub bn_eval: bool,
+    /// Learning-rate multiplier of every parameter outside `fc`.
+    pub backbone_lr: f32,
+    /// `label_smoothing` of the training loss (PyTorch's CrossEntropyLoss).
+    pub label_smoothing: f32,
+}
+
+impl Default for FineTune {
+    /// Plain training: nothing frozen, batch statistics, one learning rate, no smoothing.
+    fn default() -> Self {
+        FineTune {
+            frozen: Vec::new(),
+            bn_eval: false,
+            backbone_lr: 1.0,
+            label_smoothing: 0.0,
+        }
+    }
+}
+
+impl FineTune {
+    /// Whether the layer named `name` (a state_dict prefix) is frozen.
+    pub fn is_frozen(&self, name: &str) -> bool {
+        self.frozen.iter().any(|p| {
+            name == p
+                || (name.starts_with(p.as_str()) && name.as_bytes().get(p.len()) == Some(&b'.'))
+        })
+    }
+
+    /// Whether the BatchNorm `name` normalises with its (fixed) running statistics in training.
+    pub fn bn_fixed(&self, name: &str) -> bool {
+        self.bn_eval || self.is_frozen(name)
+    }
+
+    /// The learning-rate multiplier of layer `name`'s parameters; None when frozen.
+    pub fn lr_scale(&self, name: &str) -> Option<f32> {
+        match (self.is_frozen(name), name == "fc") {
+            (true, _) => None,
+            (false, true) => Some(1.0),
+            (false, false) => Some(self.backbone_lr),
+        }
+    }
 }
 
 /// The padding of He et al.'s CIFAR augmentation: pad 4, random 32x32 crop, horizontal flip.
@@ -51,6 +106,7 @@ impl PlanConfig {
             normalize,
             mode: Mode::Train,
             sgd,
+            tune: FineTune::default(),
         }
     }
 
@@ -65,6 +121,7 @@ impl PlanConfig {
             normalize,
             mode: Mode::Eval,
             sgd: SgdConfig::he2016(),
+            tune: FineTune::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Recording one layer at a time: conv + BN and a residual block, forward and backward, with the
 //! tensors the forward keeps for the backward.
 
+use super::config::FineTune;
 use super::recycle::BufferPool;
 use crate::error::Result;
 use crate::gpu::{Gpu, Kernel, Tensor};
@@ -45,6 +46,8 @@ pub(super) struct Recorder<'a> {
     pub m: &'a ModelState,
     /// Training (batch statistics, tensors kept for the backward) or evaluation.
     pub train: bool,
+    /// Frozen layers and BatchNorms on running statistics (training).
+    pub tune: &'a FineTune,
     /// Activation buffers free for reuse.
     pub pool: BufferPool,
 }
@@ -95,7 +98,7 @@ impl Recorder<'_> {
             affine: &affine,
             running: &running,
         };
-        let stats = if self.train {
+        let stats = if self.train && !self.tune.bn_fixed(&cb.bn) {
             let stats = gpu.zeros(&[2, cb.cout])?;
             ks.extend(batchnorm::forward_train(
                 gpu, &c, &a, &p, &stats, fuse, MOMENTUM,
@@ -125,10 +128,12 @@ impl Recorder<'_> {
     ) -> Result<Option<Tensor>> {
         let (gpu, m) = (self.gpu, self.m);
         let dc = self.pool.get(gpu, &s.c.shape)?;
-        let stats = s
-            .stats
-            .as_ref()
-            .expect("a training plan keeps batch statistics");
+        // a BN without batch statistics normalised with its running ones (frozen, --bn-eval)
+        let running = m.running_of(&cb.bn)?;
+        let stats = match &s.stats {
+            Some(batch) => batchnorm::Stats::Batch(batch),
+            None => batchnorm::Stats::Running(&running),
+        };
         ks.extend(batchnorm::backward(
             gpu,
             g,

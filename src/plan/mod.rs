@@ -7,7 +7,7 @@ mod config;
 mod layers;
 mod recycle;
 
-pub use config::{Mode, Normalize, PlanConfig};
+pub use config::{FineTune, Mode, Normalize, PlanConfig};
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Kernel, PassTimer, Tensor};
@@ -59,6 +59,8 @@ struct KernelAt {
 struct SgdChunk {
     at: KernelAt,
     len: usize,
+    /// This chunk's learning rate over the step's (--lr-backbone).
+    lr_scale: f32,
 }
 
 impl Plan {
@@ -119,11 +121,11 @@ impl Plan {
         let augment = self.config.augment_config(seed);
         self.kernel(self.augment)
             .set_params(gpu, &augment.uniform());
-        let sgd = SgdConfig {
-            lr,
-            ..self.config.sgd
-        };
         for chunk in &self.sgd {
+            let sgd = SgdConfig {
+                lr: lr * chunk.lr_scale,
+                ..self.config.sgd
+            };
             self.kernel(chunk.at)
                 .set_params(gpu, &sgd.uniform(chunk.len));
         }

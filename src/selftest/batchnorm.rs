@@ -75,7 +75,7 @@ fn one_shape(gpu: &Gpu, shape: [usize; 4], seed: u64) -> Result<Vec<(Vec<f32>, V
         &y,
         &xt,
         &affine,
-        &saved,
+        batchnorm::Stats::Batch(&saved),
         &dx,
         &dparams,
         Some(&dres),

@@ -146,12 +146,116 @@ pub struct TrainOptions {
     /// models; default: the cores less one)
     #[arg(long, default_value_t = crate::data::default_workers())]
     pub workers: usize,
+    #[command(flatten)]
+    pub tune: TuneOptions,
     /// Read loss and accuracy back every this many steps
     #[arg(long, default_value_t = 10)]
     pub log_every: usize,
     /// Adapter and kernel choice (the CLI's --backend and --kernels).
     #[arg(skip)]
     pub gpu: GpuOptions,
+}
+
+/// Fine-tuning: where the weights start, what trains, and how.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TuneOptions {
+    /// Start from these weights: a safetensors file with torchvision/timm state_dict names, or
+    /// an http(s) URL downloaded once into the cache directory
+    #[arg(long, value_name = "FILE|URL")]
+    pub pretrained: Option<String>,
+    /// SHA-256 the --pretrained file must have (checked after the download)
+    #[arg(long, value_name = "HEX")]
+    pub pretrained_sha256: Option<String>,
+    /// Number of classes (default: the data's class folders); a --pretrained head with another
+    /// number is replaced by a fresh layer
+    #[arg(long)]
+    pub num_classes: Option<usize>,
+    /// Keep these layers' weights and BatchNorm statistics fixed: stem (conv1, bn1), layer1 ..
+    /// layer4, fc, or any state_dict prefix such as layer4.1
+    #[arg(long, value_delimiter = ',', value_name = "LAYERS")]
+    pub freeze: Vec<String>,
+    /// Train only these layers (the others are frozen), e.g. fc or layer4,fc
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "LAYERS",
+        conflicts_with = "freeze"
+    )]
+    pub train_only: Vec<String>,
+    /// BatchNorm normalises with its running statistics and keeps them fixed (small batches)
+    #[arg(long)]
+    pub bn_eval: bool,
+    /// Learning rate of every layer but fc, as a multiple of --lr (0.1: the head learns ten
+    /// times faster than the body)
+    #[arg(long, default_value_t = 1.0, value_name = "MULTIPLIER")]
+    pub lr_backbone: f32,
+    /// Label smoothing of the training loss, as torch.nn.CrossEntropyLoss(label_smoothing=)
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f32,
+}
+
+impl TuneOptions {
+    /// The plan's fine-tuning settings for `spec`: names checked against its layers, `stem`
+    /// read as conv1 and bn1, --train-only turned into the frozen rest.
+    pub fn fine_tune(&self, spec: &crate::model::ModelSpec) -> Result<crate::plan::FineTune> {
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(Error::Invalid(format!(
+                "--label-smoothing must be in [0, 1), got {}",
+                self.label_smoothing
+            )));
+        }
+        if !(self.lr_backbone.is_finite() && self.lr_backbone >= 0.0) {
+            return Err(Error::Invalid(format!(
+                "--lr-backbone must be a multiplier of 0 or more, got {}",
+                self.lr_backbone
+            )));
+        }
+        let layers = crate::model::layer_names(spec);
+        let top: Vec<String> = layers.iter().map(|n| top_level(n).to_string()).collect();
+        let expand = |opt: &str, names: &[String]| -> Result<Vec<String>> {
+            let mut out = Vec::new();
+            for n in names {
+                let parts: Vec<String> = match n.as_str() {
+                    "stem" => vec!["conv1".into(), "bn1".into()],
+                    _ => vec![n.clone()],
+                };
+                for p in parts {
+                    let dotted = format!("{p}.");
+                    if !layers.iter().any(|l| *l == p || l.starts_with(&dotted)) {
+                        return Err(Error::Invalid(format!(
+                            "{opt} {n}: {} has no such layer (stem, layer1 ... fc, or a state_dict prefix such as layer1.0)",
+                            spec.name
+                        )));
+                    }
+                    out.push(p);
+                }
+            }
+            Ok(out)
+        };
+        let mut frozen = expand("--freeze", &self.freeze)?;
+        if !self.train_only.is_empty() {
+            let train = expand("--train-only", &self.train_only)?;
+            let kept = |t: &str| {
+                train
+                    .iter()
+                    .any(|k| k == t || k.starts_with(&format!("{t}.")))
+            };
+            let mut rest: Vec<String> = top.into_iter().filter(|t| !kept(t)).collect();
+            rest.dedup();
+            frozen = rest;
+        }
+        Ok(crate::plan::FineTune {
+            frozen,
+            bn_eval: self.bn_eval,
+            backbone_lr: self.lr_backbone,
+            label_smoothing: self.label_smoothing,
+        })
+    }
+}
+
+/// The first component of a layer name: `layer1` of `layer1.0.conv1`.
+fn top_level(name: &str) -> &str {
+    name.split('.').next().unwrap_or(name)
 }
 
 impl Default for TrainOptions {

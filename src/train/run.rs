@@ -8,7 +8,7 @@ use super::progress::Progress;
 use super::schedule::shuffled;
 use super::{Recipe, TrainOptions, Trainer};
 use crate::checkpoint::{self, Checkpoint};
-use crate::data::{BatchJob, ImageSource, Prefetch, Sources};
+use crate::data::{self, BatchJob, ImageSource, Prefetch, Sources};
 use crate::dist::Dist;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
@@ -154,7 +154,7 @@ struct EpochTraining {
 impl<'o> Run<'o> {
     /// A fresh run in `o.out`, or the run there resumed from its last checkpoint.
     fn open(o: &'o TrainOptions, train: &dyn ImageSource, dist: Dist) -> Result<Run<'o>> {
-        let spec = ModelSpec::from_name(&o.model, train.classes().len())?;
+        let spec = ModelSpec::from_name(&o.model, classes_of(o, train)?)?;
         let local_batch = shard_size(o.recipe.batch, &dist)?;
         let steps_per_epoch = train.len() / o.recipe.batch;
         let epochs = o.epochs.unwrap_or(match spec.family {
@@ -176,7 +176,7 @@ impl<'o> Run<'o> {
             .as_bytes(),
         )?;
         // every rank opens its own device and model; a failure on any stops them all
-        let cfg = training_plan(o, train, local_batch);
+        let cfg = training_plan(o, train, local_batch, &spec)?;
         let opened = open_here(o, &spec, cfg, &dist);
         let (gpu, m, mut trainer, at) = dist.collective(opened)?;
         trainer.iteration = at.iteration;
@@ -188,7 +188,7 @@ impl<'o> Run<'o> {
         Ok(Run {
             options: o,
             recipe: o.recipe.with_epochs_as_iterations(steps_per_epoch),
-            meta: checkpoint::metadata(&spec, train.classes(), &train.normalize()),
+            meta: run_metadata(&spec, train),
             gpu,
             model: m,
             trainer,
@@ -634,11 +634,14 @@ fn open_here(
     }
     let at = match o.resume {
         true => resume(&gpu, &m, &o.out, spec, o, dist)?,
-        false => RunState {
-            epoch: 0,
-            iteration: 0,
-            best_acc: 0.0,
-        },
+        false => {
+            load_pretrained(o, &gpu, &m, dist.is_root())?;
+            RunState {
+                epoch: 0,
+                iteration: 0,
+                best_acc: 0.0,
+            }
+        }
     };
     Ok((gpu, m, trainer, at))
 }
@@ -670,12 +673,66 @@ fn weights_from_root(gpu: &Gpu, m: &ModelState, dist: &Dist) -> Result<()> {
 
 /// The training plan for `batch` images of `train` a step: He et al.'s pad-and-crop on the GPU
 /// for the in-memory CIFAR-style sets, else the source's own (CPU) transform, normalised only.
-fn training_plan(o: &TrainOptions, train: &dyn ImageSource, batch: usize) -> PlanConfig {
-    let cfg = PlanConfig::train(batch, train.size(), o.recipe.sgd(), train.normalize());
-    match train.gpu_augment() {
+fn training_plan(
+    o: &TrainOptions,
+    train: &dyn ImageSource,
+    batch: usize,
+    spec: &ModelSpec,
+) -> Result<PlanConfig> {
+    let mut cfg = PlanConfig::train(batch, train.size(), o.recipe.sgd(), train.normalize());
+    cfg.tune = o.tune.fine_tune(spec)?;
+    Ok(match train.gpu_augment() {
         true => cfg,
         false => cfg.without_augmentation(),
+    })
+}
+
+/// The number of classes: the data's, which --num-classes may confirm but not contradict.
+fn classes_of(o: &TrainOptions, train: &dyn ImageSource) -> Result<usize> {
+    let data = train.classes().len();
+    match o.tune.num_classes {
+        Some(n) if n != data => Err(Error::Invalid(format!(
+            "--num-classes {n}: the data has {data} classes ({})",
+            train.classes().join(", ")
+        ))),
+        _ => Ok(data),
     }
+}
+
+/// Loads --pretrained (downloading a URL into the cache) into a fresh model, saying what it
+/// took and whether `fc` was replaced.
+fn load_pretrained(o: &TrainOptions, gpu: &Gpu, m: &ModelState, root: bool) -> Result<()> {
+    let Some(src) = &o.tune.pretrained else {
+        return Ok(());
+    };
+    let sha = o.tune.pretrained_sha256.as_deref();
+    let path = if data::is_url(src) {
+        data::fetch_pretrained(src, sha, &data::default_cache_dir())?
+    } else {
+        let path = PathBuf::from(src);
+        if let Some(want) = sha.map(data::parse_sha256).transpose()? {
+            let got = data::file_sha256(&path)?;
+            if got != want {
+                return Err(Error::Invalid(format!(
+                    "--pretrained {}: sha256 {got}, expected {want}",
+                    path.display()
+                )));
+            }
+        }
+        path
+    };
+    let ck = checkpoint::load(&path)?;
+    let what = format!("--pretrained {}", path.display());
+    let loaded = pollster::block_on(m.load_pretrained(gpu, &ck, &what))?;
+    if root {
+        eprintln!("{what}: {} tensors loaded", loaded.loaded);
+        if let Some((theirs, ours)) = loaded.new_head {
+            eprintln!(
+                "--pretrained: its fc has {theirs} classes, the data {ours}: fc is a fresh {ours}-way layer"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The batches of `jobs`, decoded ahead on `--workers` threads where the source decodes files.
@@ -699,4 +756,16 @@ fn data_wait(waited: f64, elapsed: f64) -> String {
         true => format!(", waiting for data {:.0}% (more --workers?)", 100.0 * share),
         false => String::new(),
     }
+}
+
+/// The checkpoint metadata of a run: model, classes, normalisation, and the input size (and
+/// resize) evaluation used, so that `resnet predict` needs only the checkpoint.
+fn run_metadata(spec: &ModelSpec, train: &dyn ImageSource) -> BTreeMap<String, String> {
+    let mut meta = checkpoint::metadata(spec, train.classes(), &train.normalize());
+    let (resize, (h, w)) = train.eval_input();
+    meta.insert("input_size".into(), format!("{h},{w}"));
+    if let Some(r) = resize {
+        meta.insert("resize".into(), r.to_string());
+    }
+    meta
 }

@@ -1,0 +1,273 @@
+//! Fine-tuning: frozen layers keep their weights and BatchNorm statistics, --lr-backbone scales
+//! the body's updates, --bn-eval trains on running statistics, pretrained weights load by
+//! torchvision's names with a new head, and the state_dict keys are torchvision's own.
+
+mod common;
+use common::*;
+use resnet::checkpoint::{Checkpoint, NamedTensor};
+use resnet::cifar10;
+use resnet::model::{ModelSpec, ModelState};
+use resnet::ops::sgd::SgdConfig;
+use resnet::plan::{FineTune, Mode, Plan, PlanConfig};
+
+const N: usize = 8;
+
+fn plan(gpu: &resnet::gpu::Gpu, m: &ModelState, mode: Mode, tune: FineTune) -> Plan {
+    let sgd = SgdConfig {
+        lr: 0.1,
+        ..SgdConfig::he2016()
+    };
+    let mut cfg = match mode {
+        Mode::Train => PlanConfig::train(N, (32, 32), sgd, cifar10::NORMALIZE),
+        Mode::Eval => PlanConfig::eval(N, (32, 32), cifar10::NORMALIZE),
+    }
+    .without_augmentation();
+    cfg.tune = tune;
+    Plan::new(gpu, m, cfg).unwrap()
+}
+
+fn batch() -> (Vec<u8>, Vec<u32>) {
+    let px = rand_vec(N * 3 * 1024, 9)
+        .iter()
+        .map(|v| (128.0 + 100.0 * v) as u8)
+        .collect();
+    (px, (0..N as u32).map(|i| i % 10).collect())
+}
+
+/// (parameters, running statistics) after one training step of a fresh resnet20 with `tune`.
+fn one_step(tune: FineTune) -> (ModelState, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let gpu = gpu();
+    let spec = ModelSpec::from_name("resnet20", 10).unwrap();
+    let m = ModelState::new(&gpu, &spec, 3).unwrap();
+    let (p0, r0) = (read(&gpu, &m.params), read(&gpu, &m.running));
+    let p = plan(&gpu, &m, Mode::Train, tune);
+    let (px, labels) = batch();
+    p.set_batch(&gpu, &px, &labels).unwrap();
+    p.set_step(&gpu, 0, 0.1);
+    p.submit(&gpu);
+    let (p1, r1) = (read(&gpu, &m.params), read(&gpu, &m.running));
+    (m, p0, r0, p1, r1)
+}
+
+#[test]
+fn frozen_layers_keep_their_weights_and_batchnorm_statistics() {
+    let tune = FineTune {
+        frozen: vec!["conv1".into(), "bn1".into(), "layer1".into()],
+        ..FineTune::default()
+    };
+    let (m, p0, r0, p1, r1) = one_step(tune.clone());
+    let (mut fixed, mut moved) = (0, 0);
+    for r in &m.layout.params {
+        let range = r.offset..r.offset + r.len();
+        let same = p0[range.clone()] == p1[range];
+        assert_eq!(
+            same,
+            tune.is_frozen(&r.name),
+            "{} changed: {}",
+            r.name,
+            !same
+        );
+        if same {
+            fixed += 1
+        } else {
+            moved += 1
+        }
+    }
+    for r in &m.layout.running {
+        let range = r.offset..r.offset + 2 * r.shape[1];
+        let same = r0[range.clone()] == r1[range];
+        assert_eq!(
+            same,
+            tune.is_frozen(&r.name),
+            "{} statistics changed: {}",
+            r.name,
+            !same
+        );
+    }
+    // stem + layer1's 3 blocks x 2 (conv, bn) = 14 fixed regions
+    assert_eq!(fixed, 14, "{moved} moved");
+}
+
+#[test]
+fn the_backbone_multiplier_scales_only_the_bodys_first_update() {
+    // the first SGD step is p -= lr * (g + wd p): linear in lr for the same gradients
+    let (m, p0, _, full, _) = one_step(FineTune::default());
+    let (_, _, _, half, _) = one_step(FineTune {
+        backbone_lr: 0.5,
+        ..FineTune::default()
+    });
+    for r in &m.layout.params {
+        let range = r.offset..r.offset + r.len();
+        let scale = if r.name == "fc" { 1.0 } else { 0.5 };
+        let want: Vec<f64> = range
+            .clone()
+            .map(|i| (p0[i] + scale * (full[i] - p0[i])) as f64)
+            .collect();
+        assert_close(&r.name, &half[range], &want, 1e-5);
+    }
+}
+
+#[test]
+fn bn_eval_trains_on_the_running_statistics() {
+    let gpu = gpu();
+    let spec = ModelSpec::from_name("resnet20", 10).unwrap();
+    let m = ModelState::new(&gpu, &spec, 4).unwrap();
+    // running statistics far from the batch's, so that the two modes differ
+    let r: Vec<f32> = (0..m.layout.running_len)
+        .map(|i| if (i / 16) % 2 == 0 { 0.3 } else { 2.0 })
+        .collect();
+    gpu.write(&m.running, &r).unwrap();
+    let (px, labels) = batch();
+    let eval = plan(&gpu, &m, Mode::Eval, FineTune::default());
+    eval.set_batch(&gpu, &px, &labels).unwrap();
+    eval.submit(&gpu);
+    let eval_logits = read(&gpu, &eval.logits);
+    let tune = FineTune {
+        bn_eval: true,
+        ..FineTune::default()
+    };
+    let train = plan(&gpu, &m, Mode::Train, tune);
+    train.set_batch(&gpu, &px, &labels).unwrap();
+    train.set_step(&gpu, 0, 0.1);
+    train.submit(&gpu);
+    // the training forward ran before the update: the eval-mode network's logits
+    assert_close(
+        "bn-eval training logits",
+        &read(&gpu, &train.logits),
+        &f64s(&eval_logits),
+        1e-5,
+    );
+    assert_eq!(
+        read(&gpu, &m.running),
+        r,
+        "running statistics must stay fixed"
+    );
+    let batch_mode = plan(&gpu, &m, Mode::Train, FineTune::default());
+    batch_mode.set_batch(&gpu, &px, &labels).unwrap();
+    batch_mode.submit_forward_backward(&gpu);
+    let differ = read(&gpu, &batch_mode.logits) != read(&gpu, &train.logits);
+    assert!(
+        differ,
+        "batch statistics must give other logits (the test would prove nothing)"
+    );
+}
+
+/// torchvision's `resnet18().state_dict().keys()` and `resnet50()`'s, in order (printed by
+/// torchvision, kept in tests/data/).
+fn torchvision_keys(name: &str) -> Vec<String> {
+    let path = format!(
+        "{}/tests/data/torchvision_{name}_keys.txt",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn state_dict_keys_are_torchvisions_in_its_order() {
+    let gpu = gpu();
+    for (name, count) in [("resnet18", 122), ("resnet50", 320)] {
+        let want = torchvision_keys(name);
+        assert_eq!(want.len(), count, "{name} key list");
+        let m = ModelState::new(&gpu, &ModelSpec::from_name(name, 1000).unwrap(), 0).unwrap();
+        let sd = pollster::block_on(m.state_dict(&gpu)).unwrap();
+        let got: Vec<String> = sd.into_iter().map(|t| t.name).collect();
+        let (mut g, mut w) = (got.clone(), want.clone());
+        g.sort();
+        w.sort();
+        assert_eq!(g, w, "{name}: the same keys");
+        // torchvision's order: each module's parameters then its buffers, modules in order
+        let params: Vec<&String> = want
+            .iter()
+            .filter(|k| !k.contains("running_") && !k.contains("num_batches"))
+            .collect();
+        let ours: Vec<&String> = got
+            .iter()
+            .filter(|k| !k.contains("running_") && !k.contains("num_batches"))
+            .collect();
+        assert_eq!(ours, params, "{name}: parameters in torchvision's order");
+    }
+}
+
+fn tensors_of(gpu: &resnet::gpu::Gpu, name: &str, classes: usize, seed: u64) -> Checkpoint {
+    let m = ModelState::new(gpu, &ModelSpec::from_name(name, classes).unwrap(), seed).unwrap();
+    Checkpoint {
+        tensors: pollster::block_on(m.state_dict(gpu)).unwrap(),
+        metadata: Default::default(),
+    }
+}
+
+#[test]
+fn pretrained_weights_load_with_a_fresh_head_for_other_classes() {
+    let gpu = gpu();
+    let imagenet = tensors_of(&gpu, "resnet18", 1000, 1);
+    let m = ModelState::new(&gpu, &ModelSpec::from_name("resnet18", 5).unwrap(), 2).unwrap();
+    let fresh = pollster::block_on(m.state_dict(&gpu)).unwrap();
+    let got = pollster::block_on(m.load_pretrained(&gpu, &imagenet, "test")).unwrap();
+    assert_eq!(got.new_head, Some((1000, 5)));
+    let after = pollster::block_on(m.state_dict(&gpu)).unwrap();
+    for t in &after {
+        let want: &NamedTensor = if t.name.starts_with("fc.") {
+            fresh.iter().find(|f| f.name == t.name).unwrap()
+        } else {
+            imagenet.get(&t.name).unwrap()
+        };
+        if !t.name.ends_with("num_batches_tracked") {
+            assert_eq!(t.as_f32(), want.as_f32(), "{}", t.name);
+        }
+    }
+    // DistributedDataParallel's `module.` prefix is accepted
+    let mut ddp = imagenet.clone();
+    ddp.tensors
+        .iter_mut()
+        .for_each(|t| t.name = format!("module.{}", t.name));
+    pollster::block_on(m.load_pretrained(&gpu, &ddp, "ddp")).unwrap();
+}
+
+#[test]
+fn pretrained_mismatches_are_listed_in_one_error() {
+    let gpu = gpu();
+    let m = ModelState::new(&gpu, &ModelSpec::from_name("resnet18", 10).unwrap(), 2).unwrap();
+    let err = |ck: &Checkpoint| {
+        let e = pollster::block_on(m.load_pretrained(&gpu, ck, "w.safetensors")).unwrap_err();
+        let msg = e.to_string();
+        assert!(!msg.contains('\n'), "{msg}");
+        assert!(
+            msg.starts_with("w.safetensors: does not fit a resnet18"),
+            "{msg}"
+        );
+        msg
+    };
+    let mut missing = tensors_of(&gpu, "resnet18", 10, 1);
+    missing
+        .tensors
+        .retain(|t| !t.name.starts_with("layer2.0.downsample"));
+    let msg = err(&missing);
+    assert!(
+        msg.contains("missing") && msg.contains("layer2.0.downsample.0.weight"),
+        "{msg}"
+    );
+    let mut extra = tensors_of(&gpu, "resnet18", 10, 1);
+    extra
+        .tensors
+        .push(NamedTensor::f32("head.proj.weight", &[2], vec![0.0; 2]));
+    let msg = err(&extra);
+    assert!(msg.contains("1 unexpected (head.proj.weight)"), "{msg}");
+    let resnet34 = tensors_of(&gpu, "resnet34", 10, 1);
+    let msg = err(&resnet34);
+    assert!(
+        // the 8 blocks resnet34 has beyond resnet18, 10 tensors each (num_batches_tracked aside)
+        msg.contains("80 unexpected (layer1.2.bn1.bias"),
+        "{msg}"
+    );
+    let resnet50 = tensors_of(&gpu, "resnet50", 10, 1);
+    let msg = err(&resnet50);
+    assert!(
+        msg.contains("of the wrong shape") && msg.contains("layer1.0.conv1.weight"),
+        "{msg}"
+    );
+}
