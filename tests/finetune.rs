@@ -207,7 +207,7 @@ fn pretrained_weights_load_with_a_fresh_head_for_other_classes() {
     let imagenet = tensors_of(&gpu, "resnet18", 1000, 1);
     let m = ModelState::new(&gpu, &ModelSpec::from_name("resnet18", 5).unwrap(), 2).unwrap();
     let fresh = pollster::block_on(m.state_dict(&gpu)).unwrap();
-    let got = pollster::block_on(m.load_pretrained(&gpu, &imagenet, "test")).unwrap();
+    let got = pollster::block_on(m.load_pretrained(&gpu, &imagenet, "test", false)).unwrap();
     assert_eq!(got.new_head, Some((1000, 5)));
     let after = pollster::block_on(m.state_dict(&gpu)).unwrap();
     for t in &after {
@@ -225,7 +225,7 @@ fn pretrained_weights_load_with_a_fresh_head_for_other_classes() {
     ddp.tensors
         .iter_mut()
         .for_each(|t| t.name = format!("module.{}", t.name));
-    pollster::block_on(m.load_pretrained(&gpu, &ddp, "ddp")).unwrap();
+    pollster::block_on(m.load_pretrained(&gpu, &ddp, "ddp", false)).unwrap();
 }
 
 #[test]
@@ -233,7 +233,8 @@ fn pretrained_mismatches_are_listed_in_one_error() {
     let gpu = gpu();
     let m = ModelState::new(&gpu, &ModelSpec::from_name("resnet18", 10).unwrap(), 2).unwrap();
     let err = |ck: &Checkpoint| {
-        let e = pollster::block_on(m.load_pretrained(&gpu, ck, "w.safetensors")).unwrap_err();
+        let e =
+            pollster::block_on(m.load_pretrained(&gpu, ck, "w.safetensors", false)).unwrap_err();
         let msg = e.to_string();
         assert!(!msg.contains('\n'), "{msg}");
         assert!(
@@ -270,4 +271,25 @@ fn pretrained_mismatches_are_listed_in_one_error() {
         msg.contains("of the wrong shape") && msg.contains("layer1.0.conv1.weight"),
         "{msg}"
     );
+}
+
+#[test]
+fn a_head_trained_on_other_classes_of_the_same_number_is_replaced_when_asked() {
+    let gpu = gpu();
+    let other = tensors_of(&gpu, "resnet18", 5, 1);
+    let m = ModelState::new(&gpu, &ModelSpec::from_name("resnet18", 5).unwrap(), 2).unwrap();
+    let fresh = pollster::block_on(m.state_dict(&gpu)).unwrap();
+    let got = pollster::block_on(m.load_pretrained(&gpu, &other, "t", true)).unwrap();
+    assert_eq!(got.new_head, Some((5, 5)));
+    let after = pollster::block_on(m.state_dict(&gpu)).unwrap();
+    let find = |v: &[NamedTensor], n: &str| v.iter().find(|t| t.name == n).unwrap().clone();
+    assert_eq!(find(&after, "fc.weight"), find(&fresh, "fc.weight"));
+    assert_eq!(
+        find(&after, "layer4.1.conv2.weight"),
+        *other.get("layer4.1.conv2.weight").unwrap()
+    );
+    // without the flag the same-sized head is taken over
+    pollster::block_on(m.load_pretrained(&gpu, &other, "t", false)).unwrap();
+    let after = pollster::block_on(m.state_dict(&gpu)).unwrap();
+    assert_eq!(find(&after, "fc.weight"), *other.get("fc.weight").unwrap());
 }

@@ -196,7 +196,8 @@ fn listed(kind: &str, names: &[String]) -> Option<String> {
 impl ModelState {
     /// Loads pretrained weights by torchvision/timm state_dict names (a `module.` prefix, as
     /// DistributedDataParallel saves, is dropped). A checkpoint whose `fc` has another number of
-    /// classes leaves this model's freshly initialised `fc` in place; every other tensor must be
+    /// classes, or any `fc` when `new_head` (other classes of the same number), leaves this
+    /// model's freshly initialised `fc` in place; every other tensor must be
     /// present with the model's shape, and an error lists what is missing, unexpected or of the
     /// wrong shape. `num_batches_tracked` is optional (timm checkpoints may lack it).
     pub async fn load_pretrained(
@@ -204,6 +205,7 @@ impl ModelState {
         gpu: &Gpu,
         ck: &Checkpoint,
         what: &str,
+        new_head: bool,
     ) -> Result<Pretrained> {
         let by_name: std::collections::HashMap<&str, &NamedTensor> = ck
             .tensors
@@ -216,18 +218,18 @@ impl ModelState {
             .find(|t| t.0 == fc_w)
             .map(|t| t.1)
             .unwrap_or_default();
-        let new_head = match by_name.get(fc_w.as_str()) {
+        let replaced = match by_name.get(fc_w.as_str()) {
             Some(t)
                 if t.shape.len() == 2
                     && model_fc.len() == 2
                     && t.shape[1] == model_fc[1]
-                    && t.shape[0] != model_fc[0] =>
+                    && (new_head || t.shape[0] != model_fc[0]) =>
             {
                 Some((t.shape[0], model_fc[0]))
             }
             _ => None,
         };
-        let skip = |name: &str| new_head.is_some() && name.starts_with("fc.");
+        let skip = |name: &str| replaced.is_some() && name.starts_with("fc.");
         // (name, shape, destination: parameter offset or running offset)
         let mut wanted: Vec<(String, Vec<usize>, Dest)> = trainable(self)
             .into_iter()
@@ -285,7 +287,7 @@ impl ModelState {
         self.copy_in(gpu, &by_name, &wanted, &skip).await?;
         Ok(Pretrained {
             loaded: wanted.iter().filter(|w| !skip(&w.0)).count(),
-            new_head,
+            new_head: replaced,
         })
     }
 

@@ -177,7 +177,7 @@ impl<'o> Run<'o> {
         )?;
         // every rank opens its own device and model; a failure on any stops them all
         let cfg = training_plan(o, train, local_batch, &spec)?;
-        let opened = open_here(o, &spec, cfg, &dist);
+        let opened = open_here(o, &spec, (cfg, train.classes()), &dist);
         let (gpu, m, mut trainer, at) = dist.collective(opened)?;
         trainer.iteration = at.iteration;
         weights_from_root(&gpu, &m, &dist)?;
@@ -619,7 +619,7 @@ fn resume(
 fn open_here(
     o: &TrainOptions,
     spec: &ModelSpec,
-    cfg: PlanConfig,
+    (cfg, classes): (PlanConfig, &[String]),
     dist: &Dist,
 ) -> Result<(Gpu, ModelState, Trainer, RunState)> {
     let gpu = Gpu::new_blocking(&GpuOptions {
@@ -635,7 +635,7 @@ fn open_here(
     let at = match o.resume {
         true => resume(&gpu, &m, &o.out, spec, o, dist)?,
         false => {
-            load_pretrained(o, &gpu, &m, dist.is_root())?;
+            load_pretrained(o, &gpu, &m, classes, dist.is_root())?;
             RunState {
                 epoch: 0,
                 iteration: 0,
@@ -701,7 +701,13 @@ fn classes_of(o: &TrainOptions, train: &dyn ImageSource) -> Result<usize> {
 
 /// Loads --pretrained (downloading a URL into the cache) into a fresh model, saying what it
 /// took and whether `fc` was replaced.
-fn load_pretrained(o: &TrainOptions, gpu: &Gpu, m: &ModelState, root: bool) -> Result<()> {
+fn load_pretrained(
+    o: &TrainOptions,
+    gpu: &Gpu,
+    m: &ModelState,
+    classes: &[String],
+    root: bool,
+) -> Result<()> {
     let Some(src) = &o.tune.pretrained else {
         return Ok(());
     };
@@ -723,12 +729,19 @@ fn load_pretrained(o: &TrainOptions, gpu: &Gpu, m: &ModelState, root: bool) -> R
     };
     let ck = checkpoint::load(&path)?;
     let what = format!("--pretrained {}", path.display());
-    let loaded = pollster::block_on(m.load_pretrained(gpu, &ck, &what))?;
+    // a head trained on other classes is replaced even when their number is the same
+    let theirs = ck.metadata.get("classes");
+    let other_classes = theirs.is_some_and(|c| *c != classes.join(","));
+    let loaded = pollster::block_on(m.load_pretrained(gpu, &ck, &what, other_classes))?;
     if root {
         eprintln!("{what}: {} tensors loaded", loaded.loaded);
         if let Some((theirs, ours)) = loaded.new_head {
+            let why = match theirs == ours {
+                true => "other classes".to_string(),
+                false => format!("{theirs} classes"),
+            };
             eprintln!(
-                "--pretrained: its fc has {theirs} classes, the data {ours}: fc is a fresh {ours}-way layer"
+                "--pretrained: its fc was trained for {why}, the data has {ours}: fc is a fresh {ours}-way layer"
             );
         }
     }

@@ -1,0 +1,458 @@
+//! Photo folders for the ImageNet models, end to end through `resnet`: streamed with
+//! torchvision's transforms, resumed exactly, corrupt files skipped, checkpoints that `predict`
+//! needs alone, pretrained weights from a file or a URL (resumed downloads, checksums, nothing
+//! partial left in the cache), and one-line errors for bad input.
+
+mod common;
+use common::cifar::jpeg_fixture;
+use resnet::checkpoint::{self, Checkpoint};
+use resnet::data::{assemble, open_photos, BatchJob, PhotoSizes, Prefetch};
+use resnet::model::{ModelSpec, ModelState};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// `resnet` with the register kernels and `cache` as its cache directory.
+fn resnet<S: AsRef<std::ffi::OsStr>>(args: &[S], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_resnet"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .env("RESNET_CACHE", cache)
+        .env("RESNET_KERNELS", "register")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "failed: {}", stderr(o));
+    stderr(o)
+}
+
+/// Asserts a clean failure: non-zero exit, a last `error:` line mentioning every needle.
+fn fails_with(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let last = err
+        .lines()
+        .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
+        .last()
+        .unwrap_or("");
+    assert!(last.starts_with("error: "), "no error line: {err}");
+    for n in needles {
+        assert!(last.contains(n), "error line lacks '{n}': {last}");
+    }
+}
+
+/// resnet18 on the fixture's 200 + 100 JPEGs, small crops so that lavapipe trains quickly.
+fn train_args<'a>(data: &'a str, out: &'a str, epochs: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--model",
+        "resnet18",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--epochs",
+        epochs,
+        "--batch-size",
+        "20",
+        "--train-crop",
+        "32",
+        "--eval-resize",
+        "36",
+        "--eval-crop",
+        "32",
+        "--eval-batch-size",
+        "50",
+        "--workers",
+        "2",
+        "--lr",
+        "0.02",
+    ]
+}
+
+fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let ck = checkpoint::load(path).unwrap();
+    let mut v: Vec<_> = ck
+        .tensors
+        .iter()
+        .filter_map(|t| t.as_f32().map(|d| (t.name.clone(), d.to_vec())))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for e in walk(from) {
+        let dest = to.join(e.strip_prefix(from).unwrap());
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&e, &dest).unwrap();
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn batches_do_not_depend_on_the_worker_threads() {
+    let sizes = PhotoSizes {
+        train_crop: 24,
+        eval_resize: 36,
+        eval_crop: 32,
+    };
+    let src = open_photos(&jpeg_fixture(), sizes).unwrap();
+    assert_eq!((src.train.len(), src.test.len()), (200, 100));
+    assert_eq!(src.train.size(), (24, 24));
+    assert_eq!(src.test.size(), (32, 32));
+    // ImageFolder's order: classes sorted, files sorted within each
+    assert_eq!(src.train.label(0), 0);
+    assert_eq!(src.train.label(199), 9);
+    let jobs: Vec<BatchJob> = (0..5)
+        .map(|b| BatchJob {
+            indices: (0..16).map(|i| (b * 37 + i * 11) % 200).collect(),
+            stream: 3,
+        })
+        .collect();
+    let collect = |workers| {
+        let mut p = Prefetch::new(src.train.clone(), jobs.clone(), 7, workers, 2).unwrap();
+        let mut out = Vec::new();
+        while let Some(b) = p.next_batch() {
+            out.push(b.unwrap());
+        }
+        out
+    };
+    let (inline, threaded) = (collect(0), collect(3));
+    assert_eq!(inline.len(), 5);
+    for (a, b) in inline.iter().zip(&threaded) {
+        assert_eq!(a.pixels, b.pixels);
+        assert_eq!(a.labels, b.labels);
+    }
+    // another epoch (stream) draws other crops of the same images
+    let other = assemble(
+        &*src.train,
+        &BatchJob {
+            stream: 4,
+            ..jobs[0].clone()
+        },
+        7,
+    )
+    .unwrap();
+    assert_ne!(other.pixels, inline[0].pixels);
+    assert_eq!(other.labels, inline[0].labels);
+}
+
+#[test]
+fn photo_folders_stream_resume_exactly_and_checkpoints_predict_alone() {
+    let cache = tempfile::tempdir().unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let data = jpeg_fixture();
+    let data = data.to_str().unwrap();
+    let (a, b) = (runs.path().join("a"), runs.path().join("b"));
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let log = ok(&resnet(&train_args(data, a, "2"), cache.path()));
+    assert!(
+        log.contains("resnet18") && log.contains("200 train / 100 eval"),
+        "{log}"
+    );
+    ok(&resnet(&train_args(data, b, "1"), cache.path()));
+    let mut resume = train_args(data, b, "2");
+    resume.splice(5..7, ["--resume", b]);
+    ok(&resnet(&resume, cache.path()));
+    let last = |dir: &str| Path::new(dir).join("last.safetensors");
+    assert_eq!(tensors(&last(a)), tensors(&last(b)), "resumed run differs");
+    let meta = checkpoint::load(&last(a)).unwrap().metadata;
+    assert_eq!(meta.get("input_size").map(String::as_str), Some("32,32"));
+    assert_eq!(meta.get("resize").map(String::as_str), Some("36"));
+    assert_eq!(
+        meta.get("mean").map(String::as_str),
+        Some("0.485,0.456,0.406")
+    );
+    // predict reads the preprocessing from the checkpoint: a 64x48 photo works as it is
+    let photo = runs.path().join("photo.png");
+    image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 4, y as u8 * 5, 90]))
+        .save(&photo)
+        .unwrap();
+    let ck = last(a);
+    let out = resnet(
+        &[
+            "predict",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            photo.to_str().unwrap(),
+        ],
+        cache.path(),
+    );
+    ok(&out);
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(line.trim().split(", ").count(), 5, "{line}");
+}
+
+#[test]
+fn a_corrupt_photo_is_skipped_with_a_warning_naming_it() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&jpeg_fixture(), dir.path());
+    let bad = dir.path().join("train/cat/0007.jpg");
+    let bytes = std::fs::read(&bad).unwrap();
+    std::fs::write(&bad, &bytes[..bytes.len() / 3]).unwrap();
+    let out = dir.path().join("run");
+    let log = ok(&resnet(
+        &train_args(dir.path().to_str().unwrap(), out.to_str().unwrap(), "1"),
+        cache.path(),
+    ));
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("warning: skipping"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains(&bad.display().to_string()), "{log}");
+}
+
+/// A one-file HTTP server for `body` at /w.safetensors. It answers Range requests with 206; the
+/// first `breaks` responses stop after half of what they promise. Returns the URL and the
+/// Range headers it saw (empty for none).
+fn serve(body: Vec<u8>, breaks: usize) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/w.safetensors", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let served = AtomicUsize::new(0);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut first = String::new();
+            reader.read_line(&mut first).unwrap();
+            let mut from = 0usize;
+            let mut range = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap() == 0 || line.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                    range = v.trim().to_string();
+                    from = range.trim_end_matches('-').parse().unwrap();
+                }
+            }
+            log.lock().unwrap().push(range);
+            if first.split_whitespace().nth(1) != Some("/w.safetensors") {
+                let _ = stream.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            }
+            let part = &body[from..];
+            let status = if from > 0 {
+                "206 Partial Content"
+            } else {
+                "200 OK"
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                part.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let cut = if served.fetch_add(1, Ordering::SeqCst) < breaks {
+                part.len() / 2
+            } else {
+                part.len()
+            };
+            let _ = stream.write_all(&part[..cut]);
+        }
+    });
+    (url, seen)
+}
+
+/// A resnet18 checkpoint with 1000 classes (an ImageNet one, random), as bytes.
+fn imagenet_resnet18() -> Vec<u8> {
+    let gpu = common::gpu();
+    let m = ModelState::new(&gpu, &ModelSpec::from_name("resnet18", 1000).unwrap(), 5).unwrap();
+    let ck = Checkpoint {
+        tensors: pollster::block_on(m.state_dict(&gpu)).unwrap(),
+        metadata: Default::default(),
+    };
+    ck.to_bytes().unwrap()
+}
+
+fn cached_files(cache: &Path) -> Vec<String> {
+    let dir = cache.join("pretrained");
+    if !dir.exists() {
+        return Vec::new();
+    }
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn pretrained_urls_download_once_resume_and_are_checked() {
+    let body = imagenet_resnet18();
+    let sha = {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), &body).unwrap();
+        resnet::data::file_sha256(f.path()).unwrap()
+    };
+    let data = jpeg_fixture();
+    let runs = tempfile::tempdir().unwrap();
+    let out = runs.path().join("ft");
+    let base = train_args(data.to_str().unwrap(), out.to_str().unwrap(), "1");
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+
+    // the first response breaks off halfway: the download resumes with a Range request
+    let (url, seen) = serve(body.clone(), 1);
+    let cache = tempfile::tempdir().unwrap();
+    let log = ok(&resnet(
+        &with(&[
+            "--pretrained",
+            &url,
+            "--pretrained-sha256",
+            &sha,
+            "--freeze",
+            "stem,layer1",
+        ]),
+        cache.path(),
+    ));
+    assert!(log.contains("fc is a fresh 10-way layer"), "{log}");
+    let ranges = seen.lock().unwrap().clone();
+    assert_eq!(ranges.len(), 2, "{ranges:?}");
+    assert!(ranges[0].is_empty() && !ranges[1].is_empty(), "{ranges:?}");
+    assert_eq!(cached_files(cache.path()), ["w.safetensors"]);
+    assert_eq!(
+        std::fs::read(cache.path().join("pretrained/w.safetensors")).unwrap(),
+        body
+    );
+    // frozen layers kept the downloaded weights
+    let ck = checkpoint::load(&out.join("last.safetensors")).unwrap();
+    let theirs = Checkpoint::from_bytes(&body).unwrap();
+    for name in [
+        "conv1.weight",
+        "layer1.1.conv2.weight",
+        "layer1.0.bn1.running_var",
+    ] {
+        assert_eq!(
+            ck.get(name).unwrap().as_f32(),
+            theirs.get(name).unwrap().as_f32(),
+            "{name}"
+        );
+    }
+    assert_ne!(
+        ck.get("layer2.0.conv1.weight").unwrap().as_f32(),
+        theirs.get("layer2.0.conv1.weight").unwrap().as_f32()
+    );
+    // a second run finds it in the cache
+    std::fs::remove_dir_all(&out).unwrap();
+    ok(&resnet(&with(&["--pretrained", &url]), cache.path()));
+    assert_eq!(seen.lock().unwrap().len(), 2, "downloaded again");
+
+    // a wrong checksum: an error, and nothing in the cache
+    let cache = tempfile::tempdir().unwrap();
+    let zeros = "0".repeat(64);
+    fails_with(
+        &resnet(
+            &with(&["--pretrained", &url, "--pretrained-sha256", &zeros]),
+            cache.path(),
+        ),
+        &["checksum mismatch", &url],
+    );
+    assert!(
+        cached_files(cache.path()).is_empty(),
+        "{:?}",
+        cached_files(cache.path())
+    );
+    // a server that always breaks off, and a missing file: errors, nothing left
+    let (broken, _) = serve(body.clone(), usize::MAX);
+    fails_with(
+        &resnet(&with(&["--pretrained", &broken]), cache.path()),
+        &["broke off", &broken],
+    );
+    let missing = url.replace("w.safetensors", "nope.safetensors");
+    fails_with(
+        &resnet(&with(&["--pretrained", &missing]), cache.path()),
+        &["404", &missing],
+    );
+    assert!(
+        cached_files(cache.path()).is_empty(),
+        "{:?}",
+        cached_files(cache.path())
+    );
+}
+
+#[test]
+fn fine_tuning_mistakes_are_one_line_errors() {
+    let cache = tempfile::tempdir().unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let data = jpeg_fixture();
+    let out = runs.path().join("x");
+    let base = train_args(data.to_str().unwrap(), out.to_str().unwrap(), "1");
+    let run = |extra: &[&str]| resnet(&[base.clone(), extra.to_vec()].concat(), cache.path());
+    let mut small = base.clone();
+    let at = small.iter().position(|a| *a == "--eval-resize").unwrap();
+    small[at + 1] = "30";
+    fails_with(
+        &resnet(&small, cache.path()),
+        &["--eval-crop 32", "--eval-resize 30"],
+    );
+    fails_with(
+        &run(&["--freeze", "layer9"]),
+        &["--freeze layer9", "resnet18"],
+    );
+    fails_with(
+        &run(&["--num-classes", "7"]),
+        &["--num-classes 7", "10 classes"],
+    );
+    fails_with(&run(&["--label-smoothing", "1.5"]), &["--label-smoothing"]);
+    let notes = runs.path().join("notes.safetensors");
+    std::fs::write(&notes, "not a checkpoint").unwrap();
+    fails_with(
+        &run(&["--pretrained", notes.to_str().unwrap()]),
+        &[notes.to_str().unwrap()],
+    );
+    let gpu = common::gpu();
+    let r34 = ModelState::new(&gpu, &ModelSpec::from_name("resnet34", 10).unwrap(), 1).unwrap();
+    let ck = Checkpoint {
+        tensors: pollster::block_on(r34.state_dict(&gpu)).unwrap(),
+        metadata: Default::default(),
+    };
+    let path = runs.path().join("r34.safetensors");
+    checkpoint::save(&path, &ck).unwrap();
+    fails_with(
+        &run(&["--pretrained", path.to_str().unwrap()]),
+        &["does not fit a resnet18", "80 unexpected"],
+    );
+    // an empty class folder is named
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&jpeg_fixture(), dir.path());
+    let empty = dir.path().join("test/frog");
+    std::fs::remove_dir_all(&empty).unwrap();
+    std::fs::create_dir(&empty).unwrap();
+    let base = train_args(dir.path().to_str().unwrap(), out.to_str().unwrap(), "1");
+    fails_with(
+        &resnet(&base, cache.path()),
+        &[empty.to_str().unwrap(), "empty"],
+    );
+}
