@@ -42,8 +42,8 @@ fn fails_with(o: &Output, needles: &[&str]) {
     assert!(!err.contains("panicked"), "panic: {err}");
     let last = err
         .lines()
-        .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
-        .last()
+        .rev()
+        .find(|l| !l.contains("XDG_RUNTIME_DIR"))
         .unwrap_or("");
     assert!(last.starts_with("error: "), "no error line: {err}");
     for n in needles {
