@@ -293,3 +293,40 @@ fn a_head_trained_on_other_classes_of_the_same_number_is_replaced_when_asked() {
     let after = pollster::block_on(m.state_dict(&gpu)).unwrap();
     assert_eq!(find(&after, "fc.weight"), *other.get("fc.weight").unwrap());
 }
+
+#[test]
+fn training_only_the_head_runs_no_backward_below_it() {
+    let gpu = gpu();
+    let spec = ModelSpec::from_name("resnet20", 10).unwrap();
+    let m = ModelState::new(&gpu, &spec, 6).unwrap();
+    let p0 = read(&gpu, &m.params);
+    let frozen: Vec<String> = ["conv1", "bn1", "layer1", "layer2", "layer3"]
+        .map(String::from)
+        .to_vec();
+    let head_only = plan(
+        &gpu,
+        &m,
+        Mode::Train,
+        FineTune {
+            frozen,
+            ..FineTune::default()
+        },
+    );
+    let full = plan(&gpu, &m, Mode::Train, FineTune::default());
+    // forward 1 + 9 blocks + head, then only the head's backward and the optimizer
+    assert!(
+        head_only.dispatches() * 2 < full.dispatches(),
+        "{} vs {} dispatches",
+        head_only.dispatches(),
+        full.dispatches()
+    );
+    let (px, labels) = batch();
+    head_only.set_batch(&gpu, &px, &labels).unwrap();
+    head_only.set_step(&gpu, 0, 0.1);
+    head_only.submit(&gpu);
+    let p1 = read(&gpu, &m.params);
+    for r in &m.layout.params {
+        let range = r.offset..r.offset + r.len();
+        assert_eq!(p0[range.clone()] == p1[range], r.name != "fc", "{}", r.name);
+    }
+}

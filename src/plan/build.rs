@@ -247,8 +247,15 @@ fn backward_stages(
 ) -> Result<()> {
     let head = forward.head.expect("the walk ends with the head");
     let mut g = head_backward(rec, &head, stages)?;
+    // below the first layer that trains, no gradient is needed (frozen stem and stages, as
+    // PyTorch's autograd stops where requires_grad does)
+    let first = first_trained(rec, arch);
     // the two lists have one entry per block: reversed, they pair up from the last block
-    for (b, saved) in arch.blocks().rev().zip(forward.blocks.iter().rev()) {
+    let blocks = arch.blocks().rev().zip(forward.blocks.iter().rev());
+    for (i, (b, saved)) in blocks.enumerate() {
+        if first.is_none_or(|f| forward.blocks.len() - i < f) {
+            return Ok(());
+        }
         let mut ks = Vec::new();
         let g_in = rec.block_backward(b, saved, &g, &mut ks)?;
         rec.pool.put(g);
@@ -257,6 +264,9 @@ fn backward_stages(
             name: format!("{}.backward", b.name),
             kernels: ks,
         });
+    }
+    if first != Some(0) {
+        return Ok(());
     }
     let mut ks = Vec::new();
     if let Some((sh, argmax)) = &forward.maxpool {
@@ -277,6 +287,21 @@ fn backward_stages(
         kernels: ks,
     });
     Ok(())
+}
+
+/// The first unit below the head with a parameter that trains: 0 for the stem, k for the k-th
+/// block (1-based), None when only `fc` trains.
+fn first_trained(rec: &Recorder, arch: &Arch) -> Option<usize> {
+    let trains = |prefix: &str| {
+        let dotted = format!("{prefix}.");
+        rec.m.layout.params.iter().any(|r| {
+            (r.name == prefix || r.name.starts_with(&dotted)) && !rec.tune.is_frozen(&r.name)
+        })
+    };
+    if trains(&arch.stem.conv) || trains(&arch.stem.bn) {
+        return Some(0);
+    }
+    arch.blocks().position(|b| trains(&b.name)).map(|i| i + 1)
 }
 
 /// The classifier's gradients and dL/d(last block output) through the average pool.
