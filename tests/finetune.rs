@@ -330,3 +330,50 @@ fn training_only_the_head_runs_no_backward_below_it() {
         assert_eq!(p0[range.clone()] == p1[range], r.name != "fc", "{}", r.name);
     }
 }
+
+#[test]
+fn train_only_and_freeze_names_resolve_to_layers() {
+    use resnet::train::TuneOptions;
+    let spec = ModelSpec::from_name("resnet20", 10).unwrap();
+    let only = TuneOptions {
+        train_only: vec!["layer3.2".into(), "fc".into()],
+        lr_backbone: 1.0,
+        ..TuneOptions::default()
+    };
+    let tune = only.fine_tune(&spec).unwrap();
+    for (layer, frozen) in [
+        ("conv1", true),
+        ("layer3.1.conv2", true),
+        ("layer3.2.conv1", false),
+        ("layer3.2.bn2", false),
+        ("fc", false),
+    ] {
+        assert_eq!(tune.is_frozen(layer), frozen, "{layer}");
+    }
+    let stem = TuneOptions {
+        freeze: vec!["stem".into()],
+        lr_backbone: 1.0,
+        ..TuneOptions::default()
+    };
+    let tune = stem.fine_tune(&spec).unwrap();
+    assert!(tune.is_frozen("conv1") && tune.is_frozen("bn1") && !tune.is_frozen("layer1.0.conv1"));
+    let all = TuneOptions {
+        freeze: ["stem", "layer1", "layer2", "layer3", "fc"]
+            .map(String::from)
+            .to_vec(),
+        lr_backbone: 1.0,
+        ..TuneOptions::default()
+    };
+    let e = all.fine_tune(&spec).unwrap_err().to_string();
+    assert!(e.contains("nothing would train"), "{e}");
+    let typo = TuneOptions {
+        freeze: vec!["layer4".into()],
+        lr_backbone: 1.0,
+        ..TuneOptions::default()
+    };
+    let e = typo.fine_tune(&spec).unwrap_err().to_string();
+    assert!(
+        e.contains("--freeze layer4") && e.contains("resnet20"),
+        "{e}"
+    );
+}

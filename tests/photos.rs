@@ -204,6 +204,29 @@ fn photo_folders_stream_resume_exactly_and_checkpoints_predict_alone() {
     ok(&out);
     let line = String::from_utf8_lossy(&out.stdout);
     assert_eq!(line.trim().split(", ").count(), 5, "{line}");
+    // eval prepares the photos as the run did (resize 36, crop 32, from the metadata): the
+    // accuracy of the last epoch's evaluation
+    let ck = ck.to_str().unwrap();
+    let out = resnet(
+        &["eval", "--checkpoint", ck, "--data", data, "--json"],
+        cache.path(),
+    );
+    ok(&out);
+    let json = String::from_utf8_lossy(&out.stdout);
+    let acc: f64 = json
+        .split("\"accuracy\": ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(['}', '\n'])
+        .parse()
+        .unwrap();
+    let metrics = std::fs::read_to_string(Path::new(a).join("metrics.csv")).unwrap();
+    let last_row = metrics.lines().last().unwrap();
+    let run_acc: f64 = last_row.split(',').nth(6).unwrap().parse().unwrap();
+    assert!(
+        (acc - run_acc).abs() < 1e-9,
+        "eval {acc} vs the run's {run_acc}"
+    );
 }
 
 #[test]
@@ -341,11 +364,11 @@ fn pretrained_urls_download_once_resume_and_are_checked() {
     let ranges = seen.lock().unwrap().clone();
     assert_eq!(ranges.len(), 2, "{ranges:?}");
     assert!(ranges[0].is_empty() && !ranges[1].is_empty(), "{ranges:?}");
-    assert_eq!(cached_files(cache.path()), ["w.safetensors"]);
-    assert_eq!(
-        std::fs::read(cache.path().join("pretrained/w.safetensors")).unwrap(),
-        body
-    );
+    // one file, named after the URL (a hash of it, then its last segment)
+    let files = cached_files(cache.path());
+    assert!(files.len() == 1 && files[0].ends_with("-w.safetensors"), "{files:?}");
+    let cached = cache.path().join("pretrained").join(&files[0]);
+    assert_eq!(std::fs::read(cached).unwrap(), body);
     // frozen layers kept the downloaded weights
     let ck = checkpoint::load(&out.join("last.safetensors")).unwrap();
     let theirs = Checkpoint::from_bytes(&body).unwrap();

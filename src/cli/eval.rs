@@ -31,16 +31,19 @@ pub struct EvalArgs {
 }
 
 /// Runs `resnet eval`.
-pub fn eval_cmd(a: EvalArgs) -> Result<()> {
+pub fn eval_cmd(mut a: EvalArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
     if a.batch_size == 0 {
         return Err(at_least_one("--batch-size"));
     }
     let opts = a.gpu.options()?;
     let path = &a.checkpoint;
+    let ck = checkpoint::load(path)?;
     let model = match &a.model {
         Some(m) => m.clone(),
-        None => model_name(&checkpoint::load(path)?, path)?,
+        None => model_name(&ck, path)?,
     };
+    // photo folders are prepared as the run that wrote the checkpoint evaluated them
+    a.data.sizes_from(&ck, given)?;
     let test = a.data.open(Offline::Fail, &model)?.test;
     let gpu = Gpu::new_blocking(&opts)?;
     let (m, ck) = load_model(&gpu, path, a.model.as_deref(), test.classes().len())?;

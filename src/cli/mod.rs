@@ -111,6 +111,36 @@ impl DataArgs {
         }
     }
 
+    /// `--eval-resize` and `--eval-crop` from a checkpoint's `resize` and `input_size` metadata
+    /// where they were not given.
+    fn sizes_from(
+        &mut self,
+        ck: &resnet::checkpoint::Checkpoint,
+        given: &dyn Fn(&str) -> bool,
+    ) -> Result<()> {
+        let size = |key: &str| -> Result<Option<usize>> {
+            let Some(v) = ck.metadata.get(key) else {
+                return Ok(None);
+            };
+            let first = v.split(',').next().unwrap_or("").trim();
+            first.parse().map(Some).map_err(|_| {
+                Error::Invalid(format!("checkpoint metadata '{key}' is not a size: {v}"))
+            })
+        };
+        // only checkpoints of runs on photo folders have a resize; the others' input size
+        // says nothing about how photos are prepared
+        let Some(resize) = size("resize")? else {
+            return Ok(());
+        };
+        if !given("eval_resize") {
+            self.eval_resize = resize;
+        }
+        if let (Some(c), false) = (size("input_size")?, given("eval_crop")) {
+            self.eval_crop = c;
+        }
+        Ok(())
+    }
+
     /// The data for `model`: an image folder is streamed with torchvision's ImageNet transforms
     /// for the ImageNet models, everything else is decoded into memory (see `load`).
     fn open(&self, offline: Offline, model: &str) -> Result<data::Sources> {
@@ -203,7 +233,7 @@ pub fn main() -> Result<()> {
     match cli.command {
         Command::Info { gpu } => info::info(&gpu.options()?),
         Command::Train(a) => train::train_cmd(*a, &given),
-        Command::Eval(a) => eval::eval_cmd(a),
+        Command::Eval(a) => eval::eval_cmd(a, &given),
         Command::Predict(a) => predict::run(a),
         Command::Experiment(a) => train::experiment_cmd(a),
         Command::Bench(a) => bench::run(a),

@@ -84,7 +84,11 @@ impl Shared {
 
     fn work(&self) {
         while let Some(j) = self.claim() {
-            let batch = assemble(&*self.source, &self.jobs[j], self.seed);
+            // a panic must still hand the consumer a result, or it would wait for ever
+            let batch = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                assemble(&*self.source, &self.jobs[j], self.seed)
+            }))
+            .unwrap_or_else(|_| Err(Error::Invalid("a data worker thread panicked".into())));
             self.lock().ready.insert(j, batch);
             self.filled.notify_all();
         }
@@ -124,20 +128,21 @@ impl Prefetch {
             room: Condvar::new(),
             filled: Condvar::new(),
         });
-        let mut handles = Vec::with_capacity(workers);
+        let mut p = Prefetch {
+            shared,
+            workers: Vec::with_capacity(workers),
+            waited: Duration::ZERO,
+        };
         for w in 0..workers {
-            let s = Arc::clone(&shared);
+            let s = Arc::clone(&p.shared);
             let h = std::thread::Builder::new()
                 .name(format!("data-{w}"))
                 .spawn(move || s.work())
+                // dropping `p` stops and joins the threads already started
                 .map_err(|e| Error::Invalid(format!("cannot start a data worker thread: {e}")))?;
-            handles.push(h);
+            p.workers.push(h);
         }
-        Ok(Prefetch {
-            shared,
-            workers: handles,
-            waited: Duration::ZERO,
-        })
+        Ok(p)
     }
 
     /// The next batch in job order; None after the last.
@@ -180,10 +185,24 @@ impl Drop for Prefetch {
     }
 }
 
-/// Worker threads for decoding sources: the cores less one for the training loop, 1 to 16.
+/// Worker threads for decoding sources: the cores less one for the training loop, shared among
+/// the MPI ranks of this machine, 1 to 16.
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .saturating_sub(1)
-        .clamp(1, 16)
+    let ranks_here = [
+        "OMPI_COMM_WORLD_LOCAL_SIZE",
+        "MPI_LOCALNRANKS",
+        "SLURM_NTASKS_PER_NODE",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok())
+    .unwrap_or(1)
+    .max(1);
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores.saturating_sub(1) / ranks_here).clamp(1, 16)
+}
+
+/// Batches kept ready ahead of the loop for `workers` threads: enough to keep every thread
+/// busy, bounded so that memory does not follow the core count.
+pub fn queue_depth(workers: usize) -> usize {
+    workers.min(6) + 2
 }

@@ -41,12 +41,15 @@ pub fn file_sha256(path: &Path) -> Result<String> {
     Ok(format!("{:x}", hasher.finalize()))
 }
 
-/// The weights at `url` as a file in `cache_dir/pretrained/`: downloaded unless already there
-/// (and matching `sha256` when given).
+/// The weights at `url` as a file in `cache_dir/pretrained/`, named after the URL's last path
+/// segment prefixed by a hash of the whole URL (hub URLs all end in `model.safetensors`):
+/// downloaded unless already there (and matching `sha256` when given).
 pub fn fetch_pretrained(url: &str, sha256: Option<&str>, cache_dir: &Path) -> Result<PathBuf> {
     let sha256 = sha256.map(parse_sha256).transpose()?;
     let dir = cache_dir.join("pretrained");
-    let dest = dir.join(archive_name(url, "pretrained.safetensors"));
+    let url_hash = format!("{:x}", Sha256::digest(url.as_bytes()));
+    let name = archive_name(url, "pretrained.safetensors");
+    let dest = dir.join(format!("{}-{name}", &url_hash[..12]));
     if dest.is_file() {
         match &sha256 {
             Some(want) if file_sha256(&dest)? != *want => {
@@ -59,10 +62,10 @@ pub fn fetch_pretrained(url: &str, sha256: Option<&str>, cache_dir: &Path) -> Re
         }
     }
     fs::create_dir_all(&dir).map_err(|e| io_err(&dir, "cannot create directory", e))?;
+    // one name per URL: a run killed mid-download leaves it, and the next run resumes it
     let part = dest.with_file_name(format!(
-        "{}.part{}",
-        dest.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
+        "{}.part",
+        dest.file_name().unwrap_or_default().to_string_lossy()
     ));
     let result = download_resuming(url, &part).and_then(|()| {
         if let Some(want) = &sha256 {
@@ -81,9 +84,12 @@ pub fn fetch_pretrained(url: &str, sha256: Option<&str>, cache_dir: &Path) -> Re
     result.map(|()| dest)
 }
 
-/// Downloads `url` into `part`, resuming with a Range request when the connection breaks off.
+/// Downloads `url` into `part` (continuing what a killed run left there), resuming with a Range
+/// request when the connection breaks off.
 fn download_resuming(url: &str, part: &Path) -> Result<()> {
-    File::create(part).map_err(|e| io_err(part, "cannot create", e))?;
+    if !part.exists() {
+        File::create(part).map_err(|e| io_err(part, "cannot create", e))?;
+    }
     let mut last_err = None;
     for _ in 0..=RESUMES {
         let have = fs::metadata(part).map(|m| m.len()).unwrap_or(0);
@@ -117,12 +123,20 @@ fn download_from(url: &str, part: &Path, have: u64) -> std::result::Result<(), B
     if have > 0 {
         req = req.header("Range", &format!("bytes={have}-"));
     }
-    let response = req.call().map_err(|e| match e {
-        ureq::Error::StatusCode(code) => {
-            Broke::Fatal(invalid(format!("downloading {url}: HTTP status {code}")))
+    let response = match req.call() {
+        Ok(r) => r,
+        // the part already holds every byte (the connection broke after the last one)
+        Err(ureq::Error::StatusCode(416)) if have > 0 => return Ok(()),
+        Err(ureq::Error::StatusCode(code)) if code >= 500 => {
+            return Err(Broke::Resumable(format!("HTTP status {code}")))
         }
-        other => Broke::Resumable(other.to_string()),
-    })?;
+        Err(ureq::Error::StatusCode(code)) => {
+            return Err(Broke::Fatal(invalid(format!(
+                "downloading {url}: HTTP status {code}"
+            ))))
+        }
+        Err(other) => return Err(Broke::Resumable(other.to_string())),
+    };
     let resumed = have > 0 && response.status() == 206;
     let len = response.body().content_length();
     let fatal = |e: io::Error| Broke::Fatal(io_err(part, "cannot write", e));

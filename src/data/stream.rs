@@ -3,7 +3,7 @@
 //! it, so memory does not grow with the number of images.
 //!
 //! A file that cannot be decoded in the middle of an epoch is skipped with a warning naming it
-//! (once per file): its place in the batch goes to the next readable image of the list. A
+//! (once per file): its place in the batch goes to the next readable image of its class. A
 //! 90-epoch ImageNet run is not lost to one corrupt JPEG, and the substitution is the same on
 //! every run, so resuming stays exact.
 
@@ -101,16 +101,35 @@ impl FolderSet {
     }
 
     fn load_file(&self, i: usize, seed: u64, out: &mut [u8]) -> Result<()> {
-        let img = read_rgb(&self.path(i))?;
-        let img = self.transform().apply(img, &mut SplitMix64(seed));
+        let path = self.path(i);
+        // a decoder that panics on a malformed file makes it unreadable, not the run dead
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            read_rgb(&path).map(|img| self.transform().apply(img, &mut SplitMix64(seed)))
+        }));
+        let img = decoded.unwrap_or_else(|_| {
+            Err(invalid(format!(
+                "{}: the image decoder failed on it",
+                path.display()
+            )))
+        })?;
         write_chw(&img, out);
         Ok(())
+    }
+
+    /// The images tried for image `i`: itself, then the next ones of its class in the list
+    /// (wrapping around), at most [`MAX_SKIPPED_IN_A_ROW`].
+    fn candidates(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
+        let label = self.labels[i];
+        (0..self.len())
+            .map(move |k| (i + k) % self.len())
+            .filter(move |&j| self.labels[j] == label)
+            .take(MAX_SKIPPED_IN_A_ROW)
     }
 
     fn warn_once(&self, i: usize, e: &crate::Error) {
         let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
         if warned.insert(self.path(i)) {
-            eprintln!("warning: skipping {e}; the next image of the list takes its place");
+            eprintln!("warning: skipping {e}; the next image of its class takes its place");
         }
     }
 }
@@ -129,9 +148,9 @@ impl ImageSource for FolderSet {
         self.transform().out_size()
     }
     fn load(&self, i: usize, seed: u64, out: &mut [u8]) -> Result<()> {
-        let mut first_err = None;
-        for k in 0..MAX_SKIPPED_IN_A_ROW.min(self.len()) {
-            let j = (i + k) % self.len();
+        let (mut first_err, mut tries) = (None, 0);
+        for j in self.candidates(i) {
+            tries += 1;
             match self.load_file(j, seed, out) {
                 Ok(()) => return Ok(()),
                 Err(e) => {
@@ -140,10 +159,10 @@ impl ImageSource for FolderSet {
                 }
             }
         }
-        let e = first_err.expect("at least one try");
+        let e = first_err.expect("an image is its own first candidate");
         Err(invalid(format!(
-            "{e} (and the {} files after it could not be read either)",
-            MAX_SKIPPED_IN_A_ROW.min(self.len()) - 1
+            "{e} (and the {} images of its class after it could not be read either)",
+            tries - 1
         )))
     }
     fn decodes(&self) -> bool {

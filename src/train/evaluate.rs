@@ -1,7 +1,7 @@
 //! Loss and top-1 accuracy of a model on a whole data set (native: it waits for the GPU).
 
 use super::progress::Progress;
-use crate::data::{default_workers, BatchJob, ImageSource, Prefetch};
+use crate::data::{default_workers, queue_depth, BatchJob, ImageSource, Prefetch};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::model::ModelState;
@@ -76,7 +76,7 @@ pub(super) fn evaluate_sums(
         })
         .collect();
     let workers = if d.decodes() { workers.max(1) } else { 0 };
-    let mut batches = Prefetch::new(Arc::clone(d), jobs, 0, workers, workers + 2)?;
+    let mut batches = Prefetch::new(Arc::clone(d), jobs, 0, workers, queue_depth(workers))?;
     let delay = if show { QUIET_FOR } else { Duration::MAX };
     let mut progress = Progress::new(len as u64, "evaluating".into(), "images", delay);
     for (i, chunk) in idx.chunks(batch).enumerate() {

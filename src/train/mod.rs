@@ -17,7 +17,7 @@ mod run;
 #[cfg(not(target_arch = "wasm32"))]
 pub use evaluate::evaluate;
 #[cfg(not(target_arch = "wasm32"))]
-pub use options::{Recipe, TrainOptions, EVAL_BATCH};
+pub use options::{Recipe, TrainOptions, TuneOptions, EVAL_BATCH};
 #[cfg(not(target_arch = "wasm32"))]
 pub use run::{check_resumable, train, TrainSummary, STALL_ENV};
 

@@ -211,7 +211,6 @@ impl TuneOptions {
             )));
         }
         let layers = crate::model::layer_names(spec);
-        let top: Vec<String> = layers.iter().map(|n| top_level(n).to_string()).collect();
         let expand = |opt: &str, names: &[String]| -> Result<Vec<String>> {
             let mut out = Vec::new();
             for n in names {
@@ -235,27 +234,26 @@ impl TuneOptions {
         let mut frozen = expand("--freeze", &self.freeze)?;
         if !self.train_only.is_empty() {
             let train = expand("--train-only", &self.train_only)?;
-            let kept = |t: &str| {
+            let kept = |l: &str| {
                 train
                     .iter()
-                    .any(|k| k == t || k.starts_with(&format!("{t}.")))
+                    .any(|k| l == k || l.starts_with(&format!("{k}.")))
             };
-            let mut rest: Vec<String> = top.into_iter().filter(|t| !kept(t)).collect();
-            rest.dedup();
-            frozen = rest;
+            frozen = layers.iter().filter(|l| !kept(l)).cloned().collect();
         }
-        Ok(crate::plan::FineTune {
+        let tune = crate::plan::FineTune {
             frozen,
             bn_eval: self.bn_eval,
             backbone_lr: self.lr_backbone,
             label_smoothing: self.label_smoothing,
-        })
+        };
+        if layers.iter().all(|l| tune.is_frozen(l)) {
+            return Err(Error::Invalid(
+                "--freeze: every layer is frozen, nothing would train".into(),
+            ));
+        }
+        Ok(tune)
     }
-}
-
-/// The first component of a layer name: `layer1` of `layer1.0.conv1`.
-fn top_level(name: &str) -> &str {
-    name.split('.').next().unwrap_or(name)
 }
 
 impl Default for TrainOptions {

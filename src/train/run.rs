@@ -254,7 +254,10 @@ impl<'o> Run<'o> {
             .collect();
         let mut batches = prefetch(o, train, jobs)?;
         for s in 0..spe {
-            let batch = batches.next_batch().expect("one batch a step")?;
+            // a rank whose data failed stops every rank, rather than leaving them waiting
+            let batch = self
+                .dist
+                .collective(batches.next_batch().expect("one batch a step"))?;
             lr = self
                 .recipe
                 .lr_at(self.state.iteration, self.total_iterations());
@@ -454,7 +457,7 @@ impl<'o> Run<'o> {
         let (r, n, len) = (self.dist.rank(), self.dist.size(), eval.len());
         let share = r * len / n..(r + 1) * len / n;
         let (o, root) = (self.options, self.dist.is_root());
-        let s = evaluate_sums(
+        let s = self.dist.collective(evaluate_sums(
             &self.gpu,
             &self.model,
             eval,
@@ -462,7 +465,7 @@ impl<'o> Run<'o> {
             (o.eval_batch, o.workers),
             eval.normalize(),
             root,
-        )?;
+        ))?;
         let mut sums = [s.loss, s.correct, s.count];
         self.dist.sum(&mut sums);
         let [loss, correct, count] = sums;
@@ -635,7 +638,10 @@ fn open_here(
     let at = match o.resume {
         true => resume(&gpu, &m, &o.out, spec, o, dist)?,
         false => {
-            load_pretrained(o, &gpu, &m, classes, dist.is_root())?;
+            // rank 0 alone reads (or downloads) them; weights_from_root hands them on
+            if dist.is_root() {
+                load_pretrained(o, &gpu, &m, classes)?;
+            }
             RunState {
                 epoch: 0,
                 iteration: 0,
@@ -701,13 +707,7 @@ fn classes_of(o: &TrainOptions, train: &dyn ImageSource) -> Result<usize> {
 
 /// Loads --pretrained (downloading a URL into the cache) into a fresh model, saying what it
 /// took and whether `fc` was replaced.
-fn load_pretrained(
-    o: &TrainOptions,
-    gpu: &Gpu,
-    m: &ModelState,
-    classes: &[String],
-    root: bool,
-) -> Result<()> {
+fn load_pretrained(o: &TrainOptions, gpu: &Gpu, m: &ModelState, classes: &[String]) -> Result<()> {
     let Some(src) = &o.tune.pretrained else {
         return Ok(());
     };
@@ -733,17 +733,15 @@ fn load_pretrained(
     let theirs = ck.metadata.get("classes");
     let other_classes = theirs.is_some_and(|c| *c != classes.join(","));
     let loaded = pollster::block_on(m.load_pretrained(gpu, &ck, &what, other_classes))?;
-    if root {
-        eprintln!("{what}: {} tensors loaded", loaded.loaded);
-        if let Some((theirs, ours)) = loaded.new_head {
-            let why = match theirs == ours {
-                true => "other classes".to_string(),
-                false => format!("{theirs} classes"),
-            };
-            eprintln!(
-                "--pretrained: its fc was trained for {why}, the data has {ours}: fc is a fresh {ours}-way layer"
-            );
-        }
+    eprintln!("{what}: {} tensors loaded", loaded.loaded);
+    if let Some((theirs, ours)) = loaded.new_head {
+        let why = match theirs == ours {
+            true => "other classes".to_string(),
+            false => format!("{theirs} classes"),
+        };
+        eprintln!(
+            "--pretrained: its fc was trained for {why}, the data has {ours}: fc is a fresh {ours}-way layer"
+        );
     }
     Ok(())
 }
@@ -759,7 +757,13 @@ fn prefetch(
     } else {
         0
     };
-    Prefetch::new(Arc::clone(source), jobs, o.seed, workers, workers + 2)
+    Prefetch::new(
+        Arc::clone(source),
+        jobs,
+        o.seed,
+        workers,
+        data::queue_depth(workers),
+    )
 }
 
 /// ", waiting for data N%" when the training loop waited for decoded batches over 5% of the time.
