@@ -24,6 +24,8 @@
 #   With TRAIN_SECONDS=N (and the CIFAR-10 JPEG tarball packed: --prepare copies $CIFAR_TAR, default
 #   ../shared/data/cifar10-jpeg.tar.gz, when it exists), the check then trains resnet20 with the
 #   paper's recipe on it for N seconds and keeps metrics.csv (test error per epoch, images/s).
+#   With FINETUNE_SECONDS=N as well, it times resnet50 fine-tuning on those photos streamed at
+#   224x224 (all layers, then --train-only fc), at most N seconds each (finetune.txt).
 #
 #   scripts/gpu-check.sh --dry-run   (here, without a GPU) prepares, then runs every step that
 #      needs no GPU: `resnet info` and `resnet bench` at one step on whatever adapter exists, the
@@ -37,6 +39,7 @@ STEPS=${STEPS:-10}
 WARMUP=${WARMUP:-2}
 STEP_LIMIT=${STEP_LIMIT:-150}
 TRAIN_SECONDS=${TRAIN_SECONDS:-0}
+FINETUNE_SECONDS=${FINETUNE_SECONDS:-0}
 CIFAR_TAR=${CIFAR_TAR:-../shared/data/cifar10-jpeg.tar.gz}
 FAILED=0
 
@@ -108,6 +111,24 @@ train_for_a_while() {
   tail -n 40 "$OUT/metrics.csv" 2>/dev/null || tail -n 5 "$OUT/train.log"
 }
 
+# resnet50 fine-tuning speed on the same photos streamed at 224x224 (RandomResizedCrop upsamples
+# them; decoding and transforms on the CPU workers): all layers, then --train-only fc. Each run
+# is one epoch of FINETUNE_IMAGES images; metrics.csv's images/s is the figure.
+finetune_speed() {
+  local data
+  data=$(dirname "$(find /tmp/gpu-check-cifar -type d -name train -print -quit 2>/dev/null)" 2>/dev/null) || return 0
+  if [ "$FINETUNE_SECONDS" -le 0 ] || [ ! -d "$data/train" ]; then return; fi
+  for what in all fc; do
+    local extra=() out=/tmp/gpu-check-ft-$what
+    [ "$what" = fc ] && extra=(--train-only fc)
+    timeout "$FINETUNE_SECONDS" "$R" train --model resnet50 --data "$data" --batch-size 64 \
+      --lr 0.01 --epochs 1 --subset "${FINETUNE_IMAGES:-6400}" --eval-batch-size 100 "${extra[@]}" \
+      --out "$out" >"$OUT/finetune-$what.log" 2>&1 || true
+    echo "resnet50 fine-tuning ($what layers), batch 64 at 224: $(tail -n 1 "$out/metrics.csv" 2>/dev/null)" \
+      | tee -a "$OUT/finetune.txt"
+  done
+}
+
 # One Markdown table from bench.jsonl: resnet-wgpu and PyTorch (TF32 off, on) side by side.
 table() {
   python3 - "$OUT/bench.jsonl" <<'PY' | tee "$OUT/table.md"
@@ -166,6 +187,7 @@ case "$MODE" in
     bench_pair resnet50 64 224 cuda
     table
     train_for_a_while
+    finetune_speed
     exit "$FAILED"
     ;;
   *)
