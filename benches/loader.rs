@@ -1,7 +1,7 @@
 //! The photo loader on one core, in images/s (criterion's "elem/s"): JPEG decode alone, decode +
 //! torchvision's training transform (RandomResizedCrop(224) + flip) and decode + the evaluation
-//! transform (Resize(256) + CenterCrop(224)), on 500x375 JPEGs (ImageNet's typical size) made by
-//! upscaling the repository's CIFAR-10 photos. Multiply by `--workers` for a whole machine and
+//! transform (Resize(256) + CenterCrop(224)), on 224x224 JPEGs and on 500x375 ones (ImageNet's
+//! typical size), made by upscaling the repository's CIFAR-10 photos. Multiply by `--workers` for a whole machine and
 //! compare with `resnet bench`'s training images/s to see whether the GPU would wait.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -13,8 +13,8 @@ use std::time::Duration;
 /// Images per measured batch.
 const BATCH: usize = 16;
 
-/// `dir/{train,test}/<class>/NN.jpg`: the fixture's photos upscaled to 500x375, quality 90.
-fn photo_folder(dir: &Path) {
+/// `dir/{train,test}/<class>/NN.jpg`: the fixture's photos upscaled to `w` x `h`, quality 90.
+fn photo_folder(dir: &Path, (w, h): (u32, u32)) {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cifar10-jpeg/train");
     for class in ["cat", "ship"] {
         for split in ["train", "test"] {
@@ -24,7 +24,7 @@ fn photo_folder(dir: &Path) {
                 let src = fixture.join(class).join(format!("{i:04}.jpg"));
                 let img = image::open(&src).expect("fixture photo").to_rgb8();
                 let big =
-                    image::imageops::resize(&img, 500, 375, image::imageops::FilterType::Triangle);
+                    image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
                 let file = std::fs::File::create(out.join(format!("{i:02}.jpg"))).expect("jpeg");
                 JpegEncoder::new_with_quality(file, 90)
                     .encode_image(&big)
@@ -35,40 +35,41 @@ fn photo_folder(dir: &Path) {
 }
 
 fn loader(c: &mut Criterion) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    photo_folder(dir.path());
-    let src = open_photos(dir.path(), PhotoSizes::default()).expect("photo folder");
-    let job = BatchJob {
-        indices: (0..BATCH).collect(),
-        stream: 1,
-    };
     let mut g = c.benchmark_group("loader");
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3))
         .throughput(Throughput::Elements(BATCH as u64));
-    let files: Vec<_> = (0..BATCH)
-        .map(|i| {
-            let class = if i < BATCH / 2 { "cat" } else { "ship" };
-            dir.path()
-                .join("train")
-                .join(class)
-                .join(format!("{:02}.jpg", i % (BATCH / 2)))
-        })
-        .collect();
-    g.bench_function("decode_500x375_jpeg", |b| {
-        b.iter(|| {
-            for f in &files {
-                std::hint::black_box(image::open(f).expect("decode").to_rgb8());
-            }
-        })
-    });
-    g.bench_function("decode_random_resized_crop_224_flip", |b| {
-        b.iter(|| assemble(&*src.train, &job, 0).expect("batch"))
-    });
-    g.bench_function("decode_resize_256_center_crop_224", |b| {
-        b.iter(|| assemble(&*src.test, &job, 0).expect("batch"))
-    });
+    for (w, h) in [(224, 224), (500, 375)] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        photo_folder(dir.path(), (w, h));
+        let src = open_photos(dir.path(), PhotoSizes::default()).expect("photo folder");
+        let job = BatchJob {
+            indices: (0..BATCH).collect(),
+            stream: 1,
+        };
+        let files: Vec<_> = (0..BATCH)
+            .map(|i| {
+                let class = if i < BATCH / 2 { "cat" } else { "ship" };
+                let name = format!("{:02}.jpg", i % (BATCH / 2));
+                dir.path().join("train").join(class).join(name)
+            })
+            .collect();
+        g.bench_function(format!("decode/{w}x{h}"), |b| {
+            b.iter(|| {
+                for f in &files {
+                    std::hint::black_box(image::open(f).expect("decode").to_rgb8());
+                }
+            })
+        });
+        g.bench_function(
+            format!("decode_random_resized_crop_224_flip/{w}x{h}"),
+            |b| b.iter(|| assemble(&*src.train, &job, 0).expect("batch")),
+        );
+        g.bench_function(format!("decode_resize_256_center_crop_224/{w}x{h}"), |b| {
+            b.iter(|| assemble(&*src.test, &job, 0).expect("batch"))
+        });
+    }
     g.finish();
 }
 

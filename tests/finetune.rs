@@ -377,3 +377,34 @@ fn train_only_and_freeze_names_resolve_to_layers() {
         "{e}"
     );
 }
+
+#[test]
+fn the_imagenet_models_default_to_torchvisions_recipe() {
+    use resnet::train::TrainOptions;
+    let mut r = TrainOptions::default().recipe;
+    r.batch = 64;
+    r.fill_in_for("resnet50", &|_| false).unwrap();
+    // lr 0.1 x 64/256, divided by 10 at epochs 30 and 60, momentum 0.9, weight decay 1e-4
+    assert!((r.lr - 0.025).abs() < 1e-12, "{}", r.lr);
+    assert_eq!((r.momentum, r.weight_decay), (0.9, 1e-4));
+    let per_epoch = r.with_epochs_as_iterations(100);
+    assert_eq!(per_epoch.milestones, [3000, 6000]);
+    assert!((per_epoch.lr_at(2999, 9000) - 0.025).abs() < 1e-12);
+    assert!((per_epoch.lr_at(3000, 9000) - 0.0025).abs() < 1e-12);
+    // what the user gave stays
+    let mut given = TrainOptions::default().recipe;
+    given.lr = 0.3;
+    given.fill_in_for("resnet18", &|id| id == "lr").unwrap();
+    assert_eq!(given.lr, 0.3);
+    // the CIFAR models keep He et al.'s
+    let mut cifar = TrainOptions::default().recipe;
+    cifar.fill_in_for("resnet20", &|_| false).unwrap();
+    assert_eq!(
+        (cifar.lr, cifar.milestones.clone()),
+        (0.1, vec![32_000, 48_000])
+    );
+    assert_eq!(
+        cifar.with_epochs_as_iterations(390).milestones,
+        [32_000, 48_000]
+    );
+}

@@ -366,7 +366,10 @@ fn pretrained_urls_download_once_resume_and_are_checked() {
     assert!(ranges[0].is_empty() && !ranges[1].is_empty(), "{ranges:?}");
     // one file, named after the URL (a hash of it, then its last segment)
     let files = cached_files(cache.path());
-    assert!(files.len() == 1 && files[0].ends_with("-w.safetensors"), "{files:?}");
+    assert!(
+        files.len() == 1 && files[0].ends_with("-w.safetensors"),
+        "{files:?}"
+    );
     let cached = cache.path().join("pretrained").join(&files[0]);
     assert_eq!(std::fs::read(cached).unwrap(), body);
     // frozen layers kept the downloaded weights
