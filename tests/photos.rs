@@ -116,6 +116,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 fn batches_do_not_depend_on_the_worker_threads() {
     let sizes = PhotoSizes {
         train_crop: 24,
+        train_crop_scale: (0.08, 1.0),
         eval_resize: 36,
         eval_crop: 32,
     };

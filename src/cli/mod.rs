@@ -84,6 +84,10 @@ struct DataArgs {
     /// transforms: training RandomResizedCrop to this size (scale 0.08-1, ratio 3/4-4/3) + flip
     #[arg(long, default_value_t = 224)]
     train_crop: usize,
+    /// The range of RandomResizedCrop's share of the image's area (torchvision's scale=); a
+    /// larger minimum for small photos
+    #[arg(long, value_delimiter = ',', num_args = 1, default_value = "0.08,1", value_parser = clap::value_parser!(f64))]
+    train_crop_scale: Vec<f64>,
     /// Evaluation of the ImageNet models on image folders: resize the shorter side to this ...
     #[arg(long, default_value_t = 256)]
     eval_resize: usize,
@@ -103,12 +107,19 @@ enum Offline {
 
 impl DataArgs {
     /// The torchvision transform sizes given.
-    fn photo_sizes(&self) -> data::PhotoSizes {
-        data::PhotoSizes {
+    fn photo_sizes(&self) -> Result<data::PhotoSizes> {
+        if self.train_crop_scale.len() != 2 {
+            return Err(Error::Invalid(format!(
+                "--train-crop-scale {:?}: expected two numbers, MIN,MAX",
+                self.train_crop_scale
+            )));
+        }
+        Ok(data::PhotoSizes {
             train_crop: self.train_crop,
+            train_crop_scale: (self.train_crop_scale[0], self.train_crop_scale[1]),
             eval_resize: self.eval_resize,
             eval_crop: self.eval_crop,
-        }
+        })
     }
 
     /// `--eval-resize` and `--eval-crop` from a checkpoint's `resize` and `input_size` metadata
@@ -147,7 +158,7 @@ impl DataArgs {
         let imagenet = ModelSpec::from_name(model, 10)?.family == Family::ImageNet;
         match &self.data {
             Some(dir) if imagenet && data::is_image_folder(dir) => {
-                data::open_photos(dir, self.photo_sizes())
+                data::open_photos(dir, self.photo_sizes()?)
             }
             _ => Ok(self.load(offline)?.into()),
         }

@@ -135,9 +135,11 @@ pub fn load(dir: &Path, size: (usize, usize)) -> Result<Split> {
 
 /// The sizes of torchvision's ImageNet transforms: `RandomResizedCrop(train_crop)` for training,
 /// `Resize(eval_resize)` + `CenterCrop(eval_crop)` for evaluation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PhotoSizes {
     pub train_crop: usize,
+    /// `RandomResizedCrop`'s `scale`: the range of the crop's share of the image's area.
+    pub train_crop_scale: (f64, f64),
     pub eval_resize: usize,
     pub eval_crop: usize,
 }
@@ -147,6 +149,7 @@ impl Default for PhotoSizes {
     fn default() -> Self {
         PhotoSizes {
             train_crop: 224,
+            train_crop_scale: transforms::DEFAULT_SCALE,
             eval_resize: 256,
             eval_crop: 224,
         }
@@ -165,6 +168,12 @@ impl PhotoSizes {
                 return Err(invalid(format!("{name} {v}: must be 1 to 4096 pixels")));
             }
         }
+        let (lo, hi) = self.train_crop_scale;
+        if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
+            return Err(invalid(format!(
+                "--train-crop-scale {lo},{hi}: must be two shares of the area with 0 < min <= max <= 1"
+            )));
+        }
         if self.eval_crop > self.eval_resize {
             return Err(invalid(format!(
                 "--eval-crop {} is larger than --eval-resize {}: the centre crop must fit in the resized image",
@@ -176,7 +185,11 @@ impl PhotoSizes {
 
     /// The training transform.
     pub fn train(&self) -> transforms::Transform {
-        transforms::Transform::imagenet_train(self.train_crop)
+        transforms::Transform::RandomResizedCrop {
+            size: self.train_crop,
+            scale: self.train_crop_scale,
+            ratio: transforms::DEFAULT_RATIO,
+        }
     }
 
     /// The evaluation transform.
