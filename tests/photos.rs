@@ -449,6 +449,14 @@ fn fine_tuning_mistakes_are_one_line_errors() {
         &["--freeze layer9", "resnet18"],
     );
     fails_with(
+        &run(&["--train-crop-scale", "0.5"]),
+        &["--train-crop-scale", "MIN,MAX"],
+    );
+    fails_with(
+        &run(&["--train-crop-scale", "0,1"]),
+        &["--train-crop-scale 0,1"],
+    );
+    fails_with(
         &run(&["--num-classes", "7"]),
         &["--num-classes 7", "10 classes"],
     );
