@@ -228,7 +228,9 @@ pub fn backward(
     if let Some(r) = dres {
         check_shape(OP, "dresidual", r, &x.shape)?;
     }
-    let d = dummy(gpu)?;
+    // the unused statistics and an absent dresidual get buffers of their own: two writable
+    // bindings of one buffer are an error in WebGPU
+    let (d, d_res) = (dummy(gpu)?, dummy(gpu)?);
     let (saved, running, fixed) = match stats {
         Stats::Batch(t) => (t, &d, 0),
         Stats::Running(t) => (&d, t, EVAL),
@@ -257,7 +259,7 @@ pub fn backward(
         &[(12, dparams), (14, &partial)],
         (n, c, hw),
     )?;
-    let dr = dres.unwrap_or(&d);
+    let dr = dres.unwrap_or(&d_res);
     let bufs = [
         (1, x),
         (2, y),
