@@ -345,6 +345,7 @@ fn other_cases(gpu: &Gpu, m: &ModelShapes, out: &mut Vec<Case>) {
         pad: 4,
         train: true,
         seed: 1,
+        first: 0,
         normalize: NORMALIZE,
     };
     out.push(Case {

@@ -6,11 +6,14 @@
 //          horizontally with probability 1/2 (torchvision's RandomCrop(padding) + RandomHorizontalFlip)
 //   eval:  offset (pad, pad), no flip
 // The random numbers come from a hash of (seed, image index), reproduced in Rust by
-// `ops::augment::crop_params`, so a run is reproducible from its seed.
+// `ops::augment::crop_params`, so a run is reproducible from its seed. The index counts from
+// `first`: a data-parallel rank's shard starts there in the global batch, and its images get the
+// crops they would get in one process.
 
 struct Params {
     n: u32, hs: u32, ws: u32, ho: u32,
     wo: u32, pad: u32, seed: u32, train: u32,
+    first: u32, _p1: u32, _p2: u32, _p3: u32,
     mean: vec4<f32>,
     stdev: vec4<f32>,
 }
@@ -48,7 +51,7 @@ fn augment(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     var oy = P.pad;
     var flip = false;
     if (P.train != 0u) {
-        let r = hash(P.seed ^ hash(n));
+        let r = hash(P.seed ^ hash(P.first + n));
         let span = 2u * P.pad + 1u;
         ox = r % span;
         oy = (r >> 8u) % span;

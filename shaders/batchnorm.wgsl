@@ -13,6 +13,12 @@
 //                  dx = gamma*invstd * (g - dbeta/M - xhat*dgamma/M);  dresidual = g
 //   backward with fixed (running) statistics, flag 4: the mean and invstd are constants, so
 //                  dx = gamma*invstd * g  (frozen layers, --bn-eval)
+//   across ranks, flag 8 (SyncBatchNorm, data-parallel training): the batch is spread over
+//                  `ranks` processes, M = N*H*W*ranks. Between a reduction's steps the host
+//                  combines every rank's chunks and writes the whole batch's values into chunk
+//                  0 of `partial`: (mean, biased var) for bn_stats, (sum g*xhat, sum g) for
+//                  bn_backward_dx. dgamma and dbeta stay this rank's sums (the gradient
+//                  average across ranks makes them the whole batch's, as for every parameter).
 // Reductions run in two steps, deterministic and without atomics: one workgroup per (channel,
 // chunk of N*H*W) sums its chunk with a fixed-order tree into `partial`, then one invocation per
 // channel merges the chunks in order. (One workgroup per channel left a GPU with as many busy
@@ -21,8 +27,8 @@
 // variance keeps the two-pass accuracy.
 
 struct Params {
-    n: u32, c: u32, hw: u32, flags: u32,   // flags: 1 relu, 2 residual, 4 eval (running stats)
-    eps: f32, momentum: f32, chunks: u32, _p1: u32,  // chunks of N*H*W per channel
+    n: u32, c: u32, hw: u32, flags: u32,   // flags: 1 relu, 2 residual, 4 eval (running stats), 8 across ranks
+    eps: f32, momentum: f32, chunks: u32, ranks: u32,  // chunks of N*H*W per channel; ranks sharing the batch
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -106,6 +112,26 @@ fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
             @builtin(local_invocation_index) lid: u32) {
     let ch = (wid.x + wid.y * nwg.x) * 64u + lid;
     if (ch >= P.c) { return; }
+    let m = P.n * P.hw * P.ranks;
+    var mu = 0.0;
+    var var_b = 0.0;
+    if ((P.flags & 8u) != 0u) {
+        mu = partial[ch * P.chunks * 2u];
+        var_b = partial[ch * P.chunks * 2u + 1u];
+    } else {
+        let merged = merge_chunks(ch);
+        mu = merged.x;
+        var_b = merged.y / f32(m);
+    }
+    saved[ch] = mu;
+    saved[P.c + ch] = 1.0 / sqrt(var_b + P.eps);
+    let unbiased = var_b * f32(m) / f32(max(m, 2u) - 1u);
+    running[ch] = (1.0 - P.momentum) * running[ch] + P.momentum * mu;
+    running[P.c + ch] = (1.0 - P.momentum) * running[P.c + ch] + P.momentum * unbiased;
+}
+
+// (mean, sum of squared deviations) of channel ch: its chunks merged in order.
+fn merge_chunks(ch: u32) -> vec2<f32> {
     var count = 0.0;
     var mu = 0.0;
     var m2 = 0.0;
@@ -120,13 +146,7 @@ fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         m2 += partial[o + 1u] + delta * delta * (count * nb / total);
         count = total;
     }
-    let m = P.n * P.hw;
-    let var_b = m2 / f32(m);
-    saved[ch] = mu;
-    saved[P.c + ch] = 1.0 / sqrt(var_b + P.eps);
-    let unbiased = var_b * f32(m) / f32(max(m, 2u) - 1u);
-    running[ch] = (1.0 - P.momentum) * running[ch] + P.momentum * mu;
-    running[P.c + ch] = (1.0 - P.momentum) * running[P.c + ch] + P.momentum * unbiased;
+    return vec2<f32>(mu, m2);
 }
 
 // y = [relu]((x - mean) * invstd * gamma + beta [+ residual]); batch stats, or running stats in eval.
@@ -195,15 +215,20 @@ fn bn_backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let i = (wid.x + wid.y * nwg.x) * WG + lid;
     if (i >= P.n * P.c * P.hw) { return; }
     let ch = (i / P.hw) % P.c;
-    let m = f32(P.n * P.hw);
+    let m = f32(P.n * P.hw * P.ranks);
     var g = dy[i];
     if ((P.flags & 1u) != 0u && y[i] <= 0.0) { g = 0.0; }
     let s = mean_invstd(ch);
+    // sum(g * xhat), sum(g): this rank's, or the whole batch's across ranks
+    var sums = vec2<f32>(dparams[ch], dparams[P.c + ch]);
+    if ((P.flags & 8u) != 0u) {
+        sums = vec2<f32>(partial[ch * P.chunks * 2u], partial[ch * P.chunks * 2u + 1u]);
+    }
     if ((P.flags & 4u) != 0u) {
         dx[i] = affine[ch] * s.y * g;
     } else {
         let xhat = (x[i] - s.x) * s.y;
-        dx[i] = affine[ch] * s.y * (g - dparams[P.c + ch] / m - xhat * dparams[ch] / m);
+        dx[i] = affine[ch] * s.y * (g - sums.y / m - xhat * sums.x / m);
     }
     if ((P.flags & 2u) != 0u) { dres[i] = g; }
 }

@@ -17,7 +17,7 @@ fn reference(px: &[u8], n: usize, cfg: &AugmentConfig) -> Vec<f64> {
     let mut out = vec![0.0; n * 3 * 32 * 32];
     for i in 0..n {
         let (ox, oy, flip) = if cfg.train {
-            crop_params(cfg.seed, i as u32, 4)
+            crop_params(cfg.seed, (cfg.first + i) as u32, 4)
         } else {
             (4, 4, false)
         };
@@ -61,6 +61,7 @@ fn augmentation_matches_reference_and_is_reproducible() {
         pad: 4,
         train: true,
         seed: 1234,
+        first: 0,
         normalize: resnet::cifar10::NORMALIZE,
     };
     let a = run_aug(&gpu, &px, n, &cfg);
@@ -69,6 +70,20 @@ fn augmentation_matches_reference_and_is_reproducible() {
     assert_eq!(a, b, "same seed must give the same batch");
     let c = run_aug(&gpu, &px, n, &AugmentConfig { seed: 99, ..cfg });
     assert_ne!(a, c, "another seed must give another batch");
+    // a data-parallel rank's shard (the batch's second half, counted from image n/2) gets the
+    // crops the same images get in the whole batch
+    let half = n / 2;
+    let shard = AugmentConfig {
+        n: half,
+        first: half,
+        ..cfg
+    };
+    let tail = run_aug(&gpu, &px[half * 3 * 32 * 32..], half, &shard);
+    assert_eq!(
+        tail,
+        a[half * 3 * 32 * 32..],
+        "a shard's crops differ from the batch's"
+    );
     let e = run_aug(
         &gpu,
         &px,
@@ -112,6 +127,7 @@ fn flip_is_exact_and_crop_keeps_source_pixels() {
         pad: 4,
         train: true,
         seed: 7,
+        first: 0,
         normalize: augment::Normalize {
             mean: [0.0; 3],
             std: [1.0; 3],

@@ -32,6 +32,9 @@ pub struct AugmentConfig {
     pub train: bool,
     /// Seed of this batch's random crops and flips.
     pub seed: u32,
+    /// The index of this batch's first image in the step's global batch (a data-parallel
+    /// rank's shard; 0 otherwise): image i's crop is drawn for index `first + i`.
+    pub first: usize,
     /// Per-channel normalisation after the crop.
     pub normalize: Normalize,
 }
@@ -48,6 +51,10 @@ impl AugmentConfig {
             .u(self.pad)
             .u(self.seed as usize)
             .u(self.train as usize)
+            .u(self.first)
+            .u(0)
+            .u(0)
+            .u(0)
             .f(self.normalize.mean[0])
             .f(self.normalize.mean[1])
             .f(self.normalize.mean[2])

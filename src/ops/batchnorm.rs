@@ -18,6 +18,7 @@ pub const MOMENTUM: f32 = 0.1;
 const RELU: usize = 1;
 const RESIDUAL: usize = 2;
 const EVAL: usize = 4;
+const ACROSS: usize = 8;
 
 /// The learned and running state of one BatchNorm2d layer.
 pub struct BnParams<'a> {
@@ -43,7 +44,8 @@ fn dims(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize)> {
     Ok((x.shape[0], x.shape[1], x.shape[2] * x.shape[3]))
 }
 
-fn params(n: usize, c: usize, hw: usize, flags: usize, momentum: f32) -> Uniform {
+/// The shader's parameters; `ranks` processes share the batch (flag 8), else 1.
+fn params(n: usize, c: usize, hw: usize, flags: usize, momentum: f32, ranks: usize) -> Uniform {
     Uniform::new()
         .u(n)
         .u(c)
@@ -52,7 +54,16 @@ fn params(n: usize, c: usize, hw: usize, flags: usize, momentum: f32) -> Uniform
         .f(EPS)
         .f(momentum)
         .u(chunks(n * hw))
-        .u(0)
+        .u(ranks)
+}
+
+/// Flag 8 when the batch is spread over several ranks.
+fn across(ranks: usize) -> usize {
+    if ranks > 1 {
+        ACROSS
+    } else {
+        0
+    }
 }
 
 /// Chunks of the N*H*W values of a channel that the reductions split into: about 4096 values
@@ -116,6 +127,24 @@ pub fn forward_train(
     fuse: Fuse,
     momentum: f32,
 ) -> Result<Vec<Kernel>> {
+    let (kernels, _) = forward_train_across(gpu, x, y, p, saved, fuse, momentum, 1)?;
+    Ok(kernels)
+}
+
+/// [`forward_train`] for a batch spread over `ranks` data-parallel processes (SyncBatchNorm):
+/// the statistics are the whole batch's, combined by the host in the returned [`Exchange`]
+/// (none for one rank).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_train_across(
+    gpu: &Gpu,
+    x: &Tensor,
+    y: &Tensor,
+    p: &BnParams,
+    saved: &Tensor,
+    fuse: Fuse,
+    momentum: f32,
+    ranks: usize,
+) -> Result<(Vec<Kernel>, Option<Exchange>)> {
     const OP: &str = "batchnorm2d forward";
     let (n, c, hw) = dims(OP, x)?;
     check_shape(OP, "y", y, &x.shape)?;
@@ -129,7 +158,7 @@ pub fn forward_train(
         gpu,
         OP,
         ("bn_stats_chunk", "bn_stats"),
-        params(n, c, hw, 0, momentum),
+        params(n, c, hw, across(ranks), momentum, ranks),
         &[(1, x), (14, &partial)],
         &[(5, saved), (7, p.running), (14, &partial)],
         (n, c, hw),
@@ -141,7 +170,7 @@ pub fn forward_train(
         OP,
         SHADER,
         "bn_apply",
-        params(n, c, hw, flags(&fuse), momentum),
+        params(n, c, hw, flags(&fuse), momentum, 1),
         &[
             (1, x),
             (2, y),
@@ -153,7 +182,10 @@ pub fn forward_train(
         elementwise_groups(x),
     )?;
     kernels.push(apply);
-    Ok(kernels)
+    // bn_stats (kernel 1) waits for the whole batch's statistics
+    let exchange =
+        (ranks > 1).then(|| Exchange::new(partial, Exchanged::Statistics, 1, (n, c, hw)));
+    Ok((kernels, exchange))
 }
 
 /// Eval-mode forward with the running statistics: y = fused(bn(x)).
@@ -179,7 +211,7 @@ pub fn forward_eval(
         OP,
         SHADER,
         "bn_apply",
-        params(n, c, hw, flags(&fuse) | EVAL, 0.0),
+        params(n, c, hw, flags(&fuse) | EVAL, 0.0, 1),
         &[
             (1, x),
             (2, y),
@@ -200,6 +232,8 @@ pub enum Stats<'a> {
     /// The running statistics [2, C] ([`forward_eval`] inside a training step: frozen layers,
     /// `--bn-eval`), constants for the backward.
     Running(&'a Tensor),
+    /// The statistics saved by [`forward_train_across`] for a batch spread over this many ranks.
+    Across(&'a Tensor, usize),
 }
 
 /// Backward of [`forward_train`] (or of [`forward_eval`] with `Stats::Running`): dx, and
@@ -218,6 +252,25 @@ pub fn backward(
     dres: Option<&Tensor>,
     relu: bool,
 ) -> Result<Vec<Kernel>> {
+    let (kernels, _) = backward_across(gpu, dy, y, x, affine, stats, dx, dparams, dres, relu)?;
+    Ok(kernels)
+}
+
+/// [`backward`], and with `Stats::Across` the [`Exchange`] through which the host adds the
+/// sums dx needs over every rank (SyncBatchNorm's backward). dgamma and dbeta stay this rank's.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_across(
+    gpu: &Gpu,
+    dy: &Tensor,
+    y: &Tensor,
+    x: &Tensor,
+    affine: &Tensor,
+    stats: Stats,
+    dx: &Tensor,
+    dparams: &Tensor,
+    dres: Option<&Tensor>,
+    relu: bool,
+) -> Result<(Vec<Kernel>, Option<Exchange>)> {
     const OP: &str = "batchnorm2d backward";
     let (n, c, hw) = dims(OP, x)?;
     for (name, t) in [("dy", dy), ("y", y), ("dx", dx)] {
@@ -231,14 +284,15 @@ pub fn backward(
     // the unused statistics and an absent dresidual get buffers of their own: two writable
     // bindings of one buffer are an error in WebGPU
     let (d, d_res) = (dummy(gpu)?, dummy(gpu)?);
-    let (saved, running, fixed) = match stats {
-        Stats::Batch(t) => (t, &d, 0),
-        Stats::Running(t) => (&d, t, EVAL),
+    let (saved, running, fixed, ranks) = match stats {
+        Stats::Batch(t) => (t, &d, 0, 1),
+        Stats::Running(t) => (&d, t, EVAL, 1),
+        Stats::Across(t, ranks) => (t, &d, across(ranks), ranks),
     };
     check_shape(
         OP,
         "statistics",
-        if fixed == 0 { saved } else { running },
+        if fixed == EVAL { running } else { saved },
         &[2, c],
     )?;
     let f = (if relu { RELU } else { 0 }) | (if dres.is_some() { RESIDUAL } else { 0 }) | fixed;
@@ -247,7 +301,7 @@ pub fn backward(
         gpu,
         OP,
         ("bn_backward_chunk", "bn_backward_reduce"),
-        params(n, c, hw, f, 0.0),
+        params(n, c, hw, f, 0.0, ranks),
         &[
             (1, x),
             (2, y),
@@ -270,16 +324,197 @@ pub fn backward(
         (11, dx),
         (12, dparams),
         (13, dr),
+        (14, &partial),
     ];
     let dxk = kernel(
         gpu,
         OP,
         SHADER,
         "bn_backward_dx",
-        params(n, c, hw, f, 0.0),
+        params(n, c, hw, f, 0.0, ranks),
         &bufs,
         elementwise_groups(x),
     )?;
     kernels.push(dxk);
-    Ok(kernels)
+    // bn_backward_dx (kernel 2) waits for the whole batch's sums
+    let exchange =
+        (ranks > 1).then(|| Exchange::new(partial, Exchanged::GradientSums, 2, (n, c, hw)));
+    Ok((kernels, exchange))
+}
+
+/// What the host does between two kernels of a BatchNorm whose batch is spread over several
+/// data-parallel ranks (SyncBatchNorm): read every chunk's partial sums of this rank, gather
+/// every rank's, and write back the whole batch's values for the next kernel.
+pub struct Exchange {
+    /// The kernel (its index in the op's list) that needs the combined values.
+    pub before: usize,
+    /// [C, chunks, 2]: this rank's per-chunk values, read before and written after.
+    pub partial: Tensor,
+    /// How the ranks' values combine.
+    pub combine: Combine,
+}
+
+impl Exchange {
+    fn new(partial: Tensor, what: Exchanged, before: usize, dims: (usize, usize, usize)) -> Self {
+        Exchange {
+            before,
+            partial,
+            combine: Combine::new(what, dims),
+        }
+    }
+}
+
+/// The partial sums of an [`Exchange`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Exchanged {
+    /// (mean, sum of squared deviations) per chunk; combined: (mean, biased variance).
+    Statistics,
+    /// (sum g*xhat, sum g) per chunk; combined: their sums.
+    GradientSums,
+}
+
+/// How every rank's [C, chunks, 2] partial values become the whole batch's.
+#[derive(Clone, Debug)]
+pub struct Combine {
+    what: Exchanged,
+    channels: usize,
+    /// Elements in each chunk of one rank's N*H*W (the same on every rank).
+    counts: Vec<usize>,
+}
+
+impl Combine {
+    /// For a BatchNorm over x [N, C, H*W] on each rank.
+    pub fn new(what: Exchanged, (n, c, hw): (usize, usize, usize)) -> Combine {
+        let (m, k) = (n * hw, chunks(n * hw));
+        let len = m.div_ceil(k);
+        let counts = (0..k)
+            .map(|i| ((i + 1) * len).min(m) - (i * len).min(m))
+            .collect();
+        Combine {
+            what,
+            channels: c,
+            counts,
+        }
+    }
+
+    /// What to write back into `partial`, given every rank's partial values rank after rank:
+    /// the whole batch's value of every channel in its chunk 0, added in (rank, chunk) order in
+    /// f64, so every rank writes the same bits.
+    pub fn apply(&self, all: &[f64]) -> Vec<f32> {
+        let k = self.counts.len();
+        let per_rank = self.channels * k * 2;
+        let ranks = all.len() / per_rank;
+        let mut out = vec![0f32; per_rank];
+        for ch in 0..self.channels {
+            let chunks = (0..ranks).flat_map(|r| {
+                (0..k).map(move |j| (r * per_rank + (ch * k + j) * 2, self.counts[j]))
+            });
+            let (a, b) = match self.what {
+                Exchanged::Statistics => {
+                    merge_moments(chunks.map(|(o, n)| (n, all[o], all[o + 1])))
+                }
+                Exchanged::GradientSums => {
+                    chunks.fold((0.0, 0.0), |(a, b), (o, _)| (a + all[o], b + all[o + 1]))
+                }
+            };
+            out[ch * k * 2] = a as f32;
+            out[ch * k * 2 + 1] = b as f32;
+        }
+        out
+    }
+}
+
+/// (mean, biased variance) of the union of groups given as (count, mean, sum of squared
+/// deviations), merged in order with Chan et al.'s pairwise formula (as the shader merges chunks).
+fn merge_moments(groups: impl Iterator<Item = (usize, f64, f64)>) -> (f64, f64) {
+    let (mut count, mut mean, mut m2) = (0.0f64, 0.0f64, 0.0f64);
+    for (n, mu, ss) in groups {
+        if n == 0 {
+            continue;
+        }
+        let n = n as f64;
+        let total = count + n;
+        let delta = mu - mean;
+        mean += delta * (n / total);
+        m2 += ss + delta * delta * (count * n / total);
+        count = total;
+    }
+    (mean, m2 / count.max(1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values of channel `ch`, element `i` of rank `r` (any spread-out numbers).
+    fn value(r: usize, ch: usize, i: usize) -> f64 {
+        let t = (r * 7919 + ch * 104_729 + i * 31) as f64;
+        (t * 0.618_034).fract() * 4.0 - 1.5 + ch as f64
+    }
+
+    /// Every rank's [C, chunks, 2] values, made from the data as the shader's chunk step does.
+    fn partials(c: Combine, ranks: usize, per: impl Fn(&[f64]) -> (f64, f64)) -> Vec<f64> {
+        let mut all = Vec::new();
+        for r in 0..ranks {
+            for ch in 0..c.channels {
+                let mut start = 0;
+                for &n in &c.counts {
+                    let xs: Vec<f64> = (start..start + n).map(|i| value(r, ch, i)).collect();
+                    let (a, b) = per(&xs);
+                    all.extend([a, b]);
+                    start += n;
+                }
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn statistics_across_ranks_are_the_whole_batchs() {
+        // 3 ranks of N=2, H*W=5000: 10,000 values a rank in 3 chunks of unequal length
+        let (ranks, dims) = (3, (2, 2, 5000));
+        let c = Combine::new(Exchanged::Statistics, dims);
+        assert_eq!(c.counts, [3334, 3334, 3332]);
+        let all = partials(c.clone(), ranks, |xs| {
+            let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+            (mean, xs.iter().map(|x| (x - mean) * (x - mean)).sum())
+        });
+        let out = c.apply(&all);
+        for ch in 0..2 {
+            let xs: Vec<f64> = (0..ranks)
+                .flat_map(|r| (0..10_000).map(move |i| value(r, ch, i)))
+                .collect();
+            let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+            let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / xs.len() as f64;
+            let at = ch * 3 * 2;
+            assert!(
+                (out[at] as f64 - mean).abs() < 1e-6,
+                "{} vs {mean}",
+                out[at]
+            );
+            assert!(
+                (out[at + 1] as f64 - var).abs() < 1e-6 * var,
+                "{} vs {var}",
+                out[at + 1]
+            );
+        }
+    }
+
+    #[test]
+    fn gradient_sums_across_ranks_add_every_chunk() {
+        let c = Combine::new(Exchanged::GradientSums, (4, 1, 3000));
+        let all = partials(c.clone(), 2, |xs| {
+            (xs.iter().sum(), xs.iter().map(|x| 2.0 * x).sum())
+        });
+        let out = c.apply(&all);
+        let total: f64 = (0..2)
+            .flat_map(|r| (0..12_000).map(move |i| value(r, 0, i)))
+            .sum();
+        assert!((out[0] as f64 - total).abs() < 1e-6 * total.abs());
+        assert!((out[1] as f64 - 2.0 * total).abs() < 1e-6 * total.abs());
+        assert!(
+            out[2..].iter().all(|v| *v == 0.0),
+            "only chunk 0 holds the sums"
+        );
+    }
 }

@@ -3,13 +3,12 @@
 
 use super::config::FineTune;
 use super::layers::{BlockSaved, ConvBnSaved, FusedGrad, Recorder};
-use super::recycle::BufferPool;
 use super::{KernelAt, Mode, PlanConfig, SgdChunk, Stage};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::model::{Arch, Block, ConvBn, Linear, MaxPool, ModelState, Visitor};
 use crate::ops::augment;
-use crate::ops::batchnorm::Fuse;
+use crate::ops::batchnorm::{Exchange, Fuse};
 use crate::ops::loss::{self, LossBuffers};
 use crate::ops::pool::{self as pooling, PoolShape};
 use crate::ops::{linear, sgd};
@@ -36,6 +35,8 @@ pub(super) struct Built {
     pub augment: KernelAt,
     /// The SGD kernels (their learning rate changes every step).
     pub sgd: Vec<SgdChunk>,
+    /// Host exchanges between kernels (SyncBatchNorm), in the order they run.
+    pub exchanges: Vec<(KernelAt, Exchange)>,
 }
 
 /// Floats per image of the largest activation (for suggesting a batch size that fits).
@@ -49,13 +50,8 @@ pub(super) fn largest_activation(m: &ModelState, cfg: &PlanConfig) -> usize {
 /// Every stage of a step for `cfg`.
 pub(super) fn build(gpu: &Gpu, m: &ModelState, cfg: &PlanConfig) -> Result<Built> {
     let train = cfg.mode == Mode::Train;
-    let mut rec = Recorder {
-        gpu,
-        m,
-        train,
-        tune: &cfg.tune,
-        pool: BufferPool::default(),
-    };
+    let mut rec = Recorder::new(gpu, m, train, &cfg.tune);
+    rec.bn_ranks = cfg.shard.bn_ranks;
     let (input, io, x0) = input_stage(gpu, cfg, &m.arch.fc)?;
     // the input kernel is the last (the only) one of the first stage
     let augment = KernelAt {
@@ -76,6 +72,7 @@ pub(super) fn build(gpu: &Gpu, m: &ModelState, cfg: &PlanConfig) -> Result<Built
         io,
         augment,
         sgd,
+        exchanges: rec.exchanges,
     })
 }
 
@@ -158,10 +155,7 @@ impl Visitor for ForwardWalk<'_, '_> {
         let saved = self.rec.conv_bn(stem, &x, relu, &mut ks)?;
         let y = saved.a.clone();
         self.saved.stem = Some(saved);
-        self.stages.push(Stage {
-            name: "stem".into(),
-            kernels: ks,
-        });
+        self.rec.push_stage(self.stages, "stem".into(), ks);
         Ok(y)
     }
 
@@ -197,10 +191,7 @@ impl Visitor for ForwardWalk<'_, '_> {
             self.rec.pool.put(x);
         }
         self.saved.blocks.push(saved);
-        self.stages.push(Stage {
-            name: b.name.clone(),
-            kernels: ks,
-        });
+        self.rec.push_stage(self.stages, b.name.clone(), ks);
         Ok(out)
     }
 
@@ -260,10 +251,7 @@ fn backward_stages(
         let g_in = rec.block_backward(b, saved, &g, &mut ks)?;
         rec.pool.put(g);
         g = g_in;
-        stages.push(Stage {
-            name: format!("{}.backward", b.name),
-            kernels: ks,
-        });
+        rec.push_stage(stages, format!("{}.backward", b.name), ks);
     }
     if first != Some(0) {
         return Ok(());
@@ -282,10 +270,7 @@ fn backward_stages(
         input_grad: false,
     };
     rec.conv_bn_backward(&arch.stem, &stem, &g, fused, &mut ks)?;
-    stages.push(Stage {
-        name: "stem.backward".into(),
-        kernels: ks,
-    });
+    rec.push_stage(stages, "stem.backward".into(), ks);
     Ok(())
 }
 

@@ -35,6 +35,28 @@ pub struct PlanConfig {
     pub sgd: SgdConfig,
     /// Frozen layers, BatchNorm on running statistics, per-group learning rates, label smoothing.
     pub tune: FineTune,
+    /// Where this plan's batch sits in a data-parallel step (one rank's shard of the global
+    /// batch); the whole batch in one process.
+    pub shard: Shard,
+}
+
+/// One rank's part of a data-parallel step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// The index of this batch's first image in the global batch: the random crops are drawn
+    /// per image of the global batch, as one process would draw them.
+    pub first: usize,
+    /// How many ranks the training BatchNorms compute their batch statistics across (PyTorch's
+    /// SyncBatchNorm); 1: over this batch alone (DDP's default, and one process).
+    pub bn_ranks: usize,
+}
+
+impl Shard {
+    /// One process: the whole batch.
+    pub const WHOLE: Shard = Shard {
+        first: 0,
+        bn_ranks: 1,
+    };
 }
 
 /// How a training plan fine-tunes: which layers stay fixed, which BatchNorms run on their
@@ -107,6 +129,7 @@ impl PlanConfig {
             mode: Mode::Train,
             sgd,
             tune: FineTune::default(),
+            shard: Shard::WHOLE,
         }
     }
 
@@ -122,6 +145,7 @@ impl PlanConfig {
             mode: Mode::Eval,
             sgd: SgdConfig::he2016(),
             tune: FineTune::default(),
+            shard: Shard::WHOLE,
         }
     }
 
@@ -143,6 +167,7 @@ impl PlanConfig {
             pad: if train { self.pad } else { centre },
             train,
             seed,
+            first: self.shard.first,
             normalize: self.normalize,
         }
     }

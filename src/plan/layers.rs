@@ -3,10 +3,11 @@
 
 use super::config::FineTune;
 use super::recycle::BufferPool;
+use super::{KernelAt, Stage};
 use crate::error::Result;
 use crate::gpu::{Gpu, Kernel, Tensor};
 use crate::model::{Block, ConvBn, ModelState, Shortcut};
-use crate::ops::batchnorm::{self, BnParams, Fuse, MOMENTUM};
+use crate::ops::batchnorm::{self, BnParams, Exchange, Fuse, MOMENTUM};
 use crate::ops::conv2d::{self, Conv2dShape};
 use crate::ops::elementwise::{self, ShortcutShape};
 
@@ -50,6 +51,12 @@ pub(super) struct Recorder<'a> {
     pub tune: &'a FineTune,
     /// Activation buffers free for reuse.
     pub pool: BufferPool,
+    /// Ranks the training BatchNorms share their statistics with (SyncBatchNorm); 1: none.
+    pub bn_ranks: usize,
+    /// The host exchanges between kernels of the stages pushed so far, in the order they run.
+    pub exchanges: Vec<(KernelAt, Exchange)>,
+    /// Exchanges of the stage being recorded: (index of the kernel that waits, exchange).
+    pending: Vec<(usize, Exchange)>,
 }
 
 fn conv_shape(x: &Tensor, cb: &ConvBn) -> Conv2dShape {
@@ -79,7 +86,38 @@ fn shortcut_shape(x: &Tensor, cout: usize, stride: usize) -> ShortcutShape {
     }
 }
 
-impl Recorder<'_> {
+impl<'a> Recorder<'a> {
+    /// A recorder for `m` on `gpu`.
+    pub fn new(gpu: &'a Gpu, m: &'a ModelState, train: bool, tune: &'a FineTune) -> Self {
+        Recorder {
+            gpu,
+            m,
+            train,
+            tune,
+            pool: BufferPool::default(),
+            bn_ranks: 1,
+            exchanges: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Appends a stage of the kernels recorded into `ks`, with the exchanges they wait for.
+    pub fn push_stage(&mut self, stages: &mut Vec<Stage>, name: String, kernels: Vec<Kernel>) {
+        let stage = stages.len();
+        for (index, e) in self.pending.drain(..) {
+            self.exchanges.push((KernelAt { stage, index }, e));
+        }
+        stages.push(Stage { name, kernels });
+    }
+
+    /// Appends an op's kernels to `ks`, noting where its exchange (if any) happens.
+    fn take(&mut self, ks: &mut Vec<Kernel>, (kernels, exchange): (Vec<Kernel>, Option<Exchange>)) {
+        if let Some(e) = exchange {
+            self.pending.push((ks.len() + e.before, e));
+        }
+        ks.extend(kernels);
+    }
+
     /// conv -> BN (fused with `fuse`), keeping what the backward needs.
     pub fn conv_bn(
         &mut self,
@@ -100,9 +138,17 @@ impl Recorder<'_> {
         };
         let stats = if self.train && !self.tune.bn_fixed(&cb.bn) {
             let stats = gpu.zeros(&[2, cb.cout])?;
-            ks.extend(batchnorm::forward_train(
-                gpu, &c, &a, &p, &stats, fuse, MOMENTUM,
-            )?);
+            let op = batchnorm::forward_train_across(
+                gpu,
+                &c,
+                &a,
+                &p,
+                &stats,
+                fuse,
+                MOMENTUM,
+                self.bn_ranks,
+            )?;
+            self.take(ks, op);
             Some(stats)
         } else {
             ks.extend(batchnorm::forward_eval(gpu, &c, &a, &p, fuse)?);
@@ -131,10 +177,11 @@ impl Recorder<'_> {
         // a BN without batch statistics normalised with its running ones (frozen, --bn-eval)
         let running = m.running_of(&cb.bn)?;
         let stats = match &s.stats {
+            Some(batch) if self.bn_ranks > 1 => batchnorm::Stats::Across(batch, self.bn_ranks),
             Some(batch) => batchnorm::Stats::Batch(batch),
             None => batchnorm::Stats::Running(&running),
         };
-        ks.extend(batchnorm::backward(
+        let op = batchnorm::backward_across(
             gpu,
             g,
             &s.a,
@@ -145,7 +192,8 @@ impl Recorder<'_> {
             &m.grad(&cb.bn)?,
             fused.residual_grad,
             fused.relu,
-        )?);
+        )?;
+        self.take(ks, op);
         let sh = conv_shape(&s.input, cb);
         let dw = m.grad(&cb.conv)?;
         ks.extend(conv2d::backward_weight(gpu, &sh, &s.input, &dc, &dw, None)?);

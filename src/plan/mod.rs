@@ -7,12 +7,13 @@ mod config;
 mod layers;
 mod recycle;
 
-pub use config::{FineTune, Mode, Normalize, PlanConfig};
+pub use config::{FineTune, Mode, Normalize, PlanConfig, Shard};
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Kernel, PassTimer, Tensor};
 use crate::model::ModelState;
 use crate::ops::augment::pack_bytes;
+use crate::ops::batchnorm::Exchange;
 use crate::ops::loss::LossBuffers;
 use crate::ops::sgd::SgdConfig;
 use std::ops::Range;
@@ -45,10 +46,13 @@ pub struct Plan {
     augment: KernelAt,
     /// The SGD kernels, whose learning rate changes every step.
     sgd: Vec<SgdChunk>,
+    /// Where the host combines the BatchNorm sums of every rank between two kernels
+    /// (SyncBatchNorm: `config.shard.bn_ranks` > 1), in the order the kernels run.
+    exchanges: Vec<(KernelAt, Exchange)>,
 }
 
 /// Where a kernel sits: `stages[stage].kernels[index]`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct KernelAt {
     stage: usize,
     index: usize,
@@ -79,6 +83,7 @@ impl Plan {
                 bytes: gpu.bytes_allocated() - before,
                 augment: built.augment,
                 sgd: built.sgd,
+                exchanges: built.exchanges,
             }),
             Err(Error::Limit { op, msg }) => {
                 let per_image = build::largest_activation(model, &config) as u64 * 4;
@@ -146,6 +151,57 @@ impl Plan {
         self.submit_inner(gpu, None, 0..self.optimizer_stage());
     }
 
+    /// [`Plan::submit_forward_backward`] for a plan whose BatchNorms share their statistics
+    /// across ranks: the kernels run up to each exchange, the host reads this rank's partial
+    /// sums, `gather` returns every rank's (rank after rank), and the whole batch's values are
+    /// written back before the next kernels run. Without exchanges it only submits.
+    pub async fn submit_forward_backward_across(
+        &self,
+        gpu: &Gpu,
+        gather: &mut dyn FnMut(&[f64]) -> Vec<f64>,
+    ) -> Result<()> {
+        let mut from = KernelAt { stage: 0, index: 0 };
+        for (at, e) in &self.exchanges {
+            self.submit_kernels(gpu, from, *at);
+            let local: Vec<f64> = gpu
+                .read(&e.partial)
+                .await?
+                .into_iter()
+                .map(f64::from)
+                .collect();
+            gpu.write(&e.partial, &e.combine.apply(&gather(&local)))?;
+            from = *at;
+        }
+        let end = KernelAt {
+            stage: self.optimizer_stage(),
+            index: 0,
+        };
+        self.submit_kernels(gpu, from, end);
+        Ok(())
+    }
+
+    /// Whether the plan exchanges BatchNorm sums with other ranks within a step.
+    pub fn exchanges(&self) -> usize {
+        self.exchanges.len()
+    }
+
+    /// Records the kernels from `from` up to (not including) `to`, one encoder per stage
+    /// touched, and submits them.
+    fn submit_kernels(&self, gpu: &Gpu, from: KernelAt, to: KernelAt) {
+        let last = to.stage.min(self.stages.len() - 1);
+        let buffers: Vec<_> = (from.stage..=last)
+            .filter_map(|stage| {
+                let start = if stage == from.stage { from.index } else { 0 };
+                let end = match stage == to.stage {
+                    true => to.index,
+                    false => self.stages[stage].kernels.len(),
+                };
+                (start < end).then(|| self.encode(gpu, stage, start..end, None))
+            })
+            .collect();
+        gpu.queue.submit(buffers);
+    }
+
     /// Submits the optimizer stage (and any after it).
     pub fn submit_optimizer(&self, gpu: &Gpu) {
         self.submit_inner(gpu, None, self.optimizer_stage()..self.stages.len());
@@ -157,26 +213,8 @@ impl Plan {
     }
 
     fn submit_inner(&self, gpu: &Gpu, timer: Option<&PassTimer>, range: Range<usize>) {
-        let mut buffers: Vec<_> = self.stages[range.clone()]
-            .iter()
-            .zip(range)
-            .map(|(stage, i)| {
-                let mut enc = gpu
-                    .device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some(&stage.name),
-                    });
-                {
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: Some(&stage.name),
-                        timestamp_writes: timer.map(|t| t.writes(i)),
-                    });
-                    for k in &stage.kernels {
-                        k.record(&mut pass);
-                    }
-                }
-                enc.finish()
-            })
+        let mut buffers: Vec<_> = range
+            .map(|i| self.encode(gpu, i, 0..self.stages[i].kernels.len(), timer))
             .collect();
         if let Some(t) = timer {
             let mut enc = gpu.device.create_command_encoder(&Default::default());
@@ -184,6 +222,33 @@ impl Plan {
             buffers.push(enc.finish());
         }
         gpu.queue.submit(buffers);
+    }
+
+    /// The kernels `kernels` of stage `stage` in one command encoder and compute pass (timed as
+    /// the stage's pass by `timer`).
+    fn encode(
+        &self,
+        gpu: &Gpu,
+        stage: usize,
+        kernels: Range<usize>,
+        timer: Option<&PassTimer>,
+    ) -> wgpu::CommandBuffer {
+        let s = &self.stages[stage];
+        let mut enc = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some(&s.name),
+            });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(&s.name),
+                timestamp_writes: timer.map(|t| t.writes(stage)),
+            });
+            for k in &s.kernels[kernels] {
+                k.record(&mut pass);
+            }
+        }
+        enc.finish()
     }
 
     /// Runs one step with a GPU timestamp around every stage and returns (stage, milliseconds);

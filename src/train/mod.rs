@@ -4,7 +4,7 @@
 mod schedule;
 mod step;
 pub use schedule::{shuffled, LrSchedule};
-pub use step::Trainer;
+pub use step::{Collective, Trainer};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod evaluate;

@@ -146,6 +146,11 @@ pub struct TrainOptions {
     /// models; default: the cores less one)
     #[arg(long, default_value_t = crate::data::default_workers())]
     pub workers: usize,
+    /// Under mpirun: BatchNorm takes its batch statistics over the whole global batch, across
+    /// the ranks (PyTorch's SyncBatchNorm), at the cost of an exchange per BatchNorm; by
+    /// default each rank normalises with its own shard's (DDP's default). One process: no effect
+    #[arg(long)]
+    pub sync_bn: bool,
     #[command(flatten)]
     pub tune: TuneOptions,
     /// Read loss and accuracy back every this many steps
@@ -287,6 +292,11 @@ impl TrainOptions {
             return Err(Error::Invalid(format!(
                 "--lr must be a positive number, got {lr}"
             )));
+        }
+        if self.sync_bn && self.tune.bn_eval {
+            return Err(Error::Invalid(
+                "--sync-bn and --bn-eval contradict each other: with --bn-eval no BatchNorm uses batch statistics to share".into(),
+            ));
         }
         Ok(())
     }

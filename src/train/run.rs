@@ -6,7 +6,7 @@ use super::evaluate::{evaluate_sums, EvalSums};
 use super::options::IMAGENET_EPOCHS;
 use super::progress::Progress;
 use super::schedule::shuffled;
-use super::{Recipe, TrainOptions, Trainer};
+use super::{Collective, Recipe, TrainOptions, Trainer};
 use crate::checkpoint::{self, Checkpoint};
 use crate::data::{self, BatchJob, ImageSource, Prefetch, Sources};
 use crate::dist::Dist;
@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::model::{Family, ModelSpec, ModelState};
 use crate::ops::loss::LossSums;
-use crate::plan::PlanConfig;
+use crate::plan::{PlanConfig, Shard};
 use crate::report::{self, EpochMetrics, StepMetrics};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -155,19 +155,19 @@ impl<'o> Run<'o> {
     /// A fresh run in `o.out`, or the run there resumed from its last checkpoint.
     fn open(o: &'o TrainOptions, train: &dyn ImageSource, dist: Dist) -> Result<Run<'o>> {
         let spec = ModelSpec::from_name(&o.model, classes_of(o, train)?)?;
-        let local_batch = shard_size(o.recipe.batch, &dist)?;
         let steps_per_epoch = train.len() / o.recipe.batch;
         let epochs = o.epochs.unwrap_or(match spec.family {
             Family::Cifar => PAPER_ITERATIONS.div_ceil(steps_per_epoch),
             Family::ImageNet => IMAGENET_EPOCHS,
         });
         dist.check_same(
-            "configuration (model, recipe, epochs, seed, data)",
+            "configuration (model, recipe, epochs, seed, --sync-bn, data)",
             format!(
-                "{} epochs {epochs} seed {} resume {} {:?} data {} images of {}x{}",
+                "{} epochs {epochs} seed {} resume {} sync-bn {} {:?} data {} images of {}x{}",
                 spec.name,
                 o.seed,
                 o.resume,
+                o.sync_bn,
                 o.recipe,
                 train.len(),
                 train.size().0,
@@ -176,7 +176,7 @@ impl<'o> Run<'o> {
             .as_bytes(),
         )?;
         // every rank opens its own device and model; a failure on any stops them all
-        let cfg = training_plan(o, train, local_batch, &spec)?;
+        let cfg = training_plan(o, train, &dist, &spec)?;
         let opened = open_here(o, &spec, (cfg, train.classes()), &dist);
         let (gpu, m, mut trainer, at) = dist.collective(opened)?;
         trainer.iteration = at.iteration;
@@ -213,8 +213,14 @@ impl<'o> Run<'o> {
             if o.resume { format!(", resuming after epoch {}", self.state.epoch) } else { String::new() }
         );
         if self.dist.size() > 1 {
+            let bn = match plan.exchanges() {
+                0 => "BatchNorm statistics of each rank's own images".to_string(),
+                n => format!(
+                    "BatchNorm statistics of the whole batch (--sync-bn, {n} exchanges a step)"
+                ),
+            };
             eprintln!(
-                "data parallel over {} MPI ranks: {} images a step each, gradients averaged every step",
+                "data parallel over {} MPI ranks: {} images a step each, gradients averaged every step, {bn}",
                 self.dist.size(),
                 plan.config.batch
             );
@@ -299,19 +305,18 @@ impl<'o> Run<'o> {
         if self.dist.size() == 1 {
             return self.trainer.step(&self.gpu, &self.model, px, labels, lr);
         }
-        let (dist, mut took) = (&self.dist, Duration::ZERO);
+        let mut ranks = Timed {
+            dist: &self.dist,
+            took: Duration::ZERO,
+        };
         pollster::block_on(self.trainer.step_with_gradients(
             &self.gpu,
             &self.model,
             (px, labels),
             lr,
-            |grads| {
-                let t0 = Instant::now();
-                dist.average(grads);
-                took = t0.elapsed();
-            },
+            &mut ranks,
         ))?;
-        self.exchange += took;
+        self.exchange += ranks.took;
         Ok(())
     }
 
@@ -507,6 +512,27 @@ impl<'o> Run<'o> {
     }
 }
 
+/// The ranks of a step, timing what is sent between them.
+struct Timed<'d> {
+    dist: &'d Dist,
+    took: Duration,
+}
+
+impl Collective for Timed<'_> {
+    fn average(&mut self, grads: &mut [f32]) {
+        let t0 = Instant::now();
+        self.dist.average(grads);
+        self.took += t0.elapsed();
+    }
+
+    fn gather(&mut self, values: &[f64]) -> Vec<f64> {
+        let t0 = Instant::now();
+        let all = self.dist.all(values);
+        self.took += t0.elapsed();
+        all
+    }
+}
+
 fn print_epoch(row: &EpochMetrics, epochs: usize, eval_name: &str) {
     println!(
         "epoch {}/{epochs}: train loss {:.4} acc {:.2}% | {eval_name} loss {:.4} acc {:.2}% | {:.1} img/s | {:.0}s",
@@ -677,16 +703,22 @@ fn weights_from_root(gpu: &Gpu, m: &ModelState, dist: &Dist) -> Result<()> {
     Ok(())
 }
 
-/// The training plan for `batch` images of `train` a step: He et al.'s pad-and-crop on the GPU
-/// for the in-memory CIFAR-style sets, else the source's own (CPU) transform, normalised only.
+/// The training plan for this rank's shard of every batch of `train`: He et al.'s pad-and-crop
+/// on the GPU for the in-memory CIFAR-style sets, else the source's own (CPU) transform,
+/// normalised only.
 fn training_plan(
     o: &TrainOptions,
     train: &dyn ImageSource,
-    batch: usize,
+    dist: &Dist,
     spec: &ModelSpec,
 ) -> Result<PlanConfig> {
+    let batch = shard_size(o.recipe.batch, dist)?;
     let mut cfg = PlanConfig::train(batch, train.size(), o.recipe.sgd(), train.normalize());
     cfg.tune = o.tune.fine_tune(spec)?;
+    cfg.shard = Shard {
+        first: dist.rank() * batch,
+        bn_ranks: if o.sync_bn { dist.size() } else { 1 },
+    };
     Ok(match train.gpu_augment() {
         true => cfg,
         false => cfg.without_augmentation(),

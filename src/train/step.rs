@@ -6,6 +6,14 @@ use crate::model::ModelState;
 use crate::ops::loss::LossSums;
 use crate::plan::{Plan, PlanConfig};
 
+/// What a data-parallel step needs from the processes training together.
+pub trait Collective {
+    /// Replaces `grads` by their mean over the ranks, the same bits on every rank.
+    fn average(&mut self, grads: &mut [f32]);
+    /// Every rank's `values` (each rank's the same length), rank after rank.
+    fn gather(&mut self, values: &[f64]) -> Vec<f64>;
+}
+
 /// A training plan and the position in the run: every step is seeded by (seed, iteration), so a
 /// run resumed at an iteration repeats the same augmentation. Each step also advances the
 /// model's BatchNorm `num_batches_tracked` by one, as PyTorch does.
@@ -50,21 +58,29 @@ impl Trainer {
         Ok(())
     }
 
-    /// [`Trainer::step`] with the gradients passed through `average` between the backward pass
-    /// and the optimizer (data-parallel training averages them across processes there). Waits
-    /// for the backward pass to read the gradients.
+    /// [`Trainer::step`] as one rank of a data-parallel step: the gradients are averaged with
+    /// the other ranks' between the backward pass and the optimizer, and a plan whose
+    /// BatchNorms share their statistics (SyncBatchNorm) gathers them within the passes.
+    /// Waits for the backward pass to read the gradients.
     pub async fn step_with_gradients(
         &mut self,
         gpu: &Gpu,
         m: &ModelState,
         (pixels, labels): (&[u8], &[u32]),
         lr: f32,
-        average: impl FnOnce(&mut [f32]),
+        ranks: &mut dyn Collective,
     ) -> Result<()> {
         self.prepare(gpu, pixels, labels, lr)?;
-        self.plan.submit_forward_backward(gpu);
+        if self.plan.exchanges() == 0 {
+            self.plan.submit_forward_backward(gpu);
+        } else {
+            let mut gather = |v: &[f64]| ranks.gather(v);
+            self.plan
+                .submit_forward_backward_across(gpu, &mut gather)
+                .await?;
+        }
         let mut grads = gpu.read(&m.grads).await?;
-        average(&mut grads);
+        ranks.average(&mut grads);
         gpu.write(&m.grads, &grads)?;
         self.plan.submit_optimizer(gpu);
         self.advance(m);
