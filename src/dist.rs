@@ -176,6 +176,24 @@ impl Dist {
         })
     }
 
+    /// Runs `f` on rank 0, then, once it succeeded, on the other ranks: what rank 0 downloads
+    /// into a shared directory (CIFAR-10, weights) the others then find there, rather than every
+    /// rank downloading the same file at once. A failure on any rank stops them all.
+    pub fn root_first<T>(&self, f: impl Fn() -> Result<T>) -> Result<T> {
+        if self.size == 1 {
+            return f();
+        }
+        let first = match self.is_root() {
+            true => f().map(Some),
+            false => Ok(None),
+        };
+        let first = self.collective(first)?;
+        self.collective(match first {
+            Some(done) => Ok(done),
+            None => f(),
+        })
+    }
+
     fn barrier(&self) {
         #[cfg(feature = "mpi")]
         if let Some(m) = &self.mpi {

@@ -172,6 +172,108 @@ fn fused_case(gpu: &Gpu, n: usize, c: usize, h: usize, w: usize) {
     );
 }
 
+/// One BatchNorm's random inputs for the backward tests, on the host and on the device: x, a
+/// residual, dy, gamma (kept from 0), beta and running statistics; outputs zeroed.
+struct Case {
+    x: Vec<f32>,
+    res: Vec<f32>,
+    dy: Vec<f32>,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    rm: Vec<f32>,
+    rv: Vec<f32>,
+    bn: Bn,
+    t: Tensors,
+}
+
+/// A case's device tensors.
+struct Tensors {
+    x: resnet::Tensor,
+    res: resnet::Tensor,
+    dy: resnet::Tensor,
+    y: resnet::Tensor,
+    dx: resnet::Tensor,
+    dres: resnet::Tensor,
+    /// dgamma, dbeta
+    dp: resnet::Tensor,
+}
+
+impl Case {
+    fn new(gpu: &Gpu, shape: [usize; 4], seed: u64) -> Case {
+        let [n, c, h, w] = shape;
+        let len = n * c * h * w;
+        let gamma: Vec<f32> = rand_vec(c, seed + 3).iter().map(|v| v + 1.5).collect();
+        let (beta, rm) = (rand_vec(c, seed + 4), rand_vec(c, seed + 5));
+        let rv: Vec<f32> = rand_vec(c, seed + 6)
+            .iter()
+            .map(|v| v.abs() + 0.5)
+            .collect();
+        let (x, res, dy) = (
+            rand_vec(len, seed),
+            rand_vec(len, seed + 1),
+            rand_vec(len, seed + 2),
+        );
+        let bn = bn_state(gpu, &gamma, &beta, &rm, &rv);
+        let t = Tensors::new(gpu, shape, (&x, &res, &dy));
+        Case {
+            x,
+            res,
+            dy,
+            gamma,
+            beta,
+            rm,
+            rv,
+            bn,
+            t,
+        }
+    }
+
+    fn fuse(&self, relu: bool, residual: bool) -> Fuse<'_> {
+        Fuse {
+            residual: residual.then_some(&self.t.res),
+            relu,
+        }
+    }
+}
+
+impl Tensors {
+    fn new(gpu: &Gpu, shape: [usize; 4], (x, res, dy): (&[f32], &[f32], &[f32])) -> Tensors {
+        let zeros = || gpu.zeros(&shape).unwrap();
+        Tensors {
+            x: gpu.upload(x, &shape).unwrap(),
+            res: gpu.upload(res, &shape).unwrap(),
+            dy: gpu.upload(dy, &shape).unwrap(),
+            y: zeros(),
+            dx: zeros(),
+            dres: zeros(),
+            dp: gpu.zeros(&[2, shape[1]]).unwrap(),
+        }
+    }
+
+    /// The backward's kernels (and its exchange with `Stats::Across`).
+    fn backward(
+        &self,
+        gpu: &Gpu,
+        affine: &resnet::Tensor,
+        stats: batchnorm::Stats,
+        (relu, residual): (bool, bool),
+    ) -> (Vec<resnet::gpu::Kernel>, Option<batchnorm::Exchange>) {
+        batchnorm::backward_across(
+            gpu,
+            &self.dy,
+            &self.y,
+            &self.x,
+            affine,
+            stats,
+            &self.dx,
+            &self.dp,
+            residual.then_some(&self.dres),
+            relu,
+        )
+        .unwrap()
+    }
+}
+
 /// Backward of every fusion variant against the analytic CPU formula and against finite
 /// differences of L = sum(dy * forward(x, gamma, beta, residual)) on the f64 CPU forward.
 #[test]
@@ -184,49 +286,25 @@ fn batchnorm_backward_matches_reference_and_finite_differences() {
         (1, 5, 7, 7, false, true),
     ] {
         let hw = h * w;
-        let len = n * c * hw;
-        let seed = (n * 100 + c * 10 + h) as u64;
-        let x = rand_vec(len, seed);
-        let res = rand_vec(len, seed + 1);
-        let dyv = rand_vec(len, seed + 2);
-        let gamma: Vec<f32> = rand_vec(c, seed + 3).iter().map(|v| v + 1.5).collect();
-        let beta = rand_vec(c, seed + 4);
-        let bn = bn_state(&gpu, &gamma, &beta, &vec![0.0; c], &vec![1.0; c]);
         let shape = [n, c, h, w];
-        let xt = gpu.upload(&x, &shape).unwrap();
-        let rt = gpu.upload(&res, &shape).unwrap();
-        let dy = gpu.upload(&dyv, &shape).unwrap();
-        let y = gpu.zeros(&shape).unwrap();
-        let dx = gpu.zeros(&shape).unwrap();
-        let dres = gpu.zeros(&shape).unwrap();
-        let dp = gpu.zeros(&[2, c]).unwrap();
-        let fuse = Fuse {
-            residual: residual.then_some(&rt),
-            relu,
-        };
+        let k = Case::new(&gpu, shape, (n * 100 + c * 10 + h) as u64);
+        let (bn, t) = (&k.bn, &k.t);
+        let fuse = k.fuse(relu, residual);
         let mut ks =
-            batchnorm::forward_train(&gpu, &xt, &y, &bn.params(), &bn.saved, fuse, 0.1).unwrap();
-        ks.extend(
-            batchnorm::backward(
-                &gpu,
-                &dy,
-                &y,
-                &xt,
-                &bn.affine,
-                batchnorm::Stats::Batch(&bn.saved),
-                &dx,
-                &dp,
-                residual.then_some(&dres),
-                relu,
-            )
-            .unwrap(),
-        );
+            batchnorm::forward_train(&gpu, &t.x, &t.y, &bn.params(), &bn.saved, fuse, 0.1).unwrap();
+        let stats = batchnorm::Stats::Batch(&bn.saved);
+        ks.extend(t.backward(&gpu, &bn.affine, stats, (relu, residual)).0);
         run(&gpu, &ks);
-        let dxg = read(&gpu, &dx);
-        let dpg = read(&gpu, &dp);
+        let dxg = read(&gpu, &t.dx);
+        let dpg = read(&gpu, &t.dp);
 
-        let (x64, g64, b64, r64, dy64) =
-            (f64s(&x), f64s(&gamma), f64s(&beta), f64s(&res), f64s(&dyv));
+        let (x64, g64, b64, r64, dy64) = (
+            f64s(&k.x),
+            f64s(&k.gamma),
+            f64s(&k.beta),
+            f64s(&k.res),
+            f64s(&k.dy),
+        );
         let rref = residual.then_some(&r64[..]);
         let fwd = |x: &[f64], g: &[f64], b: &[f64], r: Option<&[f64]>| {
             bn_forward(n, c, hw, x, g, b, r, relu).0
@@ -250,23 +328,19 @@ fn batchnorm_backward_matches_reference_and_finite_differences() {
             &fd_x,
             1e-3,
         );
+        let fd_dp = [&fd_g[..], &fd_b[..]].concat();
         assert_close(
-            &format!("{tag} dgamma vs finite differences"),
-            &dpg[..c],
-            &fd_g,
-            1e-3,
-        );
-        assert_close(
-            &format!("{tag} dbeta vs finite differences"),
-            &dpg[c..],
-            &fd_b,
+            &format!("{tag} dgamma, dbeta vs finite differences"),
+            &dpg,
+            &fd_dp,
             1e-3,
         );
         if residual {
             let fd_r = finite_diff(&r64, h_, |r| dot(&fwd(&x64, &g64, &b64, Some(r)), &dy64));
+            let dres = read(&gpu, &t.dres);
             assert_close(
                 &format!("{tag} dresidual vs finite differences"),
-                &read(&gpu, &dres),
+                &dres,
                 &fd_r,
                 1e-3,
             );
@@ -281,48 +355,21 @@ fn batchnorm_backward_on_running_statistics_matches_finite_differences() {
     let gpu = gpu();
     for (n, c, h, w, relu, residual) in [(2, 3, 4, 4, true, true), (3, 2, 3, 3, false, false)] {
         let (hw, shape) = (h * w, [n, c, h, w]);
-        let len = n * c * hw;
-        let x = rand_vec(len, 71);
-        let res = rand_vec(len, 72);
-        let dyv = rand_vec(len, 73);
-        let gamma: Vec<f32> = rand_vec(c, 74).iter().map(|v| v + 1.5).collect();
-        let beta = rand_vec(c, 75);
-        let rm = rand_vec(c, 76);
-        let rv: Vec<f32> = rand_vec(c, 77).iter().map(|v| v.abs() + 0.5).collect();
-        let bn = bn_state(&gpu, &gamma, &beta, &rm, &rv);
-        let xt = gpu.upload(&x, &shape).unwrap();
-        let rt = gpu.upload(&res, &shape).unwrap();
-        let dy = gpu.upload(&dyv, &shape).unwrap();
-        let (y, dx, dres) = (
-            gpu.zeros(&shape).unwrap(),
-            gpu.zeros(&shape).unwrap(),
-            gpu.zeros(&shape).unwrap(),
-        );
-        let dp = gpu.zeros(&[2, c]).unwrap();
-        let fuse = Fuse {
-            residual: residual.then_some(&rt),
-            relu,
-        };
-        let mut ks = batchnorm::forward_eval(&gpu, &xt, &y, &bn.params(), fuse).unwrap();
-        ks.extend(
-            batchnorm::backward(
-                &gpu,
-                &dy,
-                &y,
-                &xt,
-                &bn.affine,
-                batchnorm::Stats::Running(&bn.running),
-                &dx,
-                &dp,
-                residual.then_some(&dres),
-                relu,
-            )
-            .unwrap(),
-        );
+        let k = Case::new(&gpu, shape, 71);
+        let (bn, t) = (&k.bn, &k.t);
+        let fuse = k.fuse(relu, residual);
+        let mut ks = batchnorm::forward_eval(&gpu, &t.x, &t.y, &bn.params(), fuse).unwrap();
+        let stats = batchnorm::Stats::Running(&bn.running);
+        ks.extend(t.backward(&gpu, &bn.affine, stats, (relu, residual)).0);
         run(&gpu, &ks);
-        let (x64, g64, b64, r64, dy64) =
-            (f64s(&x), f64s(&gamma), f64s(&beta), f64s(&res), f64s(&dyv));
-        let (m64, v64) = (f64s(&rm), f64s(&rv));
+        let (x64, g64, b64, r64, dy64) = (
+            f64s(&k.x),
+            f64s(&k.gamma),
+            f64s(&k.beta),
+            f64s(&k.res),
+            f64s(&k.dy),
+        );
+        let (m64, v64) = (f64s(&k.rm), f64s(&k.rv));
         let rref = residual.then_some(&r64[..]);
         let fwd =
             |x: &[f64], g: &[f64], b: &[f64]| bn_apply(n, c, hw, x, g, b, &m64, &v64, rref, relu);
@@ -331,11 +378,122 @@ fn batchnorm_backward_on_running_statistics_matches_finite_differences() {
         let fd_x = finite_diff(&x64, 1e-6, |x| loss(x, &g64, &b64));
         let fd_g = finite_diff(&g64, 1e-6, |g| loss(&x64, g, &b64));
         let fd_b = finite_diff(&b64, 1e-6, |b| loss(&x64, &g64, b));
-        let dpg = read(&gpu, &dp);
-        assert_close(&format!("{tag} dx"), &read(&gpu, &dx), &fd_x, 1e-3);
+        let dpg = read(&gpu, &t.dp);
+        assert_close(&format!("{tag} dx"), &read(&gpu, &t.dx), &fd_x, 1e-3);
         assert_close(&format!("{tag} dgamma"), &dpg[..c], &fd_g, 1e-3);
         assert_close(&format!("{tag} dbeta"), &dpg[c..], &fd_b, 1e-3);
         // the running statistics are inputs here, never updated
-        assert_eq!(read(&gpu, &bn.running), [rm.clone(), rv.clone()].concat());
+        assert_eq!(
+            read(&gpu, &bn.running),
+            [k.rm.clone(), k.rv.clone()].concat()
+        );
+    }
+}
+
+/// SyncBatchNorm's kernels: a batch split between two ranks in one process, their partial sums
+/// exchanged between the kernels as the training plan does, normalises and back-propagates as
+/// the whole batch in one (the CPU reference over the whole batch). Each rank's dgamma and dbeta
+/// are its own images' sums, so the two add up to the whole batch's.
+#[test]
+fn batchnorm_across_two_ranks_matches_the_whole_batch() {
+    let gpu = gpu();
+    // 3 images a rank: 5289 values a channel, split into 2 chunks by the reductions
+    let (n, c, h, w, relu, residual) = (6, 3, 41, 43, true, true);
+    let (hw, half) = (h * w, 3 * c * h * w);
+    let whole = Case::new(&gpu, [n, c, h, w], 91);
+    let ranks: Vec<(Bn, Tensors)> = (0..2)
+        .map(|r| {
+            let part = |v: &[f32]| v[r * half..(r + 1) * half].to_vec();
+            let (x, res, dy) = (part(&whole.x), part(&whole.res), part(&whole.dy));
+            let bn = bn_state(&gpu, &whole.gamma, &whole.beta, &whole.rm, &whole.rv);
+            (bn, Tensors::new(&gpu, [3, c, h, w], (&x, &res, &dy)))
+        })
+        .collect();
+    let forward: Vec<_> = ranks
+        .iter()
+        .map(|(bn, t)| {
+            let fuse = Fuse {
+                residual: Some(&t.res),
+                relu,
+            };
+            batchnorm::forward_train_across(&gpu, &t.x, &t.y, &bn.params(), &bn.saved, fuse, 0.1, 2)
+                .unwrap()
+        })
+        .collect();
+    run_exchanging(&gpu, forward);
+    let backward: Vec<_> = ranks
+        .iter()
+        .map(|(bn, t)| {
+            let stats = batchnorm::Stats::Across(&bn.saved, 2);
+            t.backward(&gpu, &bn.affine, stats, (relu, residual))
+        })
+        .collect();
+    run_exchanging(&gpu, backward);
+
+    let both = |f: &dyn Fn(&Tensors) -> &resnet::Tensor| {
+        [read(&gpu, f(&ranks[0].1)), read(&gpu, f(&ranks[1].1))].concat()
+    };
+    let (x64, g64, b64, r64, dy64) = (
+        f64s(&whole.x),
+        f64s(&whole.gamma),
+        f64s(&whole.beta),
+        f64s(&whole.res),
+        f64s(&whole.dy),
+    );
+    let (y_ref, mean, var) = bn_forward(n, c, hw, &x64, &g64, &b64, Some(&r64), relu);
+    let (dx_ref, dgamma, dbeta, _) =
+        bn_backward(n, c, hw, &x64, &g64, &mean, &var, &y_ref, &dy64, relu);
+    assert_close("across ranks: y", &both(&|t| &t.y), &y_ref, 1e-4);
+    assert_close("across ranks: dx", &both(&|t| &t.dx), &dx_ref, 1e-4);
+    // the residual's gradient is dy through the ReLU
+    let dres_ref: Vec<f64> = (0..n * c * hw)
+        .map(|i| if y_ref[i] > 0.0 { dy64[i] } else { 0.0 })
+        .collect();
+    assert_close(
+        "across ranks: dresidual",
+        &both(&|t| &t.dres),
+        &dres_ref,
+        1e-6,
+    );
+    let dp: Vec<f32> = (0..2 * c)
+        .map(|i| read(&gpu, &ranks[0].1.dp)[i] + read(&gpu, &ranks[1].1.dp)[i])
+        .collect();
+    assert_close(
+        "across ranks: dgamma, dbeta",
+        &dp,
+        &[dgamma, dbeta].concat(),
+        1e-4,
+    );
+    // the running statistics are the whole batch's (unbiased over its N*H*W), on both ranks
+    let m = (n * hw) as f64;
+    let running_ref: Vec<f64> = (0..c)
+        .map(|ch| 0.9 * whole.rm[ch] as f64 + 0.1 * mean[ch])
+        .chain((0..c).map(|ch| 0.9 * whole.rv[ch] as f64 + 0.1 * var[ch] * m / (m - 1.0)))
+        .collect();
+    for (bn, _) in &ranks {
+        assert_close(
+            "across ranks: running stats",
+            &read(&gpu, &bn.running),
+            &running_ref,
+            1e-5,
+        );
+    }
+}
+
+/// Runs each rank's kernels up to its exchange, exchanges every rank's partial sums as the
+/// training plan does (gathered in rank order, combined, written back), then runs the rest.
+fn run_exchanging(gpu: &Gpu, ranks: Vec<(Vec<resnet::gpu::Kernel>, Option<batchnorm::Exchange>)>) {
+    let exchanges: Vec<_> = ranks.iter().map(|(_, e)| e.as_ref().unwrap()).collect();
+    for ((ks, _), e) in ranks.iter().zip(&exchanges) {
+        run(gpu, &ks[..e.before]);
+    }
+    let all: Vec<f64> = exchanges
+        .iter()
+        .flat_map(|e| read(gpu, &e.partial))
+        .map(f64::from)
+        .collect();
+    for ((ks, _), e) in ranks.iter().zip(&exchanges) {
+        gpu.write(&e.partial, &e.combine.apply(&all)).unwrap();
+        run(gpu, &ks[e.before..]);
     }
 }

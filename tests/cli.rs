@@ -4,41 +4,13 @@
 
 mod common;
 use common::cifar;
+use common::cli::{fails_with, resnet, resnet_with_cache};
 use common::*;
 use resnet::checkpoint::{self, Checkpoint};
 use resnet::model::ModelSpec;
 use resnet::model::ModelState;
 use std::path::Path;
-use std::process::{Command, Output};
-
-/// `resnet` with the register kernels (no tuning: these tests are about everything else; tuning
-/// has tests/tuning.rs) and a cache directory of its own.
-fn resnet(args: &[&str]) -> Output {
-    let cache = tempfile::tempdir().unwrap();
-    resnet_with_cache(args, cache.path())
-}
-
-/// Asserts a clean failure: non-zero exit, one `error:` line mentioning every `needle`, no panic.
-fn fails_with(out: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = err
-        .lines()
-        .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
-        .collect();
-    assert!(
-        !out.status.success(),
-        "expected failure, got success; stderr: {err}"
-    );
-    assert!(!err.contains("panicked"), "panic: {err}");
-    let last = lines.last().copied().unwrap_or("");
-    assert!(
-        last.starts_with("error: "),
-        "last line is not an error line: {err}"
-    );
-    for n in needles {
-        assert!(last.contains(n), "error line lacks '{n}': {last}");
-    }
-}
+use std::process::Output;
 
 fn save_model(gpu: &resnet::Gpu, name: &str, path: &Path, edit: impl FnOnce(&mut Checkpoint)) {
     let m = ModelState::new(gpu, &ModelSpec::from_name(name, 10).unwrap(), 1).unwrap();
@@ -419,17 +391,6 @@ fn dead_url() -> String {
         .unwrap()
         .port();
     format!("http://127.0.0.1:{port}/cifar-10-binary.tar.gz")
-}
-
-/// `resnet` with the register kernels and `cache` as its cache directory.
-fn resnet_with_cache(args: &[&str], cache: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_resnet"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .env("RESNET_CACHE", cache)
-        .env("RESNET_KERNELS", "register")
-        .output()
-        .unwrap()
 }
 
 #[test]

@@ -1,12 +1,12 @@
 //! `resnet::data`: image folders from real CIFAR-10 JPEGs (tests/data/cifar10-jpeg), the binary layout round trip, every
 //! bad-input error, and the download against a local HTTP server.
 
+mod common;
+use common::serve::serve;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use resnet::data::{
     download_cifar10, load, load_cifar_binary, load_image_folder, write_cifar_binary, Dataset,
@@ -345,45 +345,6 @@ fn image_folder_bad_inputs_name_the_file() {
     invalid(load_image_folder(d.path(), (0, 32)), &["0x32"]);
 }
 
-/// An HTTP server on 127.0.0.1 serving `body` at /cifar-10-binary.tar.gz (404 elsewhere); returns
-/// its base URL and a counter of requests.
-fn serve(body: Vec<u8>) -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            counter.fetch_add(1, Ordering::SeqCst);
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut first = String::new();
-            reader.read_line(&mut first).unwrap();
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap() == 0 || line.trim().is_empty() {
-                    break;
-                }
-            }
-            let found = first.split_whitespace().nth(1) == Some("/cifar-10-binary.tar.gz");
-            let (status, payload): (&str, &[u8]) = if found {
-                ("200 OK", &body)
-            } else {
-                ("404 Not Found", b"not found")
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: application/octet-stream\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n",
-                payload.len()
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(payload);
-            let _ = stream.flush();
-        }
-    });
-    (base, hits)
-}
-
 /// Paths of all files under `dir` (none when it does not exist).
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -402,29 +363,15 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn download_checks_md5_caches_and_extracts() {
-    use md5::{Digest, Md5};
     let split = synthetic(15, 5);
-    let staging = tempfile::tempdir().unwrap();
-    write_cifar_binary(&split, &staging.path().join("cifar-10-batches-bin")).unwrap();
-    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::fast(),
-    ));
-    builder
-        .append_dir_all(
-            "cifar-10-batches-bin",
-            staging.path().join("cifar-10-batches-bin"),
-        )
-        .unwrap();
-    let archive = builder.into_inner().unwrap().finish().unwrap();
-    let md5 = format!("{:x}", Md5::digest(&archive));
-    let (base, hits) = serve(archive);
-    let url = format!("{base}/cifar-10-binary.tar.gz");
+    let (archive, md5) = common::cifar::binary_archive(&split);
+    let (url, requests) = serve("/cifar-10-binary.tar.gz", archive, 0);
+    let hits = || requests.lock().unwrap().len();
 
     let cache = tempfile::tempdir().unwrap();
     let cache_dir = cache.path().join("cache");
     let dir = download_cifar10(&url, &md5, &cache_dir).unwrap();
-    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert_eq!(hits(), 1);
     assert!(dir.join("cifar-10-batches-bin/test_batch.bin").is_file());
     assert!(cache_dir.join("cifar-10-binary.tar.gz").is_file());
     assert_eq!(load_cifar_binary(&dir).unwrap(), split);
@@ -435,22 +382,22 @@ fn download_checks_md5_caches_and_extracts() {
         download_cifar10(&url, &md5.to_uppercase(), &cache_dir).unwrap(),
         dir
     );
-    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert_eq!(hits(), 1);
     // Extracted folder gone: extracted again from the verified archive, still no request.
     fs::remove_dir_all(dir.join("cifar-10-batches-bin")).unwrap();
     assert_eq!(download_cifar10(&url, &md5, &cache_dir).unwrap(), dir);
-    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert_eq!(hits(), 1);
     assert_eq!(load_cifar_binary(&dir).unwrap(), split);
 
     // Wrong checksum: an error, and nothing left behind.
     let bad_dir = cache.path().join("bad");
     let wrong = "0123456789abcdef0123456789abcdef";
     invalid(download_cifar10(&url, wrong, &bad_dir), &["md5", wrong]);
-    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    assert_eq!(hits(), 2);
     assert_eq!(files_under(&bad_dir), Vec::<PathBuf>::new());
 
     // HTTP error and malformed checksum.
-    let missing = format!("{base}/nope.tar.gz");
+    let missing = url.replace("cifar-10-binary", "nope");
     invalid(download_cifar10(&missing, &md5, &bad_dir), &[&missing]);
     assert_eq!(files_under(&bad_dir), Vec::<PathBuf>::new());
     invalid(download_cifar10(&url, "xyz", &bad_dir), &["xyz"]);

@@ -5,6 +5,7 @@
 
 mod common;
 use common::cifar;
+use common::serve::serve;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -14,8 +15,15 @@ use std::time::{Duration, Instant};
 /// the variables in `env` passed to every rank.
 fn mpirun_command(np: usize, args: &[&str], cache: &Path, env: &[(&str, &str)]) -> Command {
     let mut c = Command::new("mpirun");
-    c.args(["--allow-run-as-root", "--oversubscribe", "-np"])
-        .arg(np.to_string());
+    // a job that hangs (ranks waiting for each other) is aborted and fails its test
+    c.args([
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "--timeout",
+        "300",
+        "-np",
+    ])
+    .arg(np.to_string());
     for var in ["RESNET_CACHE", "RESNET_KERNELS", "XDG_RUNTIME_DIR"] {
         c.args(["-x", var]);
     }
@@ -188,6 +196,28 @@ fn sync_bn_two_ranks_train_as_one_process() {
     );
 }
 
+/// Under mpirun, rank 0 downloads CIFAR-10 into the cache the ranks share and the other rank
+/// reads rank 0's copy: one request, not one per rank racing to write the same files.
+#[test]
+fn rank_0_downloads_cifar_and_the_other_rank_reads_its_copy() {
+    let (archive, md5) = cifar::binary_archive(&resnet::data::bundled_cifar10());
+    let (url, requests) = serve("/cifar-10-binary.tar.gz", archive, 0);
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut args = train_args("unused", out.path().to_str().unwrap(), "1");
+    let data = args.iter().position(|a| *a == "--data").unwrap();
+    args.drain(data..data + 2);
+    args.extend(["--data-url", &url, "--data-md5", &md5, "--subset", "64"]);
+    let run = mpirun(2, &args, cache.path());
+    let all = text(&run);
+    assert!(run.status.success(), "{all}");
+    assert!(
+        !all.contains("bundled"),
+        "fell back to the bundled images: {all}"
+    );
+    assert_eq!(requests.lock().unwrap().len(), 1, "{all}");
+}
+
 /// A global batch that does not divide among the ranks, and a resume with another number of
 /// ranks, stop every rank with one clear error and a non-zero exit.
 #[test]
@@ -287,4 +317,3 @@ fn a_killed_rank_ends_the_run_and_a_resume_finishes_it() {
     assert!(all.contains("resuming after epoch 1"), "{all}");
     assert_eq!(train_losses(out.path()).len(), 2, "{all}");
 }
-

@@ -5,51 +5,12 @@
 
 mod common;
 use common::cifar::jpeg_fixture;
+use common::cli::{fails_with, ok, resnet_with_cache};
+use common::serve::serve;
 use resnet::checkpoint::{self, Checkpoint};
 use resnet::data::{assemble, open_photos, BatchJob, PhotoSizes, Prefetch};
 use resnet::model::{ModelSpec, ModelState};
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-
-/// `resnet` with the register kernels and `cache` as its cache directory.
-fn resnet<S: AsRef<std::ffi::OsStr>>(args: &[S], cache: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_resnet"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .env("RESNET_CACHE", cache)
-        .env("RESNET_KERNELS", "register")
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "failed: {}", stderr(o));
-    stderr(o)
-}
-
-/// Asserts a clean failure: non-zero exit, a last `error:` line mentioning every needle.
-fn fails_with(o: &Output, needles: &[&str]) {
-    let err = stderr(o);
-    assert!(!o.status.success(), "expected failure: {err}");
-    assert!(!err.contains("panicked"), "panic: {err}");
-    let last = err
-        .lines()
-        .rev()
-        .find(|l| !l.contains("XDG_RUNTIME_DIR"))
-        .unwrap_or("");
-    assert!(last.starts_with("error: "), "no error line: {err}");
-    for n in needles {
-        assert!(last.contains(n), "error line lacks '{n}': {last}");
-    }
-}
 
 /// resnet18 on the fixture's 200 + 100 JPEGs, small crops so that lavapipe trains quickly.
 fn train_args<'a>(data: &'a str, out: &'a str, epochs: &'a str) -> Vec<&'a str> {
@@ -169,15 +130,15 @@ fn photo_folders_stream_resume_exactly_and_checkpoints_predict_alone() {
     let data = data.to_str().unwrap();
     let (a, b) = (runs.path().join("a"), runs.path().join("b"));
     let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
-    let log = ok(&resnet(&train_args(data, a, "2"), cache.path()));
+    let log = ok(&resnet_with_cache(&train_args(data, a, "2"), cache.path()));
     assert!(
         log.contains("resnet18") && log.contains("200 train / 100 eval"),
         "{log}"
     );
-    ok(&resnet(&train_args(data, b, "1"), cache.path()));
+    ok(&resnet_with_cache(&train_args(data, b, "1"), cache.path()));
     let mut resume = train_args(data, b, "2");
     resume.splice(5..7, ["--resume", b]);
-    ok(&resnet(&resume, cache.path()));
+    ok(&resnet_with_cache(&resume, cache.path()));
     let last = |dir: &str| Path::new(dir).join("last.safetensors");
     assert_eq!(tensors(&last(a)), tensors(&last(b)), "resumed run differs");
     let meta = checkpoint::load(&last(a)).unwrap().metadata;
@@ -193,7 +154,7 @@ fn photo_folders_stream_resume_exactly_and_checkpoints_predict_alone() {
         .save(&photo)
         .unwrap();
     let ck = last(a);
-    let out = resnet(
+    let out = resnet_with_cache(
         &[
             "predict",
             "--checkpoint",
@@ -208,7 +169,7 @@ fn photo_folders_stream_resume_exactly_and_checkpoints_predict_alone() {
     // eval prepares the photos as the run did (resize 36, crop 32, from the metadata): the
     // accuracy of the last epoch's evaluation
     let ck = ck.to_str().unwrap();
-    let out = resnet(
+    let out = resnet_with_cache(
         &["eval", "--checkpoint", ck, "--data", data, "--json"],
         cache.path(),
     );
@@ -239,7 +200,7 @@ fn a_corrupt_photo_is_skipped_with_a_warning_naming_it() {
     let bytes = std::fs::read(&bad).unwrap();
     std::fs::write(&bad, &bytes[..bytes.len() / 3]).unwrap();
     let out = dir.path().join("run");
-    let log = ok(&resnet(
+    let log = ok(&resnet_with_cache(
         &train_args(dir.path().to_str().unwrap(), out.to_str().unwrap(), "1"),
         cache.path(),
     ));
@@ -249,62 +210,6 @@ fn a_corrupt_photo_is_skipped_with_a_warning_naming_it() {
         .collect();
     assert_eq!(warnings.len(), 1, "{log}");
     assert!(warnings[0].contains(&bad.display().to_string()), "{log}");
-}
-
-/// A one-file HTTP server for `body` at /w.safetensors. It answers Range requests with 206; the
-/// first `breaks` responses stop after half of what they promise. Returns the URL and the
-/// Range headers it saw (empty for none).
-fn serve(body: Vec<u8>, breaks: usize) -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/w.safetensors", listener.local_addr().unwrap());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    let served = AtomicUsize::new(0);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut first = String::new();
-            reader.read_line(&mut first).unwrap();
-            let mut from = 0usize;
-            let mut range = String::new();
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap() == 0 || line.trim().is_empty() {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
-                    range = v.trim().to_string();
-                    from = range.trim_end_matches('-').parse().unwrap();
-                }
-            }
-            log.lock().unwrap().push(range);
-            if first.split_whitespace().nth(1) != Some("/w.safetensors") {
-                let _ = stream.write_all(
-                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
-                continue;
-            }
-            let part = &body[from..];
-            let status = if from > 0 {
-                "206 Partial Content"
-            } else {
-                "200 OK"
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                part.len()
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let cut = if served.fetch_add(1, Ordering::SeqCst) < breaks {
-                part.len() / 2
-            } else {
-                part.len()
-            };
-            let _ = stream.write_all(&part[..cut]);
-        }
-    });
-    (url, seen)
 }
 
 /// A resnet18 checkpoint with 1000 classes (an ImageNet one, random), as bytes.
@@ -348,9 +253,9 @@ fn pretrained_urls_download_once_resume_and_are_checked() {
     };
 
     // the first response breaks off halfway: the download resumes with a Range request
-    let (url, seen) = serve(body.clone(), 1);
+    let (url, seen) = serve("/w.safetensors", body.clone(), 1);
     let cache = tempfile::tempdir().unwrap();
-    let log = ok(&resnet(
+    let log = ok(&resnet_with_cache(
         &with(&[
             "--pretrained",
             &url,
@@ -393,14 +298,17 @@ fn pretrained_urls_download_once_resume_and_are_checked() {
     );
     // a second run finds it in the cache
     std::fs::remove_dir_all(&out).unwrap();
-    ok(&resnet(&with(&["--pretrained", &url]), cache.path()));
+    ok(&resnet_with_cache(
+        &with(&["--pretrained", &url]),
+        cache.path(),
+    ));
     assert_eq!(seen.lock().unwrap().len(), 2, "downloaded again");
 
     // a wrong checksum: an error, and nothing in the cache
     let cache = tempfile::tempdir().unwrap();
     let zeros = "0".repeat(64);
     fails_with(
-        &resnet(
+        &resnet_with_cache(
             &with(&["--pretrained", &url, "--pretrained-sha256", &zeros]),
             cache.path(),
         ),
@@ -412,14 +320,14 @@ fn pretrained_urls_download_once_resume_and_are_checked() {
         cached_files(cache.path())
     );
     // a server that always breaks off, and a missing file: errors, nothing left
-    let (broken, _) = serve(body.clone(), usize::MAX);
+    let (broken, _) = serve("/w.safetensors", body.clone(), usize::MAX);
     fails_with(
-        &resnet(&with(&["--pretrained", &broken]), cache.path()),
+        &resnet_with_cache(&with(&["--pretrained", &broken]), cache.path()),
         &["broke off", &broken],
     );
     let missing = url.replace("w.safetensors", "nope.safetensors");
     fails_with(
-        &resnet(&with(&["--pretrained", &missing]), cache.path()),
+        &resnet_with_cache(&with(&["--pretrained", &missing]), cache.path()),
         &["404", &missing],
     );
     assert!(
@@ -436,12 +344,13 @@ fn fine_tuning_mistakes_are_one_line_errors() {
     let data = jpeg_fixture();
     let out = runs.path().join("x");
     let base = train_args(data.to_str().unwrap(), out.to_str().unwrap(), "1");
-    let run = |extra: &[&str]| resnet(&[base.clone(), extra.to_vec()].concat(), cache.path());
+    let run =
+        |extra: &[&str]| resnet_with_cache(&[base.clone(), extra.to_vec()].concat(), cache.path());
     let mut small = base.clone();
     let at = small.iter().position(|a| *a == "--eval-resize").unwrap();
     small[at + 1] = "30";
     fails_with(
-        &resnet(&small, cache.path()),
+        &resnet_with_cache(&small, cache.path()),
         &["--eval-crop 32", "--eval-resize 30"],
     );
     fails_with(
@@ -487,7 +396,7 @@ fn fine_tuning_mistakes_are_one_line_errors() {
     std::fs::create_dir(&empty).unwrap();
     let base = train_args(dir.path().to_str().unwrap(), out.to_str().unwrap(), "1");
     fails_with(
-        &resnet(&base, cache.path()),
+        &resnet_with_cache(&base, cache.path()),
         &[empty.to_str().unwrap(), "empty"],
     );
 }

@@ -2,6 +2,7 @@
 
 use super::{DataArgs, GpuArgs, Offline};
 use clap::Args;
+use resnet::dist::Dist;
 use resnet::model::ModelSpec;
 use resnet::train::{self, Experiment, Recipe, TrainOptions};
 use resnet::{Error, Result};
@@ -36,8 +37,10 @@ pub fn train_cmd(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
     if opts.resume {
         train::check_resumable(&opts.out)?;
     }
-    let sources = a.data.open(Offline::UseBundled, &opts.model)?;
-    let s = train::train(&opts, sources)?;
+    let dist = Dist::from_env()?;
+    // under mpirun, rank 0 downloads CIFAR-10 (when it is missing) before the others look for it
+    let sources = dist.root_first(|| a.data.open(Offline::UseBundled, &opts.model))?;
+    let s = train::train_as(&opts, sources, dist)?;
     if !s.root {
         return Ok(());
     }

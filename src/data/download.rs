@@ -78,13 +78,22 @@ pub fn download_cifar10(url: &str, md5: &str, cache_dir: &Path) -> Result<PathBu
 
 /// A checksum as lower-case hex, or an error when it is not an MD5 (32 hex digits).
 pub fn parse_md5(md5: &str) -> Result<String> {
-    let md5 = md5.trim().to_ascii_lowercase();
-    if md5.len() != 32 || !md5.bytes().all(|b| b.is_ascii_hexdigit()) {
+    parse_hex_digest(md5, ("--data-md5", "an MD5", 32))
+}
+
+/// A digest given as hex, in lower case; an error naming the option, the kind of digest (with
+/// its article) and its length when it is not `digits` hex digits.
+pub(super) fn parse_hex_digest(
+    given: &str,
+    (option, kind, digits): (&str, &str, usize),
+) -> Result<String> {
+    let hex = given.trim().to_ascii_lowercase();
+    if hex.len() != digits || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(invalid(format!(
-            "download_cifar10: {md5:?} is not an MD5 (32 hex digits)"
+            "{option} {given:?}: not {kind} ({digits} hex digits)"
         )));
     }
-    Ok(md5)
+    Ok(hex)
 }
 
 /// The last path segment of `url` when it is a plain file name, else `fallback`.

@@ -24,13 +24,7 @@ pub fn is_url(s: &str) -> bool {
 
 /// A SHA-256 as lower-case hex, or an error naming `--pretrained-sha256`.
 pub fn parse_sha256(s: &str) -> Result<String> {
-    let h = s.trim().to_ascii_lowercase();
-    if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(invalid(format!(
-            "--pretrained-sha256 {s:?}: not a SHA-256 (64 hex digits)"
-        )));
-    }
-    Ok(h)
+    super::download::parse_hex_digest(s, ("--pretrained-sha256", "a SHA-256", 64))
 }
 
 /// Lower-case hex SHA-256 of a file.

@@ -19,7 +19,7 @@ pub use evaluate::evaluate;
 #[cfg(not(target_arch = "wasm32"))]
 pub use options::{Recipe, TrainOptions, TuneOptions, EVAL_BATCH};
 #[cfg(not(target_arch = "wasm32"))]
-pub use run::{check_resumable, train, TrainSummary, STALL_ENV};
+pub use run::{check_resumable, train, train_as, TrainSummary, STALL_ENV};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod experiment;

@@ -39,10 +39,15 @@ pub const STALL_ENV: &str = "RESNET_STALL_AT_ITERATION";
 /// The iterations of He et al.'s CIFAR-10 schedule, the default length of a run.
 const PAPER_ITERATIONS: usize = 64_000;
 
-/// Trains as `o` says on `split`; see `resnet train --help`.
+/// Trains as `o` says on `split`; see `resnet train --help`. Started by mpirun, this process
+/// trains as its rank.
 pub fn train(o: &TrainOptions, data: impl Into<Sources>) -> Result<TrainSummary> {
+    train_as(o, data, Dist::from_env()?)
+}
+
+/// [`train`] as the rank `dist` says (rank 0 of 1: alone).
+pub fn train_as(o: &TrainOptions, data: impl Into<Sources>, dist: Dist) -> Result<TrainSummary> {
     o.check()?;
-    let dist = Dist::from_env()?;
     let (train_set, eval_set) = training_and_evaluation_sets(o, data.into())?;
     let mut run = Run::open(o, &*train_set, dist)?;
     if run.dist.is_root() {
@@ -420,8 +425,9 @@ impl<'o> Run<'o> {
         Ok(row)
     }
 
-    /// With several ranks: what averaging the gradients cost this epoch (the gather and the
-    /// fixed-order sum, not the read-back and upload around them).
+    /// With several ranks: what averaging the gradients (and, with --sync-bn, exchanging the
+    /// BatchNorm sums) cost this epoch: the gathers and the fixed-order sums, not the read-backs
+    /// and uploads around them.
     fn report_exchange(&mut self, epoch: usize, seconds: f64) {
         let exchange = std::mem::take(&mut self.exchange);
         if self.dist.size() == 1 {
@@ -430,8 +436,12 @@ impl<'o> Run<'o> {
         let steps = self.steps_per_epoch as f64;
         let ms = exchange.as_secs_f64() * 1e3 / steps;
         let step_ms = seconds * 1e3 / steps;
+        let bn = match self.trainer.plan.exchanges() {
+            0 => String::new(),
+            n => format!(" and {n} BatchNorm exchanges"),
+        };
         eprintln!(
-            "epoch {epoch}: gradients of {} bytes a rank averaged over {} ranks in {ms:.1} ms a step ({:.1}% of the {step_ms:.0} ms step)",
+            "epoch {epoch}: gradients of {} bytes a rank averaged over {} ranks{bn} in {ms:.1} ms a step ({:.1}% of the {step_ms:.0} ms step)",
             self.model.layout.params_len * 4,
             self.dist.size(),
             100.0 * ms / step_ms

@@ -75,3 +75,20 @@ pub fn subset(train: usize, test: usize) -> tempfile::TempDir {
     }
     dir
 }
+
+/// `split` as CIFAR-10's binary archive (`cifar-10-batches-bin/` in a .tar.gz) and its MD5, as
+/// the download serves it.
+pub fn binary_archive(split: &resnet::data::Split) -> (Vec<u8>, String) {
+    use md5::{Digest, Md5};
+    let staging = tempfile::tempdir().unwrap();
+    let dir = staging.path().join("cifar-10-batches-bin");
+    resnet::data::write_cifar_binary(split, &dir).unwrap();
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut builder = tar::Builder::new(gz);
+    builder
+        .append_dir_all("cifar-10-batches-bin", &dir)
+        .unwrap();
+    let archive = builder.into_inner().unwrap().finish().unwrap();
+    let md5 = format!("{:x}", Md5::digest(&archive));
+    (archive, md5)
+}

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod cifar;
+pub mod cli;
+pub mod serve;
 
 use resnet::gpu::{Gpu, GpuOptions, Kernel, KernelFamily, Tensor};
 
