@@ -14,10 +14,10 @@
 //   backward with fixed (running) statistics, flag 4: the mean and invstd are constants, so
 //                  dx = gamma*invstd * g  (frozen layers, --bn-eval)
 //   across ranks, flag 8 (SyncBatchNorm, data-parallel training): the batch is spread over
-//                  `ranks` processes, M = N*H*W*ranks. Between a reduction's steps the host
-//                  combines every rank's chunks and writes the whole batch's values into chunk
-//                  0 of `partial`: (mean, biased var) for bn_stats, (sum g*xhat, sum g) for
-//                  bn_backward_dx. dgamma and dbeta stay this rank's sums (the gradient
+//                  `ranks` processes, M = N*H*W*ranks. The host combines every rank's chunks
+//                  and writes the whole batch's values into chunk 0 of `partial`: after
+//                  bn_stats_chunk, (mean, biased var) for bn_stats; after bn_backward_reduce,
+//                  (sum g*xhat, sum g) for bn_backward_dx. dgamma and dbeta stay this rank's sums (the gradient
 //                  average across ranks makes them the whole batch's, as for every parameter).
 // Reductions run in two steps, deterministic and without atomics: one workgroup per (channel,
 // chunk of N*H*W) sums its chunk with a fixed-order tree into `partial`, then one invocation per

@@ -177,8 +177,8 @@ impl Dist {
     }
 
     /// Runs `f` on rank 0, then, once it succeeded, on the other ranks: what rank 0 downloads
-    /// into a shared directory (CIFAR-10, weights) the others then find there, rather than every
-    /// rank downloading the same file at once. A failure on any rank stops them all.
+    /// into a shared directory (CIFAR-10) the others then find there, rather than every rank
+    /// downloading the same file at once. A failure on any rank stops them all.
     pub fn root_first<T>(&self, f: impl Fn() -> Result<T>) -> Result<T> {
         if self.size == 1 {
             return f();

@@ -399,36 +399,10 @@ fn batchnorm_across_two_ranks_matches_the_whole_batch() {
     let gpu = gpu();
     // 3 images a rank: 5289 values a channel, split into 2 chunks by the reductions
     let (n, c, h, w, relu, residual) = (6, 3, 41, 43, true, true);
-    let (hw, half) = (h * w, 3 * c * h * w);
+    let hw = h * w;
     let whole = Case::new(&gpu, [n, c, h, w], 91);
-    let ranks: Vec<(Bn, Tensors)> = (0..2)
-        .map(|r| {
-            let part = |v: &[f32]| v[r * half..(r + 1) * half].to_vec();
-            let (x, res, dy) = (part(&whole.x), part(&whole.res), part(&whole.dy));
-            let bn = bn_state(&gpu, &whole.gamma, &whole.beta, &whole.rm, &whole.rv);
-            (bn, Tensors::new(&gpu, [3, c, h, w], (&x, &res, &dy)))
-        })
-        .collect();
-    let forward: Vec<_> = ranks
-        .iter()
-        .map(|(bn, t)| {
-            let fuse = Fuse {
-                residual: Some(&t.res),
-                relu,
-            };
-            batchnorm::forward_train_across(&gpu, &t.x, &t.y, &bn.params(), &bn.saved, fuse, 0.1, 2)
-                .unwrap()
-        })
-        .collect();
-    run_exchanging(&gpu, forward);
-    let backward: Vec<_> = ranks
-        .iter()
-        .map(|(bn, t)| {
-            let stats = batchnorm::Stats::Across(&bn.saved, 2);
-            t.backward(&gpu, &bn.affine, stats, (relu, residual))
-        })
-        .collect();
-    run_exchanging(&gpu, backward);
+    let ranks = split_in_two(&gpu, &whole);
+    forward_backward_across(&gpu, &ranks, (relu, residual));
 
     let both = |f: &dyn Fn(&Tensors) -> &resnet::Tensor| {
         [read(&gpu, f(&ranks[0].1)), read(&gpu, f(&ranks[1].1))].concat()
@@ -478,6 +452,47 @@ fn batchnorm_across_two_ranks_matches_the_whole_batch() {
             1e-5,
         );
     }
+}
+
+/// The batch of `whole` split between two ranks (its first and second half of the images), each
+/// with its own BatchNorm state.
+fn split_in_two(gpu: &Gpu, whole: &Case) -> Vec<(Bn, Tensors)> {
+    let [n, c, h, w] = whole.t.x.shape[..] else {
+        panic!("a 4-d batch")
+    };
+    let half = n / 2 * c * h * w;
+    (0..2)
+        .map(|r| {
+            let part = |v: &[f32]| v[r * half..(r + 1) * half].to_vec();
+            let (x, res, dy) = (part(&whole.x), part(&whole.res), part(&whole.dy));
+            let bn = bn_state(gpu, &whole.gamma, &whole.beta, &whole.rm, &whole.rv);
+            (bn, Tensors::new(gpu, [n / 2, c, h, w], (&x, &res, &dy)))
+        })
+        .collect()
+}
+
+/// Both ranks' training forward and backward, with SyncBatchNorm's exchanges between kernels.
+fn forward_backward_across(gpu: &Gpu, ranks: &[(Bn, Tensors)], (relu, residual): (bool, bool)) {
+    let forward: Vec<_> = ranks
+        .iter()
+        .map(|(bn, t)| {
+            let fuse = Fuse {
+                residual: residual.then_some(&t.res),
+                relu,
+            };
+            let (p, n) = (bn.params(), ranks.len());
+            batchnorm::forward_train_across(gpu, &t.x, &t.y, &p, &bn.saved, fuse, 0.1, n).unwrap()
+        })
+        .collect();
+    run_exchanging(gpu, forward);
+    let backward: Vec<_> = ranks
+        .iter()
+        .map(|(bn, t)| {
+            let stats = batchnorm::Stats::Across(&bn.saved, ranks.len());
+            t.backward(gpu, &bn.affine, stats, (relu, residual))
+        })
+        .collect();
+    run_exchanging(gpu, backward);
 }
 
 /// Runs each rank's kernels up to its exchange, exchanges every rank's partial sums as the

@@ -273,14 +273,9 @@ pub fn backward_across(
 ) -> Result<(Vec<Kernel>, Option<Exchange>)> {
     const OP: &str = "batchnorm2d backward";
     let (n, c, hw) = dims(OP, x)?;
-    for (name, t) in [("dy", dy), ("y", y), ("dx", dx)] {
-        check_shape(OP, name, t, &x.shape)?;
-    }
+    check_backward_shapes(OP, x, [("dy", dy), ("y", y), ("dx", dx)], dres)?;
     check_shape(OP, "affine (gamma, beta)", affine, &[2, c])?;
     check_shape(OP, "dparams", dparams, &[2, c])?;
-    if let Some(r) = dres {
-        check_shape(OP, "dresidual", r, &x.shape)?;
-    }
     // the unused statistics and an absent dresidual get buffers of their own: two writable
     // bindings of one buffer are an error in WebGPU
     let (d, d_res) = (dummy(gpu)?, dummy(gpu)?);
@@ -340,6 +335,19 @@ pub fn backward_across(
     let exchange =
         (ranks > 1).then(|| Exchange::new(partial, Exchanged::GradientSums, 2, (n, c, hw)));
     Ok((kernels, exchange))
+}
+
+/// Checks that the backward's activations (and dresidual) have x's shape.
+fn check_backward_shapes(
+    op: &'static str,
+    x: &Tensor,
+    like_x: [(&str, &Tensor); 3],
+    dres: Option<&Tensor>,
+) -> Result<()> {
+    for (name, t) in like_x.into_iter().chain(dres.map(|r| ("dresidual", r))) {
+        check_shape(op, name, t, &x.shape)?;
+    }
+    Ok(())
 }
 
 /// What the host does between two kernels of a BatchNorm whose batch is spread over several
@@ -403,6 +411,10 @@ impl Combine {
     pub fn apply(&self, all: &[f64]) -> Vec<f32> {
         let k = self.counts.len();
         let per_rank = self.channels * k * 2;
+        debug_assert!(
+            all.len().is_multiple_of(per_rank),
+            "ranks' partials of unequal length"
+        );
         let ranks = all.len() / per_rank;
         let mut out = vec![0f32; per_rank];
         for ch in 0..self.channels {

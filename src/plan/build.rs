@@ -72,7 +72,7 @@ pub(super) fn build(gpu: &Gpu, m: &ModelState, cfg: &PlanConfig) -> Result<Built
         io,
         augment,
         sgd,
-        exchanges: rec.exchanges,
+        exchanges: rec.finish(),
     })
 }
 

@@ -54,7 +54,7 @@ pub(super) struct Recorder<'a> {
     /// Ranks the training BatchNorms share their statistics with (SyncBatchNorm); 1: none.
     pub bn_ranks: usize,
     /// The host exchanges between kernels of the stages pushed so far, in the order they run.
-    pub exchanges: Vec<(KernelAt, Exchange)>,
+    exchanges: Vec<(KernelAt, Exchange)>,
     /// Exchanges of the stage being recorded: (index of the kernel that waits, exchange).
     pending: Vec<(usize, Exchange)>,
 }
@@ -108,6 +108,15 @@ impl<'a> Recorder<'a> {
             self.exchanges.push((KernelAt { stage, index }, e));
         }
         stages.push(Stage { name, kernels });
+    }
+
+    /// The exchanges of every stage pushed, in the order they run.
+    pub fn finish(self) -> Vec<(KernelAt, Exchange)> {
+        assert!(
+            self.pending.is_empty(),
+            "a stage with BatchNorm exchanges was pushed without push_stage"
+        );
+        self.exchanges
     }
 
     /// Appends an op's kernels to `ks`, noting where its exchange (if any) happens.

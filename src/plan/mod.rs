@@ -154,22 +154,19 @@ impl Plan {
     /// [`Plan::submit_forward_backward`] for a plan whose BatchNorms share their statistics
     /// across ranks: the kernels run up to each exchange, the host reads this rank's partial
     /// sums, `gather` returns every rank's (rank after rank), and the whole batch's values are
-    /// written back before the next kernels run. Without exchanges it only submits.
+    /// written back before the next kernels run. Without exchanges it only submits. A read that
+    /// failed still goes to `gather`, so that the other ranks are told rather than left waiting.
     pub async fn submit_forward_backward_across(
         &self,
         gpu: &Gpu,
-        gather: &mut dyn FnMut(&[f64]) -> Vec<f64>,
+        gather: &mut dyn FnMut(Result<Vec<f64>>) -> Result<Vec<f64>>,
     ) -> Result<()> {
         let mut from = KernelAt { stage: 0, index: 0 };
         for (at, e) in &self.exchanges {
             self.submit_kernels(gpu, from, *at);
-            let local: Vec<f64> = gpu
-                .read(&e.partial)
-                .await?
-                .into_iter()
-                .map(f64::from)
-                .collect();
-            gpu.write(&e.partial, &e.combine.apply(&gather(&local)))?;
+            let local = gpu.read(&e.partial).await;
+            let all = gather(local.map(|v| v.into_iter().map(f64::from).collect()))?;
+            gpu.write(&e.partial, &e.combine.apply(&all))?;
             from = *at;
         }
         let end = KernelAt {
@@ -180,7 +177,8 @@ impl Plan {
         Ok(())
     }
 
-    /// Whether the plan exchanges BatchNorm sums with other ranks within a step.
+    /// How many times a step exchanges BatchNorm sums with the other ranks (0 unless
+    /// `config.shard.bn_ranks` > 1).
     pub fn exchanges(&self) -> usize {
         self.exchanges.len()
     }

@@ -147,8 +147,9 @@ pub struct TrainOptions {
     #[arg(long, default_value_t = crate::data::default_workers())]
     pub workers: usize,
     /// Under mpirun: BatchNorm takes its batch statistics over the whole global batch, across
-    /// the ranks (PyTorch's SyncBatchNorm), at the cost of an exchange per BatchNorm; by
-    /// default each rank normalises with its own shard's (DDP's default). One process: no effect
+    /// the ranks (PyTorch's SyncBatchNorm), at the cost of two exchanges per BatchNorm and step
+    /// (forward and backward); by default each rank normalises with its own shard's (DDP's
+    /// default). One process: no effect
     #[arg(long)]
     pub sync_bn: bool,
     #[command(flatten)]

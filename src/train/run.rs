@@ -529,17 +529,20 @@ struct Timed<'d> {
 }
 
 impl Collective for Timed<'_> {
-    fn average(&mut self, grads: &mut [f32]) {
+    fn average(&mut self, grads: Result<Vec<f32>>) -> Result<Vec<f32>> {
         let t0 = Instant::now();
-        self.dist.average(grads);
+        let mut grads = self.dist.collective(grads)?;
+        self.dist.average(&mut grads);
         self.took += t0.elapsed();
+        Ok(grads)
     }
 
-    fn gather(&mut self, values: &[f64]) -> Vec<f64> {
+    fn gather(&mut self, values: Result<Vec<f64>>) -> Result<Vec<f64>> {
         let t0 = Instant::now();
-        let all = self.dist.all(values);
+        let values = self.dist.collective(values)?;
+        let all = self.dist.all(&values);
         self.took += t0.elapsed();
-        all
+        Ok(all)
     }
 }
 

@@ -6,12 +6,14 @@ use crate::model::ModelState;
 use crate::ops::loss::LossSums;
 use crate::plan::{Plan, PlanConfig};
 
-/// What a data-parallel step needs from the processes training together.
+/// What a data-parallel step needs from the processes training together. Each takes this
+/// rank's values or the error that kept it from having them, and fails on every rank when any
+/// rank failed (a rank that stopped alone would leave the others waiting for it).
 pub trait Collective {
-    /// Replaces `grads` by their mean over the ranks, the same bits on every rank.
-    fn average(&mut self, grads: &mut [f32]);
+    /// `grads` replaced by their mean over the ranks, the same bits on every rank.
+    fn average(&mut self, grads: Result<Vec<f32>>) -> Result<Vec<f32>>;
     /// Every rank's `values` (each rank's the same length), rank after rank.
-    fn gather(&mut self, values: &[f64]) -> Vec<f64>;
+    fn gather(&mut self, values: Result<Vec<f64>>) -> Result<Vec<f64>>;
 }
 
 /// A training plan and the position in the run: every step is seeded by (seed, iteration), so a
@@ -74,13 +76,12 @@ impl Trainer {
         if self.plan.exchanges() == 0 {
             self.plan.submit_forward_backward(gpu);
         } else {
-            let mut gather = |v: &[f64]| ranks.gather(v);
+            let mut gather = |v| ranks.gather(v);
             self.plan
                 .submit_forward_backward_across(gpu, &mut gather)
                 .await?;
         }
-        let mut grads = gpu.read(&m.grads).await?;
-        ranks.average(&mut grads);
+        let grads = ranks.average(gpu.read(&m.grads).await)?;
         gpu.write(&m.grads, &grads)?;
         self.plan.submit_optimizer(gpu);
         self.advance(m);
