@@ -511,5 +511,10 @@ fn mistakes_fail_at_once_before_any_data_is_loaded() {
         &["train", "--data-md5", "xyz", "--data-url", &url],
         cache.path(),
     );
-    fails_before_loading_data(&bad_md5, &["xyz", "MD5"]);
+    fails_before_loading_data(&bad_md5, &["--data-md5", "xyz", "MD5"]);
+    let contradiction = resnet_with_cache(
+        &["train", "--sync-bn", "--bn-eval", "--data-url", &url],
+        cache.path(),
+    );
+    fails_before_loading_data(&contradiction, &["--sync-bn", "--bn-eval"]);
 }
