@@ -209,7 +209,8 @@ fn map_cases(gpu: &Gpu, m: &ModelShapes, out: &mut Vec<Case>) {
                     &dparams,
                     Some(&dres),
                     true,
-                ),
+                )
+                .map(|(kernels, _)| kernels),
                 bytes(&[&dy, &y, &x, &dx, &dres]),
             ),
             (

@@ -228,6 +228,13 @@ impl Case {
         }
     }
 
+    /// x, gamma, beta, the residual and dy in f64, for the CPU references.
+    #[allow(clippy::type_complexity)]
+    fn in_f64(&self) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+        let (x, g, b) = (f64s(&self.x), f64s(&self.gamma), f64s(&self.beta));
+        (x, g, b, f64s(&self.res), f64s(&self.dy))
+    }
+
     fn fuse(&self, relu: bool, residual: bool) -> Fuse<'_> {
         Fuse {
             residual: residual.then_some(&self.t.res),
@@ -258,7 +265,7 @@ impl Tensors {
         stats: batchnorm::Stats,
         (relu, residual): (bool, bool),
     ) -> (Vec<resnet::gpu::Kernel>, Option<batchnorm::Exchange>) {
-        batchnorm::backward_across(
+        batchnorm::backward(
             gpu,
             &self.dy,
             &self.y,
@@ -298,13 +305,7 @@ fn batchnorm_backward_matches_reference_and_finite_differences() {
         let dxg = read(&gpu, &t.dx);
         let dpg = read(&gpu, &t.dp);
 
-        let (x64, g64, b64, r64, dy64) = (
-            f64s(&k.x),
-            f64s(&k.gamma),
-            f64s(&k.beta),
-            f64s(&k.res),
-            f64s(&k.dy),
-        );
+        let (x64, g64, b64, r64, dy64) = k.in_f64();
         let rref = residual.then_some(&r64[..]);
         let fwd = |x: &[f64], g: &[f64], b: &[f64], r: Option<&[f64]>| {
             bn_forward(n, c, hw, x, g, b, r, relu).0
@@ -362,13 +363,7 @@ fn batchnorm_backward_on_running_statistics_matches_finite_differences() {
         let stats = batchnorm::Stats::Running(&bn.running);
         ks.extend(t.backward(&gpu, &bn.affine, stats, (relu, residual)).0);
         run(&gpu, &ks);
-        let (x64, g64, b64, r64, dy64) = (
-            f64s(&k.x),
-            f64s(&k.gamma),
-            f64s(&k.beta),
-            f64s(&k.res),
-            f64s(&k.dy),
-        );
+        let (x64, g64, b64, r64, dy64) = k.in_f64();
         let (m64, v64) = (f64s(&k.rm), f64s(&k.rv));
         let rref = residual.then_some(&r64[..]);
         let fwd =
@@ -407,13 +402,7 @@ fn batchnorm_across_two_ranks_matches_the_whole_batch() {
     let both = |f: &dyn Fn(&Tensors) -> &resnet::Tensor| {
         [read(&gpu, f(&ranks[0].1)), read(&gpu, f(&ranks[1].1))].concat()
     };
-    let (x64, g64, b64, r64, dy64) = (
-        f64s(&whole.x),
-        f64s(&whole.gamma),
-        f64s(&whole.beta),
-        f64s(&whole.res),
-        f64s(&whole.dy),
-    );
+    let (x64, g64, b64, r64, dy64) = whole.in_f64();
     let (y_ref, mean, var) = bn_forward(n, c, hw, &x64, &g64, &b64, Some(&r64), relu);
     let (dx_ref, dgamma, dbeta, _) =
         bn_backward(n, c, hw, &x64, &g64, &mean, &var, &y_ref, &dy64, relu);

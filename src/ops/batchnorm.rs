@@ -239,27 +239,10 @@ pub enum Stats<'a> {
 /// Backward of [`forward_train`] (or of [`forward_eval`] with `Stats::Running`): dx, and
 /// dgamma/dbeta into `dparams` [2, C]. With `relu`, `y` (the forward output) masks dy. With
 /// `dres`, the gradient reaching the residual input (dy masked by the ReLU) is written there too.
+/// With `Stats::Across`, also the [`Exchange`] through which the host adds the sums dx needs
+/// over every rank (SyncBatchNorm's backward); dgamma and dbeta stay this rank's.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
-    gpu: &Gpu,
-    dy: &Tensor,
-    y: &Tensor,
-    x: &Tensor,
-    affine: &Tensor,
-    stats: Stats,
-    dx: &Tensor,
-    dparams: &Tensor,
-    dres: Option<&Tensor>,
-    relu: bool,
-) -> Result<Vec<Kernel>> {
-    let (kernels, _) = backward_across(gpu, dy, y, x, affine, stats, dx, dparams, dres, relu)?;
-    Ok(kernels)
-}
-
-/// [`backward`], and with `Stats::Across` the [`Exchange`] through which the host adds the
-/// sums dx needs over every rank (SyncBatchNorm's backward). dgamma and dbeta stay this rank's.
-#[allow(clippy::too_many_arguments)]
-pub fn backward_across(
     gpu: &Gpu,
     dy: &Tensor,
     y: &Tensor,

@@ -190,7 +190,7 @@ impl<'a> Recorder<'a> {
             Some(batch) => batchnorm::Stats::Batch(batch),
             None => batchnorm::Stats::Running(&running),
         };
-        let op = batchnorm::backward_across(
+        let op = batchnorm::backward(
             gpu,
             g,
             &s.a,

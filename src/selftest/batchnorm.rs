@@ -69,18 +69,21 @@ fn one_shape(gpu: &Gpu, shape: [usize; 4], seed: u64) -> Result<Vec<(Vec<f32>, V
     ks.extend(batchnorm::forward_train(
         gpu, &xt, &y, &p, &saved, fuse, MOMENTUM,
     )?);
-    ks.extend(batchnorm::backward(
-        gpu,
-        &dyt,
-        &y,
-        &xt,
-        &affine,
-        batchnorm::Stats::Batch(&saved),
-        &dx,
-        &dparams,
-        Some(&dres),
-        true,
-    )?);
+    ks.extend(
+        batchnorm::backward(
+            gpu,
+            &dyt,
+            &y,
+            &xt,
+            &affine,
+            batchnorm::Stats::Batch(&saved),
+            &dx,
+            &dparams,
+            Some(&dres),
+            true,
+        )?
+        .0,
+    );
     gpu.run(&ks);
 
     let (x64, r64, dy64, g64, b64) = (f64s(&x), f64s(&res), f64s(&dy), f64s(&gamma), f64s(&beta));
