@@ -139,6 +139,10 @@ pub fn now_ms() -> f64 {
     }
 }
 
+/// Read-back buffers kept for reuse (a step reads a few sizes; SyncBatchNorm one per BatchNorm
+/// and pass).
+const MAX_FREE_READBACK: usize = 256;
+
 /// An open device with its queue, limits and caches of shader modules and pipelines.
 pub struct Gpu {
     /// The wgpu device.
@@ -176,6 +180,9 @@ pub struct Gpu {
     pipelines: RefCell<HashMap<(&'static str, &'static str), Arc<wgpu::ComputePipeline>>>,
     compiled: RefCell<usize>,
     allocated: std::cell::Cell<u64>,
+    /// Read-back buffers free for reuse: a training step reads the same sizes every time (loss
+    /// sums, gradients, SyncBatchNorm's partial sums), so it allocates none after the first.
+    readback: RefCell<Vec<wgpu::Buffer>>,
 }
 
 impl Gpu {
@@ -254,6 +261,7 @@ impl Gpu {
             pipelines: RefCell::new(HashMap::new()),
             compiled: RefCell::new(0),
             allocated: std::cell::Cell::new(0),
+            readback: RefCell::new(Vec::new()),
         })
     }
 
@@ -504,12 +512,7 @@ impl Gpu {
     /// Reads a tensor's bytes back, without blocking.
     pub async fn read_bytes(&self, t: &Tensor) -> Result<Vec<u8>> {
         let size = t.bytes();
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let staging = self.readback_buffer(size);
         let mut enc = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
@@ -531,7 +534,26 @@ impl Gpu {
             .map_err(|e| Error::Readback(e.to_string()))?
             .to_vec();
         staging.unmap();
+        let mut free = self.readback.borrow_mut();
+        free.push(staging);
+        if free.len() > MAX_FREE_READBACK {
+            free.remove(0); // the least recently used
+        }
         Ok(bytes)
+    }
+
+    /// A mappable buffer of `size` bytes: a free one of that size, else a new one.
+    fn readback_buffer(&self, size: u64) -> wgpu::Buffer {
+        let mut free = self.readback.borrow_mut();
+        if let Some(i) = free.iter().position(|b| b.size() == size) {
+            return free.swap_remove(i);
+        }
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
     }
 
     /// Reads an f32 tensor back.
