@@ -7,7 +7,7 @@
 //             dw[k,c,r,s] = sum_{n,p,q} dy[n,k,p,q] * x[n, c, p*stride-pad+r, q*stride-pad+s]
 //             db[k]       = sum_{n,p,q} dy[n,k,p,q]
 //
-// Kernel families (DESIGN.md, principle 4); the third, the GPU-class GEMM, is conv2d_gemm.wgsl:
+// Kernel families (docs/ARCHITECTURE.md); the third, the GPU-class GEMM, is conv2d_gemm.wgsl:
 //   *_reg    register blocking, CB channels x PB pixels (or weights) per invocation in several
 //            block sizes, no workgroup memory. Fastest on lavapipe, which turns every per-lane load
 //            into a scalar loop, so the kernels load little and do many FMAs per load; also chosen

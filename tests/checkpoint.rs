@@ -3,30 +3,9 @@
 //! written by Python's `safetensors` package: an ignored test that CI runs).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use resnet::checkpoint::{self, Checkpoint, NamedTensor, TensorData};
-
-/// A fresh, empty directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("resnet-ckpt-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A small ResNet-like state_dict with awkward values (signed zero, subnormal, extremes, NaN).
 fn sample() -> Checkpoint {
@@ -93,7 +72,7 @@ fn round_trip_bytes_and_file() {
     let back = Checkpoint::from_bytes(&ckpt.to_bytes().unwrap()).unwrap();
     assert_same(&ckpt, &back);
 
-    let dir = TempDir::new("roundtrip");
+    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.safetensors");
     checkpoint::save(&path, &ckpt).unwrap();
     assert_same(&ckpt, &checkpoint::load(&path).unwrap());
@@ -132,7 +111,7 @@ fn to_bytes_rejects_inconsistent_tensors() {
 
 #[test]
 fn save_is_atomic() {
-    let dir = TempDir::new("atomic");
+    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ckpt.safetensors");
     checkpoint::save(&path, &sample()).unwrap();
     // Overwriting goes through the same temporary file and leaves only the target.
@@ -158,7 +137,7 @@ fn save_is_atomic() {
 
 #[test]
 fn damaged_files_are_named_in_errors() {
-    let dir = TempDir::new("damaged");
+    let dir = tempfile::tempdir().unwrap();
     let good = sample().to_bytes().unwrap();
     let header_len = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
@@ -380,7 +359,7 @@ fn python(script: &str, args: &[&Path]) -> String {
 #[test]
 #[ignore = "needs python3 with safetensors and numpy (pip install safetensors numpy); CI runs it"]
 fn python_safetensors_reads_our_file_and_we_read_its() {
-    let dir = TempDir::new("python");
+    let dir = tempfile::tempdir().unwrap();
     let ours = dir.path().join("ours.safetensors");
     let ckpt = sample();
     checkpoint::save(&ours, &ckpt).unwrap();

@@ -179,7 +179,8 @@ fn conv2d_backward_matches_finite_differences() {
 }
 
 /// Weight gradients reduce over N*P*Q = 131072 positions at ResNet-20's first stage (batch 128):
-/// the split reduction must stay exact at full size (../shared/DESIGN.md warns about reductions on lavapipe).
+/// the split reduction must stay exact at full size (docs/ARCHITECTURE.md, "Determinism": drivers
+/// have summed wrongly at such sizes).
 #[test]
 fn conv2d_weight_gradient_at_full_resnet20_size() {
     let sh = Conv2dShape::new(128, 16, 32, 32, 16, 3, 1, 1);

@@ -1,6 +1,6 @@
 //! The whole network's gradients: after one planned training step, every parameter gradient and
 //! every BN running statistic equals a CPU f64 reference of the step composed from the op
-//! references by state_dict name (tests/common/network.rs), and the gradients match finite
+//! references by state_dict name (src/reference/network.rs), and the gradients match finite
 //! differences of the reference's total loss on parameters of every kind. This checks the wiring
 //! between ops that the per-op tests cannot: residual routing, the option-A and projection
 //! shortcut backward, the stem's max-pool backward, and the gradient sums where two paths meet.

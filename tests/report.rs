@@ -1,29 +1,8 @@
 //! Training reports: the metrics CSV round trip and the PNG plots (decoded and checked).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use resnet::report::{self, EpochMetrics, Panel, Series};
-
-/// A fresh, empty directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("resnet-report-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Plausible training curves: loss and error falling, a learning-rate drop at epoch 20.
 fn rows(n: usize) -> Vec<EpochMetrics> {
@@ -48,7 +27,7 @@ fn rows(n: usize) -> Vec<EpochMetrics> {
 
 #[test]
 fn metrics_csv_round_trip() {
-    let dir = TempDir::new("csv");
+    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("metrics.csv");
     let mut want = rows(5);
     want[2].lr = 1e-7;
@@ -112,7 +91,7 @@ fn check_png(path: &Path, size: (u32, u32)) -> image::RgbImage {
 
 #[test]
 fn curves_png() {
-    let dir = TempDir::new("curves");
+    let dir = tempfile::tempdir().unwrap();
     let png = dir.path().join("curves.png");
     report::plot_curves(&rows(40), &png).unwrap();
     check_png(&png, (1200, 480));
@@ -128,7 +107,7 @@ fn curves_png() {
 
 #[test]
 fn panels_png_with_and_without_text() {
-    let dir = TempDir::new("panels");
+    let dir = tempfile::tempdir().unwrap();
     let sq = |k: f64| {
         (0..50)
             .map(move |i| (i as f64, (i as f64 * k).sin()))

@@ -26,10 +26,11 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Which family of kernels a convolution is built from (DESIGN.md, principle 4): register
-/// blocking in several block sizes, whose best size depends on the registers of the CPU (or GPU)
-/// underneath; GPU-class implicit GEMM in several tile sizes (workgroup memory, double-buffered);
-/// or the first, simple workgroup-memory tiles. Measured 2-40x apart on lavapipe.
+/// Which family of kernels a convolution is built from (docs/ARCHITECTURE.md, "Kernel
+/// families"): register blocking in several block sizes, whose best size depends on the
+/// registers of the CPU (or GPU) underneath; GPU-class implicit GEMM in several tile sizes
+/// (workgroup memory, double-buffered); or the first, simple workgroup-memory tiles. Measured
+/// 2-40x apart on lavapipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KernelFamily {
     /// Register blocking, 16 channels x 16 pixels per invocation: many FMAs per load.

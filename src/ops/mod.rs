@@ -1,5 +1,6 @@
-//! Ops: one Rust file per shader file. Each op checks its shapes, then builds the
-//! [`Kernel`](crate::gpu::Kernel)s that compute it; recording them later allocates nothing.
+//! Ops: one module per op family, a file per shader file except conv2d, a folder over its two
+//! shaders. Each op checks its shapes, then builds the [`Kernel`](crate::gpu::Kernel)s that
+//! compute it; recording them later allocates nothing.
 
 pub mod augment;
 pub mod batchnorm;

@@ -1,6 +1,7 @@
 //! BatchNorm at full ResNet sizes: its per-channel reductions (batch statistics, the gradients of
 //! gamma and beta) run over up to 100,000 values, where a driver's reductions are most likely to
-//! go wrong (DESIGN.md: a peer framework's returned wrong sums on lavapipe).
+//! go wrong (docs/ARCHITECTURE.md, "Determinism": a peer framework's returned wrong sums on
+//! lavapipe).
 
 use super::{f64s, values, Group};
 use crate::error::Result;
