@@ -25,30 +25,18 @@ pub enum Error {
     },
     /// Reading a buffer back from the GPU failed.
     Readback(String),
-    /// A command-line argument or setting is invalid.
+    /// A setting or an input is invalid. Settings are named by their field in backticks
+    /// (`batch_size`), which the CLI shows as its flag (`--batch-size`).
     Invalid(String),
-    /// An error every rank of a distributed run meets at the same point (a configuration they
-    /// disagree on, a batch that does not divide among them): rank 0 printed it when it was
-    /// raised (`dist::Dist::all_ranks`), so every rank only exits.
-    AllRanks {
-        /// What is wrong.
-        msg: String,
-        /// Whether this is rank 0.
-        root: bool,
-    },
+    /// An error already reported where it arose (by the process of a data-parallel run that
+    /// met it first): the caller only stops.
+    Reported(String),
 }
 
 impl Error {
-    /// Whether the message still belongs on this process's stderr: not an error every rank of a
-    /// distributed run met, which rank 0 printed when it was raised.
+    /// Whether the message still belongs on the caller's stderr (not already reported).
     pub fn reported_here(&self) -> bool {
-        !matches!(self, Error::AllRanks { .. })
-    }
-
-    /// Whether this process should exit after rank 0 (a rank other than 0 of a distributed run
-    /// that stopped together): mpirun ends the whole job when the first rank exits.
-    pub fn exits_after_root(&self) -> bool {
-        matches!(self, Error::AllRanks { root: false, .. })
+        !matches!(self, Error::Reported(_))
     }
 }
 
@@ -60,7 +48,7 @@ impl fmt::Display for Error {
             Error::Shape { op, msg } => write!(f, "{op}: shape error: {msg}"),
             Error::Limit { op, msg } => write!(f, "{op}: device limit exceeded: {msg}"),
             Error::Readback(m) => write!(f, "reading a GPU buffer back failed: {m}"),
-            Error::Invalid(m) | Error::AllRanks { msg: m, .. } => write!(f, "{m}"),
+            Error::Invalid(m) | Error::Reported(m) => write!(f, "{m}"),
         }
     }
 }

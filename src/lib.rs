@@ -2,7 +2,7 @@
 //!
 //! Layers of the crate, data flowing one way: `train` (the loop, schedules) runs a `plan` (a model
 //! and a batch size become every buffer and dispatch of a step, once) of a `model` (specs by name,
-//! the layer graph, weights with PyTorch names); `ops` (one Rust file per shader file) build
+//! the layer graph, weights with PyTorch names); `ops` (the Rust side of each shader family) build
 //! [`gpu::Kernel`]s on top of `gpu` (device, buffers, pipeline cache, readback).
 
 pub mod checkpoint;
@@ -10,8 +10,6 @@ pub mod cifar10;
 pub mod classify;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod data;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod dist;
 pub mod error;
 #[cfg(not(target_arch = "wasm32"))]
 mod files;

@@ -7,9 +7,9 @@ mod cli;
 fn main() {
     if let Err(e) = cli::main() {
         if e.reported_here() {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", cli::with_flags(&e.to_string()));
         }
-        if e.exits_after_root() {
+        if cli::mpi::exits_late() {
             // exiting after rank 0 keeps mpirun from ending rank 0 before its message is out
             std::thread::sleep(std::time::Duration::from_millis(500));
         }

@@ -518,3 +518,89 @@ fn mistakes_fail_at_once_before_any_data_is_loaded() {
     );
     fails_before_loading_data(&contradiction, &["--sync-bn", "--bn-eval"]);
 }
+
+/// The bug a new user met: a resnet8 run on `--data D --subset ...` resumed with `--resume DIR`
+/// alone tried to download CIFAR-10 and then stopped on "holds a resnet8, not a resnet20". The
+/// run directory now records the run's options: `--resume DIR` continues it, `--epochs`
+/// extends it, and an option that contradicts the run is one error naming both values.
+#[test]
+fn resume_alone_continues_any_run_and_contradictions_are_named() {
+    let cache = tempfile::tempdir().unwrap();
+    let data = cifar::subset(12, 4);
+    let runs = tempfile::tempdir().unwrap();
+    let out = runs.path().join("r8");
+    let o = out.to_str().unwrap();
+    let first = resnet_with_cache(
+        &[
+            "train",
+            "--model",
+            "resnet8",
+            "--data",
+            data.path().to_str().unwrap(),
+            "--subset",
+            "64",
+            "--batch-size",
+            "32",
+            "--epochs",
+            "1",
+            "--seed",
+            "4",
+            "--eval-batch-size",
+            "40",
+            "--out",
+            o,
+        ],
+        cache.path(),
+    );
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    // no download is tried (it would fail here and warn): the run's --data is used
+    let resumed = resnet_with_cache(&["train", "--resume", o, "--epochs", "2"], cache.path());
+    let log = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{log}");
+    assert!(
+        log.contains("resnet8") && log.contains("resuming after epoch 1"),
+        "{log}"
+    );
+    assert!(!log.contains("warning"), "{log}");
+    let ck = checkpoint::load(&out.join("last.safetensors")).unwrap();
+    assert_eq!(
+        ck.metadata.get("model").map(String::as_str),
+        Some("resnet8")
+    );
+    assert_eq!(ck.metadata.get("epoch").map(String::as_str), Some("2"));
+    // 64 images at batch 32: 2 steps an epoch
+    assert_eq!(ck.metadata.get("iteration").map(String::as_str), Some("4"));
+    let other = resnet_with_cache(
+        &[
+            "train",
+            "--resume",
+            o,
+            "--epochs",
+            "3",
+            "--batch-size",
+            "64",
+        ],
+        cache.path(),
+    );
+    fails_before_loading_data(&other, &["--batch-size 64 differs from the run's 32"]);
+    let same = resnet_with_cache(
+        &[
+            "train", "--resume", o, "--epochs", "3", "--model", "resnet8", "--seed", "4",
+        ],
+        cache.path(),
+    );
+    assert!(
+        same.status.success(),
+        "{}",
+        String::from_utf8_lossy(&same.stderr)
+    );
+    let defaulted = resnet_with_cache(
+        &["train", "--resume", o, "--epochs", "3", "--lr", "0.2"],
+        cache.path(),
+    );
+    fails_before_loading_data(&defaulted, &["--lr 0.2 differs from the run's 0.1"]);
+}

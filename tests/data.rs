@@ -370,7 +370,7 @@ fn download_checks_md5_caches_and_extracts() {
 
     let cache = tempfile::tempdir().unwrap();
     let cache_dir = cache.path().join("cache");
-    let dir = download_cifar10(&url, &md5, &cache_dir).unwrap();
+    let dir = download_cifar10(&url, &md5, &cache_dir, &mut |_| {}).unwrap();
     assert_eq!(hits(), 1);
     assert!(dir.join("cifar-10-batches-bin/test_batch.bin").is_file());
     assert!(cache_dir.join("cifar-10-binary.tar.gz").is_file());
@@ -379,28 +379,57 @@ fn download_checks_md5_caches_and_extracts() {
 
     // Already there and verified: no second request.
     assert_eq!(
-        download_cifar10(&url, &md5.to_uppercase(), &cache_dir).unwrap(),
+        download_cifar10(&url, &md5.to_uppercase(), &cache_dir, &mut |_| {}).unwrap(),
         dir
     );
     assert_eq!(hits(), 1);
     // Extracted folder gone: extracted again from the verified archive, still no request.
     fs::remove_dir_all(dir.join("cifar-10-batches-bin")).unwrap();
-    assert_eq!(download_cifar10(&url, &md5, &cache_dir).unwrap(), dir);
+    assert_eq!(
+        download_cifar10(&url, &md5, &cache_dir, &mut |_| {}).unwrap(),
+        dir
+    );
     assert_eq!(hits(), 1);
     assert_eq!(load_cifar_binary(&dir).unwrap(), split);
 
     // Wrong checksum: an error, and nothing left behind.
     let bad_dir = cache.path().join("bad");
     let wrong = "0123456789abcdef0123456789abcdef";
-    invalid(download_cifar10(&url, wrong, &bad_dir), &["md5", wrong]);
+    invalid(
+        download_cifar10(&url, wrong, &bad_dir, &mut |_| {}),
+        &["md5", wrong],
+    );
     assert_eq!(hits(), 2);
     assert_eq!(files_under(&bad_dir), Vec::<PathBuf>::new());
 
     // HTTP error and malformed checksum.
     let missing = url.replace("cifar-10-binary", "nope");
-    invalid(download_cifar10(&missing, &md5, &bad_dir), &[&missing]);
+    invalid(
+        download_cifar10(&missing, &md5, &bad_dir, &mut |_| {}),
+        &[&missing],
+    );
     assert_eq!(files_under(&bad_dir), Vec::<PathBuf>::new());
-    invalid(download_cifar10(&url, "xyz", &bad_dir), &["xyz"]);
+    invalid(
+        download_cifar10(&url, "xyz", &bad_dir, &mut |_| {}),
+        &["xyz"],
+    );
+
+    // A response that breaks off halfway: the download resumes with a Range request (the same
+    // fetch as the pretrained weights'), and the progress reached the whole archive.
+    let (archive, md5) = common::cifar::binary_archive(&split);
+    let (url, requests) = serve("/cifar-10-binary.tar.gz", archive.clone(), 1);
+    let resumed_dir = cache.path().join("resumed");
+    let mut last = 0;
+    let progress = &mut |t| {
+        if let resnet::data::Transfer::Bytes { done, .. } = t {
+            last = done;
+        }
+    };
+    let dir = download_cifar10(&url, &md5, &resumed_dir, progress).unwrap();
+    assert_eq!(load_cifar_binary(&dir).unwrap(), split);
+    let ranges = requests.lock().unwrap().clone();
+    assert!(ranges.len() == 2 && !ranges[1].is_empty(), "{ranges:?}");
+    assert_eq!(last, archive.len() as u64);
 }
 
 /// All 60,000 images, where the full data set is beside the repository (our machines):

@@ -309,9 +309,8 @@ fn a_killed_rank_ends_the_run_and_a_resume_finishes_it() {
         "epoch 1's row, not epoch 2's"
     );
 
-    let mut resume = train_args(d, o, "2");
-    resume.extend(["--resume", o]);
-    let run = mpirun(2, &resume, cache.path());
+    // the run directory remembers the run's options: `--resume DIR` alone finishes it
+    let run = mpirun(2, &["train", "--resume", o], cache.path());
     let all = text(&run);
     assert!(run.status.success(), "{all}");
     assert!(all.contains("resuming after epoch 1"), "{all}");

@@ -3,28 +3,30 @@
 
 mod common;
 use common::cifar;
-use resnet::train::{self, Experiment, Recipe, TrainOptions};
+use resnet::train::{self, Experiment, Recipe, Silent, TrainConfig};
 
 #[test]
 fn degradation_experiment_writes_figure_table_and_resumes() {
     let dir = cifar::subset(7, 2);
     let split = resnet::data::load(dir.path(), (32, 32)).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let base = TrainOptions {
+    let base = TrainConfig {
         epochs: Some(1),
         recipe: Recipe {
-            batch: 32,
-            ..TrainOptions::default().recipe
+            batch_size: 32,
+            ..Recipe::default()
         },
         subset: Some(64),
         seed: 1,
-        out: out.path().to_path_buf(),
-        eval_batch: 20,
+        eval_batch_size: 20,
         log_every: 1,
         gpu: common::untuned(),
-        ..TrainOptions::default()
+        ..TrainConfig::default()
     };
-    let table = train::run_experiment(Experiment::Degradation, &[8], &base, &split).unwrap();
+    let run = |kind, depths: &[usize], config: &TrainConfig, out: &std::path::Path| {
+        train::run_experiment((kind, depths), config, (&split, out), &mut Silent)
+    };
+    let table = run(Experiment::Degradation, &[8], &base, out.path()).unwrap();
     for f in [
         "plain8/metrics.csv",
         "resnet8/last.safetensors",
@@ -44,16 +46,11 @@ fn degradation_experiment_writes_figure_table_and_resumes() {
     assert_eq!((png.width(), png.height()), (1200, 500));
     // a second call with two epochs resumes each run at epoch 2 instead of starting over
     let before = std::fs::read_to_string(out.path().join("resnet8/metrics.csv")).unwrap();
-    train::run_experiment(
-        Experiment::Degradation,
-        &[8],
-        &TrainOptions {
-            epochs: Some(2),
-            ..base.clone()
-        },
-        &split,
-    )
-    .unwrap();
+    let two_epochs = TrainConfig {
+        epochs: Some(2),
+        ..base.clone()
+    };
+    run(Experiment::Degradation, &[8], &two_epochs, out.path()).unwrap();
     let after = std::fs::read_to_string(out.path().join("resnet8/metrics.csv")).unwrap();
     assert!(
         after.starts_with(&before) && after.lines().count() == before.lines().count() + 1,
@@ -68,11 +65,7 @@ fn degradation_experiment_writes_figure_table_and_resumes() {
     // Table 6: resnet20 beside the paper's 8.75%; a second call with the same epochs trains
     // nothing (the finished run is skipped) and writes the same table
     let depth_out = tempfile::tempdir().unwrap();
-    let depth = TrainOptions {
-        out: depth_out.path().to_path_buf(),
-        ..base.clone()
-    };
-    let table = train::run_experiment(Experiment::Depth, &[20], &depth, &split).unwrap();
+    let table = run(Experiment::Depth, &[20], &base, depth_out.path()).unwrap();
     assert!(table.contains("| resnet20 | 20 | 0.27M | 1 |"), "{table}");
     assert!(table.trim_end().ends_with("| 8.75 |"), "{table}");
     let metrics = depth_out.path().join("resnet20/metrics.csv");
@@ -81,7 +74,7 @@ fn degradation_experiment_writes_figure_table_and_resumes() {
         std::fs::read(&metrics).unwrap(),
         std::fs::read(&weights).unwrap(),
     );
-    let again = train::run_experiment(Experiment::Depth, &[20], &depth, &split).unwrap();
+    let again = run(Experiment::Depth, &[20], &base, depth_out.path()).unwrap();
     assert_eq!(again, table);
     assert_eq!(
         std::fs::read(&metrics).unwrap(),
@@ -94,7 +87,7 @@ fn degradation_experiment_writes_figure_table_and_resumes() {
         "a finished run was trained again"
     );
 
-    let e = train::run_experiment(Experiment::Depth, &[21], &base, &split)
+    let e = run(Experiment::Depth, &[21], &base, out.path())
         .unwrap_err()
         .to_string();
     assert!(e.contains("resnet21"), "{e}");

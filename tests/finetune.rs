@@ -22,7 +22,7 @@ fn plan(gpu: &resnet::gpu::Gpu, m: &ModelState, mode: Mode, tune: FineTune) -> P
         Mode::Eval => PlanConfig::eval(N, (32, 32), cifar10::NORMALIZE),
     }
     .without_augmentation();
-    cfg.tune = tune;
+    cfg.fine_tune = tune;
     Plan::new(gpu, m, cfg).unwrap()
 }
 
@@ -333,14 +333,14 @@ fn training_only_the_head_runs_no_backward_below_it() {
 
 #[test]
 fn train_only_and_freeze_names_resolve_to_layers() {
-    use resnet::train::TuneOptions;
+    use resnet::train::FineTuning;
     let spec = ModelSpec::from_name("resnet20", 10).unwrap();
-    let only = TuneOptions {
+    let only = FineTuning {
         train_only: vec!["layer3.2".into(), "fc".into()],
         lr_backbone: 1.0,
-        ..TuneOptions::default()
+        ..FineTuning::default()
     };
-    let tune = only.fine_tune(&spec).unwrap();
+    let tune = only.plan_settings(&spec).unwrap();
     for (layer, frozen) in [
         ("conv1", true),
         ("layer3.1.conv2", true),
@@ -350,61 +350,55 @@ fn train_only_and_freeze_names_resolve_to_layers() {
     ] {
         assert_eq!(tune.is_frozen(layer), frozen, "{layer}");
     }
-    let stem = TuneOptions {
+    let stem = FineTuning {
         freeze: vec!["stem".into()],
         lr_backbone: 1.0,
-        ..TuneOptions::default()
+        ..FineTuning::default()
     };
-    let tune = stem.fine_tune(&spec).unwrap();
+    let tune = stem.plan_settings(&spec).unwrap();
     assert!(tune.is_frozen("conv1") && tune.is_frozen("bn1") && !tune.is_frozen("layer1.0.conv1"));
-    let all = TuneOptions {
+    let all = FineTuning {
         freeze: ["stem", "layer1", "layer2", "layer3", "fc"]
             .map(String::from)
             .to_vec(),
         lr_backbone: 1.0,
-        ..TuneOptions::default()
+        ..FineTuning::default()
     };
-    let e = all.fine_tune(&spec).unwrap_err().to_string();
+    let e = all.plan_settings(&spec).unwrap_err().to_string();
     assert!(e.contains("nothing would train"), "{e}");
-    let typo = TuneOptions {
+    let typo = FineTuning {
         freeze: vec!["layer4".into()],
         lr_backbone: 1.0,
-        ..TuneOptions::default()
+        ..FineTuning::default()
     };
-    let e = typo.fine_tune(&spec).unwrap_err().to_string();
+    let e = typo.plan_settings(&spec).unwrap_err().to_string();
     assert!(
-        e.contains("--freeze layer4") && e.contains("resnet20"),
+        e.contains("`freeze` layer4") && e.contains("resnet20"),
         "{e}"
     );
 }
 
 #[test]
 fn the_imagenet_models_default_to_torchvisions_recipe() {
-    use resnet::train::TrainOptions;
-    let mut r = TrainOptions::default().recipe;
-    r.batch = 64;
-    r.fill_in_for("resnet50", &|_| false).unwrap();
+    use resnet::train::{Recipe, TrainConfig};
+    let r = Recipe::imagenet(64);
     // lr 0.1 x 64/256, divided by 10 at epochs 30 and 60, momentum 0.9, weight decay 1e-4
     assert!((r.lr - 0.025).abs() < 1e-12, "{}", r.lr);
     assert_eq!((r.momentum, r.weight_decay), (0.9, 1e-4));
     let per_epoch = r.with_epochs_as_iterations(100);
-    assert_eq!(per_epoch.milestones, [3000, 6000]);
+    assert_eq!(per_epoch.lr_milestones, [3000, 6000]);
     assert!((per_epoch.lr_at(2999, 9000) - 0.025).abs() < 1e-12);
     assert!((per_epoch.lr_at(3000, 9000) - 0.0025).abs() < 1e-12);
-    // what the user gave stays
-    let mut given = TrainOptions::default().recipe;
-    given.lr = 0.3;
-    given.fill_in_for("resnet18", &|id| id == "lr").unwrap();
-    assert_eq!(given.lr, 0.3);
+    let resnet50 = TrainConfig::for_model("resnet50").unwrap().recipe;
+    assert_eq!(resnet50, Recipe::imagenet(128));
     // the CIFAR models keep He et al.'s
-    let mut cifar = TrainOptions::default().recipe;
-    cifar.fill_in_for("resnet20", &|_| false).unwrap();
+    let cifar = TrainConfig::for_model("resnet20").unwrap().recipe;
     assert_eq!(
-        (cifar.lr, cifar.milestones.clone()),
+        (cifar.lr, cifar.lr_milestones.clone()),
         (0.1, vec![32_000, 48_000])
     );
     assert_eq!(
-        cifar.with_epochs_as_iterations(390).milestones,
+        cifar.with_epochs_as_iterations(390).lr_milestones,
         [32_000, 48_000]
     );
 }

@@ -136,9 +136,11 @@ fn photo_folders_stream_resume_exactly_and_checkpoints_predict_alone() {
         "{log}"
     );
     ok(&resnet_with_cache(&train_args(data, b, "1"), cache.path()));
-    let mut resume = train_args(data, b, "2");
-    resume.splice(5..7, ["--resume", b]);
-    ok(&resnet_with_cache(&resume, cache.path()));
+    // the run directory remembers every option: `--resume DIR --epochs 2` is all it takes
+    ok(&resnet_with_cache(
+        &["train", "--resume", b, "--epochs", "2"],
+        cache.path(),
+    ));
     let last = |dir: &str| Path::new(dir).join("last.safetensors");
     assert_eq!(tensors(&last(a)), tensors(&last(b)), "resumed run differs");
     let meta = checkpoint::load(&last(a)).unwrap().metadata;
@@ -296,6 +298,30 @@ fn pretrained_urls_download_once_resume_and_are_checked() {
         ck.get("layer2.0.conv1.weight").unwrap().as_f32(),
         theirs.get("layer2.0.conv1.weight").unwrap().as_f32()
     );
+    // `--resume DIR` alone continues the fine-tuning run as it was started (the URL, its
+    // checksum and the frozen layers come from the run directory; nothing is downloaded), and
+    // an option that contradicts the run is one error naming both values
+    let o = out.to_str().unwrap();
+    let log = ok(&resnet_with_cache(
+        &["train", "--resume", o, "--epochs", "2"],
+        cache.path(),
+    ));
+    assert!(log.contains("resuming after epoch 1"), "{log}");
+    let ck = checkpoint::load(&out.join("last.safetensors")).unwrap();
+    assert_eq!(ck.metadata.get("epoch").map(String::as_str), Some("2"));
+    assert_eq!(
+        ck.get("layer1.1.conv2.weight").unwrap().as_f32(),
+        theirs.get("layer1.1.conv2.weight").unwrap().as_f32(),
+        "a frozen layer trained after the resume"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 2, "the resume downloaded again");
+    fails_with(
+        &resnet_with_cache(
+            &["train", "--resume", o, "--freeze", "layer2"],
+            cache.path(),
+        ),
+        &["--freeze layer2 differs from the run's stem,layer1"],
+    );
     // a second run finds it in the cache
     std::fs::remove_dir_all(&out).unwrap();
     ok(&resnet_with_cache(
@@ -386,6 +412,23 @@ fn fine_tuning_mistakes_are_one_line_errors() {
     checkpoint::save(&path, &ck).unwrap();
     fails_with(
         &run(&["--pretrained", path.to_str().unwrap()]),
+        &["does not fit a resnet18", "80 unexpected"],
+    );
+    // what the user gave is checked before GPU memory is planned: at the default batch (128 at
+    // 224x224, over lavapipe's buffer limit) the wrong keys are reported, not the batch
+    let defaults = [
+        "train",
+        "--model",
+        "resnet18",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--pretrained",
+        path.to_str().unwrap(),
+    ];
+    fails_with(
+        &resnet_with_cache(&defaults, cache.path()),
         &["does not fit a resnet18", "80 unexpected"],
     );
     // an empty class folder is named

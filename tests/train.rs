@@ -9,7 +9,7 @@ use resnet::cifar10;
 use resnet::model::{ModelSpec, ModelState};
 use resnet::ops::sgd::SgdConfig;
 use resnet::plan::{Plan, PlanConfig};
-use resnet::train::{self, Recipe, TrainOptions};
+use resnet::train::{self, OneProcess, Recipe, RunDir, Silent, TrainConfig};
 use std::path::Path;
 use std::process::Command;
 
@@ -118,21 +118,20 @@ fn num_batches_tracked_continues_from_a_loaded_checkpoint() {
     assert_eq!(trainer.iteration, 2, "the run's own iteration starts at 0");
 }
 
-fn options(out: &Path, seed: u64) -> TrainOptions {
-    TrainOptions {
+fn options(seed: u64) -> TrainConfig {
+    TrainConfig {
         model: "resnet20".into(),
         epochs: Some(1),
         recipe: Recipe {
-            batch: 32,
-            ..TrainOptions::default().recipe
+            batch_size: 32,
+            ..Recipe::default()
         },
         subset: Some(128),
         seed,
-        out: out.to_path_buf(),
-        eval_batch: 50,
+        eval_batch_size: 50,
         log_every: 2,
         gpu: common::untuned(),
-        ..TrainOptions::default()
+        ..TrainConfig::default()
     }
 }
 
@@ -146,7 +145,9 @@ fn same_seed_gives_bit_identical_checkpoints() {
     ];
     for (i, out) in outs.iter().enumerate() {
         let split = resnet::data::load(dir.path(), (32, 32)).unwrap();
-        train::train(&options(out.path(), if i < 2 { 7 } else { 8 }), split).unwrap();
+        let config = options(if i < 2 { 7 } else { 8 });
+        let dir = RunDir::new(out.path());
+        train::fit(&config, split, &OneProcess, dir, &mut Silent).unwrap();
     }
     let bytes = |o: &tempfile::TempDir| std::fs::read(o.path().join("last.safetensors")).unwrap();
     assert_eq!(
@@ -189,38 +190,42 @@ fn learned_metrics(out: &Path) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// `resnet train` as the resume test runs it: resnet20, 3 epochs of batch 32 at seed 3 on the
+/// images in `data`, kernel choices remembered in `cache`; `run` is `("--out", dir)` for a new run
+/// or `("--resume", dir)`.
+fn resnet_train(cache: &Path, data: &Path, (flag, dir): (&str, &Path)) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_resnet"));
+    c.env("RESNET_CACHE", cache)
+        .args([
+            "train",
+            "--model",
+            "resnet20",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "32",
+            "--eval-batch-size",
+            "50",
+            "--seed",
+            "3",
+            "--log-every",
+            "1",
+        ])
+        .arg("--data")
+        .arg(data)
+        .arg(flag)
+        .arg(dir);
+    c
+}
+
 #[test]
 fn killed_run_resumes_to_the_same_metrics() {
     let dir = cifar::subset(24, 5);
-    let exe = env!("CARGO_BIN_EXE_resnet");
     // the default kernels: timed per shape by the first run, remembered in this cache by the rest
     let cache = tempfile::tempdir().unwrap();
-    let args = |out: &Path| {
-        let mut c = Command::new(exe);
-        c.env("RESNET_CACHE", cache.path())
-            .args([
-                "train",
-                "--model",
-                "resnet20",
-                "--epochs",
-                "3",
-                "--batch-size",
-                "32",
-                "--eval-batch-size",
-                "50",
-                "--seed",
-                "3",
-                "--log-every",
-                "1",
-            ])
-            .arg("--data")
-            .arg(dir.path())
-            .arg("--out")
-            .arg(out);
-        c
-    };
+    let args = |flag, out: &Path| resnet_train(cache.path(), dir.path(), (flag, out));
     let full = tempfile::tempdir().unwrap();
-    let st = args(full.path()).output().unwrap();
+    let st = args("--out", full.path()).output().unwrap();
     assert!(
         st.status.success(),
         "{}",
@@ -230,7 +235,7 @@ fn killed_run_resumes_to_the_same_metrics() {
     let cut = tempfile::tempdir().unwrap();
     // 240 images, batch 32: 7 steps per epoch. The run hangs after iteration 10 (epoch 2, step 3),
     // where it is killed with SIGKILL: mid-epoch, with epoch 1's checkpoint on disk.
-    let mut child = args(cut.path())
+    let mut child = args("--out", cut.path())
         .env("RESNET_STALL_AT_ITERATION", "10")
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -257,29 +262,7 @@ fn killed_run_resumes_to_the_same_metrics() {
         1,
         "killed in epoch 2: one row expected; rows: {rows:?}"
     );
-    let st = Command::new(exe)
-        .env("RESNET_CACHE", cache.path())
-        .args([
-            "train",
-            "--model",
-            "resnet20",
-            "--epochs",
-            "3",
-            "--batch-size",
-            "32",
-            "--eval-batch-size",
-            "50",
-            "--seed",
-            "3",
-            "--log-every",
-            "1",
-        ])
-        .arg("--data")
-        .arg(dir.path())
-        .arg("--resume")
-        .arg(cut.path())
-        .output()
-        .unwrap();
+    let st = args("--resume", cut.path()).output().unwrap();
     assert!(
         st.status.success(),
         "{}",

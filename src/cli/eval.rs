@@ -55,7 +55,9 @@ pub fn eval_cmd(mut a: EvalArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
             test.classes().len()
         )));
     }
-    let (loss, acc) = train::evaluate(&gpu, &m, &test, a.batch_size, ck.normalisation()?)?;
+    let mut console = super::console::Console::new(true);
+    let normalize = ck.normalisation()?;
+    let (loss, acc) = train::evaluate((&gpu, &m), &test, a.batch_size, normalize, &mut console)?;
     if a.json {
         println!(
             "{{\"checkpoint\": {:?}, \"model\": {:?}, \"images\": {}, \"loss\": {loss:.6}, \"accuracy\": {acc:.6}}}",

@@ -1,12 +1,20 @@
 //! clap commands (native only).
 
 mod bench;
+mod console;
 mod eval;
+mod flags;
 mod info;
+pub mod mpi;
 mod predict;
+mod progress;
+mod resume;
 mod selftest;
 mod train;
+mod train_args;
 mod tune;
+
+pub use flags::with_flags;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use resnet::data;
@@ -22,7 +30,7 @@ use std::path::PathBuf;
     about = "ResNets in hand-written WGSL compute shaders on any GPU (wgpu): train, evaluate, predict",
     after_help = "Examples:\n  resnet train --model resnet20 --epochs 1 --data ./cifar10\n  resnet eval --checkpoint runs/resnet20/best.safetensors --data ./cifar10\n  resnet predict --checkpoint runs/resnet20/best.safetensors cat.png\n  resnet summary --model resnet18 --input 32,3,224,224"
 )]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -169,7 +177,9 @@ impl DataArgs {
             return data::load(dir, (self.image_size, self.image_size));
         }
         data::parse_md5(&self.data_md5)?; // a mistyped checksum is an error, not a fallback
-        match data::download_cifar10(&self.data_url, &self.data_md5, &data::default_cache_dir()) {
+        let mut bar = progress::DownloadBar::default();
+        let cache = data::default_cache_dir();
+        match data::download_cifar10(&self.data_url, &self.data_md5, &cache, &mut |t| bar.show(t)) {
             Ok(dir) => data::load(&dir, (self.image_size, self.image_size)),
             Err(e) if offline == Offline::UseBundled => {
                 eprintln!(
@@ -243,7 +253,10 @@ pub fn main() -> Result<()> {
     };
     match cli.command {
         Command::Info { gpu } => info::info(&gpu.options()?),
-        Command::Train(a) => train::train_cmd(*a, &given),
+        Command::Train(_) => {
+            let sub = matches.subcommand().map(|(_, m)| m);
+            train::train_cmd(sub.expect("train's matches"))
+        }
         Command::Eval(a) => eval::eval_cmd(a, &given),
         Command::Predict(a) => predict::run(a),
         Command::Experiment(a) => train::experiment_cmd(a),

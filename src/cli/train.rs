@@ -1,10 +1,12 @@
 //! `resnet train` and `resnet experiment`.
 
+use super::console::Console;
+use super::mpi::Dist;
+use super::resume;
+use super::train_args::{RecipeArgs, TrainConfigArgs};
 use super::{DataArgs, GpuArgs, Offline};
 use clap::Args;
-use resnet::dist::Dist;
-use resnet::model::ModelSpec;
-use resnet::train::{self, Experiment, Recipe, TrainOptions};
+use resnet::train::{self, Experiment, Ranks, RunDir, TrainConfig};
 use resnet::{Error, Result};
 use std::path::PathBuf;
 
@@ -12,7 +14,10 @@ use std::path::PathBuf;
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     #[command(flatten)]
-    options: TrainOptions,
+    config: TrainConfigArgs,
+    /// Output directory: metrics.csv, curves.png, last.safetensors, best.safetensors
+    #[arg(long, default_value = "runs/resnet20")]
+    out: PathBuf,
     /// Continue the run in this directory from its last checkpoint (weights, momentum, step, schedule, data order)
     #[arg(long, value_name = "OUT")]
     resume: Option<PathBuf>,
@@ -22,33 +27,49 @@ pub struct TrainArgs {
     gpu: GpuArgs,
 }
 
-/// Runs `resnet train`.
-pub fn train_cmd(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
-    let mut opts = a.options;
-    opts.recipe.fill_in_for(&opts.model, given)?;
-    if let Some(dir) = a.resume {
-        opts.out = dir;
-        opts.resume = true;
+/// Runs `resnet train` as `m` (its subcommand's matches) says; `--resume DIR` takes the
+/// options the run in DIR was started with.
+pub fn train_cmd(m: &clap::ArgMatches) -> Result<()> {
+    let mut m = m.clone();
+    if let Some(dir) = m.get_one::<PathBuf>("resume") {
+        if let Some(recorded) = resume::resumed(&dir.clone(), &m)? {
+            m = recorded;
+        }
     }
-    opts.gpu = a.gpu.options()?;
+    let a = <TrainArgs as clap::FromArgMatches>::from_arg_matches(&m)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let given = |id: &str| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    let mut config = a.config.config(&given)?;
+    config.gpu = a.gpu.options()?;
+    let dir = match &a.resume {
+        Some(d) => RunDir::resume(d),
+        None => RunDir::new(&a.out),
+    };
     // everything that can be checked is, before any data is loaded or downloaded
-    opts.check()?;
-    ModelSpec::from_name(&opts.model, 10)?;
-    if opts.resume {
-        train::check_resumable(&opts.out)?;
-    }
+    config.check()?;
+    dir.check()?;
     let dist = Dist::from_env()?;
-    // under mpirun, rank 0 downloads CIFAR-10 (when it is missing) before the others look for it
-    let sources = dist.root_first(|| a.data.open(Offline::UseBundled, &opts.model))?;
-    let s = train::train_as(&opts, sources, dist)?;
-    if !s.root {
-        return Ok(());
+    let ranks: &dyn Ranks = &dist;
+    if a.resume.is_none() && ranks.is_root() {
+        resume::record(&a.out, &m)?;
     }
-    println!(
-        "best accuracy {:.2}%; checkpoints in {}",
-        100.0 * s.best_acc,
-        opts.out.display()
-    );
+    // under mpirun, rank 0 downloads CIFAR-10 (when it is missing) before the others look for it
+    let sources = ranks.root_first(|| a.data.open(Offline::UseBundled, &config.model))?;
+    let out = dir.path().to_path_buf();
+    let summary = train::fit(
+        &config,
+        sources,
+        ranks,
+        dir,
+        &mut Console::new(ranks.is_root()),
+    )?;
+    if ranks.is_root() {
+        println!(
+            "best accuracy {:.2}%; checkpoints in {}",
+            100.0 * summary.best_acc,
+            out.display()
+        );
+    }
     Ok(())
 }
 
@@ -72,7 +93,7 @@ pub struct ExperimentArgs {
     #[arg(long)]
     subset: Option<usize>,
     #[command(flatten)]
-    recipe: Recipe,
+    recipe: RecipeArgs,
     /// Seed, the same for every model
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -99,27 +120,28 @@ pub fn experiment_cmd(a: ExperimentArgs) -> Result<()> {
         (true, Experiment::Degradation) => vec![20, 56],
         (true, Experiment::Depth) => vec![20, 32, 44, 56, 110],
     };
-    let base = TrainOptions {
+    let base = TrainConfig {
         epochs: a.epochs,
-        recipe: a.recipe.clone(),
+        recipe: a.recipe.recipe(),
         subset: a.subset,
         seed: a.seed,
-        out: a
-            .out
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("runs/{}", a.kind))),
-        eval_batch: a.eval_batch_size,
+        eval_batch_size: a.eval_batch_size,
         gpu: a.gpu.options()?,
-        ..TrainOptions::default()
+        ..TrainConfig::default()
     };
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{}", a.kind)));
     base.check()?;
     let t0 = std::time::Instant::now();
     let split = a.data.load(Offline::UseBundled)?;
-    let table = train::run_experiment(kind, &depths, &base, &split)?;
+    let mut console = Console::new(true);
+    let table = train::run_experiment((kind, &depths), &base, (&split, &out), &mut console)?;
     println!("{table}");
     println!(
         "figure, CSV and table in {} ({:.0} s)",
-        base.out.display(),
+        out.display(),
         t0.elapsed().as_secs_f64()
     );
     Ok(())

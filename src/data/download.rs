@@ -1,14 +1,12 @@
 //! Download, checksum and extraction of the official CIFAR-10 binary archive.
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use flate2::read::GzDecoder;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use md5::{Digest, Md5};
 
+use super::fetch::{fetch, Digest, Transfer};
 use super::{invalid, io_err, CIFAR_DIR};
 use crate::Result;
 
@@ -43,11 +41,17 @@ pub fn default_cache_dir() -> PathBuf {
         .join("resnet-wgpu")
 }
 
-/// Downloads the CIFAR-10 binary archive from `url` into `cache_dir` with a progress bar (hidden when
-/// stderr is not a terminal), checks its MD5 against `md5` (hex), extracts it there and returns
-/// `cache_dir`, the directory containing cifar-10-batches-bin. Nothing is fetched when the archive is
-/// already there and verified; a download whose checksum does not match is deleted and is an error.
-pub fn download_cifar10(url: &str, md5: &str, cache_dir: &Path) -> Result<PathBuf> {
+/// Downloads the CIFAR-10 binary archive from `url` into `cache_dir` (`progress` hears the
+/// bytes), checks its MD5 against `md5` (hex), extracts it there and returns `cache_dir`, the
+/// directory containing cifar-10-batches-bin. Nothing is fetched when the archive is already
+/// there and verified; a download whose checksum does not match is deleted and is an error.
+pub fn download_cifar10(
+    url: &str,
+    md5: &str,
+    cache_dir: &Path,
+    progress: &mut dyn FnMut(Transfer),
+) -> Result<PathBuf> {
+    let digest = Digest::Md5(parse_md5(md5)?);
     let md5 = parse_md5(md5)?;
     let extracted = cache_dir.join(CIFAR_DIR);
     let marker = extracted.join(MARKER);
@@ -56,8 +60,8 @@ pub fn download_cifar10(url: &str, md5: &str, cache_dir: &Path) -> Result<PathBu
     }
     fs::create_dir_all(cache_dir).map_err(|e| io_err(cache_dir, "cannot create directory", e))?;
     let archive = cache_dir.join(archive_name(url, FALLBACK_NAME));
-    if !(archive.is_file() && file_md5(&archive)? == md5) {
-        fetch(url, &archive, &md5)?;
+    if !(archive.is_file() && digest.matches(&archive)?) {
+        fetch(url, &archive, &digest, progress)?;
     }
     if extracted.exists() {
         fs::remove_dir_all(&extracted).map_err(|e| io_err(&extracted, "cannot remove", e))?;
@@ -78,7 +82,7 @@ pub fn download_cifar10(url: &str, md5: &str, cache_dir: &Path) -> Result<PathBu
 
 /// A checksum as lower-case hex, or an error when it is not an MD5 (32 hex digits).
 pub fn parse_md5(md5: &str) -> Result<String> {
-    parse_hex_digest(md5, ("--data-md5", "an MD5", 32))
+    parse_hex_digest(md5, ("`data_md5`", "an MD5", 32))
 }
 
 /// A digest given as hex, in lower case; an error naming the option, the kind of digest (with
@@ -108,103 +112,4 @@ pub(super) fn archive_name(url: &str, fallback: &str) -> String {
     } else {
         fallback.to_string()
     }
-}
-
-/// Lower-case hex MD5 of a file.
-fn file_md5(path: &Path) -> Result<String> {
-    let mut file = File::open(path).map_err(|e| io_err(path, "cannot open", e))?;
-    let mut hasher = Md5::new();
-    io::copy(&mut file, &mut hasher).map_err(|e| io_err(path, "cannot read", e))?;
-    Ok(format!("{:x}", hasher.finalize()))
-}
-
-/// Downloads `url` to a temporary file next to `dest`, checks the MD5, and renames it to `dest`;
-/// the temporary file is removed on any failure.
-fn fetch(url: &str, dest: &Path, md5: &str) -> Result<()> {
-    let name = dest.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dest.with_file_name(format!("{name}.part{}", std::process::id()));
-    let result = fetch_to(url, &tmp, md5)
-        .and_then(|()| fs::rename(&tmp, dest).map_err(|e| io_err(dest, "cannot rename into", e)));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// An HTTP agent with time-outs, on the platform's TLS (Cargo.toml).
-pub(super) fn agent() -> ureq::Agent {
-    let config = ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_per_read(Some(Duration::from_secs(60)));
-    // Cargo.toml: the system's TLS on Windows and macOS, rustls elsewhere
-    #[cfg(any(target_os = "windows", target_os = "macos"))]
-    let config = config.tls_config(
-        ureq::tls::TlsConfig::builder()
-            .provider(ureq::tls::TlsProvider::NativeTls)
-            .build(),
-    );
-    config.build().into()
-}
-
-fn fetch_to(url: &str, tmp: &Path, md5: &str) -> Result<()> {
-    let response = agent()
-        .get(url)
-        .call()
-        .map_err(|e| invalid(format!("downloading {url}: {e}")))?;
-    let len = response.body().content_length();
-    let mut body = response.into_body().into_reader();
-    let file = File::create(tmp).map_err(|e| io_err(tmp, "cannot create", e))?;
-    let mut out = BufWriter::new(file);
-    let bar = progress_bar(len, url);
-    let mut hasher = Md5::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = match body.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                bar.abandon();
-                return Err(invalid(format!("downloading {url}: {e}")));
-            }
-        };
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n])
-            .map_err(|e| io_err(tmp, "cannot write", e))?;
-        bar.inc(n as u64);
-    }
-    bar.finish_and_clear();
-    let file = out
-        .into_inner()
-        .map_err(|e| io_err(tmp, "cannot write", e.into_error()))?;
-    file.sync_all()
-        .map_err(|e| io_err(tmp, "cannot write", e))?;
-    let got = format!("{:x}", hasher.finalize());
-    if got != md5 {
-        return Err(invalid(format!(
-            "{url}: checksum mismatch: md5 {got}, expected {md5}; the download was deleted"
-        )));
-    }
-    Ok(())
-}
-
-/// A byte-counting bar on stderr, hidden when stderr is not a terminal.
-pub(super) fn progress_bar(len: Option<u64>, url: &str) -> ProgressBar {
-    use std::io::IsTerminal;
-    let target = if io::stderr().is_terminal() {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    };
-    let template = if len.is_some() {
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
-    } else {
-        "{msg} {spinner} {bytes} {bytes_per_sec}"
-    };
-    let style = ProgressStyle::with_template(template)
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-    ProgressBar::with_draw_target(len, target)
-        .with_style(style)
-        .with_message(format!("downloading {url}"))
 }

@@ -7,6 +7,7 @@
 mod bundled;
 mod cifar;
 mod download;
+mod fetch;
 mod folder;
 mod prefetch;
 mod pretrained;
@@ -21,6 +22,7 @@ use crate::{Error, Result};
 pub use bundled::bundled_cifar10;
 pub use cifar::{load_cifar_binary, write_cifar_binary, CIFAR_DIR, CIFAR_RECORD};
 pub use download::{default_cache_dir, download_cifar10, parse_md5, CIFAR10_MD5, CIFAR10_URL};
+pub use fetch::{fetch, Digest, Transfer};
 pub use folder::{load_image_folder, open_image_folder};
 pub use prefetch::{assemble, default_workers, queue_depth, Batch, BatchJob, Prefetch};
 pub use pretrained::{fetch_pretrained, file_sha256, is_url, parse_sha256};
@@ -160,9 +162,9 @@ impl PhotoSizes {
     /// Rejects sizes no transform can produce, naming the option.
     pub fn check(&self) -> Result<()> {
         for (name, v) in [
-            ("--train-crop", self.train_crop),
-            ("--eval-resize", self.eval_resize),
-            ("--eval-crop", self.eval_crop),
+            ("`train_crop`", self.train_crop),
+            ("`eval_resize`", self.eval_resize),
+            ("`eval_crop`", self.eval_crop),
         ] {
             if v == 0 || v > 4096 {
                 return Err(invalid(format!("{name} {v}: must be 1 to 4096 pixels")));
@@ -171,12 +173,12 @@ impl PhotoSizes {
         let (lo, hi) = self.train_crop_scale;
         if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
             return Err(invalid(format!(
-                "--train-crop-scale {lo},{hi}: must be two shares of the area with 0 < min <= max <= 1"
+                "`train_crop_scale` {lo},{hi}: must be two shares of the area with 0 < min <= max <= 1"
             )));
         }
         if self.eval_crop > self.eval_resize {
             return Err(invalid(format!(
-                "--eval-crop {} is larger than --eval-resize {}: the centre crop must fit in the resized image",
+                "`eval_crop` {} is larger than `eval_resize` {}: the centre crop must fit in the resized image",
                 self.eval_crop, self.eval_resize
             )));
         }

@@ -40,6 +40,11 @@ pub trait ImageSource: Send + Sync {
     }
     /// The images `idx`, in that order, with the training (`train`) or evaluation transform.
     fn select(&self, idx: &[usize], train: bool) -> Arc<dyn ImageSource>;
+    /// What went wrong since the last call without stopping the reads (files skipped), one
+    /// line each, for the caller to report (the library prints nothing).
+    fn take_warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 impl ImageSource for Dataset {

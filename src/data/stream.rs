@@ -42,6 +42,8 @@ pub struct FolderSet {
     training: bool,
     /// Files already warned about.
     warned: Arc<Mutex<HashSet<PathBuf>>>,
+    /// Warnings not yet taken by the caller (shared by the sets selected from this one).
+    warnings: Arc<Mutex<Vec<String>>>,
 }
 
 impl FolderSet {
@@ -64,6 +66,7 @@ impl FolderSet {
             eval,
             training,
             warned: Arc::default(),
+            warnings: Arc::default(),
         };
         for (label, class) in classes.iter().enumerate() {
             for path in class_files(&dir.join(class))? {
@@ -129,7 +132,10 @@ impl FolderSet {
     fn warn_once(&self, i: usize, e: &crate::Error) {
         let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
         if warned.insert(self.path(i)) {
-            eprintln!("warning: skipping {e}; the next image of its class takes its place");
+            let mut w = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
+            w.push(format!(
+                "skipping {e}; the next image of its class takes its place"
+            ));
         }
     }
 }
@@ -180,6 +186,10 @@ impl ImageSource for FolderSet {
             other => (None, other.out_size()),
         }
     }
+    fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     fn select(&self, idx: &[usize], train: bool) -> Arc<dyn ImageSource> {
         let mut set = FolderSet {
             root: self.root.clone(),
@@ -191,6 +201,7 @@ impl ImageSource for FolderSet {
             eval: self.eval,
             training: train,
             warned: Arc::clone(&self.warned),
+            warnings: Arc::clone(&self.warnings),
         };
         for &i in idx {
             let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };

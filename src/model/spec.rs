@@ -91,7 +91,7 @@ impl ModelSpec {
             num_classes,
         };
         if num_classes == 0 {
-            return Err(Error::Invalid("--num-classes must be at least 1".into()));
+            return Err(Error::Invalid("`num_classes` must be at least 1".into()));
         }
         Ok(match name {
             "resnet18" => spec(Family::ImageNet, Basic, &[2, 2, 2, 2], true),
@@ -127,7 +127,7 @@ fn cifar_depth(name: &str) -> Option<(bool, usize)> {
 
 fn unknown(name: &str) -> Error {
     Error::Invalid(format!(
-        "--model: unknown model '{name}' (known: {}; CIFAR depths are 6n+2)",
+        "`model`: unknown model '{name}' (known: {}; CIFAR depths are 6n+2)",
         MODEL_NAMES.join(", ")
     ))
 }

@@ -50,7 +50,7 @@ pub(super) fn largest_activation(m: &ModelState, cfg: &PlanConfig) -> usize {
 /// Every stage of a step for `cfg`.
 pub(super) fn build(gpu: &Gpu, m: &ModelState, cfg: &PlanConfig) -> Result<Built> {
     let train = cfg.mode == Mode::Train;
-    let mut rec = Recorder::new(gpu, m, train, &cfg.tune);
+    let mut rec = Recorder::new(gpu, m, train, &cfg.fine_tune);
     rec.bn_ranks = cfg.shard.bn_ranks;
     let (input, io, x0) = input_stage(gpu, cfg, &m.arch.fc)?;
     // the input kernel is the last (the only) one of the first stage
@@ -208,7 +208,7 @@ impl Visitor for ForwardWalk<'_, '_> {
         let io = self.io;
         // label smoothing shapes the training loss; evaluation reports the plain cross-entropy
         let smoothing = if self.rec.train {
-            self.rec.tune.label_smoothing
+            self.rec.fine_tune.label_smoothing
         } else {
             0.0
         };
@@ -280,7 +280,7 @@ fn first_trained(rec: &Recorder, arch: &Arch) -> Option<usize> {
     let trains = |prefix: &str| {
         let dotted = format!("{prefix}.");
         rec.m.layout.params.iter().any(|r| {
-            (r.name == prefix || r.name.starts_with(&dotted)) && !rec.tune.is_frozen(&r.name)
+            (r.name == prefix || r.name.starts_with(&dotted)) && !rec.fine_tune.is_frozen(&r.name)
         })
     };
     if trains(&arch.stem.conv) || trains(&arch.stem.bn) {
@@ -327,7 +327,7 @@ fn optimizer_stage(
     let align = gpu.view_align();
     let max_chunk = (gpu.limits.max_storage_buffer_binding_size as usize / 4) / align * align;
     let (mut kernels, mut chunks) = (Vec::new(), Vec::new());
-    for (range, lr_scale) in lr_groups(m, &cfg.tune) {
+    for (range, lr_scale) in lr_groups(m, &cfg.fine_tune) {
         let mut offset = range.start;
         while offset < range.end {
             let len = max_chunk.min(range.end - offset);

@@ -34,7 +34,7 @@ pub struct PlanConfig {
     /// step with `Plan::set_step`.
     pub sgd: SgdConfig,
     /// Frozen layers, BatchNorm on running statistics, per-group learning rates, label smoothing.
-    pub tune: FineTune,
+    pub fine_tune: FineTune,
     /// Where this plan's batch sits in a data-parallel step (one rank's shard of the global
     /// batch); the whole batch in one process.
     pub shard: Shard,
@@ -128,7 +128,7 @@ impl PlanConfig {
             normalize,
             mode: Mode::Train,
             sgd,
-            tune: FineTune::default(),
+            fine_tune: FineTune::default(),
             shard: Shard::WHOLE,
         }
     }
@@ -144,7 +144,7 @@ impl PlanConfig {
             normalize,
             mode: Mode::Eval,
             sgd: SgdConfig::he2016(),
-            tune: FineTune::default(),
+            fine_tune: FineTune::default(),
             shard: Shard::WHOLE,
         }
     }

@@ -48,7 +48,7 @@ pub(super) struct Recorder<'a> {
     /// Training (batch statistics, tensors kept for the backward) or evaluation.
     pub train: bool,
     /// Frozen layers and BatchNorms on running statistics (training).
-    pub tune: &'a FineTune,
+    pub fine_tune: &'a FineTune,
     /// Activation buffers free for reuse.
     pub pool: BufferPool,
     /// Ranks the training BatchNorms share their statistics with (SyncBatchNorm); 1: none.
@@ -88,12 +88,12 @@ fn shortcut_shape(x: &Tensor, cout: usize, stride: usize) -> ShortcutShape {
 
 impl<'a> Recorder<'a> {
     /// A recorder for `m` on `gpu`.
-    pub fn new(gpu: &'a Gpu, m: &'a ModelState, train: bool, tune: &'a FineTune) -> Self {
+    pub fn new(gpu: &'a Gpu, m: &'a ModelState, train: bool, fine_tune: &'a FineTune) -> Self {
         Recorder {
             gpu,
             m,
             train,
-            tune,
+            fine_tune,
             pool: BufferPool::default(),
             bn_ranks: 1,
             exchanges: Vec::new(),
@@ -145,7 +145,7 @@ impl<'a> Recorder<'a> {
             affine: &affine,
             running: &running,
         };
-        let stats = if self.train && !self.tune.bn_fixed(&cb.bn) {
+        let stats = if self.train && !self.fine_tune.bn_fixed(&cb.bn) {
             let stats = gpu.zeros(&[2, cb.cout])?;
             let op = batchnorm::forward_train_across(
                 gpu,

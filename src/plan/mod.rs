@@ -93,7 +93,7 @@ impl Plan {
                 Err(Error::Limit {
                     op,
                     msg: format!(
-                        "{msg}; batch size {} of {} at {}x{} does not fit, try --batch-size {fits}",
+                        "{msg}; batch size {} of {} at {}x{} does not fit, try `batch_size` {fits}",
                         config.batch, model.spec.name, config.input.0, config.input.1
                     ),
                 })

@@ -1,6 +1,6 @@
 //! Loss and top-1 accuracy of a model on a whole data set (native: it waits for the GPU).
 
-use super::progress::Progress;
+use super::events::{Event, Events};
 use crate::data::{default_workers, queue_depth, BatchJob, ImageSource, Prefetch};
 use crate::error::Result;
 use crate::gpu::Gpu;
@@ -8,23 +8,19 @@ use crate::model::ModelState;
 use crate::plan::{Normalize, Plan, PlanConfig};
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// How long an evaluation runs before it shows progress.
-const QUIET_FOR: Duration = Duration::from_secs(3);
 
 /// Loss and top-1 accuracy of the model on a whole dataset (eval mode, inputs normalised with
-/// `normalize`), with plans built for the full batches and the remainder. Evaluations that take
-/// more than a few seconds show their progress.
+/// `normalize`), with plans built for the full batches and the remainder; `events` hears the
+/// progress.
 pub fn evaluate(
-    gpu: &Gpu,
-    m: &ModelState,
+    (gpu, m): (&Gpu, &ModelState),
     d: &Arc<dyn ImageSource>,
     batch: usize,
     normalize: Normalize,
+    events: &mut dyn Events,
 ) -> Result<(f64, f64)> {
     let settings = (batch, default_workers());
-    let sums = evaluate_sums(gpu, m, d, 0..d.len(), settings, normalize, true)?;
+    let sums = evaluate_sums((gpu, m), d, 0..d.len(), settings, normalize, events)?;
     Ok(sums.loss_and_accuracy())
 }
 
@@ -44,15 +40,14 @@ impl EvalSums {
 }
 
 /// [`evaluate`]'s sums over images `range` of `d`, `batch` images a step decoded by `workers`
-/// threads (where `d` decodes files); `show` lets it show progress.
+/// threads (where `d` decodes files).
 pub(super) fn evaluate_sums(
-    gpu: &Gpu,
-    m: &ModelState,
+    (gpu, m): (&Gpu, &ModelState),
     d: &Arc<dyn ImageSource>,
     range: Range<usize>,
     (batch, workers): (usize, usize),
     normalize: Normalize,
-    show: bool,
+    events: &mut dyn Events,
 ) -> Result<EvalSums> {
     let size = d.size();
     let len = range.len();
@@ -77,8 +72,6 @@ pub(super) fn evaluate_sums(
         .collect();
     let workers = if d.decodes() { workers.max(1) } else { 0 };
     let mut batches = Prefetch::new(Arc::clone(d), jobs, 0, workers, queue_depth(workers))?;
-    let delay = if show { QUIET_FOR } else { Duration::MAX };
-    let mut progress = Progress::new(len as u64, "evaluating".into(), "images", delay);
     for (i, chunk) in idx.chunks(batch).enumerate() {
         let plan = if chunk.len() == batch {
             &full
@@ -91,10 +84,14 @@ pub(super) fn evaluate_sums(
         if i % 4 == 3 {
             // a sync point now and then, so that the progress follows the GPU
             gpu.wait();
-            progress.update((i * batch + chunk.len()) as u64, "");
+            let done = i * batch + chunk.len();
+            events.emit(Event::Evaluating { done, total: len });
+        }
+        for w in d.take_warnings() {
+            events.emit(Event::Warning(w));
         }
     }
-    progress.finish();
+    events.emit(Event::EvaluatingDone);
     let mut sums = EvalSums::default();
     for plan in plans() {
         let s = pollster::block_on(plan.loss.read(gpu))?;

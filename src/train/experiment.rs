@@ -2,7 +2,7 @@
 //! growing depth (Fig. 6), and ResNet depth vs test error (Table 6). Each run is an ordinary
 //! training run under OUT/NAME/, so an interrupted experiment resumes where it stopped.
 
-use super::{train, TrainOptions};
+use super::{fit, Event, Events, OneProcess, RunDir, TrainConfig};
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::model::ModelSpec;
@@ -30,16 +30,16 @@ pub enum Experiment {
 }
 
 /// Runs every model of the experiment (skipping finished runs, resuming interrupted ones) and
-/// writes the figure, CSV and Markdown table into `base.out`. Returns the Markdown table.
+/// writes the figure, CSV and Markdown table into `out`. Returns the Markdown table.
 pub fn run_experiment(
-    kind: Experiment,
-    depths: &[usize],
-    base: &TrainOptions,
-    split: &Split,
+    (kind, depths): (Experiment, &[usize]),
+    base: &TrainConfig,
+    (split, out): (&Split, &Path),
+    events: &mut dyn Events,
 ) -> Result<String> {
     if depths.is_empty() {
         return Err(Error::Invalid(
-            "--depths: give at least one depth, e.g. 20,56".into(),
+            "`depths`: give at least one depth, e.g. 20,56".into(),
         ));
     }
     let mut names = Vec::new();
@@ -52,39 +52,42 @@ pub fn run_experiment(
     for n in &names {
         ModelSpec::from_name(n, 10)?; // every name valid before anything trains
     }
-    std::fs::create_dir_all(&base.out)
-        .map_err(|e| Error::Invalid(format!("--out {}: {e}", base.out.display())))?;
+    std::fs::create_dir_all(out)
+        .map_err(|e| Error::Invalid(format!("`out` {}: {e}", out.display())))?;
     let mut results = Vec::new();
     for name in &names {
-        let out = base.out.join(name);
-        let done = read_rows(&out)?;
+        let run_out = out.join(name);
+        let done = read_rows(&run_out)?;
         let target = base.epochs.unwrap_or(usize::MAX);
         if done.last().map(|r| r.epoch) < Some(target) || base.epochs.is_none() {
-            let resume = super::check_resumable(&out).is_ok();
-            let opts = TrainOptions {
+            let dir = match RunDir::resume(&run_out).check() {
+                Ok(()) => RunDir::resume(&run_out),
+                Err(_) => RunDir::new(&run_out),
+            };
+            let how = if dir.resumes() {
+                "resuming"
+            } else {
+                "starting"
+            };
+            events.emit(Event::Note(format!("== {name} ({how})")));
+            let config = TrainConfig {
                 model: name.clone(),
-                out: out.clone(),
-                resume,
                 ..base.clone()
             };
-            eprintln!(
-                "== {name} ({})",
-                if resume { "resuming" } else { "starting" }
-            );
-            train(&opts, split.clone())?;
+            fit(&config, split.clone(), &OneProcess, dir, events)?;
         } else {
-            eprintln!(
-                "== {name}: finished earlier ({} epochs), skipped",
-                done.len()
-            );
+            let n = done.len();
+            events.emit(Event::Note(format!(
+                "== {name}: finished earlier ({n} epochs), skipped"
+            )));
         }
         results.push(RunCurves {
             name: name.clone(),
-            epochs: read_rows(&out)?,
-            steps: report::read_steps(&out.join("steps.csv"))?,
+            epochs: read_rows(&run_out)?,
+            steps: report::read_steps(&run_out.join("steps.csv"))?,
         });
     }
-    write_outputs(kind, &base.out, &results, split.train.classes.len())
+    write_outputs(kind, out, &results, split.train.classes.len())
 }
 
 /// What one run of an experiment left in OUT/NAME/.
@@ -92,7 +95,7 @@ struct RunCurves {
     name: String,
     /// metrics.csv: one row per epoch (test error).
     epochs: Vec<EpochMetrics>,
-    /// steps.csv: training error every `--log-every` steps.
+    /// steps.csv: training error every `log_every` steps.
     steps: Vec<report::StepMetrics>,
 }
 

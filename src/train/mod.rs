@@ -1,5 +1,7 @@
 //! Training: learning-rate schedules, data order and the step shared with the browser
-//! (portable), and the native training loop, evaluation and the paper's experiments.
+//! (portable), and natively the training loop [`fit`] with what it is given (a [`TrainConfig`],
+//! the [`Ranks`] training together, a [`RunDir`], [`Events`]), evaluation and the paper's
+//! experiments.
 
 mod schedule;
 mod step;
@@ -7,19 +9,34 @@ pub use schedule::{shuffled, LrSchedule};
 pub use step::{Collective, Trainer};
 
 #[cfg(not(target_arch = "wasm32"))]
+mod config;
+#[cfg(not(target_arch = "wasm32"))]
 mod evaluate;
 #[cfg(not(target_arch = "wasm32"))]
-mod options;
+mod events;
 #[cfg(not(target_arch = "wasm32"))]
-mod progress;
+mod fit;
 #[cfg(not(target_arch = "wasm32"))]
-mod run;
+mod ranks;
+#[cfg(not(target_arch = "wasm32"))]
+mod run_dir;
+#[cfg(not(target_arch = "wasm32"))]
+mod setup;
+#[cfg(not(target_arch = "wasm32"))]
+pub use config::{
+    FineTuning, Recipe, TrainConfig, EVAL_BATCH, IMAGENET_EPOCHS, IMAGENET_LR,
+    IMAGENET_MILESTONE_EPOCHS, PAPER_ITERATIONS,
+};
 #[cfg(not(target_arch = "wasm32"))]
 pub use evaluate::evaluate;
 #[cfg(not(target_arch = "wasm32"))]
-pub use options::{Recipe, TrainOptions, TuneOptions, EVAL_BATCH};
+pub use events::{Event, Events, ExchangeCost, RunInfo, Silent};
 #[cfg(not(target_arch = "wasm32"))]
-pub use run::{check_resumable, train, train_as, TrainSummary, STALL_ENV};
+pub use fit::{fit, TrainSummary};
+#[cfg(not(target_arch = "wasm32"))]
+pub use ranks::{OneProcess, Ranks};
+#[cfg(not(target_arch = "wasm32"))]
+pub use run_dir::{RunDir, RunIdentity, RunState};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod experiment;

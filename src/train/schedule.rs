@@ -22,7 +22,7 @@ impl LrSchedule {
             "cosine" => Ok(LrSchedule::Cosine),
             "onecycle" => Ok(LrSchedule::OneCycle),
             _ => Err(Error::Invalid(format!(
-                "--lr-schedule: unknown schedule '{s}' (expected step, cosine or onecycle)"
+                "`lr_schedule`: unknown schedule '{s}' (expected step, cosine or onecycle)"
             ))),
         }
     }

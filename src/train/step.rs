@@ -64,7 +64,7 @@ impl Trainer {
     /// the other ranks' between the backward pass and the optimizer, and a plan whose
     /// BatchNorms share their statistics (SyncBatchNorm) gathers them within the passes.
     /// Waits for the backward pass to read the gradients.
-    pub async fn step_with_gradients(
+    pub async fn step_data_parallel(
         &mut self,
         gpu: &Gpu,
         m: &ModelState,

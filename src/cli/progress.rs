@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 const LINE_EVERY: Duration = Duration::from_secs(30);
 
 /// Progress of `len` units of work (steps, images).
-pub(super) struct Progress {
+pub struct Progress {
     bar: ProgressBar,
     label: String,
     unit: &'static str,
@@ -68,4 +68,49 @@ impl Progress {
     pub fn finish(self) {
         self.bar.finish_and_clear();
     }
+}
+
+/// A download's bytes as a bar on a terminal (nothing elsewhere: logs get the final line of
+/// whatever follows), and its notes as lines.
+#[derive(Default)]
+pub struct DownloadBar {
+    bar: Option<ProgressBar>,
+}
+
+impl DownloadBar {
+    /// Shows one report of a download.
+    pub fn show(&mut self, t: resnet::data::Transfer) {
+        use resnet::data::Transfer;
+        match t {
+            Transfer::Bytes { url, done, total } => {
+                let bar = self.bar.get_or_insert_with(|| download_bar(total, &url));
+                bar.set_position(done);
+            }
+            Transfer::Ended => {
+                if let Some(b) = self.bar.take() {
+                    b.finish_and_clear();
+                }
+            }
+            Transfer::Note(n) => eprintln!("{}", super::flags::with_flags(&n)),
+        }
+    }
+}
+
+/// A byte-counting bar on stderr, hidden when stderr is not a terminal.
+fn download_bar(len: Option<u64>, url: &str) -> ProgressBar {
+    let target = match std::io::stderr().is_terminal() {
+        true => ProgressDrawTarget::stderr(),
+        false => ProgressDrawTarget::hidden(),
+    };
+    let template = if len.is_some() {
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+    } else {
+        "{msg} {spinner} {bytes} {bytes_per_sec}"
+    };
+    let style = ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    ProgressBar::with_draw_target(len, target)
+        .with_style(style)
+        .with_message(format!("downloading {url}"))
 }

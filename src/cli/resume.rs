@@ -1,0 +1,179 @@
+//! `resnet train --resume DIR` continues any run with nothing else on the command line: a new
+//! run records the options it was given in `DIR/command.json`, and a resume takes them from
+//! there. `--epochs` extends the run; options of the machine rather than the run (adapter,
+//! kernels, workers) may change; any other option given with `--resume` must agree with the
+//! run's, else one error names it and both values, before any data is loaded.
+
+use super::flags::with_flags;
+use clap::ArgMatches;
+use resnet::{Error, Result};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::Path;
+
+/// The file of a run directory that records the options the run was started with.
+const COMMAND_FILE: &str = "command.json";
+
+/// Options a resume may change: the length of the run, and how this machine runs it.
+const MAY_CHANGE: [&str; 6] = [
+    "epochs",
+    "backend",
+    "kernels",
+    "device_index",
+    "workers",
+    "log_every",
+];
+
+/// Options never recorded: where the run is (the resumed directory says it).
+const NOT_RECORDED: [&str; 2] = ["out", "resume"];
+
+/// The options given on the command line, by clap id, with their values as given (paths of
+/// local files made absolute, so that a resume from another directory finds them).
+type Given = BTreeMap<String, Vec<String>>;
+
+/// The `train` subcommand's definition, built (global options included).
+pub fn train_command() -> clap::Command {
+    let mut cli = <super::Cli as clap::CommandFactory>::command();
+    cli.build();
+    cli.find_subcommand("train")
+        .expect("the train command")
+        .clone()
+}
+
+/// The options `m` (matches of `train`) was given on the command line.
+fn given(train: &clap::Command, m: &ArgMatches) -> Given {
+    let mut out = Given::new();
+    for arg in train.get_arguments() {
+        let id = arg.get_id().as_str();
+        if m.value_source(id) != Some(clap::parser::ValueSource::CommandLine)
+            || NOT_RECORDED.contains(&id)
+        {
+            continue;
+        }
+        let Ok(Some(raw)) = m.try_get_raw(id) else {
+            continue;
+        };
+        let values = raw.map(|v| absolute(id, v.to_string_lossy().into_owned()));
+        out.insert(id.to_string(), values.collect());
+    }
+    out
+}
+
+/// `value` of option `id`, absolute where it names a local file or folder.
+fn absolute(id: &str, value: String) -> String {
+    let path = Path::new(&value);
+    match ["data", "pretrained"].contains(&id) && path.exists() {
+        true => std::path::absolute(path).map_or(value, |p| p.display().to_string()),
+        false => value,
+    }
+}
+
+/// Records the options of a new run in `dir` (created if needed), atomically.
+pub fn record(dir: &Path, m: &ArgMatches) -> Result<()> {
+    let json = serde_json::to_string_pretty(&given(&train_command(), m))
+        .map_err(|e| Error::Invalid(format!("{COMMAND_FILE}: {e}")))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Invalid(format!("`out` {}: {e}", dir.display())))?;
+    let path = dir.join(COMMAND_FILE);
+    let tmp = dir.join(format!("{COMMAND_FILE}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, json)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::Invalid(format!("cannot write {}: {e}", path.display()))
+        })
+}
+
+/// The `train` command line that continues the run in `dir`: its recorded options, with those
+/// given now that may change, and `--resume DIR`. `None` for a run recorded before
+/// command.json existed (it resumes with the options given now, as then). `train` is the
+/// `m` is what was given now; returns the matches to run.
+pub fn resumed(dir: &Path, m: &ArgMatches) -> Result<Option<ArgMatches>> {
+    let train = &train_command();
+    let path = dir.join(COMMAND_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+    let recorded: Given = serde_json::from_str(&text)
+        .map_err(|e| Error::Invalid(format!("{}: not a recorded command ({e})", path.display())))?;
+    let now = given(train, m);
+    let mut merged = recorded.clone();
+    for (id, values) in &now {
+        if MAY_CHANGE.contains(&id.as_str()) {
+            merged.insert(id.clone(), values.clone());
+        }
+    }
+    let mut argv = vec![OsString::from("train")];
+    argv.extend(tokens(train, &merged)?);
+    argv.extend([OsString::from("--resume"), dir.as_os_str().to_owned()]);
+    let resumed = train
+        .clone()
+        .try_get_matches_from(&argv)
+        .map_err(|e| Error::Invalid(format!("{}: {}", path.display(), first_line(&e))))?;
+    check_agrees(dir, (train, &now), &resumed)?;
+    Ok(Some(resumed))
+}
+
+/// Each option given now that may not change has the run's value (recorded, or its default).
+fn check_agrees(
+    dir: &Path,
+    (train, now): (&clap::Command, &Given),
+    run: &ArgMatches,
+) -> Result<()> {
+    let recorded = given(train, run);
+    for (id, values) in now {
+        if MAY_CHANGE.contains(&id.as_str()) {
+            continue;
+        }
+        let theirs = recorded.get(id).cloned().unwrap_or_else(|| raw(run, id));
+        let ours = values.clone();
+        if ours != theirs {
+            return Err(Error::Invalid(with_flags(&format!(
+                "`resume` {}: `{id}` {} differs from the run's {} (leave it out to continue the run as it was)",
+                dir.display(),
+                ours.join(","),
+                theirs.join(","),
+            ))));
+        }
+    }
+    Ok(())
+}
+
+/// The values of `id` in `m` as clap holds them (defaults included).
+fn raw(m: &ArgMatches, id: &str) -> Vec<String> {
+    match m.try_get_raw(id) {
+        Ok(Some(v)) => v.map(|s| s.to_string_lossy().into_owned()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `--flag value` tokens for `options`, as `train` parses them.
+fn tokens(train: &clap::Command, options: &Given) -> Result<Vec<OsString>> {
+    let mut out = Vec::new();
+    for (id, values) in options {
+        let Some(arg) = train.get_arguments().find(|a| a.get_id() == id.as_str()) else {
+            return Err(Error::Invalid(format!(
+                "{COMMAND_FILE}: unknown option '{id}'"
+            )));
+        };
+        let Some(long) = arg.get_long() else { continue };
+        out.push(OsString::from(format!("--{long}")));
+        let takes_value = arg.get_num_args().is_none_or(|n| n.takes_values());
+        if takes_value && !matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+            let delimiter = arg.get_value_delimiter().unwrap_or(',');
+            out.push(OsString::from(values.join(&delimiter.to_string())));
+        }
+    }
+    Ok(out)
+}
+
+fn first_line(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let line = rendered
+        .lines()
+        .next()
+        .unwrap_or("invalid recorded options");
+    line.strip_prefix("error: ").unwrap_or(line).to_string()
+}

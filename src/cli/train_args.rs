@@ -1,0 +1,243 @@
+//! The flags of `resnet train` and `resnet experiment`: one definition of every option, its help
+//! text and its default, converted into the library's plain [`TrainConfig`]. Each flag is its
+//! field's name with `-` for `_` (`--batch-size` sets `batch_size`), which is how
+//! `flags::with_flags` names them in errors.
+
+use clap::Args;
+use resnet::model::{Family, ModelSpec};
+use resnet::ops::sgd::SgdConfig;
+use resnet::train::{FineTuning, LrSchedule, Recipe, TrainConfig, EVAL_BATCH};
+use resnet::Result;
+
+/// The optimisation recipe; the defaults are He et al. 2016's for CIFAR-10.
+#[derive(Args, Debug, Clone)]
+pub struct RecipeArgs {
+    /// Images per step (under mpirun: the global batch, divided among the ranks)
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Base learning rate (the ImageNet models: 0.1 x batch size / 256, torchvision's recipe)
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f64,
+    /// step (divide by 10 at each of --lr-milestones), cosine or onecycle
+    #[arg(long, default_value = "step", value_parser = parse_schedule)]
+    pub lr_schedule: LrSchedule,
+    /// Iterations at which the step schedule divides the learning rate by 10
+    #[arg(long, value_delimiter = ',', default_value = "32000,48000")]
+    pub lr_milestones: Vec<u64>,
+    /// Epochs at which the step schedule divides the learning rate by 10, instead of
+    /// --lr-milestones (torchvision's ImageNet recipe: 30,60)
+    #[arg(long, value_delimiter = ',')]
+    pub lr_milestone_epochs: Vec<u64>,
+    /// Linear learning-rate warm-up over this many iterations
+    #[arg(long, default_value_t = 0)]
+    pub warmup_iters: u64,
+    /// SGD momentum
+    #[arg(long, default_value_t = SgdConfig::he2016().momentum)]
+    pub momentum: f32,
+    /// Weight decay (L2, added to the gradient as torch.optim.SGD)
+    #[arg(long, default_value_t = SgdConfig::he2016().weight_decay)]
+    pub weight_decay: f32,
+    /// Nesterov momentum
+    #[arg(long)]
+    pub nesterov: bool,
+}
+
+fn parse_schedule(s: &str) -> std::result::Result<LrSchedule, String> {
+    LrSchedule::parse(s).map_err(|e| super::flags::with_flags(&e.to_string()))
+}
+
+impl RecipeArgs {
+    /// The recipe for `model`: torchvision's ImageNet recipe for the ImageNet models where the
+    /// user did not say otherwise (`given(id)`: the option was on the command line).
+    pub fn recipe_for(&self, model: &str, given: &dyn Fn(&str) -> bool) -> Result<Recipe> {
+        let mut r = self.recipe();
+        if ModelSpec::from_name(model, 10)?.family != Family::ImageNet {
+            return Ok(r);
+        }
+        let imagenet = Recipe::imagenet(self.batch_size);
+        if !given("lr") {
+            r.lr = imagenet.lr;
+        }
+        if !given("lr_milestones") && !given("lr_milestone_epochs") {
+            r.lr_milestone_epochs = imagenet.lr_milestone_epochs;
+        }
+        Ok(r)
+    }
+
+    /// The recipe as given.
+    pub fn recipe(&self) -> Recipe {
+        Recipe {
+            batch_size: self.batch_size,
+            lr: self.lr,
+            lr_schedule: self.lr_schedule,
+            lr_milestones: self.lr_milestones.clone(),
+            lr_milestone_epochs: self.lr_milestone_epochs.clone(),
+            warmup_iters: self.warmup_iters,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            nesterov: self.nesterov,
+        }
+    }
+}
+
+/// Fine-tuning: where the weights start, what trains, and how.
+#[derive(Args, Debug, Clone)]
+pub struct FineTuningArgs {
+    /// Start from these weights: a safetensors file with torchvision/timm state_dict names, or
+    /// an http(s) URL downloaded once into the cache directory
+    #[arg(long, value_name = "FILE|URL")]
+    pub pretrained: Option<String>,
+    /// SHA-256 the --pretrained file must have (checked after the download)
+    #[arg(long, value_name = "HEX")]
+    pub pretrained_sha256: Option<String>,
+    /// Number of classes (default: the data's class folders); a --pretrained head with another
+    /// number is replaced by a fresh layer
+    #[arg(long)]
+    pub num_classes: Option<usize>,
+    /// Keep these layers' weights and BatchNorm statistics fixed: stem (conv1, bn1), layer1 ..
+    /// layer4, fc, or any state_dict prefix such as layer4.1
+    #[arg(long, value_delimiter = ',', value_name = "LAYERS")]
+    pub freeze: Vec<String>,
+    /// Train only these layers (the others are frozen), e.g. fc or layer4,fc
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "LAYERS",
+        conflicts_with = "freeze"
+    )]
+    pub train_only: Vec<String>,
+    /// BatchNorm normalises with its running statistics and keeps them fixed (small batches)
+    #[arg(long)]
+    pub bn_eval: bool,
+    /// Learning rate of every layer but fc, as a multiple of --lr (0.1: the head learns ten
+    /// times faster than the body)
+    #[arg(long, default_value_t = 1.0, value_name = "MULTIPLIER")]
+    pub lr_backbone: f32,
+    /// Label smoothing of the training loss, as torch.nn.CrossEntropyLoss(label_smoothing=)
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f32,
+}
+
+impl From<&FineTuningArgs> for FineTuning {
+    fn from(a: &FineTuningArgs) -> FineTuning {
+        FineTuning {
+            pretrained: a.pretrained.clone(),
+            pretrained_sha256: a.pretrained_sha256.clone(),
+            num_classes: a.num_classes,
+            freeze: a.freeze.clone(),
+            train_only: a.train_only.clone(),
+            bn_eval: a.bn_eval,
+            lr_backbone: a.lr_backbone,
+            label_smoothing: a.label_smoothing,
+        }
+    }
+}
+
+/// Everything `resnet train` can be told but the data, the adapter and the run directory.
+#[derive(Args, Debug, Clone)]
+pub struct TrainConfigArgs {
+    /// Model: resnet20/32/44/56/110/1202, plain20/32/44/56/110, resnet18/34/50/101/152
+    #[arg(long, default_value = "resnet20")]
+    pub model: String,
+    /// Epochs (default: the paper's 64k iterations for the CIFAR models, 164 epochs at batch 128;
+    /// torchvision's 90 for the ImageNet models)
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
+    /// Hold out this many training images as a validation set (evaluated each epoch instead of test)
+    #[arg(long, default_value_t = 0)]
+    pub val_split: usize,
+    /// Train on a fixed random subset of N training images (the same for every run)
+    #[arg(long)]
+    pub subset: Option<usize>,
+    /// Seed for initialisation, data order and augmentation (same seed + adapter = same bits)
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Images per evaluation step
+    #[arg(long, default_value_t = EVAL_BATCH)]
+    pub eval_batch_size: usize,
+    /// Threads decoding and transforming photos ahead of the GPU (photo folders of the ImageNet
+    /// models; default: the cores less one)
+    #[arg(long, default_value_t = resnet::data::default_workers())]
+    pub workers: usize,
+    /// Under mpirun: BatchNorm takes its batch statistics over the whole global batch, across
+    /// the ranks (PyTorch's SyncBatchNorm), at the cost of two exchanges per BatchNorm and step
+    /// (forward and backward); by default each rank normalises with its own shard's (DDP's
+    /// default). One process: no effect
+    #[arg(long)]
+    pub sync_bn: bool,
+    #[command(flatten)]
+    pub fine_tuning: FineTuningArgs,
+    /// Read loss and accuracy back every this many steps
+    #[arg(long, default_value_t = 10)]
+    pub log_every: usize,
+}
+
+impl TrainConfigArgs {
+    /// The library's configuration (the adapter options are the caller's).
+    pub fn config(&self, given: &dyn Fn(&str) -> bool) -> Result<TrainConfig> {
+        Ok(TrainConfig {
+            model: self.model.clone(),
+            epochs: self.epochs,
+            recipe: self.recipe.recipe_for(&self.model, given)?,
+            val_split: self.val_split,
+            subset: self.subset,
+            seed: self.seed,
+            eval_batch_size: self.eval_batch_size,
+            workers: self.workers,
+            sync_bn: self.sync_bn,
+            fine_tuning: (&self.fine_tuning).into(),
+            log_every: self.log_every,
+            gpu: Default::default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        config: TrainConfigArgs,
+    }
+
+    fn recipe(args: &[&str], given: &dyn Fn(&str) -> bool) -> Recipe {
+        let cmd = Cmd::try_parse_from(args).unwrap();
+        cmd.config.config(given).unwrap().recipe
+    }
+
+    #[test]
+    fn flag_defaults_are_the_library_defaults() {
+        let cmd = Cmd::try_parse_from(["train"]).unwrap();
+        let config = cmd.config.config(&|_| false).unwrap();
+        let lib = TrainConfig::default();
+        assert_eq!(config.recipe, lib.recipe);
+        assert_eq!(config.fine_tuning, lib.fine_tuning);
+        assert_eq!(
+            (config.model, config.epochs, config.seed, config.log_every),
+            (lib.model, lib.epochs, lib.seed, lib.log_every)
+        );
+        assert_eq!(config.eval_batch_size, lib.eval_batch_size);
+    }
+
+    #[test]
+    fn imagenet_models_take_torchvisions_recipe_where_not_given() {
+        let r = recipe(
+            &["train", "--model", "resnet50", "--batch-size", "64"],
+            &|_| false,
+        );
+        assert_eq!(r, Recipe::imagenet(64));
+        // what the user gave stays
+        let given = recipe(&["train", "--model", "resnet18", "--lr", "0.3"], &|id| {
+            id == "lr"
+        });
+        assert_eq!(given.lr, 0.3);
+        assert_eq!(given.lr_milestone_epochs, [30, 60]);
+        let cifar = recipe(&["train", "--model", "resnet20"], &|_| false);
+        assert_eq!(cifar, Recipe::default());
+    }
+}

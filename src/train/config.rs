@@ -1,0 +1,322 @@
+//! What a training run is told, as plain structs with defaults (burn's style): the recipe, the
+//! fine-tuning settings and the rest of [`TrainConfig`]. The CLI's flags convert into them
+//! (`src/cli/train_args.rs`); errors name a setting by its field in backticks (`batch_size`), which
+//! the CLI shows as its flag (`--batch-size`).
+
+use super::schedule::LrSchedule;
+use crate::error::{Error, Result};
+use crate::gpu::GpuOptions;
+use crate::model::{Family, ModelSpec};
+use crate::ops::sgd::SgdConfig;
+
+/// torchvision's ImageNet recipe: lr 0.1 for a batch of 256, scaled linearly with the batch.
+pub const IMAGENET_LR: f64 = 0.1;
+/// torchvision's ImageNet recipe: StepLR(step_size=30, gamma=0.1) over 90 epochs.
+pub const IMAGENET_MILESTONE_EPOCHS: [u64; 2] = [30, 60];
+/// torchvision's ImageNet recipe: 90 epochs.
+pub const IMAGENET_EPOCHS: usize = 90;
+/// The iterations of He et al.'s CIFAR-10 schedule, the CIFAR models' default length of a run.
+pub const PAPER_ITERATIONS: usize = 64_000;
+/// Images per evaluation step unless told otherwise (`train`, `eval`, `experiment`).
+pub const EVAL_BATCH: usize = 500;
+
+/// The optimisation recipe; the default is He et al. 2016's for CIFAR-10.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recipe {
+    /// Images per step (the global batch of a data-parallel run).
+    pub batch_size: usize,
+    /// Base learning rate.
+    pub lr: f64,
+    /// How the rate evolves from `lr`.
+    pub lr_schedule: LrSchedule,
+    /// Iterations at which the step schedule divides the rate by 10.
+    pub lr_milestones: Vec<u64>,
+    /// Epochs at which the step schedule divides the rate by 10, instead of `lr_milestones`.
+    pub lr_milestone_epochs: Vec<u64>,
+    /// Linear warm-up over this many iterations.
+    pub warmup_iters: u64,
+    /// SGD momentum.
+    pub momentum: f32,
+    /// Weight decay (L2, added to the gradient as torch.optim.SGD).
+    pub weight_decay: f32,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+}
+
+impl Default for Recipe {
+    /// He et al. 2016: batch 128, lr 0.1 divided by 10 at iterations 32k and 48k, momentum 0.9,
+    /// weight decay 1e-4.
+    fn default() -> Self {
+        let sgd = SgdConfig::he2016();
+        Recipe {
+            batch_size: 128,
+            lr: 0.1,
+            lr_schedule: LrSchedule::Step,
+            lr_milestones: vec![32_000, 48_000],
+            lr_milestone_epochs: Vec::new(),
+            warmup_iters: 0,
+            momentum: sgd.momentum,
+            weight_decay: sgd.weight_decay,
+            nesterov: false,
+        }
+    }
+}
+
+impl Recipe {
+    /// torchvision's ImageNet recipe at `batch_size`: lr 0.1 x batch/256, divided by 10 at
+    /// epochs 30 and 60; momentum 0.9 and weight decay 1e-4 as the default.
+    pub fn imagenet(batch_size: usize) -> Recipe {
+        Recipe {
+            batch_size,
+            lr: IMAGENET_LR * batch_size as f64 / 256.0,
+            lr_milestone_epochs: IMAGENET_MILESTONE_EPOCHS.to_vec(),
+            ..Recipe::default()
+        }
+    }
+
+    /// The optimizer of a training plan (its learning rate is set per step).
+    pub fn sgd(&self) -> SgdConfig {
+        SgdConfig {
+            lr: self.lr as f32,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            nesterov: self.nesterov,
+        }
+    }
+
+    /// The recipe with `lr_milestone_epochs` turned into iterations of `steps_per_epoch`.
+    pub fn with_epochs_as_iterations(&self, steps_per_epoch: usize) -> Recipe {
+        let mut r = self.clone();
+        if !r.lr_milestone_epochs.is_empty() {
+            r.lr_milestones = r
+                .lr_milestone_epochs
+                .iter()
+                .map(|e| e * steps_per_epoch as u64)
+                .collect();
+        }
+        r
+    }
+
+    /// The learning rate at `iteration` of `total`.
+    pub fn lr_at(&self, iteration: u64, total: u64) -> f64 {
+        self.lr_schedule.lr_at(
+            self.lr,
+            iteration,
+            total,
+            self.warmup_iters,
+            &self.lr_milestones,
+        )
+    }
+}
+
+/// Fine-tuning: where the weights start, what trains, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FineTuning {
+    /// Start from these weights: a safetensors file with torchvision/timm names, or an http(s)
+    /// URL downloaded once into the cache.
+    pub pretrained: Option<String>,
+    /// The SHA-256 the `pretrained` file must have.
+    pub pretrained_sha256: Option<String>,
+    /// The number of classes, which must agree with the data's.
+    pub num_classes: Option<usize>,
+    /// Layers whose weights and BatchNorm statistics stay fixed (stem, layer1.., fc, or a
+    /// state_dict prefix).
+    pub freeze: Vec<String>,
+    /// Layers that train, the others frozen (instead of `freeze`).
+    pub train_only: Vec<String>,
+    /// BatchNorm normalises with its running statistics and keeps them fixed.
+    pub bn_eval: bool,
+    /// Learning rate of every layer but fc, as a multiple of the recipe's.
+    pub lr_backbone: f32,
+    /// Label smoothing of the training loss (CrossEntropyLoss(label_smoothing=)).
+    pub label_smoothing: f32,
+}
+
+impl Default for FineTuning {
+    /// Nothing frozen, every layer at the recipe's rate, no smoothing, random weights.
+    fn default() -> Self {
+        FineTuning {
+            pretrained: None,
+            pretrained_sha256: None,
+            num_classes: None,
+            freeze: Vec::new(),
+            train_only: Vec::new(),
+            bn_eval: false,
+            lr_backbone: 1.0,
+            label_smoothing: 0.0,
+        }
+    }
+}
+
+impl FineTuning {
+    /// The plan's fine-tuning settings for `spec`: names checked against its layers, `stem`
+    /// read as conv1 and bn1, `train_only` turned into the frozen rest.
+    pub fn plan_settings(&self, spec: &ModelSpec) -> Result<crate::plan::FineTune> {
+        self.check()?;
+        let layers = crate::model::layer_names(spec);
+        let mut frozen = expand_layers(spec, &layers, "freeze", &self.freeze)?;
+        if !self.train_only.is_empty() {
+            let train = expand_layers(spec, &layers, "train_only", &self.train_only)?;
+            let kept = |l: &str| {
+                train
+                    .iter()
+                    .any(|k| l == k || l.starts_with(&format!("{k}.")))
+            };
+            frozen = layers.iter().filter(|l| !kept(l)).cloned().collect();
+        }
+        let tune = crate::plan::FineTune {
+            frozen,
+            bn_eval: self.bn_eval,
+            backbone_lr: self.lr_backbone,
+            label_smoothing: self.label_smoothing,
+        };
+        if layers.iter().all(|l| tune.is_frozen(l)) {
+            return Err(Error::Invalid(
+                "`freeze`: every layer is frozen, nothing would train".into(),
+            ));
+        }
+        Ok(tune)
+    }
+
+    fn check(&self) -> Result<()> {
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(Error::Invalid(format!(
+                "`label_smoothing` must be in [0, 1), got {}",
+                self.label_smoothing
+            )));
+        }
+        if !(self.lr_backbone.is_finite() && self.lr_backbone >= 0.0) {
+            return Err(Error::Invalid(format!(
+                "`lr_backbone` must be a multiplier of 0 or more, got {}",
+                self.lr_backbone
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `names` of `field` as state_dict prefixes of `spec`'s `layers` (`stem`: conv1 and bn1).
+fn expand_layers(
+    spec: &ModelSpec,
+    layers: &[String],
+    field: &str,
+    names: &[String],
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for n in names {
+        let parts: Vec<String> = match n.as_str() {
+            "stem" => vec!["conv1".into(), "bn1".into()],
+            _ => vec![n.clone()],
+        };
+        for p in parts {
+            let dotted = format!("{p}.");
+            if !layers.iter().any(|l| *l == p || l.starts_with(&dotted)) {
+                return Err(Error::Invalid(format!(
+                    "`{field}` {n}: {} has no such layer (stem, layer1 ... fc, or a state_dict prefix such as layer1.0)",
+                    spec.name
+                )));
+            }
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+/// Everything a training run is told but its data, its run directory and its ranks.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    /// resnet20/32/44/56/110/1202, plain20/32/44/56/110, resnet18/34/50/101/152.
+    pub model: String,
+    /// Epochs; `None`: the paper's 64k iterations for the CIFAR models, torchvision's 90 epochs
+    /// for the ImageNet ones.
+    pub epochs: Option<usize>,
+    /// The optimisation recipe.
+    pub recipe: Recipe,
+    /// Training images held out as the set evaluated each epoch (instead of the test split).
+    pub val_split: usize,
+    /// Train on a fixed random subset of this many training images.
+    pub subset: Option<usize>,
+    /// Seed of initialisation, data order and augmentation.
+    pub seed: u64,
+    /// Images per evaluation step.
+    pub eval_batch_size: usize,
+    /// Threads decoding and transforming photos ahead of the GPU.
+    pub workers: usize,
+    /// With several ranks, BatchNorm statistics over the global batch (SyncBatchNorm).
+    pub sync_bn: bool,
+    /// Pretrained weights, frozen layers and the like.
+    pub fine_tuning: FineTuning,
+    /// Read loss and accuracy back every this many steps.
+    pub log_every: usize,
+    /// Adapter and kernel choice.
+    pub gpu: GpuOptions,
+}
+
+impl Default for TrainConfig {
+    /// ResNet-20 with He et al.'s recipe, seed 0.
+    fn default() -> Self {
+        TrainConfig {
+            model: "resnet20".into(),
+            epochs: None,
+            recipe: Recipe::default(),
+            val_split: 0,
+            subset: None,
+            seed: 0,
+            eval_batch_size: EVAL_BATCH,
+            workers: crate::data::default_workers(),
+            sync_bn: false,
+            fine_tuning: FineTuning::default(),
+            log_every: 10,
+            gpu: GpuOptions::default(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// `model` with its own recipe: He et al.'s for the CIFAR models, torchvision's ImageNet
+    /// recipe at the default batch for the ImageNet ones.
+    pub fn for_model(model: &str) -> Result<TrainConfig> {
+        let mut c = TrainConfig {
+            model: model.into(),
+            ..TrainConfig::default()
+        };
+        if ModelSpec::from_name(model, 10)?.family == Family::ImageNet {
+            c.recipe = Recipe::imagenet(c.recipe.batch_size);
+        }
+        Ok(c)
+    }
+
+    /// Rejects settings no run can use, naming the setting.
+    pub fn check(&self) -> Result<()> {
+        ModelSpec::from_name(&self.model, 10)?;
+        let at_least_one = [
+            ("batch_size", self.recipe.batch_size),
+            ("eval_batch_size", self.eval_batch_size),
+            ("log_every", self.log_every),
+            ("epochs", self.epochs.unwrap_or(1)),
+        ];
+        if let Some((name, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
+            return Err(Error::Invalid(format!("`{name}` must be at least 1")));
+        }
+        let lr = self.recipe.lr;
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(Error::Invalid(format!(
+                "`lr` must be a positive number, got {lr}"
+            )));
+        }
+        if self.sync_bn && self.fine_tuning.bn_eval {
+            return Err(Error::Invalid(
+                "`sync_bn` and `bn_eval` contradict each other: with `bn_eval` no BatchNorm uses batch statistics to share".into(),
+            ));
+        }
+        self.fine_tuning.check()
+    }
+
+    /// The run's length in epochs when `epochs` is not given, at `steps_per_epoch`.
+    pub fn epochs_or_default(&self, family: Family, steps_per_epoch: usize) -> usize {
+        self.epochs.unwrap_or(match family {
+            Family::Cifar => PAPER_ITERATIONS.div_ceil(steps_per_epoch),
+            Family::ImageNet => IMAGENET_EPOCHS,
+        })
+    }
+}

@@ -1,0 +1,341 @@
+//! The training loop, as the paper describes it: open a run (or resume one), then for each
+//! epoch run the steps over a shuffled order, evaluate, and save. Three parts are injected:
+//! the [`Ranks`] training together (one process, or a data-parallel run), the [`RunDir`] that
+//! holds the files, and the [`Events`] that hear how it goes. Setting up (data, device, model,
+//! plan) is in `setup.rs`.
+
+use super::events::{Event, Events, ExchangeCost, RunInfo};
+use super::ranks::Ranks;
+use super::run_dir::{RunDir, RunState, SavedRun};
+use super::schedule::shuffled;
+use super::setup::{self, Opened};
+use super::TrainConfig;
+use crate::data::{BatchJob, ImageSource, Sources};
+use crate::error::{Error, Result};
+use crate::ops::loss::LossSums;
+use crate::report::{EpochMetrics, StepMetrics};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    /// Metrics of every epoch run (this process).
+    pub epochs: Vec<EpochMetrics>,
+    /// Best evaluation accuracy.
+    pub best_acc: f64,
+}
+
+/// Trains as `config` says on `data`, in `dir`, as one of `ranks`, telling `events` how it goes.
+pub fn fit(
+    config: &TrainConfig,
+    data: impl Into<Sources>,
+    ranks: &dyn Ranks,
+    dir: RunDir,
+    events: &mut dyn Events,
+) -> Result<TrainSummary> {
+    config.check()?;
+    dir.check()?;
+    let dir = dir.writing(ranks.is_root());
+    let (train, eval) = setup::training_and_evaluation_sets(config, data.into())?;
+    let mut run = Run::open(config, &*train, ranks, dir, events)?;
+    run.events.emit(Event::Started(run.info(&*train, &*eval)));
+    let mut summary = TrainSummary {
+        epochs: Vec::new(),
+        best_acc: run.state.best_acc,
+    };
+    for epoch in run.state.epoch + 1..=run.epochs {
+        let trained = run.train_epoch(epoch, &train)?;
+        let evaluated = run.evaluate(&eval)?;
+        let row = run.finish_epoch(epoch, trained, evaluated)?;
+        summary.epochs.push(row);
+        summary.best_acc = run.state.best_acc;
+    }
+    Ok(summary)
+}
+
+/// A run being trained: what it was told, its device, model and trainer, where it stands.
+struct Run<'a> {
+    config: &'a TrainConfig,
+    ranks: &'a dyn Ranks,
+    dir: RunDir,
+    events: &'a mut dyn Events,
+    opened: Opened,
+    state: RunState,
+    epochs: usize,
+    /// The training curve read back every `log_every` steps (steps.csv).
+    steps: Vec<StepMetrics>,
+    /// Time spent exchanging with the other ranks in this epoch.
+    exchange: Duration,
+}
+
+/// What an epoch of training returns for its metrics row.
+struct EpochTraining {
+    sums: LossSums,
+    lr: f64,
+    started: Instant,
+    seconds: f64,
+}
+
+impl<'a> Run<'a> {
+    fn open(
+        config: &'a TrainConfig,
+        train: &dyn ImageSource,
+        ranks: &'a dyn Ranks,
+        dir: RunDir,
+        events: &'a mut dyn Events,
+    ) -> Result<Run<'a>> {
+        let opened = setup::open(config, train, ranks, &dir, events)?;
+        let state = opened.state;
+        let epochs = config.epochs_or_default(opened.model.spec.family, opened.steps_per_epoch);
+        Ok(Run {
+            steps: dir.kept_curves(&state)?,
+            config,
+            ranks,
+            dir,
+            events,
+            opened,
+            state,
+            epochs,
+            exchange: Duration::ZERO,
+        })
+    }
+
+    fn info(&self, train: &dyn ImageSource, eval: &dyn ImageSource) -> RunInfo {
+        let (o, r) = (&self.opened, &self.opened.recipe);
+        let plan = &o.trainer.plan;
+        RunInfo {
+            model: o.model.spec.name.clone(),
+            adapter: format!("{} ({:?})", o.gpu.info.name, o.gpu.info.backend),
+            train_images: train.len(),
+            eval_images: eval.len(),
+            batch_size: r.batch_size,
+            steps_per_epoch: o.steps_per_epoch,
+            epochs: self.epochs,
+            lr: r.lr,
+            schedule: r.lr_schedule.describe(&r.lr_milestones),
+            memory: (o.model.bytes(), plan.bytes),
+            dispatches: plan.dispatches(),
+            resumed_after: self.dir.resumes().then_some(self.state.epoch),
+            ranks: (self.ranks.size(), plan.config.batch),
+            bn_exchanges: plan.exchanges(),
+        }
+    }
+
+    fn total_iterations(&self) -> u64 {
+        (self.epochs * self.opened.steps_per_epoch) as u64
+    }
+
+    /// The steps of one epoch in a shuffled order seeded by (seed, epoch), reading loss and
+    /// accuracy back every `log_every` steps.
+    fn train_epoch(&mut self, epoch: usize, train: &Arc<dyn ImageSource>) -> Result<EpochTraining> {
+        let (c, steps) = (self.config, self.opened.steps_per_epoch);
+        let started = Instant::now();
+        self.opened.trainer.clear(&self.opened.gpu)?;
+        let epoch_start = self.state.iteration;
+        let order = shuffled(train.len(), c.seed.wrapping_add(epoch as u64));
+        let mut batches = setup::prefetch(c, train, self.batch_jobs(&order, epoch))?;
+        let (mut lr, mut prev, mut status) =
+            (self.opened.recipe.lr, LossSums::default(), String::new());
+        for s in 0..steps {
+            // a rank whose data failed stops every rank, rather than leaving them waiting
+            let batch = self
+                .ranks
+                .together(batches.next_batch().expect("one batch a step"))?;
+            lr = self
+                .opened
+                .recipe
+                .lr_at(self.state.iteration, self.total_iterations());
+            let o = &mut self.opened;
+            let step = (&batch.pixels[..], &batch.labels[..]);
+            self.exchange +=
+                self.ranks
+                    .step(&mut o.trainer, (&o.gpu, &o.model), step, lr as f32)?;
+            self.state.iteration = o.trainer.iteration;
+            if (s + 1) % c.log_every == 0 || s + 1 == steps {
+                let sums = self.read_sums()?;
+                self.check_finite(&sums, epoch, epoch_start)?;
+                self.record_curve(&sums, &prev);
+                prev = sums;
+                let elapsed = started.elapsed().as_secs_f64();
+                let ips = ((s + 1) * c.recipe.batch_size) as f64 / elapsed;
+                status = format!(
+                    "loss {:.4} acc {:.2}% lr {lr:.4} {ips:.1} img/s{}",
+                    sums.mean_loss(),
+                    100.0 * sums.accuracy(),
+                    data_wait(batches.waited.as_secs_f64(), elapsed)
+                );
+            }
+            for w in train.take_warnings() {
+                self.events.emit(Event::Warning(w));
+            }
+            self.events.emit(Event::Training {
+                epoch,
+                epochs: self.epochs,
+                done: s + 1,
+                steps,
+                iteration: self.state.iteration,
+                status: status.clone(),
+            });
+        }
+        self.events.emit(Event::TrainingDone);
+        let sums = self.read_sums()?;
+        let seconds = started.elapsed().as_secs_f64();
+        Ok(EpochTraining {
+            sums,
+            lr,
+            started,
+            seconds,
+        })
+    }
+
+    /// This rank's shard of every global batch of an epoch in `order`.
+    fn batch_jobs(&self, order: &[usize], epoch: usize) -> Vec<BatchJob> {
+        let (batch, shard) = (self.config.recipe.batch_size, &self.opened.shard);
+        (0..self.opened.steps_per_epoch)
+            .map(|s| BatchJob {
+                indices: order[s * batch + shard.start..s * batch + shard.end].to_vec(),
+                stream: epoch as u64,
+            })
+            .collect()
+    }
+
+    /// The loss sums since the epoch began, of every rank added together.
+    fn read_sums(&self) -> Result<LossSums> {
+        let local = pollster::block_on(self.opened.trainer.read(&self.opened.gpu))?;
+        Ok(self.ranks.reduce(local))
+    }
+
+    /// Stops the run at a non-finite loss, naming the first bad iteration and what is kept.
+    fn check_finite(&self, sums: &LossSums, epoch: usize, epoch_start: u64) -> Result<()> {
+        if sums.loss.is_finite() {
+            return Ok(());
+        }
+        // the GPU recorded which batch since the clear went bad first
+        let bad = epoch_start + (sums.first_non_finite as u64).max(1);
+        Err(Error::Invalid(format!(
+            "loss is {} at iteration {bad} (epoch {epoch}); stopped; {}",
+            sums.loss,
+            self.dir.kept_after_divergence()
+        )))
+    }
+
+    /// A steps.csv row: loss and accuracy of the steps since the previous read-back.
+    fn record_curve(&mut self, sums: &LossSums, prev: &LossSums) {
+        let window = sums.since(prev);
+        self.steps.push(StepMetrics {
+            iteration: self.state.iteration,
+            train_loss: window.mean_loss() as f64,
+            train_acc: window.accuracy() as f64,
+        });
+    }
+
+    /// Loss and accuracy on `eval`, each rank evaluating its share and the sums added.
+    fn evaluate(&mut self, eval: &Arc<dyn ImageSource>) -> Result<(f64, f64)> {
+        let (o, c) = (&self.opened, self.config);
+        let share = self.ranks.share(eval.len());
+        let settings = (c.eval_batch_size, c.workers);
+        let sums = super::evaluate::evaluate_sums(
+            (&o.gpu, &o.model),
+            eval,
+            share,
+            settings,
+            eval.normalize(),
+            &mut *self.events,
+        );
+        let s = self.ranks.together(sums)?;
+        let mut sums = [s.loss, s.correct, s.count];
+        self.ranks.sum(&mut sums);
+        let [loss, correct, count] = sums;
+        Ok((loss / count, correct / count))
+    }
+
+    /// The epoch's row and events, then its files; with several ranks, a check that they all
+    /// hold the same weights.
+    fn finish_epoch(
+        &mut self,
+        epoch: usize,
+        trained: EpochTraining,
+        (test_loss, test_acc): (f64, f64),
+    ) -> Result<EpochMetrics> {
+        let best = test_acc > self.state.best_acc;
+        self.state.epoch = epoch;
+        self.state.best_acc = self.state.best_acc.max(test_acc);
+        let row = EpochMetrics {
+            epoch,
+            iteration: self.state.iteration,
+            lr: trained.lr,
+            train_loss: trained.sums.mean_loss() as f64,
+            train_acc: trained.sums.accuracy() as f64,
+            test_loss,
+            test_acc,
+            images_per_sec: (self.opened.steps_per_epoch * self.config.recipe.batch_size) as f64
+                / trained.seconds,
+            seconds: trained.started.elapsed().as_secs_f64(),
+        };
+        self.check_ranks_agree(epoch)?;
+        self.report_exchange(epoch, trained.seconds);
+        let evaluated = if self.config.val_split > 0 {
+            "val"
+        } else {
+            "test"
+        };
+        self.events.emit(Event::Epoch {
+            row: row.clone(),
+            epochs: self.epochs,
+            evaluated,
+        });
+        let o = &self.opened;
+        self.dir.save_epoch((&row, &self.steps), best, || {
+            Ok(SavedRun {
+                weights: pollster::block_on(o.model.state_dict(&o.gpu))?,
+                momentum: pollster::block_on(o.model.momentum_tensors(&o.gpu))?,
+                metadata: o.metadata.clone(),
+                state: self.state,
+                identity: o.identity.clone(),
+            })
+        })?;
+        Ok(row)
+    }
+
+    /// What exchanging with the other ranks (gradients, and with SyncBatchNorm the BatchNorm
+    /// sums) cost this epoch: the gathers and the fixed-order sums, not the read-backs and
+    /// uploads around them.
+    fn report_exchange(&mut self, epoch: usize, seconds: f64) {
+        let exchange = std::mem::take(&mut self.exchange);
+        let steps = self.opened.steps_per_epoch as f64;
+        self.events.emit(Event::Exchanged(ExchangeCost {
+            epoch,
+            gradient_bytes: self.opened.model.layout.params_len * 4,
+            ranks: self.ranks.size(),
+            bn_exchanges: self.opened.trainer.plan.exchanges(),
+            ms_per_step: (exchange.as_secs_f64() * 1e3 / steps, seconds * 1e3 / steps),
+        }));
+    }
+
+    /// That every rank holds the same weights and momentum (as averaged gradients and a
+    /// fixed-order sum promise), else the run stops on every rank.
+    fn check_ranks_agree(&mut self, epoch: usize) -> Result<()> {
+        let (gpu, m) = (&self.opened.gpu, &self.opened.model);
+        let state = || -> Result<Vec<u8>> {
+            let mut v = pollster::block_on(gpu.read(&m.params))?;
+            v.extend(pollster::block_on(gpu.read(&m.momentum))?);
+            Ok(bytemuck::cast_slice(&v).to_vec())
+        };
+        let what = format!("weights after epoch {epoch} (a rank drifted apart)");
+        if self.ranks.check_agree(&what, &state)? {
+            let ranks = self.ranks.size();
+            self.events.emit(Event::RanksAgree { epoch, ranks });
+        }
+        Ok(())
+    }
+}
+
+/// ", waiting for data N%" when the training loop waited for decoded batches over 5% of the time.
+fn data_wait(waited: f64, elapsed: f64) -> String {
+    let share = waited / elapsed.max(1e-9);
+    match share > 0.05 {
+        true => format!(", waiting for data {:.0}% (more `workers`?)", 100.0 * share),
+        false => String::new(),
+    }
+}

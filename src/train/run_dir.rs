@@ -1,0 +1,279 @@
+//! A run's directory: its checkpoints (written atomically, state before weights), metrics.csv,
+//! steps.csv and curves.png, and resuming from them. Only the process that writes the run (rank
+//! 0) touches the files; the others read the checkpoints they resume from.
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::model::ModelState;
+use crate::report::{self, EpochMetrics, StepMetrics};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where a run stands: the last finished epoch and its iteration, the best accuracy so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunState {
+    /// Epochs finished.
+    pub epoch: usize,
+    /// Steps taken.
+    pub iteration: u64,
+    /// The best evaluation accuracy so far.
+    pub best_acc: f64,
+}
+
+/// What a run's state file records beside the position, checked when it resumes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunIdentity {
+    /// The model's name.
+    pub model: String,
+    /// The seed.
+    pub seed: u64,
+    /// The global batch.
+    pub batch_size: usize,
+    /// Processes that trained it.
+    pub world_size: usize,
+}
+
+/// The directory of one training run.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    path: PathBuf,
+    resume: bool,
+    writes: bool,
+}
+
+const WEIGHTS: &str = "last.safetensors";
+const STATE: &str = "last.state.safetensors";
+
+impl RunDir {
+    /// A new run in `path` (created; files of an earlier run there are replaced).
+    pub fn new(path: impl Into<PathBuf>) -> RunDir {
+        RunDir {
+            path: path.into(),
+            resume: false,
+            writes: true,
+        }
+    }
+
+    /// The run in `path`, continued from its last checkpoint.
+    pub fn resume(path: impl Into<PathBuf>) -> RunDir {
+        RunDir {
+            resume: true,
+            ..RunDir::new(path)
+        }
+    }
+
+    /// The same run as seen by a process that does not write it (`writes` false: a rank
+    /// other than 0).
+    pub fn writing(self, writes: bool) -> RunDir {
+        RunDir { writes, ..self }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the run continues from its last checkpoint.
+    pub fn resumes(&self) -> bool {
+        self.resume
+    }
+
+    /// Fails at once unless a resumed run's directory holds a run to resume.
+    pub fn check(&self) -> Result<()> {
+        if !self.resume {
+            return Ok(());
+        }
+        for file in [WEIGHTS, STATE] {
+            if !self.path.join(file).is_file() {
+                return Err(Error::Invalid(format!(
+                    "`resume` {}: no run to resume there (no {file}); start one with `out` {}",
+                    self.path.display(),
+                    self.path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the directory (the writing process).
+    pub fn create(&self) -> Result<()> {
+        if !self.writes {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.path)
+            .map_err(|e| Error::Invalid(format!("`out` {}: {e}", self.path.display())))
+    }
+
+    /// The position of a new run, or loads the weights, momentum and position of the run
+    /// resumed, checking that it is a run of the same model, seed and number of processes and
+    /// that its two files are from the same iteration.
+    pub fn start(&self, gpu: &Gpu, m: &ModelState, id: &RunIdentity) -> Result<RunState> {
+        if !self.resume {
+            return Ok(RunState::default());
+        }
+        self.check()?;
+        let (wpath, spath) = (self.path.join(WEIGHTS), self.path.join(STATE));
+        let (w, s) = (checkpoint::load(&wpath)?, checkpoint::load(&spath)?);
+        let model = meta(&w, &wpath, "model")?;
+        if model != id.model {
+            return Err(Error::Invalid(format!(
+                "`resume`: {} holds a {model}, not a {}",
+                wpath.display(),
+                id.model
+            )));
+        }
+        let iteration = meta(&w, &wpath, "iteration")?;
+        if iteration != meta(&s, &spath, "iteration")? {
+            return Err(Error::Invalid(format!(
+                "`resume`: {} and {} are from different iterations (interrupted while saving); delete the newer one",
+                wpath.display(),
+                spath.display()
+            )));
+        }
+        self.check_identity(&s, id)?;
+        m.load_state_dict(gpu, &w, &wpath.display().to_string())?;
+        m.load_momentum(gpu, &s, &spath.display().to_string())?;
+        let number = |v: String, k: &str| {
+            v.parse::<f64>()
+                .map_err(|_| Error::Invalid(format!("{}: bad '{k}' {v}", spath.display())))
+        };
+        Ok(RunState {
+            epoch: number(meta(&s, &spath, "epoch")?, "epoch")? as usize,
+            iteration: number(iteration, "iteration")? as u64,
+            best_acc: number(meta(&s, &spath, "best_acc")?, "best_acc")?,
+        })
+    }
+
+    /// The seed and the number of processes of the resumed run are this one's.
+    fn check_identity(&self, state: &Checkpoint, id: &RunIdentity) -> Result<()> {
+        let spath = self.path.join(STATE);
+        let seed = meta(state, &spath, "seed")?;
+        if seed != id.seed.to_string() {
+            return Err(Error::Invalid(format!(
+                "`resume`: the run in {} used `seed` {seed}, not {}",
+                self.path.display(),
+                id.seed
+            )));
+        }
+        // runs written before distributed training have no world_size: they were one process
+        let ranks = state.metadata.get("world_size").map_or("1", String::as_str);
+        if ranks != id.world_size.to_string() {
+            return Err(Error::Invalid(format!(
+                "`resume`: the run in {} was trained by {ranks} process(es), not {}; resume it with mpirun -np {ranks}",
+                self.path.display(),
+                id.world_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// metrics.csv rewritten with exactly the epochs up to `at` (a fresh run starts it anew, and
+    /// a run killed after an epoch's row but before its checkpoint drops that row on resume),
+    /// and the steps.csv rows up to `at`'s iteration.
+    pub fn kept_curves(&self, at: &RunState) -> Result<Vec<StepMetrics>> {
+        if !self.writes {
+            return Ok(Vec::new());
+        }
+        let metrics_path = self.path.join("metrics.csv");
+        let kept = if self.resume && metrics_path.exists() {
+            report::read_metrics(&metrics_path)?
+                .into_iter()
+                .filter(|r| r.epoch <= at.epoch)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        report::write_metrics(&metrics_path, &kept)?;
+        if !self.resume {
+            return Ok(Vec::new());
+        }
+        Ok(report::read_steps(&self.path.join("steps.csv"))?
+            .into_iter()
+            .filter(|r| r.iteration <= at.iteration)
+            .collect())
+    }
+
+    /// An epoch's rows, then its checkpoints (a crash before the checkpoint is renamed into
+    /// place loses neither), then the curves.
+    pub fn save_epoch(
+        &self,
+        (row, steps): (&EpochMetrics, &[StepMetrics]),
+        best: bool,
+        saved: impl FnOnce() -> Result<SavedRun>,
+    ) -> Result<()> {
+        if !self.writes {
+            return Ok(());
+        }
+        let saved = saved()?;
+        let metrics_path = self.path.join("metrics.csv");
+        report::write_steps(&self.path.join("steps.csv"), steps)?;
+        report::append_metrics(&metrics_path, row)?;
+        self.save_checkpoints(&saved, best)?;
+        report::plot_curves(
+            &report::read_metrics(&metrics_path)?,
+            &self.path.join("curves.png"),
+        )
+    }
+
+    /// last.state.safetensors (momentum, position), last.safetensors and, when `best`,
+    /// best.safetensors (weights and BN statistics).
+    fn save_checkpoints(&self, saved: &SavedRun, best: bool) -> Result<()> {
+        let (at, id) = (&saved.state, &saved.identity);
+        let mut meta = saved.metadata.clone();
+        meta.insert("epoch".into(), at.epoch.to_string());
+        meta.insert("iteration".into(), at.iteration.to_string());
+        let weights = Checkpoint {
+            tensors: saved.weights.clone(),
+            metadata: meta.clone(),
+        };
+        meta.insert("best_acc".into(), at.best_acc.to_string());
+        meta.insert("seed".into(), id.seed.to_string());
+        meta.insert("batch_size".into(), id.batch_size.to_string());
+        meta.insert("world_size".into(), id.world_size.to_string());
+        let state = Checkpoint {
+            tensors: saved.momentum.clone(),
+            metadata: meta,
+        };
+        // state first: a crash between the two leaves a state newer than the weights, which
+        // resume detects
+        checkpoint::save(&self.path.join(STATE), &state)?;
+        checkpoint::save(&self.path.join(WEIGHTS), &weights)?;
+        if best {
+            checkpoint::save(&self.path.join("best.safetensors"), &weights)?;
+        }
+        Ok(())
+    }
+
+    /// What a run stopped by a non-finite loss keeps, in words.
+    pub fn kept_after_divergence(&self) -> String {
+        let last = self.path.join(WEIGHTS);
+        if last.exists() {
+            format!("the last good checkpoint is {}", last.display())
+        } else {
+            "no checkpoint was written yet (try a lower `lr` or `warmup_iters`)".into()
+        }
+    }
+}
+
+/// What an epoch's checkpoints hold: the tensors read from the GPU, the run's metadata, its
+/// position and identity.
+pub struct SavedRun {
+    /// Weights and BatchNorm statistics with PyTorch's names.
+    pub weights: Vec<crate::checkpoint::NamedTensor>,
+    /// Momentum buffers.
+    pub momentum: Vec<crate::checkpoint::NamedTensor>,
+    /// Model, classes, normalisation, input size.
+    pub metadata: BTreeMap<String, String>,
+    /// Where the run stands.
+    pub state: RunState,
+    /// Seed, batch, processes.
+    pub identity: RunIdentity,
+}
+
+fn meta(c: &Checkpoint, path: &Path, key: &str) -> Result<String> {
+    c.metadata
+        .get(key)
+        .cloned()
+        .ok_or_else(|| Error::Invalid(format!("{}: metadata has no '{key}'", path.display())))
+}
