@@ -113,7 +113,7 @@ pub struct Checkpoint {
 /// input normalisation it was trained with) and `format` (PyTorch users read it with
 /// safetensors).
 pub fn metadata(
-    spec: &crate::model::ModelSpec,
+    model: &str,
     classes: &[String],
     normalize: &Normalize,
 ) -> BTreeMap<String, String> {
@@ -124,7 +124,7 @@ pub fn metadata(
             .join(",")
     };
     BTreeMap::from([
-        ("model".into(), spec.name.clone()),
+        ("model".into(), model.to_string()),
         ("classes".into(), classes.join(",")),
         ("mean".into(), join(&normalize.mean)),
         ("std".into(), join(&normalize.std)),

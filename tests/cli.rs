@@ -17,7 +17,7 @@ fn save_model(gpu: &resnet::Gpu, name: &str, path: &Path, edit: impl FnOnce(&mut
     let mut ck = Checkpoint::new();
     ck.tensors = pollster::block_on(m.state_dict(gpu)).unwrap();
     ck.metadata = resnet::checkpoint::metadata(
-        &m.spec,
+        &m.spec.name,
         &(0..10).map(|i| format!("c{i}")).collect::<Vec<_>>(),
         &resnet::cifar10::NORMALIZE,
     );

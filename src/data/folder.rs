@@ -8,7 +8,6 @@ use std::sync::Mutex;
 
 use image::RgbImage;
 
-use super::stream::FolderSet;
 use super::transforms::{write_chw, Transform};
 use super::{invalid, io_err, Dataset, Split};
 use crate::rng::SplitMix64;
@@ -67,20 +66,6 @@ pub(super) fn split_classes(dir: &Path) -> Result<Vec<String>> {
         )));
     }
     Ok(classes)
-}
-
-/// The training and test photos of `dir/train/<class>/*` and `dir/test/<class>/*`, listed but not
-/// decoded: each image is decoded and transformed (`train` for the training set, `eval` for the
-/// test set) when a batch needs it.
-pub fn open_image_folder(
-    dir: &Path,
-    train: Transform,
-    eval: Transform,
-) -> Result<(FolderSet, FolderSet)> {
-    let classes = split_classes(dir)?;
-    let train_set = FolderSet::open(&dir.join("train"), &classes, train, eval, true)?;
-    let test_set = FolderSet::open(&dir.join("test"), &classes, train, eval, false)?;
-    Ok((train_set, test_set))
 }
 
 /// Sorted names of the sub-folders of `dir` (hidden ones skipped).

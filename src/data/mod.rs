@@ -23,11 +23,11 @@ pub use bundled::bundled_cifar10;
 pub use cifar::{load_cifar_binary, write_cifar_binary, CIFAR_DIR, CIFAR_RECORD};
 pub use download::{default_cache_dir, download_cifar10, parse_md5, CIFAR10_MD5, CIFAR10_URL};
 pub use fetch::{fetch, Digest, Transfer};
-pub use folder::{load_image_folder, open_image_folder};
+pub use folder::load_image_folder;
 pub use prefetch::{assemble, default_workers, queue_depth, Batch, BatchJob, Prefetch};
 pub use pretrained::{fetch_pretrained, file_sha256, is_url, parse_sha256};
 pub use source::{ImageSource, Sources};
-pub use stream::{FolderSet, IMAGENET_NORMALIZE};
+pub use stream::{open_image_folder, FolderSet, IMAGENET_NORMALIZE};
 
 /// Images as u8, each image CHW planar (3 x H x W: all R bytes, then G, then B) = CIFAR's record order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

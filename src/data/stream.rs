@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::folder::{class_files, read_rgb};
+use super::folder::{class_files, read_rgb, split_classes};
 use super::transforms::{write_chw, Transform};
 use super::{invalid, ImageSource};
 use crate::error::Result;
@@ -211,4 +211,18 @@ impl ImageSource for FolderSet {
         }
         Arc::new(set)
     }
+}
+
+/// The training and test photos of `dir/train/<class>/*` and `dir/test/<class>/*`, listed but not
+/// decoded: each image is decoded and transformed (`train` for the training set, `eval` for the
+/// test set) when a batch needs it.
+pub fn open_image_folder(
+    dir: &Path,
+    train: Transform,
+    eval: Transform,
+) -> Result<(FolderSet, FolderSet)> {
+    let classes = split_classes(dir)?;
+    let train_set = FolderSet::open(&dir.join("train"), &classes, train, eval, true)?;
+    let test_set = FolderSet::open(&dir.join("test"), &classes, train, eval, false)?;
+    Ok((train_set, test_set))
 }

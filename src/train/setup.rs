@@ -273,7 +273,7 @@ pub(super) fn prefetch(
 /// The checkpoint metadata of a run: model, classes, normalisation, and the input size (and
 /// resize) evaluation used, so that `resnet predict` needs only the checkpoint.
 fn run_metadata(spec: &ModelSpec, train: &dyn ImageSource) -> BTreeMap<String, String> {
-    let mut meta = checkpoint::metadata(spec, train.classes(), &train.normalize());
+    let mut meta = checkpoint::metadata(&spec.name, train.classes(), &train.normalize());
     let (resize, (h, w)) = train.eval_input();
     meta.insert("input_size".into(), format!("{h},{w}"));
     if let Some(r) = resize {

@@ -270,7 +270,7 @@ impl Engine {
         let i = self.inner.clone();
         future_to_promise(async move {
             let err = |e: resnet::Error| JsValue::from(js_err(e));
-            let mut metadata = checkpoint::metadata(&i.model.spec, &i.classes, &i.normalize);
+            let mut metadata = checkpoint::metadata(&i.model.spec.name, &i.classes, &i.normalize);
             let it = i.trainer.borrow().iteration;
             metadata.insert("iteration".into(), it.to_string());
             metadata.insert("trained_in".into(), "browser".into());
