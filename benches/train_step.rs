@@ -15,6 +15,7 @@ use resnet::gpu::Gpu;
 use resnet::model::{ModelSpec, ModelState};
 use resnet::ops::sgd::SgdConfig;
 use resnet::plan::{Mode, Plan, PlanConfig};
+use resnet::preprocess::Preprocess;
 use std::time::Duration;
 
 fn plan(gpu: &Gpu, m: &ModelState, batch: usize, size: usize, mode: Mode) -> Plan {
@@ -23,7 +24,7 @@ fn plan(gpu: &Gpu, m: &ModelState, batch: usize, size: usize, mode: Mode) -> Pla
         ..SgdConfig::he2016()
     };
     let cfg = match mode {
-        Mode::Train => PlanConfig::train(batch, (size, size), sgd, cifar10::NORMALIZE),
+        Mode::Train => PlanConfig::train(batch, (size, size), sgd, Preprocess::CIFAR10),
         Mode::Eval => PlanConfig::eval(batch, (size, size), cifar10::NORMALIZE),
     };
     let p = Plan::new(gpu, m, cfg).expect("plan");

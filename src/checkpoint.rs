@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 
 use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors};
 
-use crate::ops::augment::Normalize;
+use crate::preprocess::Normalize;
 use crate::{Error, Result};
 
 /// The largest JSON header accepted, as in the `safetensors` crate (100 MB).

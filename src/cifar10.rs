@@ -1,7 +1,7 @@
 //! CIFAR-10 as torchvision knows it: the class names in label order and the training set's
 //! per-channel statistics, the normalisation of every CIFAR recipe (and of this engine's runs).
 
-use crate::ops::augment::Normalize;
+use crate::preprocess::Normalize;
 
 /// The ten classes in label order (`torchvision.datasets.CIFAR10.classes`).
 pub const CLASSES: [&str; 10] = [
@@ -18,7 +18,4 @@ pub const CLASSES: [&str; 10] = [
 ];
 
 /// The training set's channel means and standard deviations.
-pub const NORMALIZE: Normalize = Normalize {
-    mean: [0.4914, 0.4822, 0.4465],
-    std: [0.2470, 0.2435, 0.2616],
-};
+pub const NORMALIZE: Normalize = Normalize::CIFAR10;

@@ -17,6 +17,7 @@ pub mod gpu;
 pub mod model;
 pub mod ops;
 pub mod plan;
+pub mod preprocess;
 pub mod reference;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod report;

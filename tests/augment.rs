@@ -128,7 +128,7 @@ fn flip_is_exact_and_crop_keeps_source_pixels() {
         train: true,
         seed: 7,
         first: 0,
-        normalize: augment::Normalize {
+        normalize: resnet::preprocess::Normalize {
             mean: [0.0; 3],
             std: [1.0; 3],
         },

@@ -9,6 +9,7 @@ use resnet::cifar10;
 use resnet::model::{ModelSpec, ModelState};
 use resnet::ops::sgd::SgdConfig;
 use resnet::plan::{FineTune, Mode, Plan, PlanConfig};
+use resnet::preprocess::Preprocess;
 
 const N: usize = 8;
 
@@ -17,11 +18,11 @@ fn plan(gpu: &resnet::gpu::Gpu, m: &ModelState, mode: Mode, tune: FineTune) -> P
         lr: 0.1,
         ..SgdConfig::he2016()
     };
+    let fixed = Preprocess::normalize_only(cifar10::NORMALIZE);
     let mut cfg = match mode {
-        Mode::Train => PlanConfig::train(N, (32, 32), sgd, cifar10::NORMALIZE),
+        Mode::Train => PlanConfig::train(N, (32, 32), sgd, fixed),
         Mode::Eval => PlanConfig::eval(N, (32, 32), cifar10::NORMALIZE),
-    }
-    .without_augmentation();
+    };
     cfg.fine_tune = tune;
     Plan::new(gpu, m, cfg).unwrap()
 }

@@ -1,5 +1,5 @@
 //! Models by name: parameter counts equal PyTorch's (torchvision / akamaster), plans build for
-//! both families, and a training step of the scheduler runs and lowers the loss on a fixed batch.
+//! both families, and a training step of the plan runs and lowers the loss on a fixed batch.
 
 mod common;
 use common::*;
@@ -7,6 +7,7 @@ use resnet::cifar10;
 use resnet::model::{ModelSpec, ModelState, MODEL_NAMES};
 use resnet::ops::sgd::SgdConfig;
 use resnet::plan::{Mode, Plan, PlanConfig};
+use resnet::preprocess::Preprocess;
 
 #[test]
 fn parameter_counts_equal_pytorch() {
@@ -64,11 +65,11 @@ pub fn config(batch: usize, mode: Mode) -> PlanConfig {
         lr: 0.05,
         ..SgdConfig::he2016()
     };
+    let fixed = Preprocess::normalize_only(cifar10::NORMALIZE);
     match mode {
-        Mode::Train => PlanConfig::train(batch, (32, 32), sgd, cifar10::NORMALIZE),
+        Mode::Train => PlanConfig::train(batch, (32, 32), sgd, fixed),
         Mode::Eval => PlanConfig::eval(batch, (32, 32), cifar10::NORMALIZE),
     }
-    .without_augmentation()
 }
 
 #[test]

@@ -9,6 +9,7 @@ use resnet::cifar10;
 use resnet::model::{ModelSpec, ModelState};
 use resnet::ops::sgd::SgdConfig;
 use resnet::plan::{Plan, PlanConfig};
+use resnet::preprocess::Preprocess;
 use resnet::train::{self, OneProcess, Recipe, RunDir, Silent, TrainConfig};
 use std::path::Path;
 use std::process::Command;
@@ -18,12 +19,11 @@ fn plan_cfg(batch: usize, augment: bool, lr: f32) -> PlanConfig {
         lr,
         ..SgdConfig::he2016()
     };
-    let cfg = PlanConfig::train(batch, (32, 32), sgd, cifar10::NORMALIZE);
-    if augment {
-        cfg
-    } else {
-        cfg.without_augmentation()
-    }
+    let preprocess = match augment {
+        true => Preprocess::CIFAR10,
+        false => Preprocess::normalize_only(cifar10::NORMALIZE),
+    };
+    PlanConfig::train(batch, (32, 32), sgd, preprocess)
 }
 
 fn batch_of(d: &resnet::data::Dataset, idx: &[usize]) -> (Vec<u8>, Vec<u32>) {

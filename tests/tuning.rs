@@ -9,6 +9,7 @@ use resnet::gpu::{Gpu, GpuOptions, KernelFamily, TuningCache, KERNEL_SET_VERSION
 use resnet::model::{ModelSpec, ModelState};
 use resnet::ops::sgd::SgdConfig;
 use resnet::plan::{Plan, PlanConfig};
+use resnet::preprocess::Preprocess;
 use std::path::Path;
 use std::process::Command;
 
@@ -25,7 +26,12 @@ fn tuned(cache: &Path) -> Gpu {
 fn plan_on(gpu: &Gpu) -> Plan {
     let spec = ModelSpec::from_name("resnet8", 10).unwrap();
     let m = ModelState::new(gpu, &spec, 0).unwrap();
-    let cfg = PlanConfig::train(2, (16, 16), SgdConfig::he2016(), NORMALIZE);
+    let cfg = PlanConfig::train(
+        2,
+        (16, 16),
+        SgdConfig::he2016(),
+        Preprocess::pad_crop_flip(NORMALIZE),
+    );
     Plan::new(gpu, &m, cfg).unwrap()
 }
 

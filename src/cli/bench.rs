@@ -104,7 +104,7 @@ fn measure(a: &BenchArgs) -> Result<Measured> {
     let train = Plan::new(
         &gpu,
         &m,
-        PlanConfig::train(batch, hw, sgd, cifar10::NORMALIZE),
+        PlanConfig::train(batch, hw, sgd, resnet::preprocess::Preprocess::CIFAR10),
     )?;
     let eval = Plan::new(&gpu, &m, PlanConfig::eval(batch, hw, cifar10::NORMALIZE))?;
     let px: Vec<u8> = (0..batch * 3 * size * size)

@@ -53,7 +53,7 @@ pub fn run(a: TuneArgs) -> Result<()> {
         a.batch_size,
         (size, size),
         SgdConfig::he2016(),
-        cifar10::NORMALIZE,
+        resnet::preprocess::Preprocess::CIFAR10,
     );
     Plan::new(&gpu, &m, train)?;
     let eval = PlanConfig::eval(a.eval_batch_size, (size, size), cifar10::NORMALIZE);

@@ -8,8 +8,8 @@ use std::sync::Mutex;
 
 use image::RgbImage;
 
-use super::transforms::{write_chw, Transform};
 use super::{invalid, io_err, Dataset, Split};
+use crate::preprocess::transforms::{write_chw, Transform};
 use crate::rng::SplitMix64;
 use crate::{Error, Result};
 

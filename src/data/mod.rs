@@ -13,7 +13,6 @@ mod prefetch;
 mod pretrained;
 mod source;
 mod stream;
-pub mod transforms;
 
 use std::path::Path;
 
@@ -27,7 +26,7 @@ pub use folder::load_image_folder;
 pub use prefetch::{assemble, default_workers, queue_depth, Batch, BatchJob, Prefetch};
 pub use pretrained::{fetch_pretrained, file_sha256, is_url, parse_sha256};
 pub use source::{ImageSource, Sources};
-pub use stream::{open_image_folder, FolderSet, IMAGENET_NORMALIZE};
+pub use stream::{open_image_folder, FolderSet};
 
 /// Images as u8, each image CHW planar (3 x H x W: all R bytes, then G, then B) = CIFAR's record order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -151,7 +150,7 @@ impl Default for PhotoSizes {
     fn default() -> Self {
         PhotoSizes {
             train_crop: 224,
-            train_crop_scale: transforms::DEFAULT_SCALE,
+            train_crop_scale: crate::preprocess::transforms::DEFAULT_SCALE,
             eval_resize: 256,
             eval_crop: 224,
         }
@@ -186,17 +185,17 @@ impl PhotoSizes {
     }
 
     /// The training transform.
-    pub fn train(&self) -> transforms::Transform {
-        transforms::Transform::RandomResizedCrop {
+    pub fn train(&self) -> crate::preprocess::transforms::Transform {
+        crate::preprocess::transforms::Transform::RandomResizedCrop {
             size: self.train_crop,
             scale: self.train_crop_scale,
-            ratio: transforms::DEFAULT_RATIO,
+            ratio: crate::preprocess::transforms::DEFAULT_RATIO,
         }
     }
 
     /// The evaluation transform.
-    pub fn eval(&self) -> transforms::Transform {
-        transforms::Transform::ResizeCenterCrop {
+    pub fn eval(&self) -> crate::preprocess::transforms::Transform {
+        crate::preprocess::transforms::Transform::ResizeCenterCrop {
             resize: self.eval_resize,
             crop: self.eval_crop,
         }

@@ -5,9 +5,8 @@
 use std::sync::Arc;
 
 use super::Dataset;
-use crate::cifar10;
 use crate::error::Result;
-use crate::ops::augment::Normalize;
+use crate::preprocess::{Normalize, Preprocess};
 
 /// A set of labelled images, read image by image.
 pub trait ImageSource: Send + Sync {
@@ -28,11 +27,13 @@ pub trait ImageSource: Send + Sync {
     fn load(&self, i: usize, seed: u64, out: &mut [u8]) -> Result<()>;
     /// True when images are decoded from files (worth worker threads), false when copied.
     fn decodes(&self) -> bool;
-    /// Whether the GPU still pads, crops and flips the images (He et al.'s CIFAR augmentation)
-    /// when training, rather than the source's own transform.
-    fn gpu_augment(&self) -> bool;
+    /// What the GPU does to these images in training (He et al.'s pad, crop and flip, or
+    /// nothing after the source's own CPU transform) and their normalisation.
+    fn preprocess(&self) -> Preprocess;
     /// The input normalisation of models trained on these images.
-    fn normalize(&self) -> Normalize;
+    fn normalize(&self) -> Normalize {
+        self.preprocess().normalize
+    }
     /// How evaluation and `predict` prepare an image for models trained on this source: the
     /// shorter side resized to `.0` (then centre-cropped) where given, and the input size `.1`.
     fn eval_input(&self) -> (Option<usize>, (usize, usize)) {
@@ -67,11 +68,8 @@ impl ImageSource for Dataset {
     fn decodes(&self) -> bool {
         false
     }
-    fn gpu_augment(&self) -> bool {
-        true
-    }
-    fn normalize(&self) -> Normalize {
-        cifar10::NORMALIZE
+    fn preprocess(&self) -> Preprocess {
+        Preprocess::CIFAR10
     }
     fn select(&self, idx: &[usize], _train: bool) -> Arc<dyn ImageSource> {
         Arc::new(Dataset::select(self, idx))

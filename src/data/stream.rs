@@ -12,17 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::folder::{class_files, read_rgb, split_classes};
-use super::transforms::{write_chw, Transform};
 use super::{invalid, ImageSource};
 use crate::error::Result;
-use crate::ops::augment::Normalize;
+use crate::preprocess::transforms::{write_chw, Transform};
+use crate::preprocess::{Normalize, Preprocess};
 use crate::rng::SplitMix64;
-
-/// ImageNet's channel statistics (torchvision's `Normalize` for every ImageNet model).
-pub const IMAGENET_NORMALIZE: Normalize = Normalize {
-    mean: [0.485, 0.456, 0.406],
-    std: [0.229, 0.224, 0.225],
-};
 
 /// How many unreadable files in a row end the run instead of being skipped.
 const MAX_SKIPPED_IN_A_ROW: usize = 16;
@@ -174,11 +168,8 @@ impl ImageSource for FolderSet {
     fn decodes(&self) -> bool {
         true
     }
-    fn gpu_augment(&self) -> bool {
-        false
-    }
-    fn normalize(&self) -> Normalize {
-        IMAGENET_NORMALIZE
+    fn preprocess(&self) -> Preprocess {
+        Preprocess::normalize_only(Normalize::IMAGENET)
     }
     fn eval_input(&self) -> (Option<usize>, (usize, usize)) {
         match self.eval {

@@ -4,18 +4,9 @@
 use super::{check_shape, kernel};
 use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, Kernel, Tensor, Uniform};
+use crate::preprocess::Normalize;
 
 const SHADER: (&str, &str) = ("augment.wgsl", include_str!("../../shaders/augment.wgsl"));
-
-/// Per-channel input normalisation, as torchvision's `transforms.Normalize(mean, std)` after
-/// `ToTensor` (pixels scaled to [0, 1]).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Normalize {
-    /// Per-channel mean (R, G, B).
-    pub mean: [f32; 3],
-    /// Per-channel standard deviation (R, G, B).
-    pub std: [f32; 3],
-}
 
 /// Augmentation settings.
 #[derive(Debug, Clone, Copy)]

@@ -31,8 +31,9 @@ pub(super) struct Built {
     pub stages: Vec<Stage>,
     /// The buffers a caller fills and reads.
     pub io: Io,
-    /// The input kernel (its seed changes every step).
-    pub augment: KernelAt,
+    /// The input stage's kernel: augmentation in training, normalisation always (its seed
+    /// changes every step).
+    pub input_stage: KernelAt,
     /// The SGD kernels (their learning rate changes every step).
     pub sgd: Vec<SgdChunk>,
     /// Host exchanges between kernels (SyncBatchNorm), in the order they run.
@@ -54,7 +55,7 @@ pub(super) fn build(gpu: &Gpu, m: &ModelState, cfg: &PlanConfig) -> Result<Built
     rec.bn_ranks = cfg.shard.bn_ranks;
     let (input, io, x0) = input_stage(gpu, cfg, &m.arch.fc)?;
     // the input kernel is the last (the only) one of the first stage
-    let augment = KernelAt {
+    let input_stage = KernelAt {
         stage: 0,
         index: input.kernels.len() - 1,
     };
@@ -70,7 +71,7 @@ pub(super) fn build(gpu: &Gpu, m: &ModelState, cfg: &PlanConfig) -> Result<Built
     Ok(Built {
         stages,
         io,
-        augment,
+        input_stage,
         sgd,
         exchanges: rec.finish(),
     })

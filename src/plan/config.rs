@@ -1,8 +1,9 @@
 //! What a plan is built for: batch, image sizes, augmentation, normalisation, mode and optimizer.
 
 use crate::ops::augment::AugmentConfig;
-pub use crate::ops::augment::Normalize;
 use crate::ops::sgd::SgdConfig;
+pub use crate::preprocess::Normalize;
+use crate::preprocess::{GpuAugment, Preprocess};
 
 /// Training (batch statistics, backward, SGD) or evaluation (running statistics, forward only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,12 +23,9 @@ pub struct PlanConfig {
     pub src: (usize, usize),
     /// Network input size (height, width) after the crop.
     pub input: (usize, usize),
-    /// Zero padding before the random crop (training); 0 disables it.
-    pub pad: usize,
-    /// Random crop and flip in training mode.
-    pub augment: bool,
-    /// Per-channel normalisation of the input.
-    pub normalize: Normalize,
+    /// What the input stage does: in training, the GPU's augmentation; always, the per-channel
+    /// normalisation.
+    pub preprocess: Preprocess,
     /// Train or eval.
     pub mode: Mode,
     /// Optimizer settings of a training plan (unused in evaluation); the learning rate is set per
@@ -112,20 +110,21 @@ impl FineTune {
     }
 }
 
-/// The padding of He et al.'s CIFAR augmentation: pad 4, random 32x32 crop, horizontal flip.
-const CIFAR_PAD: usize = 4;
-
 impl PlanConfig {
-    /// A training plan for `batch` images of `size` (height, width) with He et al.'s
-    /// augmentation (pad 4, random crop, horizontal flip) and the optimizer `sgd`.
-    pub fn train(batch: usize, size: (usize, usize), sgd: SgdConfig, normalize: Normalize) -> Self {
+    /// A training plan for `batch` images of `size` (height, width), prepared as `preprocess`
+    /// says (e.g. [`Preprocess::CIFAR10`]: He et al.'s pad 4, random crop and flip), with the
+    /// optimizer `sgd`.
+    pub fn train(
+        batch: usize,
+        size: (usize, usize),
+        sgd: SgdConfig,
+        preprocess: Preprocess,
+    ) -> Self {
         PlanConfig {
             batch,
             src: size,
             input: size,
-            pad: CIFAR_PAD,
-            augment: true,
-            normalize,
+            preprocess,
             mode: Mode::Train,
             sgd,
             fine_tune: FineTune::default(),
@@ -139,9 +138,7 @@ impl PlanConfig {
             batch,
             src: size,
             input: size,
-            pad: 0,
-            augment: false,
-            normalize,
+            preprocess: Preprocess::normalize_only(normalize),
             mode: Mode::Eval,
             sgd: SgdConfig::he2016(),
             fine_tune: FineTune::default(),
@@ -149,26 +146,23 @@ impl PlanConfig {
         }
     }
 
-    /// The same plan without random crops and flips (inputs only normalised).
-    pub fn without_augmentation(mut self) -> Self {
-        self.augment = false;
-        self
-    }
-
     /// The input kernel's settings for a step seeded by `seed`: a random crop and flip in
     /// training, else a centre crop where the source is larger than the input.
     pub(super) fn augment_config(&self, seed: u32) -> AugmentConfig {
-        let train = self.mode == Mode::Train && self.augment;
         let centre = self.src.0.saturating_sub(self.input.0) / 2;
+        let (train, pad) = match (self.mode, self.preprocess.augment) {
+            (Mode::Train, GpuAugment::PadCropFlip { pad }) => (true, pad),
+            _ => (false, centre),
+        };
         AugmentConfig {
             n: self.batch,
             src: self.src,
             out: self.input,
-            pad: if train { self.pad } else { centre },
+            pad,
             train,
             seed,
             first: self.shard.first,
-            normalize: self.normalize,
+            normalize: self.preprocess.normalize,
         }
     }
 }

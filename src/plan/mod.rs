@@ -1,4 +1,4 @@
-//! The scheduler: a model + batch size + mode becomes a [`Plan`] once (every buffer allocated,
+//! The plan of a step: a model + batch size + mode becomes a [`Plan`] once (every buffer allocated,
 //! every bind group created); a step then only records the prepared dispatches, one command
 //! encoder per block, and submits them together.
 
@@ -42,8 +42,9 @@ pub struct Plan {
     pub loss: LossBuffers,
     /// GPU bytes this plan allocated (activations, gradients of activations, scratch).
     pub bytes: u64,
-    /// The input kernel, whose seed changes every step.
-    augment: KernelAt,
+    /// The input stage's kernel (augmentation in training, normalisation always), whose seed
+    /// changes every step.
+    input_stage: KernelAt,
     /// The SGD kernels, whose learning rate changes every step.
     sgd: Vec<SgdChunk>,
     /// Where the host combines the BatchNorm sums of every rank between two kernels
@@ -81,7 +82,7 @@ impl Plan {
                 logits: built.io.logits,
                 loss: built.io.loss,
                 bytes: gpu.bytes_allocated() - before,
-                augment: built.augment,
+                input_stage: built.input_stage,
                 sgd: built.sgd,
                 exchanges: built.exchanges,
             }),
@@ -123,9 +124,9 @@ impl Plan {
 
     /// Sets this step's augmentation seed and learning rate.
     pub fn set_step(&self, gpu: &Gpu, seed: u32, lr: f32) {
-        let augment = self.config.augment_config(seed);
-        self.kernel(self.augment)
-            .set_params(gpu, &augment.uniform());
+        let input = self.config.augment_config(seed);
+        self.kernel(self.input_stage)
+            .set_params(gpu, &input.uniform());
         for chunk in &self.sgd {
             let sgd = SgdConfig {
                 lr: lr * chunk.lr_scale,

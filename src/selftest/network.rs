@@ -11,6 +11,7 @@ use crate::gpu::Gpu;
 use crate::model::{BlockKind, Family, ModelSpec, ModelState};
 use crate::ops::sgd::SgdConfig;
 use crate::plan::{Plan, PlanConfig};
+use crate::preprocess::Preprocess;
 use crate::reference::network::{self, StateDict};
 
 /// One planned training step and what it started from.
@@ -77,7 +78,12 @@ pub fn network_step(gpu: &Gpu, spec: &ModelSpec, size: usize, batch: usize) -> R
     perturb(gpu, &m)?;
     let before = as_state_dict(pollster::block_on(m.state_dict(gpu))?);
     let sgd = SgdConfig::he2016();
-    let cfg = PlanConfig::train(batch, (size, size), sgd, NORMALIZE).without_augmentation();
+    let cfg = PlanConfig::train(
+        batch,
+        (size, size),
+        sgd,
+        Preprocess::normalize_only(NORMALIZE),
+    );
     let plan = Plan::new(gpu, &m, cfg)?;
     let pixels: Vec<u8> = values(batch * 3 * size * size, 77)
         .iter()

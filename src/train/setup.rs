@@ -172,16 +172,13 @@ fn training_plan(
     spec: &ModelSpec,
 ) -> Result<PlanConfig> {
     let sgd = c.recipe.sgd();
-    let mut cfg = PlanConfig::train(shard.len(), train.size(), sgd, train.normalize());
+    let mut cfg = PlanConfig::train(shard.len(), train.size(), sgd, train.preprocess());
     cfg.fine_tune = c.fine_tuning.plan_settings(spec)?;
     cfg.shard = Shard {
         first: shard.start,
         bn_ranks: if c.sync_bn { ranks.size() } else { 1 },
     };
-    Ok(match train.gpu_augment() {
-        true => cfg,
-        false => cfg.without_augmentation(),
-    })
+    Ok(cfg)
 }
 
 /// The number of classes: the data's, which `num_classes` may confirm but not contradict.

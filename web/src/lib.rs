@@ -12,6 +12,7 @@ use resnet::model::{ModelSpec, ModelState};
 use resnet::ops::conv2d::tune_pending;
 use resnet::ops::sgd::SgdConfig;
 use resnet::plan::{Normalize, Plan, PlanConfig};
+use resnet::preprocess::Preprocess;
 use resnet::train::Trainer;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -69,7 +70,8 @@ impl Engine {
         normalize: Normalize,
     ) -> Result<Engine, JsError> {
         // torch.optim.SGD as in He et al.; the rate is set per step
-        let cfg = PlanConfig::train(batch, SIZE, SgdConfig::he2016(), normalize);
+        let preprocess = Preprocess::pad_crop_flip(normalize);
+        let cfg = PlanConfig::train(batch, SIZE, SgdConfig::he2016(), preprocess);
         let trainer = Trainer::new(&gpu, &model, cfg, seed).map_err(js_err)?;
         Ok(Engine {
             inner: Rc::new(Inner {
