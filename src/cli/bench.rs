@@ -5,6 +5,7 @@ use clap::Args;
 use resnet::cifar10;
 use resnet::gpu::Gpu;
 use resnet::model::{ModelSpec, ModelState};
+use resnet::ops::conv2d::KernelFamily;
 use resnet::ops::sgd::SgdConfig;
 use resnet::plan::{Plan, PlanConfig};
 use resnet::Result;
@@ -184,11 +185,11 @@ fn print_text(r: &Measured, steps: usize) {
 pub(crate) fn kernel_choice(gpu: &Gpu) -> String {
     let used = gpu.choices_used();
     if used.is_empty() {
-        return gpu.kernel_family.name().to_string();
+        return KernelFamily::of(gpu).name().to_string();
     }
-    let counts: Vec<String> = resnet::gpu::KernelFamily::ALL
+    let counts: Vec<String> = KernelFamily::ALL
         .iter()
-        .map(|f| (f, used.iter().filter(|c| c.family == *f).count()))
+        .map(|f| (f, used.iter().filter(|c| c.family == f.name()).count()))
         .filter(|(_, n)| *n > 0)
         .map(|(f, n)| format!("{} for {n}", f.name()))
         .collect();

@@ -4,8 +4,9 @@
 use super::{model_defaults, GpuArgs};
 use clap::Args;
 use resnet::cifar10;
-use resnet::gpu::{Choice, Gpu, KernelFamily};
+use resnet::gpu::{Choice, Gpu};
 use resnet::model::{ModelSpec, ModelState};
+use resnet::ops::conv2d::KernelFamily;
 use resnet::ops::sgd::SgdConfig;
 use resnet::plan::{Plan, PlanConfig};
 use resnet::{train, Error, Result};
@@ -80,7 +81,7 @@ pub fn run(a: TuneArgs) -> Result<()> {
 fn print_table(choices: &[Choice]) {
     let ms = |c: &Choice, f: KernelFamily| {
         c.ms.iter()
-            .find(|m| m.0 == f)
+            .find(|m| m.0 == f.name())
             .map_or("-".to_string(), |m| format!("{:.2}", m.1))
     };
     let mut head = format!("{:<26} {:<30}", "op", "shape N,C,H,W,K,R,S,stride,pad");
@@ -94,6 +95,6 @@ fn print_table(choices: &[Choice]) {
         for f in KernelFamily::ALL {
             row += &format!(" {:>13}", ms(c, f));
         }
-        println!("{row}  {}", c.family.name());
+        println!("{row}  {}", c.family);
     }
 }
