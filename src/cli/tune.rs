@@ -76,8 +76,12 @@ pub fn run(a: TuneArgs) -> Result<()> {
     Ok(())
 }
 
-/// One row per (op, shape): the milliseconds of every family timed ("-": dropped after its
-/// first run as more than twice the best, or not timed now), and the one chosen.
+/// One row per (op, shape): what each family measured when the choice was timed (now, or by the
+/// run that filled the tuning cache), as `ops::conv2d::tune` records it: the median of three
+/// timed runs; a single timed run for a family dropped there as over twice the best so far; its
+/// untimed first run for a family dropped there as over four times the best. "-": the family
+/// could not be built at that shape (over a limit of the device), or the choice carries no times.
+/// Then the family chosen.
 fn print_table(choices: &[Choice]) {
     let ms = |c: &Choice, f: KernelFamily| {
         c.ms.iter()
