@@ -74,10 +74,12 @@ fn transpose_w_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 // mat4x4 values a{g}{j} whose column i holds channels 4g..4g+3 of pixel 4j+i. Measured on lavapipe,
 // a per-lane storage load costs as much as ~10 multiply-adds, so the tile is as large as spills
 // allow; how large that is depends on the CPU's registers (AVX2 or AVX-512) or the GPU's, so the
-// block is a variant: CB and PB are set, and the lines marked //%g, //%j and //%gj are written
-// out once per channel group g, pixel group j or pair, when the pipeline is created
-// (src/ops/conv2d/variants.rs). Every per-invocation array is spelled out as vectors, because
-// lavapipe puts indexed arrays in scratch memory (5x slower).
+// block is a variant: CB and PB are set, and the lines marked //%[g<CB4], //%[j<PB4] and
+// //%[g<CB4,j<PB4] are written out once per channel group g (CB4 = CB / 4), pixel group j
+// (PB4 = PB / 4) or pair, with {g}, {j} and {4*g}, {4*j} (its first channel or pixel) replaced,
+// when the pipeline is created (src/ops/conv2d/template.rs, for the rows of family.rs there).
+// Every per-invocation array is spelled out as vectors, because lavapipe puts indexed arrays in
+// scratch memory (5x slower).
 const CB: u32 = 16u;
 const PB: u32 = 16u;
 
@@ -172,30 +174,30 @@ fn conv_fwd_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let m0 = (g % pblocks) * PB;
     let hw = i32(P.h * P.w);
     let W = i32(P.w);
-    //%j let x{j} = fwd_pixels(m0 + {4j}u, npq);
-    //%gj var a{g}{j} = mat4x4<f32>();
+    //%[j<PB4] let x{j} = fwd_pixels(m0 + {4*j}u, npq);
+    //%[g<CB4,j<PB4] var a{g}{j} = mat4x4<f32>();
     let wstride = P.r * P.s * (P.kpad / 4u);
     for (var r = 0; r < i32(P.r); r++) {
         for (var s = 0; s < i32(P.s); s++) {
-            //%j let ok{j} = in_box(x{j}.hb + r, x{j}.wb + s);
+            //%[j<PB4] let ok{j} = in_box(x{j}.hb + r, x{j}.wb + s);
             let d = r * W + s;
-            //%j var o{j} = x{j}.base + d;
+            //%[j<PB4] var o{j} = x{j}.base + d;
             var wi = u32(r * i32(P.s) + s) * (P.kpad / 4u) + kb * (CB / 4u);
             for (var c = 0u; c < P.c; c++) {
-                //%g let w{g} = wt[wi + {g}u];
-                //%j let v{j} = gather4(o{j}, ok{j});
-                //%gj a{g}{j} += outer(w{g}, v{j});
+                //%[g<CB4] let w{g} = wt[wi + {g}u];
+                //%[j<PB4] let v{j} = gather4(o{j}, ok{j});
+                //%[g<CB4,j<PB4] a{g}{j} += outer(w{g}, v{j});
                 wi += wstride;
-                //%j o{j} += hw;
+                //%[j<PB4] o{j} += hw;
             }
         }
     }
     let k0 = kb * CB;
     let plane = P.p * P.q;
-    //%g let b{g} = bias4(k0 + {4g}u);
-    //%j var ok{j}: vec4<bool>;
-    //%j let y{j} = out4(m0 + {4j}u, npq, P.k, plane, &ok{j});
-    //%gj store4(y{j}, ok{j}, k0 + {4g}u, P.k, plane, b{g}, a{g}{j});
+    //%[g<CB4] let b{g} = bias4(k0 + {4*g}u);
+    //%[j<PB4] var ok{j}: vec4<bool>;
+    //%[j<PB4] let y{j} = out4(m0 + {4*j}u, npq, P.k, plane, &ok{j});
+    //%[g<CB4,j<PB4] store4(y{j}, ok{j}, k0 + {4*g}u, P.k, plane, b{g}, a{g}{j});
 }
 
 // Input pixel m = (n, h, w) -> h + pad, w + pad and the offset of dy[n, 0, 0, 0].
@@ -243,31 +245,31 @@ fn conv_dx_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let cb = g / pblocks;
     let m0 = (g % pblocks) * PB;
     let pq = i32(P.p * P.q);
-    //%j let x{j} = dx_pixels(m0 + {4j}u, nhw);
-    //%gj var a{g}{j} = mat4x4<f32>();
+    //%[j<PB4] let x{j} = dx_pixels(m0 + {4*j}u, nhw);
+    //%[g<CB4,j<PB4] var a{g}{j} = mat4x4<f32>();
     let kstride = P.cpad / 4u;
     for (var r = 0; r < i32(P.r); r++) {
         for (var s = 0; s < i32(P.s); s++) {
             var live = false;
-            //%j var ok{j}: vec4<bool>;
-            //%j var o{j} = dx_tap(x{j}, r, s, &ok{j});
-            //%j live = live || any(ok{j});
+            //%[j<PB4] var ok{j}: vec4<bool>;
+            //%[j<PB4] var o{j} = dx_tap(x{j}, r, s, &ok{j});
+            //%[j<PB4] live = live || any(ok{j});
             if (!live) { continue; }
             var wi = u32(r * i32(P.s) + s) * P.k * kstride + cb * (CB / 4u);
             for (var k = 0u; k < P.k; k++) {
-                //%g let w{g} = wt[wi + {g}u];
-                //%j let v{j} = gather4(o{j}, ok{j});
-                //%gj a{g}{j} += outer(w{g}, v{j});
+                //%[g<CB4] let w{g} = wt[wi + {g}u];
+                //%[j<PB4] let v{j} = gather4(o{j}, ok{j});
+                //%[g<CB4,j<PB4] a{g}{j} += outer(w{g}, v{j});
                 wi += kstride;
-                //%j o{j} += pq;
+                //%[j<PB4] o{j} += pq;
             }
         }
     }
     let c0 = cb * CB;
     let plane = P.h * P.w;
-    //%j var ok{j}: vec4<bool>;
-    //%j let x{j}o = out4(m0 + {4j}u, nhw, P.c, plane, &ok{j});
-    //%gj store4(x{j}o, ok{j}, c0 + {4g}u, P.c, plane, vec4<f32>(0.0), a{g}{j});
+    //%[j<PB4] var ok{j}: vec4<bool>;
+    //%[j<PB4] let x{j}o = out4(m0 + {4*j}u, nhw, P.c, plane, &ok{j});
+    //%[g<CB4,j<PB4] store4(x{j}o, ok{j}, c0 + {4*g}u, P.c, plane, vec4<f32>(0.0), a{g}{j});
 }
 
 // Weight index j = (c, r, s) -> r, s and the offset of x[0, c, r, s] (relative to the window).
@@ -322,11 +324,11 @@ fn conv_dw_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let kb = t % kblocks;
     let split = t / kblocks;
     let j0 = jb * PB;
-    //%j let t{j} = dw_taps(j0 + {4j}u, crs);
+    //%[j<PB4] let t{j} = dw_taps(j0 + {4*j}u, crs);
     let H = vec4<i32>(i32(P.h));
     let W = vec4<i32>(i32(P.w));
     let zero = vec4<i32>(0);
-    //%gj var a{g}{j} = mat4x4<f32>();
+    //%[g<CB4,j<PB4] var a{g}{j} = mat4x4<f32>();
     let pq = P.p * P.q;
     let k0 = kb * CB;
     let row0 = split * P.chunk;
@@ -335,19 +337,19 @@ fn conv_dw_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         let n = row / P.p;
         let p = row % P.p;
         let hb = i32(p * P.stride) - i32(P.pad);
-        //%j let h{j} = (t{j}.r + hb >= zero) & (t{j}.r + hb < H);
+        //%[j<PB4] let h{j} = (t{j}.r + hb >= zero) & (t{j}.r + hb < H);
         let xrow = i32(n * P.c * P.h * P.w) + hb * i32(P.w);
         let yrow = n * P.k * pq + p * P.q;
         for (var q = 0u; q < P.q; q++) {
             let wb = i32(q * P.stride) - i32(P.pad);
-            //%g let d{g} = dy4(yrow + q, k0 + {4g}u, pq);
+            //%[g<CB4] let d{g} = dy4(yrow + q, k0 + {4*g}u, pq);
             let xb = xrow + wb;
-            //%j let v{j} = gather4(t{j}.off + xb, h{j} & (t{j}.s + wb >= zero) & (t{j}.s + wb < W));
-            //%gj a{g}{j} += outer(d{g}, v{j});
+            //%[j<PB4] let v{j} = gather4(t{j}.off + xb, h{j} & (t{j}.s + wb >= zero) & (t{j}.s + wb < W));
+            //%[g<CB4,j<PB4] a{g}{j} += outer(d{g}, v{j});
         }
     }
     let info = vec2<u32>(split, crs);
-    //%gj store_dw4(j0 + {4j}u, k0 + {4g}u, info, a{g}{j});
+    //%[g<CB4,j<PB4] store_dw4(j0 + {4*j}u, k0 + {4*g}u, info, a{g}{j});
 }
 
 // ---- workgroup-memory tiled GEMM (real GPUs) ----

@@ -19,12 +19,12 @@
 // Mpad = M rounded up to 4). Each invocation loads B at one fixed column of the tile, so the
 // column's coordinates (n, p, q) are decomposed once, not per step.
 //
-// Tile sizes are set per variant by src/ops/conv2d/gemm.rs (the `const` lines below); both
+// Tile sizes are set per variant by src/ops/conv2d/family.rs (the `const` lines below); both
 // buffers together stay within 16 KiB, WebGPU's default workgroup storage. Per-invocation values
 // are named variables, never arrays: a private array indexed in a loop lands in local memory on
 // NVIDIA's compiler (measured 5-10x slower on an H200) and in scratch memory on lavapipe. Lines
-// marked `//%[v<COUNT,...]` are written out once per value of each loop variable by gemm.rs, with
-// {v}, {v/4} and {v%4} replaced by the value.
+// marked `//%[v<COUNT,...]` are written out once per value of each loop variable by
+// src/ops/conv2d/template.rs, with {v}, {v/4} and {v%4} replaced by the value.
 
 struct Params {
     n: u32, c: u32, h: u32, w: u32,

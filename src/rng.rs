@@ -1,5 +1,6 @@
 //! SplitMix64: the small, well-mixed seeded generator behind initial weights, the data order and
-//! the CPU data augmentation (portable; the same seed gives the same numbers everywhere).
+//! the CPU data augmentation (portable; the same seed gives the same numbers everywhere), and a
+//! stable hash.
 
 /// A SplitMix64 generator.
 #[derive(Debug, Clone)]
@@ -44,4 +45,12 @@ pub fn item_seed(seed: u64, stream: u64, index: u64) -> u64 {
     let mut g = SplitMix64(seed ^ stream.wrapping_mul(0xA24BAED4963EE407));
     let a = g.next_u64();
     SplitMix64(a ^ index.wrapping_mul(0x9FB21C651E98DF25)).next_u64()
+}
+
+/// 64-bit FNV-1a of `bytes`: a hash that never changes between Rust releases or platforms (for
+/// file names and for comparing values across processes), unlike std's hasher.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }

@@ -269,6 +269,7 @@ fn kernel_family_is_chosen_per_shape_and_kept() {
     let w = gpu.upload(&d.w, &sh.w_shape()).unwrap();
     let out = gpu.zeros(&sh.y_shape()).unwrap();
     let family = gpu.choice("conv2d forward", &sh.key()).unwrap();
+    let family = resnet::ops::conv2d::KernelFamily::from_name(family).unwrap();
     let entry = match (family.register_block(), family.gemm_tile()) {
         (Some(_), _) => "conv_fwd_reg",
         (None, Some(_)) => "conv_fwd_gemm",
@@ -283,12 +284,12 @@ fn kernel_family_is_chosen_per_shape_and_kept() {
     );
 
     // a recorded choice wins over the device's family
-    let reg = gpu_with(Some(resnet::gpu::KernelFamily::Register16x16));
+    let reg = gpu_with(Some(resnet::ops::conv2d::KernelFamily::Register16x16));
     assert!(!reg.tunes());
     reg.set_choice(
         "conv2d forward",
         &sh.key(),
-        resnet::gpu::KernelFamily::Tiled,
+        resnet::ops::conv2d::KernelFamily::Tiled.name(),
     );
     let (x, w, out) = (
         reg.upload(&d.x, &sh.x_shape()).unwrap(),

@@ -32,7 +32,8 @@ pub fn devices() -> Vec<(String, Gpu)> {
                     );
                     continue;
                 }
-                eprintln!("benchmarking on {id} ({:?} kernels)", gpu.kernel_family);
+                let family = resnet::ops::conv2d::KernelFamily::of(&gpu);
+                eprintln!("benchmarking on {id} ({family:?} kernels)");
                 out.push((id, gpu));
             }
             Err(e) => eprintln!("skipped an adapter: {e}"),

@@ -5,6 +5,7 @@ use clap::Args;
 use resnet::cifar10;
 use resnet::gpu::Gpu;
 use resnet::model::{ModelSpec, ModelState};
+use resnet::ops::conv2d::KernelFamily;
 use resnet::ops::sgd::SgdConfig;
 use resnet::plan::{Plan, PlanConfig};
 use resnet::Result;
@@ -95,6 +96,7 @@ fn measure(a: &BenchArgs) -> Result<Measured> {
     let classes = a.num_classes.unwrap_or(default_classes);
     let spec = ModelSpec::from_name(&a.model, classes)?;
     let gpu = Gpu::new_blocking(&a.gpu.options()?)?;
+    super::print_gpu_warnings(&gpu);
     let m = ModelState::new(&gpu, &spec, 0)?;
     let (batch, hw) = (a.batch_size, (size, size));
     let sgd = SgdConfig {
@@ -116,6 +118,7 @@ fn measure(a: &BenchArgs) -> Result<Measured> {
     let t_train = time_steps(&gpu, &train, a.warmup, a.steps);
     let t_eval = time_steps(&gpu, &eval, a.warmup, a.steps);
     let stages = pollster::block_on(train.submit_timed(&gpu))?;
+    super::print_gpu_warnings(&gpu);
     Ok(Measured {
         m,
         gpu,
@@ -184,11 +187,11 @@ fn print_text(r: &Measured, steps: usize) {
 pub(crate) fn kernel_choice(gpu: &Gpu) -> String {
     let used = gpu.choices_used();
     if used.is_empty() {
-        return gpu.kernel_family.name().to_string();
+        return KernelFamily::of(gpu).name().to_string();
     }
-    let counts: Vec<String> = resnet::gpu::KernelFamily::ALL
+    let counts: Vec<String> = KernelFamily::ALL
         .iter()
-        .map(|f| (f, used.iter().filter(|c| c.family == *f).count()))
+        .map(|f| (f, used.iter().filter(|c| c.family == f.name()).count()))
         .filter(|(_, n)| *n > 0)
         .map(|(f, n)| format!("{} for {n}", f.name()))
         .collect();

@@ -46,6 +46,7 @@ pub fn eval_cmd(mut a: EvalArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
     a.data.sizes_from(&ck, given)?;
     let test = a.data.open(Offline::Fail, &model)?.test;
     let gpu = Gpu::new_blocking(&opts)?;
+    let _warnings = super::GpuWarnings::new(&gpu);
     let (m, ck) = load_model(&gpu, path, a.model.as_deref(), test.classes().len())?;
     if m.spec.num_classes != test.classes().len() {
         return Err(Error::Invalid(format!(

@@ -3,6 +3,7 @@
 use clap::Args;
 use resnet::gpu::{list_adapters, Gpu, GpuOptions};
 use resnet::model::{summary, ModelSpec};
+use resnet::ops::conv2d::KernelFamily;
 use resnet::{Error, Result};
 
 /// Arguments of `resnet summary`.
@@ -55,6 +56,7 @@ pub fn info(opts: &GpuOptions) -> Result<()> {
         );
     }
     let gpu = Gpu::new_blocking(opts)?;
+    let _warnings = super::GpuWarnings::new(&gpu);
     let l = &gpu.limits;
     println!(
         "chosen: {} ({:?}, {:?})",
@@ -96,7 +98,7 @@ pub fn info(opts: &GpuOptions) -> Result<()> {
 /// How convolution kernels are chosen on `gpu`, and where the choices are remembered.
 fn kernels_line(gpu: &Gpu) -> String {
     if !gpu.tunes() {
-        return format!("{:?} (forced)", gpu.kernel_family);
+        return format!("{:?} (forced)", KernelFamily::of(gpu));
     }
     match gpu.tuning_cache() {
         Some(cache) => format!(

@@ -277,6 +277,30 @@ fn model_defaults(model: &str) -> Result<(usize, usize)> {
     })
 }
 
+/// Prints what a device had to say without stopping (a kernel-choice cache it could not read
+/// or write).
+fn print_gpu_warnings(gpu: &resnet::Gpu) {
+    for w in gpu.take_warnings() {
+        eprintln!("warning: {}", with_flags(&w));
+    }
+}
+
+/// [`print_gpu_warnings`] at once, and again when the command is done with the device.
+struct GpuWarnings<'g>(&'g resnet::Gpu);
+
+impl<'g> GpuWarnings<'g> {
+    fn new(gpu: &'g resnet::Gpu) -> Self {
+        print_gpu_warnings(gpu);
+        GpuWarnings(gpu)
+    }
+}
+
+impl Drop for GpuWarnings<'_> {
+    fn drop(&mut self) {
+        print_gpu_warnings(self.0);
+    }
+}
+
 /// An error for an option that must be at least 1.
 fn at_least_one(name: &str) -> Error {
     Error::Invalid(format!("{name} must be at least 1"))

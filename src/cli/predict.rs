@@ -91,6 +91,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
         pixels.extend(image_chw(p, &prep)?);
     }
     let gpu = Gpu::new_blocking(&a.gpu.options()?)?;
+    let _warnings = super::GpuWarnings::new(&gpu);
     let (m, ck) = load_model(&gpu, &a.checkpoint, a.model.as_deref(), 10)?;
     let k = m.spec.num_classes;
     let classes = ck.class_names(k);

@@ -26,6 +26,7 @@ pub fn run(a: SelftestArgs) -> Result<()> {
     }
     let opts = a.gpu.options()?;
     let gpu = Gpu::new_blocking(&opts)?;
+    super::print_gpu_warnings(&gpu);
     println!(
         "selftest on {} ({:?}, {:?}): every op against f64 CPU references, pass if max |gpu - ref| / max |ref| <= {:e}",
         gpu.info.name, gpu.info.backend, gpu.info.device_type, a.tolerance

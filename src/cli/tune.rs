@@ -4,8 +4,9 @@
 use super::{model_defaults, GpuArgs};
 use clap::Args;
 use resnet::cifar10;
-use resnet::gpu::{Choice, Gpu, KernelFamily};
+use resnet::gpu::{Choice, Gpu};
 use resnet::model::{ModelSpec, ModelState};
+use resnet::ops::conv2d::KernelFamily;
 use resnet::ops::sgd::SgdConfig;
 use resnet::plan::{Plan, PlanConfig};
 use resnet::{train, Error, Result};
@@ -47,6 +48,7 @@ pub fn run(a: TuneArgs) -> Result<()> {
     let size = a.image_size.unwrap_or(default_size);
     let spec = ModelSpec::from_name(&a.model, classes)?;
     let gpu = Gpu::new_blocking(&opts)?;
+    let _warnings = super::GpuWarnings::new(&gpu);
     let m = ModelState::new(&gpu, &spec, 0)?;
     let t0 = std::time::Instant::now();
     let train = PlanConfig::train(
@@ -75,12 +77,16 @@ pub fn run(a: TuneArgs) -> Result<()> {
     Ok(())
 }
 
-/// One row per (op, shape): the milliseconds of every family timed ("-": dropped after its
-/// first run as more than twice the best, or not timed now), and the one chosen.
+/// One row per (op, shape): what each family measured when the choice was timed (now, or by the
+/// run that filled the tuning cache), as `ops::conv2d::tune` records it: the median of three
+/// timed runs; a single timed run for a family dropped there as over twice the best so far; its
+/// untimed first run for a family dropped there as over four times the best. "-": the family
+/// could not be built at that shape (over a limit of the device), or the choice carries no times.
+/// Then the family chosen.
 fn print_table(choices: &[Choice]) {
     let ms = |c: &Choice, f: KernelFamily| {
         c.ms.iter()
-            .find(|m| m.0 == f)
+            .find(|m| m.0 == f.name())
             .map_or("-".to_string(), |m| format!("{:.2}", m.1))
     };
     let mut head = format!("{:<26} {:<30}", "op", "shape N,C,H,W,K,R,S,stride,pad");
@@ -94,6 +100,6 @@ fn print_table(choices: &[Choice]) {
         for f in KernelFamily::ALL {
             row += &format!(" {:>13}", ms(c, f));
         }
-        println!("{row}  {}", c.family.name());
+        println!("{row}  {}", c.family);
     }
 }

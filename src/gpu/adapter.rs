@@ -1,6 +1,5 @@
 //! Choosing an adapter: the best device type among the allowed backends.
 
-use super::KernelFamily;
 use crate::error::{Error, Result};
 
 /// How to open the GPU.
@@ -8,8 +7,10 @@ use crate::error::{Error, Result};
 pub struct GpuOptions {
     /// Backends to consider. `None`: `WGPU_BACKEND` if set, else every backend compiled in.
     pub backends: Option<wgpu::Backends>,
-    /// Force a kernel family instead of choosing by adapter type.
-    pub kernel_family: Option<KernelFamily>,
+    /// Force a kernel family, by name, instead of choosing by adapter type (ops with several
+    /// families build with it; `GpuOptions::set_kernels`, beside the families in
+    /// `ops::conv2d`, parses `--kernels`).
+    pub kernel_family: Option<&'static str>,
     /// Measure every kernel family per convolution shape once and keep the fastest (native
     /// only; the browser cannot block to time). `None`: on, for every adapter (CPU drivers
     /// included: the best family differs between CPUs too); off whenever `kernel_family` is
@@ -39,47 +40,8 @@ pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
         "gl" | "gles" | "opengl" => Ok(wgpu::Backends::GL),
         "webgpu" => Ok(wgpu::Backends::BROWSER_WEBGPU),
         other => Err(Error::Invalid(format!(
-            "--backend: unknown backend '{other}' (expected vulkan, metal, dx12 or gl)"
+            "`backend`: unknown backend '{other}' (expected vulkan, metal, dx12 or gl)"
         ))),
-    }
-}
-
-/// Parses a kernel family name: `register` (the 16x16 block), `register8x16`, `register16x8`,
-/// `register8x8` (CPU drivers, small GPUs), `gemm` (the 64x64 tile), `gemm32x128`,
-/// `gemm128x128` (GPUs) or `tiled`.
-pub fn parse_kernel_family(name: &str) -> Result<KernelFamily> {
-    KernelFamily::from_name(name).ok_or_else(|| {
-        let names: Vec<&str> = KernelFamily::ALL.iter().map(|f| f.name()).collect();
-        Error::Invalid(format!(
-            "--kernels: unknown kernel family '{}' (expected auto, register, gemm, {})",
-            name.trim(),
-            names.join(", ")
-        ))
-    })
-}
-
-impl GpuOptions {
-    /// Applies a `--kernels` value: a family name forces that family, `auto` measures every
-    /// family per convolution shape.
-    pub fn set_kernels(&mut self, name: &str) -> Result<()> {
-        if name.trim().eq_ignore_ascii_case("auto") {
-            self.kernel_family = None;
-            self.tune = Some(true);
-        } else {
-            self.kernel_family = Some(parse_kernel_family(name)?);
-            self.tune = Some(false);
-        }
-        Ok(())
-    }
-
-    /// Options from the environment: `WGPU_BACKEND` (read by wgpu) and `RESNET_KERNELS`.
-    pub fn from_env() -> Result<Self> {
-        let mut o = GpuOptions::default();
-        match std::env::var("RESNET_KERNELS") {
-            Ok(v) if !v.is_empty() => o.set_kernels(&v)?,
-            _ => {}
-        }
-        Ok(o)
     }
 }
 
@@ -142,7 +104,7 @@ pub(super) async fn choose(instance: &wgpu::Instance, opts: &GpuOptions) -> Resu
         let index = match opts.device_index {
             Some(i) if i >= peers.len() => {
                 return Err(Error::Invalid(format!(
-                    "--device-index {i}: the best kind of adapter here ({:?} {:?}, e.g. {}) counts {}, numbered from 0",
+                    "`device_index` {i}: the best kind of adapter here ({:?} {:?}, e.g. {}) counts {}, numbered from 0",
                     best.backend,
                     best.device_type,
                     best.name,

@@ -1,11 +1,13 @@
 //! The GPU layer: adapter choice, device limits, buffers, the pipeline cache and async readback.
 //!
-//! Nothing here knows about ops or models. Everything that waits is `async`, so the same code runs
-//! in the browser; native callers use [`Gpu::new_blocking`] and `pollster`.
+//! Nothing here knows about ops or models: ops whose kernels come in named variants keep their
+//! choices in a generic store (names per op and shape). Everything that waits is `async`, so the
+//! same code runs in the browser; native callers use [`Gpu::new_blocking`] and `pollster`.
 
 mod adapter;
 mod choices;
 pub mod kernel;
+mod store;
 mod tensor;
 mod timer;
 #[cfg(not(target_arch = "wasm32"))]
@@ -13,8 +15,8 @@ mod tuning;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use adapter::list_adapters;
-pub use adapter::{parse_backend, parse_kernel_family, AdapterSummary, GpuOptions};
-pub use choices::{AdapterId, Choice, KERNEL_SET_VERSION};
+pub use adapter::{parse_backend, AdapterSummary, GpuOptions};
+pub use choices::{AdapterId, Choice, KernelSet};
 pub use kernel::{Kernel, Uniform};
 pub use tensor::Tensor;
 pub use timer::PassTimer;
@@ -25,90 +27,6 @@ use crate::error::{Error, Result};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// Which family of kernels a convolution is built from (docs/ARCHITECTURE.md, "Kernel
-/// families"): register blocking in several block sizes, whose best size depends on the
-/// registers of the CPU (or GPU) underneath; GPU-class implicit GEMM in several tile sizes
-/// (workgroup memory, double-buffered); or the first, simple workgroup-memory tiles. Measured
-/// 2-40x apart on lavapipe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum KernelFamily {
-    /// Register blocking, 16 channels x 16 pixels per invocation: many FMAs per load.
-    Register16x16,
-    /// Register blocking, 8 channels x 16 pixels: half the accumulators.
-    Register8x16,
-    /// Register blocking, 16 channels x 8 pixels.
-    Register16x8,
-    /// Register blocking, 8 channels x 8 pixels: the fewest registers.
-    Register8x8,
-    /// GPU GEMM tiles of 32 channels x 128 pixels, 4x4 per invocation: for layers of few channels.
-    Gemm32x128,
-    /// GPU GEMM tiles of 64x64, 4x4 per invocation.
-    Gemm64x64,
-    /// GPU GEMM tiles of 128x128, 8x8 per invocation: for wide layers on large GPUs.
-    Gemm128x128,
-    /// Simple workgroup-memory tiles of 64x64 outputs, 4x4 per invocation, one buffer.
-    Tiled,
-}
-
-impl KernelFamily {
-    /// Every family, in the order the tuner tries them.
-    pub const ALL: [KernelFamily; 8] = [
-        KernelFamily::Register16x16,
-        KernelFamily::Register8x16,
-        KernelFamily::Register16x8,
-        KernelFamily::Register8x8,
-        KernelFamily::Gemm32x128,
-        KernelFamily::Gemm64x64,
-        KernelFamily::Gemm128x128,
-        KernelFamily::Tiled,
-    ];
-
-    /// The name `--kernels` takes and the tuning cache records.
-    pub fn name(self) -> &'static str {
-        match self {
-            KernelFamily::Register16x16 => "register16x16",
-            KernelFamily::Register8x16 => "register8x16",
-            KernelFamily::Register16x8 => "register16x8",
-            KernelFamily::Register8x8 => "register8x8",
-            KernelFamily::Gemm32x128 => "gemm32x128",
-            KernelFamily::Gemm64x64 => "gemm64x64",
-            KernelFamily::Gemm128x128 => "gemm128x128",
-            KernelFamily::Tiled => "tiled",
-        }
-    }
-
-    /// The family of a name; `register` is the 16x16 block, `gemm` the 64x64 tile.
-    pub fn from_name(name: &str) -> Option<KernelFamily> {
-        let name = name.trim().to_ascii_lowercase();
-        match name.as_str() {
-            "register" => Some(KernelFamily::Register16x16),
-            "gemm" => Some(KernelFamily::Gemm64x64),
-            _ => KernelFamily::ALL.into_iter().find(|f| f.name() == name),
-        }
-    }
-
-    /// (channels, pixels) per invocation of a register family.
-    pub fn register_block(self) -> Option<(usize, usize)> {
-        match self {
-            KernelFamily::Register16x16 => Some((16, 16)),
-            KernelFamily::Register8x16 => Some((8, 16)),
-            KernelFamily::Register16x8 => Some((16, 8)),
-            KernelFamily::Register8x8 => Some((8, 8)),
-            _ => None,
-        }
-    }
-
-    /// (rows, columns) of C per workgroup of a GEMM family (rows are channels).
-    pub fn gemm_tile(self) -> Option<(usize, usize)> {
-        match self {
-            KernelFamily::Gemm32x128 => Some((32, 128)),
-            KernelFamily::Gemm64x64 => Some((64, 64)),
-            KernelFamily::Gemm128x128 => Some((128, 128)),
-            _ => None,
-        }
-    }
-}
 
 /// An op and its shape key, e.g. ("conv2d forward", [N, C, H, W, K, R, S, stride, pad]).
 pub type OpShape = (String, Vec<usize>);
@@ -158,25 +76,10 @@ pub struct Gpu {
     pub features: wgpu::Features,
     /// Features the adapter offers (a superset of `features`).
     pub adapter_features: wgpu::Features,
-    /// Kernel family used by ops that have several, unless a per-shape choice says otherwise.
-    pub kernel_family: KernelFamily,
-    /// Whether ops with several kernel families time them per shape (see [`GpuOptions::tune`]).
-    tune: bool,
-    /// Kernel family per (op, shape key), measured once (or loaded from the cache).
-    choices: RefCell<HashMap<(String, Vec<usize>), Choice>>,
-    /// Where choices are remembered between runs (native, when tuning with a cache directory).
-    #[cfg(not(target_arch = "wasm32"))]
-    cache: Option<TuningCache>,
-    /// Choices measured by this device (not loaded).
-    measured: std::cell::Cell<usize>,
-    /// The (op, shape) whose choice a plan of this device looked up or measured.
-    used: RefCell<std::collections::HashSet<OpShape>>,
-    /// Whether a failure to write the cache was reported (once is enough).
-    #[cfg(not(target_arch = "wasm32"))]
-    cache_warned: std::cell::Cell<bool>,
-    /// Tuning was asked for (`auto`) but this device cannot block to time (the browser): the
-    /// (op, shape) built with the default family, for [`crate::ops::conv2d::tune_pending`].
-    untuned: Option<RefCell<Vec<OpShape>>>,
+    /// The kernel variant per (op, shape) of ops that have several, and how they are chosen.
+    choices: store::Store,
+    /// A one-element buffer read back to wait for submitted work without blocking ([`Gpu::done`]).
+    probe: std::cell::OnceCell<Tensor>,
     modules: RefCell<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: RefCell<HashMap<(&'static str, &'static str), Arc<wgpu::ComputePipeline>>>,
     compiled: RefCell<usize>,
@@ -223,24 +126,7 @@ impl Gpu {
             })
             .await
             .map_err(|e| Error::Device(format!("{} ({:?}): {e}", info.name, info.backend)))?;
-        let cpu = info.device_type == wgpu::DeviceType::Cpu;
-        let kernel_family = match opts.kernel_family {
-            Some(f) => f,
-            None if cpu => KernelFamily::Register16x16,
-            None => KernelFamily::Gemm64x64,
-        };
-        // timing kernels blocks, which the browser cannot do
-        let wants_tuning = opts.kernel_family.is_none() && opts.tune.unwrap_or(true);
-        let tune = !cfg!(target_arch = "wasm32") && wants_tuning && !opts.defer_tuning;
-        #[cfg(not(target_arch = "wasm32"))]
-        let cache = match (&opts.tuning_cache, tune) {
-            (Some(dir), true) => Some(TuningCache::new(dir, &info)),
-            _ => None,
-        };
-        #[cfg(not(target_arch = "wasm32"))]
-        let choices = Self::remembered(cache.as_ref());
-        #[cfg(target_arch = "wasm32")]
-        let choices = HashMap::new();
+        let choices = store::Store::new(opts, &info);
         Ok(Gpu {
             device,
             queue,
@@ -248,16 +134,8 @@ impl Gpu {
             limits,
             features,
             adapter_features,
-            kernel_family,
-            tune,
-            choices: RefCell::new(choices),
-            #[cfg(not(target_arch = "wasm32"))]
-            cache,
-            measured: std::cell::Cell::new(0),
-            used: RefCell::new(Default::default()),
-            #[cfg(not(target_arch = "wasm32"))]
-            cache_warned: std::cell::Cell::new(false),
-            untuned: (wants_tuning && !tune).then(|| RefCell::new(Vec::new())),
+            choices,
+            probe: std::cell::OnceCell::new(),
             modules: RefCell::new(HashMap::new()),
             pipelines: RefCell::new(HashMap::new()),
             compiled: RefCell::new(0),
@@ -307,24 +185,31 @@ impl Gpu {
         pipeline
     }
 
-    /// Whether ops time their kernel families per shape on this device.
+    /// What went wrong without stopping anything since the last call (a kernel-choice cache
+    /// that cannot be read or written), one line each, for the caller to report: the library
+    /// prints nothing.
+    pub fn take_warnings(&self) -> Vec<String> {
+        self.choices.take_warnings()
+    }
+
+    /// Whether ops time their kernel variants per shape on this device.
     pub fn tunes(&self) -> bool {
-        self.tune
+        self.choices.tunes()
     }
 
-    /// The kernel family chosen for `op` at shape `key`, if one was measured, loaded or set.
-    pub fn choice(&self, op: &str, key: &[usize]) -> Option<KernelFamily> {
-        let id = (op.to_string(), key.to_vec());
-        let family = self.choices.borrow().get(&id).map(|c| c.family);
-        if family.is_some() {
-            self.used.borrow_mut().insert(id);
-        }
-        family
+    /// The kernel variant `--kernels` forced on this device (by name), if any.
+    pub fn forced_kernels(&self) -> Option<&'static str> {
+        self.choices.forced()
     }
 
-    /// Records the kernel family for `op` at shape `key`; later plans reuse it.
-    pub fn set_choice(&self, op: &str, key: &[usize], family: KernelFamily) {
-        self.record(Choice {
+    /// The kernel variant chosen for `op` at shape `key`, if one was measured, loaded or set.
+    pub fn choice(&self, op: &str, key: &[usize]) -> Option<&'static str> {
+        self.choices.get(op, key)
+    }
+
+    /// Records the kernel variant for `op` at shape `key`; later plans reuse it.
+    pub fn set_choice(&self, op: &str, key: &[usize], family: &'static str) {
+        self.choices.insert(Choice {
             op: op.to_string(),
             shape: key.to_vec(),
             family,
@@ -335,101 +220,51 @@ impl Gpu {
     /// Records a choice measured on this device, and remembers it in the cache file if there is
     /// one (a cache that cannot be written costs the next run its tuning, nothing else).
     pub fn record_measured(&self, choice: Choice) {
-        self.measured.set(self.measured.get() + 1);
-        let id = (choice.op.clone(), choice.shape.clone());
-        self.record(choice);
-        self.used.borrow_mut().insert(id);
-        #[cfg(not(target_arch = "wasm32"))]
-        if let Some(cache) = &self.cache {
-            if let Err(e) = cache.save(&self.choices()) {
-                if !self.cache_warned.replace(true) {
-                    eprintln!("warning: kernel choices {}: {e}", cache.path.display());
-                }
-            }
-        }
-    }
-
-    fn record(&self, choice: Choice) {
-        let key = (choice.op.clone(), choice.shape.clone());
-        self.choices.borrow_mut().insert(key, choice);
+        self.choices.record_measured(choice);
     }
 
     /// Every choice so far (measured, loaded or set), sorted by op and shape.
     pub fn choices(&self) -> Vec<Choice> {
-        let mut v: Vec<Choice> = self.choices.borrow().values().cloned().collect();
-        v.sort_by(|a, b| (&a.op, &a.shape).cmp(&(&b.op, &b.shape)));
-        v
+        self.choices.all()
     }
 
-    /// Notes that `op` at `key` was built with the default family although tuning was asked for
-    /// (a device that cannot block to time); `tune_pending` measures it later.
+    /// Notes that `op` at `key` was built with the default variant although tuning was asked for
+    /// (a device that cannot block to time); the op's `tune_pending` measures it later.
     pub fn note_untuned(&self, op: &str, key: &[usize]) {
-        if let Some(list) = &self.untuned {
-            let entry = (op.to_string(), key.to_vec());
-            let mut list = list.borrow_mut();
-            if !list.contains(&entry) {
-                list.push(entry);
-            }
-        }
+        self.choices.note_untuned(op, key);
     }
 
     /// The (op, shape) noted by [`Gpu::note_untuned`], and forgets them.
     pub fn take_untuned(&self) -> Vec<OpShape> {
-        self.untuned
-            .as_ref()
-            .map(|l| std::mem::take(&mut *l.borrow_mut()))
-            .unwrap_or_default()
+        self.choices.take_untuned()
     }
 
     /// Every choice as text (the browser keeps it in the page's storage), naming this adapter.
     pub fn choices_json(&self) -> String {
-        choices::to_json(&AdapterId::of(&self.info), &self.choices())
+        self.choices.to_json(&self.info)
     }
 
     /// Takes the choices of [`Gpu::choices_json`] text measured on this adapter with this kernel
     /// set; returns how many, or why the text was not used.
     pub fn load_choices_json(&self, text: &str) -> std::result::Result<usize, String> {
-        let loaded = choices::from_json(text, &AdapterId::of(&self.info))?;
-        let n = loaded.len();
-        loaded.into_iter().for_each(|c| self.record(c));
-        Ok(n)
+        self.choices.load_json(text, &self.info)
     }
 
     /// The choices the plans of this device looked up or measured (of every choice known, the
     /// ones that matter to what runs here), sorted by op and shape.
     pub fn choices_used(&self) -> Vec<Choice> {
-        let used = self.used.borrow();
-        let mut v = self.choices();
-        v.retain(|c| used.contains(&(c.op.clone(), c.shape.clone())));
-        v
+        self.choices.used()
     }
 
     /// How many choices this device measured itself (the rest were loaded or set).
     pub fn choices_measured(&self) -> usize {
-        self.measured.get()
+        self.choices.measured()
     }
 
     /// The file that remembers this adapter's choices, if tuning uses one.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn tuning_cache(&self) -> Option<&TuningCache> {
-        self.cache.as_ref()
-    }
-
-    /// The choices remembered in `cache`, by (op, shape); a file that cannot be trusted is
-    /// ignored with a warning.
-    #[cfg(not(target_arch = "wasm32"))]
-    fn remembered(cache: Option<&TuningCache>) -> HashMap<(String, Vec<usize>), Choice> {
-        let Some(cache) = cache else {
-            return HashMap::new();
-        };
-        let (choices, warning) = cache.load();
-        if let Some(w) = warning {
-            eprintln!("warning: {w}");
-        }
-        choices
-            .into_iter()
-            .map(|c| ((c.op.clone(), c.shape.clone()), c))
-            .collect()
+        self.choices.cache()
     }
 
     /// Median wall time of `kernels` over `runs` runs after one untimed run (compilation,
@@ -485,6 +320,19 @@ impl Gpu {
             }
         }
         self.queue.submit([enc.finish()]);
+    }
+
+    /// Resolves once all work submitted so far is done, without blocking the browser: a
+    /// one-element buffer is read back after it (natively that read blocks, as every read does).
+    pub async fn done(&self) -> Result<()> {
+        let probe = match self.probe.get() {
+            Some(p) => p,
+            None => {
+                let p = self.zeros(&[1])?;
+                self.probe.get_or_init(|| p)
+            }
+        };
+        self.read_bytes(probe).await.map(|_| ())
     }
 
     /// Waits until all submitted work is done (native only; the browser has no blocking wait).

@@ -3,7 +3,7 @@
 //! A file of another kernel set, of another adapter, or that does not parse is ignored with a
 //! warning and tuned again, never trusted.
 
-use super::choices::{self, AdapterId, Choice};
+use super::choices::{self, AdapterId, Choice, KernelSet};
 use std::path::{Path, PathBuf};
 
 /// The file that remembers the choices of one adapter.
@@ -12,10 +12,12 @@ pub struct TuningCache {
     /// The JSON file.
     pub path: PathBuf,
     id: AdapterId,
+    /// The names a choice may hold and the version it must carry.
+    set: KernelSet,
 }
 
 impl TuningCache {
-    /// The cache file of the adapter `info` under `dir`.
+    /// The cache file of the adapter `info` under `dir`, for this build's kernel set.
     pub fn new(dir: &Path, info: &wgpu::AdapterInfo) -> TuningCache {
         let id = AdapterId::of(info);
         // a readable stem, and a hash of everything that identifies the adapter
@@ -28,10 +30,12 @@ impl TuningCache {
             })
             .take(40)
             .collect();
-        let hash = fnv1a(&format!("{}\n{}\n{}", id.adapter, id.driver, id.backend));
+        let hash =
+            crate::rng::fnv1a(format!("{}\n{}\n{}", id.adapter, id.driver, id.backend).as_bytes());
         TuningCache {
             path: dir.join(format!("{stem}-{hash:016x}.json")),
             id,
+            set: KernelSet::default(),
         }
     }
 
@@ -48,7 +52,7 @@ impl TuningCache {
                 )
             }
         };
-        match choices::from_json(&text, &self.id) {
+        match choices::from_json(&text, &self.id, &self.set) {
             Ok(choices) => (choices, None),
             Err(why) => (Vec::new(), Some(self.ignored(&why))),
         }
@@ -67,14 +71,7 @@ impl TuningCache {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
-        let text = choices::to_json(&self.id, choices);
+        let text = choices::to_json(&self.id, self.set.version, choices);
         crate::files::write_atomic(&self.path, text.as_bytes())
     }
-}
-
-/// FNV-1a, 64 bits: a stable hash for file names (std's hasher may change between releases).
-fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }

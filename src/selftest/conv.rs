@@ -3,7 +3,8 @@
 
 use super::{f64s, values, Group};
 use crate::error::Result;
-use crate::gpu::{Gpu, GpuOptions, KernelFamily};
+use crate::gpu::{Gpu, GpuOptions};
+use crate::ops::conv2d::KernelFamily;
 use crate::ops::conv2d::{self, Conv2dShape};
 use crate::reference::{conv_backward, conv_forward, Conv};
 
@@ -49,7 +50,7 @@ pub(super) fn check_all(opts: &GpuOptions) -> Result<Vec<Group>> {
     let mut devices = Vec::new();
     for family in KernelFamily::ALL {
         let forced = GpuOptions {
-            kernel_family: Some(family),
+            kernel_family: Some(family.name()),
             tune: Some(false),
             ..opts.clone()
         };

@@ -39,6 +39,9 @@ pub fn fit(
     let dir = dir.writing(ranks.is_root());
     let (train, eval) = setup::training_and_evaluation_sets(config, data.into())?;
     let mut run = Run::open(config, &*train, ranks, dir, events)?;
+    for w in run.opened.gpu.take_warnings() {
+        run.events.emit(Event::Warning(w));
+    }
     run.events.emit(Event::Started(run.info(&*train, &*eval)));
     let mut summary = TrainSummary {
         epochs: Vec::new(),
@@ -166,7 +169,8 @@ impl<'a> Run<'a> {
                     data_wait(batches.waited.as_secs_f64(), elapsed)
                 );
             }
-            for w in train.take_warnings() {
+            let warnings = train.take_warnings().into_iter();
+            for w in warnings.chain(self.opened.gpu.take_warnings()) {
                 self.events.emit(Event::Warning(w));
             }
             self.events.emit(Event::Training {

@@ -81,10 +81,12 @@ impl dyn Ranks + '_ {
             true => f().map(Some),
             false => Ok(None),
         };
-        match self.together(first)? {
+        // every rank takes part in both exchanges, in the same order
+        let second = match self.together(first)? {
             Some(done) => Ok(done),
-            None => self.together(f()),
-        }
+            None => f(),
+        };
+        self.together(second)
     }
 
     /// This rank's images of every global batch of `batch`: its contiguous shard.
@@ -233,13 +235,10 @@ impl Collective for Timed<'_, '_> {
     }
 }
 
-/// A 64-bit FNV-1a hash, exact in an f64 to 2^53 after the shift, for comparing values across
-/// ranks without sending them.
+/// FNV-1a of `bytes` shifted to 53 bits, exact in the f64 that the ranks exchange, for
+/// comparing values across ranks without sending them.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    });
-    h >> 11
+    crate::rng::fnv1a(bytes) >> 11
 }
 
 #[cfg(test)]

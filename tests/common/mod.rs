@@ -6,13 +6,14 @@ pub mod cifar;
 pub mod cli;
 pub mod serve;
 
-use resnet::gpu::{Gpu, GpuOptions, Kernel, KernelFamily, Tensor};
+use resnet::gpu::{Gpu, GpuOptions, Kernel, Tensor};
+use resnet::ops::conv2d::KernelFamily;
 
 /// The default adapter (lavapipe here), optionally with a forced kernel family; no tuning (the
 /// family by adapter type), so that every test computes with the same kernels every time.
 pub fn gpu_with(kernel_family: Option<KernelFamily>) -> Gpu {
     Gpu::new_blocking(&GpuOptions {
-        kernel_family,
+        kernel_family: kernel_family.map(KernelFamily::name),
         ..untuned()
     })
     .expect("a GPU adapter")
@@ -33,7 +34,7 @@ pub fn gpu() -> Gpu {
 
 /// Every kernel family (each register block size and the tiles), so each is tested on whatever
 /// adapter is present.
-pub const KERNEL_FAMILIES: [KernelFamily; 8] = KernelFamily::ALL;
+pub const KERNEL_FAMILIES: [KernelFamily; KernelFamily::ALL.len()] = KernelFamily::ALL;
 
 /// Runs kernels and waits.
 pub fn run(gpu: &Gpu, kernels: &[Kernel]) {

@@ -7,9 +7,9 @@ use js_sys::{Float32Array, Promise, Uint8Array};
 use resnet::checkpoint::{self, Checkpoint};
 use resnet::cifar10;
 use resnet::classify::softmax;
-use resnet::gpu::{parse_kernel_family, Gpu, GpuOptions};
+use resnet::gpu::{Gpu, GpuOptions};
 use resnet::model::{ModelSpec, ModelState};
-use resnet::ops::conv2d::tune_pending;
+use resnet::ops::conv2d::{parse_kernel_family, tune_pending, KernelFamily};
 use resnet::ops::sgd::SgdConfig;
 use resnet::plan::{Normalize, Plan, PlanConfig};
 use resnet::preprocess::Preprocess;
@@ -50,7 +50,7 @@ const SIZE: (usize, usize) = (32, 32);
 async fn open(kernels: Option<String>, remembered: Option<String>) -> Result<Gpu, JsError> {
     let mut opts = GpuOptions::default();
     if let Some(k) = kernels.filter(|k| !k.is_empty() && k != "auto") {
-        opts.kernel_family = Some(parse_kernel_family(&k).map_err(js_err)?);
+        opts.kernel_family = Some(parse_kernel_family(&k).map_err(js_err)?.name());
     }
     let gpu = Gpu::new(&opts).await.map_err(js_err)?;
     if let Some(text) = remembered.filter(|t| !t.is_empty() && opts.kernel_family.is_none()) {
@@ -137,10 +137,10 @@ impl Engine {
     pub fn adapter(&self) -> String {
         let g = &self.inner.gpu;
         let kernels = match g.choices().len() {
-            0 => format!("{} kernels", g.kernel_family.name()),
+            0 => format!("{} kernels", KernelFamily::of(g).name()),
             n => format!(
                 "{n} convolution shapes with timed kernels, else {}",
-                g.kernel_family.name()
+                KernelFamily::of(g).name()
             ),
         };
         let kind = format!("{:?}, {:?}, {kernels}", g.info.backend, g.info.device_type);

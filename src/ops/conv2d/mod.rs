@@ -1,13 +1,16 @@
 //! conv2d forward and backward: implicit GEMM as register kernels in several block sizes
-//! (shaders/conv2d.wgsl, `variants`), as GPU-class GEMM tiles (shaders/conv2d_gemm.wgsl, `gemm`)
-//! and as the first, simple workgroup-memory tiles (shaders/conv2d.wgsl).
+//! (shaders/conv2d.wgsl), as GPU-class GEMM tiles (shaders/conv2d_gemm.wgsl, `gemm`) and as the
+//! first, simple workgroup-memory tiles (shaders/conv2d.wgsl); the families are the rows of
+//! `family`, their modules expanded from the templates by `template`.
 //!
 //! x [N, C, H, W], w [K, C, R, S], bias [K], y [N, K, P, Q].
 
+mod family;
 mod gemm;
+mod template;
 mod tune;
-mod variants;
 
+pub use family::{all_sources, parse_kernel_family, KernelFamily, KERNEL_SET_VERSION};
 pub use tune::tune_pending;
 
 /// The op names in errors and kernel choices.
@@ -19,7 +22,8 @@ pub const BACKWARD_WEIGHT: &str = "conv2d backward (weight)";
 
 use super::{check_shape, dummy};
 use crate::error::{shape_err, Error, Result};
-use crate::gpu::{Gpu, Kernel, KernelFamily, Tensor, Uniform};
+use crate::gpu::{Gpu, Kernel, Tensor, Uniform};
+use family::{module, Scheme};
 
 /// The block of the kernels that are not register-blocked (tiled, reductions): any module holds them.
 const SHARED: KernelFamily = KernelFamily::Tiled;
@@ -171,22 +175,7 @@ impl Conv2dShape {
     }
 }
 
-/// The shader module (file name, source) that holds `family`'s kernels.
-fn module(family: KernelFamily) -> (&'static str, &'static str) {
-    match family.gemm_tile() {
-        Some(_) => gemm::module(family),
-        None => variants::module(family),
-    }
-}
-
-/// Every module's source (each once), for validation.
-pub fn all_sources() -> Vec<(&'static str, &'static str)> {
-    let mut all: Vec<_> = KernelFamily::ALL.into_iter().map(module).collect();
-    all.sort_by_key(|m| m.0);
-    all.dedup_by_key(|m| m.0);
-    all
-}
-
+/// Builds one kernel of `family`'s module.
 fn kernel(
     gpu: &Gpu,
     op: &'static str,
@@ -282,7 +271,8 @@ fn pick(
     sh: &Conv2dShape,
     build: impl Fn(KernelFamily) -> Result<Vec<Kernel>>,
 ) -> Result<Vec<Kernel>> {
-    if let Some(f) = gpu.choice(op, &sh.key()) {
+    // a remembered name no family has any more is no choice: it is measured again
+    if let Some(f) = gpu.choice(op, &sh.key()).and_then(KernelFamily::from_name) {
         return build(f);
     }
     #[cfg(not(target_arch = "wasm32"))]
@@ -290,7 +280,7 @@ fn pick(
         return tune::fastest(gpu, op, sh, build);
     }
     gpu.note_untuned(op, &sh.key());
-    build(gpu.kernel_family)
+    build(KernelFamily::of(gpu))
 }
 
 /// Records y = conv2d(x, w) + bias. Returns the kernels to dispatch, in order.
@@ -335,16 +325,17 @@ pub(super) fn forward_with(
     family: KernelFamily,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = FORWARD;
-    if family.gemm_tile().is_some() {
-        return gemm::forward(gpu, sh, x, w, b, has_bias, y, family);
-    }
     let npq = (sh.n * sh.p() * sh.q()) as u64;
-    let Some((cb, pb)) = family.register_block() else {
-        let params = sh.params(1, 0, has_bias, 16);
-        let tiles = (sh.k as u64).div_ceil(64) * npq.div_ceil(64);
-        let bufs = [(1, w), (2, x), (3, y), (4, b)];
-        let k = kernel_grid(gpu, OP, (family, "conv_fwd_tiled"), params, &bufs, tiles, 1)?;
-        return Ok(vec![k]);
+    let (cb, pb) = match family.scheme() {
+        Scheme::Gemm(tile) => return gemm::forward(gpu, sh, x, w, b, has_bias, y, family, tile),
+        Scheme::Register { channels, pixels } => (channels, pixels),
+        Scheme::Tiled => {
+            let params = sh.params(1, 0, has_bias, 16);
+            let tiles = (sh.k as u64).div_ceil(64) * npq.div_ceil(64);
+            let bufs = [(1, w), (2, x), (3, y), (4, b)];
+            let k = kernel_grid(gpu, OP, (family, "conv_fwd_tiled"), params, &bufs, tiles, 1)?;
+            return Ok(vec![k]);
+        }
     };
     let params = sh.params(1, 0, has_bias, cb);
     let kpad = sh.k.div_ceil(cb) * cb;
@@ -380,17 +371,18 @@ pub(super) fn backward_input_with(
     family: KernelFamily,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = BACKWARD_INPUT;
-    if family.gemm_tile().is_some() {
-        return gemm::backward_input(gpu, sh, dy, w, dx, family);
-    }
     let nhw = (sh.n * sh.h * sh.w) as u64;
-    let Some((cb, pb)) = family.register_block() else {
-        let params = sh.params(1, 0, false, 16);
-        let tiles = (sh.c as u64).div_ceil(64) * nhw.div_ceil(64);
-        let dummy_bias = dummy(gpu)?;
-        let bufs = [(1, w), (2, dy), (3, dx), (4, &dummy_bias)];
-        let k = kernel_grid(gpu, OP, (family, "conv_dx_tiled"), params, &bufs, tiles, 1)?;
-        return Ok(vec![k]);
+    let (cb, pb) = match family.scheme() {
+        Scheme::Gemm(tile) => return gemm::backward_input(gpu, sh, dy, w, dx, family, tile),
+        Scheme::Register { channels, pixels } => (channels, pixels),
+        Scheme::Tiled => {
+            let params = sh.params(1, 0, false, 16);
+            let tiles = (sh.c as u64).div_ceil(64) * nhw.div_ceil(64);
+            let dummy_bias = dummy(gpu)?;
+            let bufs = [(1, w), (2, dy), (3, dx), (4, &dummy_bias)];
+            let k = kernel_grid(gpu, OP, (family, "conv_dx_tiled"), params, &bufs, tiles, 1)?;
+            return Ok(vec![k]);
+        }
     };
     let params = sh.params(1, 0, false, cb);
     let cpad = sh.c.div_ceil(cb) * cb;
@@ -442,10 +434,12 @@ pub(super) fn backward_weight_with(
 ) -> Result<Vec<Kernel>> {
     const OP: &str = BACKWARD_WEIGHT;
     let crs = sh.c * sh.r * sh.s;
-    let (mut kernels, partial, splits) = match (family.register_block(), family.gemm_tile()) {
-        (Some(block), _) => dw_register(gpu, sh, x, dy, family, block)?,
-        (None, Some(_)) => gemm::backward_weight(gpu, sh, x, dy, family)?,
-        (None, None) => dw_tiled(gpu, sh, x, dy, family)?,
+    let (mut kernels, partial, splits) = match family.scheme() {
+        Scheme::Register { channels, pixels } => {
+            dw_register(gpu, sh, x, dy, family, (channels, pixels))?
+        }
+        Scheme::Gemm(tile) => gemm::backward_weight(gpu, sh, x, dy, family, tile)?,
+        Scheme::Tiled => dw_tiled(gpu, sh, x, dy, family)?,
     };
     // the splits' partial sums, added in a fixed order
     let params = sh.params(splits, 0, false, 16);

@@ -1,29 +1,40 @@
-//! Choosing a kernel family per convolution shape by timing every family: blocking where the
-//! device can wait (native), asynchronously where it cannot (the browser). Both run the same race:
-//! the device's own family first (a tie keeps it), each family once untimed (compilation, caches;
-//! a family over four times the best so far is dropped there), then once timed; a family more
-//! than twice as slow as the best so far is dropped there (a slow adapter should not wait for
-//! hopeless kernels), the others get two more runs and their median counts. Where one run is
-//! shorter than a millisecond (GPUs), each timed run repeats the kernels in one submission, about
-//! a millisecond's worth, so that the cost of submitting and waiting does not hide the
-//! differences between kernels. A family that cannot be built at a shape (a grid over the
-//! device's limits) is left out of that race.
+//! Choosing a kernel family per convolution shape by timing every family, in one race written
+//! once, asynchronously (the browser cannot block); native code blocks on it with `pollster` when
+//! a plan is built, the browser runs it later ([`tune_pending`]). The race: the device's own
+//! family first (a tie keeps it), each family once untimed (compilation, caches; a family over
+//! four times the best so far is dropped there, its untimed run recorded as its time), then once
+//! timed; a family more than twice as slow as the best so far is dropped there (a slow adapter
+//! should not wait for hopeless kernels; that one run is recorded), the others get two more runs
+//! and their median counts. Where one run is shorter than a millisecond (GPUs), each timed run
+//! repeats the kernels in one submission, about a millisecond's worth, so that the cost of
+//! submitting and waiting does not hide the differences between kernels. A family that cannot be
+//! built at a shape (a grid over the device's limits) is left out of that race (and of the times
+//! recorded).
 
+use super::KernelFamily;
 use super::{Conv2dShape, BACKWARD_INPUT, BACKWARD_WEIGHT, FORWARD};
-use crate::error::Result;
-use crate::gpu::{Choice, Gpu, Kernel, KernelFamily};
+use crate::error::{Error, Result};
+use crate::gpu::{Choice, Gpu, Kernel};
 
-/// The times of the families so far and the fastest.
+/// The times of the families so far, the fastest, its kernels, and why a family failed to build.
 struct Race {
     ms: Vec<(KernelFamily, f64)>,
     best: Option<(f64, KernelFamily)>,
+    // read by the native `fastest` only (the browser builds its plans before it times)
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    kept: Option<Vec<Kernel>>,
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    failed: Option<Error>,
 }
 
 impl Race {
+    /// A race nobody has run yet.
     fn new() -> Race {
         Race {
             ms: Vec::new(),
             best: None,
+            kept: None,
+            failed: None,
         }
     }
 
@@ -53,26 +64,55 @@ impl Race {
 
     /// The families in the order they run: the device's own first.
     fn entrants(gpu: &Gpu) -> Vec<KernelFamily> {
-        let mut all = vec![gpu.kernel_family];
-        all.extend(
-            KernelFamily::ALL
-                .into_iter()
-                .filter(|&f| f != gpu.kernel_family),
-        );
+        let own = KernelFamily::of(gpu);
+        let mut all = vec![own];
+        all.extend(KernelFamily::ALL.into_iter().filter(|&f| f != own));
         all
     }
 
-    fn choice(self, op: &str, sh: &Conv2dShape) -> Choice {
+    /// What the race measured of `op` at `sh`, for the device's store (families by name).
+    fn choice(&self, op: &str, sh: &Conv2dShape) -> Choice {
         Choice {
             op: op.to_string(),
             shape: sh.key(),
-            family: self.best.expect("at least one family").1,
-            ms: self.ms,
+            family: self.best.expect("at least one family").1.name(),
+            ms: self.ms.iter().map(|&(f, ms)| (f.name(), ms)).collect(),
         }
+    }
+
+    /// Times every family `build` builds (see the module's doc), waiting for each run without
+    /// blocking; keeps the fastest's kernels.
+    async fn run(gpu: &Gpu, build: impl Fn(KernelFamily) -> Result<Vec<Kernel>>) -> Result<Race> {
+        let mut race = Race::new();
+        for family in Race::entrants(gpu) {
+            let ks = match build(family) {
+                Ok(ks) => ks,
+                Err(e) => {
+                    race.failed = Some(e); // over a limit of this device at this shape
+                    continue;
+                }
+            };
+            let warm_up = timed_run(gpu, &ks, 1).await?;
+            if !race.worth_timing(warm_up) {
+                race.finish(family, vec![warm_up]);
+                continue;
+            }
+            let times = repeats(warm_up);
+            let mut runs = vec![timed_run(gpu, &ks, times).await?];
+            if race.worth_more(runs[0]) {
+                runs.push(timed_run(gpu, &ks, times).await?);
+                runs.push(timed_run(gpu, &ks, times).await?);
+            }
+            if race.finish(family, runs) {
+                race.kept = Some(ks);
+            }
+        }
+        Ok(race)
     }
 }
 
-/// Times every family at `sh` (blocking), records and returns the fastest one's kernels.
+/// Times every family at `sh` (blocking on the race), records and returns the fastest one's
+/// kernels; where no family builds, the last one's error.
 #[cfg(not(target_arch = "wasm32"))]
 pub(super) fn fastest(
     gpu: &Gpu,
@@ -80,42 +120,13 @@ pub(super) fn fastest(
     sh: &Conv2dShape,
     build: impl Fn(KernelFamily) -> Result<Vec<Kernel>>,
 ) -> Result<Vec<Kernel>> {
-    let run_ms = |ks: &[Kernel], times: usize| {
-        let t0 = std::time::Instant::now();
-        gpu.run_times(ks, times);
-        gpu.wait();
-        t0.elapsed().as_secs_f64() * 1e3 / times as f64
-    };
-    let mut race = Race::new();
-    let (mut kept, mut failed) = (None, None);
-    for family in Race::entrants(gpu) {
-        let ks = match build(family) {
-            Ok(ks) => ks,
-            Err(e) => {
-                failed = Some(e);
-                continue;
-            }
-        };
-        let warm_up = run_ms(&ks, 1);
-        if !race.worth_timing(warm_up) {
-            race.finish(family, vec![warm_up]);
-            continue;
-        }
-        let times = repeats(warm_up);
-        let mut runs = vec![run_ms(&ks, times)];
-        if race.worth_more(runs[0]) {
-            runs.extend([run_ms(&ks, times), run_ms(&ks, times)]);
-        }
-        if race.finish(family, runs) {
-            kept = Some(ks);
-        }
-    }
-    match kept {
+    let mut race = pollster::block_on(Race::run(gpu, build))?;
+    match race.kept.take() {
         Some(ks) => {
             gpu.record_measured(race.choice(op, sh));
             Ok(ks)
         }
-        None => Err(failed.expect("a family failed to build")),
+        None => Err(race.failed.expect("a family failed to build")),
     }
 }
 
@@ -125,9 +136,8 @@ pub(super) fn fastest(
 /// many (op, shape) were measured.
 pub async fn tune_pending(gpu: &Gpu) -> Result<usize> {
     let pending = gpu.take_untuned();
-    let probe = gpu.zeros(&[1])?;
     for (i, (op, key)) in pending.iter().enumerate() {
-        if let Err(e) = tune_one(gpu, op, key, &probe).await {
+        if let Err(e) = tune_one(gpu, op, key).await {
             // what was not timed stays pending
             pending[i..]
                 .iter()
@@ -138,28 +148,12 @@ pub async fn tune_pending(gpu: &Gpu) -> Result<usize> {
     Ok(pending.len())
 }
 
-async fn tune_one(gpu: &Gpu, op: &str, key: &[usize], probe: &crate::gpu::Tensor) -> Result<()> {
+/// Times every family at one (op, shape) on buffers of its own, and records the fastest.
+async fn tune_one(gpu: &Gpu, op: &str, key: &[usize]) -> Result<()> {
     let Some(sh) = Conv2dShape::from_key(key) else {
         return Ok(());
     };
-    let mut race = Race::new();
-    for family in Race::entrants(gpu) {
-        let Ok(ks) = build_alone(gpu, op, &sh, family) else {
-            continue; // over a limit of this device at this shape: not a contender
-        };
-        let warm_up = timed_run(gpu, &ks, probe, 1).await?;
-        if !race.worth_timing(warm_up) {
-            race.finish(family, vec![warm_up]);
-            continue;
-        }
-        let times = repeats(warm_up);
-        let mut runs = vec![timed_run(gpu, &ks, probe, times).await?];
-        if race.worth_more(runs[0]) {
-            runs.push(timed_run(gpu, &ks, probe, times).await?);
-            runs.push(timed_run(gpu, &ks, probe, times).await?);
-        }
-        race.finish(family, runs);
-    }
+    let race = Race::run(gpu, |family| build_alone(gpu, op, &sh, family)).await?;
     if race.best.is_some() {
         gpu.record_measured(race.choice(op, &sh));
     }
@@ -172,16 +166,11 @@ fn repeats(first_ms: f64) -> usize {
     (1.0 / first_ms.max(1e-3)).ceil().clamp(1.0, 16.0) as usize
 }
 
-/// Milliseconds per run from submitting `ks` `times` over to reading `probe` back after them.
-async fn timed_run(
-    gpu: &Gpu,
-    ks: &[Kernel],
-    probe: &crate::gpu::Tensor,
-    times: usize,
-) -> Result<f64> {
+/// Milliseconds per run from submitting `ks` `times` over to the device being done with them.
+async fn timed_run(gpu: &Gpu, ks: &[Kernel], times: usize) -> Result<f64> {
     let t0 = crate::gpu::now_ms();
     gpu.run_times(ks, times);
-    gpu.read(probe).await?;
+    gpu.done().await?;
     Ok((crate::gpu::now_ms() - t0) / times as f64)
 }
 

@@ -1,0 +1,355 @@
+//! The convolution kernel families, one row each in the `families!` list below: the only place a family
+//! is added (its row, its template if it brings one, and [`KERNEL_SET_VERSION`] bumped). A row
+//! names the family (`--kernels`, the tuning cache), its shader module and the scheme its three
+//! ops are built with, which sets the template's constants; everything else is derived from the
+//! rows: parsing names, the device's default family, the modules' sources, and what the GPU
+//! layer's choice store may record (it stores names and knows nothing of convolutions).
+
+use super::template;
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, GpuOptions, KernelSet};
+use std::sync::OnceLock;
+
+/// The version of the kernel set: bump it whenever a family is added, removed or changed (its row
+/// or its template), so that choices measured on the old kernels are measured again.
+pub const KERNEL_SET_VERSION: u32 = 3;
+
+/// The family of CPU drivers where nothing was measured: register blocks suit their registers.
+const CPU_DEFAULT: KernelFamily = KernelFamily::Register16x16;
+
+/// The family of GPUs where nothing was measured.
+const GPU_DEFAULT: KernelFamily = KernelFamily::Gemm64x64;
+
+const REGISTER_TEMPLATE: &str = include_str!("../../../shaders/conv2d.wgsl");
+const GEMM_TEMPLATE: &str = include_str!("../../../shaders/conv2d_gemm.wgsl");
+
+/// A tile of the GEMM kernels: rows (channels) and columns of C per workgroup, depth per step,
+/// and the rows and columns each of the 256 invocations keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tile {
+    /// Rows (output channels) of C per workgroup.
+    pub tm: usize,
+    /// Columns (pixels or weights) of C per workgroup.
+    pub tn: usize,
+    /// Depth per step through workgroup memory.
+    pub tk: usize,
+    /// Rows per invocation.
+    pub rm: usize,
+    /// Columns per invocation.
+    pub rn: usize,
+}
+
+/// How a family computes the three ops (forward, backward to the input and to the weights), and
+/// with it which template its module expands and with which constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    /// shaders/conv2d.wgsl's register kernels (`conv_fwd_reg`, `conv_dx_reg`, `conv_dw_reg`) on
+    /// weights re-laid first, `channels` x `pixels` (or weights) per invocation (`CB` x `PB`).
+    Register {
+        /// Output channels per invocation (a multiple of 4).
+        channels: usize,
+        /// Pixels (or weights) per invocation (a multiple of 4).
+        pixels: usize,
+    },
+    /// shaders/conv2d_gemm.wgsl's kernels (`conv_fwd_gemm`, `conv_dx_gemm`, `conv_dw_gemm`).
+    Gemm(Tile),
+    /// shaders/conv2d.wgsl's workgroup-memory tiles of 64x64 outputs (`conv_fwd_tiled`,
+    /// `conv_dx_tiled`, `conv_dw_tiled`): in every register module, taken from the 16x16 one.
+    Tiled,
+}
+
+/// One family's row.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Family {
+    /// The family.
+    pub id: KernelFamily,
+    /// The name `--kernels` takes and the tuning cache records.
+    pub name: &'static str,
+    /// A shorter name `--kernels` also takes.
+    pub alias: Option<&'static str>,
+    /// The shader module's name (pipeline cache, errors): rows of one name share one module.
+    pub module: &'static str,
+    /// How its ops are computed.
+    pub scheme: Scheme,
+}
+
+/// Declares [`KernelFamily`] and [`FAMILIES`] from one list, so that a family is one row (and
+/// the enum's order is the table's).
+macro_rules! families {
+    ($($(#[$doc:meta])* $id:ident: $name:literal, $alias:expr, $module:literal, $scheme:expr;)*) => {
+        /// Which family of kernels a convolution is built from (DESIGN.md, principle 4): register
+        /// blocking in several block sizes, whose best size depends on the registers of the CPU
+        /// (or GPU) underneath; GPU-class implicit GEMM in several tile sizes (workgroup memory,
+        /// double-buffered); or the first, simple workgroup-memory tiles. Measured 2-40x apart on
+        /// lavapipe.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum KernelFamily {
+            $($(#[$doc])* $id,)*
+        }
+
+        /// Every family's row, in the order of [`KernelFamily`] (the order the tuner tries them).
+        pub(crate) const FAMILIES: &[Family] = &[$(Family {
+            id: KernelFamily::$id,
+            name: $name,
+            alias: $alias,
+            module: $module,
+            scheme: $scheme,
+        },)*];
+    };
+}
+
+// Columns: the family, its name, another name `--kernels` takes, its shader module, and the
+// scheme with its constants (register blocks: channels x pixels; GEMM tiles: TM, TN, TK, RM, RN).
+// Both workgroup buffers of each GEMM tile fit WebGPU's default 16 KiB: 2 * (TM + TN) * TK * 4
+// bytes (tested below); and each tile is 256 invocations: (TM / RM) * (TN / RN) (asserted when
+// its module is expanded).
+families! {
+    /// Register blocking, 16 channels x 16 pixels per invocation: many FMAs per load.
+    Register16x16: "register16x16", Some("register"), "conv2d.wgsl",                register(16, 16);
+    /// Register blocking, 8 channels x 16 pixels: half the accumulators.
+    Register8x16:  "register8x16",  None,             "conv2d.wgsl (8x16)",         register(8, 16);
+    /// Register blocking, 16 channels x 8 pixels.
+    Register16x8:  "register16x8",  None,             "conv2d.wgsl (16x8)",         register(16, 8);
+    /// Register blocking, 8 channels x 8 pixels: the fewest registers.
+    Register8x8:   "register8x8",   None,             "conv2d.wgsl (8x8)",          register(8, 8);
+    /// GPU GEMM tiles of 32 channels x 128 pixels, 4x4 per invocation: for layers of few channels.
+    Gemm32x128:    "gemm32x128",    None,             "conv2d_gemm.wgsl (32x128)",  gemm(32, 128, 8, 4, 4);
+    /// GPU GEMM tiles of 64x64, 4x4 per invocation.
+    Gemm64x64:     "gemm64x64",     Some("gemm"),     "conv2d_gemm.wgsl (64x64)",   gemm(64, 64, 16, 4, 4);
+    /// GPU GEMM tiles of 128x128, 8x8 per invocation: for wide layers on large GPUs.
+    Gemm128x128:   "gemm128x128",   None,             "conv2d_gemm.wgsl (128x128)", gemm(128, 128, 8, 8, 8);
+    /// Simple workgroup-memory tiles of 64x64 outputs, 4x4 per invocation, one buffer.
+    Tiled:         "tiled",         None,             "conv2d.wgsl",                Scheme::Tiled;
+}
+
+/// The scheme of a register block of `channels` x `pixels`.
+const fn register(channels: usize, pixels: usize) -> Scheme {
+    Scheme::Register { channels, pixels }
+}
+
+/// The scheme of a GEMM tile.
+const fn gemm(tm: usize, tn: usize, tk: usize, rm: usize, rn: usize) -> Scheme {
+    Scheme::Gemm(Tile { tm, tn, tk, rm, rn })
+}
+
+impl KernelFamily {
+    /// Every family, in the order the tuner tries them.
+    pub const ALL: [KernelFamily; FAMILIES.len()] = {
+        let mut all = [FAMILIES[0].id; FAMILIES.len()];
+        let mut i = 0;
+        while i < all.len() {
+            all[i] = FAMILIES[i].id;
+            i += 1;
+        }
+        all
+    };
+
+    /// This family's row (the enum and the table are declared together, in one order).
+    fn row(self) -> &'static Family {
+        &FAMILIES[self as usize]
+    }
+
+    /// The name `--kernels` takes and the tuning cache records.
+    pub fn name(self) -> &'static str {
+        self.row().name
+    }
+
+    /// The family of a name or alias (`register` is the 16x16 block, `gemm` the 64x64 tile).
+    pub fn from_name(name: &str) -> Option<KernelFamily> {
+        let name = name.trim().to_ascii_lowercase();
+        FAMILIES
+            .iter()
+            .find(|f| f.name == name || f.alias == Some(name.as_str()))
+            .map(|f| f.id)
+    }
+
+    /// How this family computes the ops.
+    pub(crate) fn scheme(self) -> Scheme {
+        self.row().scheme
+    }
+
+    /// (channels, pixels) per invocation of a register family.
+    pub fn register_block(self) -> Option<(usize, usize)> {
+        match self.scheme() {
+            Scheme::Register { channels, pixels } => Some((channels, pixels)),
+            _ => None,
+        }
+    }
+
+    /// (rows, columns) of C per workgroup of a GEMM family (rows are channels).
+    pub fn gemm_tile(self) -> Option<(usize, usize)> {
+        match self.scheme() {
+            Scheme::Gemm(t) => Some((t.tm, t.tn)),
+            _ => None,
+        }
+    }
+
+    /// The family ops build with on `gpu` where no per-shape choice says otherwise: the one
+    /// `--kernels` forced, else register blocks on CPU drivers and GEMM tiles on GPUs.
+    pub fn of(gpu: &Gpu) -> KernelFamily {
+        match gpu.forced_kernels().and_then(KernelFamily::from_name) {
+            Some(f) => f,
+            None if gpu.info.device_type == wgpu::DeviceType::Cpu => CPU_DEFAULT,
+            None => GPU_DEFAULT,
+        }
+    }
+}
+
+impl Scheme {
+    /// The source of this scheme's module: its template with its constants set.
+    fn source(self, module: &str) -> String {
+        match self {
+            Scheme::Register { channels, pixels } => {
+                let consts = [("CB", channels), ("PB", pixels)];
+                let counts = [("CB4", channels / 4), ("PB4", pixels / 4)];
+                template::expand(module, REGISTER_TEMPLATE, &consts, &counts)
+            }
+            Scheme::Tiled => register(16, 16).source(module),
+            Scheme::Gemm(t) => {
+                assert_eq!(
+                    (t.tm / t.rm) * (t.tn / t.rn),
+                    256,
+                    "a tile needs 256 invocations"
+                );
+                let consts = [
+                    ("TM", t.tm),
+                    ("TN", t.tn),
+                    ("TK", t.tk),
+                    ("RM", t.rm),
+                    ("RN", t.rn),
+                ];
+                // the counts marked lines may loop over
+                let counts = [
+                    ("RM", t.rm),
+                    ("RM4", t.rm / 4),
+                    ("RN4", t.rn / 4),
+                    ("A_SLOADS", t.tk * t.tm / 256),
+                    ("B_LOADS", t.tk * t.tn / 256),
+                ];
+                template::expand(module, GEMM_TEMPLATE, &consts, &counts)
+            }
+        }
+    }
+}
+
+/// The shader module (name, source) that holds `family`'s kernels, expanded once per process.
+pub(super) fn module(family: KernelFamily) -> (&'static str, &'static str) {
+    static SOURCES: [OnceLock<String>; FAMILIES.len()] =
+        [const { OnceLock::new() }; FAMILIES.len()];
+    let row = family.row();
+    let source = SOURCES[family as usize].get_or_init(|| row.scheme.source(row.module));
+    (row.module, source.as_str())
+}
+
+/// Every module's source (each once), for validation.
+pub fn all_sources() -> Vec<(&'static str, &'static str)> {
+    let mut all: Vec<_> = KernelFamily::ALL.into_iter().map(module).collect();
+    all.sort_by_key(|m| m.0);
+    all.dedup_by_key(|m| m.0);
+    all
+}
+
+/// Parses a kernel family name: `register` (the 16x16 block), `register8x16`, `register16x8`,
+/// `register8x8` (CPU drivers, small GPUs), `gemm` (the 64x64 tile), `gemm32x128`,
+/// `gemm128x128` (GPUs) or `tiled`.
+pub fn parse_kernel_family(name: &str) -> Result<KernelFamily> {
+    KernelFamily::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = KernelFamily::ALL.iter().map(|f| f.name()).collect();
+        Error::Invalid(format!(
+            "`kernels`: unknown kernel family '{}' (expected auto, register, gemm, {})",
+            name.trim(),
+            names.join(", ")
+        ))
+    })
+}
+
+impl Default for KernelSet {
+    /// This build's kernel set: the convolution families (the only op with several kernels).
+    fn default() -> KernelSet {
+        KernelSet {
+            version: KERNEL_SET_VERSION,
+            canonical: |name| KernelFamily::from_name(name).map(KernelFamily::name),
+        }
+    }
+}
+
+// The options that name kernel families live here, beside the families, so that the GPU layer
+// stores a name without knowing which names exist.
+impl GpuOptions {
+    /// Applies a `--kernels` value: a family name forces that family, `auto` measures every
+    /// family per convolution shape.
+    pub fn set_kernels(&mut self, name: &str) -> Result<()> {
+        if name.trim().eq_ignore_ascii_case("auto") {
+            self.kernel_family = None;
+            self.tune = Some(true);
+        } else {
+            self.kernel_family = Some(parse_kernel_family(name)?.name());
+            self.tune = Some(false);
+        }
+        Ok(())
+    }
+
+    /// Options from the environment: `WGPU_BACKEND` (read by wgpu) and `RESNET_KERNELS`.
+    pub fn from_env() -> Result<Self> {
+        let mut o = GpuOptions::default();
+        match std::env::var("RESNET_KERNELS") {
+            Ok(v) if !v.is_empty() => o.set_kernels(&v)?,
+            _ => {}
+        }
+        Ok(o)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_aliases_parse_to_their_rows() {
+        for f in KernelFamily::ALL {
+            assert_eq!(KernelFamily::from_name(f.name()), Some(f));
+            assert_eq!(f.row().id, f);
+        }
+        assert_eq!(
+            KernelFamily::from_name(" Register "),
+            Some(KernelFamily::Register16x16)
+        );
+        assert_eq!(
+            KernelFamily::from_name("gemm"),
+            Some(KernelFamily::Gemm64x64)
+        );
+        assert_eq!(KernelFamily::from_name("auto"), None);
+    }
+
+    #[test]
+    fn rows_that_share_a_module_share_its_source() {
+        for a in KernelFamily::ALL {
+            for b in KernelFamily::ALL {
+                if module(a).0 == module(b).0 {
+                    assert_eq!(module(a).1, module(b).1, "{a:?} {b:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_tile_constant_is_set_and_every_marked_line_written_out() {
+        let e = module(KernelFamily::Gemm128x128).1;
+        assert!(e.contains("const TM: u32 = 128u;") && e.contains("const RN: u32 = 8u;"));
+        assert!(e.contains("const TK: u32 = 8u;") && !e.contains("const TM: u32 = 64u;"));
+        assert!(!e.lines().any(|l| l.trim_start().starts_with("//%")) && !e.contains("{r}"));
+        // 8 rows x 2 column groups of accumulators, each declared, updated and written once
+        assert_eq!(e.matches("var acc").count(), 16);
+        assert!(e.contains("acc7_1 += a1[3u] * b1;"));
+        assert!(e.contains("write_out(mode, g, tm, tn, 7u, 1u, acc7_1);"));
+    }
+
+    #[test]
+    fn both_buffers_fit_webgpus_default_workgroup_storage() {
+        for f in FAMILIES {
+            if let Scheme::Gemm(t) = f.scheme {
+                assert!(2 * (t.tm + t.tn) * t.tk * 4 <= 16384, "{t:?}");
+            }
+        }
+    }
+}
