@@ -77,9 +77,9 @@ pub(crate) struct Family {
 /// the enum's order is the table's).
 macro_rules! families {
     ($($(#[$doc:meta])* $id:ident: $name:literal, $alias:expr, $module:literal, $scheme:expr;)*) => {
-        /// Which family of kernels a convolution is built from (DESIGN.md, principle 4): register
-        /// blocking in several block sizes, whose best size depends on the registers of the CPU
-        /// (or GPU) underneath; GPU-class implicit GEMM in several tile sizes (workgroup memory,
+        /// Which family of kernels a convolution is built from (docs/ARCHITECTURE.md, "Kernel
+        /// families"): register blocking in several block sizes, whose best size depends on the
+        /// registers of the CPU (or GPU) underneath; GPU-class implicit GEMM in several tile sizes (workgroup memory,
         /// double-buffered); or the first, simple workgroup-memory tiles. Measured 2-40x apart on
         /// lavapipe.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
