@@ -109,6 +109,15 @@ fn two_ranks_train_in_step_and_repeat_bit_for_bit() {
             "{all}"
         );
         assert_eq!(all.matches("epoch 3/3: train loss").count(), 1, "{all}");
+        // the reduce-scatter and allgather: 2(N-1)/N of the gradient's S bytes received a step,
+        // as MPI counted them (resnet8: a flat parameter buffer of 75,296 floats, S = 301,184 bytes; at N = 2 that is S)
+        let line = "gradients of 301184 bytes a rank averaged over 2 ranks";
+        assert_eq!(all.matches(line).count(), 3, "{all}");
+        assert_eq!(
+            all.matches("301184 bytes received a step").count(),
+            3,
+            "{all}"
+        );
         let losses = train_losses(out.path());
         assert_eq!(losses.len(), 3, "{losses:?}");
         assert!(losses[2] < losses[0], "the loss did not fall: {losses:?}");

@@ -144,11 +144,12 @@ fn report_exchange(c: &ExchangeCost) {
     };
     let (ms, step_ms) = c.ms_per_step;
     eprintln!(
-        "epoch {}: gradients of {} bytes a rank averaged over {} ranks{bn} in {ms:.1} ms a step ({:.1}% of the {step_ms:.0} ms step)",
+        "epoch {}: gradients of {} bytes a rank averaged over {} ranks{bn} in {ms:.1} ms a step ({:.1}% of the {step_ms:.0} ms step), {} bytes received a step",
         c.epoch,
         c.gradient_bytes,
         c.ranks,
-        100.0 * ms / step_ms
+        100.0 * ms / step_ms,
+        c.received_per_step
     );
 }
 

@@ -38,6 +38,8 @@ pub fn exits_late() -> bool {
 pub struct Dist {
     rank: usize,
     size: usize,
+    /// Bytes received from the other ranks so far.
+    received: std::cell::Cell<u64>,
     #[cfg(feature = "mpi")]
     mpi: Option<Mpi>,
 }
@@ -55,6 +57,7 @@ impl Dist {
         Dist {
             rank: 0,
             size: 1,
+            received: Default::default(),
             #[cfg(feature = "mpi")]
             mpi: None,
         }
@@ -79,6 +82,7 @@ impl Dist {
         Ok(Dist {
             rank: world.rank() as usize,
             size: world.size() as usize,
+            received: Default::default(),
             mpi: Some(Mpi {
                 world,
                 _universe: universe,
@@ -115,6 +119,7 @@ impl Dist {
         if let Some(m) = &self.mpi {
             use mpi::traits::CommunicatorCollectives;
             m.world.all_gather_into(values, &mut all[..]);
+            self.count(std::mem::size_of_val(values) * (self.size - 1));
             return all;
         }
         all[..values.len()].copy_from_slice(values);
@@ -131,8 +136,49 @@ impl Ranks for Dist {
         self.size
     }
 
-    fn allgather_f32(&self, values: &[f32]) -> Vec<f32> {
-        self.gather(values)
+    fn allgatherv_f32(&self, mine: &[f32], counts: &[usize]) -> Vec<f32> {
+        let mut all = vec![0.0f32; counts.iter().sum()];
+        #[cfg(feature = "mpi")]
+        if let Some(m) = &self.mpi {
+            use mpi::datatype::PartitionMut;
+            use mpi::traits::CommunicatorCollectives;
+            let (c, d) = partition(counts);
+            m.world
+                .all_gather_varcount_into(mine, &mut PartitionMut::new(&mut all[..], c, d));
+            self.count(4 * (all.len() - mine.len()));
+            return all;
+        }
+        all.copy_from_slice(mine);
+        all
+    }
+
+    fn alltoallv_f32(
+        &self,
+        send: &[f32],
+        send_counts: &[usize],
+        recv_counts: &[usize],
+    ) -> Vec<f32> {
+        let mut recv = vec![0.0f32; recv_counts.iter().sum()];
+        #[cfg(feature = "mpi")]
+        if let Some(m) = &self.mpi {
+            use mpi::datatype::{Partition, PartitionMut};
+            use mpi::traits::CommunicatorCollectives;
+            let (sc, sd) = partition(send_counts);
+            let (rc, rd) = partition(recv_counts);
+            m.world.all_to_all_varcount_into(
+                &Partition::new(send, sc, sd),
+                &mut PartitionMut::new(&mut recv[..], rc, rd),
+            );
+            self.count(4 * (recv.len() - recv_counts[self.rank]));
+            return recv;
+        }
+        let _ = send_counts;
+        recv.copy_from_slice(send);
+        recv
+    }
+
+    fn received_bytes(&self) -> u64 {
+        self.received.get()
     }
 
     fn allgather_f64(&self, values: &[f64]) -> Vec<f64> {
@@ -185,7 +231,28 @@ impl Ranks for Dist {
     }
 }
 
+/// MPI's counts and displacements of chunks of `counts` values laid back to back.
+#[cfg(feature = "mpi")]
+fn partition(counts: &[usize]) -> (Vec<mpi::Count>, Vec<mpi::Count>) {
+    let c: Vec<mpi::Count> = counts.iter().map(|&n| n as mpi::Count).collect();
+    let d = c
+        .iter()
+        .scan(0, |at, &n| {
+            let start = *at;
+            *at += n;
+            Some(start)
+        })
+        .collect();
+    (c, d)
+}
+
 impl Dist {
+    /// Adds `bytes` received from the other ranks to the count.
+    #[cfg(feature = "mpi")]
+    fn count(&self, bytes: usize) {
+        self.received.set(self.received.get() + bytes as u64);
+    }
+
     /// Waits until every rank is here (the message printed), then the error every rank
     /// returns.
     fn stop_together(&self, msg: String) -> Error {

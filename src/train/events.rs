@@ -100,8 +100,11 @@ pub struct RunInfo {
 pub struct ExchangeCost {
     /// The epoch.
     pub epoch: usize,
-    /// Gradient bytes each rank contributes.
+    /// Gradient bytes each rank contributes (S).
     pub gradient_bytes: usize,
+    /// Gradient bytes this rank received from the others a step, as the transport counted them
+    /// (2(N-1)/N x S for the reduce-scatter and allgather).
+    pub received_per_step: u64,
     /// Processes training together.
     pub ranks: usize,
     /// BatchNorm exchanges a step.

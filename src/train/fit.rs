@@ -5,7 +5,7 @@
 //! plan) is in `setup.rs`.
 
 use super::events::{Event, Events, ExchangeCost, RunInfo};
-use super::ranks::Ranks;
+use super::ranks::{Exchanged, Ranks};
 use super::run_dir::{RunDir, RunState, SavedRun};
 use super::schedule::shuffled;
 use super::setup::{self, Opened};
@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::ops::loss::LossSums;
 use crate::report::{EpochMetrics, StepMetrics};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
@@ -68,8 +68,8 @@ struct Run<'a> {
     epochs: usize,
     /// The training curve read back every `log_every` steps (steps.csv).
     steps: Vec<StepMetrics>,
-    /// Time spent exchanging with the other ranks in this epoch.
-    exchange: Duration,
+    /// What exchanging with the other ranks cost in this epoch.
+    exchange: Exchanged,
 }
 
 /// What an epoch of training returns for its metrics row.
@@ -100,7 +100,7 @@ impl<'a> Run<'a> {
             opened,
             state,
             epochs,
-            exchange: Duration::ZERO,
+            exchange: Exchanged::default(),
         })
     }
 
@@ -151,9 +151,11 @@ impl<'a> Run<'a> {
                 .lr_at(self.state.iteration, self.total_iterations());
             let o = &mut self.opened;
             let step = (&batch.pixels[..], &batch.labels[..]);
-            self.exchange +=
-                self.ranks
-                    .step(&mut o.trainer, (&o.gpu, &o.model), step, lr as f32)?;
+            let cost = self
+                .ranks
+                .step(&mut o.trainer, (&o.gpu, &o.model), step, lr as f32)?;
+            self.exchange.time += cost.time;
+            self.exchange.gradient_bytes += cost.gradient_bytes;
             self.state.iteration = o.trainer.iteration;
             if (s + 1) % c.log_every == 0 || s + 1 == steps {
                 let sums = self.read_sums()?;
@@ -311,9 +313,13 @@ impl<'a> Run<'a> {
         self.events.emit(Event::Exchanged(ExchangeCost {
             epoch,
             gradient_bytes: self.opened.model.layout.params_len * 4,
+            received_per_step: exchange.gradient_bytes / self.opened.steps_per_epoch as u64,
             ranks: self.ranks.size(),
             bn_exchanges: self.opened.trainer.plan.exchanges(),
-            ms_per_step: (exchange.as_secs_f64() * 1e3 / steps, seconds * 1e3 / steps),
+            ms_per_step: (
+                exchange.time.as_secs_f64() * 1e3 / steps,
+                seconds * 1e3 / steps,
+            ),
         }));
     }
 

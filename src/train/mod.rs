@@ -34,7 +34,7 @@ pub use events::{Event, Events, ExchangeCost, RunInfo, Silent};
 #[cfg(not(target_arch = "wasm32"))]
 pub use fit::{fit, TrainSummary};
 #[cfg(not(target_arch = "wasm32"))]
-pub use ranks::{OneProcess, Ranks};
+pub use ranks::{Exchanged, OneProcess, Ranks};
 #[cfg(not(target_arch = "wasm32"))]
 pub use run_dir::{RunDir, RunIdentity, RunState};
 
