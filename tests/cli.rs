@@ -247,10 +247,17 @@ fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
         String::from_utf8_lossy(&first.stderr)
     );
     let good = std::fs::read(out.path().join("last.safetensors")).unwrap();
-    // epoch 2 with an absurd learning rate diverges; read back after every step, the host sees
-    // the first non-finite loss itself
-    let diverge = ["--epochs", "2", "--lr", "1e30", "--resume", o];
-    let second = resnet(&[&base[..], &diverge, &["--log-every", "1"]].concat());
+    // epoch 2 with an absurd learning rate diverges. A resume keeps the run's options (a
+    // different --lr given with --resume is an error), so the run's record is edited as if it
+    // had been started with it; read back after every step, the host sees the first non-finite
+    // loss itself
+    let record = out.path().join("command.json");
+    let mut options: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    options["lr"] = serde_json::json!(["1e30"]);
+    std::fs::write(&record, options.to_string()).unwrap();
+    let diverge = ["train", "--epochs", "2", "--resume", o];
+    let second = resnet(&[&diverge[..], &["--log-every", "1"]].concat());
     fails_with(&second, &["loss is", "iteration", "last.safetensors"]);
     let at = |out: &Output| {
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -265,7 +272,7 @@ fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
     assert!(step.is_some(), "{err}");
     // read back every 10 steps (the default), the GPU's record of the first bad batch names the
     // same step
-    let third = resnet(&[&base[..], &diverge].concat());
+    let third = resnet(&diverge);
     fails_with(&third, &["loss is", "iteration"]);
     assert_eq!(at(&third).0, step, "{}", at(&third).1);
     assert_eq!(
