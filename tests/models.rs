@@ -150,18 +150,18 @@ fn a_batch_beyond_the_device_limit_fails_at_plan_time_with_a_suggestion() {
         .expect("must not fit")
         .to_string();
     assert!(
-        e.contains("max_storage_buffer_binding_size") && e.contains("try --batch-size"),
+        e.contains("max_storage_buffer_binding_size") && e.contains("try `batch_size`"),
         "{e}"
     );
     // the suggestion is a batch that builds (in eval mode, to keep the test light), and twice it
     // would not fit the same binding limit (the stem output, 64x112x112 floats per image, is the
     // largest buffer)
     let fits: usize = e
-        .rsplit("try --batch-size ")
+        .rsplit("try `batch_size` ")
         .next()
         .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|t| t.parse().ok())
-        .expect("a number after 'try --batch-size'");
+        .expect("a number after 'try `batch_size`'");
     let per_image = 64 * 112 * 112 * 4u64;
     let limit = gpu.limits.max_storage_buffer_binding_size;
     assert!(

@@ -143,12 +143,47 @@ fn same_seed_gives_bit_identical_checkpoints() {
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
     ];
+    let mut events = Vec::new();
     for (i, out) in outs.iter().enumerate() {
         let split = resnet::data::load(dir.path(), (32, 32)).unwrap();
         let config = options(if i < 2 { 7 } else { 8 });
         let dir = RunDir::new(out.path());
-        train::fit(&config, split, &OneProcess, dir, &mut Silent).unwrap();
+        let heard: &mut dyn train::Events = if i == 0 { &mut events } else { &mut Silent };
+        let summary = train::fit(&config, split, &OneProcess, dir, heard).unwrap();
+        assert_eq!(summary.epochs.len(), 1);
     }
+    // what the loop told its events, in order: the run (128 images at batch 32: 4 steps, one
+    // epoch), every step, then the epoch's row, the same row fit returned
+    let started = events.iter().find_map(|e| match e {
+        train::Event::Started(info) => Some(info.clone()),
+        _ => None,
+    });
+    let info = started.expect("a Started event");
+    assert_eq!((info.model.as_str(), info.train_images), ("resnet20", 128));
+    assert_eq!(
+        (info.steps_per_epoch, info.epochs, info.ranks),
+        (4, 1, (1, 32))
+    );
+    let steps: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            train::Event::Training { done, .. } => Some(*done),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps, [1, 2, 3, 4]);
+    let rows: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            train::Event::Epoch { row, .. } => Some(row.clone()),
+            _ => None,
+        })
+        .collect();
+    let written = resnet::report::read_metrics(&outs[0].path().join("metrics.csv")).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].epoch, rows[0].iteration), (1, 4));
+    assert_eq!(written[0].epoch, rows[0].epoch);
+    assert!((written[0].test_acc - rows[0].test_acc).abs() < 1e-6);
     let bytes = |o: &tempfile::TempDir| std::fs::read(o.path().join("last.safetensors")).unwrap();
     assert_eq!(
         bytes(&outs[0]),
