@@ -596,7 +596,18 @@ fn resume_alone_continues_any_run_and_contradictions_are_named() {
     fails_before_loading_data(&other, &["--batch-size 64 differs from the run's 32"]);
     let same = resnet_with_cache(
         &[
-            "train", "--resume", o, "--epochs", "3", "--model", "resnet8", "--seed", "4",
+            "train",
+            "--resume",
+            o,
+            "--epochs",
+            "3",
+            "--model",
+            "resnet8",
+            "--seed",
+            "4",
+            // the run's default 0.0001, spelled another way
+            "--weight-decay",
+            "1e-4",
         ],
         cache.path(),
     );

@@ -1,8 +1,9 @@
 //! `resnet train --resume DIR` continues any run with nothing else on the command line: a new
 //! run records the options it was given in `DIR/command.json`, and a resume takes them from
 //! there. `--epochs` extends the run; options of the machine rather than the run (adapter,
-//! kernels, workers) may change; any other option given with `--resume` must agree with the
-//! run's, else one error names it and both values, before any data is loaded.
+//! kernels, workers, where the data lies, the evaluation batch) may change; any other option
+//! given with `--resume` must agree with the run's, else one error names it and both values,
+//! before any data is loaded.
 
 use super::flags::with_flags;
 use clap::ArgMatches;
@@ -14,14 +15,21 @@ use std::path::Path;
 /// The file of a run directory that records the options the run was started with.
 const COMMAND_FILE: &str = "command.json";
 
-/// Options a resume may change: the length of the run, and how this machine runs it.
-const MAY_CHANGE: [&str; 6] = [
+/// Options a resume may change: the length of the run, and how this machine runs it (a data
+/// set moved to another path, a smaller evaluation batch; the pretrained weights are not read
+/// again). The identity of the run (model, seed, batch, ranks) is checked against its
+/// checkpoints in any case.
+const MAY_CHANGE: [&str; 10] = [
     "epochs",
     "backend",
     "kernels",
     "device_index",
     "workers",
     "log_every",
+    "data",
+    "eval_batch_size",
+    "pretrained",
+    "pretrained_sha256",
 ];
 
 /// Options never recorded: where the run is (the resumed directory says it).
@@ -128,17 +136,29 @@ fn check_agrees(
             continue;
         }
         let theirs = recorded.get(id).cloned().unwrap_or_else(|| raw(run, id));
-        let ours = values.clone();
-        if ours != theirs {
+        if !same_values(values, &theirs) {
+            let theirs = match theirs.is_empty() {
+                true => "(not set)".to_string(),
+                false => theirs.join(","),
+            };
             return Err(Error::Invalid(with_flags(&format!(
-                "`resume` {}: `{id}` {} differs from the run's {} (leave it out to continue the run as it was)",
+                "`resume` {}: `{id}` {} differs from the run's {theirs} (leave it out to continue the run as it was)",
                 dir.display(),
-                ours.join(","),
-                theirs.join(","),
+                values.join(","),
             ))));
         }
     }
     Ok(())
+}
+
+/// Whether two options' values are the same: as numbers where both are (`1e-4` is `0.0001`),
+/// else as text.
+fn same_values(a: &[String], b: &[String]) -> bool {
+    let same = |x: &String, y: &String| match (x.parse::<f64>(), y.parse::<f64>()) {
+        (Ok(p), Ok(q)) => p == q,
+        _ => x == y,
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same(x, y))
 }
 
 /// The values of `id` in `m` as clap holds them (defaults included).
@@ -159,12 +179,17 @@ fn tokens(train: &clap::Command, options: &Given) -> Result<Vec<OsString>> {
             )));
         };
         let Some(long) = arg.get_long() else { continue };
-        out.push(OsString::from(format!("--{long}")));
-        let takes_value = arg.get_num_args().is_none_or(|n| n.takes_values());
-        if takes_value && !matches!(arg.get_action(), clap::ArgAction::SetTrue) {
-            let delimiter = arg.get_value_delimiter().unwrap_or(',');
-            out.push(OsString::from(values.join(&delimiter.to_string())));
+        if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+            // a switch: recorded as "true" when it was given
+            if values.iter().all(|v| v == "true") {
+                out.push(OsString::from(format!("--{long}")));
+            }
+            continue;
         }
+        // `--flag=value`: a value that starts with '-' stays a value
+        let delimiter = arg.get_value_delimiter().unwrap_or(',');
+        let joined = values.join(&delimiter.to_string());
+        out.push(OsString::from(format!("--{long}={joined}")));
     }
     Ok(out)
 }

@@ -50,9 +50,12 @@ pub fn train_cmd(m: &clap::ArgMatches) -> Result<()> {
     dir.check()?;
     let dist = Dist::from_env()?;
     let ranks: &dyn Ranks = &dist;
-    if a.resume.is_none() && ranks.is_root() {
-        resume::record(&a.out, &m)?;
-    }
+    // rank 0 records the run's options; a failure there stops every rank
+    let recorded = match a.resume.is_none() && ranks.is_root() {
+        true => resume::record(&a.out, &m),
+        false => Ok(()),
+    };
+    ranks.together(recorded)?;
     // under mpirun, rank 0 downloads CIFAR-10 (when it is missing) before the others look for it
     let sources = ranks.root_first(|| a.data.open(Offline::UseBundled, &config.model))?;
     let out = dir.path().to_path_buf();
@@ -134,6 +137,12 @@ pub fn experiment_cmd(a: ExperimentArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/{}", a.kind)));
     base.check()?;
+    // the experiment trains its runs one after the other in one process
+    if Dist::from_env()?.size() > 1 {
+        return Err(Error::Invalid(
+            "experiment: runs in one process; start it without mpirun (`mpirun -np N resnet train` trains one run data-parallel)".into(),
+        ));
+    }
     let t0 = std::time::Instant::now();
     let split = a.data.load(Offline::UseBundled)?;
     let mut console = Console::new(true);

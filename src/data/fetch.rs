@@ -185,9 +185,10 @@ fn download_from(
                 "downloading {url}: HTTP status {code}"
             ))))
         }
-        // a server that cannot be reached at all is not worth five more tries
-        Err(ureq::Error::Io(e)) if have == 0 && e.kind() == io::ErrorKind::ConnectionRefused => {
-            return Err(Broke::Fatal(invalid(format!("downloading {url}: {e}"))))
+        // nothing has arrived yet: a server that cannot be reached (no network, no such host,
+        // refused, timed out) is not worth five more tries; a download that broke off is
+        Err(other) if have == 0 => {
+            return Err(Broke::Fatal(invalid(format!("downloading {url}: {other}"))))
         }
         Err(other) => return Err(Broke::Resumable(other.to_string())),
     };

@@ -84,7 +84,7 @@ fn rank(t: wgpu::DeviceType) -> u32 {
 fn no_adapter(opts: &GpuOptions) -> Error {
     Error::NoAdapter(format!(
         "none for backends {:?}; install a GPU driver (on Linux a Vulkan driver, e.g. Debian's \
-         mesa-vulkan-drivers) or pick another backend with --backend / WGPU_BACKEND",
+         mesa-vulkan-drivers) or pick another backend with `backend` / WGPU_BACKEND",
         backends(opts)
     ))
 }

@@ -50,6 +50,9 @@ pub fn fit(
     for epoch in run.state.epoch + 1..=run.epochs {
         let trained = run.train_epoch(epoch, &train)?;
         let evaluated = run.evaluate(&eval)?;
+        for w in run.opened.gpu.take_warnings() {
+            run.events.emit(Event::Warning(w));
+        }
         let row = run.finish_epoch(epoch, trained, evaluated)?;
         summary.epochs.push(row);
         summary.best_acc = run.state.best_acc;

@@ -96,13 +96,25 @@ impl RunDir {
         Ok(())
     }
 
-    /// Creates the directory (the writing process).
+    /// Creates the directory (the writing process). A new run removes the last checkpoints of
+    /// an earlier run there (its metrics.csv starts anew too), so that a resume can never pair
+    /// an old run's weights with this run's options.
     pub fn create(&self) -> Result<()> {
         if !self.writes {
             return Ok(());
         }
-        std::fs::create_dir_all(&self.path)
-            .map_err(|e| Error::Invalid(format!("`out` {}: {e}", self.path.display())))
+        let fail =
+            |e: std::io::Error| Error::Invalid(format!("`out` {}: {e}", self.path.display()));
+        std::fs::create_dir_all(&self.path).map_err(fail)?;
+        if !self.resume {
+            for file in [STATE, WEIGHTS] {
+                match std::fs::remove_file(self.path.join(file)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The position of a new run, or loads the weights, momentum and position of the run
@@ -155,6 +167,16 @@ impl RunDir {
                 self.path.display(),
                 id.seed
             )));
+        }
+        // the global batch sets the data order and the steps of an epoch
+        if let Some(batch) = state.metadata.get("batch_size") {
+            if *batch != id.batch_size.to_string() {
+                return Err(Error::Invalid(format!(
+                    "`resume`: the run in {} used `batch_size` {batch}, not {}",
+                    self.path.display(),
+                    id.batch_size
+                )));
+            }
         }
         // runs written before distributed training have no world_size: they were one process
         let ranks = state.metadata.get("world_size").map_or("1", String::as_str);
@@ -276,4 +298,30 @@ fn meta(c: &Checkpoint, path: &Path, key: &str) -> Result<String> {
         .get(key)
         .cloned()
         .ok_or_else(|| Error::Invalid(format!("{}: metadata has no '{key}'", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new run in the directory of an earlier one removes its last checkpoints, so that a
+    /// resume cannot pair them with the new run's options; a resumed run keeps them.
+    #[test]
+    fn a_new_run_removes_an_earlier_runs_last_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [WEIGHTS, STATE, "best.safetensors"];
+        for f in files {
+            std::fs::write(dir.path().join(f), b"earlier run").unwrap();
+        }
+        RunDir::resume(dir.path()).create().unwrap();
+        assert!(files.iter().all(|f| dir.path().join(f).exists()));
+        RunDir::new(dir.path()).writing(false).create().unwrap();
+        assert!(
+            files.iter().all(|f| dir.path().join(f).exists()),
+            "rank 1 removed files"
+        );
+        RunDir::new(dir.path()).create().unwrap();
+        assert!(!dir.path().join(WEIGHTS).exists() && !dir.path().join(STATE).exists());
+        assert!(dir.path().join("best.safetensors").exists());
+    }
 }
