@@ -3,10 +3,7 @@
 /// Writes `bytes` to `path` atomically: `PATH.<pid>.tmp` in the same directory (two processes
 /// writing one file never share a temporary), fsync, rename (the temporary file is removed on
 /// failure). The error is one line naming the step that failed.
-pub(crate) fn write_atomic(
-    path: &std::path::Path,
-    bytes: &[u8],
-) -> std::result::Result<(), String> {
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::result::Result<(), String> {
     use std::io::Write;
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(format!(".{}.tmp", std::process::id()));

@@ -12,7 +12,7 @@ pub mod classify;
 pub mod data;
 pub mod error;
 #[cfg(not(target_arch = "wasm32"))]
-mod files;
+pub mod files;
 pub mod gpu;
 pub mod model;
 pub mod ops;

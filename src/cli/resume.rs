@@ -83,19 +83,13 @@ pub fn record(dir: &Path, m: &ArgMatches) -> Result<()> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::Invalid(format!("`out` {}: {e}", dir.display())))?;
     let path = dir.join(COMMAND_FILE);
-    let tmp = dir.join(format!("{COMMAND_FILE}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, json)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::Invalid(format!("cannot write {}: {e}", path.display()))
-        })
+    resnet::files::write_atomic(&path, json.as_bytes()).map_err(Error::Invalid)
 }
 
 /// The `train` command line that continues the run in `dir`: its recorded options, with those
 /// given now that may change, and `--resume DIR`. `None` for a run recorded before
-/// command.json existed (it resumes with the options given now, as then). `train` is the
-/// `m` is what was given now; returns the matches to run.
+/// command.json existed (it resumes with the options given now, as then). `m` is what was
+/// given now; returns the matches to run.
 pub fn resumed(dir: &Path, m: &ArgMatches) -> Result<Option<ArgMatches>> {
     let train = &train_command();
     let path = dir.join(COMMAND_FILE);
