@@ -35,16 +35,23 @@ pub struct EpochMetrics {
     pub images_per_sec: f64,
     /// Wall-clock seconds of the epoch.
     pub seconds: f64,
+    /// Milliseconds a step spent exchanging gradients with the other ranks (0 for one process).
+    pub exchange_ms: f64,
+    /// The part of `exchange_ms` spent while the GPU still computed the backward pass.
+    pub exchange_hidden_ms: f64,
 }
 
 /// The CSV header, the columns in [`EpochMetrics`] field order.
-pub const CSV_HEADER: &str =
+pub const CSV_HEADER: &str = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms";
+
+/// The header of files written before the exchange's columns: read with those columns 0.
+const CSV_HEADER_BEFORE_EXCHANGE: &str =
     "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds";
 
 /// One CSV row, columns in the field order of [`EpochMetrics`], with its newline.
 fn metrics_row(m: &EpochMetrics) -> String {
     format!(
-        "{},{},{},{},{},{},{},{},{}\n",
+        "{},{},{},{},{},{},{},{},{},{},{}\n",
         m.epoch,
         m.iteration,
         m.lr,
@@ -53,7 +60,9 @@ fn metrics_row(m: &EpochMetrics) -> String {
         m.test_loss,
         m.test_acc,
         m.images_per_sec,
-        m.seconds
+        m.seconds,
+        m.exchange_ms,
+        m.exchange_hidden_ms
     )
 }
 
@@ -99,29 +108,31 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
     let err = |what: String| Error::Invalid(format!("metrics {}: {what}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
     let mut rows = Vec::new();
-    let mut header_seen = false;
+    let mut header = None;
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() {
             continue;
         }
-        if !header_seen {
-            if line != CSV_HEADER {
+        if header.is_none() {
+            if line != CSV_HEADER && line != CSV_HEADER_BEFORE_EXCHANGE {
                 return Err(err(format!(
                     "line {}: expected the header `{CSV_HEADER}`",
                     i + 1
                 )));
             }
-            header_seen = true;
+            header = Some(line);
             continue;
         }
-        rows.push(parse_row(line).map_err(|m| err(format!("line {}: {m}", i + 1)))?);
+        let row = parse_row(line, header.unwrap_or(CSV_HEADER));
+        rows.push(row.map_err(|m| err(format!("line {}: {m}", i + 1)))?);
     }
     Ok(rows)
 }
 
-fn parse_row(line: &str) -> std::result::Result<EpochMetrics, String> {
-    let names: Vec<&str> = CSV_HEADER.split(',').collect();
+/// A row of a file with `header` (this version's, or one before the exchange's columns).
+fn parse_row(line: &str, header: &str) -> std::result::Result<EpochMetrics, String> {
+    let names: Vec<&str> = header.split(',').collect();
     let f: Vec<&str> = line.split(',').map(str::trim).collect();
     if f.len() != names.len() {
         return Err(format!(
@@ -148,6 +159,8 @@ fn parse_row(line: &str) -> std::result::Result<EpochMetrics, String> {
         test_acc: num(6)?,
         images_per_sec: num(7)?,
         seconds: num(8)?,
+        exchange_ms: if names.len() > 9 { num(9)? } else { 0.0 },
+        exchange_hidden_ms: if names.len() > 10 { num(10)? } else { 0.0 },
     })
 }
 

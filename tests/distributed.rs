@@ -129,6 +129,87 @@ fn two_ranks_train_in_step_and_repeat_bit_for_bit() {
     );
 }
 
+/// Gradients exchanged in buckets while the backward pass runs give the bits of one exchange
+/// after it: each float is still summed over the ranks in rank order. 4 ranks, resnet8's
+/// 301,184 gradient bytes in buckets of at least 0.05 MiB, against one bucket.
+#[test]
+fn four_ranks_in_buckets_train_as_one_exchange_bit_for_bit() {
+    let data = cifar::subset(10, 2);
+    let cache = tempfile::tempdir().unwrap();
+    let d = data.path().to_str().unwrap();
+    let runs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    for (dir, mb) in runs.iter().zip(["0.05", "1000"]) {
+        let mut args = train_args(d, dir.path().to_str().unwrap(), "1");
+        args.extend(["--bucket-mb", mb]);
+        let run = mpirun(4, &args, cache.path());
+        let all = text(&run);
+        assert!(run.status.success(), "{all}");
+        assert!(
+            all.contains("epoch 1: weights and momentum identical on all 4 ranks"),
+            "{all}"
+        );
+        let exchanged = all
+            .lines()
+            .find(|l| l.contains("bytes a rank averaged"))
+            .unwrap();
+        assert_eq!(mb == "1000", !exchanged.contains("buckets"), "{all}");
+        if mb == "0.05" {
+            let n: usize = exchanged
+                .split(" in ")
+                .nth(2)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(n >= 3, "{exchanged}");
+        }
+    }
+    let ck = |i: usize| std::fs::read(runs[i].path().join("last.safetensors")).unwrap();
+    assert!(
+        ck(0) == ck(1),
+        "bucketed and one exchange gave different weights"
+    );
+    let metrics = std::fs::read_to_string(runs[0].path().join("metrics.csv")).unwrap();
+    assert!(metrics.starts_with("epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms\n"), "{metrics}");
+}
+
+/// A bucket size that is not a positive number, and ranks told different sizes, stop every
+/// rank with one error line from rank 0.
+#[test]
+fn bad_bucket_sizes_stop_every_rank() {
+    let data = cifar::subset(10, 2);
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (d, o) = (data.path().to_str().unwrap(), out.path().to_str().unwrap());
+    for mb in ["0", "-5"] {
+        let mut args = train_args(d, o, "1");
+        args.extend(["--bucket-mb", mb]);
+        let run = mpirun(2, &args, cache.path());
+        let all = text(&run);
+        assert!(!run.status.success(), "{all}");
+        let line = format!("--bucket-mb must be a positive number of MiB, got {mb}");
+        assert!(all.contains(&line), "{all}");
+        assert!(!all.contains("panicked"), "{all}");
+    }
+    // rank 0 told 1 MiB, rank 1 2 MiB (mpirun's MPMD form: one program line per rank)
+    let mut c = mpirun_command(1, &[], cache.path(), &[]);
+    let mut args = train_args(d, o, "1");
+    args.extend(["--bucket-mb", "1"]);
+    c.args(&args)
+        .args([":", "-np", "1", env!("CARGO_BIN_EXE_resnet")]);
+    args.pop();
+    args.push("2");
+    c.args(&args);
+    let run = c.output().unwrap();
+    let all = text(&run);
+    assert!(!run.status.success(), "{all}");
+    let line = "the 2 MPI ranks disagree on the configuration (model, recipe, epochs, seed, sync_bn, bucket_mb, data)";
+    assert_eq!(all.matches(line).count(), 1, "{all}");
+    assert!(!all.contains("panicked"), "{all}");
+}
+
 /// The largest difference between two checkpoints' float tensors, relative to the larger of 1
 /// and the value (running variances grow past 1), and the tensor where it is.
 fn largest_difference(a: &Path, b: &Path) -> (f64, String) {
@@ -227,8 +308,8 @@ fn rank_0_downloads_cifar_and_the_other_rank_reads_its_copy() {
     assert_eq!(requests.lock().unwrap().len(), 1, "{all}");
 }
 
-/// A global batch that does not divide among the ranks, and a resume with another number of
-/// ranks, stop every rank with one clear error and a non-zero exit.
+/// A global batch that does not divide among the ranks stops every rank with one clear error
+/// and a non-zero exit.
 #[test]
 fn bad_distributed_input_stops_every_rank() {
     let data = cifar::subset(10, 2);
@@ -246,17 +327,107 @@ fn bad_distributed_input_stops_every_rank() {
         "{all}"
     );
     assert!(!all.contains("panicked"), "{all}");
+}
 
-    // one epoch as one process (mpirun -np 1), then a resume as two
-    let run = mpirun(1, &train_args(d, o, "1"), cache.path());
+/// `resnet train` args with `--sync-bn`, the loss of every step in steps.csv and, when
+/// `resume`, `--resume out`.
+fn sync_bn_args<'a>(data: &'a str, out: &'a str, epochs: &'a str, resume: bool) -> Vec<&'a str> {
+    let mut args = train_args(data, out, epochs);
+    args.extend(["--sync-bn", "--log-every", "1"]);
+    if resume {
+        args.extend(["--resume", out]);
+    }
+    args
+}
+
+/// The (iteration, train loss) rows of steps.csv.
+fn step_losses(run: &Path) -> Vec<(u64, f64)> {
+    let csv = std::fs::read_to_string(run.join("steps.csv")).unwrap();
+    csv.lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].parse().unwrap(), f[1].parse().unwrap())
+        })
+        .collect()
+}
+
+/// A run continues on another number of processes with the same global batches in the same
+/// order. One epoch on 2 ranks with SyncBatchNorm (statistics over the whole batch on any number
+/// of ranks), then three copies of the run resumed: on 2 ranks (the reference), on 4 and on
+/// one process. Their first steps start from the same weights, so their losses agree up to the
+/// order of float sums if and only if they train on the same batches (a batch's loss differs
+/// from the next batch's by far more). Without SyncBatchNorm one warning says what BatchNorm
+/// now averages over.
+#[test]
+fn a_run_resumes_on_another_number_of_ranks() {
+    let data = cifar::subset(40, 10);
+    let cache = tempfile::tempdir().unwrap();
+    let d = data.path().to_str().unwrap();
+    let runs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let o = runs[0].path().to_str().unwrap();
+    let run = mpirun(2, &sync_bn_args(d, o, "1", false), cache.path());
     assert!(run.status.success(), "{}", text(&run));
-    let mut resume = train_args(d, o, "2");
-    resume.push("--resume");
-    resume.push(o);
-    let run = mpirun(2, &resume, cache.path());
+    for copy in &runs[1..] {
+        for f in [
+            "last.safetensors",
+            "last.state.safetensors",
+            "metrics.csv",
+            "steps.csv",
+            "command.json",
+        ] {
+            std::fs::copy(runs[0].path().join(f), copy.path().join(f)).unwrap();
+        }
+    }
+    for (np, dir) in [(2, &runs[0]), (4, &runs[1]), (1, &runs[2])] {
+        let o = dir.path().to_str().unwrap();
+        let run = mpirun(np, &sync_bn_args(d, o, "2", true), cache.path());
+        let all = text(&run);
+        assert!(run.status.success(), "{all}");
+        let line = format!("was trained by 2 process(es) and continues on {np}, with the same global batches of 32 in the same order; --sync-bn: BatchNorm's statistics still cover all 32 images");
+        assert_eq!(all.matches(&line).count(), usize::from(np != 2), "{all}");
+        if np == 4 {
+            let agree = "epoch 2: weights and momentum identical on all 4 ranks";
+            assert!(all.contains(agree), "{all}");
+        }
+    }
+    let epoch2 = |dir: &tempfile::TempDir| -> Vec<f64> {
+        let rows = step_losses(dir.path());
+        assert_eq!(rows.len(), 24);
+        assert_eq!(rows[12].0, 13);
+        rows[12..].iter().map(|r| r.1).collect()
+    };
+    let (want, on4, on1) = (epoch2(&runs[0]), epoch2(&runs[1]), epoch2(&runs[2]));
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-4 * a.abs();
+    for got in [&on4, &on1] {
+        for s in 0..3 {
+            assert!(
+                close(want[s], got[s]),
+                "step {s}: 2 ranks {want:?}, other {got:?}"
+            );
+        }
+    }
+    // the check tells batches apart: consecutive batches' losses differ far beyond it
+    assert!(
+        !close(want[0], want[1]) && !close(want[1], want[2]),
+        "{want:?}"
+    );
+
+    // without SyncBatchNorm: one epoch as one process, then a resume on two, warned
+    let (data, out) = (cifar::subset(10, 2), tempfile::tempdir().unwrap());
+    let (d, o) = (data.path().to_str().unwrap(), out.path().to_str().unwrap());
+    let mut args = train_args(d, o, "1");
+    args[6] = "8";
+    let run = mpirun(1, &args, cache.path());
+    assert!(run.status.success(), "{}", text(&run));
+    args[10] = "2";
+    args.extend(["--resume", o]);
+    let run = mpirun(2, &args, cache.path());
     let all = text(&run);
-    assert!(!run.status.success(), "{all}");
-    assert!(all.contains("was trained by 1 process(es), not 2"), "{all}");
+    assert!(run.status.success(), "{all}");
+    let line = "BatchNorm's batch statistics now cover 4 images per process, not 8";
+    assert_eq!(all.matches(line).count(), 1, "{all}");
+    assert!(all.contains("epoch 2/2: train loss"), "{all}");
 }
 
 /// Killing one rank (SIGKILL, mid-epoch) ends the other within seconds with a non-zero exit,

@@ -20,6 +20,8 @@ fn rows(n: usize) -> Vec<EpochMetrics> {
                 test_acc: 1.0 - 0.9 * (-t / 7.0).exp() * drop - 0.08,
                 images_per_sec: 1234.5 + t,
                 seconds: 40.0 + 1.0 / 3.0,
+                exchange_ms: 2.5 + t,
+                exchange_hidden_ms: 1.25 + t,
             }
         })
         .collect()
@@ -47,6 +49,10 @@ fn metrics_csv_round_trip() {
         assert!(same(g.train_acc, w.train_acc) && same(g.test_loss, w.test_loss));
         assert!(same(g.test_acc, w.test_acc) && same(g.images_per_sec, w.images_per_sec));
         assert!(same(g.seconds, w.seconds));
+        assert_eq!(
+            (g.exchange_ms, g.exchange_hidden_ms),
+            (w.exchange_ms, w.exchange_hidden_ms)
+        );
     }
 
     // A row cut by a crash does not swallow the next one; read errors name file and line.
@@ -66,6 +72,24 @@ fn metrics_csv_round_trip() {
     std::fs::write(&other, "a,b,c\n1,2,3\n").unwrap();
     assert!(report::append_metrics(&other, &want[0]).is_err());
     assert_eq!(std::fs::read_to_string(&other).unwrap(), "a,b,c\n1,2,3\n");
+}
+
+/// metrics.csv of a run trained before the exchange's columns existed still reads (a resume
+/// rewrites it with them), those columns 0.
+#[test]
+fn metrics_csv_without_the_exchange_columns_reads_as_no_exchange() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metrics.csv");
+    let old = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds\n\
+               1,391,0.1,1.5,0.45,1.25,0.55,1000,60.5\n";
+    std::fs::write(&path, old).unwrap();
+    let got = report::read_metrics(&path).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].iteration, got[0].test_acc, got[0].seconds),
+        (391, 0.55, 60.5)
+    );
+    assert_eq!((got[0].exchange_ms, got[0].exchange_hidden_ms), (0.0, 0.0));
 }
 
 /// Decodes a PNG and checks its size and that it is neither blank nor a single colour.

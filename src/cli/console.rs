@@ -143,8 +143,15 @@ fn report_exchange(c: &ExchangeCost) {
         n => format!(" and {n} BatchNorm exchanges"),
     };
     let (ms, step_ms) = c.ms_per_step;
+    let hidden = match c.buckets {
+        1 => String::new(),
+        n => format!(
+            " in {n} buckets, {:.1} ms of it behind the backward pass",
+            c.hidden_ms_per_step
+        ),
+    };
     eprintln!(
-        "epoch {}: gradients of {} bytes a rank averaged over {} ranks{bn} in {ms:.1} ms a step ({:.1}% of the {step_ms:.0} ms step), {} bytes received a step",
+        "epoch {}: gradients of {} bytes a rank averaged over {} ranks{bn} in {ms:.1} ms a step ({:.1}% of the {step_ms:.0} ms step){hidden}, {} bytes received a step",
         c.epoch,
         c.gradient_bytes,
         c.ranks,

@@ -16,11 +16,12 @@ use std::path::Path;
 const COMMAND_FILE: &str = "command.json";
 
 /// Options a resume may change: the length of the run, and how this machine runs it (a data
-/// set moved to another path, a smaller evaluation batch; the pretrained weights are not read
-/// again). The identity of the run (model, seed, batch, ranks) is checked against its
-/// checkpoints in any case.
-const MAY_CHANGE: [&str; 10] = [
+/// set moved to another path, a smaller evaluation batch, other gradient buckets, which give
+/// the same bits; the pretrained weights are not read again). The identity of the run (model,
+/// seed, batch) is checked against its checkpoints in any case.
+const MAY_CHANGE: [&str; 11] = [
     "epochs",
+    "bucket_mb",
     "backend",
     "kernels",
     "device_index",

@@ -6,7 +6,7 @@
 use clap::Args;
 use resnet::model::{Family, ModelSpec};
 use resnet::ops::sgd::SgdConfig;
-use resnet::train::{FineTuning, LrSchedule, Recipe, TrainConfig, EVAL_BATCH};
+use resnet::train::{FineTuning, LrSchedule, Recipe, TrainConfig, BUCKET_MB, EVAL_BATCH};
 use resnet::Result;
 
 /// The optimisation recipe; the defaults are He et al. 2016's for CIFAR-10.
@@ -167,6 +167,13 @@ pub struct TrainConfigArgs {
     /// default). One process: no effect
     #[arg(long)]
     pub sync_bn: bool,
+    /// Under mpirun: the gradients are exchanged in buckets of about this many MiB, in the order
+    /// the backward pass finishes them (the last layers first), each while the GPU computes the
+    /// layers below it (PyTorch DDP's bucket_cap_mb). The same bits whatever the size; a size
+    /// above the model's gradients exchanges once after the backward pass. With --sync-bn: one
+    /// exchange after the backward pass
+    #[arg(long, default_value_t = BUCKET_MB, allow_negative_numbers = true)]
+    pub bucket_mb: f64,
     #[command(flatten)]
     pub fine_tuning: FineTuningArgs,
     /// Read loss and accuracy back every this many steps
@@ -187,6 +194,7 @@ impl TrainConfigArgs {
             eval_batch_size: self.eval_batch_size,
             workers: self.workers,
             sync_bn: self.sync_bn,
+            bucket_mb: self.bucket_mb,
             fine_tuning: (&self.fine_tuning).into(),
             log_every: self.log_every,
             gpu: Default::default(),

@@ -7,6 +7,7 @@
 mod adapter;
 mod choices;
 pub mod kernel;
+mod pending;
 mod store;
 mod tensor;
 mod timer;
@@ -18,6 +19,7 @@ pub use adapter::list_adapters;
 pub use adapter::{parse_backend, AdapterSummary, GpuOptions};
 pub use choices::{AdapterId, Choice, KernelSet};
 pub use kernel::{Kernel, Uniform};
+pub use pending::{PendingRead, Submitted};
 pub use tensor::Tensor;
 pub use timer::PassTimer;
 #[cfg(not(target_arch = "wasm32"))]
@@ -383,12 +385,17 @@ impl Gpu {
             .map_err(|e| Error::Readback(e.to_string()))?
             .to_vec();
         staging.unmap();
+        self.recycle_readback(staging);
+        Ok(bytes)
+    }
+
+    /// Keeps an unmapped read-back buffer for the next read of its size.
+    fn recycle_readback(&self, staging: wgpu::Buffer) {
         let mut free = self.readback.borrow_mut();
         free.push(staging);
         if free.len() > MAX_FREE_READBACK {
             free.remove(0); // the least recently used
         }
-        Ok(bytes)
     }
 
     /// A mappable buffer of `size` bytes: a free one of that size, else a new one.

@@ -1,6 +1,7 @@
 //! Turns a model's layer graph into stages of kernels: the input, the forward pass stage by stage,
 //! then (training) the backward pass in reverse and the optimizer.
 
+use super::buckets::GradStage;
 use super::config::FineTune;
 use super::layers::{BlockSaved, ConvBnSaved, FusedGrad, Recorder};
 use super::{KernelAt, Mode, PlanConfig, SgdChunk, Stage};
@@ -38,6 +39,8 @@ pub(super) struct Built {
     pub sgd: Vec<SgdChunk>,
     /// Host exchanges between kernels (SyncBatchNorm), in the order they run.
     pub exchanges: Vec<(KernelAt, Exchange)>,
+    /// The backward stages in the order they run and whose gradients each computes.
+    pub grad_stages: Vec<GradStage>,
 }
 
 /// Floats per image of the largest activation (for suggesting a batch size that fits).
@@ -61,9 +64,9 @@ pub(super) fn build(gpu: &Gpu, m: &ModelState, cfg: &PlanConfig) -> Result<Built
     };
     let mut stages = vec![input];
     let forward = forward_stages(&mut rec, &m.arch, x0, &io, &mut stages)?;
-    let mut sgd = Vec::new();
+    let (mut sgd, mut grad_stages) = (Vec::new(), Vec::new());
     if train {
-        backward_stages(&mut rec, &m.arch, forward, &mut stages)?;
+        grad_stages = backward_stages(&mut rec, &m.arch, forward, &mut stages)?;
         let (stage, chunks) = optimizer_stage(gpu, m, cfg, stages.len())?;
         stages.push(stage);
         sgd = chunks;
@@ -74,6 +77,7 @@ pub(super) fn build(gpu: &Gpu, m: &ModelState, cfg: &PlanConfig) -> Result<Built
         input_stage,
         sgd,
         exchanges: rec.finish(),
+        grad_stages,
     })
 }
 
@@ -230,15 +234,20 @@ impl Visitor for ForwardWalk<'_, '_> {
 }
 
 /// The backward pass as stages `head.backward`, one per block in reverse, `stem.backward`; every
-/// parameter gradient lands in the model's flat gradient buffer.
+/// parameter gradient lands in the model's flat gradient buffer. Returns which stage computes
+/// which gradients.
 fn backward_stages(
     rec: &mut Recorder,
     arch: &Arch,
     forward: Forward,
     stages: &mut Vec<Stage>,
-) -> Result<()> {
+) -> Result<Vec<GradStage>> {
     let head = forward.head.expect("the walk ends with the head");
     let mut g = head_backward(rec, &head, stages)?;
+    let mut grads = vec![GradStage {
+        stage: stages.len() - 1,
+        prefixes: vec!["fc".into()],
+    }];
     // below the first layer that trains, no gradient is needed (frozen stem and stages, as
     // PyTorch's autograd stops where requires_grad does)
     let first = first_trained(rec, arch);
@@ -246,16 +255,20 @@ fn backward_stages(
     let blocks = arch.blocks().rev().zip(forward.blocks.iter().rev());
     for (i, (b, saved)) in blocks.enumerate() {
         if first.is_none_or(|f| forward.blocks.len() - i < f) {
-            return Ok(());
+            return Ok(grads);
         }
         let mut ks = Vec::new();
         let g_in = rec.block_backward(b, saved, &g, &mut ks)?;
         rec.pool.put(g);
         g = g_in;
         rec.push_stage(stages, format!("{}.backward", b.name), ks);
+        grads.push(GradStage {
+            stage: stages.len() - 1,
+            prefixes: vec![b.name.clone()],
+        });
     }
     if first != Some(0) {
-        return Ok(());
+        return Ok(grads);
     }
     let mut ks = Vec::new();
     if let Some((sh, argmax)) = &forward.maxpool {
@@ -272,7 +285,11 @@ fn backward_stages(
     };
     rec.conv_bn_backward(&arch.stem, &stem, &g, fused, &mut ks)?;
     rec.push_stage(stages, "stem.backward".into(), ks);
-    Ok(())
+    grads.push(GradStage {
+        stage: stages.len() - 1,
+        prefixes: vec![arch.stem.conv.clone(), arch.stem.bn.clone()],
+    });
+    Ok(grads)
 }
 
 /// The first unit below the head with a parameter that trains: 0 for the stem, k for the k-th

@@ -2,15 +2,17 @@
 //! every bind group created); a step then only records the prepared dispatches, one command
 //! encoder per block, and submits them together.
 
+mod buckets;
 mod build;
 mod config;
 mod layers;
 mod recycle;
 
+pub use buckets::{GradBucket, GradStage};
 pub use config::{FineTune, Mode, Normalize, PlanConfig, Shard};
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Kernel, PassTimer, Tensor};
+use crate::gpu::{Gpu, Kernel, PassTimer, PendingRead, Tensor};
 use crate::model::ModelState;
 use crate::ops::augment::pack_bytes;
 use crate::ops::batchnorm::Exchange;
@@ -50,6 +52,8 @@ pub struct Plan {
     /// Where the host combines the BatchNorm sums of every rank between two kernels
     /// (SyncBatchNorm: `config.shard.bn_ranks` > 1), in the order the kernels run.
     exchanges: Vec<(KernelAt, Exchange)>,
+    /// The backward stages in the order they run and whose gradients each computes.
+    grad_stages: Vec<GradStage>,
 }
 
 /// Where a kernel sits: `stages[stage].kernels[index]`.
@@ -85,6 +89,7 @@ impl Plan {
                 input_stage: built.input_stage,
                 sgd: built.sgd,
                 exchanges: built.exchanges,
+                grad_stages: built.grad_stages,
             }),
             Err(Error::Limit { op, msg }) => {
                 let per_image = build::largest_activation(model, &config) as u64 * 4;
@@ -176,6 +181,36 @@ impl Plan {
         };
         self.submit_kernels(gpu, from, end);
         Ok(())
+    }
+
+    /// The flat gradient of `model` cut into buckets of at least `cap` floats (the last may be
+    /// smaller), in the order the backward pass completes them: DDP's gradient buckets.
+    pub fn gradient_buckets(&self, model: &ModelState, cap: usize) -> Vec<GradBucket> {
+        let layout = &model.layout;
+        buckets::buckets(&layout.params, layout.params_len, &self.grad_stages, cap)
+    }
+
+    /// Submits the forward and backward passes in segments, one per bucket of `buckets` (from
+    /// [`Plan::gradient_buckets`]), each followed by a copy of its bucket's gradients into a
+    /// mappable buffer. Returns at once with the reads in bucket order: the first can be
+    /// awaited (and exchanged) while the GPU still computes the layers below it.
+    pub fn submit_in_buckets(
+        &self,
+        gpu: &Gpu,
+        model: &ModelState,
+        buckets: &[GradBucket],
+    ) -> Vec<PendingRead> {
+        let mut from = 0;
+        buckets
+            .iter()
+            .map(|b| {
+                let work = (from..=b.after_stage)
+                    .map(|i| self.encode(gpu, i, 0..self.stages[i].kernels.len(), None))
+                    .collect();
+                from = b.after_stage + 1;
+                gpu.submit_then_read(work, &model.grads, b.floats.clone())
+            })
+            .collect()
     }
 
     /// How many times a step exchanges BatchNorm sums with the other ranks (0 unless

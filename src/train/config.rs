@@ -19,6 +19,8 @@ pub const IMAGENET_EPOCHS: usize = 90;
 pub const PAPER_ITERATIONS: usize = 64_000;
 /// Images per evaluation step unless told otherwise (`train`, `eval`, `experiment`).
 pub const EVAL_BATCH: usize = 500;
+/// PyTorch DDP's default gradient bucket (`bucket_cap_mb`), MiB.
+pub const BUCKET_MB: f64 = 25.0;
 
 /// The optimisation recipe; the default is He et al. 2016's for CIFAR-10.
 #[derive(Debug, Clone, PartialEq)]
@@ -244,6 +246,9 @@ pub struct TrainConfig {
     pub workers: usize,
     /// With several ranks, BatchNorm statistics over the global batch (SyncBatchNorm).
     pub sync_bn: bool,
+    /// With several ranks, the gradients are exchanged in buckets of about this many MiB, each
+    /// while the GPU computes the layers below it (PyTorch DDP's `bucket_cap_mb`, 25).
+    pub bucket_mb: f64,
     /// Pretrained weights, frozen layers and the like.
     pub fine_tuning: FineTuning,
     /// Read loss and accuracy back every this many steps.
@@ -265,6 +270,7 @@ impl Default for TrainConfig {
             eval_batch_size: EVAL_BATCH,
             workers: crate::data::default_workers(),
             sync_bn: false,
+            bucket_mb: BUCKET_MB,
             fine_tuning: FineTuning::default(),
             log_every: 10,
             gpu: GpuOptions::default(),
@@ -304,12 +310,23 @@ impl TrainConfig {
                 "`lr` must be a positive number, got {lr}"
             )));
         }
+        let mb = self.bucket_mb;
+        if !(mb.is_finite() && mb > 0.0) {
+            return Err(Error::Invalid(format!(
+                "`bucket_mb` must be a positive number of MiB, got {mb}"
+            )));
+        }
         if self.sync_bn && self.fine_tuning.bn_eval {
             return Err(Error::Invalid(
                 "`sync_bn` and `bn_eval` contradict each other: with `bn_eval` no BatchNorm uses batch statistics to share".into(),
             ));
         }
         self.fine_tuning.check()
+    }
+
+    /// The floats a gradient bucket holds at least (`bucket_mb` MiB of f32).
+    pub fn bucket_floats(&self) -> usize {
+        ((self.bucket_mb * (1 << 20) as f64 / 4.0) as usize).max(1)
     }
 
     /// The run's length in epochs when `epochs` is not given, at `steps_per_epoch`.

@@ -109,8 +109,12 @@ pub struct ExchangeCost {
     pub ranks: usize,
     /// BatchNorm exchanges a step.
     pub bn_exchanges: usize,
+    /// Gradient buckets a step (1: one exchange after the backward pass).
+    pub buckets: usize,
     /// Milliseconds of exchange a step, and the whole step's.
     pub ms_per_step: (f64, f64),
+    /// Milliseconds of exchange a step spent while the GPU still computed the backward pass.
+    pub hidden_ms_per_step: f64,
 }
 
 /// Where a run's events go.

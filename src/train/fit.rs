@@ -158,6 +158,7 @@ impl<'a> Run<'a> {
                 .ranks
                 .step(&mut o.trainer, (&o.gpu, &o.model), step, lr as f32)?;
             self.exchange.time += cost.time;
+            self.exchange.hidden += cost.hidden;
             self.exchange.gradient_bytes += cost.gradient_bytes;
             self.state.iteration = o.trainer.iteration;
             if (s + 1) % c.log_every == 0 || s + 1 == steps {
@@ -268,7 +269,9 @@ impl<'a> Run<'a> {
         (test_loss, test_acc): (f64, f64),
     ) -> Result<EpochMetrics> {
         let best = test_acc > self.state.best_acc;
+        let exchange = self.exchange_cost(epoch, trained.seconds);
         self.state.epoch = epoch;
+        self.state.world_size = self.ranks.size();
         self.state.best_acc = self.state.best_acc.max(test_acc);
         let row = EpochMetrics {
             epoch,
@@ -281,9 +284,11 @@ impl<'a> Run<'a> {
             images_per_sec: (self.opened.steps_per_epoch * self.config.recipe.batch_size) as f64
                 / trained.seconds,
             seconds: trained.started.elapsed().as_secs_f64(),
+            exchange_ms: exchange.ms_per_step.0,
+            exchange_hidden_ms: exchange.hidden_ms_per_step,
         };
         self.check_ranks_agree(epoch)?;
-        self.report_exchange(epoch, trained.seconds);
+        self.events.emit(Event::Exchanged(exchange));
         let evaluated = if self.config.val_split > 0 {
             "val"
         } else {
@@ -308,22 +313,22 @@ impl<'a> Run<'a> {
     }
 
     /// What exchanging with the other ranks (gradients, and with SyncBatchNorm the BatchNorm
-    /// sums) cost this epoch: the gathers and the fixed-order sums, not the read-backs and
+    /// sums) cost this epoch: the transfers and the fixed-order sums, not the read-backs and
     /// uploads around them.
-    fn report_exchange(&mut self, epoch: usize, seconds: f64) {
+    fn exchange_cost(&mut self, epoch: usize, seconds: f64) -> ExchangeCost {
         let exchange = std::mem::take(&mut self.exchange);
         let steps = self.opened.steps_per_epoch as f64;
-        self.events.emit(Event::Exchanged(ExchangeCost {
+        let per_step = |d: std::time::Duration| d.as_secs_f64() * 1e3 / steps;
+        ExchangeCost {
             epoch,
             gradient_bytes: self.opened.model.layout.params_len * 4,
             received_per_step: exchange.gradient_bytes / self.opened.steps_per_epoch as u64,
             ranks: self.ranks.size(),
             bn_exchanges: self.opened.trainer.plan.exchanges(),
-            ms_per_step: (
-                exchange.time.as_secs_f64() * 1e3 / steps,
-                seconds * 1e3 / steps,
-            ),
-        }));
+            buckets: self.opened.trainer.buckets().len().max(1),
+            ms_per_step: (per_step(exchange.time), seconds * 1e3 / steps),
+            hidden_ms_per_step: per_step(exchange.hidden),
+        }
     }
 
     /// That every rank holds the same weights and momentum (as averaged gradients and a

@@ -246,6 +246,9 @@ pub struct Exchanged {
     pub time: Duration,
     /// Bytes of the gradients received from the other ranks, as the transport counted them.
     pub gradient_bytes: u64,
+    /// The part of `time` spent while the GPU still computed the backward pass (gradient
+    /// buckets exchanged behind it).
+    pub hidden: Duration,
 }
 
 /// The ranks of a data-parallel step, timing what is exchanged between them.
@@ -255,13 +258,22 @@ struct Timed<'r, 'a> {
 }
 
 impl Collective for Timed<'_, '_> {
-    fn average(&mut self, grads: Result<Vec<f32>>) -> Result<Vec<f32>> {
+    fn average(
+        &mut self,
+        grads: Result<Vec<f32>>,
+        computing: &dyn Fn() -> bool,
+    ) -> Result<Vec<f32>> {
         let t0 = Instant::now();
         let mut grads = self.ranks.together(grads)?;
         let before = self.ranks.received_bytes();
         self.ranks.average(&mut grads);
         self.cost.gradient_bytes += self.ranks.received_bytes() - before;
-        self.cost.time += t0.elapsed();
+        let spent = t0.elapsed();
+        self.cost.time += spent;
+        // asked after the exchange: a bucket counts as hidden only if the backward outlasted it
+        if computing() {
+            self.cost.hidden += spent;
+        }
         Ok(grads)
     }
 

@@ -19,6 +19,9 @@ pub struct RunState {
     pub iteration: u64,
     /// The best evaluation accuracy so far.
     pub best_acc: f64,
+    /// Processes that trained the run up to its last checkpoint (0: a new run). A run continues
+    /// on any number: the global batches and their order do not depend on it.
+    pub world_size: usize,
 }
 
 /// What a run's state file records beside the position, checked when it resumes.
@@ -118,8 +121,8 @@ impl RunDir {
     }
 
     /// The position of a new run, or loads the weights, momentum and position of the run
-    /// resumed, checking that it is a run of the same model, seed and number of processes and
-    /// that its two files are from the same iteration.
+    /// resumed, checking that it is a run of the same model, seed and global batch and that its
+    /// two files are from the same iteration.
     pub fn start(&self, gpu: &Gpu, m: &ModelState, id: &RunIdentity) -> Result<RunState> {
         if !self.resume {
             return Ok(RunState::default());
@@ -154,10 +157,17 @@ impl RunDir {
             epoch: number(meta(&s, &spath, "epoch")?, "epoch")? as usize,
             iteration: number(iteration, "iteration")? as u64,
             best_acc: number(meta(&s, &spath, "best_acc")?, "best_acc")?,
+            // runs written before distributed training have no world_size: they were one process
+            world_size: s
+                .metadata
+                .get("world_size")
+                .map_or(Ok(1.0), |v| number(v.clone(), "world_size"))?
+                as usize,
         })
     }
 
-    /// The seed and the number of processes of the resumed run are this one's.
+    /// The seed and the global batch of the resumed run are this one's (the number of processes
+    /// may differ).
     fn check_identity(&self, state: &Checkpoint, id: &RunIdentity) -> Result<()> {
         let spath = self.path.join(STATE);
         let seed = meta(state, &spath, "seed")?;
@@ -177,15 +187,6 @@ impl RunDir {
                     id.batch_size
                 )));
             }
-        }
-        // runs written before distributed training have no world_size: they were one process
-        let ranks = state.metadata.get("world_size").map_or("1", String::as_str);
-        if ranks != id.world_size.to_string() {
-            return Err(Error::Invalid(format!(
-                "`resume`: the run in {} was trained by {ranks} process(es), not {}; resume it with mpirun -np {ranks}",
-                self.path.display(),
-                id.world_size
-            )));
         }
         Ok(())
     }

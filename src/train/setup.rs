@@ -85,18 +85,19 @@ pub(super) fn open(
     let spec = ModelSpec::from_name(&c.model, classes_of(c, train)?)?;
     let steps_per_epoch = train.len() / c.recipe.batch_size;
     let what = format!(
-        "{} epochs {} seed {} resume {} sync-bn {} {:?} data {} images of {}x{}",
+        "{} epochs {} seed {} resume {} sync-bn {} bucket {} {:?} data {} images of {}x{}",
         spec.name,
         c.epochs_or_default(spec.family, steps_per_epoch),
         c.seed,
         dir.resumes(),
         c.sync_bn,
+        c.bucket_floats(),
         c.recipe,
         train.len(),
         train.size().0,
         train.size().1
     );
-    let what_for = "configuration (model, recipe, epochs, seed, sync_bn, data)";
+    let what_for = "configuration (model, recipe, epochs, seed, sync_bn, bucket_mb, data)";
     ranks.check_agree(what_for, &|| Ok(what.clone().into_bytes()))?;
     let shard = ranks.shard(c.recipe.batch_size)?;
     let plan = training_plan(c, train, ranks, shard.clone(), &spec)?;
@@ -110,6 +111,10 @@ pub(super) fn open(
     for n in notes {
         events.emit(Event::Note(n));
     }
+    // about the run, not this rank: said once
+    if state.world_size != 0 && state.world_size != ranks.size() && ranks.is_root() {
+        events.emit(other_world_size(c, dir, state.world_size, ranks.size()));
+    }
     ranks.broadcast_tensors(&gpu, &[&model.params, &model.running, &model.momentum])?;
     Ok(Opened {
         recipe: c.recipe.with_epochs_as_iterations(steps_per_epoch),
@@ -122,6 +127,27 @@ pub(super) fn open(
         steps_per_epoch,
         shard,
     })
+}
+
+/// What changes when a run trained by `before` processes continues on `now`: the global batches
+/// and their order stay; BatchNorm's batch statistics cover batch/`now` images unless they are
+/// synchronised (then the run continues as one process would).
+fn other_world_size(c: &TrainConfig, dir: &RunDir, before: usize, now: usize) -> Event {
+    let batch = c.recipe.batch_size;
+    let head = format!(
+        "the run in {} was trained by {before} process(es) and continues on {now}, with the same global batches of {batch} in the same order",
+        dir.path().display()
+    );
+    match c.sync_bn {
+        true => Event::Note(format!(
+            "{head}; `sync_bn`: BatchNorm's statistics still cover all {batch} images"
+        )),
+        false => Event::Warning(format!(
+            "{head}; BatchNorm's batch statistics now cover {} images per process, not {}",
+            batch / now,
+            batch / before
+        )),
+    }
 }
 
 fn identity(c: &TrainConfig, spec: &ModelSpec, ranks: &dyn Ranks) -> RunIdentity {
@@ -155,6 +181,9 @@ fn open_here(
         None => Vec::new(),
     };
     let mut trainer = Trainer::new(&gpu, &m, plan, c.seed)?;
+    if ranks.size() > 1 {
+        trainer.bucket_gradients(&m, c.bucket_floats());
+    }
     dir.create()?;
     let state = dir.start(&gpu, &m, &identity(c, spec, ranks))?;
     trainer.iteration = state.iteration;
