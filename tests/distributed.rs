@@ -286,10 +286,12 @@ fn sync_bn_two_ranks_train_as_one_process() {
     );
 }
 
-/// Under mpirun, rank 0 downloads CIFAR-10 into the cache the ranks share and the other rank
-/// reads rank 0's copy: one request, not one per rank racing to write the same files.
+/// Under mpirun, one rank downloads CIFAR-10 into the cache the ranks share and the others read
+/// its copy: one request, not one per rank racing to write the same files. Ranks given
+/// different cache directories (machines that share no file system) download once per
+/// directory.
 #[test]
-fn rank_0_downloads_cifar_and_the_other_rank_reads_its_copy() {
+fn one_rank_per_cache_downloads_cifar_and_the_others_read_its_copy() {
     let (archive, md5) = cifar::binary_archive(&resnet::data::bundled_cifar10());
     let (url, requests) = serve("/cifar-10-binary.tar.gz", archive, 0);
     let cache = tempfile::tempdir().unwrap();
@@ -306,6 +308,33 @@ fn rank_0_downloads_cifar_and_the_other_rank_reads_its_copy() {
         "fell back to the bundled images: {all}"
     );
     assert_eq!(requests.lock().unwrap().len(), 1, "{all}");
+
+    // machines that share no file system, as ranks given different cache directories: ranks 0
+    // and 1 share one, ranks 2 and 3 another; each directory is filled once (by ranks 0 and 2;
+    // rank 0 first, then the rest, would have ranks 2 and 3 both download), every rank trains
+    let caches = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut c = Command::new("mpirun");
+    c.args(["--allow-run-as-root", "--oversubscribe", "--timeout", "300"]);
+    let runtime = format!("XDG_RUNTIME_DIR={}", std::env::temp_dir().display());
+    for (i, (np, dir)) in [(2, &caches[0]), (2, &caches[1])].into_iter().enumerate() {
+        if i > 0 {
+            c.arg(":");
+        }
+        let cache_var = format!("RESNET_CACHE={}", dir.path().display());
+        c.args(["-np", &np.to_string(), "env", &runtime, &cache_var]);
+        c.args(["RESNET_KERNELS=register", env!("CARGO_BIN_EXE_resnet")]);
+        c.args(&args);
+    }
+    let before = requests.lock().unwrap().len();
+    let run = c.output().unwrap();
+    let all = text(&run);
+    assert!(run.status.success(), "{all}");
+    assert!(
+        !all.contains("bundled"),
+        "fell back to the bundled images: {all}"
+    );
+    assert!(all.contains("data parallel over 4 MPI ranks"), "{all}");
+    assert_eq!(requests.lock().unwrap().len() - before, 2, "{all}");
 }
 
 /// A global batch that does not divide among the ranks stops every rank with one clear error

@@ -35,6 +35,14 @@ pub struct BenchArgs {
     /// Print JSON
     #[arg(long)]
     json: bool,
+    /// Time the gradient exchange alone among the ranks mpirun started, no GPU: the model's
+    /// gradient averaged as training does (in buckets of --bucket-mb, and in one piece) against
+    /// gathering every rank's whole gradient; milliseconds and bytes received per rank and step
+    #[arg(long)]
+    exchange: bool,
+    /// With --exchange: the bucket size, MiB
+    #[arg(long, default_value_t = resnet::train::BUCKET_MB)]
+    bucket_mb: f64,
     #[command(flatten)]
     gpu: GpuArgs,
 }
@@ -79,6 +87,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     if a.steps == 0 {
         return Err(at_least_one("--steps"));
+    }
+    if a.exchange {
+        if !(a.bucket_mb.is_finite() && a.bucket_mb > 0.0) {
+            return Err(resnet::Error::Invalid(format!(
+                "--bucket-mb must be a positive number of MiB, got {}",
+                a.bucket_mb
+            )));
+        }
+        let (_, classes) = super::model_defaults(&a.model)?;
+        let classes = a.num_classes.unwrap_or(classes);
+        return super::exchange_bench::run(&a.model, classes, a.bucket_mb, (a.warmup, a.steps));
     }
     let r = measure(&a)?;
     if a.json {

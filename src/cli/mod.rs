@@ -3,6 +3,7 @@
 mod bench;
 mod console;
 mod eval;
+mod exchange_bench;
 mod flags;
 mod info;
 pub mod mpi;

@@ -38,6 +38,10 @@ pub fn exits_late() -> bool {
 pub struct Dist {
     rank: usize,
     size: usize,
+    /// The rank among the ranks on this machine.
+    local_rank: usize,
+    /// This machine's name, as MPI knows it.
+    node: String,
     /// Bytes received from the other ranks so far.
     received: std::cell::Cell<u64>,
     #[cfg(feature = "mpi")]
@@ -57,6 +61,8 @@ impl Dist {
         Dist {
             rank: 0,
             size: 1,
+            local_rank: 0,
+            node: String::new(),
             received: Default::default(),
             #[cfg(feature = "mpi")]
             mpi: None,
@@ -79,9 +85,13 @@ impl Dist {
         let universe = mpi::initialize()
             .ok_or_else(|| Error::Invalid("MPI: already initialised in this process".into()))?;
         let world = universe.world();
+        // the ranks that share this machine's memory, in world rank order
+        let machine = world.split_shared(world.rank());
         Ok(Dist {
             rank: world.rank() as usize,
             size: world.size() as usize,
+            local_rank: machine.rank() as usize,
+            node: mpi::environment::processor_name().unwrap_or_default(),
             received: Default::default(),
             mpi: Some(Mpi {
                 world,
@@ -179,6 +189,14 @@ impl Ranks for Dist {
 
     fn received_bytes(&self) -> u64 {
         self.received.get()
+    }
+
+    fn local_rank(&self) -> usize {
+        self.local_rank
+    }
+
+    fn node(&self) -> String {
+        self.node.clone()
     }
 
     fn allgather_f64(&self, values: &[f64]) -> Vec<f64> {

@@ -56,8 +56,11 @@ pub fn train_cmd(m: &clap::ArgMatches) -> Result<()> {
         false => Ok(()),
     };
     ranks.together(recorded)?;
-    // under mpirun, rank 0 downloads CIFAR-10 (when it is missing) before the others look for it
-    let sources = ranks.root_first(|| a.data.open(Offline::UseBundled, &config.model))?;
+    // under mpirun, one rank of each machine and cache directory downloads CIFAR-10 (when it is
+    // missing) before the others look for it
+    let cache = resnet::data::default_cache_dir();
+    let sources =
+        ranks.first_per_cache(&cache, || a.data.open(Offline::UseBundled, &config.model))?;
     let out = dir.path().to_path_buf();
     let summary = train::fit(
         &config,

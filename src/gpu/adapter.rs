@@ -26,8 +26,9 @@ pub struct GpuOptions {
     /// GPUs of a machine on Vulkan) to open, in the driver's order (`--device-index`). `None`:
     /// the first, or in a distributed run rank mod their count.
     pub device_index: Option<usize>,
-    /// This process's rank in a distributed run (0 otherwise): with no `device_index`, rank r
-    /// opens adapter r mod count, so that `mpirun -np 4` on a 4-GPU machine uses all four.
+    /// This process's rank among the ranks of a distributed run on its machine (0 otherwise):
+    /// with no `device_index`, local rank r opens adapter r mod count, so that `mpirun -np 8`
+    /// over two 4-GPU machines uses all eight.
     pub rank: usize,
 }
 

@@ -17,6 +17,7 @@ use crate::gpu::{Gpu, Tensor};
 use crate::model::ModelState;
 use crate::ops::loss::LossSums;
 use std::ops::Range;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The transport of a data-parallel run: what a launcher provides. Everything the training loop
@@ -35,6 +36,17 @@ pub trait Ranks {
     /// after rank.
     fn alltoallv_f32(&self, send: &[f32], send_counts: &[usize], recv_counts: &[usize])
         -> Vec<f32>;
+    /// This process's rank among the ranks on its machine, which picks the machine's adapter
+    /// (MPI: `MPI_Comm_split_type` shared, not the global rank modulo the adapters, which
+    /// leaves GPUs idle when machines hold different numbers of ranks).
+    fn local_rank(&self) -> usize {
+        self.rank()
+    }
+    /// The machine this process runs on (ranks on machines of different names share no local
+    /// directories).
+    fn node(&self) -> String {
+        String::new()
+    }
     /// Bytes this process has received from the other ranks so far, as the transport counted
     /// them (0 for one process).
     fn received_bytes(&self) -> u64 {
@@ -91,15 +103,22 @@ impl dyn Ranks + '_ {
         result
     }
 
-    /// Runs `f` on rank 0, then, once it succeeded, on the other ranks: what rank 0 downloads
-    /// into a shared directory the others then find there.
-    pub fn root_first<T>(&self, f: impl Fn() -> Result<T>) -> Result<T> {
-        let first = match self.is_root() {
+    /// Runs `f` first on one rank of each machine and `cache` directory (the lowest rank of
+    /// each), then, once all of those succeeded, on the other ranks, which find there what the
+    /// first one downloaded: a cache the ranks of a machine share is filled once per machine,
+    /// and ranks given different directories (machines that share no file system) fill each
+    /// their own.
+    pub fn first_per_cache<T>(&self, cache: &Path, f: impl Fn() -> Result<T>) -> Result<T> {
+        let place = format!("{}\0{}", self.node(), cache.display());
+        let key = fnv1a(place.as_bytes()) as f64;
+        let keys = self.allgather_f64(&[key]);
+        let first = keys.iter().position(|k| *k == key) == Some(self.rank());
+        let done = match first {
             true => f().map(Some),
             false => Ok(None),
         };
         // every rank takes part in both exchanges, in the same order
-        let second = match self.together(first)? {
+        let second = match self.together(done)? {
             Some(done) => Ok(done),
             None => f(),
         };

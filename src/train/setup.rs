@@ -161,7 +161,7 @@ fn identity(c: &TrainConfig, spec: &ModelSpec, ranks: &dyn Ranks) -> RunIdentity
 
 type OpenedHere = (Gpu, ModelState, Trainer, RunState, Vec<String>);
 
-/// This rank's device (adapter rank mod count, unless told the index), model (with the
+/// This rank's device (its rank on the machine modulo the adapters, unless told the index), model (with the
 /// pretrained weights, checked before the plan is built) and training plan, and where the run
 /// stands (resumed from `dir`, or new).
 fn open_here(
@@ -172,7 +172,7 @@ fn open_here(
     pretrained: Option<(Checkpoint, String)>,
 ) -> Result<OpenedHere> {
     let gpu = Gpu::new_blocking(&GpuOptions {
-        rank: ranks.rank(),
+        rank: ranks.local_rank(),
         ..c.gpu.clone()
     })?;
     let m = ModelState::new(&gpu, spec, c.seed)?;
