@@ -338,7 +338,8 @@ fn one_rank_per_cache_downloads_cifar_and_the_others_read_its_copy() {
 }
 
 /// A global batch that does not divide among the ranks stops every rank with one clear error
-/// and a non-zero exit.
+/// and a non-zero exit; an unreachable machine in the hostfile is mpirun's error and nothing
+/// starts.
 #[test]
 fn bad_distributed_input_stops_every_rank() {
     let data = cifar::subset(10, 2);
@@ -355,6 +356,23 @@ fn bad_distributed_input_stops_every_rank() {
         all.contains("--batch-size 33 is the global batch and must divide among the 2 MPI ranks"),
         "{all}"
     );
+    assert!(!all.contains("panicked"), "{all}");
+
+    // a hostfile naming a machine that cannot be reached: mpirun's error, no rank started,
+    // nothing written
+    let hosts = out.path().join("hosts");
+    std::fs::write(&hosts, "no-such-node.invalid slots=2\n").unwrap();
+    let never = out.path().join("never");
+    let args = train_args(d, never.to_str().unwrap(), "1");
+    let mut c = Command::new("mpirun");
+    c.args(["--allow-run-as-root", "--timeout", "60", "--hostfile"])
+        .arg(&hosts);
+    c.args(["-np", "2", env!("CARGO_BIN_EXE_resnet")])
+        .args(&args);
+    let run = c.output().unwrap();
+    let all = text(&run);
+    assert!(!run.status.success(), "{all}");
+    assert!(!never.exists(), "{all}");
     assert!(!all.contains("panicked"), "{all}");
 }
 

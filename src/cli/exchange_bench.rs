@@ -19,6 +19,8 @@ const ALIGN: usize = 64;
 enum Method {
     /// MPI_Allgatherv of every rank's whole gradient, then the sum in rank order.
     GatherAndAdd,
+    /// MPI_Allreduce (its order of additions is the MPI library's).
+    Allreduce,
     /// The training step's reduce-scatter and allgather, over pieces of this many floats.
     ReduceScatter(usize),
 }
@@ -44,6 +46,7 @@ pub fn run(
     }
     let methods = [
         ("gather every rank's gradient, add", Method::GatherAndAdd),
+        ("MPI_Allreduce (bytes not counted)", Method::Allreduce),
         (
             "reduce-scatter + allgather, one piece",
             Method::ReduceScatter(len),
@@ -54,7 +57,7 @@ pub fn run(
         ),
     ];
     for (name, method) in methods {
-        let (ms, bytes) = time(ranks, method, len, (warmup, steps));
+        let (ms, bytes) = time(&dist, method, len, (warmup, steps));
         if ranks.is_root() {
             let pieces = match method {
                 Method::ReduceScatter(b) if b < len => {
@@ -65,17 +68,38 @@ pub fn run(
             println!("  {name}{pieces}: {ms:.2} ms, {bytes} bytes received a rank and step");
         }
     }
+    let differ = allreduce_differs(&dist, len);
+    if ranks.is_root() {
+        println!(
+            "  MPI_Allreduce against the rank-order sum: {differ} of {len} floats differ in their bits"
+        );
+    }
     Ok(())
+}
+
+/// How many floats of a mean over the ranks MPI_Allreduce gives other bits for than the
+/// rank-order sum of the training step, on gradients of mixed signs and magnitudes.
+fn allreduce_differs(dist: &Dist, len: usize) -> usize {
+    let ranks: &dyn Ranks = dist;
+    let mut rng = resnet::rng::SplitMix64(ranks.rank() as u64 + 1);
+    let grads: Vec<f32> = (0..len)
+        .map(|i| {
+            (rng.next_u64() as i64 as f64 / 2f64.powi(63)) as f32 * 10f32.powi(i as i32 % 5 - 2)
+        })
+        .collect();
+    let (mut ours, mut theirs) = (grads.clone(), grads);
+    ranks.average(&mut ours);
+    exchange(dist, Method::Allreduce, &mut theirs);
+    ours.iter()
+        .zip(&theirs)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count()
 }
 
 /// The median over `steps` of the slowest rank's milliseconds, and this rank's bytes received
 /// a step.
-fn time(
-    ranks: &dyn Ranks,
-    method: Method,
-    len: usize,
-    (warmup, steps): (usize, usize),
-) -> (f64, u64) {
+fn time(dist: &Dist, method: Method, len: usize, (warmup, steps): (usize, usize)) -> (f64, u64) {
+    let ranks: &dyn Ranks = dist;
     let mut grads: Vec<f32> = (0..len)
         .map(|i| ((i * 7 + ranks.rank()) % 13) as f32 * 1e-3)
         .collect();
@@ -83,7 +107,7 @@ fn time(
     let mut bytes = 0;
     for s in 0..warmup + steps {
         let t0 = Instant::now();
-        let received = exchange(ranks, method, &mut grads);
+        let received = exchange(&dist, method, &mut grads);
         let slowest = ranks
             .allgather_f64(&[t0.elapsed().as_secs_f64() * 1e3])
             .into_iter()
@@ -99,9 +123,15 @@ fn time(
 
 /// Averages `grads` over the ranks by `method`; returns the gradient bytes received (not those
 /// of the small agreement exchanges).
-fn exchange(ranks: &dyn Ranks, method: Method, grads: &mut [f32]) -> u64 {
+fn exchange(dist: &Dist, method: Method, grads: &mut [f32]) -> u64 {
+    let ranks: &dyn Ranks = dist;
     let mut received = 0;
     match method {
+        Method::Allreduce => {
+            dist.allreduce_sum(grads);
+            let n = ranks.size() as f32;
+            grads.iter_mut().for_each(|g| *g /= n);
+        }
         Method::GatherAndAdd => {
             let (n, len) = (ranks.size(), grads.len());
             let before = ranks.received_bytes();

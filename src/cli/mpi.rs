@@ -114,6 +114,21 @@ impl Dist {
         Ok(Dist::single())
     }
 
+    /// `values` replaced by their sum over the ranks by MPI_Allreduce, whose order of additions
+    /// the standard leaves to the implementation (benchmarks only: training sums in rank order).
+    pub fn allreduce_sum(&self, values: &mut [f32]) {
+        #[cfg(feature = "mpi")]
+        if let Some(m) = &self.mpi {
+            use mpi::collective::SystemOperation;
+            use mpi::traits::CommunicatorCollectives;
+            let mine = values.to_vec();
+            m.world
+                .all_reduce_into(&mine[..], values, SystemOperation::sum());
+        }
+        #[cfg(not(feature = "mpi"))]
+        let _ = values;
+    }
+
     fn barrier(&self) {
         #[cfg(feature = "mpi")]
         if let Some(m) = &self.mpi {

@@ -163,7 +163,7 @@ mod tests {
             check_cover(&layout, &stages, &got);
             let (last, full) = got.split_last().unwrap();
             assert!(full.iter().all(|b| b.floats.len() >= cap), "{cap}: {got:?}");
-            assert!(last.floats.len() > 0);
+            assert!(!last.floats.is_empty());
         }
     }
 
