@@ -107,7 +107,7 @@ fn time(dist: &Dist, method: Method, len: usize, (warmup, steps): (usize, usize)
     let mut bytes = 0;
     for s in 0..warmup + steps {
         let t0 = Instant::now();
-        let received = exchange(&dist, method, &mut grads);
+        let received = exchange(dist, method, &mut grads);
         let slowest = ranks
             .allgather_f64(&[t0.elapsed().as_secs_f64() * 1e3])
             .into_iter()
