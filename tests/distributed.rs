@@ -61,6 +61,16 @@ fn train_losses(run: &Path) -> Vec<f64> {
         .collect()
 }
 
+/// Sets the value following `flag` in `args`.
+fn set<'a>(args: &mut [&'a str], flag: &str, value: &'a str) {
+    let at = args
+        .iter()
+        .position(|a| *a == flag)
+        .expect("the flag is there")
+        + 1;
+    args[at] = value;
+}
+
 fn train_args<'a>(data: &'a str, out: &'a str, epochs: &'a str) -> Vec<&'a str> {
     vec![
         "train",
@@ -348,7 +358,7 @@ fn bad_distributed_input_stops_every_rank() {
     let (d, o) = (data.path().to_str().unwrap(), out.path().to_str().unwrap());
 
     let mut args = train_args(d, o, "1");
-    args[6] = "33";
+    set(&mut args, "--batch-size", "33");
     let run = mpirun(2, &args, cache.path());
     let all = text(&run);
     assert!(!run.status.success(), "{all}");
@@ -464,10 +474,10 @@ fn a_run_resumes_on_another_number_of_ranks() {
     let (data, out) = (cifar::subset(10, 2), tempfile::tempdir().unwrap());
     let (d, o) = (data.path().to_str().unwrap(), out.path().to_str().unwrap());
     let mut args = train_args(d, o, "1");
-    args[6] = "8";
+    set(&mut args, "--batch-size", "8");
     let run = mpirun(1, &args, cache.path());
     assert!(run.status.success(), "{}", text(&run));
-    args[10] = "2";
+    set(&mut args, "--epochs", "2");
     args.extend(["--resume", o]);
     let run = mpirun(2, &args, cache.path());
     let all = text(&run);

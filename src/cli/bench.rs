@@ -38,7 +38,7 @@ pub struct BenchArgs {
     /// Time the gradient exchange alone among the ranks mpirun started, no GPU: the model's
     /// gradient averaged as training does (in buckets of --bucket-mb, and in one piece) against
     /// gathering every rank's whole gradient; milliseconds and bytes received per rank and step
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json")]
     exchange: bool,
     /// With --exchange: the bucket size, MiB
     #[arg(long, default_value_t = resnet::train::BUCKET_MB)]

@@ -1,7 +1,8 @@
 //! `resnet bench --exchange`: the gradient exchange alone, among the ranks mpirun started (no
-//! GPU): a model's flat gradient averaged as the data-parallel step averages it (in buckets of
-//! `--bucket-mb`, and in one piece), against gathering every rank's whole gradient and adding
-//! (the exchange until 2026-12-03). Milliseconds (the median step, the slowest rank's) and the
+//! GPU): a model's flat gradient averaged as the data-parallel step averages it (in one piece,
+//! and in equal pieces of `--bucket-mb`, where training cuts its buckets at layer boundaries),
+//! against gathering every rank's whole gradient and adding (the exchange until 2026-12-03) and
+//! against MPI_Allreduce. Milliseconds (the median step, the slowest rank's) and the
 //! bytes each rank received, as MPI counted them.
 
 use super::mpi::Dist;

@@ -91,7 +91,9 @@ impl Dist {
             rank: world.rank() as usize,
             size: world.size() as usize,
             local_rank: machine.rank() as usize,
-            node: mpi::environment::processor_name().unwrap_or_default(),
+            // unnamed, each rank counts as its own machine (downloads then take turns)
+            node: mpi::environment::processor_name()
+                .unwrap_or_else(|_| format!("rank {}", world.rank())),
             received: Default::default(),
             mpi: Some(Mpi {
                 world,

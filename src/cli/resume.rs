@@ -1,7 +1,8 @@
 //! `resnet train --resume DIR` continues any run with nothing else on the command line: a new
 //! run records the options it was given in `DIR/command.json`, and a resume takes them from
 //! there. `--epochs` extends the run; options of the machine rather than the run (adapter,
-//! kernels, workers, where the data lies, the evaluation batch) may change; any other option
+//! kernels, workers, where the data lies, the evaluation batch, the gradient buckets) may
+//! change; any other option
 //! given with `--resume` must agree with the run's, else one error names it and both values,
 //! before any data is loaded.
 

@@ -24,7 +24,7 @@ pub struct GpuOptions {
     pub defer_tuning: bool,
     /// Which of the adapters of the best kind (the best device type and backend, e.g. the four
     /// GPUs of a machine on Vulkan) to open, in the driver's order (`--device-index`). `None`:
-    /// the first, or in a distributed run rank mod their count.
+    /// the first, or in a distributed run the rank on the machine mod their count.
     pub device_index: Option<usize>,
     /// This process's rank among the ranks of a distributed run on its machine (0 otherwise):
     /// with no `device_index`, local rank r opens adapter r mod count, so that `mpirun -np 8`

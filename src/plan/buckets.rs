@@ -161,9 +161,8 @@ mod tests {
         for cap in [5_000, 40_000, 100_000] {
             let got = buckets(&layout.params, layout.params_len, &stages, cap);
             check_cover(&layout, &stages, &got);
-            let (last, full) = got.split_last().unwrap();
+            let (_, full) = got.split_last().unwrap();
             assert!(full.iter().all(|b| b.floats.len() >= cap), "{cap}: {got:?}");
-            assert!(!last.floats.is_empty());
         }
     }
 

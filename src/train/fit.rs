@@ -269,7 +269,7 @@ impl<'a> Run<'a> {
         (test_loss, test_acc): (f64, f64),
     ) -> Result<EpochMetrics> {
         let best = test_acc > self.state.best_acc;
-        let exchange = self.exchange_cost(epoch, trained.seconds);
+        let exchange = self.take_exchange_cost(epoch, trained.seconds);
         self.state.epoch = epoch;
         self.state.world_size = self.ranks.size();
         self.state.best_acc = self.state.best_acc.max(test_acc);
@@ -314,8 +314,8 @@ impl<'a> Run<'a> {
 
     /// What exchanging with the other ranks (gradients, and with SyncBatchNorm the BatchNorm
     /// sums) cost this epoch: the transfers and the fixed-order sums, not the read-backs and
-    /// uploads around them.
-    fn exchange_cost(&mut self, epoch: usize, seconds: f64) -> ExchangeCost {
+    /// uploads around them. Starts the next epoch's count from zero.
+    fn take_exchange_cost(&mut self, epoch: usize, seconds: f64) -> ExchangeCost {
         let exchange = std::mem::take(&mut self.exchange);
         let steps = self.opened.steps_per_epoch as f64;
         let per_step = |d: std::time::Duration| d.as_secs_f64() * 1e3 / steps;

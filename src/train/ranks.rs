@@ -42,8 +42,7 @@ pub trait Ranks {
     fn local_rank(&self) -> usize {
         self.rank()
     }
-    /// The machine this process runs on (ranks on machines of different names share no local
-    /// directories).
+    /// The machine this process runs on (ranks of one machine share its local directories).
     fn node(&self) -> String {
         String::new()
     }
@@ -104,25 +103,31 @@ impl dyn Ranks + '_ {
     }
 
     /// Runs `f` first on one rank of each machine and `cache` directory (the lowest rank of
-    /// each), then, once all of those succeeded, on the other ranks, which find there what the
-    /// first one downloaded: a cache the ranks of a machine share is filled once per machine,
-    /// and ranks given different directories (machines that share no file system) fill each
-    /// their own.
+    /// each), one machine after another, then, once all of those succeeded, on the other ranks,
+    /// which find there what their machine's first rank downloaded: a cache the ranks of a
+    /// machine share is filled once per machine, ranks given different directories fill each
+    /// their own, and machines whose caches are one shared file system (NFS) take turns, the
+    /// later ones finding it filled.
     pub fn first_per_cache<T>(&self, cache: &Path, f: impl Fn() -> Result<T>) -> Result<T> {
         let place = format!("{}\0{}", self.node(), cache.display());
-        let key = fnv1a(place.as_bytes()) as f64;
-        let keys = self.allgather_f64(&[key]);
-        let first = keys.iter().position(|k| *k == key) == Some(self.rank());
-        let done = match first {
-            true => f().map(Some),
-            false => Ok(None),
-        };
-        // every rank takes part in both exchanges, in the same order
-        let second = match self.together(done)? {
-            Some(done) => Ok(done),
+        let keys = self.allgather_f64(&[fnv1a(place.as_bytes()) as f64]);
+        let firsts = (0..keys.len()).filter(|&r| keys[..r].iter().all(|k| *k != keys[r]));
+        let mut done = None;
+        for first in firsts {
+            // every rank takes part in each turn, in the same order
+            let turn = match first == self.rank() {
+                true => f().map(Some),
+                false => Ok(None),
+            };
+            if let Some(v) = self.together(turn)? {
+                done = Some(v);
+            }
+        }
+        let rest = match done {
+            Some(v) => Ok(v),
             None => f(),
         };
-        self.together(second)
+        self.together(rest)
     }
 
     /// This rank's images of every global batch of `batch`: its contiguous shard.

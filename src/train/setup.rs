@@ -108,6 +108,11 @@ pub(super) fn open(
     }?;
     let opened = open_here(c, (&spec, train), (ranks, plan), dir, pretrained);
     let (gpu, model, trainer, state, notes) = ranks.together(opened)?;
+    // every rank reads the run it resumes: copies that differ (a machine's stale copy of the
+    // directory) would run different loops
+    let position = format!("{} {}", state.epoch, state.iteration).into_bytes();
+    let what = "position of the resumed run (every rank reads `resume`'s directory: give it a file system all machines share)";
+    ranks.check_agree(what, &|| Ok(position.clone()))?;
     for n in notes {
         events.emit(Event::Note(n));
     }
@@ -161,9 +166,9 @@ fn identity(c: &TrainConfig, spec: &ModelSpec, ranks: &dyn Ranks) -> RunIdentity
 
 type OpenedHere = (Gpu, ModelState, Trainer, RunState, Vec<String>);
 
-/// This rank's device (its rank on the machine modulo the adapters, unless told the index), model (with the
-/// pretrained weights, checked before the plan is built) and training plan, and where the run
-/// stands (resumed from `dir`, or new).
+/// This rank's device (its rank on the machine modulo the adapters, unless told the index),
+/// model (with the pretrained weights, checked before the plan is built) and training plan,
+/// and where the run stands (resumed from `dir`, or new).
 fn open_here(
     c: &TrainConfig,
     (spec, train): (&ModelSpec, &dyn ImageSource),
