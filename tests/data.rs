@@ -164,22 +164,70 @@ fn image_folder_resizes_and_load_detects_it() {
     let split = load(dir.path(), (16, 24)).unwrap();
     assert_eq!((split.train.height, split.train.width), (16, 24));
     assert_eq!(split.train.images.len(), split.train.len() * 3 * 16 * 24);
+    // resized as PIL's BILINEAR (torchvision's), to within PIL's own rounding
     let path = dir.path().join("train/bird/0003.jpg");
     let rgb = image::open(&path).unwrap().to_rgb8();
-    let small = image::imageops::resize(&rgb, 24, 16, image::imageops::FilterType::Triangle);
+    let want = common::pil::bilinear(&rgb, 24, 16);
     let img = split.train.image(2 * TRAIN_PER_CLASS + 3);
-    for (y, x) in [(0, 0), (15, 23), (8, 11)] {
-        for c in 0..3 {
-            assert_eq!(
-                img[c * 16 * 24 + y * 24 + x],
-                small.get_pixel(x as u32, y as u32)[c]
-            );
+    for y in 0..16 {
+        for x in 0..24 {
+            for c in 0..3 {
+                let got = img[c * 16 * 24 + y * 24 + x] as f64;
+                let w = want[(y * 24 + x) * 3 + c];
+                assert!((got - w).abs() <= 1.0, "({y}, {x}, {c}): {got} against {w}");
+            }
         }
     }
     assert_eq!(
         load(dir.path(), (32, 32)).unwrap(),
         load_image_folder(dir.path(), (32, 32)).unwrap()
     );
+}
+
+/// torchvision's transforms resize as PIL's BILINEAR does, shrinking (with its antialiasing) and
+/// growing, to within PIL's own rounding: `Resize` to a size and `Resize(256)` + `CenterCrop`.
+#[test]
+fn transforms_resize_as_pil_bilinear() {
+    use resnet::preprocess::transforms::{center_crop_box, resized_shorter_side, Transform};
+    let photo = image::open(fixture().path().join("train/bird/0003.jpg"))
+        .unwrap()
+        .to_rgb8();
+    // a 500x375 photo with detail at every scale: the 32x32 fixture grown, plus a pattern
+    let big = image::imageops::resize(&photo, 500, 375, image::imageops::FilterType::Nearest);
+    let big = image::RgbImage::from_fn(500, 375, |x, y| {
+        let p = big.get_pixel(x, y);
+        image::Rgb([
+            p[0] ^ ((x * y) as u8 & 31),
+            p[1],
+            p[2].wrapping_add((x % 7) as u8 * 9),
+        ])
+    });
+    let mut rng = resnet::rng::SplitMix64(0);
+    let close = |got: &image::RgbImage, want: &[f64]| {
+        for (i, (g, w)) in got.as_raw().iter().zip(want).enumerate() {
+            assert!((*g as f64 - w).abs() <= 1.0, "byte {i}: {g} against {w}");
+        }
+    };
+    for (w, h) in [(224, 168), (37, 301), (700, 400)] {
+        let got = Transform::Resize { size: (h, w) }.apply(big.clone(), &mut rng);
+        assert_eq!(got.dimensions(), (w as u32, h as u32));
+        close(&got, &common::pil::bilinear(&big, w, h));
+    }
+    let got = Transform::ResizeCenterCrop {
+        resize: 256,
+        crop: 224,
+    }
+    .apply(big.clone(), &mut rng);
+    let (rh, rw) = resized_shorter_side(375, 500, 256);
+    let resized = common::pil::bilinear(&big, rw, rh);
+    let b = center_crop_box(rh, rw, 224);
+    let want: Vec<f64> = (0..224)
+        .flat_map(|y| {
+            let row = (b.top + y) * rw + b.left;
+            resized[row * 3..(row + 224) * 3].to_vec()
+        })
+        .collect();
+    close(&got, &want);
 }
 
 #[test]

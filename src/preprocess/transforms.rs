@@ -7,8 +7,11 @@
 //! crop clamped to the ratio range. Python's `round` (ties to even) is kept, so the boxes are the
 //! ones torchvision's formula gives for the same two uniforms.
 
-use image::imageops::{self, FilterType};
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use image::imageops;
 use image::RgbImage;
+use std::cell::RefCell;
 
 use crate::rng::SplitMix64;
 
@@ -175,12 +178,25 @@ fn crop(img: &RgbImage, b: CropBox) -> RgbImage {
     .to_image()
 }
 
-/// Bilinear resize with antialiasing when shrinking (PIL's BILINEAR, torchvision's default).
+thread_local! {
+    /// Each loader thread's resizer (it keeps its scratch buffers between images).
+    static RESIZER: RefCell<Resizer> = RefCell::new(Resizer::new());
+}
+
+/// Bilinear resize with antialiasing when shrinking: PIL's BILINEAR, torchvision's default (a
+/// triangle filter widened by the scale factor, separable, rows then columns), on SIMD.
 fn resize_exact(img: RgbImage, h: usize, w: usize) -> RgbImage {
     if (img.height() as usize, img.width() as usize) == (h, w) {
         return img;
     }
-    imageops::resize(&img, w as u32, h as u32, FilterType::Triangle)
+    let src = ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
+        .expect("an RgbImage holds 3 bytes a pixel");
+    let mut dst = Image::new(w as u32, h as u32, PixelType::U8x3);
+    let bilinear = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    RESIZER
+        .with(|r| r.borrow_mut().resize(&src, &mut dst, &bilinear))
+        .expect("source and destination are both RGB8");
+    RgbImage::from_raw(w as u32, h as u32, dst.into_vec()).expect("w x h RGB8 pixels")
 }
 
 /// Writes `img` into `out` as CHW planes (all R bytes, then G, then B).

@@ -4,6 +4,7 @@
 
 pub mod cifar;
 pub mod cli;
+pub mod pil;
 pub mod serve;
 
 use resnet::gpu::{Gpu, GpuOptions, Kernel, Tensor};
