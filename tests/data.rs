@@ -409,6 +409,28 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Processes filling one cache at the same time (two runs on a machine; the ranks of machines
+/// whose caches are one shared file system) take turns: one request, and every one of them
+/// finds the whole data set. Threads stand for the processes (the lock is per open file).
+#[test]
+fn simultaneous_downloads_into_one_cache_fetch_once() {
+    let split = synthetic(15, 5);
+    let (archive, md5) = common::cifar::binary_archive(&split);
+    let (url, requests) = serve("/cifar-10-binary.tar.gz", archive, 0);
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().join("cache");
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| download_cifar10(&url, &md5, &cache_dir, &mut |_| {})))
+            .collect();
+        for run in runs {
+            let dir = run.join().unwrap().unwrap();
+            assert_eq!(load_cifar_binary(&dir).unwrap(), split);
+        }
+    });
+    assert_eq!(requests.lock().unwrap().len(), 1);
+}
+
 #[test]
 fn download_checks_md5_caches_and_extracts() {
     let split = synthetic(15, 5);
@@ -440,7 +462,8 @@ fn download_checks_md5_caches_and_extracts() {
     assert_eq!(hits(), 1);
     assert_eq!(load_cifar_binary(&dir).unwrap(), split);
 
-    // Wrong checksum: an error, and nothing left behind.
+    // Wrong checksum: an error, and nothing left behind but the (empty) lock file that lets
+    // processes sharing the cache take turns.
     let bad_dir = cache.path().join("bad");
     let wrong = "0123456789abcdef0123456789abcdef";
     invalid(
@@ -448,7 +471,8 @@ fn download_checks_md5_caches_and_extracts() {
         &["md5", wrong],
     );
     assert_eq!(hits(), 2);
-    assert_eq!(files_under(&bad_dir), Vec::<PathBuf>::new());
+    assert_eq!(files_under(&bad_dir), vec![bad_dir.join(".cifar-10.lock")]);
+    assert_eq!(fs::metadata(bad_dir.join(".cifar-10.lock")).unwrap().len(), 0);
 
     // HTTP error and malformed checksum.
     let missing = url.replace("cifar-10-binary", "nope");
@@ -456,7 +480,7 @@ fn download_checks_md5_caches_and_extracts() {
         download_cifar10(&missing, &md5, &bad_dir, &mut |_| {}),
         &[&missing],
     );
-    assert_eq!(files_under(&bad_dir), Vec::<PathBuf>::new());
+    assert_eq!(files_under(&bad_dir), vec![bad_dir.join(".cifar-10.lock")]);
     invalid(
         download_cifar10(&url, "xyz", &bad_dir, &mut |_| {}),
         &["xyz"],

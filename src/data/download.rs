@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
 
-use super::fetch::{fetch, Digest, Transfer};
+use super::fetch::{fetch, locked, Digest, Transfer};
 use super::{invalid, io_err, CIFAR_DIR};
 use crate::Result;
 
@@ -51,14 +51,30 @@ pub fn download_cifar10(
     cache_dir: &Path,
     progress: &mut dyn FnMut(Transfer),
 ) -> Result<PathBuf> {
-    let digest = Digest::Md5(parse_md5(md5)?);
     let md5 = parse_md5(md5)?;
-    let extracted = cache_dir.join(CIFAR_DIR);
-    let marker = extracted.join(MARKER);
-    if fs::read_to_string(&marker).is_ok_and(|m| m.trim() == md5) {
+    let marker = cache_dir.join(CIFAR_DIR).join(MARKER);
+    let filled = || fs::read_to_string(&marker).is_ok_and(|m| m.trim() == md5);
+    if filled() {
         return Ok(cache_dir.to_path_buf());
     }
     fs::create_dir_all(cache_dir).map_err(|e| io_err(cache_dir, "cannot create directory", e))?;
+    // another process may be filling the same cache: the second finds it done
+    locked(&cache_dir.join(".cifar-10.lock"), || match filled() {
+        true => Ok(()),
+        false => fill_cifar10(url, &md5, cache_dir, progress),
+    })?;
+    Ok(cache_dir.to_path_buf())
+}
+
+/// Downloads the archive into `cache_dir` unless a verified copy is there, and extracts it.
+fn fill_cifar10(
+    url: &str,
+    md5: &str,
+    cache_dir: &Path,
+    progress: &mut dyn FnMut(Transfer),
+) -> Result<()> {
+    let digest = Digest::Md5(md5.to_string());
+    let extracted = cache_dir.join(CIFAR_DIR);
     let archive = cache_dir.join(archive_name(url, FALLBACK_NAME));
     if !(archive.is_file() && digest.matches(&archive)?) {
         fetch(url, &archive, &digest, progress)?;
@@ -76,8 +92,8 @@ pub fn download_cifar10(
             archive.display()
         )));
     }
-    fs::write(&marker, &md5).map_err(|e| io_err(&marker, "cannot write", e))?;
-    Ok(cache_dir.to_path_buf())
+    let marker = extracted.join(MARKER);
+    fs::write(&marker, md5).map_err(|e| io_err(&marker, "cannot write", e))
 }
 
 /// A checksum as lower-case hex, or an error when it is not an MD5 (32 hex digits).

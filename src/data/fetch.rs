@@ -85,6 +85,22 @@ pub enum Transfer {
     Note(String),
 }
 
+/// Runs `f` holding an exclusive lock on the file `lock` (created if missing, left behind
+/// empty), so that processes sharing a cache (two runs on one machine, ranks whose caches are one
+/// file system) fill it one at a time: a later one waits, then finds it filled.
+pub(super) fn locked<T>(lock: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock)
+        .map_err(|e| io_err(lock, "cannot create", e))?;
+    file.lock().map_err(|e| io_err(lock, "cannot lock", e))?;
+    let result = f();
+    let _ = file.unlock();
+    result
+}
+
 /// Downloads `url` to `dest` as the module says; `progress` hears the bytes.
 pub fn fetch(
     url: &str,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use super::download::{archive_name, parse_hex_digest};
-use super::fetch::{fetch, Digest, Transfer};
+use super::fetch::{fetch, locked, Digest, Transfer};
 use crate::Result;
 
 /// True when `s` is an http(s) URL rather than a file path.
@@ -42,16 +42,28 @@ pub fn fetch_pretrained(
     let url_hash = format!("{:x}", Sha256::digest(url.as_bytes()));
     let name = archive_name(url, "pretrained.safetensors");
     let dest = dir.join(format!("{}-{name}", &url_hash[..12]));
-    if dest.is_file() {
+    let cached = |progress: &mut dyn FnMut(Transfer)| -> Result<bool> {
+        if !dest.is_file() {
+            return Ok(false);
+        }
         if digest.matches(&dest)? {
-            return Ok(dest);
+            return Ok(true);
         }
         progress(Transfer::Note(format!(
             "{}: checksum differs from `pretrained_sha256`; downloading again",
             dest.display()
         )));
+        Ok(false)
+    };
+    if cached(progress)? {
+        return Ok(dest);
     }
     std::fs::create_dir_all(&dir).map_err(|e| super::io_err(&dir, "cannot create directory", e))?;
-    fetch(url, &dest, &digest, progress)?;
+    // another process may be downloading the same file: the second finds it done
+    let lock = dest.with_file_name(format!("{}-{name}.lock", &url_hash[..12]));
+    locked(&lock, || match dest.is_file() && digest.matches(&dest)? {
+        true => Ok(()),
+        false => fetch(url, &dest, &digest, progress),
+    })?;
     Ok(dest)
 }
