@@ -3,9 +3,16 @@
 # PyTorch but no Rust toolchain and no network (the `device` tool's machines, see
 # /work/.library/device/README.md). It runs `resnet info`, `resnet selftest`, `resnet bench` for
 # resnet20 at batch 128 (32x32) and resnet50 at batch 64 (224x224) after `resnet tune` of both
-# (every kernel family timed at every convolution shape), and scripts/torch_bench.py with
-# the same models, batches and steps in eager PyTorch fp32 with TF32 off and on, then writes one
-# Markdown table of images/s side by side (table.md) with the logs, into $OUT (or .gpu-check/out).
+# (every kernel family timed at every convolution shape), then scripts/torch_bench.py (eager
+# PyTorch, 20 warm-up and 50 timed steps, CUDA events; its versions, clocks and GPU processes in
+# torch_bench.log) on 16 combinations: resnet20 at batch 128 and 512 in strict fp32 and AMP fp16,
+# NCHW and channels-last; resnet50 (torchvision's) at batch 64 and 256 in strict fp32, TF32 and
+# AMP fp16 channels-last, and strict fp32 NCHW. PyTorch gets at most TORCH_SECONDS (default 240)
+# and no more than leaves CHECK_SECONDS (default 500, inside the device tool's 540) for the table
+# and the training and fine-tuning below; combinations that do not fit are listed as skipped.
+# Then it writes two Markdown tables of images/s (training, inference), resnet-wgpu beside every
+# PyTorch mode and layout measured, results another GPU process may have disturbed marked
+# INVALID (table.md), with the logs, into $OUT (or .gpu-check/out).
 #
 # Two steps, because the GPU machine cannot build:
 #
@@ -29,7 +36,8 @@
 #
 #   scripts/gpu-check.sh --dry-run   (here, without a GPU) prepares, then runs every step that
 #      needs no GPU: `resnet info` and `resnet bench` at one step on whatever adapter exists, the
-#      PyTorch script on the CPU where torch is installed, and the table.
+#      PyTorch script for one step of resnet20 fp32 on the CPU where torch is installed (a smoke
+#      test, so marked INVALID), and the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACK=.gpu-check
@@ -38,15 +46,22 @@ MODE=${1:-check}
 STEPS=${STEPS:-10}
 WARMUP=${WARMUP:-2}
 STEP_LIMIT=${STEP_LIMIT:-150}
+TORCH_STEPS=${TORCH_STEPS:-50}
+TORCH_WARMUP=${TORCH_WARMUP:-20}
+TORCH_SECONDS=${TORCH_SECONDS:-240}
+CHECK_SECONDS=${CHECK_SECONDS:-500}
+CHECK_START=0 # when CHECK_SECONDS began, in $SECONDS (--dry-run: after --prepare)
 TRAIN_SECONDS=${TRAIN_SECONDS:-0}
 FINETUNE_SECONDS=${FINETUNE_SECONDS:-0}
 CIFAR_TAR=${CIFAR_TAR:-../shared/data/cifar10-jpeg.tar.gz}
 FAILED=0
 
-# Runs one step of the check under the time limit; a failure is noted, not fatal.
+# Runs one step of the check under the time limit (LIMIT seconds where set, else STEP_LIMIT); a
+# failure is noted, not fatal.
 step() {
-  if ! timeout "$STEP_LIMIT" "$@"; then
-    echo "FAILED (or over ${STEP_LIMIT} s): $*" | tee -a "$OUT/log.txt" >&2
+  local limit=${LIMIT:-$STEP_LIMIT}
+  if ! timeout "$limit" "$@"; then
+    echo "FAILED (or over ${limit} s): $*" | tee -a "$OUT/log.txt" >&2
     FAILED=1
   fi
 }
@@ -81,19 +96,41 @@ vulkan_setup() {
   fi
 }
 
-# resnet bench and torch_bench.py for one model and batch; JSON lines into $OUT/bench.jsonl.
-bench_pair() {
-  local model=$1 batch=$2 size=$3 device=$4
+# resnet bench for one model and batch; a JSON line into $OUT/bench.jsonl.
+bench_ours() {
+  local model=$1 batch=$2 size=$3
   step "$R" bench --model "$model" --batch-size "$batch" --image-size "$size" --steps "$STEPS" \
     --warmup "$WARMUP" --json >>"$OUT/bench.jsonl"
-  if python3 -c "import torch" 2>/dev/null; then
-    for tf32 in off on; do
-      step python3 scripts/torch_bench.py --model "$model" --batch-size "$batch" --image-size "$size" \
-        --steps "$STEPS" --warmup "$WARMUP" --tf32 "$tf32" --device "$device" --json >>"$OUT/bench.jsonl"
-    done
-  else
-    echo "PyTorch not installed: no PyTorch column for $model" | tee -a "$OUT/log.txt"
+}
+
+# PyTorch's columns need torch here; without it the table has resnet-wgpu's alone.
+have_torch() {
+  python3 -c "import torch" 2>/dev/null && return
+  echo "PyTorch not installed: no PyTorch columns" | tee -a "$OUT/log.txt"
+  return 1
+}
+
+# When PyTorch's time ends, in $SECONDS: TORCH_SECONDS from now at most, and soon enough to leave
+# the table, training and fine-tuning their time in CHECK_SECONDS.
+torch_deadline() {
+  local cap=$((SECONDS + TORCH_SECONDS))
+  local end=$((CHECK_START + CHECK_SECONDS - 20 - TRAIN_SECONDS - 2 * FINETUNE_SECONDS))
+  echo $((cap < end ? cap : end))
+}
+
+# torch_bench.py with these options until TORCH_END: JSON lines into bench.jsonl, its report into
+# torch_bench.log. It drops what does not fit itself (--time-budget); the time limit, 30 s later,
+# is for a hang.
+torch_run() {
+  local left=$((TORCH_END - SECONDS))
+  if [ "$left" -le 0 ]; then
+    echo "no PyTorch time left (TORCH_SECONDS, CHECK_SECONDS): skipped torch_bench.py $*" \
+      | tee -a "$OUT/log.txt"
+    return
   fi
+  LIMIT=$((left + 30)) step python3 scripts/torch_bench.py --json --steps "$TORCH_STEPS" \
+    --warmup "$TORCH_WARMUP" --time-budget "$left" "$@" >>"$OUT/bench.jsonl" \
+    2> >(tee -a "$OUT/torch_bench.log" >&2)
 }
 
 # resnet20 on real CIFAR-10 with the default recipe for TRAIN_SECONDS; every finished epoch is in
@@ -129,28 +166,54 @@ finetune_speed() {
   done
 }
 
-# One Markdown table from bench.jsonl: resnet-wgpu and PyTorch (TF32 off, on) side by side.
+# Two Markdown tables from bench.jsonl, training and inference images/s: a row per model, batch and
+# image size, resnet-wgpu's column, then one per PyTorch mode and layout measured.
 table() {
-  python3 - "$OUT/bench.jsonl" <<'PY' | tee "$OUT/table.md"
+  python3 - "$OUT/bench.jsonl" "$STEPS" "$WARMUP" <<'PY' | tee "$OUT/table.md"
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-ours = [r for r in rows if "adapter" in r]
-def torch_of(r, tf32):
-    for t in rows:
-        if "tf32" in t and t["tf32"] == tf32 and t["model"] == r["model"] and t["batch_size"] == r["batch_size"]:
-            return t
+path, steps, warmup = sys.argv[1:]
+rows = [json.loads(l) for l in open(path) if l.startswith("{")]
+ours = {(r["model"], r["batch_size"], r["image_size"]): r for r in rows if "adapter" in r}
+pt = {(t["model"], t["batch_size"], t["image_size"], t["mode"], t["layout"], t["compiled"]): t
+      for t in rows if t.get("engine") == "pytorch"}
+MODES = ["fp32", "tf32", "amp-fp16", "amp-bf16"]
+NAMES = {"fp32": "fp32", "tf32": "TF32", "amp-fp16": "AMP fp16", "amp-bf16": "AMP bf16",
+         "nchw": "NCHW", "channels-last": "CL"}
+cols = sorted({k[3:] for k in pt}, key=lambda c: (c[2], MODES.index(c[0]), c[1] != "nchw"))
+keys = {*ours, *(k[:3] for k in pt)}
+models = list(dict.fromkeys(k[0] for k in [*ours, *pt]))
+keys = sorted(keys, key=lambda k: (models.index(k[0]), k[1], k[2]))
 def cell(t, key):
-    return f"{t[key]:.1f}" if t else "-"
-print("| model | batch | image | resnet-wgpu train | resnet-wgpu infer | PyTorch fp32 train | PyTorch fp32 infer | PyTorch TF32 train | PyTorch TF32 infer |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-for r in ours:
-    off, on = torch_of(r, False), torch_of(r, True)
-    print(f"| {r['model']} | {r['batch_size']} | {r['image_size']} | {cell(r, 'train_images_per_sec')} | "
-          f"{cell(r, 'inference_images_per_sec')} | {cell(off, 'train_images_per_sec')} | "
-          f"{cell(off, 'inference_images_per_sec')} | {cell(on, 'train_images_per_sec')} | {cell(on, 'inference_images_per_sec')} |")
-dev = next((t["device"] for t in rows if "device" in t), "-")
-print(f"\nimages/s, medians of the same steps; resnet-wgpu on {ours[0]['adapter'] if ours else '-'} "
-      f"({ours[0]['backend'] if ours else '-'}), PyTorch on {dev}")
+    if t is None:
+        return "-"
+    if "skipped" in t:
+        return "skipped"
+    return f"{t[key]:.1f}" + (" *" if t.get("invalid") else "")
+heads = ["resnet-wgpu"] + [f"PyTorch {NAMES[m]} {NAMES[l]}" + (" compiled" if c else "") for m, l, c in cols]
+for title, key in (("Training", "train_images_per_sec"), ("Inference", "inference_images_per_sec")):
+    print(f"{title}, images/s:\n")
+    print("| model | batch | image | " + " | ".join(heads) + " |")
+    print("|---|---:|---:|" + "---:|" * len(heads))
+    for k in keys:
+        cells = [cell(ours.get(k), key)] + [cell(pt.get((*k, *c)), key) for c in cols]
+        print(f"| {k[0]} | {k[1]} | {k[2]} | " + " | ".join(cells) + " |")
+    print()
+r = next(iter(ours.values()), None)
+if r:
+    print(f"resnet-wgpu: `resnet bench` on {r['adapter']} ({r['backend']}), images/s from the median of "
+          f"{steps} steps after {warmup} warm-up steps.")
+t = next((t for t in pt.values() if "skipped" not in t), None)
+if t:
+    print(f"PyTorch {t['torch']} (CUDA {t['cuda']}, cuDNN {t['cudnn']}) on {t['device']} ({t['sm_count']} SMs), "
+          f"eager unless compiled: images/s from the median of {t['steps']} steps after {t['warmup']} warm-up steps "
+          f"({t['timing']}); fp32 is strict (no TF32), AMP is autocast, CL is channels-last.")
+invalid = {}
+for t in pt.values():
+    for reason in t.get("invalid_reasons", []):
+        which = f"{t['model']} b{t['batch_size']} {t['mode']} {t['layout']}" + (" compiled" if t["compiled"] else "")
+        invalid.setdefault(reason, []).append(which)
+for reason, which in invalid.items():
+    print(f"* INVALID, {reason}: {', '.join(which)}")
 PY
 }
 
@@ -161,12 +224,17 @@ case "$MODE" in
   --dry-run)
     prepare
     R=$PACK/resnet
+    CHECK_START=$SECONDS
     mkdir -p "$OUT" && rm -rf "${OUT:?}"/*
     step "$R" info | tee "$OUT/info.txt"
     STEPS=1 WARMUP=0
-    bench_pair resnet20 8 32 cpu
+    bench_ours resnet20 8 32
+    if have_torch; then
+      TORCH_END=$(torch_deadline) TORCH_STEPS=1 TORCH_WARMUP=0
+      torch_run --device cpu --model resnet20 --batch-size 8 --mode fp32 --layout nchw
+    fi
     table
-    echo "dry run: the GPU machine runs the same with selftest, resnet20 at batch 128 and resnet50 at batch 64"
+    echo "dry run: the GPU machine runs the same with selftest, resnet20 at batch 128 and resnet50 at batch 64, and 16 PyTorch combinations"
     exit "$FAILED"
     ;;
   check | "")
@@ -183,8 +251,17 @@ case "$MODE" in
     # every kernel family's time at every convolution shape (and the choices the benches then use)
     step "$R" tune --model resnet20 --batch-size 128 --eval-batch-size 500 >"$OUT/tune-resnet20.txt"
     step "$R" tune --model resnet50 --batch-size 64 --eval-batch-size 64 >"$OUT/tune-resnet50.txt"
-    bench_pair resnet20 128 32 cuda
-    bench_pair resnet50 64 224 cuda
+    bench_ours resnet20 128 32
+    bench_ours resnet50 64 224
+    # PyTorch, most wanted first (what does not fit in its time is skipped): resnet20 (cheap: its
+    # steps are bound by kernel launches), resnet50 in every mode in channels-last (PyTorch's advice
+    # for convolutions on tensor cores), then in strict fp32 NCHW, the engine's layout, as well
+    if have_torch; then
+      TORCH_END=$(torch_deadline)
+      torch_run --model resnet20 --batch-size 128,512 --mode fp32,amp-fp16 --layout both
+      torch_run --model resnet50 --batch-size 64,256 --mode fp32,tf32,amp-fp16 --layout channels-last
+      torch_run --model resnet50 --batch-size 64,256 --mode fp32 --layout nchw
+    fi
     table
     train_for_a_while
     finetune_speed
