@@ -472,7 +472,10 @@ fn download_checks_md5_caches_and_extracts() {
     );
     assert_eq!(hits(), 2);
     assert_eq!(files_under(&bad_dir), vec![bad_dir.join(".cifar-10.lock")]);
-    assert_eq!(fs::metadata(bad_dir.join(".cifar-10.lock")).unwrap().len(), 0);
+    assert_eq!(
+        fs::metadata(bad_dir.join(".cifar-10.lock")).unwrap().len(),
+        0
+    );
 
     // HTTP error and malformed checksum.
     let missing = url.replace("cifar-10-binary", "nope");
