@@ -225,14 +225,21 @@ fn imagenet_resnet18() -> Vec<u8> {
     ck.to_bytes().unwrap()
 }
 
+/// The files of the cache's pretrained folder, sorted (empty lock files aside).
 fn cached_files(cache: &Path) -> Vec<String> {
     let dir = cache.join("pretrained");
     if !dir.exists() {
         return Vec::new();
     }
+    // the empty lock files that let processes sharing the cache take turns hold no data
+    let lock = |e: &std::fs::DirEntry| {
+        e.file_name().to_string_lossy().ends_with(".lock") && e.metadata().unwrap().len() == 0
+    };
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .map(|e| e.unwrap())
+        .filter(|e| !lock(e))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     v.sort();
     v
