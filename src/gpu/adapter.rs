@@ -29,7 +29,7 @@ pub struct GpuOptions {
     /// This process's rank among the ranks of a distributed run on its machine (0 otherwise):
     /// with no `device_index`, local rank r opens adapter r mod count, so that `mpirun -np 8`
     /// over two 4-GPU machines uses all eight.
-    pub rank: usize,
+    pub local_rank: usize,
 }
 
 /// Parses a `--backend` value: `vulkan`, `metal`, `dx12`, `gl` (or `webgpu`).
@@ -113,7 +113,7 @@ pub(super) async fn choose(instance: &wgpu::Instance, opts: &GpuOptions) -> Resu
                 )))
             }
             Some(i) => i,
-            None => opts.rank % peers.len(),
+            None => opts.local_rank % peers.len(),
         };
         Ok(peers.swap_remove(index))
     }

@@ -177,7 +177,7 @@ fn open_here(
     pretrained: Option<(Checkpoint, String)>,
 ) -> Result<OpenedHere> {
     let gpu = Gpu::new_blocking(&GpuOptions {
-        rank: ranks.local_rank(),
+        local_rank: ranks.local_rank(),
         ..c.gpu.clone()
     })?;
     let m = ModelState::new(&gpu, spec, c.seed)?;
