@@ -51,7 +51,8 @@ struct GpuArgs {
     #[arg(long, global = true, value_name = "FAMILY")]
     kernels: Option<String>,
     /// Which adapter of the best kind to use when a machine has several (0, 1, ...: the four
-    /// GPUs of a 4-GPU machine); default the first, or under mpirun rank mod their count
+    /// GPUs of a 4-GPU machine); default the first, or under mpirun the rank on the machine mod
+    /// their count
     #[arg(long, global = true, value_name = "N")]
     device_index: Option<usize>,
 }
