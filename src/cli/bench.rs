@@ -89,15 +89,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
         return Err(at_least_one("--steps"));
     }
     if a.exchange {
-        if !(a.bucket_mb.is_finite() && a.bucket_mb > 0.0) {
-            return Err(resnet::Error::Invalid(format!(
-                "--bucket-mb must be a positive number of MiB, got {}",
-                a.bucket_mb
-            )));
-        }
+        let bucket = resnet::train::bucket_floats(a.bucket_mb)?;
         let (_, classes) = super::model_defaults(&a.model)?;
         let classes = a.num_classes.unwrap_or(classes);
-        return super::exchange_bench::run(&a.model, classes, a.bucket_mb, (a.warmup, a.steps));
+        return super::exchange_bench::run(
+            &a.model,
+            classes,
+            (a.bucket_mb, bucket),
+            (a.warmup, a.steps),
+        );
     }
     let r = measure(&a)?;
     if a.json {

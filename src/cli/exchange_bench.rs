@@ -26,18 +26,19 @@ enum Method {
     ReduceScatter(usize),
 }
 
-/// Times `steps` exchanges of `model`'s gradient (`classes` outputs) after `warmup` untimed ones.
+/// Times `steps` exchanges of `model`'s gradient (`classes` outputs) after `warmup` untimed ones,
+/// in one piece and in pieces of `bucket` floats (`bucket_mb` MiB).
 pub fn run(
     model: &str,
     classes: usize,
-    bucket_mb: f64,
+    (bucket_mb, bucket): (f64, usize),
     (warmup, steps): (usize, usize),
 ) -> Result<()> {
     let dist = Dist::from_env()?;
     let ranks: &dyn Ranks = &dist;
     let spec = ModelSpec::from_name(model, classes)?;
     let len = ParamLayout::new(&spec.arch(), ALIGN).params_len;
-    let bucket = ((bucket_mb * (1 << 20) as f64 / 4.0) as usize).clamp(1, len);
+    let bucket = bucket.min(len);
     if ranks.is_root() {
         println!(
             "{model} ({classes} classes): a gradient of {} bytes averaged over {} rank(s), median of {steps} steps",

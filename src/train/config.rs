@@ -22,6 +22,17 @@ pub const EVAL_BATCH: usize = 500;
 /// PyTorch DDP's default gradient bucket (`bucket_cap_mb`), MiB.
 pub const BUCKET_MB: f64 = 25.0;
 
+/// The f32 values in `mb` MiB (at least one): a gradient bucket's size; an error naming
+/// `bucket_mb` unless `mb` is a positive number.
+pub fn bucket_floats(mb: f64) -> Result<usize> {
+    if !(mb.is_finite() && mb > 0.0) {
+        return Err(Error::Invalid(format!(
+            "`bucket_mb` must be a positive number of MiB, got {mb}"
+        )));
+    }
+    Ok(((mb * (1 << 20) as f64 / 4.0) as usize).max(1))
+}
+
 /// The optimisation recipe; the default is He et al. 2016's for CIFAR-10.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recipe {
@@ -310,12 +321,7 @@ impl TrainConfig {
                 "`lr` must be a positive number, got {lr}"
             )));
         }
-        let mb = self.bucket_mb;
-        if !(mb.is_finite() && mb > 0.0) {
-            return Err(Error::Invalid(format!(
-                "`bucket_mb` must be a positive number of MiB, got {mb}"
-            )));
-        }
+        bucket_floats(self.bucket_mb)?;
         if self.sync_bn && self.fine_tuning.bn_eval {
             return Err(Error::Invalid(
                 "`sync_bn` and `bn_eval` contradict each other: with `bn_eval` no BatchNorm uses batch statistics to share".into(),
@@ -325,8 +331,8 @@ impl TrainConfig {
     }
 
     /// The floats a gradient bucket holds at least (`bucket_mb` MiB of f32).
-    pub fn bucket_floats(&self) -> usize {
-        ((self.bucket_mb * (1 << 20) as f64 / 4.0) as usize).max(1)
+    pub fn bucket_floats(&self) -> Result<usize> {
+        bucket_floats(self.bucket_mb)
     }
 
     /// The run's length in epochs when `epochs` is not given, at `steps_per_epoch`.

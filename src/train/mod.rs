@@ -24,8 +24,8 @@ mod run_dir;
 mod setup;
 #[cfg(not(target_arch = "wasm32"))]
 pub use config::{
-    FineTuning, Recipe, TrainConfig, BUCKET_MB, EVAL_BATCH, IMAGENET_EPOCHS, IMAGENET_LR,
-    IMAGENET_MILESTONE_EPOCHS, PAPER_ITERATIONS,
+    bucket_floats, FineTuning, Recipe, TrainConfig, BUCKET_MB, EVAL_BATCH, IMAGENET_EPOCHS,
+    IMAGENET_LR, IMAGENET_MILESTONE_EPOCHS, PAPER_ITERATIONS,
 };
 #[cfg(not(target_arch = "wasm32"))]
 pub use evaluate::evaluate;

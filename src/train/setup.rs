@@ -91,7 +91,7 @@ pub(super) fn open(
         c.seed,
         dir.resumes(),
         c.sync_bn,
-        c.bucket_floats(),
+        c.bucket_floats()?,
         c.recipe,
         train.len(),
         train.size().0,
@@ -187,7 +187,7 @@ fn open_here(
     };
     let mut trainer = Trainer::new(&gpu, &m, plan, c.seed)?;
     if ranks.size() > 1 {
-        trainer.bucket_gradients(&m, c.bucket_floats());
+        trainer.bucket_gradients(&m, c.bucket_floats()?);
     }
     dir.create()?;
     let state = dir.start(&gpu, &m, &identity(c, spec, ranks))?;

@@ -26,33 +26,36 @@ fn weights(len_in: usize, len_out: usize) -> Vec<(usize, Vec<f64>)> {
         .collect()
 }
 
-/// `img` resized to `w` x `h`: rows (w, h_in, 3) then columns, in f64, channel-last.
+/// `img` resized to `w` x `h`: rows, then columns, in f64, channel-last.
 pub fn bilinear(img: &RgbImage, w: usize, h: usize) -> Vec<f64> {
-    let (w_in, h_in) = (img.width() as usize, img.height() as usize);
-    let px = |x: usize, y: usize, c: usize| img.get_pixel(x as u32, y as u32)[c] as f64;
-    let mut rows = vec![0.0; w * h_in * 3];
-    for (x, (lo, ws)) in weights(w_in, w).into_iter().enumerate() {
-        for y in 0..h_in {
+    let size = (img.width() as usize, img.height() as usize);
+    let pixels: Vec<f64> = img.as_raw().iter().map(|&v| v as f64).collect();
+    let rows = pass(&pixels, size, (w, size.1), true);
+    pass(&rows, (w, size.1), (w, h), false)
+}
+
+/// One pass of the separable filter: `src` (`from` = (w, h), 3 channels, channel-last) resized
+/// to `to` along x (`along_x`) or along y (the other side the same in both).
+fn pass(src: &[f64], from: (usize, usize), to: (usize, usize), along_x: bool) -> Vec<f64> {
+    let taps = match along_x {
+        true => weights(from.0, to.0),
+        false => weights(from.1, to.1),
+    };
+    let mut out = vec![0.0; to.0 * to.1 * 3];
+    for y in 0..to.1 {
+        for x in 0..to.0 {
+            let (lo, ws) = &taps[if along_x { x } else { y }];
             for c in 0..3 {
+                let at = |i: usize| match along_x {
+                    true => (y * from.0 + i) * 3 + c,
+                    false => (i * from.0 + x) * 3 + c,
+                };
                 let v = ws
                     .iter()
                     .enumerate()
-                    .map(|(k, wt)| wt * px(lo + k, y, c))
+                    .map(|(k, wt)| wt * src[at(lo + k)])
                     .sum();
-                rows[(y * w + x) * 3 + c] = v;
-            }
-        }
-    }
-    let mut out = vec![0.0; w * h * 3];
-    for (y, (lo, ws)) in weights(h_in, h).into_iter().enumerate() {
-        for x in 0..w {
-            for c in 0..3 {
-                let v = ws
-                    .iter()
-                    .enumerate()
-                    .map(|(k, wt)| wt * rows[((lo + k) * w + x) * 3 + c])
-                    .sum();
-                out[(y * w + x) * 3 + c] = v;
+                out[(y * to.0 + x) * 3 + c] = v;
             }
         }
     }
