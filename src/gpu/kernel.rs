@@ -45,6 +45,9 @@ pub struct Kernel {
     pub params: Option<wgpu::Buffer>,
     /// Workgroup grid.
     pub grid: [u32; 3],
+    /// The buffers its bind group holds, counted as live while the kernel is (a plan's
+    /// intermediate tensors are dropped once bound; their memory is not).
+    _holds: Vec<Arc<super::tensor::Allocation>>,
 }
 
 /// What a kernel binds: a shader entry point, its parameters and its storage buffers.
@@ -98,6 +101,7 @@ impl Kernel {
             bind_group,
             params: Some(params),
             grid,
+            _holds: d.buffers.iter().map(|(_, t)| t.allocation()).collect(),
         })
     }
 

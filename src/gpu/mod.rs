@@ -80,12 +80,14 @@ pub struct Gpu {
     pub adapter_features: wgpu::Features,
     /// The kernel variant per (op, shape) of ops that have several, and how they are chosen.
     choices: store::Store,
-    /// A one-element buffer read back to wait for submitted work without blocking ([`Gpu::done`]).
+    /// A one-element buffer read back to wait for submitted work without blocking ([`Gpu::done`]);
+    /// made when the device opens.
     probe: std::cell::OnceCell<Tensor>,
     modules: RefCell<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: RefCell<HashMap<(&'static str, &'static str), Arc<wgpu::ComputePipeline>>>,
     compiled: RefCell<usize>,
-    allocated: std::cell::Cell<u64>,
+    /// Bytes of the tensors alive on this device (see `tensor::Allocation`).
+    allocated: Arc<std::sync::atomic::AtomicU64>,
     /// Read-back buffers free for reuse: a training step reads the same sizes every time (loss
     /// sums, gradients, SyncBatchNorm's partial sums), so it allocates none after the first.
     readback: RefCell<Vec<wgpu::Buffer>>,
@@ -129,7 +131,7 @@ impl Gpu {
             .await
             .map_err(|e| Error::Device(format!("{} ({:?}): {e}", info.name, info.backend)))?;
         let choices = store::Store::new(opts, &info);
-        Ok(Gpu {
+        let gpu = Gpu {
             device,
             queue,
             info,
@@ -141,9 +143,13 @@ impl Gpu {
             modules: RefCell::new(HashMap::new()),
             pipelines: RefCell::new(HashMap::new()),
             compiled: RefCell::new(0),
-            allocated: std::cell::Cell::new(0),
+            allocated: Arc::default(),
             readback: RefCell::new(Vec::new()),
-        })
+        };
+        // made now, not at the first wait, so that it is in the count before any plan
+        let probe = gpu.zeros(&[1])?;
+        gpu.probe.get_or_init(|| probe);
+        Ok(gpu)
     }
 
     /// [`Gpu::new`] for native code: blocks until the device is open.
@@ -287,9 +293,10 @@ impl Gpu {
         t[t.len() / 2]
     }
 
-    /// Bytes of tensors allocated on this device so far (freed ones included).
+    /// Bytes of the tensors this device holds now: a buffer counts until the last tensor or
+    /// view of it is dropped.
     pub fn bytes_allocated(&self) -> u64 {
-        self.allocated.get()
+        self.allocated.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The alignment, in f32 elements, of a tensor view's offset.
@@ -327,13 +334,7 @@ impl Gpu {
     /// Resolves once all work submitted so far is done, without blocking the browser: a
     /// one-element buffer is read back after it (natively that read blocks, as every read does).
     pub async fn done(&self) -> Result<()> {
-        let probe = match self.probe.get() {
-            Some(p) => p,
-            None => {
-                let p = self.zeros(&[1])?;
-                self.probe.get_or_init(|| p)
-            }
-        };
+        let probe = self.probe.get().expect("made when the device opened");
         self.read_bytes(probe).await.map(|_| ())
     }
 

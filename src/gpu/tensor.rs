@@ -2,7 +2,34 @@
 
 use super::Gpu;
 use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use wgpu::util::DeviceExt;
+
+/// One buffer's share of its device's count of live bytes: the count drops when the last tensor
+/// (or view) of the buffer does, so the count is what the device holds now, not all it ever
+/// allocated (a tuning race's losing kernels and their scratch are freed, and must not count).
+#[derive(Debug)]
+pub(super) struct Allocation {
+    bytes: u64,
+    live: Arc<AtomicU64>,
+}
+
+impl Allocation {
+    fn new(live: &Arc<AtomicU64>, bytes: u64) -> Arc<Allocation> {
+        live.fetch_add(bytes, Ordering::Relaxed);
+        Arc::new(Allocation {
+            bytes,
+            live: live.clone(),
+        })
+    }
+}
+
+impl Drop for Allocation {
+    fn drop(&mut self) {
+        self.live.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
 
 /// A GPU buffer of f32 (or u32) elements with a shape.
 #[derive(Clone, Debug)]
@@ -13,6 +40,8 @@ pub struct Tensor {
     pub offset: u64,
     /// Dimensions, outermost first.
     pub shape: Vec<usize>,
+    /// Keeps the buffer counted in [`Gpu::bytes_allocated`] while any view of it lives.
+    allocation: Arc<Allocation>,
 }
 
 const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -40,6 +69,24 @@ impl Tensor {
             size: wgpu::BufferSize::new(self.bytes()),
         })
     }
+    /// What keeps the buffer counted as live (a kernel that binds it holds it too).
+    pub(super) fn allocation(&self) -> Arc<Allocation> {
+        self.allocation.clone()
+    }
+
+    /// The same buffer seen with another shape of the same number of elements.
+    pub fn reshaped(self, shape: &[usize]) -> Tensor {
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            self.len(),
+            "reshape to {shape:?}"
+        );
+        Tensor {
+            shape: shape.to_vec(),
+            ..self
+        }
+    }
+
     /// A view of `shape` starting `start` elements into this tensor. The byte offset must meet the
     /// device's `min_storage_buffer_offset_alignment` (256 on most devices).
     pub fn view(&self, start: usize, shape: &[usize]) -> Result<Tensor> {
@@ -54,6 +101,7 @@ impl Tensor {
             buffer: self.buffer.clone(),
             offset: self.offset + start as u64 * 4,
             shape: shape.to_vec(),
+            allocation: self.allocation.clone(),
         })
     }
 }
@@ -80,7 +128,6 @@ impl Gpu {
     /// A zero-filled tensor.
     pub fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
         let bytes = checked_bytes(self, "alloc", shape)?;
-        self.allocated.set(self.allocated.get() + bytes);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size: bytes,
@@ -91,13 +138,13 @@ impl Gpu {
             buffer,
             offset: 0,
             shape: shape.to_vec(),
+            allocation: Allocation::new(&self.allocated, bytes),
         })
     }
 
     /// A tensor holding `data` (f32 or u32 words).
     pub fn upload<T: bytemuck::Pod>(&self, data: &[T], shape: &[usize]) -> Result<Tensor> {
         let bytes = checked_bytes(self, "upload", shape)?;
-        self.allocated.set(self.allocated.get() + bytes);
         if std::mem::size_of_val(data) as u64 != bytes {
             return Err(Error::Shape {
                 op: "upload",
@@ -118,6 +165,7 @@ impl Gpu {
             buffer,
             offset: 0,
             shape: shape.to_vec(),
+            allocation: Allocation::new(&self.allocated, bytes),
         })
     }
 

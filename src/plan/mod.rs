@@ -42,7 +42,8 @@ pub struct Plan {
     pub logits: Tensor,
     /// Loss, correct count and their running sums.
     pub loss: LossBuffers,
-    /// GPU bytes this plan allocated (activations, gradients of activations, scratch).
+    /// GPU bytes this plan holds (activations, gradients of activations, scratch), counted once
+    /// it is built: what building freed again (a tuning race's losers) is not in it.
     pub bytes: u64,
     /// The input stage's kernel (augmentation in training, normalisation always), whose seed
     /// changes every step.
@@ -85,7 +86,7 @@ impl Plan {
                 labels: built.io.labels,
                 logits: built.io.logits,
                 loss: built.io.loss,
-                bytes: gpu.bytes_allocated() - before,
+                bytes: gpu.bytes_allocated().saturating_sub(before),
                 input_stage: built.input_stage,
                 sgd: built.sgd,
                 exchanges: built.exchanges,

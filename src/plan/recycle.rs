@@ -16,10 +16,7 @@ impl BufferPool {
     pub fn get(&mut self, gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
         let len: usize = shape.iter().product();
         match self.free.get_mut(&len).and_then(Vec::pop) {
-            Some(t) => Ok(Tensor {
-                shape: shape.to_vec(),
-                ..t
-            }),
+            Some(t) => Ok(t.reshaped(shape)),
             None => gpu.zeros(shape),
         }
     }
