@@ -1,5 +1,6 @@
 //! `resnet bench`: training and inference images/s (medians) and per-block GPU times.
 
+use super::profile::{check_peak, Peaks};
 use super::{at_least_one, GpuArgs};
 use clap::Args;
 use resnet::cifar10;
@@ -7,7 +8,7 @@ use resnet::gpu::Gpu;
 use resnet::model::{ModelSpec, ModelState};
 use resnet::ops::conv2d::KernelFamily;
 use resnet::ops::sgd::SgdConfig;
-use resnet::plan::{Plan, PlanConfig};
+use resnet::plan::{Plan, PlanConfig, Profile};
 use resnet::Result;
 use std::time::Instant;
 
@@ -40,6 +41,20 @@ pub struct BenchArgs {
     /// gathering every rank's whole gradient; milliseconds and bytes received per rank and step
     #[arg(long, conflicts_with = "json")]
     exchange: bool,
+    /// Time every kernel of one training step alone (timestamp queries) and show where the time
+    /// goes per kind of op (convolution forward, backward to the input and to the weights,
+    /// BatchNorm, elementwise, pooling, linear, loss, optimizer): milliseconds, share of the
+    /// step, TFLOP/s and GB/s achieved, each against the adapter's peak
+    #[arg(long, conflicts_with = "exchange")]
+    profile: bool,
+    /// With --profile: the adapter's fp32 peak without tensor cores, TFLOP/s (default: the
+    /// published figure of known GPUs, e.g. 66.9 for an H200)
+    #[arg(long, value_name = "TFLOPS", allow_negative_numbers = true)]
+    peak_tflops: Option<f64>,
+    /// With --profile: the adapter's memory bandwidth, GB/s (default: the published figure of
+    /// known GPUs, e.g. 4800 for an H200)
+    #[arg(long, value_name = "GBS", allow_negative_numbers = true)]
+    peak_gbs: Option<f64>,
     /// With --exchange: the bucket size, MiB
     #[arg(long, default_value_t = resnet::train::BUCKET_MB)]
     bucket_mb: f64,
@@ -78,6 +93,8 @@ struct Measured {
     t_eval: f64,
     /// GPU milliseconds per stage of one training step, where the adapter has timestamps.
     stages: Option<Vec<(String, f64)>>,
+    /// With --profile, where the adapter has timestamps: every kernel of a step timed alone.
+    profile: Option<Profile>,
 }
 
 /// Runs `resnet bench`.
@@ -88,6 +105,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.steps == 0 {
         return Err(at_least_one("--steps"));
     }
+    check_peak("--peak-tflops", a.peak_tflops, a.profile)?;
+    check_peak("--peak-gbs", a.peak_gbs, a.profile)?;
     if a.exchange {
         let bucket = resnet::train::bucket_floats(a.bucket_mb)?;
         let (_, classes) = super::model_defaults(&a.model)?;
@@ -100,10 +119,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
         );
     }
     let r = measure(&a)?;
+    let peaks = Peaks::resolve(&r.gpu.info.name, a.peak_tflops, a.peak_gbs);
+    if a.profile && r.profile.is_none() {
+        eprintln!(
+            "note: {} has no timestamp queries, so --profile cannot time kernels; the figures are wall-clock",
+            r.gpu.info.name
+        );
+    }
     if a.json {
-        print_json(&r);
+        print_json(&r, &peaks);
     } else {
-        print_text(&r, a.steps);
+        print_text(&r, a.steps, &peaks);
     }
     Ok(())
 }
@@ -137,6 +163,10 @@ fn measure(a: &BenchArgs) -> Result<Measured> {
     let t_train = time_steps(&gpu, &train, a.warmup, a.steps);
     let t_eval = time_steps(&gpu, &eval, a.warmup, a.steps);
     let stages = pollster::block_on(train.submit_timed(&gpu))?;
+    let profile = match a.profile {
+        true => pollster::block_on(train.profile(&gpu))?,
+        false => None,
+    };
     super::print_gpu_warnings(&gpu);
     Ok(Measured {
         m,
@@ -147,10 +177,11 @@ fn measure(a: &BenchArgs) -> Result<Measured> {
         t_train,
         t_eval,
         stages,
+        profile,
     })
 }
 
-fn print_json(r: &Measured) {
+fn print_json(r: &Measured, peaks: &Peaks) {
     let (batch, size) = (r.train.config.batch, r.size);
     let stages = r
         .stages
@@ -160,13 +191,17 @@ fn print_json(r: &Measured) {
         .collect::<Vec<_>>()
         .join(", ");
     let (train_ips, eval_ips) = (batch as f64 / r.t_train, batch as f64 / r.t_eval);
+    let profile = r
+        .profile
+        .as_ref()
+        .map_or("null".into(), |p| super::profile::json(p, peaks));
     println!(
-        "{{\"model\": {:?}, \"batch_size\": {batch}, \"image_size\": {size}, \"adapter\": {:?}, \"backend\": \"{:?}\", \"train_images_per_sec\": {train_ips:.2}, \"inference_images_per_sec\": {eval_ips:.2}, \"train_step_ms\": {:.2}, \"dispatches_per_train_step\": {}, \"plan_bytes\": {}, \"model_bytes\": {}, \"stages\": [{stages}]}}",
+        "{{\"model\": {:?}, \"batch_size\": {batch}, \"image_size\": {size}, \"adapter\": {:?}, \"backend\": \"{:?}\", \"train_images_per_sec\": {train_ips:.2}, \"inference_images_per_sec\": {eval_ips:.2}, \"train_step_ms\": {:.2}, \"dispatches_per_train_step\": {}, \"plan_bytes\": {}, \"model_bytes\": {}, \"stages\": [{stages}], \"profile\": {profile}}}",
         r.m.spec.name, r.gpu.info.name, r.gpu.info.backend, r.t_train * 1e3, r.train.dispatches(), r.train.bytes, r.m.bytes()
     );
 }
 
-fn print_text(r: &Measured, steps: usize) {
+fn print_text(r: &Measured, steps: usize, peaks: &Peaks) {
     let (gpu, m, batch, size) = (&r.gpu, &r.m, r.train.config.batch, r.size);
     println!(
         "{} batch {batch} at {size}x{size} on {} ({:?})",
@@ -190,6 +225,9 @@ fn print_text(r: &Measured, steps: usize) {
         r.train.bytes >> 20,
         r.eval.bytes >> 20
     );
+    if let Some(p) = &r.profile {
+        return super::profile::print_text(p, peaks);
+    }
     match &r.stages {
         Some(v) => {
             let total: f64 = v.iter().map(|x| x.1).sum();

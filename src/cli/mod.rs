@@ -8,6 +8,7 @@ mod flags;
 mod info;
 pub mod mpi;
 mod predict;
+mod profile;
 mod progress;
 mod resume;
 mod selftest;

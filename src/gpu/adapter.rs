@@ -30,6 +30,9 @@ pub struct GpuOptions {
     /// with no `device_index`, local rank r opens adapter r mod count, so that `mpirun -np 8`
     /// over two 4-GPU machines uses all eight.
     pub local_rank: usize,
+    /// Leave timestamp queries off even where the adapter has them (`RESNET_TIMESTAMPS=0`):
+    /// for drivers whose timestamps are wrong, and to see what an adapter without them gets.
+    pub no_timestamps: bool,
 }
 
 /// Parses a `--backend` value: `vulkan`, `metal`, `dx12`, `gl` (or `webgpu`).

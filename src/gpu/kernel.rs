@@ -39,6 +39,14 @@ impl Uniform {
 pub struct Kernel {
     /// Entry point name, for timings and errors.
     pub name: &'static str,
+    /// The op that built it, as the op names itself in errors (e.g. `conv2d forward`).
+    pub op: &'static str,
+    /// Floating-point operations of useful work (a multiply-add is two), where the op counts
+    /// them (convolutions, the linear layer; on the op's main kernel); 0 elsewhere.
+    pub flops: u64,
+    /// Bytes of the tensors it binds: its memory traffic if each crosses memory once (a lower
+    /// bound; re-reads that miss the caches come on top).
+    pub bytes: u64,
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     /// Uniform buffer holding the parameters (binding 0), if the shader has one.
@@ -97,6 +105,9 @@ impl Kernel {
         });
         Ok(Kernel {
             name: d.entry,
+            op: d.op,
+            flops: 0,
+            bytes: d.buffers.iter().map(|(_, t)| t.bytes()).sum(),
             pipeline,
             bind_group,
             params: Some(params),

@@ -7,6 +7,7 @@
 mod adapter;
 mod choices;
 pub mod kernel;
+mod peak;
 mod pending;
 mod store;
 mod tensor;
@@ -19,6 +20,7 @@ pub use adapter::list_adapters;
 pub use adapter::{parse_backend, AdapterSummary, GpuOptions};
 pub use choices::{AdapterId, Choice, KernelSet};
 pub use kernel::{Kernel, Uniform};
+pub use peak::{known_peak, Peak};
 pub use pending::{PendingRead, Submitted};
 pub use tensor::Tensor;
 pub use timer::PassTimer;
@@ -118,7 +120,10 @@ impl Gpu {
         // Ask for everything the adapter offers: big models need big storage bindings.
         limits.max_compute_workgroups_per_dimension =
             limits.max_compute_workgroups_per_dimension.max(1);
-        let wanted = wgpu::Features::TIMESTAMP_QUERY;
+        let wanted = match opts.no_timestamps {
+            true => wgpu::Features::empty(),
+            false => wgpu::Features::TIMESTAMP_QUERY,
+        };
         let adapter_features = adapter.features();
         let features = adapter_features & wanted;
         let (device, queue) = adapter

@@ -1,6 +1,6 @@
 //! Linear layer with bias (shaders/linear.wgsl): x [N, I], w [O, I], b [O], y [N, O].
 
-use super::{check_shape, kernel};
+use super::{check_shape, count_flops, kernel};
 use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, Kernel, Tensor, Uniform};
 
@@ -23,10 +23,10 @@ fn dims(op: &'static str, x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize
 /// y = x w^T + b.
 pub fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor) -> Result<Vec<Kernel>> {
     const OP: &str = "linear forward";
-    let (n, _, o, p) = dims(OP, x, w)?;
+    let (n, i, o, p) = dims(OP, x, w)?;
     check_shape(OP, "bias", b, &[o])?;
     check_shape(OP, "y", y, &[n, o])?;
-    Ok(vec![kernel(
+    let k = kernel(
         gpu,
         OP,
         SHADER,
@@ -34,7 +34,8 @@ pub fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor) -> Res
         p,
         &[(1, x), (2, w), (3, b), (5, y)],
         ((n * o) as u64).div_ceil(64),
-    )?])
+    )?;
+    Ok(count_flops(vec![k], 2.0 * (n * i * o) as f64))
 }
 
 /// dx = dy w; dw = dy^T x; db = sum_n dy.
@@ -52,18 +53,22 @@ pub fn backward(
     check_shape(OP, "dy", dy, &[n, o])?;
     check_shape(OP, "dw", dw, &[o, i])?;
     check_shape(OP, "db", db, &[o])?;
-    let mut ks = vec![kernel(
-        gpu,
-        OP,
-        SHADER,
-        "linear_backward_weight",
-        p.clone(),
-        &[(1, x), (4, dy), (5, dw), (6, db)],
-        ((o * i) as u64).div_ceil(64),
-    )?];
+    let flops = 2.0 * (n * i * o) as f64;
+    let mut ks = count_flops(
+        vec![kernel(
+            gpu,
+            OP,
+            SHADER,
+            "linear_backward_weight",
+            p.clone(),
+            &[(1, x), (4, dy), (5, dw), (6, db)],
+            ((o * i) as u64).div_ceil(64),
+        )?],
+        flops,
+    );
     if let Some(dx) = dx {
         check_shape(OP, "dx", dx, &[n, i])?;
-        ks.push(kernel(
+        let k = kernel(
             gpu,
             OP,
             SHADER,
@@ -71,7 +76,8 @@ pub fn backward(
             p,
             &[(2, w), (4, dy), (5, dx)],
             ((n * i) as u64).div_ceil(64),
-        )?);
+        )?;
+        ks.extend(count_flops(vec![k], flops));
     }
     Ok(ks)
 }

@@ -6,10 +6,13 @@ pub mod augment;
 pub mod batchnorm;
 pub mod conv2d;
 pub mod elementwise;
+mod kind;
 pub mod linear;
 pub mod loss;
 pub mod pool;
 pub mod sgd;
+
+pub use kind::OpKind;
 
 use crate::error::{shape_err, Result};
 use crate::gpu::kernel::KernelDesc;
@@ -54,4 +57,16 @@ pub(crate) fn kernel(
             workgroups,
         },
     )
+}
+
+/// Puts an op's useful floating-point operations on its main kernel, the first that is not a
+/// weight re-layout, for profiles.
+pub(crate) fn count_flops(mut kernels: Vec<Kernel>, flops: f64) -> Vec<Kernel> {
+    if let Some(k) = kernels
+        .iter_mut()
+        .find(|k| !k.name.starts_with("transpose_w"))
+    {
+        k.flops = flops as u64;
+    }
+    kernels
 }

@@ -6,10 +6,12 @@ mod buckets;
 mod build;
 mod config;
 mod layers;
+mod profile;
 mod recycle;
 
 pub use buckets::{GradBucket, GradStage};
 pub use config::{FineTune, Mode, Normalize, PlanConfig, Shard};
+pub use profile::{KernelTime, KindTime, Profile};
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Kernel, PassTimer, PendingRead, Tensor};

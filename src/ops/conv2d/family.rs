@@ -289,13 +289,23 @@ impl GpuOptions {
         Ok(())
     }
 
-    /// Options from the environment: `WGPU_BACKEND` (read by wgpu) and `RESNET_KERNELS`.
+    /// Options from the environment: `WGPU_BACKEND` (read by wgpu), `RESNET_KERNELS` and
+    /// `RESNET_TIMESTAMPS` (`0` leaves timestamp queries off).
     pub fn from_env() -> Result<Self> {
         let mut o = GpuOptions::default();
         match std::env::var("RESNET_KERNELS") {
             Ok(v) if !v.is_empty() => o.set_kernels(&v)?,
             _ => {}
         }
+        o.no_timestamps = match std::env::var("RESNET_TIMESTAMPS").as_deref() {
+            Err(_) | Ok("") | Ok("1") | Ok("on") => false,
+            Ok("0") | Ok("off") => true,
+            Ok(other) => {
+                return Err(Error::Invalid(format!(
+                    "RESNET_TIMESTAMPS: '{other}' is neither 0 nor 1 (off or on)"
+                )))
+            }
+        };
         Ok(o)
     }
 }

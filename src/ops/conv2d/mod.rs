@@ -20,7 +20,7 @@ pub const BACKWARD_INPUT: &str = "conv2d backward (input)";
 /// See [`FORWARD`].
 pub const BACKWARD_WEIGHT: &str = "conv2d backward (weight)";
 
-use super::{check_shape, dummy};
+use super::{check_shape, count_flops, dummy};
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{Gpu, Kernel, Tensor, Uniform};
 use family::{module, Scheme};
@@ -308,9 +308,10 @@ pub fn forward(
             &dummy_bias
         }
     };
-    pick(gpu, OP, sh, |f| {
+    let ks = pick(gpu, OP, sh, |f| {
         forward_with(gpu, sh, x, w, b, bias.is_some(), y, f)
-    })
+    })?;
+    Ok(count_flops(ks, sh.flops()))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -359,7 +360,8 @@ pub fn backward_input(
     check_shape(OP, "dy", dy, &sh.y_shape())?;
     check_shape(OP, "weight", w, &sh.w_shape())?;
     check_shape(OP, "dx", dx, &sh.x_shape())?;
-    pick(gpu, OP, sh, |f| backward_input_with(gpu, sh, dy, w, dx, f))
+    let ks = pick(gpu, OP, sh, |f| backward_input_with(gpu, sh, dy, w, dx, f))?;
+    Ok(count_flops(ks, sh.flops()))
 }
 
 pub(super) fn backward_input_with(
@@ -418,9 +420,10 @@ pub fn backward_weight(
     if let Some(db) = db {
         check_shape(OP, "db", db, &[sh.k])?;
     }
-    pick(gpu, OP, sh, |f| {
+    let ks = pick(gpu, OP, sh, |f| {
         backward_weight_with(gpu, sh, x, dy, dw, db, f)
-    })
+    })?;
+    Ok(count_flops(ks, sh.flops()))
 }
 
 pub(super) fn backward_weight_with(

@@ -1,0 +1,59 @@
+//! Published peak rates of known GPUs, the yardstick of `resnet bench --profile`: fp32 arithmetic
+//! on the SIMT units (no tensor cores: the rate fp32 shaders can reach) and memory bandwidth,
+//! from the vendors' datasheets. CPU drivers have none: their peak is the CPU's.
+
+/// A device's peak rates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Peak {
+    /// fp32 TFLOP/s without tensor cores.
+    pub tflops: f64,
+    /// Memory bandwidth, GB/s.
+    pub gbs: f64,
+}
+
+/// (a part of the adapter's name, upper case; the GPU it names; its peaks), the more specific
+/// names first (`GH200` before `H200`, `H100 PCIE` before `H100`).
+const KNOWN: &[(&str, &str, f64, f64)] = &[
+    ("GH200", "GH200", 67.0, 4000.0),
+    ("H200", "H200 SXM", 66.9, 4800.0),
+    ("H100 PCIE", "H100 PCIe", 51.2, 2000.0),
+    ("H100 NVL", "H100 NVL", 60.0, 3900.0),
+    ("H100", "H100 SXM", 66.9, 3350.0),
+    ("A100-SXM4-80GB", "A100 SXM 80GB", 19.5, 2039.0),
+    ("A100 80GB PCIE", "A100 PCIe 80GB", 19.5, 1935.0),
+    ("A100", "A100 40GB", 19.5, 1555.0),
+    ("V100", "V100 SXM2", 15.7, 900.0),
+    ("L40S", "L40S", 91.6, 864.0),
+    ("RTX 4090", "GeForce RTX 4090", 82.6, 1008.0),
+    ("RTX 3090", "GeForce RTX 3090", 35.6, 936.0),
+    ("MI300X", "Instinct MI300X", 163.4, 5300.0),
+    ("MI250X", "Instinct MI250X", 47.9, 3277.0),
+];
+
+/// The published peaks of the GPU an adapter name (e.g. `NVIDIA H200`) names, with the GPU's
+/// name as the table has it; `None` for GPUs the table does not know and for CPU drivers.
+pub fn known_peak(adapter: &str) -> Option<(&'static str, Peak)> {
+    let name = adapter.to_ascii_uppercase();
+    KNOWN
+        .iter()
+        .find(|(part, ..)| name.contains(part))
+        .map(|&(_, gpu, tflops, gbs)| (gpu, Peak { tflops, gbs }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::known_peak;
+
+    #[test]
+    fn adapter_names_find_their_gpu() {
+        let gpu = |name: &str| known_peak(name).map(|(g, _)| g);
+        assert_eq!(gpu("NVIDIA H200"), Some("H200 SXM"));
+        assert_eq!(gpu("NVIDIA GH200 480GB"), Some("GH200"));
+        assert_eq!(gpu("NVIDIA H100 80GB HBM3"), Some("H100 SXM"));
+        assert_eq!(gpu("NVIDIA H100 PCIe"), Some("H100 PCIe"));
+        assert_eq!(gpu("NVIDIA A100-SXM4-80GB"), Some("A100 SXM 80GB"));
+        assert_eq!(gpu("NVIDIA A100-SXM4-40GB"), Some("A100 40GB"));
+        assert_eq!(gpu("llvmpipe (LLVM 15.0.6, 256 bits)"), None);
+        assert_eq!(known_peak("NVIDIA H200").unwrap().1.tflops, 66.9);
+    }
+}
