@@ -3,7 +3,8 @@
 # PyTorch but no Rust toolchain and no network (the `device` tool's machines, see
 # /work/.library/device/README.md). It runs `resnet info`, `resnet selftest`, `resnet bench` for
 # resnet20 at batch 128 (32x32) and resnet50 at batch 64 (224x224) after `resnet tune` of both
-# (every kernel family timed at every convolution shape), then scripts/torch_bench.py (eager
+# (every kernel family timed at every convolution shape), `resnet bench --profile` of both (where
+# a step's GPU time goes per kind of op, against the GPU's peaks: profile-*.txt), then scripts/torch_bench.py (eager
 # PyTorch, 20 warm-up and 50 timed steps, CUDA events; its versions, clocks and GPU processes in
 # torch_bench.log) on 16 combinations: resnet20 at batch 128 and 512 in strict fp32 and AMP fp16,
 # NCHW and channels-last; resnet50 (torchvision's) at batch 64 and 256 in strict fp32, TF32 and
@@ -35,7 +36,8 @@
 #   224x224 (all layers, then --train-only fc), at most N seconds each (finetune.txt).
 #
 #   scripts/gpu-check.sh --dry-run   (here, without a GPU) prepares, then runs every step that
-#      needs no GPU: `resnet info` and `resnet bench` at one step on whatever adapter exists, the
+#      needs no GPU: `resnet info`, `resnet bench` and its --profile at one step on whatever
+#      adapter exists, the
 #      PyTorch script for one step of resnet20 fp32 on the CPU where torch is installed (a smoke
 #      test, so marked INVALID), and the table.
 set -euo pipefail
@@ -101,6 +103,15 @@ bench_ours() {
   local model=$1 batch=$2 size=$3
   step "$R" bench --model "$model" --batch-size "$batch" --image-size "$size" --steps "$STEPS" \
     --warmup "$WARMUP" --json >>"$OUT/bench.jsonl"
+}
+
+# resnet bench --profile for one model and batch: where a training step's GPU time goes, per kind
+# of op, against the GPU's published peaks; the table into $OUT/profile-MODEL-bBATCH.txt.
+profile_ours() {
+  local model=$1 batch=$2 size=$3
+  step "$R" bench --model "$model" --batch-size "$batch" --image-size "$size" --steps 1 \
+    --warmup 1 --profile >"$OUT/profile-$model-b$batch.txt"
+  cat "$OUT/profile-$model-b$batch.txt"
 }
 
 # PyTorch's columns need torch here; without it the table has resnet-wgpu's alone.
@@ -229,6 +240,7 @@ case "$MODE" in
     step "$R" info | tee "$OUT/info.txt"
     STEPS=1 WARMUP=0
     bench_ours resnet20 8 32
+    profile_ours resnet20 8 32
     if have_torch; then
       TORCH_END=$(torch_deadline) TORCH_STEPS=1 TORCH_WARMUP=0
       torch_run --device cpu --model resnet20 --batch-size 8 --mode fp32 --layout nchw
@@ -253,6 +265,8 @@ case "$MODE" in
     step "$R" tune --model resnet50 --batch-size 64 --eval-batch-size 64 >"$OUT/tune-resnet50.txt"
     bench_ours resnet20 128 32
     bench_ours resnet50 64 224
+    profile_ours resnet20 128 32
+    profile_ours resnet50 64 224
     # PyTorch, most wanted first (what does not fit in its time is skipped): resnet20 (cheap: its
     # steps are bound by kernel launches), resnet50 in every mode in channels-last (PyTorch's advice
     # for convolutions on tensor cores), then in strict fp32 NCHW, the engine's layout, as well
