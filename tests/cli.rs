@@ -351,6 +351,7 @@ fn info_lists_adapters_and_bench_reports_json() {
         "chosen:",
         "max_storage_buffer_binding_size",
         "features:",
+        "cooperative matrices (tensor cores):",
     ] {
         assert!(s.contains(needle), "info lacks '{needle}': {s}");
     }

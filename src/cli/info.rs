@@ -1,7 +1,7 @@
 //! `resnet info` and `resnet summary`.
 
 use clap::Args;
-use resnet::gpu::{list_adapters, Gpu, GpuOptions};
+use resnet::gpu::{describe_cooperative_matrix, list_adapters, Gpu, GpuOptions};
 use resnet::model::{summary, ModelSpec};
 use resnet::ops::conv2d::KernelFamily;
 use resnet::{Error, Result};
@@ -92,7 +92,31 @@ pub fn info(opts: &GpuOptions) -> Result<()> {
         has(wgpu::Features::SHADER_F16),
         has(wgpu::Features::SUBGROUP)
     );
+    println!(
+        "  cooperative matrices (tensor cores): {}",
+        cooperative(&gpu)
+    );
     Ok(())
+}
+
+/// The adapter's cooperative-matrix configurations, and whether wgpu offers them to shaders.
+fn cooperative(gpu: &Gpu) -> String {
+    if gpu.cooperative_matrices.is_empty() {
+        return "none listed".into();
+    }
+    let configs: Vec<String> = gpu
+        .cooperative_matrices
+        .iter()
+        .map(describe_cooperative_matrix)
+        .collect();
+    let offered = gpu
+        .adapter_features
+        .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+    format!(
+        "{} (wgpu's experimental feature {})",
+        configs.join(", "),
+        if offered { "offered" } else { "not offered" }
+    )
 }
 
 /// How convolution kernels are chosen on `gpu`, and where the choices are remembered.

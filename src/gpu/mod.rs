@@ -20,7 +20,7 @@ pub use adapter::list_adapters;
 pub use adapter::{parse_backend, AdapterSummary, GpuOptions};
 pub use choices::{AdapterId, Choice, KernelSet};
 pub use kernel::{Kernel, Uniform};
-pub use peak::{known_peak, Peak};
+pub use peak::{describe_cooperative_matrix, known_peak, Peak};
 pub use pending::{PendingRead, Submitted};
 pub use tensor::Tensor;
 pub use timer::PassTimer;
@@ -80,6 +80,9 @@ pub struct Gpu {
     pub features: wgpu::Features,
     /// Features the adapter offers (a superset of `features`).
     pub adapter_features: wgpu::Features,
+    /// The cooperative-matrix (tensor core) configurations the adapter lists, whether or not
+    /// wgpu offers the feature for it (`resnet info` shows both).
+    pub cooperative_matrices: Vec<wgpu::CooperativeMatrixProperties>,
     /// The kernel variant per (op, shape) of ops that have several, and how they are chosen.
     choices: store::Store,
     /// A one-element buffer read back to wait for submitted work without blocking ([`Gpu::done`]);
@@ -125,6 +128,7 @@ impl Gpu {
             false => wgpu::Features::TIMESTAMP_QUERY,
         };
         let adapter_features = adapter.features();
+        let cooperative_matrices = adapter.cooperative_matrix_properties();
         let features = adapter_features & wanted;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -143,6 +147,7 @@ impl Gpu {
             limits,
             features,
             adapter_features,
+            cooperative_matrices,
             choices,
             probe: std::cell::OnceCell::new(),
             modules: RefCell::new(HashMap::new()),

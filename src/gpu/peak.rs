@@ -1,6 +1,7 @@
-//! Published peak rates of known GPUs, the yardstick of `resnet bench --profile`: fp32 arithmetic
-//! on the SIMT units (no tensor cores: the rate fp32 shaders can reach) and memory bandwidth,
-//! from the vendors' datasheets. CPU drivers have none: their peak is the CPU's.
+//! What a device can reach: the published peak rates of known GPUs, the yardstick of `resnet
+//! bench --profile` (fp32 arithmetic on the SIMT units, without tensor cores: the rate fp32
+//! shaders can reach; and memory bandwidth; from the vendors' datasheets; CPU drivers have none:
+//! their peak is the CPU's), and the adapter's cooperative-matrix (tensor core) configurations.
 
 /// A device's peak rates.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,9 +41,43 @@ pub fn known_peak(adapter: &str) -> Option<(&'static str, Peak)> {
         .map(|&(_, gpu, tflops, gbs)| (gpu, Peak { tflops, gbs }))
 }
 
+/// One cooperative-matrix configuration as `MxNxK A*B+C` (e.g. `16x16x16 f16*f16+f32`): C
+/// (M x N) += A (M x K) * B (K x N).
+pub fn describe_cooperative_matrix(p: &wgpu::CooperativeMatrixProperties) -> String {
+    let ty = |t: wgpu::CooperativeScalarType| match t {
+        wgpu::CooperativeScalarType::F32 => "f32",
+        wgpu::CooperativeScalarType::F16 => "f16",
+        wgpu::CooperativeScalarType::I32 => "i32",
+        wgpu::CooperativeScalarType::U32 => "u32",
+    };
+    let (ab, c) = (ty(p.ab_type), ty(p.cr_type));
+    let saturating = if p.saturating_accumulation {
+        " (saturating)"
+    } else {
+        ""
+    };
+    format!(
+        "{}x{}x{} {ab}*{ab}+{c}{saturating}",
+        p.m_size, p.n_size, p.k_size
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use super::known_peak;
+    use super::{describe_cooperative_matrix, known_peak};
+
+    #[test]
+    fn cooperative_matrices_read_as_sizes_and_types() {
+        let p = wgpu::CooperativeMatrixProperties {
+            m_size: 16,
+            n_size: 8,
+            k_size: 16,
+            ab_type: wgpu::CooperativeScalarType::F16,
+            cr_type: wgpu::CooperativeScalarType::F32,
+            saturating_accumulation: false,
+        };
+        assert_eq!(describe_cooperative_matrix(&p), "16x8x16 f16*f16+f32");
+    }
 
     #[test]
     fn adapter_names_find_their_gpu() {
