@@ -3,14 +3,14 @@
 //
 //   logits [N, O], labels [N] (u32); target q[n,o] = (1 - e) [o == label_n] + e / O
 //   loss_n  = log(sum_o exp(z[n, o])) - sum_o q[n,o] z[n,o];     loss = sum_n loss_n / N
-//   dz[n,o] = (softmax(z[n])[o] - q[n,o]) / N
+//   dz[n,o] = (softmax(z[n])[o] - q[n,o]) / N   (times the loss scale under dynamic loss scaling)
 //   correct = #{n : argmax_o z[n, o] == label_n}  (first maximum wins, as torch.argmax)
 // ce_reduce sums the rows in a fixed order into stats = [loss, correct] and adds
 // [loss * N, correct, N] to a running accumulator that is read back only now and then; its
 // fourth slot records the first batch (1-based, since the last clear) whose loss was not finite,
 // so a divergence is reported at its exact step however rarely the host reads.
 
-struct Params { n: u32, o: u32, smoothing: f32, _p1: u32 }
+struct Params { n: u32, o: u32, smoothing: f32, scaled: u32 }  // scaled: dlogits times amp's scale
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
@@ -19,6 +19,7 @@ struct Params { n: u32, o: u32, smoothing: f32, _p1: u32 }
 @group(0) @binding(4) var<storage, read_write> rows: array<f32>;   // [N, 2]: loss_n, correct_n
 @group(0) @binding(5) var<storage, read_write> stats: array<f32>;  // [loss, correct]
 @group(0) @binding(6) var<storage, read_write> accum: array<f32>;  // [loss sum, correct, count, first bad batch]
+@group(0) @binding(7) var<storage, read> amp: array<u32>;  // dynamic loss scaling's state (amp.wgsl)
 
 @compute @workgroup_size(64)
 fn ce_forward_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -36,6 +37,8 @@ fn ce_forward_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
     var se = 0.0;
     for (var o = 0u; o < P.o; o++) { se += exp(logits[base + o] - mx); }
     let inv_n = 1.0 / f32(P.n);
+    // the loss scale (a power of two: scaling is exact), or 1
+    let scale = select(1.0, bitcast<f32>(amp[0]), P.scaled != 0u);
     let e = P.smoothing;
     let uniform_q = e / f32(P.o);
     var sum_z = 0.0;
@@ -43,7 +46,7 @@ fn ce_forward_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
         let z = logits[base + o];
         let sm = exp(z - mx) / se;
         let q = select(0.0, 1.0 - e, o == label) + uniform_q;
-        dlogits[base + o] = (sm - q) * inv_n;
+        dlogits[base + o] = (sm - q) * inv_n * scale;
         sum_z += z;
     }
     // without smoothing exactly the plain cross-entropy (e = 0 adds 0 * sum_z)

@@ -24,3 +24,21 @@ fn sgd_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let step = select(v, g + P.momentum * v, P.nesterov != 0u);
     param[i] = p - P.lr * step;
 }
+
+// The same step under dynamic loss scaling (amp.wgsl): the gradients hold grad * scale; a step
+// whose gradients have an inf or NaN changes nothing (GradScaler.step skips optimizer.step).
+@group(0) @binding(4) var<storage, read> amp: array<u32>; // [scale bits, tracker, found, skipped]
+
+@compute @workgroup_size(256)
+fn sgd_step_scaled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if (i >= P.len || amp[2] != 0u) { return; }
+    let inv_scale = 1.0 / bitcast<f32>(amp[0]);
+    let p = param[i];
+    let g = grad[i] * inv_scale + P.weight_decay * p;
+    let v = P.momentum * velocity[i] + g;
+    velocity[i] = v;
+    let step = select(v, g + P.momentum * v, P.nesterov != 0u);
+    param[i] = p - P.lr * step;
+}

@@ -33,7 +33,7 @@ fn every_wgsl_file_parses_and_validates() {
         let src = std::fs::read_to_string(&path).unwrap();
         validate(&path.display().to_string(), &src);
     }
-    assert!(count >= 9, "expected the 9 shader files, found {count}");
+    assert!(count >= 10, "expected the 10 shader files, found {count}");
 }
 
 #[test]

@@ -102,6 +102,30 @@ pub fn cross_entropy(
     out: &LossBuffers,
     smoothing: f32,
 ) -> Result<Vec<Kernel>> {
+    cross_entropy_with(gpu, logits, labels, dlogits, out, smoothing, None)
+}
+
+/// [`cross_entropy`] whose gradient is multiplied by the scale of dynamic loss scaling, held in
+/// `scaler` (the state of `ops::amp`).
+pub fn cross_entropy_scaled(
+    gpu: &Gpu,
+    (logits, labels, dlogits): (&Tensor, &Tensor, &Tensor),
+    out: &LossBuffers,
+    smoothing: f32,
+    scaler: &Tensor,
+) -> Result<Vec<Kernel>> {
+    cross_entropy_with(gpu, logits, labels, dlogits, out, smoothing, Some(scaler))
+}
+
+fn cross_entropy_with(
+    gpu: &Gpu,
+    logits: &Tensor,
+    labels: &Tensor,
+    dlogits: &Tensor,
+    out: &LossBuffers,
+    smoothing: f32,
+    scaler: Option<&Tensor>,
+) -> Result<Vec<Kernel>> {
     const OP: &str = "cross entropy";
     if logits.shape.len() != 2 {
         return shape_err(
@@ -119,14 +143,32 @@ pub fn cross_entropy(
             format!("label smoothing must be in [0, 1], got {smoothing}"),
         );
     }
-    let p = Uniform::new().u(n).u(o).f(smoothing).u(0);
+    let p = Uniform::new()
+        .u(n)
+        .u(o)
+        .f(smoothing)
+        .u(scaler.is_some() as usize);
+    let unscaled;
+    let scaler = match scaler {
+        Some(s) => s,
+        None => {
+            unscaled = super::dummy(gpu)?;
+            &unscaled
+        }
+    };
     let fb = kernel(
         gpu,
         OP,
         SHADER,
         "ce_forward_backward",
         p.clone(),
-        &[(1, logits), (2, labels), (3, dlogits), (4, &out.rows)],
+        &[
+            (1, logits),
+            (2, labels),
+            (3, dlogits),
+            (4, &out.rows),
+            (7, scaler),
+        ],
         (n as u64).div_ceil(64),
     )?;
     let red = kernel(

@@ -2,6 +2,7 @@
 //! shaders. Each op checks its shapes, then builds the [`Kernel`](crate::gpu::Kernel)s that
 //! compute it; recording them later allocates nothing.
 
+pub mod amp;
 pub mod augment;
 pub mod batchnorm;
 pub mod conv2d;

@@ -45,6 +45,29 @@ impl SgdConfig {
     }
 }
 
+/// [`step`] under dynamic loss scaling: `grad` holds the scaled gradients, `scaler` the state
+/// of `ops::amp` (the step does nothing when its gradients had an inf or NaN).
+pub fn step_scaled(
+    gpu: &Gpu,
+    cfg: &SgdConfig,
+    (param, grad, velocity): (&Tensor, &Tensor, &Tensor),
+    scaler: &Tensor,
+) -> Result<Vec<Kernel>> {
+    const OP: &str = "sgd";
+    check_shape(OP, "grad", grad, &param.shape)?;
+    check_shape(OP, "velocity", velocity, &param.shape)?;
+    check_shape(OP, "loss scaler", scaler, &[4])?;
+    Ok(vec![kernel(
+        gpu,
+        OP,
+        SHADER,
+        "sgd_step_scaled",
+        cfg.uniform(param.len()),
+        &[(1, param), (2, grad), (3, velocity), (4, scaler)],
+        (param.len() as u64).div_ceil(256),
+    )?])
+}
+
 /// One SGD step over `param`, `grad` and `velocity` (same shape). Change the learning rate between
 /// steps with `kernel.set_params(gpu, &cfg.uniform(len))`.
 pub fn step(

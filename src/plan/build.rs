@@ -12,7 +12,7 @@ use crate::ops::augment;
 use crate::ops::batchnorm::{Exchange, Fuse};
 use crate::ops::loss::{self, LossBuffers};
 use crate::ops::pool::{self as pooling, PoolShape};
-use crate::ops::{linear, sgd};
+use crate::ops::{amp, linear, sgd};
 
 /// The buffers a caller fills and reads (see the fields of the same names on `Plan`).
 pub(super) struct Io {
@@ -24,6 +24,8 @@ pub(super) struct Io {
     pub logits: Tensor,
     /// Loss, correct count and their running sums.
     pub loss: LossBuffers,
+    /// Dynamic loss scaling's state (training with `loss_scale`).
+    pub scaler: Option<Tensor>,
 }
 
 /// What [`build`] makes: the stages and where the kernels that change every step sit.
@@ -67,7 +69,7 @@ pub(super) fn build(gpu: &Gpu, m: &ModelState, cfg: &PlanConfig) -> Result<Built
     let (mut sgd, mut grad_stages) = (Vec::new(), Vec::new());
     if train {
         grad_stages = backward_stages(&mut rec, &m.arch, forward, &mut stages)?;
-        let (stage, chunks) = optimizer_stage(gpu, m, cfg, stages.len())?;
+        let (stage, chunks) = optimizer_stage(gpu, m, cfg, io.scaler.as_ref(), stages.len())?;
         stages.push(stage);
         sgd = chunks;
     }
@@ -89,6 +91,10 @@ fn input_stage(gpu: &Gpu, cfg: &PlanConfig, fc: &Linear) -> Result<(Stage, Io, T
         labels: gpu.zeros(&[n])?,
         logits: gpu.zeros(&[n, fc.out_features])?,
         loss: LossBuffers::new(gpu, n)?,
+        scaler: match (&cfg.loss_scale, cfg.mode) {
+            (Some(ls), Mode::Train) => Some(amp::state_buffer(gpu, ls)?),
+            _ => None,
+        },
     };
     let x0 = gpu.zeros(&[n, 3, cfg.input.0, cfg.input.1])?;
     let kernels = augment::augment(gpu, &cfg.augment_config(0), &io.pixels, &x0)?;
@@ -217,9 +223,18 @@ impl Visitor for ForwardWalk<'_, '_> {
         } else {
             0.0
         };
-        ks.extend(loss::cross_entropy(
-            gpu, &io.logits, &io.labels, &dlogits, &io.loss, smoothing,
-        )?);
+        ks.extend(match &io.scaler {
+            Some(scaler) => loss::cross_entropy_scaled(
+                gpu,
+                (&io.logits, &io.labels, &dlogits),
+                &io.loss,
+                smoothing,
+                scaler,
+            )?,
+            None => {
+                loss::cross_entropy(gpu, &io.logits, &io.labels, &dlogits, &io.loss, smoothing)?
+            }
+        });
         self.stages.push(Stage {
             name: "head".into(),
             kernels: ks,
@@ -340,18 +355,26 @@ fn optimizer_stage(
     gpu: &Gpu,
     m: &ModelState,
     cfg: &PlanConfig,
+    scaler: Option<&Tensor>,
     stage: usize,
 ) -> Result<(Stage, Vec<SgdChunk>)> {
     let align = gpu.view_align();
     let max_chunk = (gpu.limits.max_storage_buffer_binding_size as usize / 4) / align * align;
     let (mut kernels, mut chunks) = (Vec::new(), Vec::new());
+    let scaling = cfg.loss_scale.zip(scaler);
+    if let Some((ls, state)) = scaling {
+        kernels.extend(amp::find_inf(gpu, &ls, &m.grads, state)?);
+    }
     for (range, lr_scale) in lr_groups(m, &cfg.fine_tune) {
         let mut offset = range.start;
         while offset < range.end {
             let len = max_chunk.min(range.end - offset);
             let v = |t: &Tensor| t.view(offset, &[len]);
             let (p, g, v) = (v(&m.params)?, v(&m.grads)?, v(&m.momentum)?);
-            kernels.extend(sgd::step(gpu, &cfg.sgd, &p, &g, &v)?);
+            kernels.extend(match scaling {
+                Some((_, state)) => sgd::step_scaled(gpu, &cfg.sgd, (&p, &g, &v), state)?,
+                None => sgd::step(gpu, &cfg.sgd, &p, &g, &v)?,
+            });
             let index = kernels.len() - 1;
             chunks.push(SgdChunk {
                 at: KernelAt { stage, index },
@@ -360,6 +383,9 @@ fn optimizer_stage(
             });
             offset += len;
         }
+    }
+    if let Some((ls, state)) = scaling {
+        kernels.extend(amp::update_scale(gpu, &ls, state)?);
     }
     let stage = Stage {
         name: "optimizer".into(),

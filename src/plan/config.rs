@@ -1,5 +1,6 @@
 //! What a plan is built for: batch, image sizes, augmentation, normalisation, mode and optimizer.
 
+use crate::ops::amp::LossScale;
 use crate::ops::augment::AugmentConfig;
 use crate::ops::sgd::SgdConfig;
 pub use crate::preprocess::Normalize;
@@ -36,6 +37,8 @@ pub struct PlanConfig {
     /// Where this plan's batch sits in a data-parallel step (one rank's shard of the global
     /// batch); the whole batch in one process.
     pub shard: Shard,
+    /// Dynamic loss scaling (torch.amp.GradScaler) in training; `None`: none (fp32's default).
+    pub loss_scale: Option<LossScale>,
 }
 
 /// One rank's part of a data-parallel step.
@@ -129,6 +132,7 @@ impl PlanConfig {
             sgd,
             fine_tune: FineTune::default(),
             shard: Shard::WHOLE,
+            loss_scale: None,
         }
     }
 
@@ -143,6 +147,7 @@ impl PlanConfig {
             sgd: SgdConfig::he2016(),
             fine_tune: FineTune::default(),
             shard: Shard::WHOLE,
+            loss_scale: None,
         }
     }
 

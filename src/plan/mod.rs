@@ -16,6 +16,7 @@ pub use profile::{KernelTime, KindTime, Profile};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Kernel, PassTimer, PendingRead, Tensor};
 use crate::model::ModelState;
+use crate::ops::amp::ScalerState;
 use crate::ops::augment::pack_bytes;
 use crate::ops::batchnorm::Exchange;
 use crate::ops::loss::LossBuffers;
@@ -44,6 +45,8 @@ pub struct Plan {
     pub logits: Tensor,
     /// Loss, correct count and their running sums.
     pub loss: LossBuffers,
+    /// Dynamic loss scaling's state, in a training plan with `config.loss_scale`.
+    scaler: Option<Tensor>,
     /// GPU bytes this plan holds (activations, gradients of activations, scratch), counted once
     /// it is built: what building freed again (a tuning race's losers) is not in it.
     pub bytes: u64,
@@ -88,6 +91,7 @@ impl Plan {
                 labels: built.io.labels,
                 logits: built.io.logits,
                 loss: built.io.loss,
+                scaler: built.io.scaler,
                 bytes: gpu.bytes_allocated().saturating_sub(before),
                 input_stage: built.input_stage,
                 sgd: built.sgd,
@@ -142,6 +146,23 @@ impl Plan {
             };
             self.kernel(chunk.at)
                 .set_params(gpu, &sgd.uniform(chunk.len));
+        }
+    }
+
+    /// Dynamic loss scaling's state after the steps submitted so far; `None` without
+    /// `config.loss_scale`.
+    pub async fn loss_scale_state(&self, gpu: &Gpu) -> Result<Option<ScalerState>> {
+        match &self.scaler {
+            Some(t) => Ok(Some(ScalerState::from_words(&gpu.read_u32(t).await?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets dynamic loss scaling's state (a resumed run's); nothing without `config.loss_scale`.
+    pub fn set_loss_scale_state(&self, gpu: &Gpu, state: &ScalerState) -> Result<()> {
+        match &self.scaler {
+            Some(t) => gpu.write(t, &state.words()),
+            None => Ok(()),
         }
     }
 

@@ -1,0 +1,117 @@
+//! Dynamic loss scaling as `torch.amp.GradScaler` (shaders/amp.wgsl): the loss's gradient is
+//! multiplied by a scale so that small gradients survive reduced precision; a step whose
+//! gradients hold an inf or NaN is skipped and the scale halved; after `growth_interval` clean
+//! steps the scale doubles. The state stays on the GPU (no step waits for the host); the host
+//! reads it now and then ([`ScalerState::from_words`]).
+
+use super::{check_shape, kernel};
+use crate::error::Result;
+use crate::gpu::{Gpu, Kernel, Tensor, Uniform};
+
+const SHADER: (&str, &str) = ("amp.wgsl", include_str!("../../shaders/amp.wgsl"));
+
+/// GradScaler's settings; [`LossScale::default`] is PyTorch's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossScale {
+    /// The first scale (`init_scale`, 2^16).
+    pub init_scale: f32,
+    /// The factor after `growth_interval` clean steps (2).
+    pub growth_factor: f32,
+    /// The factor after a step with an inf or NaN (0.5).
+    pub backoff_factor: f32,
+    /// Clean steps before the scale grows (2000).
+    pub growth_interval: u32,
+}
+
+impl Default for LossScale {
+    fn default() -> Self {
+        LossScale {
+            init_scale: 65536.0,
+            growth_factor: 2.0,
+            backoff_factor: 0.5,
+            growth_interval: 2000,
+        }
+    }
+}
+
+impl LossScale {
+    fn uniform(&self, len: usize) -> Uniform {
+        Uniform::new()
+            .u(len)
+            .u(self.growth_interval as usize)
+            .f(self.growth_factor)
+            .f(self.backoff_factor)
+    }
+}
+
+/// The scaler's state as the GPU keeps it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScalerState {
+    /// The current scale.
+    pub scale: f32,
+    /// Clean steps since the scale last changed (GradScaler's `_growth_tracker`).
+    pub growth_tracker: u32,
+    /// Steps skipped so far for an inf or NaN.
+    pub skipped: u32,
+}
+
+impl ScalerState {
+    /// The state a run starts with.
+    pub fn new(cfg: &LossScale) -> ScalerState {
+        ScalerState {
+            scale: cfg.init_scale,
+            growth_tracker: 0,
+            skipped: 0,
+        }
+    }
+
+    /// The four words of the GPU's state buffer.
+    pub fn words(&self) -> [u32; 4] {
+        [self.scale.to_bits(), self.growth_tracker, 0, self.skipped]
+    }
+
+    /// The state from the words read back.
+    pub fn from_words(w: &[u32]) -> ScalerState {
+        ScalerState {
+            scale: f32::from_bits(w[0]),
+            growth_tracker: w[1],
+            skipped: w[3],
+        }
+    }
+}
+
+/// The state buffer of a scaler starting at `cfg`'s initial scale.
+pub fn state_buffer(gpu: &Gpu, cfg: &LossScale) -> Result<Tensor> {
+    gpu.upload(&ScalerState::new(cfg).words(), &[4])
+}
+
+/// Notes in `state` whether `grads` holds an inf or NaN (before the optimizer).
+pub fn find_inf(gpu: &Gpu, cfg: &LossScale, grads: &Tensor, state: &Tensor) -> Result<Vec<Kernel>> {
+    const OP: &str = "loss scaling";
+    check_shape(OP, "state", state, &[4])?;
+    Ok(vec![kernel(
+        gpu,
+        OP,
+        SHADER,
+        "amp_find_inf",
+        cfg.uniform(grads.len()),
+        &[(1, grads), (2, state)],
+        (grads.len() as u64).div_ceil(256),
+    )?])
+}
+
+/// GradScaler.update(): the next step's scale from whether this one found an inf or NaN
+/// (after the optimizer).
+pub fn update_scale(gpu: &Gpu, cfg: &LossScale, state: &Tensor) -> Result<Vec<Kernel>> {
+    const OP: &str = "loss scaling";
+    check_shape(OP, "state", state, &[4])?;
+    Ok(vec![kernel(
+        gpu,
+        OP,
+        SHADER,
+        "amp_update_scale",
+        cfg.uniform(0),
+        &[(3, state)],
+        1,
+    )?])
+}

@@ -1,0 +1,183 @@
+//! Dynamic loss scaling as torch.amp.GradScaler (`ops::amp`, `PlanConfig::loss_scale`): in fp32
+//! a power-of-two scale changes no weight; a step whose gradients hold an inf or NaN changes no
+//! weight, momentum or running statistic and halves the scale; a fixed sequence of overflows
+//! gives GradScaler's scale trace, step by step (its rules written out below from PyTorch's
+//! documentation, not from our shader).
+
+mod common;
+use common::*;
+use resnet::cifar10::NORMALIZE;
+use resnet::model::{ModelSpec, ModelState};
+use resnet::ops::amp::{LossScale, ScalerState};
+use resnet::ops::sgd::SgdConfig;
+use resnet::plan::{Plan, PlanConfig};
+use resnet::preprocess::Preprocess;
+use resnet::Gpu;
+
+const BATCH: usize = 4;
+
+fn model(gpu: &Gpu) -> ModelState {
+    ModelState::new(gpu, &ModelSpec::from_name("resnet8", 10).unwrap(), 3).unwrap()
+}
+
+/// A resnet8 training plan at batch 4, 16x16, on one fixed batch, scaled or not.
+fn plan(gpu: &Gpu, m: &ModelState, loss_scale: Option<LossScale>) -> Plan {
+    let mut cfg = PlanConfig::train(
+        BATCH,
+        (16, 16),
+        SgdConfig::he2016(),
+        Preprocess::normalize_only(NORMALIZE),
+    );
+    cfg.loss_scale = loss_scale;
+    let plan = Plan::new(gpu, m, cfg).unwrap();
+    let px: Vec<u8> = (0..BATCH * 3 * 16 * 16)
+        .map(|i| (i * 37 % 251) as u8)
+        .collect();
+    let labels: Vec<u32> = (0..BATCH as u32).map(|i| i * 3 % 10).collect();
+    plan.set_batch(gpu, &px, &labels).unwrap();
+    plan
+}
+
+/// Parameters, momentum and running statistics.
+fn weights(gpu: &Gpu, m: &ModelState) -> [Vec<f32>; 3] {
+    [
+        read(gpu, &m.params),
+        read(gpu, &m.momentum),
+        read(gpu, &m.running),
+    ]
+}
+
+fn state(gpu: &Gpu, plan: &Plan) -> ScalerState {
+    pollster::block_on(plan.loss_scale_state(gpu))
+        .unwrap()
+        .expect("a scaled plan")
+}
+
+/// One step; with `poison`, gradient 5 is set to it between the backward and the optimizer.
+fn step(gpu: &Gpu, m: &ModelState, plan: &Plan, i: u32, poison: Option<f32>) {
+    plan.set_step(gpu, i, 0.1);
+    plan.submit_forward_backward(gpu);
+    if let Some(bad) = poison {
+        let mut g = read(gpu, &m.grads);
+        g[5] = bad;
+        gpu.write(&m.grads, &g).unwrap();
+    }
+    plan.submit_optimizer(gpu);
+    gpu.wait();
+}
+
+#[test]
+fn a_power_of_two_loss_scale_changes_no_fp32_weight() {
+    let gpu = gpu();
+    let (plain, scaled) = (model(&gpu), model(&gpu));
+    let p_plain = plan(&gpu, &plain, None);
+    let p_scaled = plan(&gpu, &scaled, Some(LossScale::default()));
+    assert!(pollster::block_on(p_plain.loss_scale_state(&gpu))
+        .unwrap()
+        .is_none());
+    for i in 0..3 {
+        step(&gpu, &plain, &p_plain, i, None);
+        step(&gpu, &scaled, &p_scaled, i, None);
+    }
+    let (a, b) = (weights(&gpu, &plain), weights(&gpu, &scaled));
+    for (what, (x, y)) in ["parameters", "momentum", "running statistics"]
+        .iter()
+        .zip(a.iter().zip(&b))
+    {
+        let worst = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0f32, f32::max);
+        let norm = x.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
+        assert!(worst <= 1e-6 * norm, "{what}: {worst} against {norm}");
+    }
+    let same_bits = a == b;
+    println!("3 steps scaled by 2^16 and unscaled: bit-identical {same_bits}");
+    let s = state(&gpu, &p_scaled);
+    assert_eq!((s.scale, s.growth_tracker, s.skipped), (65536.0, 3, 0));
+}
+
+#[test]
+fn an_inf_or_nan_gradient_skips_the_step_and_halves_the_scale() {
+    let gpu = gpu();
+    let m = model(&gpu);
+    let p = plan(&gpu, &m, Some(LossScale::default()));
+    step(&gpu, &m, &p, 0, None);
+    for (i, bad) in [(1, f32::INFINITY), (2, f32::NAN), (3, f32::NEG_INFINITY)] {
+        let before = weights(&gpu, &m);
+        step(&gpu, &m, &p, i, Some(bad));
+        let after = weights(&gpu, &m);
+        // the running statistics moved in the forward pass (as PyTorch's do); the rest did not
+        assert!(before[0] == after[0], "parameters changed by step {i}");
+        assert!(before[1] == after[1], "momentum changed by step {i}");
+    }
+    let s = state(&gpu, &p);
+    assert_eq!((s.scale, s.growth_tracker, s.skipped), (8192.0, 0, 3));
+    // a clean step after them updates the weights again
+    let before = weights(&gpu, &m);
+    step(&gpu, &m, &p, 4, None);
+    assert!(weights(&gpu, &m)[0] != before[0]);
+    assert_eq!(state(&gpu, &p).growth_tracker, 1);
+}
+
+/// GradScaler.update() as PyTorch documents it (`torch.amp.GradScaler`: "if inf/NaN gradients
+/// occur ... scale is multiplied by backoff_factor ... if growth_interval unskipped iterations
+/// occur consecutively, the scale is multiplied by growth_factor"), for one step.
+fn gradscaler_update(s: &mut ScalerState, found_inf: bool, cfg: &LossScale) {
+    if found_inf {
+        s.scale *= cfg.backoff_factor;
+        s.growth_tracker = 0;
+        s.skipped += 1;
+    } else if s.growth_tracker + 1 == cfg.growth_interval {
+        let grown = s.scale * cfg.growth_factor;
+        if grown.is_finite() {
+            s.scale = grown;
+        }
+        s.growth_tracker = 0;
+    } else {
+        s.growth_tracker += 1;
+    }
+}
+
+#[test]
+fn a_fixed_sequence_of_overflows_gives_gradscalers_scale_trace() {
+    let cfg = LossScale {
+        init_scale: 1024.0,
+        growth_interval: 3,
+        ..LossScale::default()
+    };
+    let overflows = [
+        false, false, false, true, false, true, true, false, false, false, false, false, false,
+        true, false, false,
+    ];
+    let gpu = gpu();
+    let m = model(&gpu);
+    let p = plan(&gpu, &m, Some(cfg));
+    let mut want = ScalerState::new(&cfg);
+    let mut trace = Vec::new();
+    for (i, &overflow) in overflows.iter().enumerate() {
+        step(&gpu, &m, &p, i as u32, overflow.then_some(f32::INFINITY));
+        gradscaler_update(&mut want, overflow, &cfg);
+        let got = state(&gpu, &p);
+        assert_eq!(got, want, "after step {i}");
+        trace.push(got.scale);
+    }
+    println!("scale trace: {trace:?}");
+    assert_eq!(
+        trace.iter().cloned().fold(0.0, f32::max),
+        2048.0,
+        "grew once"
+    );
+
+    // a resumed run continues from the state it is given
+    let resumed = ScalerState {
+        scale: 256.0,
+        growth_tracker: 2,
+        skipped: 7,
+    };
+    p.set_loss_scale_state(&gpu, &resumed).unwrap();
+    step(&gpu, &m, &p, 99, None);
+    let s = state(&gpu, &p);
+    assert_eq!((s.scale, s.growth_tracker, s.skipped), (512.0, 0, 7));
+}
