@@ -34,7 +34,11 @@ fn sgd_step_scaled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
                    @builtin(local_invocation_index) lid: u32) {
     let i = (wid.x + wid.y * nwg.x) * 256u + lid;
     if (i >= P.len || amp[2] != 0u) { return; }
-    let inv_scale = 1.0 / bitcast<f32>(amp[0]);
+    // PyTorch unscales by the reciprocal rounded once; a power of two's is exact (WGSL's
+    // division need not be), anything else divides
+    let scale = bitcast<f32>(amp[0]);
+    let parts = frexp(scale);
+    let inv_scale = select(1.0 / scale, ldexp(1.0, 1 - parts.exp), parts.fract == 0.5);
     let p = param[i];
     let g = grad[i] * inv_scale + P.weight_decay * p;
     let v = P.momentum * velocity[i] + g;

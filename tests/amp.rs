@@ -75,6 +75,14 @@ fn a_power_of_two_loss_scale_changes_no_fp32_weight() {
     assert!(pollster::block_on(p_plain.loss_scale_state(&gpu))
         .unwrap()
         .is_none());
+    // the loss's gradient is scaled, and with it every gradient, exactly (a power of two)
+    p_plain.submit_forward_backward(&gpu);
+    p_scaled.submit_forward_backward(&gpu);
+    let (g_plain, g_scaled) = (read(&gpu, &plain.grads), read(&gpu, &scaled.grads));
+    assert!(g_plain.iter().any(|&g| g != 0.0));
+    for (i, (a, b)) in g_plain.iter().zip(&g_scaled).enumerate() {
+        assert_eq!(a * 65536.0, *b, "gradient {i}");
+    }
     for i in 0..3 {
         step(&gpu, &plain, &p_plain, i, None);
         step(&gpu, &scaled, &p_scaled, i, None);
@@ -164,10 +172,13 @@ fn a_fixed_sequence_of_overflows_gives_gradscalers_scale_trace() {
         trace.push(got.scale);
     }
     println!("scale trace: {trace:?}");
+    let expected = [
+        1024.0, 1024.0, 2048.0, 1024.0, 1024.0, 512.0, 256.0, 256.0, 256.0, 512.0, 512.0, 512.0,
+        1024.0, 512.0, 512.0, 512.0,
+    ];
     assert_eq!(
-        trace.iter().cloned().fold(0.0, f32::max),
-        2048.0,
-        "grew once"
+        trace, expected,
+        "worked out by hand from GradScaler's rules"
     );
 
     // a resumed run continues from the state it is given

@@ -122,7 +122,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let peaks = Peaks::resolve(&r.gpu.info.name, a.peak_tflops, a.peak_gbs);
     if a.profile && r.profile.is_none() {
         eprintln!(
-            "note: {} has no timestamp queries, so --profile cannot time kernels; the figures are wall-clock",
+            "note: no timestamp queries on {} (not offered, or RESNET_TIMESTAMPS=0), so --profile cannot time kernels; the figures are wall-clock",
             r.gpu.info.name
         );
     }

@@ -117,6 +117,14 @@ enum Offline {
 }
 
 impl DataArgs {
+    /// What can be checked before anything is written or loaded: a mistyped checksum.
+    fn check(&self) -> Result<()> {
+        if self.data.is_none() {
+            data::parse_md5(&self.data_md5)?;
+        }
+        Ok(())
+    }
+
     /// The torchvision transform sizes given.
     fn photo_sizes(&self) -> Result<data::PhotoSizes> {
         if self.train_crop_scale.len() != 2 {

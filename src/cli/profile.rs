@@ -33,18 +33,30 @@ impl Peaks {
     /// The given peaks, else the published ones of the adapter named `adapter`.
     pub fn resolve(adapter: &str, tflops: Option<f64>, gbs: Option<f64>) -> Peaks {
         let known = known_peak(adapter);
-        let source = match (tflops.is_some() && gbs.is_some(), known) {
-            (true, _) => "--peak-tflops and --peak-gbs".to_string(),
-            (false, Some((gpu, _))) => format!("published figures of the {gpu}"),
-            (false, None) => {
-                "none known for this adapter (give --peak-tflops and --peak-gbs)".to_string()
-            }
+        // where each peak came from: the flag, else the table of known GPUs, else nowhere
+        let from = |flag: &str, given: bool| match (given, known) {
+            (true, _) => Some(format!("{flag} given")),
+            (false, Some((gpu, _))) => Some(format!("{flag}: the {gpu}'s published figure")),
+            (false, None) => None,
         };
-        let k = known.map(|(_, p)| p);
+        let mut sources: Vec<String> = [
+            from("--peak-tflops", tflops.is_some()),
+            from("--peak-gbs", gbs.is_some()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if let (None, Some((gpu, _))) = (tflops.or(gbs), known) {
+            sources = vec![format!("published figures of the {gpu}")];
+        }
+        if known.is_none() && (tflops.is_none() || gbs.is_none()) {
+            sources.push("none known for this adapter (give --peak-tflops and --peak-gbs)".into());
+        }
+        let k = known.map(|(_, p): (_, Peak)| p);
         Peaks {
-            tflops: tflops.or(k.map(|p: Peak| p.tflops)),
+            tflops: tflops.or(k.map(|p| p.tflops)),
             gbs: gbs.or(k.map(|p| p.gbs)),
-            source,
+            source: sources.join("; "),
         }
     }
 }
@@ -63,6 +75,15 @@ fn rate(v: Option<f64>) -> String {
         let digits = (3 - x.abs().max(1e-4).log10().floor() as i32).clamp(0, 6) as usize;
         format!("{x:.digits$}")
     })
+}
+
+/// `part` of `total` as a fraction, 0 when the total is 0 (a driver whose timestamps all read 0).
+fn share(part: f64, total: f64) -> f64 {
+    if total > 0.0 {
+        part / total
+    } else {
+        0.0
+    }
 }
 
 /// Prints the per-kind table and the slowest kernels.
@@ -91,7 +112,7 @@ pub(super) fn print_text(p: &Profile, peaks: &Peaks) {
             "    {:<24} {:>10.3} {:>5.1}% {:>8} {:>9} {:>8} {:>9} {:>8}",
             row.kind.name(),
             row.ms,
-            100.0 * row.ms / total,
+            100.0 * share(row.ms, total),
             row.dispatches,
             rate(row.tflops()),
             percent(row.tflops(), peaks.tflops),
@@ -107,7 +128,7 @@ pub(super) fn print_text(p: &Profile, peaks: &Peaks) {
         println!(
             "    {name:<40} {:>10.3} ms {:>5.1}%",
             k.ms,
-            100.0 * k.ms / total
+            100.0 * share(k.ms, total)
         );
     }
 }
@@ -124,7 +145,7 @@ pub(super) fn json(p: &Profile, peaks: &Peaks) -> String {
                 "{{\"kind\": {:?}, \"ms\": {:.4}, \"share\": {:.4}, \"kernels\": {}, \"flops\": {}, \"bytes\": {}, \"tflops\": {}, \"gbs\": {}}}",
                 r.kind.name(),
                 r.ms,
-                r.ms / total,
+                share(r.ms, total),
                 r.dispatches,
                 r.flops,
                 r.bytes,

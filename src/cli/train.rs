@@ -47,20 +47,22 @@ pub fn train_cmd(m: &clap::ArgMatches) -> Result<()> {
     };
     // everything that can be checked is, before any data is loaded or downloaded
     config.check()?;
+    a.data.check()?;
     dir.check()?;
     let dist = Dist::from_env()?;
     let ranks: &dyn Ranks = &dist;
-    // rank 0 records the run's options; a failure there stops every rank
-    let recorded = match a.resume.is_none() && ranks.is_root() {
-        true => resume::record(&a.out, &m),
-        false => Ok(()),
-    };
-    ranks.together(recorded)?;
     // under mpirun, one rank of each machine and cache directory downloads CIFAR-10 (when it is
     // missing) before the others look for it
     let cache = resnet::data::default_cache_dir();
     let sources =
         ranks.first_per_cache(&cache, || a.data.open(Offline::UseBundled, &config.model))?;
+    // rank 0 records the run's options once the data is there (a run that cannot start leaves
+    // no directory behind); a failure there stops every rank
+    let recorded = match a.resume.is_none() && ranks.is_root() {
+        true => resume::record(&a.out, &m),
+        false => Ok(()),
+    };
+    ranks.together(recorded)?;
     let out = dir.path().to_path_buf();
     let summary = train::fit(
         &config,

@@ -44,8 +44,9 @@ pub struct Kernel {
     /// Floating-point operations of useful work (a multiply-add is two), where the op counts
     /// them (convolutions, the linear layer; on the op's main kernel); 0 elsewhere.
     pub flops: u64,
-    /// Bytes of the tensors it binds: its memory traffic if each crosses memory once (a lower
-    /// bound; re-reads that miss the caches come on top).
+    /// Bytes of the tensors it binds, each counted once: roughly its compulsory memory traffic
+    /// (re-reads that miss the caches come on top; a bound tensor it leaves untouched, such as
+    /// an unused bias slot, is counted all the same).
     pub bytes: u64,
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,

@@ -16,6 +16,7 @@ pub struct Peak {
 /// names first (`GH200` before `H200`, `H100 PCIE` before `H100`).
 const KNOWN: &[(&str, &str, f64, f64)] = &[
     ("GH200", "GH200", 67.0, 4000.0),
+    ("H200 NVL", "H200 NVL", 60.0, 4800.0),
     ("H200", "H200 SXM", 66.9, 4800.0),
     ("H100 PCIE", "H100 PCIe", 51.2, 2000.0),
     ("H100 NVL", "H100 NVL", 60.0, 3900.0),
@@ -37,8 +38,17 @@ pub fn known_peak(adapter: &str) -> Option<(&'static str, Peak)> {
     let name = adapter.to_ascii_uppercase();
     KNOWN
         .iter()
-        .find(|(part, ..)| name.contains(part))
+        .find(|(part, ..)| contains_word(&name, part))
         .map(|&(_, gpu, tflops, gbs)| (gpu, Peak { tflops, gbs }))
+}
+
+/// Whether `part` occurs in `name` with no letter or digit just before or after it (`A100` is
+/// not in `RTX A1000`, `H200` not in `GH200`).
+fn contains_word(name: &str, part: &str) -> bool {
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    name.match_indices(part).any(|(at, _)| {
+        !alnum(name[..at].chars().next_back()) && !alnum(name[at + part.len()..].chars().next())
+    })
 }
 
 /// One cooperative-matrix configuration as `MxNxK A*B+C` (e.g. `16x16x16 f16*f16+f32`): C
@@ -88,6 +98,8 @@ mod tests {
         assert_eq!(gpu("NVIDIA H100 PCIe"), Some("H100 PCIe"));
         assert_eq!(gpu("NVIDIA A100-SXM4-80GB"), Some("A100 SXM 80GB"));
         assert_eq!(gpu("NVIDIA A100-SXM4-40GB"), Some("A100 40GB"));
+        assert_eq!(gpu("NVIDIA H200 NVL"), Some("H200 NVL"));
+        assert_eq!(gpu("NVIDIA RTX A1000"), None);
         assert_eq!(gpu("llvmpipe (LLVM 15.0.6, 256 bits)"), None);
         assert_eq!(known_peak("NVIDIA H200").unwrap().1.tflops, 66.9);
     }

@@ -5,7 +5,7 @@
 //! reads it now and then ([`ScalerState::from_words`]).
 
 use super::{check_shape, kernel};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Kernel, Tensor, Uniform};
 
 const SHADER: (&str, &str) = ("amp.wgsl", include_str!("../../shaders/amp.wgsl"));
@@ -35,6 +35,38 @@ impl Default for LossScale {
 }
 
 impl LossScale {
+    /// Fails with one line naming the setting unless the scaler can work: a finite positive
+    /// initial scale, growth above 1, backoff in (0, 1), a growth interval of at least one step
+    /// (PyTorch's GradScaler asserts the same).
+    pub fn check(&self) -> Result<()> {
+        let bad = |field: &str, want: &str, got: String| {
+            Err(Error::Invalid(format!(
+                "`loss_scale.{field}` must be {want}, got {got}"
+            )))
+        };
+        if !(self.init_scale.is_finite() && self.init_scale > 0.0) {
+            return bad(
+                "init_scale",
+                "finite and positive",
+                self.init_scale.to_string(),
+            );
+        }
+        if !(self.growth_factor.is_finite() && self.growth_factor > 1.0) {
+            return bad("growth_factor", "above 1", self.growth_factor.to_string());
+        }
+        if !(self.backoff_factor > 0.0 && self.backoff_factor < 1.0) {
+            return bad(
+                "backoff_factor",
+                "in (0, 1)",
+                self.backoff_factor.to_string(),
+            );
+        }
+        if self.growth_interval == 0 {
+            return bad("growth_interval", "at least 1", "0".into());
+        }
+        Ok(())
+    }
+
     fn uniform(&self, len: usize) -> Uniform {
         Uniform::new()
             .u(len)
@@ -80,8 +112,9 @@ impl ScalerState {
     }
 }
 
-/// The state buffer of a scaler starting at `cfg`'s initial scale.
+/// The state buffer of a scaler starting at `cfg`'s initial scale (checked first).
 pub fn state_buffer(gpu: &Gpu, cfg: &LossScale) -> Result<Tensor> {
+    cfg.check()?;
     gpu.upload(&ScalerState::new(cfg).words(), &[4])
 }
 
@@ -114,4 +147,25 @@ pub fn update_scale(gpu: &Gpu, cfg: &LossScale, state: &Tensor) -> Result<Vec<Ke
         &[(3, state)],
         1,
     )?])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LossScale;
+
+    #[test]
+    fn settings_gradscaler_refuses_are_refused() {
+        assert!(LossScale::default().check().is_ok());
+        let with = |f: fn(&mut LossScale)| {
+            let mut c = LossScale::default();
+            f(&mut c);
+            c.check().unwrap_err().to_string()
+        };
+        assert!(with(|c| c.init_scale = 0.0).contains("init_scale"));
+        assert!(with(|c| c.init_scale = f32::INFINITY).contains("init_scale"));
+        assert!(with(|c| c.growth_factor = 1.0).contains("growth_factor"));
+        assert!(with(|c| c.backoff_factor = 1.0).contains("backoff_factor"));
+        assert!(with(|c| c.backoff_factor = f32::NAN).contains("backoff_factor"));
+        assert!(with(|c| c.growth_interval = 0).contains("growth_interval"));
+    }
 }
