@@ -312,7 +312,8 @@ fn other_cases(gpu: &Gpu, m: &ModelShapes, out: &mut Vec<Case>) {
     let lb = LossBuffers::new(gpu, n).expect("alloc");
     out.push(Case {
         name: format!("cross_entropy_forward_backward/{n}x{o}"),
-        kernels: loss::cross_entropy(gpu, &logits, &labels, &dlogits, &lb, 0.0).expect("kernels"),
+        kernels: loss::cross_entropy(gpu, &logits, &labels, &dlogits, &lb, 0.0, None)
+            .expect("kernels"),
         work: bytes(&[&logits, &labels, &dlogits]),
     });
 
@@ -326,7 +327,7 @@ fn other_cases(gpu: &Gpu, m: &ModelShapes, out: &mut Vec<Case>) {
     };
     out.push(Case {
         name: format!("sgd_step/{len}_params"),
-        kernels: sgd::step(gpu, &cfg, &p, &g, &v).expect("kernels"),
+        kernels: sgd::step(gpu, &cfg, &p, &g, &v, None).expect("kernels"),
         // reads p, g, v and writes p, v
         work: Throughput::Bytes(5 * 4 * len as u64),
     });

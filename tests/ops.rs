@@ -273,7 +273,7 @@ fn cross_entropy_loss_gradient_and_accuracy() {
         let lt = gpu.upload(&labels, &[n]).unwrap();
         let dz = gpu.zeros(&[n, o]).unwrap();
         let out = LossBuffers::new(&gpu, n).unwrap();
-        let ks = loss::cross_entropy(&gpu, &zt, &lt, &dz, &out, 0.0).unwrap();
+        let ks = loss::cross_entropy(&gpu, &zt, &lt, &dz, &out, 0.0, None).unwrap();
         run(&gpu, &ks);
         run(&gpu, &ks); // twice: the accumulator must hold two batches
         let z64 = f64s(&z);
@@ -324,7 +324,7 @@ fn label_smoothing_matches_the_smoothed_targets_definition() {
         let out = LossBuffers::new(&gpu, n).unwrap();
         run(
             &gpu,
-            &loss::cross_entropy(&gpu, &zt, &lt, &dz, &out, e as f32).unwrap(),
+            &loss::cross_entropy(&gpu, &zt, &lt, &dz, &out, e as f32, None).unwrap(),
         );
         let z64 = f64s(&z);
         let want = cross_entropy_smoothed(n, o, &z64, &labels, e);
@@ -347,7 +347,15 @@ fn label_smoothing_matches_the_smoothed_targets_definition() {
         gpu.upload(&[0u32, 1], &[2]).unwrap(),
     );
     let out = LossBuffers::new(&gpu, 2).unwrap();
-    let err = loss::cross_entropy(&gpu, &zt, &lt, &gpu.zeros(&[2, 3]).unwrap(), &out, 1.5);
+    let err = loss::cross_entropy(
+        &gpu,
+        &zt,
+        &lt,
+        &gpu.zeros(&[2, 3]).unwrap(),
+        &out,
+        1.5,
+        None,
+    );
     assert!(err.is_err(), "smoothing 1.5 must be refused");
 }
 
@@ -367,7 +375,7 @@ fn sgd_matches_torch_optim_sgd() {
         let p = gpu.upload(&p0, &[len]).unwrap();
         let g = gpu.zeros(&[len]).unwrap();
         let v = gpu.zeros(&[len]).unwrap();
-        let ks = sgd::step(&gpu, &cfg, &p, &g, &v).unwrap();
+        let ks = sgd::step(&gpu, &cfg, &p, &g, &v, None).unwrap();
         // reference: torch.optim.SGD's update, written out
         let mut pr = f64s(&p0);
         let mut vr = vec![0.0f64; len];

@@ -33,30 +33,30 @@ impl Peaks {
     /// The given peaks, else the published ones of the adapter named `adapter`.
     pub fn resolve(adapter: &str, tflops: Option<f64>, gbs: Option<f64>) -> Peaks {
         let known = known_peak(adapter);
-        // where each peak came from: the flag, else the table of known GPUs, else nowhere
-        let from = |flag: &str, given: bool| match (given, known) {
-            (true, _) => Some(format!("{flag} given")),
-            (false, Some((gpu, _))) => Some(format!("{flag}: the {gpu}'s published figure")),
-            (false, None) => None,
+        let given = match (tflops.is_some(), gbs.is_some()) {
+            (true, true) => Some("--peak-tflops and --peak-gbs given"),
+            (true, false) => Some("--peak-tflops given"),
+            (false, true) => Some("--peak-gbs given"),
+            (false, false) => None,
         };
-        let mut sources: Vec<String> = [
-            from("--peak-tflops", tflops.is_some()),
-            from("--peak-gbs", gbs.is_some()),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        if let (None, Some((gpu, _))) = (tflops.or(gbs), known) {
-            sources = vec![format!("published figures of the {gpu}")];
-        }
-        if known.is_none() && (tflops.is_none() || gbs.is_none()) {
-            sources.push("none known for this adapter (give --peak-tflops and --peak-gbs)".into());
-        }
+        let source = match (given, known) {
+            (Some(g), _) if tflops.is_some() && gbs.is_some() => g.to_string(),
+            (None, Some((gpu, _))) => format!("published figures of the {gpu}"),
+            (Some(g), Some((gpu, _))) => format!("{g}; the other the {gpu}'s published figure"),
+            (g, None) => [
+                g,
+                Some("none known for this adapter (give --peak-tflops and --peak-gbs)"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("; "),
+        };
         let k = known.map(|(_, p): (_, Peak)| p);
         Peaks {
             tflops: tflops.or(k.map(|p| p.tflops)),
             gbs: gbs.or(k.map(|p| p.gbs)),
-            source: sources.join("; "),
+            source,
         }
     }
 }

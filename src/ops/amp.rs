@@ -120,32 +120,40 @@ pub fn state_buffer(gpu: &Gpu, cfg: &LossScale) -> Result<Tensor> {
 
 /// Notes in `state` whether `grads` holds an inf or NaN (before the optimizer).
 pub fn find_inf(gpu: &Gpu, cfg: &LossScale, grads: &Tensor, state: &Tensor) -> Result<Vec<Kernel>> {
-    const OP: &str = "loss scaling";
-    check_shape(OP, "state", state, &[4])?;
-    Ok(vec![kernel(
+    let groups = (grads.len() as u64).div_ceil(256);
+    let uniform = cfg.uniform(grads.len());
+    scaler_kernel(
         gpu,
-        OP,
-        SHADER,
         "amp_find_inf",
-        cfg.uniform(grads.len()),
-        &[(1, grads), (2, state)],
-        (grads.len() as u64).div_ceil(256),
-    )?])
+        uniform,
+        (2, state),
+        &[(1, grads)],
+        groups,
+    )
 }
 
 /// GradScaler.update(): the next step's scale from whether this one found an inf or NaN
 /// (after the optimizer).
 pub fn update_scale(gpu: &Gpu, cfg: &LossScale, state: &Tensor) -> Result<Vec<Kernel>> {
+    scaler_kernel(gpu, "amp_update_scale", cfg.uniform(0), (3, state), &[], 1)
+}
+
+/// One kernel of amp.wgsl binding the scaler's `state` (at the binding its entry reads it from)
+/// and `others`.
+fn scaler_kernel(
+    gpu: &Gpu,
+    entry: &'static str,
+    uniform: Uniform,
+    (binding, state): (u32, &Tensor),
+    others: &[(u32, &Tensor)],
+    groups: u64,
+) -> Result<Vec<Kernel>> {
     const OP: &str = "loss scaling";
     check_shape(OP, "state", state, &[4])?;
+    let mut bufs = others.to_vec();
+    bufs.push((binding, state));
     Ok(vec![kernel(
-        gpu,
-        OP,
-        SHADER,
-        "amp_update_scale",
-        cfg.uniform(0),
-        &[(3, state)],
-        1,
+        gpu, OP, SHADER, entry, uniform, &bufs, groups,
     )?])
 }
 

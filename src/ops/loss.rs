@@ -93,31 +93,9 @@ impl LossSums {
 }
 
 /// Mean softmax cross-entropy of `logits` [N, O] against `labels` [N] (u32), with the gradient
-/// into `dlogits` [N, O]; `smoothing` is PyTorch's `label_smoothing` (0: none).
+/// into `dlogits` [N, O]; `smoothing` is PyTorch's `label_smoothing` (0: none). With `scaler`
+/// (the state of `ops::amp`), the gradient is multiplied by dynamic loss scaling's scale.
 pub fn cross_entropy(
-    gpu: &Gpu,
-    logits: &Tensor,
-    labels: &Tensor,
-    dlogits: &Tensor,
-    out: &LossBuffers,
-    smoothing: f32,
-) -> Result<Vec<Kernel>> {
-    cross_entropy_with(gpu, logits, labels, dlogits, out, smoothing, None)
-}
-
-/// [`cross_entropy`] whose gradient is multiplied by the scale of dynamic loss scaling, held in
-/// `scaler` (the state of `ops::amp`).
-pub fn cross_entropy_scaled(
-    gpu: &Gpu,
-    (logits, labels, dlogits): (&Tensor, &Tensor, &Tensor),
-    out: &LossBuffers,
-    smoothing: f32,
-    scaler: &Tensor,
-) -> Result<Vec<Kernel>> {
-    cross_entropy_with(gpu, logits, labels, dlogits, out, smoothing, Some(scaler))
-}
-
-fn cross_entropy_with(
     gpu: &Gpu,
     logits: &Tensor,
     labels: &Tensor,

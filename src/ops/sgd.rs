@@ -45,48 +45,37 @@ impl SgdConfig {
     }
 }
 
-/// [`step`] under dynamic loss scaling: `grad` holds the scaled gradients, `scaler` the state
-/// of `ops::amp` (the step does nothing when its gradients had an inf or NaN).
-pub fn step_scaled(
-    gpu: &Gpu,
-    cfg: &SgdConfig,
-    (param, grad, velocity): (&Tensor, &Tensor, &Tensor),
-    scaler: &Tensor,
-) -> Result<Vec<Kernel>> {
-    const OP: &str = "sgd";
-    check_shape(OP, "grad", grad, &param.shape)?;
-    check_shape(OP, "velocity", velocity, &param.shape)?;
-    check_shape(OP, "loss scaler", scaler, &[4])?;
-    Ok(vec![kernel(
-        gpu,
-        OP,
-        SHADER,
-        "sgd_step_scaled",
-        cfg.uniform(param.len()),
-        &[(1, param), (2, grad), (3, velocity), (4, scaler)],
-        (param.len() as u64).div_ceil(256),
-    )?])
-}
-
 /// One SGD step over `param`, `grad` and `velocity` (same shape). Change the learning rate between
-/// steps with `kernel.set_params(gpu, &cfg.uniform(len))`.
+/// steps with `kernel.set_params(gpu, &cfg.uniform(len))`. With `scaler` (the state of
+/// `ops::amp`), `grad` holds scaled gradients: the step unscales them, and does nothing when
+/// they had an inf or NaN.
 pub fn step(
     gpu: &Gpu,
     cfg: &SgdConfig,
     param: &Tensor,
     grad: &Tensor,
     velocity: &Tensor,
+    scaler: Option<&Tensor>,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = "sgd";
     check_shape(OP, "grad", grad, &param.shape)?;
     check_shape(OP, "velocity", velocity, &param.shape)?;
+    let mut bufs = vec![(1, param), (2, grad), (3, velocity)];
+    if let Some(s) = scaler {
+        check_shape(OP, "loss scaler", s, &[4])?;
+        bufs.push((4, s));
+    }
+    let entry = match scaler {
+        Some(_) => "sgd_step_scaled",
+        None => "sgd_step",
+    };
     Ok(vec![kernel(
         gpu,
         OP,
         SHADER,
-        "sgd_step",
+        entry,
         cfg.uniform(param.len()),
-        &[(1, param), (2, grad), (3, velocity)],
+        &bufs,
         (param.len() as u64).div_ceil(256),
     )?])
 }

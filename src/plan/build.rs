@@ -223,18 +223,15 @@ impl Visitor for ForwardWalk<'_, '_> {
         } else {
             0.0
         };
-        ks.extend(match &io.scaler {
-            Some(scaler) => loss::cross_entropy_scaled(
-                gpu,
-                (&io.logits, &io.labels, &dlogits),
-                &io.loss,
-                smoothing,
-                scaler,
-            )?,
-            None => {
-                loss::cross_entropy(gpu, &io.logits, &io.labels, &dlogits, &io.loss, smoothing)?
-            }
-        });
+        ks.extend(loss::cross_entropy(
+            gpu,
+            &io.logits,
+            &io.labels,
+            &dlogits,
+            &io.loss,
+            smoothing,
+            io.scaler.as_ref(),
+        )?);
         self.stages.push(Stage {
             name: "head".into(),
             kernels: ks,
@@ -371,10 +368,7 @@ fn optimizer_stage(
             let len = max_chunk.min(range.end - offset);
             let v = |t: &Tensor| t.view(offset, &[len]);
             let (p, g, v) = (v(&m.params)?, v(&m.grads)?, v(&m.momentum)?);
-            kernels.extend(match scaling {
-                Some((_, state)) => sgd::step_scaled(gpu, &cfg.sgd, (&p, &g, &v), state)?,
-                None => sgd::step(gpu, &cfg.sgd, &p, &g, &v)?,
-            });
+            kernels.extend(sgd::step(gpu, &cfg.sgd, &p, &g, &v, scaler)?);
             let index = kernels.len() - 1;
             chunks.push(SgdChunk {
                 at: KernelAt { stage, index },
