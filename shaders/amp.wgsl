@@ -1,6 +1,7 @@
 // Dynamic loss scaling as torch.amp.GradScaler, kept on the GPU so that a step never waits for
-// the host. The state is four u32 words: [scale (f32 bits), growth tracker, found inf, skipped
-// steps]. The loss's gradient is multiplied by the scale (loss.wgsl), so every gradient is
+// the host. The state is six u32 words: [scale (f32 bits), growth tracker, found inf, skipped
+// steps, steps taken, the step at which the scale first fell below 1 (0: never)]; the host reads
+// the last one to stop a diverging run, naming the step. The loss's gradient is multiplied by the scale (loss.wgsl), so every gradient is
 // scaled; then, in the optimizer stage:
 //
 //   amp_find_inf       found = any gradient is inf or NaN (an OR: the same whatever the order)
@@ -20,6 +21,8 @@ const SCALE = 0u;
 const TRACKER = 1u;
 const FOUND = 2u;
 const SKIPPED = 3u;
+const STEPS = 4u;
+const BELOW_ONE_AT = 5u;
 
 @compute @workgroup_size(256)
 fn amp_find_inf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -51,4 +54,6 @@ fn amp_update_scale() {
     }
     state[SCALE] = bitcast<u32>(scale);
     state[FOUND] = 0u;
+    state[STEPS] += 1u;
+    if (scale < 1.0 && state[BELOW_ONE_AT] == 0u) { state[BELOW_ONE_AT] = state[STEPS]; }
 }

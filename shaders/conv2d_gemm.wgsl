@@ -40,6 +40,12 @@ struct Params {
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read> wt: array<vec4<f32>>;
 
+// The type of the workgroup tiles: f32 here; f16 in the mixed-precision families, whose operands
+// are rounded to f16 once, as they are stored into the tiles, then multiplied and accumulated in
+// f32 (the numerics of tensor cores: f16 inputs, exact products, f32 sums). In f32 every
+// conversion below is the identity, so the fp32 families compute the same bits as before.
+alias tile_t = f32;
+
 const TM: u32 = 64u;
 const TN: u32 = 64u;
 const TK: u32 = 16u;
@@ -57,8 +63,8 @@ const B_LOADS: u32 = TK * TN / THREADS;
 const RM4: u32 = RM / 4u;
 const RN4: u32 = RN / 4u;
 
-var<workgroup> tile_a: array<vec4<f32>, 2u * A_VEC>; // [buffer][TK][TM / 4]
-var<workgroup> tile_b: array<vec4<f32>, 2u * B_VEC>; // [buffer][TK][TN / 4]
+var<workgroup> tile_a: array<vec4<tile_t>, 2u * A_VEC>; // [buffer][TK][TM / 4]
+var<workgroup> tile_b: array<vec4<tile_t>, 2u * B_VEC>; // [buffer][TK][TN / 4]
 
 // The GEMM's sizes for a mode and this workgroup's place in it.
 struct Geometry {
@@ -206,7 +212,7 @@ fn load_b(mode: u32, g: Geometry, d0: u32, lid: u32, col: Column, px: Column, j:
 // Stores load l of A (mode 2) and of B into workgroup buffer `buf`.
 fn store_a2(buf: u32, lid: u32, l: u32, v: f32) {
     let m = lid / TK + l * (THREADS / TK);
-    tile_a[buf * A_VEC + (lid % TK) * (TM / 4u) + m / 4u][m % 4u] = v;
+    tile_a[buf * A_VEC + (lid % TK) * (TM / 4u) + m / 4u][m % 4u] = tile_t(v);
 }
 
 fn store_b(mode: u32, buf: u32, lid: u32, l: u32, v: f32) {
@@ -219,7 +225,7 @@ fn store_b(mode: u32, buf: u32, lid: u32, l: u32, v: f32) {
         d = lid / TN + l * (THREADS / TN);
         c = lid % TN;
     }
-    tile_b[buf * B_VEC + d * (TN / 4u) + c / 4u][c % 4u] = v;
+    tile_b[buf * B_VEC + d * (TN / 4u) + c / 4u][c % 4u] = tile_t(v);
 }
 
 // The output pixel of mode 2 at depth d (off the end of the chunk: not ok).
@@ -288,8 +294,8 @@ fn gemm(mode: u32, wid: vec3<u32>, nwg: vec3<u32>, lid: u32) {
             let ab = ((t - 1u) % 2u) * A_VEC;
             let bb = ((t - 1u) % 2u) * B_VEC;
             for (var d = 0u; d < TK; d++) {
-                //%[i<RM4] let a{i} = tile_a[ab + d * (TM / 4u) + {i}u * (TM / RM) + tm];
-                //%[j<RN4] let b{j} = tile_b[bb + d * (TN / 4u) + {j}u * GN + tn];
+                //%[i<RM4] let a{i} = vec4<f32>(tile_a[ab + d * (TM / 4u) + {i}u * (TM / RM) + tm]);
+                //%[j<RN4] let b{j} = vec4<f32>(tile_b[bb + d * (TN / 4u) + {j}u * GN + tn]);
                 //%[r<RM,j<RN4] acc{r}_{j} += a{r/4}[{r%4}u] * b{j};
             }
         }
@@ -298,7 +304,7 @@ fn gemm(mode: u32, wid: vec3<u32>, nwg: vec3<u32>, lid: u32) {
             if (mode == 2u) {
                 //%[l<A_SLOADS] store_a2(buf, lid, {l}u, sa{l});
             } else if (lid < A_VEC) {
-                tile_a[buf * A_VEC + lid] = va;
+                tile_a[buf * A_VEC + lid] = vec4<tile_t>(va);
             }
             //%[l<B_LOADS] store_b(mode, buf, lid, {l}u, sb{l});
         }

@@ -167,6 +167,7 @@ fn a_fixed_sequence_of_overflows_gives_gradscalers_scale_trace() {
     for (i, &overflow) in overflows.iter().enumerate() {
         step(&gpu, &m, &p, i as u32, overflow.then_some(f32::INFINITY));
         gradscaler_update(&mut want, overflow, &cfg);
+        want.steps += 1; // our own count, beside GradScaler's state
         let got = state(&gpu, &p);
         assert_eq!(got, want, "after step {i}");
         trace.push(got.scale);
@@ -186,9 +187,46 @@ fn a_fixed_sequence_of_overflows_gives_gradscalers_scale_trace() {
         scale: 256.0,
         growth_tracker: 2,
         skipped: 7,
+        ..ScalerState::new(&cfg)
     };
     p.set_loss_scale_state(&gpu, &resumed).unwrap();
     step(&gpu, &m, &p, 99, None);
     let s = state(&gpu, &p);
     assert_eq!((s.scale, s.growth_tracker, s.skipped), (512.0, 0, 7));
+}
+
+/// The state counts the steps and marks the one after which the scale fell below 1 (the run
+/// stops there: even unscaled gradients overflow).
+#[test]
+fn the_step_that_drops_the_scale_below_one_is_recorded() {
+    let gpu = gpu();
+    let m = model(&gpu);
+    let cfg = LossScale {
+        init_scale: 4.0,
+        ..LossScale::default()
+    };
+    let p = plan(&gpu, &m, Some(cfg));
+    p.set_loss_scale_state(
+        &gpu,
+        &ScalerState {
+            steps: 100, // a resumed run's iteration
+            ..ScalerState::new(&cfg)
+        },
+    )
+    .unwrap();
+    step(&gpu, &m, &p, 0, None);
+    // 4 -> 2 -> 1 -> 0.5: below 1 after the fourth of these steps, the run's 104th
+    for i in 1..=3 {
+        step(&gpu, &m, &p, i, Some(f32::INFINITY));
+        let s = state(&gpu, &p);
+        assert_eq!(s.steps, 100 + i + 1);
+        assert_eq!(s.below_one_at, (i == 3).then_some(104), "{s:?}");
+    }
+    step(&gpu, &m, &p, 4, Some(f32::INFINITY));
+    let s = state(&gpu, &p);
+    assert_eq!(
+        (s.scale, s.below_one_at),
+        (0.25, Some(104)),
+        "the first time is kept"
+    );
 }

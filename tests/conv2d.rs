@@ -4,7 +4,8 @@
 mod common;
 use common::*;
 use resnet::gpu::Gpu;
-use resnet::ops::conv2d::{self, Conv2dShape};
+use resnet::gpu::Precision;
+use resnet::ops::conv2d::{self, Conv2dShape, KernelFamily};
 use resnet::reference::{conv_backward, conv_forward, Conv};
 
 const TOL: f64 = 1e-4;
@@ -113,7 +114,7 @@ fn run_gpu(
 
 #[test]
 fn conv2d_forward_and_backward_match_cpu_reference() {
-    for kernel_family in KERNEL_FAMILIES {
+    for kernel_family in kernel_families() {
         let gpu = gpu_with(Some(kernel_family));
         for (i, (name, sh, bias)) in shapes().into_iter().enumerate() {
             let d = data(&sh, 10 + i as u64);
@@ -133,11 +134,67 @@ fn conv2d_forward_and_backward_match_cpu_reference() {
     }
 }
 
+/// The f16 families (mixed precision) against the f64 reference, each output within the bound
+/// of f16 operands and f32 sums (`selftest::f16_bounds`: one f16 ulp per operand, either
+/// rounding direction, plus the f32 accumulation); and their operands really are rounded: the
+/// error reaches the size of f16 rounding, which f32 kernels stay far below.
+#[test]
+fn f16_families_stay_within_the_bounds_of_f16_operands() {
+    let families: Vec<_> = KernelFamily::of_precision(Precision::Mixed).collect();
+    assert_eq!(families.len(), 3, "the three GEMM tiles in f16");
+    for kernel_family in families {
+        let gpu = gpu_with(Some(kernel_family));
+        let mut largest = 0.0f64; // max |got - ref| / sum |products| over every output
+        for (i, (name, sh, bias)) in shapes().into_iter().enumerate() {
+            let d = data(&sh, 10 + i as u64);
+            let got = run_gpu(&gpu, &sh, &d, bias);
+            let g = cpu(&sh);
+            let exact = |d: &Data| {
+                let (x, w, b, dy) = (f64s(&d.x), f64s(&d.w), f64s(&d.b), f64s(&d.dy));
+                let y = conv_forward(&g, &x, &w, bias.then_some(&b[..]));
+                let (dx, dw, db) = conv_backward(&g, &x, &w, &dy);
+                [y, dx, dw, db]
+            };
+            let want = exact(&d);
+            let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+            let magnitudes = exact(&Data {
+                x: abs(&d.x),
+                w: abs(&d.w),
+                b: abs(&d.b),
+                dy: abs(&d.dy),
+            });
+            let depth = sh.n * sh.p() * sh.q() + (sh.c + sh.k) * sh.r * sh.s;
+            let outputs = [&got.0, &got.1, &got.2, &got.3];
+            for (j, what) in ["forward", "dx", "dw", "db"].iter().enumerate() {
+                if j == 3 && !bias {
+                    continue;
+                }
+                let bound = resnet::selftest::f16_bounds(&magnitudes[j], depth);
+                for (e, ((g, w), b)) in outputs[j].iter().zip(&want[j]).zip(&bound).enumerate() {
+                    let err = (*g as f64 - w).abs();
+                    assert!(
+                        err <= *b,
+                        "{kernel_family:?} {name} {what}[{e}]: {g} vs {w}, off by {err:e} > {b:e}"
+                    );
+                    if j < 3 {
+                        largest = largest.max(err / magnitudes[j][e].max(1e-30));
+                    }
+                }
+            }
+        }
+        // f16 rounding is 2^-11 of an operand; f32 kernels stay near 2^-24 of the magnitudes
+        assert!(
+            largest > 1.0 / 65536.0,
+            "{kernel_family:?}: largest error {largest:e} of the magnitudes: operands not in f16?"
+        );
+    }
+}
+
 /// The GPU gradients equal finite differences of L = sum(dy * conv(x, w) + b) computed on the
 /// f64 CPU forward (independent of the CPU backward).
 #[test]
 fn conv2d_backward_matches_finite_differences() {
-    for kernel_family in KERNEL_FAMILIES {
+    for kernel_family in kernel_families() {
         let gpu = gpu_with(Some(kernel_family));
         for sh in [
             Conv2dShape::new(2, 3, 5, 5, 4, 3, 1, 1),
@@ -211,7 +268,7 @@ fn conv2d_weight_gradient_at_full_resnet20_size() {
         }
     }
     let _ = g;
-    for kernel_family in KERNEL_FAMILIES {
+    for kernel_family in kernel_families() {
         let gpu = gpu_with(Some(kernel_family));
         let x = gpu.upload(&d.x, &sh.x_shape()).unwrap();
         let dy = gpu.upload(&d.dy, &sh.y_shape()).unwrap();

@@ -7,10 +7,12 @@ use std::path::Path;
 fn validate(name: &str, src: &str) -> naga::Module {
     let module = naga::front::wgsl::parse_str(src)
         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
-    let mut v = naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::default(),
-    );
+    // the mixed-precision families declare `enable f16;` and need the adapter's SHADER_F16
+    let caps = match src.starts_with("enable f16;") {
+        true => naga::valid::Capabilities::SHADER_FLOAT16,
+        false => naga::valid::Capabilities::default(),
+    };
+    let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
     v.validate(&module)
         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
     assert!(!module.entry_points.is_empty(), "{name} has no entry point");
@@ -41,10 +43,11 @@ fn every_conv2d_block_and_tile_size_validates() {
     let sources = resnet::ops::conv2d::all_sources();
     assert_eq!(
         sources.len(),
-        7,
-        "the register blocks 16x16, 8x16, 16x8, 8x8 and the GEMM tiles 32x128, 64x64, 128x128"
+        10,
+        "the register blocks 16x16, 8x16, 16x8, 8x8 and the GEMM tiles 32x128, 64x64, 128x128, \
+         in f32 and in f16"
     );
-    for (name, src) in sources {
+    for &(name, src) in &sources {
         let module = validate(name, src);
         let entries = match name.starts_with("conv2d_gemm.wgsl") {
             true => ["conv_fwd_gemm", "conv_dx_gemm", "conv_dw_gemm"].as_slice(),
@@ -60,6 +63,22 @@ fn every_conv2d_block_and_tile_size_validates() {
             assert!(
                 module.entry_points.iter().any(|e| e.name == *entry),
                 "{name}: no {entry}"
+            );
+        }
+        // an f16 module keeps its tiles in f16 and nothing else of the f32 module changes
+        if name.ends_with(", f16)") {
+            assert!(src.contains("alias tile_t = f16;") && !src.contains("alias tile_t = f32;"));
+            let f32_name = name.replace(", f16)", ")");
+            let f32_src = sources
+                .iter()
+                .find(|m| m.0 == f32_name)
+                .expect("its f32 twin")
+                .1;
+            assert_eq!(
+                src.replacen("enable f16;\n", "", 1)
+                    .replace("alias tile_t = f16;", "alias tile_t = f32;"),
+                f32_src,
+                "{name}"
             );
         }
         let marked = src.lines().find(|l| l.trim_start().starts_with("//%"));

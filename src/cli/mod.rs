@@ -20,7 +20,7 @@ pub use flags::with_flags;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use resnet::data;
-use resnet::gpu::{parse_backend, GpuOptions};
+use resnet::gpu::{parse_backend, GpuOptions, Precision};
 use resnet::model::{Family, ModelSpec};
 use resnet::{Error, Result};
 use std::path::PathBuf;
@@ -56,6 +56,15 @@ struct GpuArgs {
     /// their count
     #[arg(long, global = true, value_name = "N")]
     device_index: Option<usize>,
+    /// What the convolutions compute in: fp32 (the default) or mixed (torch.amp with fp16:
+    /// operands rounded to f16, f32 accumulation, the f16 kernel families; in training dynamic
+    /// loss scaling as GradScaler; weights, BatchNorm, the loss and checkpoints stay f32). Needs
+    /// an adapter with f16 shaders (`resnet info` says)
+    #[arg(long, global = true, value_name = "fp32|mixed")]
+    precision: Option<String>,
+    /// The same as --precision mixed (the flag of torchvision's and timm's training scripts)
+    #[arg(long, global = true)]
+    amp: bool,
 }
 
 impl GpuArgs {
@@ -67,9 +76,26 @@ impl GpuArgs {
         if let Some(k) = &self.kernels {
             o.set_kernels(k)?;
         }
+        o.set_precision(self.precision()?)?;
         o.tuning_cache = Some(data::default_cache_dir().join("kernels"));
         o.device_index = self.device_index;
         Ok(o)
+    }
+
+    /// --precision, or mixed for --amp; --amp with --precision fp32 is an error.
+    fn precision(&self) -> Result<Precision> {
+        let given = self
+            .precision
+            .as_deref()
+            .map(Precision::parse)
+            .transpose()?;
+        match (given, self.amp) {
+            (Some(Precision::Fp32), true) => Err(Error::Invalid(
+                "--amp is --precision mixed; it contradicts --precision fp32".into(),
+            )),
+            (_, true) => Ok(Precision::Mixed),
+            (p, false) => Ok(p.unwrap_or_default()),
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use super::{model_defaults, GpuArgs};
 use clap::Args;
 use resnet::cifar10;
-use resnet::gpu::{Choice, Gpu};
+use resnet::gpu::{Choice, Gpu, Precision};
 use resnet::model::{ModelSpec, ModelState};
 use resnet::ops::conv2d::KernelFamily;
 use resnet::ops::sgd::SgdConfig;
@@ -61,7 +61,7 @@ pub fn run(a: TuneArgs) -> Result<()> {
     let eval = PlanConfig::eval(a.eval_batch_size, (size, size), cifar10::NORMALIZE);
     Plan::new(&gpu, &m, eval)?;
     let used = gpu.choices_used();
-    print_table(&used);
+    print_table(&used, gpu.precision);
     let cache = gpu
         .tuning_cache()
         .map_or("no tuning cache".into(), |c| c.path.display().to_string());
@@ -83,21 +83,21 @@ pub fn run(a: TuneArgs) -> Result<()> {
 /// untimed first run for a family dropped there as over four times the best. "-": the family
 /// could not be built at that shape (over a limit of the device), or the choice carries no times.
 /// Then the family chosen.
-fn print_table(choices: &[Choice]) {
+fn print_table(choices: &[Choice], precision: Precision) {
     let ms = |c: &Choice, f: KernelFamily| {
         c.ms.iter()
             .find(|m| m.0 == f.name())
             .map_or("-".to_string(), |m| format!("{:.2}", m.1))
     };
     let mut head = format!("{:<26} {:<30}", "op", "shape N,C,H,W,K,R,S,stride,pad");
-    for f in KernelFamily::ALL {
+    for f in KernelFamily::of_precision(precision) {
         head += &format!(" {:>13}", f.name());
     }
     println!("{head}  chosen (ms)");
     for c in choices {
         let shape: Vec<String> = c.shape.iter().map(|d| d.to_string()).collect();
         let mut row = format!("{:<26} {:<30}", c.op, shape.join(","));
-        for f in KernelFamily::ALL {
+        for f in KernelFamily::of_precision(precision) {
             row += &format!(" {:>13}", ms(c, f));
         }
         println!("{row}  {}", c.family);

@@ -33,6 +33,43 @@ pub struct GpuOptions {
     /// Leave timestamp queries off even where the adapter has them (`RESNET_TIMESTAMPS=0`):
     /// for drivers whose timestamps are wrong, and to see what an adapter without them gets.
     pub no_timestamps: bool,
+    /// The arithmetic of the convolutions: fp32 (the default, bit-exact as ever) or mixed
+    /// (f16 operands, f32 accumulation; needs the adapter's `SHADER_F16`).
+    pub precision: Precision,
+}
+
+/// What the convolutions compute in (`--precision`), as torch.amp's autocast does for them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// f32 everywhere.
+    #[default]
+    Fp32,
+    /// Convolution operands rounded to f16, products accumulated in f32 (what tensor cores
+    /// compute); everything else, the master weights and the loss in f32, with dynamic loss
+    /// scaling in training.
+    Mixed,
+}
+
+impl Precision {
+    /// The name `--precision` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Mixed => "mixed",
+        }
+    }
+
+    /// Parses a `--precision` value; an unknown one is an error listing the choices.
+    pub fn parse(name: &str) -> Result<Precision> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "fp32" | "float32" => Ok(Precision::Fp32),
+            "mixed" | "amp" => Ok(Precision::Mixed),
+            other => Err(Error::Invalid(format!(
+                "`precision`: unknown precision '{other}' (expected fp32 or mixed; mixed is f16 \
+                 operands with f32 accumulation, as torch.amp with fp16)"
+            ))),
+        }
+    }
 }
 
 /// Parses a `--backend` value: `vulkan`, `metal`, `dx12`, `gl` (or `webgpu`).

@@ -17,7 +17,7 @@ mod tuning;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use adapter::list_adapters;
-pub use adapter::{parse_backend, AdapterSummary, GpuOptions};
+pub use adapter::{parse_backend, AdapterSummary, GpuOptions, Precision};
 pub use choices::{AdapterId, Choice, KernelSet};
 pub use kernel::{Kernel, Uniform};
 pub use peak::{describe_cooperative_matrix, known_peak, Peak};
@@ -91,6 +91,8 @@ pub struct Gpu {
     modules: RefCell<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: RefCell<HashMap<(&'static str, &'static str), Arc<wgpu::ComputePipeline>>>,
     compiled: RefCell<usize>,
+    /// What the convolutions compute in.
+    pub precision: Precision,
     /// Bytes of the tensors alive on this device (see `tensor::Allocation`).
     allocated: Arc<std::sync::atomic::AtomicU64>,
     /// Read-back buffers free for reuse: a training step reads the same sizes every time (loss
@@ -129,6 +131,19 @@ impl Gpu {
         };
         let adapter_features = adapter.features();
         let cooperative_matrices = adapter.cooperative_matrix_properties();
+        let wanted = match opts.precision {
+            Precision::Fp32 => wanted,
+            Precision::Mixed => wanted | wgpu::Features::SHADER_F16,
+        };
+        if opts.precision == Precision::Mixed
+            && !adapter_features.contains(wgpu::Features::SHADER_F16)
+        {
+            return Err(Error::Invalid(format!(
+                "`precision` mixed needs f16 shaders (shader-f16), which {} ({:?}) does not \
+                 offer; use `precision` fp32",
+                info.name, info.backend
+            )));
+        }
         let features = adapter_features & wanted;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -148,6 +163,7 @@ impl Gpu {
             features,
             adapter_features,
             cooperative_matrices,
+            precision: opts.precision,
             choices,
             probe: std::cell::OnceCell::new(),
             modules: RefCell::new(HashMap::new()),

@@ -85,6 +85,11 @@ pub struct ScalerState {
     pub growth_tracker: u32,
     /// Steps skipped so far for an inf or NaN.
     pub skipped: u32,
+    /// Steps taken (the run's iteration: set with the state, counted on the GPU).
+    pub steps: u32,
+    /// The step (of `steps`' count) after which the scale first fell below 1: a run whose
+    /// gradients overflow even unscaled, which no scale can rescue.
+    pub below_one_at: Option<u32>,
 }
 
 impl ScalerState {
@@ -94,12 +99,21 @@ impl ScalerState {
             scale: cfg.init_scale,
             growth_tracker: 0,
             skipped: 0,
+            steps: 0,
+            below_one_at: None,
         }
     }
 
-    /// The four words of the GPU's state buffer.
-    pub fn words(&self) -> [u32; 4] {
-        [self.scale.to_bits(), self.growth_tracker, 0, self.skipped]
+    /// The words of the GPU's state buffer.
+    pub fn words(&self) -> [u32; WORDS] {
+        [
+            self.scale.to_bits(),
+            self.growth_tracker,
+            0,
+            self.skipped,
+            self.steps,
+            self.below_one_at.unwrap_or(0),
+        ]
     }
 
     /// The state from the words read back.
@@ -108,14 +122,19 @@ impl ScalerState {
             scale: f32::from_bits(w[0]),
             growth_tracker: w[1],
             skipped: w[3],
+            steps: w[4],
+            below_one_at: (w[5] != 0).then_some(w[5]),
         }
     }
 }
 
+/// The u32 words of the scaler's state on the GPU (shaders/amp.wgsl).
+pub const WORDS: usize = 6;
+
 /// The state buffer of a scaler starting at `cfg`'s initial scale (checked first).
 pub fn state_buffer(gpu: &Gpu, cfg: &LossScale) -> Result<Tensor> {
     cfg.check()?;
-    gpu.upload(&ScalerState::new(cfg).words(), &[4])
+    gpu.upload(&ScalerState::new(cfg).words(), &[WORDS])
 }
 
 /// Notes in `state` whether `grads` holds an inf or NaN (before the optimizer).
@@ -149,7 +168,7 @@ fn scaler_kernel(
     groups: u64,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = "loss scaling";
-    check_shape(OP, "state", state, &[4])?;
+    check_shape(OP, "state", state, &[WORDS])?;
     let mut bufs = others.to_vec();
     bufs.push((binding, state));
     Ok(vec![kernel(

@@ -62,7 +62,7 @@ pub fn step(
     check_shape(OP, "velocity", velocity, &param.shape)?;
     let mut bufs = vec![(1, param), (2, grad), (3, velocity)];
     if let Some(s) = scaler {
-        check_shape(OP, "loss scaler", s, &[4])?;
+        check_shape(OP, "loss scaler", s, &[super::amp::WORDS])?;
         bufs.push((4, s));
     }
     let entry = match scaler {

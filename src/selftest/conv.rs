@@ -3,7 +3,7 @@
 
 use super::{f64s, values, Group};
 use crate::error::Result;
-use crate::gpu::{Gpu, GpuOptions};
+use crate::gpu::{Gpu, GpuOptions, Precision};
 use crate::ops::conv2d::KernelFamily;
 use crate::ops::conv2d::{self, Conv2dShape};
 use crate::reference::{conv_backward, conv_forward, Conv};
@@ -48,7 +48,7 @@ const DIRECTIONS: [&str; 3] = ["forward", "backward to input", "backward to weig
 /// One group per direction and family.
 pub(super) fn check_all(opts: &GpuOptions) -> Result<Vec<Group>> {
     let mut devices = Vec::new();
-    for family in KernelFamily::ALL {
+    for family in KernelFamily::of_precision(opts.precision) {
         let forced = GpuOptions {
             kernel_family: Some(family.name()),
             tune: Some(false),
@@ -70,10 +70,18 @@ pub(super) fn check_all(opts: &GpuOptions) -> Result<Vec<Group>> {
             dy: values(sh.n * sh.k * sh.p() * sh.q(), seed + 2),
         };
         let want = reference(&sh, &data);
+        // mixed precision: each element against the bound of f16 operands (super::f16_bounds)
+        let bounds = (opts.precision == Precision::Mixed).then(|| {
+            let depth = sh.n * sh.p() * sh.q() + (sh.c + sh.k) * sh.r * sh.s;
+            reference(&sh, &data.magnitudes()).map(|s| super::f16_bounds(&s, depth))
+        });
         for (d, (_, gpu)) in devices.iter().enumerate() {
             let got = on_gpu(gpu, &sh, &data)?;
             for j in 0..3 {
-                groups[3 * d + j].compare(&case, &got[j], &want[j]);
+                match &bounds {
+                    Some(b) => groups[3 * d + j].compare_within(&case, &got[j], &want[j], &b[j]),
+                    None => groups[3 * d + j].compare(&case, &got[j], &want[j]),
+                }
             }
         }
     }
@@ -86,6 +94,19 @@ struct Data {
     w: Vec<f32>,
     b: Vec<f32>,
     dy: Vec<f32>,
+}
+
+impl Data {
+    /// The same inputs as magnitudes: the reference on them sums |products| per output.
+    fn magnitudes(&self) -> Data {
+        let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect();
+        Data {
+            x: abs(&self.x),
+            w: abs(&self.w),
+            b: abs(&self.b),
+            dy: abs(&self.dy),
+        }
+    }
 }
 
 /// [y (with the bias), dx, dw then db] of the f64 reference.

@@ -27,6 +27,9 @@ pub struct Group {
     pub worst: f64,
     /// The case with the largest error.
     pub worst_case: String,
+    /// Compared against a bound per element (the f16 families'): whether every element was
+    /// within its bound; `None`: judged by the max-norm tolerance.
+    pub within_bounds: Option<bool>,
 }
 
 impl Group {
@@ -36,6 +39,7 @@ impl Group {
             cases: Vec::new(),
             worst: 0.0,
             worst_case: String::new(),
+            within_bounds: None,
         }
     }
 
@@ -49,10 +53,40 @@ impl Group {
         self.cases.push(case.to_string());
     }
 
-    /// Whether every case is within `tolerance` (a NaN anywhere fails).
-    pub fn passes(&self, tolerance: f64) -> bool {
-        self.worst <= tolerance
+    /// [`Group::compare`], judged by whether each element of `got` is within its `bound` of
+    /// `want` instead of by the tolerance.
+    pub fn compare_within(&mut self, case: &str, got: &[f32], want: &[f64], bound: &[f64]) {
+        self.compare(case, got, want);
+        let within = got.len() == bound.len()
+            && got
+                .iter()
+                .zip(want.iter().zip(bound))
+                .all(|(g, (w, b))| (*g as f64 - w).abs() <= *b);
+        self.within_bounds = Some(self.within_bounds.unwrap_or(true) && within);
     }
+
+    /// Whether every case is within `tolerance`, or within its bounds where it has them (a NaN
+    /// anywhere fails).
+    pub fn passes(&self, tolerance: f64) -> bool {
+        match self.within_bounds {
+            Some(within) => within && self.worst.is_finite(),
+            None => self.worst <= tolerance,
+        }
+    }
+}
+
+/// What a sum of `depth` products of operands rounded to f16 (either way: WGSL leaves the
+/// direction to the implementation), accumulated in f32, may differ from the exact sum, given
+/// each output's sum of the products' magnitudes `abs_sums` (the reference op run on |operands|).
+/// Each rounded operand is off by at most one f16 ulp, 2^-10 of itself, so a product by at most
+/// (2 * 2^-10 + 2^-20) of its magnitude; the f32 sum of `depth` terms adds at most
+/// depth * 2^-24 of the magnitudes (to first order; 2 more terms cover the bias and the split
+/// sums' reduction).
+pub fn f16_bounds(abs_sums: &[f64], depth: usize) -> Vec<f64> {
+    const ULP16: f64 = 1.0 / 1024.0;
+    const EPS32: f64 = 1.0 / 16_777_216.0;
+    let per_magnitude = 2.0 * ULP16 + ULP16 * ULP16 + (depth + 2) as f64 * EPS32;
+    abs_sums.iter().map(|s| per_magnitude * s + 1e-30).collect()
 }
 
 /// max_i |got_i - want_i| / max_i |want_i|; infinite when lengths differ or `got` is not finite.

@@ -7,18 +7,21 @@
 
 use super::template;
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuOptions, KernelSet};
+use crate::gpu::{Gpu, GpuOptions, KernelSet, Precision};
 use std::sync::OnceLock;
 
 /// The version of the kernel set: bump it whenever a family is added, removed or changed (its row
 /// or its template), so that choices measured on the old kernels are measured again.
-pub const KERNEL_SET_VERSION: u32 = 3;
+pub const KERNEL_SET_VERSION: u32 = 4;
 
 /// The family of CPU drivers where nothing was measured: register blocks suit their registers.
 const CPU_DEFAULT: KernelFamily = KernelFamily::Register16x16;
 
 /// The family of GPUs where nothing was measured.
 const GPU_DEFAULT: KernelFamily = KernelFamily::Gemm64x64;
+
+/// The family of mixed precision where nothing was measured (CPU drivers and GPUs).
+const MIXED_DEFAULT: KernelFamily = KernelFamily::Gemm64x64F16;
 
 const REGISTER_TEMPLATE: &str = include_str!("../../../shaders/conv2d.wgsl");
 const GEMM_TEMPLATE: &str = include_str!("../../../shaders/conv2d_gemm.wgsl");
@@ -71,12 +74,14 @@ pub(crate) struct Family {
     pub module: &'static str,
     /// How its ops are computed.
     pub scheme: Scheme,
+    /// What its operands are rounded to (`Mixed`: f16 workgroup tiles, f32 accumulators).
+    pub precision: Precision,
 }
 
 /// Declares [`KernelFamily`] and [`FAMILIES`] from one list, so that a family is one row (and
 /// the enum's order is the table's).
 macro_rules! families {
-    ($($(#[$doc:meta])* $id:ident: $name:literal, $alias:expr, $module:literal, $scheme:expr;)*) => {
+    ($($(#[$doc:meta])* $id:ident: $name:literal, $alias:expr, $module:literal, $precision:ident, $scheme:expr;)*) => {
         /// Which family of kernels a convolution is built from (docs/ARCHITECTURE.md, "Kernel
         /// families"): register blocking in several block sizes, whose best size depends on the
         /// registers of the CPU (or GPU) underneath; GPU-class implicit GEMM in several tile sizes (workgroup memory,
@@ -94,32 +99,40 @@ macro_rules! families {
             alias: $alias,
             module: $module,
             scheme: $scheme,
+            precision: Precision::$precision,
         },)*];
     };
 }
 
-// Columns: the family, its name, another name `--kernels` takes, its shader module, and the
-// scheme with its constants (register blocks: channels x pixels; GEMM tiles: TM, TN, TK, RM, RN).
-// Both workgroup buffers of each GEMM tile fit WebGPU's default 16 KiB: 2 * (TM + TN) * TK * 4
-// bytes (tested below); and each tile is 256 invocations: (TM / RM) * (TN / RN) (asserted when
-// its module is expanded).
+// Columns: the family, its name, another name `--kernels` takes, its shader module, the precision
+// of its operands, and the scheme with its constants (register blocks: channels x pixels; GEMM
+// tiles: TM, TN, TK, RM, RN). Both workgroup buffers of each GEMM tile fit WebGPU's default
+// 16 KiB: 2 * (TM + TN) * TK * 4 bytes (tested below); and each tile is 256 invocations:
+// (TM / RM) * (TN / RN) (asserted when its module is expanded). A run races the families of its
+// precision only: an f16 family never stands in for an fp32 one, nor the reverse.
 families! {
     /// Register blocking, 16 channels x 16 pixels per invocation: many FMAs per load.
-    Register16x16: "register16x16", Some("register"), "conv2d.wgsl",                register(16, 16);
+    Register16x16: "register16x16", Some("register"), "conv2d.wgsl",                Fp32, register(16, 16);
     /// Register blocking, 8 channels x 16 pixels: half the accumulators.
-    Register8x16:  "register8x16",  None,             "conv2d.wgsl (8x16)",         register(8, 16);
+    Register8x16:  "register8x16",  None,             "conv2d.wgsl (8x16)",         Fp32, register(8, 16);
     /// Register blocking, 16 channels x 8 pixels.
-    Register16x8:  "register16x8",  None,             "conv2d.wgsl (16x8)",         register(16, 8);
+    Register16x8:  "register16x8",  None,             "conv2d.wgsl (16x8)",         Fp32, register(16, 8);
     /// Register blocking, 8 channels x 8 pixels: the fewest registers.
-    Register8x8:   "register8x8",   None,             "conv2d.wgsl (8x8)",          register(8, 8);
+    Register8x8:   "register8x8",   None,             "conv2d.wgsl (8x8)",          Fp32, register(8, 8);
     /// GPU GEMM tiles of 32 channels x 128 pixels, 4x4 per invocation: for layers of few channels.
-    Gemm32x128:    "gemm32x128",    None,             "conv2d_gemm.wgsl (32x128)",  gemm(32, 128, 8, 4, 4);
+    Gemm32x128:    "gemm32x128",    None,             "conv2d_gemm.wgsl (32x128)",  Fp32, gemm(32, 128, 8, 4, 4);
     /// GPU GEMM tiles of 64x64, 4x4 per invocation.
-    Gemm64x64:     "gemm64x64",     Some("gemm"),     "conv2d_gemm.wgsl (64x64)",   gemm(64, 64, 16, 4, 4);
+    Gemm64x64:     "gemm64x64",     Some("gemm"),     "conv2d_gemm.wgsl (64x64)",   Fp32, gemm(64, 64, 16, 4, 4);
     /// GPU GEMM tiles of 128x128, 8x8 per invocation: for wide layers on large GPUs.
-    Gemm128x128:   "gemm128x128",   None,             "conv2d_gemm.wgsl (128x128)", gemm(128, 128, 8, 8, 8);
+    Gemm128x128:   "gemm128x128",   None,             "conv2d_gemm.wgsl (128x128)", Fp32, gemm(128, 128, 8, 8, 8);
     /// Simple workgroup-memory tiles of 64x64 outputs, 4x4 per invocation, one buffer.
-    Tiled:         "tiled",         None,             "conv2d.wgsl",                Scheme::Tiled;
+    Tiled:         "tiled",         None,             "conv2d.wgsl",                Fp32, Scheme::Tiled;
+    /// The 32x128 GEMM tile with f16 operands in workgroup memory and f32 accumulators.
+    Gemm32x128F16:  "gemm32x128-f16",  None,              "conv2d_gemm.wgsl (32x128, f16)",  Mixed, gemm(32, 128, 8, 4, 4);
+    /// The 64x64 GEMM tile in f16 (mixed precision's default).
+    Gemm64x64F16:   "gemm64x64-f16",   Some("gemm-f16"),  "conv2d_gemm.wgsl (64x64, f16)",   Mixed, gemm(64, 64, 16, 4, 4);
+    /// The 128x128 GEMM tile in f16.
+    Gemm128x128F16: "gemm128x128-f16", None,              "conv2d_gemm.wgsl (128x128, f16)", Mixed, gemm(128, 128, 8, 8, 8);
 }
 
 /// The scheme of a register block of `channels` x `pixels`.
@@ -168,6 +181,18 @@ impl KernelFamily {
         self.row().scheme
     }
 
+    /// What this family's operands are rounded to.
+    pub fn precision(self) -> Precision {
+        self.row().precision
+    }
+
+    /// The families of `precision`, in the order the tuner tries them.
+    pub fn of_precision(precision: Precision) -> impl Iterator<Item = KernelFamily> {
+        KernelFamily::ALL
+            .into_iter()
+            .filter(move |f| f.precision() == precision)
+    }
+
     /// (channels, pixels) per invocation of a register family.
     pub fn register_block(self) -> Option<(usize, usize)> {
         match self.scheme() {
@@ -185,10 +210,12 @@ impl KernelFamily {
     }
 
     /// The family ops build with on `gpu` where no per-shape choice says otherwise: the one
-    /// `--kernels` forced, else register blocks on CPU drivers and GEMM tiles on GPUs.
+    /// `--kernels` forced, else in fp32 register blocks on CPU drivers and GEMM tiles on GPUs,
+    /// in mixed precision the f16 GEMM tile.
     pub fn of(gpu: &Gpu) -> KernelFamily {
         match gpu.forced_kernels().and_then(KernelFamily::from_name) {
             Some(f) => f,
+            None if gpu.precision == Precision::Mixed => MIXED_DEFAULT,
             None if gpu.info.device_type == wgpu::DeviceType::Cpu => CPU_DEFAULT,
             None => GPU_DEFAULT,
         }
@@ -196,15 +223,34 @@ impl KernelFamily {
 }
 
 impl Scheme {
-    /// The source of this scheme's module: its template with its constants set.
-    fn source(self, module: &str) -> String {
+    /// The source of this scheme's module: its template with its constants set, and in
+    /// `Mixed` precision its workgroup tiles in f16 (the template's `alias tile_t = f32;`).
+    fn source(self, module: &str, precision: Precision) -> String {
+        let f32_source = self.f32_source(module);
+        match precision {
+            Precision::Fp32 => f32_source,
+            Precision::Mixed => {
+                const ALIAS: &str = "alias tile_t = f32;";
+                assert_eq!(
+                    f32_source.matches(ALIAS).count(),
+                    1,
+                    "{module}: an f16 family needs its template's `{ALIAS}`"
+                );
+                let f16 = f32_source.replace(ALIAS, "alias tile_t = f16;");
+                format!("enable f16;\n{f16}")
+            }
+        }
+    }
+
+    /// The source of this scheme's module with f32 operands.
+    fn f32_source(self, module: &str) -> String {
         match self {
             Scheme::Register { channels, pixels } => {
                 let consts = [("CB", channels), ("PB", pixels)];
                 let counts = [("CB4", channels / 4), ("PB4", pixels / 4)];
                 template::expand(module, REGISTER_TEMPLATE, &consts, &counts)
             }
-            Scheme::Tiled => register(16, 16).source(module),
+            Scheme::Tiled => register(16, 16).f32_source(module),
             Scheme::Gemm(t) => {
                 assert_eq!(
                     (t.tm / t.rm) * (t.tn / t.rn),
@@ -237,7 +283,8 @@ pub(super) fn module(family: KernelFamily) -> (&'static str, &'static str) {
     static SOURCES: [OnceLock<String>; FAMILIES.len()] =
         [const { OnceLock::new() }; FAMILIES.len()];
     let row = family.row();
-    let source = SOURCES[family as usize].get_or_init(|| row.scheme.source(row.module));
+    let source =
+        SOURCES[family as usize].get_or_init(|| row.scheme.source(row.module, row.precision));
     (row.module, source.as_str())
 }
 
@@ -286,7 +333,33 @@ impl GpuOptions {
             self.kernel_family = Some(parse_kernel_family(name)?.name());
             self.tune = Some(false);
         }
-        Ok(())
+        self.check_kernels_precision()
+    }
+
+    /// Applies a `--precision` value (after or before `--kernels`: either order is checked).
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        self.precision = precision;
+        self.check_kernels_precision()
+    }
+
+    /// A forced family must compute in the run's precision.
+    fn check_kernels_precision(&self) -> Result<()> {
+        let Some(f) = self.kernel_family.and_then(KernelFamily::from_name) else {
+            return Ok(());
+        };
+        if f.precision() == self.precision {
+            return Ok(());
+        }
+        let names: Vec<&str> = KernelFamily::of_precision(self.precision)
+            .map(KernelFamily::name)
+            .collect();
+        Err(Error::Invalid(format!(
+            "`kernels` {} is a {} family; `precision` {} takes {}",
+            f.name(),
+            f.precision().name(),
+            self.precision.name(),
+            names.join(", ")
+        )))
     }
 
     /// Options from the environment: `WGPU_BACKEND` (read by wgpu), `RESNET_KERNELS` and

@@ -101,9 +101,11 @@ impl Conv2dShape {
         2.0 * (self.n * self.k * self.p() * self.q() * self.c * self.r * self.s) as f64
     }
 
-    /// The shape of a [`Conv2dShape::key`].
+    /// The shape of a [`Conv2dShape::key`] (or of a [`choice_key`], which may add the
+    /// precision).
     pub fn from_key(key: &[usize]) -> Option<Conv2dShape> {
-        let &[n, c, h, w, k, r, s, stride, pad] = key else {
+        let (&[n, c, h, w, k, r, s, stride, pad], [] | [16]) = key.split_at(key.len().min(9))
+        else {
             return None;
         };
         let sh = Conv2dShape {
@@ -262,6 +264,16 @@ fn scratch(gpu: &Gpu, op: &'static str, len: usize) -> Result<Tensor> {
     gpu.zeros(&[len])
 }
 
+/// The key kernel choices are remembered under: the shape's, with 16 appended in mixed precision
+/// (an f16 family's choice is never taken for an fp32 run, nor the reverse).
+fn choice_key(gpu: &Gpu, sh: &Conv2dShape) -> Vec<usize> {
+    let mut key = sh.key();
+    if gpu.precision == crate::gpu::Precision::Mixed {
+        key.push(16);
+    }
+    key
+}
+
 /// The kernels of `op` at `sh` in the family chosen for this shape: measured once per shape
 /// (every family built and timed, the fastest kept and remembered) when the device tunes, else
 /// the device's family (noted for [`tune_pending`] where the device cannot block to time).
@@ -272,14 +284,16 @@ fn pick(
     build: impl Fn(KernelFamily) -> Result<Vec<Kernel>>,
 ) -> Result<Vec<Kernel>> {
     // a remembered name no family has any more is no choice: it is measured again
-    if let Some(f) = gpu.choice(op, &sh.key()).and_then(KernelFamily::from_name) {
+    let key = choice_key(gpu, sh);
+    let chosen = gpu.choice(op, &key).and_then(KernelFamily::from_name);
+    if let Some(f) = chosen.filter(|f| f.precision() == gpu.precision) {
         return build(f);
     }
     #[cfg(not(target_arch = "wasm32"))]
     if gpu.tunes() {
         return tune::fastest(gpu, op, sh, build);
     }
-    gpu.note_untuned(op, &sh.key());
+    gpu.note_untuned(op, &key);
     build(KernelFamily::of(gpu))
 }
 

@@ -62,19 +62,19 @@ impl Race {
         fastest
     }
 
-    /// The families in the order they run: the device's own first.
+    /// The families of the device's precision in the order they run: the device's own first.
     fn entrants(gpu: &Gpu) -> Vec<KernelFamily> {
         let own = KernelFamily::of(gpu);
         let mut all = vec![own];
-        all.extend(KernelFamily::ALL.into_iter().filter(|&f| f != own));
+        all.extend(KernelFamily::of_precision(gpu.precision).filter(|&f| f != own));
         all
     }
 
     /// What the race measured of `op` at `sh`, for the device's store (families by name).
-    fn choice(&self, op: &str, sh: &Conv2dShape) -> Choice {
+    fn choice(&self, gpu: &Gpu, op: &str, sh: &Conv2dShape) -> Choice {
         Choice {
             op: op.to_string(),
-            shape: sh.key(),
+            shape: super::choice_key(gpu, sh),
             family: self.best.expect("at least one family").1.name(),
             ms: self.ms.iter().map(|&(f, ms)| (f.name(), ms)).collect(),
         }
@@ -123,7 +123,7 @@ pub(super) fn fastest(
     let mut race = pollster::block_on(Race::run(gpu, build))?;
     match race.kept.take() {
         Some(ks) => {
-            gpu.record_measured(race.choice(op, sh));
+            gpu.record_measured(race.choice(gpu, op, sh));
             Ok(ks)
         }
         None => Err(race.failed.expect("a family failed to build")),
@@ -155,7 +155,7 @@ async fn tune_one(gpu: &Gpu, op: &str, key: &[usize]) -> Result<()> {
     };
     let race = Race::run(gpu, |family| build_alone(gpu, op, &sh, family)).await?;
     if race.best.is_some() {
-        gpu.record_measured(race.choice(op, &sh));
+        gpu.record_measured(race.choice(gpu, op, &sh));
     }
     Ok(())
 }
