@@ -37,6 +37,20 @@ fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, size: u32) -> u32 {
     return (wid.x + wid.y * nwg.x) * size + lid;
 }
 
+// The type the register kernels' operands are rounded to: f32 here (every conversion below is the
+// identity, the same bits as without it); f16 in the mixed-precision families, whose weights are
+// rounded as they are re-laid and whose activations and gradients as they are loaded, then
+// multiplied and accumulated in f32 (the numerics of tensor cores: f16 inputs, f32 sums).
+alias tile_t = f32;
+
+fn rnd(v: f32) -> f32 {
+    return f32(tile_t(v));
+}
+
+fn rnd4(v: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(vec4<tile_t>(v));
+}
+
 // ---- weight re-layouts (weights are small: these cost one dispatch each) ----
 
 // src_a = w [K, C, R, S]  ->  dst [C*R*S, Kpad] (zero for k >= K)
@@ -50,7 +64,7 @@ fn transpose_w_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let k = e % P.kpad;
     var v = 0.0;
     if (k < P.k) { v = src_a[k * crs + kk]; }
-    dst[e] = v;
+    dst[e] = rnd(v);
 }
 
 // src_a = w [K, C, R, S]  ->  dst [R*S, K, Cpad] (zero for c >= C)
@@ -66,7 +80,7 @@ fn transpose_w_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let c = rem % P.cpad;
     var v = 0.0;
     if (c < P.c) { v = src_a[(k * P.c + c) * rs_n + rs]; }
-    dst[e] = v;
+    dst[e] = rnd(v);
 }
 
 // ---- register-blocked kernels (lavapipe, CPUs) ----
@@ -89,7 +103,7 @@ fn outer(a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
 
 fn gather4(off: vec4<i32>, ok: vec4<bool>) -> vec4<f32> {
     let o = select(vec4<i32>(0), off, ok);
-    return select(vec4<f32>(0.0), vec4<f32>(src_b[o.x], src_b[o.y], src_b[o.z], src_b[o.w]), ok);
+    return select(vec4<f32>(0.0), rnd4(vec4<f32>(src_b[o.x], src_b[o.y], src_b[o.z], src_b[o.w])), ok);
 }
 
 fn in_box(h: vec4<i32>, w: vec4<i32>) -> vec4<bool> {
@@ -305,7 +319,7 @@ fn dy4(i: u32, k: u32, stride: u32) -> vec4<f32> {
     let kk = min(vec4<u32>(k) + LANE4, vec4<u32>(P.k - 1u));
     let ok = (vec4<u32>(k) + LANE4) < vec4<u32>(P.k);
     let o = vec4<u32>(i) + kk * stride;
-    return select(vec4<f32>(0.0), vec4<f32>(src_a[o.x], src_a[o.y], src_a[o.z], src_a[o.w]), ok);
+    return select(vec4<f32>(0.0), rnd4(vec4<f32>(src_a[o.x], src_a[o.y], src_a[o.z], src_a[o.w])), ok);
 }
 
 // backward to weights, split over output rows (n, p): src_a = dy; src_b = x;

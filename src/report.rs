@@ -39,10 +39,18 @@ pub struct EpochMetrics {
     pub exchange_ms: f64,
     /// The part of `exchange_ms` spent while the GPU still computed the backward pass.
     pub exchange_hidden_ms: f64,
+    /// Mixed precision: the loss scale at the end of the epoch (GradScaler's); `None` in fp32
+    /// (an empty column).
+    pub loss_scale: Option<f64>,
+    /// Mixed precision: the steps skipped so far for an inf or NaN gradient (0 in fp32).
+    pub skipped_steps: u64,
 }
 
 /// The CSV header, the columns in [`EpochMetrics`] field order.
-pub const CSV_HEADER: &str = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms";
+pub const CSV_HEADER: &str = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms,loss_scale,skipped_steps";
+
+/// The header of files written before the loss scale's columns: read with those columns empty.
+const CSV_HEADER_BEFORE_AMP: &str = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms";
 
 /// The header of files written before the exchange's columns: read with those columns 0.
 const CSV_HEADER_BEFORE_EXCHANGE: &str =
@@ -51,7 +59,7 @@ const CSV_HEADER_BEFORE_EXCHANGE: &str =
 /// One CSV row, columns in the field order of [`EpochMetrics`], with its newline.
 fn metrics_row(m: &EpochMetrics) -> String {
     format!(
-        "{},{},{},{},{},{},{},{},{},{},{}\n",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
         m.epoch,
         m.iteration,
         m.lr,
@@ -62,7 +70,9 @@ fn metrics_row(m: &EpochMetrics) -> String {
         m.images_per_sec,
         m.seconds,
         m.exchange_ms,
-        m.exchange_hidden_ms
+        m.exchange_hidden_ms,
+        m.loss_scale.map_or(String::new(), |s| s.to_string()),
+        m.skipped_steps
     )
 }
 
@@ -115,7 +125,13 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
             continue;
         }
         if header.is_none() {
-            if line != CSV_HEADER && line != CSV_HEADER_BEFORE_EXCHANGE {
+            if ![
+                CSV_HEADER,
+                CSV_HEADER_BEFORE_AMP,
+                CSV_HEADER_BEFORE_EXCHANGE,
+            ]
+            .contains(&line)
+            {
                 return Err(err(format!(
                     "line {}: expected the header `{CSV_HEADER}`",
                     i + 1
@@ -161,6 +177,11 @@ fn parse_row(line: &str, header: &str) -> std::result::Result<EpochMetrics, Stri
         seconds: num(8)?,
         exchange_ms: if names.len() > 9 { num(9)? } else { 0.0 },
         exchange_hidden_ms: if names.len() > 10 { num(10)? } else { 0.0 },
+        loss_scale: match names.len() > 11 && !f[11].is_empty() {
+            true => Some(num(11)?),
+            false => None,
+        },
+        skipped_steps: if names.len() > 12 { int(12)? } else { 0 },
     })
 }
 

@@ -141,7 +141,11 @@ fn conv2d_forward_and_backward_match_cpu_reference() {
 #[test]
 fn f16_families_stay_within_the_bounds_of_f16_operands() {
     let families: Vec<_> = KernelFamily::of_precision(Precision::Mixed).collect();
-    assert_eq!(families.len(), 3, "the three GEMM tiles in f16");
+    assert_eq!(
+        families.len(),
+        7,
+        "the four register blocks and three GEMM tiles in f16"
+    );
     for kernel_family in families {
         let gpu = gpu_with(Some(kernel_family));
         let mut largest = 0.0f64; // max |got - ref| / sum |products| over every output

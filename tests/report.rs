@@ -22,6 +22,8 @@ fn rows(n: usize) -> Vec<EpochMetrics> {
                 seconds: 40.0 + 1.0 / 3.0,
                 exchange_ms: 2.5 + t,
                 exchange_hidden_ms: 1.25 + t,
+                loss_scale: (e % 2 == 0).then_some(65536.0 / e as f64),
+                skipped_steps: e as u64 / 2,
             }
         })
         .collect()
@@ -52,6 +54,11 @@ fn metrics_csv_round_trip() {
         assert_eq!(
             (g.exchange_ms, g.exchange_hidden_ms),
             (w.exchange_ms, w.exchange_hidden_ms)
+        );
+        // fp32 rows leave the loss scale empty; mixed ones carry it and the skipped steps
+        assert_eq!(
+            (g.loss_scale, g.skipped_steps),
+            (w.loss_scale, w.skipped_steps)
         );
     }
 

@@ -216,12 +216,17 @@ fn same_seed_gives_bit_identical_checkpoints() {
     }
 }
 
-/// The metrics of epochs 2 and 3 that do not depend on wall time.
+/// The metrics of each epoch that do not depend on wall time: the first 7 columns, the loss
+/// scale and the skipped steps.
 fn learned_metrics(out: &Path) -> Vec<Vec<String>> {
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     csv.lines()
         .skip(1)
-        .map(|l| l.split(',').take(7).map(str::to_string).collect())
+        .map(|l| {
+            let cols: Vec<&str> = l.split(',').collect();
+            let kept = cols[..7].iter().chain(&cols[11..13]);
+            kept.map(|c| c.to_string()).collect()
+        })
         .collect()
 }
 
@@ -255,10 +260,34 @@ fn resnet_train(cache: &Path, data: &Path, (flag, dir): (&str, &Path)) -> Comman
 
 #[test]
 fn killed_run_resumes_to_the_same_metrics() {
+    let rows = killed_run_resumes(&[]);
+    assert!(
+        rows.iter().all(|r| r[7].is_empty() && r[8] == "0"),
+        "{rows:?}"
+    );
+}
+
+/// In mixed precision too, the loss scaler's state included (restored from the checkpoint).
+#[test]
+fn killed_mixed_precision_run_resumes_to_the_same_metrics() {
+    let rows = killed_run_resumes(&["--precision", "mixed"]);
+    let scale = |r: &Vec<String>| r[7].parse::<f64>().unwrap();
+    assert!(rows.iter().all(|r| scale(r) >= 1.0), "{rows:?}");
+}
+
+/// Trains 3 epochs whole, and again killed with SIGKILL in epoch 2 then resumed; asserts the
+/// two runs' metrics and final weights are the same; returns the metrics.
+fn killed_run_resumes(extra: &[&str]) -> Vec<Vec<String>> {
     let dir = cifar::subset(24, 5);
     // the default kernels: timed per shape by the first run, remembered in this cache by the rest
     let cache = tempfile::tempdir().unwrap();
-    let args = |flag, out: &Path| resnet_train(cache.path(), dir.path(), (flag, out));
+    let args = |flag, out: &Path| {
+        let mut c = resnet_train(cache.path(), dir.path(), (flag, out));
+        if flag == "--out" {
+            c.args(extra); // a resume takes the run's recorded options
+        }
+        c
+    };
     let full = tempfile::tempdir().unwrap();
     let st = args("--out", full.path()).output().unwrap();
     assert!(
@@ -313,4 +342,5 @@ fn killed_run_resumes_to_the_same_metrics() {
         std::fs::read(full.path().join("last.safetensors")).unwrap(),
         "resumed final weights differ"
     );
+    learned_metrics(full.path())
 }

@@ -164,6 +164,7 @@ impl<'a> Run<'a> {
             if (s + 1) % c.log_every == 0 || s + 1 == steps {
                 let sums = self.read_sums()?;
                 self.check_finite(&sums, epoch, epoch_start)?;
+                self.check_loss_scale(epoch)?;
                 self.record_curve(&sums, &prev);
                 prev = sums;
                 let elapsed = started.elapsed().as_secs_f64();
@@ -230,6 +231,27 @@ impl<'a> Run<'a> {
         )))
     }
 
+    /// Mixed precision: reads the loss scaler's state into the run's, and stops the run once
+    /// the scale fell below 1 (gradients overflow f16 even unscaled: the run diverges), naming
+    /// the step.
+    fn check_loss_scale(&mut self, epoch: usize) -> Result<()> {
+        let o = &self.opened;
+        let Some(amp) = pollster::block_on(o.trainer.plan.loss_scale_state(&o.gpu))? else {
+            return Ok(());
+        };
+        self.state.loss_scale = Some(amp);
+        match amp.below_one_at {
+            None => Ok(()),
+            Some(step) => Err(Error::Invalid(format!(
+                "the loss scale fell below 1 at iteration {step} (epoch {epoch}; {} steps skipped \
+                 for inf or NaN gradients so far): the gradients overflow f16 even unscaled, the \
+                 run diverges; stopped; {}",
+                amp.skipped,
+                self.dir.kept_after_divergence()
+            ))),
+        }
+    }
+
     /// A steps.csv row: loss and accuracy of the steps since the previous read-back.
     fn record_curve(&mut self, sums: &LossSums, prev: &LossSums) {
         let window = sums.since(prev);
@@ -286,6 +308,8 @@ impl<'a> Run<'a> {
             seconds: trained.started.elapsed().as_secs_f64(),
             exchange_ms: exchange.ms_per_step.0,
             exchange_hidden_ms: exchange.hidden_ms_per_step,
+            loss_scale: self.state.loss_scale.map(|s| s.scale as f64),
+            skipped_steps: self.state.loss_scale.map_or(0, |s| s.skipped as u64),
         };
         self.check_ranks_agree(epoch)?;
         self.events.emit(Event::Exchanged(exchange));

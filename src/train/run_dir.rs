@@ -6,6 +6,7 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::model::ModelState;
+use crate::ops::amp::ScalerState;
 use crate::report::{self, EpochMetrics, StepMetrics};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,9 @@ pub struct RunState {
     /// Processes that trained the run up to its last checkpoint (0: a new run). A run continues
     /// on any number: the global batches and their order do not depend on it.
     pub world_size: usize,
+    /// Mixed precision: the loss scaler's state (the scale, its growth tracker, the steps
+    /// skipped), saved with the checkpoint and restored on resume, as GradScaler's state_dict.
+    pub loss_scale: Option<ScalerState>,
 }
 
 /// What a run's state file records beside the position, checked when it resumes.
@@ -163,6 +167,7 @@ impl RunDir {
                 .get("world_size")
                 .map_or(Ok(1.0), |v| number(v.clone(), "world_size"))?
                 as usize,
+            loss_scale: saved_loss_scale(&s, &spath)?,
         })
     }
 
@@ -254,6 +259,12 @@ impl RunDir {
         meta.insert("seed".into(), id.seed.to_string());
         meta.insert("batch_size".into(), id.batch_size.to_string());
         meta.insert("world_size".into(), id.world_size.to_string());
+        if let Some(amp) = &at.loss_scale {
+            // GradScaler's state_dict names
+            meta.insert("scale".into(), amp.scale.to_string());
+            meta.insert("_growth_tracker".into(), amp.growth_tracker.to_string());
+            meta.insert("skipped_steps".into(), amp.skipped.to_string());
+        }
         let state = Checkpoint {
             tensors: saved.momentum.clone(),
             metadata: meta,
@@ -292,6 +303,24 @@ pub struct SavedRun {
     pub state: RunState,
     /// Seed, batch, processes.
     pub identity: RunIdentity,
+}
+
+/// The loss scaler's state a mixed-precision run saved, if it did.
+fn saved_loss_scale(state: &Checkpoint, path: &Path) -> Result<Option<ScalerState>> {
+    let Some(scale) = state.metadata.get("scale") else {
+        return Ok(None);
+    };
+    let bad = |k: &str| Error::Invalid(format!("{}: bad '{k}'", path.display()));
+    let scale: f32 = scale.parse().map_err(|_| bad("scale"))?;
+    let tracker = meta(state, path, "_growth_tracker")?;
+    let skipped = meta(state, path, "skipped_steps")?;
+    Ok(Some(ScalerState {
+        scale,
+        growth_tracker: tracker.parse().map_err(|_| bad("_growth_tracker"))?,
+        skipped: skipped.parse().map_err(|_| bad("skipped_steps"))?,
+        steps: 0,
+        below_one_at: None,
+    }))
 }
 
 fn meta(c: &Checkpoint, path: &Path, key: &str) -> Result<String> {

@@ -10,8 +10,9 @@ use super::{Recipe, TrainConfig};
 use crate::checkpoint::{self, Checkpoint};
 use crate::data::{self, BatchJob, ImageSource, Prefetch, Sources};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuOptions};
+use crate::gpu::{Gpu, GpuOptions, Precision};
 use crate::model::{ModelSpec, ModelState};
+use crate::ops::amp::{LossScale, ScalerState};
 use crate::plan::{PlanConfig, Shard};
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -190,8 +191,17 @@ fn open_here(
         trainer.bucket_gradients(&m, c.bucket_floats()?);
     }
     dir.create()?;
-    let state = dir.start(&gpu, &m, &identity(c, spec, ranks))?;
+    let mut state = dir.start(&gpu, &m, &identity(c, spec, ranks))?;
     trainer.iteration = state.iteration;
+    if let Some(cfg) = &trainer.plan.config.loss_scale {
+        // a new run starts at the initial scale; a resumed one where its checkpoint stood
+        let scaler = ScalerState {
+            steps: state.iteration as u32,
+            ..state.loss_scale.unwrap_or(ScalerState::new(cfg))
+        };
+        trainer.plan.set_loss_scale_state(&gpu, &scaler)?;
+        state.loss_scale = Some(scaler);
+    }
     Ok((gpu, m, trainer, state, notes))
 }
 
@@ -208,6 +218,8 @@ fn training_plan(
     let sgd = c.recipe.sgd();
     let mut cfg = PlanConfig::train(shard.len(), train.size(), sgd, train.preprocess());
     cfg.fine_tune = c.fine_tuning.plan_settings(spec)?;
+    // torch.amp: the scaled loss's gradients keep small values in f16's range
+    cfg.loss_scale = (c.gpu.precision == Precision::Mixed).then(LossScale::default);
     cfg.shard = Shard {
         first: shard.start,
         bn_ranks: if c.sync_bn { ranks.size() } else { 1 },

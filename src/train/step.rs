@@ -69,7 +69,9 @@ impl Trainer {
     /// Builds the plan anew with the same settings, e.g. after kernels were tuned; the position
     /// in the run is kept, the loss sums start from zero.
     pub fn rebuild(&mut self, gpu: &Gpu, m: &ModelState) -> Result<()> {
-        self.plan = Plan::new(gpu, m, self.plan.config.clone())?;
+        let rebuilt = Plan::new(gpu, m, self.plan.config.clone())?;
+        rebuilt.continue_loss_scale(gpu, &self.plan);
+        self.plan = rebuilt;
         if let Some(cap) = self.bucket_cap {
             self.bucket_gradients(m, cap);
         }

@@ -20,8 +20,9 @@ const CPU_DEFAULT: KernelFamily = KernelFamily::Register16x16;
 /// The family of GPUs where nothing was measured.
 const GPU_DEFAULT: KernelFamily = KernelFamily::Gemm64x64;
 
-/// The family of mixed precision where nothing was measured (CPU drivers and GPUs).
-const MIXED_DEFAULT: KernelFamily = KernelFamily::Gemm64x64F16;
+/// The families of mixed precision where nothing was measured, on CPU drivers and GPUs.
+const MIXED_DEFAULTS: (KernelFamily, KernelFamily) =
+    (KernelFamily::Register16x16F16, KernelFamily::Gemm64x64F16);
 
 const REGISTER_TEMPLATE: &str = include_str!("../../../shaders/conv2d.wgsl");
 const GEMM_TEMPLATE: &str = include_str!("../../../shaders/conv2d_gemm.wgsl");
@@ -127,6 +128,14 @@ families! {
     Gemm128x128:   "gemm128x128",   None,             "conv2d_gemm.wgsl (128x128)", Fp32, gemm(128, 128, 8, 8, 8);
     /// Simple workgroup-memory tiles of 64x64 outputs, 4x4 per invocation, one buffer.
     Tiled:         "tiled",         None,             "conv2d.wgsl",                Fp32, Scheme::Tiled;
+    /// Register blocking 16x16 with operands rounded to f16, f32 accumulators (mixed precision).
+    Register16x16F16: "register16x16-f16", Some("register-f16"), "conv2d.wgsl (f16)", Mixed, register(16, 16);
+    /// Register blocking 8x16 in f16.
+    Register8x16F16:  "register8x16-f16",  None, "conv2d.wgsl (8x16, f16)",  Mixed, register(8, 16);
+    /// Register blocking 16x8 in f16.
+    Register16x8F16:  "register16x8-f16",  None, "conv2d.wgsl (16x8, f16)",  Mixed, register(16, 8);
+    /// Register blocking 8x8 in f16.
+    Register8x8F16:   "register8x8-f16",   None, "conv2d.wgsl (8x8, f16)",   Mixed, register(8, 8);
     /// The 32x128 GEMM tile with f16 operands in workgroup memory and f32 accumulators.
     Gemm32x128F16:  "gemm32x128-f16",  None,              "conv2d_gemm.wgsl (32x128, f16)",  Mixed, gemm(32, 128, 8, 4, 4);
     /// The 64x64 GEMM tile in f16 (mixed precision's default).
@@ -211,13 +220,17 @@ impl KernelFamily {
 
     /// The family ops build with on `gpu` where no per-shape choice says otherwise: the one
     /// `--kernels` forced, else in fp32 register blocks on CPU drivers and GEMM tiles on GPUs,
-    /// in mixed precision the f16 GEMM tile.
+    /// and the same in f16 in mixed precision.
     pub fn of(gpu: &Gpu) -> KernelFamily {
+        let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
+        let (on_cpu, on_gpu) = match gpu.precision {
+            Precision::Fp32 => (CPU_DEFAULT, GPU_DEFAULT),
+            Precision::Mixed => MIXED_DEFAULTS,
+        };
         match gpu.forced_kernels().and_then(KernelFamily::from_name) {
             Some(f) => f,
-            None if gpu.precision == Precision::Mixed => MIXED_DEFAULT,
-            None if gpu.info.device_type == wgpu::DeviceType::Cpu => CPU_DEFAULT,
-            None => GPU_DEFAULT,
+            None if cpu => on_cpu,
+            None => on_gpu,
         }
     }
 }
@@ -333,10 +346,11 @@ impl GpuOptions {
             self.kernel_family = Some(parse_kernel_family(name)?.name());
             self.tune = Some(false);
         }
-        self.check_kernels_precision()
+        Ok(())
     }
 
-    /// Applies a `--precision` value (after or before `--kernels`: either order is checked).
+    /// Applies a `--precision` value, after `--kernels` (and `RESNET_KERNELS`): a family forced
+    /// there must compute in this precision.
     pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
         self.precision = precision;
         self.check_kernels_precision()
