@@ -192,3 +192,61 @@ fn a_missing_shortcut_would_be_caught() {
         assert!(err > 100.0 * TOL, "{param}: {err:.2e}");
     }
 }
+
+/// Mixed precision (f16 convolution operands, loss scaling): a whole training step against the
+/// reference that rounds the same operands to f16 (`network::training_step_mixed`), within
+/// `selftest::MIXED_STEP_TOLERANCE` (its doc derives it); and measurably apart from the exact
+/// reference, so that the check sees where the rounding happens.
+#[test]
+fn mixed_precision_step_equals_the_reference_rounding_to_f16() {
+    use resnet::gpu::{GpuOptions, Precision};
+    use resnet::selftest::MIXED_STEP_TOLERANCE;
+    let gpu = resnet::Gpu::new_blocking(&GpuOptions {
+        precision: Precision::Mixed,
+        ..untuned()
+    })
+    .unwrap();
+    let nets = [
+        (cifar("resnet8"), 15, 4),
+        (
+            tiny_imagenet("bottleneck-2-1", BlockKind::Bottleneck, vec![2, 1]),
+            21,
+            3,
+        ),
+    ];
+    for (spec, size, batch) in nets {
+        let p = network_step(&gpu, &spec, size, batch).unwrap();
+        let data = (&p.x[..], p.shape, &p.labels[..]);
+        let mixed = network::training_step_mixed(&p.before, data, spec.residual, 65536.0);
+        let exact = network::training_step(&p.before, &p.x, p.shape, &p.labels, spec.residual);
+        let name = &spec.name;
+        assert_close(
+            &format!("{name} logits"),
+            &p.logits,
+            &mixed.logits,
+            MIXED_STEP_TOLERANCE,
+        );
+        let (mut to_mixed, mut to_exact) = (0.0f64, 0.0f64);
+        for (param, (_, got)) in &p.grads {
+            let g32 = to_f32(got);
+            let tag = format!("{name} d{param} (mixed)");
+            assert_close(&tag, &g32, &mixed.grads[param], MIXED_STEP_TOLERANCE);
+            to_mixed = to_mixed.max(rel_err(&g32, &mixed.grads[param]));
+            to_exact = to_exact.max(rel_err(&g32, &exact.grads[param]));
+        }
+        for (stat, reference) in &mixed.running {
+            let got = to_f32(&p.after[stat].1);
+            assert_close(
+                &format!("{name} {stat}"),
+                &got,
+                reference,
+                MIXED_STEP_TOLERANCE,
+            );
+        }
+        println!("{name}: worst gradient error {to_mixed:.2e} against the f16-rounding reference, {to_exact:.2e} against the exact one");
+        assert!(
+            to_exact > 2.0 * MIXED_STEP_TOLERANCE,
+            "{name}: {to_exact:e} from the exact reference: are the operands in f16?"
+        );
+    }
+}

@@ -2,7 +2,7 @@
 
 use super::GpuArgs;
 use clap::Args;
-use resnet::gpu::Gpu;
+use resnet::gpu::{Gpu, Precision};
 use resnet::selftest::{self, Group, TOLERANCE};
 use resnet::{Error, Result};
 
@@ -31,6 +31,12 @@ pub fn run(a: SelftestArgs) -> Result<()> {
         "selftest on {} ({:?}, {:?}): every op against f64 CPU references, pass if max |gpu - ref| / max |ref| <= {:e}",
         gpu.info.name, gpu.info.backend, gpu.info.device_type, a.tolerance
     );
+    if gpu.precision == Precision::Mixed {
+        println!(
+            "mixed precision: the f16 convolution families pass if every output is within the bound of f16 operands and f32 sums; whole training steps against a reference that rounds the same operands to f16, within {:e}",
+            selftest::MIXED_STEP_TOLERANCE
+        );
+    }
     drop(gpu);
     println!(
         "{:<44} {:>5} {:>12}  {:<6} worst at",

@@ -81,9 +81,28 @@ struct Net<'a> {
     sd: &'a StateDict,
     residual: bool,
     running: HashMap<String, Vec<f64>>,
+    /// Mixed precision: the convolutions' operands rounded to f16, the gradients at this loss
+    /// scale (as the GPU rounds them, scaled); `None`: exact.
+    f16_at_scale: Option<f64>,
+}
+
+/// `v` rounded to f16 (to nearest) as `v * scale` would be, then unscaled.
+fn to_f16(v: &[f64], scale: f64) -> Vec<f64> {
+    v.iter()
+        .map(|x| half::f16::from_f64(x * scale).to_f64() / scale)
+        .collect()
 }
 
 impl Net<'_> {
+    /// A convolution's operand as the GPU multiplies it: exact, or in f16 (`scaled`: a
+    /// gradient, rounded at the loss scale).
+    fn operand(&self, v: &[f64], scaled: bool) -> Vec<f64> {
+        match self.f16_at_scale {
+            None => v.to_vec(),
+            Some(s) => to_f16(v, if scaled { s } else { 1.0 }),
+        }
+    }
+
     fn w(&self, name: &str) -> &[f64] {
         &self
             .sd
@@ -118,7 +137,11 @@ impl Net<'_> {
             stride,
             pad: ws[2] / 2,
         };
-        let c = conv_forward(&geom, &x.v, self.w(&format!("{conv}.weight")), None);
+        let (xh, wh) = (
+            self.operand(&x.v, false),
+            self.operand(self.w(&format!("{conv}.weight")), false),
+        );
+        let c = conv_forward(&geom, &xh, &wh, None);
         let (n, k, hw) = (geom.n, geom.k, geom.p() * geom.q());
         let gamma = self.w(&format!("{bn}.weight")).to_vec();
         let beta = self.w(&format!("{bn}.bias")).to_vec();
@@ -277,8 +300,10 @@ impl Backward<'_> {
             bn_backward(n, k, hw, &t.c, gamma, &t.mean, &t.var, &t.y, dy, t.relu);
         self.grads.insert(format!("{}.weight", t.bn), dgamma);
         self.grads.insert(format!("{}.bias", t.bn), dbeta);
-        let w = self.net.w(&format!("{}.weight", t.conv));
-        let (dx, dw, _) = conv_backward(g, &t.x, w, &dc);
+        let net = self.net;
+        let w = net.operand(net.w(&format!("{}.weight", t.conv)), false);
+        let (x, dc) = (net.operand(&t.x, false), net.operand(&dc, true));
+        let (dx, dw, _) = conv_backward(g, &x, &w, &dc);
         self.grads.insert(format!("{}.weight", t.conv), dw);
         (dx, dres)
     }
@@ -334,6 +359,7 @@ pub fn loss(sd: &StateDict, x: &[f64], shape: [usize; 4], labels: &[u32], residu
         sd,
         residual,
         running: HashMap::new(),
+        f16_at_scale: None,
     };
     let x = Act {
         v: x.to_vec(),
@@ -350,10 +376,32 @@ pub fn training_step(
     labels: &[u32],
     residual: bool,
 ) -> Step {
+    step(sd, (x, shape, labels), residual, None)
+}
+
+/// [`training_step`] in mixed precision: every convolution's operands rounded to f16 to
+/// nearest (its input and weights; in the backward its gradient as scaled by `loss_scale`),
+/// everything else exact; the gradients returned unscaled.
+pub fn training_step_mixed(
+    sd: &StateDict,
+    (x, shape, labels): (&[f64], [usize; 4], &[u32]),
+    residual: bool,
+    loss_scale: f64,
+) -> Step {
+    step(sd, (x, shape, labels), residual, Some(loss_scale))
+}
+
+fn step(
+    sd: &StateDict,
+    (x, shape, labels): (&[f64], [usize; 4], &[u32]),
+    residual: bool,
+    f16_at_scale: Option<f64>,
+) -> Step {
     let mut net = Net {
         sd,
         residual,
         running: HashMap::new(),
+        f16_at_scale,
     };
     let input = Act {
         v: x.to_vec(),

@@ -30,7 +30,21 @@ pub struct Group {
     /// Compared against a bound per element (the f16 families'): whether every element was
     /// within its bound; `None`: judged by the max-norm tolerance.
     pub within_bounds: Option<bool>,
+    /// A max-norm tolerance of this group's own, instead of the run's (mixed precision's
+    /// whole training steps: [`MIXED_STEP_TOLERANCE`]).
+    pub tolerance: Option<f64>,
 }
+
+/// What a whole training step in mixed precision may differ from the reference that rounds the
+/// same operands to f16 (`reference::network::training_step_mixed`), max-norm relative: 2^-7,
+/// eight f16 ulps. The two round the same values, but the GPU rounds its f32 values and the
+/// reference its f64 ones; where an operand lies within the f32 error of a rounding midpoint the
+/// two round it apart by one f16 ulp (2^-10 of it), and deep in the backward, where the f32 error
+/// has grown, such flips are frequent enough to move a short sum (a weight gradient over 64
+/// positions) by ~1e-3 of its tensor's largest value. Against the exact reference the same
+/// steps differ by 1e-2 to 1e-1, so the bound still tells whether f16 operands are rounded
+/// where the reference rounds them.
+pub const MIXED_STEP_TOLERANCE: f64 = 1.0 / 128.0;
 
 impl Group {
     fn new(op: impl Into<String>) -> Group {
@@ -40,6 +54,7 @@ impl Group {
             worst: 0.0,
             worst_case: String::new(),
             within_bounds: None,
+            tolerance: None,
         }
     }
 
@@ -70,7 +85,7 @@ impl Group {
     pub fn passes(&self, tolerance: f64) -> bool {
         match self.within_bounds {
             Some(within) => within && self.worst.is_finite(),
-            None => self.worst <= tolerance,
+            None => self.worst <= self.tolerance.unwrap_or(tolerance),
         }
     }
 }

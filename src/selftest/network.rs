@@ -7,8 +7,9 @@ use super::{f64s, values, Group};
 use crate::checkpoint::{Checkpoint, NamedTensor, TensorData};
 use crate::cifar10::NORMALIZE;
 use crate::error::Result;
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, Precision};
 use crate::model::{BlockKind, Family, ModelSpec, ModelState};
+use crate::ops::amp::LossScale;
 use crate::ops::sgd::SgdConfig;
 use crate::plan::{Plan, PlanConfig};
 use crate::preprocess::Preprocess;
@@ -78,12 +79,15 @@ pub fn network_step(gpu: &Gpu, spec: &ModelSpec, size: usize, batch: usize) -> R
     perturb(gpu, &m)?;
     let before = as_state_dict(pollster::block_on(m.state_dict(gpu))?);
     let sgd = SgdConfig::he2016();
-    let cfg = PlanConfig::train(
+    let mut cfg = PlanConfig::train(
         batch,
         (size, size),
         sgd,
         Preprocess::normalize_only(NORMALIZE),
     );
+    // mixed precision trains with the loss scaled, as `resnet train` does
+    cfg.loss_scale = (gpu.precision == Precision::Mixed).then(LossScale::default);
+    let scale = cfg.loss_scale.map_or(1.0, |l| l.init_scale as f64);
     let plan = Plan::new(gpu, &m, cfg)?;
     let pixels: Vec<u8> = values(batch * 3 * size * size, 77)
         .iter()
@@ -109,8 +113,17 @@ pub fn network_step(gpu: &Gpu, spec: &ModelSpec, size: usize, batch: usize) -> R
         labels,
         loss: gpu.read_blocking(&plan.loss.stats)?[0],
         logits: gpu.read_blocking(&plan.logits)?,
-        grads: as_state_dict(pollster::block_on(m.gradients(gpu))?),
+        grads: unscaled(as_state_dict(pollster::block_on(m.gradients(gpu))?), scale),
     })
+}
+
+/// Gradients read back from a plan with loss scaling, divided by the scale (a power of two:
+/// exactly).
+fn unscaled(mut grads: StateDict, scale: f64) -> StateDict {
+    for (_, v) in grads.values_mut() {
+        v.iter_mut().for_each(|g| *g /= scale);
+    }
+    grads
 }
 
 /// resnet8 (option-A shortcuts) and a small bottleneck net (projection shortcuts, max-pool stem).
@@ -135,7 +148,16 @@ pub(super) fn check_all(gpu: &Gpu) -> Result<Vec<Group>> {
     let mut sgd = Group::new("training step: weights after SGD");
     for (spec, size, batch) in nets() {
         let s = network_step(gpu, &spec, size, batch)?;
-        let want = network::training_step(&s.before, &s.x, s.shape, &s.labels, spec.residual);
+        let want = match gpu.precision {
+            Precision::Fp32 => {
+                network::training_step(&s.before, &s.x, s.shape, &s.labels, spec.residual)
+            }
+            Precision::Mixed => {
+                let scale = LossScale::default().init_scale as f64;
+                let batch = (&s.x[..], s.shape, &s.labels[..]);
+                network::training_step_mixed(&s.before, batch, spec.residual, scale)
+            }
+        };
         let case = spec.name.clone();
         out.compare(&case, &[s.loss], &[want.loss]);
         out.compare(&case, &s.logits, &want.logits);
@@ -166,5 +188,11 @@ pub(super) fn check_all(gpu: &Gpu) -> Result<Vec<Group>> {
             stats.compare(&format!("{case} {name}"), &got, reference);
         }
     }
-    Ok(vec![out, grads, stats, sgd])
+    let mut groups = vec![out, grads, stats, sgd];
+    if gpu.precision == Precision::Mixed {
+        groups
+            .iter_mut()
+            .for_each(|g| g.tolerance = Some(super::MIXED_STEP_TOLERANCE));
+    }
+    Ok(groups)
 }

@@ -31,7 +31,7 @@ pub(super) fn forward(
     t: Tile,
 ) -> Result<Vec<Kernel>> {
     let params = sh.params(1, 0, has_bias, 4);
-    let (tr, wt) = weights_for_forward(gpu, sh, w, &params, 4)?;
+    let (tr, wt) = weights_for_forward(gpu, sh, w, &params, (family, 4))?;
     let tiles = sh.k.div_ceil(t.tm) * (sh.n * sh.p() * sh.q()).div_ceil(t.tn);
     let bufs = [(1, w), (2, x), (3, y), (4, b), (5, &wt)];
     let entry = (family, "conv_fwd_gemm");
@@ -50,7 +50,7 @@ pub(super) fn backward_input(
     t: Tile,
 ) -> Result<Vec<Kernel>> {
     let params = sh.params(1, 0, false, 4);
-    let (tr, wt) = weights_for_input(gpu, sh, w, &params, 4)?;
+    let (tr, wt) = weights_for_input(gpu, sh, w, &params, (family, 4))?;
     let tiles = sh.c.div_ceil(t.tm) * (sh.n * sh.h * sh.w).div_ceil(t.tn);
     let no_bias = super::dummy(gpu)?;
     let bufs = [(1, w), (2, dy), (3, dx), (4, &no_bias), (5, &wt)];

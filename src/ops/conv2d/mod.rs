@@ -219,10 +219,10 @@ fn weights_for_forward(
     sh: &Conv2dShape,
     w: &Tensor,
     params: &Uniform,
-    block: usize,
+    (family, block): (KernelFamily, usize),
 ) -> Result<(Kernel, Tensor)> {
     let len = sh.c * sh.r * sh.s * sh.k.div_ceil(block) * block;
-    relay(gpu, FORWARD, "transpose_w_fwd", w, params, len)
+    relay(gpu, (FORWARD, family), "transpose_w_fwd", w, params, len)
 }
 
 /// The weights re-laid [R*S, K, Cpad] for the backward to the input, C padded with zeros to a
@@ -232,15 +232,24 @@ fn weights_for_input(
     sh: &Conv2dShape,
     w: &Tensor,
     params: &Uniform,
-    block: usize,
+    (family, block): (KernelFamily, usize),
 ) -> Result<(Kernel, Tensor)> {
     let len = sh.r * sh.s * sh.k * sh.c.div_ceil(block) * block;
-    relay(gpu, BACKWARD_INPUT, "transpose_w_dx", w, params, len)
+    relay(
+        gpu,
+        (BACKWARD_INPUT, family),
+        "transpose_w_dx",
+        w,
+        params,
+        len,
+    )
 }
 
+/// Re-lays `w` with `entry`, for `family`'s kernels: in mixed precision rounded to f16 on the way
+/// (the f16 register module's re-layouts; the GEMM modules have none of their own).
 fn relay(
     gpu: &Gpu,
-    op: &'static str,
+    (op, family): (&'static str, KernelFamily),
     entry: &'static str,
     w: &Tensor,
     params: &Uniform,
@@ -251,12 +260,20 @@ fn relay(
     let k = kernel(
         gpu,
         op,
-        (SHARED, entry),
+        (relay_module(family), entry),
         params.clone(),
         &[(1, w), (3, &wt)],
         groups,
     )?;
     Ok((k, wt))
+}
+
+/// The module whose weight re-layouts `family` uses: one that rounds as `family` does.
+fn relay_module(family: KernelFamily) -> KernelFamily {
+    match family.precision() {
+        crate::gpu::Precision::Fp32 => SHARED,
+        crate::gpu::Precision::Mixed => KernelFamily::Register16x16F16,
+    }
 }
 
 fn scratch(gpu: &Gpu, op: &'static str, len: usize) -> Result<Tensor> {
@@ -354,7 +371,7 @@ pub(super) fn forward_with(
     };
     let params = sh.params(1, 0, has_bias, cb);
     let kpad = sh.k.div_ceil(cb) * cb;
-    let (t, wt) = weights_for_forward(gpu, sh, w, &params, cb)?;
+    let (t, wt) = weights_for_forward(gpu, sh, w, &params, (family, cb))?;
     let groups = (npq.div_ceil(pb as u64) * (kpad / cb) as u64).div_ceil(64);
     let bufs = [(2, x), (3, y), (4, b), (5, &wt)];
     let c = kernel(gpu, OP, (family, "conv_fwd_reg"), params, &bufs, groups)?;
@@ -402,7 +419,7 @@ pub(super) fn backward_input_with(
     };
     let params = sh.params(1, 0, false, cb);
     let cpad = sh.c.div_ceil(cb) * cb;
-    let (t, wt) = weights_for_input(gpu, sh, w, &params, cb)?;
+    let (t, wt) = weights_for_input(gpu, sh, w, &params, (family, cb))?;
     let blocks = nhw.div_ceil(pb as u64) * (cpad / cb) as u64;
     let bufs = [(2, dy), (3, dx), (5, &wt)];
     let c = kernel(
