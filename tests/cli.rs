@@ -623,3 +623,46 @@ fn resume_alone_continues_any_run_and_contradictions_are_named() {
     );
     fails_before_loading_data(&defaulted, &["--lr 0.2 differs from the run's 0.1"]);
 }
+
+/// --precision: an unknown value lists the choices; --amp is mixed and contradicts fp32; a forced
+/// family is taken in the run's precision, or named with the ones that fit where it has no twin;
+/// an adapter without f16 shaders (Mesa's GL driver here) is named, with the way out.
+#[test]
+fn precision_mistakes_are_one_line_errors() {
+    let out = resnet(&["bench", "--precision", "bf16"]);
+    fails_with(&out, &["--precision", "'bf16'", "fp32 or mixed"]);
+    let out = resnet(&["bench", "--amp", "--precision", "fp32"]);
+    fails_with(&out, &["--amp", "--precision fp32"]);
+    // a forced family is taken in the run's precision where it has a twin, else named
+    let out = resnet(&["bench", "--kernels", "tiled", "--precision", "mixed"]);
+    fails_with(
+        &out,
+        &[
+            "--kernels tiled",
+            "fp32 family",
+            "--precision mixed",
+            "gemm64x64-f16",
+        ],
+    );
+    let info = resnet(&["info", "--kernels", "gemm", "--amp"]);
+    assert!(
+        String::from_utf8_lossy(&info.stdout).contains("gemm64x64-f16"),
+        "{}",
+        String::from_utf8_lossy(&info.stdout)
+    );
+    let gl = resnet(&["info", "--backend", "gl"]);
+    if gl.status.success() && String::from_utf8_lossy(&gl.stdout).contains("shader f16 no") {
+        let out = resnet(&["bench", "--backend", "gl", "--precision", "mixed"]);
+        fails_with(
+            &out,
+            &[
+                "--precision mixed",
+                "shader-f16",
+                "(Gl)",
+                "--precision fp32",
+            ],
+        );
+    } else {
+        println!("no GL adapter without f16 shaders here: that case is not exercised");
+    }
+}

@@ -63,6 +63,7 @@ pub fn info(opts: &GpuOptions) -> Result<()> {
         gpu.info.name, gpu.info.backend, gpu.info.device_type
     );
     println!("  kernels: {}", kernels_line(&gpu));
+    println!("  precision: {}", gpu.precision.name());
     println!(
         "  max_storage_buffer_binding_size: {} MiB",
         l.max_storage_buffer_binding_size / (1 << 20)
@@ -122,7 +123,7 @@ fn cooperative(gpu: &Gpu) -> String {
 /// How convolution kernels are chosen on `gpu`, and where the choices are remembered.
 fn kernels_line(gpu: &Gpu) -> String {
     if !gpu.tunes() {
-        return format!("{:?} (forced)", KernelFamily::of(gpu));
+        return format!("{} (forced)", KernelFamily::of(gpu).name());
     }
     match gpu.tuning_cache() {
         Some(cache) => format!(

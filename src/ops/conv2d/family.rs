@@ -350,18 +350,25 @@ impl GpuOptions {
     }
 
     /// Applies a `--precision` value, after `--kernels` (and `RESNET_KERNELS`): a family forced
-    /// there must compute in this precision.
+    /// there computes in this precision (its twin of the same scheme, else an error).
     pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
         self.precision = precision;
         self.check_kernels_precision()
     }
 
-    /// A forced family must compute in the run's precision.
-    fn check_kernels_precision(&self) -> Result<()> {
+    /// A forced family computes in the run's precision: one of the other precision becomes its
+    /// twin of the same scheme (`--kernels gemm --amp` is the f16 64x64 GEMM tile), and where
+    /// there is none the error lists the families that fit.
+    fn check_kernels_precision(&mut self) -> Result<()> {
         let Some(f) = self.kernel_family.and_then(KernelFamily::from_name) else {
             return Ok(());
         };
         if f.precision() == self.precision {
+            return Ok(());
+        }
+        let twin = KernelFamily::of_precision(self.precision).find(|t| t.scheme() == f.scheme());
+        if let Some(twin) = twin {
+            self.kernel_family = Some(twin.name());
             return Ok(());
         }
         let names: Vec<&str> = KernelFamily::of_precision(self.precision)
