@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The GPU check in one command: resnet-wgpu beside PyTorch on one NVIDIA GPU, for a machine with
 # PyTorch but no Rust toolchain and no network (the `device` tool's machines, see
-# /work/.library/device/README.md). It runs `resnet info`, `resnet selftest`, `resnet bench` for
-# resnet20 at batch 128 (32x32) and resnet50 at batch 64 (224x224) after `resnet tune` of both
-# (every kernel family timed at every convolution shape), `resnet bench --profile` of both (where
-# a step's GPU time goes per kind of op, against the GPU's peaks: profile-*.txt), then scripts/torch_bench.py (eager
+# /work/.library/device/README.md). It runs `resnet info`, `resnet selftest` (fp32 and
+# --precision mixed), `resnet bench` for resnet20 at batch 128 (32x32) and resnet50 at batch 64
+# (224x224) after `resnet tune` of both (every kernel family timed at every convolution shape), in
+# fp32 and in mixed precision, `resnet bench --profile` of both (where a step's GPU time goes per
+# kind of op, against the GPU's peaks: profile-MODEL-bBATCH-PRECISION.txt), then scripts/torch_bench.py (eager
 # PyTorch, 20 warm-up and 50 timed steps, CUDA events; its versions, clocks and GPU processes in
 # torch_bench.log) on 16 combinations: resnet20 at batch 128 and 512 in strict fp32 and AMP fp16,
 # NCHW and channels-last; resnet50 (torchvision's) at batch 64 and 256 in strict fp32, TF32 and
@@ -100,18 +101,19 @@ vulkan_setup() {
 
 # resnet bench for one model and batch; a JSON line into $OUT/bench.jsonl.
 bench_ours() {
-  local model=$1 batch=$2 size=$3
+  local model=$1 batch=$2 size=$3 precision=${4:-fp32}
   step "$R" bench --model "$model" --batch-size "$batch" --image-size "$size" --steps "$STEPS" \
-    --warmup "$WARMUP" --json >>"$OUT/bench.jsonl"
+    --warmup "$WARMUP" --precision "$precision" --json >>"$OUT/bench.jsonl"
 }
 
 # resnet bench --profile for one model and batch: where a training step's GPU time goes, per kind
 # of op, against the GPU's published peaks; the table into $OUT/profile-MODEL-bBATCH.txt.
 profile_ours() {
-  local model=$1 batch=$2 size=$3
+  local model=$1 batch=$2 size=$3 precision=${4:-fp32}
+  local file="$OUT/profile-$model-b$batch-$precision.txt"
   step "$R" bench --model "$model" --batch-size "$batch" --image-size "$size" --steps 1 \
-    --warmup 1 --profile >"$OUT/profile-$model-b$batch.txt"
-  cat "$OUT/profile-$model-b$batch.txt"
+    --warmup 1 --precision "$precision" --profile >"$file"
+  cat "$file"
 }
 
 # PyTorch's columns need torch here; without it the table has resnet-wgpu's alone.
@@ -184,14 +186,16 @@ table() {
 import json, sys
 path, steps, warmup = sys.argv[1:]
 rows = [json.loads(l) for l in open(path) if l.startswith("{")]
-ours = {(r["model"], r["batch_size"], r["image_size"]): r for r in rows if "adapter" in r}
+ours = {(r["model"], r["batch_size"], r["image_size"], r.get("precision", "fp32")): r
+        for r in rows if "adapter" in r}
+PRECISIONS = sorted({k[3] for k in ours}, key=lambda p: p != "fp32")
 pt = {(t["model"], t["batch_size"], t["image_size"], t["mode"], t["layout"], t["compiled"]): t
       for t in rows if t.get("engine") == "pytorch"}
 MODES = ["fp32", "tf32", "amp-fp16", "amp-bf16"]
 NAMES = {"fp32": "fp32", "tf32": "TF32", "amp-fp16": "AMP fp16", "amp-bf16": "AMP bf16",
          "nchw": "NCHW", "channels-last": "CL"}
 cols = sorted({k[3:] for k in pt}, key=lambda c: (c[2], MODES.index(c[0]), c[1] != "nchw"))
-keys = {*ours, *(k[:3] for k in pt)}
+keys = {*(k[:3] for k in ours), *(k[:3] for k in pt)}
 models = list(dict.fromkeys(k[0] for k in [*ours, *pt]))
 keys = sorted(keys, key=lambda k: (models.index(k[0]), k[1], k[2]))
 def cell(t, key):
@@ -200,19 +204,21 @@ def cell(t, key):
     if "skipped" in t:
         return "skipped"
     return f"{t[key]:.1f}" + (" *" if t.get("invalid") else "")
-heads = ["resnet-wgpu"] + [f"PyTorch {NAMES[m]} {NAMES[l]}" + (" compiled" if c else "") for m, l, c in cols]
+heads = [f"resnet-wgpu {p}" for p in PRECISIONS] + [f"PyTorch {NAMES[m]} {NAMES[l]}" + (" compiled" if c else "") for m, l, c in cols]
 for title, key in (("Training", "train_images_per_sec"), ("Inference", "inference_images_per_sec")):
     print(f"{title}, images/s:\n")
     print("| model | batch | image | " + " | ".join(heads) + " |")
     print("|---|---:|---:|" + "---:|" * len(heads))
     for k in keys:
-        cells = [cell(ours.get(k), key)] + [cell(pt.get((*k, *c)), key) for c in cols]
+        cells = [cell(ours.get((*k, p)), key) for p in PRECISIONS]
+        cells += [cell(pt.get((*k, *c)), key) for c in cols]
         print(f"| {k[0]} | {k[1]} | {k[2]} | " + " | ".join(cells) + " |")
     print()
 r = next(iter(ours.values()), None)
 if r:
     print(f"resnet-wgpu: `resnet bench` on {r['adapter']} ({r['backend']}), images/s from the median of "
-          f"{steps} steps after {warmup} warm-up steps.")
+          f"{steps} steps after {warmup} warm-up steps; mixed is `--precision mixed` (f16 convolution "
+          f"operands, f32 accumulation, loss scaling).")
 t = next((t for t in pt.values() if "skipped" not in t), None)
 if t:
     print(f"PyTorch {t['torch']} (CUDA {t['cuda']}, cuDNN {t['cudnn']}) on {t['device']} ({t['sm_count']} SMs), "
@@ -240,6 +246,7 @@ case "$MODE" in
     step "$R" info | tee "$OUT/info.txt"
     STEPS=1 WARMUP=0
     bench_ours resnet20 8 32
+    bench_ours resnet20 8 32 mixed
     profile_ours resnet20 8 32
     if have_torch; then
       TORCH_END=$(torch_deadline) TORCH_STEPS=1 TORCH_WARMUP=0
@@ -260,6 +267,8 @@ case "$MODE" in
     cat "$OUT/info.txt"
     step "$R" selftest >"$OUT/selftest.txt"
     cat "$OUT/selftest.txt"
+    step "$R" selftest --precision mixed >"$OUT/selftest-mixed.txt"
+    cat "$OUT/selftest-mixed.txt"
     # every kernel family's time at every convolution shape (and the choices the benches then use)
     step "$R" tune --model resnet20 --batch-size 128 --eval-batch-size 500 >"$OUT/tune-resnet20.txt"
     step "$R" tune --model resnet50 --batch-size 64 --eval-batch-size 64 >"$OUT/tune-resnet50.txt"
@@ -267,6 +276,10 @@ case "$MODE" in
     bench_ours resnet50 64 224
     profile_ours resnet20 128 32
     profile_ours resnet50 64 224
+    # mixed precision: the f16 families raced by the benches themselves, then the same
+    bench_ours resnet20 128 32 mixed
+    bench_ours resnet50 64 224 mixed
+    profile_ours resnet50 64 224 mixed
     # PyTorch, most wanted first (what does not fit in its time is skipped): resnet20 (cheap: its
     # steps are bound by kernel launches), resnet50 in every mode in channels-last (PyTorch's advice
     # for convolutions on tensor cores), then in strict fp32 NCHW, the engine's layout, as well

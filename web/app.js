@@ -109,7 +109,8 @@ function remembered() {
 }
 
 function freshEngine() {
-  return Engine.create($('model').value, Number($('batch').value), 1, $('kernels').value, remembered());
+  return Engine.create($('model').value, Number($('batch').value), 1, $('kernels').value, remembered(),
+    $('precision').value);
 }
 
 // Times every kernel family at this model's convolution shapes (once per adapter and shape).
@@ -305,6 +306,13 @@ async function main() {
   demo.adapterInfo = [info.vendor, info.architecture, info.device, info.description]
     .filter((v) => v).join(' ') || 'unnamed';
   if (adapter.isFallbackAdapter) demo.adapterInfo += ' (software fallback)';
+  // mixed precision needs f16 shaders; without them the page runs fp32 and says why
+  demo.f16 = adapter.features.has('shader-f16');
+  if (!demo.f16) {
+    const mixed = $('precision').querySelector('option[value="mixed"]');
+    mixed.disabled = true;
+    mixed.textContent += ' (this adapter has no shader-f16)';
+  }
   $('app').hidden = false;
   await init();
   [demo.train, demo.test] = await Promise.all([loadRecords('data/train.bin'), loadRecords('data/test.bin')]);
@@ -322,7 +330,7 @@ async function main() {
     $('start').textContent = 'Start';
     exclusive(tuneKernels);
   };
-  for (const id of ['model', 'batch', 'kernels']) $(id).onchange = $('reset').onclick;
+  for (const id of ['model', 'batch', 'kernels', 'precision']) $(id).onchange = $('reset').onclick;
   $('files').onchange = (ev) => exclusive(() => classify([...ev.target.files]));
   const drop = $('drop');
   drop.ondragover = (ev) => { ev.preventDefault(); drop.classList.add('over'); };
@@ -355,7 +363,7 @@ async function main() {
     if (!f) return;
     const bytes = new Uint8Array(await f.arrayBuffer());
     await newEngine(() => Engine.fromSafetensors(bytes, Number($('batch').value), $('kernels').value,
-      remembered()))
+      remembered(), $('precision').value))
       .catch(fail);
     status(`loaded ${f.name}: ${demo.engine.modelName()}`);
   };

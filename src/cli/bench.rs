@@ -4,8 +4,9 @@ use super::profile::{check_peak, Peaks};
 use super::{at_least_one, GpuArgs};
 use clap::Args;
 use resnet::cifar10;
-use resnet::gpu::Gpu;
+use resnet::gpu::{Gpu, Precision};
 use resnet::model::{ModelSpec, ModelState};
+use resnet::ops::amp::LossScale;
 use resnet::ops::conv2d::KernelFamily;
 use resnet::ops::sgd::SgdConfig;
 use resnet::plan::{Plan, PlanConfig, Profile};
@@ -151,7 +152,11 @@ fn measure(a: &BenchArgs) -> Result<Measured> {
     let train = Plan::new(
         &gpu,
         &m,
-        PlanConfig::train(batch, hw, sgd, resnet::preprocess::Preprocess::CIFAR10),
+        PlanConfig {
+            // mixed precision trains with the loss scaled, as `resnet train` does
+            loss_scale: (gpu.precision == Precision::Mixed).then(LossScale::default),
+            ..PlanConfig::train(batch, hw, sgd, resnet::preprocess::Preprocess::CIFAR10)
+        },
     )?;
     let eval = Plan::new(&gpu, &m, PlanConfig::eval(batch, hw, cifar10::NORMALIZE))?;
     let px: Vec<u8> = (0..batch * 3 * size * size)
@@ -196,16 +201,19 @@ fn print_json(r: &Measured, peaks: &Peaks) {
         .as_ref()
         .map_or("null".into(), |p| super::profile::json(p, peaks));
     println!(
-        "{{\"model\": {:?}, \"batch_size\": {batch}, \"image_size\": {size}, \"adapter\": {:?}, \"backend\": \"{:?}\", \"train_images_per_sec\": {train_ips:.2}, \"inference_images_per_sec\": {eval_ips:.2}, \"train_step_ms\": {:.2}, \"dispatches_per_train_step\": {}, \"plan_bytes\": {}, \"model_bytes\": {}, \"stages\": [{stages}], \"profile\": {profile}}}",
-        r.m.spec.name, r.gpu.info.name, r.gpu.info.backend, r.t_train * 1e3, r.train.dispatches(), r.train.bytes, r.m.bytes()
+        "{{\"model\": {:?}, \"batch_size\": {batch}, \"image_size\": {size}, \"precision\": \"{}\", \"adapter\": {:?}, \"backend\": \"{:?}\", \"train_images_per_sec\": {train_ips:.2}, \"inference_images_per_sec\": {eval_ips:.2}, \"train_step_ms\": {:.2}, \"dispatches_per_train_step\": {}, \"plan_bytes\": {}, \"model_bytes\": {}, \"stages\": [{stages}], \"profile\": {profile}}}",
+        r.m.spec.name, r.gpu.precision.name(), r.gpu.info.name, r.gpu.info.backend, r.t_train * 1e3, r.train.dispatches(), r.train.bytes, r.m.bytes()
     );
 }
 
 fn print_text(r: &Measured, steps: usize, peaks: &Peaks) {
     let (gpu, m, batch, size) = (&r.gpu, &r.m, r.train.config.batch, r.size);
     println!(
-        "{} batch {batch} at {size}x{size} on {} ({:?})",
-        m.spec.name, gpu.info.name, gpu.info.backend
+        "{} batch {batch} at {size}x{size} in {} on {} ({:?})",
+        m.spec.name,
+        gpu.precision.name(),
+        gpu.info.name,
+        gpu.info.backend
     );
     println!(
         "  training:  {:.1} images/s (median step {:.1} ms over {steps} steps, {} dispatches/step)",

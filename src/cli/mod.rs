@@ -48,7 +48,9 @@ struct GpuArgs {
     /// run; `resnet tune` does it ahead of time), register (= register16x16), register8x16,
     /// register16x8, register8x8 (register blocking: fast on CPU drivers such as lavapipe),
     /// gemm (= gemm64x64), gemm32x128, gemm128x128 (double-buffered workgroup-memory GEMM tiles,
-    /// for GPUs) or tiled (the first, simple workgroup-memory tiles); also RESNET_KERNELS
+    /// for GPUs) or tiled (the first, simple workgroup-memory tiles); with --precision mixed
+    /// their f16 twins (register16x16-f16 ... gemm128x128-f16; a name above means its twin);
+    /// also RESNET_KERNELS
     #[arg(long, global = true, value_name = "FAMILY")]
     kernels: Option<String>,
     /// Which adapter of the best kind to use when a machine has several (0, 1, ...: the four

@@ -7,8 +7,9 @@ use js_sys::{Float32Array, Promise, Uint8Array};
 use resnet::checkpoint::{self, Checkpoint};
 use resnet::cifar10;
 use resnet::classify::softmax;
-use resnet::gpu::{Gpu, GpuOptions};
+use resnet::gpu::{Gpu, GpuOptions, Precision};
 use resnet::model::{ModelSpec, ModelState};
+use resnet::ops::amp::LossScale;
 use resnet::ops::conv2d::{parse_kernel_family, tune_pending, KernelFamily};
 use resnet::ops::sgd::SgdConfig;
 use resnet::plan::{Normalize, Plan, PlanConfig};
@@ -47,11 +48,22 @@ const SIZE: (usize, usize) = (32, 32);
 /// Opens WebGPU. `kernels`: a family name, or "auto": the choices in `remembered` (the text of
 /// `kernelChoices()` the page kept from an earlier visit) where they are of this adapter, and the
 /// adapter's family elsewhere until `tune()` times them (the browser cannot block to time).
-async fn open(kernels: Option<String>, remembered: Option<String>) -> Result<Gpu, JsError> {
+/// `precision`: "fp32" (the default) or "mixed" (f16 convolution operands: the adapter must have
+/// `shader-f16`).
+async fn open(
+    kernels: Option<String>,
+    remembered: Option<String>,
+    precision: Option<String>,
+) -> Result<Gpu, JsError> {
     let mut opts = GpuOptions::default();
     if let Some(k) = kernels.filter(|k| !k.is_empty() && k != "auto") {
         opts.kernel_family = Some(parse_kernel_family(&k).map_err(js_err)?.name());
     }
+    let precision = match precision.filter(|p| !p.is_empty()) {
+        Some(p) => Precision::parse(&p).map_err(js_err)?,
+        None => Precision::Fp32,
+    };
+    opts.set_precision(precision).map_err(js_err)?;
     let gpu = Gpu::new(&opts).await.map_err(js_err)?;
     if let Some(text) = remembered.filter(|t| !t.is_empty() && opts.kernel_family.is_none()) {
         // choices of another adapter or kernel set are simply not used: tune() measures anew
@@ -71,7 +83,11 @@ impl Engine {
     ) -> Result<Engine, JsError> {
         // torch.optim.SGD as in He et al.; the rate is set per step
         let preprocess = Preprocess::pad_crop_flip(normalize);
-        let cfg = PlanConfig::train(batch, SIZE, SgdConfig::he2016(), preprocess);
+        let cfg = PlanConfig {
+            // mixed precision trains with the loss scaled (torch.amp's GradScaler)
+            loss_scale: (gpu.precision == Precision::Mixed).then(LossScale::default),
+            ..PlanConfig::train(batch, SIZE, SgdConfig::he2016(), preprocess)
+        };
         let trainer = Trainer::new(&gpu, &model, cfg, seed).map_err(js_err)?;
         Ok(Engine {
             inner: Rc::new(Inner {
@@ -90,16 +106,18 @@ impl Engine {
 impl Engine {
     /// Opens WebGPU and builds a freshly initialised CIFAR model (`resnet20`, `resnet8`, ...) with
     /// a training plan for `batch` images per step. `kernels`: "auto" or a family name
-    /// ("register8x8", "gemm64x64", ...: `resnet --help` lists them).
+    /// ("register8x8", "gemm64x64", ...: `resnet --help` lists them); `precision`: "fp32" or
+    /// "mixed".
     pub async fn create(
         model: String,
         batch: usize,
         seed: u32,
         kernels: Option<String>,
         remembered: Option<String>,
+        precision: Option<String>,
     ) -> Result<Engine, JsError> {
         let spec = ModelSpec::from_name(&model, 10).map_err(js_err)?;
-        let gpu = open(kernels, remembered).await?;
+        let gpu = open(kernels, remembered, precision).await?;
         let state = ModelState::new(&gpu, &spec, seed as u64).map_err(js_err)?;
         let classes = cifar10::CLASSES.map(String::from).to_vec();
         Engine::build(gpu, state, batch, seed as u64, classes, cifar10::NORMALIZE)
@@ -113,6 +131,7 @@ impl Engine {
         batch: usize,
         kernels: Option<String>,
         remembered: Option<String>,
+        precision: Option<String>,
     ) -> Result<Engine, JsError> {
         let ck = Checkpoint::from_bytes(&bytes).map_err(js_err)?;
         let name = ck
@@ -123,7 +142,7 @@ impl Engine {
         let classes = ck.class_names(ck.num_classes().unwrap_or(10));
         let spec = ModelSpec::from_name(&name, classes.len()).map_err(js_err)?;
         let normalize = ck.normalisation().map_err(js_err)?;
-        let gpu = open(kernels, remembered).await?;
+        let gpu = open(kernels, remembered, precision).await?;
         let state = ModelState::new(&gpu, &spec, 0).map_err(js_err)?;
         // the weights, BN statistics and num_batches_tracked, as `resnet train --resume` loads them
         state
@@ -132,8 +151,13 @@ impl Engine {
         Engine::build(gpu, state, batch, 0, classes, normalize)
     }
 
+    /// What the convolutions compute in: "fp32" or "mixed".
+    pub fn precision(&self) -> String {
+        self.inner.gpu.precision.name().into()
+    }
+
     /// The adapter WebGPU gave us as wgpu sees it (name where the browser tells it, backend,
-    /// device type) and the kernel family chosen for it.
+    /// device type), the kernel family chosen for it and the precision.
     pub fn adapter(&self) -> String {
         let g = &self.inner.gpu;
         let kernels = match g.choices().len() {
@@ -143,7 +167,14 @@ impl Engine {
                 KernelFamily::of(g).name()
             ),
         };
-        let kind = format!("{:?}, {:?}, {kernels}", g.info.backend, g.info.device_type);
+        let precision = match g.precision {
+            Precision::Fp32 => "fp32",
+            Precision::Mixed => "mixed precision (f16 convolution operands, f32 sums)",
+        };
+        let kind = format!(
+            "{:?}, {:?}, {kernels}, {precision}",
+            g.info.backend, g.info.device_type
+        );
         if g.info.name.is_empty() {
             kind
         } else {

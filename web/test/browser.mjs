@@ -166,6 +166,24 @@ try {
   check(engineText.includes(`${timed} convolution shapes with timed kernels`), `the next engine starts with them (${engineText})`);
   const [again] = await tune();
   check(again === 0, `nothing is left to time (${again})`);
+
+  // the precision: fp32 by default, said on the page; mixed where the adapter has shader-f16
+  // (a resnet8 engine in f16 is built and named), else the choice is disabled and says why
+  check(engineText.includes('fp32'), `the page says it runs fp32 (${engineText})`);
+  const f16 = await page.evaluate(() => window.demo.f16);
+  figures.shader_f16 = f16;
+  if (f16) {
+    await engineAfter(() => page.$eval('#precision', (el) => {
+      el.value = 'mixed';
+      el.dispatchEvent(new Event('change'));
+    }));
+    const mixedText = await page.textContent('#adapter');
+    check(mixedText.includes('mixed precision'), `the page says it runs mixed precision (${mixedText})`);
+    check(await page.evaluate(() => window.demo.engine.precision()) === 'mixed', 'the engine is mixed');
+  } else {
+    const option = await page.$eval('#precision option[value="mixed"]', (o) => [o.disabled, o.textContent]);
+    check(option[0] && option[1].includes('no shader-f16'), `mixed is offered only with shader-f16 (${option[1]})`);
+  }
   check(consoleErrors.length === 0, `no console errors (${consoleErrors.join(' | ')})`);
   figures.total_seconds = (Date.now() - t0) / 1000;
 } finally {
