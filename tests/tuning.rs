@@ -328,3 +328,67 @@ fn a_family_over_the_device_limits_drops_out_of_the_race() {
 fn fp32_families() -> usize {
     KernelFamily::of_precision(resnet::gpu::Precision::Fp32).count()
 }
+
+/// The two precisions keep their choices apart in one cache: a mixed race times only the f16
+/// families and records under the shape's key with 16 appended; an fp32 device then finds no
+/// choice for its own key (it races the fp32 families), and each later device of either
+/// precision takes its own precision's choice from the file.
+#[test]
+fn choices_are_kept_per_precision() {
+    use resnet::gpu::Precision;
+    use resnet::ops::conv2d::{self, Conv2dShape};
+    let dir = tempfile::tempdir().unwrap();
+    let sh = Conv2dShape::new(2, 8, 8, 8, 8, 3, 1, 1);
+    let device = |precision| {
+        Gpu::new_blocking(&GpuOptions {
+            tune: Some(true),
+            tuning_cache: Some(dir.path().to_path_buf()),
+            precision,
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let forward = |g: &Gpu| {
+        let (x, w, y) = (
+            g.zeros(&sh.x_shape()).unwrap(),
+            g.zeros(&sh.w_shape()).unwrap(),
+            g.zeros(&sh.y_shape()).unwrap(),
+        );
+        conv2d::forward(g, &sh, &x, &w, None, &y).unwrap();
+    };
+    let mixed = device(Precision::Mixed);
+    forward(&mixed);
+    let c = &mixed.choices()[0];
+    assert_eq!(c.shape, [sh.key(), vec![16]].concat(), "{c:?}");
+    let f16 = |name: &str| KernelFamily::from_name(name).unwrap().precision() == Precision::Mixed;
+    assert!(f16(c.family) && c.ms.iter().all(|(f, _)| f16(f)), "{c:?}");
+    assert_eq!(
+        c.ms.len(),
+        KernelFamily::of_precision(Precision::Mixed).count()
+    );
+
+    let fp32 = device(Precision::Fp32);
+    forward(&fp32);
+    assert_eq!(
+        fp32.choices_measured(),
+        1,
+        "the fp32 device timed its own race"
+    );
+    let own = fp32.choices_used();
+    assert!(
+        own.iter().all(|c| c.shape == sh.key() && !f16(c.family)),
+        "{own:?}"
+    );
+
+    for precision in [Precision::Mixed, Precision::Fp32] {
+        let later = device(precision);
+        forward(&later);
+        assert_eq!(later.choices_measured(), 0, "{precision:?} timed again");
+        let used = later.choices_used();
+        assert!(
+            used.iter()
+                .all(|c| f16(c.family) == (precision == Precision::Mixed)),
+            "{used:?}"
+        );
+    }
+}
