@@ -354,4 +354,72 @@ mod tests {
         assert!(!dir.path().join(WEIGHTS).exists() && !dir.path().join(STATE).exists());
         assert!(dir.path().join("best.safetensors").exists());
     }
+
+    /// A mixed-precision run's loss scaler (a scale, tracker and count that are not the initial
+    /// ones) is saved with its checkpoint and read back by a resume; an fp32 run saves none.
+    #[test]
+    fn the_loss_scalers_state_survives_a_resume() {
+        let gpu = Gpu::new_blocking(&crate::gpu::GpuOptions {
+            tune: Some(false),
+            ..Default::default()
+        })
+        .unwrap();
+        let spec = crate::model::ModelSpec::from_name("resnet8", 10).unwrap();
+        let m = ModelState::new(&gpu, &spec, 1).unwrap();
+        let id = RunIdentity {
+            model: "resnet8".into(),
+            seed: 1,
+            batch_size: 4,
+            world_size: 1,
+        };
+        let scaler = ScalerState {
+            scale: 512.0,
+            growth_tracker: 7,
+            skipped: 3,
+            steps: 40,
+            below_one_at: None,
+        };
+        for loss_scale in [Some(scaler), None] {
+            let dir = tempfile::tempdir().unwrap();
+            let run = RunDir::new(dir.path());
+            run.create().unwrap();
+            let state = RunState {
+                epoch: 1,
+                iteration: 40,
+                best_acc: 0.25,
+                world_size: 1,
+                loss_scale,
+            };
+            let row = EpochMetrics {
+                epoch: 1,
+                iteration: 40,
+                lr: 0.1,
+                train_loss: 2.0,
+                train_acc: 0.2,
+                test_loss: 2.1,
+                test_acc: 0.25,
+                images_per_sec: 1.0,
+                seconds: 1.0,
+                exchange_ms: 0.0,
+                exchange_hidden_ms: 0.0,
+                loss_scale: loss_scale.map(|s| s.scale as f64),
+                skipped_steps: 3,
+            };
+            run.save_epoch((&row, &[]), false, || {
+                Ok(SavedRun {
+                    weights: pollster::block_on(m.state_dict(&gpu))?,
+                    momentum: pollster::block_on(m.momentum_tensors(&gpu))?,
+                    metadata: BTreeMap::from([("model".into(), "resnet8".into())]),
+                    state,
+                    identity: id.clone(),
+                })
+            })
+            .unwrap();
+            let resumed = RunDir::resume(dir.path()).start(&gpu, &m, &id).unwrap();
+            // the GPU counts steps itself: a resume sets them from the iteration
+            let want = loss_scale.map(|s| ScalerState { steps: 0, ..s });
+            assert_eq!(resumed.loss_scale, want);
+            assert_eq!(resumed.iteration, 40);
+        }
+    }
 }
