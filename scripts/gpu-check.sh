@@ -253,7 +253,7 @@ case "$MODE" in
       torch_run --device cpu --model resnet20 --batch-size 8 --mode fp32 --layout nchw
     fi
     table
-    echo "dry run: the GPU machine runs the same with selftest, resnet20 at batch 128 and resnet50 at batch 64, and 16 PyTorch combinations"
+    echo "dry run: the GPU machine runs the same with selftest (fp32 and mixed), resnet20 at batch 128 and resnet50 at batch 64 (fp32 and mixed), and 16 PyTorch combinations"
     exit "$FAILED"
     ;;
   check | "")
