@@ -638,10 +638,21 @@ fn precision_mistakes_are_one_line_errors() {
     fails_with(
         &out,
         &[
-            "--kernels tiled",
+            "tiled (--kernels",
             "fp32 family",
             "--precision mixed",
             "gemm64x64-f16",
+        ],
+    );
+    // an f16 family named in an fp32 run is a mistake, not its fp32 twin
+    let out = resnet(&["bench", "--kernels", "gemm64x64-f16"]);
+    fails_with(
+        &out,
+        &[
+            "gemm64x64-f16",
+            "mixed family",
+            "--precision fp32 takes",
+            "gemm64x64",
         ],
     );
     let info = resnet(&["info", "--kernels", "gemm", "--amp"]);

@@ -99,6 +99,21 @@ fn metrics_csv_without_the_exchange_columns_reads_as_no_exchange() {
     assert_eq!((got[0].exchange_ms, got[0].exchange_hidden_ms), (0.0, 0.0));
 }
 
+/// metrics.csv of a run trained before the loss scale's columns existed reads with an empty
+/// scale and no skipped steps.
+#[test]
+fn metrics_csv_without_the_loss_scale_columns_reads_as_fp32() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metrics.csv");
+    let old = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms\n\
+               2,782,0.1,1.25,0.55,1.125,0.6,900,61.5,2.5,1.5\n";
+    std::fs::write(&path, old).unwrap();
+    let got = report::read_metrics(&path).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].iteration, got[0].exchange_hidden_ms), (782, 1.5));
+    assert_eq!((got[0].loss_scale, got[0].skipped_steps), (None, 0));
+}
+
 /// Decodes a PNG and checks its size and that it is neither blank nor a single colour.
 fn check_png(path: &Path, size: (u32, u32)) -> image::RgbImage {
     let img = image::open(path).unwrap().to_rgb8();

@@ -344,3 +344,40 @@ fn killed_run_resumes(extra: &[&str]) -> Vec<Vec<String>> {
     );
     learned_metrics(full.path())
 }
+
+/// A mixed-precision run stopped after epoch 1 and resumed continues with the loss scaler's
+/// state of its checkpoint: the same scale, skipped steps and weights as the run left whole. A
+/// scale that grows every 2 clean steps is away from its initial value by then, so a resume that
+/// started the scaler anew would show.
+#[test]
+fn a_mixed_precision_run_resumes_with_its_loss_scale() {
+    let data = cifar::subset(13, 5);
+    let config = |epochs| TrainConfig {
+        epochs: Some(epochs),
+        gpu: resnet::gpu::GpuOptions {
+            precision: resnet::gpu::Precision::Mixed,
+            ..common::untuned()
+        },
+        loss_scale: resnet::ops::amp::LossScale {
+            growth_interval: 2,
+            ..Default::default()
+        },
+        ..options(7)
+    };
+    let run = |epochs, dir: RunDir| {
+        let split = resnet::data::load(data.path(), (32, 32)).unwrap();
+        train::fit(&config(epochs), split, &OneProcess, dir, &mut Silent).unwrap()
+    };
+    let (whole, cut) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let rows = run(2, RunDir::new(whole.path())).epochs;
+    run(1, RunDir::new(cut.path()));
+    let resumed = run(2, RunDir::resume(cut.path())).epochs;
+    let first_scale = rows[0].loss_scale.expect("a mixed run records its scale");
+    assert_ne!(first_scale, 65536.0, "the scale never moved: {rows:?}");
+    let learned = |r: &resnet::report::EpochMetrics| {
+        (r.train_loss, r.test_acc, r.loss_scale, r.skipped_steps)
+    };
+    assert_eq!(learned(&resumed[0]), learned(&rows[1]), "epoch 2 differs");
+    let bytes = |o: &tempfile::TempDir| std::fs::read(o.path().join("last.safetensors")).unwrap();
+    assert_eq!(bytes(&whole), bytes(&cut), "resumed weights differ");
+}

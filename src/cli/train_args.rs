@@ -198,6 +198,7 @@ impl TrainConfigArgs {
             fine_tuning: (&self.fine_tuning).into(),
             log_every: self.log_every,
             gpu: Default::default(),
+            loss_scale: Default::default(),
         })
     }
 }

@@ -91,14 +91,15 @@ fn print_table(choices: &[Choice], precision: Precision) {
     };
     let mut head = format!("{:<26} {:<30}", "op", "shape N,C,H,W,K,R,S,stride,pad");
     for f in KernelFamily::of_precision(precision) {
-        head += &format!(" {:>13}", f.name());
+        head += &format!(" {:>17}", f.name());
     }
     println!("{head}  chosen (ms)");
     for c in choices {
-        let shape: Vec<String> = c.shape.iter().map(|d| d.to_string()).collect();
+        // the 9 numbers of the shape (a mixed-precision key appends 16)
+        let shape: Vec<String> = c.shape.iter().take(9).map(|d| d.to_string()).collect();
         let mut row = format!("{:<26} {:<30}", c.op, shape.join(","));
         for f in KernelFamily::of_precision(precision) {
-            row += &format!(" {:>13}", ms(c, f));
+            row += &format!(" {:>17}", ms(c, f));
         }
         println!("{row}  {}", c.family);
     }

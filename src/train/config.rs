@@ -7,6 +7,7 @@ use super::schedule::LrSchedule;
 use crate::error::{Error, Result};
 use crate::gpu::GpuOptions;
 use crate::model::{Family, ModelSpec};
+use crate::ops::amp::LossScale;
 use crate::ops::sgd::SgdConfig;
 
 /// torchvision's ImageNet recipe: lr 0.1 for a batch of 256, scaled linearly with the batch.
@@ -264,8 +265,11 @@ pub struct TrainConfig {
     pub fine_tuning: FineTuning,
     /// Read loss and accuracy back every this many steps.
     pub log_every: usize,
-    /// Adapter and kernel choice.
+    /// Adapter, kernel choice and precision.
     pub gpu: GpuOptions,
+    /// Mixed precision's dynamic loss scaling: torch.amp.GradScaler's arguments, its defaults
+    /// (unused in fp32).
+    pub loss_scale: LossScale,
 }
 
 impl Default for TrainConfig {
@@ -285,6 +289,7 @@ impl Default for TrainConfig {
             fine_tuning: FineTuning::default(),
             log_every: 10,
             gpu: GpuOptions::default(),
+            loss_scale: LossScale::default(),
         }
     }
 }
@@ -322,6 +327,7 @@ impl TrainConfig {
             )));
         }
         bucket_floats(self.bucket_mb)?;
+        self.loss_scale.check()?;
         if self.sync_bn && self.fine_tuning.bn_eval {
             return Err(Error::Invalid(
                 "`sync_bn` and `bn_eval` contradict each other: with `bn_eval` no BatchNorm uses batch statistics to share".into(),

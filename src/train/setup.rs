@@ -12,7 +12,7 @@ use crate::data::{self, BatchJob, ImageSource, Prefetch, Sources};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions, Precision};
 use crate::model::{ModelSpec, ModelState};
-use crate::ops::amp::{LossScale, ScalerState};
+use crate::ops::amp::ScalerState;
 use crate::plan::{PlanConfig, Shard};
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -219,7 +219,7 @@ fn training_plan(
     let mut cfg = PlanConfig::train(shard.len(), train.size(), sgd, train.preprocess());
     cfg.fine_tune = c.fine_tuning.plan_settings(spec)?;
     // torch.amp: the scaled loss's gradients keep small values in f16's range
-    cfg.loss_scale = (c.gpu.precision == Precision::Mixed).then(LossScale::default);
+    cfg.loss_scale = (c.gpu.precision == Precision::Mixed).then_some(c.loss_scale);
     cfg.shard = Shard {
         first: shard.start,
         bn_ranks: if c.sync_bn { ranks.size() } else { 1 },

@@ -366,8 +366,10 @@ impl GpuOptions {
         if f.precision() == self.precision {
             return Ok(());
         }
+        // fp32's names (and RESNET_KERNELS=register) carry over to mixed precision; an f16 name
+        // in an fp32 run is a mistake, not a wish for its fp32 twin
         let twin = KernelFamily::of_precision(self.precision).find(|t| t.scheme() == f.scheme());
-        if let Some(twin) = twin {
+        if let (Some(twin), Precision::Mixed) = (twin, self.precision) {
             self.kernel_family = Some(twin.name());
             return Ok(());
         }
@@ -375,7 +377,7 @@ impl GpuOptions {
             .map(KernelFamily::name)
             .collect();
         Err(Error::Invalid(format!(
-            "`kernels` {} is a {} family; `precision` {} takes {}",
+            "kernel family {} (`kernels` or RESNET_KERNELS) is a {} family; `precision` {} takes {}",
             f.name(),
             f.precision().name(),
             self.precision.name(),
