@@ -4,7 +4,7 @@ use super::profile::{check_peak, Peaks};
 use super::{at_least_one, GpuArgs};
 use clap::Args;
 use resnet::cifar10;
-use resnet::gpu::{Gpu, Precision};
+use resnet::gpu::Gpu;
 use resnet::model::{ModelSpec, ModelState};
 use resnet::ops::amp::LossScale;
 use resnet::ops::conv2d::KernelFamily;
@@ -154,7 +154,7 @@ fn measure(a: &BenchArgs) -> Result<Measured> {
         &m,
         PlanConfig {
             // mixed precision trains with the loss scaled, as `resnet train` does
-            loss_scale: (gpu.precision == Precision::Mixed).then(LossScale::default),
+            loss_scale: LossScale::default().for_precision(gpu.precision),
             ..PlanConfig::train(batch, hw, sgd, resnet::preprocess::Preprocess::CIFAR10)
         },
     )?;

@@ -35,6 +35,12 @@ impl Default for LossScale {
 }
 
 impl LossScale {
+    /// What a training plan in `precision` scales its loss with: these settings in mixed
+    /// precision (torch.amp trains with a GradScaler), none in fp32.
+    pub fn for_precision(self, precision: crate::gpu::Precision) -> Option<LossScale> {
+        (precision == crate::gpu::Precision::Mixed).then_some(self)
+    }
+
     /// Fails with one line naming the setting unless the scaler can work: a finite positive
     /// initial scale, growth above 1, backoff in (0, 1), a growth interval of at least one step
     /// (PyTorch's GradScaler asserts the same).

@@ -86,7 +86,7 @@ pub fn network_step(gpu: &Gpu, spec: &ModelSpec, size: usize, batch: usize) -> R
         Preprocess::normalize_only(NORMALIZE),
     );
     // mixed precision trains with the loss scaled, as `resnet train` does
-    cfg.loss_scale = (gpu.precision == Precision::Mixed).then(LossScale::default);
+    cfg.loss_scale = LossScale::default().for_precision(gpu.precision);
     let scale = cfg.loss_scale.map_or(1.0, |l| l.init_scale as f64);
     let plan = Plan::new(gpu, &m, cfg)?;
     let pixels: Vec<u8> = values(batch * 3 * size * size, 77)

@@ -10,7 +10,7 @@ use super::{Recipe, TrainConfig};
 use crate::checkpoint::{self, Checkpoint};
 use crate::data::{self, BatchJob, ImageSource, Prefetch, Sources};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuOptions, Precision};
+use crate::gpu::{Gpu, GpuOptions};
 use crate::model::{ModelSpec, ModelState};
 use crate::ops::amp::ScalerState;
 use crate::plan::{PlanConfig, Shard};
@@ -219,7 +219,7 @@ fn training_plan(
     let mut cfg = PlanConfig::train(shard.len(), train.size(), sgd, train.preprocess());
     cfg.fine_tune = c.fine_tuning.plan_settings(spec)?;
     // torch.amp: the scaled loss's gradients keep small values in f16's range
-    cfg.loss_scale = (c.gpu.precision == Precision::Mixed).then_some(c.loss_scale);
+    cfg.loss_scale = c.loss_scale.for_precision(c.gpu.precision);
     cfg.shard = Shard {
         first: shard.start,
         bn_ranks: if c.sync_bn { ranks.size() } else { 1 },

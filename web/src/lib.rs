@@ -85,7 +85,7 @@ impl Engine {
         let preprocess = Preprocess::pad_crop_flip(normalize);
         let cfg = PlanConfig {
             // mixed precision trains with the loss scaled (torch.amp's GradScaler)
-            loss_scale: (gpu.precision == Precision::Mixed).then(LossScale::default),
+            loss_scale: LossScale::default().for_precision(gpu.precision),
             ..PlanConfig::train(batch, SIZE, SgdConfig::he2016(), preprocess)
         };
         let trainer = Trainer::new(&gpu, &model, cfg, seed).map_err(js_err)?;
