@@ -19,6 +19,10 @@
 // Mpad = M rounded up to 4). Each invocation loads B at one fixed column of the tile, so the
 // column's coordinates (n, p, q) are decomposed once, not per step.
 //
+// Everything above the line marked `====` (parameters, geometry, operand loads, the output's
+// layout) is shared with the tensor-core family: shaders/conv2d_coop.wgsl replaces what follows
+// it (the register tiles), with the same entry points and grid.
+//
 // Tile sizes are set per variant by src/ops/conv2d/family.rs (the `const` lines below); both
 // buffers together stay within 16 KiB, WebGPU's default workgroup storage. Per-invocation values
 // are named variables, never arrays: a private array indexed in a loop lands in local memory on
@@ -40,31 +44,17 @@ struct Params {
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read> wt: array<vec4<f32>>;
 
-// The type of the workgroup tiles: f32 here; f16 in the mixed-precision families, whose operands
-// are rounded to f16 once, as they are stored into the tiles, then multiplied and accumulated in
-// f32 (the numerics of tensor cores: f16 inputs, exact products, f32 sums). In f32 every
-// conversion below is the identity, so the fp32 families compute the same bits as before.
-alias tile_t = f32;
-
 const TM: u32 = 64u;
 const TN: u32 = 64u;
 const TK: u32 = 16u;
-const RM: u32 = 4u;
-const RN: u32 = 4u;
 
 const THREADS: u32 = 256u;
-const GN: u32 = TN / RN;                // invocations along a row of the tile
 const A_VEC: u32 = TK * TM / 4u;        // vec4 in one buffer of A
 const B_VEC: u32 = TK * TN / 4u;
 // per invocation and step: one vec4 of A (modes 0, 1; A_VEC <= THREADS), A_SLOADS values of A
-// (mode 2), B_LOADS values of B; RM4 and RN4 vec4 of A and B multiplied per depth
+// (mode 2), B_LOADS values of B
 const A_SLOADS: u32 = TK * TM / THREADS;
 const B_LOADS: u32 = TK * TN / THREADS;
-const RM4: u32 = RM / 4u;
-const RN4: u32 = RN / 4u;
-
-var<workgroup> tile_a: array<vec4<tile_t>, 2u * A_VEC>; // [buffer][TK][TM / 4]
-var<workgroup> tile_b: array<vec4<tile_t>, 2u * B_VEC>; // [buffer][TK][TN / 4]
 
 // The GEMM's sizes for a mode and this workgroup's place in it.
 struct Geometry {
@@ -209,25 +199,6 @@ fn load_b(mode: u32, g: Geometry, d0: u32, lid: u32, col: Column, px: Column, j:
     return b_input(col, d, g.d_end);
 }
 
-// Stores load l of A (mode 2) and of B into workgroup buffer `buf`.
-fn store_a2(buf: u32, lid: u32, l: u32, v: f32) {
-    let m = lid / TK + l * (THREADS / TK);
-    tile_a[buf * A_VEC + (lid % TK) * (TM / 4u) + m / 4u][m % 4u] = tile_t(v);
-}
-
-fn store_b(mode: u32, buf: u32, lid: u32, l: u32, v: f32) {
-    var d: u32;
-    var c: u32;
-    if (mode == 2u) {
-        d = lid % TK;
-        c = lid / TK + l * (THREADS / TK);
-    } else {
-        d = lid / TN + l * (THREADS / TN);
-        c = lid % TN;
-    }
-    tile_b[buf * B_VEC + d * (TN / 4u) + c / 4u][c % 4u] = tile_t(v);
-}
-
 // The output pixel of mode 2 at depth d (off the end of the chunk: not ok).
 fn dw_pixel(g: Geometry, d: u32) -> Column {
     var px = b_column(2u, d, P.n * P.p * P.q);
@@ -248,18 +219,56 @@ fn out_column(mode: u32, g: Geometry, col: u32) -> vec2<u32> {
     return vec2<u32>(g.split * P.k * g.nc + col, g.nc);
 }
 
+// Writes C[m, col] (plus the bias in mode 0), where both are in range.
+fn write_one(mode: u32, g: Geometry, m: u32, col: u32, v: f32) {
+    if (m >= g.m || col >= g.nc) { return; }
+    var b = 0.0;
+    if (mode == 0u && P.has_bias != 0u) { b = bias[m]; }
+    let o = out_column(mode, g, col);
+    dst[o.x + m * o.y] = v + b;
+}
+
+// ==== the register-tile GEMM (shaders/conv2d_coop.wgsl replaces everything from here) ====
+
+// The type of the workgroup tiles: f32 here; f16 in the mixed-precision families, whose operands
+// are rounded to f16 once, as they are stored into the tiles, then multiplied and accumulated in
+// f32 (the numerics of tensor cores: f16 inputs, exact products, f32 sums). In f32 every
+// conversion below is the identity, so the fp32 families compute the same bits as before.
+alias tile_t = f32;
+
+const RM: u32 = 4u;
+const RN: u32 = 4u;
+const GN: u32 = TN / RN;                // invocations along a row of the tile
+const RM4: u32 = RM / 4u;               // vec4 of A and B multiplied per depth
+const RN4: u32 = RN / 4u;
+
+var<workgroup> tile_a: array<vec4<tile_t>, 2u * A_VEC>; // [buffer][TK][TM / 4]
+var<workgroup> tile_b: array<vec4<tile_t>, 2u * B_VEC>; // [buffer][TK][TN / 4]
+
+// Stores load l of A (mode 2) and of B into workgroup buffer `buf`.
+fn store_a2(buf: u32, lid: u32, l: u32, v: f32) {
+    let m = lid / TK + l * (THREADS / TK);
+    tile_a[buf * A_VEC + (lid % TK) * (TM / 4u) + m / 4u][m % 4u] = tile_t(v);
+}
+
+fn store_b(mode: u32, buf: u32, lid: u32, l: u32, v: f32) {
+    var d: u32;
+    var c: u32;
+    if (mode == 2u) {
+        d = lid % TK;
+        c = lid / TK + l * (THREADS / TK);
+    } else {
+        d = lid / TN + l * (THREADS / TN);
+        c = lid % TN;
+    }
+    tile_b[buf * B_VEC + d * (TN / 4u) + c / 4u][c % 4u] = tile_t(v);
+}
+
 // Writes row r (of RM) and column group j (of RN4) of the invocation's outputs.
 fn write_out(mode: u32, g: Geometry, tm: u32, tn: u32, r: u32, j: u32, v: vec4<f32>) {
     let m = g.m0 + ((r / 4u) * (TM / RM) + tm) * 4u + r % 4u;
-    if (m >= g.m) { return; }
-    var b = 0.0;
-    if (mode == 0u && P.has_bias != 0u) { b = bias[m]; }
     for (var jj = 0u; jj < 4u; jj++) {
-        let col = g.n0 + (j * GN + tn) * 4u + jj;
-        if (col < g.nc) {
-            let o = out_column(mode, g, col);
-            dst[o.x + m * o.y] = v[jj] + b;
-        }
+        write_one(mode, g, m, g.n0 + (j * GN + tn) * 4u + jj, v[jj]);
     }
 }
 

@@ -655,6 +655,31 @@ fn precision_mistakes_are_one_line_errors() {
             "gemm64x64",
         ],
     );
+    // the tensor-core family forced on an adapter without cooperative matrices
+    let info = resnet(&["info", "--amp"]);
+    let info_text = String::from_utf8_lossy(&info.stdout);
+    if info_text.contains("no coop64x64-f16") {
+        let args = [
+            "bench",
+            "--batch-size",
+            "2",
+            "--steps",
+            "1",
+            "--kernels",
+            "coop-f16",
+        ];
+        let out = resnet(&[&args[..], &["--amp"]].concat());
+        fails_with(
+            &out,
+            &[
+                "coop64x64-f16 (--kernels",
+                "cooperative matrices",
+                "resnet info",
+            ],
+        );
+    } else {
+        assert!(info_text.contains("coop64x64-f16 on"), "{info_text}");
+    }
     let info = resnet(&["info", "--kernels", "gemm", "--amp"]);
     assert!(
         String::from_utf8_lossy(&info.stdout).contains("gemm64x64-f16"),

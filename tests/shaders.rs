@@ -7,10 +7,19 @@ use std::path::Path;
 fn validate(name: &str, src: &str) -> naga::Module {
     let module = naga::front::wgsl::parse_str(src)
         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
-    // the mixed-precision families declare `enable f16;` and need the adapter's SHADER_F16
-    let caps = match src.starts_with("enable f16;") {
-        true => naga::valid::Capabilities::SHADER_FLOAT16,
-        false => naga::valid::Capabilities::default(),
+    // the mixed-precision families declare `enable f16;` and need the adapter's SHADER_F16; the
+    // tensor-core family needs cooperative matrices and subgroups too
+    let caps = match (
+        src.starts_with("enable f16;"),
+        src.contains("coop_mat16x16"),
+    ) {
+        (_, true) => {
+            naga::valid::Capabilities::SHADER_FLOAT16
+                | naga::valid::Capabilities::COOPERATIVE_MATRIX
+                | naga::valid::Capabilities::SUBGROUP
+        }
+        (true, false) => naga::valid::Capabilities::SHADER_FLOAT16,
+        (false, false) => naga::valid::Capabilities::default(),
     };
     let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
     v.validate(&module)
@@ -29,8 +38,8 @@ fn every_wgsl_file_parses_and_validates() {
             continue;
         }
         count += 1;
-        if path.ends_with("conv2d.wgsl") {
-            continue; // a template: its expansions are checked below
+        if path.ends_with("conv2d.wgsl") || path.ends_with("conv2d_coop.wgsl") {
+            continue; // templates: their expansions are checked below
         }
         let src = std::fs::read_to_string(&path).unwrap();
         validate(&path.display().to_string(), &src);
@@ -43,13 +52,14 @@ fn every_conv2d_block_and_tile_size_validates() {
     let sources = resnet::ops::conv2d::all_sources();
     assert_eq!(
         sources.len(),
-        14,
+        15,
         "the register blocks 16x16, 8x16, 16x8, 8x8 and the GEMM tiles 32x128, 64x64, 128x128, \
-         in f32 and in f16"
+         in f32 and in f16, and the tensor-core tile"
     );
     for &(name, src) in &sources {
         let module = validate(name, src);
-        let entries = match name.starts_with("conv2d_gemm.wgsl") {
+        let gemm_entries = name.starts_with("conv2d_gemm.wgsl") || name.starts_with("conv2d_coop");
+        let entries = match gemm_entries {
             true => ["conv_fwd_gemm", "conv_dx_gemm", "conv_dw_gemm"].as_slice(),
             false => [
                 "conv_fwd_reg",
@@ -66,7 +76,7 @@ fn every_conv2d_block_and_tile_size_validates() {
             );
         }
         // an f16 module keeps its tiles in f16 and nothing else of the f32 module changes
-        if name.ends_with("f16)") {
+        if name.ends_with("f16)") && !name.starts_with("conv2d_coop") {
             assert!(src.contains("alias tile_t = f16;") && !src.contains("alias tile_t = f32;"));
             let f32_name = name.replace(" (f16)", "").replace(", f16)", ")");
             let f32_src = sources
@@ -87,4 +97,43 @@ fn every_conv2d_block_and_tile_size_validates() {
             "{name}: a marked line was left unexpanded: {marked:?}"
         );
     }
+}
+
+/// The tensor-core module (no adapter here runs it): it validates with cooperative matrices,
+/// shares the operand code of the 64x64 GEMM tile line for line, and naga writes it as SPIR-V,
+/// the way wgpu hands it to a Vulkan driver.
+#[test]
+fn the_tensor_core_module_shares_the_gemm_operands_and_writes_spirv() {
+    let sources = resnet::ops::conv2d::all_sources();
+    let find = |name: &str| sources.iter().find(|m| m.0 == name).expect(name).1;
+    let coop = find("conv2d_coop.wgsl (64x64, f16)");
+    let gemm = find("conv2d_gemm.wgsl (64x64)");
+    let body = coop
+        .strip_prefix("enable f16;\nenable wgpu_cooperative_matrix;\n")
+        .expect("the enables first");
+    let marker = "// ==== the register-tile GEMM";
+    let shared = &gemm[..gemm.find(marker).expect("the GEMM module's marker")];
+    assert!(body.starts_with(shared), "the operand code differs");
+    assert!(!body.contains(marker) && !body.contains("tile_t"));
+    for op in ["coopLoad<", "coopLoadT<", "coopMultiplyAdd(", "coopStoreT("] {
+        assert!(body.contains(op), "{op}");
+    }
+
+    let module = validate("conv2d_coop.wgsl", coop);
+    let caps = naga::valid::Capabilities::SHADER_FLOAT16
+        | naga::valid::Capabilities::COOPERATIVE_MATRIX
+        | naga::valid::Capabilities::SUBGROUP;
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+        .validate(&module)
+        .expect("validated above");
+    let options = naga::back::spv::Options {
+        lang_version: (1, 3),
+        ..Default::default()
+    };
+    let words = naga::back::spv::write_vec(&module, &info, &options, None)
+        .unwrap_or_else(|e| panic!("SPIR-V: {e}"));
+    assert_eq!(words[0], 0x0723_0203, "SPIR-V's magic number");
+    // OpCapability CooperativeMatrixKHR (6022) is declared: the multiplications are tensor-core ops
+    let capability = |c: u32| words.windows(2).any(|w| w == [(2 << 16) | 17, c]);
+    assert!(capability(6022), "no CooperativeMatrixKHR capability");
 }

@@ -364,7 +364,7 @@ fn choices_are_kept_per_precision() {
     assert!(f16(c.family) && c.ms.iter().all(|(f, _)| f16(f)), "{c:?}");
     assert_eq!(
         c.ms.len(),
-        KernelFamily::of_precision(Precision::Mixed).count()
+        KernelFamily::offered(Precision::Mixed, mixed.features).len()
     );
 
     let fp32 = device(Precision::Fp32);

@@ -1,7 +1,9 @@
 //! `resnet info` and `resnet summary`.
 
 use clap::Args;
-use resnet::gpu::{describe_cooperative_matrix, list_adapters, Gpu, GpuOptions};
+use resnet::gpu::{
+    describe_cooperative_matrix, list_adapters, tensor_cores_fit, Gpu, GpuOptions, Precision,
+};
 use resnet::model::{summary, ModelSpec};
 use resnet::ops::conv2d::KernelFamily;
 use resnet::{Error, Result};
@@ -100,8 +102,27 @@ pub fn info(opts: &GpuOptions) -> Result<()> {
     Ok(())
 }
 
-/// The adapter's cooperative-matrix configurations, and whether wgpu offers them to shaders.
+/// The adapter's cooperative-matrix configurations, whether wgpu offers them to shaders, and
+/// whether the tensor-core family runs here.
 fn cooperative(gpu: &Gpu) -> String {
+    let fits = tensor_cores_fit(&gpu.info, gpu.adapter_features, &gpu.cooperative_matrices);
+    let family = KernelFamily::Coop64x64F16.name();
+    let family = match (fits, gpu.precision, gpu.features) {
+        (true, Precision::Mixed, f) if KernelFamily::Coop64x64F16.runs_on(f) => {
+            format!("{family} on")
+        }
+        (true, Precision::Mixed, _) => format!("{family} off (RESNET_COOPERATIVE=0)"),
+        (true, Precision::Fp32, _) => format!("{family} with --precision mixed"),
+        (false, ..) => format!(
+            "no {family} (it needs 16x16x16 f16*f16+f32 matrices, subgroups of exactly 32 and \
+             f16 shaders)"
+        ),
+    };
+    format!("{}; {family}", configurations(gpu))
+}
+
+/// The adapter's cooperative-matrix configurations and whether wgpu offers them to shaders.
+fn configurations(gpu: &Gpu) -> String {
     if gpu.cooperative_matrices.is_empty() {
         return "none listed".into();
     }

@@ -4,7 +4,7 @@
 use super::{model_defaults, GpuArgs};
 use clap::Args;
 use resnet::cifar10;
-use resnet::gpu::{Choice, Gpu, Precision};
+use resnet::gpu::{Choice, Gpu};
 use resnet::model::{ModelSpec, ModelState};
 use resnet::ops::conv2d::KernelFamily;
 use resnet::ops::sgd::SgdConfig;
@@ -61,7 +61,7 @@ pub fn run(a: TuneArgs) -> Result<()> {
     let eval = PlanConfig::eval(a.eval_batch_size, (size, size), cifar10::NORMALIZE);
     Plan::new(&gpu, &m, eval)?;
     let used = gpu.choices_used();
-    print_table(&used, gpu.precision);
+    print_table(&used, &KernelFamily::offered(gpu.precision, gpu.features));
     let cache = gpu
         .tuning_cache()
         .map_or("no tuning cache".into(), |c| c.path.display().to_string());
@@ -82,15 +82,15 @@ pub fn run(a: TuneArgs) -> Result<()> {
 /// timed runs; a single timed run for a family dropped there as over twice the best so far; its
 /// untimed first run for a family dropped there as over four times the best. "-": the family
 /// could not be built at that shape (over a limit of the device), or the choice carries no times.
-/// Then the family chosen.
-fn print_table(choices: &[Choice], precision: Precision) {
+/// Then the family chosen. One column per family the device runs in its precision.
+fn print_table(choices: &[Choice], families: &[KernelFamily]) {
     let ms = |c: &Choice, f: KernelFamily| {
         c.ms.iter()
             .find(|m| m.0 == f.name())
             .map_or("-".to_string(), |m| format!("{:.2}", m.1))
     };
     let mut head = format!("{:<26} {:<30}", "op", "shape N,C,H,W,K,R,S,stride,pad");
-    for f in KernelFamily::of_precision(precision) {
+    for &f in families {
         head += &format!(" {:>17}", f.name());
     }
     println!("{head}  chosen (ms)");
@@ -98,7 +98,7 @@ fn print_table(choices: &[Choice], precision: Precision) {
         // the 9 numbers of the shape (a mixed-precision key appends 16)
         let shape: Vec<String> = c.shape.iter().take(9).map(|d| d.to_string()).collect();
         let mut row = format!("{:<26} {:<30}", c.op, shape.join(","));
-        for f in KernelFamily::of_precision(precision) {
+        for &f in families {
             row += &format!(" {:>17}", ms(c, f));
         }
         println!("{row}  {}", c.family);

@@ -33,6 +33,9 @@ pub struct GpuOptions {
     /// Leave timestamp queries off even where the adapter has them (`RESNET_TIMESTAMPS=0`):
     /// for drivers whose timestamps are wrong, and to see what an adapter without them gets.
     pub no_timestamps: bool,
+    /// Leave cooperative matrices (the tensor-core family) off even where the adapter fits them
+    /// (`RESNET_COOPERATIVE=0`): wgpu marks them experimental.
+    pub no_cooperative: bool,
     /// The arithmetic of the convolutions: fp32 (the default, bit-exact as ever) or mixed
     /// (f16 operands, f32 accumulation; needs the adapter's `SHADER_F16`).
     pub precision: Precision,

@@ -6,6 +6,7 @@
 
 mod adapter;
 mod choices;
+mod cooperative;
 pub mod kernel;
 mod peak;
 mod pending;
@@ -19,6 +20,7 @@ mod tuning;
 pub use adapter::list_adapters;
 pub use adapter::{parse_backend, AdapterSummary, GpuOptions, Precision};
 pub use choices::{AdapterId, Choice, KernelSet};
+pub use cooperative::tensor_cores_fit;
 pub use kernel::{Kernel, Uniform};
 pub use peak::{describe_cooperative_matrix, known_peak, Peak};
 pub use pending::{PendingRead, Submitted};
@@ -100,6 +102,19 @@ pub struct Gpu {
     readback: RefCell<Vec<wgpu::Buffer>>,
 }
 
+/// wgpu's consent to its experimental features, given only where the tensor-core family will run.
+fn experimental(tensor_cores: bool) -> wgpu::ExperimentalFeatures {
+    match tensor_cores {
+        // SAFETY: wgpu marks cooperative matrices experimental (its implementation may still have
+        // bugs). They are enabled only on adapters that list the exact configuration the family
+        // uses; the family's results are checked by `resnet selftest --precision mixed` on the
+        // user's adapter, the tuner races it against the f16 GEMM tiles, and
+        // RESNET_COOPERATIVE=0 leaves it off.
+        true => unsafe { wgpu::ExperimentalFeatures::enabled() },
+        false => wgpu::ExperimentalFeatures::disabled(),
+    }
+}
+
 impl Gpu {
     /// Opens the best adapter allowed by `opts` and a device with the adapter's full limits.
     pub async fn new(opts: &GpuOptions) -> Result<Gpu> {
@@ -135,6 +150,16 @@ impl Gpu {
             Precision::Fp32 => wanted,
             Precision::Mixed => wanted | wgpu::Features::SHADER_F16,
         };
+        // tensor cores for mixed precision, where the adapter fits the family written for them
+        let tensor_cores = opts.precision == Precision::Mixed
+            && !opts.no_cooperative
+            && tensor_cores_fit(&info, adapter_features, &cooperative_matrices);
+        let wanted = match tensor_cores {
+            true => {
+                wanted | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SUBGROUP
+            }
+            false => wanted,
+        };
         if opts.precision == Precision::Mixed
             && !adapter_features.contains(wgpu::Features::SHADER_F16)
         {
@@ -150,6 +175,7 @@ impl Gpu {
                 label: Some("resnet"),
                 required_features: features,
                 required_limits: limits.clone(),
+                experimental_features: experimental(tensor_cores),
                 ..Default::default()
             })
             .await

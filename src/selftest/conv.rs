@@ -54,7 +54,11 @@ pub(super) fn check_all(opts: &GpuOptions) -> Result<Vec<Group>> {
             tune: Some(false),
             ..opts.clone()
         };
-        devices.push((family, Gpu::new_blocking(&forced)?));
+        let gpu = Gpu::new_blocking(&forced)?;
+        // the tensor-core family only where the adapter has cooperative matrices
+        if family.runs_on(gpu.features) {
+            devices.push((family, gpu));
+        }
     }
     let mut groups: Vec<Group> = devices
         .iter()

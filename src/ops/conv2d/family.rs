@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 /// The version of the kernel set: bump it whenever a family is added, removed or changed (its row
 /// or its template), so that choices measured on the old kernels are measured again.
-pub const KERNEL_SET_VERSION: u32 = 5;
+pub const KERNEL_SET_VERSION: u32 = 6;
 
 /// The family of CPU drivers where nothing was measured: register blocks suit their registers.
 const CPU_DEFAULT: KernelFamily = KernelFamily::Register16x16;
@@ -26,6 +26,11 @@ const MIXED_DEFAULTS: (KernelFamily, KernelFamily) =
 
 const REGISTER_TEMPLATE: &str = include_str!("../../../shaders/conv2d.wgsl");
 const GEMM_TEMPLATE: &str = include_str!("../../../shaders/conv2d_gemm.wgsl");
+const COOP_TEMPLATE: &str = include_str!("../../../shaders/conv2d_coop.wgsl");
+
+/// The line of shaders/conv2d_gemm.wgsl above which its text is shared with the tensor-core
+/// family (parameters, geometry, operand loads, the output's layout).
+const GEMM_SHARED_END: &str = "// ==== the register-tile GEMM";
 
 /// A tile of the GEMM kernels: rows (channels) and columns of C per workgroup, depth per step,
 /// and the rows and columns each of the 256 invocations keeps.
@@ -57,6 +62,10 @@ pub(crate) enum Scheme {
     },
     /// shaders/conv2d_gemm.wgsl's kernels (`conv_fwd_gemm`, `conv_dx_gemm`, `conv_dw_gemm`).
     Gemm(Tile),
+    /// shaders/conv2d_coop.wgsl's tensor-core kernels on the GEMM family's operands and grid
+    /// (same entry points): 16x16x16 cooperative matrices, f16 operands, f32 sums; 64x64x16
+    /// tiles only. Offered where the device has cooperative matrices ([`KernelFamily::runs_on`]).
+    Coop(Tile),
     /// shaders/conv2d.wgsl's workgroup-memory tiles of 64x64 outputs (`conv_fwd_tiled`,
     /// `conv_dx_tiled`, `conv_dw_tiled`): in every register module, taken from the 16x16 one.
     Tiled,
@@ -142,6 +151,9 @@ families! {
     Gemm64x64F16:   "gemm64x64-f16",   Some("gemm-f16"),  "conv2d_gemm.wgsl (64x64, f16)",   Mixed, gemm(64, 64, 16, 4, 4);
     /// The 128x128 GEMM tile in f16.
     Gemm128x128F16: "gemm128x128-f16", None,              "conv2d_gemm.wgsl (128x128, f16)", Mixed, gemm(128, 128, 8, 8, 8);
+    /// Tensor cores: the 64x64 GEMM tile multiplied as 16x16x16 cooperative matrices (f16 in, f32
+    /// sums); only where the adapter has them (native Vulkan on NVIDIA-class GPUs).
+    Coop64x64F16:   "coop64x64-f16",   Some("coop-f16"),  "conv2d_coop.wgsl (64x64, f16)",   Mixed, Scheme::Coop(Tile { tm: 64, tn: 64, tk: 16, rm: 0, rn: 0 });
 }
 
 /// The scheme of a register block of `channels` x `pixels`.
@@ -210,27 +222,62 @@ impl KernelFamily {
         }
     }
 
-    /// (rows, columns) of C per workgroup of a GEMM family (rows are channels).
+    /// (rows, columns) of C per workgroup of a GEMM family, tensor cores' included (rows are
+    /// channels).
     pub fn gemm_tile(self) -> Option<(usize, usize)> {
         match self.scheme() {
-            Scheme::Gemm(t) => Some((t.tm, t.tn)),
+            Scheme::Gemm(t) | Scheme::Coop(t) => Some((t.tm, t.tn)),
             _ => None,
         }
     }
 
+    /// Whether a device with `features` can run this family: the tensor-core family needs
+    /// cooperative matrices, which `Gpu::open` enables only where the adapter fits it
+    /// (`gpu::fits_tensor_core_family`); every other family runs everywhere its precision does.
+    pub fn runs_on(self, features: wgpu::Features) -> bool {
+        match self.scheme() {
+            Scheme::Coop(_) => features.contains(
+                wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SUBGROUP,
+            ),
+            _ => true,
+        }
+    }
+
+    /// The families a device with `features` runs in `precision`, in the order the tuner tries
+    /// them (for a `Gpu`: `offered(gpu.precision, gpu.features)`).
+    pub fn offered(precision: Precision, features: wgpu::Features) -> Vec<KernelFamily> {
+        KernelFamily::of_precision(precision)
+            .filter(|f| f.runs_on(features))
+            .collect()
+    }
+
     /// The family ops build with on `gpu` where no per-shape choice says otherwise: the one
     /// `--kernels` forced, else in fp32 register blocks on CPU drivers and GEMM tiles on GPUs,
-    /// and the same in f16 in mixed precision.
+    /// and the same in f16 in mixed precision, tensor cores first where the GPU has them.
     pub fn of(gpu: &Gpu) -> KernelFamily {
-        let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
-        let (on_cpu, on_gpu) = match gpu.precision {
-            Precision::Fp32 => (CPU_DEFAULT, GPU_DEFAULT),
-            Precision::Mixed => MIXED_DEFAULTS,
-        };
         match gpu.forced_kernels().and_then(KernelFamily::from_name) {
             Some(f) => f,
-            None if cpu => on_cpu,
-            None => on_gpu,
+            None => KernelFamily::default_for(gpu.info.device_type, gpu.precision, gpu.features),
+        }
+    }
+
+    /// The family of a device of `device_type` with `features` in `precision` where nothing
+    /// was forced or measured.
+    fn default_for(
+        device_type: wgpu::DeviceType,
+        precision: Precision,
+        features: wgpu::Features,
+    ) -> KernelFamily {
+        let (on_cpu, on_gpu) = match precision {
+            Precision::Fp32 => (CPU_DEFAULT, GPU_DEFAULT),
+            Precision::Mixed if KernelFamily::Coop64x64F16.runs_on(features) => {
+                (MIXED_DEFAULTS.0, KernelFamily::Coop64x64F16)
+            }
+            Precision::Mixed => MIXED_DEFAULTS,
+        };
+        match device_type {
+            wgpu::DeviceType::Cpu => on_cpu,
+            _ => on_gpu,
         }
     }
 }
@@ -239,6 +286,9 @@ impl Scheme {
     /// The source of this scheme's module: its template with its constants set, and in
     /// `Mixed` precision its workgroup tiles in f16 (the template's `alias tile_t = f32;`).
     fn source(self, module: &str, precision: Precision) -> String {
+        if let Scheme::Coop(t) = self {
+            return coop_source(module, t);
+        }
         let f32_source = self.f32_source(module);
         match precision {
             Precision::Fp32 => f32_source,
@@ -264,6 +314,7 @@ impl Scheme {
                 template::expand(module, REGISTER_TEMPLATE, &consts, &counts)
             }
             Scheme::Tiled => register(16, 16).f32_source(module),
+            Scheme::Coop(_) => unreachable!("the tensor-core family has f16 operands only"),
             Scheme::Gemm(t) => {
                 assert_eq!(
                     (t.tm / t.rm) * (t.tn / t.rn),
@@ -289,6 +340,28 @@ impl Scheme {
             }
         }
     }
+}
+
+/// The tensor-core module: the shared part of the GEMM template (above [`GEMM_SHARED_END`]), then
+/// shaders/conv2d_coop.wgsl, with the tile's constants set. Its kernels are written for 64x64x16
+/// tiles of 8 subgroups: any other tile is a programming error.
+fn coop_source(module: &str, t: Tile) -> String {
+    assert_eq!(
+        (t.tm, t.tn, t.tk),
+        (64, 64, 16),
+        "{module}: tiles of 64x64x16 only"
+    );
+    let shared_end = GEMM_TEMPLATE
+        .find(GEMM_SHARED_END)
+        .expect("conv2d_gemm.wgsl marks where its shared part ends");
+    let template = format!("{}{COOP_TEMPLATE}", &GEMM_TEMPLATE[..shared_end]);
+    let consts = [("TM", t.tm), ("TN", t.tn), ("TK", t.tk)];
+    let counts = [
+        ("A_SLOADS", t.tk * t.tm / 256),
+        ("B_LOADS", t.tk * t.tn / 256),
+    ];
+    let body = template::expand(module, &template, &consts, &counts);
+    format!("enable f16;\nenable wgpu_cooperative_matrix;\n{body}")
 }
 
 /// The shader module (name, source) that holds `family`'s kernels, expanded once per process.
@@ -385,24 +458,29 @@ impl GpuOptions {
         )))
     }
 
-    /// Options from the environment: `WGPU_BACKEND` (read by wgpu), `RESNET_KERNELS` and
-    /// `RESNET_TIMESTAMPS` (`0` leaves timestamp queries off).
+    /// Options from the environment: `WGPU_BACKEND` (read by wgpu), `RESNET_KERNELS`,
+    /// `RESNET_TIMESTAMPS` (`0` leaves timestamp queries off) and `RESNET_COOPERATIVE` (`0`
+    /// leaves cooperative matrices, the tensor-core family, off).
     pub fn from_env() -> Result<Self> {
         let mut o = GpuOptions::default();
         match std::env::var("RESNET_KERNELS") {
             Ok(v) if !v.is_empty() => o.set_kernels(&v)?,
             _ => {}
         }
-        o.no_timestamps = match std::env::var("RESNET_TIMESTAMPS").as_deref() {
-            Err(_) | Ok("") | Ok("1") | Ok("on") => false,
-            Ok("0") | Ok("off") => true,
-            Ok(other) => {
-                return Err(Error::Invalid(format!(
-                    "RESNET_TIMESTAMPS: '{other}' is neither 0 nor 1 (off or on)"
-                )))
-            }
-        };
+        o.no_timestamps = switched_off("RESNET_TIMESTAMPS")?;
+        o.no_cooperative = switched_off("RESNET_COOPERATIVE")?;
         Ok(o)
+    }
+}
+
+/// Whether the switch `var` (on unless set to 0 or off) is off; another value is an error.
+fn switched_off(var: &str) -> Result<bool> {
+    match std::env::var(var).as_deref() {
+        Err(_) | Ok("") | Ok("1") | Ok("on") => Ok(false),
+        Ok("0") | Ok("off") => Ok(true),
+        Ok(other) => Err(Error::Invalid(format!(
+            "{var}: '{other}' is neither 0 nor 1 (off or on)"
+        ))),
     }
 }
 
@@ -453,9 +531,53 @@ mod tests {
     #[test]
     fn both_buffers_fit_webgpus_default_workgroup_storage() {
         for f in FAMILIES {
-            if let Scheme::Gemm(t) = f.scheme {
-                assert!(2 * (t.tm + t.tn) * t.tk * 4 <= 16384, "{t:?}");
-            }
+            let bytes = match f.scheme {
+                Scheme::Gemm(t) => 2 * (t.tm + t.tn) * t.tk * 4,
+                // f16 tiles, and 8 subgroups' 16x16 f32 blocks staged for the output
+                Scheme::Coop(t) => 2 * (t.tm + t.tn) * t.tk * 2 + 8 * 16 * 16 * 4,
+                _ => continue,
+            };
+            assert!(bytes <= 16384, "{}: {bytes} bytes", f.name);
         }
+    }
+
+    #[test]
+    fn the_tensor_core_family_needs_cooperative_matrices() {
+        use wgpu::Features as F;
+        let f16 = F::SHADER_F16;
+        let tensor_cores = f16 | F::EXPERIMENTAL_COOPERATIVE_MATRIX | F::SUBGROUP;
+        let coop = KernelFamily::Coop64x64F16;
+        let with = KernelFamily::offered(Precision::Mixed, tensor_cores);
+        let without = KernelFamily::offered(Precision::Mixed, f16);
+        assert!(with.contains(&coop) && !without.contains(&coop));
+        assert_eq!(
+            with.len(),
+            without.len() + 1,
+            "nothing else depends on them"
+        );
+        // subgroups are needed as well (the kernels read subgroup_id)
+        let no_subgroups = tensor_cores - F::SUBGROUP;
+        assert!(!KernelFamily::offered(Precision::Mixed, no_subgroups).contains(&coop));
+        // never in fp32, whatever the device has
+        assert!(!KernelFamily::offered(Precision::Fp32, tensor_cores).contains(&coop));
+        // a GPU with tensor cores starts mixed precision on them, a CPU driver never does
+        let gpu = wgpu::DeviceType::DiscreteGpu;
+        let cpu = wgpu::DeviceType::Cpu;
+        assert_eq!(
+            KernelFamily::default_for(gpu, Precision::Mixed, tensor_cores),
+            coop
+        );
+        assert_eq!(
+            KernelFamily::default_for(gpu, Precision::Mixed, f16),
+            KernelFamily::Gemm64x64F16
+        );
+        assert_eq!(
+            KernelFamily::default_for(cpu, Precision::Mixed, tensor_cores),
+            KernelFamily::Register16x16F16
+        );
+        assert_eq!(
+            KernelFamily::default_for(gpu, Precision::Fp32, tensor_cores),
+            KernelFamily::Gemm64x64
+        );
     }
 }

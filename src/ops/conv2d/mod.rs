@@ -303,15 +303,26 @@ fn pick(
     // a remembered name no family has any more is no choice: it is measured again
     let key = choice_key(gpu, sh);
     let chosen = gpu.choice(op, &key).and_then(KernelFamily::from_name);
-    if let Some(f) = chosen.filter(|f| f.precision() == gpu.precision) {
+    if let Some(f) = chosen.filter(|f| f.precision() == gpu.precision && f.runs_on(gpu.features)) {
         return build(f);
+    }
+    let own = KernelFamily::of(gpu);
+    if !own.runs_on(gpu.features) {
+        return Err(Error::Invalid(format!(
+            "kernel family {} (`kernels` or RESNET_KERNELS) needs cooperative matrices \
+             (16x16x16 f16*f16+f32 in subgroups of 32), which {} ({:?}) does not offer; `resnet \
+             info` lists what it has",
+            own.name(),
+            gpu.info.name,
+            gpu.info.backend
+        )));
     }
     #[cfg(not(target_arch = "wasm32"))]
     if gpu.tunes() {
         return tune::fastest(gpu, op, sh, build);
     }
     gpu.note_untuned(op, &key);
-    build(KernelFamily::of(gpu))
+    build(own)
 }
 
 /// Records y = conv2d(x, w) + bias. Returns the kernels to dispatch, in order.
@@ -359,7 +370,9 @@ pub(super) fn forward_with(
     const OP: &str = FORWARD;
     let npq = (sh.n * sh.p() * sh.q()) as u64;
     let (cb, pb) = match family.scheme() {
-        Scheme::Gemm(tile) => return gemm::forward(gpu, sh, x, w, b, has_bias, y, family, tile),
+        Scheme::Gemm(tile) | Scheme::Coop(tile) => {
+            return gemm::forward(gpu, sh, x, w, b, has_bias, y, family, tile);
+        }
         Scheme::Register { channels, pixels } => (channels, pixels),
         Scheme::Tiled => {
             let params = sh.params(1, 0, has_bias, 16);
@@ -406,7 +419,9 @@ pub(super) fn backward_input_with(
     const OP: &str = BACKWARD_INPUT;
     let nhw = (sh.n * sh.h * sh.w) as u64;
     let (cb, pb) = match family.scheme() {
-        Scheme::Gemm(tile) => return gemm::backward_input(gpu, sh, dy, w, dx, family, tile),
+        Scheme::Gemm(tile) | Scheme::Coop(tile) => {
+            return gemm::backward_input(gpu, sh, dy, w, dx, family, tile);
+        }
         Scheme::Register { channels, pixels } => (channels, pixels),
         Scheme::Tiled => {
             let params = sh.params(1, 0, false, 16);
@@ -472,7 +487,9 @@ pub(super) fn backward_weight_with(
         Scheme::Register { channels, pixels } => {
             dw_register(gpu, sh, x, dy, family, (channels, pixels))?
         }
-        Scheme::Gemm(tile) => gemm::backward_weight(gpu, sh, x, dy, family, tile)?,
+        Scheme::Gemm(tile) | Scheme::Coop(tile) => {
+            gemm::backward_weight(gpu, sh, x, dy, family, tile)?
+        }
         Scheme::Tiled => dw_tiled(gpu, sh, x, dy, family)?,
     };
     // the splits' partial sums, added in a fixed order

@@ -62,11 +62,15 @@ impl Race {
         fastest
     }
 
-    /// The families of the device's precision in the order they run: the device's own first.
+    /// The families the device runs in its precision, in the order they run: its own first.
     fn entrants(gpu: &Gpu) -> Vec<KernelFamily> {
         let own = KernelFamily::of(gpu);
         let mut all = vec![own];
-        all.extend(KernelFamily::of_precision(gpu.precision).filter(|&f| f != own));
+        all.extend(
+            KernelFamily::offered(gpu.precision, gpu.features)
+                .into_iter()
+                .filter(|&f| f != own),
+        );
         all
     }
 

@@ -1,0 +1,146 @@
+// conv2d as implicit GEMM on cooperative matrices (tensor cores): the mixed-precision family
+// `coop64x64-f16`. Not a module by itself: src/ops/conv2d/family.rs appends it to the shared part
+// of shaders/conv2d_gemm.wgsl (everything above its `====` line: parameters, geometry, operand
+// loads, the output's layout), so the three modes, the grid and the entry points are the GEMM
+// family's; only the multiplication differs.
+//
+// A workgroup of 256 invocations is 8 subgroups of 32 (the family is offered only where the
+// adapter's subgroups are exactly 32 wide and it lists 16x16x16 f16*f16+f32 matrices). It owns a
+// 64x64 tile of C as 4 x 4 blocks of 16x16: subgroup s multiplies the blocks at rows
+// 16 * (s % 4) and columns 32 * (s / 4) + {0, 16}, one 16x16x16 product per block and depth
+// step, accumulated in f32 matrices. The operands go through workgroup memory as in the GEMM
+// family (double-buffered, the loads of step t+1 in flight while step t is multiplied), rounded
+// to f16 as they are stored: A [TK][TM] (a column-major 16-row strip per block), B [TK][TN]
+// (row-major). At the end each subgroup stores one block at a time into its 16x16 of `stage`,
+// and the whole workgroup writes the staged blocks out through the layout of the mode (plus the
+// bias in mode 0), so no output layout has to be a strided matrix. Workgroup memory: 4 + 4 KiB of
+// f16 tiles and 8 KiB of staging, WebGPU's default 16 KiB.
+
+const SUBGROUP: u32 = 32u;
+const SUBGROUPS: u32 = THREADS / SUBGROUP;
+const BLOCK: u32 = 16u;                 // the cooperative matrices' M, N and K
+const ROW_BLOCKS: u32 = TM / BLOCK;     // 4: the subgroups of one column of blocks
+
+var<workgroup> tile_a: array<f16, 2u * TK * TM>;             // [buffer][TK][TM]
+var<workgroup> tile_b: array<f16, 2u * TK * TN>;             // [buffer][TK][TN]
+var<workgroup> stage: array<f32, SUBGROUPS * BLOCK * BLOCK>; // [subgroup][16][16], row-major
+
+// Stores load l of A (mode 2), the vec4 of A (modes 0, 1) and load l of B into buffer `buf`:
+// the same places as the GEMM family's, as scalars.
+fn store_a2(buf: u32, lid: u32, l: u32, v: f32) {
+    let m = lid / TK + l * (THREADS / TK);
+    tile_a[buf * TK * TM + (lid % TK) * TM + m] = f16(v);
+}
+
+fn store_a4(buf: u32, lid: u32, v: vec4<f32>) {
+    let at = buf * TK * TM + lid * 4u;
+    for (var i = 0u; i < 4u; i++) {
+        tile_a[at + i] = f16(v[i]);
+    }
+}
+
+fn store_b(mode: u32, buf: u32, lid: u32, l: u32, v: f32) {
+    var d: u32;
+    var c: u32;
+    if (mode == 2u) {
+        d = lid % TK;
+        c = lid / TK + l * (THREADS / TK);
+    } else {
+        d = lid / TN + l * (THREADS / TN);
+        c = lid % TN;
+    }
+    tile_b[buf * TK * TN + d * TN + c] = f16(v);
+}
+
+// Writes out the block every subgroup staged, its column block `half` (0 or 1): invocation lid
+// writes element lid of each, so neighbouring invocations write neighbouring columns.
+fn write_stage(mode: u32, g: Geometry, lid: u32, half: u32) {
+    let i = lid / BLOCK;
+    let j = lid % BLOCK;
+    for (var s = 0u; s < SUBGROUPS; s++) {
+        let m = g.m0 + (s % ROW_BLOCKS) * BLOCK + i;
+        let col = g.n0 + (s / ROW_BLOCKS) * 2u * BLOCK + half * BLOCK + j;
+        write_one(mode, g, m, col, stage[s * BLOCK * BLOCK + lid]);
+    }
+}
+
+fn gemm_coop(mode: u32, wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sg: u32) {
+    // no early return for the padding workgroups of a 2-D grid (cooperative operations need the
+    // whole workgroup's control flow uniform): their loads read zeros or real data and their
+    // columns lie past the output, so they write nothing
+    let g = geometry(mode, wid, nwg);
+    let col = b_column(mode, g.n0 + lid % TN, g.nc);
+    //%[l<B_LOADS] let wj{l} = b_weight(g.n0 + lid / TK + {l}u * (THREADS / TK));
+    // this subgroup's blocks: rows mb.., columns nb.. and nb + 16..
+    let mb = (sg % ROW_BLOCKS) * BLOCK;
+    let nb = (sg / ROW_BLOCKS) * 2u * BLOCK;
+    var acc0: coop_mat16x16<f32, C>;
+    var acc1: coop_mat16x16<f32, C>;
+    var va = vec4<f32>(0.0);
+    //%[l<A_SLOADS] var sa{l} = 0.0;
+    //%[l<B_LOADS] var sb{l} = 0.0;
+    let steps = (g.d_end - g.d_begin + TK - 1u) / TK;
+    for (var t = 0u; t <= steps; t++) {
+        let d0 = g.d_begin + t * TK;
+        let more = t < steps;
+        if (more) {
+            var px: Column;
+            if (mode == 2u) {
+                px = dw_pixel(g, d0 + lid % TK);
+                //%[l<A_SLOADS] sa{l} = load_a2(g, d0 + lid % TK, lid, {l}u);
+            } else {
+                va = load_a4(g, d0, lid);
+            }
+            //%[l<B_LOADS] sb{l} = load_b(mode, g, d0, lid, col, px, wj{l}, {l}u);
+        }
+        // step t - 1's product, unconditionally: cooperative operations need uniform control
+        // flow, and naga counts any branch on a local variable as non-uniform. At t = 0 this
+        // multiplies buffer 1, still all zeros (WGSL zero-initializes workgroup memory), so the
+        // sums stay exactly zero.
+        let ab = ((t + 1u) % 2u) * TK * TM;
+        let bb = ((t + 1u) % 2u) * TK * TN;
+        let a = coopLoad<coop_mat16x16<f16, A>>(&tile_a[ab + mb], TM);
+        let b0 = coopLoadT<coop_mat16x16<f16, B>>(&tile_b[bb + nb], TN);
+        let b1 = coopLoadT<coop_mat16x16<f16, B>>(&tile_b[bb + nb + BLOCK], TN);
+        acc0 = coopMultiplyAdd(a, b0, acc0);
+        acc1 = coopMultiplyAdd(a, b1, acc1);
+        if (more) {
+            let buf = t % 2u;
+            if (mode == 2u) {
+                //%[l<A_SLOADS] store_a2(buf, lid, {l}u, sa{l});
+            } else if (lid < A_VEC) {
+                store_a4(buf, lid, va);
+            }
+            //%[l<B_LOADS] store_b(mode, buf, lid, {l}u, sb{l});
+        }
+        workgroupBarrier();
+    }
+    coopStoreT(acc0, &stage[sg * BLOCK * BLOCK], BLOCK);
+    workgroupBarrier();
+    write_stage(mode, g, lid, 0u);
+    workgroupBarrier();
+    coopStoreT(acc1, &stage[sg * BLOCK * BLOCK], BLOCK);
+    workgroupBarrier();
+    write_stage(mode, g, lid, 1u);
+}
+
+// forward: wt = w re-laid [C*R*S, Kpad], src_b = x, dst = y, bias
+@compute @workgroup_size(256)
+fn conv_fwd_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32, @builtin(subgroup_id) sg: u32) {
+    gemm_coop(0u, wid, nwg, lid, sg);
+}
+
+// backward to input: wt = w re-laid [R*S, K, Cpad], src_b = dy, dst = dx
+@compute @workgroup_size(256)
+fn conv_dx_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32, @builtin(subgroup_id) sg: u32) {
+    gemm_coop(1u, wid, nwg, lid, sg);
+}
+
+// backward to weights: src_a = dy, src_b = x, dst = partial [splits, K, C*R*S]; wid.y = split
+@compute @workgroup_size(256)
+fn conv_dw_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32, @builtin(subgroup_id) sg: u32) {
+    gemm_coop(2u, wid, nwg, lid, sg);
+}
