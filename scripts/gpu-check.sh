@@ -4,7 +4,8 @@
 # /work/.library/device/README.md). It runs `resnet info`, `resnet selftest` (fp32 and
 # --precision mixed), `resnet bench` for resnet20 at batch 128 (32x32) and resnet50 at batch 64
 # (224x224) after `resnet tune` of both (every kernel family timed at every convolution shape), in
-# fp32 and in mixed precision, `resnet bench --profile` of both (where a step's GPU time goes per
+# fp32 and in mixed precision (there with `resnet info --amp`, which says whether the tensor-core
+# family runs, and `resnet tune --amp` of resnet50), `resnet bench --profile` of both (where a step's GPU time goes per
 # kind of op, against the GPU's peaks: profile-MODEL-bBATCH-PRECISION.txt), then scripts/torch_bench.py (eager
 # PyTorch, 20 warm-up and 50 timed steps, CUDA events; its versions, clocks and GPU processes in
 # torch_bench.log) on 16 combinations: resnet20 at batch 128 and 512 in strict fp32 and AMP fp16,
@@ -276,7 +277,12 @@ case "$MODE" in
     bench_ours resnet50 64 224
     profile_ours resnet20 128 32
     profile_ours resnet50 64 224
-    # mixed precision: the f16 families raced by the benches themselves, then the same
+    # mixed precision: whether the tensor-core family runs (the adapter's cooperative matrices),
+    # every f16 family's time at resnet50's shapes (coop64x64-f16 among them where it runs), then
+    # the same benches
+    step "$R" info --amp >"$OUT/info-mixed.txt"
+    grep -i "cooperative" "$OUT/info-mixed.txt" || true
+    step "$R" tune --amp --model resnet50 --batch-size 64 --eval-batch-size 64 >"$OUT/tune-resnet50-mixed.txt"
     bench_ours resnet20 128 32 mixed
     bench_ours resnet50 64 224 mixed
     profile_ours resnet50 64 224 mixed

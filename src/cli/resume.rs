@@ -8,6 +8,7 @@
 
 use super::flags::with_flags;
 use clap::ArgMatches;
+use resnet::gpu::Precision;
 use resnet::{Error, Result};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -66,7 +67,28 @@ fn given(train: &clap::Command, m: &ArgMatches) -> Given {
         let values = raw.map(|v| absolute(id, v.to_string_lossy().into_owned()));
         out.insert(id.to_string(), values.collect());
     }
+    canonical_precision(&mut out);
     out
+}
+
+/// `--amp` is `--precision mixed`, and a precision is recorded by its canonical name (`amp` is
+/// `mixed`), so that a run and its resume agree however each spelled it. `--amp` beside another
+/// precision is left as given: that contradiction is an error of its own.
+fn canonical_precision(out: &mut Given) {
+    let canonical = |v: &str| Precision::parse(v).map_or(v.to_string(), |p| p.name().to_string());
+    if let Some(values) = out.get_mut("precision") {
+        for v in values.iter_mut() {
+            *v = canonical(v);
+        }
+    }
+    let amp = out
+        .get("amp")
+        .is_some_and(|v| v.iter().all(|x| x == "true"));
+    let mixed = Precision::Mixed.name().to_string();
+    if amp && out.get("precision").is_none_or(|p| p.len() == 1 && p[0] == mixed) {
+        out.remove("amp");
+        out.insert("precision".into(), vec![mixed]);
+    }
 }
 
 /// `value` of option `id`, absolute where it names a local file or folder.
@@ -197,4 +219,32 @@ fn first_line(e: &clap::Error) -> String {
         .next()
         .unwrap_or("invalid recorded options");
     line.strip_prefix("error: ").unwrap_or(line).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn given_to(args: &[&str]) -> Given {
+        let train = train_command();
+        let m = train
+            .clone()
+            .try_get_matches_from([&["train"], args].concat())
+            .unwrap();
+        given(&train, &m)
+    }
+
+    #[test]
+    fn amp_and_mixed_precision_are_one_choice() {
+        let mixed = given_to(&["--precision", "mixed"]);
+        assert_eq!(mixed.get("precision"), Some(&vec!["mixed".to_string()]));
+        assert_eq!(given_to(&["--amp"]), mixed);
+        assert_eq!(given_to(&["--precision", "AMP"]), mixed);
+        assert_eq!(given_to(&["--amp", "--precision", "mixed"]), mixed);
+        let fp32 = given_to(&["--precision", "float32"]);
+        assert_eq!(fp32.get("precision"), Some(&vec!["fp32".to_string()]));
+        // a contradiction stays as given, for its own error
+        let both = given_to(&["--amp", "--precision", "fp32"]);
+        assert!(both.contains_key("amp") && both["precision"] == ["fp32"]);
+    }
 }
