@@ -85,7 +85,11 @@ fn canonical_precision(out: &mut Given) {
         .get("amp")
         .is_some_and(|v| v.iter().all(|x| x == "true"));
     let mixed = Precision::Mixed.name().to_string();
-    if amp && out.get("precision").is_none_or(|p| p.len() == 1 && p[0] == mixed) {
+    if amp
+        && out
+            .get("precision")
+            .is_none_or(|p| p.len() == 1 && p[0] == mixed)
+    {
         out.remove("amp");
         out.insert("precision".into(), vec![mixed]);
     }

@@ -102,6 +102,77 @@ pub struct Gpu {
     readback: RefCell<Vec<wgpu::Buffer>>,
 }
 
+/// The features to ask `info`'s adapter for, and whether they include the tensor cores'
+/// (cooperative matrices and subgroups: mixed precision where the adapter fits the family written
+/// for them and `RESNET_COOPERATIVE` is not 0). Mixed precision without f16 shaders is an error.
+fn wanted_features(
+    opts: &GpuOptions,
+    info: &wgpu::AdapterInfo,
+    adapter_features: wgpu::Features,
+    cooperative_matrices: &[wgpu::CooperativeMatrixProperties],
+) -> Result<(wgpu::Features, bool)> {
+    let mut wanted = match opts.no_timestamps {
+        true => wgpu::Features::empty(),
+        false => wgpu::Features::TIMESTAMP_QUERY,
+    };
+    if opts.precision == Precision::Mixed {
+        if !adapter_features.contains(wgpu::Features::SHADER_F16) {
+            return Err(Error::Invalid(format!(
+                "`precision` mixed needs f16 shaders (shader-f16), which {} ({:?}) does not \
+                 offer; use `precision` fp32",
+                info.name, info.backend
+            )));
+        }
+        wanted |= wgpu::Features::SHADER_F16;
+    }
+    let tensor_cores = opts.precision == Precision::Mixed
+        && !opts.no_cooperative
+        && tensor_cores_fit(info, adapter_features, cooperative_matrices);
+    if tensor_cores {
+        wanted |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SUBGROUP;
+    }
+    Ok((adapter_features & wanted, tensor_cores))
+}
+
+/// A device with `features` (and `limits`): where the tensor cores' experimental features make
+/// the request fail, once more without them (the f16 families run anyway).
+async fn request_device(
+    adapter: &wgpu::Adapter,
+    info: &wgpu::AdapterInfo,
+    limits: &wgpu::Limits,
+    features: wgpu::Features,
+    tensor_cores: bool,
+) -> Result<(wgpu::Device, wgpu::Queue, wgpu::Features)> {
+    let request = |features: wgpu::Features, tensor_cores: bool| {
+        adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("resnet"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: experimental(tensor_cores),
+            ..Default::default()
+        })
+    };
+    let (device, queue, features) = match request(features, tensor_cores).await {
+        Ok((d, q)) => (d, q, features),
+        Err(_) if tensor_cores => {
+            let without = features
+                - wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
+                - wgpu::Features::SUBGROUP;
+            let (d, q) = request(without, false)
+                .await
+                .map_err(|e| Error::Device(format!("{} ({:?}): {e}", info.name, info.backend)))?;
+            (d, q, without)
+        }
+        Err(e) => {
+            return Err(Error::Device(format!(
+                "{} ({:?}): {e}",
+                info.name, info.backend
+            )))
+        }
+    };
+    Ok((device, queue, features))
+}
+
 /// wgpu's consent to its experimental features, given only where the tensor-core family will run.
 fn experimental(tensor_cores: bool) -> wgpu::ExperimentalFeatures {
     match tensor_cores {
@@ -140,46 +211,12 @@ impl Gpu {
         // Ask for everything the adapter offers: big models need big storage bindings.
         limits.max_compute_workgroups_per_dimension =
             limits.max_compute_workgroups_per_dimension.max(1);
-        let wanted = match opts.no_timestamps {
-            true => wgpu::Features::empty(),
-            false => wgpu::Features::TIMESTAMP_QUERY,
-        };
         let adapter_features = adapter.features();
         let cooperative_matrices = adapter.cooperative_matrix_properties();
-        let wanted = match opts.precision {
-            Precision::Fp32 => wanted,
-            Precision::Mixed => wanted | wgpu::Features::SHADER_F16,
-        };
-        // tensor cores for mixed precision, where the adapter fits the family written for them
-        let tensor_cores = opts.precision == Precision::Mixed
-            && !opts.no_cooperative
-            && tensor_cores_fit(&info, adapter_features, &cooperative_matrices);
-        let wanted = match tensor_cores {
-            true => {
-                wanted | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SUBGROUP
-            }
-            false => wanted,
-        };
-        if opts.precision == Precision::Mixed
-            && !adapter_features.contains(wgpu::Features::SHADER_F16)
-        {
-            return Err(Error::Invalid(format!(
-                "`precision` mixed needs f16 shaders (shader-f16), which {} ({:?}) does not \
-                 offer; use `precision` fp32",
-                info.name, info.backend
-            )));
-        }
-        let features = adapter_features & wanted;
-        let (device, queue) = adapter
-            .request_device(&wgpu::DeviceDescriptor {
-                label: Some("resnet"),
-                required_features: features,
-                required_limits: limits.clone(),
-                experimental_features: experimental(tensor_cores),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| Error::Device(format!("{} ({:?}): {e}", info.name, info.backend)))?;
+        let (features, tensor_cores) =
+            wanted_features(opts, &info, adapter_features, &cooperative_matrices)?;
+        let (device, queue, features) =
+            request_device(&adapter, &info, &limits, features, tensor_cores).await?;
         let choices = store::Store::new(opts, &info);
         let gpu = Gpu {
             device,

@@ -104,7 +104,8 @@ impl Conv2dShape {
     /// The shape of a [`Conv2dShape::key`] (or of a [`choice_key`], which may add the
     /// precision).
     pub fn from_key(key: &[usize]) -> Option<Conv2dShape> {
-        let (&[n, c, h, w, k, r, s, stride, pad], [] | [16]) = key.split_at(key.len().min(9))
+        let (&[n, c, h, w, k, r, s, stride, pad], [] | [16] | [16, 1]) =
+            key.split_at(key.len().min(9))
         else {
             return None;
         };
@@ -281,12 +282,34 @@ fn scratch(gpu: &Gpu, op: &'static str, len: usize) -> Result<Tensor> {
     gpu.zeros(&[len])
 }
 
+/// Why a forced `family` cannot run on `gpu` (it needs the tensor cores' features).
+fn cannot_run(gpu: &Gpu, family: KernelFamily) -> Error {
+    let fits =
+        crate::gpu::tensor_cores_fit(&gpu.info, gpu.adapter_features, &gpu.cooperative_matrices);
+    let why = match fits {
+        true => "which RESNET_COOPERATIVE=0 leaves off".to_string(),
+        false => format!(
+            "which {} ({:?}) does not offer; `resnet info` lists what it has",
+            gpu.info.name, gpu.info.backend
+        ),
+    };
+    Error::Invalid(format!(
+        "kernel family {} (`kernels` or RESNET_KERNELS) needs cooperative matrices (16x16x16 \
+         f16*f16+f32 in subgroups of 32), {why}",
+        family.name()
+    ))
+}
+
 /// The key kernel choices are remembered under: the shape's, with 16 appended in mixed precision
-/// (an f16 family's choice is never taken for an fp32 run, nor the reverse).
+/// (an f16 family's choice is never taken for an fp32 run, nor the reverse) and then 1 where the
+/// tensor-core family runs (a choice made without it is made again with it, and the reverse).
 fn choice_key(gpu: &Gpu, sh: &Conv2dShape) -> Vec<usize> {
     let mut key = sh.key();
     if gpu.precision == crate::gpu::Precision::Mixed {
         key.push(16);
+        if KernelFamily::Coop64x64F16.runs_on(gpu.features) {
+            key.push(1);
+        }
     }
     key
 }
@@ -308,14 +331,7 @@ fn pick(
     }
     let own = KernelFamily::of(gpu);
     if !own.runs_on(gpu.features) {
-        return Err(Error::Invalid(format!(
-            "kernel family {} (`kernels` or RESNET_KERNELS) needs cooperative matrices \
-             (16x16x16 f16*f16+f32 in subgroups of 32), which {} ({:?}) does not offer; `resnet \
-             info` lists what it has",
-            own.name(),
-            gpu.info.name,
-            gpu.info.backend
-        )));
+        return Err(cannot_run(gpu, own));
     }
     #[cfg(not(target_arch = "wasm32"))]
     if gpu.tunes() {
@@ -566,4 +582,22 @@ fn dw_tiled(
     let (t, s) = (tiles as u64, splits as u64);
     let k = kernel_grid(gpu, OP, (family, "conv_dw_tiled"), params, &bufs, t, s)?;
     Ok((vec![k], partial, splits))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Conv2dShape;
+
+    #[test]
+    fn choice_keys_read_back_as_their_shape() {
+        let sh = Conv2dShape::new(8, 16, 32, 32, 32, 3, 2, 1);
+        let key = sh.key();
+        // fp32, mixed precision, mixed precision with tensor cores
+        for tail in [&[][..], &[16], &[16, 1]] {
+            assert_eq!(Conv2dShape::from_key(&[&key[..], tail].concat()), Some(sh));
+        }
+        for tail in [&[1][..], &[16, 2], &[16, 1, 1], &[32]] {
+            assert_eq!(Conv2dShape::from_key(&[&key[..], tail].concat()), None);
+        }
+    }
 }
