@@ -24,7 +24,8 @@
 // channel merges the chunks in order. (One workgroup per channel left a GPU with as many busy
 // cores as channels: 16 of an H200's 132 in ResNet-20's first stage.) The statistics of a chunk
 // are its mean and sum of squared deviations, merged with Chan et al.'s pairwise formula, so the
-// variance keeps the two-pass accuracy.
+// variance keeps the two-pass accuracy. Where the convolution before computed them in its
+// epilogue (per run of 8 pixels), bn_stats_partials merges those instead and x is not read.
 
 struct Params {
     n: u32, c: u32, hw: u32, flags: u32,   // flags: 1 relu, 2 residual, 4 eval (running stats), 8 across ranks
@@ -47,6 +48,7 @@ struct Params {
 const WG = 256u;
 var<workgroup> red_a: array<f32, 256>;
 var<workgroup> red_b: array<f32, 256>;
+var<workgroup> red_n: array<f32, 256>;
 
 fn tree_sum(lid: u32) {
     workgroupBarrier();
@@ -123,11 +125,59 @@ fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         mu = merged.x;
         var_b = merged.y / f32(m);
     }
+    finish_stats(ch, mu, var_b, m);
+}
+
+// Writes channel ch's batch mean and invstd from its mean and biased variance over m values, and
+// updates its running statistics.
+fn finish_stats(ch: u32, mu: f32, var_b: f32, m: u32) {
     saved[ch] = mu;
     saved[P.c + ch] = 1.0 / sqrt(var_b + P.eps);
     let unbiased = var_b * f32(m) / f32(max(m, 2u) - 1u);
     running[ch] = (1.0 - P.momentum) * running[ch] + P.momentum * mu;
     running[P.c + ch] = (1.0 - P.momentum) * running[P.c + ch] + P.momentum * unbiased;
+}
+
+// (count, mean, sum of squared deviations) of two disjoint sets merged (Chan et al.).
+fn merge_moments(a: vec3<f32>, b: vec3<f32>) -> vec3<f32> {
+    if (b.x == 0.0) { return a; }
+    if (a.x == 0.0) { return b; }
+    let n = a.x + b.x;
+    let delta = b.y - a.y;
+    return vec3<f32>(n, a.y + delta * (b.x / n), a.z + b.z + delta * delta * (a.x * b.x / n));
+}
+
+// Training statistics from partial ones a convolution's epilogue wrote (conv2d.wgsl's
+// write_stats8; `partial` [C, chunks, 3] of count, mean and sum of squared deviations): one
+// workgroup per channel, invocation lid merges partials lid, lid + 256, ... in order, then a
+// fixed tree merges the 256 results; writes mean and invstd, updates the running statistics.
+@compute @workgroup_size(256)
+fn bn_stats_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = wid.x;
+    var acc = vec3<f32>(0.0);
+    for (var k = lid; k < P.chunks; k += WG) {
+        let o = (ch * P.chunks + k) * 3u;
+        acc = merge_moments(acc, vec3<f32>(partial[o], partial[o + 1u], partial[o + 2u]));
+    }
+    red_n[lid] = acc.x;
+    red_a[lid] = acc.y;
+    red_b[lid] = acc.z;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            let a = vec3<f32>(red_n[lid], red_a[lid], red_b[lid]);
+            let b = vec3<f32>(red_n[lid + s], red_a[lid + s], red_b[lid + s]);
+            let merged = merge_moments(a, b);
+            red_n[lid] = merged.x;
+            red_a[lid] = merged.y;
+            red_b[lid] = merged.z;
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        let m = P.n * P.hw;
+        finish_stats(ch, red_a[0], red_b[0] / f32(max(m, 1u)), m);
+    }
 }
 
 // (mean, sum of squared deviations) of channel ch: its chunks merged in order.

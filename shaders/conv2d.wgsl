@@ -24,6 +24,7 @@ struct Params {
     k: u32, p: u32, q: u32, r: u32,
     s: u32, stride: u32, pad: u32, has_bias: u32,
     kpad: u32, cpad: u32, splits: u32, chunk: u32,
+    stats: u32, pad1: u32, pad2: u32, pad3: u32,  // stats: conv_fwd_reg also writes BatchNorm's partial statistics
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -32,6 +33,10 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read> wt: array<vec4<f32>>;
+// BatchNorm's statistics of the forward's output, fused into its epilogue (P.stats != 0):
+// [K, ceil(N*P*Q / 8), 3], per channel and run of 8 output pixels (count, mean, sum of squared
+// deviations), merged by batchnorm.wgsl's bn_stats_partials.
+@group(0) @binding(6) var<storage, read_write> stats_out: array<f32>;
 
 fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, size: u32) -> u32 {
     return (wid.x + wid.y * nwg.x) * size + lid;
@@ -175,6 +180,65 @@ fn out4(m0: u32, count: u32, nch: u32, plane: u32, ok: ptr<function, vec4<bool>>
     return n * (nch * plane) + (m - n * plane);
 }
 
+// Adds pixel value v (4 channels) to a run's sum and count if it exists.
+fn stats_add(s: ptr<function, vec4<f32>>, n: ptr<function, f32>, v: vec4<f32>, ok: bool) {
+    if (ok) {
+        *s += v;
+        *n += 1.0;
+    }
+}
+
+// Adds its squared deviation from mean, if it exists.
+fn stats_dev(q: ptr<function, vec4<f32>>, v: vec4<f32>, mean: vec4<f32>, ok: bool) {
+    if (ok) {
+        let d = v - mean;
+        *q += d * d;
+    }
+}
+
+// BatchNorm's partial statistics of output channels k0..k0+3 over run `run` of 8 pixels: the
+// pixels of a0 and a1 (column i: the four channels of pixel i) that exist, plus the bias b, as
+// stored. Two passes over registers (mean, then squared deviations): the two-pass accuracy of
+// bn_stats_chunk without reading the output again.
+fn write_stats8(k0: u32, run: u32, a0: mat4x4<f32>, a1: mat4x4<f32>, ok0: vec4<bool>,
+                ok1: vec4<bool>, b: vec4<f32>) {
+    var s = vec4<f32>(0.0);
+    var n = 0.0;
+    stats_add(&s, &n, a0[0] + b, ok0.x);
+    stats_add(&s, &n, a0[1] + b, ok0.y);
+    stats_add(&s, &n, a0[2] + b, ok0.z);
+    stats_add(&s, &n, a0[3] + b, ok0.w);
+    stats_add(&s, &n, a1[0] + b, ok1.x);
+    stats_add(&s, &n, a1[1] + b, ok1.y);
+    stats_add(&s, &n, a1[2] + b, ok1.z);
+    stats_add(&s, &n, a1[3] + b, ok1.w);
+    let mean = s / max(n, 1.0);
+    var q = vec4<f32>(0.0);
+    stats_dev(&q, a0[0] + b, mean, ok0.x);
+    stats_dev(&q, a0[1] + b, mean, ok0.y);
+    stats_dev(&q, a0[2] + b, mean, ok0.z);
+    stats_dev(&q, a0[3] + b, mean, ok0.w);
+    stats_dev(&q, a1[0] + b, mean, ok1.x);
+    stats_dev(&q, a1[1] + b, mean, ok1.y);
+    stats_dev(&q, a1[2] + b, mean, ok1.z);
+    stats_dev(&q, a1[3] + b, mean, ok1.w);
+    stats_store(k0, run, n, mean.x, q.x);
+    stats_store(k0 + 1u, run, n, mean.y, q.y);
+    stats_store(k0 + 2u, run, n, mean.z, q.z);
+    stats_store(k0 + 3u, run, n, mean.w, q.w);
+}
+
+// Stores channel k's partial statistics of run `run` (a channel past K is padding, and so is a
+// run past the last pixel: the last block of PB pixels may hold one).
+fn stats_store(k: u32, run: u32, n: f32, mean: f32, q: f32) {
+    let runs = (P.n * P.p * P.q + 7u) / 8u;
+    if (k >= P.k || run >= runs) { return; }
+    let o = (k * runs + run) * 3u;
+    stats_out[o] = n;
+    stats_out[o + 1u] = mean;
+    stats_out[o + 2u] = q;
+}
+
 // forward: wt = w re-laid [C*R*S, Kpad] (Kpad a multiple of CB); src_b = x; dst = y.
 // Invocation: CB out channels x PB pixels.
 @compute @workgroup_size(64)
@@ -212,6 +276,9 @@ fn conv_fwd_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     //%[j<PB4] var ok{j}: vec4<bool>;
     //%[j<PB4] let y{j} = out4(m0 + {4*j}u, npq, P.k, plane, &ok{j});
     //%[g<CB4,j<PB4] store4(y{j}, ok{j}, k0 + {4*g}u, P.k, plane, b{g}, a{g}{j});
+    if (P.stats != 0u) {
+        //%[g<CB4,h<PB8] write_stats8(k0 + {4*g}u, m0 / 8u + {h}u, a{g}{2*h}, a{g}{2*h+1}, ok{2*h}, ok{2*h+1}, b{g});
+    }
 }
 
 // Input pixel m = (n, h, w) -> h + pad, w + pad and the offset of dy[n, 0, 0, 0].

@@ -50,6 +50,17 @@ fn planned_step(spec: &ModelSpec, size: usize, batch: usize) -> NetworkStep {
     network_step(&gpu(), spec, size, batch).unwrap()
 }
 
+/// [`planned_step`] with every op recorded unfused (`GpuOptions::no_fusion`): BatchNorm reads the
+/// convolution's output for its statistics instead of taking them from its epilogue.
+fn planned_step_unfused(spec: &ModelSpec, size: usize, batch: usize) -> NetworkStep {
+    let unfused = resnet::Gpu::new_blocking(&resnet::gpu::GpuOptions {
+        no_fusion: true,
+        ..untuned()
+    })
+    .unwrap();
+    network_step(&unfused, spec, size, batch).unwrap()
+}
+
 fn to_f32(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&x| x as f32).collect()
 }
@@ -57,7 +68,11 @@ fn to_f32(v: &[f64]) -> Vec<f32> {
 /// One training step of `spec` on `batch` random images of `size`x`size`, checked against the
 /// reference; returns the worst error of every parameter kind.
 fn check_step(spec: &ModelSpec, size: usize, batch: usize) -> Worst {
-    let p = planned_step(spec, size, batch);
+    check_planned(spec, planned_step(spec, size, batch))
+}
+
+/// [`check_step`] of a step already planned and run.
+fn check_planned(spec: &ModelSpec, p: NetworkStep) -> Worst {
     let want = network::training_step(&p.before, &p.x, p.shape, &p.labels, spec.residual);
     let name = &spec.name;
     assert_close(&format!("{name} loss"), &[p.loss], &[want.loss], TOL);
@@ -152,6 +167,18 @@ fn resnet8_gradients_equal_the_reference() {
         &check_step(&cifar("resnet8"), 15, 4),
         "resnet8 (option-A shortcuts)",
     );
+}
+
+/// The same with the ops unfused (the default fuses BatchNorm's statistics into the
+/// convolutions): both paths equal the reference.
+#[test]
+fn resnet8_and_bottleneck_gradients_equal_the_reference_unfused() {
+    let resnet8 = cifar("resnet8");
+    let worst = check_planned(&resnet8, planned_step_unfused(&resnet8, 15, 4));
+    report(&worst, "resnet8 unfused");
+    let bottleneck = tiny_imagenet("bottleneck-2-1", BlockKind::Bottleneck, vec![2, 1]);
+    let worst = check_planned(&bottleneck, planned_step_unfused(&bottleneck, 21, 3));
+    report(&worst, "bottleneck net unfused");
 }
 
 #[test]

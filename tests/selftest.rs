@@ -6,10 +6,15 @@ use resnet::selftest::max_norm_relative_error;
 use std::process::{Command, Output};
 
 fn selftest(args: &[&str]) -> Output {
+    selftest_with(args, ("RESNET_FUSE", "1"))
+}
+
+fn selftest_with(args: &[&str], (var, value): (&str, &str)) -> Output {
     Command::new(env!("CARGO_BIN_EXE_resnet"))
         .arg("selftest")
         .args(args)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .env(var, value)
         .output()
         .unwrap()
 }
@@ -53,6 +58,23 @@ fn selftest_passes_here_and_fails_when_nothing_can_pass() {
     assert!(String::from_utf8_lossy(&strict.stdout).contains("FAIL"));
     let bad = selftest(&["--tolerance", "-1"]);
     assert!(!bad.status.success());
+}
+
+/// The training steps pass with every op unfused too (the default fuses BatchNorm's statistics
+/// into the convolutions where the family allows).
+#[test]
+fn selftest_passes_unfused() {
+    let ok = selftest_with(&[], ("RESNET_FUSE", "0"));
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("training step: BN running statistics"));
+    assert!(row.is_some_and(|r| r.contains(" pass ")), "{out}");
 }
 
 #[test]

@@ -120,6 +120,7 @@ pub(super) fn print_text(p: &Profile, peaks: &Peaks) {
             percent(row.gbs(), peaks.gbs),
         );
     }
+    print_entries(p, total);
     let mut slowest: Vec<_> = p.kernels.iter().collect();
     slowest.sort_by(|a, b| b.ms.total_cmp(&a.ms));
     println!("  slowest kernels:");
@@ -129,6 +130,27 @@ pub(super) fn print_text(p: &Profile, peaks: &Peaks) {
             "    {name:<40} {:>10.3} ms {:>5.1}%",
             k.ms,
             100.0 * share(k.ms, total)
+        );
+    }
+}
+
+/// The shader entry points that take the most time, each summed over every layer it runs in
+/// (which kernel of an op kind to make faster).
+fn print_entries(p: &Profile, total: f64) {
+    let mut entries: Vec<(&str, f64, usize)> = Vec::new();
+    for k in &p.kernels {
+        match entries.iter_mut().find(|e| e.0 == k.entry) {
+            Some(e) => (e.1, e.2) = (e.1 + k.ms, e.2 + 1),
+            None => entries.push((k.entry, k.ms, 1)),
+        }
+    }
+    entries.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!("  slowest entry points (summed over the layers):");
+    for (entry, ms, count) in entries.iter().take(8) {
+        println!(
+            "    {entry:<28} {count:>4} x {:>10.3} ms {:>5.1}%",
+            ms,
+            100.0 * share(*ms, total)
         );
     }
 }

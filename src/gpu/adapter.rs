@@ -36,6 +36,10 @@ pub struct GpuOptions {
     /// Leave cooperative matrices (the tensor-core family) off even where the adapter fits them
     /// (`RESNET_COOPERATIVE=0`): wgpu marks them experimental.
     pub no_cooperative: bool,
+    /// Record the ops unfused where a fused kernel exists (`RESNET_FUSE=0`): BatchNorm's training
+    /// statistics then read the convolution's output again instead of coming from its epilogue.
+    /// For comparing the two paths; fused is the default.
+    pub no_fusion: bool,
     /// The arithmetic of the convolutions: fp32 (the default, bit-exact as ever) or mixed
     /// (f16 operands, f32 accumulation; needs the adapter's `SHADER_F16`).
     pub precision: Precision,

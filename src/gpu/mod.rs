@@ -95,6 +95,8 @@ pub struct Gpu {
     compiled: RefCell<usize>,
     /// What the convolutions compute in.
     pub precision: Precision,
+    /// Whether plans fuse ops where a fused kernel exists (`GpuOptions::no_fusion` unset).
+    pub fusion: bool,
     /// Bytes of the tensors alive on this device (see `tensor::Allocation`).
     allocated: Arc<std::sync::atomic::AtomicU64>,
     /// Read-back buffers free for reuse: a training step reads the same sizes every time (loss
@@ -227,6 +229,7 @@ impl Gpu {
             adapter_features,
             cooperative_matrices,
             precision: opts.precision,
+            fusion: !opts.no_fusion,
             choices,
             probe: std::cell::OnceCell::new(),
             modules: RefCell::new(HashMap::new()),

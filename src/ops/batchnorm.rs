@@ -46,6 +46,19 @@ fn dims(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize)> {
 
 /// The shader's parameters; `ranks` processes share the batch (flag 8), else 1.
 fn params(n: usize, c: usize, hw: usize, flags: usize, momentum: f32, ranks: usize) -> Uniform {
+    params_chunks(n, c, hw, flags, momentum, ranks, chunks(n * hw))
+}
+
+/// [`params`] with the partial values in `chunks` per channel.
+fn params_chunks(
+    n: usize,
+    c: usize,
+    hw: usize,
+    flags: usize,
+    momentum: f32,
+    ranks: usize,
+    chunks: usize,
+) -> Uniform {
     Uniform::new()
         .u(n)
         .u(c)
@@ -53,7 +66,7 @@ fn params(n: usize, c: usize, hw: usize, flags: usize, momentum: f32, ranks: usi
         .u(flags)
         .f(EPS)
         .f(momentum)
-        .u(chunks(n * hw))
+        .u(chunks)
         .u(ranks)
 }
 
@@ -163,11 +176,29 @@ pub fn forward_train_across(
         &[(5, saved), (7, p.running), (14, &partial)],
         (n, c, hw),
     )?;
+    kernels.push(apply(gpu, OP, (x, y), p, saved, fuse, momentum)?);
+    // bn_stats (kernel 1) waits for the whole batch's statistics
+    let exchange =
+        (ranks > 1).then(|| Exchange::new(partial, Exchanged::Statistics, 1, (n, c, hw)));
+    Ok((kernels, exchange))
+}
+
+/// y = fused(bn(x)) with the statistics in `saved` (training).
+fn apply(
+    gpu: &Gpu,
+    op: &'static str,
+    (x, y): (&Tensor, &Tensor),
+    p: &BnParams,
+    saved: &Tensor,
+    fuse: Fuse,
+    momentum: f32,
+) -> Result<Kernel> {
+    let (n, c, hw) = dims(op, x)?;
     let d = dummy(gpu)?;
     let res = fuse.residual.unwrap_or(&d);
-    let apply = kernel(
+    kernel(
         gpu,
-        OP,
+        op,
         SHADER,
         "bn_apply",
         params(n, c, hw, flags(&fuse), momentum, 1),
@@ -180,12 +211,48 @@ pub fn forward_train_across(
             (9, res),
         ],
         elementwise_groups(x),
+    )
+}
+
+/// [`forward_train`] with the batch statistics merged from the partial ones the convolution that
+/// wrote x computed in its epilogue (`conv2d::forward_with_stats`: [C, ceil(N*H*W / 8), 3]), so
+/// that x is read once, by the apply. One rank only: SyncBatchNorm's exchange combines [`forward_train_across`]'s chunks.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_train_from(
+    gpu: &Gpu,
+    x: &Tensor,
+    y: &Tensor,
+    p: &BnParams,
+    saved: &Tensor,
+    fuse: Fuse,
+    momentum: f32,
+    partial: &Tensor,
+) -> Result<Vec<Kernel>> {
+    const OP: &str = "batchnorm2d forward";
+    let (n, c, hw) = dims(OP, x)?;
+    check_shape(OP, "y", y, &x.shape)?;
+    check_params(OP, c, p)?;
+    check_shape(OP, "saved (mean, invstd)", saved, &[2, c])?;
+    if let Some(r) = fuse.residual {
+        check_shape(OP, "residual", r, &x.shape)?;
+    }
+    // per channel and run of 8 values (`conv2d::stats_len`)
+    let runs = (n * hw).div_ceil(8);
+    check_shape(OP, "partial statistics", partial, &[c * runs * 3])?;
+    let mut merge = kernel(
+        gpu,
+        OP,
+        SHADER,
+        "bn_stats_partials",
+        params_chunks(n, c, hw, 0, momentum, 1, runs),
+        &[(5, saved), (7, p.running), (14, partial)],
+        1,
     )?;
-    kernels.push(apply);
-    // bn_stats (kernel 1) waits for the whole batch's statistics
-    let exchange =
-        (ranks > 1).then(|| Exchange::new(partial, Exchanged::Statistics, 1, (n, c, hw)));
-    Ok((kernels, exchange))
+    merge.grid = [c as u32, 1, 1];
+    Ok(vec![
+        merge,
+        apply(gpu, OP, (x, y), p, saved, fuse, momentum)?,
+    ])
 }
 
 /// Eval-mode forward with the running statistics: y = fused(bn(x)).

@@ -135,40 +135,80 @@ impl<'a> Recorder<'a> {
         fuse: Fuse,
         ks: &mut Vec<Kernel>,
     ) -> Result<ConvBnSaved> {
-        let (gpu, m) = (self.gpu, self.m);
         let sh = conv_shape(x, cb);
-        let c = self.pool.get(gpu, &sh.y_shape())?;
-        ks.extend(conv2d::forward(gpu, &sh, x, &m.param(&cb.conv)?, None, &c)?);
-        let a = self.pool.get(gpu, &sh.y_shape())?;
-        let (affine, running) = (m.param(&cb.bn)?, m.running_of(&cb.bn)?);
-        let p = BnParams {
-            affine: &affine,
-            running: &running,
-        };
-        let stats = if self.train && !self.fine_tune.bn_fixed(&cb.bn) {
-            let stats = gpu.zeros(&[2, cb.cout])?;
-            let op = batchnorm::forward_train_across(
-                gpu,
-                &c,
-                &a,
-                &p,
-                &stats,
-                fuse,
-                MOMENTUM,
-                self.bn_ranks,
-            )?;
-            self.take(ks, op);
-            Some(stats)
-        } else {
-            ks.extend(batchnorm::forward_eval(gpu, &c, &a, &p, fuse)?);
-            None
-        };
+        let c = self.pool.get(self.gpu, &sh.y_shape())?;
+        let batch_stats = self.train && !self.fine_tune.bn_fixed(&cb.bn);
+        let partial = self.conv(cb, &sh, (x, &c), batch_stats, ks)?;
+        let a = self.pool.get(self.gpu, &sh.y_shape())?;
+        let stats = self.bn(cb, (&c, &a), fuse, batch_stats, partial, ks)?;
         Ok(ConvBnSaved {
             input: x.clone(),
             c,
             a,
             stats,
         })
+    }
+
+    /// Records c = conv(x); where `batch_stats` are wanted and the shape's kernel family computes
+    /// them in its epilogue, also BatchNorm's partial statistics of c, returned (one rank only:
+    /// SyncBatchNorm exchanges the chunks of its own reduction).
+    fn conv(
+        &mut self,
+        cb: &ConvBn,
+        sh: &Conv2dShape,
+        (x, c): (&Tensor, &Tensor),
+        batch_stats: bool,
+        ks: &mut Vec<Kernel>,
+    ) -> Result<Option<Tensor>> {
+        let (gpu, w) = (self.gpu, self.m.param(&cb.conv)?);
+        if !(batch_stats && gpu.fusion && self.bn_ranks == 1) {
+            ks.extend(conv2d::forward(gpu, sh, x, &w, None, c)?);
+            return Ok(None);
+        }
+        let partial = self.pool.get(gpu, &[conv2d::stats_len(sh)])?;
+        let (kernels, written) = conv2d::forward_with_stats(gpu, sh, x, &w, c, &partial)?;
+        ks.extend(kernels);
+        if written {
+            return Ok(Some(partial));
+        }
+        self.pool.put(partial);
+        Ok(None)
+    }
+
+    /// Records a = BN(c) fused with `fuse`: on the batch's statistics where `batch_stats` (merged
+    /// from the convolution's `partial` ones where it wrote them, else reduced from c), else on
+    /// the running ones. Returns the batch statistics.
+    fn bn(
+        &mut self,
+        cb: &ConvBn,
+        (c, a): (&Tensor, &Tensor),
+        fuse: Fuse,
+        batch_stats: bool,
+        partial: Option<Tensor>,
+        ks: &mut Vec<Kernel>,
+    ) -> Result<Option<Tensor>> {
+        let (gpu, m) = (self.gpu, self.m);
+        let (affine, running) = (m.param(&cb.bn)?, m.running_of(&cb.bn)?);
+        let p = BnParams {
+            affine: &affine,
+            running: &running,
+        };
+        if !batch_stats {
+            ks.extend(batchnorm::forward_eval(gpu, c, a, &p, fuse)?);
+            return Ok(None);
+        }
+        let stats = gpu.zeros(&[2, cb.cout])?;
+        if let Some(partial) = partial {
+            let from = batchnorm::forward_train_from;
+            ks.extend(from(gpu, c, a, &p, &stats, fuse, MOMENTUM, &partial)?);
+            self.pool.put(partial);
+        } else {
+            let ranks = self.bn_ranks;
+            let across = batchnorm::forward_train_across;
+            let op = across(gpu, c, a, &p, &stats, fuse, MOMENTUM, ranks)?;
+            self.take(ks, op);
+        }
+        Ok(Some(stats))
     }
 
     /// Backward of [`Recorder::conv_bn`] given `g` = dL/da: the BN's and the conv's parameter

@@ -306,7 +306,11 @@ impl Scheme {
         match self {
             Scheme::Register { channels, pixels } => {
                 let consts = [("CB", channels), ("PB", pixels)];
-                let counts = [("CB4", channels / 4), ("PB4", pixels / 4)];
+                let counts = [
+                    ("CB4", channels / 4),
+                    ("PB4", pixels / 4),
+                    ("PB8", pixels / 8),
+                ];
                 template::expand(module, REGISTER_TEMPLATE, &consts, &counts)
             }
             Scheme::Tiled => register(16, 16).f32_source(module),
@@ -455,8 +459,9 @@ impl GpuOptions {
     }
 
     /// Options from the environment: `WGPU_BACKEND` (read by wgpu), `RESNET_KERNELS`,
-    /// `RESNET_TIMESTAMPS` (`0` leaves timestamp queries off) and `RESNET_COOPERATIVE` (`0`
-    /// leaves cooperative matrices, the tensor-core family, off).
+    /// `RESNET_TIMESTAMPS` (`0` leaves timestamp queries off), `RESNET_COOPERATIVE` (`0`
+    /// leaves cooperative matrices, the tensor-core family, off) and `RESNET_FUSE` (`0` records
+    /// the ops unfused).
     pub fn from_env() -> Result<Self> {
         let mut o = GpuOptions::default();
         match std::env::var("RESNET_KERNELS") {
@@ -465,6 +470,7 @@ impl GpuOptions {
         }
         o.no_timestamps = switched_off("RESNET_TIMESTAMPS")?;
         o.no_cooperative = switched_off("RESNET_COOPERATIVE")?;
+        o.no_fusion = switched_off("RESNET_FUSE")?;
         Ok(o)
     }
 }

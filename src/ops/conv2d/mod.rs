@@ -158,6 +158,19 @@ impl Conv2dShape {
     /// The shader's parameters; `kpad` and `cpad` round K and C up to `block` channels (the
     /// register kernels' channel block; 16 where none applies).
     fn params(&self, splits: usize, chunk: usize, has_bias: bool, block: usize) -> Uniform {
+        self.params_with(splits, chunk, has_bias, block, false)
+    }
+
+    /// [`Conv2dShape::params`], with the register forward's epilogue also writing BatchNorm's
+    /// partial statistics where `stats`.
+    fn params_with(
+        &self,
+        splits: usize,
+        chunk: usize,
+        has_bias: bool,
+        block: usize,
+        stats: bool,
+    ) -> Uniform {
         Uniform::new()
             .u(self.n)
             .u(self.c)
@@ -175,6 +188,10 @@ impl Conv2dShape {
             .u(self.c.div_ceil(block) * block)
             .u(splits)
             .u(chunk)
+            .u(stats as usize)
+            .u(0)
+            .u(0)
+            .u(0)
     }
 }
 
@@ -367,9 +384,43 @@ pub fn forward(
         }
     };
     let ks = pick(gpu, OP, sh, |f| {
-        forward_with(gpu, sh, x, w, b, bias.is_some(), y, f)
+        forward_with(gpu, sh, x, w, b, bias.is_some(), y, f, None)
     })?;
     Ok(count_flops(ks, sh.flops()))
+}
+
+/// The length of BatchNorm's partial statistics of `sh`'s output ([`forward_with_stats`]):
+/// [K, ceil(N*P*Q / 8), 3], per output channel and run of 8 output pixels (in N*P*Q order) the
+/// count of pixels, their mean and their sum of squared deviations.
+pub fn stats_len(sh: &Conv2dShape) -> usize {
+    sh.k * (sh.n * sh.p() * sh.q()).div_ceil(8) * 3
+}
+
+/// [`forward`] without bias that also writes BatchNorm's partial statistics of `y` into `stats`
+/// ([`stats_len`] values; `batchnorm::forward_train_from` merges them), where the family chosen
+/// for the shape computes them in its epilogue: the register families, whose invocations hold 8
+/// pixels of each of their channels in registers. (kernels, whether they write the statistics.)
+pub fn forward_with_stats(
+    gpu: &Gpu,
+    sh: &Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    y: &Tensor,
+    stats: &Tensor,
+) -> Result<(Vec<Kernel>, bool)> {
+    const OP: &str = FORWARD;
+    sh.validate(OP)?;
+    check_shape(OP, "x", x, &sh.x_shape())?;
+    check_shape(OP, "weight", w, &sh.w_shape())?;
+    check_shape(OP, "y", y, &sh.y_shape())?;
+    check_shape(OP, "stats", stats, &[stats_len(sh)])?;
+    let no_bias = dummy(gpu)?;
+    let ks = pick(gpu, OP, sh, |f| {
+        forward_with(gpu, sh, x, w, &no_bias, false, y, f, Some(stats))
+    })?;
+    // the kernels kept are the ones that write them (a race may have kept another family)
+    let written = ks.iter().any(|k| k.name == "conv_fwd_reg");
+    Ok((count_flops(ks, sh.flops()), written))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -382,6 +433,7 @@ pub(super) fn forward_with(
     has_bias: bool,
     y: &Tensor,
     family: KernelFamily,
+    stats: Option<&Tensor>,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = FORWARD;
     let npq = (sh.n * sh.p() * sh.q()) as u64;
@@ -398,11 +450,19 @@ pub(super) fn forward_with(
             return Ok(vec![k]);
         }
     };
-    let params = sh.params(1, 0, has_bias, cb);
+    let params = sh.params_with(1, 0, has_bias, cb, stats.is_some());
     let kpad = sh.k.div_ceil(cb) * cb;
     let (t, wt) = weights_for_forward(gpu, sh, w, &params, (family, cb))?;
     let groups = (npq.div_ceil(pb as u64) * (kpad / cb) as u64).div_ceil(64);
-    let bufs = [(2, x), (3, y), (4, b), (5, &wt)];
+    let no_stats;
+    let stats = match stats {
+        Some(s) => s,
+        None => {
+            no_stats = dummy(gpu)?;
+            &no_stats
+        }
+    };
+    let bufs = [(2, x), (3, y), (4, b), (5, &wt), (6, stats)];
     let c = kernel(gpu, OP, (family, "conv_fwd_reg"), params, &bufs, groups)?;
     Ok(vec![t, c])
 }

@@ -189,7 +189,7 @@ fn build_alone(gpu: &Gpu, op: &str, sh: &Conv2dShape, family: KernelFamily) -> R
     match op {
         FORWARD => {
             let bias = gpu.zeros(&[1])?;
-            super::forward_with(gpu, sh, &x, &w, &bias, false, &y, family)
+            super::forward_with(gpu, sh, &x, &w, &bias, false, &y, family, None)
         }
         BACKWARD_INPUT => super::backward_input_with(gpu, sh, &y, &w, &x, family),
         BACKWARD_WEIGHT => super::backward_weight_with(gpu, sh, &x, &y, &w, None, family),
