@@ -206,7 +206,24 @@ fn bn_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let i = (wid.x + wid.y * nwg.x) * WG + lid;
     if (i >= P.n * P.c * P.hw) { return; }
     let ch = (i / P.hw) % P.c;
+    apply_one(i, ch, mean_invstd(ch));
+}
+
+// bn_apply on 4 consecutive values of one channel's plane (H*W a multiple of 4): the same
+// arithmetic per value, a quarter of the index work (a division and a remainder per value are
+// most of an elementwise kernel's instructions on CPU drivers).
+@compute @workgroup_size(256)
+fn bn_apply4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let i = ((wid.x + wid.y * nwg.x) * WG + lid) * 4u;
+    if (i >= P.n * P.c * P.hw) { return; }
+    let ch = (i / P.hw) % P.c;
     let s = mean_invstd(ch);
+    for (var e = 0u; e < 4u; e++) { apply_one(i + e, ch, s); }
+}
+
+// y[i] of channel ch, whose (mean, invstd) is s.
+fn apply_one(i: u32, ch: u32, s: vec2<f32>) {
     var v = (x[i] - s.x) * s.y * affine[ch] + affine[P.c + ch];
     if ((P.flags & 2u) != 0u) { v += residual[i]; }
     if ((P.flags & 1u) != 0u) { v = max(v, 0.0); }
@@ -265,15 +282,35 @@ fn bn_backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let i = (wid.x + wid.y * nwg.x) * WG + lid;
     if (i >= P.n * P.c * P.hw) { return; }
     let ch = (i / P.hw) % P.c;
+    dx_one(i, ch, mean_invstd(ch), backward_sums(ch));
+}
+
+// bn_backward_dx on 4 consecutive values of one channel's plane (H*W a multiple of 4), as
+// bn_apply4.
+@compute @workgroup_size(256)
+fn bn_backward_dx4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = ((wid.x + wid.y * nwg.x) * WG + lid) * 4u;
+    if (i >= P.n * P.c * P.hw) { return; }
+    let ch = (i / P.hw) % P.c;
+    let s = mean_invstd(ch);
+    let sums = backward_sums(ch);
+    for (var e = 0u; e < 4u; e++) { dx_one(i + e, ch, s, sums); }
+}
+
+// sum(g * xhat), sum(g) of channel ch: this rank's, or the whole batch's across ranks.
+fn backward_sums(ch: u32) -> vec2<f32> {
+    if ((P.flags & 8u) != 0u) {
+        return vec2<f32>(partial[ch * P.chunks * 2u], partial[ch * P.chunks * 2u + 1u]);
+    }
+    return vec2<f32>(dparams[ch], dparams[P.c + ch]);
+}
+
+// dx[i] (and dres[i]) of channel ch, whose (mean, invstd) is s and backward sums `sums`.
+fn dx_one(i: u32, ch: u32, s: vec2<f32>, sums: vec2<f32>) {
     let m = f32(P.n * P.hw * P.ranks);
     var g = dy[i];
     if ((P.flags & 1u) != 0u && y[i] <= 0.0) { g = 0.0; }
-    let s = mean_invstd(ch);
-    // sum(g * xhat), sum(g): this rank's, or the whole batch's across ranks
-    var sums = vec2<f32>(dparams[ch], dparams[P.c + ch]);
-    if ((P.flags & 8u) != 0u) {
-        sums = vec2<f32>(partial[ch * P.chunks * 2u], partial[ch * P.chunks * 2u + 1u]);
-    }
     if ((P.flags & 4u) != 0u) {
         dx[i] = affine[ch] * s.y * g;
     } else {

@@ -49,8 +49,9 @@ struct GpuArgs {
     /// register16x8, register8x8 (register blocking: fast on CPU drivers such as lavapipe),
     /// gemm (= gemm64x64), gemm32x128, gemm128x128 (double-buffered workgroup-memory GEMM tiles,
     /// for GPUs) or tiled (the first, simple workgroup-memory tiles); with --precision mixed
-    /// their f16 twins (register16x16-f16 ... gemm128x128-f16; a name above means its twin);
-    /// also RESNET_KERNELS
+    /// their f16 twins (register16x16-f16 ... gemm128x128-f16; a name above means its twin) and
+    /// coop64x64-f16 (tensor cores, where the GPU has cooperative matrices: `resnet info`); also
+    /// RESNET_KERNELS
     #[arg(long, global = true, value_name = "FAMILY")]
     kernels: Option<String>,
     /// Which adapter of the best kind to use when a machine has several (0, 1, ...: the four
