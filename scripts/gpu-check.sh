@@ -6,7 +6,8 @@
 # (224x224) after `resnet tune` of both (every kernel family timed at every convolution shape), in
 # fp32 and in mixed precision (there with `resnet info --amp`, which says whether the tensor-core
 # family runs, and `resnet tune --amp` of resnet50), `resnet bench --profile` of both (where a step's GPU time goes per
-# kind of op, against the GPU's peaks: profile-MODEL-bBATCH-PRECISION.txt), then scripts/torch_bench.py (eager
+# kind of op, against the GPU's peaks: profile-MODEL-bBATCH-PRECISION.txt; resnet50's once more
+# with every op unfused, RESNET_FUSE=0: ...-fuse0.txt), then scripts/torch_bench.py (eager
 # PyTorch, 20 warm-up and 50 timed steps, CUDA events; its versions, clocks and GPU processes in
 # torch_bench.log) on 16 combinations: resnet20 at batch 128 and 512 in strict fp32 and AMP fp16,
 # NCHW and channels-last; resnet50 (torchvision's) at batch 64 and 256 in strict fp32, TF32 and
@@ -111,7 +112,7 @@ bench_ours() {
 # of op, against the GPU's published peaks; the table into $OUT/profile-MODEL-bBATCH.txt.
 profile_ours() {
   local model=$1 batch=$2 size=$3 precision=${4:-fp32}
-  local file="$OUT/profile-$model-b$batch-$precision.txt"
+  local file="$OUT/profile-$model-b$batch-$precision${RESNET_FUSE:+-fuse$RESNET_FUSE}.txt"
   step "$R" bench --model "$model" --batch-size "$batch" --image-size "$size" --steps 1 \
     --warmup 1 --precision "$precision" --profile >"$file"
   cat "$file"
@@ -277,6 +278,8 @@ case "$MODE" in
     bench_ours resnet50 64 224
     profile_ours resnet20 128 32
     profile_ours resnet50 64 224
+    # the same step with every op unfused (BatchNorm's statistics read back from the output)
+    RESNET_FUSE=0 profile_ours resnet50 64 224
     # mixed precision: whether the tensor-core family runs (the adapter's cooperative matrices),
     # every f16 family's time at resnet50's shapes (coop64x64-f16 among them where it runs), then
     # the same benches

@@ -128,10 +128,7 @@ fn flags(f: &Fuse) -> usize {
 /// An elementwise kernel over x [N, C, H, W]: `entry` with one value an invocation, or where
 /// H*W is a multiple of 4 its twin `entry4` with four (one channel's plane each; the same
 /// arithmetic per value, a quarter of the index work). (entry point, workgroups of 256.)
-fn elementwise(
-    (entry, entry4): (&'static str, &'static str),
-    x: &Tensor,
-) -> (&'static str, u64) {
+fn elementwise((entry, entry4): (&'static str, &'static str), x: &Tensor) -> (&'static str, u64) {
     let hw = x.shape[2] * x.shape[3];
     match hw.is_multiple_of(4) {
         true => (entry4, (x.len() as u64 / 4).div_ceil(256)),
