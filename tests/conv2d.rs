@@ -56,17 +56,7 @@ fn shapes() -> Vec<(&'static str, Conv2dShape, bool)> {
 }
 
 fn cpu(sh: &Conv2dShape) -> Conv {
-    Conv {
-        n: sh.n,
-        c: sh.c,
-        h: sh.h,
-        w: sh.w,
-        k: sh.k,
-        r: sh.r,
-        s: sh.s,
-        stride: sh.stride,
-        pad: sh.pad,
-    }
+    Conv::from(sh)
 }
 
 struct Data {

@@ -64,17 +64,7 @@ fn affine(k: usize) -> Vec<f32> {
 
 /// The f64 reference of the same: (y, mean, invstd, running mean, running var).
 fn reference(sh: &Conv2dShape, x: &[f32], w: &[f32]) -> [Vec<f64>; 5] {
-    let g = reference::Conv {
-        n: sh.n,
-        c: sh.c,
-        h: sh.h,
-        w: sh.w,
-        k: sh.k,
-        r: sh.r,
-        s: sh.s,
-        stride: sh.stride,
-        pad: sh.pad,
-    };
+    let g = reference::Conv::from(sh);
     let c = reference::conv_forward(&g, &f64s(x), &f64s(w), None);
     let a = f64s(&affine(sh.k));
     let hw = sh.p() * sh.q();

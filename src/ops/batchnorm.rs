@@ -136,6 +136,24 @@ fn elementwise((entry, entry4): (&'static str, &'static str), x: &Tensor) -> (&'
     }
 }
 
+/// The training forward's tensors have matching shapes: (N, C, H*W) of x.
+fn check_forward(
+    op: &'static str,
+    (x, y): (&Tensor, &Tensor),
+    p: &BnParams,
+    saved: &Tensor,
+    fuse: &Fuse,
+) -> Result<(usize, usize, usize)> {
+    let (n, c, hw) = dims(op, x)?;
+    check_shape(op, "y", y, &x.shape)?;
+    check_params(op, c, p)?;
+    check_shape(op, "saved (mean, invstd)", saved, &[2, c])?;
+    if let Some(r) = fuse.residual {
+        check_shape(op, "residual", r, &x.shape)?;
+    }
+    Ok((n, c, hw))
+}
+
 /// Training-mode forward: batch statistics into `saved` [2, C] (mean, invstd), running stats
 /// updated with `momentum`, then y = fused(bn(x)).
 pub fn forward_train(
@@ -166,13 +184,7 @@ pub fn forward_train_across(
     ranks: usize,
 ) -> Result<(Vec<Kernel>, Option<Exchange>)> {
     const OP: &str = "batchnorm2d forward";
-    let (n, c, hw) = dims(OP, x)?;
-    check_shape(OP, "y", y, &x.shape)?;
-    check_params(OP, c, p)?;
-    check_shape(OP, "saved (mean, invstd)", saved, &[2, c])?;
-    if let Some(r) = fuse.residual {
-        check_shape(OP, "residual", r, &x.shape)?;
-    }
+    let (n, c, hw) = check_forward(OP, (x, y), p, saved, &fuse)?;
     let partial = partial_sums(gpu, n, c, hw)?;
     let mut kernels = reduction(
         gpu,
@@ -224,7 +236,8 @@ fn apply(
 
 /// [`forward_train`] with the batch statistics merged from the partial ones the convolution that
 /// wrote x computed in its epilogue (`conv2d::forward_with_stats`: [C, ceil(N*H*W / 8), 3]), so
-/// that x is read once, by the apply. One rank only: SyncBatchNorm's exchange combines [`forward_train_across`]'s chunks.
+/// that x is read once, by the apply. One rank only: SyncBatchNorm's exchange combines
+/// [`forward_train_across`]'s chunks.
 #[allow(clippy::too_many_arguments)]
 pub fn forward_train_from(
     gpu: &Gpu,
@@ -237,13 +250,7 @@ pub fn forward_train_from(
     partial: &Tensor,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = "batchnorm2d forward";
-    let (n, c, hw) = dims(OP, x)?;
-    check_shape(OP, "y", y, &x.shape)?;
-    check_params(OP, c, p)?;
-    check_shape(OP, "saved (mean, invstd)", saved, &[2, c])?;
-    if let Some(r) = fuse.residual {
-        check_shape(OP, "residual", r, &x.shape)?;
-    }
+    let (n, c, hw) = check_forward(OP, (x, y), p, saved, &fuse)?;
     // per channel and run of 8 values (`conv2d::stats_len`)
     let runs = (n * hw).div_ceil(8);
     check_shape(OP, "partial statistics", partial, &[c * runs * 3])?;

@@ -115,17 +115,7 @@ impl Data {
 
 /// [y (with the bias), dx, dw then db] of the f64 reference.
 fn reference(sh: &Conv2dShape, d: &Data) -> [Vec<f64>; 3] {
-    let g = Conv {
-        n: sh.n,
-        c: sh.c,
-        h: sh.h,
-        w: sh.w,
-        k: sh.k,
-        r: sh.r,
-        s: sh.s,
-        stride: sh.stride,
-        pad: sh.pad,
-    };
+    let g = Conv::from(sh);
     let (x, w, b, dy) = (f64s(&d.x), f64s(&d.w), f64s(&d.b), f64s(&d.dy));
     let y = conv_forward(&g, &x, &w, Some(&b));
     let (dx, dw, db) = conv_backward(&g, &x, &w, &dy);
