@@ -358,6 +358,14 @@ fn pick(
     build(own)
 }
 
+/// The forward's shape is valid and x, w and y have its shapes.
+fn check_forward(sh: &Conv2dShape, x: &Tensor, w: &Tensor, y: &Tensor) -> Result<()> {
+    sh.validate(FORWARD)?;
+    check_shape(FORWARD, "x", x, &sh.x_shape())?;
+    check_shape(FORWARD, "weight", w, &sh.w_shape())?;
+    check_shape(FORWARD, "y", y, &sh.y_shape())
+}
+
 /// Records y = conv2d(x, w) + bias. Returns the kernels to dispatch, in order.
 pub fn forward(
     gpu: &Gpu,
@@ -368,10 +376,7 @@ pub fn forward(
     y: &Tensor,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = FORWARD;
-    sh.validate(OP)?;
-    check_shape(OP, "x", x, &sh.x_shape())?;
-    check_shape(OP, "weight", w, &sh.w_shape())?;
-    check_shape(OP, "y", y, &sh.y_shape())?;
+    check_forward(sh, x, w, y)?;
     if let Some(b) = bias {
         check_shape(OP, "bias", b, &[sh.k])?;
     }
@@ -409,10 +414,7 @@ pub fn forward_with_stats(
     stats: &Tensor,
 ) -> Result<(Vec<Kernel>, bool)> {
     const OP: &str = FORWARD;
-    sh.validate(OP)?;
-    check_shape(OP, "x", x, &sh.x_shape())?;
-    check_shape(OP, "weight", w, &sh.w_shape())?;
-    check_shape(OP, "y", y, &sh.y_shape())?;
+    check_forward(sh, x, w, y)?;
     check_shape(OP, "stats", stats, &[stats_len(sh)])?;
     let no_bias = dummy(gpu)?;
     let ks = pick(gpu, OP, sh, |f| {
@@ -454,14 +456,8 @@ pub(super) fn forward_with(
     let kpad = sh.k.div_ceil(cb) * cb;
     let (t, wt) = weights_for_forward(gpu, sh, w, &params, (family, cb))?;
     let groups = (npq.div_ceil(pb as u64) * (kpad / cb) as u64).div_ceil(64);
-    let no_stats;
-    let stats = match stats {
-        Some(s) => s,
-        None => {
-            no_stats = dummy(gpu)?;
-            &no_stats
-        }
-    };
+    let no_stats = dummy(gpu)?;
+    let stats = stats.unwrap_or(&no_stats);
     let bufs = [(2, x), (3, y), (4, b), (5, &wt), (6, stats)];
     let c = kernel(gpu, OP, (family, "conv_fwd_reg"), params, &bufs, groups)?;
     Ok(vec![t, c])
