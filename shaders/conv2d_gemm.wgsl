@@ -1,7 +1,8 @@
 // conv2d as implicit GEMM for GPUs: the GPU-class family (shapes and math as in conv2d.wgsl).
 //
 //   C[M, NC] = A[M, D] * B[D, NC], never materialised:
-//   mode 0 forward:  M = K, D = C*R*S (c, r, s),  NC = N*P*Q; A = w, B = im2col(x); C -> y (+ bias)
+//   mode 0 forward:  M = K, D = C*R*S (c, r, s),  NC = N*P*Q; A = w, B = im2col(x); C -> y (+ bias);
+//                    conv_fwd_gemm_stats also writes BatchNorm's partial statistics of y (below)
 //   mode 1 dx:       M = C, D = R*S*K (r, s, k),  NC = N*H*W; A = w^T, B = dy gathered through the
 //                    taps that reach each input pixel (zero where the stride skips it)
 //   mode 2 dw:       M = K, D = N*P*Q, one chunk per split (split-K); NC = C*R*S; A = dy^T,
@@ -272,7 +273,65 @@ fn write_out(mode: u32, g: Geometry, tm: u32, tn: u32, r: u32, j: u32, v: vec4<f
     }
 }
 
-fn gemm(mode: u32, wid: vec3<u32>, nwg: vec3<u32>, lid: u32) {
+// BatchNorm's partial statistics of the forward's output (conv_fwd_gemm_stats), in the layout of
+// conv2d.wgsl's write_stats8: per channel and run of 8 pixels (N*P*Q order) the count, mean and
+// sum of squared deviations, [K, ceil(N*P*Q / 8), 3] in stats_out. An invocation holds 4
+// consecutive pixels of each of its rows per column group; the pair (tn, tn + 1) holds a run of
+// 8 (n0 is a multiple of 64, GN is even). Each computes its 4 pixels' mean and sum of squared
+// deviations (two passes over registers), the odd one hands them to the even one through
+// workgroup memory, and the even one merges the two (Chan et al.) and stores the run.
+@group(0) @binding(6) var<storage, read_write> stats_out: array<f32>;
+
+// The exchange: 256 vec4<f32> of workgroup memory, free once the last step is multiplied. The
+// f32 families use their B tiles (2 * B_VEC >= 256 vec4, checked in Rust); the f16 families, whose
+// tiles cannot hold f32, get an array of their own instead of these two lines (Scheme::source).
+fn xchg_put(i: u32, v: vec4<f32>) { tile_b[i] = v; }
+fn xchg_get(i: u32) -> vec4<f32> { return tile_b[i]; }
+
+// The statistics of rows 4i..4i+3 (of the invocation's RM) and column group j, whose values are
+// the columns of `v` (without a bias: conv2d::forward_with_stats takes none, a convolution before
+// a BatchNorm has none). Every invocation of a live workgroup calls it (it holds barriers).
+fn stats_pass(g: Geometry, tm: u32, tn: u32, lid: u32, i: u32, j: u32, v: mat4x4<f32>) {
+    let col = g.n0 + (j * GN + tn) * 4u;
+    let m = g.m0 + (i * (TM / RM) + tm) * 4u;
+    let ok = vec4<f32>((vec4<u32>(col) + vec4<u32>(0u, 1u, 2u, 3u)) < vec4<u32>(g.nc));
+    let n = ok.x + ok.y + ok.z + ok.w;
+    let s = vec4<f32>(dot(v[0], ok), dot(v[1], ok), dot(v[2], ok), dot(v[3], ok));
+    let mean = s / max(n, 1.0);
+    let d0 = (v[0] - mean.x) * ok;
+    let d1 = (v[1] - mean.y) * ok;
+    let d2 = (v[2] - mean.z) * ok;
+    let d3 = (v[3] - mean.w) * ok;
+    let q = vec4<f32>(dot(d0, d0), dot(d1, d1), dot(d2, d2), dot(d3, d3));
+    let slot = (lid / 2u) * 2u;
+    if (tn % 2u == 1u) {
+        xchg_put(slot, mean);
+        xchg_put(slot + 1u, q);
+    }
+    workgroupBarrier();
+    if (tn % 2u == 0u) {
+        let nb = f32(min(g.nc - min(col + 4u, g.nc), 4u));
+        let total = n + nb;
+        let delta = xchg_get(slot) - mean;
+        let run_mean = mean + delta * (nb / max(total, 1.0));
+        let run_q = q + xchg_get(slot + 1u) + delta * delta * (n * nb / max(total, 1.0));
+        for (var r = 0u; r < 4u; r++) { stats_store_gemm(g, m + r, col / 8u, total, run_mean[r], run_q[r]); }
+    }
+    // the next pass writes the exchange again
+    workgroupBarrier();
+}
+
+// Stores channel k's statistics of run `run`, where both are in range and the run has pixels.
+fn stats_store_gemm(g: Geometry, k: u32, run: u32, n: f32, mean: f32, q: f32) {
+    let runs = (g.nc + 7u) / 8u;
+    if (k >= g.m || run >= runs || n == 0.0) { return; }
+    let o = (k * runs + run) * 3u;
+    stats_out[o] = n;
+    stats_out[o + 1u] = mean;
+    stats_out[o + 2u] = q;
+}
+
+fn gemm(mode: u32, stats: bool, wid: vec3<u32>, nwg: vec3<u32>, lid: u32) {
     let g = geometry(mode, wid, nwg);
     if (!g.live) { return; }
     let tn = lid % GN;
@@ -320,25 +379,35 @@ fn gemm(mode: u32, wid: vec3<u32>, nwg: vec3<u32>, lid: u32) {
         workgroupBarrier();
     }
     //%[r<RM,j<RN4] write_out(mode, g, tm, tn, {r}u, {j}u, acc{r}_{j});
+    if (stats) {
+        //%[i<RM4,j<RN4] stats_pass(g, tm, tn, lid, {i}u, {j}u, mat4x4<f32>(acc{4*i}_{j}, acc{4*i+1}_{j}, acc{4*i+2}_{j}, acc{4*i+3}_{j}));
+    }
 }
 
 // forward: wt = w re-laid [C*R*S, Kpad], src_b = x, dst = y, bias
 @compute @workgroup_size(256)
 fn conv_fwd_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
-    gemm(0u, wid, nwg, lid);
+    gemm(0u, false, wid, nwg, lid);
+}
+
+// forward with BatchNorm's partial statistics of y: as conv_fwd_gemm, and stats_out
+@compute @workgroup_size(256)
+fn conv_fwd_gemm_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    gemm(0u, true, wid, nwg, lid);
 }
 
 // backward to input: wt = w re-laid [R*S, K, Cpad], src_b = dy, dst = dx
 @compute @workgroup_size(256)
 fn conv_dx_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
-    gemm(1u, wid, nwg, lid);
+    gemm(1u, false, wid, nwg, lid);
 }
 
 // backward to weights: src_a = dy, src_b = x, dst = partial [splits, K, C*R*S]; wid.y = split
 @compute @workgroup_size(256)
 fn conv_dw_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
-    gemm(2u, wid, nwg, lid);
+    gemm(2u, false, wid, nwg, lid);
 }

@@ -181,6 +181,22 @@ fn resnet8_and_bottleneck_gradients_equal_the_reference_unfused() {
     report(&worst, "bottleneck net unfused");
 }
 
+/// The same with every convolution on the 64x64 GEMM tile (a GPU's default family), fused: its
+/// epilogue writes BatchNorm's statistics.
+#[test]
+fn resnet8_and_bottleneck_gradients_equal_the_reference_on_the_gemm_tile() {
+    let gemm = gpu_with(Some(resnet::ops::conv2d::KernelFamily::Gemm64x64));
+    let resnet8 = cifar("resnet8");
+    let worst = check_planned(&resnet8, network_step(&gemm, &resnet8, 15, 4).unwrap());
+    report(&worst, "resnet8 on the GEMM tile");
+    let bottleneck = tiny_imagenet("bottleneck-2-1", BlockKind::Bottleneck, vec![2, 1]);
+    let worst = check_planned(
+        &bottleneck,
+        network_step(&gemm, &bottleneck, 21, 3).unwrap(),
+    );
+    report(&worst, "bottleneck net on the GEMM tile");
+}
+
 #[test]
 fn plain8_gradients_equal_the_reference() {
     report(

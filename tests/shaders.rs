@@ -60,7 +60,16 @@ fn every_conv2d_block_and_tile_size_validates() {
         let module = validate(name, src);
         let gemm_entries = name.starts_with("conv2d_gemm.wgsl") || name.starts_with("conv2d_coop");
         let entries = match gemm_entries {
-            true => ["conv_fwd_gemm", "conv_dx_gemm", "conv_dw_gemm"].as_slice(),
+            true if name.starts_with("conv2d_coop") => {
+                ["conv_fwd_gemm", "conv_dx_gemm", "conv_dw_gemm"].as_slice()
+            }
+            true => [
+                "conv_fwd_gemm",
+                "conv_fwd_gemm_stats",
+                "conv_dx_gemm",
+                "conv_dw_gemm",
+            ]
+            .as_slice(),
             false => [
                 "conv_fwd_reg",
                 "conv_dx_reg",
@@ -75,8 +84,17 @@ fn every_conv2d_block_and_tile_size_validates() {
                 "{name}: no {entry}"
             );
         }
-        // an f16 module keeps its tiles in f16 and nothing else of the f32 module changes
+        // an f16 module keeps its tiles in f16, the GEMM's statistics exchange in an f32 array of
+        // its own (its tiles cannot hold f32), and nothing else of the f32 module changes
         if name.ends_with("f16)") && !name.starts_with("conv2d_coop") {
+            let in_tiles = "fn xchg_put(i: u32, v: vec4<f32>) { tile_b[i] = v; }\n\
+                            fn xchg_get(i: u32) -> vec4<f32> { return tile_b[i]; }";
+            let own = format!(
+                "var<workgroup> xchg: array<vec4<f32>, 256>;\n{}",
+                in_tiles.replace("tile_b", "xchg")
+            );
+            let is_gemm = name.starts_with("conv2d_gemm");
+            assert_eq!(src.contains(&own), is_gemm, "{name}: the exchange");
             assert!(src.contains("alias tile_t = f16;") && !src.contains("alias tile_t = f32;"));
             let f32_name = name.replace(" (f16)", "").replace(", f16)", ")");
             let f32_src = sources
@@ -86,7 +104,8 @@ fn every_conv2d_block_and_tile_size_validates() {
                 .1;
             assert_eq!(
                 src.replacen("enable f16;\n", "", 1)
-                    .replace("alias tile_t = f16;", "alias tile_t = f32;"),
+                    .replace("alias tile_t = f16;", "alias tile_t = f32;")
+                    .replace(&own, in_tiles),
                 f32_src,
                 "{name}"
             );

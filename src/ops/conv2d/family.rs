@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 /// The version of the kernel set: bump it whenever a family is added, removed or changed (its row
 /// or its template), so that choices measured on the old kernels are measured again.
-pub const KERNEL_SET_VERSION: u32 = 6;
+pub const KERNEL_SET_VERSION: u32 = 7;
 
 /// The family of CPU drivers where nothing was measured: register blocks suit their registers.
 const CPU_DEFAULT: KernelFamily = KernelFamily::Register16x16;
@@ -222,6 +222,13 @@ impl KernelFamily {
         }
     }
 
+    /// Whether the family's forward can write BatchNorm's partial statistics of its output in its
+    /// epilogue (`conv2d::forward_with_stats`): the register families and the register-tile
+    /// GEMMs, not the tiled kernel or the tensor-core tile.
+    pub fn writes_stats(self) -> bool {
+        matches!(self.scheme(), Scheme::Register { .. } | Scheme::Gemm(_))
+    }
+
     /// (rows, columns) of C per workgroup of a GEMM family, tensor cores' included (rows are
     /// channels).
     pub fn gemm_tile(self) -> Option<(usize, usize)> {
@@ -296,7 +303,7 @@ impl Scheme {
                     "{module}: an f16 family needs its template's `{ALIAS}`"
                 );
                 let f16 = f32_source.replace(ALIAS, "alias tile_t = f16;");
-                format!("enable f16;\n{f16}")
+                format!("enable f16;\n{}", own_exchange(module, f16))
             }
         }
     }
@@ -321,6 +328,9 @@ impl Scheme {
                     256,
                     "a tile needs 256 invocations"
                 );
+                // the statistics epilogue's exchange (256 vec4) lives in the B tiles, and pairs
+                // of invocations hold runs of 8 pixels
+                assert!(2 * t.tk * t.tn / 4 >= 256 && (t.tn / t.rn) % 2 == 0);
                 let consts = [
                     ("TM", t.tm),
                     ("TN", t.tn),
@@ -340,6 +350,26 @@ impl Scheme {
             }
         }
     }
+}
+
+/// The GEMM template's statistics exchange (`xchg_put` / `xchg_get`, in the f32 B tiles) given
+/// an array of f32 of its own, for the f16 families, whose tiles cannot hold f32: 4 KiB beside
+/// their 8 KiB of tiles. Register modules have no exchange and are returned as they are.
+fn own_exchange(module: &str, source: String) -> String {
+    const IN_TILES: &str = "fn xchg_put(i: u32, v: vec4<f32>) { tile_b[i] = v; }\n\
+                            fn xchg_get(i: u32) -> vec4<f32> { return tile_b[i]; }";
+    const OWN: &str = "var<workgroup> xchg: array<vec4<f32>, 256>;\n\
+                       fn xchg_put(i: u32, v: vec4<f32>) { xchg[i] = v; }\n\
+                       fn xchg_get(i: u32) -> vec4<f32> { return xchg[i]; }";
+    if !source.contains("fn xchg_put") {
+        return source;
+    }
+    assert_eq!(
+        source.matches(IN_TILES).count(),
+        1,
+        "{module}: the statistics exchange is not in the B tiles as expected"
+    );
+    source.replace(IN_TILES, OWN)
 }
 
 /// The tensor-core module: the shared part of the GEMM template (above [`GEMM_SHARED_END`]), then

@@ -17,26 +17,50 @@ const MAX_PARTIAL: usize = 1 << 24;
 /// (measured on an H200).
 const MAX_SPLITS: usize = 128;
 
-/// Forward: the weights re-laid [C*R*S, Kpad] (vec4 along K), then the GEMM.
+/// Forward: the weights re-laid [C*R*S, Kpad] (vec4 along K), then the GEMM; with `stats`, the
+/// GEMM also writes BatchNorm's partial statistics of y into it (`conv_fwd_gemm_stats`; the
+/// tensor-core tile does not: the caller checks the kernels' names).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn forward(
     gpu: &Gpu,
     sh: &Conv2dShape,
-    x: &Tensor,
-    w: &Tensor,
-    b: &Tensor,
-    has_bias: bool,
+    (x, w, b, has_bias): (&Tensor, &Tensor, &Tensor, bool),
     y: &Tensor,
+    stats: Option<&Tensor>,
     family: KernelFamily,
     t: Tile,
 ) -> Result<Vec<Kernel>> {
     let params = sh.params(1, 0, has_bias, 4);
     let (tr, wt) = weights_for_forward(gpu, sh, w, &params, (family, 4))?;
     let tiles = sh.k.div_ceil(t.tm) * (sh.n * sh.p() * sh.q()).div_ceil(t.tn);
+    let no_stats = super::dummy(gpu)?;
+    let stats = stats.filter(|_| family.writes_stats());
     let bufs = [(1, w), (2, x), (3, y), (4, b), (5, &wt)];
-    let entry = (family, "conv_fwd_gemm");
-    let c = kernel(gpu, FORWARD, entry, params, &bufs, tiles as u64)?;
+    let bufs = with_stats(family, &bufs, stats.unwrap_or(&no_stats));
+    let entry = match stats {
+        Some(_) => STATS_ENTRY,
+        None => "conv_fwd_gemm",
+    };
+    let c = kernel(gpu, FORWARD, (family, entry), params, &bufs, tiles as u64)?;
     Ok(vec![tr, c])
+}
+
+/// The GEMM forward that also writes BatchNorm's partial statistics.
+pub(super) const STATS_ENTRY: &str = "conv_fwd_gemm_stats";
+
+/// `bufs` and, for the register-tile GEMMs, the statistics at binding 6: their entry points share
+/// one `gemm` function, which holds the statistics epilogue, so each of them uses the binding (a
+/// dummy where no statistics are written). The tensor-core tile has no such binding.
+fn with_stats<'a>(
+    family: KernelFamily,
+    bufs: &[(u32, &'a Tensor)],
+    stats: &'a Tensor,
+) -> Vec<(u32, &'a Tensor)> {
+    let mut all = bufs.to_vec();
+    if family.writes_stats() {
+        all.push((6, stats));
+    }
+    all
 }
 
 /// Backward to the input: the weights re-laid [R*S, K, Cpad] (vec4 along C), then the GEMM.
@@ -54,6 +78,8 @@ pub(super) fn backward_input(
     let tiles = sh.c.div_ceil(t.tm) * (sh.n * sh.h * sh.w).div_ceil(t.tn);
     let no_bias = super::dummy(gpu)?;
     let bufs = [(1, w), (2, dy), (3, dx), (4, &no_bias), (5, &wt)];
+    let no_stats = super::dummy(gpu)?; // written: not the read-only dummy of binding 4
+    let bufs = with_stats(family, &bufs, &no_stats);
     let entry = (family, "conv_dx_gemm");
     let c = kernel(gpu, BACKWARD_INPUT, entry, params, &bufs, tiles as u64)?;
     Ok(vec![tr, c])
@@ -85,6 +111,8 @@ pub(super) fn backward_weight(
     let params = sh.params(splits, chunk, false, 4);
     let (no_bias, no_wt) = (super::dummy(gpu)?, gpu.zeros(&[4])?);
     let bufs = [(1, dy), (2, x), (3, &partial), (4, &no_bias), (5, &no_wt)];
+    let no_stats = super::dummy(gpu)?; // written: not the read-only dummy of binding 4
+    let bufs = with_stats(family, &bufs, &no_stats);
     let entry = (family, "conv_dw_gemm");
     let (tx, ty) = (tiles as u64, splits as u64);
     let k = kernel_grid(gpu, BACKWARD_WEIGHT, entry, params, &bufs, tx, ty)?;

@@ -403,8 +403,10 @@ pub fn stats_len(sh: &Conv2dShape) -> usize {
 
 /// [`forward`] without bias that also writes BatchNorm's partial statistics of `y` into `stats`
 /// ([`stats_len`] values; `batchnorm::forward_train_from` merges them), where the family chosen
-/// for the shape computes them in its epilogue: the register families, whose invocations hold 8
-/// pixels of each of their channels in registers. (kernels, whether they write the statistics.)
+/// for the shape computes them in its epilogue ([`KernelFamily::writes_stats`]): the register
+/// families, whose invocations hold 8 pixels of each of their channels in registers, and the
+/// register-tile GEMMs, whose pairs of invocations do. (kernels, whether they write the
+/// statistics.)
 pub fn forward_with_stats(
     gpu: &Gpu,
     sh: &Conv2dShape,
@@ -421,7 +423,9 @@ pub fn forward_with_stats(
         forward_with(gpu, sh, x, w, &no_bias, false, y, f, Some(stats))
     })?;
     // the kernels kept are the ones that write them (a race may have kept another family)
-    let written = ks.iter().any(|k| k.name == "conv_fwd_reg");
+    let written = ks
+        .iter()
+        .any(|k| k.name == "conv_fwd_reg" || k.name == gemm::STATS_ENTRY);
     Ok((count_flops(ks, sh.flops()), written))
 }
 
@@ -441,7 +445,7 @@ pub(super) fn forward_with(
     let npq = (sh.n * sh.p() * sh.q()) as u64;
     let (cb, pb) = match family.scheme() {
         Scheme::Gemm(tile) | Scheme::Coop(tile) => {
-            return gemm::forward(gpu, sh, x, w, b, has_bias, y, family, tile);
+            return gemm::forward(gpu, sh, (x, w, b, has_bias), y, stats, family, tile);
         }
         Scheme::Register { channels, pixels } => (channels, pixels),
         Scheme::Tiled => {

@@ -6,8 +6,9 @@
 //!   `const NAME: u32 = <value>u;`;
 //! - `//%[v<COUNT,w<COUNT2] body` becomes one line per combination of the loop variables' values
 //!   (the last varying fastest; COUNT names one of the family's counts), with `{v}`, `{4*v}`,
-//!   `{2*v}`, `{2*v+1}`, `{v/4}` and `{v%4}` in `body` replaced by the value, four times it, twice
-//!   it, twice it plus one, its quotient and its remainder by 4.
+//!   `{4*v+1}` to `{4*v+3}`, `{2*v}`, `{2*v+1}`, `{v/4}` and `{v%4}` in `body` replaced by the
+//!   value, four times it (plus 1 to 3), twice it, twice it plus one, its quotient and its
+//!   remainder by 4.
 //!
 //! Per-invocation values are spelled out as named variables this way, never as arrays: a private
 //! array indexed in a loop lands in scratch memory on lavapipe and in local memory on NVIDIA's
@@ -86,11 +87,14 @@ fn loop_values<'a>(loops: &'a str, counts: &[(&str, usize)]) -> Vec<Vec<(&'a str
     all
 }
 
-/// `body` with {v}, {4*v}, {2*v}, {2*v+1}, {v/4} and {v%4} of each loop variable replaced by its
-/// value.
+/// `body` with {v}, {4*v}, {4*v+1} to {4*v+3}, {2*v}, {2*v+1}, {v/4} and {v%4} of each loop
+/// variable replaced by its value.
 fn fill(body: &str, values: &[(&str, usize)]) -> String {
     let mut s = body.to_string();
     for (var, v) in values {
+        for k in 1..4 {
+            s = s.replace(&format!("{{4*{var}+{k}}}"), &(4 * v + k).to_string());
+        }
         s = s
             .replace(&format!("{{4*{var}}}"), &(4 * v).to_string())
             .replace(&format!("{{2*{var}+1}}"), &(2 * v + 1).to_string())
@@ -125,6 +129,7 @@ mod tests {
         assert_eq!(v[1], vec![("r", 0), ("j", 1)]);
         assert_eq!(fill("a{r/4}[{r%4}] {j}", &[("r", 6), ("j", 2)]), "a1[2] 2");
         assert_eq!(fill("a{2*h} a{2*h+1}", &[("h", 1)]), "a2 a3");
+        assert_eq!(fill("{4*i} {4*i+1} {4*i+3}", &[("i", 2)]), "8 9 11");
     }
 
     #[test]
