@@ -242,6 +242,9 @@ fn a_missing_shortcut_would_be_caught() {
 /// reference, so that the check sees where the rounding happens.
 #[test]
 fn mixed_precision_step_equals_the_reference_rounding_to_f16() {
+    if !f16_shaders("mixed_precision_step_equals_the_reference_rounding_to_f16") {
+        return;
+    }
     use resnet::gpu::{GpuOptions, Precision};
     use resnet::selftest::MIXED_STEP_TOLERANCE;
     let gpu = resnet::Gpu::new_blocking(&GpuOptions {

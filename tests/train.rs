@@ -270,6 +270,9 @@ fn killed_run_resumes_to_the_same_metrics() {
 /// In mixed precision too, the loss scaler's state included (restored from the checkpoint).
 #[test]
 fn killed_mixed_precision_run_resumes_to_the_same_metrics() {
+    if !f16_shaders("killed_mixed_precision_run_resumes_to_the_same_metrics") {
+        return;
+    }
     let rows = killed_run_resumes(&["--precision", "mixed"]);
     let scale = |r: &Vec<String>| r[7].parse::<f64>().unwrap();
     assert!(rows.iter().all(|r| scale(r) >= 1.0), "{rows:?}");
@@ -351,6 +354,9 @@ fn killed_run_resumes(extra: &[&str]) -> Vec<Vec<String>> {
 /// started the scaler anew would show.
 #[test]
 fn a_mixed_precision_run_resumes_with_its_loss_scale() {
+    if !f16_shaders("a_mixed_precision_run_resumes_with_its_loss_scale") {
+        return;
+    }
     let data = cifar::subset(13, 5);
     let config = |epochs| TrainConfig {
         epochs: Some(epochs),

@@ -335,6 +335,9 @@ fn fp32_families() -> usize {
 /// precision takes its own precision's choice from the file.
 #[test]
 fn choices_are_kept_per_precision() {
+    if !common::f16_shaders("choices_are_kept_per_precision") {
+        return;
+    }
     use resnet::gpu::Precision;
     use resnet::ops::conv2d::{self, Conv2dShape};
     let dir = tempfile::tempdir().unwrap();

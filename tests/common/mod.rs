@@ -21,6 +21,24 @@ pub fn gpu_with(kernel_family: Option<KernelFamily>) -> Gpu {
     .expect("a GPU adapter")
 }
 
+/// Whether the default adapter runs f16 shaders, which `--precision mixed` needs. On one that does
+/// not (a GPU without shader-f16, Mesa's GL driver), a mixed-precision test says so and returns:
+/// the engine's answer there is a one-line error (tests/cli.rs checks it), not a kernel to test.
+/// Mesa's lavapipe (Vulkan), the adapter CI runs on, has them, so there these tests always run.
+pub fn f16_shaders(test: &str) -> bool {
+    let gpu = gpu();
+    let has = gpu.adapter_features.contains(wgpu::Features::SHADER_F16);
+    let lavapipe = gpu.info.name.contains("llvmpipe") && gpu.info.backend == wgpu::Backend::Vulkan;
+    assert!(
+        has || !lavapipe,
+        "lavapipe offers shader-f16: the feature check is broken"
+    );
+    if !has {
+        eprintln!("{test}: skipped, {} has no f16 shaders", gpu.info.name);
+    }
+    has
+}
+
 /// Options without kernel tuning: the family by adapter type.
 pub fn untuned() -> GpuOptions {
     GpuOptions {
