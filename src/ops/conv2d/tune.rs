@@ -179,7 +179,8 @@ async fn timed_run(gpu: &Gpu, ks: &[Kernel], times: usize) -> Result<f64> {
 }
 
 /// `family`'s kernels of `op` at `sh` on buffers of their own (zeros: timing does not depend on
-/// the values).
+/// the values). The forward is timed as training records it, with BatchNorm's statistics in its
+/// epilogue where the family writes them (the race of a plan being built times it so too).
 fn build_alone(gpu: &Gpu, op: &str, sh: &Conv2dShape, family: KernelFamily) -> Result<Vec<Kernel>> {
     let (x, w, y) = (
         gpu.zeros(&sh.x_shape())?,
@@ -188,8 +189,8 @@ fn build_alone(gpu: &Gpu, op: &str, sh: &Conv2dShape, family: KernelFamily) -> R
     );
     match op {
         FORWARD => {
-            let bias = gpu.zeros(&[1])?;
-            super::forward_with(gpu, sh, &x, &w, &bias, false, &y, family, None)
+            let (bias, stats) = (gpu.zeros(&[1])?, gpu.zeros(&[super::stats_len(sh)])?);
+            super::forward_with(gpu, sh, &x, &w, &bias, false, &y, family, Some(&stats))
         }
         BACKWARD_INPUT => super::backward_input_with(gpu, sh, &y, &w, &x, family),
         BACKWARD_WEIGHT => super::backward_weight_with(gpu, sh, &x, &y, &w, None, family),
