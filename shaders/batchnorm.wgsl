@@ -44,6 +44,7 @@ struct Params {
 @group(0) @binding(12) var<storage, read_write> dparams: array<f32>; // [dgamma(C), dbeta(C)]
 @group(0) @binding(13) var<storage, read_write> dres: array<f32>;
 @group(0) @binding(14) var<storage, read_write> partial: array<f32>; // [C, chunks, 2]
+@group(0) @binding(15) var<storage, read_write> fold_bias: array<f32>; // bn_fold's bias [C]
 
 const WG = 256u;
 var<workgroup> red_a: array<f32, 256>;
@@ -197,6 +198,25 @@ fn merge_chunks(ch: u32) -> vec2<f32> {
         count = total;
     }
     return vec2<f32>(mu, m2);
+}
+
+// Inference with the running statistics, folded into the convolution before (flag 4): x = the
+// convolution's weights [C, hw] (C its output channels, hw = Cin*R*S per channel), y = the
+// folded weights x * scale, fold_bias = beta - mean * scale, where scale = gamma * invstd; the
+// convolution with them computes BN(conv) in one pass (its epilogue adds the ReLU and residual).
+@compute @workgroup_size(256)
+fn bn_fold(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * WG + lid;
+    let weights = P.c * P.hw;
+    if (i < weights) {
+        let ch = i / P.hw;
+        y[i] = x[i] * (affine[ch] * mean_invstd(ch).y);
+    } else if (i < weights + P.c) {
+        let ch = i - weights;
+        let s = mean_invstd(ch);
+        fold_bias[ch] = affine[P.c + ch] - s.x * (affine[ch] * s.y);
+    }
 }
 
 // y = [relu]((x - mean) * invstd * gamma + beta [+ residual]); batch stats, or running stats in eval.

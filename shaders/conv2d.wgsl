@@ -22,10 +22,16 @@
 struct Params {
     n: u32, c: u32, h: u32, w: u32,
     k: u32, p: u32, q: u32, r: u32,
-    s: u32, stride: u32, pad: u32, has_bias: u32,
+    s: u32, stride: u32, pad: u32, epi: u32,  // epi: the forward's epilogue, OUT_* bits
     kpad: u32, cpad: u32, splits: u32, chunk: u32,
     stats: u32, pad1: u32, pad2: u32, pad3: u32,  // stats: conv_fwd_reg also writes BatchNorm's partial statistics
 }
+
+// The forward's epilogue: y = [relu](sum + [bias] [+ residual]). An inference BatchNorm folded
+// into the weights and bias (batchnorm.wgsl's bn_fold) leaves its ReLU and residual add here.
+const OUT_BIAS: u32 = 1u;
+const OUT_RELU: u32 = 2u;
+const OUT_RESIDUAL: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> src_a: array<f32>;
@@ -37,6 +43,16 @@ struct Params {
 // [K, ceil(N*P*Q / 8), 3], per channel and run of 8 output pixels (count, mean, sum of squared
 // deviations), merged by batchnorm.wgsl's bn_stats_partials.
 @group(0) @binding(6) var<storage, read_write> stats_out: array<f32>;
+// The residual the forward's epilogue adds (OUT_RESIDUAL), shaped as y.
+@group(0) @binding(7) var<storage, read> residual: array<f32>;
+
+// y[i] from the sum (bias included) v: the residual added, then the ReLU, as P.epi says.
+fn out_value(i: u32, v: f32) -> f32 {
+    var r = v;
+    if ((P.epi & OUT_RESIDUAL) != 0u) { r += residual[i]; }
+    if ((P.epi & OUT_RELU) != 0u) { r = max(r, 0.0); }
+    return r;
+}
 
 fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, size: u32) -> u32 {
     return (wid.x + wid.y * nwg.x) * size + lid;
@@ -146,10 +162,10 @@ fn fwd_pixels(m0: u32, npq: u32) -> Px {
 }
 
 fn store_row(d: vec4<u32>, ok: vec4<bool>, v: vec4<f32>) {
-    if (ok.x) { dst[d.x] = v.x; }
-    if (ok.y) { dst[d.y] = v.y; }
-    if (ok.z) { dst[d.z] = v.z; }
-    if (ok.w) { dst[d.w] = v.w; }
+    if (ok.x) { dst[d.x] = out_value(d.x, v.x); }
+    if (ok.y) { dst[d.y] = out_value(d.y, v.y); }
+    if (ok.z) { dst[d.z] = out_value(d.z, v.z); }
+    if (ok.w) { dst[d.w] = out_value(d.w, v.w); }
 }
 
 // Stores channels c0..c0+3 (of `nch`, planes of `plane` values) of four consecutive pixels whose
@@ -166,7 +182,7 @@ fn store4(o: vec4<u32>, ok: vec4<bool>, c0: u32, nch: u32, plane: u32, b: vec4<f
 
 // bias[k0..k0+3] of the forward (zero without bias or past K).
 fn bias4(k0: u32) -> vec4<f32> {
-    if (P.has_bias == 0u) { return vec4<f32>(0.0); }
+    if ((P.epi & OUT_BIAS) == 0u) { return vec4<f32>(0.0); }
     let k = min(vec4<u32>(k0) + LANE4, vec4<u32>(P.k - 1u));
     return vec4<f32>(bias[k.x], bias[k.y], bias[k.z], bias[k.w]);
 }
@@ -561,8 +577,9 @@ fn tiled_gemm(mode: u32, wid: vec3<u32>, lid: u32) {
             if (mode == 0u) {
                 let pq = P.p * P.q;
                 var o = v;
-                if (P.has_bias != 0u) { o += bias[m]; }
-                dst[((col / pq) * P.k + m) * pq + col % pq] = o;
+                if ((P.epi & OUT_BIAS) != 0u) { o += bias[m]; }
+                let at = ((col / pq) * P.k + m) * pq + col % pq;
+                dst[at] = out_value(at, o);
             } else if (mode == 1u) {
                 let hw = P.h * P.w;
                 dst[((col / hw) * P.c + m) * hw + col % hw] = v;

@@ -34,7 +34,7 @@
 struct Params {
     n: u32, c: u32, h: u32, w: u32,
     k: u32, p: u32, q: u32, r: u32,
-    s: u32, stride: u32, pad: u32, has_bias: u32,
+    s: u32, stride: u32, pad: u32, epi: u32,  // epi: the forward's epilogue, OUT_* bits
     kpad: u32, cpad: u32, splits: u32, chunk: u32,
 }
 
@@ -44,6 +44,14 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read> wt: array<vec4<f32>>;
+// The residual the forward's epilogue adds (OUT_RESIDUAL), shaped as y.
+@group(0) @binding(7) var<storage, read> residual: array<f32>;
+
+// The forward's epilogue, as in conv2d.wgsl: y = [relu](sum + [bias] [+ residual]) (an inference
+// BatchNorm folded into the weights and bias leaves its ReLU and residual add here).
+const OUT_BIAS: u32 = 1u;
+const OUT_RELU: u32 = 2u;
+const OUT_RESIDUAL: u32 = 4u;
 
 const TM: u32 = 64u;
 const TN: u32 = 64u;
@@ -220,13 +228,20 @@ fn out_column(mode: u32, g: Geometry, col: u32) -> vec2<u32> {
     return vec2<u32>(g.split * P.k * g.nc + col, g.nc);
 }
 
-// Writes C[m, col] (plus the bias in mode 0), where both are in range.
+// Writes C[m, col] (through the forward's epilogue in mode 0), where both are in range.
 fn write_one(mode: u32, g: Geometry, m: u32, col: u32, v: f32) {
     if (m >= g.m || col >= g.nc) { return; }
-    var b = 0.0;
-    if (mode == 0u && P.has_bias != 0u) { b = bias[m]; }
     let o = out_column(mode, g, col);
-    dst[o.x + m * o.y] = v + b;
+    let at = o.x + m * o.y;
+    if (mode != 0u) {
+        dst[at] = v;
+        return;
+    }
+    var r = v;
+    if ((P.epi & OUT_BIAS) != 0u) { r += bias[m]; }
+    if ((P.epi & OUT_RESIDUAL) != 0u) { r += residual[at]; }
+    if ((P.epi & OUT_RELU) != 0u) { r = max(r, 0.0); }
+    dst[at] = r;
 }
 
 // ==== the register-tile GEMM (shaders/conv2d_coop.wgsl replaces everything from here) ====

@@ -288,3 +288,99 @@ fn statistics_at_resnet20_size(gpu: &Gpu) {
     assert_close("running mean", &running[..sh.k], &run_mean, 1e-5);
     assert_close("running var", &running[sh.k..], &run_var, 1e-5);
 }
+
+/// Inference's BatchNorm folded into the convolution before it (`batchnorm::fold`, then
+/// `conv2d::forward_epilogue` with the folded bias, a residual and the ReLU) against the f64
+/// convolution, eval-mode BatchNorm, add and ReLU, for every family that runs here on the ragged
+/// shapes: the f32 ones within 1e-5; the f16 ones within 1e-2, their operands (the folded
+/// weights among them) rounded to f16's 11 bits (the convolution tests bound them element by
+/// element; here the folding's wiring is checked: a lost scale, bias, residual or ReLU is off by
+/// the order of the values).
+#[test]
+fn folded_batchnorm_matches_the_f64_reference() {
+    let f16 = f16_shaders("folded_batchnorm_matches_the_f64_reference");
+    // a mixed-precision device's features: the f16 families need them
+    let features = match f16 {
+        true => gpu_with(Some(KernelFamily::Register16x16F16)).features,
+        false => gpu().features,
+    };
+    let mut checked = 0;
+    for family in KernelFamily::ALL {
+        if !family.runs_on(features) {
+            continue;
+        }
+        let gpu = gpu_with(Some(family));
+        for (i, sh) in ragged_shapes().iter().enumerate() {
+            let (x, w) = data(sh, i);
+            let k = sh.k;
+            let y_len = sh.n * k * sh.p() * sh.q();
+            let res = rand_vec(y_len, 30 + i as u64);
+            let noise = rand_vec(2 * k, 40 + i as u64);
+            // running mean around 0, running var in [0.5, 1.5)
+            let running: Vec<f32> = (0..2 * k)
+                .map(|j| {
+                    if j < k {
+                        0.2 * noise[j]
+                    } else {
+                        1.0 + 0.5 * noise[j]
+                    }
+                })
+                .collect();
+            let up = |v: &[f32], shape: &[usize]| gpu.upload(v, shape).unwrap();
+            let (xt, wt, rt) = (
+                up(&x, &sh.x_shape()),
+                up(&w, &sh.w_shape()),
+                up(&res, &sh.y_shape()),
+            );
+            let (affine_t, running_t) = (up(&affine(k), &[2, k]), up(&running, &[2, k]));
+            let (fw, fb, y) = (
+                gpu.zeros(&sh.w_shape()).unwrap(),
+                gpu.zeros(&[k]).unwrap(),
+                gpu.zeros(&sh.y_shape()).unwrap(),
+            );
+            let p = BnParams {
+                affine: &affine_t,
+                running: &running_t,
+            };
+            let mut ks = batchnorm::fold(&gpu, &wt, &p, &fw, &fb).unwrap();
+            let epi = conv2d::Epilogue {
+                bias: Some(&fb),
+                residual: Some(&rt),
+                relu: true,
+            };
+            ks.extend(conv2d::forward_epilogue(&gpu, sh, &xt, &fw, &epi, &y).unwrap());
+            run(&gpu, &ks);
+            let g = reference::Conv::from(sh);
+            let c = reference::conv_forward(&g, &f64s(&x), &f64s(&w), None);
+            let (a, r) = (f64s(&affine(k)), f64s(&running));
+            let hw = sh.p() * sh.q();
+            let (mean, var) = (&r[..k], &r[k..]);
+            let want = reference::bn_apply(
+                sh.n,
+                k,
+                hw,
+                &c,
+                &a[..k],
+                &a[k..],
+                mean,
+                var,
+                Some(&f64s(&res)),
+                true,
+            );
+            let tol = match family.precision() {
+                Precision::Fp32 => 1e-5,
+                Precision::Mixed => 1e-2,
+            };
+            assert_close(
+                &format!("{} {sh:?}", family.name()),
+                &read(&gpu, &y),
+                &want,
+                tol,
+            );
+            checked += 1;
+        }
+    }
+    // the 8 f32 families, and the 7 f16 ones but the tensor-core tile where f16 shaders run
+    let families = if f16 { 15 } else { 8 };
+    assert!(checked >= families * ragged_shapes().len(), "{checked}");
+}

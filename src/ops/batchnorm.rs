@@ -307,6 +307,42 @@ pub fn forward_eval(
     )?])
 }
 
+/// Inference with the running statistics folded into the convolution before: `folded_w` =
+/// `conv_w` [K, Cin, R, S] times scale = gamma / sqrt(running_var + eps) per output channel and
+/// `folded_b` [K] = beta - running_mean * scale, so that conv(x, folded_w) + folded_b is
+/// BN(conv(x, conv_w)) (`conv2d::forward_epilogue` adds the ReLU and residual).
+pub fn fold(
+    gpu: &Gpu,
+    conv_w: &Tensor,
+    p: &BnParams,
+    folded_w: &Tensor,
+    folded_b: &Tensor,
+) -> Result<Vec<Kernel>> {
+    const OP: &str = "batchnorm2d folded into a convolution";
+    let k = conv_w.shape[0];
+    let per_channel = conv_w.len() / k.max(1);
+    check_params(OP, k, p)?;
+    check_shape(OP, "folded weights", folded_w, &conv_w.shape)?;
+    check_shape(OP, "folded bias", folded_b, &[k])?;
+    let unused_saved = dummy(gpu)?;
+    Ok(vec![kernel(
+        gpu,
+        OP,
+        SHADER,
+        "bn_fold",
+        params(1, k, per_channel, EVAL, 0.0, 1),
+        &[
+            (1, conv_w),
+            (2, folded_w),
+            (3, p.affine),
+            (5, &unused_saved),
+            (7, p.running),
+            (15, folded_b),
+        ],
+        ((conv_w.len() + k) as u64).div_ceil(256),
+    )?])
+}
+
 /// The statistics a BatchNorm normalised with, for its backward.
 #[derive(Clone, Copy)]
 pub enum Stats<'a> {

@@ -15,8 +15,8 @@ use crate::ops::elementwise::{self, ShortcutShape};
 pub(super) struct ConvBnSaved {
     /// The conv's input.
     pub input: Tensor,
-    /// The conv's output (the BN's input).
-    c: Tensor,
+    /// The conv's output (the BN's input); none where inference folded the BN into the conv.
+    c: Option<Tensor>,
     /// The BN's output (after the fused add and ReLU).
     pub a: Tensor,
     /// The batch statistics (training).
@@ -135,6 +135,9 @@ impl<'a> Recorder<'a> {
         fuse: Fuse,
         ks: &mut Vec<Kernel>,
     ) -> Result<ConvBnSaved> {
+        if !self.train && self.gpu.fusion {
+            return self.conv_bn_folded(cb, x, fuse, ks);
+        }
         let sh = conv_shape(x, cb);
         let c = self.pool.get(self.gpu, &sh.y_shape())?;
         let batch_stats = self.train && !self.fine_tune.bn_fixed(&cb.bn);
@@ -143,9 +146,49 @@ impl<'a> Recorder<'a> {
         let stats = self.bn(cb, (&c, &a), fuse, batch_stats, partial, ks)?;
         Ok(ConvBnSaved {
             input: x.clone(),
-            c,
+            c: Some(c),
             a,
             stats,
+        })
+    }
+
+    /// Inference's conv -> BN: the BN (running statistics) folded into the conv's weights and
+    /// bias (`batchnorm::fold`), its ReLU and residual add in the conv's epilogue, so the conv
+    /// writes the BN's output in one pass and its own output is never stored.
+    fn conv_bn_folded(
+        &mut self,
+        cb: &ConvBn,
+        x: &Tensor,
+        fuse: Fuse,
+        ks: &mut Vec<Kernel>,
+    ) -> Result<ConvBnSaved> {
+        let (gpu, m) = (self.gpu, self.m);
+        let sh = conv_shape(x, cb);
+        let w = m.param(&cb.conv)?;
+        let (affine, running) = (m.param(&cb.bn)?, m.running_of(&cb.bn)?);
+        let p = BnParams {
+            affine: &affine,
+            running: &running,
+        };
+        let (folded_w, folded_b) = (
+            self.pool.get(gpu, &w.shape)?,
+            self.pool.get(gpu, &[cb.cout])?,
+        );
+        ks.extend(batchnorm::fold(gpu, &w, &p, &folded_w, &folded_b)?);
+        let a = self.pool.get(gpu, &sh.y_shape())?;
+        let epi = conv2d::Epilogue {
+            bias: Some(&folded_b),
+            residual: fuse.residual,
+            relu: fuse.relu,
+        };
+        ks.extend(conv2d::forward_epilogue(gpu, &sh, x, &folded_w, &epi, &a)?);
+        self.pool.put(folded_w);
+        self.pool.put(folded_b);
+        Ok(ConvBnSaved {
+            input: x.clone(),
+            c: None,
+            a,
+            stats: None,
         })
     }
 
@@ -222,7 +265,8 @@ impl<'a> Recorder<'a> {
         ks: &mut Vec<Kernel>,
     ) -> Result<Option<Tensor>> {
         let (gpu, m) = (self.gpu, self.m);
-        let dc = self.pool.get(gpu, &s.c.shape)?;
+        let c = s.c.as_ref().expect("training keeps the conv's output");
+        let dc = self.pool.get(gpu, &c.shape)?;
         // a BN without batch statistics normalised with its running ones (frozen, --bn-eval)
         let running = m.running_of(&cb.bn)?;
         let stats = match &s.stats {
@@ -234,7 +278,7 @@ impl<'a> Recorder<'a> {
             gpu,
             g,
             &s.a,
-            &s.c,
+            c,
             &m.param(&cb.bn)?,
             stats,
             &dc,
@@ -309,13 +353,17 @@ impl<'a> Recorder<'a> {
             self.pool.put(r);
         }
         for (i, cs) in s.convs.iter().enumerate() {
-            self.pool.put(cs.c.clone());
+            if let Some(c) = &cs.c {
+                self.pool.put(c.clone());
+            }
             if i + 1 < s.convs.len() {
                 self.pool.put(cs.a.clone());
             }
         }
         if let Some(p) = &s.projection {
-            self.pool.put(p.c.clone());
+            if let Some(c) = &p.c {
+                self.pool.put(c.clone());
+            }
             self.pool.put(p.a.clone());
         }
     }

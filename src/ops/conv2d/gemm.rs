@@ -17,25 +17,27 @@ const MAX_PARTIAL: usize = 1 << 24;
 /// (measured on an H200).
 const MAX_SPLITS: usize = 128;
 
-/// Forward: the weights re-laid [C*R*S, Kpad] (vec4 along K), then the GEMM; with `stats`, the
+/// Forward: the weights re-laid [C*R*S, Kpad] (vec4 along K), then the GEMM with the epilogue
+/// `epi` (`Epilogue::bits`: bias `b`, `residual`, ReLU); with `stats`, the
 /// GEMM also writes BatchNorm's partial statistics of y into it (`conv_fwd_gemm_stats`; the
 /// tensor-core tile does not: the caller checks the kernels' names).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn forward(
     gpu: &Gpu,
     sh: &Conv2dShape,
-    (x, w, b, has_bias): (&Tensor, &Tensor, &Tensor, bool),
+    (x, w, b, residual): (&Tensor, &Tensor, &Tensor, &Tensor),
+    epi: usize,
     y: &Tensor,
     stats: Option<&Tensor>,
     family: KernelFamily,
     t: Tile,
 ) -> Result<Vec<Kernel>> {
-    let params = sh.params(1, 0, has_bias, 4);
+    let params = sh.params(1, 0, epi, 4);
     let (tr, wt) = weights_for_forward(gpu, sh, w, &params, (family, 4))?;
     let tiles = sh.k.div_ceil(t.tm) * (sh.n * sh.p() * sh.q()).div_ceil(t.tn);
     let no_stats = super::dummy(gpu)?;
     let stats = stats.filter(|_| family.writes_stats());
-    let bufs = [(1, w), (2, x), (3, y), (4, b), (5, &wt)];
+    let bufs = [(1, w), (2, x), (3, y), (4, b), (5, &wt), (7, residual)];
     let bufs = with_stats(family, &bufs, stats.unwrap_or(&no_stats));
     let entry = match stats {
         Some(_) => STATS_ENTRY,
@@ -73,7 +75,7 @@ pub(super) fn backward_input(
     family: KernelFamily,
     t: Tile,
 ) -> Result<Vec<Kernel>> {
-    let params = sh.params(1, 0, false, 4);
+    let params = sh.params(1, 0, 0, 4);
     let (tr, wt) = weights_for_input(gpu, sh, w, &params, (family, 4))?;
     let tiles = sh.c.div_ceil(t.tm) * (sh.n * sh.h * sh.w).div_ceil(t.tn);
     let no_bias = super::dummy(gpu)?;
@@ -108,7 +110,7 @@ pub(super) fn backward_weight(
     let chunk = npq.div_ceil(want).div_ceil(t.tk) * t.tk;
     let splits = npq.div_ceil(chunk);
     let partial = scratch(gpu, BACKWARD_WEIGHT, splits * sh.k * crs)?;
-    let params = sh.params(splits, chunk, false, 4);
+    let params = sh.params(splits, chunk, 0, 4);
     let (no_bias, no_wt) = (super::dummy(gpu)?, gpu.zeros(&[4])?);
     let bufs = [(1, dy), (2, x), (3, &partial), (4, &no_bias), (5, &no_wt)];
     let no_stats = super::dummy(gpu)?; // written: not the read-only dummy of binding 4

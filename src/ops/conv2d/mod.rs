@@ -156,9 +156,10 @@ impl Conv2dShape {
     }
 
     /// The shader's parameters; `kpad` and `cpad` round K and C up to `block` channels (the
-    /// register kernels' channel block; 16 where none applies).
-    fn params(&self, splits: usize, chunk: usize, has_bias: bool, block: usize) -> Uniform {
-        self.params_with(splits, chunk, has_bias, block, false)
+    /// register kernels' channel block; 16 where none applies); `epi` the forward's epilogue
+    /// ([`Epilogue::bits`]).
+    fn params(&self, splits: usize, chunk: usize, epi: usize, block: usize) -> Uniform {
+        self.params_with(splits, chunk, epi, block, false)
     }
 
     /// [`Conv2dShape::params`], with the register forward's epilogue also writing BatchNorm's
@@ -167,7 +168,7 @@ impl Conv2dShape {
         &self,
         splits: usize,
         chunk: usize,
-        has_bias: bool,
+        epi: usize,
         block: usize,
         stats: bool,
     ) -> Uniform {
@@ -183,7 +184,7 @@ impl Conv2dShape {
             .u(self.s)
             .u(self.stride)
             .u(self.pad)
-            .u(has_bias as usize)
+            .u(epi)
             .u(self.k.div_ceil(block) * block)
             .u(self.c.div_ceil(block) * block)
             .u(splits)
@@ -195,7 +196,37 @@ impl Conv2dShape {
     }
 }
 
-/// Builds one kernel of `family`'s module.
+/// What the forward adds to the convolution's sums, in this order: y = [relu](sum + [bias] +
+/// [residual]). An inference BatchNorm folded into the weights and bias
+/// (`batchnorm::fold`) leaves its ReLU and residual add here.
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// [K], one value per output channel.
+    pub bias: Option<&'a Tensor>,
+    /// Shaped as y.
+    pub residual: Option<&'a Tensor>,
+    pub relu: bool,
+}
+
+impl Epilogue<'_> {
+    /// The shaders' `epi` word: their OUT_BIAS, OUT_RELU and OUT_RESIDUAL bits.
+    fn bits(&self) -> usize {
+        (self.bias.is_some() as usize)
+            | (self.relu as usize) << 1
+            | (self.residual.is_some() as usize) << 2
+    }
+}
+
+/// Entry points whose shader function holds the forward's epilogue, and so use its residual
+/// binding (7) in every mode: the register forward and backward to the input (their shared
+/// store), the tiled and the GEMM kernels (one function for all modes).
+fn uses_residual(entry: &str) -> bool {
+    matches!(entry, "conv_fwd_reg" | "conv_dx_reg")
+        || entry.ends_with("_tiled")
+        || entry.contains("_gemm")
+}
+
+/// Builds one kernel of `family`'s module (binding an unused residual where the entry has one).
 fn kernel(
     gpu: &Gpu,
     op: &'static str,
@@ -204,7 +235,13 @@ fn kernel(
     buffers: &[(u32, &Tensor)],
     workgroups: u64,
 ) -> Result<Kernel> {
-    super::kernel(gpu, op, module(family), entry, params, buffers, workgroups)
+    let no_residual;
+    let mut all = buffers.to_vec();
+    if uses_residual(entry) && !buffers.iter().any(|b| b.0 == 7) {
+        no_residual = dummy(gpu)?;
+        all.push((7, &no_residual));
+    }
+    super::kernel(gpu, op, module(family), entry, params, &all, workgroups)
 }
 
 /// A kernel with an explicit 2-D grid (the tiled kernels use wid.y for the split).
@@ -375,21 +412,32 @@ pub fn forward(
     bias: Option<&Tensor>,
     y: &Tensor,
 ) -> Result<Vec<Kernel>> {
+    let epi = Epilogue {
+        bias,
+        ..Default::default()
+    };
+    forward_epilogue(gpu, sh, x, w, &epi, y)
+}
+
+/// Records y = [relu](conv2d(x, w) + [bias] + [residual]) in one pass, every family alike.
+pub fn forward_epilogue(
+    gpu: &Gpu,
+    sh: &Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    epi: &Epilogue,
+    y: &Tensor,
+) -> Result<Vec<Kernel>> {
     const OP: &str = FORWARD;
     check_forward(sh, x, w, y)?;
-    if let Some(b) = bias {
+    if let Some(b) = epi.bias {
         check_shape(OP, "bias", b, &[sh.k])?;
     }
-    let dummy_bias;
-    let b = match bias {
-        Some(b) => b,
-        None => {
-            dummy_bias = dummy(gpu)?;
-            &dummy_bias
-        }
-    };
+    if let Some(r) = epi.residual {
+        check_shape(OP, "residual", r, &sh.y_shape())?;
+    }
     let ks = pick(gpu, OP, sh, |f| {
-        forward_with(gpu, sh, x, w, b, bias.is_some(), y, f, None)
+        forward_with(gpu, sh, x, w, epi, y, f, None)
     })?;
     Ok(count_flops(ks, sh.flops()))
 }
@@ -418,9 +466,9 @@ pub fn forward_with_stats(
     const OP: &str = FORWARD;
     check_forward(sh, x, w, y)?;
     check_shape(OP, "stats", stats, &[stats_len(sh)])?;
-    let no_bias = dummy(gpu)?;
+    let epi = Epilogue::default();
     let ks = pick(gpu, OP, sh, |f| {
-        forward_with(gpu, sh, x, w, &no_bias, false, y, f, Some(stats))
+        forward_with(gpu, sh, x, w, &epi, y, f, Some(stats))
     })?;
     // the kernels kept are the ones that write them (a race may have kept another family)
     let written = ks
@@ -429,40 +477,46 @@ pub fn forward_with_stats(
     Ok((count_flops(ks, sh.flops()), written))
 }
 
+/// The forward on `family`'s kernels; `epi`'s tensors checked by the caller.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn forward_with(
     gpu: &Gpu,
     sh: &Conv2dShape,
     x: &Tensor,
     w: &Tensor,
-    b: &Tensor,
-    has_bias: bool,
+    epi: &Epilogue,
     y: &Tensor,
     family: KernelFamily,
     stats: Option<&Tensor>,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = FORWARD;
     let npq = (sh.n * sh.p() * sh.q()) as u64;
+    let (no_bias, no_residual) = (dummy(gpu)?, dummy(gpu)?);
+    let (b, res) = (
+        epi.bias.unwrap_or(&no_bias),
+        epi.residual.unwrap_or(&no_residual),
+    );
     let (cb, pb) = match family.scheme() {
         Scheme::Gemm(tile) | Scheme::Coop(tile) => {
-            return gemm::forward(gpu, sh, (x, w, b, has_bias), y, stats, family, tile);
+            let ins = (x, w, b, res);
+            return gemm::forward(gpu, sh, ins, epi.bits(), y, stats, family, tile);
         }
         Scheme::Register { channels, pixels } => (channels, pixels),
         Scheme::Tiled => {
-            let params = sh.params(1, 0, has_bias, 16);
+            let params = sh.params(1, 0, epi.bits(), 16);
             let tiles = (sh.k as u64).div_ceil(64) * npq.div_ceil(64);
-            let bufs = [(1, w), (2, x), (3, y), (4, b)];
+            let bufs = [(1, w), (2, x), (3, y), (4, b), (7, res)];
             let k = kernel_grid(gpu, OP, (family, "conv_fwd_tiled"), params, &bufs, tiles, 1)?;
             return Ok(vec![k]);
         }
     };
-    let params = sh.params_with(1, 0, has_bias, cb, stats.is_some());
+    let params = sh.params_with(1, 0, epi.bits(), cb, stats.is_some());
     let kpad = sh.k.div_ceil(cb) * cb;
     let (t, wt) = weights_for_forward(gpu, sh, w, &params, (family, cb))?;
     let groups = (npq.div_ceil(pb as u64) * (kpad / cb) as u64).div_ceil(64);
     let no_stats = dummy(gpu)?;
     let stats = stats.unwrap_or(&no_stats);
-    let bufs = [(2, x), (3, y), (4, b), (5, &wt), (6, stats)];
+    let bufs = [(2, x), (3, y), (4, b), (5, &wt), (6, stats), (7, res)];
     let c = kernel(gpu, OP, (family, "conv_fwd_reg"), params, &bufs, groups)?;
     Ok(vec![t, c])
 }
@@ -500,7 +554,7 @@ pub(super) fn backward_input_with(
         }
         Scheme::Register { channels, pixels } => (channels, pixels),
         Scheme::Tiled => {
-            let params = sh.params(1, 0, false, 16);
+            let params = sh.params(1, 0, 0, 16);
             let tiles = (sh.c as u64).div_ceil(64) * nhw.div_ceil(64);
             let dummy_bias = dummy(gpu)?;
             let bufs = [(1, w), (2, dy), (3, dx), (4, &dummy_bias)];
@@ -508,7 +562,7 @@ pub(super) fn backward_input_with(
             return Ok(vec![k]);
         }
     };
-    let params = sh.params(1, 0, false, cb);
+    let params = sh.params(1, 0, 0, cb);
     let cpad = sh.c.div_ceil(cb) * cb;
     let (t, wt) = weights_for_input(gpu, sh, w, &params, (family, cb))?;
     let blocks = nhw.div_ceil(pb as u64) * (cpad / cb) as u64;
@@ -569,7 +623,7 @@ pub(super) fn backward_weight_with(
         Scheme::Tiled => dw_tiled(gpu, sh, x, dy, family)?,
     };
     // the splits' partial sums, added in a fixed order
-    let params = sh.params(splits, 0, false, 16);
+    let params = sh.params(splits, 0, 0, 16);
     let groups = ((sh.k * crs) as u64).div_ceil(64);
     let reduce = (SHARED, "conv_dw_reduce");
     kernels.push(kernel(
@@ -613,7 +667,7 @@ fn dw_register(
     let chunk = rows.div_ceil(want);
     let splits = rows.div_ceil(chunk);
     let partial = scratch(gpu, OP, splits * sh.k * crs)?;
-    let params = sh.params(splits, chunk, false, cb);
+    let params = sh.params(splits, chunk, 0, cb);
     let bufs = [(1, dy), (2, x), (3, &partial)];
     let groups = ((splits * blocks) as u64).div_ceil(64);
     let k = kernel(gpu, OP, (family, "conv_dw_reg"), params, &bufs, groups)?;
@@ -636,7 +690,7 @@ fn dw_tiled(
     let chunk = npq.div_ceil(want).div_ceil(16) * 16;
     let splits = npq.div_ceil(chunk);
     let partial = scratch(gpu, OP, splits * sh.k * crs)?;
-    let params = sh.params(splits, chunk, false, 16);
+    let params = sh.params(splits, chunk, 0, 16);
     let dummy_bias = dummy(gpu)?;
     let bufs = [(1, dy), (2, x), (3, &partial), (4, &dummy_bias)];
     let (t, s) = (tiles as u64, splits as u64);

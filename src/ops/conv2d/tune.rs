@@ -189,8 +189,9 @@ fn build_alone(gpu: &Gpu, op: &str, sh: &Conv2dShape, family: KernelFamily) -> R
     );
     match op {
         FORWARD => {
-            let (bias, stats) = (gpu.zeros(&[1])?, gpu.zeros(&[super::stats_len(sh)])?);
-            super::forward_with(gpu, sh, &x, &w, &bias, false, &y, family, Some(&stats))
+            let stats = gpu.zeros(&[super::stats_len(sh)])?;
+            let epi = super::Epilogue::default();
+            super::forward_with(gpu, sh, &x, &w, &epi, &y, family, Some(&stats))
         }
         BACKWARD_INPUT => super::backward_input_with(gpu, sh, &y, &w, &x, family),
         BACKWARD_WEIGHT => super::backward_weight_with(gpu, sh, &x, &y, &w, None, family),
