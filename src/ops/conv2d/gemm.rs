@@ -35,12 +35,12 @@ pub(super) fn forward(
     let params = sh.params(1, 0, epi, 4);
     let (tr, wt) = weights_for_forward(gpu, sh, w, &params, (family, 4))?;
     let tiles = sh.k.div_ceil(t.tm) * (sh.n * sh.p() * sh.q()).div_ceil(t.tn);
-    let no_stats = super::dummy(gpu)?;
-    let stats = stats.filter(|_| family.writes_stats());
-    let bufs = [(1, w), (2, x), (3, y), (4, b), (5, &wt), (7, residual)];
-    let bufs = with_stats(family, &bufs, stats.unwrap_or(&no_stats));
-    let entry = match stats {
-        Some(_) => STATS_ENTRY,
+    let mut bufs = vec![(1, w), (2, x), (3, y), (4, b), (5, &wt), (7, residual)];
+    let entry = match stats.filter(|_| family.writes_stats()) {
+        Some(stats) => {
+            bufs.push((6, stats));
+            STATS_ENTRY
+        }
         None => "conv_fwd_gemm",
     };
     let c = kernel(gpu, FORWARD, (family, entry), params, &bufs, tiles as u64)?;
@@ -49,21 +49,6 @@ pub(super) fn forward(
 
 /// The GEMM forward that also writes BatchNorm's partial statistics.
 pub(super) const STATS_ENTRY: &str = "conv_fwd_gemm_stats";
-
-/// `bufs` and, for the register-tile GEMMs, the statistics at binding 6: their entry points share
-/// one `gemm` function, which holds the statistics epilogue, so each of them uses the binding (a
-/// dummy where no statistics are written). The tensor-core tile has no such binding.
-fn with_stats<'a>(
-    family: KernelFamily,
-    bufs: &[(u32, &'a Tensor)],
-    stats: &'a Tensor,
-) -> Vec<(u32, &'a Tensor)> {
-    let mut all = bufs.to_vec();
-    if family.writes_stats() {
-        all.push((6, stats));
-    }
-    all
-}
 
 /// Backward to the input: the weights re-laid [R*S, K, Cpad] (vec4 along C), then the GEMM.
 pub(super) fn backward_input(
@@ -80,8 +65,6 @@ pub(super) fn backward_input(
     let tiles = sh.c.div_ceil(t.tm) * (sh.n * sh.h * sh.w).div_ceil(t.tn);
     let no_bias = super::dummy(gpu)?;
     let bufs = [(1, w), (2, dy), (3, dx), (4, &no_bias), (5, &wt)];
-    let no_stats = super::dummy(gpu)?; // written: not the read-only dummy of binding 4
-    let bufs = with_stats(family, &bufs, &no_stats);
     let entry = (family, "conv_dx_gemm");
     let c = kernel(gpu, BACKWARD_INPUT, entry, params, &bufs, tiles as u64)?;
     Ok(vec![tr, c])
@@ -113,8 +96,6 @@ pub(super) fn backward_weight(
     let params = sh.params(splits, chunk, 0, 4);
     let (no_bias, no_wt) = (super::dummy(gpu)?, gpu.zeros(&[4])?);
     let bufs = [(1, dy), (2, x), (3, &partial), (4, &no_bias), (5, &no_wt)];
-    let no_stats = super::dummy(gpu)?; // written: not the read-only dummy of binding 4
-    let bufs = with_stats(family, &bufs, &no_stats);
     let entry = (family, "conv_dw_gemm");
     let (tx, ty) = (tiles as u64, splits as u64);
     let k = kernel_grid(gpu, BACKWARD_WEIGHT, entry, params, &bufs, tx, ty)?;

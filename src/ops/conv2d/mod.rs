@@ -217,16 +217,23 @@ impl Epilogue<'_> {
     }
 }
 
-/// Entry points whose shader function holds the forward's epilogue, and so use its residual
-/// binding (7) in every mode: the register forward and backward to the input (their shared
-/// store), the tiled and the GEMM kernels (one function for all modes).
-fn uses_residual(entry: &str) -> bool {
-    matches!(entry, "conv_fwd_reg" | "conv_dx_reg")
-        || entry.ends_with("_tiled")
-        || entry.contains("_gemm")
+/// Bindings `family`'s `entry` uses in every mode, because the shader function it shares with
+/// the other modes holds an epilogue: the residual (7) of the forward's epilogue (the register
+/// forward and backward to the input share their store; the tiled and GEMM kernels are one
+/// function for all modes), and the register-tile GEMMs' BatchNorm statistics (6).
+fn shared_bindings(family: KernelFamily, entry: &str) -> &'static [u32] {
+    let gemm = entry.contains("_gemm");
+    if gemm && family.writes_stats() {
+        return &[6, 7];
+    }
+    match gemm || entry.ends_with("_tiled") || matches!(entry, "conv_fwd_reg" | "conv_dx_reg") {
+        true => &[7],
+        false => &[],
+    }
 }
 
-/// Builds one kernel of `family`'s module (binding an unused residual where the entry has one).
+/// Builds one kernel of `family`'s module, binding a dummy of its own to each of the entry's
+/// [`shared_bindings`] the caller has nothing for.
 fn kernel(
     gpu: &Gpu,
     op: &'static str,
@@ -235,12 +242,15 @@ fn kernel(
     buffers: &[(u32, &Tensor)],
     workgroups: u64,
 ) -> Result<Kernel> {
-    let no_residual;
+    let missing: Vec<u32> = (shared_bindings(family, entry).iter().copied())
+        .filter(|b| !buffers.iter().any(|given| given.0 == *b))
+        .collect();
+    let dummies = missing
+        .iter()
+        .map(|_| dummy(gpu))
+        .collect::<Result<Vec<_>>>()?;
     let mut all = buffers.to_vec();
-    if uses_residual(entry) && !buffers.iter().any(|b| b.0 == 7) {
-        no_residual = dummy(gpu)?;
-        all.push((7, &no_residual));
-    }
+    all.extend(missing.into_iter().zip(&dummies));
     super::kernel(gpu, op, module(family), entry, params, &all, workgroups)
 }
 
