@@ -25,7 +25,9 @@
 // cores as channels: 16 of an H200's 132 in ResNet-20's first stage.) The statistics of a chunk
 // are its mean and sum of squared deviations, merged with Chan et al.'s pairwise formula, so the
 // variance keeps the two-pass accuracy. Where the convolution before computed them in its
-// epilogue (per run of 8 pixels), bn_stats_partials merges those instead and x is not read.
+// epilogue (per run of 8 pixels), bn_stats_partials merges those instead and x is not read;
+// where the convolution after computed the backward's sums in its backward to the input,
+// bn_backward_partials adds those.
 
 struct Params {
     n: u32, c: u32, hw: u32, flags: u32,   // flags: 1 relu, 2 residual, 4 eval (running stats), 8 across ranks
@@ -293,6 +295,29 @@ fn bn_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     }
     dparams[ch] = sgx;
     dparams[P.c + ch] = sg;
+}
+
+// Backward reductions from the sums the convolution after the BN wrote in its backward to the
+// input (conv2d.wgsl's bn_grad4, conv2d_gemm.wgsl's conv_dx_gemm_bn; `partial` [C, chunks, 2] of
+// sum(g * xhat) and sum(g) per run of 4 pixels, dy already masked by the ReLU): one workgroup per channel, invocation lid
+// adds runs lid, lid + 256, ... in order, then the fixed tree adds the 256 sums.
+@compute @workgroup_size(256)
+fn bn_backward_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = wid.x;
+    var sgx = 0.0;
+    var sg = 0.0;
+    for (var k = lid; k < P.chunks; k += WG) {
+        let o = (ch * P.chunks + k) * 2u;
+        sgx += partial[o];
+        sg += partial[o + 1u];
+    }
+    red_a[lid] = sgx;
+    red_b[lid] = sg;
+    tree_sum(lid);
+    if (lid == 0u) {
+        dparams[ch] = red_a[0];
+        dparams[P.c + ch] = red_b[0];
+    }
 }
 
 // dx = gamma*invstd*(g - dbeta/M - xhat*dgamma/M); with a residual also dres = g.

@@ -24,7 +24,7 @@ struct Params {
     k: u32, p: u32, q: u32, r: u32,
     s: u32, stride: u32, pad: u32, epi: u32,  // epi: the forward's epilogue, OUT_* bits
     kpad: u32, cpad: u32, splits: u32, chunk: u32,
-    stats: u32, pad1: u32, pad2: u32, pad3: u32,  // stats: conv_fwd_reg also writes BatchNorm's partial statistics
+    stats: u32, pad1: u32, pad2: u32, pad3: u32,  // stats: conv_fwd_reg writes BatchNorm's partial statistics, conv_dx_reg its backward sums
 }
 
 // The forward's epilogue: y = [relu](sum + [bias] [+ residual]). An inference BatchNorm folded
@@ -41,9 +41,11 @@ const OUT_RESIDUAL: u32 = 4u;
 @group(0) @binding(5) var<storage, read> wt: array<vec4<f32>>;
 // BatchNorm's statistics of the forward's output, fused into its epilogue (P.stats != 0):
 // [K, ceil(N*P*Q / 8), 3], per channel and run of 8 output pixels (count, mean, sum of squared
-// deviations), merged by batchnorm.wgsl's bn_stats_partials.
+// deviations), merged by batchnorm.wgsl's bn_stats_partials; the backward to the input's sums
+// for BatchNorm's backward (conv_dx_reg, below: [C, ceil(N*H*W / 4), 2]).
 @group(0) @binding(6) var<storage, read_write> stats_out: array<f32>;
-// The residual the forward's epilogue adds (OUT_RESIDUAL), shaped as y.
+// The residual the forward's epilogue adds (OUT_RESIDUAL), shaped as y; conv_dx_reg's sums read
+// the BatchNorm's input here.
 @group(0) @binding(7) var<storage, read> residual: array<f32>;
 
 // y[i] from the sum (bias included) v: the residual added, then the ReLU, as P.epi says.
@@ -366,7 +368,49 @@ fn conv_dx_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let plane = P.h * P.w;
     //%[j<PB4] var ok{j}: vec4<bool>;
     //%[j<PB4] let x{j}o = out4(m0 + {4*j}u, nhw, P.c, plane, &ok{j});
+    if (P.stats != 0u) {
+        //%[g<CB4,j<PB4] a{g}{j} = bn_grad4(c0 + {4*g}u, m0 / 4u + {j}u, plane, x{j}o, ok{j}, a{g}{j});
+    }
     //%[g<CB4,j<PB4] store4(x{j}o, ok{j}, c0 + {4*g}u, P.c, plane, vec4<f32>(0.0), a{g}{j});
+}
+
+// ---- BatchNorm's backward sums in the backward to the input's epilogue (P.stats != 0) ----
+// Where the convolution's input is relu(BN(x)) of a training BatchNorm, the dx it computes is
+// that BN's dy. The epilogue masks it where the BN's pre-activation xhat * gamma + beta is not
+// positive (the ReLU's backward, from x and bn_apply's arithmetic rather than a load of the
+// BN's output), so that it stores g, and writes per channel and run of 4 pixels sum(g * xhat)
+// and sum(g), xhat = (x - mean) * invstd (residual = the BN's input x, bias = its saved mean
+// then invstd, src_a = its gamma then beta): stats_out [C, ceil(N*H*W / 4), 2], which
+// batchnorm.wgsl's bn_backward_partials adds up, instead of bn_backward_chunk reading dy, the
+// BN's output and x again. (conv2d_gemm.wgsl's conv_dx_gemm_bn does the same.)
+
+// Channel c at the run of 4 pixels o (those that exist, as store4 takes them): its gradients g
+// masked, returned, and its sums written.
+fn bn_grad_row(c: u32, run: u32, plane: u32, o: vec4<u32>, ok: vec4<bool>, g: vec4<f32>) -> vec4<f32> {
+    let ch = min(c, P.c - 1u);
+    let mean = bias[ch];
+    let invstd = bias[P.c + ch];
+    let d = select(vec4<u32>(0u), o + vec4<u32>(ch * plane), ok);
+    let xhat = (vec4<f32>(residual[d.x], residual[d.y], residual[d.z], residual[d.w]) - mean) * invstd;
+    let h = select(vec4<f32>(0.0), g, ok & (xhat * src_a[ch] + src_a[P.c + ch] > vec4<f32>(0.0)));
+    let runs = (P.n * P.h * P.w + 3u) / 4u;
+    if (c < P.c && run < runs) {
+        let at = (c * runs + run) * 2u;
+        stats_out[at] = dot(h, xhat);
+        stats_out[at + 1u] = dot(h, vec4<f32>(1.0));
+    }
+    return h;
+}
+
+// Channels c0..c0+3 (rows of the transpose of acc) of run `run`, masked. The last block of PB
+// pixels may hold runs past the last pixel: no sums are written for them.
+fn bn_grad4(c0: u32, run: u32, plane: u32, o: vec4<u32>, ok: vec4<bool>, acc: mat4x4<f32>) -> mat4x4<f32> {
+    let t = transpose(acc);
+    return transpose(mat4x4<f32>(
+        bn_grad_row(c0, run, plane, o, ok, t[0]),
+        bn_grad_row(c0 + 1u, run, plane, o, ok, t[1]),
+        bn_grad_row(c0 + 2u, run, plane, o, ok, t[2]),
+        bn_grad_row(c0 + 3u, run, plane, o, ok, t[3])));
 }
 
 // Weight index j = (c, r, s) -> r, s and the offset of x[0, c, r, s] (relative to the window).

@@ -4,7 +4,8 @@
 //   mode 0 forward:  M = K, D = C*R*S (c, r, s),  NC = N*P*Q; A = w, B = im2col(x); C -> y (+ bias);
 //                    conv_fwd_gemm_stats also writes BatchNorm's partial statistics of y (below)
 //   mode 1 dx:       M = C, D = R*S*K (r, s, k),  NC = N*H*W; A = w^T, B = dy gathered through the
-//                    taps that reach each input pixel (zero where the stride skips it)
+//                    taps that reach each input pixel (zero where the stride skips it);
+//                    conv_dx_gemm_bn also does the ReLU's and BatchNorm's backward sums (below)
 //   mode 2 dw:       M = K, D = N*P*Q, one chunk per split (split-K); NC = C*R*S; A = dy^T,
 //                    B = im2col(x)^T; C -> partial sums [splits, K, C*R*S], added in a fixed order
 //                    by conv2d.wgsl's conv_dw_reduce (bit-reproducible)
@@ -346,6 +347,31 @@ fn stats_store_gemm(g: Geometry, k: u32, run: u32, n: f32, mean: f32, q: f32) {
     stats_out[o + 2u] = q;
 }
 
+// BatchNorm's backward sums in the backward to the input's epilogue (conv_dx_gemm_bn), as
+// conv2d.wgsl's bn_grad4 computes them (its comment says what and why): row r (a channel) and
+// column group j (4 consecutive input pixels) of the invocation's outputs, `v`, masked where the
+// BN's pre-activation is not positive and returned; sum(g * xhat) and sum(g) of the 4 pixels
+// written into stats_out [C, ceil(N*H*W / 4), 2]. src_a = the BN's gamma then beta, bias = its
+// saved mean then invstd, residual = its input x.
+fn bn_grad_gemm(g: Geometry, tm: u32, tn: u32, r: u32, j: u32, v: vec4<f32>) -> vec4<f32> {
+    let m = g.m0 + ((r / 4u) * (TM / RM) + tm) * 4u + r % 4u;
+    let col = g.n0 + (j * GN + tn) * 4u;
+    if (m >= g.m || col >= g.nc) { return v; }
+    let cols = vec4<u32>(col) + vec4<u32>(0u, 1u, 2u, 3u);
+    let ok = cols < vec4<u32>(g.nc);
+    let c = min(cols, vec4<u32>(g.nc - 1u));
+    // 4 consecutive pixels may span two images (H*W not a multiple of 4)
+    let hw = P.h * P.w;
+    let at = (c / hw) * (P.c * hw) + c % hw + vec4<u32>(m * hw);
+    let x = vec4<f32>(residual[at.x], residual[at.y], residual[at.z], residual[at.w]);
+    let xhat = (x - bias[m]) * bias[P.c + m];
+    let h = select(vec4<f32>(0.0), v, ok & (xhat * src_a[m] + src_a[P.c + m] > vec4<f32>(0.0)));
+    let o = (m * ((g.nc + 3u) / 4u) + col / 4u) * 2u;
+    stats_out[o] = dot(h, xhat);
+    stats_out[o + 1u] = dot(h, vec4<f32>(1.0));
+    return h;
+}
+
 fn gemm(mode: u32, stats: bool, wid: vec3<u32>, nwg: vec3<u32>, lid: u32) {
     let g = geometry(mode, wid, nwg);
     if (!g.live) { return; }
@@ -393,8 +419,11 @@ fn gemm(mode: u32, stats: bool, wid: vec3<u32>, nwg: vec3<u32>, lid: u32) {
         }
         workgroupBarrier();
     }
+    if (mode == 1u && stats) {
+        //%[r<RM,j<RN4] acc{r}_{j} = bn_grad_gemm(g, tm, tn, {r}u, {j}u, acc{r}_{j});
+    }
     //%[r<RM,j<RN4] write_out(mode, g, tm, tn, {r}u, {j}u, acc{r}_{j});
-    if (stats) {
+    if (mode == 0u && stats) {
         //%[i<RM4,j<RN4] stats_pass(g, tm, tn, lid, {i}u, {j}u, mat4x4<f32>(acc{4*i}_{j}, acc{4*i+1}_{j}, acc{4*i+2}_{j}, acc{4*i+3}_{j}));
     }
 }
@@ -418,6 +447,14 @@ fn conv_fwd_gemm_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
 fn conv_dx_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
     gemm(1u, false, wid, nwg, lid);
+}
+
+// backward to input with BatchNorm's backward sums (bn_grad_gemm): as conv_dx_gemm, and src_a,
+// bias, residual, stats_out as bn_grad_gemm says
+@compute @workgroup_size(256)
+fn conv_dx_gemm_bn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    gemm(1u, true, wid, nwg, lid);
 }
 
 // backward to weights: src_a = dy, src_b = x, dst = partial [splits, K, C*R*S]; wid.y = split

@@ -375,7 +375,7 @@ pub fn backward(
 ) -> Result<(Vec<Kernel>, Option<Exchange>)> {
     const OP: &str = "batchnorm2d backward";
     let (n, c, hw) = dims(OP, x)?;
-    check_backward_shapes(OP, x, [("dy", dy), ("y", y), ("dx", dx)], dres)?;
+    check_backward_shapes(OP, x, &[("dy", dy), ("y", y), ("dx", dx)], dres)?;
     check_shape(OP, "affine (gamma, beta)", affine, &[2, c])?;
     check_shape(OP, "dparams", dparams, &[2, c])?;
     // the unused statistics and an absent dresidual get buffers of their own: two writable
@@ -423,31 +423,85 @@ pub fn backward(
         (13, dr),
         (14, &partial),
     ];
-    let (entry, groups) = elementwise(("bn_backward_dx", "bn_backward_dx4"), x);
-    let dxk = kernel(
-        gpu,
-        OP,
-        SHADER,
-        entry,
-        params(n, c, hw, f, 0.0, ranks),
-        &bufs,
-        groups,
-    )?;
-    kernels.push(dxk);
+    kernels.push(dx_kernel(gpu, OP, &bufs, params(n, c, hw, f, 0.0, ranks))?);
     // bn_backward_dx (kernel 2) waits for the whole batch's sums
     let exchange =
         (ranks > 1).then(|| Exchange::new(partial, Exchanged::GradientSums, 2, (n, c, hw)));
     Ok((kernels, exchange))
 }
 
+/// The kernel that writes dx (and dres) from the sums, on `bufs` (x is binding 1).
+fn dx_kernel(
+    gpu: &Gpu,
+    op: &'static str,
+    bufs: &[(u32, &Tensor)],
+    params: Uniform,
+) -> Result<Kernel> {
+    let x = bufs.iter().find(|b| b.0 == 1).expect("x is bound").1;
+    let (entry, groups) = elementwise(("bn_backward_dx", "bn_backward_dx4"), x);
+    kernel(gpu, op, SHADER, entry, params, bufs, groups)
+}
+
+/// [`backward`] of a training BatchNorm followed by a ReLU (no residual, one rank) from the
+/// sums the convolution after it wrote in its backward to the input
+/// (`conv2d::backward_input_bn`): `g` is dy already masked by the ReLU, `partial` [C,
+/// ceil(N*H*W / 4), 2] holds sum(g * xhat) and sum(g) per channel and run of 4 values. dy, y and
+/// x are not read for the sums; dx reads g and x.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_from(
+    gpu: &Gpu,
+    g: &Tensor,
+    x: &Tensor,
+    affine: &Tensor,
+    saved: &Tensor,
+    dx: &Tensor,
+    dparams: &Tensor,
+    partial: &Tensor,
+) -> Result<Vec<Kernel>> {
+    const OP: &str = "batchnorm2d backward";
+    let (n, c, hw) = dims(OP, x)?;
+    check_backward_shapes(OP, x, &[("dy", g), ("dx", dx)], None)?;
+    check_shape(OP, "affine (gamma, beta)", affine, &[2, c])?;
+    check_shape(OP, "dparams", dparams, &[2, c])?;
+    check_shape(OP, "statistics", saved, &[2, c])?;
+    let runs = (n * hw).div_ceil(4);
+    check_shape(OP, "backward sums", partial, &[c * runs * 2])?;
+    let params = params_chunks(n, c, hw, 0, 0.0, 1, runs);
+    let mut sums = kernel(
+        gpu,
+        OP,
+        SHADER,
+        "bn_backward_partials",
+        params.clone(),
+        &[(12, dparams), (14, partial)],
+        1,
+    )?;
+    sums.grid = [c as u32, 1, 1];
+    // the mask was applied (no y) and nothing was added (no dres); running stays unread
+    let (no_y, no_running, no_dres) = (dummy(gpu)?, dummy(gpu)?, dummy(gpu)?);
+    let bufs = [
+        (1, x),
+        (2, &no_y),
+        (3, affine),
+        (5, saved),
+        (7, &no_running),
+        (10, g),
+        (11, dx),
+        (12, dparams),
+        (13, &no_dres),
+        (14, partial),
+    ];
+    Ok(vec![sums, dx_kernel(gpu, OP, &bufs, params)?])
+}
+
 /// Checks that the backward's activations (and dresidual) have x's shape.
 fn check_backward_shapes(
     op: &'static str,
     x: &Tensor,
-    like_x: [(&str, &Tensor); 3],
+    like_x: &[(&str, &Tensor)],
     dres: Option<&Tensor>,
 ) -> Result<()> {
-    for (name, t) in like_x.into_iter().chain(dres.map(|r| ("dresidual", r))) {
+    for &(name, t) in like_x.iter().chain(dres.map(|r| ("dresidual", r)).as_ref()) {
         check_shape(op, name, t, &x.shape)?;
     }
     Ok(())

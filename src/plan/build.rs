@@ -3,7 +3,7 @@
 
 use super::buckets::GradStage;
 use super::config::FineTune;
-use super::layers::{BlockSaved, ConvBnSaved, FusedGrad, Recorder};
+use super::layers::{BlockSaved, ConvBnSaved, FusedGrad, GradIn, Recorder};
 use super::{KernelAt, Mode, PlanConfig, SgdChunk, Stage};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
@@ -295,7 +295,8 @@ fn backward_stages(
         residual_grad: None,
         input_grad: false,
     };
-    rec.conv_bn_backward(&arch.stem, &stem, &g, fused, &mut ks)?;
+    let g_in = GradIn { g: &g, sums: None };
+    rec.conv_bn_backward(&arch.stem, &stem, g_in, fused, None, &mut ks)?;
     rec.push_stage(stages, "stem.backward".into(), ks);
     grads.push(GradStage {
         stage: stages.len() - 1,

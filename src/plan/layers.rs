@@ -39,6 +39,22 @@ pub(super) struct FusedGrad<'t> {
     pub input_grad: bool,
 }
 
+/// dL/d(a conv + BN's output) for its backward.
+pub(super) struct GradIn<'t> {
+    pub g: &'t Tensor,
+    /// The BN's backward sums, where the convolution after computed them in its backward to the
+    /// input (`g` is then masked by the BN's ReLU already).
+    pub sums: Option<Tensor>,
+}
+
+/// What a conv + BN's backward returns.
+pub(super) struct GradOut {
+    /// dL/d(the conv's input), where wanted.
+    pub g: Option<Tensor>,
+    /// The backward sums of the BN below, computed on the way (see [`GradIn::sums`]).
+    pub sums: Option<Tensor>,
+}
+
 /// Records layers into kernel lists, taking activation buffers from a shared pool.
 pub(super) struct Recorder<'a> {
     /// The device the kernels run on.
@@ -255,18 +271,61 @@ impl<'a> Recorder<'a> {
     }
 
     /// Backward of [`Recorder::conv_bn`] given `g` = dL/da: the BN's and the conv's parameter
-    /// gradients, and dL/dinput when `fused.input_grad`.
+    /// gradients, and dL/dinput when `fused.input_grad`. Where `g.sums` came with it, the
+    /// convolution after already masked g by the ReLU and summed it for the BN's backward; where
+    /// `below` (the conv + BN + ReLU whose output is this conv's input) is given and the fusion
+    /// applies, this conv's backward to the input does that for it and returns its sums.
     pub fn conv_bn_backward(
         &mut self,
         cb: &ConvBn,
         s: &ConvBnSaved,
-        g: &Tensor,
+        g: GradIn,
         fused: FusedGrad,
+        below: Option<(&ConvBn, &ConvBnSaved)>,
         ks: &mut Vec<Kernel>,
-    ) -> Result<Option<Tensor>> {
+    ) -> Result<GradOut> {
         let (gpu, m) = (self.gpu, self.m);
         let c = s.c.as_ref().expect("training keeps the conv's output");
         let dc = self.pool.get(gpu, &c.shape)?;
+        self.bn_backward(cb, s, g, &fused, &dc, ks)?;
+        let sh = conv_shape(&s.input, cb);
+        let dw = m.grad(&cb.conv)?;
+        ks.extend(conv2d::backward_weight(gpu, &sh, &s.input, &dc, &dw, None)?);
+        let out = if fused.input_grad {
+            let dx = self.pool.get(gpu, &s.input.shape)?;
+            let sums = self.conv_backward_input(cb, &sh, (&dc, &dx), below, ks)?;
+            GradOut { g: Some(dx), sums }
+        } else {
+            GradOut {
+                g: None,
+                sums: None,
+            }
+        };
+        self.pool.put(dc);
+        Ok(out)
+    }
+
+    /// Records dc = dL/dc of the BN in `s` given `g`: from the sums the convolution after
+    /// computed where they came with g, else reduced here.
+    fn bn_backward(
+        &mut self,
+        cb: &ConvBn,
+        s: &ConvBnSaved,
+        g: GradIn,
+        fused: &FusedGrad,
+        dc: &Tensor,
+        ks: &mut Vec<Kernel>,
+    ) -> Result<()> {
+        let (gpu, m) = (self.gpu, self.m);
+        let c = s.c.as_ref().expect("training keeps the conv's output");
+        let (affine, dparams) = (m.param(&cb.bn)?, m.grad(&cb.bn)?);
+        if let Some(sums) = g.sums {
+            let saved = s.stats.as_ref().expect("sums only for batch statistics");
+            let from = batchnorm::backward_from;
+            ks.extend(from(gpu, g.g, c, &affine, saved, dc, &dparams, &sums)?);
+            self.pool.put(sums);
+            return Ok(());
+        }
         // a BN without batch statistics normalised with its running ones (frozen, --bn-eval)
         let running = m.running_of(&cb.bn)?;
         let stats = match &s.stats {
@@ -274,32 +333,56 @@ impl<'a> Recorder<'a> {
             Some(batch) => batchnorm::Stats::Batch(batch),
             None => batchnorm::Stats::Running(&running),
         };
+        let (residual_grad, relu) = (fused.residual_grad, fused.relu);
         let op = batchnorm::backward(
             gpu,
-            g,
+            g.g,
             &s.a,
             c,
-            &m.param(&cb.bn)?,
+            &affine,
             stats,
-            &dc,
-            &m.grad(&cb.bn)?,
-            fused.residual_grad,
-            fused.relu,
+            dc,
+            &dparams,
+            residual_grad,
+            relu,
         )?;
         self.take(ks, op);
-        let sh = conv_shape(&s.input, cb);
-        let dw = m.grad(&cb.conv)?;
-        ks.extend(conv2d::backward_weight(gpu, &sh, &s.input, &dc, &dw, None)?);
-        let dx = if fused.input_grad {
-            let dx = self.pool.get(gpu, &s.input.shape)?;
-            let w = m.param(&cb.conv)?;
-            ks.extend(conv2d::backward_input(gpu, &sh, &dc, &w, &dx)?);
-            Some(dx)
-        } else {
-            None
+        Ok(())
+    }
+
+    /// Records dx = conv backward to the input of dc; where `below`'s BN trains on one rank's
+    /// batch statistics and the shape's family can, with that BN's ReLU mask and backward sums
+    /// in the epilogue (`conv2d::backward_input_bn`): those sums, returned.
+    fn conv_backward_input(
+        &mut self,
+        cb: &ConvBn,
+        sh: &Conv2dShape,
+        (dc, dx): (&Tensor, &Tensor),
+        below: Option<(&ConvBn, &ConvBnSaved)>,
+        ks: &mut Vec<Kernel>,
+    ) -> Result<Option<Tensor>> {
+        let (gpu, w) = (self.gpu, self.m.param(&cb.conv)?);
+        let fusable = (below.filter(|_| gpu.fusion && self.bn_ranks == 1))
+            .and_then(|(cb, s)| Some((cb, s.c.as_ref()?, s.stats.as_ref()?)));
+        let Some((below_cb, x, saved)) = fusable else {
+            ks.extend(conv2d::backward_input(gpu, sh, dc, &w, dx)?);
+            return Ok(None);
         };
-        self.pool.put(dc);
-        Ok(dx)
+        let affine = self.m.param(&below_cb.bn)?;
+        let sums = self.pool.get(gpu, &[conv2d::bn_sums_len(sh)])?;
+        let bn = conv2d::BnBelow {
+            x,
+            affine: &affine,
+            saved,
+            sums: &sums,
+        };
+        let (kernels, written) = conv2d::backward_input_bn(gpu, sh, dc, &w, dx, &bn)?;
+        ks.extend(kernels);
+        if written {
+            return Ok(Some(sums));
+        }
+        self.pool.put(sums);
+        Ok(None)
     }
 
     /// One block: the shortcut first (its output is the residual fused into the last BN), then
@@ -383,6 +466,7 @@ impl<'a> Recorder<'a> {
             _ => Some(self.pool.get(self.gpu, &g_out.shape)?),
         };
         let mut g = g_out.clone();
+        let mut sums = None;
         for i in (0..b.convs.len()).rev() {
             let last = i + 1 == b.convs.len();
             let fused = FusedGrad {
@@ -390,11 +474,15 @@ impl<'a> Recorder<'a> {
                 residual_grad: if last { g_shortcut.as_ref() } else { None },
                 input_grad: true,
             };
-            let dx = self.conv_bn_backward(&b.convs[i], &s.convs[i], &g, fused, ks)?;
+            // the conv + BN + ReLU below, inside the block, whose output is only this conv's input
+            let below = i.checked_sub(1).map(|j| (&b.convs[j], &s.convs[j]));
+            let g_in = GradIn { g: &g, sums };
+            let out = self.conv_bn_backward(&b.convs[i], &s.convs[i], g_in, fused, below, ks)?;
             if !last {
                 self.pool.put(g);
             }
-            g = dx.expect("input gradient requested");
+            g = out.g.expect("input gradient requested");
+            sums = out.sums;
         }
         let Some(g_shortcut) = g_shortcut else {
             return Ok(g);
@@ -431,8 +519,9 @@ impl<'a> Recorder<'a> {
                     residual_grad: None,
                     input_grad: true,
                 };
-                let dx = self.conv_bn_backward(cb, p, &g, fused, ks)?;
-                dx.expect("input gradient requested")
+                let g_in = GradIn { g: &g, sums: None };
+                let out = self.conv_bn_backward(cb, p, g_in, fused, None, ks)?;
+                out.g.expect("input gradient requested")
             }
         };
         self.pool.put(g);

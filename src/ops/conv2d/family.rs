@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 /// The version of the kernel set: bump it whenever a family is added, removed or changed (its row
 /// or its template), so that choices measured on the old kernels are measured again.
-pub const KERNEL_SET_VERSION: u32 = 8;
+pub const KERNEL_SET_VERSION: u32 = 9;
 
 /// The family of CPU drivers where nothing was measured: register blocks suit their registers.
 const CPU_DEFAULT: KernelFamily = KernelFamily::Register16x16;
@@ -223,8 +223,9 @@ impl KernelFamily {
     }
 
     /// Whether the family's forward can write BatchNorm's partial statistics of its output in its
-    /// epilogue (`conv2d::forward_with_stats`): the register families and the register-tile
-    /// GEMMs, not the tiled kernel or the tensor-core tile.
+    /// epilogue (`conv2d::forward_with_stats`), and its backward to the input the ReLU's mask and
+    /// BatchNorm's backward sums (`conv2d::backward_input_bn`): the register families and the
+    /// register-tile GEMMs, not the tiled kernel or the tensor-core tile.
     pub fn writes_stats(self) -> bool {
         matches!(self.scheme(), Scheme::Register { .. } | Scheme::Gemm(_))
     }

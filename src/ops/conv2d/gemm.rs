@@ -4,7 +4,8 @@
 //! fixed order. One template, a module per tile size (the rows of `family`).
 
 use super::family::{KernelFamily, Tile};
-use super::{kernel, kernel_grid, scratch, weights_for_forward, weights_for_input, Conv2dShape};
+use super::{kernel, kernel_grid, scratch, weights_for_forward, weights_for_input};
+use super::{BnBelow, Conv2dShape};
 use super::{BACKWARD_INPUT, BACKWARD_WEIGHT, FORWARD};
 use crate::error::Result;
 use crate::gpu::{Gpu, Kernel, Tensor};
@@ -50,13 +51,17 @@ pub(super) fn forward(
 /// The GEMM forward that also writes BatchNorm's partial statistics.
 pub(super) const STATS_ENTRY: &str = "conv_fwd_gemm_stats";
 
-/// Backward to the input: the weights re-laid [R*S, K, Cpad] (vec4 along C), then the GEMM.
+/// Backward to the input: the weights re-laid [R*S, K, Cpad] (vec4 along C), then the GEMM;
+/// with `bn`, the GEMM also does that BatchNorm's ReLU mask and backward sums
+/// (`conv_dx_gemm_bn`; the tensor-core tile does not: the caller checks the kernels' names).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn backward_input(
     gpu: &Gpu,
     sh: &Conv2dShape,
     dy: &Tensor,
     w: &Tensor,
     dx: &Tensor,
+    bn: Option<&BnBelow>,
     family: KernelFamily,
     t: Tile,
 ) -> Result<Vec<Kernel>> {
@@ -64,11 +69,37 @@ pub(super) fn backward_input(
     let (tr, wt) = weights_for_input(gpu, sh, w, &params, (family, 4))?;
     let tiles = sh.c.div_ceil(t.tm) * (sh.n * sh.h * sh.w).div_ceil(t.tn);
     let no_bias = super::dummy(gpu)?;
-    let bufs = [(1, w), (2, dy), (3, dx), (4, &no_bias), (5, &wt)];
-    let entry = (family, "conv_dx_gemm");
-    let c = kernel(gpu, BACKWARD_INPUT, entry, params, &bufs, tiles as u64)?;
+    let (bufs, entry) = match bn.filter(|_| family.writes_stats()) {
+        Some(bn) => (
+            vec![
+                (1, bn.affine),
+                (2, dy),
+                (3, dx),
+                (4, bn.saved),
+                (5, &wt),
+                (6, bn.sums),
+                (7, bn.x),
+            ],
+            BN_GRAD_ENTRY,
+        ),
+        None => (
+            vec![(1, w), (2, dy), (3, dx), (4, &no_bias), (5, &wt)],
+            "conv_dx_gemm",
+        ),
+    };
+    let c = kernel(
+        gpu,
+        BACKWARD_INPUT,
+        (family, entry),
+        params,
+        &bufs,
+        tiles as u64,
+    )?;
     Ok(vec![tr, c])
 }
+
+/// The GEMM backward to the input that also does BatchNorm's backward sums.
+pub(super) const BN_GRAD_ENTRY: &str = "conv_dx_gemm_bn";
 
 /// Backward to the weights, split along N*P*Q so that about 1024 workgroups run (each at least
 /// 16 depth steps, at most [`MAX_SPLITS`] splits, the partial sums capped at [`MAX_PARTIAL`]):

@@ -217,14 +217,19 @@ impl Epilogue<'_> {
     }
 }
 
-/// Bindings `family`'s `entry` uses in every mode, because the shader function it shares with
-/// the other modes holds an epilogue: the residual (7) of the forward's epilogue (the register
-/// forward and backward to the input share their store; the tiled and GEMM kernels are one
-/// function for all modes), and the register-tile GEMMs' BatchNorm statistics (6).
+/// Bindings `family`'s `entry` uses whether or not its epilogue runs, because the shader reads
+/// them in a branch or in a function it shares with the other modes: the residual (7) of the
+/// forward's epilogue (the register forward and backward to the input share their store; the
+/// tiled and GEMM kernels are one function for all modes), the register-tile GEMMs' BatchNorm
+/// statistics (6), and what the register backward to the input's BatchNorm sums read (1, 4, 6,
+/// 7).
 fn shared_bindings(family: KernelFamily, entry: &str) -> &'static [u32] {
     let gemm = entry.contains("_gemm");
     if gemm && family.writes_stats() {
         return &[6, 7];
+    }
+    if entry == "conv_dx_reg" {
+        return &[1, 4, 6, 7];
     }
     match gemm || entry.ends_with("_tiled") || matches!(entry, "conv_fwd_reg" | "conv_dx_reg") {
         true => &[7],
@@ -544,8 +549,60 @@ pub fn backward_input(
     check_shape(OP, "dy", dy, &sh.y_shape())?;
     check_shape(OP, "weight", w, &sh.w_shape())?;
     check_shape(OP, "dx", dx, &sh.x_shape())?;
-    let ks = pick(gpu, OP, sh, |f| backward_input_with(gpu, sh, dy, w, dx, f))?;
+    let ks = pick(gpu, OP, sh, |f| {
+        backward_input_with(gpu, sh, dy, w, dx, f, None)
+    })?;
     Ok(count_flops(ks, sh.flops()))
+}
+
+/// The training BatchNorm (+ ReLU) whose output relu(BN(x)) is a convolution's input, for
+/// [`backward_input_bn`]: its input x [N, C, H, W], gamma then beta [2, C], its batch mean then
+/// invstd [2, C], and where the sums go ([`bn_sums_len`] values).
+#[derive(Clone, Copy)]
+pub struct BnBelow<'a> {
+    pub x: &'a Tensor,
+    pub affine: &'a Tensor,
+    pub saved: &'a Tensor,
+    pub sums: &'a Tensor,
+}
+
+/// The length of the backward sums of [`backward_input_bn`]: [C, ceil(N*H*W / 4), 2], per input
+/// channel and run of 4 input pixels sum(g * xhat) and sum(g).
+pub fn bn_sums_len(sh: &Conv2dShape) -> usize {
+    sh.c * (sh.n * sh.h * sh.w).div_ceil(4) * 2
+}
+
+/// [`backward_input`] that, where the family chosen for the shape can (the register families
+/// and the register-tile GEMMs, [`KernelFamily::writes_stats`]), also does the first half of
+/// `bn`'s backward in its
+/// epilogue: dx masked where the BN's pre-activation is not positive (the ReLU's backward: dx
+/// is then that BN's g) and its sums `bn.sums` (`batchnorm::backward_from` finishes it).
+/// (kernels, whether they did.)
+pub fn backward_input_bn(
+    gpu: &Gpu,
+    sh: &Conv2dShape,
+    dy: &Tensor,
+    w: &Tensor,
+    dx: &Tensor,
+    bn: &BnBelow,
+) -> Result<(Vec<Kernel>, bool)> {
+    const OP: &str = BACKWARD_INPUT;
+    sh.validate(OP)?;
+    check_shape(OP, "dy", dy, &sh.y_shape())?;
+    check_shape(OP, "weight", w, &sh.w_shape())?;
+    check_shape(OP, "dx", dx, &sh.x_shape())?;
+    check_shape(OP, "BatchNorm input", bn.x, &sh.x_shape())?;
+    check_shape(OP, "BatchNorm gamma and beta", bn.affine, &[2, sh.c])?;
+    check_shape(OP, "BatchNorm statistics", bn.saved, &[2, sh.c])?;
+    check_shape(OP, "BatchNorm sums", bn.sums, &[bn_sums_len(sh)])?;
+    let ks = pick(gpu, OP, sh, |f| {
+        backward_input_with(gpu, sh, dy, w, dx, f, Some(bn))
+    })?;
+    // the kernels kept are the ones that do (a race may have kept another family)
+    let written = ks
+        .iter()
+        .any(|k| k.name == "conv_dx_reg" || k.name == gemm::BN_GRAD_ENTRY);
+    Ok((count_flops(ks, sh.flops()), written))
 }
 
 pub(super) fn backward_input_with(
@@ -555,12 +612,13 @@ pub(super) fn backward_input_with(
     w: &Tensor,
     dx: &Tensor,
     family: KernelFamily,
+    bn: Option<&BnBelow>,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = BACKWARD_INPUT;
     let nhw = (sh.n * sh.h * sh.w) as u64;
     let (cb, pb) = match family.scheme() {
         Scheme::Gemm(tile) | Scheme::Coop(tile) => {
-            return gemm::backward_input(gpu, sh, dy, w, dx, family, tile);
+            return gemm::backward_input(gpu, sh, dy, w, dx, bn, family, tile);
         }
         Scheme::Register { channels, pixels } => (channels, pixels),
         Scheme::Tiled => {
@@ -572,11 +630,14 @@ pub(super) fn backward_input_with(
             return Ok(vec![k]);
         }
     };
-    let params = sh.params(1, 0, 0, cb);
+    let params = sh.params_with(1, 0, 0, cb, bn.is_some());
     let cpad = sh.c.div_ceil(cb) * cb;
     let (t, wt) = weights_for_input(gpu, sh, w, &params, (family, cb))?;
     let blocks = nhw.div_ceil(pb as u64) * (cpad / cb) as u64;
-    let bufs = [(2, dy), (3, dx), (5, &wt)];
+    let mut bufs = vec![(2, dy), (3, dx), (5, &wt)];
+    if let Some(bn) = bn {
+        bufs.extend([(1, bn.affine), (4, bn.saved), (6, bn.sums), (7, bn.x)]);
+    }
     let c = kernel(
         gpu,
         OP,

@@ -179,8 +179,9 @@ async fn timed_run(gpu: &Gpu, ks: &[Kernel], times: usize) -> Result<f64> {
 }
 
 /// `family`'s kernels of `op` at `sh` on buffers of their own (zeros: timing does not depend on
-/// the values). The forward is timed as training records it, with BatchNorm's statistics in its
-/// epilogue where the family writes them (the race of a plan being built times it so too).
+/// the values). The forward and the backward to the input are timed as training records them,
+/// with BatchNorm's statistics (backward sums) in their epilogue where the family writes them
+/// (the race of a plan being built times them so too).
 fn build_alone(gpu: &Gpu, op: &str, sh: &Conv2dShape, family: KernelFamily) -> Result<Vec<Kernel>> {
     let (x, w, y) = (
         gpu.zeros(&sh.x_shape())?,
@@ -193,7 +194,20 @@ fn build_alone(gpu: &Gpu, op: &str, sh: &Conv2dShape, family: KernelFamily) -> R
             let epi = super::Epilogue::default();
             super::forward_with(gpu, sh, &x, &w, &epi, &y, family, Some(&stats))
         }
-        BACKWARD_INPUT => super::backward_input_with(gpu, sh, &y, &w, &x, family),
+        BACKWARD_INPUT => {
+            // the BN's input apart from dx (written: one buffer may not be bound both writable
+            // and read-only)
+            let bn_x = gpu.zeros(&sh.x_shape())?;
+            let (affine, saved) = (gpu.zeros(&[2, sh.c])?, gpu.zeros(&[2, sh.c])?);
+            let sums = gpu.zeros(&[super::bn_sums_len(sh)])?;
+            let bn = super::BnBelow {
+                x: &bn_x,
+                affine: &affine,
+                saved: &saved,
+                sums: &sums,
+            };
+            super::backward_input_with(gpu, sh, &y, &w, &x, family, Some(&bn))
+        }
         BACKWARD_WEIGHT => super::backward_weight_with(gpu, sh, &x, &y, &w, None, family),
         _ => Ok(Vec::new()),
     }
