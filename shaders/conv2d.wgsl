@@ -29,6 +29,8 @@ struct Params {
 
 // The forward's epilogue: y = [relu](sum + [bias] [+ residual]). An inference BatchNorm folded
 // into the weights and bias (batchnorm.wgsl's bn_fold) leaves its ReLU and residual add here.
+// The backward to the input uses OUT_RESIDUAL alone: dx + the gradient a block's shortcut
+// brings to the same input (conv2d::backward_input_add).
 const OUT_BIAS: u32 = 1u;
 const OUT_RELU: u32 = 2u;
 const OUT_RESIDUAL: u32 = 4u;
@@ -44,8 +46,8 @@ const OUT_RESIDUAL: u32 = 4u;
 // deviations), merged by batchnorm.wgsl's bn_stats_partials; the backward to the input's sums
 // for BatchNorm's backward (conv_dx_reg, below: [C, ceil(N*H*W / 4), 2]).
 @group(0) @binding(6) var<storage, read_write> stats_out: array<f32>;
-// The residual the forward's epilogue adds (OUT_RESIDUAL), shaped as y; conv_dx_reg's sums read
-// the BatchNorm's input here.
+// The residual the epilogue adds (OUT_RESIDUAL), shaped as the output; conv_dx_reg's sums read
+// the BatchNorm's input here instead (never both).
 @group(0) @binding(7) var<storage, read> residual: array<f32>;
 
 // y[i] from the sum (bias included) v: the residual added, then the ReLU, as P.epi says.
@@ -626,7 +628,8 @@ fn tiled_gemm(mode: u32, wid: vec3<u32>, lid: u32) {
                 dst[at] = out_value(at, o);
             } else if (mode == 1u) {
                 let hw = P.h * P.w;
-                dst[((col / hw) * P.c + m) * hw + col % hw] = v;
+                let at = ((col / hw) * P.c + m) * hw + col % hw;
+                dst[at] = out_value(at, v);
             } else {
                 dst[(wid.y * P.k + m) * n_total + col] = v;
             }

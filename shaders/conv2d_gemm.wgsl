@@ -45,11 +45,13 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read> wt: array<vec4<f32>>;
-// The residual the forward's epilogue adds (OUT_RESIDUAL), shaped as y.
+// The residual the epilogue adds (OUT_RESIDUAL), shaped as the output; conv_dx_gemm_bn reads the
+// BatchNorm's input here instead (never both).
 @group(0) @binding(7) var<storage, read> residual: array<f32>;
 
-// The forward's epilogue, as in conv2d.wgsl: y = [relu](sum + [bias] [+ residual]) (an inference
-// BatchNorm folded into the weights and bias leaves its ReLU and residual add here).
+// The epilogue, as in conv2d.wgsl: y = [relu](sum + [bias] [+ residual]) (an inference
+// BatchNorm folded into the weights and bias leaves its ReLU and residual add here); dx +
+// residual in the backward to the input (the gradient a block's shortcut brings).
 const OUT_BIAS: u32 = 1u;
 const OUT_RELU: u32 = 2u;
 const OUT_RESIDUAL: u32 = 4u;
@@ -229,17 +231,17 @@ fn out_column(mode: u32, g: Geometry, col: u32) -> vec2<u32> {
     return vec2<u32>(g.split * P.k * g.nc + col, g.nc);
 }
 
-// Writes C[m, col] (through the forward's epilogue in mode 0), where both are in range.
+// Writes C[m, col] (through the epilogue in modes 0 and 1), where both are in range.
 fn write_one(mode: u32, g: Geometry, m: u32, col: u32, v: f32) {
     if (m >= g.m || col >= g.nc) { return; }
     let o = out_column(mode, g, col);
     let at = o.x + m * o.y;
-    if (mode != 0u) {
+    if (mode == 2u) {
         dst[at] = v;
         return;
     }
     var r = v;
-    if ((P.epi & OUT_BIAS) != 0u) { r += bias[m]; }
+    if (mode == 0u && (P.epi & OUT_BIAS) != 0u) { r += bias[m]; }
     if ((P.epi & OUT_RESIDUAL) != 0u) { r += residual[at]; }
     if ((P.epi & OUT_RELU) != 0u) { r = max(r, 0.0); }
     dst[at] = r;

@@ -570,3 +570,54 @@ fn f16_families_sum_the_gradient_they_stored() {
         "register and GEMM families in f16"
     );
 }
+
+/// The backward to the input with the gradient of a block's shortcut added in its epilogue
+/// (`conv2d::backward_input_add`), for every family that runs here, against the f64 backward to
+/// the input plus that gradient: f32 within 1e-5, f16 within 1e-2 (its dy and weights rounded
+/// to f16, as tests/conv2d.rs bounds the backward alone).
+#[test]
+fn added_gradient_in_the_backward_to_the_input_matches_the_f64_reference() {
+    let f16 = f16_shaders("added_gradient_in_the_backward_to_the_input_matches_the_f64_reference");
+    let features = match f16 {
+        true => gpu_with(Some(KernelFamily::Register16x16F16)).features,
+        false => gpu().features,
+    };
+    let mut checked = 0;
+    for family in KernelFamily::ALL {
+        if !family.runs_on(features) {
+            continue;
+        }
+        let gpu = gpu_with(Some(family));
+        for (i, sh) in ragged_shapes().iter().enumerate() {
+            let (_, w) = data(sh, i);
+            let x_len = sh.n * sh.c * sh.h * sh.w;
+            let (dy, other) = (
+                rand_vec(sh.n * sh.k * sh.p() * sh.q(), 50 + i as u64),
+                rand_vec(x_len, 60 + i as u64),
+            );
+            let up = |v: &[f32], shape: &[usize]| gpu.upload(v, shape).unwrap();
+            let (dyt, wt) = (up(&dy, &sh.y_shape()), up(&w, &sh.w_shape()));
+            let (other_t, dx) = (up(&other, &sh.x_shape()), gpu.zeros(&sh.x_shape()).unwrap());
+            let ks = conv2d::backward_input_add(&gpu, sh, &dyt, &wt, &other_t, &dx).unwrap();
+            run(&gpu, &ks);
+            let g = reference::Conv::from(sh);
+            let zeros = vec![0.0; x_len];
+            let (dx_ref, _, _) = reference::conv_backward(&g, &zeros, &f64s(&w), &f64s(&dy));
+            let want: Vec<f64> = dx_ref
+                .iter()
+                .zip(&other)
+                .map(|(a, b)| a + *b as f64)
+                .collect();
+            let tol = match family.precision() {
+                Precision::Fp32 => 1e-5,
+                Precision::Mixed => 1e-2,
+            };
+            let what = format!("{} {sh:?}", family.name());
+            assert_close(&what, &read(&gpu, &dx), &want, tol);
+            checked += 1;
+        }
+    }
+    // the 8 f32 families, and the 7 f16 ones but the tensor-core tile where f16 shaders run
+    let families = if f16 { 15 } else { 8 };
+    assert!(checked >= families * ragged_shapes().len(), "{checked}");
+}

@@ -294,6 +294,7 @@ fn backward_stages(
         relu: true,
         residual_grad: None,
         input_grad: false,
+        input_add: None,
     };
     let g_in = GradIn { g: &g, sums: None };
     rec.conv_bn_backward(&arch.stem, &stem, g_in, fused, None, &mut ks)?;

@@ -37,6 +37,9 @@ pub(super) struct FusedGrad<'t> {
     pub residual_grad: Option<&'t Tensor>,
     /// Whether the gradient with respect to the conv's input is wanted (not for the stem).
     pub input_grad: bool,
+    /// The gradient another path brings to the conv's input (a block's shortcut), added to it
+    /// in the backward to the input's epilogue.
+    pub input_add: Option<&'t Tensor>,
 }
 
 /// dL/d(a conv + BN's output) for its backward.
@@ -293,7 +296,8 @@ impl<'a> Recorder<'a> {
         ks.extend(conv2d::backward_weight(gpu, &sh, &s.input, &dc, &dw, None)?);
         let out = if fused.input_grad {
             let dx = self.pool.get(gpu, &s.input.shape)?;
-            let sums = self.conv_backward_input(cb, &sh, (&dc, &dx), below, ks)?;
+            let (add, bufs) = (fused.input_add, (&dc, &dx));
+            let sums = self.conv_backward_input(cb, &sh, bufs, below, add, ks)?;
             GradOut { g: Some(dx), sums }
         } else {
             GradOut {
@@ -350,18 +354,23 @@ impl<'a> Recorder<'a> {
         Ok(())
     }
 
-    /// Records dx = conv backward to the input of dc; where `below`'s BN trains on one rank's
-    /// batch statistics and the shape's family can, with that BN's ReLU mask and backward sums
-    /// in the epilogue (`conv2d::backward_input_bn`): those sums, returned.
+    /// Records dx = conv backward to the input of dc (plus `add`); where `below`'s BN trains
+    /// on one rank's batch statistics and the shape's family can, with that BN's ReLU mask and
+    /// backward sums in the epilogue (`conv2d::backward_input_bn`): those sums, returned.
     fn conv_backward_input(
         &mut self,
         cb: &ConvBn,
         sh: &Conv2dShape,
         (dc, dx): (&Tensor, &Tensor),
         below: Option<(&ConvBn, &ConvBnSaved)>,
+        add: Option<&Tensor>,
         ks: &mut Vec<Kernel>,
     ) -> Result<Option<Tensor>> {
         let (gpu, w) = (self.gpu, self.m.param(&cb.conv)?);
+        if let Some(other) = add {
+            ks.extend(conv2d::backward_input_add(gpu, sh, dc, &w, other, dx)?);
+            return Ok(None);
+        }
         let fusable = (below.filter(|_| gpu.fusion && self.bn_ranks == 1))
             .and_then(|(cb, s)| Some((cb, s.c.as_ref()?, s.stats.as_ref()?)));
         let Some((below_cb, x, saved)) = fusable else {
@@ -465,14 +474,23 @@ impl<'a> Recorder<'a> {
             Shortcut::None => None,
             _ => Some(self.pool.get(self.gpu, &g_out.shape)?),
         };
+        let (mut g_shortcut, mut side) = (g_shortcut, None);
         let mut g = g_out.clone();
         let mut sums = None;
         for i in (0..b.convs.len()).rev() {
             let last = i + 1 == b.convs.len();
+            // fused, the shortcut's gradient comes first (the last BN's backward wrote what it
+            // needs), so that the first conv's backward to the input adds it to its own
+            if i == 0 && !last && self.gpu.fusion {
+                if let Some(at_output) = g_shortcut.take() {
+                    side = Some(self.shortcut_backward(b, s, at_output, ks)?);
+                }
+            }
             let fused = FusedGrad {
                 relu: true,
                 residual_grad: if last { g_shortcut.as_ref() } else { None },
                 input_grad: true,
+                input_add: side.as_ref(),
             };
             // the conv + BN + ReLU below, inside the block, whose output is only this conv's input
             let below = i.checked_sub(1).map(|j| (&b.convs[j], &s.convs[j]));
@@ -483,6 +501,10 @@ impl<'a> Recorder<'a> {
             }
             g = out.g.expect("input gradient requested");
             sums = out.sums;
+        }
+        if let Some(side) = side {
+            self.pool.put(side);
+            return Ok(g);
         }
         let Some(g_shortcut) = g_shortcut else {
             return Ok(g);
@@ -518,6 +540,7 @@ impl<'a> Recorder<'a> {
                     relu: false,
                     residual_grad: None,
                     input_grad: true,
+                    input_add: None,
                 };
                 let g_in = GradIn { g: &g, sums: None };
                 let out = self.conv_bn_backward(cb, p, g_in, fused, None, ks)?;

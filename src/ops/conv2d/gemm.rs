@@ -5,7 +5,7 @@
 
 use super::family::{KernelFamily, Tile};
 use super::{kernel, kernel_grid, scratch, weights_for_forward, weights_for_input};
-use super::{BnBelow, Conv2dShape};
+use super::{Conv2dShape, DxEpilogue};
 use super::{BACKWARD_INPUT, BACKWARD_WEIGHT, FORWARD};
 use crate::error::Result;
 use crate::gpu::{Gpu, Kernel, Tensor};
@@ -51,9 +51,9 @@ pub(super) fn forward(
 /// The GEMM forward that also writes BatchNorm's partial statistics.
 pub(super) const STATS_ENTRY: &str = "conv_fwd_gemm_stats";
 
-/// Backward to the input: the weights re-laid [R*S, K, Cpad] (vec4 along C), then the GEMM;
-/// with `bn`, the GEMM also does that BatchNorm's ReLU mask and backward sums
-/// (`conv_dx_gemm_bn`; the tensor-core tile does not: the caller checks the kernels' names).
+/// Backward to the input: the weights re-laid [R*S, K, Cpad] (vec4 along C), then the GEMM, with
+/// `epi`: BatchNorm's ReLU mask and backward sums (`conv_dx_gemm_bn`; the tensor-core tile does
+/// not: the caller checks the kernels' names), or another gradient added.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn backward_input(
     gpu: &Gpu,
@@ -61,32 +61,25 @@ pub(super) fn backward_input(
     dy: &Tensor,
     w: &Tensor,
     dx: &Tensor,
-    bn: Option<&BnBelow>,
+    epi: DxEpilogue,
     family: KernelFamily,
     t: Tile,
 ) -> Result<Vec<Kernel>> {
-    let params = sh.params(1, 0, 0, 4);
+    let params = sh.params(1, 0, epi.bits(), 4);
     let (tr, wt) = weights_for_input(gpu, sh, w, &params, (family, 4))?;
     let tiles = sh.c.div_ceil(t.tm) * (sh.n * sh.h * sh.w).div_ceil(t.tn);
     let no_bias = super::dummy(gpu)?;
-    let (bufs, entry) = match bn.filter(|_| family.writes_stats()) {
-        Some(bn) => (
-            vec![
-                (1, bn.affine),
-                (2, dy),
-                (3, dx),
-                (4, bn.saved),
-                (5, &wt),
-                (6, bn.sums),
-                (7, bn.x),
-            ],
-            BN_GRAD_ENTRY,
-        ),
-        None => (
-            vec![(1, w), (2, dy), (3, dx), (4, &no_bias), (5, &wt)],
-            "conv_dx_gemm",
-        ),
-    };
+    let mut bufs = vec![(1, w), (2, dy), (3, dx), (4, &no_bias), (5, &wt)];
+    let mut entry = "conv_dx_gemm";
+    match epi {
+        DxEpilogue::Bn(bn) if family.writes_stats() => {
+            bufs = vec![(1, bn.affine), (2, dy), (3, dx), (4, bn.saved), (5, &wt)];
+            bufs.extend([(6, bn.sums), (7, bn.x)]);
+            entry = BN_GRAD_ENTRY;
+        }
+        DxEpilogue::Add(other) => bufs.push((7, other)),
+        _ => {}
+    }
     let c = kernel(
         gpu,
         BACKWARD_INPUT,

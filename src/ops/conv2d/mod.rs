@@ -545,14 +545,64 @@ pub fn backward_input(
     dx: &Tensor,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = BACKWARD_INPUT;
+    check_backward_input(sh, dy, w, dx)?;
+    let ks = pick(gpu, OP, sh, |f| {
+        backward_input_with(gpu, sh, dy, w, dx, f, DxEpilogue::None)
+    })?;
+    Ok(count_flops(ks, sh.flops()))
+}
+
+/// What the backward to the input does besides dx: nothing, the first half of the backward of
+/// the BatchNorm below ([`backward_input_bn`]), or adding another gradient of the same input
+/// ([`backward_input_add`]).
+#[derive(Clone, Copy)]
+pub(super) enum DxEpilogue<'a> {
+    None,
+    Bn(&'a BnBelow<'a>),
+    Add(&'a Tensor),
+}
+
+impl DxEpilogue<'_> {
+    /// The shaders' `epi` word: OUT_RESIDUAL for an addition.
+    fn bits(&self) -> usize {
+        match self {
+            DxEpilogue::Add(other) => Epilogue {
+                residual: Some(other),
+                ..Default::default()
+            }
+            .bits(),
+            _ => 0,
+        }
+    }
+}
+
+/// Records dx = conv2d backward to the input of dy, plus `other` (the gradient another path
+/// brings to the same input: a block's shortcut), in one pass, every family alike.
+pub fn backward_input_add(
+    gpu: &Gpu,
+    sh: &Conv2dShape,
+    dy: &Tensor,
+    w: &Tensor,
+    other: &Tensor,
+    dx: &Tensor,
+) -> Result<Vec<Kernel>> {
+    const OP: &str = BACKWARD_INPUT;
+    check_backward_input(sh, dy, w, dx)?;
+    check_shape(OP, "added gradient", other, &sh.x_shape())?;
+    let epi = DxEpilogue::Add(other);
+    let ks = pick(gpu, OP, sh, |f| {
+        backward_input_with(gpu, sh, dy, w, dx, f, epi)
+    })?;
+    Ok(count_flops(ks, sh.flops()))
+}
+
+/// The backward to the input's shape is valid and dy, w and dx have its shapes.
+fn check_backward_input(sh: &Conv2dShape, dy: &Tensor, w: &Tensor, dx: &Tensor) -> Result<()> {
+    const OP: &str = BACKWARD_INPUT;
     sh.validate(OP)?;
     check_shape(OP, "dy", dy, &sh.y_shape())?;
     check_shape(OP, "weight", w, &sh.w_shape())?;
-    check_shape(OP, "dx", dx, &sh.x_shape())?;
-    let ks = pick(gpu, OP, sh, |f| {
-        backward_input_with(gpu, sh, dy, w, dx, f, None)
-    })?;
-    Ok(count_flops(ks, sh.flops()))
+    check_shape(OP, "dx", dx, &sh.x_shape())
 }
 
 /// The training BatchNorm (+ ReLU) whose output relu(BN(x)) is a convolution's input, for
@@ -587,16 +637,13 @@ pub fn backward_input_bn(
     bn: &BnBelow,
 ) -> Result<(Vec<Kernel>, bool)> {
     const OP: &str = BACKWARD_INPUT;
-    sh.validate(OP)?;
-    check_shape(OP, "dy", dy, &sh.y_shape())?;
-    check_shape(OP, "weight", w, &sh.w_shape())?;
-    check_shape(OP, "dx", dx, &sh.x_shape())?;
+    check_backward_input(sh, dy, w, dx)?;
     check_shape(OP, "BatchNorm input", bn.x, &sh.x_shape())?;
     check_shape(OP, "BatchNorm gamma and beta", bn.affine, &[2, sh.c])?;
     check_shape(OP, "BatchNorm statistics", bn.saved, &[2, sh.c])?;
     check_shape(OP, "BatchNorm sums", bn.sums, &[bn_sums_len(sh)])?;
     let ks = pick(gpu, OP, sh, |f| {
-        backward_input_with(gpu, sh, dy, w, dx, f, Some(bn))
+        backward_input_with(gpu, sh, dy, w, dx, f, DxEpilogue::Bn(bn))
     })?;
     // the kernels kept are the ones that do (a race may have kept another family)
     let written = ks
@@ -612,31 +659,37 @@ pub(super) fn backward_input_with(
     w: &Tensor,
     dx: &Tensor,
     family: KernelFamily,
-    bn: Option<&BnBelow>,
+    epi: DxEpilogue,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = BACKWARD_INPUT;
     let nhw = (sh.n * sh.h * sh.w) as u64;
     let (cb, pb) = match family.scheme() {
         Scheme::Gemm(tile) | Scheme::Coop(tile) => {
-            return gemm::backward_input(gpu, sh, dy, w, dx, bn, family, tile);
+            return gemm::backward_input(gpu, sh, dy, w, dx, epi, family, tile);
         }
         Scheme::Register { channels, pixels } => (channels, pixels),
         Scheme::Tiled => {
-            let params = sh.params(1, 0, 0, 16);
+            let params = sh.params(1, 0, epi.bits(), 16);
             let tiles = (sh.c as u64).div_ceil(64) * nhw.div_ceil(64);
             let dummy_bias = dummy(gpu)?;
-            let bufs = [(1, w), (2, dy), (3, dx), (4, &dummy_bias)];
+            let mut bufs = vec![(1, w), (2, dy), (3, dx), (4, &dummy_bias)];
+            if let DxEpilogue::Add(other) = epi {
+                bufs.push((7, other));
+            }
             let k = kernel_grid(gpu, OP, (family, "conv_dx_tiled"), params, &bufs, tiles, 1)?;
             return Ok(vec![k]);
         }
     };
-    let params = sh.params_with(1, 0, 0, cb, bn.is_some());
+    let bn = matches!(epi, DxEpilogue::Bn(_));
+    let params = sh.params_with(1, 0, epi.bits(), cb, bn);
     let cpad = sh.c.div_ceil(cb) * cb;
     let (t, wt) = weights_for_input(gpu, sh, w, &params, (family, cb))?;
     let blocks = nhw.div_ceil(pb as u64) * (cpad / cb) as u64;
     let mut bufs = vec![(2, dy), (3, dx), (5, &wt)];
-    if let Some(bn) = bn {
-        bufs.extend([(1, bn.affine), (4, bn.saved), (6, bn.sums), (7, bn.x)]);
+    match epi {
+        DxEpilogue::Bn(bn) => bufs.extend([(1, bn.affine), (4, bn.saved), (6, bn.sums), (7, bn.x)]),
+        DxEpilogue::Add(other) => bufs.push((7, other)),
+        DxEpilogue::None => {}
     }
     let c = kernel(
         gpu,

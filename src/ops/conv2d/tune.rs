@@ -206,7 +206,8 @@ fn build_alone(gpu: &Gpu, op: &str, sh: &Conv2dShape, family: KernelFamily) -> R
                 saved: &saved,
                 sums: &sums,
             };
-            super::backward_input_with(gpu, sh, &y, &w, &x, family, Some(&bn))
+            let epi = super::DxEpilogue::Bn(&bn);
+            super::backward_input_with(gpu, sh, &y, &w, &x, family, epi)
         }
         BACKWARD_WEIGHT => super::backward_weight_with(gpu, sh, &x, &y, &w, None, family),
         _ => Ok(Vec::new()),
