@@ -302,7 +302,8 @@ fn bn_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
 // sum(g * xhat) and sum(g) per run of 4 pixels, dy already masked by the ReLU): one workgroup per channel, invocation lid
 // adds runs lid, lid + 256, ... in order, then the fixed tree adds the 256 sums.
 @compute @workgroup_size(256)
-fn bn_backward_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn bn_backward_partials(@builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
     let ch = wid.x;
     var sgx = 0.0;
     var sg = 0.0;

@@ -12,8 +12,8 @@
 // family (double-buffered, the loads of step t+1 in flight while step t is multiplied), rounded
 // to f16 as they are stored: A [TK][TM] (a column-major 16-row strip per block), B [TK][TN]
 // (row-major). At the end each subgroup stores one block at a time into its 16x16 of `stage`,
-// and the whole workgroup writes the staged blocks out through the layout of the mode (plus the
-// bias in mode 0), so no output layout has to be a strided matrix. Workgroup memory: 4 + 4 KiB of
+// and the whole workgroup writes the staged blocks out through the layout of the mode (and the
+// epilogue of modes 0 and 1: write_one), so no output layout has to be a strided matrix. Workgroup memory: 4 + 4 KiB of
 // f16 tiles and 8 KiB of staging, WebGPU's default 16 KiB.
 
 const SUBGROUP: u32 = 32u;

@@ -297,7 +297,8 @@ fn write_out(mode: u32, g: Geometry, tm: u32, tn: u32, r: u32, j: u32, v: vec4<f
 // consecutive pixels of each of its rows per column group; the pair (tn, tn + 1) holds a run of
 // 8 (n0 is a multiple of 64, GN is even). Each computes its 4 pixels' mean and sum of squared
 // deviations (two passes over registers), the odd one hands them to the even one through
-// workgroup memory, and the even one merges the two (Chan et al.) and stores the run.
+// workgroup memory, and the even one merges the two (Chan et al.) and stores the run. The
+// backward to the input's BatchNorm sums (conv_dx_gemm_bn, bn_grad_gemm below) go here too.
 @group(0) @binding(6) var<storage, read_write> stats_out: array<f32>;
 
 // The exchange: 256 vec4<f32> of workgroup memory, free once the last step is multiplied. The

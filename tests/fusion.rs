@@ -544,7 +544,7 @@ fn f16_families_sum_the_gradient_they_stored() {
         let gpu = gpu_with(Some(family));
         for (i, sh) in shapes.iter().enumerate() {
             let bn = below_data(sh, i);
-            let [g, dparams, _] = fused_backward(&gpu, sh, &bn).expect("register families fuse");
+            let [g, dparams, _] = fused_backward(&gpu, sh, &bn).expect("the family fuses");
             let (c, hw) = (sh.c, sh.h * sh.w);
             let (mut dgamma, mut dbeta) = (vec![0.0f64; c], vec![0.0f64; c]);
             for (j, (&gv, &av)) in g.iter().zip(&bn.a).enumerate() {

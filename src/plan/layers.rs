@@ -29,7 +29,8 @@ pub(super) struct BlockSaved {
     projection: Option<ConvBnSaved>,
 }
 
-/// The ops fused after a BN in the forward pass, as its backward sees them.
+/// The ops fused after a BN in the forward pass, as its backward sees them, and what the
+/// conv's backward to the input adds.
 pub(super) struct FusedGrad<'t> {
     /// A ReLU followed the BN.
     pub relu: bool,

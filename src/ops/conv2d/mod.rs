@@ -163,7 +163,8 @@ impl Conv2dShape {
     }
 
     /// [`Conv2dShape::params`], with the register forward's epilogue also writing BatchNorm's
-    /// partial statistics where `stats`.
+    /// partial statistics (the register backward to the input's, the BatchNorm's backward sums)
+    /// where `stats`.
     fn params_with(
         &self,
         splits: usize,
@@ -231,7 +232,7 @@ fn shared_bindings(family: KernelFamily, entry: &str) -> &'static [u32] {
     if entry == "conv_dx_reg" {
         return &[1, 4, 6, 7];
     }
-    match gemm || entry.ends_with("_tiled") || matches!(entry, "conv_fwd_reg" | "conv_dx_reg") {
+    match gemm || entry.ends_with("_tiled") || entry == "conv_fwd_reg" {
         true => &[7],
         false => &[],
     }
@@ -624,10 +625,9 @@ pub fn bn_sums_len(sh: &Conv2dShape) -> usize {
 
 /// [`backward_input`] that, where the family chosen for the shape can (the register families
 /// and the register-tile GEMMs, [`KernelFamily::writes_stats`]), also does the first half of
-/// `bn`'s backward in its
-/// epilogue: dx masked where the BN's pre-activation is not positive (the ReLU's backward: dx
-/// is then that BN's g) and its sums `bn.sums` (`batchnorm::backward_from` finishes it).
-/// (kernels, whether they did.)
+/// `bn`'s backward in its epilogue: dx masked where the BN's pre-activation is not positive
+/// (the ReLU's backward: dx is then that BN's g) and its sums `bn.sums`
+/// (`batchnorm::backward_from` finishes it). (kernels, whether they did.)
 pub fn backward_input_bn(
     gpu: &Gpu,
     sh: &Conv2dShape,
