@@ -387,6 +387,16 @@ fn conv_dx_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 // batchnorm.wgsl's bn_backward_partials adds up, instead of bn_backward_chunk reading dy, the
 // BN's output and x again. (conv2d_gemm.wgsl's conv_dx_gemm_bn does the same.)
 
+// Where the BN added a residual (the last of a block), the convolution is the next block's
+// first: P.stats bit 4 adds the gradient of that block's shortcut first (bn_side; the BN's dy
+// is the sum of the two paths), and bit 2 masks by the BN's stored output (bn_out) instead of
+// the recomputed pre-activation, which lacks the residual.
+const BN_SUMS: u32 = 1u;
+const BN_MASK_FROM_OUTPUT: u32 = 2u;
+const BN_ADD_SIDE: u32 = 4u;
+@group(0) @binding(8) var<storage, read> bn_side: array<f32>;
+@group(0) @binding(9) var<storage, read> bn_out: array<f32>;
+
 // Channel c at the run of 4 pixels o (those that exist, as store4 takes them): its gradients g
 // masked, returned, and its sums written.
 fn bn_grad_row(c: u32, run: u32, plane: u32, o: vec4<u32>, ok: vec4<bool>, g: vec4<f32>) -> vec4<f32> {
@@ -395,7 +405,15 @@ fn bn_grad_row(c: u32, run: u32, plane: u32, o: vec4<u32>, ok: vec4<bool>, g: ve
     let invstd = bias[P.c + ch];
     let d = select(vec4<u32>(0u), o + vec4<u32>(ch * plane), ok);
     let xhat = (vec4<f32>(residual[d.x], residual[d.y], residual[d.z], residual[d.w]) - mean) * invstd;
-    let h = select(vec4<f32>(0.0), g, ok & (xhat * src_a[ch] + src_a[P.c + ch] > vec4<f32>(0.0)));
+    var dy = g;
+    if ((P.stats & BN_ADD_SIDE) != 0u) {
+        dy += vec4<f32>(bn_side[d.x], bn_side[d.y], bn_side[d.z], bn_side[d.w]);
+    }
+    var pre = xhat * src_a[ch] + src_a[P.c + ch];
+    if ((P.stats & BN_MASK_FROM_OUTPUT) != 0u) {
+        pre = vec4<f32>(bn_out[d.x], bn_out[d.y], bn_out[d.z], bn_out[d.w]);
+    }
+    let h = select(vec4<f32>(0.0), dy, ok & (pre > vec4<f32>(0.0)));
     let runs = (P.n * P.h * P.w + 3u) / 4u;
     if (c < P.c && run < runs) {
         let at = (c * runs + run) * 2u;

@@ -37,6 +37,7 @@ struct Params {
     k: u32, p: u32, q: u32, r: u32,
     s: u32, stride: u32, pad: u32, epi: u32,  // epi: the forward's epilogue, OUT_* bits
     kpad: u32, cpad: u32, splits: u32, chunk: u32,
+    stats: u32, pad1: u32, pad2: u32, pad3: u32,  // stats: conv_dx_gemm_bn's BN_* bits
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -355,7 +356,13 @@ fn stats_store_gemm(g: Geometry, k: u32, run: u32, n: f32, mean: f32, q: f32) {
 // column group j (4 consecutive input pixels) of the invocation's outputs, `v`, masked where the
 // BN's pre-activation is not positive and returned; sum(g * xhat) and sum(g) of the 4 pixels
 // written into stats_out [C, ceil(N*H*W / 4), 2]. src_a = the BN's gamma then beta, bias = its
-// saved mean then invstd, residual = its input x.
+// saved mean then invstd, residual = its input x; P.stats's bits and bn_side, bn_out as there
+// (a block's last BN: its shortcut's gradient added first, the mask from its stored output).
+const BN_MASK_FROM_OUTPUT: u32 = 2u;
+const BN_ADD_SIDE: u32 = 4u;
+@group(0) @binding(8) var<storage, read> bn_side: array<f32>;
+@group(0) @binding(9) var<storage, read> bn_out: array<f32>;
+
 fn bn_grad_gemm(g: Geometry, tm: u32, tn: u32, r: u32, j: u32, v: vec4<f32>) -> vec4<f32> {
     let m = g.m0 + ((r / 4u) * (TM / RM) + tm) * 4u + r % 4u;
     let col = g.n0 + (j * GN + tn) * 4u;
@@ -368,7 +375,15 @@ fn bn_grad_gemm(g: Geometry, tm: u32, tn: u32, r: u32, j: u32, v: vec4<f32>) -> 
     let at = (c / hw) * (P.c * hw) + c % hw + vec4<u32>(m * hw);
     let x = vec4<f32>(residual[at.x], residual[at.y], residual[at.z], residual[at.w]);
     let xhat = (x - bias[m]) * bias[P.c + m];
-    let h = select(vec4<f32>(0.0), v, ok & (xhat * src_a[m] + src_a[P.c + m] > vec4<f32>(0.0)));
+    var dy = v;
+    if ((P.stats & BN_ADD_SIDE) != 0u) {
+        dy += vec4<f32>(bn_side[at.x], bn_side[at.y], bn_side[at.z], bn_side[at.w]);
+    }
+    var pre = xhat * src_a[m] + src_a[P.c + m];
+    if ((P.stats & BN_MASK_FROM_OUTPUT) != 0u) {
+        pre = vec4<f32>(bn_out[at.x], bn_out[at.y], bn_out[at.z], bn_out[at.w]);
+    }
+    let h = select(vec4<f32>(0.0), dy, ok & (pre > vec4<f32>(0.0)));
     let o = (m * ((g.nc + 3u) / 4u) + col / 4u) * 2u;
     stats_out[o] = dot(h, xhat);
     stats_out[o + 1u] = dot(h, vec4<f32>(1.0));

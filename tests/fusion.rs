@@ -414,11 +414,16 @@ fn fused_backward(gpu: &Gpu, sh: &Conv2dShape, bn: &BelowData) -> Option<[Vec<f3
     let (dy, w) = (up(&bn.dy, &sh.y_shape()), up(&bn.w, &sh.w_shape()));
     let g = gpu.zeros(&sh.x_shape()).unwrap();
     let sums = gpu.zeros(&[conv2d::bn_sums_len(sh)]).unwrap();
+    // a block's last BN: its output masks, the next block's shortcut's gradient is added
+    let out_side =
+        (bn.side.as_ref()).map(|side| (up(&bn.a, &sh.x_shape()), up(side, &sh.x_shape())));
     let below = conv2d::BnBelow {
         x: &bn_x,
         affine: &affine,
         saved: &saved,
         sums: &sums,
+        out: out_side.as_ref().map(|t| &t.0),
+        side: out_side.as_ref().map(|t| &t.1),
     };
     let (mut ks, written) = conv2d::backward_input_bn(gpu, sh, &dy, &w, &g, &below).unwrap();
     if !written {
@@ -435,8 +440,10 @@ fn fused_backward(gpu: &Gpu, sh: &Conv2dShape, bn: &BelowData) -> Option<[Vec<f3
 }
 
 /// A training BN + ReLU below a convolution, and the convolution's weights and dy, in f32 as
-/// the GPU gets them and in f64 for the reference.
+/// the GPU gets them and in f64 for the reference; for a block's last BN (which added a
+/// residual before its ReLU), the gradient the next block's shortcut brings.
 struct BelowData {
+    side: Option<Vec<f32>>,
     x: Vec<f32>,
     a: Vec<f32>,
     /// Batch mean then invstd.
@@ -447,14 +454,16 @@ struct BelowData {
     var: Vec<f64>,
 }
 
-fn below_data(sh: &Conv2dShape, i: usize) -> BelowData {
+fn below_data(sh: &Conv2dShape, i: usize, block_output: bool) -> BelowData {
     let (n, c, hw) = (sh.n, sh.c, sh.h * sh.w);
     let x: Vec<f32> = rand_vec(n * c * hw, 30 + i as u64)
         .iter()
         .map(|v| v + 0.3)
         .collect();
     let gb = f64s(&affine(c));
-    let (a, mean, var) = reference::bn_forward(n, c, hw, &f64s(&x), &gb[..c], &gb[c..], None, true);
+    let residual = block_output.then(|| f64s(&rand_vec(n * c * hw, 70 + i as u64)));
+    let res = residual.as_deref();
+    let (a, mean, var) = reference::bn_forward(n, c, hw, &f64s(&x), &gb[..c], &gb[c..], res, true);
     let invstd = var.iter().map(|v| 1.0 / (v + 1e-5).sqrt());
     let saved = mean.iter().copied().chain(invstd).map(|v| v as f32);
     BelowData {
@@ -462,19 +471,27 @@ fn below_data(sh: &Conv2dShape, i: usize) -> BelowData {
         saved: saved.collect(),
         dy: rand_vec(n * sh.k * sh.p() * sh.q(), 40 + i as u64),
         w: rand_vec(sh.k * c * sh.r * sh.s, 20 + i as u64),
+        side: block_output.then(|| rand_vec(n * c * hw, 80 + i as u64)),
         x,
         mean,
         var,
     }
 }
 
-/// The f64 reference: the conv's dx (as the GPU's a, rounded to f32, masks it), the ReLU's
-/// mask, then BN's backward: (masked gradient, dgamma then dbeta, the BN's dx).
+/// The f64 reference: the conv's dx (plus the shortcut's gradient), the ReLU's mask (by the
+/// GPU's a, rounded to f32), then BN's backward: (masked gradient, dgamma then dbeta, the BN's
+/// dx).
 fn backward_reference(sh: &Conv2dShape, bn: &BelowData) -> [Vec<f64>; 3] {
     let (n, c, hw) = (sh.n, sh.c, sh.h * sh.w);
     let a = f64s(&bn.a);
-    let (dx_conv, _, _) =
+    let (mut dx_conv, _, _) =
         reference::conv_backward(&reference::Conv::from(sh), &a, &f64s(&bn.w), &f64s(&bn.dy));
+    if let Some(side) = &bn.side {
+        dx_conv
+            .iter_mut()
+            .zip(side)
+            .for_each(|(d, s)| *d += *s as f64);
+    }
     let masked = (dx_conv.iter().zip(&a))
         .map(|(g, a)| if *a > 0.0 { *g } else { 0.0 })
         .collect();
@@ -494,14 +511,14 @@ fn batchnorm_backward_from_the_convolution_matches_the_f64_reference() {
     let mut checked = 0;
     for family in KernelFamily::of_precision(Precision::Fp32) {
         let gpu = gpu_with(Some(family));
-        for (i, sh) in shapes.iter().enumerate() {
-            let bn = below_data(sh, i);
+        for (i, sh, block_output) in cases(&shapes) {
+            let bn = below_data(sh, i, block_output);
             let Some([g, dparams, dx]) = fused_backward(&gpu, sh, &bn) else {
                 assert!(!family.writes_stats(), "{family:?} fuses");
                 continue;
             };
             let [g_ref, dparams_ref, dx_ref] = backward_reference(sh, &bn);
-            let what = format!("{} {sh:?}", family.name());
+            let what = format!("{} {sh:?} block output {block_output}", family.name());
             assert_close(&format!("{what} masked gradient"), &g, &g_ref, 1e-5);
             assert_close(
                 &format!("{what} dgamma"),
@@ -521,8 +538,8 @@ fn batchnorm_backward_from_the_convolution_matches_the_f64_reference() {
     }
     assert_eq!(
         checked,
-        7 * shapes.len(),
-        "the four register families and the three GEMM tiles fuse"
+        2 * 7 * shapes.len(),
+        "the four register families and the three GEMM tiles fuse, inside a block and below one"
     );
 }
 
@@ -542,8 +559,8 @@ fn f16_families_sum_the_gradient_they_stored() {
             continue;
         }
         let gpu = gpu_with(Some(family));
-        for (i, sh) in shapes.iter().enumerate() {
-            let bn = below_data(sh, i);
+        for (i, sh, block_output) in cases(&shapes) {
+            let bn = below_data(sh, i, block_output);
             let [g, dparams, _] = fused_backward(&gpu, sh, &bn).expect("the family fuses");
             let (c, hw) = (sh.c, sh.h * sh.w);
             let (mut dgamma, mut dbeta) = (vec![0.0f64; c], vec![0.0f64; c]);
@@ -558,7 +575,7 @@ fn f16_families_sum_the_gradient_they_stored() {
                 dgamma[ch] += gv as f64 * xhat;
                 dbeta[ch] += gv as f64;
             }
-            let what = format!("{} {sh:?}", family.name());
+            let what = format!("{} {sh:?} block output {block_output}", family.name());
             assert_close(&format!("{what} dgamma"), &dparams[..c], &dgamma, 1e-5);
             assert_close(&format!("{what} dbeta"), &dparams[c..], &dbeta, 1e-5);
             checked += 1;
@@ -566,7 +583,7 @@ fn f16_families_sum_the_gradient_they_stored() {
     }
     assert_eq!(
         checked,
-        7 * shapes.len(),
+        2 * 7 * shapes.len(),
         "register and GEMM families in f16"
     );
 }
@@ -620,4 +637,10 @@ fn added_gradient_in_the_backward_to_the_input_matches_the_f64_reference() {
     // the 8 f32 families, and the 7 f16 ones but the tensor-core tile where f16 shaders run
     let families = if f16 { 15 } else { 8 };
     assert!(checked >= families * ragged_shapes().len(), "{checked}");
+}
+
+/// Each shape with a BN inside a block (recomputed mask) and with a block's last BN below
+/// (stored output's mask, the shortcut's gradient added).
+fn cases(shapes: &[Conv2dShape]) -> impl Iterator<Item = (usize, &Conv2dShape, bool)> {
+    (shapes.iter().enumerate()).flat_map(|(i, sh)| [(i, sh, false), (i, sh, true)])
 }

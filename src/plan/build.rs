@@ -3,7 +3,7 @@
 
 use super::buckets::GradStage;
 use super::config::FineTune;
-use super::layers::{BlockSaved, ConvBnSaved, FusedGrad, GradIn, Recorder};
+use super::layers::{Below, BlockSaved, ConvBnSaved, FusedGrad, GradIn, Recorder};
 use super::{KernelAt, Mode, PlanConfig, SgdChunk, Stage};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
@@ -263,16 +263,31 @@ fn backward_stages(
     // below the first layer that trains, no gradient is needed (frozen stem and stages, as
     // PyTorch's autograd stops where requires_grad does)
     let first = first_trained(rec, arch);
-    // the two lists have one entry per block: reversed, they pair up from the last block
-    let blocks = arch.blocks().rev().zip(forward.blocks.iter().rev());
-    for (i, (b, saved)) in blocks.enumerate() {
-        if first.is_none_or(|f| forward.blocks.len() - i < f) {
+    // the two lists have one entry per block
+    let blocks: Vec<&Block> = arch.blocks().collect();
+    let mut sums = None;
+    for (k, b) in blocks.iter().enumerate().rev() {
+        // units: 0 the stem, k + 1 the block at k
+        if first.is_none_or(|f| k + 1 < f) {
             return Ok(grads);
         }
+        // the unit below, where its backward follows (it trains) and its output is this block's
+        // input as it is (no max pool between)
+        let below = match k {
+            _ if first.is_none_or(|f| k < f) => None,
+            0 => (forward.maxpool.is_none())
+                .then(|| forward.stem.as_ref().map(|s| Below::inside(&arch.stem, s)))
+                .flatten(),
+            _ => {
+                let cb = blocks[k - 1].convs.last().expect("a block has convs");
+                Some(Below::block_output(cb, forward.blocks[k - 1].last()))
+            }
+        };
         let mut ks = Vec::new();
-        let g_in = rec.block_backward(b, saved, &g, &mut ks)?;
-        rec.pool.put(g);
-        g = g_in;
+        let saved = &forward.blocks[k];
+        let out = rec.block_backward(b, saved, (g, sums.take()), below, &mut ks)?;
+        g = out.g.expect("a block's input gradient");
+        sums = out.sums;
         rec.push_stage(stages, format!("{}.backward", b.name), ks);
         grads.push(GradStage {
             stage: stages.len() - 1,
@@ -296,7 +311,7 @@ fn backward_stages(
         input_grad: false,
         input_add: None,
     };
-    let g_in = GradIn { g: &g, sums: None };
+    let g_in = GradIn { g: &g, sums };
     rec.conv_bn_backward(&arch.stem, &stem, g_in, fused, None, &mut ks)?;
     rec.push_stage(stages, "stem.backward".into(), ks);
     grads.push(GradStage {

@@ -29,6 +29,13 @@ pub(super) struct BlockSaved {
     projection: Option<ConvBnSaved>,
 }
 
+impl BlockSaved {
+    /// The block's last conv + BN (whose output is the block's).
+    pub fn last(&self) -> &ConvBnSaved {
+        self.convs.last().expect("a block has convs")
+    }
+}
+
 /// The ops fused after a BN in the forward pass, as its backward sees them, and what the
 /// conv's backward to the input adds.
 pub(super) struct FusedGrad<'t> {
@@ -57,6 +64,36 @@ pub(super) struct GradOut {
     pub g: Option<Tensor>,
     /// The backward sums of the BN below, computed on the way (see [`GradIn::sums`]).
     pub sums: Option<Tensor>,
+}
+
+/// The conv + BN + ReLU whose output is a convolution's input, for that convolution's fused
+/// backward to the input (`conv2d::backward_input_bn`).
+#[derive(Clone, Copy)]
+pub(super) struct Below<'s> {
+    cb: &'s ConvBn,
+    saved: &'s ConvBnSaved,
+    /// The BN added a residual (a block's last): the ReLU's mask comes from its stored output.
+    residual: bool,
+}
+
+impl<'s> Below<'s> {
+    /// A conv + BN + ReLU inside a block (no residual).
+    pub fn inside(cb: &'s ConvBn, saved: &'s ConvBnSaved) -> Self {
+        Below {
+            cb,
+            saved,
+            residual: false,
+        }
+    }
+
+    /// A block's last conv + BN, which added the block's residual before its ReLU.
+    pub fn block_output(cb: &'s ConvBn, saved: &'s ConvBnSaved) -> Self {
+        Below {
+            cb,
+            saved,
+            residual: true,
+        }
+    }
 }
 
 /// Records layers into kernel lists, taking activation buffers from a shared pool.
@@ -285,7 +322,7 @@ impl<'a> Recorder<'a> {
         s: &ConvBnSaved,
         g: GradIn,
         fused: FusedGrad,
-        below: Option<(&ConvBn, &ConvBnSaved)>,
+        below: Option<Below>,
         ks: &mut Vec<Kernel>,
     ) -> Result<GradOut> {
         let (gpu, m) = (self.gpu, self.m);
@@ -363,28 +400,29 @@ impl<'a> Recorder<'a> {
         cb: &ConvBn,
         sh: &Conv2dShape,
         (dc, dx): (&Tensor, &Tensor),
-        below: Option<(&ConvBn, &ConvBnSaved)>,
+        below: Option<Below>,
         add: Option<&Tensor>,
         ks: &mut Vec<Kernel>,
     ) -> Result<Option<Tensor>> {
         let (gpu, w) = (self.gpu, self.m.param(&cb.conv)?);
-        if let Some(other) = add {
-            ks.extend(conv2d::backward_input_add(gpu, sh, dc, &w, other, dx)?);
-            return Ok(None);
-        }
         let fusable = (below.filter(|_| gpu.fusion && self.bn_ranks == 1))
-            .and_then(|(cb, s)| Some((cb, s.c.as_ref()?, s.stats.as_ref()?)));
-        let Some((below_cb, x, saved)) = fusable else {
-            ks.extend(conv2d::backward_input(gpu, sh, dc, &w, dx)?);
+            .and_then(|b| Some((b, b.saved.c.as_ref()?, b.saved.stats.as_ref()?)));
+        let Some((below, x, saved)) = fusable else {
+            ks.extend(match add {
+                Some(other) => conv2d::backward_input_add(gpu, sh, dc, &w, other, dx)?,
+                None => conv2d::backward_input(gpu, sh, dc, &w, dx)?,
+            });
             return Ok(None);
         };
-        let affine = self.m.param(&below_cb.bn)?;
+        let affine = self.m.param(&below.cb.bn)?;
         let sums = self.pool.get(gpu, &[conv2d::bn_sums_len(sh)])?;
         let bn = conv2d::BnBelow {
             x,
             affine: &affine,
             saved,
             sums: &sums,
+            out: below.residual.then_some(&below.saved.a),
+            side: add,
         };
         let (kernels, written) = conv2d::backward_input_bn(gpu, sh, dc, &w, dx, &bn)?;
         ks.extend(kernels);
@@ -461,61 +499,83 @@ impl<'a> Recorder<'a> {
         }
     }
 
-    /// Backward of one block given `g_out` = dL/d(block output); returns dL/d(block input): the
-    /// gradient through the convs plus the gradient through the shortcut, where the paths meet.
+    /// Backward of one block given `g_out` = dL/d(block output) (the block takes it: it goes
+    /// back to the pool here) and, where the next block's first convolution computed them, the
+    /// last BN's backward sums (`g_out` then masked by its ReLU, and the shortcut's gradient as
+    /// it is). Returns dL/d(block input), the gradient through the convs plus the gradient
+    /// through the shortcut where the paths meet, and the sums of `below` (the conv + BN whose
+    /// output is the block's input) where the fusion computed them.
     pub fn block_backward(
         &mut self,
         b: &Block,
         s: &BlockSaved,
-        g_out: &Tensor,
+        (g_out, sums_in): (Tensor, Option<Tensor>),
+        below: Option<Below>,
         ks: &mut Vec<Kernel>,
-    ) -> Result<Tensor> {
-        // the last BN's backward also writes the gradient of the residual it added
-        let g_shortcut = match b.shortcut {
-            Shortcut::None => None,
-            _ => Some(self.pool.get(self.gpu, &g_out.shape)?),
+    ) -> Result<GradOut> {
+        let has_shortcut = !matches!(b.shortcut, Shortcut::None);
+        let masked_in = sums_in.is_some();
+        // unmasked, the last BN's backward writes the shortcut's gradient into a buffer
+        let mut dres = match has_shortcut && !masked_in {
+            true => Some(self.pool.get(self.gpu, &g_out.shape)?),
+            false => None,
         };
-        let (mut g_shortcut, mut side) = (g_shortcut, None);
-        let mut g = g_out.clone();
-        let mut sums = None;
-        for i in (0..b.convs.len()).rev() {
-            let last = i + 1 == b.convs.len();
-            // fused, the shortcut's gradient comes first (the last BN's backward wrote what it
-            // needs), so that the first conv's backward to the input adds it to its own
+        let (mut g, mut sums) = (g_out, sums_in);
+        let (mut at_shortcut, mut side) = (None, None);
+        let n = b.convs.len();
+        for i in (0..n).rev() {
+            let last = i + 1 == n;
+            // fused, the shortcut's gradient comes first, so that the first conv's backward to
+            // the input adds it to its own
             if i == 0 && !last && self.gpu.fusion {
-                if let Some(at_output) = g_shortcut.take() {
-                    side = Some(self.shortcut_backward(b, s, at_output, ks)?);
+                if let Some(t) = at_shortcut.take() {
+                    side = Some(self.shortcut_backward(b, s, t, ks)?);
                 }
             }
             let fused = FusedGrad {
                 relu: true,
-                residual_grad: if last { g_shortcut.as_ref() } else { None },
+                residual_grad: if last { dres.as_ref() } else { None },
                 input_grad: true,
                 input_add: side.as_ref(),
             };
-            // the conv + BN + ReLU below, inside the block, whose output is only this conv's input
-            let below = i.checked_sub(1).map(|j| (&b.convs[j], &s.convs[j]));
-            let g_in = GradIn { g: &g, sums };
-            let out = self.conv_bn_backward(&b.convs[i], &s.convs[i], g_in, fused, below, ks)?;
-            if !last {
-                self.pool.put(g);
-            }
-            g = out.g.expect("input gradient requested");
+            // the conv + BN + ReLU below: inside the block, or the unit below the block, where
+            // the shortcut's gradient is added in the same epilogue (not after it)
+            let below_i = match i {
+                0 => below.filter(|_| !has_shortcut || side.is_some()),
+                _ => Some(Below::inside(&b.convs[i - 1], &s.convs[i - 1])),
+            };
+            let g_in = GradIn {
+                g: &g,
+                sums: sums.take(),
+            };
+            let out = self.conv_bn_backward(&b.convs[i], &s.convs[i], g_in, fused, below_i, ks)?;
+            let used = std::mem::replace(&mut g, out.g.expect("input gradient requested"));
             sums = out.sums;
+            match (last && has_shortcut, masked_in) {
+                (true, true) => at_shortcut = Some(used),
+                (true, false) => {
+                    at_shortcut = dres.take();
+                    self.pool.put(used);
+                }
+                _ => self.pool.put(used),
+            }
         }
         if let Some(side) = side {
             self.pool.put(side);
-            return Ok(g);
+            return Ok(GradOut { g: Some(g), sums });
         }
-        let Some(g_shortcut) = g_shortcut else {
-            return Ok(g);
+        let Some(at_shortcut) = at_shortcut else {
+            return Ok(GradOut { g: Some(g), sums });
         };
-        let side = self.shortcut_backward(b, s, g_shortcut, ks)?;
+        let side = self.shortcut_backward(b, s, at_shortcut, ks)?;
         let g_in = self.pool.get(self.gpu, &s.convs[0].input.shape)?;
         ks.extend(elementwise::add_forward(self.gpu, &g, &side, &g_in)?);
         self.pool.put(g);
         self.pool.put(side);
-        Ok(g_in)
+        Ok(GradOut {
+            g: Some(g_in),
+            sums: None,
+        })
     }
 
     /// dL/d(block input) through the shortcut, given the gradient at its output.

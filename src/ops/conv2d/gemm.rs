@@ -65,7 +65,7 @@ pub(super) fn backward_input(
     family: KernelFamily,
     t: Tile,
 ) -> Result<Vec<Kernel>> {
-    let params = sh.params(1, 0, epi.bits(), 4);
+    let params = sh.params_with(1, 0, epi.bits(), 4, epi.bn_bits());
     let (tr, wt) = weights_for_input(gpu, sh, w, &params, (family, 4))?;
     let tiles = sh.c.div_ceil(t.tm) * (sh.n * sh.h * sh.w).div_ceil(t.tn);
     let no_bias = super::dummy(gpu)?;
@@ -73,8 +73,8 @@ pub(super) fn backward_input(
     let mut entry = "conv_dx_gemm";
     match epi {
         DxEpilogue::Bn(bn) if family.writes_stats() => {
-            bufs = vec![(1, bn.affine), (2, dy), (3, dx), (4, bn.saved), (5, &wt)];
-            bufs.extend([(6, bn.sums), (7, bn.x)]);
+            bufs = vec![(2, dy), (3, dx), (5, &wt)];
+            bufs.extend(bn.bindings());
             entry = BN_GRAD_ENTRY;
         }
         DxEpilogue::Add(other) => bufs.push((7, other)),

@@ -159,7 +159,7 @@ impl Conv2dShape {
     /// register kernels' channel block; 16 where none applies); `epi` the forward's epilogue
     /// ([`Epilogue::bits`]).
     fn params(&self, splits: usize, chunk: usize, epi: usize, block: usize) -> Uniform {
-        self.params_with(splits, chunk, epi, block, false)
+        self.params_with(splits, chunk, epi, block, 0)
     }
 
     /// [`Conv2dShape::params`], with the register forward's epilogue also writing BatchNorm's
@@ -171,7 +171,7 @@ impl Conv2dShape {
         chunk: usize,
         epi: usize,
         block: usize,
-        stats: bool,
+        stats: usize,
     ) -> Uniform {
         Uniform::new()
             .u(self.n)
@@ -190,7 +190,7 @@ impl Conv2dShape {
             .u(self.c.div_ceil(block) * block)
             .u(splits)
             .u(chunk)
-            .u(stats as usize)
+            .u(stats)
             .u(0)
             .u(0)
             .u(0)
@@ -222,15 +222,15 @@ impl Epilogue<'_> {
 /// them in a branch or in a function it shares with the other modes: the residual (7) of the
 /// forward's epilogue (the register forward and backward to the input share their store; the
 /// tiled and GEMM kernels are one function for all modes), the register-tile GEMMs' BatchNorm
-/// statistics (6), and what the register backward to the input's BatchNorm sums read (1, 4, 6,
-/// 7).
+/// statistics (6) and backward sums (8, 9), and what the register backward to the input's
+/// BatchNorm sums read (1, 4, 6, 7, 8, 9).
 fn shared_bindings(family: KernelFamily, entry: &str) -> &'static [u32] {
     let gemm = entry.contains("_gemm");
     if gemm && family.writes_stats() {
-        return &[6, 7];
+        return &[6, 7, 8, 9];
     }
     if entry == "conv_dx_reg" {
-        return &[1, 4, 6, 7];
+        return &[1, 4, 6, 7, 8, 9];
     }
     match gemm || entry.ends_with("_tiled") || entry == "conv_fwd_reg" {
         true => &[7],
@@ -526,7 +526,7 @@ pub(super) fn forward_with(
             return Ok(vec![k]);
         }
     };
-    let params = sh.params_with(1, 0, epi.bits(), cb, stats.is_some());
+    let params = sh.params_with(1, 0, epi.bits(), cb, stats.is_some() as usize);
     let kpad = sh.k.div_ceil(cb) * cb;
     let (t, wt) = weights_for_forward(gpu, sh, w, &params, (family, cb))?;
     let groups = (npq.div_ceil(pb as u64) * (kpad / cb) as u64).div_ceil(64);
@@ -564,6 +564,17 @@ pub(super) enum DxEpilogue<'a> {
 }
 
 impl DxEpilogue<'_> {
+    /// The shaders' `stats` word for the BatchNorm epilogue: BN_SUMS, BN_MASK_FROM_OUTPUT and
+    /// BN_ADD_SIDE bits.
+    fn bn_bits(&self) -> usize {
+        match self {
+            DxEpilogue::Bn(bn) => {
+                1 | (bn.out.is_some() as usize) << 1 | (bn.side.is_some() as usize) << 2
+            }
+            _ => 0,
+        }
+    }
+
     /// The shaders' `epi` word: OUT_RESIDUAL for an addition.
     fn bits(&self) -> usize {
         match self {
@@ -606,15 +617,35 @@ fn check_backward_input(sh: &Conv2dShape, dy: &Tensor, w: &Tensor, dx: &Tensor) 
     check_shape(OP, "dx", dx, &sh.x_shape())
 }
 
-/// The training BatchNorm (+ ReLU) whose output relu(BN(x)) is a convolution's input, for
-/// [`backward_input_bn`]: its input x [N, C, H, W], gamma then beta [2, C], its batch mean then
-/// invstd [2, C], and where the sums go ([`bn_sums_len`] values).
+/// The training BatchNorm (+ ReLU) whose output relu(BN(x) [+ residual]) is a convolution's
+/// input, for [`backward_input_bn`]: its input x [N, C, H, W], gamma then beta [2, C], its batch
+/// mean then invstd [2, C], and where the sums go ([`bn_sums_len`] values). Where the BN added a
+/// residual (a block's last, below the next block's first convolution), `out` is its output
+/// (the ReLU's mask: the recomputed pre-activation would lack the residual) and `side` the
+/// gradient the next block's shortcut brings to it, added to dx before the mask.
 #[derive(Clone, Copy)]
 pub struct BnBelow<'a> {
     pub x: &'a Tensor,
     pub affine: &'a Tensor,
     pub saved: &'a Tensor,
     pub sums: &'a Tensor,
+    pub out: Option<&'a Tensor>,
+    pub side: Option<&'a Tensor>,
+}
+
+impl<'a> BnBelow<'a> {
+    /// The epilogue's bindings (the shader's absent ones get dummies: `shared_bindings`).
+    fn bindings(&self) -> Vec<(u32, &'a Tensor)> {
+        let mut b = vec![
+            (1, self.affine),
+            (4, self.saved),
+            (6, self.sums),
+            (7, self.x),
+        ];
+        b.extend(self.side.map(|t| (8, t)));
+        b.extend(self.out.map(|t| (9, t)));
+        b
+    }
 }
 
 /// The length of the backward sums of [`backward_input_bn`]: [C, ceil(N*H*W / 4), 2], per input
@@ -642,6 +673,11 @@ pub fn backward_input_bn(
     check_shape(OP, "BatchNorm gamma and beta", bn.affine, &[2, sh.c])?;
     check_shape(OP, "BatchNorm statistics", bn.saved, &[2, sh.c])?;
     check_shape(OP, "BatchNorm sums", bn.sums, &[bn_sums_len(sh)])?;
+    for (what, t) in [("BatchNorm output", bn.out), ("shortcut gradient", bn.side)] {
+        if let Some(t) = t {
+            check_shape(OP, what, t, &sh.x_shape())?;
+        }
+    }
     let ks = pick(gpu, OP, sh, |f| {
         backward_input_with(gpu, sh, dy, w, dx, f, DxEpilogue::Bn(bn))
     })?;
@@ -663,6 +699,13 @@ pub(super) fn backward_input_with(
 ) -> Result<Vec<Kernel>> {
     const OP: &str = BACKWARD_INPUT;
     let nhw = (sh.n * sh.h * sh.w) as u64;
+    // a family without the BatchNorm epilogue still adds what the BN's dy adds up
+    let epi = match epi {
+        DxEpilogue::Bn(bn) if !family.writes_stats() => {
+            bn.side.map_or(DxEpilogue::None, DxEpilogue::Add)
+        }
+        epi => epi,
+    };
     let (cb, pb) = match family.scheme() {
         Scheme::Gemm(tile) | Scheme::Coop(tile) => {
             return gemm::backward_input(gpu, sh, dy, w, dx, epi, family, tile);
@@ -680,14 +723,13 @@ pub(super) fn backward_input_with(
             return Ok(vec![k]);
         }
     };
-    let bn = matches!(epi, DxEpilogue::Bn(_));
-    let params = sh.params_with(1, 0, epi.bits(), cb, bn);
+    let params = sh.params_with(1, 0, epi.bits(), cb, epi.bn_bits());
     let cpad = sh.c.div_ceil(cb) * cb;
     let (t, wt) = weights_for_input(gpu, sh, w, &params, (family, cb))?;
     let blocks = nhw.div_ceil(pb as u64) * (cpad / cb) as u64;
     let mut bufs = vec![(2, dy), (3, dx), (5, &wt)];
     match epi {
-        DxEpilogue::Bn(bn) => bufs.extend([(1, bn.affine), (4, bn.saved), (6, bn.sums), (7, bn.x)]),
+        DxEpilogue::Bn(bn) => bufs.extend(bn.bindings()),
         DxEpilogue::Add(other) => bufs.push((7, other)),
         DxEpilogue::None => {}
     }

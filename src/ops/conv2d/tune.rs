@@ -205,6 +205,8 @@ fn build_alone(gpu: &Gpu, op: &str, sh: &Conv2dShape, family: KernelFamily) -> R
                 affine: &affine,
                 saved: &saved,
                 sums: &sums,
+                out: None,
+                side: None,
             };
             let epi = super::DxEpilogue::Bn(&bn);
             super::backward_input_with(gpu, sh, &y, &w, &x, family, epi)
