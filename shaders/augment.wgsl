@@ -1,7 +1,7 @@
-// Data augmentation on the GPU, from u8 pixels to normalised f32.
+// Data augmentation on the GPU, from u8 pixels to normalised f32 (or f16) images.
 //
 //   pixels [N, 3, Hs, Ws] bytes (CIFAR's planar order), packed little-endian four to a u32
-//   out    [N, 3, Ho, Wo] f32:  out = (pixel / 255 - mean[c]) / std[c]
+//   out    [N, 3, Ho, Wo] f32 (f16 in mixed precision):  out = (pixel / 255 - mean[c]) / std[c]
 //   train: zero-pad by `pad`, crop Ho x Wo at a random offset (ox, oy) in [0, 2*pad], then flip
 //          horizontally with probability 1/2 (torchvision's RandomCrop(padding) + RandomHorizontalFlip)
 //   eval:  offset (pad, pad), no flip
@@ -18,9 +18,13 @@ struct Params {
     stdev: vec4<f32>,
 }
 
+// The type activations are stored in: f32 here; f16 in the modules of f16 activations
+// (src/ops/activations.rs), which compute in f32 between the load and the store.
+alias act_t = f32;
+
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> pixels: array<u32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<act_t>;
 
 fn hash(v: u32) -> u32 {
     var x = v;
@@ -64,5 +68,5 @@ fn augment(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     if (sx >= 0 && sy >= 0 && sx < i32(P.ws) && sy < i32(P.hs)) {
         v = f32(byte_at(((n * 3u + c) * P.hs + u32(sy)) * P.ws + u32(sx))) / 255.0;
     }
-    out[i] = (v - P.mean[c]) / P.stdev[c];
+    out[i] = act_t((v - P.mean[c]) / P.stdev[c]);
 }

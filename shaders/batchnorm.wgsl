@@ -34,17 +34,22 @@ struct Params {
     eps: f32, momentum: f32, chunks: u32, ranks: u32,  // chunks of N*H*W per channel; ranks sharing the batch
 }
 
+// The type activations (x, y, residual) and their gradients (dy, dx, dres) are stored in: f32
+// here, f16 in the module of f16 activations (src/ops/activations.rs), which computes in f32
+// between load and store. (bn_fold's x and y are weights, f32: it runs from this module only.)
+alias act_t = f32;
+
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<act_t>;
+@group(0) @binding(2) var<storage, read_write> y: array<act_t>;
 @group(0) @binding(3) var<storage, read> affine: array<f32>;
 @group(0) @binding(5) var<storage, read_write> saved: array<f32>;
 @group(0) @binding(7) var<storage, read_write> running: array<f32>;
-@group(0) @binding(9) var<storage, read> residual: array<f32>;
-@group(0) @binding(10) var<storage, read> dy: array<f32>;
-@group(0) @binding(11) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(9) var<storage, read> residual: array<act_t>;
+@group(0) @binding(10) var<storage, read> dy: array<act_t>;
+@group(0) @binding(11) var<storage, read_write> dx: array<act_t>;
 @group(0) @binding(12) var<storage, read_write> dparams: array<f32>; // [dgamma(C), dbeta(C)]
-@group(0) @binding(13) var<storage, read_write> dres: array<f32>;
+@group(0) @binding(13) var<storage, read_write> dres: array<act_t>;
 @group(0) @binding(14) var<storage, read_write> partial: array<f32>; // [C, chunks, 2]
 @group(0) @binding(15) var<storage, read_write> fold_bias: array<f32>; // bn_fold's bias [C]
 
@@ -90,7 +95,7 @@ fn bn_stats_chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
     let ch = wid.x;
     let r = chunk_range(wid.y);
     var s = 0.0;
-    for (var i = r.x + lid; i < r.y; i += WG) { s += x[at(i, ch)]; }
+    for (var i = r.x + lid; i < r.y; i += WG) { s += f32(x[at(i, ch)]); }
     red_a[lid] = s;
     red_b[lid] = 0.0;
     tree_sum(lid);
@@ -98,7 +103,7 @@ fn bn_stats_chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
     workgroupBarrier();
     var v = 0.0;
     for (var i = r.x + lid; i < r.y; i += WG) {
-        let d = x[at(i, ch)] - mu;
+        let d = f32(x[at(i, ch)]) - mu;
         v += d * d;
     }
     red_a[lid] = v;
@@ -213,7 +218,7 @@ fn bn_fold(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let weights = P.c * P.hw;
     if (i < weights) {
         let ch = i / P.hw;
-        y[i] = x[i] * (affine[ch] * mean_invstd(ch).y);
+        y[i] = act_t(f32(x[i]) * (affine[ch] * mean_invstd(ch).y));
     } else if (i < weights + P.c) {
         let ch = i - weights;
         let s = mean_invstd(ch);
@@ -246,10 +251,10 @@ fn bn_apply4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 
 // y[i] of channel ch, whose (mean, invstd) is s.
 fn apply_one(i: u32, ch: u32, s: vec2<f32>) {
-    var v = (x[i] - s.x) * s.y * affine[ch] + affine[P.c + ch];
-    if ((P.flags & 2u) != 0u) { v += residual[i]; }
+    var v = (f32(x[i]) - s.x) * s.y * affine[ch] + affine[P.c + ch];
+    if ((P.flags & 2u) != 0u) { v += f32(residual[i]); }
     if ((P.flags & 1u) != 0u) { v = max(v, 0.0); }
-    y[i] = v;
+    y[i] = act_t(v);
 }
 
 // Backward reductions, step 1: workgroup (channel, chunk) sums g * xhat and g over its chunk,
@@ -265,10 +270,10 @@ fn bn_backward_chunk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     var sgx = 0.0;
     for (var i = r.x + lid; i < r.y; i += WG) {
         let j = at(i, ch);
-        var g = dy[j];
-        if ((P.flags & 1u) != 0u && y[j] <= 0.0) { g = 0.0; }
+        var g = f32(dy[j]);
+        if ((P.flags & 1u) != 0u && y[j] <= act_t(0.0)) { g = 0.0; }
         sg += g;
-        sgx += g * (x[j] - mu) * is;
+        sgx += g * (f32(x[j]) - mu) * is;
     }
     red_a[lid] = sgx;
     red_b[lid] = sg;
@@ -355,13 +360,13 @@ fn backward_sums(ch: u32) -> vec2<f32> {
 // dx[i] (and dres[i]) of channel ch, whose (mean, invstd) is s and backward sums `sums`.
 fn dx_one(i: u32, ch: u32, s: vec2<f32>, sums: vec2<f32>) {
     let m = f32(P.n * P.hw * P.ranks);
-    var g = dy[i];
-    if ((P.flags & 1u) != 0u && y[i] <= 0.0) { g = 0.0; }
+    var g = f32(dy[i]);
+    if ((P.flags & 1u) != 0u && y[i] <= act_t(0.0)) { g = 0.0; }
     if ((P.flags & 4u) != 0u) {
-        dx[i] = affine[ch] * s.y * g;
+        dx[i] = act_t(affine[ch] * s.y * g);
     } else {
-        let xhat = (x[i] - s.x) * s.y;
-        dx[i] = affine[ch] * s.y * (g - sums.y / m - xhat * sums.x / m);
+        let xhat = (f32(x[i]) - s.x) * s.y;
+        dx[i] = act_t(affine[ch] * s.y * (g - sums.y / m - xhat * sums.x / m));
     }
-    if ((P.flags & 2u) != 0u) { dres[i] = g; }
+    if ((P.flags & 2u) != 0u) { dres[i] = act_t(g); }
 }

@@ -36,10 +36,22 @@ const OUT_BIAS: u32 = 1u;
 const OUT_RELU: u32 = 2u;
 const OUT_RESIDUAL: u32 = 4u;
 
+// The types activations are stored in, by binding: f32 here (every conversion through them below
+// is the identity). The modules of f16 activations (src/ops/activations.rs) set some to f16 and
+// compute in f32 between load and store: for the forward and the backward to the input (`act16`)
+// act_t and out_t (x or dy in, y or dx out, residual, bn_side, bn_out), the weights and the
+// BatchNorm's parameters in src_a staying f32; for the backward to the weights and the bias
+// (`dw16`) act_t and a_t (dy in src_a, x in src_b), the partial sums in dst staying f32. Each
+// module serves only the kernels its types fit (the weight re-layouts and conv_dw_reduce bind f32
+// tensors alone and come from the f32 module).
+alias act_t = f32; // src_b, residual, bn_side, bn_out
+alias out_t = f32; // dst
+alias a_t = f32;   // src_a
+
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> src_a: array<f32>;
-@group(0) @binding(2) var<storage, read> src_b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(1) var<storage, read> src_a: array<a_t>;
+@group(0) @binding(2) var<storage, read> src_b: array<act_t>;
+@group(0) @binding(3) var<storage, read_write> dst: array<out_t>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read> wt: array<vec4<f32>>;
 // BatchNorm's statistics of the forward's output, fused into its epilogue (P.stats != 0):
@@ -49,12 +61,12 @@ const OUT_RESIDUAL: u32 = 4u;
 @group(0) @binding(6) var<storage, read_write> stats_out: array<f32>;
 // The residual the epilogue adds (OUT_RESIDUAL), shaped as the output; conv_dx_reg's sums read
 // the BatchNorm's input here instead (never both).
-@group(0) @binding(7) var<storage, read> residual: array<f32>;
+@group(0) @binding(7) var<storage, read> residual: array<act_t>;
 
 // y[i] from the sum (bias included) v: the residual added, then the ReLU, as P.epi says.
 fn out_value(i: u32, v: f32) -> f32 {
     var r = v;
-    if ((P.epi & OUT_RESIDUAL) != 0u) { r += residual[i]; }
+    if ((P.epi & OUT_RESIDUAL) != 0u) { r += f32(residual[i]); }
     if ((P.epi & OUT_RELU) != 0u) { r = max(r, 0.0); }
     return r;
 }
@@ -89,8 +101,8 @@ fn transpose_w_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let kk = e / P.kpad;
     let k = e % P.kpad;
     var v = 0.0;
-    if (k < P.k) { v = src_a[k * crs + kk]; }
-    dst[e] = rnd(v);
+    if (k < P.k) { v = f32(src_a[k * crs + kk]); }
+    dst[e] = out_t(rnd(v));
 }
 
 // src_a = w [K, C, R, S]  ->  dst [R*S, K, Cpad] (zero for c >= C)
@@ -105,8 +117,8 @@ fn transpose_w_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let k = rem / P.cpad;
     let c = rem % P.cpad;
     var v = 0.0;
-    if (c < P.c) { v = src_a[(k * P.c + c) * rs_n + rs]; }
-    dst[e] = rnd(v);
+    if (c < P.c) { v = f32(src_a[(k * P.c + c) * rs_n + rs]); }
+    dst[e] = out_t(rnd(v));
 }
 
 // ---- register-blocked kernels (lavapipe, CPUs) ----
@@ -129,7 +141,7 @@ fn outer(a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
 
 fn gather4(off: vec4<i32>, ok: vec4<bool>) -> vec4<f32> {
     let o = select(vec4<i32>(0), off, ok);
-    return select(vec4<f32>(0.0), rnd4(vec4<f32>(src_b[o.x], src_b[o.y], src_b[o.z], src_b[o.w])), ok);
+    return select(vec4<f32>(0.0), rnd4(vec4<f32>(vec4<act_t>(src_b[o.x], src_b[o.y], src_b[o.z], src_b[o.w]))), ok);
 }
 
 fn in_box(h: vec4<i32>, w: vec4<i32>) -> vec4<bool> {
@@ -167,10 +179,10 @@ fn fwd_pixels(m0: u32, npq: u32) -> Px {
 }
 
 fn store_row(d: vec4<u32>, ok: vec4<bool>, v: vec4<f32>) {
-    if (ok.x) { dst[d.x] = out_value(d.x, v.x); }
-    if (ok.y) { dst[d.y] = out_value(d.y, v.y); }
-    if (ok.z) { dst[d.z] = out_value(d.z, v.z); }
-    if (ok.w) { dst[d.w] = out_value(d.w, v.w); }
+    if (ok.x) { dst[d.x] = out_t(out_value(d.x, v.x)); }
+    if (ok.y) { dst[d.y] = out_t(out_value(d.y, v.y)); }
+    if (ok.z) { dst[d.z] = out_t(out_value(d.z, v.z)); }
+    if (ok.w) { dst[d.w] = out_t(out_value(d.w, v.w)); }
 }
 
 // Stores channels c0..c0+3 (of `nch`, planes of `plane` values) of four consecutive pixels whose
@@ -394,8 +406,8 @@ fn conv_dx_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 const BN_SUMS: u32 = 1u;
 const BN_MASK_FROM_OUTPUT: u32 = 2u;
 const BN_ADD_SIDE: u32 = 4u;
-@group(0) @binding(8) var<storage, read> bn_side: array<f32>;
-@group(0) @binding(9) var<storage, read> bn_out: array<f32>;
+@group(0) @binding(8) var<storage, read> bn_side: array<act_t>;
+@group(0) @binding(9) var<storage, read> bn_out: array<act_t>;
 
 // Channel c at the run of 4 pixels o (those that exist, as store4 takes them): its gradients g
 // masked, returned, and its sums written.
@@ -404,14 +416,14 @@ fn bn_grad_row(c: u32, run: u32, plane: u32, o: vec4<u32>, ok: vec4<bool>, g: ve
     let mean = bias[ch];
     let invstd = bias[P.c + ch];
     let d = select(vec4<u32>(0u), o + vec4<u32>(ch * plane), ok);
-    let xhat = (vec4<f32>(residual[d.x], residual[d.y], residual[d.z], residual[d.w]) - mean) * invstd;
+    let xhat = (vec4<f32>(vec4<act_t>(residual[d.x], residual[d.y], residual[d.z], residual[d.w])) - mean) * invstd;
     var dy = g;
     if ((P.stats & BN_ADD_SIDE) != 0u) {
-        dy += vec4<f32>(bn_side[d.x], bn_side[d.y], bn_side[d.z], bn_side[d.w]);
+        dy += vec4<f32>(vec4<act_t>(bn_side[d.x], bn_side[d.y], bn_side[d.z], bn_side[d.w]));
     }
-    var pre = xhat * src_a[ch] + src_a[P.c + ch];
+    var pre = xhat * f32(src_a[ch]) + f32(src_a[P.c + ch]);
     if ((P.stats & BN_MASK_FROM_OUTPUT) != 0u) {
-        pre = vec4<f32>(bn_out[d.x], bn_out[d.y], bn_out[d.z], bn_out[d.w]);
+        pre = vec4<f32>(vec4<act_t>(bn_out[d.x], bn_out[d.y], bn_out[d.z], bn_out[d.w]));
     }
     let h = select(vec4<f32>(0.0), dy, ok & (pre > vec4<f32>(0.0)));
     let runs = (P.n * P.h * P.w + 3u) / 4u;
@@ -457,7 +469,7 @@ fn store_dw4(j0: u32, k0: u32, info: vec2<u32>, a: mat4x4<f32>) {
         if (j >= crs) { return; }
         for (var l = 0u; l < 4u; l++) {
             let k = k0 + l;
-            if (k < P.k) { dst[(split * P.k + k) * crs + j] = a[i][l]; }
+            if (k < P.k) { dst[(split * P.k + k) * crs + j] = out_t(a[i][l]); }
         }
     }
 }
@@ -467,7 +479,7 @@ fn dy4(i: u32, k: u32, stride: u32) -> vec4<f32> {
     let kk = min(vec4<u32>(k) + LANE4, vec4<u32>(P.k - 1u));
     let ok = (vec4<u32>(k) + LANE4) < vec4<u32>(P.k);
     let o = vec4<u32>(i) + kk * stride;
-    return select(vec4<f32>(0.0), rnd4(vec4<f32>(src_a[o.x], src_a[o.y], src_a[o.z], src_a[o.w])), ok);
+    return select(vec4<f32>(0.0), rnd4(vec4<f32>(vec4<a_t>(src_a[o.x], src_a[o.y], src_a[o.z], src_a[o.w]))), ok);
 }
 
 // backward to weights, split over output rows (n, p): src_a = dy; src_b = x;
@@ -527,22 +539,22 @@ fn x_at(n: u32, c: u32, p: u32, q: u32, r: u32, s: u32) -> f32 {
     let h = i32(p * P.stride + r) - i32(P.pad);
     let w = i32(q * P.stride + s) - i32(P.pad);
     if (h < 0 || w < 0 || h >= i32(P.h) || w >= i32(P.w)) { return 0.0; }
-    return src_b[((n * P.c + c) * P.h + u32(h)) * P.w + u32(w)];
+    return f32(src_b[((n * P.c + c) * P.h + u32(h)) * P.w + u32(w)]);
 }
 
 fn load_a(mode: u32, m: u32, kk: u32) -> f32 {
     let rs_n = P.r * P.s;
     if (mode == 0u) {
         if (m >= P.k || kk >= P.c * rs_n) { return 0.0; }
-        return src_a[m * P.c * rs_n + kk];
+        return f32(src_a[m * P.c * rs_n + kk]);
     }
     if (mode == 1u) {
         if (m >= P.c || kk >= P.k * rs_n) { return 0.0; }
-        return src_a[((kk / rs_n) * P.c + m) * rs_n + kk % rs_n];
+        return f32(src_a[((kk / rs_n) * P.c + m) * rs_n + kk % rs_n]);
     }
     let pq = P.p * P.q;
     if (m >= P.k || kk >= P.n * pq) { return 0.0; }
-    return src_a[((kk / pq) * P.k + m) * pq + kk % pq];
+    return f32(src_a[((kk / pq) * P.k + m) * pq + kk % pq]);
 }
 
 fn load_b(mode: u32, kk: u32, col: u32) -> f32 {
@@ -569,7 +581,7 @@ fn load_b(mode: u32, kk: u32, col: u32) -> f32 {
         let p = u32(ph / st);
         let q = u32(pw / st);
         if (p >= P.p || q >= P.q) { return 0.0; }
-        return src_b[((n * P.k + k) * P.p + p) * P.q + q];
+        return f32(src_b[((n * P.k + k) * P.p + p) * P.q + q]);
     }
     let npq = P.n * P.p * P.q;
     if (kk >= npq || col >= P.c * rs_n) { return 0.0; }
@@ -644,13 +656,13 @@ fn tiled_gemm(mode: u32, wid: vec3<u32>, lid: u32) {
                 var o = v;
                 if ((P.epi & OUT_BIAS) != 0u) { o += bias[m]; }
                 let at = ((col / pq) * P.k + m) * pq + col % pq;
-                dst[at] = out_value(at, o);
+                dst[at] = out_t(out_value(at, o));
             } else if (mode == 1u) {
                 let hw = P.h * P.w;
                 let at = ((col / hw) * P.c + m) * hw + col % hw;
-                dst[at] = out_value(at, v);
+                dst[at] = out_t(out_value(at, v));
             } else {
-                dst[(wid.y * P.k + m) * n_total + col] = v;
+                dst[(wid.y * P.k + m) * n_total + col] = out_t(v);
             }
         }
     }
@@ -686,21 +698,21 @@ fn conv_dw_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     var sum = 0.0;
     var s = 0u;
     for (; s + 8u <= P.splits; s += 8u) {
-        let v0 = src_a[s * total + e];
-        let v1 = src_a[(s + 1u) * total + e];
-        let v2 = src_a[(s + 2u) * total + e];
-        let v3 = src_a[(s + 3u) * total + e];
-        let v4 = src_a[(s + 4u) * total + e];
-        let v5 = src_a[(s + 5u) * total + e];
-        let v6 = src_a[(s + 6u) * total + e];
-        let v7 = src_a[(s + 7u) * total + e];
+        let v0 = f32(src_a[s * total + e]);
+        let v1 = f32(src_a[(s + 1u) * total + e]);
+        let v2 = f32(src_a[(s + 2u) * total + e]);
+        let v3 = f32(src_a[(s + 3u) * total + e]);
+        let v4 = f32(src_a[(s + 4u) * total + e]);
+        let v5 = f32(src_a[(s + 5u) * total + e]);
+        let v6 = f32(src_a[(s + 6u) * total + e]);
+        let v7 = f32(src_a[(s + 7u) * total + e]);
         sum += v0; sum += v1; sum += v2; sum += v3;
         sum += v4; sum += v5; sum += v6; sum += v7;
     }
     for (; s < P.splits; s++) {
-        sum += src_a[s * total + e];
+        sum += f32(src_a[s * total + e]);
     }
-    dst[e] = sum;
+    dst[e] = out_t(sum);
 }
 
 var<workgroup> red: array<f32, 256>;
@@ -713,7 +725,7 @@ fn conv_db(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     let total = P.n * pq;
     var sum = 0.0;
     for (var i = lid; i < total; i += 256u) {
-        sum += src_a[((i / pq) * P.k + k) * pq + i % pq];
+        sum += f32(src_a[((i / pq) * P.k + k) * pq + i % pq]);
     }
     red[lid] = sum;
     workgroupBarrier();
@@ -721,5 +733,5 @@ fn conv_db(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         if (lid < stride) { red[lid] += red[lid + stride]; }
         workgroupBarrier();
     }
-    if (lid == 0u) { dst[k] = red[0]; }
+    if (lid == 0u) { dst[k] = out_t(red[0]); }
 }

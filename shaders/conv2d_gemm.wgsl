@@ -40,15 +40,21 @@ struct Params {
     stats: u32, pad1: u32, pad2: u32, pad3: u32,  // stats: conv_dx_gemm_bn's BN_* bits
 }
 
+// The types activations are stored in, by binding, as in conv2d.wgsl (which says what each
+// module of f16 activations sets to f16): f32 here.
+alias act_t = f32; // src_b, residual, bn_side, bn_out
+alias out_t = f32; // dst
+alias a_t = f32;   // src_a
+
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> src_a: array<f32>;
-@group(0) @binding(2) var<storage, read> src_b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(1) var<storage, read> src_a: array<a_t>;
+@group(0) @binding(2) var<storage, read> src_b: array<act_t>;
+@group(0) @binding(3) var<storage, read_write> dst: array<out_t>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read> wt: array<vec4<f32>>;
 // The residual the epilogue adds (OUT_RESIDUAL), shaped as the output; conv_dx_gemm_bn reads the
 // BatchNorm's input here instead (never both).
-@group(0) @binding(7) var<storage, read> residual: array<f32>;
+@group(0) @binding(7) var<storage, read> residual: array<act_t>;
 
 // The epilogue, as in conv2d.wgsl: y = [relu](sum + [bias] [+ residual]) (an inference
 // BatchNorm folded into the weights and bias leaves its ReLU and residual add here); dx +
@@ -149,7 +155,7 @@ fn b_forward(col: Column, d: u32, d_end: u32) -> f32 {
     let h = col.y + i32(rs / P.s);
     let w = col.x + i32(rs % P.s);
     if (h < 0 || w < 0 || h >= i32(P.h) || w >= i32(P.w)) { return 0.0; }
-    return src_b[col.base + (c * P.h + u32(h)) * P.w + u32(w)];
+    return f32(src_b[col.base + (c * P.h + u32(h)) * P.w + u32(w)]);
 }
 
 // B[d, col] of mode 1: dy[n, k, p, q] for the output pixel that reaches the column's input pixel
@@ -165,7 +171,7 @@ fn b_input(col: Column, d: u32, d_end: u32) -> f32 {
     let p = u32(ph / st);
     let q = u32(pw / st);
     if (p >= P.p || q >= P.q) { return 0.0; }
-    return src_b[col.base + (k * P.p + p) * P.q + q];
+    return f32(src_b[col.base + (k * P.p + p) * P.q + q]);
 }
 
 // Weight column j = (c, r, s) of mode 2 as (offset of x[0, c] plus r*W + s, r, s, in range).
@@ -184,7 +190,7 @@ fn b_dw(px: Column, j: vec4<i32>) -> f32 {
     let h = px.y + j.y;
     let w = px.x + j.z;
     if (h < 0 || w < 0 || h >= i32(P.h) || w >= i32(P.w)) { return 0.0; }
-    return src_b[u32(i32(px.base) + px.y * i32(P.w) + px.x + j.x)];
+    return f32(src_b[u32(i32(px.base) + px.y * i32(P.w) + px.x + j.x)]);
 }
 
 // Load l of A in mode 2: dy[n, m, pq] at the invocation's depth d = (n, pq).
@@ -192,7 +198,7 @@ fn load_a2(g: Geometry, d: u32, lid: u32, l: u32) -> f32 {
     let m = g.m0 + lid / TK + l * (THREADS / TK);
     if (d >= g.d_end || m >= g.m) { return 0.0; }
     let pq = P.p * P.q;
-    return src_a[((d / pq) * P.k + m) * pq + d % pq];
+    return f32(src_a[((d / pq) * P.k + m) * pq + d % pq]);
 }
 
 // The vec4 of A in modes 0 and 1: the re-laid weights at row d0 + e / (TM/4), columns m..m+3.
@@ -238,14 +244,14 @@ fn write_one(mode: u32, g: Geometry, m: u32, col: u32, v: f32) {
     let o = out_column(mode, g, col);
     let at = o.x + m * o.y;
     if (mode == 2u) {
-        dst[at] = v;
+        dst[at] = out_t(v);
         return;
     }
     var r = v;
     if (mode == 0u && (P.epi & OUT_BIAS) != 0u) { r += bias[m]; }
-    if ((P.epi & OUT_RESIDUAL) != 0u) { r += residual[at]; }
+    if ((P.epi & OUT_RESIDUAL) != 0u) { r += f32(residual[at]); }
     if ((P.epi & OUT_RELU) != 0u) { r = max(r, 0.0); }
-    dst[at] = r;
+    dst[at] = out_t(r);
 }
 
 // ==== the register-tile GEMM (shaders/conv2d_coop.wgsl replaces everything from here) ====
@@ -360,8 +366,8 @@ fn stats_store_gemm(g: Geometry, k: u32, run: u32, n: f32, mean: f32, q: f32) {
 // (a block's last BN: its shortcut's gradient added first, the mask from its stored output).
 const BN_MASK_FROM_OUTPUT: u32 = 2u;
 const BN_ADD_SIDE: u32 = 4u;
-@group(0) @binding(8) var<storage, read> bn_side: array<f32>;
-@group(0) @binding(9) var<storage, read> bn_out: array<f32>;
+@group(0) @binding(8) var<storage, read> bn_side: array<act_t>;
+@group(0) @binding(9) var<storage, read> bn_out: array<act_t>;
 
 fn bn_grad_gemm(g: Geometry, tm: u32, tn: u32, r: u32, j: u32, v: vec4<f32>) -> vec4<f32> {
     let m = g.m0 + ((r / 4u) * (TM / RM) + tm) * 4u + r % 4u;
@@ -373,15 +379,15 @@ fn bn_grad_gemm(g: Geometry, tm: u32, tn: u32, r: u32, j: u32, v: vec4<f32>) -> 
     // 4 consecutive pixels may span two images (H*W not a multiple of 4)
     let hw = P.h * P.w;
     let at = (c / hw) * (P.c * hw) + c % hw + vec4<u32>(m * hw);
-    let x = vec4<f32>(residual[at.x], residual[at.y], residual[at.z], residual[at.w]);
+    let x = vec4<f32>(vec4<act_t>(residual[at.x], residual[at.y], residual[at.z], residual[at.w]));
     let xhat = (x - bias[m]) * bias[P.c + m];
     var dy = v;
     if ((P.stats & BN_ADD_SIDE) != 0u) {
-        dy += vec4<f32>(bn_side[at.x], bn_side[at.y], bn_side[at.z], bn_side[at.w]);
+        dy += vec4<f32>(vec4<act_t>(bn_side[at.x], bn_side[at.y], bn_side[at.z], bn_side[at.w]));
     }
-    var pre = xhat * src_a[m] + src_a[P.c + m];
+    var pre = xhat * f32(src_a[m]) + f32(src_a[P.c + m]);
     if ((P.stats & BN_MASK_FROM_OUTPUT) != 0u) {
-        pre = vec4<f32>(bn_out[at.x], bn_out[at.y], bn_out[at.z], bn_out[at.w]);
+        pre = vec4<f32>(vec4<act_t>(bn_out[at.x], bn_out[at.y], bn_out[at.z], bn_out[at.w]));
     }
     let h = select(vec4<f32>(0.0), dy, ok & (pre > vec4<f32>(0.0)));
     let o = (m * ((g.nc + 3u) / 4u) + col / 4u) * 2u;

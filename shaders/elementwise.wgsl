@@ -12,10 +12,14 @@ struct Params {
     stride: u32, pad: u32, _p0: u32, _p1: u32,
 }
 
+// The type activations are stored in: f32 here; f16 in the modules of f16 activations
+// (src/ops/activations.rs), which compute in f32 between the load and the store.
+alias act_t = f32;
+
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<act_t>;
+@group(0) @binding(2) var<storage, read> b: array<act_t>;
+@group(0) @binding(3) var<storage, read_write> out: array<act_t>;
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wid.x + wid.y * nwg.x) * 256u + lid;
@@ -27,7 +31,7 @@ fn relu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
                 @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
     if (i >= P.len) { return; }
-    out[i] = max(a[i], 0.0);
+    out[i] = act_t(max(f32(a[i]), 0.0));
 }
 
 // a = dy, b = y (the forward output), out = dx
@@ -36,7 +40,7 @@ fn relu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
                  @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
     if (i >= P.len) { return; }
-    out[i] = select(0.0, a[i], b[i] > 0.0);
+    out[i] = act_t(select(0.0, f32(a[i]), f32(b[i]) > 0.0));
 }
 
 // out = a + b
@@ -45,7 +49,7 @@ fn add_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
                @builtin(local_invocation_index) lid: u32) {
     let i = index(wid, nwg, lid);
     if (i >= P.len) { return; }
-    out[i] = a[i] + b[i];
+    out[i] = act_t(f32(a[i]) + f32(b[i]));
 }
 
 // a = x, out = y; one invocation per output element
@@ -62,9 +66,9 @@ fn shortcut_a_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     let n = t2 / P.cout;
     var v = 0.0;
     if (c >= P.pad && c < P.pad + P.cin) {
-        v = a[((n * P.cin + c - P.pad) * P.h + h * P.stride) * P.w + w * P.stride];
+        v = f32(a[((n * P.cin + c - P.pad) * P.h + h * P.stride) * P.w + w * P.stride]);
     }
-    out[i] = v;
+    out[i] = act_t(v);
 }
 
 // a = dy, out = dx; one invocation per input element
@@ -81,7 +85,7 @@ fn shortcut_a_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
     let n = t2 / P.cin;
     var v = 0.0;
     if (h % P.stride == 0u && w % P.stride == 0u && h / P.stride < P.ho && w / P.stride < P.wo) {
-        v = a[((n * P.cout + c + P.pad) * P.ho + h / P.stride) * P.wo + w / P.stride];
+        v = f32(a[((n * P.cout + c + P.pad) * P.ho + h / P.stride) * P.wo + w / P.stride]);
     }
-    out[i] = v;
+    out[i] = act_t(v);
 }

@@ -9,12 +9,19 @@
 
 struct Params { n: u32, i: u32, o: u32, _p: u32 }
 
+// The type of x, the classifier's input, and of dx, its gradient: f32 here; f16 in the module of
+// f16 activations (src/ops/activations.rs), which sums in f32. The logits, dy and the weights'
+// gradients stay f32.
+alias act_t = f32;
+
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<act_t>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read> b: array<f32>;
 @group(0) @binding(4) var<storage, read> dy: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
+// linear_backward_input's output (binding 5 too: no kernel uses both)
+@group(0) @binding(5) var<storage, read_write> dx: array<act_t>;
 @group(0) @binding(6) var<storage, read_write> out_b: array<f32>;
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
@@ -30,11 +37,11 @@ fn linear_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let n = e / P.o;
     let o = e % P.o;
     var s = b[o];
-    for (var i = 0u; i < P.i; i++) { s += x[n * P.i + i] * w[o * P.i + i]; }
+    for (var i = 0u; i < P.i; i++) { s += f32(x[n * P.i + i]) * w[o * P.i + i]; }
     out[e] = s;
 }
 
-// out = dx
+// dx = dy w
 @compute @workgroup_size(64)
 fn linear_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32) {
@@ -44,7 +51,7 @@ fn linear_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     let i = e % P.i;
     var s = 0.0;
     for (var o = 0u; o < P.o; o++) { s += dy[n * P.o + o] * w[o * P.i + i]; }
-    out[e] = s;
+    dx[e] = act_t(s);
 }
 
 // out = dw [O, I], out_b = db [O] (written by the invocations with i == 0)
@@ -59,7 +66,7 @@ fn linear_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
     var sb = 0.0;
     for (var n = 0u; n < P.n; n++) {
         let g = dy[n * P.o + o];
-        s += g * x[n * P.i + i];
+        s += g * f32(x[n * P.i + i]);
         sb += g;
     }
     out[e] = s;

@@ -11,9 +11,13 @@ struct Params {
     pad: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
+// The type activations are stored in: f32 here; f16 in the modules of f16 activations
+// (src/ops/activations.rs), which compute in f32 between the load and the store.
+alias act_t = f32;
+
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(1) var<storage, read> src: array<act_t>;
+@group(0) @binding(2) var<storage, read_write> dst: array<act_t>;
 @group(0) @binding(3) var<storage, read_write> arg: array<u32>;
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
@@ -40,7 +44,7 @@ fn maxpool_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
             let w = i32(q * P.stride + s) - i32(P.pad);
             if (w < 0 || w >= i32(P.w)) { continue; }
             let j = u32(h) * P.w + u32(w);
-            let v = src[plane + j];
+            let v = f32(src[plane + j]);
             if (!found || v > best) {
                 best = v;
                 best_i = j;
@@ -48,7 +52,7 @@ fn maxpool_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
             }
         }
     }
-    dst[i] = best;
+    dst[i] = act_t(best);
     arg[i] = best_i;
 }
 
@@ -73,10 +77,10 @@ fn maxpool_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     for (var p = p_first; p <= p_last; p++) {
         for (var q = q_first; q <= q_last; q++) {
             let o = (nc * P.p + p) * P.q + q;
-            if (arg[o] == j) { g += src[o]; }
+            if (arg[o] == j) { g += f32(src[o]); }
         }
     }
-    dst[i] = g;
+    dst[i] = act_t(g);
 }
 
 // src = x, dst = y [N, C]
@@ -87,8 +91,8 @@ fn avgpool_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     if (i >= P.n * P.c) { return; }
     let hw = P.h * P.w;
     var s = 0.0;
-    for (var j = 0u; j < hw; j++) { s += src[i * hw + j]; }
-    dst[i] = s / f32(hw);
+    for (var j = 0u; j < hw; j++) { s += f32(src[i * hw + j]); }
+    dst[i] = act_t(s / f32(hw));
 }
 
 // src = dy [N, C], dst = dx [N, C, H, W]
@@ -98,5 +102,5 @@ fn avgpool_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let i = index(wid, nwg, lid);
     let hw = P.h * P.w;
     if (i >= P.n * P.c * hw) { return; }
-    dst[i] = src[i / hw] / f32(hw);
+    dst[i] = act_t(f32(src[i / hw]) / f32(hw));
 }

@@ -24,7 +24,7 @@ pub use cooperative::tensor_cores_fit;
 pub use kernel::{Kernel, Uniform};
 pub use peak::{describe_cooperative_matrix, known_peak, Peak};
 pub use pending::{PendingRead, Submitted};
-pub use tensor::Tensor;
+pub use tensor::{Dtype, Tensor};
 pub use timer::PassTimer;
 #[cfg(not(target_arch = "wasm32"))]
 pub use tuning::TuningCache;
@@ -505,10 +505,17 @@ impl Gpu {
         })
     }
 
-    /// Reads an f32 tensor back.
+    /// Reads a tensor back as f32 (an f16 tensor's values converted exactly).
     pub async fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
         let bytes = self.read_bytes(t).await?;
-        Ok(bytemuck::cast_slice(&bytes).to_vec())
+        Ok(match t.dtype {
+            Dtype::F32 => bytemuck::cast_slice(&bytes).to_vec(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .take(t.len())
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+        })
     }
 
     /// Reads a u32 tensor back.

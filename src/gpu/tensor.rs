@@ -31,7 +31,25 @@ impl Drop for Allocation {
     }
 }
 
-/// A GPU buffer of f32 (or u32) elements with a shape.
+/// What a tensor's elements are: 4-byte words (f32, or u32 where a shader says so), or f16
+/// (activations in mixed precision, where the plan stores them so: half the memory traffic).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dtype {
+    F32,
+    F16,
+}
+
+impl Dtype {
+    /// Bytes per element.
+    pub fn size(self) -> u64 {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F16 => 2,
+        }
+    }
+}
+
+/// A GPU buffer of f32 (or u32) or f16 elements with a shape.
 #[derive(Clone, Debug)]
 pub struct Tensor {
     /// The storage buffer (STORAGE | COPY_SRC | COPY_DST).
@@ -40,6 +58,8 @@ pub struct Tensor {
     pub offset: u64,
     /// Dimensions, outermost first.
     pub shape: Vec<usize>,
+    /// The element type.
+    pub dtype: Dtype,
     /// Keeps the buffer counted in [`Gpu::bytes_allocated`] while any view of it lives.
     allocation: Arc<Allocation>,
 }
@@ -57,9 +77,10 @@ impl Tensor {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Size in bytes.
+    /// Size in bytes, rounded up to whole 4-byte words (a storage binding's size must be, so an
+    /// f16 tensor of odd length holds one more element's bytes).
     pub fn bytes(&self) -> u64 {
-        self.len() as u64 * 4
+        (self.len() as u64 * self.dtype.size()).next_multiple_of(4)
     }
     /// The binding of exactly this tensor's bytes.
     pub fn binding(&self) -> wgpu::BindingResource<'_> {
@@ -99,21 +120,22 @@ impl Tensor {
         }
         Ok(Tensor {
             buffer: self.buffer.clone(),
-            offset: self.offset + start as u64 * 4,
+            offset: self.offset + start as u64 * self.dtype.size(),
             shape: shape.to_vec(),
+            dtype: self.dtype,
             allocation: self.allocation.clone(),
         })
     }
 }
 
-fn checked_bytes(gpu: &Gpu, op: &'static str, shape: &[usize]) -> Result<u64> {
+fn checked_bytes(gpu: &Gpu, op: &'static str, shape: &[usize], dtype: Dtype) -> Result<u64> {
     if shape.contains(&0) {
         return Err(Error::Shape {
             op,
             msg: format!("zero-sized dimension in {shape:?}"),
         });
     }
-    let bytes = shape.iter().product::<usize>() as u64 * 4;
+    let bytes = (shape.iter().product::<usize>() as u64 * dtype.size()).next_multiple_of(4);
     gpu.check_size(op, bytes).map_err(|e| match e {
         Error::Limit { op, msg } => Error::Limit {
             op,
@@ -125,9 +147,14 @@ fn checked_bytes(gpu: &Gpu, op: &'static str, shape: &[usize]) -> Result<u64> {
 }
 
 impl Gpu {
-    /// A zero-filled tensor.
+    /// A zero-filled f32 tensor.
     pub fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
-        let bytes = checked_bytes(self, "alloc", shape)?;
+        self.zeros_of(shape, Dtype::F32)
+    }
+
+    /// A zero-filled tensor of `dtype`.
+    pub fn zeros_of(&self, shape: &[usize], dtype: Dtype) -> Result<Tensor> {
+        let bytes = checked_bytes(self, "alloc", shape, dtype)?;
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size: bytes,
@@ -138,13 +165,15 @@ impl Gpu {
             buffer,
             offset: 0,
             shape: shape.to_vec(),
+            dtype,
             allocation: Allocation::new(&self.allocated, bytes),
         })
     }
 
     /// A tensor holding `data` (f32 or u32 words).
     pub fn upload<T: bytemuck::Pod>(&self, data: &[T], shape: &[usize]) -> Result<Tensor> {
-        let bytes = checked_bytes(self, "upload", shape)?;
+        let dtype = Dtype::F32;
+        let bytes = checked_bytes(self, "upload", shape, dtype)?;
         if std::mem::size_of_val(data) as u64 != bytes {
             return Err(Error::Shape {
                 op: "upload",
@@ -165,13 +194,33 @@ impl Gpu {
             buffer,
             offset: 0,
             shape: shape.to_vec(),
+            dtype,
             allocation: Allocation::new(&self.allocated, bytes),
         })
     }
 
+    /// An f16 tensor holding `data` rounded to f16 (to nearest, ties to even).
+    pub fn upload_f16(&self, data: &[f32], shape: &[usize]) -> Result<Tensor> {
+        let t = self.zeros_of(shape, Dtype::F16)?;
+        if data.len() != t.len() {
+            return Err(Error::Shape {
+                op: "upload",
+                msg: format!("{} values for shape {shape:?}", data.len()),
+            });
+        }
+        let mut halves: Vec<u16> = data
+            .iter()
+            .map(|v| half::f16::from_f32(*v).to_bits())
+            .collect();
+        halves.resize(t.bytes() as usize / 2, 0);
+        self.queue
+            .write_buffer(&t.buffer, 0, bytemuck::cast_slice(&halves));
+        Ok(t)
+    }
+
     /// Overwrites a tensor's contents (same size) through the queue.
     pub fn write<T: bytemuck::Pod>(&self, t: &Tensor, data: &[T]) -> Result<()> {
-        if std::mem::size_of_val(data) != t.len() * 4 {
+        if t.dtype != Dtype::F32 || std::mem::size_of_val(data) != t.len() * 4 {
             return Err(Error::Shape {
                 op: "write",
                 msg: format!(

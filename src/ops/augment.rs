@@ -1,7 +1,7 @@
 //! GPU data augmentation from u8 pixels (shaders/augment.wgsl): pad + random crop + flip +
 //! per-channel normalisation for training, normalisation only for evaluation.
 
-use super::{check_shape, kernel};
+use super::{activations, check_shape, kernel};
 use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, Kernel, Tensor, Uniform};
 use crate::preprocess::Normalize;
@@ -98,7 +98,7 @@ pub fn augment(
     Ok(vec![kernel(
         gpu,
         OP,
-        SHADER,
+        activations::module(SHADER, out.dtype),
         "augment",
         cfg.uniform(),
         &[(1, pixels), (2, out)],

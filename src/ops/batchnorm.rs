@@ -1,7 +1,7 @@
 //! batchnorm2d forward (train/eval) and backward, with fused ReLU and residual add
 //! (shaders/batchnorm.wgsl). x, y [N, C, H, W]; per-channel tensors [C].
 
-use super::{check_shape, dummy, kernel};
+use super::{activations, check_shape, dummy};
 use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, Kernel, Tensor, Uniform};
 
@@ -609,6 +609,36 @@ fn merge_moments(groups: impl Iterator<Item = (usize, f64, f64)>) -> (f64, f64) 
         count = total;
     }
     (mean, m2 / count.max(1.0))
+}
+
+/// The bindings of activations and their gradients: x, y, residual, dy, dx, dres.
+const ACTIVATION_BINDINGS: [u32; 6] = [1, 2, 9, 10, 11, 13];
+
+/// A kernel of batchnorm.wgsl from the module of its activations' type (f16 activations: the
+/// module of f16 activations); every activation it binds must be of that type (one-element
+/// dummies in unused slots aside).
+fn kernel(
+    gpu: &Gpu,
+    op: &'static str,
+    shader: (&'static str, &'static str),
+    entry: &'static str,
+    params: Uniform,
+    bufs: &[(u32, &Tensor)],
+    groups: u64,
+) -> Result<Kernel> {
+    let acts: Vec<&Tensor> = (bufs.iter())
+        .filter(|b| ACTIVATION_BINDINGS.contains(&b.0) && b.1.len() > 1)
+        .map(|b| b.1)
+        .collect();
+    let act = activations::of(acts.iter().copied());
+    if acts.iter().any(|t| t.dtype != act) {
+        return shape_err(
+            op,
+            format!("{entry}: activations of two types (f16 and f32)"),
+        );
+    }
+    let module = activations::module(shader, act);
+    super::kernel(gpu, op, module, entry, params, bufs, groups)
 }
 
 #[cfg(test)]

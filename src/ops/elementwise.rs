@@ -1,6 +1,6 @@
 //! ReLU, residual add and the option-A shortcut (shaders/elementwise.wgsl).
 
-use super::{check_shape, kernel};
+use super::{activations, check_dtype, check_shape, kernel};
 use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, Kernel, Tensor, Uniform};
 
@@ -24,8 +24,10 @@ fn unary(
     out: &Tensor,
 ) -> Result<Vec<Kernel>> {
     check_shape(op, "output", out, &a.shape)?;
+    check_dtype(op, "output", out, a.dtype)?;
     if let Some(b) = b {
         check_shape(op, "second input", b, &a.shape)?;
+        check_dtype(op, "second input", b, a.dtype)?;
     }
     let mut bufs = vec![(1, a), (3, out)];
     if let Some(b) = b {
@@ -34,7 +36,7 @@ fn unary(
     Ok(vec![kernel(
         gpu,
         op,
-        SHADER,
+        activations::module(SHADER, a.dtype),
         entry,
         flat(a.len()),
         &bufs,
@@ -122,10 +124,11 @@ pub fn shortcut_a_forward(
     const OP: &str = "shortcut (option A) forward";
     check_shape(OP, "x", x, &sh.x_shape())?;
     check_shape(OP, "y", y, &sh.y_shape())?;
+    check_dtype(OP, "y", y, x.dtype)?;
     Ok(vec![kernel(
         gpu,
         OP,
-        SHADER,
+        activations::module(SHADER, x.dtype),
         "shortcut_a_forward",
         sh.params(OP, y.len())?,
         &[(1, x), (3, y)],
@@ -143,10 +146,11 @@ pub fn shortcut_a_backward(
     const OP: &str = "shortcut (option A) backward";
     check_shape(OP, "dy", dy, &sh.y_shape())?;
     check_shape(OP, "dx", dx, &sh.x_shape())?;
+    check_dtype(OP, "dx", dx, dy.dtype)?;
     Ok(vec![kernel(
         gpu,
         OP,
-        SHADER,
+        activations::module(SHADER, dy.dtype),
         "shortcut_a_backward",
         sh.params(OP, dx.len())?,
         &[(1, dy), (3, dx)],

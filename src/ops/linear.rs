@@ -1,8 +1,8 @@
 //! Linear layer with bias (shaders/linear.wgsl): x [N, I], w [O, I], b [O], y [N, O].
 
-use super::{check_shape, count_flops, kernel};
+use super::{activations, check_dtype, check_shape, count_flops, kernel};
 use crate::error::{shape_err, Result};
-use crate::gpu::{Gpu, Kernel, Tensor, Uniform};
+use crate::gpu::{Dtype, Gpu, Kernel, Tensor, Uniform};
 
 const SHADER: (&str, &str) = ("linear.wgsl", include_str!("../../shaders/linear.wgsl"));
 
@@ -26,10 +26,11 @@ pub fn forward(gpu: &Gpu, x: &Tensor, w: &Tensor, b: &Tensor, y: &Tensor) -> Res
     let (n, i, o, p) = dims(OP, x, w)?;
     check_shape(OP, "bias", b, &[o])?;
     check_shape(OP, "y", y, &[n, o])?;
+    check_dtype(OP, "y", y, Dtype::F32)?;
     let k = kernel(
         gpu,
         OP,
-        SHADER,
+        activations::module(SHADER, x.dtype),
         "linear_forward",
         p,
         &[(1, x), (2, w), (3, b), (5, y)],
@@ -53,12 +54,15 @@ pub fn backward(
     check_shape(OP, "dy", dy, &[n, o])?;
     check_shape(OP, "dw", dw, &[o, i])?;
     check_shape(OP, "db", db, &[o])?;
+    for (name, t) in [("dy", dy), ("dw", dw), ("db", db)] {
+        check_dtype(OP, name, t, Dtype::F32)?;
+    }
     let flops = 2.0 * (n * i * o) as f64;
     let mut ks = count_flops(
         vec![kernel(
             gpu,
             OP,
-            SHADER,
+            activations::module(SHADER, x.dtype),
             "linear_backward_weight",
             p.clone(),
             &[(1, x), (4, dy), (5, dw), (6, db)],
@@ -71,7 +75,7 @@ pub fn backward(
         let k = kernel(
             gpu,
             OP,
-            SHADER,
+            activations::module(SHADER, dx.dtype),
             "linear_backward_input",
             p,
             &[(2, w), (4, dy), (5, dx)],

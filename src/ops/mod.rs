@@ -2,6 +2,7 @@
 //! shaders. Each op checks its shapes, then builds the [`Kernel`](crate::gpu::Kernel)s that
 //! compute it; recording them later allocates nothing.
 
+mod activations;
 pub mod amp;
 pub mod augment;
 pub mod batchnorm;
@@ -17,7 +18,7 @@ pub use kind::OpKind;
 
 use crate::error::{shape_err, Result};
 use crate::gpu::kernel::KernelDesc;
-use crate::gpu::{Gpu, Kernel, Tensor, Uniform};
+use crate::gpu::{Dtype, Gpu, Kernel, Tensor, Uniform};
 
 /// Fails with a shape error unless `t` has exactly `want` as its shape.
 pub(crate) fn check_shape(op: &'static str, name: &str, t: &Tensor, want: &[usize]) -> Result<()> {
@@ -30,12 +31,25 @@ pub(crate) fn check_shape(op: &'static str, name: &str, t: &Tensor, want: &[usiz
     Ok(())
 }
 
+/// Fails unless `t`'s elements are `want`.
+pub(crate) fn check_dtype(op: &'static str, name: &str, t: &Tensor, want: Dtype) -> Result<()> {
+    if t.dtype != want {
+        return shape_err(
+            op,
+            format!("{name} holds {:?} elements, expected {want:?}", t.dtype),
+        );
+    }
+    Ok(())
+}
+
 /// A one-element buffer bound where a shader expects an optional input (e.g. no bias).
 pub(crate) fn dummy(gpu: &Gpu) -> Result<Tensor> {
     gpu.zeros(&[1])
 }
 
-/// Builds one kernel of a shader file (a thin wrapper over [`Kernel::new`]).
+/// Builds one kernel of a shader file (a thin wrapper over [`Kernel::new`]). An f16 tensor
+/// binds only to a module of f16 activations ([`activations::module`]): any other reads its
+/// bytes as f32, so binding it there is an error, not a wrong result.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn kernel(
     gpu: &Gpu,
@@ -46,6 +60,10 @@ pub(crate) fn kernel(
     buffers: &[(u32, &Tensor)],
     workgroups: u64,
 ) -> Result<Kernel> {
+    let f16 = activations::of(buffers.iter().map(|b| b.1)) == Dtype::F16;
+    if f16 && !activations::is_f16_module(file) {
+        return shape_err(op, format!("{entry} of {file} takes no f16 tensors"));
+    }
     Kernel::new(
         gpu,
         KernelDesc {

@@ -1,6 +1,6 @@
 //! Max pooling and global average pooling (shaders/pool.wgsl).
 
-use super::{check_shape, kernel};
+use super::{activations, check_dtype, check_shape, kernel};
 use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, Kernel, Tensor, Uniform};
 
@@ -83,10 +83,11 @@ pub fn maxpool_forward(
     check_shape(OP, "x", x, &sh.x_shape())?;
     check_shape(OP, "y", y, &sh.y_shape())?;
     check_shape(OP, "argmax", arg, &sh.y_shape())?;
+    check_dtype(OP, "y", y, x.dtype)?;
     Ok(vec![kernel(
         gpu,
         OP,
-        SHADER,
+        activations::module(SHADER, x.dtype),
         "maxpool_forward",
         p,
         &[(1, x), (2, y), (3, arg)],
@@ -107,10 +108,11 @@ pub fn maxpool_backward(
     check_shape(OP, "dy", dy, &sh.y_shape())?;
     check_shape(OP, "argmax", arg, &sh.y_shape())?;
     check_shape(OP, "dx", dx, &sh.x_shape())?;
+    check_dtype(OP, "dx", dx, dy.dtype)?;
     Ok(vec![kernel(
         gpu,
         OP,
-        SHADER,
+        activations::module(SHADER, dy.dtype),
         "maxpool_backward",
         p,
         &[(1, dy), (2, dx), (3, arg)],
@@ -139,10 +141,11 @@ pub fn avgpool_forward(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Vec<Kernel>>
     const OP: &str = "global avgpool forward";
     let p = avg_params(OP, &x.shape)?;
     check_shape(OP, "y", y, &x.shape[..2])?;
+    check_dtype(OP, "y", y, x.dtype)?;
     Ok(vec![kernel(
         gpu,
         OP,
-        SHADER,
+        activations::module(SHADER, x.dtype),
         "avgpool_forward",
         p,
         &[(1, x), (2, y)],
@@ -155,10 +158,11 @@ pub fn avgpool_backward(gpu: &Gpu, dy: &Tensor, dx: &Tensor) -> Result<Vec<Kerne
     const OP: &str = "global avgpool backward";
     let p = avg_params(OP, &dx.shape)?;
     check_shape(OP, "dy", dy, &dx.shape[..2])?;
+    check_dtype(OP, "dx", dx, dy.dtype)?;
     Ok(vec![kernel(
         gpu,
         OP,
-        SHADER,
+        activations::module(SHADER, dy.dtype),
         "avgpool_backward",
         p,
         &[(1, dy), (2, dx)],

@@ -6,7 +6,7 @@ use super::config::FineTune;
 use super::layers::{Below, BlockSaved, ConvBnSaved, FusedGrad, GradIn, Recorder};
 use super::{KernelAt, Mode, PlanConfig, SgdChunk, Stage};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{Dtype, Gpu, Tensor};
 use crate::model::{Arch, Block, ConvBn, Linear, MaxPool, ModelState, Visitor};
 use crate::ops::augment;
 use crate::ops::batchnorm::{Exchange, Fuse};
@@ -58,7 +58,7 @@ pub(super) fn build(gpu: &Gpu, m: &ModelState, cfg: &PlanConfig) -> Result<Built
     let train = cfg.mode == Mode::Train;
     let mut rec = Recorder::new(gpu, m, train, &cfg.fine_tune);
     rec.bn_ranks = cfg.shard.bn_ranks;
-    let (input, io, x0) = input_stage(gpu, cfg, &m.arch.fc)?;
+    let (input, io, x0) = input_stage(gpu, cfg, &m.arch.fc, rec.act)?;
     // the input kernel is the last (the only) one of the first stage
     let input_stage = KernelAt {
         stage: 0,
@@ -83,8 +83,14 @@ pub(super) fn build(gpu: &Gpu, m: &ModelState, cfg: &PlanConfig) -> Result<Built
     })
 }
 
-/// u8 pixels in, augmented and normalised f32 images out (stage `input`); the io buffers.
-fn input_stage(gpu: &Gpu, cfg: &PlanConfig, fc: &Linear) -> Result<(Stage, Io, Tensor)> {
+/// u8 pixels in, augmented and normalised images out as activations of type `act` (stage
+/// `input`); the io buffers.
+fn input_stage(
+    gpu: &Gpu,
+    cfg: &PlanConfig,
+    fc: &Linear,
+    act: Dtype,
+) -> Result<(Stage, Io, Tensor)> {
     let n = cfg.batch;
     let io = Io {
         pixels: gpu.zeros(&[(n * 3 * cfg.src.0 * cfg.src.1).div_ceil(4)])?,
@@ -96,7 +102,7 @@ fn input_stage(gpu: &Gpu, cfg: &PlanConfig, fc: &Linear) -> Result<(Stage, Io, T
             _ => None,
         },
     };
-    let x0 = gpu.zeros(&[n, 3, cfg.input.0, cfg.input.1])?;
+    let x0 = gpu.zeros_of(&[n, 3, cfg.input.0, cfg.input.1], act)?;
     let kernels = augment::augment(gpu, &cfg.augment_config(0), &io.pixels, &x0)?;
     let stage = Stage {
         name: "input".into(),
@@ -183,7 +189,7 @@ impl Visitor for ForwardWalk<'_, '_> {
             pad: pool.padding,
         };
         let gpu = self.rec.gpu;
-        let y = self.rec.pool.get(gpu, &sh.y_shape())?;
+        let y = self.rec.pool.get_of(gpu, &sh.y_shape(), self.rec.act)?;
         let argmax = gpu.zeros(&sh.y_shape())?;
         let ks = pooling::maxpool_forward(gpu, &sh, &x, &y, &argmax)?;
         self.stages
@@ -211,7 +217,7 @@ impl Visitor for ForwardWalk<'_, '_> {
         let (gpu, m) = (self.rec.gpu, self.rec.m);
         let n = x.shape[0];
         let mut ks = Vec::new();
-        let features = gpu.zeros(&[n, fc.in_features])?;
+        let features = gpu.zeros_of(&[n, fc.in_features], self.rec.act)?;
         ks.extend(pooling::avgpool_forward(gpu, &x, &features)?);
         let (w, b) = (m.param("fc")?, m.view(&m.params, m.layout.fc_bias())?);
         ks.extend(linear::forward(gpu, &features, &w, &b, &self.io.logits)?);
@@ -299,7 +305,7 @@ fn backward_stages(
     }
     let mut ks = Vec::new();
     if let Some((sh, argmax)) = &forward.maxpool {
-        let dx = rec.pool.get(rec.gpu, &sh.x_shape())?;
+        let dx = rec.pool.get_of(rec.gpu, &sh.x_shape(), rec.act)?;
         ks.extend(pooling::maxpool_backward(rec.gpu, sh, &g, argmax, &dx)?);
         rec.pool.put(g);
         g = dx;
@@ -340,7 +346,7 @@ fn first_trained(rec: &Recorder, arch: &Arch) -> Option<usize> {
 fn head_backward(rec: &mut Recorder, head: &HeadSaved, stages: &mut Vec<Stage>) -> Result<Tensor> {
     let (gpu, m) = (rec.gpu, rec.m);
     let mut ks = Vec::new();
-    let dfeatures = gpu.zeros(&head.features.shape)?;
+    let dfeatures = gpu.zeros_of(&head.features.shape, rec.act)?;
     let (dw, db) = (m.grad("fc")?, m.view(&m.grads, m.layout.fc_bias())?);
     let w = m.param("fc")?;
     let (x, dy) = (&head.features, &head.dlogits);
@@ -353,7 +359,7 @@ fn head_backward(rec: &mut Recorder, head: &HeadSaved, stages: &mut Vec<Stage>) 
         &dw,
         &db,
     )?);
-    let g = rec.pool.get(gpu, &head.input_shape)?;
+    let g = rec.pool.get_of(gpu, &head.input_shape, rec.act)?;
     ks.extend(pooling::avgpool_backward(gpu, &dfeatures, &g)?);
     stages.push(Stage {
         name: "head.backward".into(),

@@ -5,7 +5,7 @@ use super::config::FineTune;
 use super::recycle::BufferPool;
 use super::{KernelAt, Stage};
 use crate::error::Result;
-use crate::gpu::{Gpu, Kernel, Tensor};
+use crate::gpu::{Dtype, Gpu, Kernel, Precision, Tensor};
 use crate::model::{Block, ConvBn, ModelState, Shortcut};
 use crate::ops::batchnorm::{self, BnParams, Exchange, Fuse, MOMENTUM};
 use crate::ops::conv2d::{self, Conv2dShape};
@@ -108,12 +108,23 @@ pub(super) struct Recorder<'a> {
     pub fine_tune: &'a FineTune,
     /// Activation buffers free for reuse.
     pub pool: BufferPool,
+    /// The type activations are stored in ([`activation_type`]).
+    pub act: Dtype,
     /// Ranks the training BatchNorms share their statistics with (SyncBatchNorm); 1: none.
     pub bn_ranks: usize,
     /// The host exchanges between kernels of the stages pushed so far, in the order they run.
     exchanges: Vec<(KernelAt, Exchange)>,
     /// Exchanges of the stage being recorded: (index of the kernel that waits, exchange).
     pending: Vec<(usize, Exchange)>,
+}
+
+/// The type a plan stores activations and their gradients in: f16 in mixed precision (as
+/// torch.amp's autocast stores a convolution's output, `ops::activations`), f32 in fp32.
+pub(super) fn activation_type(gpu: &Gpu) -> Dtype {
+    match gpu.precision {
+        Precision::Mixed => Dtype::F16,
+        Precision::Fp32 => Dtype::F32,
+    }
 }
 
 fn conv_shape(x: &Tensor, cb: &ConvBn) -> Conv2dShape {
@@ -152,6 +163,7 @@ impl<'a> Recorder<'a> {
             train,
             fine_tune,
             pool: BufferPool::default(),
+            act: activation_type(gpu),
             bn_ranks: 1,
             exchanges: Vec::new(),
             pending: Vec::new(),
@@ -196,10 +208,10 @@ impl<'a> Recorder<'a> {
             return self.conv_bn_folded(cb, x, fuse, ks);
         }
         let sh = conv_shape(x, cb);
-        let c = self.pool.get(self.gpu, &sh.y_shape())?;
+        let c = self.pool.get_of(self.gpu, &sh.y_shape(), self.act)?;
         let batch_stats = self.train && !self.fine_tune.bn_fixed(&cb.bn);
         let partial = self.conv(cb, &sh, (x, &c), batch_stats, ks)?;
-        let a = self.pool.get(self.gpu, &sh.y_shape())?;
+        let a = self.pool.get_of(self.gpu, &sh.y_shape(), self.act)?;
         let stats = self.bn(cb, (&c, &a), fuse, batch_stats, partial, ks)?;
         Ok(ConvBnSaved {
             input: x.clone(),
@@ -232,7 +244,7 @@ impl<'a> Recorder<'a> {
             self.pool.get(gpu, &[cb.cout])?,
         );
         ks.extend(batchnorm::fold(gpu, &w, &p, &folded_w, &folded_b)?);
-        let a = self.pool.get(gpu, &sh.y_shape())?;
+        let a = self.pool.get_of(gpu, &sh.y_shape(), self.act)?;
         let epi = conv2d::Epilogue {
             bias: Some(&folded_b),
             residual: fuse.residual,
@@ -327,13 +339,13 @@ impl<'a> Recorder<'a> {
     ) -> Result<GradOut> {
         let (gpu, m) = (self.gpu, self.m);
         let c = s.c.as_ref().expect("training keeps the conv's output");
-        let dc = self.pool.get(gpu, &c.shape)?;
+        let dc = self.pool.get_of(gpu, &c.shape, self.act)?;
         self.bn_backward(cb, s, g, &fused, &dc, ks)?;
         let sh = conv_shape(&s.input, cb);
         let dw = m.grad(&cb.conv)?;
         ks.extend(conv2d::backward_weight(gpu, &sh, &s.input, &dc, &dw, None)?);
         let out = if fused.input_grad {
-            let dx = self.pool.get(gpu, &s.input.shape)?;
+            let dx = self.pool.get_of(gpu, &s.input.shape, self.act)?;
             let (add, bufs) = (fused.input_add, (&dc, &dx));
             let sums = self.conv_backward_input(cb, &sh, bufs, below, add, ks)?;
             GradOut { g: Some(dx), sums }
@@ -447,7 +459,7 @@ impl<'a> Recorder<'a> {
             Shortcut::Identity => Some(x.clone()),
             Shortcut::OptionA { stride } => {
                 let sh = shortcut_shape(x, b.cout, *stride);
-                let y = self.pool.get(self.gpu, &sh.y_shape())?;
+                let y = self.pool.get_of(self.gpu, &sh.y_shape(), self.act)?;
                 ks.extend(elementwise::shortcut_a_forward(self.gpu, &sh, x, &y)?);
                 Some(y)
             }
@@ -517,7 +529,7 @@ impl<'a> Recorder<'a> {
         let masked_in = sums_in.is_some();
         // unmasked, the last BN's backward writes the shortcut's gradient into a buffer
         let mut dres = match has_shortcut && !masked_in {
-            true => Some(self.pool.get(self.gpu, &g_out.shape)?),
+            true => Some(self.pool.get_of(self.gpu, &g_out.shape, self.act)?),
             false => None,
         };
         let (mut g, mut sums) = (g_out, sums_in);
@@ -568,7 +580,9 @@ impl<'a> Recorder<'a> {
             return Ok(GradOut { g: Some(g), sums });
         };
         let side = self.shortcut_backward(b, s, at_shortcut, ks)?;
-        let g_in = self.pool.get(self.gpu, &s.convs[0].input.shape)?;
+        let g_in = self
+            .pool
+            .get_of(self.gpu, &s.convs[0].input.shape, self.act)?;
         ks.extend(elementwise::add_forward(self.gpu, &g, &side, &g_in)?);
         self.pool.put(g);
         self.pool.put(side);
@@ -591,7 +605,7 @@ impl<'a> Recorder<'a> {
             Shortcut::None | Shortcut::Identity => return Ok(g),
             Shortcut::OptionA { stride } => {
                 let sh = shortcut_shape(input, b.cout, *stride);
-                let dx = self.pool.get(self.gpu, &input.shape)?;
+                let dx = self.pool.get_of(self.gpu, &input.shape, self.act)?;
                 ks.extend(elementwise::shortcut_a_backward(self.gpu, &sh, &g, &dx)?);
                 dx
             }

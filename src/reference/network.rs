@@ -103,6 +103,15 @@ impl Net<'_> {
         }
     }
 
+    /// A tensor between two ops as the GPU stores it: exact, or in f16 (activations as they
+    /// are; `scaled`: a gradient, rounded at the loss scale).
+    fn stored(&self, v: Vec<f64>, scaled: bool) -> Vec<f64> {
+        match self.f16_at_scale {
+            None => v,
+            Some(_) => self.operand(&v, scaled),
+        }
+    }
+
     fn w(&self, name: &str) -> &[f64] {
         &self
             .sd
@@ -141,11 +150,16 @@ impl Net<'_> {
             self.operand(&x.v, false),
             self.operand(self.w(&format!("{conv}.weight")), false),
         );
-        let c = conv_forward(&geom, &xh, &wh, None);
+        let computed = conv_forward(&geom, &xh, &wh, None);
         let (n, k, hw) = (geom.n, geom.k, geom.p() * geom.q());
         let gamma = self.w(&format!("{bn}.weight")).to_vec();
         let beta = self.w(&format!("{bn}.bias")).to_vec();
-        let (y, mean, var) = bn_forward(n, k, hw, &c, &gamma, &beta, res, relu);
+        // the batch statistics of the output as computed, before it is stored: the GPU's
+        // convolution sums them in its epilogue from its f32 accumulators (the fused default)
+        let (_, mean, var) = bn_forward(n, k, hw, &computed, &gamma, &beta, res, relu);
+        let c = self.stored(computed, false);
+        let y = bn_apply(n, k, hw, &c, &gamma, &beta, &mean, &var, res, relu);
+        let y = self.stored(y, false);
         self.update_running(bn, &mean, &var, n * hw);
         let tape = ConvBnTape {
             conv: conv.into(),
@@ -264,7 +278,7 @@ impl Net<'_> {
             }
         }
         let [n, c, h, w] = a.s;
-        let features = avgpool(n, c, h * w, &a.v);
+        let features = self.stored(avgpool(n, c, h * w, &a.v), false);
         let o = self.sd["fc.weight"].0[0];
         let logits = linear(n, c, o, &features, self.w("fc.weight"), self.w("fc.bias"));
         let loss = cross_entropy(n, o, &logits, labels);
@@ -291,13 +305,16 @@ struct Backward<'a> {
 }
 
 impl Backward<'_> {
-    /// dL/dx of a conv + BN given dL/dy; also returns dL/d(residual) (the masked dy).
+    /// dL/dx of a conv + BN given dL/dy, as computed (the caller stores it: the GPU adds the
+    /// shortcut's gradient to a block's first before it stores it); also returns dL/d(residual)
+    /// (the masked dy).
     fn conv_bn(&mut self, t: &ConvBnTape, dy: &[f64]) -> (Vec<f64>, Vec<f64>) {
         let g = &t.geom;
         let (n, k, hw) = (g.n, g.k, g.p() * g.q());
         let gamma = self.net.w(&format!("{}.weight", t.bn));
         let (dc, dgamma, dbeta, dres) =
             bn_backward(n, k, hw, &t.c, gamma, &t.mean, &t.var, &t.y, dy, t.relu);
+        let dc = self.net.stored(dc, true);
         self.grads.insert(format!("{}.weight", t.bn), dgamma);
         self.grads.insert(format!("{}.bias", t.bn), dbeta);
         let net = self.net;
@@ -316,20 +333,27 @@ impl Backward<'_> {
             if j + 1 == t.convs.len() {
                 g_shortcut = Some(dres);
             }
-            g = dx;
+            g = match j {
+                0 => dx,
+                _ => self.net.stored(dx, true),
+            };
         }
         let g_shortcut = g_shortcut.expect("a block has convs");
         let side = match &t.shortcut {
-            ShortcutTape::None => return g,
+            ShortcutTape::None => return self.net.stored(g, true),
             ShortcutTape::Identity => g_shortcut,
             ShortcutTape::OptionA { x, cout, stride } => {
                 let [n, c, h, w] = *x;
                 shortcut_a_backward(n, c, h, w, *cout, *stride, &g_shortcut)
             }
-            ShortcutTape::Projection(p) => self.conv_bn(p, &g_shortcut).0,
+            ShortcutTape::Projection(p) => {
+                let dx = self.conv_bn(p, &g_shortcut).0;
+                self.net.stored(dx, true)
+            }
         };
         // where the two paths meet, their gradients add
-        g.iter().zip(&side).map(|(a, b)| a + b).collect()
+        let sum = g.iter().zip(&side).map(|(a, b)| a + b).collect();
+        self.net.stored(sum, true)
     }
 
     fn run(&mut self, t: &Tapes, labels: &[u32]) {
@@ -340,13 +364,16 @@ impl Backward<'_> {
         let (dfeat, dw, db) = linear_backward(n, c, o, &t.features, fc_w, &dlogits);
         self.grads.insert("fc.weight".into(), dw);
         self.grads.insert("fc.bias".into(), db);
-        let mut g = avgpool_backward(n, c, h * w, &dfeat);
+        let dfeat = self.net.stored(dfeat, true);
+        let mut g = self.net.stored(avgpool_backward(n, c, h * w, &dfeat), true);
         for b in t.blocks.iter().rev() {
             g = self.block(b, &g);
         }
         if let Some((x, _)) = &t.maxpool {
             let [n, c, h, w] = x.s;
-            g = maxpool_backward(n, c, h, w, 3, 2, 1, &x.v, &g);
+            g = self
+                .net
+                .stored(maxpool_backward(n, c, h, w, 3, 2, 1, &x.v, &g), true);
         }
         self.conv_bn(&t.stem, &g);
     }
@@ -380,8 +407,11 @@ pub fn training_step(
 }
 
 /// [`training_step`] in mixed precision: every convolution's operands rounded to f16 to
-/// nearest (its input and weights; in the backward its gradient as scaled by `loss_scale`),
-/// everything else exact; the gradients returned unscaled.
+/// nearest (its input and weights; in the backward its gradient as scaled by `loss_scale`), and
+/// every tensor the GPU stores between ops (the input, each convolution's and BatchNorm's
+/// output, the pooled features; the gradients at the loss scale); the arithmetic in between,
+/// the logits, the BatchNorm statistics and the weights' gradients exact; the gradients
+/// returned unscaled.
 pub fn training_step_mixed(
     sd: &StateDict,
     (x, shape, labels): (&[f64], [usize; 4], &[u32]),
@@ -404,7 +434,7 @@ fn step(
         f16_at_scale,
     };
     let input = Act {
-        v: x.to_vec(),
+        v: net.stored(x.to_vec(), false),
         s: shape,
     };
     let (loss, tapes) = net.forward(&input, labels);

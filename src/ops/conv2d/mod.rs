@@ -20,9 +20,9 @@ pub const BACKWARD_INPUT: &str = "conv2d backward (input)";
 /// See [`FORWARD`].
 pub const BACKWARD_WEIGHT: &str = "conv2d backward (weight)";
 
-use super::{check_shape, count_flops, dummy};
+use super::{activations, check_dtype, check_shape, count_flops, dummy};
 use crate::error::{shape_err, Error, Result};
-use crate::gpu::{Gpu, Kernel, Tensor, Uniform};
+use crate::gpu::{Dtype, Gpu, Kernel, Tensor, Uniform};
 use family::{module, Scheme};
 
 /// The block of the kernels that are not register-blocked (tiled, reductions): any module holds them.
@@ -238,6 +238,10 @@ fn shared_bindings(family: KernelFamily, entry: &str) -> &'static [u32] {
     }
 }
 
+/// The kernels of the backward to the weights and the bias: they read dy and x and write f32
+/// sums, so with f16 activations they take the module of `activations::CONV_WEIGHTS`.
+const WEIGHT_ENTRIES: [&str; 4] = ["conv_dw_reg", "conv_dw_tiled", "conv_dw_gemm", "conv_db"];
+
 /// Builds one kernel of `family`'s module, binding a dummy of its own to each of the entry's
 /// [`shared_bindings`] the caller has nothing for.
 fn kernel(
@@ -255,9 +259,16 @@ fn kernel(
         .iter()
         .map(|_| dummy(gpu))
         .collect::<Result<Vec<_>>>()?;
+    let module = match activations::of(buffers.iter().map(|b| b.1)) {
+        Dtype::F32 => module(family),
+        Dtype::F16 if WEIGHT_ENTRIES.contains(&entry) => {
+            activations::module_with(module(family), activations::CONV_WEIGHTS)
+        }
+        Dtype::F16 => activations::module_with(module(family), activations::CONV_FORWARD),
+    };
     let mut all = buffers.to_vec();
     all.extend(missing.into_iter().zip(&dummies));
-    super::kernel(gpu, op, module(family), entry, params, &all, workgroups)
+    super::kernel(gpu, op, module, entry, params, &all, workgroups)
 }
 
 /// A kernel with an explicit 2-D grid (the tiled kernels use wid.y for the split).
@@ -411,12 +422,15 @@ fn pick(
     build(own)
 }
 
-/// The forward's shape is valid and x, w and y have its shapes.
+/// The forward's shape is valid, x, w and y have its shapes, the weights are f32 and x and y
+/// activations of one type.
 fn check_forward(sh: &Conv2dShape, x: &Tensor, w: &Tensor, y: &Tensor) -> Result<()> {
     sh.validate(FORWARD)?;
     check_shape(FORWARD, "x", x, &sh.x_shape())?;
     check_shape(FORWARD, "weight", w, &sh.w_shape())?;
-    check_shape(FORWARD, "y", y, &sh.y_shape())
+    check_shape(FORWARD, "y", y, &sh.y_shape())?;
+    check_dtype(FORWARD, "weight", w, Dtype::F32)?;
+    check_dtype(FORWARD, "y", y, x.dtype)
 }
 
 /// Records y = conv2d(x, w) + bias. Returns the kernels to dispatch, in order.
@@ -451,6 +465,7 @@ pub fn forward_epilogue(
     }
     if let Some(r) = epi.residual {
         check_shape(OP, "residual", r, &sh.y_shape())?;
+        check_dtype(OP, "residual", r, x.dtype)?;
     }
     let ks = pick(gpu, OP, sh, |f| {
         forward_with(gpu, sh, x, w, epi, y, f, None)
@@ -614,7 +629,9 @@ fn check_backward_input(sh: &Conv2dShape, dy: &Tensor, w: &Tensor, dx: &Tensor) 
     sh.validate(OP)?;
     check_shape(OP, "dy", dy, &sh.y_shape())?;
     check_shape(OP, "weight", w, &sh.w_shape())?;
-    check_shape(OP, "dx", dx, &sh.x_shape())
+    check_shape(OP, "dx", dx, &sh.x_shape())?;
+    check_dtype(OP, "weight", w, Dtype::F32)?;
+    check_dtype(OP, "dx", dx, dy.dtype)
 }
 
 /// The training BatchNorm (+ ReLU) whose output relu(BN(x) [+ residual]) is a convolution's
@@ -759,6 +776,8 @@ pub fn backward_weight(
     check_shape(OP, "x", x, &sh.x_shape())?;
     check_shape(OP, "dy", dy, &sh.y_shape())?;
     check_shape(OP, "dw", dw, &sh.w_shape())?;
+    check_dtype(OP, "dy", dy, x.dtype)?;
+    check_dtype(OP, "dw", dw, Dtype::F32)?;
     if let Some(db) = db {
         check_shape(OP, "db", db, &[sh.k])?;
     }
