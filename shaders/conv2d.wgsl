@@ -38,7 +38,7 @@ const OUT_RESIDUAL: u32 = 4u;
 
 // The types activations are stored in, by binding: f32 here (every conversion through them below
 // is the identity). The modules of f16 activations (src/ops/activations.rs) set some to f16 and
-// compute in f32 between load and store: for the forward and the backward to the input (`act16`)
+// compute in f32 between load and store: for the forward and the backward to the input (`fwd16`)
 // act_t and out_t (x or dy in, y or dx out, residual, bn_side, bn_out), the weights and the
 // BatchNorm's parameters in src_a staying f32; for the backward to the weights and the bias
 // (`dw16`) act_t and a_t (dy in src_a, x in src_b), the partial sums in dst staying f32. Each

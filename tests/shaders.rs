@@ -47,6 +47,49 @@ fn every_wgsl_file_parses_and_validates() {
     assert!(count >= 10, "expected the 10 shader files, found {count}");
 }
 
+/// Every module of f16 activations (mixed precision stores activations in f16): each shader with
+/// activations, and each convolution block and tile, the tensor-core one included, as its f16
+/// modules (`ops::activations`).
+#[test]
+fn every_module_of_f16_activations_validates() {
+    use resnet::ops::activations::f16_modules;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut others = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !name.ends_with(".wgsl") || name.starts_with("conv2d") {
+            continue; // the convolutions' templates: their expansions below
+        }
+        let src = std::fs::read_to_string(&path).unwrap();
+        let (name, src): (&'static str, &'static str) = (name.leak(), src.leak());
+        for (n, s) in f16_modules((name, src)) {
+            assert!(
+                s.starts_with("enable f16;") && s.contains("alias act_t = f16;"),
+                "{n}"
+            );
+            validate(n, s);
+            others += 1;
+        }
+    }
+    assert_eq!(
+        others, 5,
+        "augment, batchnorm, elementwise, linear and pool"
+    );
+    for m in resnet::ops::conv2d::all_sources() {
+        let modules = f16_modules(m);
+        assert_eq!(
+            modules.len(),
+            2,
+            "{}: the forward's and the weights' modules",
+            m.0
+        );
+        for (n, s) in modules {
+            validate(n, s);
+        }
+    }
+}
+
 #[test]
 fn every_conv2d_block_and_tile_size_validates() {
     let sources = resnet::ops::conv2d::all_sources();

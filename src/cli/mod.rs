@@ -59,10 +59,11 @@ struct GpuArgs {
     /// their count
     #[arg(long, global = true, value_name = "N")]
     device_index: Option<usize>,
-    /// What the convolutions compute in: fp32 (the default) or mixed (torch.amp with fp16:
-    /// operands rounded to f16, f32 accumulation, the f16 kernel families; in training dynamic
-    /// loss scaling as GradScaler; weights, BatchNorm, the loss and checkpoints stay f32). Needs
-    /// an adapter with f16 shaders (`resnet info` says)
+    /// What the network computes in: fp32 (the default) or mixed (torch.amp with fp16: the
+    /// convolutions' operands rounded to f16 with f32 accumulation on the f16 kernel families,
+    /// activations and their gradients stored in f16; in training dynamic loss scaling as
+    /// GradScaler; weights, BatchNorm's statistics, the loss and checkpoints stay f32). Needs an
+    /// adapter with f16 shaders (`resnet info` says)
     #[arg(long, global = true, value_name = "fp32|mixed")]
     precision: Option<String>,
     /// The same as --precision mixed (the flag of torchvision's and timm's training scripts)

@@ -45,19 +45,29 @@ pub struct GpuOptions {
     pub precision: Precision,
 }
 
-/// What the convolutions compute in (`--precision`), as torch.amp's autocast does for them.
+/// What the network computes in (`--precision`), as torch.amp's autocast does.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Precision {
     /// f32 everywhere.
     #[default]
     Fp32,
     /// Convolution operands rounded to f16, products accumulated in f32 (what tensor cores
-    /// compute); everything else, the master weights and the loss in f32, with dynamic loss
-    /// scaling in training.
+    /// compute); activations and their gradients stored in f16 between ops, computed in f32;
+    /// BatchNorm's statistics, the master weights and the loss in f32, with dynamic loss scaling
+    /// in training.
     Mixed,
 }
 
 impl Precision {
+    /// The type a plan stores activations and their gradients in: f16 in mixed precision (as
+    /// torch.amp's autocast stores a convolution's output, `ops::activations`), f32 in fp32.
+    pub fn activation_type(self) -> super::Dtype {
+        match self {
+            Precision::Fp32 => super::Dtype::F32,
+            Precision::Mixed => super::Dtype::F16,
+        }
+    }
+
     /// The name `--precision` takes.
     pub fn name(self) -> &'static str {
         match self {

@@ -93,7 +93,7 @@ pub struct Gpu {
     modules: RefCell<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: RefCell<HashMap<(&'static str, &'static str), Arc<wgpu::ComputePipeline>>>,
     compiled: RefCell<usize>,
-    /// What the convolutions compute in.
+    /// What the network computes in (mixed: f16 operands and activations).
     pub precision: Precision,
     /// Whether plans fuse ops where a fused kernel exists (`GpuOptions::no_fusion` unset).
     pub fusion: bool,

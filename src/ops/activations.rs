@@ -23,7 +23,7 @@ const ACTIVATIONS: F16Set = F16Set {
 /// (`out_t`) out, in f16; the weights and the BatchNorm parameters they read in f32.
 pub(crate) const CONV_FORWARD: F16Set = F16Set {
     aliases: &["act_t", "out_t"],
-    tag: "act16",
+    tag: "fwd16",
 };
 
 /// The convolutions' backward to the weights and the bias: dy (`a_t`) and x (`act_t`) in f16,
@@ -97,7 +97,21 @@ fn f16_source(name: &str, source: &str, set: F16Set) -> String {
 
 /// Whether `file` is a module of f16 activations (the only ones f16 tensors may bind to).
 pub(crate) fn is_f16_module(file: &str) -> bool {
-    file.ends_with("#act16") || file.ends_with("#dw16")
+    [ACTIVATIONS, CONV_FORWARD, CONV_WEIGHTS]
+        .iter()
+        .any(|set| file.strip_suffix(set.tag).is_some_and(|f| f.ends_with('#')))
+}
+
+/// Every module of f16 activations a shader module `(name, source)` has, for validation: the
+/// convolutions' two, one for any other shader with activations, none for one without.
+pub fn f16_modules(m: (&'static str, &'static str)) -> Vec<(&'static str, &'static str)> {
+    if m.1.contains("alias out_t = f32;") {
+        return vec![module_with(m, CONV_FORWARD), module_with(m, CONV_WEIGHTS)];
+    }
+    match m.1.contains("alias act_t = f32;") {
+        true => vec![module_with(m, ACTIVATIONS)],
+        false => Vec::new(),
+    }
 }
 
 #[cfg(test)]
@@ -131,7 +145,8 @@ mod tests {
         assert!(
             dw.contains("act_t = f16") && dw.contains("out_t = f32") && dw.contains("a_t = f16")
         );
-        assert!(is_f16_module("conv2d.wgsl#dw16") && !is_f16_module("conv2d.wgsl"));
+        assert!(is_f16_module("conv2d.wgsl#dw16") && is_f16_module("conv2d.wgsl#fwd16"));
+        assert!(is_f16_module("pool.wgsl#act16") && !is_f16_module("conv2d.wgsl"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! shaders. Each op checks its shapes, then builds the [`Kernel`](crate::gpu::Kernel)s that
 //! compute it; recording them later allocates nothing.
 
-mod activations;
+pub mod activations;
 pub mod amp;
 pub mod augment;
 pub mod batchnorm;

@@ -5,7 +5,7 @@ use super::config::FineTune;
 use super::recycle::BufferPool;
 use super::{KernelAt, Stage};
 use crate::error::Result;
-use crate::gpu::{Dtype, Gpu, Kernel, Precision, Tensor};
+use crate::gpu::{Dtype, Gpu, Kernel, Tensor};
 use crate::model::{Block, ConvBn, ModelState, Shortcut};
 use crate::ops::batchnorm::{self, BnParams, Exchange, Fuse, MOMENTUM};
 use crate::ops::conv2d::{self, Conv2dShape};
@@ -108,7 +108,7 @@ pub(super) struct Recorder<'a> {
     pub fine_tune: &'a FineTune,
     /// Activation buffers free for reuse.
     pub pool: BufferPool,
-    /// The type activations are stored in ([`activation_type`]).
+    /// The type activations and their gradients are stored in (`Precision::activation_type`).
     pub act: Dtype,
     /// Ranks the training BatchNorms share their statistics with (SyncBatchNorm); 1: none.
     pub bn_ranks: usize,
@@ -116,15 +116,6 @@ pub(super) struct Recorder<'a> {
     exchanges: Vec<(KernelAt, Exchange)>,
     /// Exchanges of the stage being recorded: (index of the kernel that waits, exchange).
     pending: Vec<(usize, Exchange)>,
-}
-
-/// The type a plan stores activations and their gradients in: f16 in mixed precision (as
-/// torch.amp's autocast stores a convolution's output, `ops::activations`), f32 in fp32.
-pub(super) fn activation_type(gpu: &Gpu) -> Dtype {
-    match gpu.precision {
-        Precision::Mixed => Dtype::F16,
-        Precision::Fp32 => Dtype::F32,
-    }
 }
 
 fn conv_shape(x: &Tensor, cb: &ConvBn) -> Conv2dShape {
@@ -163,7 +154,7 @@ impl<'a> Recorder<'a> {
             train,
             fine_tune,
             pool: BufferPool::default(),
-            act: activation_type(gpu),
+            act: gpu.precision.activation_type(),
             bn_ranks: 1,
             exchanges: Vec::new(),
             pending: Vec::new(),

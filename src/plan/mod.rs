@@ -99,7 +99,10 @@ impl Plan {
                 grad_stages: built.grad_stages,
             }),
             Err(Error::Limit { op, msg }) => {
-                let per_image = build::largest_activation(model, &config) as u64 * 4;
+                // the largest buffer per image: an activation (the f32 sums beside one take 2
+                // bytes per value of it at most)
+                let bytes = gpu.precision.activation_type().size().max(2);
+                let per_image = build::largest_activation(model, &config) as u64 * bytes;
                 let limit = gpu.limits.max_storage_buffer_binding_size;
                 let fits = (limit / per_image.max(1)).max(1);
                 let fits = 1u64 << (63 - fits.leading_zeros()); // a power of two

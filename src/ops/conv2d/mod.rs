@@ -462,6 +462,7 @@ pub fn forward_epilogue(
     check_forward(sh, x, w, y)?;
     if let Some(b) = epi.bias {
         check_shape(OP, "bias", b, &[sh.k])?;
+        check_dtype(OP, "bias", b, Dtype::F32)?;
     }
     if let Some(r) = epi.residual {
         check_shape(OP, "residual", r, &sh.y_shape())?;
@@ -497,6 +498,7 @@ pub fn forward_with_stats(
     const OP: &str = FORWARD;
     check_forward(sh, x, w, y)?;
     check_shape(OP, "stats", stats, &[stats_len(sh)])?;
+    check_dtype(OP, "stats", stats, Dtype::F32)?;
     let epi = Epilogue::default();
     let ks = pick(gpu, OP, sh, |f| {
         forward_with(gpu, sh, x, w, &epi, y, f, Some(stats))
@@ -616,6 +618,7 @@ pub fn backward_input_add(
     const OP: &str = BACKWARD_INPUT;
     check_backward_input(sh, dy, w, dx)?;
     check_shape(OP, "added gradient", other, &sh.x_shape())?;
+    check_dtype(OP, "added gradient", other, dy.dtype)?;
     let epi = DxEpilogue::Add(other);
     let ks = pick(gpu, OP, sh, |f| {
         backward_input_with(gpu, sh, dy, w, dx, f, epi)
@@ -690,10 +693,19 @@ pub fn backward_input_bn(
     check_shape(OP, "BatchNorm gamma and beta", bn.affine, &[2, sh.c])?;
     check_shape(OP, "BatchNorm statistics", bn.saved, &[2, sh.c])?;
     check_shape(OP, "BatchNorm sums", bn.sums, &[bn_sums_len(sh)])?;
+    check_dtype(OP, "BatchNorm input", bn.x, dy.dtype)?;
     for (what, t) in [("BatchNorm output", bn.out), ("shortcut gradient", bn.side)] {
         if let Some(t) = t {
             check_shape(OP, what, t, &sh.x_shape())?;
+            check_dtype(OP, what, t, dy.dtype)?;
         }
+    }
+    for (what, t) in [
+        ("BatchNorm parameters", bn.affine),
+        ("statistics", bn.saved),
+        ("sums", bn.sums),
+    ] {
+        check_dtype(OP, what, t, Dtype::F32)?;
     }
     let ks = pick(gpu, OP, sh, |f| {
         backward_input_with(gpu, sh, dy, w, dx, f, DxEpilogue::Bn(bn))
@@ -780,6 +792,7 @@ pub fn backward_weight(
     check_dtype(OP, "dw", dw, Dtype::F32)?;
     if let Some(db) = db {
         check_shape(OP, "db", db, &[sh.k])?;
+        check_dtype(OP, "db", db, Dtype::F32)?;
     }
     let ks = pick(gpu, OP, sh, |f| {
         backward_weight_with(gpu, sh, x, dy, dw, db, f)

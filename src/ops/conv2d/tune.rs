@@ -181,12 +181,14 @@ async fn timed_run(gpu: &Gpu, ks: &[Kernel], times: usize) -> Result<f64> {
 /// `family`'s kernels of `op` at `sh` on buffers of their own (zeros: timing does not depend on
 /// the values). The forward and the backward to the input are timed as training records them,
 /// with BatchNorm's statistics (backward sums) in their epilogue where the family writes them
-/// (the race of a plan being built times them so too).
+/// (the race of a plan being built times them so too), on activations of the type a plan of
+/// the device's precision stores them in (f16 in mixed precision: the f16 modules).
 fn build_alone(gpu: &Gpu, op: &str, sh: &Conv2dShape, family: KernelFamily) -> Result<Vec<Kernel>> {
+    let act = gpu.precision.activation_type();
     let (x, w, y) = (
-        gpu.zeros(&sh.x_shape())?,
+        gpu.zeros_of(&sh.x_shape(), act)?,
         gpu.zeros(&sh.w_shape())?,
-        gpu.zeros(&sh.y_shape())?,
+        gpu.zeros_of(&sh.y_shape(), act)?,
     );
     match op {
         FORWARD => {
@@ -197,7 +199,7 @@ fn build_alone(gpu: &Gpu, op: &str, sh: &Conv2dShape, family: KernelFamily) -> R
         BACKWARD_INPUT => {
             // the BN's input apart from dx (written: one buffer may not be bound both writable
             // and read-only)
-            let bn_x = gpu.zeros(&sh.x_shape())?;
+            let bn_x = gpu.zeros_of(&sh.x_shape(), act)?;
             let (affine, saved) = (gpu.zeros(&[2, sh.c])?, gpu.zeros(&[2, sh.c])?);
             let sums = gpu.zeros(&[super::bn_sums_len(sh)])?;
             let bn = super::BnBelow {
