@@ -36,6 +36,20 @@ fn upload16(gpu: &Gpu, v: &[f32], shape: &[usize]) -> Tensor {
     gpu.upload_f16(v, shape).expect("upload")
 }
 
+/// Every f16 family the default adapter runs (the tensor-core one where it has cooperative
+/// matrices): at least the four register blocks and the three GEMM tiles.
+fn f16_families() -> Vec<KernelFamily> {
+    let features = gpu_with(Some(KernelFamily::Register16x16F16)).features;
+    let families: Vec<_> = KernelFamily::of_precision(Precision::Mixed)
+        .filter(|f| f.runs_on(features))
+        .collect();
+    assert!(
+        families.len() >= 7,
+        "four register blocks, three GEMM tiles"
+    );
+    families
+}
+
 fn assert_within(what: &str, got: &[f32], want: &[f64], bound: impl Fn(usize) -> f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
@@ -56,14 +70,7 @@ fn f16_families_read_and_write_f16_activations() {
     if !f16_shaders("f16_families_read_and_write_f16_activations") {
         return;
     }
-    let features = gpu_with(Some(KernelFamily::Register16x16F16)).features;
-    let families: Vec<_> = KernelFamily::of_precision(Precision::Mixed)
-        .filter(|f| f.runs_on(features))
-        .collect();
-    assert!(
-        families.len() >= 7,
-        "four register blocks, three GEMM tiles"
-    );
+    let families = f16_families();
     let shapes = [
         Conv2dShape::new(2, 16, 8, 8, 16, 3, 1, 1),
         Conv2dShape::new(2, 3, 9, 9, 20, 3, 2, 1),
@@ -128,10 +135,7 @@ fn f16_families_take_f16_gradients_in_the_backward() {
     if !f16_shaders("f16_families_take_f16_gradients_in_the_backward") {
         return;
     }
-    let features = gpu_with(Some(KernelFamily::Register16x16F16)).features;
-    let families: Vec<_> = KernelFamily::of_precision(Precision::Mixed)
-        .filter(|f| f.runs_on(features))
-        .collect();
+    let families = f16_families();
     let shapes = [
         Conv2dShape::new(2, 16, 8, 8, 16, 3, 1, 1),
         Conv2dShape::new(2, 8, 9, 9, 20, 3, 2, 1),
