@@ -30,7 +30,8 @@
 // bn_backward_partials adds those.
 
 struct Params {
-    n: u32, c: u32, hw: u32, flags: u32,   // flags: 1 relu, 2 residual, 4 eval (running stats), 8 across ranks
+    n: u32, c: u32, hw: u32, flags: u32,   // flags: 1 relu, 2 residual, 4 eval (running stats), 8 across ranks,
+                                           // 16 bn_stats_partials writes the BN-on-load parameters
     eps: f32, momentum: f32, chunks: u32, ranks: u32,  // chunks of N*H*W per channel; ranks sharing the batch
 }
 
@@ -51,7 +52,8 @@ alias act_t = f32;
 @group(0) @binding(12) var<storage, read_write> dparams: array<f32>; // [dgamma(C), dbeta(C)]
 @group(0) @binding(13) var<storage, read_write> dres: array<act_t>;
 @group(0) @binding(14) var<storage, read_write> partial: array<f32>; // [C, chunks, 2]
-@group(0) @binding(15) var<storage, read_write> fold_bias: array<f32>; // bn_fold's bias [C]
+// bn_fold's bias [C]; bn_stats_partials's BN-on-load parameters [2, C] (flag 16, below)
+@group(0) @binding(15) var<storage, read_write> fold_bias: array<f32>;
 
 const WG = 256u;
 var<workgroup> red_a: array<f32, 256>;
@@ -185,7 +187,18 @@ fn bn_stats_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     if (lid == 0u) {
         let m = P.n * P.hw;
         finish_stats(ch, red_a[0], red_b[0] / f32(max(m, 1u)), m);
+        if ((P.flags & 16u) != 0u) { bn_on_load(ch); }
     }
+}
+
+// Flag 16: where no bn_apply runs because the convolution after applies the BN (and its ReLU) as
+// it loads its input (conv2d.wgsl's bn_in), that BN as y = x * scale + shift per channel (scale =
+// gamma * invstd, shift = beta - mean * scale, as bn_fold folds it): [scale(C), shift(C)] in
+// fold_bias, bound where that convolution's bias would be.
+fn bn_on_load(ch: u32) {
+    let scale = affine[ch] * saved[P.c + ch];
+    fold_bias[ch] = scale;
+    fold_bias[P.c + ch] = affine[P.c + ch] - saved[ch] * scale;
 }
 
 // (mean, sum of squared deviations) of channel ch: its chunks merged in order.

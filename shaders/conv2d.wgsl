@@ -71,6 +71,36 @@ fn out_value(i: u32, v: f32) -> f32 {
     return r;
 }
 
+// ---- the BatchNorm below, applied as the input is loaded (BN_IN) ----
+// Inside a residual block, a convolution's input is relu(BN(c)) of the convolution below, and
+// nothing else reads it: the forward and the backward to the weights read c instead and apply
+// the BN and its ReLU as they load it, so that relu(BN(c)) is never stored (one write and its
+// memory saved per such BN). `bias` then holds that BN as [scale, shift] per input channel,
+// relu(x * scale + shift) (batchnorm.wgsl's bn_stats_partials writes them; the forward has no
+// bias of its own there): one FMA per value, where bn_apply's (x - mean) * invstd * gamma + beta
+// takes four; the two differ by rounding (f32 ulps), as inference's folded BatchNorm does.
+// Zero padding stays zero: it pads the BN's output, as the convolution's input.
+// BN_IN is false here and true in the modules src/ops/conv2d/mod.rs derives (`bn_in_module`):
+// a constant, so that the kernels without it compile as before (a branch on a uniform in the
+// register forward's loop cost lavapipe a tenth of its inference).
+const BN_IN = false;
+
+fn bn_params(c: u32) -> vec2<f32> {
+    return vec2<f32>(bias[c], bias[P.c + c]);
+}
+
+// relu(BN(v)) of values whose scale and shift are the columns of bn (one per lane).
+fn bn_relu4(v: vec4<f32>, bn: mat2x4<f32>) -> vec4<f32> {
+    return max(v * bn[0] + bn[1], vec4<f32>(0.0));
+}
+
+// relu(BN(v)) of input channel c where BN_IN, else v.
+fn bn_in(c: u32, v: f32) -> f32 {
+    if (!BN_IN) { return v; }
+    let b = bn_params(c);
+    return max(v * b.x + b.y, 0.0);
+}
+
 fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, size: u32) -> u32 {
     return (wid.x + wid.y * nwg.x) * size + lid;
 }
@@ -142,6 +172,29 @@ fn outer(a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
 fn gather4(off: vec4<i32>, ok: vec4<bool>) -> vec4<f32> {
     let o = select(vec4<i32>(0), off, ok);
     return select(vec4<f32>(0.0), rnd4(vec4<f32>(vec4<act_t>(src_b[o.x], src_b[o.y], src_b[o.z], src_b[o.w]))), ok);
+}
+
+// gather4 of the input of a forward or a backward to the weights: relu(BN(x)) where BN_IN, bn's
+// columns each lane's channel's scale and shift.
+fn gather4_in(off: vec4<i32>, ok: vec4<bool>, bn: mat2x4<f32>) -> vec4<f32> {
+    if (!BN_IN) { return gather4(off, ok); }
+    let o = select(vec4<i32>(0), off, ok);
+    let v = vec4<f32>(vec4<act_t>(src_b[o.x], src_b[o.y], src_b[o.z], src_b[o.w]));
+    return select(vec4<f32>(0.0), rnd4(bn_relu4(v, bn)), ok);
+}
+
+// The BN parameters of input channel c for all four lanes (unused without BN_IN).
+fn bn_lanes1(c: u32) -> mat2x4<f32> {
+    if (!BN_IN) { return mat2x4<f32>(); }
+    let b = bn_params(c);
+    return mat2x4<f32>(vec4<f32>(b.x), vec4<f32>(b.y));
+}
+
+// The BN parameters of input channels c (one per lane; unused without BN_IN).
+fn bn_lanes(c: vec4<u32>) -> mat2x4<f32> {
+    if (!BN_IN) { return mat2x4<f32>(); }
+    return mat2x4<f32>(vec4<f32>(bias[c.x], bias[c.y], bias[c.z], bias[c.w]),
+                       vec4<f32>(bias[P.c + c.x], bias[P.c + c.y], bias[P.c + c.z], bias[P.c + c.w]));
 }
 
 fn in_box(h: vec4<i32>, w: vec4<i32>) -> vec4<bool> {
@@ -296,7 +349,8 @@ fn conv_fwd_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             var wi = u32(r * i32(P.s) + s) * (P.kpad / 4u) + kb * (CB / 4u);
             for (var c = 0u; c < P.c; c++) {
                 //%[g<CB4] let w{g} = wt[wi + {g}u];
-                //%[j<PB4] let v{j} = gather4(o{j}, ok{j});
+                let bn = bn_lanes1(c);
+                //%[j<PB4] let v{j} = gather4_in(o{j}, ok{j}, bn);
                 //%[g<CB4,j<PB4] a{g}{j} += outer(w{g}, v{j});
                 wi += wstride;
                 //%[j<PB4] o{j} += hw;
@@ -447,7 +501,7 @@ fn bn_grad4(c0: u32, run: u32, plane: u32, o: vec4<u32>, ok: vec4<bool>, acc: ma
 }
 
 // Weight index j = (c, r, s) -> r, s and the offset of x[0, c, r, s] (relative to the window).
-struct Taps { r: vec4<i32>, s: vec4<i32>, off: vec4<i32> }
+struct Taps { r: vec4<i32>, s: vec4<i32>, off: vec4<i32>, c: vec4<u32> }
 
 fn dw_taps(j0: u32, crs: u32) -> Taps {
     let j = min(vec4<u32>(j0) + LANE4, vec4<u32>(crs - 1u));
@@ -456,7 +510,7 @@ fn dw_taps(j0: u32, crs: u32) -> Taps {
     let rs = j % rs_n;
     let r = vec4<i32>(rs / P.s);
     let s = vec4<i32>(rs % P.s);
-    return Taps(r, s, vec4<i32>(c * P.h * P.w) + r * i32(P.w) + s);
+    return Taps(r, s, vec4<i32>(c * P.h * P.w) + r * i32(P.w) + s, c);
 }
 
 // Stores a 4x4 block of partial weight gradients: column i of `a` is weight j0+i, row l is
@@ -499,6 +553,8 @@ fn conv_dw_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let split = t / kblocks;
     let j0 = jb * PB;
     //%[j<PB4] let t{j} = dw_taps(j0 + {4*j}u, crs);
+    // the BatchNorm below's parameters per lane, where it is applied on load (else unused)
+    //%[j<PB4] let bn{j} = bn_lanes(t{j}.c);
     let H = vec4<i32>(i32(P.h));
     let W = vec4<i32>(i32(P.w));
     let zero = vec4<i32>(0);
@@ -518,7 +574,7 @@ fn conv_dw_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
             let wb = i32(q * P.stride) - i32(P.pad);
             //%[g<CB4] let d{g} = dy4(yrow + q, k0 + {4*g}u, pq);
             let xb = xrow + wb;
-            //%[j<PB4] let v{j} = gather4(t{j}.off + xb, h{j} & (t{j}.s + wb >= zero) & (t{j}.s + wb < W));
+            //%[j<PB4] let v{j} = gather4_in(t{j}.off + xb, h{j} & (t{j}.s + wb >= zero) & (t{j}.s + wb < W), bn{j});
             //%[g<CB4,j<PB4] a{g}{j} += outer(d{g}, v{j});
         }
     }
@@ -539,7 +595,7 @@ fn x_at(n: u32, c: u32, p: u32, q: u32, r: u32, s: u32) -> f32 {
     let h = i32(p * P.stride + r) - i32(P.pad);
     let w = i32(q * P.stride + s) - i32(P.pad);
     if (h < 0 || w < 0 || h >= i32(P.h) || w >= i32(P.w)) { return 0.0; }
-    return f32(src_b[((n * P.c + c) * P.h + u32(h)) * P.w + u32(w)]);
+    return bn_in(c, f32(src_b[((n * P.c + c) * P.h + u32(h)) * P.w + u32(w)]));
 }
 
 fn load_a(mode: u32, m: u32, kk: u32) -> f32 {

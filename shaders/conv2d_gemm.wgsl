@@ -146,6 +146,16 @@ fn b_column(mode: u32, col: u32, nc: u32) -> Column {
     return c;
 }
 
+// relu(BN(v)) of input channel c where BN_IN (true in the derived modules, as in conv2d.wgsl,
+// whose bn_in says why), else v: the BatchNorm below applied as the input is loaded, in the
+// forward and the backward to the weights, with `bias` holding its [scale, shift] per channel.
+const BN_IN = false;
+
+fn bn_in(c: u32, v: f32) -> f32 {
+    if (!BN_IN) { return v; }
+    return max(v * bias[c] + bias[P.c + c], 0.0);
+}
+
 // B[d, col] of mode 0: x at channel c, tap (r, s) of the column's window.
 fn b_forward(col: Column, d: u32, d_end: u32) -> f32 {
     if (!col.ok || d >= d_end) { return 0.0; }
@@ -155,7 +165,7 @@ fn b_forward(col: Column, d: u32, d_end: u32) -> f32 {
     let h = col.y + i32(rs / P.s);
     let w = col.x + i32(rs % P.s);
     if (h < 0 || w < 0 || h >= i32(P.h) || w >= i32(P.w)) { return 0.0; }
-    return f32(src_b[col.base + (c * P.h + u32(h)) * P.w + u32(w)]);
+    return bn_in(c, f32(src_b[col.base + (c * P.h + u32(h)) * P.w + u32(w)]));
 }
 
 // B[d, col] of mode 1: dy[n, k, p, q] for the output pixel that reaches the column's input pixel
@@ -174,14 +184,15 @@ fn b_input(col: Column, d: u32, d_end: u32) -> f32 {
     return f32(src_b[col.base + (k * P.p + p) * P.q + q]);
 }
 
-// Weight column j = (c, r, s) of mode 2 as (offset of x[0, c] plus r*W + s, r, s, in range).
+// Weight column j = (c, r, s) of mode 2 as (offset of x[0, c] plus r*W + s, r, s, c + 1 where
+// in range, else 0).
 fn b_weight(j: u32) -> vec4<i32> {
     let rs_n = P.r * P.s;
     let rs = j % rs_n;
     let r = rs / P.s;
     let s = rs % P.s;
-    let ok = j < P.c * rs_n;
-    return vec4<i32>(i32((j / rs_n) * P.h * P.w + r * P.w + s), i32(r), i32(s), i32(ok));
+    let c = j / rs_n;
+    return vec4<i32>(i32(c * P.h * P.w + r * P.w + s), i32(r), i32(s), select(0, i32(c) + 1, c < P.c));
 }
 
 // B[d, j] of mode 2: x at output pixel d (given as its Column) through weight j.
@@ -190,7 +201,7 @@ fn b_dw(px: Column, j: vec4<i32>) -> f32 {
     let h = px.y + j.y;
     let w = px.x + j.z;
     if (h < 0 || w < 0 || h >= i32(P.h) || w >= i32(P.w)) { return 0.0; }
-    return f32(src_b[u32(i32(px.base) + px.y * i32(P.w) + px.x + j.x)]);
+    return bn_in(u32(j.w - 1), f32(src_b[u32(i32(px.base) + px.y * i32(P.w) + px.x + j.x)]));
 }
 
 // Load l of A in mode 2: dy[n, m, pq] at the invocation's depth d = (n, pq).

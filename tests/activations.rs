@@ -179,6 +179,91 @@ fn f16_families_take_f16_gradients_in_the_backward() {
     }
 }
 
+/// BatchNorm-apply and its ReLU in the loads of every f16 family (`conv2d::forward_bn_in`,
+/// `conv2d::backward_weight_bn_in`): the input c in f16, relu(c * scale + shift) computed in f32
+/// and rounded to f16 as an operand. Against the f64 forward (y stored in f16) and backward to
+/// the weights of relu(c * scale + shift) from the same f16 c, within the bound of f16 operands
+/// and f32 sums plus what the f32 arithmetic of the BN may add to each operand (two roundings of
+/// its terms' magnitudes).
+#[test]
+fn f16_families_apply_batchnorm_on_load() {
+    if !f16_shaders("f16_families_apply_batchnorm_on_load") {
+        return;
+    }
+    const EPS32: f64 = 1.0 / 16_777_216.0;
+    let shapes = [
+        Conv2dShape::new(2, 16, 8, 8, 16, 3, 1, 1),
+        Conv2dShape::new(2, 8, 9, 9, 20, 3, 2, 1),
+    ];
+    for family in f16_families() {
+        let gpu = gpu_with(Some(family));
+        for (i, sh) in shapes.iter().enumerate() {
+            let seed = 90 + i as u64;
+            let c = f16(&rand_vec(sh.n * sh.c * sh.h * sh.w, seed));
+            let w = rand_vec(sh.k * sh.c * sh.r * sh.s, seed + 1);
+            let dy = f16(&rand_vec(sh.n * sh.k * sh.p() * sh.q(), seed + 2));
+            // scale, then shift; shift > 0 in even channels: BN(0) > 0 there
+            let ch = sh.c;
+            let bn: Vec<f32> = (0..2 * ch)
+                .map(|e| match (e / ch, e % ch) {
+                    (0, i) => 0.7 + 0.04 * i as f32,
+                    (_, i) if i % 2 == 0 => 0.15,
+                    (_, i) => -0.05 * i as f32,
+                })
+                .collect();
+            let (ct, dyt) = (
+                upload16(&gpu, &c, &sh.x_shape()),
+                upload16(&gpu, &dy, &sh.y_shape()),
+            );
+            let (wt, bnt) = (
+                gpu.upload(&w, &sh.w_shape()).unwrap(),
+                gpu.upload(&bn, &[2 * ch]).unwrap(),
+            );
+            let y = gpu.zeros_of(&sh.y_shape(), Dtype::F16).unwrap();
+            let dw = gpu.zeros(&sh.w_shape()).unwrap();
+            let input = (&ct, Some(&bnt));
+            let (mut ks, _) = conv2d::forward_bn_in(&gpu, sh, input, &wt, &y, None).unwrap();
+            ks.extend(conv2d::backward_weight_bn_in(&gpu, sh, input, &dyt, &dw, None).unwrap());
+            run(&gpu, &ks);
+
+            let hw = sh.h * sh.w;
+            let p = |k: usize, e: usize| bn[k * ch + (e / hw) % ch] as f64;
+            let terms = |e: usize, v: f64| (v * p(0, e), p(1, e));
+            let a: Vec<f64> = (c.iter().enumerate())
+                .map(|(e, v)| {
+                    let (t, b) = terms(e, *v as f64);
+                    (t + b).max(0.0)
+                })
+                .collect();
+            // the f32 BN's error per operand, and each operand's magnitude with it
+            let a_err: Vec<f64> = (c.iter().enumerate())
+                .map(|(e, v)| {
+                    let (t, b) = terms(e, *v as f64);
+                    2.0 * EPS32 * (t.abs() + b.abs())
+                })
+                .collect();
+            let a_mag: Vec<f64> = a.iter().zip(&a_err).map(|(a, e)| a.abs() + e).collect();
+            let g = Conv::from(sh);
+            let abs = |v: &[f32]| v.iter().map(|a| a.abs() as f64).collect::<Vec<_>>();
+            let want = conv_forward(&g, &a, &f64s(&w), None);
+            let mag = conv_forward(&g, &a_mag, &abs(&w), None);
+            let err_in = conv_forward(&g, &a_err, &abs(&w), None);
+            let b = f16_bounds(&mag, sh.c * sh.r * sh.s);
+            let what = format!("{family:?} {sh:?}");
+            assert_within(&format!("{what} y"), &read(&gpu, &y), &want, |e| {
+                stored(want[e], b[e] + err_in[e])
+            });
+            let (_, want_dw, _) = conv_backward(&g, &a, &f64s(&w), &f64s(&dy));
+            let (_, mag_dw, _) = conv_backward(&g, &a_mag, &abs(&w), &abs(&dy));
+            let (_, err_dw, _) = conv_backward(&g, &a_err, &abs(&w), &abs(&dy));
+            let b = f16_bounds(&mag_dw, sh.n * sh.p() * sh.q());
+            assert_within(&format!("{what} dw"), &read(&gpu, &dw), &want_dw, |e| {
+                b[e] + err_dw[e]
+            });
+        }
+    }
+}
+
 /// A training BatchNorm (+ residual, + ReLU) on f16 activations: y, dx and dres stored in f16,
 /// the statistics and the parameters' gradients in f32, against the f64 forward and backward of
 /// the same f16 inputs (the ReLU's mask from the y the GPU stored, as its backward reads it):

@@ -644,3 +644,130 @@ fn added_gradient_in_the_backward_to_the_input_matches_the_f64_reference() {
 fn cases(shapes: &[Conv2dShape]) -> impl Iterator<Item = (usize, &Conv2dShape, bool)> {
     (shapes.iter().enumerate()).flat_map(|(i, sh)| [(i, sh, false), (i, sh, true)])
 }
+
+/// The parameters a convolution applies BatchNorm with on load, y = x * scale + shift: scale,
+/// then shift, of `c` channels. Half the shifts are positive, so that BN(0) > 0 there: a kernel
+/// that padded with BN(0) instead of zero (the padding pads the BN's output) would be caught at
+/// the borders.
+fn on_load_params(c: usize) -> Vec<f32> {
+    let scale = (0..c).map(|i| 0.8 + 0.05 * i as f32);
+    let shift = (0..c).map(|i| {
+        if i % 2 == 0 {
+            0.25
+        } else {
+            -0.3 - 0.01 * i as f32
+        }
+    });
+    scale.chain(shift).collect()
+}
+
+/// relu(c * scale + shift) in f64 with the parameters of [`on_load_params`]'s layout.
+fn bn_relu_reference(sh: &Conv2dShape, c: &[f32], bn: &[f32]) -> Vec<f64> {
+    let (ch, hw) = (sh.c, sh.h * sh.w);
+    (c.iter().enumerate())
+        .map(|(e, v)| {
+            let i = (e / hw) % ch;
+            (*v as f64 * bn[i] as f64 + bn[ch + i] as f64).max(0.0)
+        })
+        .collect()
+}
+
+/// BatchNorm-apply and its ReLU in the convolution's loads (`conv2d::forward_bn_in`,
+/// `conv2d::backward_weight_bn_in`): every fp32 family's forward and backward to the weights of
+/// relu(BN(c)) against the f64 forward and backward of that input computed apart.
+#[test]
+fn batchnorm_applied_on_load_matches_the_f64_reference() {
+    let shapes = ragged_shapes();
+    let mut checked = 0;
+    for family in KernelFamily::of_precision(Precision::Fp32) {
+        let gpu = gpu_with(Some(family));
+        for (i, sh) in shapes.iter().enumerate() {
+            let (c, w) = data(sh, i);
+            let bn = on_load_params(sh.c);
+            let dy = rand_vec(sh.n * sh.k * sh.p() * sh.q(), 30 + i as u64);
+            let up = |v: &[f32], shape: &[usize]| gpu.upload(v, shape).unwrap();
+            let (ct, wt, dyt) = (
+                up(&c, &sh.x_shape()),
+                up(&w, &sh.w_shape()),
+                up(&dy, &sh.y_shape()),
+            );
+            let bnt = up(&bn, &[2 * sh.c]);
+            let (y, dw) = (
+                gpu.zeros(&sh.y_shape()).unwrap(),
+                gpu.zeros(&sh.w_shape()).unwrap(),
+            );
+            let input = (&ct, Some(&bnt));
+            let (mut ks, _) = conv2d::forward_bn_in(&gpu, sh, input, &wt, &y, None).unwrap();
+            ks.extend(conv2d::backward_weight_bn_in(&gpu, sh, input, &dyt, &dw, None).unwrap());
+            run(&gpu, &ks);
+
+            let g = reference::Conv::from(sh);
+            let a = bn_relu_reference(sh, &c, &bn);
+            let y_ref = reference::conv_forward(&g, &a, &f64s(&w), None);
+            let (_, dw_ref, _) = reference::conv_backward(&g, &a, &f64s(&w), &f64s(&dy));
+            let what = format!("{} {sh:?}", family.name());
+            assert_close(&format!("{what} y"), &read(&gpu, &y), &y_ref, 1e-5);
+            assert_close(&format!("{what} dw"), &read(&gpu, &dw), &dw_ref, 1e-5);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 8 * shapes.len(), "every fp32 family");
+}
+
+/// The merge of the convolution's partial statistics for a BN applied on load
+/// (`batchnorm::forward_train_on_load`) writes the batch's mean and invstd (against the f64
+/// statistics of the convolution's output), the BN as scale = gamma * invstd and shift = beta -
+/// mean * scale from them, and updates the running ones.
+#[test]
+fn batchnorm_on_load_parameters_are_the_batch_statistics() {
+    let gpu = gpu_with(Some(KernelFamily::Register16x16));
+    for (i, sh) in ragged_shapes().iter().enumerate() {
+        let (x, w) = data(sh, i);
+        let up = |v: &[f32], shape: &[usize]| gpu.upload(v, shape).unwrap();
+        let (xt, wt) = (up(&x, &sh.x_shape()), up(&w, &sh.w_shape()));
+        let (c, partial) = (
+            gpu.zeros(&sh.y_shape()).unwrap(),
+            gpu.zeros(&[conv2d::stats_len(sh)]).unwrap(),
+        );
+        let (mut ks, written) =
+            conv2d::forward_with_stats(&gpu, sh, &xt, &wt, &c, &partial).unwrap();
+        assert!(written, "the register family writes the statistics");
+        let affine_t = up(&affine(sh.k), &[2, sh.k]);
+        let running = up(&[vec![0.0; sh.k], vec![1.0; sh.k]].concat(), &[2, sh.k]);
+        let p = BnParams {
+            affine: &affine_t,
+            running: &running,
+        };
+        let (saved, params) = (
+            gpu.zeros(&[2, sh.k]).unwrap(),
+            gpu.zeros(&[batchnorm::on_load_len(sh.k)]).unwrap(),
+        );
+        let merge = batchnorm::forward_train_on_load;
+        ks.push(merge(&gpu, &c, &p, &saved, MOMENTUM, &partial, &params).unwrap());
+        run(&gpu, &ks);
+        let [_, mean, invstd, run_mean, run_var] = reference(sh, &x, &w);
+        let (got, saved) = (read(&gpu, &params), read(&gpu, &saved));
+        let k = sh.k;
+        let what = format!("{sh:?}");
+        assert_close(&format!("{what} mean"), &saved[..k], &mean, 1e-5);
+        assert_close(&format!("{what} invstd"), &saved[k..], &invstd, 1e-5);
+        let a = f64s(&affine(k));
+        let scale: Vec<f64> = (0..k).map(|i| a[i] * invstd[i]).collect();
+        let shift: Vec<f64> = (0..k).map(|i| a[k + i] - mean[i] * scale[i]).collect();
+        assert_close(&format!("{what} scale"), &got[..k], &scale, 1e-5);
+        assert_close(&format!("{what} shift"), &got[k..], &shift, 1e-5);
+        let running = read(&gpu, &running);
+        assert_close(
+            &format!("{what} running mean"),
+            &running[..k],
+            &run_mean,
+            1e-5,
+        );
+        assert_close(
+            &format!("{what} running var"),
+            &running[k..],
+            &run_var,
+            1e-5,
+        );
+    }
+}

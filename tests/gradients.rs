@@ -197,6 +197,44 @@ fn resnet8_and_bottleneck_gradients_equal_the_reference_on_the_gemm_tile() {
     report(&worst, "bottleneck net on the GEMM tile");
 }
 
+/// The same where the BatchNorms inside the blocks are applied on load by the convolution after
+/// (the register family's forward writes their statistics) but that convolution's backward to the
+/// input is on a family without the BatchNorm epilogue (the tiled one): their outputs, never
+/// stored, are recomputed for their backward (`Recorder::bn_output`).
+#[test]
+fn resnet8_gradients_equal_the_reference_with_batchnorm_outputs_recomputed() {
+    use resnet::gpu::{Gpu, GpuOptions};
+    use resnet::ops::conv2d::{KernelFamily, BACKWARD_INPUT};
+    let gpu = Gpu::new_blocking(&GpuOptions {
+        tune: Some(true),
+        defer_tuning: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let own = KernelFamily::of(&gpu);
+    assert!(
+        own.writes_stats(),
+        "{own:?}: the forward applies BatchNorm on load"
+    );
+    let resnet8 = cifar("resnet8");
+    network_step(&gpu, &resnet8, 15, 4).unwrap();
+    let shapes = gpu.take_untuned();
+    assert!(shapes.iter().any(|(op, _)| op == BACKWARD_INPUT));
+    for (op, key) in shapes {
+        let family = if op == BACKWARD_INPUT {
+            KernelFamily::Tiled
+        } else {
+            own
+        };
+        gpu.set_choice(&op, &key, family.name());
+    }
+    let worst = check_planned(&resnet8, network_step(&gpu, &resnet8, 15, 4).unwrap());
+    report(
+        &worst,
+        "resnet8, BatchNorm outputs recomputed for the backward",
+    );
+}
+
 #[test]
 fn plain8_gradients_equal_the_reference() {
     report(

@@ -90,6 +90,25 @@ fn every_module_of_f16_activations_validates() {
     }
 }
 
+/// The modules whose convolutions apply the BatchNorm below as they load their input (BN_IN set),
+/// for every family, f32 and f16 activations, the tensor-core tile included.
+#[test]
+fn every_batchnorm_on_load_module_validates() {
+    let modules = resnet::ops::conv2d::bn_in_modules();
+    assert_eq!(
+        modules.len(),
+        45,
+        "15 family modules, each with its two f16 ones"
+    );
+    for (name, src) in modules {
+        assert!(
+            name.ends_with("#bnin") && src.contains("const BN_IN = true;"),
+            "{name}"
+        );
+        validate(name, src);
+    }
+}
+
 #[test]
 fn every_conv2d_block_and_tile_size_validates() {
     let sources = resnet::ops::conv2d::all_sources();

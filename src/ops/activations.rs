@@ -9,9 +9,8 @@
 //! the f16 module. The convolution shaders have three such aliases, one per binding whose type
 //! differs between their kernels ([`CONV_FORWARD`], [`CONV_WEIGHTS`]).
 
+use super::derived;
 use crate::gpu::{Dtype, Tensor};
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
 
 /// The aliases of f16 activations in every shader but the convolutions'.
 const ACTIVATIONS: F16Set = F16Set {
@@ -60,21 +59,10 @@ pub(crate) fn module(m: (&'static str, &'static str), act: Dtype) -> (&'static s
 
 /// The module of `(name, source)` with the aliases of `set` in f16, named `name#tag`.
 pub(crate) fn module_with(
-    (name, source): (&'static str, &'static str),
+    m: (&'static str, &'static str),
     set: F16Set,
 ) -> (&'static str, &'static str) {
-    type Built = HashMap<(&'static str, &'static str), (&'static str, &'static str)>;
-    static F16: OnceLock<Mutex<Built>> = OnceLock::new();
-    let mut built = F16
-        .get_or_init(Default::default)
-        .lock()
-        .expect("not poisoned");
-    *built.entry((name, set.tag)).or_insert_with(|| {
-        // a handful of modules, each leaked once: they live as long as the process's pipelines
-        let f16 = Box::leak(f16_source(name, source, set).into_boxed_str());
-        let name16 = Box::leak(format!("{name}#{}", set.tag).into_boxed_str());
-        (&*name16, &*f16)
-    })
+    derived::module(m, set.tag, |name, source| f16_source(name, source, set))
 }
 
 /// `source` with the aliases of `set` in f16.
@@ -82,12 +70,7 @@ fn f16_source(name: &str, source: &str, set: F16Set) -> String {
     let mut f16 = source.to_string();
     for alias in set.aliases {
         let line = format!("alias {alias} = f32;");
-        assert_eq!(
-            f16.matches(&line).count(),
-            1,
-            "{name}: a module of f16 activations needs its shader's `{line}`"
-        );
-        f16 = f16.replace(&line, &format!("alias {alias} = f16;"));
+        f16 = derived::replace_line(name, &f16, &line, &format!("alias {alias} = f16;"));
     }
     match f16.starts_with("enable f16;") {
         true => f16,
@@ -99,7 +82,7 @@ fn f16_source(name: &str, source: &str, set: F16Set) -> String {
 pub(crate) fn is_f16_module(file: &str) -> bool {
     [ACTIVATIONS, CONV_FORWARD, CONV_WEIGHTS]
         .iter()
-        .any(|set| file.strip_suffix(set.tag).is_some_and(|f| f.ends_with('#')))
+        .any(|set| derived::has_tag(file, set.tag))
 }
 
 /// Every module of f16 activations a shader module `(name, source)` has, for validation: the

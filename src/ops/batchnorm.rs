@@ -19,6 +19,7 @@ const RELU: usize = 1;
 const RESIDUAL: usize = 2;
 const EVAL: usize = 4;
 const ACROSS: usize = 8;
+const ON_LOAD: usize = 16;
 
 /// The learned and running state of one BatchNorm2d layer.
 pub struct BnParams<'a> {
@@ -250,24 +251,91 @@ pub fn forward_train_from(
     partial: &Tensor,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = "batchnorm2d forward";
-    let (n, c, hw) = check_forward(OP, (x, y), p, saved, &fuse)?;
+    let dims = check_forward(OP, (x, y), p, saved, &fuse)?;
+    Ok(vec![
+        merge_partials(gpu, OP, dims, p, saved, momentum, partial, None)?,
+        apply(gpu, OP, (x, y), p, saved, fuse, momentum)?,
+    ])
+}
+
+/// The length of [`forward_train_on_load`]'s parameters of a BN of `c` channels.
+pub fn on_load_len(c: usize) -> usize {
+    2 * c
+}
+
+/// [`forward_train_from`] without the apply, for a BN followed by a ReLU whose output only the
+/// next convolution reads: that convolution applies both as it loads x
+/// (`conv2d::forward_bn_in`). Writes the batch statistics into `saved`, updates the running
+/// ones, and writes the BN as y = x * scale + shift for the convolution into `on_load`
+/// ([`on_load_len`]: scale = gamma * invstd, then shift = beta - mean * scale, per channel).
+pub fn forward_train_on_load(
+    gpu: &Gpu,
+    x: &Tensor,
+    p: &BnParams,
+    saved: &Tensor,
+    momentum: f32,
+    partial: &Tensor,
+    on_load: &Tensor,
+) -> Result<Kernel> {
+    const OP: &str = "batchnorm2d forward";
+    let dims = check_forward(OP, (x, x), p, saved, &Fuse::default())?;
+    check_shape(OP, "BN-on-load parameters", on_load, &[on_load_len(dims.1)])?;
+    let on_load = Some(on_load);
+    merge_partials(gpu, OP, dims, p, saved, momentum, partial, on_load)
+}
+
+/// y = relu(BN(x)) with the batch statistics in `saved`, as [`forward_train_from`] applies it:
+/// where a pass needs the output [`forward_train_on_load`] left to the convolution after.
+pub fn apply_train(
+    gpu: &Gpu,
+    (x, y): (&Tensor, &Tensor),
+    p: &BnParams,
+    saved: &Tensor,
+) -> Result<Kernel> {
+    const OP: &str = "batchnorm2d forward";
+    let fuse = Fuse {
+        residual: None,
+        relu: true,
+    };
+    check_forward(OP, (x, y), p, saved, &fuse)?;
+    apply(gpu, OP, (x, y), p, saved, fuse, MOMENTUM)
+}
+
+/// The merge of the partial statistics a convolution's epilogue wrote (and, with `on_load`, the
+/// BN-on-load parameters).
+#[allow(clippy::too_many_arguments)]
+fn merge_partials(
+    gpu: &Gpu,
+    op: &'static str,
+    (n, c, hw): (usize, usize, usize),
+    p: &BnParams,
+    saved: &Tensor,
+    momentum: f32,
+    partial: &Tensor,
+    on_load: Option<&Tensor>,
+) -> Result<Kernel> {
     // per channel and run of 8 values (`conv2d::stats_len`)
     let runs = (n * hw).div_ceil(8);
-    check_shape(OP, "partial statistics", partial, &[c * runs * 3])?;
+    check_shape(op, "partial statistics", partial, &[c * runs * 3])?;
+    let none = dummy(gpu)?;
+    let flags = if on_load.is_some() { ON_LOAD } else { 0 };
     let mut merge = kernel(
         gpu,
-        OP,
+        op,
         SHADER,
         "bn_stats_partials",
-        params_chunks(n, c, hw, 0, momentum, 1, runs),
-        &[(5, saved), (7, p.running), (14, partial)],
+        params_chunks(n, c, hw, flags, momentum, 1, runs),
+        &[
+            (3, p.affine),
+            (5, saved),
+            (7, p.running),
+            (14, partial),
+            (15, on_load.unwrap_or(&none)),
+        ],
         1,
     )?;
     merge.grid = [c as u32, 1, 1];
-    Ok(vec![
-        merge,
-        apply(gpu, OP, (x, y), p, saved, fuse, momentum)?,
-    ])
+    Ok(merge)
 }
 
 /// Eval-mode forward with the running statistics: y = fused(bn(x)).

@@ -7,6 +7,7 @@ pub mod amp;
 pub mod augment;
 pub mod batchnorm;
 pub mod conv2d;
+mod derived;
 pub mod elementwise;
 mod kind;
 pub mod linear;

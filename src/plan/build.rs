@@ -170,7 +170,7 @@ impl Visitor for ForwardWalk<'_, '_> {
             relu: true,
         };
         let saved = self.rec.conv_bn(stem, &x, relu, &mut ks)?;
-        let y = saved.a.clone();
+        let y = saved.a().clone();
         self.saved.stem = Some(saved);
         self.rec.push_stage(self.stages, "stem".into(), ks);
         Ok(y)

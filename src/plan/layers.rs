@@ -11,16 +11,60 @@ use crate::ops::batchnorm::{self, BnParams, Exchange, Fuse, MOMENTUM};
 use crate::ops::conv2d::{self, Conv2dShape};
 use crate::ops::elementwise::{self, ShortcutShape};
 
+/// A convolution's input as it loads it: a stored tensor, or relu(BN(x)) of the conv + BN below,
+/// applied as the convolution loads x (the BN's output never stored: `conv2d::forward_bn_in`).
+#[derive(Clone)]
+pub(super) struct ConvInput {
+    /// The tensor the convolution reads: its input, or the conv output of the conv + BN below.
+    pub x: Tensor,
+    /// That BN's on-load parameters (`batchnorm::forward_train_on_load`), where it is applied.
+    pub bn: Option<Tensor>,
+}
+
+impl ConvInput {
+    /// A stored input.
+    pub fn stored(x: &Tensor) -> Self {
+        ConvInput {
+            x: x.clone(),
+            bn: None,
+        }
+    }
+}
+
 /// What the backward pass needs from one conv + BN.
 pub(super) struct ConvBnSaved {
     /// The conv's input.
-    pub input: Tensor,
+    pub input: ConvInput,
     /// The conv's output (the BN's input); none where inference folded the BN into the conv.
     c: Option<Tensor>,
-    /// The BN's output (after the fused add and ReLU).
-    pub a: Tensor,
+    /// The BN's output (after the fused add and ReLU); none where the next convolution applies
+    /// the BN as it loads c (`on_load`).
+    a: Option<Tensor>,
+    /// The BN's parameters for the next convolution to apply it on load, where `a` is none.
+    on_load: Option<Tensor>,
     /// The batch statistics (training).
     stats: Option<Tensor>,
+}
+
+impl ConvBnSaved {
+    /// The BN's stored output: every conv + BN's but those inside a block, in training.
+    pub fn a(&self) -> &Tensor {
+        (self.a.as_ref()).expect("only a BN inside a block leaves its output to the next conv")
+    }
+
+    /// The BN's output as the next convolution's input.
+    fn output(&self) -> ConvInput {
+        match (&self.a, &self.on_load) {
+            (Some(a), _) => ConvInput::stored(a),
+            (None, bn) => ConvInput {
+                x: self
+                    .c
+                    .clone()
+                    .expect("applied on load from the conv's output"),
+                bn: bn.clone(),
+            },
+        }
+    }
 }
 
 /// What the backward pass needs from one block.
@@ -195,21 +239,70 @@ impl<'a> Recorder<'a> {
         fuse: Fuse,
         ks: &mut Vec<Kernel>,
     ) -> Result<ConvBnSaved> {
-        if !self.train && self.gpu.fusion {
-            return self.conv_bn_folded(cb, x, fuse, ks);
+        self.conv_bn_in(cb, ConvInput::stored(x), fuse, false, ks)
+    }
+
+    /// [`Recorder::conv_bn`] of `input`. `on_load`: the BN is followed by a ReLU alone and the
+    /// next convolution alone reads its output, so where the convolution computed the BN's
+    /// statistics in its epilogue, the BN's output is not stored: the next convolution applies
+    /// the BN and the ReLU as it loads c (`ConvBnSaved::output`).
+    fn conv_bn_in(
+        &mut self,
+        cb: &ConvBn,
+        input: ConvInput,
+        fuse: Fuse,
+        on_load: bool,
+        ks: &mut Vec<Kernel>,
+    ) -> Result<ConvBnSaved> {
+        if !self.train && self.gpu.fusion && input.bn.is_none() {
+            return self.conv_bn_folded(cb, &input.x, fuse, ks);
         }
-        let sh = conv_shape(x, cb);
-        let c = self.pool.get_of(self.gpu, &sh.y_shape(), self.act)?;
+        let (gpu, sh) = (self.gpu, conv_shape(&input.x, cb));
+        let c = self.pool.get_of(gpu, &sh.y_shape(), self.act)?;
         let batch_stats = self.train && !self.fine_tune.bn_fixed(&cb.bn);
-        let partial = self.conv(cb, &sh, (x, &c), batch_stats, ks)?;
-        let a = self.pool.get_of(self.gpu, &sh.y_shape(), self.act)?;
+        let partial = self.conv(cb, &sh, (&input, &c), batch_stats, ks)?;
+        if let Some(partial) = partial.as_ref().filter(|_| on_load) {
+            let (stats, params) = self.bn_on_load(cb, &c, partial, ks)?;
+            self.pool.put(partial.clone());
+            return Ok(ConvBnSaved {
+                input,
+                c: Some(c),
+                a: None,
+                on_load: Some(params),
+                stats: Some(stats),
+            });
+        }
+        let a = self.pool.get_of(gpu, &sh.y_shape(), self.act)?;
         let stats = self.bn(cb, (&c, &a), fuse, batch_stats, partial, ks)?;
         Ok(ConvBnSaved {
-            input: x.clone(),
+            input,
             c: Some(c),
-            a,
+            a: Some(a),
+            on_load: None,
             stats,
         })
+    }
+
+    /// The batch statistics of a BN the next convolution applies on load, merged from the
+    /// convolution's `partial` ones: (the statistics, the on-load parameters).
+    fn bn_on_load(
+        &mut self,
+        cb: &ConvBn,
+        c: &Tensor,
+        partial: &Tensor,
+        ks: &mut Vec<Kernel>,
+    ) -> Result<(Tensor, Tensor)> {
+        let (gpu, m) = (self.gpu, self.m);
+        let (affine, running) = (m.param(&cb.bn)?, m.running_of(&cb.bn)?);
+        let p = BnParams {
+            affine: &affine,
+            running: &running,
+        };
+        let stats = gpu.zeros(&[2, cb.cout])?;
+        let params = gpu.zeros(&[batchnorm::on_load_len(cb.cout)])?;
+        let merge = batchnorm::forward_train_on_load;
+        ks.push(merge(gpu, c, &p, &stats, MOMENTUM, partial, &params)?);
+        Ok((stats, params))
     }
 
     /// Inference's conv -> BN: the BN (running statistics) folded into the conv's weights and
@@ -245,9 +338,10 @@ impl<'a> Recorder<'a> {
         self.pool.put(folded_w);
         self.pool.put(folded_b);
         Ok(ConvBnSaved {
-            input: x.clone(),
+            input: ConvInput::stored(x),
             c: None,
-            a,
+            a: Some(a),
+            on_load: None,
             stats: None,
         })
     }
@@ -259,23 +353,25 @@ impl<'a> Recorder<'a> {
         &mut self,
         cb: &ConvBn,
         sh: &Conv2dShape,
-        (x, c): (&Tensor, &Tensor),
+        (x, c): (&ConvInput, &Tensor),
         batch_stats: bool,
         ks: &mut Vec<Kernel>,
     ) -> Result<Option<Tensor>> {
         let (gpu, w) = (self.gpu, self.m.param(&cb.conv)?);
-        if !(batch_stats && gpu.fusion && self.bn_ranks == 1) {
-            ks.extend(conv2d::forward(gpu, sh, x, &w, None, c)?);
-            return Ok(None);
-        }
-        let partial = self.pool.get(gpu, &[conv2d::stats_len(sh)])?;
-        let (kernels, written) = conv2d::forward_with_stats(gpu, sh, x, &w, c, &partial)?;
+        let partial = match batch_stats && gpu.fusion && self.bn_ranks == 1 {
+            true => Some(self.pool.get(gpu, &[conv2d::stats_len(sh)])?),
+            false => None,
+        };
+        let input = (&x.x, x.bn.as_ref());
+        let (kernels, written) = conv2d::forward_bn_in(gpu, sh, input, &w, c, partial.as_ref())?;
         ks.extend(kernels);
-        if written {
-            return Ok(Some(partial));
+        match partial {
+            Some(partial) if !written => {
+                self.pool.put(partial);
+                Ok(None)
+            }
+            partial => Ok(partial),
         }
-        self.pool.put(partial);
-        Ok(None)
     }
 
     /// Records a = BN(c) fused with `fuse`: on the batch's statistics where `batch_stats` (merged
@@ -332,11 +428,14 @@ impl<'a> Recorder<'a> {
         let c = s.c.as_ref().expect("training keeps the conv's output");
         let dc = self.pool.get_of(gpu, &c.shape, self.act)?;
         self.bn_backward(cb, s, g, &fused, &dc, ks)?;
-        let sh = conv_shape(&s.input, cb);
+        let sh = conv_shape(&s.input.x, cb);
         let dw = m.grad(&cb.conv)?;
-        ks.extend(conv2d::backward_weight(gpu, &sh, &s.input, &dc, &dw, None)?);
+        let input = (&s.input.x, s.input.bn.as_ref());
+        ks.extend(conv2d::backward_weight_bn_in(
+            gpu, &sh, input, &dc, &dw, None,
+        )?);
         let out = if fused.input_grad {
-            let dx = self.pool.get_of(gpu, &s.input.shape, self.act)?;
+            let dx = self.pool.get_of(gpu, &s.input.x.shape, self.act)?;
             let (add, bufs) = (fused.input_add, (&dc, &dx));
             let sums = self.conv_backward_input(cb, &sh, bufs, below, add, ks)?;
             GradOut { g: Some(dx), sums }
@@ -379,10 +478,11 @@ impl<'a> Recorder<'a> {
             None => batchnorm::Stats::Running(&running),
         };
         let (residual_grad, relu) = (fused.residual_grad, fused.relu);
+        let a = self.bn_output(cb, s, ks)?;
         let op = batchnorm::backward(
             gpu,
             g.g,
-            &s.a,
+            &a,
             c,
             &affine,
             stats,
@@ -392,7 +492,35 @@ impl<'a> Recorder<'a> {
             relu,
         )?;
         self.take(ks, op);
+        if s.a.is_none() {
+            self.pool.put(a);
+        }
         Ok(())
+    }
+
+    /// The BN's output for its unfused backward (its ReLU's mask): stored, or recomputed into a
+    /// buffer of the pool where the next convolution applied it on load (and its backward to the
+    /// input, on a family without the BatchNorm epilogue, did not mask the gradient).
+    fn bn_output(&mut self, cb: &ConvBn, s: &ConvBnSaved, ks: &mut Vec<Kernel>) -> Result<Tensor> {
+        if let Some(a) = &s.a {
+            return Ok(a.clone());
+        }
+        let (gpu, m) = (self.gpu, self.m);
+        let c =
+            s.c.as_ref()
+                .expect("applied on load from the conv's output");
+        let saved = s
+            .stats
+            .as_ref()
+            .expect("applied on load with batch statistics");
+        let (affine, running) = (m.param(&cb.bn)?, m.running_of(&cb.bn)?);
+        let p = BnParams {
+            affine: &affine,
+            running: &running,
+        };
+        let a = self.pool.get_of(gpu, &c.shape, self.act)?;
+        ks.push(batchnorm::apply_train(gpu, (c, &a), &p, saved)?);
+        Ok(a)
     }
 
     /// Records dx = conv backward to the input of dc (plus `add`); where `below`'s BN trains
@@ -424,7 +552,7 @@ impl<'a> Recorder<'a> {
             affine: &affine,
             saved,
             sums: &sums,
-            out: below.residual.then_some(&below.saved.a),
+            out: below.residual.then(|| below.saved.a()),
             side: add,
         };
         let (kernels, written) = conv2d::backward_input_bn(gpu, sh, dc, &w, dx, &bn)?;
@@ -456,28 +584,27 @@ impl<'a> Recorder<'a> {
             }
             Shortcut::Projection(cb) => {
                 let saved = self.conv_bn(cb, x, Fuse::default(), ks)?;
-                let a = saved.a.clone();
+                let a = saved.a().clone();
                 projection = Some(saved);
                 Some(a)
             }
         };
-        let mut convs = Vec::new();
-        let mut cur = x.clone();
+        let mut convs: Vec<ConvBnSaved> = Vec::new();
         for (i, cb) in b.convs.iter().enumerate() {
             let last = i + 1 == b.convs.len();
             let fuse = Fuse {
                 residual: if last { residual.as_ref() } else { None },
                 relu: true,
             };
-            let saved = self.conv_bn(cb, &cur, fuse, ks)?;
-            cur = saved.a.clone();
-            convs.push(saved);
+            let input = convs.last().map_or(ConvInput::stored(x), |s| s.output());
+            // inside the block, the next convolution alone reads the BN's output
+            convs.push(self.conv_bn_in(cb, input, fuse, !last, ks)?);
         }
         let saved = BlockSaved { convs, projection };
         if !self.train {
             self.recycle_block(b, residual, &saved);
         }
-        Ok((cur, saved))
+        Ok((saved.last().a().clone(), saved))
     }
 
     /// Evaluation keeps nothing for a backward pass: every intermediate of a block but its output
@@ -490,15 +617,15 @@ impl<'a> Recorder<'a> {
             if let Some(c) = &cs.c {
                 self.pool.put(c.clone());
             }
-            if i + 1 < s.convs.len() {
-                self.pool.put(cs.a.clone());
+            if let Some(a) = cs.a.as_ref().filter(|_| i + 1 < s.convs.len()) {
+                self.pool.put(a.clone());
             }
         }
         if let Some(p) = &s.projection {
             if let Some(c) = &p.c {
                 self.pool.put(c.clone());
             }
-            self.pool.put(p.a.clone());
+            self.pool.put(p.a().clone());
         }
     }
 
@@ -573,7 +700,7 @@ impl<'a> Recorder<'a> {
         let side = self.shortcut_backward(b, s, at_shortcut, ks)?;
         let g_in = self
             .pool
-            .get_of(self.gpu, &s.convs[0].input.shape, self.act)?;
+            .get_of(self.gpu, &s.convs[0].input.x.shape, self.act)?;
         ks.extend(elementwise::add_forward(self.gpu, &g, &side, &g_in)?);
         self.pool.put(g);
         self.pool.put(side);
@@ -591,7 +718,7 @@ impl<'a> Recorder<'a> {
         g: Tensor,
         ks: &mut Vec<Kernel>,
     ) -> Result<Tensor> {
-        let input = &s.convs[0].input;
+        let input = &s.convs[0].input.x;
         let dx = match &b.shortcut {
             Shortcut::None | Shortcut::Identity => return Ok(g),
             Shortcut::OptionA { stride } => {

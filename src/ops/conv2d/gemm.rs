@@ -5,7 +5,7 @@
 
 use super::family::{KernelFamily, Tile};
 use super::{kernel, kernel_grid, scratch, weights_for_forward, weights_for_input};
-use super::{Conv2dShape, DxEpilogue};
+use super::{Conv2dShape, DxEpilogue, Entry};
 use super::{BACKWARD_INPUT, BACKWARD_WEIGHT, FORWARD};
 use crate::error::Result;
 use crate::gpu::{Gpu, Kernel, Tensor};
@@ -27,7 +27,7 @@ pub(super) fn forward(
     gpu: &Gpu,
     sh: &Conv2dShape,
     (x, w, b, residual): (&Tensor, &Tensor, &Tensor, &Tensor),
-    epi: usize,
+    (epi, on_load): (usize, bool),
     y: &Tensor,
     stats: Option<&Tensor>,
     family: KernelFamily,
@@ -44,7 +44,8 @@ pub(super) fn forward(
         }
         None => "conv_fwd_gemm",
     };
-    let c = kernel(gpu, FORWARD, (family, entry), params, &bufs, tiles as u64)?;
+    let entry = Entry::loading(family, entry, on_load);
+    let c = kernel(gpu, FORWARD, entry, params, &bufs, tiles as u64)?;
     Ok(vec![tr, c])
 }
 
@@ -100,7 +101,7 @@ pub(super) const BN_GRAD_ENTRY: &str = "conv_dx_gemm_bn";
 pub(super) fn backward_weight(
     gpu: &Gpu,
     sh: &Conv2dShape,
-    x: &Tensor,
+    (x, bn_in): (&Tensor, Option<&Tensor>),
     dy: &Tensor,
     family: KernelFamily,
     t: Tile,
@@ -119,8 +120,9 @@ pub(super) fn backward_weight(
     let partial = scratch(gpu, BACKWARD_WEIGHT, splits * sh.k * crs)?;
     let params = sh.params(splits, chunk, 0, 4);
     let (no_bias, no_wt) = (super::dummy(gpu)?, gpu.zeros(&[4])?);
-    let bufs = [(1, dy), (2, x), (3, &partial), (4, &no_bias), (5, &no_wt)];
-    let entry = (family, "conv_dw_gemm");
+    let b = bn_in.unwrap_or(&no_bias);
+    let bufs = [(1, dy), (2, x), (3, &partial), (4, b), (5, &no_wt)];
+    let entry = Entry::loading(family, "conv_dw_gemm", bn_in.is_some());
     let (tx, ty) = (tiles as u64, splits as u64);
     let k = kernel_grid(gpu, BACKWARD_WEIGHT, entry, params, &bufs, tx, ty)?;
     Ok((vec![k], partial, splits))

@@ -232,6 +232,10 @@ fn shared_bindings(family: KernelFamily, entry: &str) -> &'static [u32] {
     if entry == "conv_dx_reg" {
         return &[1, 4, 6, 7, 8, 9];
     }
+    // the BatchNorm below's parameters, where the input is loaded through it
+    if entry == "conv_dw_reg" {
+        return &[4];
+    }
     match gemm || entry.ends_with("_tiled") || entry == "conv_fwd_reg" {
         true => &[7],
         false => &[],
@@ -242,16 +246,72 @@ fn shared_bindings(family: KernelFamily, entry: &str) -> &'static [u32] {
 /// sums, so with f16 activations they take the module of `activations::CONV_WEIGHTS`.
 const WEIGHT_ENTRIES: [&str; 4] = ["conv_dw_reg", "conv_dw_tiled", "conv_dw_gemm", "conv_db"];
 
+/// An entry point of a family's module, in the module derived with `BN_IN` where `bn_in`
+/// (the forward and the backward to the weights applying the BatchNorm below on load).
+#[derive(Clone, Copy)]
+struct Entry {
+    family: KernelFamily,
+    name: &'static str,
+    bn_in: bool,
+}
+
+impl From<(KernelFamily, &'static str)> for Entry {
+    fn from((family, name): (KernelFamily, &'static str)) -> Entry {
+        Entry {
+            family,
+            name,
+            bn_in: false,
+        }
+    }
+}
+
+impl Entry {
+    /// `name` of `family`, applying the BatchNorm below on load where `bn_in`.
+    fn loading(family: KernelFamily, name: &'static str, bn_in: bool) -> Entry {
+        Entry {
+            family,
+            name,
+            bn_in,
+        }
+    }
+}
+
+/// The tag of the modules whose `BN_IN` is true (src/ops/derived.rs).
+const BN_IN_TAG: &str = "bnin";
+
+/// `m` with its shader's `BN_IN` constant set: a constant rather than a uniform, so that the
+/// kernels without it compile as if the code were not there (a uniform's branch in the register
+/// forward's loop cost lavapipe a tenth of its inference).
+fn bn_in_module(m: (&'static str, &'static str)) -> (&'static str, &'static str) {
+    super::derived::module(m, BN_IN_TAG, |name, source| {
+        super::derived::replace_line(name, source, "const BN_IN = false;", "const BN_IN = true;")
+    })
+}
+
+/// Every module a BatchNorm-on-load kernel may come from (for validation): each family's module
+/// and its modules of f16 activations, derived with `BN_IN` set.
+pub fn bn_in_modules() -> Vec<(&'static str, &'static str)> {
+    (all_sources().into_iter())
+        .flat_map(|m| std::iter::once(m).chain(activations::f16_modules(m)))
+        .map(bn_in_module)
+        .collect()
+}
+
 /// Builds one kernel of `family`'s module, binding a dummy of its own to each of the entry's
 /// [`shared_bindings`] the caller has nothing for.
 fn kernel(
     gpu: &Gpu,
     op: &'static str,
-    (family, entry): (KernelFamily, &'static str),
+    entry: impl Into<Entry>,
     params: Uniform,
     buffers: &[(u32, &Tensor)],
     workgroups: u64,
 ) -> Result<Kernel> {
+    let Entry {
+        family,
+        name: entry,
+        bn_in,
+    } = entry.into();
     let missing: Vec<u32> = (shared_bindings(family, entry).iter().copied())
         .filter(|b| !buffers.iter().any(|given| given.0 == *b))
         .collect();
@@ -266,6 +326,7 @@ fn kernel(
         }
         Dtype::F16 => activations::module_with(module(family), activations::CONV_FORWARD),
     };
+    let module = if bn_in { bn_in_module(module) } else { module };
     let mut all = buffers.to_vec();
     all.extend(missing.into_iter().zip(&dummies));
     super::kernel(gpu, op, module, entry, params, &all, workgroups)
@@ -275,7 +336,7 @@ fn kernel(
 fn kernel_grid(
     gpu: &Gpu,
     op: &'static str,
-    entry: (KernelFamily, &'static str),
+    entry: impl Into<Entry>,
     params: Uniform,
     buffers: &[(u32, &Tensor)],
     x: u64,
@@ -469,7 +530,7 @@ pub fn forward_epilogue(
         check_dtype(OP, "residual", r, x.dtype)?;
     }
     let ks = pick(gpu, OP, sh, |f| {
-        forward_with(gpu, sh, x, w, epi, y, f, None)
+        forward_with(gpu, sh, x, w, epi, y, f, (None, None))
     })?;
     Ok(count_flops(ks, sh.flops()))
 }
@@ -495,13 +556,40 @@ pub fn forward_with_stats(
     y: &Tensor,
     stats: &Tensor,
 ) -> Result<(Vec<Kernel>, bool)> {
+    forward_bn_in(gpu, sh, (x, None), w, y, Some(stats))
+}
+
+/// The BatchNorm parameters [`forward_bn_in`] and [`backward_weight_bn_in`] take: scale, then
+/// shift, of each of the convolution's input channels (`batchnorm::on_load_len`).
+fn check_bn_in(op: &'static str, sh: &Conv2dShape, bn_in: Option<&Tensor>) -> Result<()> {
+    let Some(t) = bn_in else { return Ok(()) };
+    check_shape(op, "BatchNorm-on-load parameters", t, &[2 * sh.c])?;
+    check_dtype(op, "BatchNorm-on-load parameters", t, Dtype::F32)
+}
+
+/// [`forward_with_stats`] (statistics where `stats` is given) whose input is x, or with `bn_in`
+/// relu(BN(x)) of the training BatchNorm below, applied as every family loads x: `bn_in` holds
+/// that BN as relu(x * scale + shift), scale then shift per input channel
+/// (`batchnorm::forward_train_on_load` writes them), so relu(BN(x)) is never stored. No bias.
+/// (kernels, whether they write the statistics.)
+pub fn forward_bn_in(
+    gpu: &Gpu,
+    sh: &Conv2dShape,
+    (x, bn_in): (&Tensor, Option<&Tensor>),
+    w: &Tensor,
+    y: &Tensor,
+    stats: Option<&Tensor>,
+) -> Result<(Vec<Kernel>, bool)> {
     const OP: &str = FORWARD;
     check_forward(sh, x, w, y)?;
-    check_shape(OP, "stats", stats, &[stats_len(sh)])?;
-    check_dtype(OP, "stats", stats, Dtype::F32)?;
+    check_bn_in(OP, sh, bn_in)?;
+    if let Some(stats) = stats {
+        check_shape(OP, "stats", stats, &[stats_len(sh)])?;
+        check_dtype(OP, "stats", stats, Dtype::F32)?;
+    }
     let epi = Epilogue::default();
     let ks = pick(gpu, OP, sh, |f| {
-        forward_with(gpu, sh, x, w, &epi, y, f, Some(stats))
+        forward_with(gpu, sh, x, w, &epi, y, f, (stats, bn_in))
     })?;
     // the kernels kept are the ones that write them (a race may have kept another family)
     let written = ks
@@ -510,7 +598,9 @@ pub fn forward_with_stats(
     Ok((count_flops(ks, sh.flops()), written))
 }
 
-/// The forward on `family`'s kernels; `epi`'s tensors checked by the caller.
+/// The forward on `family`'s kernels, with BatchNorm's partial statistics where `stats` and the
+/// BatchNorm below on load where `bn_in` (no bias then: it takes the bias's binding); `epi`'s
+/// tensors checked by the caller.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn forward_with(
     gpu: &Gpu,
@@ -520,26 +610,29 @@ pub(super) fn forward_with(
     epi: &Epilogue,
     y: &Tensor,
     family: KernelFamily,
-    stats: Option<&Tensor>,
+    (stats, bn_in): (Option<&Tensor>, Option<&Tensor>),
 ) -> Result<Vec<Kernel>> {
     const OP: &str = FORWARD;
     let npq = (sh.n * sh.p() * sh.q()) as u64;
     let (no_bias, no_residual) = (dummy(gpu)?, dummy(gpu)?);
     let (b, res) = (
-        epi.bias.unwrap_or(&no_bias),
+        bn_in.or(epi.bias).unwrap_or(&no_bias),
         epi.residual.unwrap_or(&no_residual),
     );
+    let on_load = bn_in.is_some();
     let (cb, pb) = match family.scheme() {
         Scheme::Gemm(tile) | Scheme::Coop(tile) => {
             let ins = (x, w, b, res);
-            return gemm::forward(gpu, sh, ins, epi.bits(), y, stats, family, tile);
+            let bits = (epi.bits(), on_load);
+            return gemm::forward(gpu, sh, ins, bits, y, stats, family, tile);
         }
         Scheme::Register { channels, pixels } => (channels, pixels),
         Scheme::Tiled => {
             let params = sh.params(1, 0, epi.bits(), 16);
             let tiles = (sh.k as u64).div_ceil(64) * npq.div_ceil(64);
             let bufs = [(1, w), (2, x), (3, y), (4, b), (7, res)];
-            let k = kernel_grid(gpu, OP, (family, "conv_fwd_tiled"), params, &bufs, tiles, 1)?;
+            let entry = Entry::loading(family, "conv_fwd_tiled", on_load);
+            let k = kernel_grid(gpu, OP, entry, params, &bufs, tiles, 1)?;
             return Ok(vec![k]);
         }
     };
@@ -550,7 +643,8 @@ pub(super) fn forward_with(
     let no_stats = dummy(gpu)?;
     let stats = stats.unwrap_or(&no_stats);
     let bufs = [(2, x), (3, y), (4, b), (5, &wt), (6, stats), (7, res)];
-    let c = kernel(gpu, OP, (family, "conv_fwd_reg"), params, &bufs, groups)?;
+    let entry = Entry::loading(family, "conv_fwd_reg", on_load);
+    let c = kernel(gpu, OP, entry, params, &bufs, groups)?;
     Ok(vec![t, c])
 }
 
@@ -783,8 +877,22 @@ pub fn backward_weight(
     dw: &Tensor,
     db: Option<&Tensor>,
 ) -> Result<Vec<Kernel>> {
+    backward_weight_bn_in(gpu, sh, (x, None), dy, dw, db)
+}
+
+/// [`backward_weight`] whose input is x, or with `bn_in` relu(BN(x)) of the BatchNorm below,
+/// applied as x is loaded (as [`forward_bn_in`] does).
+pub fn backward_weight_bn_in(
+    gpu: &Gpu,
+    sh: &Conv2dShape,
+    (x, bn_in): (&Tensor, Option<&Tensor>),
+    dy: &Tensor,
+    dw: &Tensor,
+    db: Option<&Tensor>,
+) -> Result<Vec<Kernel>> {
     const OP: &str = BACKWARD_WEIGHT;
     sh.validate(OP)?;
+    check_bn_in(OP, sh, bn_in)?;
     check_shape(OP, "x", x, &sh.x_shape())?;
     check_shape(OP, "dy", dy, &sh.y_shape())?;
     check_shape(OP, "dw", dw, &sh.w_shape())?;
@@ -795,7 +903,7 @@ pub fn backward_weight(
         check_dtype(OP, "db", db, Dtype::F32)?;
     }
     let ks = pick(gpu, OP, sh, |f| {
-        backward_weight_with(gpu, sh, x, dy, dw, db, f)
+        backward_weight_with(gpu, sh, (x, bn_in), dy, dw, db, f)
     })?;
     Ok(count_flops(ks, sh.flops()))
 }
@@ -803,7 +911,7 @@ pub fn backward_weight(
 pub(super) fn backward_weight_with(
     gpu: &Gpu,
     sh: &Conv2dShape,
-    x: &Tensor,
+    x: (&Tensor, Option<&Tensor>),
     dy: &Tensor,
     dw: &Tensor,
     db: Option<&Tensor>,
@@ -852,7 +960,7 @@ pub(super) fn backward_weight_with(
 fn dw_register(
     gpu: &Gpu,
     sh: &Conv2dShape,
-    x: &Tensor,
+    (x, bn_in): (&Tensor, Option<&Tensor>),
     dy: &Tensor,
     family: KernelFamily,
     (cb, pb): (usize, usize),
@@ -866,9 +974,11 @@ fn dw_register(
     let splits = rows.div_ceil(chunk);
     let partial = scratch(gpu, OP, splits * sh.k * crs)?;
     let params = sh.params(splits, chunk, 0, cb);
-    let bufs = [(1, dy), (2, x), (3, &partial)];
+    let mut bufs = vec![(1, dy), (2, x), (3, &partial)];
+    bufs.extend(bn_in.map(|t| (4, t)));
     let groups = ((splits * blocks) as u64).div_ceil(64);
-    let k = kernel(gpu, OP, (family, "conv_dw_reg"), params, &bufs, groups)?;
+    let entry = Entry::loading(family, "conv_dw_reg", bn_in.is_some());
+    let k = kernel(gpu, OP, entry, params, &bufs, groups)?;
     Ok((vec![k], partial, splits))
 }
 
@@ -876,7 +986,7 @@ fn dw_register(
 fn dw_tiled(
     gpu: &Gpu,
     sh: &Conv2dShape,
-    x: &Tensor,
+    (x, bn_in): (&Tensor, Option<&Tensor>),
     dy: &Tensor,
     family: KernelFamily,
 ) -> Result<(Vec<Kernel>, Tensor, usize)> {
@@ -890,9 +1000,15 @@ fn dw_tiled(
     let partial = scratch(gpu, OP, splits * sh.k * crs)?;
     let params = sh.params(splits, chunk, 0, 16);
     let dummy_bias = dummy(gpu)?;
-    let bufs = [(1, dy), (2, x), (3, &partial), (4, &dummy_bias)];
+    let bufs = [
+        (1, dy),
+        (2, x),
+        (3, &partial),
+        (4, bn_in.unwrap_or(&dummy_bias)),
+    ];
     let (t, s) = (tiles as u64, splits as u64);
-    let k = kernel_grid(gpu, OP, (family, "conv_dw_tiled"), params, &bufs, t, s)?;
+    let entry = Entry::loading(family, "conv_dw_tiled", bn_in.is_some());
+    let k = kernel_grid(gpu, OP, entry, params, &bufs, t, s)?;
     Ok((vec![k], partial, splits))
 }
 

@@ -194,7 +194,7 @@ fn build_alone(gpu: &Gpu, op: &str, sh: &Conv2dShape, family: KernelFamily) -> R
         FORWARD => {
             let stats = gpu.zeros(&[super::stats_len(sh)])?;
             let epi = super::Epilogue::default();
-            super::forward_with(gpu, sh, &x, &w, &epi, &y, family, Some(&stats))
+            super::forward_with(gpu, sh, &x, &w, &epi, &y, family, (Some(&stats), None))
         }
         BACKWARD_INPUT => {
             // the BN's input apart from dx (written: one buffer may not be bound both writable
@@ -213,7 +213,7 @@ fn build_alone(gpu: &Gpu, op: &str, sh: &Conv2dShape, family: KernelFamily) -> R
             let epi = super::DxEpilogue::Bn(&bn);
             super::backward_input_with(gpu, sh, &y, &w, &x, family, epi)
         }
-        BACKWARD_WEIGHT => super::backward_weight_with(gpu, sh, &x, &y, &w, None, family),
+        BACKWARD_WEIGHT => super::backward_weight_with(gpu, sh, (&x, None), &y, &w, None, family),
         _ => Ok(Vec::new()),
     }
 }
