@@ -261,7 +261,10 @@ impl<'a> Recorder<'a> {
         let c = self.pool.get_of(gpu, &sh.y_shape(), self.act)?;
         let batch_stats = self.train && !self.fine_tune.bn_fixed(&cb.bn);
         let partial = self.conv(cb, &sh, (&input, &c), batch_stats, ks)?;
-        if let Some(partial) = partial.as_ref().filter(|_| on_load) {
+        if let Some(partial) = partial
+            .as_ref()
+            .filter(|_| on_load && self.leaves_bn_to_loads())
+        {
             let (stats, params) = self.bn_on_load(cb, &c, partial, ks)?;
             self.pool.put(partial.clone());
             return Ok(ConvBnSaved {
@@ -281,6 +284,14 @@ impl<'a> Recorder<'a> {
             on_load: None,
             stats,
         })
+    }
+
+    /// Whether a BN inside a block may be left to the next convolution's loads: always, but in
+    /// mixed precision on a CPU driver, where rounding each value it loads to f16 is a software
+    /// conversion (on lavapipe the forward 17% slower and the backward to the weights 9%,
+    /// training 4%: BENCHMARKS.md); a GPU converts in one instruction.
+    fn leaves_bn_to_loads(&self) -> bool {
+        !(self.act == Dtype::F16 && self.gpu.info.device_type == wgpu::DeviceType::Cpu)
     }
 
     /// The batch statistics of a BN the next convolution applies on load, merged from the
