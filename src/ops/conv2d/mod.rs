@@ -592,9 +592,8 @@ pub fn forward_bn_in(
         forward_with(gpu, sh, x, w, &epi, y, f, (stats, bn_in))
     })?;
     // the kernels kept are the ones that write them (a race may have kept another family)
-    let written = ks
-        .iter()
-        .any(|k| k.name == "conv_fwd_reg" || k.name == gemm::STATS_ENTRY);
+    let written = stats.is_some()
+        && (ks.iter()).any(|k| k.name == "conv_fwd_reg" || k.name == gemm::STATS_ENTRY);
     Ok((count_flops(ks, sh.flops()), written))
 }
 
@@ -614,6 +613,11 @@ pub(super) fn forward_with(
 ) -> Result<Vec<Kernel>> {
     const OP: &str = FORWARD;
     let npq = (sh.n * sh.p() * sh.q()) as u64;
+    // the BN's scale and shift take the bias's binding: a convolution before a BN has no bias
+    debug_assert!(
+        bn_in.is_none() || epi.bias.is_none(),
+        "BN on load with a bias"
+    );
     let (no_bias, no_residual) = (dummy(gpu)?, dummy(gpu)?);
     let (b, res) = (
         bn_in.or(epi.bias).unwrap_or(&no_bias),
