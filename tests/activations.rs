@@ -36,16 +36,14 @@ fn upload16(gpu: &Gpu, v: &[f32], shape: &[usize]) -> Tensor {
     gpu.upload_f16(v, shape).expect("upload")
 }
 
-/// Every f16 family the default adapter runs (the tensor-core one where it has cooperative
-/// matrices): at least the four register blocks and the three GEMM tiles.
+/// Every f16 family: the four register blocks, the three GEMM tiles and the tensor-core tile
+/// (`gpu_with` emulates its cooperative matrices where the adapter has none).
 fn f16_families() -> Vec<KernelFamily> {
-    let features = gpu_with(Some(KernelFamily::Register16x16F16)).features;
-    let families: Vec<_> = KernelFamily::of_precision(Precision::Mixed)
-        .filter(|f| f.runs_on(features))
-        .collect();
-    assert!(
-        families.len() >= 7,
-        "four register blocks, three GEMM tiles"
+    let families: Vec<_> = KernelFamily::of_precision(Precision::Mixed).collect();
+    assert_eq!(
+        families.len(),
+        8,
+        "four register blocks, three GEMM tiles, tensor cores"
     );
     families
 }

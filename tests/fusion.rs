@@ -316,15 +316,12 @@ fn statistics_at_resnet20_size(gpu: &Gpu) {
 /// the order of the values).
 #[test]
 fn folded_batchnorm_matches_the_f64_reference() {
+    // every family (the tensor-core one emulated where the adapter has none), the f16 ones
+    // where the adapter has f16 shaders
     let f16 = f16_shaders("folded_batchnorm_matches_the_f64_reference");
-    // a mixed-precision device's features: the f16 families need them
-    let features = match f16 {
-        true => gpu_with(Some(KernelFamily::Register16x16F16)).features,
-        false => gpu().features,
-    };
     let mut checked = 0;
     for family in KernelFamily::ALL {
-        if !family.runs_on(features) {
+        if family.precision() == Precision::Mixed && !f16 {
             continue;
         }
         let gpu = gpu_with(Some(family));
@@ -398,9 +395,9 @@ fn folded_batchnorm_matches_the_f64_reference() {
             checked += 1;
         }
     }
-    // the 8 f32 families, and the 7 f16 ones but the tensor-core tile where f16 shaders run
-    let families = if f16 { 15 } else { 8 };
-    assert!(checked >= families * ragged_shapes().len(), "{checked}");
+    // the 8 f32 families, and where f16 shaders run the 8 f16 ones
+    let families = if f16 { 16 } else { 8 };
+    assert_eq!(checked, families * ragged_shapes().len());
 }
 
 /// The backward of conv(relu(BN(x))) to x through the fused path on `gpu`, shape i of
@@ -595,13 +592,9 @@ fn f16_families_sum_the_gradient_they_stored() {
 #[test]
 fn added_gradient_in_the_backward_to_the_input_matches_the_f64_reference() {
     let f16 = f16_shaders("added_gradient_in_the_backward_to_the_input_matches_the_f64_reference");
-    let features = match f16 {
-        true => gpu_with(Some(KernelFamily::Register16x16F16)).features,
-        false => gpu().features,
-    };
     let mut checked = 0;
     for family in KernelFamily::ALL {
-        if !family.runs_on(features) {
+        if family.precision() == Precision::Mixed && !f16 {
             continue;
         }
         let gpu = gpu_with(Some(family));
@@ -634,9 +627,9 @@ fn added_gradient_in_the_backward_to_the_input_matches_the_f64_reference() {
             checked += 1;
         }
     }
-    // the 8 f32 families, and the 7 f16 ones but the tensor-core tile where f16 shaders run
-    let families = if f16 { 15 } else { 8 };
-    assert!(checked >= families * ragged_shapes().len(), "{checked}");
+    // the 8 f32 families, and where f16 shaders run the 8 f16 ones
+    let families = if f16 { 16 } else { 8 };
+    assert_eq!(checked, families * ragged_shapes().len());
 }
 
 /// Each shape with a BN inside a block (recomputed mask) and with a block's last BN below

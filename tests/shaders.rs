@@ -38,8 +38,13 @@ fn every_wgsl_file_parses_and_validates() {
             continue;
         }
         count += 1;
-        if path.ends_with("conv2d.wgsl") || path.ends_with("conv2d_coop.wgsl") {
-            continue; // templates: their expansions are checked below
+        let parts = [
+            "conv2d.wgsl",
+            "conv2d_coop.wgsl",
+            "conv2d_coop_emulated.wgsl",
+        ];
+        if parts.iter().any(|p| path.ends_with(p)) {
+            continue; // templates and parts: their expansions are checked below
         }
         let src = std::fs::read_to_string(&path).unwrap();
         validate(&path.display().to_string(), &src);
@@ -105,6 +110,22 @@ fn every_batchnorm_on_load_module_validates() {
             name.ends_with("#bnin") && src.contains("const BN_IN = true;"),
             "{name}"
         );
+        validate(name, src);
+    }
+}
+
+/// The tensor-core family with its cooperative matrices emulated (what the tests run it as on
+/// adapters without them): f32 and f16 activations, with and without BN_IN.
+#[test]
+fn the_emulated_tensor_core_modules_validate() {
+    let modules = resnet::ops::conv2d::emulated_modules();
+    assert_eq!(
+        modules.len(),
+        6,
+        "its own and two f16 modules, each with BN_IN"
+    );
+    for (name, src) in modules {
+        assert!(name.contains("#emulated") && !src.contains("enable wgpu_cooperative_matrix"));
         validate(name, src);
     }
 }

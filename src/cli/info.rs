@@ -113,6 +113,9 @@ fn cooperative(gpu: &Gpu) -> String {
         }
         (true, Precision::Mixed, _) => format!("{family} off (RESNET_COOPERATIVE=0)"),
         (true, Precision::Fp32, _) => format!("{family} with --precision mixed"),
+        (false, Precision::Mixed, _) if gpu.cooperative_emulated => {
+            format!("{family} emulated in scalar code (RESNET_COOPERATIVE=emulate)")
+        }
         (false, ..) => format!(
             "no {family} (it needs 16x16x16 f16*f16+f32 matrices, subgroups of exactly 32 and \
              f16 shaders)"

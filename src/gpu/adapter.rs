@@ -36,6 +36,13 @@ pub struct GpuOptions {
     /// Leave cooperative matrices (the tensor-core family) off even where the adapter fits them
     /// (`RESNET_COOPERATIVE=0`): wgpu marks them experimental.
     pub no_cooperative: bool,
+    /// Run the tensor-core family where the adapter has no cooperative matrices, with the
+    /// matrices emulated in scalar code (`RESNET_COOPERATIVE=emulate`; mixed precision, an
+    /// adapter with f16 shaders): each invocation computes its subgroup's whole 16x16 products,
+    /// many times slower than any other family. For testing the family's indexing, layouts and
+    /// epilogues on adapters without tensor cores (CI's lavapipe); where the adapter has them,
+    /// the real ones run.
+    pub emulate_cooperative: bool,
     /// Record the ops unfused where a fused kernel exists (`RESNET_FUSE=0`): BatchNorm's training
     /// statistics then read the convolution's output again instead of coming from its epilogue.
     /// For comparing the two paths; fused is the default.

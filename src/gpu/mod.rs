@@ -85,6 +85,9 @@ pub struct Gpu {
     /// The cooperative-matrix (tensor core) configurations the adapter lists, whether or not
     /// wgpu offers the feature for it (`resnet info` shows both).
     pub cooperative_matrices: Vec<wgpu::CooperativeMatrixProperties>,
+    /// Whether the tensor-core family runs with emulated cooperative matrices
+    /// (`GpuOptions::emulate_cooperative`, in mixed precision, where the device has no real ones).
+    pub cooperative_emulated: bool,
     /// The kernel variant per (op, shape) of ops that have several, and how they are chosen.
     choices: store::Store,
     /// A one-element buffer read back to wait for submitted work without blocking ([`Gpu::done`]);
@@ -228,6 +231,9 @@ impl Gpu {
             features,
             adapter_features,
             cooperative_matrices,
+            cooperative_emulated: opts.emulate_cooperative
+                && opts.precision == Precision::Mixed
+                && !features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
             precision: opts.precision,
             fusion: !opts.no_fusion,
             choices,

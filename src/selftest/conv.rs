@@ -55,8 +55,9 @@ pub(super) fn check_all(opts: &GpuOptions) -> Result<Vec<Group>> {
             ..opts.clone()
         };
         let gpu = Gpu::new_blocking(&forced)?;
-        // the tensor-core family only where the adapter has cooperative matrices
-        if family.runs_on(gpu.features) {
+        // the tensor-core family only where the adapter has cooperative matrices (or they are
+        // emulated, RESNET_COOPERATIVE=emulate)
+        if family.runs_on_gpu(&gpu) {
             devices.push((family, gpu));
         }
     }

@@ -16,6 +16,8 @@ pub fn gpu_with(kernel_family: Option<KernelFamily>) -> Gpu {
     Gpu::new_blocking(&GpuOptions {
         kernel_family: kernel_family.map(KernelFamily::name),
         precision: kernel_family.map_or(Precision::Fp32, KernelFamily::precision),
+        // the tensor-core family runs everywhere, emulated where the adapter has no tensor cores
+        emulate_cooperative: kernel_family.is_some_and(KernelFamily::tensor_cores),
         ..untuned()
     })
     .expect("a GPU adapter")

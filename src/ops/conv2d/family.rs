@@ -251,8 +251,20 @@ impl KernelFamily {
         }
     }
 
+    /// Whether `gpu` runs this family: [`KernelFamily::runs_on`] its features, or the
+    /// tensor-core family with emulated cooperative matrices (`Gpu::cooperative_emulated`).
+    pub fn runs_on_gpu(self, gpu: &Gpu) -> bool {
+        self.runs_on(gpu.features) || (self.tensor_cores() && gpu.cooperative_emulated)
+    }
+
+    /// Whether this is the tensor-core family (cooperative matrices).
+    pub fn tensor_cores(self) -> bool {
+        matches!(self.scheme(), Scheme::Coop(_))
+    }
+
     /// The families a device with `features` runs in `precision`, in the order the tuner tries
-    /// them (for a `Gpu`: `offered(gpu.precision, gpu.features)`).
+    /// them (for a `Gpu`: `offered(gpu.precision, gpu.features)`; the tuner never races an
+    /// emulated family).
     pub fn offered(precision: Precision, features: wgpu::Features) -> Vec<KernelFamily> {
         KernelFamily::of_precision(precision)
             .filter(|f| f.runs_on(features))
@@ -491,7 +503,8 @@ impl GpuOptions {
 
     /// Options from the environment: `WGPU_BACKEND` (read by wgpu), `RESNET_KERNELS`,
     /// `RESNET_TIMESTAMPS` (`0` leaves timestamp queries off), `RESNET_COOPERATIVE` (`0`
-    /// leaves cooperative matrices, the tensor-core family, off) and `RESNET_FUSE` (`0` records
+    /// leaves cooperative matrices, the tensor-core family, off; `emulate` runs that family with
+    /// emulated ones where the adapter has none, for testing) and `RESNET_FUSE` (`0` records
     /// the ops unfused).
     pub fn from_env() -> Result<Self> {
         let mut o = GpuOptions::default();
@@ -500,7 +513,10 @@ impl GpuOptions {
             _ => {}
         }
         o.no_timestamps = switched_off("RESNET_TIMESTAMPS")?;
-        o.no_cooperative = switched_off("RESNET_COOPERATIVE")?;
+        match std::env::var("RESNET_COOPERATIVE").as_deref() {
+            Ok("emulate") => o.emulate_cooperative = true,
+            _ => o.no_cooperative = switched_off("RESNET_COOPERATIVE")?,
+        }
         o.no_fusion = switched_off("RESNET_FUSE")?;
         Ok(o)
     }

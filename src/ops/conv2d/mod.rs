@@ -5,6 +5,7 @@
 //!
 //! x [N, C, H, W], w [K, C, R, S], bias [K], y [N, K, P, Q].
 
+mod emulated;
 mod family;
 mod gemm;
 mod template;
@@ -297,6 +298,17 @@ pub fn bn_in_modules() -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
+/// The tensor-core family's emulated modules (for validation): its own and its modules of f16
+/// activations, each also with `BN_IN` set.
+pub fn emulated_modules() -> Vec<(&'static str, &'static str)> {
+    let own = emulated::module(module(KernelFamily::Coop64x64F16));
+    let all: Vec<_> = std::iter::once(own)
+        .chain(activations::f16_modules(own))
+        .collect();
+    let bn_in = all.iter().copied().map(bn_in_module);
+    all.iter().copied().chain(bn_in).collect()
+}
+
 /// Builds one kernel of `family`'s module, binding a dummy of its own to each of the entry's
 /// [`shared_bindings`] the caller has nothing for.
 fn kernel(
@@ -319,12 +331,16 @@ fn kernel(
         .iter()
         .map(|_| dummy(gpu))
         .collect::<Result<Vec<_>>>()?;
+    let own = match family.tensor_cores() && gpu.cooperative_emulated {
+        true => emulated::module(module(family)),
+        false => module(family),
+    };
     let module = match activations::of(buffers.iter().map(|b| b.1)) {
-        Dtype::F32 => module(family),
+        Dtype::F32 => own,
         Dtype::F16 if WEIGHT_ENTRIES.contains(&entry) => {
-            activations::module_with(module(family), activations::CONV_WEIGHTS)
+            activations::module_with(own, activations::CONV_WEIGHTS)
         }
-        Dtype::F16 => activations::module_with(module(family), activations::CONV_FORWARD),
+        Dtype::F16 => activations::module_with(own, activations::CONV_FORWARD),
     };
     let module = if bn_in { bn_in_module(module) } else { module };
     let mut all = buffers.to_vec();
@@ -468,11 +484,11 @@ fn pick(
     // a remembered name no family has any more is no choice: it is measured again
     let key = choice_key(gpu, sh);
     let chosen = gpu.choice(op, &key).and_then(KernelFamily::from_name);
-    if let Some(f) = chosen.filter(|f| f.precision() == gpu.precision && f.runs_on(gpu.features)) {
+    if let Some(f) = chosen.filter(|f| f.precision() == gpu.precision && f.runs_on_gpu(gpu)) {
         return build(f);
     }
     let own = KernelFamily::of(gpu);
-    if !own.runs_on(gpu.features) {
+    if !own.runs_on_gpu(gpu) {
         return Err(cannot_run(gpu, own));
     }
     #[cfg(not(target_arch = "wasm32"))]

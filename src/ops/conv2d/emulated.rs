@@ -1,0 +1,74 @@
+//! The tensor-core family with its cooperative matrices emulated in scalar code
+//! (shaders/conv2d_coop_emulated.wgsl), so that its indexing, layouts and epilogues are tested on
+//! adapters without tensor cores (`GpuOptions::emulate_cooperative`, `RESNET_COOPERATIVE=emulate`).
+//! The module is the family's own, with each cooperative operation swapped for its emulation and
+//! its subgroups made of 32 consecutive invocations; nothing else of the kernel changes.
+
+const EMULATION: &str = include_str!("../../../shaders/conv2d_coop_emulated.wgsl");
+
+/// The tag of emulated modules (src/ops/derived.rs).
+const TAG: &str = "emulated";
+
+/// What the emulation rewrites, each expected exactly as often as given: the cooperative types
+/// and operations of shaders/conv2d_coop.wgsl, and its entry points' subgroup (an emulated
+/// subgroup is 32 consecutive invocations, whatever the adapter's subgroups are).
+const EDITS: &[(&str, &str, usize)] = &[
+    ("enable wgpu_cooperative_matrix;\n", "", 1),
+    ("coop_mat16x16<f32, C>", "emu_acc", 2),
+    (
+        "coopLoad<coop_mat16x16<f16, A>>(&tile_a[ab + mb], TM)",
+        "emu_load_a(ab + mb, TM)",
+        1,
+    ),
+    (
+        "coopLoadT<coop_mat16x16<f16, B>>(&tile_b[bb + nb], TN)",
+        "emu_load_b(bb + nb, TN)",
+        1,
+    ),
+    (
+        "coopLoadT<coop_mat16x16<f16, B>>(&tile_b[bb + nb + BLOCK], TN)",
+        "emu_load_b(bb + nb + BLOCK, TN)",
+        1,
+    ),
+    ("coopMultiplyAdd(", "emu_multiply_add(", 2),
+    (
+        "coopStoreT(acc0, &stage[sg * BLOCK * BLOCK], BLOCK)",
+        "emu_store_stage(acc0, sg * BLOCK * BLOCK, BLOCK)",
+        1,
+    ),
+    (
+        "coopStoreT(acc1, &stage[sg * BLOCK * BLOCK], BLOCK)",
+        "emu_store_stage(acc1, sg * BLOCK * BLOCK, BLOCK)",
+        1,
+    ),
+    (", @builtin(subgroup_id) sg: u32)", ")", 3),
+    ("lid, sg);", "lid, emu_subgroup(lid));", 3),
+];
+
+/// The emulated twin of the tensor-core module `m`, named `name#emulated`.
+pub(super) fn module(m: (&'static str, &'static str)) -> (&'static str, &'static str) {
+    super::super::derived::module(m, TAG, |name, source| {
+        let mut out = source.to_string();
+        for (from, to, count) in EDITS {
+            assert_eq!(
+                out.matches(from).count(),
+                *count,
+                "{name}: the emulation expects `{from}` {count} time(s)"
+            );
+            out = out.replace(from, to);
+        }
+        for left in [
+            "coop_mat",
+            "coopLoad",
+            "coopStore",
+            "coopMultiply",
+            "subgroup_id",
+        ] {
+            assert!(
+                !out.contains(left),
+                "{name}: `{left}` is left, which the emulation does not know"
+            );
+        }
+        format!("{out}\n{EMULATION}")
+    })
+}
