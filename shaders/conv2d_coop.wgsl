@@ -13,8 +13,10 @@
 // to f16 as they are stored: A [TK][TM] (a column-major 16-row strip per block), B [TK][TN]
 // (row-major). At the end each subgroup stores one block at a time into its 16x16 of `stage`,
 // and the whole workgroup writes the staged blocks out through the layout of the mode (and the
-// epilogue of modes 0 and 1: write_one), so no output layout has to be a strided matrix. Workgroup memory: 4 + 4 KiB of
-// f16 tiles and 8 KiB of staging, WebGPU's default 16 KiB.
+// epilogue of modes 0 and 1: write_one), so no output layout has to be a strided matrix; the
+// GEMM family's BatchNorm epilogues (the forward's partial statistics, the backward to the
+// input's mask and sums) read the staged blocks too. Workgroup memory: 4 + 4 KiB of f16 tiles
+// and 8 KiB of staging, WebGPU's default 16 KiB.
 
 const SUBGROUP: u32 = 32u;
 const SUBGROUPS: u32 = THREADS / SUBGROUP;
@@ -64,7 +66,62 @@ fn write_stage(mode: u32, g: Geometry, lid: u32, half: u32) {
     }
 }
 
-fn gemm_coop(mode: u32, wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sg: u32) {
+// BatchNorm's partial statistics (stats_store_gemm) of the blocks every subgroup staged, column
+// block `half`: per block 16 rows and 2 runs of 8 columns (a run never straddles two blocks:
+// their first columns are multiples of 16), one (row, run) per invocation, its mean and sum of
+// squared deviations in two passes over the staged values.
+fn stats_stage(g: Geometry, lid: u32, half: u32) {
+    let s = lid / 32u;
+    let i = (lid % 32u) / 2u;
+    let run = lid % 2u;
+    let m = g.m0 + (s % ROW_BLOCKS) * BLOCK + i;
+    let col = g.n0 + (s / ROW_BLOCKS) * 2u * BLOCK + half * BLOCK + run * 8u;
+    let at = s * BLOCK * BLOCK + i * BLOCK + run * 8u;
+    let n = min(g.nc - min(col, g.nc), 8u);
+    var sum = 0.0;
+    for (var e = 0u; e < n; e++) { sum += stage[at + e]; }
+    let mean = sum / max(f32(n), 1.0);
+    var q = 0.0;
+    for (var e = 0u; e < n; e++) {
+        let d = stage[at + e] - mean;
+        q += d * d;
+    }
+    stats_store_gemm(g, m, col / 8u, f32(n), mean, q);
+}
+
+// The backward to the input's BatchNorm epilogue (bn_grad) on the blocks every subgroup staged,
+// column block `half`, written out: per block 16 rows and 4 groups of 4 columns, two groups per
+// invocation.
+fn bn_grad_stage(g: Geometry, lid: u32, half: u32) {
+    for (var u = 0u; u < 2u; u++) {
+        let e = lid + u * THREADS;
+        let s = e / 64u;
+        let i = (e % 64u) / 4u;
+        let group = e % 4u;
+        let m = g.m0 + (s % ROW_BLOCKS) * BLOCK + i;
+        let col = g.n0 + (s / ROW_BLOCKS) * 2u * BLOCK + half * BLOCK + group * 4u;
+        let at = s * BLOCK * BLOCK + i * BLOCK + group * 4u;
+        let v = vec4<f32>(stage[at], stage[at + 1u], stage[at + 2u], stage[at + 3u]);
+        let h = bn_grad(g, m, col, v);
+        for (var c = 0u; c < 4u; c++) { write_one(1u, g, m, col + c, h[c]); }
+    }
+}
+
+// Writes out column block `half` of the staged blocks: with `stats`, the forward also stores
+// BatchNorm's partial statistics, and the backward to the input goes through BatchNorm's
+// backward epilogue.
+fn finish_stage(mode: u32, stats: bool, g: Geometry, lid: u32, half: u32) {
+    if (mode == 1u && stats) {
+        bn_grad_stage(g, lid, half);
+        return;
+    }
+    write_stage(mode, g, lid, half);
+    if (mode == 0u && stats) {
+        stats_stage(g, lid, half);
+    }
+}
+
+fn gemm_coop(mode: u32, stats: bool, wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sg: u32) {
     // no early return for the padding workgroups of a 2-D grid (cooperative operations need the
     // whole workgroup's control flow uniform): their loads read zeros or real data and their
     // columns lie past the output, so they write nothing
@@ -117,30 +174,45 @@ fn gemm_coop(mode: u32, wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sg: u32) {
     }
     coopStoreT(acc0, &stage[sg * BLOCK * BLOCK], BLOCK);
     workgroupBarrier();
-    write_stage(mode, g, lid, 0u);
+    finish_stage(mode, stats, g, lid, 0u);
     workgroupBarrier();
     coopStoreT(acc1, &stage[sg * BLOCK * BLOCK], BLOCK);
     workgroupBarrier();
-    write_stage(mode, g, lid, 1u);
+    finish_stage(mode, stats, g, lid, 1u);
 }
 
 // forward: wt = w re-laid [C*R*S, Kpad], src_b = x, dst = y, bias
 @compute @workgroup_size(256)
 fn conv_fwd_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32, @builtin(subgroup_id) sg: u32) {
-    gemm_coop(0u, wid, nwg, lid, sg);
+    gemm_coop(0u, false, wid, nwg, lid, sg);
+}
+
+// forward with BatchNorm's partial statistics of y: as conv_fwd_gemm, and stats_out
+@compute @workgroup_size(256)
+fn conv_fwd_gemm_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32, @builtin(subgroup_id) sg: u32) {
+    gemm_coop(0u, true, wid, nwg, lid, sg);
 }
 
 // backward to input: wt = w re-laid [R*S, K, Cpad], src_b = dy, dst = dx
 @compute @workgroup_size(256)
 fn conv_dx_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32, @builtin(subgroup_id) sg: u32) {
-    gemm_coop(1u, wid, nwg, lid, sg);
+    gemm_coop(1u, false, wid, nwg, lid, sg);
+}
+
+// backward to input with BatchNorm's backward sums (bn_grad): as conv_dx_gemm, and src_a, bias,
+// residual, stats_out as bn_grad says
+@compute @workgroup_size(256)
+fn conv_dx_gemm_bn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32, @builtin(subgroup_id) sg: u32) {
+    gemm_coop(1u, true, wid, nwg, lid, sg);
 }
 
 // backward to weights: src_a = dy, src_b = x, dst = partial [splits, K, C*R*S]; wid.y = split
 @compute @workgroup_size(256)
 fn conv_dw_gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32, @builtin(subgroup_id) sg: u32) {
-    gemm_coop(2u, wid, nwg, lid, sg);
+    gemm_coop(2u, false, wid, nwg, lid, sg);
 }

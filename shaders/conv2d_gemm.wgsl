@@ -265,6 +265,60 @@ fn write_one(mode: u32, g: Geometry, m: u32, col: u32, v: f32) {
     dst[at] = out_t(r);
 }
 
+// BatchNorm's partial statistics of the forward's output (conv_fwd_gemm_stats), in the layout of
+// conv2d.wgsl's write_stats8: per channel and run of 8 pixels (N*P*Q order) the count, mean and
+// sum of squared deviations, [K, ceil(N*P*Q / 8), 3] in stats_out, each family computing them
+// from where it holds its outputs (registers, or the tensor cores' staging tile). The backward to
+// the input's BatchNorm sums (conv_dx_gemm_bn, bn_grad below) go here too.
+@group(0) @binding(6) var<storage, read_write> stats_out: array<f32>;
+
+// Stores channel k's statistics of run `run`, where both are in range and the run has pixels.
+fn stats_store_gemm(g: Geometry, k: u32, run: u32, n: f32, mean: f32, q: f32) {
+    let runs = (g.nc + 7u) / 8u;
+    if (k >= g.m || run >= runs || n == 0.0) { return; }
+    let o = (k * runs + run) * 3u;
+    stats_out[o] = n;
+    stats_out[o + 1u] = mean;
+    stats_out[o + 2u] = q;
+}
+
+// BatchNorm's backward sums in the backward to the input's epilogue (conv_dx_gemm_bn), as
+// conv2d.wgsl's bn_grad4 computes them (its comment says what and why): C[m, col..col + 3]
+// (channel m, 4 consecutive input pixels), `v`, masked where the BN's pre-activation is not
+// positive and returned; sum(g * xhat) and sum(g) of the 4 pixels written into stats_out
+// [C, ceil(N*H*W / 4), 2]. src_a = the BN's gamma then beta, bias = its saved mean then invstd,
+// residual = its input x; P.stats's bits and bn_side, bn_out as there (a block's last BN: its
+// shortcut's gradient added first, the mask from its stored output).
+const BN_MASK_FROM_OUTPUT: u32 = 2u;
+const BN_ADD_SIDE: u32 = 4u;
+@group(0) @binding(8) var<storage, read> bn_side: array<act_t>;
+@group(0) @binding(9) var<storage, read> bn_out: array<act_t>;
+
+fn bn_grad(g: Geometry, m: u32, col: u32, v: vec4<f32>) -> vec4<f32> {
+    if (m >= g.m || col >= g.nc) { return v; }
+    let cols = vec4<u32>(col) + vec4<u32>(0u, 1u, 2u, 3u);
+    let ok = cols < vec4<u32>(g.nc);
+    let c = min(cols, vec4<u32>(g.nc - 1u));
+    // 4 consecutive pixels may span two images (H*W not a multiple of 4)
+    let hw = P.h * P.w;
+    let at = (c / hw) * (P.c * hw) + c % hw + vec4<u32>(m * hw);
+    let x = vec4<f32>(vec4<act_t>(residual[at.x], residual[at.y], residual[at.z], residual[at.w]));
+    let xhat = (x - bias[m]) * bias[P.c + m];
+    var dy = v;
+    if ((P.stats & BN_ADD_SIDE) != 0u) {
+        dy += vec4<f32>(vec4<act_t>(bn_side[at.x], bn_side[at.y], bn_side[at.z], bn_side[at.w]));
+    }
+    var pre = xhat * f32(src_a[m]) + f32(src_a[P.c + m]);
+    if ((P.stats & BN_MASK_FROM_OUTPUT) != 0u) {
+        pre = vec4<f32>(vec4<act_t>(bn_out[at.x], bn_out[at.y], bn_out[at.z], bn_out[at.w]));
+    }
+    let h = select(vec4<f32>(0.0), dy, ok & (pre > vec4<f32>(0.0)));
+    let o = (m * ((g.nc + 3u) / 4u) + col / 4u) * 2u;
+    stats_out[o] = dot(h, xhat);
+    stats_out[o + 1u] = dot(h, vec4<f32>(1.0));
+    return h;
+}
+
 // ==== the register-tile GEMM (shaders/conv2d_coop.wgsl replaces everything from here) ====
 
 // The type of the workgroup tiles: f32 here; f16 in the mixed-precision families, whose operands
@@ -309,15 +363,11 @@ fn write_out(mode: u32, g: Geometry, tm: u32, tn: u32, r: u32, j: u32, v: vec4<f
     }
 }
 
-// BatchNorm's partial statistics of the forward's output (conv_fwd_gemm_stats), in the layout of
-// conv2d.wgsl's write_stats8: per channel and run of 8 pixels (N*P*Q order) the count, mean and
-// sum of squared deviations, [K, ceil(N*P*Q / 8), 3] in stats_out. An invocation holds 4
-// consecutive pixels of each of its rows per column group; the pair (tn, tn + 1) holds a run of
-// 8 (n0 is a multiple of 64, GN is even). Each computes its 4 pixels' mean and sum of squared
-// deviations (two passes over registers), the odd one hands them to the even one through
-// workgroup memory, and the even one merges the two (Chan et al.) and stores the run. The
-// backward to the input's BatchNorm sums (conv_dx_gemm_bn, bn_grad_gemm below) go here too.
-@group(0) @binding(6) var<storage, read_write> stats_out: array<f32>;
+// The statistics in the register tiles: an invocation holds 4 consecutive pixels of each of its
+// rows per column group; the pair (tn, tn + 1) holds a run of 8 (n0 is a multiple of 64, GN is
+// even). Each computes its 4 pixels' mean and sum of squared deviations (two passes over
+// registers), the odd one hands them to the even one through workgroup memory, and the even one
+// merges the two (Chan et al.) and stores the run.
 
 // The exchange: 256 vec4<f32> of workgroup memory, free once the last step is multiplied. The
 // f32 families use their B tiles (2 * B_VEC >= 256 vec4, checked in Rust); the f16 families, whose
@@ -358,53 +408,11 @@ fn stats_pass(g: Geometry, tm: u32, tn: u32, lid: u32, i: u32, j: u32, v: mat4x4
     workgroupBarrier();
 }
 
-// Stores channel k's statistics of run `run`, where both are in range and the run has pixels.
-fn stats_store_gemm(g: Geometry, k: u32, run: u32, n: f32, mean: f32, q: f32) {
-    let runs = (g.nc + 7u) / 8u;
-    if (k >= g.m || run >= runs || n == 0.0) { return; }
-    let o = (k * runs + run) * 3u;
-    stats_out[o] = n;
-    stats_out[o + 1u] = mean;
-    stats_out[o + 2u] = q;
-}
-
-// BatchNorm's backward sums in the backward to the input's epilogue (conv_dx_gemm_bn), as
-// conv2d.wgsl's bn_grad4 computes them (its comment says what and why): row r (a channel) and
-// column group j (4 consecutive input pixels) of the invocation's outputs, `v`, masked where the
-// BN's pre-activation is not positive and returned; sum(g * xhat) and sum(g) of the 4 pixels
-// written into stats_out [C, ceil(N*H*W / 4), 2]. src_a = the BN's gamma then beta, bias = its
-// saved mean then invstd, residual = its input x; P.stats's bits and bn_side, bn_out as there
-// (a block's last BN: its shortcut's gradient added first, the mask from its stored output).
-const BN_MASK_FROM_OUTPUT: u32 = 2u;
-const BN_ADD_SIDE: u32 = 4u;
-@group(0) @binding(8) var<storage, read> bn_side: array<act_t>;
-@group(0) @binding(9) var<storage, read> bn_out: array<act_t>;
-
+// bn_grad of row r (of RM) and column group j (of RN4) of the invocation's outputs.
 fn bn_grad_gemm(g: Geometry, tm: u32, tn: u32, r: u32, j: u32, v: vec4<f32>) -> vec4<f32> {
     let m = g.m0 + ((r / 4u) * (TM / RM) + tm) * 4u + r % 4u;
     let col = g.n0 + (j * GN + tn) * 4u;
-    if (m >= g.m || col >= g.nc) { return v; }
-    let cols = vec4<u32>(col) + vec4<u32>(0u, 1u, 2u, 3u);
-    let ok = cols < vec4<u32>(g.nc);
-    let c = min(cols, vec4<u32>(g.nc - 1u));
-    // 4 consecutive pixels may span two images (H*W not a multiple of 4)
-    let hw = P.h * P.w;
-    let at = (c / hw) * (P.c * hw) + c % hw + vec4<u32>(m * hw);
-    let x = vec4<f32>(vec4<act_t>(residual[at.x], residual[at.y], residual[at.z], residual[at.w]));
-    let xhat = (x - bias[m]) * bias[P.c + m];
-    var dy = v;
-    if ((P.stats & BN_ADD_SIDE) != 0u) {
-        dy += vec4<f32>(vec4<act_t>(bn_side[at.x], bn_side[at.y], bn_side[at.z], bn_side[at.w]));
-    }
-    var pre = xhat * f32(src_a[m]) + f32(src_a[P.c + m]);
-    if ((P.stats & BN_MASK_FROM_OUTPUT) != 0u) {
-        pre = vec4<f32>(vec4<act_t>(bn_out[at.x], bn_out[at.y], bn_out[at.z], bn_out[at.w]));
-    }
-    let h = select(vec4<f32>(0.0), dy, ok & (pre > vec4<f32>(0.0)));
-    let o = (m * ((g.nc + 3u) / 4u) + col / 4u) * 2u;
-    stats_out[o] = dot(h, xhat);
-    stats_out[o + 1u] = dot(h, vec4<f32>(1.0));
-    return h;
+    return bn_grad(g, m, col, v);
 }
 
 fn gemm(mode: u32, stats: bool, wid: vec3<u32>, nwg: vec3<u32>, lid: u32) {

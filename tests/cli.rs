@@ -677,6 +677,21 @@ fn precision_mistakes_are_one_line_errors() {
                 "resnet info",
             ],
         );
+        // ... and emulated in scalar code where asked (what the tests run it as)
+        let with = |value: &str| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_resnet"))
+                .args(["info", "--amp"])
+                .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+                .env("RESNET_COOPERATIVE", value)
+                .output()
+                .unwrap()
+        };
+        let emulated = String::from_utf8_lossy(&with("emulate").stdout).into_owned();
+        assert!(
+            emulated.contains("coop64x64-f16 emulated in scalar code"),
+            "{emulated}"
+        );
+        fails_with(&with("sometimes"), &["RESNET_COOPERATIVE", "'sometimes'"]);
     } else {
         assert!(info_text.contains("coop64x64-f16 on"), "{info_text}");
     }

@@ -153,7 +153,8 @@ fn statistics_from_the_convolution_match_the_f64_reference() {
 /// The f16 families (mixed precision) write the statistics of the output they computed: the
 /// saved mean and invstd against the f64 statistics of that output, read back (the operands'
 /// f16 rounding moves the output itself away from the f32 reference; tests/conv2d.rs bounds
-/// that). The GEMM tiles exchange in an f32 array of their own there.
+/// that). The GEMM tiles exchange in an f32 array of their own there; the tensor-core tile (its
+/// cooperative matrices emulated where the adapter has none) sums its staged blocks.
 #[test]
 fn f16_families_write_the_statistics_of_their_output() {
     if !f16_shaders("f16_families_write_the_statistics_of_their_output") {
@@ -183,8 +184,8 @@ fn f16_families_write_the_statistics_of_their_output() {
     }
     assert_eq!(
         checked,
-        7 * shapes.len(),
-        "register and GEMM families in f16"
+        8 * shapes.len(),
+        "register, GEMM and tensor-core families in f16"
     );
 }
 
@@ -542,8 +543,8 @@ fn batchnorm_backward_from_the_convolution_matches_the_f64_reference() {
 
 /// The f16 families (mixed precision) mask and sum the gradient they computed: dgamma
 /// and dbeta against the f64 sums of the masked gradient they stored, read back (their f16
-/// operands move the gradient itself away from the f32 one; tests/conv2d.rs bounds that), and
-/// no gradient where the ReLU's output is zero.
+/// operands move the gradient itself away from the f32 one; tests/conv2d.rs bounds that), no
+/// gradient where the ReLU's output is zero, and the gradient within 1e-2 of the f64 one.
 #[test]
 fn f16_families_sum_the_gradient_they_stored() {
     if !f16_shaders("f16_families_sum_the_gradient_they_stored") {
@@ -573,6 +574,11 @@ fn f16_families_sum_the_gradient_they_stored() {
                 dbeta[ch] += gv as f64;
             }
             let what = format!("{} {sh:?} block output {block_output}", family.name());
+            // and the gradient is the right one: within f16 operands' rounding (1e-2, as the
+            // added gradient's test) of the f64 reference, where a lost or misplaced value is
+            // off by the order of the values
+            let [g_ref, _, _] = backward_reference(sh, &bn);
+            assert_close(&format!("{what} masked gradient"), &g, &g_ref, 1e-2);
             assert_close(&format!("{what} dgamma"), &dparams[..c], &dgamma, 1e-5);
             assert_close(&format!("{what} dbeta"), &dparams[c..], &dbeta, 1e-5);
             checked += 1;
@@ -580,8 +586,8 @@ fn f16_families_sum_the_gradient_they_stored() {
     }
     assert_eq!(
         checked,
-        2 * 7 * shapes.len(),
-        "register and GEMM families in f16"
+        2 * 8 * shapes.len(),
+        "register, GEMM and tensor-core families in f16"
     );
 }
 

@@ -286,12 +286,32 @@ fn mixed_precision_step_equals_the_reference_rounding_to_f16() {
         return;
     }
     use resnet::gpu::{GpuOptions, Precision};
-    use resnet::selftest::{MIXED_GRADIENT_TOLERANCE, MIXED_STEP_TOLERANCE};
     let gpu = resnet::Gpu::new_blocking(&GpuOptions {
         precision: Precision::Mixed,
         ..untuned()
     })
     .unwrap();
+    check_mixed_step(&gpu);
+}
+
+/// The same on the tensor-core family (its cooperative matrices emulated where the adapter has
+/// none): its BatchNorm epilogues (the forward's statistics, the backward to the input's mask
+/// and sums) in a whole step.
+#[test]
+fn mixed_precision_step_on_the_tensor_core_family_equals_the_reference() {
+    let test = "mixed_precision_step_on_the_tensor_core_family_equals_the_reference";
+    if !f16_shaders(test) {
+        return;
+    }
+    let family = resnet::ops::conv2d::KernelFamily::Coop64x64F16;
+    assert!(family.writes_stats());
+    check_mixed_step(&gpu_with(Some(family)));
+}
+
+/// A mixed-precision step of ResNet-8 and a bottleneck net on `gpu` against the reference that
+/// rounds to f16, and measurably apart from the exact one.
+fn check_mixed_step(gpu: &resnet::Gpu) {
+    use resnet::selftest::{MIXED_GRADIENT_TOLERANCE, MIXED_STEP_TOLERANCE};
     let nets = [
         (cifar("resnet8"), 15, 4),
         (
@@ -301,7 +321,7 @@ fn mixed_precision_step_equals_the_reference_rounding_to_f16() {
         ),
     ];
     for (spec, size, batch) in nets {
-        let p = network_step(&gpu, &spec, size, batch).unwrap();
+        let p = network_step(gpu, &spec, size, batch).unwrap();
         let data = (&p.x[..], p.shape, &p.labels[..]);
         let mixed = network::training_step_mixed(&p.before, data, spec.residual, 65536.0);
         let exact = network::training_step(&p.before, &p.x, p.shape, &p.labels, spec.residual);

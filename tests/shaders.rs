@@ -143,13 +143,11 @@ fn every_conv2d_block_and_tile_size_validates() {
         let module = validate(name, src);
         let gemm_entries = name.starts_with("conv2d_gemm.wgsl") || name.starts_with("conv2d_coop");
         let entries = match gemm_entries {
-            true if name.starts_with("conv2d_coop") => {
-                ["conv_fwd_gemm", "conv_dx_gemm", "conv_dw_gemm"].as_slice()
-            }
             true => [
                 "conv_fwd_gemm",
                 "conv_fwd_gemm_stats",
                 "conv_dx_gemm",
+                "conv_dx_gemm_bn",
                 "conv_dw_gemm",
             ]
             .as_slice(),

@@ -41,8 +41,8 @@ const EDITS: &[(&str, &str, usize)] = &[
         "emu_store_stage(acc1, sg * BLOCK * BLOCK, BLOCK)",
         1,
     ),
-    (", @builtin(subgroup_id) sg: u32)", ")", 3),
-    ("lid, sg);", "lid, emu_subgroup(lid));", 3),
+    (", @builtin(subgroup_id) sg: u32)", ")", 5),
+    ("lid, sg);", "lid, emu_subgroup(lid));", 5),
 ];
 
 /// The emulated twin of the tensor-core module `m`, named `name#emulated`.

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 /// The version of the kernel set: bump it whenever a family is added, removed or changed (its row
 /// or its template), so that choices measured on the old kernels are measured again.
-pub const KERNEL_SET_VERSION: u32 = 13;
+pub const KERNEL_SET_VERSION: u32 = 14;
 
 /// The family of CPU drivers where nothing was measured: register blocks suit their registers.
 const CPU_DEFAULT: KernelFamily = KernelFamily::Register16x16;
@@ -224,10 +224,9 @@ impl KernelFamily {
 
     /// Whether the family's forward can write BatchNorm's partial statistics of its output in its
     /// epilogue (`conv2d::forward_with_stats`), and its backward to the input the ReLU's mask and
-    /// BatchNorm's backward sums (`conv2d::backward_input_bn`): the register families and the
-    /// register-tile GEMMs, not the tiled kernel or the tensor-core tile.
+    /// BatchNorm's backward sums (`conv2d::backward_input_bn`): every family but the tiled kernel.
     pub fn writes_stats(self) -> bool {
-        matches!(self.scheme(), Scheme::Register { .. } | Scheme::Gemm(_))
+        !matches!(self.scheme(), Scheme::Tiled)
     }
 
     /// (rows, columns) of C per workgroup of a GEMM family, tensor cores' included (rows are
@@ -515,7 +514,13 @@ impl GpuOptions {
         o.no_timestamps = switched_off("RESNET_TIMESTAMPS")?;
         match std::env::var("RESNET_COOPERATIVE").as_deref() {
             Ok("emulate") => o.emulate_cooperative = true,
-            _ => o.no_cooperative = switched_off("RESNET_COOPERATIVE")?,
+            _ => {
+                o.no_cooperative = switched_off("RESNET_COOPERATIVE").map_err(|e| {
+                    Error::Invalid(format!(
+                        "{e}, nor emulate (the tensor-core family in scalar code)"
+                    ))
+                })?
+            }
         }
         o.no_fusion = switched_off("RESNET_FUSE")?;
         Ok(o)

@@ -20,8 +20,8 @@ const MAX_SPLITS: usize = 128;
 
 /// Forward: the weights re-laid [C*R*S, Kpad] (vec4 along K), then the GEMM with the epilogue
 /// `epi` (`Epilogue::bits`: bias `b`, `residual`, ReLU); with `stats`, the
-/// GEMM also writes BatchNorm's partial statistics of y into it (`conv_fwd_gemm_stats`; the
-/// tensor-core tile does not: the caller checks the kernels' names).
+/// GEMM also writes BatchNorm's partial statistics of y into it (`conv_fwd_gemm_stats`, the
+/// tensor-core tile's included).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn forward(
     gpu: &Gpu,
@@ -53,8 +53,8 @@ pub(super) fn forward(
 pub(super) const STATS_ENTRY: &str = "conv_fwd_gemm_stats";
 
 /// Backward to the input: the weights re-laid [R*S, K, Cpad] (vec4 along C), then the GEMM, with
-/// `epi`: BatchNorm's ReLU mask and backward sums (`conv_dx_gemm_bn`; the tensor-core tile does
-/// not: the caller checks the kernels' names), or another gradient added.
+/// `epi`: BatchNorm's ReLU mask and backward sums (`conv_dx_gemm_bn`, the tensor-core tile's
+/// included), or another gradient added.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn backward_input(
     gpu: &Gpu,
