@@ -303,9 +303,40 @@ fn mixed_precision_step_on_the_tensor_core_family_equals_the_reference() {
     if !f16_shaders(test) {
         return;
     }
-    let family = resnet::ops::conv2d::KernelFamily::Coop64x64F16;
-    assert!(family.writes_stats());
-    check_mixed_step(&gpu_with(Some(family)));
+    use resnet::ops::conv2d::KernelFamily;
+    // the family's plan fuses the BatchNorms as far as the GEMM tile's does (the same dispatches),
+    // which it could not without the epilogues
+    let fused = mixed_plan_dispatches(KernelFamily::Coop64x64F16, true);
+    let unfused = mixed_plan_dispatches(KernelFamily::Coop64x64F16, false);
+    let gemm = mixed_plan_dispatches(KernelFamily::Gemm64x64F16, true);
+    assert!(
+        fused == gemm && fused < unfused,
+        "{fused} vs {gemm} and {unfused}"
+    );
+    check_mixed_step(&gpu_with(Some(KernelFamily::Coop64x64F16)));
+}
+
+/// The dispatches of a mixed-precision ResNet-8 training plan on `family`, with or without fusion.
+fn mixed_plan_dispatches(family: resnet::ops::conv2d::KernelFamily, fusion: bool) -> usize {
+    use resnet::gpu::{Gpu, GpuOptions, Precision};
+    use resnet::model::ModelState;
+    use resnet::plan::{Plan, PlanConfig};
+    let gpu = Gpu::new_blocking(&GpuOptions {
+        kernel_family: Some(family.name()),
+        precision: Precision::Mixed,
+        emulate_cooperative: true,
+        no_fusion: !fusion,
+        ..untuned()
+    })
+    .unwrap();
+    let m = ModelState::new(&gpu, &cifar("resnet8"), 7).unwrap();
+    let cfg = PlanConfig::train(
+        4,
+        (16, 16),
+        resnet::ops::sgd::SgdConfig::he2016(),
+        resnet::preprocess::Preprocess::normalize_only(resnet::cifar10::NORMALIZE),
+    );
+    Plan::new(&gpu, &m, cfg).unwrap().dispatches()
 }
 
 /// A mixed-precision step of ResNet-8 and a bottleneck net on `gpu` against the reference that

@@ -222,9 +222,9 @@ impl Epilogue<'_> {
 /// Bindings `family`'s `entry` uses whether or not its epilogue runs, because the shader reads
 /// them in a branch or in a function it shares with the other modes: the residual (7) of the
 /// forward's epilogue (the register forward and backward to the input share their store; the
-/// tiled and GEMM kernels are one function for all modes), the register-tile GEMMs' BatchNorm
-/// statistics (6) and backward sums (8, 9), and what the register backward to the input's
-/// BatchNorm sums read (1, 4, 6, 7, 8, 9).
+/// tiled and GEMM kernels are one function for all modes), the GEMM and tensor-core tiles'
+/// BatchNorm statistics (6) and backward sums (8, 9), and what the register backward to the
+/// input's BatchNorm sums read (1, 4, 6, 7, 8, 9).
 fn shared_bindings(family: KernelFamily, entry: &str) -> &'static [u32] {
     let gemm = entry.contains("_gemm");
     if gemm && family.writes_stats() {
@@ -561,8 +561,9 @@ pub fn stats_len(sh: &Conv2dShape) -> usize {
 /// [`forward`] without bias that also writes BatchNorm's partial statistics of `y` into `stats`
 /// ([`stats_len`] values; `batchnorm::forward_train_from` merges them), where the family chosen
 /// for the shape computes them in its epilogue ([`KernelFamily::writes_stats`]): the register
-/// families, whose invocations hold 8 pixels of each of their channels in registers, and the
-/// register-tile GEMMs, whose pairs of invocations do. (kernels, whether they write the
+/// families, whose invocations hold 8 pixels of each of their channels in registers, the
+/// register-tile GEMMs, whose pairs of invocations do, and the tensor-core tile, from the
+/// blocks it stages in workgroup memory; not the tiled kernel. (kernels, whether they write the
 /// statistics.)
 pub fn forward_with_stats(
     gpu: &Gpu,
@@ -788,8 +789,8 @@ pub fn bn_sums_len(sh: &Conv2dShape) -> usize {
     sh.c * (sh.n * sh.h * sh.w).div_ceil(4) * 2
 }
 
-/// [`backward_input`] that, where the family chosen for the shape can (the register families
-/// and the register-tile GEMMs, [`KernelFamily::writes_stats`]), also does the first half of
+/// [`backward_input`] that, where the family chosen for the shape can (every family but the
+/// tiled one, [`KernelFamily::writes_stats`]), also does the first half of
 /// `bn`'s backward in its epilogue: dx masked where the BN's pre-activation is not positive
 /// (the ReLU's backward: dx is then that BN's g) and its sums `bn.sums`
 /// (`batchnorm::backward_from` finishes it). (kernels, whether they did.)
