@@ -47,7 +47,8 @@ fn selftest_passes_here_and_fails_when_nothing_can_pass() {
         "{out}"
     );
 
-    let strict = selftest(&["--tolerance", "0"]);
+    // one family is enough to fail (--kernels checks it alone: no other family's rows)
+    let strict = selftest(&["--tolerance", "0", "--kernels", "tiled"]);
     assert_eq!(strict.status.code(), Some(1));
     let err = String::from_utf8_lossy(&strict.stderr);
     let last = err.lines().last().unwrap_or("");
@@ -55,16 +56,21 @@ fn selftest_passes_here_and_fails_when_nothing_can_pass() {
         last.starts_with("error: selftest:") && last.contains("checks failed"),
         "{err}"
     );
-    assert!(String::from_utf8_lossy(&strict.stdout).contains("FAIL"));
+    let table = String::from_utf8_lossy(&strict.stdout);
+    assert!(
+        table.contains("conv2d forward (tiled)") && table.contains("FAIL"),
+        "{table}"
+    );
+    assert!(!table.contains("(register16x16)"), "{table}");
     let bad = selftest(&["--tolerance", "-1"]);
     assert!(!bad.status.success());
 }
 
 /// The training steps pass with every op unfused too (the default fuses BatchNorm's statistics
-/// into the convolutions where the family allows).
+/// into the convolutions where the family allows: register, which runs the steps here, does).
 #[test]
 fn selftest_passes_unfused() {
-    let ok = selftest_with(&[], ("RESNET_FUSE", "0"));
+    let ok = selftest_with(&["--kernels", "register"], ("RESNET_FUSE", "0"));
     let out = String::from_utf8_lossy(&ok.stdout);
     assert!(
         ok.status.success(),
@@ -75,6 +81,8 @@ fn selftest_passes_unfused() {
         .lines()
         .find(|l| l.starts_with("training step: BN running statistics"));
     assert!(row.is_some_and(|r| r.contains(" pass ")), "{out}");
+    // the forced family's three directions, four BatchNorm checks, four of the training steps
+    assert!(out.contains("all 11 checks passed"), "{out}");
 }
 
 #[test]

@@ -281,7 +281,7 @@ fn killed_mixed_precision_run_resumes_to_the_same_metrics() {
 /// Trains 3 epochs whole, and again killed with SIGKILL in epoch 2 then resumed; asserts the
 /// two runs' metrics and final weights are the same; returns the metrics.
 fn killed_run_resumes(extra: &[&str]) -> Vec<Vec<String>> {
-    let dir = cifar::subset(24, 5);
+    let dir = cifar::subset(16, 5);
     // the default kernels: timed per shape by the first run, remembered in this cache by the rest
     let cache = tempfile::tempdir().unwrap();
     let args = |flag, out: &Path| {
@@ -300,10 +300,10 @@ fn killed_run_resumes(extra: &[&str]) -> Vec<Vec<String>> {
     );
 
     let cut = tempfile::tempdir().unwrap();
-    // 240 images, batch 32: 7 steps per epoch. The run hangs after iteration 10 (epoch 2, step 3),
+    // 160 images, batch 32: 5 steps per epoch. The run hangs after iteration 7 (epoch 2, step 2),
     // where it is killed with SIGKILL: mid-epoch, with epoch 1's checkpoint on disk.
     let mut child = args("--out", cut.path())
-        .env("RESNET_STALL_AT_ITERATION", "10")
+        .env("RESNET_STALL_AT_ITERATION", "7")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -311,7 +311,7 @@ fn killed_run_resumes(extra: &[&str]) -> Vec<Vec<String>> {
     let mut seen = Vec::new();
     for line in std::io::BufRead::lines(stderr) {
         let line = line.unwrap();
-        let stalled = line.starts_with("stalled after iteration 10");
+        let stalled = line.starts_with("stalled after iteration 7");
         seen.push(line);
         if stalled {
             break;

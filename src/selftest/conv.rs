@@ -45,10 +45,12 @@ fn shapes() -> Vec<(&'static str, Conv2dShape)> {
 
 const DIRECTIONS: [&str; 3] = ["forward", "backward to input", "backward to weights"];
 
-/// One group per direction and family.
+/// One group per direction and family: every family of the precision, or only the one
+/// `opts` forces (`--kernels`).
 pub(super) fn check_all(opts: &GpuOptions) -> Result<Vec<Group>> {
     let mut devices = Vec::new();
-    for family in KernelFamily::of_precision(opts.precision) {
+    let chosen = |f: &KernelFamily| opts.kernel_family.is_none_or(|k| k == f.name());
+    for family in KernelFamily::of_precision(opts.precision).filter(chosen) {
         let forced = GpuOptions {
             kernel_family: Some(family.name()),
             tune: Some(false),
