@@ -37,9 +37,11 @@ fn shapes() -> Vec<(&'static str, Conv2dShape, bool)> {
             Conv2dShape::new(3, 64, 8, 8, 16, 1, 1, 0),
             false,
         ),
+        // an odd size: 15x15 outputs, no tile divides them (larger is slow for the emulated
+        // tensor-core tile, whose 64-wide tile pads the 3 channels of dx)
         (
-            "7x7 s2 p3 stem 56x56",
-            Conv2dShape::new(1, 3, 56, 56, 64, 7, 2, 3),
+            "7x7 s2 p3 stem 30x30",
+            Conv2dShape::new(1, 3, 30, 30, 64, 7, 2, 3),
             false,
         ),
         (
