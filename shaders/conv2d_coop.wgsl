@@ -54,15 +54,22 @@ fn store_b(mode: u32, buf: u32, lid: u32, l: u32, v: f32) {
     tile_b[buf * TK * TN + d * TN + c] = f16(v);
 }
 
-// Writes out the block every subgroup staged, its column block `half` (0 or 1): invocation lid
-// writes element lid of each, so neighbouring invocations write neighbouring columns.
+// Element (i, j) of the block subgroup s staged, column block `half` (0 or 1): its row m and
+// column col of C, and where it lies in `stage` (at).
+struct Staged { m: u32, col: u32, at: u32 }
+
+fn staged(g: Geometry, s: u32, i: u32, j: u32, half: u32) -> Staged {
+    return Staged(g.m0 + (s % ROW_BLOCKS) * BLOCK + i,
+                  g.n0 + (s / ROW_BLOCKS) * 2u * BLOCK + half * BLOCK + j,
+                  s * BLOCK * BLOCK + i * BLOCK + j);
+}
+
+// Writes out the block every subgroup staged, its column block `half`: invocation lid writes
+// element lid of each, so neighbouring invocations write neighbouring columns.
 fn write_stage(mode: u32, g: Geometry, lid: u32, half: u32) {
-    let i = lid / BLOCK;
-    let j = lid % BLOCK;
     for (var s = 0u; s < SUBGROUPS; s++) {
-        let m = g.m0 + (s % ROW_BLOCKS) * BLOCK + i;
-        let col = g.n0 + (s / ROW_BLOCKS) * 2u * BLOCK + half * BLOCK + j;
-        write_one(mode, g, m, col, stage[s * BLOCK * BLOCK + lid]);
+        let e = staged(g, s, lid / BLOCK, lid % BLOCK, half);
+        write_one(mode, g, e.m, e.col, stage[e.at]);
     }
 }
 
@@ -71,22 +78,17 @@ fn write_stage(mode: u32, g: Geometry, lid: u32, half: u32) {
 // their first columns are multiples of 16), one (row, run) per invocation, its mean and sum of
 // squared deviations in two passes over the staged values.
 fn stats_stage(g: Geometry, lid: u32, half: u32) {
-    let s = lid / 32u;
-    let i = (lid % 32u) / 2u;
-    let run = lid % 2u;
-    let m = g.m0 + (s % ROW_BLOCKS) * BLOCK + i;
-    let col = g.n0 + (s / ROW_BLOCKS) * 2u * BLOCK + half * BLOCK + run * 8u;
-    let at = s * BLOCK * BLOCK + i * BLOCK + run * 8u;
-    let n = min(g.nc - min(col, g.nc), 8u);
+    let r = staged(g, lid / 32u, (lid % 32u) / 2u, (lid % 2u) * 8u, half);
+    let n = min(g.nc - min(r.col, g.nc), 8u);
     var sum = 0.0;
-    for (var e = 0u; e < n; e++) { sum += stage[at + e]; }
+    for (var e = 0u; e < n; e++) { sum += stage[r.at + e]; }
     let mean = sum / max(f32(n), 1.0);
     var q = 0.0;
     for (var e = 0u; e < n; e++) {
-        let d = stage[at + e] - mean;
+        let d = stage[r.at + e] - mean;
         q += d * d;
     }
-    stats_store_gemm(g, m, col / 8u, f32(n), mean, q);
+    stats_store_gemm(g, r.m, r.col / 8u, f32(n), mean, q);
 }
 
 // The backward to the input's BatchNorm epilogue (bn_grad) on the blocks every subgroup staged,
@@ -95,15 +97,10 @@ fn stats_stage(g: Geometry, lid: u32, half: u32) {
 fn bn_grad_stage(g: Geometry, lid: u32, half: u32) {
     for (var u = 0u; u < 2u; u++) {
         let e = lid + u * THREADS;
-        let s = e / 64u;
-        let i = (e % 64u) / 4u;
-        let group = e % 4u;
-        let m = g.m0 + (s % ROW_BLOCKS) * BLOCK + i;
-        let col = g.n0 + (s / ROW_BLOCKS) * 2u * BLOCK + half * BLOCK + group * 4u;
-        let at = s * BLOCK * BLOCK + i * BLOCK + group * 4u;
-        let v = vec4<f32>(stage[at], stage[at + 1u], stage[at + 2u], stage[at + 3u]);
-        let h = bn_grad(g, m, col, v);
-        for (var c = 0u; c < 4u; c++) { write_one(1u, g, m, col + c, h[c]); }
+        let r = staged(g, e / 64u, (e % 64u) / 4u, (e % 4u) * 4u, half);
+        let v = vec4<f32>(stage[r.at], stage[r.at + 1u], stage[r.at + 2u], stage[r.at + 3u]);
+        let h = bn_grad(g, r.m, r.col, v);
+        for (var c = 0u; c < 4u; c++) { write_one(1u, g, r.m, r.col + c, h[c]); }
     }
 }
 
