@@ -294,9 +294,27 @@ fn mixed_precision_step_equals_the_reference_rounding_to_f16() {
     check_mixed_step(&gpu);
 }
 
+/// The same with the BatchNorms inside blocks applied by the next convolution as it loads, as
+/// a GPU's mixed-precision plans do (on a CPU driver they store them: `GpuOptions::bn_on_load`):
+/// the convolutions' f16 loads through BatchNorm and ReLU, and the on-load parameters, in a whole
+/// step; the plan really leaves the BatchNorms to the loads (fewer dispatches).
+#[test]
+fn mixed_precision_step_with_batchnorm_on_load_equals_the_reference() {
+    if !f16_shaders("mixed_precision_step_with_batchnorm_on_load_equals_the_reference") {
+        return;
+    }
+    let on_load = |on| mixed_options(resnet::ops::conv2d::KernelFamily::Register16x16F16, on);
+    let (loaded, stored) = (
+        plan_dispatches(&on_load(true)),
+        plan_dispatches(&on_load(false)),
+    );
+    assert!(loaded < stored, "{loaded} vs {stored}");
+    check_mixed_step(&resnet::Gpu::new_blocking(&on_load(true)).unwrap());
+}
+
 /// The same on the tensor-core family (its cooperative matrices emulated where the adapter has
-/// none): its BatchNorm epilogues (the forward's statistics, the backward to the input's mask
-/// and sums) in a whole step.
+/// none), with BatchNorm on load as on a GPU: its BatchNorm epilogues (the forward's statistics,
+/// the backward to the input's mask and sums) in a whole step.
 #[test]
 fn mixed_precision_step_on_the_tensor_core_family_equals_the_reference() {
     let test = "mixed_precision_step_on_the_tensor_core_family_equals_the_reference";
@@ -304,31 +322,42 @@ fn mixed_precision_step_on_the_tensor_core_family_equals_the_reference() {
         return;
     }
     use resnet::ops::conv2d::KernelFamily;
+    let coop = mixed_options(KernelFamily::Coop64x64F16, true);
     // the family's plan fuses the BatchNorms as far as the GEMM tile's does (the same dispatches),
     // which it could not without the epilogues
-    let fused = mixed_plan_dispatches(KernelFamily::Coop64x64F16, true);
-    let unfused = mixed_plan_dispatches(KernelFamily::Coop64x64F16, false);
-    let gemm = mixed_plan_dispatches(KernelFamily::Gemm64x64F16, true);
+    let fused = plan_dispatches(&coop);
+    let unfused = plan_dispatches(&resnet::gpu::GpuOptions {
+        no_fusion: true,
+        ..coop.clone()
+    });
+    let gemm = plan_dispatches(&mixed_options(KernelFamily::Gemm64x64F16, true));
     assert!(
         fused == gemm && fused < unfused,
         "{fused} vs {gemm} and {unfused}"
     );
-    check_mixed_step(&gpu_with(Some(KernelFamily::Coop64x64F16)));
+    check_mixed_step(&resnet::Gpu::new_blocking(&coop).unwrap());
 }
 
-/// The dispatches of a mixed-precision ResNet-8 training plan on `family`, with or without fusion.
-fn mixed_plan_dispatches(family: resnet::ops::conv2d::KernelFamily, fusion: bool) -> usize {
-    use resnet::gpu::{Gpu, GpuOptions, Precision};
+/// Mixed precision on `family` (the tensor-core one emulated where the adapter has none), with
+/// BatchNorm on load or stored.
+fn mixed_options(
+    family: resnet::ops::conv2d::KernelFamily,
+    bn_on_load: bool,
+) -> resnet::gpu::GpuOptions {
+    resnet::gpu::GpuOptions {
+        kernel_family: Some(family.name()),
+        precision: resnet::gpu::Precision::Mixed,
+        emulate_cooperative: true,
+        bn_on_load: Some(bn_on_load),
+        ..untuned()
+    }
+}
+
+/// The dispatches of a ResNet-8 training plan on a device opened with `opts`.
+fn plan_dispatches(opts: &resnet::gpu::GpuOptions) -> usize {
     use resnet::model::ModelState;
     use resnet::plan::{Plan, PlanConfig};
-    let gpu = Gpu::new_blocking(&GpuOptions {
-        kernel_family: Some(family.name()),
-        precision: Precision::Mixed,
-        emulate_cooperative: true,
-        no_fusion: !fusion,
-        ..untuned()
-    })
-    .unwrap();
+    let gpu = resnet::Gpu::new_blocking(opts).unwrap();
     let m = ModelState::new(&gpu, &cifar("resnet8"), 7).unwrap();
     let cfg = PlanConfig::train(
         4,

@@ -47,6 +47,12 @@ pub struct GpuOptions {
     /// statistics then read the convolution's output again instead of coming from its epilogue.
     /// For comparing the two paths; fused is the default.
     pub no_fusion: bool,
+    /// Whether a BatchNorm that only a ReLU and the next convolution follow is applied by that
+    /// convolution as it loads, instead of stored (with fusion on). `None`: everywhere but in
+    /// mixed precision on CPU drivers, where each loaded value's rounding to f16 is a software
+    /// conversion; `Some` forces it either way (the tests run a GPU's mixed-precision plans on
+    /// lavapipe so).
+    pub bn_on_load: Option<bool>,
     /// The arithmetic of the convolutions: fp32 (the default, bit-exact as ever) or mixed
     /// (f16 operands, f32 accumulation; needs the adapter's `SHADER_F16`).
     pub precision: Precision,

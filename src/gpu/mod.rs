@@ -100,6 +100,8 @@ pub struct Gpu {
     pub precision: Precision,
     /// Whether plans fuse ops where a fused kernel exists (`GpuOptions::no_fusion` unset).
     pub fusion: bool,
+    /// `GpuOptions::bn_on_load`: `None` leaves it to the plans.
+    pub bn_on_load: Option<bool>,
     /// Bytes of the tensors alive on this device (see `tensor::Allocation`).
     allocated: Arc<std::sync::atomic::AtomicU64>,
     /// Read-back buffers free for reuse: a training step reads the same sizes every time (loss
@@ -236,6 +238,7 @@ impl Gpu {
                 && !features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
             precision: opts.precision,
             fusion: !opts.no_fusion,
+            bn_on_load: opts.bn_on_load,
             choices,
             probe: std::cell::OnceCell::new(),
             modules: RefCell::new(HashMap::new()),

@@ -289,9 +289,11 @@ impl<'a> Recorder<'a> {
     /// Whether a BN inside a block may be left to the next convolution's loads: always, but in
     /// mixed precision on a CPU driver, where rounding each value it loads to f16 is a software
     /// conversion (on lavapipe the forward 17% slower and the backward to the weights 9%,
-    /// training 4%: BENCHMARKS.md); a GPU converts in one instruction.
+    /// training 4%: BENCHMARKS.md); a GPU converts in one instruction. `GpuOptions::bn_on_load`
+    /// overrides it.
     fn leaves_bn_to_loads(&self) -> bool {
-        !(self.act == Dtype::F16 && self.gpu.info.device_type == wgpu::DeviceType::Cpu)
+        let cpu_f16 = self.act == Dtype::F16 && self.gpu.info.device_type == wgpu::DeviceType::Cpu;
+        self.gpu.bn_on_load.unwrap_or(!cpu_f16)
     }
 
     /// The batch statistics of a BN the next convolution applies on load, merged from the
