@@ -3,17 +3,19 @@
 // family's module to call these functions instead of coopLoad, coopLoadT, coopMultiplyAdd and
 // coopStoreT, and to take its subgroup as 32 consecutive invocations (emu_subgroup).
 //
-// As on hardware, a 16x16 matrix is spread over its subgroup's 32 lanes: lane l holds the 8
-// elements of column l % 16 in rows l / 16 + 2q (q = 0..7) of an accumulator, and what its
-// products need of the operands, copied when they are loaded (those 8 rows of A, that column of
-// B). The layouts are SPIR-V's (VK_KHR_cooperative_matrix), which naga emits: coopLoad reads
-// column-major (element (r, c) at at + c * stride + r), coopLoadT and coopStoreT row-major
-// (at + r * stride + c). The products are exact in f32 and summed in f32 in depth order, one of
-// the orders a tensor core may take.
+// As on hardware, an accumulator is spread over its subgroup's 32 lanes: lane l holds the 8
+// elements of column l % 16 in rows l / 16 + 2q (q = 0..7). A loaded operand is where it lies in
+// workgroup memory, read by the multiplication: in the family's kernel each load is followed by
+// its products with no barrier and no store to that buffer between (emulated.rs checks), so they
+// read what the load would have copied, without a 128-element private copy per lane (which made
+// lavapipe run this ten times slower). The layouts are SPIR-V's (VK_KHR_cooperative_matrix),
+// which naga emits: coopLoad reads column-major (element (r, c) at at + c * stride + r),
+// coopLoadT and coopStoreT row-major (at + r * stride + c). The products are exact in f32 and
+// summed in f32 in depth order, one of the orders a tensor core may take.
 
-struct emu_a { v: array<f16, 128> }  // [q][k]: row l / 16 + 2q of A
-struct emu_b { v: array<f16, 16> }   // [k]: column l % 16 of B
-struct emu_acc { v: array<f32, 8> }  // [q]: (row l / 16 + 2q, column l % 16) of C
+struct emu_a { at: u32, stride: u32 }  // where A lies in tile_a
+struct emu_b { at: u32, stride: u32 }  // where B lies in tile_b
+struct emu_acc { v: array<f32, 8> }    // [q]: (row l / 16 + 2q, column l % 16) of C
 
 var<private> emu_lane: u32;
 
@@ -23,35 +25,22 @@ fn emu_subgroup(lid: u32) -> u32 {
     return lid / 32u;
 }
 
-// coopLoad<coop_mat16x16<f16, A>>(&tile_a[at], stride): this lane's rows.
-fn emu_load_a(at: u32, stride: u32) -> emu_a {
-    var m: emu_a;
-    for (var q = 0u; q < 8u; q++) {
-        let r = emu_lane / 16u + 2u * q;
-        for (var k = 0u; k < 16u; k++) {
-            m.v[q * 16u + k] = tile_a[at + k * stride + r];
-        }
-    }
-    return m;
-}
+// coopLoad<coop_mat16x16<f16, A>>(&tile_a[at], stride)
+fn emu_load_a(at: u32, stride: u32) -> emu_a { return emu_a(at, stride); }
 
-// coopLoadT<coop_mat16x16<f16, B>>(&tile_b[at], stride): this lane's column.
-fn emu_load_b(at: u32, stride: u32) -> emu_b {
-    var m: emu_b;
-    let c = emu_lane % 16u;
-    for (var k = 0u; k < 16u; k++) {
-        m.v[k] = tile_b[at + k * stride + c];
-    }
-    return m;
-}
+// coopLoadT<coop_mat16x16<f16, B>>(&tile_b[at], stride)
+fn emu_load_b(at: u32, stride: u32) -> emu_b { return emu_b(at, stride); }
 
-// coopMultiplyAdd(a, b, c): a * b + c, this lane's elements.
+// coopMultiplyAdd(a, b, c): a * b + c, this lane's elements (row r of A column-major, column
+// col of B row-major).
 fn emu_multiply_add(a: emu_a, b: emu_b, c: emu_acc) -> emu_acc {
     var out = c;
+    let col = emu_lane % 16u;
     for (var q = 0u; q < 8u; q++) {
+        let r = emu_lane / 16u + 2u * q;
         var s = out.v[q];
         for (var k = 0u; k < 16u; k++) {
-            s += f32(a.v[q * 16u + k]) * f32(b.v[k]);
+            s += f32(tile_a[a.at + k * a.stride + r]) * f32(tile_b[b.at + k * b.stride + col]);
         }
         out.v[q] = s;
     }

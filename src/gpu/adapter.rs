@@ -38,8 +38,8 @@ pub struct GpuOptions {
     pub no_cooperative: bool,
     /// Run the tensor-core family where the adapter has no cooperative matrices, with the
     /// matrices emulated in scalar code (`RESNET_COOPERATIVE=emulate`; mixed precision, an
-    /// adapter with f16 shaders): each invocation computes its subgroup's whole 16x16 products,
-    /// many times slower than any other family. For testing the family's indexing, layouts and
+    /// adapter with f16 shaders): each invocation computes its 8 elements of each 16x16 product
+    /// in scalar code, slower than any other family. For testing the family's indexing, layouts and
     /// epilogues on adapters without tensor cores (CI's lavapipe); where the adapter has them,
     /// the real ones run.
     pub emulate_cooperative: bool,

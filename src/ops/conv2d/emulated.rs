@@ -57,6 +57,7 @@ pub(super) fn module(m: (&'static str, &'static str)) -> (&'static str, &'static
             );
             out = out.replace(from, to);
         }
+        assert_loads_beside_products(name, &out);
         for left in [
             "coop_mat",
             "coopLoad",
@@ -71,4 +72,25 @@ pub(super) fn module(m: (&'static str, &'static str)) -> (&'static str, &'static
         }
         format!("{out}\n{EMULATION}")
     })
+}
+
+/// The emulation's operands are read by the multiplication, not copied at the load: that reads
+/// what the load would have copied only where nothing between them can change the tiles. Checks
+/// that the emulated loads and products are one run of lines with no barrier or store between.
+fn assert_loads_beside_products(name: &str, source: &str) {
+    let (first, last) = (
+        source.find("emu_load_a("),
+        source.rfind("emu_multiply_add("),
+    );
+    let (Some(first), Some(last)) = (first, last) else {
+        panic!("{name}: no emulated loads and products");
+    };
+    let between = &source[first..last];
+    for forbidden in ["Barrier", "store", "tile_a[", "tile_b[", "for ", "if "] {
+        assert!(
+            !between.contains(forbidden),
+            "{name}: `{forbidden}` between the emulated loads and products: the emulation reads \
+             the operands at the products, which then need not equal what the loads copied"
+        );
+    }
 }
