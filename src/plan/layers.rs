@@ -31,6 +31,29 @@ impl ConvInput {
     }
 }
 
+/// A BN's affine parameters and running statistics, as views of the model's buffers
+/// (`BnParams` borrows them).
+struct BnTensors {
+    affine: Tensor,
+    running: Tensor,
+}
+
+impl BnTensors {
+    fn of(m: &ModelState, cb: &ConvBn) -> Result<BnTensors> {
+        Ok(BnTensors {
+            affine: m.param(&cb.bn)?,
+            running: m.running_of(&cb.bn)?,
+        })
+    }
+
+    fn params(&self) -> BnParams<'_> {
+        BnParams {
+            affine: &self.affine,
+            running: &self.running,
+        }
+    }
+}
+
 /// What the backward pass needs from one conv + BN.
 pub(super) struct ConvBnSaved {
     /// The conv's input.
@@ -306,11 +329,8 @@ impl<'a> Recorder<'a> {
         ks: &mut Vec<Kernel>,
     ) -> Result<(Tensor, Tensor)> {
         let (gpu, m) = (self.gpu, self.m);
-        let (affine, running) = (m.param(&cb.bn)?, m.running_of(&cb.bn)?);
-        let p = BnParams {
-            affine: &affine,
-            running: &running,
-        };
+        let bn = BnTensors::of(m, cb)?;
+        let p = bn.params();
         let stats = gpu.zeros(&[2, cb.cout])?;
         let params = gpu.zeros(&[batchnorm::on_load_len(cb.cout)])?;
         let merge = batchnorm::forward_train_on_load;
@@ -331,11 +351,8 @@ impl<'a> Recorder<'a> {
         let (gpu, m) = (self.gpu, self.m);
         let sh = conv_shape(x, cb);
         let w = m.param(&cb.conv)?;
-        let (affine, running) = (m.param(&cb.bn)?, m.running_of(&cb.bn)?);
-        let p = BnParams {
-            affine: &affine,
-            running: &running,
-        };
+        let bn = BnTensors::of(m, cb)?;
+        let p = bn.params();
         let (folded_w, folded_b) = (
             self.pool.get(gpu, &w.shape)?,
             self.pool.get(gpu, &[cb.cout])?,
@@ -400,11 +417,8 @@ impl<'a> Recorder<'a> {
         ks: &mut Vec<Kernel>,
     ) -> Result<Option<Tensor>> {
         let (gpu, m) = (self.gpu, self.m);
-        let (affine, running) = (m.param(&cb.bn)?, m.running_of(&cb.bn)?);
-        let p = BnParams {
-            affine: &affine,
-            running: &running,
-        };
+        let bn = BnTensors::of(m, cb)?;
+        let p = bn.params();
         if !batch_stats {
             ks.extend(batchnorm::forward_eval(gpu, c, a, &p, fuse)?);
             return Ok(None);
@@ -526,11 +540,8 @@ impl<'a> Recorder<'a> {
             .stats
             .as_ref()
             .expect("applied on load with batch statistics");
-        let (affine, running) = (m.param(&cb.bn)?, m.running_of(&cb.bn)?);
-        let p = BnParams {
-            affine: &affine,
-            running: &running,
-        };
+        let bn = BnTensors::of(m, cb)?;
+        let p = bn.params();
         let a = self.pool.get_of(gpu, &c.shape, self.act)?;
         ks.push(batchnorm::apply_train(gpu, (c, &a), &p, saved)?);
         Ok(a)
