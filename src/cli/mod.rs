@@ -249,8 +249,8 @@ enum Command {
     /// remember the fastest (what the first run of any command does on its own)
     Tune(tune::TuneArgs),
     /// Check every op, forward and backward, on this adapter against CPU references (a pass/fail
-    /// table; exit 1 on any failure); with --kernels FAMILY only that convolution family (the
-    /// other checks then run with it)
+    /// table; exit 1 on any failure); with --kernels FAMILY (or RESNET_KERNELS) only that
+    /// convolution family (the other checks then run with it)
     Selftest(selftest::SelftestArgs),
     /// Reproduce the paper's CIFAR-10 experiments: `degradation` (plain vs ResNet, Fig. 6) or
     /// `depth` (ResNet depth vs test error, Table 6); each run resumes where it stopped

@@ -1,5 +1,6 @@
 //! Convolutions forward (with a bias), backward to the input and backward to the weights (and the
-//! bias), in every kernel family, at the shapes of ResNet-20 and ResNet-50.
+//! bias), in every kernel family (or the one `--kernels` or RESNET_KERNELS forces), at the
+//! shapes of ResNet-20 and ResNet-50.
 
 use super::{f64s, values, Group};
 use crate::error::Result;
@@ -46,7 +47,7 @@ fn shapes() -> Vec<(&'static str, Conv2dShape)> {
 const DIRECTIONS: [&str; 3] = ["forward", "backward to input", "backward to weights"];
 
 /// One group per direction and family: every family of the precision, or only the one
-/// `opts` forces (`--kernels`).
+/// `opts` forces (`--kernels`, RESNET_KERNELS; an error where it cannot run).
 pub(super) fn check_all(opts: &GpuOptions) -> Result<Vec<Group>> {
     let mut devices = Vec::new();
     let chosen = |f: &KernelFamily| opts.kernel_family.is_none_or(|k| k == f.name());
@@ -61,6 +62,8 @@ pub(super) fn check_all(opts: &GpuOptions) -> Result<Vec<Group>> {
         // emulated, RESNET_COOPERATIVE=emulate)
         if family.runs_on_gpu(&gpu) {
             devices.push((family, gpu));
+        } else if opts.kernel_family.is_some() {
+            return Err(conv2d::cannot_run(&gpu, family));
         }
     }
     let mut groups: Vec<Group> = devices

@@ -78,13 +78,11 @@ pub(super) fn module(m: (&'static str, &'static str)) -> (&'static str, &'static
 /// what the load would have copied only where nothing between them can change the tiles. Checks
 /// that the emulated loads and products are one run of lines with no barrier or store between.
 fn assert_loads_beside_products(name: &str, source: &str) {
-    let (first, last) = (
-        source.find("emu_load_a("),
-        source.rfind("emu_multiply_add("),
-    );
+    let (first, last) = (source.find("emu_load_"), source.rfind("emu_multiply_add("));
     let (Some(first), Some(last)) = (first, last) else {
         panic!("{name}: no emulated loads and products");
     };
+    assert!(first < last, "{name}: an emulated product before the loads");
     let between = &source[first..last];
     for forbidden in ["Barrier", "store", "tile_a[", "tile_b[", "for ", "if "] {
         assert!(
@@ -92,5 +90,32 @@ fn assert_loads_beside_products(name: &str, source: &str) {
             "{name}: `{forbidden}` between the emulated loads and products: the emulation reads \
              the operands at the products, which then need not equal what the loads copied"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::assert_loads_beside_products;
+
+    const ADJACENT: &str = "let a = emu_load_a(0u, 64u);\nlet b = emu_load_b(0u, 64u);\n\
+                            acc = emu_multiply_add(a, b, acc);\n";
+
+    #[test]
+    fn adjacent_loads_and_products_pass() {
+        assert_loads_beside_products("adjacent", ADJACENT);
+    }
+
+    #[test]
+    #[should_panic(expected = "`Barrier` between")]
+    fn a_barrier_between_loads_and_products_fails() {
+        let barrier = ADJACENT.replace("acc =", "workgroupBarrier();\nacc =");
+        assert_loads_beside_products("barrier", &barrier);
+    }
+
+    #[test]
+    #[should_panic(expected = "`tile_b[` between")]
+    fn a_store_before_the_first_load_of_b_fails() {
+        let store = ADJACENT.replace("let b =", "tile_b[0] = 1h;\nlet b =");
+        assert_loads_beside_products("store", &store);
     }
 }

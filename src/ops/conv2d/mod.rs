@@ -441,7 +441,7 @@ fn scratch(gpu: &Gpu, op: &'static str, len: usize) -> Result<Tensor> {
 }
 
 /// Why a forced `family` cannot run on `gpu` (it needs the tensor cores' features).
-fn cannot_run(gpu: &Gpu, family: KernelFamily) -> Error {
+pub(crate) fn cannot_run(gpu: &Gpu, family: KernelFamily) -> Error {
     let fits =
         crate::gpu::tensor_cores_fit(&gpu.info, gpu.adapter_features, &gpu.cooperative_matrices);
     let why = match fits {
