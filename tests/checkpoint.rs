@@ -1,6 +1,7 @@
 //! Checkpoints: round trips, atomic saves, error messages, and the safetensors format itself
 //! (a file written by hand from the spec, our output parsed as the spec says, and files read and
-//! written by Python's `safetensors` package: an ignored test that CI runs).
+//! written by Python's `safetensors` package: an ignored test that CI runs), and PyTorch's own
+//! files (`torch.save`, written by PyTorch: tests/data/torch/make.py).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -460,4 +461,90 @@ fn serialisation_is_deterministic() {
         Checkpoint::from_bytes(&first).unwrap().metadata,
         ck.metadata
     );
+}
+
+/// A file under tests/data/torch/, written by PyTorch 2.15's `torch.save` (make.py there).
+fn torch_file(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/torch")
+        .join(name)
+}
+
+/// The state_dict make.py saves in training_checkpoint.pth and legacy.pth, by name: f16 (the
+/// transpose of a 3x4 arange / 4, stored as a strided view), bf16, int64, f64 and int32 in PyTorch,
+/// here f32 and i64.
+fn small_torch_state_dict() -> Vec<NamedTensor> {
+    let transposed = (0..4)
+        .flat_map(|j| (0..3).map(move |i| (4 * i + j) as f32 / 4.0))
+        .collect();
+    vec![
+        NamedTensor::i64("bn1.num_batches_tracked", &[], vec![42]),
+        NamedTensor::f32("bn1.running_mean", &[3], vec![-1.5, 0.25, 3.0]),
+        NamedTensor::f32("conv1.weight", &[4, 3], transposed),
+        NamedTensor::f32("fc.bias", &[2], vec![0.1f64 as f32, -2.0]),
+        NamedTensor::i64("fc.steps", &[2], vec![7, -8]),
+    ]
+}
+
+#[test]
+fn reads_pytorch_training_checkpoints_and_the_legacy_format() {
+    // {"epoch": 7, "state_dict": ..., "optimizer": {...}}: the state_dict alone, without its key
+    let ck = checkpoint::load(&torch_file("training_checkpoint.pth")).unwrap();
+    assert_eq!(ck.tensors, small_torch_state_dict());
+    assert!(ck.metadata.is_empty(), "{:?}", ck.metadata);
+    // the same state_dict saved with _use_new_zipfile_serialization=False (PyTorch before 1.6)
+    let legacy = checkpoint::load(&torch_file("legacy.pth")).unwrap();
+    assert_eq!(legacy.tensors, small_torch_state_dict());
+}
+
+#[test]
+fn a_pytorch_tensor_that_cannot_be_a_weight_is_one_error_naming_it() {
+    let path = torch_file("bool_buffer.pth");
+    let err = checkpoint::load(&path).unwrap_err().to_string();
+    for part in [path.to_str().unwrap(), "'mask'", "BOOL"] {
+        assert!(err.contains(part), "{part:?} not in {err:?}");
+    }
+    // a zip archive that torch.save did not write
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("fake.pth");
+    let mut zip = b"PK\x03\x04".to_vec();
+    zip.extend([0u8; 60]);
+    std::fs::write(&fake, zip).unwrap();
+    let err = checkpoint::load(&fake).unwrap_err().to_string();
+    assert!(
+        err.contains("fake.pth") && err.contains("PyTorch"),
+        "{err:?}"
+    );
+}
+
+/// A checkpoint without `mean`/`std` (saved from PyTorch) is normalised as its model usually is:
+/// torchvision's ResNets with ImageNet's statistics (`transforms.Normalize(mean=[0.485, 0.456,
+/// 0.406], std=[0.229, 0.224, 0.225])`, as torchvision's weights expect), the CIFAR ResNets with
+/// CIFAR-10's; the metadata's, where present, wins.
+#[test]
+fn a_checkpoint_without_statistics_is_normalised_as_its_model_usually_is() {
+    use resnet::model::ModelSpec;
+    let bare = Checkpoint::new();
+    let spec = |name| ModelSpec::from_name(name, 10).unwrap();
+    let n = bare
+        .normalisation(spec("resnet50").usual_normalisation())
+        .unwrap();
+    assert_eq!(
+        (n.mean, n.std),
+        ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    );
+    let n = bare
+        .normalisation(spec("resnet20").usual_normalisation())
+        .unwrap();
+    assert_eq!(
+        (n.mean, n.std),
+        ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])
+    );
+    let mut own = Checkpoint::new();
+    own.metadata.insert("mean".into(), "0.5,0.5,0.5".into());
+    own.metadata.insert("std".into(), "0.25,0.25,0.25".into());
+    let n = own
+        .normalisation(spec("resnet50").usual_normalisation())
+        .unwrap();
+    assert_eq!((n.mean, n.std), ([0.5; 3], [0.25; 3]));
 }

@@ -717,3 +717,43 @@ fn precision_mistakes_are_one_line_errors() {
         println!("no GL adapter without f16 shaders here: that case is not exercised");
     }
 }
+
+/// A ResNet-20 that PyTorch trained and saved itself (`torch.save(model.state_dict())`, see
+/// tests/data/torch/make.py) evaluates here, from the .pth file as it is, to the loss and top-1
+/// accuracy PyTorch computed for it on the same 500 bundled test images (resnet20.json there).
+#[test]
+fn a_pytorch_pth_file_evaluates_to_pytorchs_loss_and_accuracy() {
+    let torch = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/torch");
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(torch.join("resnet20.json")).unwrap()).unwrap();
+    let dir = cifar::subset(1, 50);
+    let out = resnet(&[
+        "eval",
+        "--checkpoint",
+        torch.join("resnet20.pth").to_str().unwrap(),
+        "--model",
+        "resnet20",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ours: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let number = |v: &serde_json::Value, key: &str| v[key].as_f64().unwrap();
+    assert_eq!(ours["images"], expected["images"], "{ours}");
+    let (loss, want) = (number(&ours, "loss"), number(&expected, "loss"));
+    assert!(
+        (loss - want).abs() <= 1e-4 * want,
+        "loss {loss}, PyTorch's {want}"
+    );
+    // a logit pair within float rounding of a tie may order either way: one image at most
+    let (acc, want) = (number(&ours, "accuracy"), number(&expected, "accuracy"));
+    assert!(
+        (acc - want).abs() <= 1.5 / 500.0,
+        "accuracy {acc}, PyTorch's {want}"
+    );
+}

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 /// Arguments of `resnet eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// safetensors checkpoint (from `resnet train` or PyTorch)
+    /// Checkpoint: safetensors (from `resnet train`, or PyTorch's safetensors), or a file
+    /// PyTorch's torch.save wrote (.pth/.pt: a state_dict, or a training checkpoint holding one)
     #[arg(long)]
     checkpoint: PathBuf,
     /// Model name when the checkpoint has no metadata (e.g. saved from PyTorch)
@@ -57,7 +58,7 @@ pub fn eval_cmd(mut a: EvalArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
         )));
     }
     let mut console = super::console::Console::new(true);
-    let normalize = ck.normalisation()?;
+    let normalize = ck.normalisation(m.spec.usual_normalisation())?;
     let (loss, acc) = train::evaluate((&gpu, &m), &test, a.batch_size, normalize, &mut console)?;
     if a.json {
         println!(

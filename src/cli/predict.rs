@@ -15,7 +15,8 @@ use std::path::PathBuf;
 /// Arguments of `resnet predict`.
 #[derive(Args, Debug)]
 pub struct PredictArgs {
-    /// safetensors checkpoint (from `resnet train` or PyTorch)
+    /// Checkpoint: safetensors (from `resnet train`, or PyTorch's safetensors), or a file
+    /// PyTorch's torch.save wrote (.pth/.pt: a state_dict, or a training checkpoint holding one)
     #[arg(long)]
     checkpoint: PathBuf,
     /// Model name when the checkpoint has no metadata
@@ -97,7 +98,8 @@ pub fn run(a: PredictArgs) -> Result<()> {
     let classes = ck.class_names(k);
     let n = a.images.len();
     let size = prep.out_size();
-    let plan = Plan::new(&gpu, &m, PlanConfig::eval(n, size, ck.normalisation()?))?;
+    let normalize = ck.normalisation(m.spec.usual_normalisation())?;
+    let plan = Plan::new(&gpu, &m, PlanConfig::eval(n, size, normalize))?;
     plan.set_batch(&gpu, &pixels, &vec![0; n])?;
     plan.submit(&gpu);
     let logits = gpu.read_blocking(&plan.logits)?;

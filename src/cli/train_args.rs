@@ -83,8 +83,10 @@ impl RecipeArgs {
 /// Fine-tuning: where the weights start, what trains, and how.
 #[derive(Args, Debug, Clone)]
 pub struct FineTuningArgs {
-    /// Start from these weights: a safetensors file with torchvision/timm state_dict names, or
-    /// an http(s) URL downloaded once into the cache directory
+    /// Start from these weights: a file with torchvision/timm state_dict names (safetensors, or
+    /// torch.save's .pth/.pt), an http(s) URL downloaded once into the cache directory, or
+    /// torchvision's weights by name for resnet18-152 (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT;
+    /// their file's SHA-256 prefix checked as torchvision does)
     #[arg(long, value_name = "FILE|URL")]
     pub pretrained: Option<String>,
     /// SHA-256 the --pretrained file must have (checked after the download)

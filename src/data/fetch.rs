@@ -25,6 +25,9 @@ pub enum Digest {
     Md5(String),
     /// SHA-256 (`pretrained_sha256`).
     Sha256(String),
+    /// The first hex digits of a SHA-256: torchvision's weight files carry them in their names
+    /// (`resnet50-11ad3fa6.pth`), and torch.hub checks them as this does.
+    Sha256Prefix(String),
     /// Nothing to check.
     None,
 }
@@ -41,7 +44,7 @@ impl Digest {
                 io::copy(&mut file, &mut h).map_err(read)?;
                 hex(&h.finalize())
             }
-            Digest::Sha256(_) => {
+            Digest::Sha256(_) | Digest::Sha256Prefix(_) => {
                 let mut h = Sha256::new();
                 io::copy(&mut file, &mut h).map_err(read)?;
                 hex(&h.finalize())
@@ -52,16 +55,34 @@ impl Digest {
 
     /// Whether the file at `path` has this digest (always, for `None`).
     pub fn matches(&self, path: &Path) -> Result<bool> {
-        Ok(match self {
-            Digest::Md5(want) | Digest::Sha256(want) => self.of_file(path)? == *want,
-            Digest::None => true,
+        Ok(match self.wanted() {
+            Some(_) => self.accepts(&self.of_file(path)?),
+            None => true,
         })
+    }
+
+    /// Whether a file whose digest is `got` (from [`Digest::of_file`]) has this digest.
+    fn accepts(&self, got: &str) -> bool {
+        match self {
+            Digest::Md5(want) | Digest::Sha256(want) => got == want,
+            Digest::Sha256Prefix(want) => got.starts_with(want.as_str()),
+            Digest::None => true,
+        }
+    }
+
+    /// The hex digits expected, if any.
+    fn wanted(&self) -> Option<&str> {
+        match self {
+            Digest::Md5(w) | Digest::Sha256(w) | Digest::Sha256Prefix(w) => Some(w),
+            Digest::None => None,
+        }
     }
 
     fn name(&self) -> &'static str {
         match self {
             Digest::Md5(_) => "md5",
             Digest::Sha256(_) => "sha256",
+            Digest::Sha256Prefix(_) => "sha256",
             Digest::None => "",
         }
     }
@@ -112,12 +133,16 @@ pub fn fetch(
     // one name per destination: a run killed mid-download leaves it, the next run resumes it
     let part = dest.with_file_name(format!("{name}.part"));
     let result = download_resuming(url, &part, progress).and_then(|()| {
-        if let Digest::Md5(want) | Digest::Sha256(want) = digest {
+        if let Some(want) = digest.wanted() {
             let got = digest.of_file(&part)?;
-            if got != *want {
+            if !digest.accepts(&got) {
                 return Err(invalid(format!(
-                    "{url}: checksum mismatch: {} {got}, expected {want}; the download was deleted",
-                    digest.name()
+                    "{url}: checksum mismatch: {} {got}, expected {want}{}; the download was deleted",
+                    digest.name(),
+                    match digest {
+                        Digest::Sha256Prefix(_) => "...",
+                        _ => "",
+                    }
                 )));
             }
         }

@@ -75,6 +75,15 @@ const CIFAR_WIDTHS: [usize; 3] = [16, 32, 64];
 const IMAGENET_WIDTHS: [usize; 4] = [64, 128, 256, 512];
 
 impl ModelSpec {
+    /// The input normalisation this model is trained with where nothing else says: CIFAR-10's
+    /// for the CIFAR ResNets, ImageNet's for torchvision's (its pretrained weights expect it).
+    pub fn usual_normalisation(&self) -> crate::preprocess::Normalize {
+        match self.family {
+            Family::Cifar => crate::preprocess::Normalize::CIFAR10,
+            Family::ImageNet => crate::preprocess::Normalize::IMAGENET,
+        }
+    }
+
     /// The spec of a named network with `num_classes` outputs.
     pub fn from_name(name: &str, num_classes: usize) -> Result<ModelSpec> {
         use BlockKind::{Basic, Bottleneck};

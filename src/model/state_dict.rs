@@ -90,7 +90,7 @@ impl ModelState {
         }
         if let Some(t) = ck.tensors.iter().find(|t| !known.contains(&t.name)) {
             return Err(Error::Invalid(format!(
-                "{what}: unexpected tensor `{}` for a {} (a checkpoint of another model?)",
+                "{what}: unexpected tensor '{}' for a {} (a checkpoint of another model?)",
                 t.name, self.spec.name
             )));
         }

@@ -249,8 +249,24 @@ fn read_pretrained(
         return Ok(None);
     };
     let sha = c.fine_tuning.pretrained_sha256.as_deref();
-    let path = if data::is_url(src) {
-        data::fetch_pretrained(src, sha, &data::default_cache_dir(), progress)?
+    let full = sha
+        .map(data::parse_sha256)
+        .transpose()?
+        .map(data::Digest::Sha256);
+    let named = match std::path::Path::new(src).exists() {
+        true => None,
+        false => data::torchvision_weights(&c.model, src).transpose()?,
+    };
+    let path = if let Some((url, prefix)) = named {
+        data::fetch_pretrained(
+            &url,
+            full.unwrap_or(prefix),
+            &data::default_cache_dir(),
+            progress,
+        )?
+    } else if data::is_url(src) {
+        let digest = full.unwrap_or(data::Digest::None);
+        data::fetch_pretrained(src, digest, &data::default_cache_dir(), progress)?
     } else {
         let path = PathBuf::from(src);
         if let Some(want) = sha.map(data::parse_sha256).transpose()? {

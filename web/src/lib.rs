@@ -141,7 +141,9 @@ impl Engine {
             .ok_or_else(|| JsError::new("the checkpoint has no 'model' in its metadata"))?;
         let classes = ck.class_names(ck.num_classes().unwrap_or(10));
         let spec = ModelSpec::from_name(&name, classes.len()).map_err(js_err)?;
-        let normalize = ck.normalisation().map_err(js_err)?;
+        let normalize = ck
+            .normalisation(spec.usual_normalisation())
+            .map_err(js_err)?;
         let gpu = open(kernels, remembered, precision).await?;
         let state = ModelState::new(&gpu, &spec, 0).map_err(js_err)?;
         // the weights, BN statistics and num_batches_tracked, as `resnet train --resume` loads them

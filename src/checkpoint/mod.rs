@@ -4,11 +4,14 @@
 //! length, a JSON header mapping each tensor name to `{"dtype", "shape", "data_offsets"}` (plus an
 //! optional `"__metadata__"` string map), then the raw little-endian data. [`Checkpoint::to_bytes`]
 //! and [`Checkpoint::from_bytes`] touch no file, so they work on wasm32 too; [`save`] and [`load`]
-//! are the native file functions.
+//! are the native file functions. [`load`] reads PyTorch's own files (`torch.save`) too.
 //!
 //! Tensor order: a safetensors file stores tensors sorted by dtype and then name (the `safetensors`
 //! crate and Python's package both do), so after a round trip [`Checkpoint::tensors`] is in file
 //! order, not in the original order. Look tensors up by name with [`Checkpoint::get`].
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod torch;
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
@@ -201,10 +204,10 @@ impl Checkpoint {
         Self::default()
     }
 
-    /// The per-channel normalisation of the metadata's `mean` and `std`, or CIFAR-10's (what
-    /// this engine trains with) when a key is absent, e.g. in a file saved from PyTorch.
-    pub fn normalisation(&self) -> Result<Normalize> {
-        let default = crate::cifar10::NORMALIZE;
+    /// The per-channel normalisation of the metadata's `mean` and `std`, or `default` when a key
+    /// is absent, as in a file saved from PyTorch: the model's usual one
+    /// ([`crate::model::ModelSpec::usual_normalisation`]: ImageNet's for torchvision's ResNets).
+    pub fn normalisation(&self, default: Normalize) -> Result<Normalize> {
         let get = |key: &str, default: [f32; 3]| -> Result<[f32; 3]> {
             let Some(s) = self.metadata.get(key) else {
                 return Ok(default);
@@ -249,15 +252,15 @@ impl Checkpoint {
         let mut views = Vec::with_capacity(self.tensors.len());
         for t in &self.tensors {
             if t.name == "__metadata__" || t.name.is_empty() {
-                return invalid(format!("checkpoint: invalid tensor name `{}`", t.name));
+                return invalid(format!("checkpoint: invalid tensor name '{}'", t.name));
             }
             if !seen.insert(t.name.as_str()) {
-                return invalid(format!("checkpoint: duplicate tensor name `{}`", t.name));
+                return invalid(format!("checkpoint: duplicate tensor name '{}'", t.name));
             }
             let count = t.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
             if count != Some(t.data.len()) {
                 return invalid(format!(
-                    "checkpoint: tensor `{}` has shape {} but {} values",
+                    "checkpoint: tensor '{}' has shape {} but {} values",
                     t.name,
                     shape_str(&t.shape),
                     t.data.len()
@@ -326,11 +329,11 @@ impl Checkpoint {
     pub fn expect(&self, name: &str, shape: &[usize]) -> Result<&NamedTensor> {
         match self.get(name) {
             None => invalid(format!(
-                "checkpoint: missing tensor `{name}` (expected shape {})",
+                "checkpoint: missing tensor '{name}' (expected shape {})",
                 shape_str(shape)
             )),
             Some(t) if t.shape != shape => invalid(format!(
-                "checkpoint: tensor `{name}` has shape {}, expected {}",
+                "checkpoint: tensor '{name}' has shape {}, expected {}",
                 shape_str(&t.shape),
                 shape_str(shape)
             )),
@@ -454,7 +457,7 @@ fn convert(name: &str, dtype: Dtype, shape: &[usize], b: &[u8]) -> Result<NamedT
         ),
         other => {
             return invalid(format!(
-                "unsupported dtype {other} for tensor `{name}` (supported: F32, F16, BF16, F64, I64, I32)"
+                "unsupported dtype {other} for tensor '{name}' (supported: F32, F16, BF16, F64, I64, I32)"
             ))
         }
     };
@@ -485,10 +488,22 @@ pub fn save(path: &std::path::Path, ckpt: &Checkpoint) -> Result<()> {
         .map_err(|m| Error::Invalid(format!("checkpoint {}: {m}", path.display())))
 }
 
-/// Reads a safetensors checkpoint from `path`; errors name the file.
+/// Reads a checkpoint from `path`: a safetensors file, or PyTorch's own (`torch.save`, see
+/// [`torch`]), told apart by their first bytes; errors name the file.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn load(path: &std::path::Path) -> Result<Checkpoint> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| Error::Invalid(format!("checkpoint {}: cannot read: {e}", path.display())))?;
+    let cannot_read = |e: std::io::Error| {
+        Error::Invalid(format!("checkpoint {}: cannot read: {e}", path.display()))
+    };
+    let mut head = Vec::with_capacity(512);
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open(path).map_err(cannot_read)?, 512),
+        &mut head,
+    )
+    .map_err(cannot_read)?;
+    if torch::is_torch_file(&head) {
+        return torch::load(path).map_err(|e| with_path(path, e));
+    }
+    let bytes = std::fs::read(path).map_err(cannot_read)?;
     Checkpoint::from_bytes(&bytes).map_err(|e| with_path(path, e))
 }

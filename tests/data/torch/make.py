@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Writes the PyTorch checkpoints tests/checkpoint.rs and tests/cli.rs read, with PyTorch itself
+(torch.save), and PyTorch's own evaluation of the ResNet-20 among them. Run from the repository
+root with torch installed (CPU is enough): python3 tests/data/torch/make.py
+
+  resnet20.pth                a ResNet-20 (He et al.'s CIFAR layout, option-A shortcuts, our
+                              state_dict names) trained briefly by PyTorch on the bundled
+                              2,000 images (web/data/train.bin): torch.save(model.state_dict())
+  resnet20.json               PyTorch's loss and top-1 accuracy of it on the 500 bundled test
+                              images (web/data/test.bin), normalised with CIFAR-10's mean and std
+  training_checkpoint.pth     {"epoch", "state_dict", "optimizer"} as a training script saves it;
+                              the state_dict holds f16 (a transposed, non-contiguous view), bf16,
+                              f64, int32 and int64 tensors with exactly representable values
+  legacy.pth                  that state_dict in PyTorch's pre-1.6 format
+                              (_use_new_zipfile_serialization=False)
+  bool_buffer.pth             a state_dict with a bool tensor, which no ResNet has
+"""
+import json
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+OUT = Path(__file__).parent
+DATA = OUT.parents[2] / "web" / "data"
+MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
+STD = torch.tensor([0.247, 0.2435, 0.2616]).view(1, 3, 1, 1)
+
+
+class Block(nn.Module):
+    def __init__(self, cin, planes, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.pad = (planes - cin) // 2 if stride != 1 or cin != planes else None
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        short = x if self.pad is None else F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+        return F.relu(out + short)
+
+
+class ResNet20(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        cin = 16
+        for i, planes in enumerate([16, 32, 64]):
+            blocks = [Block(cin if j == 0 else planes, planes, 2 if i > 0 and j == 0 else 1) for j in range(3)]
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+            cin = planes
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def bundled(name):
+    """CIFAR-10 binary records: a label byte, then 32x32 R, G and B planes."""
+    raw = torch.frombuffer(bytearray((DATA / name).read_bytes()), dtype=torch.uint8).view(-1, 3073)
+    x = raw[:, 1:].view(-1, 3, 32, 32).float() / 255
+    return (x - MEAN) / STD, raw[:, 0].long()
+
+
+def resnet20():
+    torch.manual_seed(0)
+    model = ResNet20()
+    x, y = bundled("train.bin")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    model.train()
+    for step in range(240):
+        i = torch.randint(0, len(x), (128,))
+        xb = torch.where(torch.rand(128, 1, 1, 1) < 0.5, x[i], x[i].flip(3))
+        loss = F.cross_entropy(model(xb), y[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    tx, ty = bundled("test.bin")
+    with torch.no_grad():
+        logits = model(tx)
+    result = {
+        "torch": torch.__version__,
+        "images": len(ty),
+        "loss": F.cross_entropy(logits, ty).item(),
+        "accuracy": (logits.argmax(1) == ty).float().mean().item(),
+    }
+    torch.save(model.state_dict(), OUT / "resnet20.pth")
+    (OUT / "resnet20.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(result)
+
+
+def small_state_dict():
+    sd = OrderedDict()
+    sd["conv1.weight"] = (torch.arange(12, dtype=torch.float16).view(3, 4) / 4).t()  # a view
+    sd["bn1.running_mean"] = torch.tensor([-1.5, 0.25, 3.0], dtype=torch.bfloat16)
+    sd["bn1.num_batches_tracked"] = torch.tensor(42, dtype=torch.int64)
+    sd["fc.bias"] = torch.tensor([0.1, -2.0], dtype=torch.float64)
+    sd["fc.steps"] = torch.tensor([7, -8], dtype=torch.int32)
+    assert not sd["conv1.weight"].is_contiguous()
+    return sd
+
+
+def small():
+    sd = small_state_dict()
+    momentum = {"momentum_buffer": torch.ones(4, 3)}
+    optimizer = {"state": {0: momentum}, "param_groups": [{"lr": 0.1, "params": [0]}]}
+    torch.save({"epoch": 7, "state_dict": sd, "optimizer": optimizer}, OUT / "training_checkpoint.pth")
+    torch.save(sd, OUT / "legacy.pth", _use_new_zipfile_serialization=False)
+    torch.save({"conv1.weight": torch.ones(2, 2), "mask": torch.tensor([True, False])}, OUT / "bool_buffer.pth")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    small()
+    resnet20()
