@@ -548,3 +548,20 @@ fn a_checkpoint_without_statistics_is_normalised_as_its_model_usually_is() {
         .unwrap();
     assert_eq!((n.mean, n.std), ([0.5; 3], [0.25; 3]));
 }
+
+/// Outputs of a checkpoint without `classes` are named as torchvision's and our defaults name
+/// them: 10 as CIFAR-10's classes, 1000 as ImageNet's categories in label order
+/// (torchvision's `weights.meta["categories"]`: 0 tench, 281 tabby, 999 toilet tissue), any
+/// other number by index.
+#[test]
+fn outputs_of_a_bare_checkpoint_are_named_as_their_data_set_names_them() {
+    let bare = Checkpoint::new();
+    let imagenet = bare.class_names(1000);
+    assert_eq!(imagenet.len(), 1000);
+    assert_eq!(
+        [&imagenet[0], &imagenet[1], &imagenet[281], &imagenet[999]],
+        ["tench", "goldfish", "tabby", "toilet tissue"]
+    );
+    assert_eq!(bare.class_names(10)[3], "cat");
+    assert_eq!(bare.class_names(3), ["0", "1", "2"]);
+}

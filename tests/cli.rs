@@ -720,29 +720,47 @@ fn precision_mistakes_are_one_line_errors() {
 
 /// A ResNet-20 that PyTorch trained and saved itself (`torch.save(model.state_dict())`, see
 /// tests/data/torch/make.py) evaluates here, from the .pth file as it is, to the loss and top-1
-/// accuracy PyTorch computed for it on the same 500 bundled test images (resnet20.json there).
+/// accuracy PyTorch computed for it on the same 500 bundled test images (resnet20.json there);
+/// from its URL too, downloaded once into the cache.
 #[test]
 fn a_pytorch_pth_file_evaluates_to_pytorchs_loss_and_accuracy() {
     let torch = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/torch");
     let expected: serde_json::Value =
         serde_json::from_slice(&std::fs::read(torch.join("resnet20.json")).unwrap()).unwrap();
     let dir = cifar::subset(1, 50);
-    let out = resnet(&[
-        "eval",
-        "--checkpoint",
-        torch.join("resnet20.pth").to_str().unwrap(),
-        "--model",
-        "resnet20",
-        "--data",
-        dir.path().to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ours: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let file = torch.join("resnet20.pth");
+    let cache = tempfile::tempdir().unwrap();
+    let eval = |checkpoint: &str| {
+        let out = resnet_with_cache(
+            &[
+                "eval",
+                "--checkpoint",
+                checkpoint,
+                "--model",
+                "resnet20",
+                "--data",
+                dir.path().to_str().unwrap(),
+                "--json",
+            ],
+            cache.path(),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let ours = eval(file.to_str().unwrap());
+    let (url, requests) = common::serve::serve("/resnet20.pth", std::fs::read(&file).unwrap(), 0);
+    for _ in 0..2 {
+        let by_url = eval(&url);
+        assert_eq!(
+            (&by_url["loss"], &by_url["accuracy"]),
+            (&ours["loss"], &ours["accuracy"])
+        );
+    }
+    assert_eq!(requests.lock().unwrap().len(), 1, "downloaded once");
     let number = |v: &serde_json::Value, key: &str| v[key].as_f64().unwrap();
     assert_eq!(ours["images"], expected["images"], "{ours}");
     let (loss, want) = (number(&ours, "loss"), number(&expected, "loss"));

@@ -21,6 +21,9 @@ use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors};
 use crate::preprocess::Normalize;
 use crate::{Error, Result};
 
+/// ImageNet-1k's categories in label order, one a line, as torchvision names them.
+const IMAGENET_CLASSES: &str = include_str!("imagenet_classes.txt");
+
 /// The largest JSON header accepted, as in the `safetensors` crate (100 MB).
 const MAX_HEADER: u64 = 100_000_000;
 
@@ -235,12 +238,17 @@ impl Checkpoint {
     }
 
     /// The names of the `num_classes` outputs: the metadata's `classes`, else CIFAR-10's for a
-    /// 10-class model (the engine's default data set), else the indices `0`, `1`, ...
+    /// 10-class model (the engine's default data set), ImageNet's for a 1000-class one (the
+    /// categories of torchvision's weights, `weights.meta["categories"]`), else the indices `0`,
+    /// `1`, ...
     pub fn class_names(&self, num_classes: usize) -> Vec<String> {
         match self.metadata.get("classes") {
             Some(c) => c.split(',').map(str::to_string).collect(),
             None if num_classes == crate::cifar10::CLASSES.len() => {
                 crate::cifar10::CLASSES.map(String::from).to_vec()
+            }
+            None if num_classes == IMAGENET_CLASSES.lines().count() => {
+                IMAGENET_CLASSES.lines().map(str::to_string).collect()
             }
             None => (0..num_classes).map(|i| i.to_string()).collect(),
         }

@@ -12,10 +12,12 @@ use std::path::{Path, PathBuf};
 /// Arguments of `resnet eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Checkpoint: safetensors (from `resnet train`, or PyTorch's safetensors), or a file
-    /// PyTorch's torch.save wrote (.pth/.pt: a state_dict, or a training checkpoint holding one)
-    #[arg(long)]
-    checkpoint: PathBuf,
+    /// Checkpoint: safetensors (from `resnet train`, or PyTorch's safetensors), a file PyTorch's
+    /// torch.save wrote (.pth/.pt: a state_dict, or a training checkpoint holding one), an http(s)
+    /// URL of either (downloaded once into the cache), or torchvision's weights by name with
+    /// --model (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT)
+    #[arg(long, value_name = "FILE|URL|NAME")]
+    checkpoint: String,
     /// Model name when the checkpoint has no metadata (e.g. saved from PyTorch)
     #[arg(long)]
     model: Option<String>,
@@ -37,7 +39,7 @@ pub fn eval_cmd(mut a: EvalArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
         return Err(at_least_one("--batch-size"));
     }
     let opts = a.gpu.options()?;
-    let path = &a.checkpoint;
+    let path = &checkpoint_file(&a.checkpoint, a.model.as_deref())?;
     let ck = checkpoint::load(path)?;
     let model = match &a.model {
         Some(m) => m.clone(),
@@ -76,6 +78,19 @@ pub fn eval_cmd(mut a: EvalArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The file of `--checkpoint`: a file as it is, a URL or one of torchvision's weight names
+/// downloaded into the cache first (with a progress bar).
+pub(crate) fn checkpoint_file(source: &str, model: Option<&str>) -> Result<PathBuf> {
+    let mut bar = super::progress::DownloadBar::default();
+    resnet::data::weights_file(
+        ("checkpoint", source),
+        model,
+        None,
+        &resnet::data::default_cache_dir(),
+        &mut |t| bar.show(t),
+    )
 }
 
 /// Loads a checkpoint into a fresh model: the model name from its metadata or `--model`, the

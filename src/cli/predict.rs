@@ -6,6 +6,7 @@ use clap::Args;
 use resnet::checkpoint::{self, Checkpoint};
 use resnet::classify::{softmax, top_k};
 use resnet::gpu::Gpu;
+use resnet::model::{Family, ModelSpec};
 use resnet::plan::{Plan, PlanConfig};
 use resnet::preprocess::transforms::{write_chw, Transform};
 use resnet::rng::SplitMix64;
@@ -15,10 +16,12 @@ use std::path::PathBuf;
 /// Arguments of `resnet predict`.
 #[derive(Args, Debug)]
 pub struct PredictArgs {
-    /// Checkpoint: safetensors (from `resnet train`, or PyTorch's safetensors), or a file
-    /// PyTorch's torch.save wrote (.pth/.pt: a state_dict, or a training checkpoint holding one)
-    #[arg(long)]
-    checkpoint: PathBuf,
+    /// Checkpoint: safetensors (from `resnet train`, or PyTorch's safetensors), a file PyTorch's
+    /// torch.save wrote (.pth/.pt: a state_dict, or a training checkpoint holding one), an http(s)
+    /// URL of either (downloaded once into the cache), or torchvision's weights by name with
+    /// --model (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT)
+    #[arg(long, value_name = "FILE|URL|NAME")]
+    checkpoint: String,
     /// Model name when the checkpoint has no metadata
     #[arg(long)]
     model: Option<String>,
@@ -40,11 +43,21 @@ pub struct PredictArgs {
 }
 
 /// How the checkpoint's evaluation prepared images: its `resize` + centre crop to
-/// `input_size` (the ImageNet models on photo folders), else a resize to `input_size` (32 for
-/// checkpoints without it); `--image-size` resizes to that size instead.
-fn preprocessing(ck: &Checkpoint, image_size: Option<usize>) -> Result<Transform> {
+/// `input_size` (the ImageNet models on photo folders), else a resize to `input_size`; a
+/// checkpoint without them (saved from PyTorch) as its model usually is, torchvision's resize
+/// 256 + centre crop 224 for the ImageNet ResNets, 32x32 for the CIFAR ones. `--image-size`
+/// resizes to that size instead.
+fn preprocessing(ck: &Checkpoint, image_size: Option<usize>, imagenet: bool) -> Result<Transform> {
     if let Some(s) = image_size {
         return Ok(Transform::Resize { size: (s, s) });
+    }
+    let has = |key| ck.metadata.contains_key(key);
+    if imagenet && !has("input_size") && !has("resize") {
+        let torchvision = resnet::data::PhotoSizes::default();
+        return Ok(Transform::ResizeCenterCrop {
+            resize: torchvision.eval_resize,
+            crop: torchvision.eval_crop,
+        });
     }
     let number = |key: &str, v: &str| {
         v.trim()
@@ -85,15 +98,20 @@ pub fn run(a: PredictArgs) -> Result<()> {
             "--image-size and --top must be at least 1".into(),
         ));
     }
-    let ck = checkpoint::load(&a.checkpoint)?;
-    let prep = preprocessing(&ck, a.image_size)?;
+    let path = super::eval::checkpoint_file(&a.checkpoint, a.model.as_deref())?;
+    let ck = checkpoint::load(&path)?;
+    let imagenet = match a.model.as_ref().or(ck.metadata.get("model")) {
+        Some(name) => ModelSpec::from_name(name, 10)?.family == Family::ImageNet,
+        None => false,
+    };
+    let prep = preprocessing(&ck, a.image_size, imagenet)?;
     let mut pixels = Vec::new();
     for p in &a.images {
         pixels.extend(image_chw(p, &prep)?);
     }
     let gpu = Gpu::new_blocking(&a.gpu.options()?)?;
     let _warnings = super::GpuWarnings::new(&gpu);
-    let (m, ck) = load_model(&gpu, &a.checkpoint, a.model.as_deref(), 10)?;
+    let (m, ck) = load_model(&gpu, &path, a.model.as_deref(), 10)?;
     let k = m.spec.num_classes;
     let classes = ck.class_names(k);
     let n = a.images.len();

@@ -62,7 +62,7 @@ impl Digest {
     }
 
     /// Whether a file whose digest is `got` (from [`Digest::of_file`]) has this digest.
-    fn accepts(&self, got: &str) -> bool {
+    pub fn accepts(&self, got: &str) -> bool {
         match self {
             Digest::Md5(want) | Digest::Sha256(want) => got == want,
             Digest::Sha256Prefix(want) => got.starts_with(want.as_str()),
@@ -71,7 +71,7 @@ impl Digest {
     }
 
     /// The hex digits expected, if any.
-    fn wanted(&self) -> Option<&str> {
+    pub fn wanted(&self) -> Option<&str> {
         match self {
             Digest::Md5(w) | Digest::Sha256(w) | Digest::Sha256Prefix(w) => Some(w),
             Digest::None => None,

@@ -24,7 +24,9 @@ pub use download::{default_cache_dir, download_cifar10, parse_md5, CIFAR10_MD5, 
 pub use fetch::{fetch, Digest, Transfer};
 pub use folder::load_image_folder;
 pub use prefetch::{assemble, default_workers, queue_depth, Batch, BatchJob, Prefetch};
-pub use pretrained::{fetch_pretrained, file_sha256, is_url, parse_sha256, torchvision_weights};
+pub use pretrained::{
+    fetch_pretrained, file_sha256, is_url, parse_sha256, torchvision_weights, weights_file,
+};
 pub use source::{ImageSource, Sources};
 pub use stream::{open_image_folder, FolderSet};
 

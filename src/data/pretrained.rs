@@ -74,13 +74,16 @@ const TORCHVISION_WEIGHTS: [(&str, &str, &str); 8] = [
     ),
 ];
 
-/// torchvision's weights of `model` named by `pretrained`, as torchvision names them
+/// torchvision's weights of `model` named by `source`, as torchvision names them
 /// (`IMAGENET1K_V2`, `DEFAULT`, or in full `ResNet50_Weights.IMAGENET1K_V2`; any case): their URL
-/// and the SHA-256 prefix in its file name, which torchvision checks too. `None` when
-/// `pretrained` is not such a name (it is a file or a URL); an error when it is one that `model`
-/// has no weights under.
-pub fn torchvision_weights(model: &str, pretrained: &str) -> Option<Result<(String, Digest)>> {
-    let upper = pretrained.to_ascii_uppercase();
+/// and the SHA-256 prefix in its file name, which torchvision checks too. `None` when `source` is
+/// not such a name (it is a file or a URL); an error naming the setting `what` when it is one
+/// that `model` has no weights under.
+pub fn torchvision_weights(
+    (what, source): (&str, &str),
+    model: &str,
+) -> Option<Result<(String, Digest)>> {
+    let upper = source.to_ascii_uppercase();
     let (named_model, name) = match upper.split_once('.') {
         Some((class, name)) => (Some(class.strip_suffix("_WEIGHTS")?.to_lowercase()), name),
         None => (None, upper.as_str()),
@@ -88,7 +91,7 @@ pub fn torchvision_weights(model: &str, pretrained: &str) -> Option<Result<(Stri
     if name != "DEFAULT" && !name.starts_with("IMAGENET1K_V") {
         return None;
     }
-    let fail = |why: String| Some(invalid(format!("`pretrained` {pretrained}: {why}")));
+    let fail = |why: String| Some(invalid(format!("`{what}` {source}: {why}")));
     if let Some(named) = named_model.filter(|m| m != model) {
         return fail(format!("names {named}'s weights, the model is {model}"));
     }
@@ -126,6 +129,49 @@ pub fn torchvision_weights(model: &str, pretrained: &str) -> Option<Result<(Stri
                 .to_string(),
         ),
     )))
+}
+
+/// The file of the weights `source` names, for the setting `what` (`pretrained`, `checkpoint`):
+/// a file as it is; an http(s) URL, or one of torchvision's weight names for `model` (see
+/// [`torchvision_weights`]), downloaded into `cache_dir` once. `sha256`, when given, is checked
+/// in every case (a download that does not match is deleted).
+pub fn weights_file(
+    (what, source): (&str, &str),
+    model: Option<&str>,
+    sha256: Option<&str>,
+    cache_dir: &Path,
+    progress: &mut dyn FnMut(Transfer),
+) -> Result<PathBuf> {
+    let full = sha256.map(parse_sha256).transpose()?.map(Digest::Sha256);
+    let local = Path::new(source);
+    if local.exists() || !(is_url(source) || torchvision_name(source)) {
+        if let Some(digest) = full {
+            let got = file_sha256(local)?;
+            if !digest.accepts(&got) {
+                return invalid(format!(
+                    "`{what}` {}: sha256 {got}, expected {}",
+                    local.display(),
+                    digest.wanted().unwrap_or_default()
+                ));
+            }
+        }
+        return Ok(local.to_path_buf());
+    }
+    if is_url(source) {
+        return fetch_pretrained(source, full.unwrap_or(Digest::None), cache_dir, progress);
+    }
+    let Some(model) = model else {
+        return invalid(format!(
+            "`{what}` {source}: torchvision's weights of which model? Say it with `model`"
+        ));
+    };
+    let (url, prefix) = torchvision_weights((what, source), model).expect("a torchvision name")?;
+    fetch_pretrained(&url, full.unwrap_or(prefix), cache_dir, progress)
+}
+
+/// Whether `s` has the form of a torchvision weights name (see [`torchvision_weights`]).
+fn torchvision_name(s: &str) -> bool {
+    torchvision_weights(("", s), "resnet50").is_some()
 }
 
 /// The weights at `url` as a file in `cache_dir/pretrained/`, named after the URL's last path
@@ -172,14 +218,14 @@ mod tests {
     use super::*;
 
     fn url_of(model: &str, name: &str) -> String {
-        match torchvision_weights(model, name) {
+        match torchvision_weights(("pretrained", name), model) {
             Some(Ok((url, _))) => url,
             other => panic!("{model} {name}: {other:?}"),
         }
     }
 
     fn error_of(model: &str, name: &str) -> String {
-        match torchvision_weights(model, name) {
+        match torchvision_weights(("pretrained", name), model) {
             Some(Err(e)) => e.to_string(),
             other => panic!("{model} {name}: {other:?}"),
         }
@@ -205,14 +251,14 @@ mod tests {
             url_of("resnet152", "imagenet1k_v2"),
             format!("{models}/resnet152-f82ba261.pth")
         );
-        match torchvision_weights("resnet101", "IMAGENET1K_V2") {
+        match torchvision_weights(("pretrained", "IMAGENET1K_V2"), "resnet101") {
             Some(Ok((_, Digest::Sha256Prefix(p)))) => assert_eq!(p, "cd907fc2"),
             other => panic!("{other:?}"),
         }
         // files and URLs are not names
         for not_a_name in ["resnet50.pth", "weights.safetensors", "https://x/DEFAULT"] {
             assert!(
-                torchvision_weights("resnet50", not_a_name).is_none(),
+                torchvision_weights(("pretrained", not_a_name), "resnet50").is_none(),
                 "{not_a_name}"
             );
         }

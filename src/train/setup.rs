@@ -16,7 +16,6 @@ use crate::ops::amp::ScalerState;
 use crate::plan::{PlanConfig, Shard};
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The training set (the `subset`, less the `val_split` images) and the set evaluated after
@@ -248,38 +247,13 @@ fn read_pretrained(
     let Some(src) = &c.fine_tuning.pretrained else {
         return Ok(None);
     };
-    let sha = c.fine_tuning.pretrained_sha256.as_deref();
-    let full = sha
-        .map(data::parse_sha256)
-        .transpose()?
-        .map(data::Digest::Sha256);
-    let named = match std::path::Path::new(src).exists() {
-        true => None,
-        false => data::torchvision_weights(&c.model, src).transpose()?,
-    };
-    let path = if let Some((url, prefix)) = named {
-        data::fetch_pretrained(
-            &url,
-            full.unwrap_or(prefix),
-            &data::default_cache_dir(),
-            progress,
-        )?
-    } else if data::is_url(src) {
-        let digest = full.unwrap_or(data::Digest::None);
-        data::fetch_pretrained(src, digest, &data::default_cache_dir(), progress)?
-    } else {
-        let path = PathBuf::from(src);
-        if let Some(want) = sha.map(data::parse_sha256).transpose()? {
-            let got = data::file_sha256(&path)?;
-            if got != want {
-                return Err(Error::Invalid(format!(
-                    "`pretrained` {}: sha256 {got}, expected {want}",
-                    path.display()
-                )));
-            }
-        }
-        path
-    };
+    let path = data::weights_file(
+        ("pretrained", src),
+        Some(&c.model),
+        c.fine_tuning.pretrained_sha256.as_deref(),
+        &data::default_cache_dir(),
+        progress,
+    )?;
     let ck = checkpoint::load(&path)?;
     Ok(Some((ck, format!("`pretrained` {}", path.display()))))
 }
