@@ -730,7 +730,7 @@ fn a_pytorch_pth_file_evaluates_to_pytorchs_loss_and_accuracy() {
     let dir = cifar::subset(1, 50);
     let file = torch.join("resnet20.pth");
     let cache = tempfile::tempdir().unwrap();
-    let eval = |checkpoint: &str| {
+    let eval_in = |checkpoint: &str, precision: &str| {
         let out = resnet_with_cache(
             &[
                 "eval",
@@ -740,6 +740,8 @@ fn a_pytorch_pth_file_evaluates_to_pytorchs_loss_and_accuracy() {
                 "resnet20",
                 "--data",
                 dir.path().to_str().unwrap(),
+                "--precision",
+                precision,
                 "--json",
             ],
             cache.path(),
@@ -751,6 +753,7 @@ fn a_pytorch_pth_file_evaluates_to_pytorchs_loss_and_accuracy() {
         );
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
+    let eval = |checkpoint: &str| eval_in(checkpoint, "fp32");
     let ours = eval(file.to_str().unwrap());
     let (url, requests) = common::serve::serve("/resnet20.pth", std::fs::read(&file).unwrap(), 0);
     for _ in 0..2 {
@@ -774,4 +777,14 @@ fn a_pytorch_pth_file_evaluates_to_pytorchs_loss_and_accuracy() {
         (acc - want).abs() <= 1.5 / 500.0,
         "accuracy {acc}, PyTorch's {want}"
     );
+    // mixed precision (f16 activations and weights, f32 sums) within 0.3 points of fp32
+    if f16_shaders("a_pytorch_pth_file_evaluates_to_pytorchs_loss_and_accuracy") {
+        let mixed = eval_in(file.to_str().unwrap(), "mixed");
+        let (acc16, loss16) = (number(&mixed, "accuracy"), number(&mixed, "loss"));
+        assert!((acc16 - acc).abs() <= 0.003, "mixed {acc16}, fp32 {acc}");
+        assert!(
+            (loss16 - loss).abs() <= 1e-3 * loss,
+            "mixed {loss16}, fp32 {loss}"
+        );
+    }
 }
