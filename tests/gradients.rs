@@ -4,6 +4,7 @@
 //! differences of the reference's total loss on parameters of every kind. This checks the wiring
 //! between ops that the per-op tests cannot: residual routing, the option-A and projection
 //! shortcut backward, the stem's max-pool backward, and the gradient sums where two paths meet.
+//! And one step against PyTorch itself, from a checkpoint PyTorch trained (tests/data/torch/).
 
 mod common;
 use common::*;
@@ -415,4 +416,94 @@ fn check_mixed_step(gpu: &resnet::Gpu) {
             "{name}: {to_exact:e} from the exact reference: are the operands in f16?"
         );
     }
+}
+
+/// One training step against PyTorch itself rather than our reference: the ResNet-20 PyTorch
+/// trained and saved (tests/data/torch/resnet20.pth) takes one step here on the first 128
+/// bundled training images, unaugmented, with He et al.'s SGD (lr 0.1, momentum 0.9, weight
+/// decay 1e-4), as PyTorch took it in make.py there. The batch's loss and, for every weight,
+/// BatchNorm parameter and running statistic, the update's norm and its projection onto
+/// sin(1), sin(2), ... (resnet20_step.json) agree within 2e-3 of the update's norm: what
+/// PyTorch means by a step (the loss, its gradients through every layer, weight decay on every
+/// parameter, BatchNorm's running statistics) is what ours does.
+#[test]
+fn one_sgd_step_equals_pytorchs_own() {
+    use resnet::model::ModelState;
+    use resnet::plan::{Plan, PlanConfig};
+    let torch = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/torch");
+    let theirs: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(torch.join("resnet20_step.json")).unwrap()).unwrap();
+    let gpu = gpu();
+    let spec = ModelSpec::from_name("resnet20", 10).unwrap();
+    let m = ModelState::new(&gpu, &spec, 0).unwrap();
+    let ck = resnet::checkpoint::load(&torch.join("resnet20.pth")).unwrap();
+    m.load_state_dict(&gpu, &ck, "resnet20.pth").unwrap();
+    let before = pollster::block_on(m.state_dict(&gpu)).unwrap();
+    let sgd = resnet::ops::sgd::SgdConfig::he2016();
+    let normalize = resnet::preprocess::Preprocess::normalize_only(resnet::cifar10::NORMALIZE);
+    let plan = Plan::new(&gpu, &m, PlanConfig::train(128, (32, 32), sgd, normalize)).unwrap();
+    // CIFAR-10 binary records: a label byte, then the image's 3 x 32 x 32 bytes (CHW)
+    let records =
+        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web/data/train.bin"))
+            .unwrap();
+    let first: Vec<&[u8]> = records.chunks(3073).take(128).collect();
+    let pixels: Vec<u8> = first.iter().flat_map(|r| r[1..].to_vec()).collect();
+    let labels: Vec<u32> = first.iter().map(|r| r[0] as u32).collect();
+    plan.set_batch(&gpu, &pixels, &labels).unwrap();
+    plan.set_step(&gpu, 0, sgd.lr);
+    plan.submit(&gpu);
+    let loss = gpu.read_blocking(&plan.loss.stats).unwrap()[0] as f64;
+    let want = theirs["loss"].as_f64().unwrap();
+    assert!(
+        (loss - want).abs() <= 1e-5 * want,
+        "loss {loss}, PyTorch's {want}"
+    );
+    let after = pollster::block_on(m.state_dict(&gpu)).unwrap();
+    let updates = theirs["updates"].as_object().unwrap();
+    let (worst, compared) = worst_update_disagreement(&before, &after, updates);
+    assert_eq!(compared, updates.len(), "every tensor PyTorch updated");
+    // measured 5.5e-4 (a BatchNorm bias); without the weight decay, 9.6e-3
+    assert!(worst.0 <= 2e-3, "{} ({:.1e} of the norm)", worst.1, worst.0);
+}
+
+/// Over the f32 tensors of a step's `before` and `after`, the worst disagreement of the update's
+/// norm or projection with PyTorch's (`updates`: name -> [norm, projection]), relative to its
+/// norm, with what it is; and how many tensors were compared.
+fn worst_update_disagreement(
+    before: &[resnet::checkpoint::NamedTensor],
+    after: &[resnet::checkpoint::NamedTensor],
+    updates: &serde_json::Map<String, serde_json::Value>,
+) -> ((f64, String), usize) {
+    let mut worst = (0.0f64, String::new());
+    let mut compared = 0;
+    for (old, new) in before.iter().zip(after) {
+        assert_eq!(old.name, new.name);
+        let (Some(b), Some(a)) = (old.as_f32(), new.as_f32()) else {
+            continue;
+        };
+        let u: Vec<f64> = a
+            .iter()
+            .zip(b)
+            .map(|(&a, &b)| a as f64 - b as f64)
+            .collect();
+        let norm = u.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let probe: f64 = u
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x * ((i + 1) as f64).sin())
+            .sum();
+        let want = &updates[&new.name];
+        let (want_norm, want_probe) = (want[0].as_f64().unwrap(), want[1].as_f64().unwrap());
+        for (what, ours, theirs) in [("norm", norm, want_norm), ("projection", probe, want_probe)] {
+            let err = (ours - theirs).abs() / want_norm;
+            if err > worst.0 {
+                worst = (
+                    err,
+                    format!("{}'s update {what}: {ours}, PyTorch's {theirs}", new.name),
+                );
+            }
+        }
+        compared += 1;
+    }
+    (worst, compared)
 }

@@ -8,6 +8,11 @@ root with torch installed (CPU is enough): python3 tests/data/torch/make.py
                               2,000 images (web/data/train.bin): torch.save(model.state_dict())
   resnet20.json               PyTorch's loss and top-1 accuracy of it on the 500 bundled test
                               images (web/data/test.bin), normalised with CIFAR-10's mean and std
+  resnet20_step.json          one SGD step of PyTorch's from resnet20.pth on the first 128 bundled
+                              training images (no augmentation; lr 0.1, momentum 0.9, weight decay
+                              1e-4; BatchNorm in training mode): the batch's loss and, per
+                              floating-point tensor, the update's L2 norm and its projection onto
+                              sin(1), sin(2), ... (so a test compares updates without keeping them)
   training_checkpoint.pth     {"epoch", "state_dict", "optimizer"} as a training script saves it;
                               the state_dict holds f16 (a transposed, non-contiguous view), bf16,
                               f64, int32 and int64 tensors with exactly representable values
@@ -98,6 +103,28 @@ def resnet20():
     print(result)
 
 
+def one_step():
+    model = ResNet20()
+    model.load_state_dict(torch.load(OUT / "resnet20.pth"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = bundled("train.bin")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    model.train()
+    loss = F.cross_entropy(model(x[:128]), y[:128])
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    updates = {}
+    for name, after in model.state_dict().items():
+        if after.is_floating_point():
+            u = (after - before[name]).double().flatten()
+            probe = torch.sin(torch.arange(1, len(u) + 1, dtype=torch.float64))
+            updates[name] = [u.norm().item(), (u * probe).sum().item()]
+    record = {"torch": torch.__version__, "loss": loss.item(), "updates": updates}
+    (OUT / "resnet20_step.json").write_text(json.dumps(record, indent=1) + "\n")
+    print("step loss", loss.item())
+
+
 def small_state_dict():
     sd = OrderedDict()
     sd["conv1.weight"] = (torch.arange(12, dtype=torch.float16).view(3, 4) / 4).t()  # a view
@@ -122,3 +149,4 @@ if __name__ == "__main__":
     torch.set_num_threads(2)
     small()
     resnet20()
+    one_step()
