@@ -2,7 +2,8 @@
 //! a power-of-two scale changes no weight; a step whose gradients hold an inf or NaN changes no
 //! weight, momentum or running statistic and halves the scale; a fixed sequence of overflows
 //! gives GradScaler's scale trace, step by step (its rules written out below from PyTorch's
-//! documentation, not from our shader).
+//! documentation, not from our shader), and the trace torch.amp.GradScaler itself recorded
+//! (tests/data/torch/gradscaler_trace.json).
 
 mod common;
 use common::*;
@@ -150,15 +151,25 @@ fn gradscaler_update(s: &mut ScalerState, found_inf: bool, cfg: &LossScale) {
 
 #[test]
 fn a_fixed_sequence_of_overflows_gives_gradscalers_scale_trace() {
+    // PyTorch 2.15's GradScaler on this sequence (make.py there)
+    let torch: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data/torch/gradscaler_trace.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let numbers = |key: &str| -> Vec<f64> {
+        let v = torch[key].as_array().unwrap();
+        v.iter().map(|x| x.as_f64().unwrap()).collect()
+    };
     let cfg = LossScale {
-        init_scale: 1024.0,
-        growth_interval: 3,
+        init_scale: torch["init_scale"].as_f64().unwrap() as f32,
+        growth_interval: torch["growth_interval"].as_u64().unwrap() as u32,
         ..LossScale::default()
     };
-    let overflows = [
-        false, false, false, true, false, true, true, false, false, false, false, false, false,
-        true, false, false,
-    ];
+    let overflows: Vec<bool> = numbers("overflows").iter().map(|&o| o == 1.0).collect();
     let gpu = gpu();
     let m = model(&gpu);
     let p = plan(&gpu, &m, Some(cfg));
@@ -181,6 +192,8 @@ fn a_fixed_sequence_of_overflows_gives_gradscalers_scale_trace() {
         trace, expected,
         "worked out by hand from GradScaler's rules"
     );
+    let torchs: Vec<f32> = numbers("scales").iter().map(|&s| s as f32).collect();
+    assert_eq!(trace, torchs, "torch.amp.GradScaler's own trace");
 
     // a resumed run continues from the state it is given
     let resumed = ScalerState {

@@ -16,6 +16,9 @@ root with torch installed (CPU is enough): python3 tests/data/torch/make.py
   training_checkpoint.pth     {"epoch", "state_dict", "optimizer"} as a training script saves it;
                               the state_dict holds f16 (a transposed, non-contiguous view), bf16,
                               f64, int32 and int64 tensors with exactly representable values
+  gradscaler_trace.json       torch.amp.GradScaler's scale after each of 16 steps (initial scale
+                              1024, growth interval 3) whose gradients overflow where the file
+                              says, for tests/amp.rs
   legacy.pth                  that state_dict in PyTorch's pre-1.6 format
                               (_use_new_zipfile_serialization=False)
   bool_buffer.pth             a state_dict with a bool tensor, which no ResNet has
@@ -125,6 +128,23 @@ def one_step():
     print("step loss", loss.item())
 
 
+def gradscaler_trace():
+    overflows = [0, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0]
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
+    scales = []
+    for overflow in overflows:
+        opt.zero_grad()
+        scaler.scale((p * (float("inf") if overflow else 1.0)).sum()).backward()
+        scaler.step(opt)
+        scaler.update()
+        scales.append(scaler.get_scale())
+    record = {"torch": torch.__version__, "init_scale": 1024.0, "growth_interval": 3,
+              "overflows": overflows, "scales": scales}
+    (OUT / "gradscaler_trace.json").write_text(json.dumps(record) + "\n")
+
+
 def small_state_dict():
     sd = OrderedDict()
     sd["conv1.weight"] = (torch.arange(12, dtype=torch.float16).view(3, 4) / 4).t()  # a view
@@ -148,5 +168,6 @@ def small():
 if __name__ == "__main__":
     torch.set_num_threads(2)
     small()
+    gradscaler_trace()
     resnet20()
     one_step()
