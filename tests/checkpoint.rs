@@ -495,6 +495,23 @@ fn reads_pytorch_training_checkpoints_and_the_legacy_format() {
     // the same state_dict saved with _use_new_zipfile_serialization=False (PyTorch before 1.6)
     let legacy = checkpoint::load(&torch_file("legacy.pth")).unwrap();
     assert_eq!(legacy.tensors, small_torch_state_dict());
+    // {"epoch", "model_state_dict", "optimizer_state_dict", "loss"}, as PyTorch's tutorials save
+    let tutorial = checkpoint::load(&torch_file("tutorial_checkpoint.pth")).unwrap();
+    assert_eq!(tutorial.tensors, small_torch_state_dict());
+    // a state_dict whose module has a child named `model`: its keys are kept whole
+    let plain = checkpoint::load(&torch_file("submodule_model.pth")).unwrap();
+    let names: Vec<(&str, &[usize])> = plain
+        .tensors
+        .iter()
+        .map(|t| (t.name.as_str(), t.shape.as_slice()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("head.weight", [1, 1].as_slice()),
+            ("model.weight", &[1, 2])
+        ]
+    );
 }
 
 #[test]

@@ -788,3 +788,62 @@ fn a_pytorch_pth_file_evaluates_to_pytorchs_loss_and_accuracy() {
         );
     }
 }
+
+/// torchvision's weights by name: found where torchvision keeps them (torch.hub's cache under
+/// `TORCH_HOME`) without a download, their 1000 outputs named as ImageNet's categories and a
+/// photo of any size prepared as torchvision evaluates; a file of that name in the working
+/// directory is a file; a name without `--model` is one error asking for it.
+#[test]
+fn torchvision_weights_by_name_come_from_torch_hubs_cache() {
+    let gpu = gpu();
+    let m = ModelState::new(&gpu, &ModelSpec::from_name("resnet18", 1000).unwrap(), 5).unwrap();
+    let mut ck = Checkpoint::new();
+    ck.tensors = pollster::block_on(m.state_dict(&gpu)).unwrap();
+    let torch_home = tempfile::tempdir().unwrap();
+    let hub = torch_home.path().join("hub/checkpoints");
+    std::fs::create_dir_all(&hub).unwrap();
+    checkpoint::save(&hub.join("resnet18-f37072fd.pth"), &ck).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let photo = work.path().join("photo.png");
+    image::RgbImage::from_fn(300, 200, |x, y| image::Rgb([x as u8, y as u8, 128]))
+        .save(&photo)
+        .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let predict = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_resnet"))
+            .args(["predict", "--json"])
+            .args(args)
+            .arg(&photo)
+            .current_dir(work.path())
+            .env("TORCH_HOME", torch_home.path())
+            .env("RESNET_CACHE", cache.path())
+            .env("RESNET_KERNELS", "register")
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .output()
+            .unwrap()
+    };
+    let out = predict(&["--checkpoint", "DEFAULT", "--model", "resnet18"]);
+    let log = common::cli::ok(&out);
+    assert!(log.contains("torch.hub's copy"), "{log}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let top = json["top"].as_array().unwrap();
+    assert_eq!(top.len(), 5, "{json}");
+    let imagenet = Checkpoint::new().class_names(1000);
+    for t in top {
+        let class = t["class"].as_str().unwrap().to_string();
+        assert!(
+            imagenet.contains(&class),
+            "{class} is not an ImageNet category"
+        );
+    }
+    fails_with(
+        &predict(&["--checkpoint", "DEFAULT"]),
+        &["DEFAULT", "--model"],
+    );
+    // a file named like the weights is that file (here not a checkpoint at all)
+    std::fs::write(work.path().join("DEFAULT"), b"not weights").unwrap();
+    fails_with(
+        &predict(&["--checkpoint", "DEFAULT", "--model", "resnet18"]),
+        &["DEFAULT", "safetensors"],
+    );
+}

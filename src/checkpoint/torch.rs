@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use pytorch_reader::{DType, PytorchReader};
+use pytorch_reader::{DType, PickleValue, PytorchReader};
 use safetensors::tensor::Dtype;
 
 use super::{convert, Checkpoint, NamedTensor};
@@ -29,41 +29,48 @@ pub(super) fn is_torch_file(head: &[u8]) -> bool {
     zip || tar || pickle
 }
 
-/// Reads the state_dict of a `torch.save` file (errors do not name it: the caller adds that): its tensors by state_dict name (sorted), f32
-/// (from f32, f16, bf16 or f64) and i64 (from i64 or i32), no metadata. A state_dict kept under
-/// one of [`STATE_DICT_KEYS`] is taken from there, without the key's prefix, and the rest of the
-/// file (optimizer state, epoch, ...) is left out.
+/// Reads the state_dict of a `torch.save` file (errors do not name it: the caller adds that):
+/// its tensors by state_dict name (sorted), f32 (from f32, f16, bf16 or f64) and i64 (from i64 or
+/// i32), no metadata. A file whose top-level dictionary has one of [`STATE_DICT_KEYS`] holding a
+/// dictionary is a training checkpoint: the state_dict is taken from there and the rest
+/// (optimizer state, epoch, ...) is left out. A state_dict's own keys are dotted names
+/// (`model.conv1.weight`), never a bare `model`, so one is never mistaken for the other.
 pub(super) fn load(path: &Path) -> Result<Checkpoint> {
-    let reader = PytorchReader::new(path)
-        .map_err(|e| Error::Invalid(format!("a PyTorch file that cannot be read: {e}")))?;
+    let unreadable = |e| Error::Invalid(format!("a PyTorch file that cannot be read: {e}"));
+    let reader = match wrapper_key(path) {
+        Some(key) => PytorchReader::with_top_level_key(path, key),
+        None => PytorchReader::new(path),
+    }
+    .map_err(unreadable)?;
     let mut names: Vec<&String> = reader.tensors().keys().collect();
     names.sort();
-    let wrapper = STATE_DICT_KEYS
-        .iter()
-        .map(|k| format!("{k}."))
-        .find(|prefix| names.iter().any(|n| n.starts_with(prefix.as_str())));
-    let mut tensors = Vec::new();
-    for name in names {
-        let key = match &wrapper {
-            Some(prefix) => match name.strip_prefix(prefix.as_str()) {
-                Some(key) => key,
-                None => continue,
-            },
-            None => name.as_str(),
-        };
-        tensors.push(read_tensor(key, &reader.tensors()[name])?);
-    }
+    let tensors = names
+        .into_iter()
+        .map(|name| read_tensor(name, &reader.tensors()[name]))
+        .collect::<Result<_>>()?;
     Ok(Checkpoint {
         tensors,
         metadata: Default::default(),
     })
 }
 
+/// The first of [`STATE_DICT_KEYS`] that the file's top-level dictionary has, holding a
+/// dictionary; `None` for a state_dict itself, a whole pickled module, or a file this cannot
+/// parse (reading it whole then gives the error).
+fn wrapper_key(path: &Path) -> Option<&'static str> {
+    let PickleValue::Dict(top) = PytorchReader::read_pickle_data(path, None).ok()? else {
+        return None;
+    };
+    STATE_DICT_KEYS
+        .into_iter()
+        .find(|k| matches!(top.get(*k), Some(PickleValue::Dict(_))))
+}
+
 /// One tensor's values under the state_dict name `key`.
 fn read_tensor(key: &str, t: &pytorch_reader::Tensor) -> Result<NamedTensor> {
     let bytes = t
         .read()
-        .map_err(|e| Error::Invalid(format!("tensor '{key}' cannot be read: {e}")))?;
+        .map_err(|e| Error::Invalid(format!("cannot read: {e}")))?;
     // the reader gives the host's byte order; `convert` reads little-endian, which every target
     // this engine runs on is
     convert(key, safetensors_dtype(t.dtype()), t.shape(), &bytes)

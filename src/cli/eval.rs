@@ -39,18 +39,17 @@ pub fn eval_cmd(mut a: EvalArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
         return Err(at_least_one("--batch-size"));
     }
     let opts = a.gpu.options()?;
-    let path = &checkpoint_file(&a.checkpoint, a.model.as_deref())?;
-    let ck = checkpoint::load(path)?;
+    let (path, ck) = &read_checkpoint(&a.checkpoint, a.model.as_deref())?;
     let model = match &a.model {
         Some(m) => m.clone(),
-        None => model_name(&ck, path)?,
+        None => model_name(ck, path)?,
     };
     // photo folders are prepared as the run that wrote the checkpoint evaluated them
-    a.data.sizes_from(&ck, given)?;
+    a.data.sizes_from(ck, given)?;
     let test = a.data.open(Offline::Fail, &model)?.test;
     let gpu = Gpu::new_blocking(&opts)?;
     let _warnings = super::GpuWarnings::new(&gpu);
-    let (m, ck) = load_model(&gpu, path, a.model.as_deref(), test.classes().len())?;
+    let m = load_model(&gpu, (ck, path), a.model.as_deref(), test.classes().len())?;
     if m.spec.num_classes != test.classes().len() {
         return Err(Error::Invalid(format!(
             "{}: the model has {} classes but the data has {}",
@@ -65,7 +64,7 @@ pub fn eval_cmd(mut a: EvalArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
     if a.json {
         println!(
             "{{\"checkpoint\": {:?}, \"model\": {:?}, \"images\": {}, \"loss\": {loss:.6}, \"accuracy\": {acc:.6}}}",
-            path.display().to_string(),
+            a.checkpoint,
             m.spec.name,
             test.len()
         );
@@ -82,34 +81,48 @@ pub fn eval_cmd(mut a: EvalArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
 
 /// The file of `--checkpoint`: a file as it is, a URL or one of torchvision's weight names
 /// downloaded into the cache first (with a progress bar).
-pub(crate) fn checkpoint_file(source: &str, model: Option<&str>) -> Result<PathBuf> {
+/// `--checkpoint` read, with the file it came from. torchvision's weights by name come with
+/// torchvision's evaluation sizes as metadata (`resize` 256 for V1, 232 for V2, `input_size` 224),
+/// as a checkpoint of ours records its own.
+pub(crate) fn read_checkpoint(source: &str, model: Option<&str>) -> Result<(PathBuf, Checkpoint)> {
     let mut bar = super::progress::DownloadBar::default();
-    resnet::data::weights_file(
+    let path = resnet::data::weights_file(
         ("checkpoint", source),
         model,
         None,
         &resnet::data::default_cache_dir(),
         &mut |t| bar.show(t),
-    )
+    )?;
+    let mut ck = checkpoint::load(&path)?;
+    let named = match (Path::new(source).exists(), model) {
+        (false, Some(m)) => resnet::data::torchvision_weights(("checkpoint", source), m),
+        _ => None,
+    };
+    if let Some(Ok(w)) = named {
+        let meta = &mut ck.metadata;
+        meta.entry("resize".into())
+            .or_insert(w.eval_resize.to_string());
+        meta.entry("input_size".into()).or_insert("224,224".into());
+    }
+    Ok((path, ck))
 }
 
-/// Loads a checkpoint into a fresh model: the model name from its metadata or `--model`, the
-/// number of classes from its `fc.bias` (else `classes`).
+/// A fresh model holding the checkpoint `ck` read from `path`: the model name from its metadata
+/// or `--model`, the number of classes from its `fc.bias` (else `classes`).
 pub(crate) fn load_model(
     gpu: &Gpu,
-    path: &Path,
+    (ck, path): (&Checkpoint, &Path),
     model: Option<&str>,
     classes: usize,
-) -> Result<(ModelState, Checkpoint)> {
-    let ck = checkpoint::load(path)?;
+) -> Result<ModelState> {
     let name = match model {
         Some(m) => m.to_string(),
-        None => model_name(&ck, path)?,
+        None => model_name(ck, path)?,
     };
     let spec = ModelSpec::from_name(&name, ck.num_classes().unwrap_or(classes))?;
     let m = ModelState::new(gpu, &spec, 0)?;
-    m.load_state_dict(gpu, &ck, &path.display().to_string())?;
-    Ok((m, ck))
+    m.load_state_dict(gpu, ck, &path.display().to_string())?;
+    Ok(m)
 }
 
 /// The model a checkpoint's metadata names.

@@ -3,7 +3,7 @@
 use super::eval::load_model;
 use super::GpuArgs;
 use clap::Args;
-use resnet::checkpoint::{self, Checkpoint};
+use resnet::checkpoint::Checkpoint;
 use resnet::classify::{softmax, top_k};
 use resnet::gpu::Gpu;
 use resnet::model::{Family, ModelSpec};
@@ -98,8 +98,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
             "--image-size and --top must be at least 1".into(),
         ));
     }
-    let path = super::eval::checkpoint_file(&a.checkpoint, a.model.as_deref())?;
-    let ck = checkpoint::load(&path)?;
+    let (path, ck) = super::eval::read_checkpoint(&a.checkpoint, a.model.as_deref())?;
     let imagenet = match a.model.as_ref().or(ck.metadata.get("model")) {
         Some(name) => ModelSpec::from_name(name, 10)?.family == Family::ImageNet,
         None => false,
@@ -111,7 +110,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
     }
     let gpu = Gpu::new_blocking(&a.gpu.options()?)?;
     let _warnings = super::GpuWarnings::new(&gpu);
-    let (m, ck) = load_model(&gpu, &path, a.model.as_deref(), 10)?;
+    let m = load_model(&gpu, (&ck, &path), a.model.as_deref(), 10)?;
     let k = m.spec.num_classes;
     let classes = ck.class_names(k);
     let n = a.images.len();

@@ -86,8 +86,9 @@ pub struct FineTuningArgs {
     /// Start from these weights: a file with torchvision/timm state_dict names (safetensors, or
     /// torch.save's .pth/.pt), an http(s) URL downloaded once into the cache directory, or
     /// torchvision's weights by name for resnet18-152 (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT;
-    /// their file's SHA-256 prefix checked as torchvision does)
-    #[arg(long, value_name = "FILE|URL")]
+    /// from torch.hub's cache where torchvision left them, else downloaded and checked as
+    /// torchvision does)
+    #[arg(long, value_name = "FILE|URL|NAME")]
     pub pretrained: Option<String>,
     /// SHA-256 the --pretrained file must have (checked after the download)
     #[arg(long, value_name = "HEX")]

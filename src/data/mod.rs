@@ -13,6 +13,7 @@ mod prefetch;
 mod pretrained;
 mod source;
 mod stream;
+mod torchvision;
 
 use std::path::Path;
 
@@ -24,11 +25,10 @@ pub use download::{default_cache_dir, download_cifar10, parse_md5, CIFAR10_MD5, 
 pub use fetch::{fetch, Digest, Transfer};
 pub use folder::load_image_folder;
 pub use prefetch::{assemble, default_workers, queue_depth, Batch, BatchJob, Prefetch};
-pub use pretrained::{
-    fetch_pretrained, file_sha256, is_url, parse_sha256, torchvision_weights, weights_file,
-};
+pub use pretrained::{fetch_pretrained, file_sha256, is_url, parse_sha256, weights_file};
 pub use source::{ImageSource, Sources};
 pub use stream::{open_image_folder, FolderSet};
+pub use torchvision::{torchvision_weights, TorchvisionWeights};
 
 /// Images as u8, each image CHW planar (3 x H x W: all R bytes, then G, then B) = CIFAR's record order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -1,6 +1,7 @@
-//! `pretrained` URLs: weights downloaded once into the cache directory (`fetch`: resumed where
-//! a broken-off or killed download stopped, checked against `pretrained_sha256` when given,
-//! nothing partial left behind).
+//! Weights named by a file, a URL or torchvision's name for them (`pretrained`, and
+//! `resnet eval/predict --checkpoint`): URLs downloaded once into the cache directory (`fetch`:
+//! resumed where a broken-off or killed download stopped, checked against `pretrained_sha256`
+//! or the SHA-256 prefix in a torchvision file's name, nothing partial left behind).
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +9,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::download::{archive_name, parse_hex_digest};
 use super::fetch::{fetch, locked, Digest, Transfer};
+use super::torchvision::{is_torchvision_name, torchvision_weights};
 use crate::{Error, Result};
 
 fn invalid<T>(msg: String) -> Result<T> {
@@ -29,108 +31,6 @@ pub fn file_sha256(path: &Path) -> Result<String> {
     Digest::Sha256(String::new()).of_file(path)
 }
 
-/// torchvision's ImageNet weights for its ResNets (`torchvision.models.ResNet50_Weights` and
-/// the others): model, weights name, URL. A model's last is its `DEFAULT`, as in torchvision.
-const TORCHVISION_WEIGHTS: [(&str, &str, &str); 8] = [
-    (
-        "resnet18",
-        "IMAGENET1K_V1",
-        "https://download.pytorch.org/models/resnet18-f37072fd.pth",
-    ),
-    (
-        "resnet34",
-        "IMAGENET1K_V1",
-        "https://download.pytorch.org/models/resnet34-b627a593.pth",
-    ),
-    (
-        "resnet50",
-        "IMAGENET1K_V1",
-        "https://download.pytorch.org/models/resnet50-0676ba61.pth",
-    ),
-    (
-        "resnet50",
-        "IMAGENET1K_V2",
-        "https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
-    ),
-    (
-        "resnet101",
-        "IMAGENET1K_V1",
-        "https://download.pytorch.org/models/resnet101-63fe2227.pth",
-    ),
-    (
-        "resnet101",
-        "IMAGENET1K_V2",
-        "https://download.pytorch.org/models/resnet101-cd907fc2.pth",
-    ),
-    (
-        "resnet152",
-        "IMAGENET1K_V1",
-        "https://download.pytorch.org/models/resnet152-394f9c45.pth",
-    ),
-    (
-        "resnet152",
-        "IMAGENET1K_V2",
-        "https://download.pytorch.org/models/resnet152-f82ba261.pth",
-    ),
-];
-
-/// torchvision's weights of `model` named by `source`, as torchvision names them
-/// (`IMAGENET1K_V2`, `DEFAULT`, or in full `ResNet50_Weights.IMAGENET1K_V2`; any case): their URL
-/// and the SHA-256 prefix in its file name, which torchvision checks too. `None` when `source` is
-/// not such a name (it is a file or a URL); an error naming the setting `what` when it is one
-/// that `model` has no weights under.
-pub fn torchvision_weights(
-    (what, source): (&str, &str),
-    model: &str,
-) -> Option<Result<(String, Digest)>> {
-    let upper = source.to_ascii_uppercase();
-    let (named_model, name) = match upper.split_once('.') {
-        Some((class, name)) => (Some(class.strip_suffix("_WEIGHTS")?.to_lowercase()), name),
-        None => (None, upper.as_str()),
-    };
-    if name != "DEFAULT" && !name.starts_with("IMAGENET1K_V") {
-        return None;
-    }
-    let fail = |why: String| Some(invalid(format!("`{what}` {source}: {why}")));
-    if let Some(named) = named_model.filter(|m| m != model) {
-        return fail(format!("names {named}'s weights, the model is {model}"));
-    }
-    let own: Vec<_> = TORCHVISION_WEIGHTS
-        .iter()
-        .filter(|w| w.0 == model)
-        .collect();
-    let Some(last) = own.last() else {
-        return fail(format!(
-            "torchvision has ImageNet weights for resnet18, resnet34, resnet50, resnet101 and \
-             resnet152, not {model}"
-        ));
-    };
-    let url = match own.iter().find(|w| w.1 == name) {
-        Some(w) => w.2,
-        None if name == "DEFAULT" => last.2,
-        None => {
-            let names: Vec<&str> = own.iter().map(|w| w.1).collect();
-            return fail(format!(
-                "torchvision's {model} has {} (DEFAULT: {})",
-                names.join(", "),
-                last.1
-            ));
-        }
-    };
-    // `resnet50-11ad3fa6.pth`: the hex digits after the last '-'
-    let prefix = url
-        .rsplit_once('-')
-        .and_then(|(_, t)| t.strip_suffix(".pth"));
-    Some(Ok((
-        url.to_string(),
-        Digest::Sha256Prefix(
-            prefix
-                .expect("torchvision URLs end in -HASH.pth")
-                .to_string(),
-        ),
-    )))
-}
-
 /// The file of the weights `source` names, for the setting `what` (`pretrained`, `checkpoint`):
 /// a file as it is; an http(s) URL, or one of torchvision's weight names for `model` (see
 /// [`torchvision_weights`]), downloaded into `cache_dir` once. `sha256`, when given, is checked
@@ -144,7 +44,7 @@ pub fn weights_file(
 ) -> Result<PathBuf> {
     let full = sha256.map(parse_sha256).transpose()?.map(Digest::Sha256);
     let local = Path::new(source);
-    if local.exists() || !(is_url(source) || torchvision_name(source)) {
+    if local.exists() || !(is_url(source) || is_torchvision_name(source)) {
         if let Some(digest) = full {
             let got = file_sha256(local)?;
             if !digest.accepts(&got) {
@@ -165,13 +65,19 @@ pub fn weights_file(
             "`{what}` {source}: torchvision's weights of which model? Say it with `model`"
         ));
     };
-    let (url, prefix) = torchvision_weights((what, source), model).expect("a torchvision name")?;
-    fetch_pretrained(&url, full.unwrap_or(prefix), cache_dir, progress)
-}
-
-/// Whether `s` has the form of a torchvision weights name (see [`torchvision_weights`]).
-fn torchvision_name(s: &str) -> bool {
-    torchvision_weights(("", s), "resnet50").is_some()
+    let w = torchvision_weights((what, source), model).expect("a torchvision name")?;
+    if let Some(path) = w.in_torch_hub() {
+        if full.as_ref().map_or(Ok(true), |d| d.matches(&path))? {
+            progress(Transfer::Note(format!(
+                "`{what}` {source}: torchvision's {} {}, {} (torch.hub's copy)",
+                w.model,
+                w.name,
+                path.display()
+            )));
+            return Ok(path);
+        }
+    }
+    fetch_pretrained(&w.url(), full.unwrap_or(w.digest()), cache_dir, progress)
 }
 
 /// The weights at `url` as a file in `cache_dir/pretrained/`, named after the URL's last path
@@ -195,7 +101,7 @@ pub fn fetch_pretrained(
             return Ok(true);
         }
         progress(Transfer::Note(format!(
-            "{}: checksum differs from `pretrained_sha256`; downloading again",
+            "{}: its checksum is not the one expected; downloading again",
             dest.display()
         )));
         Ok(false)
@@ -216,64 +122,6 @@ pub fn fetch_pretrained(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn url_of(model: &str, name: &str) -> String {
-        match torchvision_weights(("pretrained", name), model) {
-            Some(Ok((url, _))) => url,
-            other => panic!("{model} {name}: {other:?}"),
-        }
-    }
-
-    fn error_of(model: &str, name: &str) -> String {
-        match torchvision_weights(("pretrained", name), model) {
-            Some(Err(e)) => e.to_string(),
-            other => panic!("{model} {name}: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn torchvision_weight_names_resolve_as_torchvision_resolves_them() {
-        let models = "https://download.pytorch.org/models";
-        // torchvision.models.ResNet50_Weights.DEFAULT is IMAGENET1K_V2; ResNet18's is V1
-        assert_eq!(
-            url_of("resnet50", "DEFAULT"),
-            format!("{models}/resnet50-11ad3fa6.pth")
-        );
-        assert_eq!(
-            url_of("resnet18", "DEFAULT"),
-            format!("{models}/resnet18-f37072fd.pth")
-        );
-        assert_eq!(
-            url_of("resnet50", "ResNet50_Weights.IMAGENET1K_V1"),
-            format!("{models}/resnet50-0676ba61.pth")
-        );
-        assert_eq!(
-            url_of("resnet152", "imagenet1k_v2"),
-            format!("{models}/resnet152-f82ba261.pth")
-        );
-        match torchvision_weights(("pretrained", "IMAGENET1K_V2"), "resnet101") {
-            Some(Ok((_, Digest::Sha256Prefix(p)))) => assert_eq!(p, "cd907fc2"),
-            other => panic!("{other:?}"),
-        }
-        // files and URLs are not names
-        for not_a_name in ["resnet50.pth", "weights.safetensors", "https://x/DEFAULT"] {
-            assert!(
-                torchvision_weights(("pretrained", not_a_name), "resnet50").is_none(),
-                "{not_a_name}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_torchvision_name_a_model_lacks_is_one_error_saying_what_there_is() {
-        let e = error_of("resnet20", "DEFAULT");
-        assert!(e.contains("resnet20") && e.contains("resnet152"), "{e}");
-        let e = error_of("resnet18", "IMAGENET1K_V2");
-        assert!(e.contains("IMAGENET1K_V1") && e.contains("resnet18"), "{e}");
-        let e = error_of("resnet18", "ResNet50_Weights.DEFAULT");
-        assert!(e.contains("resnet50") && e.contains("resnet18"), "{e}");
-        assert!(e.contains("`pretrained`"), "{e}");
-    }
 
     #[test]
     fn a_sha256_prefix_accepts_the_files_that_start_with_it() {

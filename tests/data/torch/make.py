@@ -21,6 +21,10 @@ root with torch installed (CPU is enough): python3 tests/data/torch/make.py
                               says, for tests/amp.rs
   legacy.pth                  that state_dict in PyTorch's pre-1.6 format
                               (_use_new_zipfile_serialization=False)
+  tutorial_checkpoint.pth     {"epoch", "model_state_dict", "optimizer_state_dict", "loss"}, as
+                              PyTorch's tutorials save one, holding that state_dict
+  submodule_model.pth         the state_dict of a module with a child named `model` beside a
+                              `head`: keys model.weight and head.weight, not a wrapper
   bool_buffer.pth             a state_dict with a bool tensor, which no ResNet has
 """
 import json
@@ -162,6 +166,12 @@ def small():
     optimizer = {"state": {0: momentum}, "param_groups": [{"lr": 0.1, "params": [0]}]}
     torch.save({"epoch": 7, "state_dict": sd, "optimizer": optimizer}, OUT / "training_checkpoint.pth")
     torch.save(sd, OUT / "legacy.pth", _use_new_zipfile_serialization=False)
+    tutorial = {"epoch": 2, "model_state_dict": sd, "optimizer_state_dict": optimizer, "loss": 0.5}
+    torch.save(tutorial, OUT / "tutorial_checkpoint.pth")
+    outer = nn.Module()
+    outer.model = nn.Linear(2, 1, bias=False)
+    outer.head = nn.Linear(1, 1, bias=False)
+    torch.save(outer.state_dict(), OUT / "submodule_model.pth")
     torch.save({"conv1.weight": torch.ones(2, 2), "mask": torch.tensor([True, False])}, OUT / "bool_buffer.pth")
 
 
