@@ -16,6 +16,12 @@ root with torch installed (CPU is enough): python3 tests/data/torch/make.py
   training_checkpoint.pth     {"epoch", "state_dict", "optimizer"} as a training script saves it;
                               the state_dict holds f16 (a transposed, non-contiguous view), bf16,
                               f64, int32 and int64 tensors with exactly representable values
+  tiny_bottleneck.pth         a net of torchvision's ResNet layout (its Bottleneck blocks and
+                              _make_layer: 7x7/2 stem, max pool, projection shortcuts, stride on
+                              the 3x3 as in v1.5) narrowed to widths 8 and 16, blocks [2, 1], 10
+                              classes, its BatchNorm statistics moved off their initial values
+  tiny_bottleneck_step.json   one SGD step of it, recorded as resnet20_step.json is (the first 16
+                              bundled training images, 32x32)
   gradscaler_trace.json       torch.amp.GradScaler's scale after each of 16 steps (initial scale
                               1024, growth interval 3) whose gradients overflow where the file
                               says, for tests/amp.rs
@@ -34,6 +40,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torchvision
 
 OUT = Path(__file__).parent
 DATA = OUT.parents[2] / "web" / "data"
@@ -110,14 +117,52 @@ def resnet20():
     print(result)
 
 
+class TinyTorchvision(nn.Module):
+    """torchvision.models.ResNet with other widths: its own blocks and _make_layer."""
+
+    _make_layer = torchvision.models.resnet.ResNet._make_layer
+
+    def __init__(self, block, layers, widths, num_classes):
+        super().__init__()
+        self._norm_layer, self.groups, self.base_width, self.dilation = nn.BatchNorm2d, 1, 64, 1
+        self.inplanes = widths[0]
+        self.conv1 = nn.Conv2d(3, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        for i, (n, w) in enumerate(zip(layers, widths)):
+            setattr(self, f"layer{i + 1}", self._make_layer(block, w, n, stride=1 if i == 0 else 2))
+        self.fc = nn.Linear(widths[-1] * block.expansion, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer2(self.layer1(x))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def tiny_bottleneck():
+    torch.manual_seed(2)
+    model = TinyTorchvision(torchvision.models.resnet.Bottleneck, [2, 1], [8, 16], 10)
+    model.train()
+    with torch.no_grad():  # running statistics away from 0 and 1
+        for _ in range(3):
+            model(torch.randn(16, 3, 32, 32) * 1.5 + 0.3)
+    torch.save(model.state_dict(), OUT / "tiny_bottleneck.pth")
+    step(model, 16, "tiny_bottleneck_step.json")
+
+
 def one_step():
     model = ResNet20()
     model.load_state_dict(torch.load(OUT / "resnet20.pth"))
+    step(model, 128, "resnet20_step.json")
+
+
+def step(model, batch, out):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x, y = bundled("train.bin")
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     model.train()
-    loss = F.cross_entropy(model(x[:128]), y[:128])
+    loss = F.cross_entropy(model(x[:batch]), y[:batch])
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -128,8 +173,8 @@ def one_step():
             probe = torch.sin(torch.arange(1, len(u) + 1, dtype=torch.float64))
             updates[name] = [u.norm().item(), (u * probe).sum().item()]
     record = {"torch": torch.__version__, "loss": loss.item(), "updates": updates}
-    (OUT / "resnet20_step.json").write_text(json.dumps(record, indent=1) + "\n")
-    print("step loss", loss.item())
+    (OUT / out).write_text(json.dumps(record, indent=1) + "\n")
+    print(out, "loss", loss.item())
 
 
 def gradscaler_trace():
@@ -181,3 +226,4 @@ if __name__ == "__main__":
     gradscaler_trace()
     resnet20()
     one_step()
+    tiny_bottleneck()
