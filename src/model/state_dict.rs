@@ -193,6 +193,45 @@ fn listed(kind: &str, names: &[String]) -> Option<String> {
     Some(format!("{} {kind} ({shown}{tail})", names.len()))
 }
 
+/// What keeps a checkpoint (`by_name`) from filling `wanted`: the tensors missing, unexpected
+/// (`num_batches_tracked` aside) or of the wrong shape or type, a phrase for each kind there is;
+/// names `skip` accepts are not looked at.
+fn mismatches(
+    by_name: &std::collections::HashMap<&str, &NamedTensor>,
+    wanted: &[(String, Vec<usize>, Dest)],
+    skip: &dyn Fn(&str) -> bool,
+) -> Vec<String> {
+    let (mut missing, mut wrong) = (Vec::new(), Vec::new());
+    for (name, shape, _) in wanted {
+        match by_name.get(name.as_str()) {
+            _ if skip(name) => {}
+            None => missing.push(name.clone()),
+            Some(t) if t.shape != *shape || t.as_f32().is_none() => wrong.push(format!(
+                "{name}: file {:?} {}, model {shape:?}",
+                t.shape,
+                t.data.dtype_name()
+            )),
+            Some(_) => {}
+        }
+    }
+    let known: std::collections::HashSet<&str> = wanted.iter().map(|w| w.0.as_str()).collect();
+    let unexpected: Vec<String> = by_name
+        .keys()
+        .filter(|n| !known.contains(*n) && !n.ends_with(".num_batches_tracked") && !skip(n))
+        .map(|n| n.to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    [
+        listed("missing", &missing),
+        listed("unexpected", &unexpected),
+        listed("of the wrong shape", &wrong),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 impl ModelState {
     /// Loads pretrained weights by torchvision/timm state_dict names (a `module.` prefix, as
     /// DistributedDataParallel saves, is dropped). A checkpoint whose `fc` has another number of
@@ -212,13 +251,37 @@ impl ModelState {
             .iter()
             .map(|t| (t.name.strip_prefix("module.").unwrap_or(&t.name), t))
             .collect();
-        let fc_w = "fc.weight".to_string();
+        let replaced = self.head_replaced(&by_name, new_head);
+        let skip = |name: &str| replaced.is_some() && name.starts_with("fc.");
+        let wanted = self.wanted_tensors();
+        let problems = mismatches(&by_name, &wanted, &skip);
+        if !problems.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{what}: does not fit a {}: {}",
+                self.spec.name,
+                problems.join("; ")
+            )));
+        }
+        self.copy_in(gpu, &by_name, &wanted, &skip).await?;
+        Ok(Pretrained {
+            loaded: wanted.iter().filter(|w| !skip(&w.0)).count(),
+            new_head: replaced,
+        })
+    }
+
+    /// `Some((checkpoint classes, model classes))` when the checkpoint's `fc` is to be left out:
+    /// it has another number of classes, or the same number of other classes (`new_head`).
+    fn head_replaced(
+        &self,
+        by_name: &std::collections::HashMap<&str, &NamedTensor>,
+        new_head: bool,
+    ) -> Option<(usize, usize)> {
         let model_fc = trainable(self)
             .into_iter()
-            .find(|t| t.0 == fc_w)
+            .find(|t| t.0 == "fc.weight")
             .map(|t| t.1)
             .unwrap_or_default();
-        let replaced = match by_name.get(fc_w.as_str()) {
+        match by_name.get("fc.weight") {
             Some(t)
                 if t.shape.len() == 2
                     && model_fc.len() == 2
@@ -228,9 +291,12 @@ impl ModelState {
                 Some((t.shape[0], model_fc[0]))
             }
             _ => None,
-        };
-        let skip = |name: &str| replaced.is_some() && name.starts_with("fc.");
-        // (name, shape, destination: parameter offset or running offset)
+        }
+    }
+
+    /// Every tensor a pretrained checkpoint fills: (name, shape, destination), the trainable
+    /// parameters and then the running statistics.
+    fn wanted_tensors(&self) -> Vec<(String, Vec<usize>, Dest)> {
         let mut wanted: Vec<(String, Vec<usize>, Dest)> = trainable(self)
             .into_iter()
             .map(|(n, s, off)| (n, s, Dest::Param(off)))
@@ -248,47 +314,7 @@ impl ModelState {
                 Dest::Running(rr.offset + c),
             ));
         }
-        let (mut missing, mut wrong) = (Vec::new(), Vec::new());
-        for (name, shape, _) in &wanted {
-            match by_name.get(name.as_str()) {
-                _ if skip(name) => {}
-                None => missing.push(name.clone()),
-                Some(t) if t.shape != *shape || t.as_f32().is_none() => wrong.push(format!(
-                    "{name}: file {:?} {}, model {shape:?}",
-                    t.shape,
-                    t.data.dtype_name()
-                )),
-                Some(_) => {}
-            }
-        }
-        let known: std::collections::HashSet<&str> = wanted.iter().map(|w| w.0.as_str()).collect();
-        let unexpected: Vec<String> = by_name
-            .keys()
-            .filter(|n| !known.contains(*n) && !n.ends_with(".num_batches_tracked") && !skip(n))
-            .map(|n| n.to_string())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let problems: Vec<String> = [
-            listed("missing", &missing),
-            listed("unexpected", &unexpected),
-            listed("of the wrong shape", &wrong),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        if !problems.is_empty() {
-            return Err(Error::Invalid(format!(
-                "{what}: does not fit a {}: {}",
-                self.spec.name,
-                problems.join("; ")
-            )));
-        }
-        self.copy_in(gpu, &by_name, &wanted, &skip).await?;
-        Ok(Pretrained {
-            loaded: wanted.iter().filter(|w| !skip(&w.0)).count(),
-            new_head: replaced,
-        })
+        wanted
     }
 
     /// Overwrites the named tensors of `wanted` (all checked present) in the parameter and
