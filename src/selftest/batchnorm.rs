@@ -32,24 +32,73 @@ pub(super) fn check_all(gpu: &Gpu) -> Result<Vec<Group>> {
     Ok(groups)
 }
 
+/// The inputs of one shape's checks.
+struct Inputs {
+    shape: [usize; 4],
+    x: Vec<f32>,
+    res: Vec<f32>,
+    dy: Vec<f32>,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    /// Running mean, then running variance.
+    running: Vec<f32>,
+}
+
+impl Inputs {
+    fn new(shape: [usize; 4], seed: u64) -> Inputs {
+        let [n, c, h, w] = shape;
+        let (hw, len) = (h * w, n * c * h * w);
+        // an offset and a scale per channel, as real activations have: sums must not cancel
+        let x = values(len, seed)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| 3.0 * v + ((i / hw) % c) as f32 * 0.5)
+            .collect();
+        Inputs {
+            shape,
+            x,
+            res: values(len, seed + 1),
+            dy: values(len, seed + 2),
+            gamma: values(c, seed + 3).iter().map(|v| 1.0 + 0.5 * v).collect(),
+            beta: values(c, seed + 4),
+            running: [values(c, seed + 5), vec![1.5; c]].concat(),
+        }
+    }
+}
+
+/// What the GPU computed: the training forward, the running statistics after it, the eval
+/// forward, and the backward (dx, dgamma and dbeta, dresidual) concatenated.
+struct Outputs {
+    y: Vec<f32>,
+    running: Vec<f32>,
+    y_eval: Vec<f32>,
+    backward: Vec<f32>,
+}
+
 /// (GPU, reference) of the four checks at one shape.
 fn one_shape(gpu: &Gpu, shape: [usize; 4], seed: u64) -> Result<Vec<(Vec<f32>, Vec<f64>)>> {
-    let [n, c, h, w] = shape;
-    let (hw, len) = (h * w, n * c * h * w);
-    // an offset and a scale per channel, as real activations have: sums must not cancel
-    let x: Vec<f32> = values(len, seed)
-        .iter()
-        .enumerate()
-        .map(|(i, v)| 3.0 * v + ((i / hw) % c) as f32 * 0.5)
-        .collect();
-    let (res, dy) = (values(len, seed + 1), values(len, seed + 2));
-    let gamma: Vec<f32> = values(c, seed + 3).iter().map(|v| 1.0 + 0.5 * v).collect();
-    let beta = values(c, seed + 4);
-    let running: Vec<f32> = [values(c, seed + 5), vec![1.5; c]].concat();
+    let inputs = Inputs::new(shape, seed);
+    let got = on_gpu(gpu, &inputs)?;
+    let [y, running, eval, backward] = reference(&inputs, &got.y);
+    Ok(vec![
+        (got.y, y),
+        (got.running, running),
+        (got.y_eval, eval),
+        (got.backward, backward),
+    ])
+}
+
+/// The four checks' ops on the GPU, BatchNorm fused with a residual and ReLU.
+fn on_gpu(gpu: &Gpu, inp: &Inputs) -> Result<Outputs> {
+    let (shape, c) = (inp.shape, inp.shape[1]);
     let t = |v: &[f32], s: &[usize]| gpu.upload(v, s);
-    let (xt, rt, dyt) = (t(&x, &shape)?, t(&res, &shape)?, t(&dy, &shape)?);
-    let affine = t(&[gamma.clone(), beta.clone()].concat(), &[2, c])?;
-    let run_t = t(&running, &[2, c])?;
+    let (xt, rt, dyt) = (
+        t(&inp.x, &shape)?,
+        t(&inp.res, &shape)?,
+        t(&inp.dy, &shape)?,
+    );
+    let affine = t(&[inp.gamma.clone(), inp.beta.clone()].concat(), &[2, c])?;
+    let run_t = t(&inp.running, &[2, c])?;
     let (y, y_eval, dx, dres) = (
         gpu.zeros(&shape)?,
         gpu.zeros(&shape)?,
@@ -86,9 +135,24 @@ fn one_shape(gpu: &Gpu, shape: [usize; 4], seed: u64) -> Result<Vec<(Vec<f32>, V
         .0,
     );
     gpu.run(&ks);
+    let read = |t| gpu.read_blocking(t);
+    Ok(Outputs {
+        y: read(&y)?,
+        running: read(&run_t)?,
+        y_eval: read(&y_eval)?,
+        backward: [read(&dx)?, read(&dparams)?, read(&dres)?].concat(),
+    })
+}
 
-    let (x64, r64, dy64, g64, b64) = (f64s(&x), f64s(&res), f64s(&dy), f64s(&gamma), f64s(&beta));
-    let (rm, rv) = (f64s(&running[..c]), f64s(&running[c..]));
+/// The f64 references of the four checks, in [`Outputs`]' order. The backward is given the
+/// GPU's forward output `y_gpu` to mask the ReLU with (among millions of values a few sit within
+/// rounding of zero, where an f64 and an f32 forward disagree on the mask).
+fn reference(inp: &Inputs, y_gpu: &[f32]) -> [Vec<f64>; 4] {
+    let [n, c, h, w] = inp.shape;
+    let hw = h * w;
+    let (x64, r64, dy64) = (f64s(&inp.x), f64s(&inp.res), f64s(&inp.dy));
+    let (g64, b64) = (f64s(&inp.gamma), f64s(&inp.beta));
+    let (rm, rv) = (f64s(&inp.running[..c]), f64s(&inp.running[c..]));
     let eval = bn_apply(n, c, hw, &x64, &g64, &b64, &rm, &rv, Some(&r64), true);
     let (y_ref, mean, var) = bn_forward(n, c, hw, &x64, &g64, &b64, Some(&r64), true);
     let m = (n * hw) as f64;
@@ -97,29 +161,9 @@ fn one_shape(gpu: &Gpu, shape: [usize; 4], seed: u64) -> Result<Vec<(Vec<f32>, V
         .map(|i| m_ * rm[i] + MOMENTUM as f64 * mean[i])
         .chain((0..c).map(|i| m_ * rv[i] + MOMENTUM as f64 * var[i] * m / (m - 1.0)))
         .collect();
-    let read = |t| gpu.read_blocking(t);
-    // the backward is given the forward's output to mask the ReLU with: give the reference the
-    // same one (among millions of values a few sit within rounding of zero, where an f64 and an
-    // f32 forward disagree on the mask)
-    let y_gpu = read(&y)?;
-    let (dx_ref, dgamma, dbeta, dres_ref) = bn_backward(
-        n,
-        c,
-        hw,
-        &x64,
-        &g64,
-        &mean,
-        &var,
-        &f64s(&y_gpu),
-        &dy64,
-        true,
-    );
-    let backward_got = [read(&dx)?, read(&dparams)?, read(&dres)?].concat();
+    let y64 = f64s(y_gpu);
+    let (dx_ref, dgamma, dbeta, dres_ref) =
+        bn_backward(n, c, hw, &x64, &g64, &mean, &var, &y64, &dy64, true);
     let backward_ref = [dx_ref, dgamma, dbeta, dres_ref].concat();
-    Ok(vec![
-        (y_gpu, y_ref),
-        (read(&run_t)?, running_ref),
-        (read(&y_eval)?, eval),
-        (backward_got, backward_ref),
-    ])
+    [y_ref, running_ref, eval, backward_ref]
 }
