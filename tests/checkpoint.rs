@@ -582,3 +582,18 @@ fn outputs_of_a_bare_checkpoint_are_named_as_their_data_set_names_them() {
     assert_eq!(bare.class_names(10)[3], "cat");
     assert_eq!(bare.class_names(3), ["0", "1", "2"]);
 }
+
+/// A whole module saved with `torch.save(model)` (its class need not exist here: the pickle is
+/// read, not run), alone or under a key, reads as its state_dict.
+#[test]
+fn a_whole_pytorch_module_reads_as_its_state_dict() {
+    let want = checkpoint::load(&torch_file("tiny_bottleneck.pth")).unwrap();
+    assert_eq!(want.tensors.len(), 74); // 12 convolutions, fc weight and bias, 12 BatchNorms x 5
+    for file in [
+        "tiny_bottleneck_module.pth",
+        "tiny_bottleneck_module_in_dict.pth",
+    ] {
+        let ck = checkpoint::load(&torch_file(file)).unwrap();
+        assert!(ck.tensors == want.tensors, "{file}");
+    }
+}

@@ -1,6 +1,6 @@
 //! PyTorch's own checkpoint files, as `torch.save` writes them: torchvision's `.pth` weights, a
-//! `model.state_dict()` saved from a training script, or a training checkpoint that keeps the
-//! state_dict under a key beside the optimizer's state. The containers (the zip archive of
+//! `model.state_dict()` or a whole `model` saved from a training script, or a training
+//! checkpoint that keeps either under a key beside the optimizer's state. The containers (the zip archive of
 //! PyTorch 1.6 and later, the older pickle stream, the tar of before 0.1.10) and the pickle
 //! inside them are read by the `pytorch-reader` crate, which runs no Python code: the pickle is
 //! interpreted, never executed. Native only: the crate reads from a file.

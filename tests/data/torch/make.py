@@ -20,6 +20,8 @@ root with torch installed (CPU is enough): python3 tests/data/torch/make.py
                               _make_layer: 7x7/2 stem, max pool, projection shortcuts, stride on
                               the 3x3 as in v1.5) narrowed to widths 8 and 16, blocks [2, 1], 10
                               classes, its BatchNorm statistics moved off their initial values
+  tiny_bottleneck_module.pth  the same net saved whole, torch.save(model), and ..._in_dict.pth
+                              as {"model": model, "epoch": 3}: both read as its state_dict
   tiny_bottleneck_step.json   one SGD step of it, recorded as resnet20_step.json is (the first 16
                               bundled training images, 32x32)
   gradscaler_trace.json       torch.amp.GradScaler's scale after each of 16 steps (initial scale
@@ -148,6 +150,8 @@ def tiny_bottleneck():
         for _ in range(3):
             model(torch.randn(16, 3, 32, 32) * 1.5 + 0.3)
     torch.save(model.state_dict(), OUT / "tiny_bottleneck.pth")
+    torch.save(model, OUT / "tiny_bottleneck_module.pth")
+    torch.save({"model": model, "epoch": 3}, OUT / "tiny_bottleneck_module_in_dict.pth")
     step(model, 16, "tiny_bottleneck_step.json")
 
 
