@@ -451,9 +451,9 @@ fn one_sgd_step_of_torchvisions_layout_equals_pytorchs_own() {
     step_against_pytorch(&spec, "tiny_bottleneck", 16);
 }
 
-/// Loads tests/data/torch/NAME.pth into `spec`, takes one step on the first `batch` bundled
-/// training images (32x32, unaugmented, He et al.'s SGD) and compares the loss and every
-/// tensor's update with PyTorch's step (NAME_step.json).
+/// Loads the PyTorch checkpoint `name` (its .pth in tests/data/torch/) into `spec`, takes one
+/// step on the first `batch` bundled training images (32x32, unaugmented, He et al.'s SGD) and
+/// compares the loss and every tensor's update with PyTorch's step (its _step.json there).
 fn step_against_pytorch(spec: &ModelSpec, name: &str, batch: usize) {
     use resnet::model::ModelState;
     use resnet::plan::{Plan, PlanConfig};
