@@ -498,6 +498,9 @@ fn reads_pytorch_training_checkpoints_and_the_legacy_format() {
     // {"epoch", "model_state_dict", "optimizer_state_dict", "loss"}, as PyTorch's tutorials save
     let tutorial = checkpoint::load(&torch_file("tutorial_checkpoint.pth")).unwrap();
     assert_eq!(tutorial.tensors, small_torch_state_dict());
+    // DistributedDataParallel's state_dict: `module.` before every name, dropped
+    let ddp = checkpoint::load(&torch_file("ddp_state_dict.pth")).unwrap();
+    assert_eq!(ddp.tensors, small_torch_state_dict());
     // a state_dict whose module has a child named `model`: its keys are kept whole
     let plain = checkpoint::load(&torch_file("submodule_model.pth")).unwrap();
     let names: Vec<(&str, &[usize])> = plain
@@ -596,4 +599,25 @@ fn a_whole_pytorch_module_reads_as_its_state_dict() {
         let ck = checkpoint::load(&torch_file(file)).unwrap();
         assert!(ck.tensors == want.tensors, "{file}");
     }
+}
+
+#[test]
+fn a_prefix_is_consumed_only_when_every_name_has_it() {
+    let mut ck = sample();
+    let names: Vec<String> = ck.tensors.iter().map(|t| t.name.clone()).collect();
+    ck.tensors[0].name = format!("module.{}", ck.tensors[0].name);
+    let names_of =
+        |c: &Checkpoint| -> Vec<String> { c.tensors.iter().map(|t| t.name.clone()).collect() };
+    let mut some = ck.clone();
+    some.consume_prefix("module.");
+    assert_eq!(
+        names_of(&some),
+        names_of(&ck),
+        "only one name has it: nothing changes"
+    );
+    for t in &mut ck.tensors[1..] {
+        t.name = format!("module.{}", t.name);
+    }
+    ck.consume_prefix("module.");
+    assert_eq!(names_of(&ck), names);
 }

@@ -232,6 +232,17 @@ impl Checkpoint {
         })
     }
 
+    /// Removes `prefix` from every tensor name when every name has it (PyTorch's
+    /// `consume_prefix_in_state_dict_if_present`); else changes nothing.
+    pub fn consume_prefix(&mut self, prefix: &str) {
+        if self.tensors.is_empty() || !self.tensors.iter().all(|t| t.name.starts_with(prefix)) {
+            return;
+        }
+        for t in &mut self.tensors {
+            t.name.drain(..prefix.len());
+        }
+    }
+
     /// The classifier's outputs: the length of `fc.bias`, if the checkpoint has one.
     pub fn num_classes(&self) -> Option<usize> {
         self.get("fc.bias").and_then(|t| t.shape.first().copied())
@@ -497,7 +508,8 @@ pub fn save(path: &std::path::Path, ckpt: &Checkpoint) -> Result<()> {
 }
 
 /// Reads a checkpoint from `path`: a safetensors file, or PyTorch's own (`torch.save`, see
-/// [`torch`]), told apart by their first bytes; errors name the file.
+/// [`torch`]), told apart by their first bytes; a `module.` before every name (a
+/// DistributedDataParallel's state_dict) is dropped; errors name the file.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn load(path: &std::path::Path) -> Result<Checkpoint> {
     let cannot_read = |e: std::io::Error| {
@@ -509,9 +521,15 @@ pub fn load(path: &std::path::Path) -> Result<Checkpoint> {
         &mut head,
     )
     .map_err(cannot_read)?;
-    if torch::is_torch_file(&head) {
-        return torch::load(path).map_err(|e| with_path(path, e));
+    let mut ck = if torch::is_torch_file(&head) {
+        torch::load(path)
+    } else {
+        let bytes = std::fs::read(path).map_err(cannot_read)?;
+        Checkpoint::from_bytes(&bytes)
     }
-    let bytes = std::fs::read(path).map_err(cannot_read)?;
-    Checkpoint::from_bytes(&bytes).map_err(|e| with_path(path, e))
+    .map_err(|e| with_path(path, e))?;
+    // what DistributedDataParallel's state_dict adds, removed as PyTorch's
+    // consume_prefix_in_state_dict_if_present does: when every name has it
+    ck.consume_prefix("module.");
+    Ok(ck)
 }

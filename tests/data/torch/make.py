@@ -33,6 +33,8 @@ root with torch installed (CPU is enough): python3 tests/data/torch/make.py
                               PyTorch's tutorials save one, holding that state_dict
   submodule_model.pth         the state_dict of a module with a child named `model` beside a
                               `head`: keys model.weight and head.weight, not a wrapper
+  ddp_state_dict.pth          the small state_dict as DistributedDataParallel's state_dict()
+                              names it: module. before every key
   bool_buffer.pth             a state_dict with a bool tensor, which no ResNet has
 """
 import json
@@ -221,6 +223,7 @@ def small():
     outer.model = nn.Linear(2, 1, bias=False)
     outer.head = nn.Linear(1, 1, bias=False)
     torch.save(outer.state_dict(), OUT / "submodule_model.pth")
+    torch.save(OrderedDict(("module." + k, v) for k, v in sd.items()), OUT / "ddp_state_dict.pth")
     torch.save({"conv1.weight": torch.ones(2, 2), "mask": torch.tensor([True, False])}, OUT / "bool_buffer.pth")
 
 
