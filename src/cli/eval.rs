@@ -86,7 +86,7 @@ pub fn eval_cmd(mut a: EvalArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
 /// as a checkpoint of ours records its own.
 pub(crate) fn read_checkpoint(source: &str, model: Option<&str>) -> Result<(PathBuf, Checkpoint)> {
     let mut bar = super::progress::DownloadBar::default();
-    let path = resnet::data::weights_file(
+    let (path, named) = resnet::data::weights_file(
         ("checkpoint", source),
         model,
         None,
@@ -94,11 +94,7 @@ pub(crate) fn read_checkpoint(source: &str, model: Option<&str>) -> Result<(Path
         &mut |t| bar.show(t),
     )?;
     let mut ck = checkpoint::load(&path)?;
-    let named = match (Path::new(source).exists(), model) {
-        (false, Some(m)) => resnet::data::torchvision_weights(("checkpoint", source), m),
-        _ => None,
-    };
-    if let Some(Ok(w)) = named {
+    if let Some(w) = named {
         let meta = &mut ck.metadata;
         meta.entry("resize".into())
             .or_insert(w.eval_resize.to_string());

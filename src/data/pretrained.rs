@@ -9,7 +9,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::download::{archive_name, parse_hex_digest};
 use super::fetch::{fetch, locked, Digest, Transfer};
-use super::torchvision::{is_torchvision_name, torchvision_weights};
+use super::torchvision::{is_torchvision_name, torchvision_weights, TorchvisionWeights};
 use crate::{Error, Result};
 
 fn invalid<T>(msg: String) -> Result<T> {
@@ -33,15 +33,16 @@ pub fn file_sha256(path: &Path) -> Result<String> {
 
 /// The file of the weights `source` names, for the setting `what` (`pretrained`, `checkpoint`):
 /// a file as it is; an http(s) URL, or one of torchvision's weight names for `model` (see
-/// [`torchvision_weights`]), downloaded into `cache_dir` once. `sha256`, when given, is checked
-/// in every case (a download that does not match is deleted).
+/// [`torchvision_weights`]), downloaded into `cache_dir` once; with the torchvision weights it
+/// resolved to, if a name. `sha256`, when given, is checked in every case (a download that does
+/// not match is deleted).
 pub fn weights_file(
     (what, source): (&str, &str),
     model: Option<&str>,
     sha256: Option<&str>,
     cache_dir: &Path,
     progress: &mut dyn FnMut(Transfer),
-) -> Result<PathBuf> {
+) -> Result<(PathBuf, Option<TorchvisionWeights>)> {
     let full = sha256.map(parse_sha256).transpose()?.map(Digest::Sha256);
     let local = Path::new(source);
     if local.exists() || !(is_url(source) || is_torchvision_name(source)) {
@@ -55,10 +56,11 @@ pub fn weights_file(
                 ));
             }
         }
-        return Ok(local.to_path_buf());
+        return Ok((local.to_path_buf(), None));
     }
     if is_url(source) {
-        return fetch_pretrained(source, full.unwrap_or(Digest::None), cache_dir, progress);
+        let path = fetch_pretrained(source, full.unwrap_or(Digest::None), cache_dir, progress)?;
+        return Ok((path, None));
     }
     let Some(model) = model else {
         return invalid(format!(
@@ -74,10 +76,11 @@ pub fn weights_file(
                 w.name,
                 path.display()
             )));
-            return Ok(path);
+            return Ok((path, Some(w)));
         }
     }
-    fetch_pretrained(&w.url(), full.unwrap_or(w.digest()), cache_dir, progress)
+    let path = fetch_pretrained(&w.url(), full.unwrap_or(w.digest()), cache_dir, progress)?;
+    Ok((path, Some(w)))
 }
 
 /// The weights at `url` as a file in `cache_dir/pretrained/`, named after the URL's last path

@@ -247,7 +247,7 @@ fn read_pretrained(
     let Some(src) = &c.fine_tuning.pretrained else {
         return Ok(None);
     };
-    let path = data::weights_file(
+    let (path, _) = data::weights_file(
         ("pretrained", src),
         Some(&c.model),
         c.fine_tuning.pretrained_sha256.as_deref(),
