@@ -319,15 +319,10 @@ fn other_cases(gpu: &Gpu, m: &ModelShapes, out: &mut Vec<Case>) {
 
     let len = m.params;
     let (p, g, v) = (up(gpu, &[len], 15), up(gpu, &[len], 16), zeros(gpu, &[len]));
-    let cfg = SgdConfig {
-        lr: 0.1,
-        momentum: 0.9,
-        weight_decay: 1e-4,
-        nesterov: false,
-    };
+    let cfg = SgdConfig::he2016();
     out.push(Case {
         name: format!("sgd_step/{len}_params"),
-        kernels: sgd::step(gpu, &cfg, &p, &g, &v, None).expect("kernels"),
+        kernels: sgd::step(gpu, &cfg, &p, &g, &v, None, None).expect("kernels"),
         // reads p, g, v and writes p, v
         work: Throughput::Bytes(5 * 4 * len as u64),
     });

@@ -1,16 +1,34 @@
 // SGD as torch.optim.SGD (dampening 0):
-//   g = grad + weight_decay * p
+//   g = grad + decay * p            (decay: weight_decay, or a parameter group's, below)
 //   v = momentum * v + g            (v starts at 0, so the first step sets v = g, as PyTorch)
 //   step = nesterov ? g + momentum * v : v
 //   p = p - lr * step
 // One invocation per element over flat parameter, gradient and momentum buffers.
 
-struct Params { len: u32, nesterov: u32, lr: f32, momentum: f32, weight_decay: f32, _p0: u32, _p1: u32, _p2: u32 }
+struct Params {
+    len: u32, nesterov: u32, lr: f32, momentum: f32,
+    weight_decay: f32, norm_decay: f32, bias_decay: f32,
+    offset: u32,   // where element 0 sits in the flat parameter buffer (decay_kind's index)
+    by_kind: u32,  // 1: each element decays as decay_kind says; 0: all by weight_decay
+    _p0: u32, _p1: u32, _p2: u32,
+}
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read_write> param: array<f32>;
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> velocity: array<f32>;
+// torchvision's parameter groups of set_weight_decay, 2 bits an element of the whole flat buffer,
+// 16 a word: 0 the other parameters (weight_decay), 1 a norm layer's (norm_decay), 2 a bias
+// (bias_decay). One kernel keeps the optimizer a single pass over every parameter, where a
+// kernel per group would alternate at every layer.
+@group(0) @binding(5) var<storage, read> decay_kind: array<u32>;
+
+fn decay(i: u32) -> f32 {
+    if (P.by_kind == 0u) { return P.weight_decay; }
+    let at = P.offset + i;
+    let kind = (decay_kind[at / 16u] >> ((at % 16u) * 2u)) & 3u;
+    return select(select(P.weight_decay, P.norm_decay, kind == 1u), P.bias_decay, kind == 2u);
+}
 
 @compute @workgroup_size(256)
 fn sgd_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -18,7 +36,7 @@ fn sgd_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let i = (wid.x + wid.y * nwg.x) * 256u + lid;
     if (i >= P.len) { return; }
     let p = param[i];
-    let g = grad[i] + P.weight_decay * p;
+    let g = grad[i] + decay(i) * p;
     let v = P.momentum * velocity[i] + g;
     velocity[i] = v;
     let step = select(v, g + P.momentum * v, P.nesterov != 0u);
@@ -40,7 +58,7 @@ fn sgd_step_scaled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let parts = frexp(scale);
     let inv_scale = select(1.0 / scale, ldexp(1.0, 1 - parts.exp), parts.fract == 0.5);
     let p = param[i];
-    let g = grad[i] * inv_scale + P.weight_decay * p;
+    let g = grad[i] * inv_scale + decay(i) * p;
     let v = P.momentum * velocity[i] + g;
     velocity[i] = v;
     let step = select(v, g + P.momentum * v, P.nesterov != 0u);

@@ -57,6 +57,8 @@ fn bad_data_gives_one_line_errors() {
     fails_with(&bad_model, &["resnet21"]);
     let bad_schedule = resnet(&["train", "--lr-schedule", "linear", "--data", "/x"]);
     fails_with(&bad_schedule, &["--lr-schedule"]);
+    let bad_decay = resnet(&["train", "--norm-weight-decay=-1", "--data", "/x"]);
+    fails_with(&bad_decay, &["--norm-weight-decay", "0 or more", "-1"]);
     let no_adapter = resnet(&["info", "--backend", "metal"]);
     fails_with(&no_adapter, &["no GPU adapter", "mesa-vulkan-drivers"]);
     // lavapipe is the one adapter of its kind here: index 0 only

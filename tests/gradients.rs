@@ -9,6 +9,7 @@
 mod common;
 use common::*;
 use resnet::model::{BlockKind, Family, ModelSpec};
+use resnet::ops::sgd::SgdConfig;
 use resnet::reference::network::{self, StateDict};
 use resnet::selftest::{network_step, NetworkStep};
 use std::collections::{BTreeMap, HashMap};
@@ -430,7 +431,34 @@ fn check_mixed_step(gpu: &resnet::Gpu) {
 fn one_sgd_step_equals_pytorchs_own() {
     let spec = ModelSpec::from_name("resnet20", 10).unwrap();
     // measured 5.5e-4 (a BatchNorm bias); without the weight decay, 9.6e-3
-    step_against_pytorch(&spec, "resnet20", 128);
+    let sgd = SgdConfig::he2016();
+    let worst = step_against_pytorch(&spec, ("resnet20", "resnet20_step"), 128, sgd);
+    assert!(worst.0 <= 2e-3, "{} ({:.1e} of the norm)", worst.1, worst.0);
+}
+
+/// The same step with torchvision's parameter groups (`--weight-decay 5e-3 --norm-weight-decay
+/// 0 --bias-weight-decay 5e-2`, torchvision's set_weight_decay in make.py): BatchNorm's weights
+/// do not decay, every bias (BatchNorm's and fc's) decays by 5e-2, the rest by 5e-3. The same
+/// step with one decay for all is far from PyTorch's, so the groups are what the test sees.
+#[test]
+fn one_sgd_step_with_torchvisions_weight_decay_groups_equals_pytorchs_own() {
+    let spec = ModelSpec::from_name("resnet20", 10).unwrap();
+    let fixture = ("resnet20", "resnet20_decay_step");
+    let grouped = SgdConfig {
+        weight_decay: 5e-3,
+        norm_weight_decay: Some(0.0),
+        bias_weight_decay: Some(5e-2),
+        ..SgdConfig::he2016()
+    };
+    let worst = step_against_pytorch(&spec, fixture, 128, grouped);
+    assert!(worst.0 <= 2e-3, "{} ({:.1e} of the norm)", worst.1, worst.0);
+    let one_decay = SgdConfig {
+        norm_weight_decay: None,
+        bias_weight_decay: None,
+        ..grouped
+    };
+    let worst = step_against_pytorch(&spec, fixture, 128, one_decay);
+    assert!(worst.0 > 1e-2, "one decay for all passes too: {worst:?}");
 }
 
 /// The same for torchvision's layout, built by PyTorch from torchvision's own blocks
@@ -448,19 +476,27 @@ fn one_sgd_step_of_torchvisions_layout_equals_pytorchs_own() {
         residual: true,
         num_classes: 10,
     };
-    step_against_pytorch(&spec, "tiny_bottleneck", 16);
+    let fixture = ("tiny_bottleneck", "tiny_bottleneck_step");
+    let worst = step_against_pytorch(&spec, fixture, 16, SgdConfig::he2016());
+    assert!(worst.0 <= 2e-3, "{} ({:.1e} of the norm)", worst.1, worst.0);
 }
 
 /// Loads the PyTorch checkpoint `name` (its .pth in tests/data/torch/) into `spec`, takes one
-/// step on the first `batch` bundled training images (32x32, unaugmented, He et al.'s SGD) and
-/// compares the loss and every tensor's update with PyTorch's step (its _step.json there).
-fn step_against_pytorch(spec: &ModelSpec, name: &str, batch: usize) {
+/// step of `sgd` on the first `batch` bundled training images (32x32, unaugmented), checks the
+/// loss against PyTorch's step (`step`.json there) and returns the worst disagreement of a
+/// tensor's update with PyTorch's, relative to its norm, with what it is.
+fn step_against_pytorch(
+    spec: &ModelSpec,
+    (name, step): (&str, &str),
+    batch: usize,
+    sgd: SgdConfig,
+) -> (f64, String) {
     use resnet::model::ModelState;
     use resnet::plan::{Plan, PlanConfig};
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let torch = repo.join("tests/data/torch");
     let theirs: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(torch.join(format!("{name}_step.json"))).unwrap())
+        serde_json::from_slice(&std::fs::read(torch.join(format!("{step}.json"))).unwrap())
             .unwrap();
     let gpu = gpu();
     let m = ModelState::new(&gpu, spec, 0).unwrap();
@@ -468,7 +504,6 @@ fn step_against_pytorch(spec: &ModelSpec, name: &str, batch: usize) {
     let ck = resnet::checkpoint::load(&pth).unwrap();
     m.load_state_dict(&gpu, &ck, name).unwrap();
     let before = pollster::block_on(m.state_dict(&gpu)).unwrap();
-    let sgd = resnet::ops::sgd::SgdConfig::he2016();
     let normalize = resnet::preprocess::Preprocess::normalize_only(resnet::cifar10::NORMALIZE);
     let plan = Plan::new(&gpu, &m, PlanConfig::train(batch, (32, 32), sgd, normalize)).unwrap();
     // CIFAR-10 binary records: a label byte, then the image's 3 x 32 x 32 bytes (CHW)
@@ -490,10 +525,10 @@ fn step_against_pytorch(spec: &ModelSpec, name: &str, batch: usize) {
     let (worst, compared) = worst_update_disagreement(&before, &after, updates);
     assert_eq!(compared, updates.len(), "every tensor PyTorch updated");
     eprintln!(
-        "{name}: worst update disagreement {:.1e}: {}",
+        "{step}: worst update disagreement {:.1e}: {}",
         worst.0, worst.1
     );
-    assert!(worst.0 <= 2e-3, "{} ({:.1e} of the norm)", worst.1, worst.0);
+    worst
 }
 
 /// Over the f32 tensors of a step's `before` and `after`, the worst disagreement of the update's

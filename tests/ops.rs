@@ -365,23 +365,21 @@ fn sgd_matches_torch_optim_sgd() {
     for nesterov in [false, true] {
         let len = 1000;
         let cfg = SgdConfig {
-            lr: 0.1,
-            momentum: 0.9,
-            weight_decay: 1e-4,
             nesterov,
+            ..SgdConfig::he2016()
         };
         let p0 = rand_vec(len, 15);
         let grads = [rand_vec(len, 16), rand_vec(len, 17), rand_vec(len, 18)];
         let p = gpu.upload(&p0, &[len]).unwrap();
         let g = gpu.zeros(&[len]).unwrap();
         let v = gpu.zeros(&[len]).unwrap();
-        let ks = sgd::step(&gpu, &cfg, &p, &g, &v, None).unwrap();
+        let ks = sgd::step(&gpu, &cfg, &p, &g, &v, None, None).unwrap();
         // reference: torch.optim.SGD's update, written out
         let mut pr = f64s(&p0);
         let mut vr = vec![0.0f64; len];
         for (step, gr) in grads.iter().enumerate() {
             let lr = if step == 2 { 0.01 } else { 0.1 };
-            ks[0].set_params(&gpu, &SgdConfig { lr, ..cfg }.uniform(len));
+            ks[0].set_params(&gpu, &SgdConfig { lr, ..cfg }.uniform(len, 0));
             gpu.write(&g, gr).unwrap();
             run(&gpu, &ks);
             for i in 0..len {
@@ -403,5 +401,60 @@ fn sgd_matches_torch_optim_sgd() {
             &vr,
             1e-5,
         );
+    }
+}
+
+/// Parameter groups as torchvision's set_weight_decay makes them: each element of a step at an
+/// offset into the flat buffer decays by its kind's penalty (written out in f64, one SGD step).
+#[test]
+fn sgd_decays_each_element_by_its_kind() {
+    use resnet::ops::sgd::{pack_decay_kinds, DecayKind, DecayKinds};
+    let gpu = gpu();
+    let (whole, offset, len) = (200, 37, 150);
+    let cfg = SgdConfig {
+        weight_decay: 0.01,
+        norm_weight_decay: Some(0.0),
+        bias_weight_decay: Some(0.2),
+        ..SgdConfig::he2016()
+    };
+    // runs crossing word boundaries, one before the step's elements and one past them
+    let runs = [
+        (10, 40, DecayKind::Norm),
+        (60, 3, DecayKind::Bias),
+        (63, 20, DecayKind::Norm),
+        (120, 50, DecayKind::Bias),
+        (190, 10, DecayKind::Norm),
+    ];
+    let words = pack_decay_kinds(whole, runs);
+    let words = gpu.upload(&words, &[words.len()]).unwrap();
+    let (p0, g0) = (rand_vec(len, 21), rand_vec(len, 22));
+    let p = gpu.upload(&p0, &[len]).unwrap();
+    let g = gpu.upload(&g0, &[len]).unwrap();
+    let v = gpu.zeros(&[len]).unwrap();
+    let kinds = Some(DecayKinds {
+        words: &words,
+        offset,
+    });
+    run(
+        &gpu,
+        &sgd::step(&gpu, &cfg, &p, &g, &v, kinds, None).unwrap(),
+    );
+    let want: Vec<f64> = (0..len)
+        .map(|i| {
+            let at = offset + i;
+            let kind = runs.iter().find(|r| (r.0..r.0 + r.1).contains(&at));
+            let decay = match kind.map(|r| r.2) {
+                Some(DecayKind::Norm) => 0.0,
+                Some(DecayKind::Bias) => 0.2,
+                _ => 0.01,
+            };
+            p0[i] as f64 - 0.1 * (g0[i] as f64 + decay * p0[i] as f64)
+        })
+        .collect();
+    assert_close("sgd by decay kind", &read(&gpu, &p), &want, 1e-6);
+    // a group decay without the kinds is refused, not run with one penalty for all
+    match sgd::step(&gpu, &cfg, &p, &g, &v, None, None) {
+        Err(e) => assert!(e.to_string().contains("decay kinds"), "{e}"),
+        Ok(_) => panic!("a group decay without the kinds ran"),
     }
 }

@@ -37,6 +37,14 @@ pub struct RecipeArgs {
     /// Weight decay (L2, added to the gradient as torch.optim.SGD)
     #[arg(long, default_value_t = SgdConfig::he2016().weight_decay)]
     pub weight_decay: f32,
+    /// Weight decay of the BatchNorm layers' weights and biases (default: --weight-decay; 0 as
+    /// in torchvision's recipe for ResNet-50's V2 weights)
+    #[arg(long, value_name = "DECAY")]
+    pub norm_weight_decay: Option<f32>,
+    /// Weight decay of every bias, fc's and BatchNorm's (default: --weight-decay); for BatchNorm's
+    /// biases it wins over --norm-weight-decay, as in torchvision's training script
+    #[arg(long, value_name = "DECAY")]
+    pub bias_weight_decay: Option<f32>,
     /// Nesterov momentum
     #[arg(long)]
     pub nesterov: bool,
@@ -75,6 +83,8 @@ impl RecipeArgs {
             warmup_iters: self.warmup_iters,
             momentum: self.momentum,
             weight_decay: self.weight_decay,
+            norm_weight_decay: self.norm_weight_decay,
+            bias_weight_decay: self.bias_weight_decay,
             nesterov: self.nesterov,
         }
     }

@@ -1,6 +1,7 @@
 //! SGD with momentum, weight decay and optional Nesterov, as torch.optim.SGD (shaders/sgd.wgsl).
 
 use super::{check_shape, kernel};
+use crate::error::shape_err;
 use crate::error::Result;
 use crate::gpu::{Gpu, Kernel, Tensor, Uniform};
 
@@ -15,8 +16,41 @@ pub struct SgdConfig {
     pub momentum: f32,
     /// L2 penalty added to the gradient.
     pub weight_decay: f32,
+    /// The penalty of normalisation layers' weights and biases (BatchNorm's); None: as the other
+    /// parameters (torchvision's `--norm-weight-decay`).
+    pub norm_weight_decay: Option<f32>,
+    /// The penalty of every bias, BatchNorm's included; None: as the other parameters
+    /// (torchvision's `--bias-weight-decay`, which wins over `norm_weight_decay`).
+    pub bias_weight_decay: Option<f32>,
     /// Nesterov momentum.
     pub nesterov: bool,
+}
+
+/// Which penalty a parameter takes, as torchvision's `set_weight_decay` groups them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecayKind {
+    /// `weight_decay`: convolution and linear weights.
+    Other = 0,
+    /// `norm_weight_decay`: a normalisation layer's weight (and its bias without a bias decay).
+    Norm = 1,
+    /// `bias_weight_decay`: a bias.
+    Bias = 2,
+}
+
+/// The decay kind of every element of a flat buffer of `len` floats, 2 bits each and 16 to a
+/// word (sgd.wgsl's `decay_kind`): `runs` gives (first element, count, kind), the rest is
+/// [`DecayKind::Other`].
+pub fn pack_decay_kinds(
+    len: usize,
+    runs: impl IntoIterator<Item = (usize, usize, DecayKind)>,
+) -> Vec<u32> {
+    let mut words = vec![0u32; len.div_ceil(16).max(1)];
+    for (start, count, kind) in runs {
+        for at in start..start + count {
+            words[at / 16] |= (kind as u32) << ((at % 16) * 2);
+        }
+    }
+    words
 }
 
 impl SgdConfig {
@@ -27,26 +61,50 @@ impl SgdConfig {
             lr: 0.1,
             momentum: 0.9,
             weight_decay: 1e-4,
+            norm_weight_decay: None,
+            bias_weight_decay: None,
             nesterov: false,
         }
     }
 
-    /// The parameters as the shader's uniform.
-    pub fn uniform(&self, len: usize) -> Uniform {
+    /// Whether some parameters take another penalty than `weight_decay`, so a step needs their
+    /// [`DecayKinds`].
+    pub fn decays_by_kind(&self) -> bool {
+        self.norm_weight_decay.is_some() || self.bias_weight_decay.is_some()
+    }
+
+    /// The parameters as the shader's uniform, for `len` elements from element `offset` of the
+    /// flat buffer that [`DecayKinds`] describes (0 without one).
+    pub fn uniform(&self, len: usize, offset: usize) -> Uniform {
         Uniform::new()
             .u(len)
             .u(self.nesterov as usize)
             .f(self.lr)
             .f(self.momentum)
             .f(self.weight_decay)
+            .f(self.norm_weight_decay.unwrap_or(self.weight_decay))
+            .f(self.bias_weight_decay.unwrap_or(self.weight_decay))
+            .u(offset)
+            .u(self.decays_by_kind() as usize)
             .u(0)
             .u(0)
             .u(0)
     }
 }
 
+/// The decay kinds of a whole flat parameter buffer ([`pack_decay_kinds`]) and where a step's
+/// first element sits in it.
+#[derive(Debug, Clone, Copy)]
+pub struct DecayKinds<'a> {
+    /// The packed kinds.
+    pub words: &'a Tensor,
+    /// The element of the flat buffer that the step's element 0 is.
+    pub offset: usize,
+}
+
 /// One SGD step over `param`, `grad` and `velocity` (same shape). Change the learning rate between
-/// steps with `kernel.set_params(gpu, &cfg.uniform(len))`. With `scaler` (the state of
+/// steps with `kernel.set_params(gpu, &cfg.uniform(len, offset))`. With `kinds`, each element
+/// decays as its kind says (required when `cfg.decays_by_kind()`). With `scaler` (the state of
 /// `ops::amp`), `grad` holds scaled gradients: the step unscales them, and does nothing when
 /// they had an inf or NaN.
 pub fn step(
@@ -55,12 +113,32 @@ pub fn step(
     param: &Tensor,
     grad: &Tensor,
     velocity: &Tensor,
+    kinds: Option<DecayKinds>,
     scaler: Option<&Tensor>,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = "sgd";
     check_shape(OP, "grad", grad, &param.shape)?;
     check_shape(OP, "velocity", velocity, &param.shape)?;
-    let mut bufs = vec![(1, param), (2, grad), (3, velocity)];
+    let unused;
+    let (words, offset) = match kinds {
+        Some(k) if k.words.len() * 16 < k.offset + param.len() => {
+            let (from, to) = (k.offset, k.offset + param.len());
+            let have = k.words.len() * 16;
+            return shape_err(
+                OP,
+                format!("decay kinds of {have} elements for {from}..{to}"),
+            );
+        }
+        Some(k) => (k.words, k.offset),
+        None if cfg.decays_by_kind() => {
+            return shape_err(OP, "a norm or bias weight decay needs the decay kinds");
+        }
+        None => {
+            unused = super::dummy(gpu)?;
+            (&unused, 0)
+        }
+    };
+    let mut bufs = vec![(1, param), (2, grad), (3, velocity), (5, words)];
     if let Some(s) = scaler {
         check_shape(OP, "loss scaler", s, &[super::amp::WORDS])?;
         bufs.push((4, s));
@@ -74,7 +152,7 @@ pub fn step(
         OP,
         SHADER,
         entry,
-        cfg.uniform(param.len()),
+        cfg.uniform(param.len(), offset),
         &bufs,
         (param.len() as u64).div_ceil(256),
     )?])

@@ -8,10 +8,12 @@ use super::{KernelAt, Mode, PlanConfig, SgdChunk, Stage};
 use crate::error::{Error, Result};
 use crate::gpu::{Dtype, Gpu, Tensor};
 use crate::model::{Arch, Block, ConvBn, Linear, MaxPool, ModelState, Visitor};
+use crate::model::{ParamLayout, RegionKind};
 use crate::ops::augment;
 use crate::ops::batchnorm::{Exchange, Fuse};
 use crate::ops::loss::{self, LossBuffers};
 use crate::ops::pool::{self as pooling, PoolShape};
+use crate::ops::sgd::{pack_decay_kinds, DecayKind, DecayKinds, SgdConfig};
 use crate::ops::{amp, linear, sgd};
 
 /// The buffers a caller fills and reads (see the fields of the same names on `Plan`).
@@ -385,17 +387,23 @@ fn optimizer_stage(
     if let Some((ls, state)) = scaling {
         kernels.extend(amp::find_inf(gpu, &ls, &m.grads, state)?);
     }
+    let words = match cfg.sgd.decays_by_kind() {
+        true => Some(decay_kinds(&m.layout, &cfg.sgd, gpu)?),
+        false => None,
+    };
     for (range, lr_scale) in lr_groups(m, &cfg.fine_tune) {
         let mut offset = range.start;
         while offset < range.end {
             let len = max_chunk.min(range.end - offset);
             let v = |t: &Tensor| t.view(offset, &[len]);
             let (p, g, v) = (v(&m.params)?, v(&m.grads)?, v(&m.momentum)?);
-            kernels.extend(sgd::step(gpu, &cfg.sgd, &p, &g, &v, scaler)?);
+            let kinds = words.as_ref().map(|words| DecayKinds { words, offset });
+            kernels.extend(sgd::step(gpu, &cfg.sgd, &p, &g, &v, kinds, scaler)?);
             let index = kernels.len() - 1;
             chunks.push(SgdChunk {
                 at: KernelAt { stage, index },
                 len,
+                offset,
                 lr_scale,
             });
             offset += len;
@@ -409,6 +417,27 @@ fn optimizer_stage(
         kernels,
     };
     Ok((stage, chunks))
+}
+
+/// The decay kind of every element of the flat parameter buffer, on the GPU, as torchvision's
+/// `set_weight_decay` groups a ResNet's parameters: BatchNorm's weights with the norm layers,
+/// every bias (fc's, and BatchNorm's where a bias decay is given) with the biases, the rest
+/// (convolution and fc weights) with the others.
+fn decay_kinds(layout: &ParamLayout, sgd: &SgdConfig, gpu: &Gpu) -> Result<Tensor> {
+    let bn_bias = match sgd.bias_weight_decay {
+        Some(_) => DecayKind::Bias,
+        None => DecayKind::Norm,
+    };
+    let runs = layout.params.iter().flat_map(|r| match r.kind {
+        RegionKind::BnAffine => {
+            let c = r.len() / 2;
+            vec![(r.offset, c, DecayKind::Norm), (r.offset + c, c, bn_bias)]
+        }
+        RegionKind::FcBias => vec![(r.offset, r.len(), DecayKind::Bias)],
+        RegionKind::ConvWeight | RegionKind::FcWeight => Vec::new(),
+    });
+    let words = pack_decay_kinds(layout.params_len, runs);
+    gpu.upload(&words, &[words.len()])
 }
 
 /// Ranges of the flat parameter buffer with one learning-rate multiplier each: consecutive

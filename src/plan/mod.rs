@@ -74,6 +74,8 @@ struct KernelAt {
 struct SgdChunk {
     at: KernelAt,
     len: usize,
+    /// Its first element in the flat buffers.
+    offset: usize,
     /// This chunk's learning rate over the step's (--lr-backbone).
     lr_scale: f32,
 }
@@ -148,7 +150,7 @@ impl Plan {
                 ..self.config.sgd
             };
             self.kernel(chunk.at)
-                .set_params(gpu, &sgd.uniform(chunk.len));
+                .set_params(gpu, &sgd.uniform(chunk.len, chunk.offset));
         }
     }
 

@@ -53,6 +53,12 @@ pub struct Recipe {
     pub momentum: f32,
     /// Weight decay (L2, added to the gradient as torch.optim.SGD).
     pub weight_decay: f32,
+    /// Weight decay of BatchNorm's weights and biases instead (torchvision's
+    /// `--norm-weight-decay`; its ResNet-50 V2 recipe: 0).
+    pub norm_weight_decay: Option<f32>,
+    /// Weight decay of every bias instead, BatchNorm's included (torchvision's
+    /// `--bias-weight-decay`).
+    pub bias_weight_decay: Option<f32>,
     /// Nesterov momentum.
     pub nesterov: bool,
 }
@@ -71,6 +77,8 @@ impl Default for Recipe {
             warmup_iters: 0,
             momentum: sgd.momentum,
             weight_decay: sgd.weight_decay,
+            norm_weight_decay: None,
+            bias_weight_decay: None,
             nesterov: false,
         }
     }
@@ -94,8 +102,27 @@ impl Recipe {
             lr: self.lr as f32,
             momentum: self.momentum,
             weight_decay: self.weight_decay,
+            norm_weight_decay: self.norm_weight_decay,
+            bias_weight_decay: self.bias_weight_decay,
             nesterov: self.nesterov,
         }
+    }
+
+    /// Rejects a weight decay torch.optim.SGD would refuse (negative, or not a number).
+    fn check_decays(&self) -> Result<()> {
+        let decays = [
+            ("weight_decay", Some(self.weight_decay)),
+            ("norm_weight_decay", self.norm_weight_decay),
+            ("bias_weight_decay", self.bias_weight_decay),
+        ];
+        for (name, decay) in decays {
+            if let Some(d) = decay.filter(|d| !(d.is_finite() && *d >= 0.0)) {
+                return Err(Error::Invalid(format!(
+                    "`{name}` must be 0 or more, got {d}"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The recipe with `lr_milestone_epochs` turned into iterations of `steps_per_epoch`.
@@ -326,6 +353,7 @@ impl TrainConfig {
                 "`lr` must be a positive number, got {lr}"
             )));
         }
+        self.recipe.check_decays()?;
         bucket_floats(self.bucket_mb)?;
         self.loss_scale.check()?;
         if self.sync_bn && self.fine_tuning.bn_eval {

@@ -16,6 +16,9 @@ root with torch installed (CPU is enough): python3 tests/data/torch/make.py
   training_checkpoint.pth     {"epoch", "state_dict", "optimizer"} as a training script saves it;
                               the state_dict holds f16 (a transposed, non-contiguous view), bf16,
                               f64, int32 and int64 tensors with exactly representable values
+  resnet20_decay_step.json    the same step with torchvision's parameter groups of
+                              set_weight_decay: weight decay 5e-3, norm layers 0, biases 5e-2
+                              (--weight-decay, --norm-weight-decay, --bias-weight-decay)
   tiny_bottleneck.pth         a net of torchvision's ResNet layout (its Bottleneck blocks and
                               _make_layer: 7x7/2 stem, max pool, projection shortcuts, stride on
                               the 3x3 as in v1.5) narrowed to widths 8 and 16, blocks [2, 1], 10
@@ -161,12 +164,34 @@ def one_step():
     model = ResNet20()
     model.load_state_dict(torch.load(OUT / "resnet20.pth"))
     step(model, 128, "resnet20_step.json")
+    model.load_state_dict(torch.load(OUT / "resnet20.pth"))
+    groups = decay_groups(model, weight_decay=5e-3, norm_weight_decay=0.0, bias_weight_decay=5e-2)
+    step(model, 128, "resnet20_decay_step.json", groups)
 
 
-def step(model, batch, out):
+def decay_groups(model, weight_decay, norm_weight_decay, bias_weight_decay):
+    """The parameter groups torchvision's training script gives torch.optim.SGD
+    (references/classification: utils.set_weight_decay with custom key "bias"): a parameter named
+    bias takes bias_weight_decay, else one of a norm layer norm_weight_decay, else weight_decay."""
+    norm_classes = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+    groups = {"other": [], "norm": [], "bias": []}
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if name == "bias":
+                groups["bias"].append(p)
+            elif isinstance(module, norm_classes):
+                groups["norm"].append(p)
+            else:
+                groups["other"].append(p)
+    decays = {"other": weight_decay, "norm": norm_weight_decay, "bias": bias_weight_decay}
+    return [{"params": ps, "weight_decay": decays[k]} for k, ps in groups.items() if ps]
+
+
+def step(model, batch, out, groups=None):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x, y = bundled("train.bin")
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    params = groups if groups is not None else model.parameters()
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4)
     model.train()
     loss = F.cross_entropy(model(x[:batch]), y[:batch])
     opt.zero_grad()
