@@ -59,6 +59,15 @@ fn bad_data_gives_one_line_errors() {
     fails_with(&bad_schedule, &["--lr-schedule"]);
     let bad_decay = resnet(&["train", "--norm-weight-decay=-1", "--data", "/x"]);
     fails_with(&bad_decay, &["--norm-weight-decay", "0 or more", "-1"]);
+    let plain = resnet(&[
+        "train",
+        "--model",
+        "plain20",
+        "--zero-init-residual",
+        "--data",
+        "/x",
+    ]);
+    fails_with(&plain, &["--zero-init-residual", "plain20", "no shortcuts"]);
     let no_adapter = resnet(&["info", "--backend", "metal"]);
     fails_with(&no_adapter, &["no GPU adapter", "mesa-vulkan-drivers"]);
     // lavapipe is the one adapter of its kind here: index 0 only

@@ -72,6 +72,53 @@ pub fn config(batch: usize, mode: Mode) -> PlanConfig {
     }
 }
 
+/// `zero_init_residual` zeroes what torchvision's `zero_init_residual=True` zeroes, by its rule
+/// on state_dict names: the weight of each residual block's last BatchNorm (`bn2` of a basic
+/// block, `bn3` of a bottleneck), never the stem's or a projection shortcut's; everything else
+/// is the same as without it.
+#[test]
+fn zero_init_residual_zeroes_each_blocks_last_batchnorm_weight_as_torchvision() {
+    let gpu = gpu();
+    for (name, last, blocks) in [
+        ("resnet20", "bn2", 9),
+        ("resnet18", "bn2", 8),
+        ("resnet50", "bn3", 16),
+    ] {
+        let spec = ModelSpec::from_name(name, 10).unwrap();
+        let usual = ModelState::new(&gpu, &spec, 3).unwrap();
+        let zeroed = ModelState::new(&gpu, &spec, 3).unwrap();
+        zeroed.zero_init_residual(&gpu).unwrap();
+        let usual = pollster::block_on(usual.state_dict(&gpu)).unwrap();
+        let zeroed = pollster::block_on(zeroed.state_dict(&gpu)).unwrap();
+        let mut zeroes = 0;
+        for (u, z) in usual.iter().zip(&zeroed) {
+            assert_eq!(u.name, z.name);
+            let parts: Vec<&str> = u.name.split('.').collect();
+            if parts.len() == 4 && parts[0].starts_with("layer") && parts[2..] == [last, "weight"] {
+                assert!(
+                    u.as_f32().unwrap().iter().all(|&v| v == 1.0),
+                    "{name} {}",
+                    u.name
+                );
+                assert!(
+                    z.as_f32().unwrap().iter().all(|&v| v == 0.0),
+                    "{name} {}",
+                    z.name
+                );
+                zeroes += 1;
+            } else {
+                assert_eq!(
+                    (u.as_f32(), u.as_i64()),
+                    (z.as_f32(), z.as_i64()),
+                    "{name} {}",
+                    u.name
+                );
+            }
+        }
+        assert_eq!(zeroes, blocks, "{name}: one BatchNorm per residual block");
+    }
+}
+
 #[test]
 fn training_steps_lower_the_loss_on_a_fixed_batch() {
     let gpu = gpu();

@@ -135,6 +135,49 @@ fn options(seed: u64) -> TrainConfig {
     }
 }
 
+/// `zero_init_residual` reaches the model a run trains: after one step at a vanishing learning
+/// rate, each residual block's last BatchNorm weight is still about 0 and every other one about 1.
+#[test]
+fn a_run_with_zero_init_residual_trains_from_zeroed_block_ends() {
+    let dir = cifar::subset(4, 1);
+    let split = resnet::data::load(dir.path(), (32, 32)).unwrap();
+    let config = TrainConfig {
+        model: "resnet8".into(),
+        zero_init_residual: true,
+        recipe: Recipe {
+            batch_size: 32,
+            lr: 1e-30,
+            ..Recipe::default()
+        },
+        subset: Some(32),
+        ..options(1)
+    };
+    let out = tempfile::tempdir().unwrap();
+    train::fit(
+        &config,
+        split,
+        &OneProcess,
+        RunDir::new(out.path()),
+        &mut Silent,
+    )
+    .unwrap();
+    let ck = resnet::checkpoint::load(&out.path().join("last.safetensors")).unwrap();
+    let is_gamma = |n: &str| n.ends_with(".weight") && (n.starts_with("bn") || n.contains(".bn"));
+    let gammas: Vec<_> = ck.tensors.iter().filter(|t| is_gamma(&t.name)).collect();
+    assert_eq!(gammas.len(), 7, "resnet8's BatchNorms");
+    for t in gammas {
+        let zeroed = t.name.starts_with("layer") && t.name.ends_with(".bn2.weight");
+        let want = if zeroed { 0.0 } else { 1.0 };
+        let v = t.as_f32().unwrap();
+        assert!(
+            v.iter().all(|x| (x - want).abs() < 1e-6),
+            "{}: {:?}",
+            t.name,
+            &v[..4]
+        );
+    }
+}
+
 #[test]
 fn same_seed_gives_bit_identical_checkpoints() {
     let dir = cifar::subset(13, 5);

@@ -152,6 +152,10 @@ pub struct TrainConfigArgs {
     /// Model: resnet20/32/44/56/110/1202, plain20/32/44/56/110, resnet18/34/50/101/152
     #[arg(long, default_value = "resnet20")]
     pub model: String,
+    /// Start every residual block's last BatchNorm at weight 0, so each block starts as its
+    /// shortcut (torchvision's zero_init_residual=True)
+    #[arg(long)]
+    pub zero_init_residual: bool,
     /// Epochs (default: the paper's 64k iterations for the CIFAR models, 164 epochs at batch 128;
     /// torchvision's 90 for the ImageNet models)
     #[arg(long)]
@@ -199,6 +203,7 @@ impl TrainConfigArgs {
     pub fn config(&self, given: &dyn Fn(&str) -> bool) -> Result<TrainConfig> {
         Ok(TrainConfig {
             model: self.model.clone(),
+            zero_init_residual: self.zero_init_residual,
             epochs: self.epochs,
             recipe: self.recipe.recipe_for(&self.model, given)?,
             val_split: self.val_split,

@@ -43,6 +43,28 @@ impl ModelState {
         })
     }
 
+    /// Sets the weight of every residual block's last BatchNorm (`bn2` of a basic block, `bn3`
+    /// of a bottleneck) to 0, as torchvision's `zero_init_residual=True` does after its
+    /// initialisation: each block then starts as its shortcut. The shortcut's own BatchNorm
+    /// keeps its weight.
+    pub fn zero_init_residual(&self, gpu: &Gpu) -> Result<()> {
+        if !self.spec.residual {
+            let name = &self.spec.name;
+            return Err(crate::Error::Invalid(format!(
+                "`zero_init_residual` needs residual blocks, and {name} has no shortcuts"
+            )));
+        }
+        for block in self.arch.blocks() {
+            let Some(last) = block.convs.last() else {
+                continue;
+            };
+            let r = self.layout.get(&last.bn);
+            let gamma = self.params.view(r.offset, &[r.shape[1]])?;
+            gpu.write(&gamma, &vec![0.0f32; r.shape[1]])?;
+        }
+        Ok(())
+    }
+
     /// GPU bytes of the model: parameters, gradients, momentum and running statistics.
     pub fn bytes(&self) -> u64 {
         (3 * self.layout.params_len + self.layout.running_len) as u64 * 4

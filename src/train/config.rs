@@ -268,6 +268,9 @@ fn expand_layers(
 pub struct TrainConfig {
     /// resnet20/32/44/56/110/1202, plain20/32/44/56/110, resnet18/34/50/101/152.
     pub model: String,
+    /// Every residual block's last BatchNorm starts with weight 0, so each block starts as its
+    /// shortcut (torchvision's `resnet50(zero_init_residual=True)`; Goyal et al. 2017).
+    pub zero_init_residual: bool,
     /// Epochs; `None`: the paper's 64k iterations for the CIFAR models, torchvision's 90 epochs
     /// for the ImageNet ones.
     pub epochs: Option<usize>,
@@ -304,6 +307,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             model: "resnet20".into(),
+            zero_init_residual: false,
             epochs: None,
             recipe: Recipe::default(),
             val_split: 0,
@@ -337,7 +341,13 @@ impl TrainConfig {
 
     /// Rejects settings no run can use, naming the setting.
     pub fn check(&self) -> Result<()> {
-        ModelSpec::from_name(&self.model, 10)?;
+        let spec = ModelSpec::from_name(&self.model, 10)?;
+        if self.zero_init_residual && !spec.residual {
+            return Err(Error::Invalid(format!(
+                "`zero_init_residual` needs residual blocks, and {} has no shortcuts",
+                self.model
+            )));
+        }
         let at_least_one = [
             ("batch_size", self.recipe.batch_size),
             ("eval_batch_size", self.eval_batch_size),

@@ -181,6 +181,9 @@ fn open_here(
         ..c.gpu.clone()
     })?;
     let m = ModelState::new(&gpu, spec, c.seed)?;
+    if c.zero_init_residual {
+        m.zero_init_residual(&gpu)?;
+    }
     let notes = match pretrained {
         Some((ck, what)) => load_pretrained(&gpu, &m, (&ck, what), train.classes())?,
         None => Vec::new(),
