@@ -44,10 +44,17 @@ pub struct EpochMetrics {
     pub loss_scale: Option<f64>,
     /// Mixed precision: the steps skipped so far for an inf or NaN gradient (0 in fp32).
     pub skipped_steps: u64,
+    /// With `--model-ema`: the moving average's test loss; `None` without (an empty column).
+    pub ema_test_loss: Option<f64>,
+    /// With `--model-ema`: the moving average's test accuracy, a fraction in [0, 1].
+    pub ema_test_acc: Option<f64>,
 }
 
 /// The CSV header, the columns in [`EpochMetrics`] field order.
-pub const CSV_HEADER: &str = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms,loss_scale,skipped_steps";
+pub const CSV_HEADER: &str = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms,loss_scale,skipped_steps,ema_test_loss,ema_test_acc";
+
+/// The header of files written before the moving average's columns: read with them empty.
+const CSV_HEADER_BEFORE_EMA: &str = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms,loss_scale,skipped_steps";
 
 /// The header of files written before the loss scale's columns: read with those columns empty.
 const CSV_HEADER_BEFORE_AMP: &str = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms";
@@ -59,7 +66,7 @@ const CSV_HEADER_BEFORE_EXCHANGE: &str =
 /// One CSV row, columns in the field order of [`EpochMetrics`], with its newline.
 fn metrics_row(m: &EpochMetrics) -> String {
     format!(
-        "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
         m.epoch,
         m.iteration,
         m.lr,
@@ -71,9 +78,16 @@ fn metrics_row(m: &EpochMetrics) -> String {
         m.seconds,
         m.exchange_ms,
         m.exchange_hidden_ms,
-        m.loss_scale.map_or(String::new(), |s| s.to_string()),
-        m.skipped_steps
+        optional(m.loss_scale),
+        m.skipped_steps,
+        optional(m.ema_test_loss),
+        optional(m.ema_test_acc),
     )
+}
+
+/// An optional column's text: empty for `None`.
+fn optional(v: Option<f64>) -> String {
+    v.map_or(String::new(), |v| v.to_string())
 }
 
 /// Appends one row to OUT/metrics.csv (writes the header when the file is new). Columns in the field order above.
@@ -127,6 +141,7 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
         if header.is_none() {
             if ![
                 CSV_HEADER,
+                CSV_HEADER_BEFORE_EMA,
                 CSV_HEADER_BEFORE_AMP,
                 CSV_HEADER_BEFORE_EXCHANGE,
             ]
@@ -161,6 +176,10 @@ fn parse_row(line: &str, header: &str) -> std::result::Result<EpochMetrics, Stri
         f[i].parse::<f64>()
             .map_err(|_| format!("column {}: `{}` is not a number", names[i], f[i]))
     };
+    let optional_num = |i: usize| match names.len() > i && !f[i].is_empty() {
+        true => num(i).map(Some),
+        false => Ok(None),
+    };
     let int = |i: usize| -> std::result::Result<u64, String> {
         f[i].parse::<u64>()
             .map_err(|_| format!("column {}: `{}` is not a whole number", names[i], f[i]))
@@ -177,11 +196,10 @@ fn parse_row(line: &str, header: &str) -> std::result::Result<EpochMetrics, Stri
         seconds: num(8)?,
         exchange_ms: if names.len() > 9 { num(9)? } else { 0.0 },
         exchange_hidden_ms: if names.len() > 10 { num(10)? } else { 0.0 },
-        loss_scale: match names.len() > 11 && !f[11].is_empty() {
-            true => Some(num(11)?),
-            false => None,
-        },
+        loss_scale: optional_num(11)?,
         skipped_steps: if names.len() > 12 { int(12)? } else { 0 },
+        ema_test_loss: optional_num(13)?,
+        ema_test_acc: optional_num(14)?,
     })
 }
 

@@ -404,6 +404,38 @@ fn sgd_matches_torch_optim_sgd() {
     }
 }
 
+/// The moving average's update, written out in f64: the first copies, each later one is
+/// `decay * ema + (1 - decay) * x` (torchvision's ExponentialMovingAverage).
+#[test]
+fn ema_update_copies_then_averages() {
+    use resnet::ops::ema;
+    let gpu = gpu();
+    let len = 300;
+    let avg = gpu.zeros(&[len]).unwrap();
+    let x = gpu.zeros(&[len]).unwrap();
+    let k = ema::update(&gpu, &avg, &x, true, 0.75).unwrap();
+    let mut want = vec![0.0f64; len];
+    for (i, seed) in [31, 32, 33].into_iter().enumerate() {
+        let xs = rand_vec(len, seed);
+        gpu.write(&x, &xs).unwrap();
+        k.set_params(&gpu, &ema::uniform(len, i == 0, 0.75));
+        run(&gpu, std::slice::from_ref(&k));
+        for (w, &v) in want.iter_mut().zip(&xs) {
+            *w = if i == 0 {
+                v as f64
+            } else {
+                0.75 * *w + 0.25 * v as f64
+            };
+        }
+        assert_close(
+            &format!("ema after update {}", i + 1),
+            &read(&gpu, &avg),
+            &want,
+            1e-6,
+        );
+    }
+}
+
 /// Parameter groups as torchvision's set_weight_decay makes them: each element of a step at an
 /// offset into the flat buffer decays by its kind's penalty (written out in f64, one SGD step).
 #[test]

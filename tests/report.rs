@@ -24,6 +24,8 @@ fn rows(n: usize) -> Vec<EpochMetrics> {
                 exchange_hidden_ms: 1.25 + t,
                 loss_scale: (e % 2 == 0).then_some(65536.0 / e as f64),
                 skipped_steps: e as u64 / 2,
+                ema_test_loss: (e % 3 == 0).then_some(0.25 + t / 64.0),
+                ema_test_acc: (e % 3 == 0).then_some(0.5 + t / 128.0),
             }
         })
         .collect()
@@ -59,6 +61,11 @@ fn metrics_csv_round_trip() {
         assert_eq!(
             (g.loss_scale, g.skipped_steps),
             (w.loss_scale, w.skipped_steps)
+        );
+        // rows without a moving average leave its columns empty
+        assert_eq!(
+            (g.ema_test_loss, g.ema_test_acc),
+            (w.ema_test_loss, w.ema_test_acc)
         );
     }
 
@@ -112,6 +119,21 @@ fn metrics_csv_without_the_loss_scale_columns_reads_as_fp32() {
     assert_eq!(got.len(), 1);
     assert_eq!((got[0].iteration, got[0].exchange_hidden_ms), (782, 1.5));
     assert_eq!((got[0].loss_scale, got[0].skipped_steps), (None, 0));
+}
+
+/// metrics.csv of a run trained before the moving average's columns existed reads with them
+/// empty.
+#[test]
+fn metrics_csv_without_the_moving_average_columns_reads_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metrics.csv");
+    let old = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms,loss_scale,skipped_steps\n\
+               3,900,0.1,1.25,0.55,1.125,0.6,900,61.5,2.5,1.5,1024,2\n";
+    std::fs::write(&path, old).unwrap();
+    let got = report::read_metrics(&path).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].loss_scale, got[0].skipped_steps), (Some(1024.0), 2));
+    assert_eq!((got[0].ema_test_loss, got[0].ema_test_acc), (None, None));
 }
 
 /// Decodes a PNG and checks its size and that it is neither blank nor a single colour.

@@ -10,6 +10,7 @@ use resnet::model::{ModelSpec, ModelState};
 use resnet::ops::sgd::SgdConfig;
 use resnet::plan::{Plan, PlanConfig};
 use resnet::preprocess::Preprocess;
+use resnet::report::EpochMetrics;
 use resnet::train::{self, OneProcess, Recipe, RunDir, Silent, TrainConfig};
 use std::path::Path;
 use std::process::Command;
@@ -133,6 +134,150 @@ fn options(seed: u64) -> TrainConfig {
         gpu: common::untuned(),
         ..TrainConfig::default()
     }
+}
+
+/// The moving average of a model being trained follows torchvision's ExponentialMovingAverage,
+/// written out in f64 from the weights after each step: a copy at the first update, then
+/// `d * ema + (1 - d) * weights`, BatchNorm's running statistics included.
+#[test]
+fn the_moving_average_follows_the_weights_as_torchvisions() {
+    let gpu = gpu();
+    let spec = ModelSpec::from_name("resnet8", 10).unwrap();
+    let m = ModelState::new(&gpu, &spec, 5).unwrap();
+    let mut trainer = train::Trainer::new(&gpu, &m, plan_cfg(4, true, 0.1), 0).unwrap();
+    let mut average = train::ExponentialMovingAverage::new(&gpu, &m, 0.75).unwrap();
+    let pixels: Vec<u8> = (0..4 * 3 * 32 * 32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut want: Vec<Vec<f64>> = Vec::new();
+    for step in 0..3 {
+        trainer.step(&gpu, &m, &pixels, &[0, 1, 2, 3], 0.1).unwrap();
+        average.update(&gpu, &m);
+        let now = pollster::block_on(m.state_dict(&gpu)).unwrap();
+        let floats = now.iter().filter_map(|t| t.as_f32());
+        if step == 0 {
+            want = floats
+                .map(|v| v.iter().map(|&x| x as f64).collect())
+                .collect();
+        } else {
+            for (w, v) in want.iter_mut().zip(floats) {
+                for (w, &x) in w.iter_mut().zip(v) {
+                    *w = 0.75 * *w + 0.25 * x as f64;
+                }
+            }
+        }
+    }
+    assert_eq!(average.averaged, 3);
+    let got = pollster::block_on(average.model.state_dict(&gpu)).unwrap();
+    let got: Vec<_> = got.iter().filter(|t| t.as_f32().is_some()).collect();
+    assert_eq!(got.len(), want.len());
+    for (t, w) in got.iter().zip(&want) {
+        assert_close(&t.name, t.as_f32().unwrap(), w, 1e-6);
+    }
+    // the weights moved from the first copy, so a missing update would show
+    let first = pollster::block_on(m.state_dict(&gpu)).unwrap();
+    assert_ne!(first[0].as_f32(), got[0].as_f32());
+}
+
+/// torchvision's adjustment of the decay for the batch, the steps between updates and the
+/// epochs (its ResNet recipe: --model-ema-steps 32 --model-ema-decay 0.99998), worked by hand:
+/// 1024 x 32 / 600 = 54.613..., 1 - 2e-5 x 54.613... = 0.998907733...; saturated at 0.
+#[test]
+fn the_moving_averages_decay_is_adjusted_as_torchvisions_script() {
+    let ema = resnet::train::ModelEma::default();
+    assert!((ema.update_decay(1024, 600) - 0.998_907_733_33).abs() < 1e-10);
+    let fast = resnet::train::ModelEma {
+        steps: 1,
+        decay: 0.5,
+    };
+    assert_eq!(fast.update_decay(32, 1), 0.0);
+}
+
+/// A run with `model_ema` evaluates and saves its average: with decay 0 after every step the
+/// average is the weights themselves, so ema.safetensors holds last.safetensors' tensors and the
+/// average's test loss and accuracy are the model's.
+#[test]
+fn a_run_with_model_ema_saves_and_evaluates_its_average() {
+    let data = cifar::subset(13, 5);
+    let split = resnet::data::load(data.path(), (32, 32)).unwrap();
+    let config = TrainConfig {
+        model: "resnet8".into(),
+        model_ema: Some(resnet::train::ModelEma {
+            steps: 1,
+            decay: 0.0,
+        }),
+        ..options(3)
+    };
+    let out = tempfile::tempdir().unwrap();
+    let rows = train::fit(
+        &config,
+        split,
+        &OneProcess,
+        RunDir::new(out.path()),
+        &mut Silent,
+    )
+    .unwrap()
+    .epochs;
+    let row = &rows[0];
+    assert_eq!(
+        (row.ema_test_loss, row.ema_test_acc),
+        (Some(row.test_loss), Some(row.test_acc))
+    );
+    let load = |f: &str| resnet::checkpoint::load(&out.path().join(f)).unwrap();
+    let (average, last) = (load("ema.safetensors"), load("last.safetensors"));
+    assert_eq!(average.tensors, last.tensors);
+    let averaged = &average.metadata["n_averaged"];
+    assert_eq!(averaged, "4", "one update after each of the 4 steps");
+    let metrics = std::fs::read_to_string(out.path().join("metrics.csv")).unwrap();
+    assert_eq!(
+        resnet::report::read_metrics(&out.path().join("metrics.csv")).unwrap(),
+        rows,
+        "{metrics}"
+    );
+}
+
+/// A run with `model_ema` stopped after epoch 1 and resumed continues its average: with decay
+/// 1 the average is the weights after the run's first step for good, which only a resume that
+/// restores both the average and its update count keeps (a fresh average would copy the
+/// weights after epoch 2's first step, or after epoch 1).
+#[test]
+fn a_run_with_model_ema_resumes_its_average() {
+    let data = cifar::subset(13, 5);
+    let config = |epochs| TrainConfig {
+        model: "resnet8".into(),
+        epochs: Some(epochs),
+        model_ema: Some(resnet::train::ModelEma {
+            steps: 2,
+            decay: 1.0,
+        }),
+        ..options(4)
+    };
+    let run = |epochs, dir: RunDir| {
+        let split = resnet::data::load(data.path(), (32, 32)).unwrap();
+        train::fit(&config(epochs), split, &OneProcess, dir, &mut Silent).unwrap()
+    };
+    let (whole, cut) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let rows = run(2, RunDir::new(whole.path())).epochs;
+    run(1, RunDir::new(cut.path()));
+    let resumed = run(2, RunDir::resume(cut.path())).epochs;
+    let untimed = |r: &EpochMetrics| EpochMetrics {
+        images_per_sec: 0.0,
+        seconds: 0.0,
+        ..r.clone()
+    };
+    assert_eq!(untimed(&resumed[0]), untimed(&rows[1]), "epoch 2 differs");
+    let average = |o: &tempfile::TempDir| {
+        resnet::checkpoint::load(&o.path().join("ema.safetensors")).unwrap()
+    };
+    assert_eq!(
+        average(&whole).tensors,
+        average(&cut).tensors,
+        "resumed average differs"
+    );
+    assert_eq!(average(&cut).metadata["n_averaged"], "4");
+    assert_ne!(
+        rows[1].ema_test_loss,
+        Some(rows[1].test_loss),
+        "the average is not the weights"
+    );
 }
 
 /// `zero_init_residual` reaches the model a run trains: after one step at a vanishing learning

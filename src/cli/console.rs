@@ -125,8 +125,12 @@ fn announce(i: &RunInfo) {
 }
 
 fn print_epoch(row: &EpochMetrics, epochs: usize, evaluated: &str) {
+    let average = match row.ema_test_loss.zip(row.ema_test_acc) {
+        Some((loss, acc)) => format!(" | EMA loss {loss:.4} acc {:.2}%", 100.0 * acc),
+        None => String::new(),
+    };
     println!(
-        "epoch {}/{epochs}: train loss {:.4} acc {:.2}% | {evaluated} loss {:.4} acc {:.2}% | {:.1} img/s | {:.0}s",
+        "epoch {}/{epochs}: train loss {:.4} acc {:.2}% | {evaluated} loss {:.4} acc {:.2}%{average} | {:.1} img/s | {:.0}s",
         row.epoch,
         row.train_loss,
         100.0 * row.train_acc,

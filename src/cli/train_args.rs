@@ -6,7 +6,7 @@
 use clap::Args;
 use resnet::model::{Family, ModelSpec};
 use resnet::ops::sgd::SgdConfig;
-use resnet::train::{FineTuning, LrSchedule, Recipe, TrainConfig, BUCKET_MB, EVAL_BATCH};
+use resnet::train::{FineTuning, LrSchedule, ModelEma, Recipe, TrainConfig, BUCKET_MB, EVAL_BATCH};
 use resnet::Result;
 
 /// The optimisation recipe; the defaults are He et al. 2016's for CIFAR-10.
@@ -152,6 +152,18 @@ pub struct TrainConfigArgs {
     /// Model: resnet20/32/44/56/110/1202, plain20/32/44/56/110, resnet18/34/50/101/152
     #[arg(long, default_value = "resnet20")]
     pub model: String,
+    /// Keep an exponential moving average of the weights and BatchNorm statistics (torchvision's
+    /// --model-ema), evaluated each epoch beside the model and saved as ema.safetensors
+    #[arg(long)]
+    pub model_ema: bool,
+    /// Steps between two updates of the average (it is updated after the first step of each
+    /// epoch and every this many after)
+    #[arg(long, default_value_t = ModelEma::default().steps)]
+    pub model_ema_steps: usize,
+    /// The average's decay per step, adjusted as torchvision's script does for the batch size,
+    /// the steps between updates and the epochs: 1 - min(1, (1 - decay) x batch x steps / epochs)
+    #[arg(long, default_value_t = ModelEma::default().decay)]
+    pub model_ema_decay: f64,
     /// Start every residual block's last BatchNorm at weight 0, so each block starts as its
     /// shortcut (torchvision's zero_init_residual=True)
     #[arg(long)]
@@ -201,9 +213,21 @@ pub struct TrainConfigArgs {
 impl TrainConfigArgs {
     /// The library's configuration (the adapter options are the caller's).
     pub fn config(&self, given: &dyn Fn(&str) -> bool) -> Result<TrainConfig> {
+        if let Some(alone) = ["model_ema_steps", "model_ema_decay"]
+            .into_iter()
+            .find(|f| given(f) && !self.model_ema)
+        {
+            return Err(resnet::Error::Invalid(format!(
+                "`{alone}` sets the moving average of `model_ema`, which is not on"
+            )));
+        }
         Ok(TrainConfig {
             model: self.model.clone(),
             zero_init_residual: self.zero_init_residual,
+            model_ema: self.model_ema.then_some(ModelEma {
+                steps: self.model_ema_steps,
+                decay: self.model_ema_decay,
+            }),
             epochs: self.epochs,
             recipe: self.recipe.recipe_for(&self.model, given)?,
             val_split: self.val_split,

@@ -410,6 +410,21 @@ impl Gpu {
         *self.compiled.borrow()
     }
 
+    /// Copies `from` into `to` (the same size) on the GPU, after the work submitted before it;
+    /// nothing waits.
+    pub fn copy(&self, from: &Tensor, to: &Tensor) -> Result<()> {
+        if from.bytes() != to.bytes() {
+            return crate::error::shape_err(
+                "copy",
+                format!("{} bytes into {}", from.bytes(), to.bytes()),
+            );
+        }
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&from.buffer, from.offset, &to.buffer, to.offset, to.bytes());
+        self.queue.submit([enc.finish()]);
+        Ok(())
+    }
+
     /// Records `kernels` into one compute pass and submits it.
     pub fn run(&self, kernels: &[Kernel]) {
         self.run_times(kernels, 1);

@@ -43,6 +43,25 @@ impl ModelState {
         })
     }
 
+    /// A model holding a copy of these weights and running statistics in buffers of its own
+    /// (copied on the GPU; nothing waits), without gradients or momentum (one-element
+    /// placeholders): what an evaluation plan reads, such as a moving average of the weights.
+    pub fn weights_copy(&self, gpu: &Gpu) -> Result<ModelState> {
+        let copy = ModelState {
+            params: gpu.zeros(&[self.layout.params_len])?,
+            grads: gpu.zeros(&[1])?,
+            momentum: gpu.zeros(&[1])?,
+            running: gpu.zeros(&[self.layout.running_len])?,
+            spec: self.spec.clone(),
+            arch: self.arch.clone(),
+            layout: self.layout.clone(),
+            batches_tracked: self.batches_tracked.clone(),
+        };
+        gpu.copy(&self.params, &copy.params)?;
+        gpu.copy(&self.running, &copy.running)?;
+        Ok(copy)
+    }
+
     /// Sets the weight of every residual block's last BatchNorm (`bn2` of a basic block, `bn3`
     /// of a bottleneck) to 0, as torchvision's `zero_init_residual=True` does after its
     /// initialisation: each block then starts as its shortcut. The shortcut's own BatchNorm

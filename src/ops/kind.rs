@@ -24,7 +24,7 @@ pub enum OpKind {
     Linear,
     /// Cross-entropy: loss, its gradient and the running sums.
     Loss,
-    /// The SGD update (and dynamic loss scaling's check and update).
+    /// The SGD update (and dynamic loss scaling's check and update, the weights' moving average).
     Optimizer,
     /// An op this table does not know yet (a new op to be given its kind here).
     Other,
@@ -55,7 +55,7 @@ impl OpKind {
             BACKWARD_WEIGHT => OpKind::ConvBackwardWeight,
             "augment" => OpKind::Input,
             "cross entropy" => OpKind::Loss,
-            "sgd" | "loss scaling" => OpKind::Optimizer,
+            "sgd" | "loss scaling" | super::ema::OP => OpKind::Optimizer,
             "relu forward" | "relu backward" | "add" => OpKind::Elementwise,
             _ if op.starts_with("shortcut") => OpKind::Elementwise,
             _ if op.starts_with("batchnorm2d") => OpKind::BatchNorm,

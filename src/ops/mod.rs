@@ -9,6 +9,7 @@ pub mod batchnorm;
 pub mod conv2d;
 mod derived;
 pub mod elementwise;
+pub mod ema;
 mod kind;
 pub mod linear;
 pub mod loss;

@@ -263,11 +263,61 @@ fn expand_layers(
     Ok(out)
 }
 
+/// torchvision's model EMA (`--model-ema`): an average of the weights and BatchNorm statistics,
+/// updated after every `steps`-th step of an epoch (the first included) as
+/// `ema = d * ema + (1 - d) * weights`, its first update a copy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelEma {
+    /// Steps between updates (torchvision's `--model-ema-steps`).
+    pub steps: usize,
+    /// The decay per step before the adjustment of [`ModelEma::update_decay`] (torchvision's
+    /// `--model-ema-decay`).
+    pub decay: f64,
+}
+
+impl Default for ModelEma {
+    /// torchvision's defaults: an update every 32 steps, decay 0.99998.
+    fn default() -> Self {
+        ModelEma {
+            steps: 32,
+            decay: 0.99998,
+        }
+    }
+}
+
+impl ModelEma {
+    /// The decay `d` of one update, as torchvision's training script adjusts the given decay
+    /// for the global batch, the steps between updates and the epochs:
+    /// `1 - min(1, (1 - decay) x batch x steps / epochs)`.
+    pub fn update_decay(&self, batch: usize, epochs: usize) -> f64 {
+        let adjust = (batch * self.steps) as f64 / epochs.max(1) as f64;
+        1.0 - ((1.0 - self.decay) * adjust).min(1.0)
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.steps == 0 {
+            return Err(Error::Invalid(
+                "`model_ema_steps` must be at least 1".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.decay) {
+            return Err(Error::Invalid(format!(
+                "`model_ema_decay` must be in [0, 1], got {}",
+                self.decay
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Everything a training run is told but its data, its run directory and its ranks.
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
     /// resnet20/32/44/56/110/1202, plain20/32/44/56/110, resnet18/34/50/101/152.
     pub model: String,
+    /// Keep an exponential moving average of the weights too (torchvision's `--model-ema`),
+    /// evaluated each epoch and saved as ema.safetensors.
+    pub model_ema: Option<ModelEma>,
     /// Every residual block's last BatchNorm starts with weight 0, so each block starts as its
     /// shortcut (torchvision's `resnet50(zero_init_residual=True)`; Goyal et al. 2017).
     pub zero_init_residual: bool,
@@ -307,6 +357,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             model: "resnet20".into(),
+            model_ema: None,
             zero_init_residual: false,
             epochs: None,
             recipe: Recipe::default(),
@@ -347,6 +398,9 @@ impl TrainConfig {
                 "`zero_init_residual` needs residual blocks, and {} has no shortcuts",
                 self.model
             )));
+        }
+        if let Some(ema) = &self.model_ema {
+            ema.check()?;
         }
         let at_least_one = [
             ("batch_size", self.recipe.batch_size),

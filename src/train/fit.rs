@@ -9,7 +9,7 @@ use super::ranks::{Exchanged, Ranks};
 use super::run_dir::{RunDir, RunState, SavedRun};
 use super::schedule::shuffled;
 use super::setup::{self, Opened};
-use super::TrainConfig;
+use super::{ExponentialMovingAverage, TrainConfig};
 use crate::data::{BatchJob, ImageSource, Sources};
 use crate::error::{Error, Result};
 use crate::ops::loss::LossSums;
@@ -49,11 +49,15 @@ pub fn fit(
     };
     for epoch in run.state.epoch + 1..=run.epochs {
         let trained = run.train_epoch(epoch, &train)?;
-        let evaluated = run.evaluate(&eval)?;
+        let evaluated = run.evaluate(&eval, false)?;
+        let averaged = match run.ema.is_some() {
+            true => Some(run.evaluate(&eval, true)?),
+            false => None,
+        };
         for w in run.opened.gpu.take_warnings() {
             run.events.emit(Event::Warning(w));
         }
-        let row = run.finish_epoch(epoch, trained, evaluated)?;
+        let row = run.finish_epoch(epoch, trained, (evaluated, averaged))?;
         summary.epochs.push(row);
         summary.best_acc = run.state.best_acc;
     }
@@ -73,6 +77,8 @@ struct Run<'a> {
     steps: Vec<StepMetrics>,
     /// What exchanging with the other ranks cost in this epoch.
     exchange: Exchanged,
+    /// The weights' moving average (`model_ema`).
+    ema: Option<ExponentialMovingAverage>,
 }
 
 /// What an epoch of training returns for its metrics row.
@@ -94,7 +100,19 @@ impl<'a> Run<'a> {
         let opened = setup::open(config, train, ranks, &dir, events)?;
         let state = opened.state;
         let epochs = config.epochs_or_default(opened.model.spec.family, opened.steps_per_epoch);
+        let ema = match config.model_ema {
+            Some(cfg) => {
+                let decay = cfg.update_decay(opened.recipe.batch_size, epochs);
+                let mut average = ExponentialMovingAverage::new(&opened.gpu, &opened.model, decay)?;
+                if dir.resumes() {
+                    dir.load_average(&opened.gpu, &mut average, &state)?;
+                }
+                Some(average)
+            }
+            None => None,
+        };
         Ok(Run {
+            ema,
             steps: dir.kept_curves(&state)?,
             config,
             ranks,
@@ -161,6 +179,15 @@ impl<'a> Run<'a> {
             self.exchange.hidden += cost.hidden;
             self.exchange.gradient_bytes += cost.gradient_bytes;
             self.state.iteration = o.trainer.iteration;
+            if let (Some(average), Some(ema)) = (&mut self.ema, c.model_ema) {
+                if s % ema.steps == 0 {
+                    average.update(&o.gpu, &o.model);
+                    // torchvision's script restarts the average while the learning rate warms up
+                    if self.state.iteration <= o.recipe.warmup_iters {
+                        average.averaged = 0;
+                    }
+                }
+            }
             if (s + 1) % c.log_every == 0 || s + 1 == steps {
                 let sums = self.read_sums()?;
                 self.check_finite(&sums, epoch, epoch_start)?;
@@ -262,13 +289,18 @@ impl<'a> Run<'a> {
         });
     }
 
-    /// Loss and accuracy on `eval`, each rank evaluating its share and the sums added.
-    fn evaluate(&mut self, eval: &Arc<dyn ImageSource>) -> Result<(f64, f64)> {
+    /// Loss and accuracy on `eval` of the model, or of its moving average (`averaged`), each
+    /// rank evaluating its share and the sums added.
+    fn evaluate(&mut self, eval: &Arc<dyn ImageSource>, averaged: bool) -> Result<(f64, f64)> {
         let (o, c) = (&self.opened, self.config);
+        let model = match (averaged, &self.ema) {
+            (true, Some(average)) => &average.model,
+            _ => &o.model,
+        };
         let share = self.ranks.share(eval.len());
         let settings = (c.eval_batch_size, c.workers);
         let sums = super::evaluate::evaluate_sums(
-            (&o.gpu, &o.model),
+            (&o.gpu, model),
             eval,
             share,
             settings,
@@ -288,7 +320,7 @@ impl<'a> Run<'a> {
         &mut self,
         epoch: usize,
         trained: EpochTraining,
-        (test_loss, test_acc): (f64, f64),
+        ((test_loss, test_acc), averaged): ((f64, f64), Option<(f64, f64)>),
     ) -> Result<EpochMetrics> {
         let best = test_acc > self.state.best_acc;
         let exchange = self.take_exchange_cost(epoch, trained.seconds);
@@ -310,6 +342,8 @@ impl<'a> Run<'a> {
             exchange_hidden_ms: exchange.hidden_ms_per_step,
             loss_scale: self.state.loss_scale.map(|s| s.scale as f64),
             skipped_steps: self.state.loss_scale.map_or(0, |s| s.skipped as u64),
+            ema_test_loss: averaged.map(|a| a.0),
+            ema_test_acc: averaged.map(|a| a.1),
         };
         self.check_ranks_agree(epoch)?;
         self.events.emit(Event::Exchanged(exchange));
@@ -323,9 +357,14 @@ impl<'a> Run<'a> {
             epochs: self.epochs,
             evaluated,
         });
-        let o = &self.opened;
+        let (o, ema) = (&self.opened, &self.ema);
         self.dir.save_epoch((&row, &self.steps), best, || {
+            let average = match ema {
+                Some(a) => Some((pollster::block_on(a.model.state_dict(&o.gpu))?, a.averaged)),
+                None => None,
+            };
             Ok(SavedRun {
+                average,
                 weights: pollster::block_on(o.model.state_dict(&o.gpu))?,
                 momentum: pollster::block_on(o.model.momentum_tensors(&o.gpu))?,
                 metadata: o.metadata.clone(),

@@ -3,8 +3,10 @@
 //! the [`Ranks`] training together, a [`RunDir`], [`Events`]), evaluation and the paper's
 //! experiments.
 
+mod ema;
 mod schedule;
 mod step;
+pub use ema::ExponentialMovingAverage;
 pub use schedule::{shuffled, LrSchedule};
 pub use step::{Collective, Trainer};
 
@@ -24,8 +26,8 @@ mod run_dir;
 mod setup;
 #[cfg(not(target_arch = "wasm32"))]
 pub use config::{
-    bucket_floats, FineTuning, Recipe, TrainConfig, BUCKET_MB, EVAL_BATCH, IMAGENET_EPOCHS,
-    IMAGENET_LR, IMAGENET_MILESTONE_EPOCHS, PAPER_ITERATIONS,
+    bucket_floats, FineTuning, ModelEma, Recipe, TrainConfig, BUCKET_MB, EVAL_BATCH,
+    IMAGENET_EPOCHS, IMAGENET_LR, IMAGENET_MILESTONE_EPOCHS, PAPER_ITERATIONS,
 };
 #[cfg(not(target_arch = "wasm32"))]
 pub use evaluate::evaluate;

@@ -51,6 +51,8 @@ pub struct RunDir {
 
 const WEIGHTS: &str = "last.safetensors";
 const STATE: &str = "last.state.safetensors";
+/// The weights' moving average (`model_ema`), a checkpoint `eval` and `predict` take as it is.
+const AVERAGE: &str = "ema.safetensors";
 
 impl RunDir {
     /// A new run in `path` (created; files of an earlier run there are replaced).
@@ -114,7 +116,7 @@ impl RunDir {
             |e: std::io::Error| Error::Invalid(format!("`out` {}: {e}", self.path.display()));
         std::fs::create_dir_all(&self.path).map_err(fail)?;
         if !self.resume {
-            for file in [STATE, WEIGHTS] {
+            for file in [STATE, AVERAGE, WEIGHTS] {
                 match std::fs::remove_file(self.path.join(file)) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
                     _ => {}
@@ -255,6 +257,15 @@ impl RunDir {
             tensors: saved.weights.clone(),
             metadata: meta.clone(),
         };
+        let average = saved.average.as_ref().map(|(tensors, averaged)| {
+            let mut metadata = meta.clone();
+            // AveragedModel's state_dict name
+            metadata.insert("n_averaged".into(), averaged.to_string());
+            Checkpoint {
+                tensors: tensors.clone(),
+                metadata,
+            }
+        });
         meta.insert("best_acc".into(), at.best_acc.to_string());
         meta.insert("seed".into(), id.seed.to_string());
         meta.insert("batch_size".into(), id.batch_size.to_string());
@@ -272,11 +283,46 @@ impl RunDir {
         // state first: a crash between the two leaves a state newer than the weights, which
         // resume detects
         checkpoint::save(&self.path.join(STATE), &state)?;
+        if let Some(average) = &average {
+            checkpoint::save(&self.path.join(AVERAGE), average)?;
+        }
         checkpoint::save(&self.path.join(WEIGHTS), &weights)?;
         if best {
             checkpoint::save(&self.path.join("best.safetensors"), &weights)?;
         }
         Ok(())
+    }
+
+    /// Loads the moving average of the run resumed (ema.safetensors) into `average`, checking
+    /// that it is from the iteration the run resumes at.
+    pub fn load_average(
+        &self,
+        gpu: &Gpu,
+        average: &mut crate::train::ExponentialMovingAverage,
+        at: &RunState,
+    ) -> Result<()> {
+        let path = self.path.join(AVERAGE);
+        if !path.is_file() {
+            return Err(Error::Invalid(format!(
+                "`resume` {}: no {AVERAGE} (the run was started without `model_ema`)",
+                self.path.display()
+            )));
+        }
+        let ck = checkpoint::load(&path)?;
+        if meta(&ck, &path, "iteration")? != at.iteration.to_string() {
+            return Err(Error::Invalid(format!(
+                "`resume`: {} is not from iteration {} as {WEIGHTS} is (interrupted while saving)",
+                path.display(),
+                at.iteration
+            )));
+        }
+        let averaged = meta(&ck, &path, "n_averaged")?;
+        average.averaged = averaged
+            .parse()
+            .map_err(|_| Error::Invalid(format!("{}: bad 'n_averaged'", path.display())))?;
+        average
+            .model
+            .load_state_dict(gpu, &ck, &path.display().to_string())
     }
 
     /// What a run stopped by a non-finite loss keeps, in words.
@@ -297,6 +343,8 @@ pub struct SavedRun {
     pub weights: Vec<crate::checkpoint::NamedTensor>,
     /// Momentum buffers.
     pub momentum: Vec<crate::checkpoint::NamedTensor>,
+    /// The weights' moving average and its update count (`model_ema`).
+    pub average: Option<(Vec<crate::checkpoint::NamedTensor>, u64)>,
     /// Model, classes, normalisation, input size.
     pub metadata: BTreeMap<String, String>,
     /// Where the run stands.
@@ -404,11 +452,14 @@ mod tests {
                 exchange_hidden_ms: 0.0,
                 loss_scale: loss_scale.map(|s| s.scale as f64),
                 skipped_steps: 3,
+                ema_test_loss: None,
+                ema_test_acc: None,
             };
             run.save_epoch((&row, &[]), false, || {
                 Ok(SavedRun {
                     weights: pollster::block_on(m.state_dict(&gpu))?,
                     momentum: pollster::block_on(m.momentum_tensors(&gpu))?,
+                    average: None,
                     metadata: BTreeMap::from([("model".into(), "resnet8".into())]),
                     state,
                     identity: id.clone(),
