@@ -68,6 +68,13 @@ fn bad_data_gives_one_line_errors() {
         "/x",
     ]);
     fails_with(&plain, &["--zero-init-residual", "plain20", "no shortcuts"]);
+    let train_with = |extra: &[&str]| resnet(&[&["train", "--data", "/x"], extra].concat());
+    let alone = train_with(&["--model-ema-steps", "8"]);
+    fails_with(&alone, &["--model-ema-steps", "--model-ema", "not on"]);
+    let never = train_with(&["--model-ema", "--model-ema-steps", "0"]);
+    fails_with(&never, &["--model-ema-steps", "at least 1"]);
+    let above_one = train_with(&["--model-ema", "--model-ema-decay", "1.5"]);
+    fails_with(&above_one, &["--model-ema-decay", "[0, 1]", "1.5"]);
     let no_adapter = resnet(&["info", "--backend", "metal"]);
     fails_with(&no_adapter, &["no GPU adapter", "mesa-vulkan-drivers"]);
     // lavapipe is the one adapter of its kind here: index 0 only

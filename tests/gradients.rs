@@ -438,8 +438,9 @@ fn one_sgd_step_equals_pytorchs_own() {
 
 /// The same step with torchvision's parameter groups (`--weight-decay 5e-3 --norm-weight-decay
 /// 0 --bias-weight-decay 5e-2`, torchvision's set_weight_decay in make.py): BatchNorm's weights
-/// do not decay, every bias (BatchNorm's and fc's) decays by 5e-2, the rest by 5e-3. The same
-/// step with one decay for all is far from PyTorch's, so the groups are what the test sees.
+/// do not decay, every bias (BatchNorm's and fc's) decays by 5e-2, the rest by 5e-3; and with no
+/// bias decay, BatchNorm's biases do not decay and fc's decays by 5e-3. The same step with one
+/// decay for all is far from PyTorch's, so the groups are what the test sees.
 #[test]
 fn one_sgd_step_with_torchvisions_weight_decay_groups_equals_pytorchs_own() {
     let spec = ModelSpec::from_name("resnet20", 10).unwrap();
@@ -451,6 +452,14 @@ fn one_sgd_step_with_torchvisions_weight_decay_groups_equals_pytorchs_own() {
         ..SgdConfig::he2016()
     };
     let worst = step_against_pytorch(&spec, fixture, 128, grouped);
+    assert!(worst.0 <= 2e-3, "{} ({:.1e} of the norm)", worst.1, worst.0);
+    // without a bias decay BatchNorm's biases go with its weights, fc's bias with the others
+    let norm_only = SgdConfig {
+        bias_weight_decay: None,
+        ..grouped
+    };
+    let fixture = ("resnet20", "resnet20_norm_decay_step");
+    let worst = step_against_pytorch(&spec, fixture, 128, norm_only);
     assert!(worst.0 <= 2e-3, "{} ({:.1e} of the norm)", worst.1, worst.0);
     let one_decay = SgdConfig {
         norm_weight_decay: None,

@@ -166,6 +166,10 @@ fn the_moving_average_follows_the_weights_as_torchvisions() {
         }
     }
     assert_eq!(average.averaged, 3);
+    // PyTorch averages the int64 num_batches_tracked in f32 and truncates it: 1, then
+    // 0.75 x 1 + 0.25 x 2 = 1.25 -> 1, then 0.75 x 1 + 0.25 x 3 = 1.5 -> 1
+    assert_eq!(average.model.batches_tracked.get(), 1);
+    assert_eq!(m.batches_tracked.get(), 3);
     let got = pollster::block_on(average.model.state_dict(&gpu)).unwrap();
     let got: Vec<_> = got.iter().filter(|t| t.as_f32().is_some()).collect();
     assert_eq!(got.len(), want.len());
@@ -193,7 +197,8 @@ fn the_moving_averages_decay_is_adjusted_as_torchvisions_script() {
 
 /// A run with `model_ema` evaluates and saves its average: with decay 0 after every step the
 /// average is the weights themselves, so ema.safetensors holds last.safetensors' tensors and the
-/// average's test loss and accuracy are the model's.
+/// average's test loss and accuracy are the model's. With 2 warm-up steps the average restarts
+/// after each of them (torchvision's script), so of the 4 updates 2 count.
 #[test]
 fn a_run_with_model_ema_saves_and_evaluates_its_average() {
     let data = cifar::subset(13, 5);
@@ -204,6 +209,10 @@ fn a_run_with_model_ema_saves_and_evaluates_its_average() {
             steps: 1,
             decay: 0.0,
         }),
+        recipe: Recipe {
+            warmup_iters: 2,
+            ..options(3).recipe
+        },
         ..options(3)
     };
     let out = tempfile::tempdir().unwrap();
@@ -225,7 +234,7 @@ fn a_run_with_model_ema_saves_and_evaluates_its_average() {
     let (average, last) = (load("ema.safetensors"), load("last.safetensors"));
     assert_eq!(average.tensors, last.tensors);
     let averaged = &average.metadata["n_averaged"];
-    assert_eq!(averaged, "4", "one update after each of the 4 steps");
+    assert_eq!(averaged, "2", "4 updates, restarted in the 2 warm-up steps");
     let metrics = std::fs::read_to_string(out.path().join("metrics.csv")).unwrap();
     assert_eq!(
         resnet::report::read_metrics(&out.path().join("metrics.csv")).unwrap(),

@@ -41,8 +41,9 @@ pub struct RecipeArgs {
     /// in torchvision's recipe for ResNet-50's V2 weights)
     #[arg(long, value_name = "DECAY")]
     pub norm_weight_decay: Option<f32>,
-    /// Weight decay of every bias, fc's and BatchNorm's (default: --weight-decay); for BatchNorm's
-    /// biases it wins over --norm-weight-decay, as in torchvision's training script
+    /// Weight decay of every bias, fc's and BatchNorm's, winning over --norm-weight-decay as in
+    /// torchvision's training script (default: fc's bias --weight-decay, BatchNorm's biases
+    /// --norm-weight-decay)
     #[arg(long, value_name = "DECAY")]
     pub bias_weight_decay: Option<f32>,
     /// Nesterov momentum

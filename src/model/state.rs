@@ -46,6 +46,8 @@ impl ModelState {
     /// A model holding a copy of these weights and running statistics in buffers of its own
     /// (copied on the GPU; nothing waits), without gradients or momentum (one-element
     /// placeholders): what an evaluation plan reads, such as a moving average of the weights.
+    /// Its state_dict and load_state_dict work; training plans, `gradients` and the momentum's
+    /// methods are not for it.
     pub fn weights_copy(&self, gpu: &Gpu) -> Result<ModelState> {
         let copy = ModelState {
             params: gpu.zeros(&[self.layout.params_len])?,

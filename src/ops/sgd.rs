@@ -19,8 +19,9 @@ pub struct SgdConfig {
     /// The penalty of normalisation layers' weights and biases (BatchNorm's); None: as the other
     /// parameters (torchvision's `--norm-weight-decay`).
     pub norm_weight_decay: Option<f32>,
-    /// The penalty of every bias, BatchNorm's included; None: as the other parameters
-    /// (torchvision's `--bias-weight-decay`, which wins over `norm_weight_decay`).
+    /// The penalty of every bias, BatchNorm's included (torchvision's `--bias-weight-decay`, which
+    /// wins over `norm_weight_decay`); None: fc's bias as the other parameters, BatchNorm's
+    /// biases as its weights.
     pub bias_weight_decay: Option<f32>,
     /// Nesterov momentum.
     pub nesterov: bool,
@@ -103,8 +104,9 @@ pub struct DecayKinds<'a> {
 }
 
 /// One SGD step over `param`, `grad` and `velocity` (same shape). Change the learning rate between
-/// steps with `kernel.set_params(gpu, &cfg.uniform(len, offset))`. With `kinds`, each element
-/// decays as its kind says (required when `cfg.decays_by_kind()`). With `scaler` (the state of
+/// steps with `kernel.set_params(gpu, &cfg.uniform(len, offset))`, keeping `decays_by_kind()`
+/// as it was built with (the kinds are bound or not). With `kinds`, each element decays as its
+/// kind says (required when `cfg.decays_by_kind()`). With `scaler` (the state of
 /// `ops::amp`), `grad` holds scaled gradients: the step unscales them, and does nothing when
 /// they had an inf or NaN.
 pub fn step(

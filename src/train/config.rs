@@ -56,8 +56,8 @@ pub struct Recipe {
     /// Weight decay of BatchNorm's weights and biases instead (torchvision's
     /// `--norm-weight-decay`; its ResNet-50 V2 recipe: 0).
     pub norm_weight_decay: Option<f32>,
-    /// Weight decay of every bias instead, BatchNorm's included (torchvision's
-    /// `--bias-weight-decay`).
+    /// Weight decay of every bias instead, BatchNorm's included, winning over
+    /// `norm_weight_decay` (torchvision's `--bias-weight-decay`).
     pub bias_weight_decay: Option<f32>,
     /// Nesterov momentum.
     pub nesterov: bool,

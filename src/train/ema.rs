@@ -52,10 +52,25 @@ impl ExponentialMovingAverage {
             k.set_params(gpu, &ema::uniform(*len, first, self.decay));
         }
         gpu.run(&self.kernels);
+        let (avg, now) = (self.model.batches_tracked.get(), m.batches_tracked.get());
+        self.model.batches_tracked.set(match first {
+            true => now,
+            false => averaged_count(avg, now, self.decay),
+        });
         self.averaged += 1;
-        // an integer count is not averaged: the average's is the model's
-        self.model.batches_tracked.set(m.batches_tracked.get());
     }
+
+    /// GPU bytes of the average: the weights and running statistics.
+    pub fn bytes(&self) -> u64 {
+        self.model.params.bytes() + self.model.running.bytes()
+    }
+}
+
+/// BatchNorm's `num_batches_tracked` after an update, as PyTorch computes torchvision's
+/// `decay * avg + (1 - decay) * p` on an int64 buffer: in f32 (the default dtype an integer
+/// tensor times a float promotes to), then truncated by the `copy_` back into the integer.
+fn averaged_count(avg: u64, now: u64, decay: f64) -> u64 {
+    ((decay as f32) * (avg as f32) + ((1.0 - decay) as f32) * (now as f32)) as u64
 }
 
 /// (offset, length) chunks of a flat buffer of `len` floats that each fit one binding and start

@@ -100,17 +100,8 @@ impl<'a> Run<'a> {
         let opened = setup::open(config, train, ranks, &dir, events)?;
         let state = opened.state;
         let epochs = config.epochs_or_default(opened.model.spec.family, opened.steps_per_epoch);
-        let ema = match config.model_ema {
-            Some(cfg) => {
-                let decay = cfg.update_decay(opened.recipe.batch_size, epochs);
-                let mut average = ExponentialMovingAverage::new(&opened.gpu, &opened.model, decay)?;
-                if dir.resumes() {
-                    dir.load_average(&opened.gpu, &mut average, &state)?;
-                }
-                Some(average)
-            }
-            None => None,
-        };
+        // a rank that cannot set up the average stops every rank, rather than leaving them waiting
+        let ema = ranks.together(Self::open_average(config, &opened, &dir, &state, epochs))?;
         Ok(Run {
             ema,
             steps: dir.kept_curves(&state)?,
@@ -123,6 +114,41 @@ impl<'a> Run<'a> {
             epochs,
             exchange: Exchanged::default(),
         })
+    }
+
+    /// The moving average of `model_ema`: a copy of the weights, or the resumed run's average.
+    fn open_average(
+        config: &TrainConfig,
+        opened: &Opened,
+        dir: &RunDir,
+        state: &RunState,
+        epochs: usize,
+    ) -> Result<Option<ExponentialMovingAverage>> {
+        let Some(cfg) = config.model_ema else {
+            return Ok(None);
+        };
+        let decay = cfg.update_decay(opened.recipe.batch_size, epochs);
+        let mut average = ExponentialMovingAverage::new(&opened.gpu, &opened.model, decay)?;
+        if dir.resumes() {
+            dir.load_average(&opened.gpu, &mut average, state)?;
+        }
+        Ok(Some(average))
+    }
+
+    /// After step `s` of an epoch: the moving average's update on its steps (torchvision's
+    /// `i % model_ema_steps == 0`), restarted while the learning rate warms up.
+    fn update_average(&mut self, s: usize) {
+        let (Some(average), Some(ema)) = (&mut self.ema, self.config.model_ema) else {
+            return;
+        };
+        if !s.is_multiple_of(ema.steps) {
+            return;
+        }
+        let o = &self.opened;
+        average.update(&o.gpu, &o.model);
+        if self.state.iteration <= o.recipe.warmup_iters {
+            average.averaged = 0;
+        }
     }
 
     fn info(&self, train: &dyn ImageSource, eval: &dyn ImageSource) -> RunInfo {
@@ -138,7 +164,10 @@ impl<'a> Run<'a> {
             epochs: self.epochs,
             lr: r.lr,
             schedule: r.lr_schedule.describe(&r.lr_milestones),
-            memory: (o.model.bytes(), plan.bytes),
+            memory: (
+                o.model.bytes() + self.ema.as_ref().map_or(0, |a| a.bytes()),
+                plan.bytes,
+            ),
             dispatches: plan.dispatches(),
             resumed_after: self.dir.resumes().then_some(self.state.epoch),
             ranks: (self.ranks.size(), plan.config.batch),
@@ -179,15 +208,7 @@ impl<'a> Run<'a> {
             self.exchange.hidden += cost.hidden;
             self.exchange.gradient_bytes += cost.gradient_bytes;
             self.state.iteration = o.trainer.iteration;
-            if let (Some(average), Some(ema)) = (&mut self.ema, c.model_ema) {
-                if s % ema.steps == 0 {
-                    average.update(&o.gpu, &o.model);
-                    // torchvision's script restarts the average while the learning rate warms up
-                    if self.state.iteration <= o.recipe.warmup_iters {
-                        average.averaged = 0;
-                    }
-                }
-            }
+            self.update_average(s);
             if (s + 1) % c.log_every == 0 || s + 1 == steps {
                 let sums = self.read_sums()?;
                 self.check_finite(&sums, epoch, epoch_start)?;

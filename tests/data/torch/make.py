@@ -19,6 +19,8 @@ root with torch installed (CPU is enough): python3 tests/data/torch/make.py
   resnet20_decay_step.json    the same step with torchvision's parameter groups of
                               set_weight_decay: weight decay 5e-3, norm layers 0, biases 5e-2
                               (--weight-decay, --norm-weight-decay, --bias-weight-decay)
+  resnet20_norm_decay_step.json  the same with norm layers 0 and no bias decay: BatchNorm's
+                              biases go with the norm layers, fc's bias with the others
   tiny_bottleneck.pth         a net of torchvision's ResNet layout (its Bottleneck blocks and
                               _make_layer: 7x7/2 stem, max pool, projection shortcuts, stride on
                               the 3x3 as in v1.5) narrowed to widths 8 and 16, blocks [2, 1], 10
@@ -167,17 +169,21 @@ def one_step():
     model.load_state_dict(torch.load(OUT / "resnet20.pth"))
     groups = decay_groups(model, weight_decay=5e-3, norm_weight_decay=0.0, bias_weight_decay=5e-2)
     step(model, 128, "resnet20_decay_step.json", groups)
+    model.load_state_dict(torch.load(OUT / "resnet20.pth"))
+    groups = decay_groups(model, weight_decay=5e-3, norm_weight_decay=0.0, bias_weight_decay=None)
+    step(model, 128, "resnet20_norm_decay_step.json", groups)
 
 
 def decay_groups(model, weight_decay, norm_weight_decay, bias_weight_decay):
     """The parameter groups torchvision's training script gives torch.optim.SGD
-    (references/classification: utils.set_weight_decay with custom key "bias"): a parameter named
-    bias takes bias_weight_decay, else one of a norm layer norm_weight_decay, else weight_decay."""
+    (references/classification: utils.set_weight_decay with custom key "bias" where
+    bias_weight_decay is given): a parameter named bias takes bias_weight_decay, else one of a
+    norm layer norm_weight_decay, else weight_decay."""
     norm_classes = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
     groups = {"other": [], "norm": [], "bias": []}
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
-            if name == "bias":
+            if name == "bias" and bias_weight_decay is not None:
                 groups["bias"].append(p)
             elif isinstance(module, norm_classes):
                 groups["norm"].append(p)
