@@ -259,14 +259,7 @@ fn a_run_with_model_ema_resumes_its_average() {
         }),
         ..options(4)
     };
-    let run = |epochs, dir: RunDir| {
-        let split = resnet::data::load(data.path(), (32, 32)).unwrap();
-        train::fit(&config(epochs), split, &OneProcess, dir, &mut Silent).unwrap()
-    };
-    let (whole, cut) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let rows = run(2, RunDir::new(whole.path())).epochs;
-    run(1, RunDir::new(cut.path()));
-    let resumed = run(2, RunDir::resume(cut.path())).epochs;
+    let (whole, cut, rows, resumed) = whole_and_resumed(data.path(), config);
     let untimed = |r: &EpochMetrics| EpochMetrics {
         images_per_sec: 0.0,
         seconds: 0.0,
@@ -569,14 +562,7 @@ fn a_mixed_precision_run_resumes_with_its_loss_scale() {
         },
         ..options(7)
     };
-    let run = |epochs, dir: RunDir| {
-        let split = resnet::data::load(data.path(), (32, 32)).unwrap();
-        train::fit(&config(epochs), split, &OneProcess, dir, &mut Silent).unwrap()
-    };
-    let (whole, cut) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let rows = run(2, RunDir::new(whole.path())).epochs;
-    run(1, RunDir::new(cut.path()));
-    let resumed = run(2, RunDir::resume(cut.path())).epochs;
+    let (whole, cut, rows, resumed) = whole_and_resumed(data.path(), config);
     let first_scale = rows[0].loss_scale.expect("a mixed run records its scale");
     assert_ne!(first_scale, 65536.0, "the scale never moved: {rows:?}");
     let learned = |r: &resnet::report::EpochMetrics| {
@@ -585,4 +571,27 @@ fn a_mixed_precision_run_resumes_with_its_loss_scale() {
     assert_eq!(learned(&resumed[0]), learned(&rows[1]), "epoch 2 differs");
     let bytes = |o: &tempfile::TempDir| std::fs::read(o.path().join("last.safetensors")).unwrap();
     assert_eq!(bytes(&whole), bytes(&cut), "resumed weights differ");
+}
+
+/// The run of `config(2)` on the images in `data` left whole, and the same stopped after epoch 1
+/// (`config(1)`) and resumed: the two directories and each one's epoch rows (the resumed run's
+/// holds epoch 2 alone).
+fn whole_and_resumed(
+    data: &Path,
+    config: impl Fn(usize) -> TrainConfig,
+) -> (
+    tempfile::TempDir,
+    tempfile::TempDir,
+    Vec<EpochMetrics>,
+    Vec<EpochMetrics>,
+) {
+    let run = |epochs, dir: RunDir| {
+        let split = resnet::data::load(data, (32, 32)).unwrap();
+        train::fit(&config(epochs), split, &OneProcess, dir, &mut Silent).unwrap()
+    };
+    let (whole, cut) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let rows = run(2, RunDir::new(whole.path())).epochs;
+    run(1, RunDir::new(cut.path()));
+    let resumed = run(2, RunDir::resume(cut.path())).epochs;
+    (whole, cut, rows, resumed)
 }
