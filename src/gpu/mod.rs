@@ -410,6 +410,13 @@ impl Gpu {
         *self.compiled.borrow()
     }
 
+    /// The most floats one binding of a view into a flat buffer may hold, a multiple of
+    /// [`Gpu::view_align`] so that the next view starts where the device can bind it.
+    pub fn max_view_floats(&self) -> usize {
+        let align = self.view_align();
+        (self.limits.max_storage_buffer_binding_size as usize / 4) / align * align
+    }
+
     /// Copies `from` into `to` (the same size) on the GPU, after the work submitted before it;
     /// nothing waits.
     pub fn copy(&self, from: &Tensor, to: &Tensor) -> Result<()> {

@@ -380,8 +380,7 @@ fn optimizer_stage(
     scaler: Option<&Tensor>,
     stage: usize,
 ) -> Result<(Stage, Vec<SgdChunk>)> {
-    let align = gpu.view_align();
-    let max_chunk = (gpu.limits.max_storage_buffer_binding_size as usize / 4) / align * align;
+    let max_chunk = gpu.max_view_floats();
     let (mut kernels, mut chunks) = (Vec::new(), Vec::new());
     let scaling = cfg.loss_scale.zip(scaler);
     if let Some((ls, state)) = scaling {

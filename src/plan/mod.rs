@@ -173,11 +173,10 @@ impl Plan {
 
     /// Carries dynamic loss scaling's state over from `earlier` (a plan rebuilt, e.g. after
     /// tuning), on the GPU: nothing waits.
-    pub fn continue_loss_scale(&self, gpu: &Gpu, earlier: &Plan) {
-        if let (Some(to), Some(from)) = (&self.scaler, &earlier.scaler) {
-            let mut enc = gpu.device.create_command_encoder(&Default::default());
-            enc.copy_buffer_to_buffer(&from.buffer, from.offset, &to.buffer, to.offset, to.bytes());
-            gpu.queue.submit([enc.finish()]);
+    pub fn continue_loss_scale(&self, gpu: &Gpu, earlier: &Plan) -> Result<()> {
+        match (&self.scaler, &earlier.scaler) {
+            (Some(to), Some(from)) => gpu.copy(from, to),
+            _ => Ok(()),
         }
     }
 

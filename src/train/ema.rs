@@ -76,8 +76,7 @@ fn averaged_count(avg: u64, now: u64, decay: f64) -> u64 {
 /// (offset, length) chunks of a flat buffer of `len` floats that each fit one binding and start
 /// where the device can bind a view.
 fn chunks(gpu: &Gpu, len: usize) -> Vec<(usize, usize)> {
-    let align = gpu.view_align();
-    let max = (gpu.limits.max_storage_buffer_binding_size as usize / 4) / align * align;
+    let max = gpu.max_view_floats();
     (0..len)
         .step_by(max)
         .map(|offset| (offset, max.min(len - offset)))

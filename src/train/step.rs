@@ -70,7 +70,7 @@ impl Trainer {
     /// in the run is kept, the loss sums start from zero.
     pub fn rebuild(&mut self, gpu: &Gpu, m: &ModelState) -> Result<()> {
         let rebuilt = Plan::new(gpu, m, self.plan.config.clone())?;
-        rebuilt.continue_loss_scale(gpu, &self.plan);
+        rebuilt.continue_loss_scale(gpu, &self.plan)?;
         self.plan = rebuilt;
         if let Some(cap) = self.bucket_cap {
             self.bucket_gradients(m, cap);
