@@ -75,6 +75,27 @@ fn bad_data_gives_one_line_errors() {
     fails_with(&never, &["--model-ema-steps", "at least 1"]);
     let above_one = train_with(&["--model-ema", "--model-ema-decay", "1.5"]);
     fails_with(&above_one, &["--model-ema-decay", "[0, 1]", "1.5"]);
+    let warm = |extra: &[&str]| train_with(&[&["--lr-warmup-epochs", "3"], extra].concat());
+    let method = warm(&["--lr-warmup-method", "cosine"]);
+    fails_with(
+        &method,
+        &["--lr-warmup-method", "cosine", "constant or linear"],
+    );
+    let no_start = warm(&["--lr-warmup-decay", "0"]);
+    fails_with(&no_start, &["--lr-warmup-decay", "(0, 1]", "got 0"]);
+    let two = warm(&["--warmup-iters", "100"]);
+    fails_with(&two, &["--lr-warmup-epochs", "--warmup-iters", "give one"]);
+    let cycle = warm(&["--lr-schedule", "onecycle"]);
+    fails_with(&cycle, &["--lr-warmup-epochs", "onecycle"]);
+    let all_of_it = warm(&["--epochs", "3"]);
+    fails_with(&all_of_it, &["--lr-warmup-epochs 3", "3 epochs"]);
+    let no_warm_up = train_with(&["--lr-warmup-method", "linear"]);
+    fails_with(
+        &no_warm_up,
+        &["--lr-warmup-method", "--lr-warmup-epochs", "is 0"],
+    );
+    let floor = train_with(&["--lr-min", "0.001"]);
+    fails_with(&floor, &["--lr-min", "cosine", "step schedule"]);
     let no_adapter = resnet(&["info", "--backend", "metal"]);
     fails_with(&no_adapter, &["no GPU adapter", "mesa-vulkan-drivers"]);
     // lavapipe is the one adapter of its kind here: index 0 only

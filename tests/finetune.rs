@@ -388,8 +388,8 @@ fn the_imagenet_models_default_to_torchvisions_recipe() {
     assert_eq!((r.momentum, r.weight_decay), (0.9, 1e-4));
     let per_epoch = r.with_epochs_as_iterations(100);
     assert_eq!(per_epoch.lr_milestones, [3000, 6000]);
-    assert!((per_epoch.lr_at(2999, 9000) - 0.025).abs() < 1e-12);
-    assert!((per_epoch.lr_at(3000, 9000) - 0.0025).abs() < 1e-12);
+    assert!((per_epoch.lr_at(2999, 9000, 100) - 0.025).abs() < 1e-12);
+    assert!((per_epoch.lr_at(3000, 9000, 100) - 0.0025).abs() < 1e-12);
     let resnet50 = TrainConfig::for_model("resnet50").unwrap().recipe;
     assert_eq!(resnet50, Recipe::imagenet(128));
     // the CIFAR models keep He et al.'s

@@ -595,3 +595,112 @@ fn whole_and_resumed(
     let resumed = run(2, RunDir::resume(cut.path())).epochs;
     (whole, cut, rows, resumed)
 }
+
+/// The recipe of one case of tests/data/torch/lr_warmup.json, written by PyTorch's own
+/// schedulers as torchvision's training script builds them from its flags (make.py there).
+fn torchvision_case(case: &serde_json::Value) -> Recipe {
+    let number = |k: &str| case[k].as_f64().unwrap();
+    let (epochs, warmup) = (number("epochs") as u64, number("lr_warmup_epochs") as u64);
+    let step_size = number("lr_step_size") as u64;
+    let steplr = case["lr_scheduler"] == "steplr";
+    Recipe {
+        lr: number("lr"),
+        lr_schedule: if steplr {
+            train::LrSchedule::Step
+        } else {
+            train::LrSchedule::Cosine
+        },
+        // StepLR(step_size) from the warm-up's end: a milestone every step_size epochs
+        lr_milestone_epochs: (1..epochs)
+            .map(|k| k * step_size)
+            .filter(|&m| steplr && m < epochs)
+            .collect(),
+        lr_min: number("lr_min"),
+        lr_warmup_epochs: warmup,
+        lr_warmup_method: train::WarmupMethod::parse(case["lr_warmup_method"].as_str().unwrap())
+            .unwrap(),
+        lr_warmup_decay: number("lr_warmup_decay"),
+        ..Recipe::default()
+    }
+}
+
+/// torchvision's warm-up epochs (constant and linear) before its StepLR and CosineAnnealingLR
+/// (with `eta_min`) give PyTorch's learning rate at the start of every epoch, whatever the
+/// steps per epoch; every step of a warm-up epoch runs at that epoch's rate.
+#[test]
+fn torchvisions_warm_up_and_schedules_give_pytorchs_rate_each_epoch() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/torch/lr_warmup.json");
+    let torch: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    for case in torch["cases"].as_array().unwrap() {
+        let lrs: Vec<f64> = case["lrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let epochs = lrs.len() as u64;
+        for steps_per_epoch in [1u64, 7] {
+            let recipe = torchvision_case(case).with_epochs_as_iterations(steps_per_epoch as usize);
+            recipe.check_schedule(epochs as usize).unwrap();
+            let total = epochs * steps_per_epoch;
+            for (epoch, &theirs) in lrs.iter().enumerate() {
+                let first = epoch as u64 * steps_per_epoch;
+                let ours = recipe.lr_at(first, total, steps_per_epoch);
+                assert!(
+                    (ours - theirs).abs() <= 1e-9 * theirs,
+                    "{case}: epoch {epoch} at {steps_per_epoch} steps an epoch: {ours} against PyTorch's {theirs}"
+                );
+                if (epoch as u64) < recipe.lr_warmup_epochs {
+                    let last = recipe.lr_at(first + steps_per_epoch - 1, total, steps_per_epoch);
+                    assert_eq!(last, ours, "one rate through warm-up epoch {epoch}");
+                }
+            }
+        }
+    }
+}
+
+/// A run's warm-up epochs are where torchvision restarts the moving average, and the rate the
+/// run logs for a warm-up epoch is its factor of the learning rate; the schedule starts after.
+#[test]
+fn a_run_warms_up_for_whole_epochs() {
+    let recipe = Recipe {
+        lr_warmup_epochs: 2,
+        ..Recipe::default()
+    };
+    let warming: Vec<bool> = (0..10).map(|s| recipe.warming_up(s, 4)).collect();
+    assert_eq!(warming, [[true; 8].as_slice(), &[false; 2]].concat());
+    let data = cifar::subset(13, 5);
+    let split = resnet::data::load(data.path(), (32, 32)).unwrap();
+    let config = TrainConfig {
+        model: "resnet8".into(),
+        epochs: Some(2),
+        recipe: Recipe {
+            lr_warmup_epochs: 1,
+            lr_warmup_method: train::WarmupMethod::Constant,
+            lr_warmup_decay: 0.25,
+            lr_schedule: train::LrSchedule::Cosine,
+            ..options(3).recipe
+        },
+        subset: Some(64),
+        ..options(3)
+    };
+    let out = tempfile::tempdir().unwrap();
+    let rows = train::fit(
+        &config,
+        split,
+        &OneProcess,
+        RunDir::new(out.path()),
+        &mut Silent,
+    )
+    .unwrap()
+    .epochs;
+    // lr 0.1: its quarter through the warm-up epoch, then a cosine over the last epoch's 2
+    // steps, whose second runs at half the rate
+    let lrs: Vec<f64> = rows.iter().map(|r| r.lr).collect();
+    assert_eq!(lrs.len(), 2);
+    assert!(
+        (lrs[0] - 0.025).abs() < 1e-9 && (lrs[1] - 0.05).abs() < 1e-9,
+        "{lrs:?}"
+    );
+}

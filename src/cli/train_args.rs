@@ -6,7 +6,9 @@
 use clap::Args;
 use resnet::model::{Family, ModelSpec};
 use resnet::ops::sgd::SgdConfig;
-use resnet::train::{FineTuning, LrSchedule, ModelEma, Recipe, TrainConfig, BUCKET_MB, EVAL_BATCH};
+use resnet::train::{
+    FineTuning, LrSchedule, ModelEma, Recipe, TrainConfig, WarmupMethod, BUCKET_MB, EVAL_BATCH,
+};
 use resnet::Result;
 
 /// The optimisation recipe; the defaults are He et al. 2016's for CIFAR-10.
@@ -28,9 +30,25 @@ pub struct RecipeArgs {
     /// --lr-milestones (torchvision's ImageNet recipe: 30,60)
     #[arg(long, value_delimiter = ',')]
     pub lr_milestone_epochs: Vec<u64>,
+    /// The learning rate a cosine schedule ends at (torchvision's --lr-min, torch's eta_min)
+    #[arg(long, default_value_t = 0.0)]
+    pub lr_min: f64,
     /// Linear learning-rate warm-up over this many iterations
     #[arg(long, default_value_t = 0)]
     pub warmup_iters: u64,
+    /// torchvision's warm-up instead: the first N epochs at a factor of the learning rate set
+    /// per epoch (--lr-warmup-method, --lr-warmup-decay); the schedule starts when it ends, its
+    /// milestones counted from there and a cosine spanning the epochs left (torch's
+    /// SequentialLR). torchvision's ResNet-50 V2 recipe: 5, linear
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub lr_warmup_epochs: u64,
+    /// constant (every warm-up epoch at --lr-warmup-decay x the rate, torch's ConstantLR) or
+    /// linear (from --lr-warmup-decay x up towards the rate in equal steps, torch's LinearLR)
+    #[arg(long, default_value = "constant", value_parser = parse_warmup_method)]
+    pub lr_warmup_method: WarmupMethod,
+    /// The warm-up's first factor of the learning rate, in (0, 1]
+    #[arg(long, default_value_t = 0.01)]
+    pub lr_warmup_decay: f64,
     /// SGD momentum
     #[arg(long, default_value_t = SgdConfig::he2016().momentum)]
     pub momentum: f32,
@@ -53,6 +71,10 @@ pub struct RecipeArgs {
 
 fn parse_schedule(s: &str) -> std::result::Result<LrSchedule, String> {
     LrSchedule::parse(s).map_err(|e| super::flags::with_flags(&e.to_string()))
+}
+
+fn parse_warmup_method(s: &str) -> std::result::Result<WarmupMethod, String> {
+    WarmupMethod::parse(s).map_err(|e| super::flags::with_flags(&e.to_string()))
 }
 
 impl RecipeArgs {
@@ -81,7 +103,11 @@ impl RecipeArgs {
             lr_schedule: self.lr_schedule,
             lr_milestones: self.lr_milestones.clone(),
             lr_milestone_epochs: self.lr_milestone_epochs.clone(),
+            lr_min: self.lr_min,
             warmup_iters: self.warmup_iters,
+            lr_warmup_epochs: self.lr_warmup_epochs,
+            lr_warmup_method: self.lr_warmup_method,
+            lr_warmup_decay: self.lr_warmup_decay,
             momentum: self.momentum,
             weight_decay: self.weight_decay,
             norm_weight_decay: self.norm_weight_decay,
@@ -220,6 +246,14 @@ impl TrainConfigArgs {
         {
             return Err(resnet::Error::Invalid(format!(
                 "`{alone}` sets the moving average of `model_ema`, which is not on"
+            )));
+        }
+        if let Some(alone) = ["lr_warmup_method", "lr_warmup_decay"]
+            .into_iter()
+            .find(|f| given(f) && self.recipe.lr_warmup_epochs == 0)
+        {
+            return Err(resnet::Error::Invalid(format!(
+                "`{alone}` sets the warm-up of `lr_warmup_epochs`, which is 0"
             )));
         }
         Ok(TrainConfig {

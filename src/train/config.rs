@@ -3,7 +3,7 @@
 //! (`src/cli/train_args.rs`); errors name a setting by its field in backticks (`batch_size`), which
 //! the CLI shows as its flag (`--batch-size`).
 
-use super::schedule::LrSchedule;
+use super::schedule::{LrSchedule, WarmupMethod};
 use crate::error::{Error, Result};
 use crate::gpu::GpuOptions;
 use crate::model::{Family, ModelSpec};
@@ -47,8 +47,19 @@ pub struct Recipe {
     pub lr_milestones: Vec<u64>,
     /// Epochs at which the step schedule divides the rate by 10, instead of `lr_milestones`.
     pub lr_milestone_epochs: Vec<u64>,
+    /// The rate a cosine schedule ends at (torch's `eta_min`, torchvision's `--lr-min`).
+    pub lr_min: f64,
     /// Linear warm-up over this many iterations.
     pub warmup_iters: u64,
+    /// torchvision's warm-up over whole epochs instead (`--lr-warmup-epochs`): these first
+    /// epochs run at `lr_warmup_method`'s factor of the rate, and the schedule starts after them
+    /// (torch's SequentialLR: its milestones count from the warm-up's end, a cosine spans the
+    /// epochs left).
+    pub lr_warmup_epochs: u64,
+    /// Constant or linear (torchvision's default: constant).
+    pub lr_warmup_method: WarmupMethod,
+    /// The warm-up's first factor of the rate (torchvision's default: 0.01).
+    pub lr_warmup_decay: f64,
     /// SGD momentum.
     pub momentum: f32,
     /// Weight decay (L2, added to the gradient as torch.optim.SGD).
@@ -74,7 +85,11 @@ impl Default for Recipe {
             lr_schedule: LrSchedule::Step,
             lr_milestones: vec![32_000, 48_000],
             lr_milestone_epochs: Vec::new(),
+            lr_min: 0.0,
             warmup_iters: 0,
+            lr_warmup_epochs: 0,
+            lr_warmup_method: WarmupMethod::Constant,
+            lr_warmup_decay: 0.01,
             momentum: sgd.momentum,
             weight_decay: sgd.weight_decay,
             norm_weight_decay: None,
@@ -138,15 +153,84 @@ impl Recipe {
         r
     }
 
-    /// The learning rate at `iteration` of `total`.
-    pub fn lr_at(&self, iteration: u64, total: u64) -> f64 {
+    /// The learning rate at `iteration` of `total`, epochs of `steps_per_epoch`: during the
+    /// warm-up epochs their factor of the rate, after them the schedule from its start.
+    pub fn lr_at(&self, iteration: u64, total: u64, steps_per_epoch: u64) -> f64 {
+        let warm = self.lr_warmup_epochs * steps_per_epoch;
+        if iteration < warm {
+            let epoch = iteration / steps_per_epoch;
+            let factor =
+                self.lr_warmup_method
+                    .factor(self.lr_warmup_decay, epoch, self.lr_warmup_epochs);
+            return self.lr * factor;
+        }
         self.lr_schedule.lr_at(
-            self.lr,
-            iteration,
-            total,
+            (self.lr, self.lr_min),
+            iteration - warm,
+            total.saturating_sub(warm),
             self.warmup_iters,
             &self.lr_milestones,
         )
+    }
+
+    /// Whether step `step` (0-based) is in a warm-up (where torchvision restarts the weights'
+    /// moving average).
+    pub fn warming_up(&self, step: u64, steps_per_epoch: u64) -> bool {
+        step < self.warmup_iters || step / steps_per_epoch.max(1) < self.lr_warmup_epochs
+    }
+
+    /// The schedule in words: "warm-up 5 epochs linear from 0.01 x, then cosine to 1e-5".
+    pub fn describe_schedule(&self) -> String {
+        let mut main = self.lr_schedule.describe(&self.lr_milestones);
+        if self.lr_schedule == LrSchedule::Cosine && self.lr_min > 0.0 {
+            main = format!("{main} to {}", self.lr_min);
+        }
+        if self.lr_warmup_epochs == 0 {
+            return main;
+        }
+        let (n, decay) = (self.lr_warmup_epochs, self.lr_warmup_decay);
+        let epochs = if n == 1 { "epoch" } else { "epochs" };
+        let warm = match self.lr_warmup_method {
+            WarmupMethod::Constant => format!("at {decay} x"),
+            WarmupMethod::Linear => format!("linear from {decay} x"),
+        };
+        format!("warm-up {n} {epochs} {warm}, then {main}")
+    }
+
+    /// Rejects a warm-up or an end of the rate torch's schedulers would refuse or this
+    /// schedule would ignore; `epochs`, the run's length, must outlast the warm-up.
+    pub fn check_schedule(&self, epochs: usize) -> Result<()> {
+        if !(self.lr_min.is_finite() && self.lr_min >= 0.0) {
+            return Err(Error::Invalid(format!(
+                "`lr_min` must be 0 or more, got {}",
+                self.lr_min
+            )));
+        }
+        if self.lr_min > 0.0 && self.lr_schedule != LrSchedule::Cosine {
+            return Err(Error::Invalid(format!(
+                "`lr_min` is where a cosine schedule ends; the {} schedule does not use it",
+                self.lr_schedule.name()
+            )));
+        }
+        if self.lr_warmup_epochs == 0 {
+            return Ok(());
+        }
+        let d = self.lr_warmup_decay;
+        let problem = if !(d > 0.0 && d <= 1.0) {
+            Some(format!("`lr_warmup_decay` must be in (0, 1], got {d}"))
+        } else if self.warmup_iters > 0 {
+            Some("`lr_warmup_epochs` and `warmup_iters` are two warm-ups: give one".into())
+        } else if self.lr_schedule == LrSchedule::OneCycle {
+            Some("`lr_warmup_epochs`: the onecycle schedule warms up by itself".into())
+        } else if self.lr_warmup_epochs >= epochs as u64 {
+            Some(format!(
+                "`lr_warmup_epochs` {} leaves nothing of the run's {epochs} epochs to the schedule",
+                self.lr_warmup_epochs
+            ))
+        } else {
+            None
+        };
+        problem.map_or(Ok(()), |p| Err(Error::Invalid(p)))
     }
 }
 
@@ -418,6 +502,9 @@ impl TrainConfig {
             )));
         }
         self.recipe.check_decays()?;
+        // the default length is known once the data is: fit checks the warm-up against it
+        self.recipe
+            .check_schedule(self.epochs.unwrap_or(usize::MAX))?;
         bucket_floats(self.bucket_mb)?;
         self.loss_scale.check()?;
         if self.sync_bn && self.fine_tuning.bn_eval {

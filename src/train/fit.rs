@@ -100,6 +100,7 @@ impl<'a> Run<'a> {
         let opened = setup::open(config, train, ranks, &dir, events)?;
         let state = opened.state;
         let epochs = config.epochs_or_default(opened.model.spec.family, opened.steps_per_epoch);
+        opened.recipe.check_schedule(epochs)?;
         // a rank that cannot set up the average stops every rank, rather than leaving them waiting
         let ema = ranks.together(Self::open_average(config, &opened, &dir, &state, epochs))?;
         Ok(Run {
@@ -146,7 +147,8 @@ impl<'a> Run<'a> {
         }
         let o = &self.opened;
         average.update(&o.gpu, &o.model);
-        if self.state.iteration <= o.recipe.warmup_iters {
+        let step = self.state.iteration - 1;
+        if o.recipe.warming_up(step, o.steps_per_epoch as u64) {
             average.averaged = 0;
         }
     }
@@ -163,7 +165,7 @@ impl<'a> Run<'a> {
             steps_per_epoch: o.steps_per_epoch,
             epochs: self.epochs,
             lr: r.lr,
-            schedule: r.lr_schedule.describe(&r.lr_milestones),
+            schedule: r.describe_schedule(),
             memory: (
                 o.model.bytes() + self.ema.as_ref().map_or(0, |a| a.bytes()),
                 plan.bytes,
@@ -195,10 +197,11 @@ impl<'a> Run<'a> {
             let batch = self
                 .ranks
                 .together(batches.next_batch().expect("one batch a step"))?;
-            lr = self
-                .opened
-                .recipe
-                .lr_at(self.state.iteration, self.total_iterations());
+            lr = self.opened.recipe.lr_at(
+                self.state.iteration,
+                self.total_iterations(),
+                self.opened.steps_per_epoch as u64,
+            );
             let o = &mut self.opened;
             let step = (&batch.pixels[..], &batch.labels[..]);
             let cost = self

@@ -47,9 +47,17 @@ impl LrSchedule {
         }
     }
 
-    /// Learning rate at iteration `it` (0-based) of `total`, with a linear warm-up from 0 over
-    /// `warmup` iterations (step and cosine schedules); `milestones` are the step schedule's.
-    pub fn lr_at(&self, base: f64, it: u64, total: u64, warmup: u64, milestones: &[u64]) -> f64 {
+    /// Learning rate at iteration `it` (0-based) of `total`, from `base` (a cosine ends at
+    /// `floor`, torch's `eta_min`), with a linear warm-up from 0 over `warmup` iterations (step
+    /// and cosine schedules); `milestones` are the step schedule's.
+    pub fn lr_at(
+        &self,
+        (base, floor): (f64, f64),
+        it: u64,
+        total: u64,
+        warmup: u64,
+        milestones: &[u64],
+    ) -> f64 {
         let total = total.max(1);
         let t = it as f64 / total as f64;
         let cos =
@@ -58,7 +66,7 @@ impl LrSchedule {
             LrSchedule::Step => {
                 base * 0.1f64.powi(milestones.iter().filter(|&&m| it >= m).count() as i32)
             }
-            LrSchedule::Cosine => cos(base, 0.0, t),
+            LrSchedule::Cosine => cos(base, floor, t),
             LrSchedule::OneCycle => {
                 let (start, end, peak) = (base / 25.0, base / 25.0 / 1e4, 0.3);
                 return if t < peak {
@@ -72,6 +80,48 @@ impl LrSchedule {
             lr * (it + 1) as f64 / warmup as f64
         } else {
             lr
+        }
+    }
+}
+
+/// How torchvision's training script warms the rate up over its first epochs
+/// (`--lr-warmup-method`): the rate is `base x factor` for the whole of each warm-up epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarmupMethod {
+    /// torch's ConstantLR: `decay` for every warm-up epoch (torchvision's default).
+    Constant,
+    /// torch's LinearLR: from `decay` at epoch 0 in equal steps towards 1 at the warm-up's end.
+    Linear,
+}
+
+impl WarmupMethod {
+    /// Parses `constant` or `linear`.
+    pub fn parse(s: &str) -> Result<WarmupMethod> {
+        match s {
+            "constant" => Ok(WarmupMethod::Constant),
+            "linear" => Ok(WarmupMethod::Linear),
+            _ => Err(Error::Invalid(format!(
+                "`lr_warmup_method`: unknown method '{s}' (expected constant or linear)"
+            ))),
+        }
+    }
+
+    /// The name `parse` accepts.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WarmupMethod::Constant => "constant",
+            WarmupMethod::Linear => "linear",
+        }
+    }
+
+    /// The factor of the base rate in warm-up epoch `epoch` of `epochs`, starting at `decay`
+    /// (the closed forms of torch's ConstantLR and LinearLR).
+    pub fn factor(&self, decay: f64, epoch: u64, epochs: u64) -> f64 {
+        match self {
+            WarmupMethod::Constant => decay,
+            WarmupMethod::Linear => {
+                decay + (1.0 - decay) * epoch.min(epochs) as f64 / epochs as f64
+            }
         }
     }
 }
@@ -95,14 +145,14 @@ mod tests {
     fn step_schedule_divides_by_ten_at_32k_and_48k_of_64k() {
         let s = LrSchedule::Step;
         let m = [32_000, 48_000];
-        assert_eq!(s.lr_at(0.1, 31_999, 64_000, 0, &m), 0.1);
-        assert!((s.lr_at(0.1, 32_000, 64_000, 0, &m) - 0.01).abs() < 1e-12);
-        assert!((s.lr_at(0.1, 48_000, 64_000, 0, &m) - 0.001).abs() < 1e-12);
-        assert!((s.lr_at(0.1, 0, 100, 10, &m) - 0.01).abs() < 1e-12);
-        assert!((LrSchedule::Cosine.lr_at(0.1, 50, 100, 0, &m) - 0.05).abs() < 1e-12);
+        assert_eq!(s.lr_at((0.1, 0.0), 31_999, 64_000, 0, &m), 0.1);
+        assert!((s.lr_at((0.1, 0.0), 32_000, 64_000, 0, &m) - 0.01).abs() < 1e-12);
+        assert!((s.lr_at((0.1, 0.0), 48_000, 64_000, 0, &m) - 0.001).abs() < 1e-12);
+        assert!((s.lr_at((0.1, 0.0), 0, 100, 10, &m) - 0.01).abs() < 1e-12);
+        assert!((LrSchedule::Cosine.lr_at((0.1, 0.0), 50, 100, 0, &m) - 0.05).abs() < 1e-12);
         let oc = LrSchedule::OneCycle;
-        assert!((oc.lr_at(0.1, 30, 100, 0, &m) - 0.1).abs() < 1e-9);
-        assert!((oc.lr_at(0.1, 0, 100, 0, &m) - 0.004).abs() < 1e-9);
+        assert!((oc.lr_at((0.1, 0.0), 30, 100, 0, &m) - 0.1).abs() < 1e-9);
+        assert!((oc.lr_at((0.1, 0.0), 0, 100, 0, &m) - 0.004).abs() < 1e-9);
     }
 
     #[test]

@@ -231,6 +231,49 @@ def gradscaler_trace():
     (OUT / "gradscaler_trace.json").write_text(json.dumps(record) + "\n")
 
 
+def torchvision_lr_scheduler(opt, case):
+    """The scheduler torchvision's references/classification/train.py builds from its flags."""
+    sched = torch.optim.lr_scheduler
+    epochs, warmup = case["epochs"], case["lr_warmup_epochs"]
+    if case["lr_scheduler"] == "steplr":
+        main = sched.StepLR(opt, step_size=case["lr_step_size"], gamma=0.1)
+    else:
+        main = sched.CosineAnnealingLR(opt, T_max=epochs - warmup, eta_min=case["lr_min"])
+    if warmup == 0:
+        return main
+    decay = case["lr_warmup_decay"]
+    if case["lr_warmup_method"] == "linear":
+        warm = sched.LinearLR(opt, start_factor=decay, total_iters=warmup)
+    else:
+        warm = sched.ConstantLR(opt, factor=decay, total_iters=warmup)
+    return sched.SequentialLR(opt, schedulers=[warm, main], milestones=[warmup])
+
+
+def lr_warmup():
+    """The learning rate of each epoch under torchvision's warm-up and schedulers, stepped once
+    an epoch as its training script does."""
+    cases = [
+        dict(lr=0.5, epochs=12, lr_scheduler="cosineannealinglr", lr_min=1e-4, lr_step_size=0,
+             lr_warmup_epochs=3, lr_warmup_method="linear", lr_warmup_decay=0.01),
+        dict(lr=0.2, epochs=11, lr_scheduler="steplr", lr_min=0.0, lr_step_size=3,
+             lr_warmup_epochs=2, lr_warmup_method="constant", lr_warmup_decay=0.1),
+        dict(lr=0.1, epochs=9, lr_scheduler="steplr", lr_min=0.0, lr_step_size=4,
+             lr_warmup_epochs=4, lr_warmup_method="linear", lr_warmup_decay=0.25),
+        dict(lr=0.3, epochs=8, lr_scheduler="cosineannealinglr", lr_min=0.01, lr_step_size=0,
+             lr_warmup_epochs=0, lr_warmup_method="constant", lr_warmup_decay=0.01),
+    ]
+    for case in cases:
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=case["lr"])
+        scheduler = torchvision_lr_scheduler(opt, case)
+        case["lrs"] = []
+        for _ in range(case["epochs"]):
+            case["lrs"].append(opt.param_groups[0]["lr"])
+            opt.step()
+            scheduler.step()
+    record = {"torch": torch.__version__, "cases": cases}
+    (OUT / "lr_warmup.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
 def small_state_dict():
     sd = OrderedDict()
     sd["conv1.weight"] = (torch.arange(12, dtype=torch.float16).view(3, 4) / 4).t()  # a view
@@ -262,6 +305,7 @@ if __name__ == "__main__":
     torch.set_num_threads(2)
     small()
     gradscaler_trace()
+    lr_warmup()
     resnet20()
     one_step()
     tiny_bottleneck()
