@@ -343,11 +343,12 @@ fn other_cases(gpu: &Gpu, m: &ModelShapes, out: &mut Vec<Case>) {
         train: true,
         seed: 1,
         first: 0,
+        erase: false,
         normalize: NORMALIZE,
     };
     out.push(Case {
         name: format!("augment_crop_flip_normalise/{s}x{s}"),
-        kernels: augment::augment(gpu, &acfg, &pixels, &x0).expect("kernels"),
+        kernels: augment::augment(gpu, &acfg, &pixels, None, &x0).expect("kernels"),
         work: bytes(&[&pixels, &x0]),
     });
 }

@@ -61,7 +61,7 @@ fn train_step(c: &mut Criterion) {
             for (group, mode) in [("train_step", Mode::Train), ("inference", Mode::Eval)] {
                 let p = plan(&gpu, &m, batch, size, mode);
                 let t0 = std::time::Instant::now();
-                p.set_step(&gpu, 1, 0.01);
+                p.set_step(&gpu, 1, 0.01).expect("step");
                 p.submit(&gpu); // compile every pipeline before timing
                 gpu.wait();
                 let bench_id = format!("{name}/b{batch}/{id}");
@@ -71,7 +71,7 @@ fn train_step(c: &mut Criterion) {
                     let mut t: Vec<f64> = (2..5u32)
                         .map(|step| {
                             let t0 = std::time::Instant::now();
-                            p.set_step(&gpu, step, 0.01);
+                            p.set_step(&gpu, step, 0.01).expect("step");
                             p.submit(&gpu);
                             gpu.wait();
                             t0.elapsed().as_secs_f64()
@@ -97,7 +97,7 @@ fn train_step(c: &mut Criterion) {
                 g.bench_function(&bench_id, |b| {
                     b.iter(|| {
                         step = step.wrapping_add(1);
-                        p.set_step(&gpu, step, 0.01);
+                        p.set_step(&gpu, step, 0.01).expect("step");
                         p.submit(&gpu);
                         gpu.wait();
                     })

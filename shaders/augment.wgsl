@@ -5,6 +5,9 @@
 //   train: zero-pad by `pad`, crop Ho x Wo at a random offset (ox, oy) in [0, 2*pad], then flip
 //          horizontally with probability 1/2 (torchvision's RandomCrop(padding) + RandomHorizontalFlip)
 //   eval:  offset (pad, pad), no flip
+//   erase: (training, `erase` != 0) then 0 inside image n's rectangle erase[4n..4n+4] = top, left,
+//          height, width of the output (torchvision's RandomErasing after Normalize, value 0),
+//          drawn on the CPU (`RandomErasing::rect`); height 0: none
 // The random numbers come from a hash of (seed, image index), reproduced in Rust by
 // `ops::augment::crop_params`, so a run is reproducible from its seed. The index counts from
 // `first`: a data-parallel rank's shard starts there in the global batch, and its images get the
@@ -13,7 +16,7 @@
 struct Params {
     n: u32, hs: u32, ws: u32, ho: u32,
     wo: u32, pad: u32, seed: u32, train: u32,
-    first: u32, _p1: u32, _p2: u32, _p3: u32,
+    first: u32, erase: u32, _p2: u32, _p3: u32,
     mean: vec4<f32>,
     stdev: vec4<f32>,
 }
@@ -25,6 +28,8 @@ alias act_t = f32;
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> pixels: array<u32>;
 @group(0) @binding(2) var<storage, read_write> out: array<act_t>;
+// without erasing any read-only buffer: it is not read
+@group(0) @binding(3) var<storage, read> erase: array<u32>;
 
 fn hash(v: u32) -> u32 {
     var x = v;
@@ -68,5 +73,13 @@ fn augment(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     if (sx >= 0 && sy >= 0 && sx < i32(P.ws) && sy < i32(P.hs)) {
         v = f32(byte_at(((n * 3u + c) * P.hs + u32(sy)) * P.ws + u32(sx))) / 255.0;
     }
-    out[i] = act_t((v - P.mean[c]) / P.stdev[c]);
+    var value = (v - P.mean[c]) / P.stdev[c];
+    if (P.erase != 0u) {
+        let top = erase[4u * n];
+        let left = erase[4u * n + 1u];
+        if (y >= top && y < top + erase[4u * n + 2u] && x >= left && x < left + erase[4u * n + 3u]) {
+            value = 0.0;
+        }
+    }
+    out[i] = act_t(value);
 }

@@ -552,6 +552,7 @@ fn the_input_stage_writes_f16_images() {
         train: false,
         seed: 3,
         first: 0,
+        erase: false,
         normalize: cifar10::NORMALIZE,
     };
     let bytes: Vec<u8> = (0..2 * 3 * 64).map(|i| (i * 37 % 256) as u8).collect();
@@ -563,8 +564,14 @@ fn the_input_stage_writes_f16_images() {
         gpu.zeros(&shape).unwrap(),
         gpu.zeros_of(&shape, Dtype::F16).unwrap(),
     );
-    run(&gpu, &augment::augment(&gpu, &cfg, &pixels, &x32).unwrap());
-    run(&gpu, &augment::augment(&gpu, &cfg, &pixels, &x16).unwrap());
+    run(
+        &gpu,
+        &augment::augment(&gpu, &cfg, &pixels, None, &x32).unwrap(),
+    );
+    run(
+        &gpu,
+        &augment::augment(&gpu, &cfg, &pixels, None, &x16).unwrap(),
+    );
     let want = f64s(&read(&gpu, &x32));
     assert_within("input", &read(&gpu, &x16), &want, |e| stored(want[e], 0.0));
 }

@@ -96,6 +96,8 @@ fn bad_data_gives_one_line_errors() {
     );
     let floor = train_with(&["--lr-min", "0.001"]);
     fails_with(&floor, &["--lr-min", "cosine", "step schedule"]);
+    let erase = train_with(&["--random-erase", "1.5"]);
+    fails_with(&erase, &["--random-erase", "[0, 1]", "1.5"]);
     let no_adapter = resnet(&["info", "--backend", "metal"]);
     fails_with(&no_adapter, &["no GPU adapter", "mesa-vulkan-drivers"]);
     // lavapipe is the one adapter of its kind here: index 0 only

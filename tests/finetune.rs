@@ -44,7 +44,7 @@ fn one_step(tune: FineTune) -> (ModelState, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f3
     let p = plan(&gpu, &m, Mode::Train, tune);
     let (px, labels) = batch();
     p.set_batch(&gpu, &px, &labels).unwrap();
-    p.set_step(&gpu, 0, 0.1);
+    p.set_step(&gpu, 0, 0.1).unwrap();
     p.submit(&gpu);
     let (p1, r1) = (read(&gpu, &m.params), read(&gpu, &m.running));
     (m, p0, r0, p1, r1)
@@ -129,7 +129,7 @@ fn bn_eval_trains_on_the_running_statistics() {
     };
     let train = plan(&gpu, &m, Mode::Train, tune);
     train.set_batch(&gpu, &px, &labels).unwrap();
-    train.set_step(&gpu, 0, 0.1);
+    train.set_step(&gpu, 0, 0.1).unwrap();
     train.submit(&gpu);
     // the training forward ran before the update: the eval-mode network's logits
     assert_close(
@@ -323,7 +323,7 @@ fn training_only_the_head_runs_no_backward_below_it() {
     );
     let (px, labels) = batch();
     head_only.set_batch(&gpu, &px, &labels).unwrap();
-    head_only.set_step(&gpu, 0, 0.1);
+    head_only.set_step(&gpu, 0, 0.1).unwrap();
     head_only.submit(&gpu);
     let p1 = read(&gpu, &m.params);
     for r in &m.layout.params {

@@ -241,7 +241,7 @@ fn three_steps_fused_and_unfused_agree() {
                 .collect();
             let labels: Vec<u32> = idx.iter().map(|&i| split.train.labels[i] as u32).collect();
             plan.set_batch(&gpu, &px, &labels).unwrap();
-            plan.set_step(&gpu, step as u32, LR);
+            plan.set_step(&gpu, step as u32, LR).unwrap();
             plan.submit(&gpu);
             if step == 0 || step + 1 == STEPS {
                 after.push([&m.params, &m.momentum, &m.running].map(|t| read(&gpu, t)));

@@ -521,7 +521,7 @@ fn step_against_pytorch(
     let pixels: Vec<u8> = first.iter().flat_map(|r| r[1..].to_vec()).collect();
     let labels: Vec<u32> = first.iter().map(|r| r[0] as u32).collect();
     plan.set_batch(&gpu, &pixels, &labels).unwrap();
-    plan.set_step(&gpu, 0, sgd.lr);
+    plan.set_step(&gpu, 0, sgd.lr).unwrap();
     plan.submit(&gpu);
     let loss = gpu.read_blocking(&plan.loss.stats).unwrap()[0] as f64;
     let want = theirs["loss"].as_f64().unwrap();

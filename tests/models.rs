@@ -143,7 +143,7 @@ fn training_steps_lower_the_loss_on_a_fixed_batch() {
     plan.set_batch(&gpu, &pixels, &labels).unwrap();
     let mut losses = Vec::new();
     for step in 0..15 {
-        plan.set_step(&gpu, step, 0.05);
+        plan.set_step(&gpu, step, 0.05).unwrap();
         plan.submit(&gpu);
         losses.push(read(&gpu, &plan.loss.stats)[0]);
     }
@@ -177,7 +177,7 @@ fn imagenet_family_plans_build_and_step() {
         let plan = Plan::new(&gpu, &m, cfg).unwrap();
         let px: Vec<u8> = (0..2 * 3 * 64 * 64).map(|i| (i * 7 % 251) as u8).collect();
         plan.set_batch(&gpu, &px, &[1, 7]).unwrap();
-        plan.set_step(&gpu, 0, 0.01);
+        plan.set_step(&gpu, 0, 0.01).unwrap();
         plan.submit(&gpu);
         let l = read(&gpu, &plan.loss.stats)[0];
         assert!(l.is_finite() && l > 0.0, "{name}: loss {l}");
@@ -246,7 +246,7 @@ fn resnet20_logits_match_a_cpu_forward_from_the_state_dict() {
     let labels = [3u32, 1, 4, 1];
     train.set_batch(&gpu, &px, &labels).unwrap();
     for s in 0..3 {
-        train.set_step(&gpu, s, 0.05);
+        train.set_step(&gpu, s, 0.05).unwrap();
         train.submit(&gpu);
     }
     let eval = Plan::new(&gpu, &m, config(n, Mode::Eval)).unwrap();

@@ -45,7 +45,7 @@ fn overfits_one_fixed_batch_of_64_real_images() {
     let mut acc = 0.0;
     let mut steps = 0;
     while steps < 80 {
-        plan.set_step(&gpu, steps, 0.05);
+        plan.set_step(&gpu, steps, 0.05).unwrap();
         plan.submit(&gpu);
         steps += 1;
         let s = read(&gpu, &plan.loss.stats);
@@ -70,7 +70,7 @@ fn loss_falls_over_30_steps_on_a_real_subset() {
     for s in 0..30 {
         let (px, labels) = batch_of(&split.train, &order[s * 32..(s + 1) * 32]);
         plan.set_batch(&gpu, &px, &labels).unwrap();
-        plan.set_step(&gpu, s as u32, 0.1);
+        plan.set_step(&gpu, s as u32, 0.1).unwrap();
         plan.submit(&gpu);
         losses.push(read(&gpu, &plan.loss.stats)[0]);
     }
@@ -702,5 +702,72 @@ fn a_run_warms_up_for_whole_epochs() {
     assert!(
         (lrs[0] - 0.025).abs() < 1e-9 && (lrs[1] - 0.05).abs() < 1e-9,
         "{lrs:?}"
+    );
+}
+
+/// A training plan with random erasing trains on its images with each rectangle set to 0: with
+/// a normalisation that keeps a 0 pixel at 0 (mean 0, std 1), one step on erased images gives
+/// the loss and the weights of a plan without erasing given the same images with the
+/// rectangles blacked out on the CPU, drawn for the step's seed and each image's index in the
+/// global batch (this plan is a rank's shard from image 5).
+#[test]
+fn a_plan_that_erases_trains_on_its_images_with_the_rectangles_at_zero() {
+    use resnet::plan::Shard;
+    use resnet::preprocess::{Normalize, RandomErasing};
+    let gpu = gpu();
+    let spec = ModelSpec::from_name("resnet8", 10).unwrap();
+    let (n, seed, first) = (8usize, 3u32, 5usize);
+    let identity = Normalize {
+        mean: [0.0; 3],
+        std: [1.0; 3],
+    };
+    let erasing = RandomErasing { p: 1.0 };
+    let one_step = |erase: Option<RandomErasing>, pixels: &[u8]| {
+        let m = ModelState::new(&gpu, &spec, 1).unwrap();
+        let mut cfg = PlanConfig::train(
+            n,
+            (32, 32),
+            SgdConfig::he2016(),
+            Preprocess::normalize_only(identity),
+        );
+        cfg.preprocess.erase = erase;
+        cfg.shard = Shard { first, bn_ranks: 1 };
+        let plan = Plan::new(&gpu, &m, cfg).unwrap();
+        let labels: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();
+        plan.set_batch(&gpu, pixels, &labels).unwrap();
+        plan.set_step(&gpu, seed, 0.1).unwrap();
+        plan.submit(&gpu);
+        (read(&gpu, &plan.loss.stats)[0], read(&gpu, &m.params))
+    };
+    let pixels: Vec<u8> = (0..n * 3 * 32 * 32)
+        .map(|i| (i * 37 % 251 + 1) as u8)
+        .collect();
+    let mut blacked = pixels.clone();
+    let mut erased = 0;
+    for i in 0..n {
+        let Some([top, left, h, w]) = erasing.rect(seed as u64, (first + i) as u64, (32, 32))
+        else {
+            continue;
+        };
+        erased += 1;
+        for c in 0..3 {
+            for y in top..top + h {
+                for x in left..left + w {
+                    blacked[((i * 3 + c) * 32 + y as usize) * 32 + x as usize] = 0;
+                }
+            }
+        }
+    }
+    assert!(erased >= n / 2, "{erased} of {n} images erased at p = 1");
+    let on_gpu = one_step(Some(erasing), &pixels);
+    assert_eq!(
+        on_gpu,
+        one_step(None, &blacked),
+        "erasing on the GPU differs from on the CPU"
+    );
+    assert_ne!(
+        on_gpu.0,
+        one_step(None, &pixels).0,
+        "erasing changed nothing"
     );
 }

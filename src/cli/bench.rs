@@ -68,18 +68,18 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn time_steps(gpu: &Gpu, plan: &Plan, warmup: usize, steps: usize) -> f64 {
+fn time_steps(gpu: &Gpu, plan: &Plan, warmup: usize, steps: usize) -> Result<f64> {
     let mut t = Vec::new();
     for i in 0..warmup + steps {
         let t0 = Instant::now();
-        plan.set_step(gpu, i as u32, 0.01);
+        plan.set_step(gpu, i as u32, 0.01)?;
         plan.submit(gpu);
         gpu.wait();
         if i >= warmup {
             t.push(t0.elapsed().as_secs_f64());
         }
     }
-    median(t)
+    Ok(median(t))
 }
 
 /// What `resnet bench` measured.
@@ -165,8 +165,8 @@ fn measure(a: &BenchArgs) -> Result<Measured> {
     let labels: Vec<u32> = (0..batch as u32).map(|i| i % classes as u32).collect();
     train.set_batch(&gpu, &px, &labels)?;
     eval.set_batch(&gpu, &px, &labels)?;
-    let t_train = time_steps(&gpu, &train, a.warmup, a.steps);
-    let t_eval = time_steps(&gpu, &eval, a.warmup, a.steps);
+    let t_train = time_steps(&gpu, &train, a.warmup, a.steps)?;
+    let t_eval = time_steps(&gpu, &eval, a.warmup, a.steps)?;
     let stages = pollster::block_on(train.submit_timed(&gpu))?;
     let profile = match a.profile {
         true => pollster::block_on(train.profile(&gpu))?,

@@ -1,5 +1,5 @@
 //! GPU data augmentation from u8 pixels (shaders/augment.wgsl): pad + random crop + flip +
-//! per-channel normalisation for training, normalisation only for evaluation.
+//! per-channel normalisation (+ random erasing) for training, normalisation only for evaluation.
 
 use super::{activations, check_shape, kernel};
 use crate::error::{shape_err, Result};
@@ -28,6 +28,9 @@ pub struct AugmentConfig {
     pub first: usize,
     /// Per-channel normalisation after the crop.
     pub normalize: Normalize,
+    /// Erase each image's rectangle of the `erase` buffer after the normalisation (training's
+    /// random erasing).
+    pub erase: bool,
 }
 
 impl AugmentConfig {
@@ -43,7 +46,7 @@ impl AugmentConfig {
             .u(self.seed as usize)
             .u(self.train as usize)
             .u(self.first)
-            .u(0)
+            .u(self.erase as usize)
             .u(0)
             .u(0)
             .f(self.normalize.mean[0])
@@ -75,16 +78,23 @@ pub fn crop_params(seed: u32, index: u32, pad: u32) -> (u32, u32, bool) {
 }
 
 /// Pixels [N, 3, Hs, Ws] as bytes packed four to a u32 -> out [N, 3, Ho, Wo] f32.
-/// `pixels` holds N*3*Hs*Ws bytes rounded up to whole u32 words.
+/// `pixels` holds N*3*Hs*Ws bytes rounded up to whole u32 words; `erase` (with `cfg.erase`) N
+/// rectangles of 4 u32 (top, left, height, width; height 0: none), set by the host each step.
 pub fn augment(
     gpu: &Gpu,
     cfg: &AugmentConfig,
     pixels: &Tensor,
+    erase: Option<&Tensor>,
     out: &Tensor,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = "augment";
     let bytes = cfg.n * 3 * cfg.src.0 * cfg.src.1;
     check_shape(OP, "pixels", pixels, &[bytes.div_ceil(4)])?;
+    if let Some(e) = erase {
+        check_shape(OP, "erase", e, &[cfg.n * 4])?;
+    } else if cfg.erase {
+        return shape_err(OP, "erasing without the rectangles' buffer");
+    }
     check_shape(OP, "out", out, &[cfg.n, 3, cfg.out.0, cfg.out.1])?;
     if cfg.out.0 > cfg.src.0 + 2 * cfg.pad || cfg.out.1 > cfg.src.1 + 2 * cfg.pad {
         return shape_err(
@@ -101,7 +111,7 @@ pub fn augment(
         activations::module(SHADER, out.dtype),
         "augment",
         cfg.uniform(),
-        &[(1, pixels), (2, out)],
+        &[(1, pixels), (2, out), (3, erase.unwrap_or(pixels))],
         (out.len() as u64).div_ceil(256),
     )?])
 }

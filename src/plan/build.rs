@@ -28,6 +28,8 @@ pub(super) struct Io {
     pub loss: LossBuffers,
     /// Dynamic loss scaling's state (training with `loss_scale`).
     pub scaler: Option<Tensor>,
+    /// The rectangles random erasing sets to 0, 4 u32 an image (training with erasing).
+    pub erase: Option<Tensor>,
 }
 
 /// What [`build`] makes: the stages and where the kernels that change every step sit.
@@ -103,9 +105,14 @@ fn input_stage(
             (Some(ls), Mode::Train) => Some(amp::state_buffer(gpu, ls)?),
             _ => None,
         },
+        erase: match cfg.erases() {
+            true => Some(gpu.zeros(&[n * 4])?),
+            false => None,
+        },
     };
     let x0 = gpu.zeros_of(&[n, 3, cfg.input.0, cfg.input.1], act)?;
-    let kernels = augment::augment(gpu, &cfg.augment_config(0), &io.pixels, &x0)?;
+    let input = cfg.augment_config(0);
+    let kernels = augment::augment(gpu, &input, &io.pixels, io.erase.as_ref(), &x0)?;
     let stage = Stage {
         name: "input".into(),
         kernels,

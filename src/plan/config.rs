@@ -168,6 +168,12 @@ impl PlanConfig {
             seed,
             first: self.shard.first,
             normalize: self.preprocess.normalize,
+            erase: self.erases(),
         }
+    }
+
+    /// Whether the input stage erases random rectangles (training with `preprocess.erase`).
+    pub(super) fn erases(&self) -> bool {
+        self.mode == Mode::Train && self.preprocess.erase.is_some()
     }
 }

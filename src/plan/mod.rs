@@ -21,6 +21,7 @@ use crate::ops::augment::pack_bytes;
 use crate::ops::batchnorm::Exchange;
 use crate::ops::loss::LossBuffers;
 use crate::ops::sgd::SgdConfig;
+use crate::preprocess::RandomErasing;
 use std::ops::Range;
 
 /// A named group of kernels recorded into one command encoder (a block, the head, ...).
@@ -47,6 +48,8 @@ pub struct Plan {
     pub loss: LossBuffers,
     /// Dynamic loss scaling's state, in a training plan with `config.loss_scale`.
     scaler: Option<Tensor>,
+    /// The rectangles random erasing sets to 0 this step, in a training plan that erases.
+    erase: Option<Tensor>,
     /// GPU bytes this plan holds (activations, gradients of activations, scratch), counted once
     /// it is built: what building freed again (a tuning race's losers) is not in it.
     pub bytes: u64,
@@ -94,6 +97,7 @@ impl Plan {
                 logits: built.io.logits,
                 loss: built.io.loss,
                 scaler: built.io.scaler,
+                erase: built.io.erase,
                 bytes: gpu.bytes_allocated().saturating_sub(before),
                 input_stage: built.input_stage,
                 sgd: built.sgd,
@@ -139,11 +143,15 @@ impl Plan {
         gpu.write(&self.labels, labels)
     }
 
-    /// Sets this step's augmentation seed and learning rate.
-    pub fn set_step(&self, gpu: &Gpu, seed: u32, lr: f32) {
+    /// Sets this step's augmentation seed (and the rectangles random erasing draws from it) and
+    /// learning rate.
+    pub fn set_step(&self, gpu: &Gpu, seed: u32, lr: f32) -> Result<()> {
         let input = self.config.augment_config(seed);
         self.kernel(self.input_stage)
             .set_params(gpu, &input.uniform());
+        if let (Some(buffer), Some(erasing)) = (&self.erase, self.config.preprocess.erase) {
+            gpu.write(buffer, &self.erase_rects(erasing, seed))?;
+        }
         for chunk in &self.sgd {
             let sgd = SgdConfig {
                 lr: lr * chunk.lr_scale,
@@ -152,6 +160,19 @@ impl Plan {
             self.kernel(chunk.at)
                 .set_params(gpu, &sgd.uniform(chunk.len, chunk.offset));
         }
+        Ok(())
+    }
+
+    /// The rectangles of this step's images: drawn for their indices in the global batch, as
+    /// one process would draw them.
+    fn erase_rects(&self, erasing: RandomErasing, seed: u32) -> Vec<u32> {
+        let first = self.config.shard.first as u64;
+        (0..self.config.batch as u64)
+            .flat_map(|i| {
+                let rect = erasing.rect(seed as u64, first + i, self.config.input);
+                rect.unwrap_or([0; 4])
+            })
+            .collect()
     }
 
     /// Dynamic loss scaling's state after the steps submitted so far; `None` without

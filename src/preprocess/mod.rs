@@ -3,8 +3,9 @@
 //! `RandomResizedCrop` + flip for photo folders, [`transforms`]) or padded, cropped and flipped on
 //! the GPU from memory (He et al.'s CIFAR augmentation, [`GpuAugment::PadCropFlip`]); then every
 //! batch, training or evaluation, is normalised per channel on the GPU ([`Normalize`], with the
-//! data sets' statistics here). A data source says which it wants ([`Preprocess`]); the plan's
-//! input stage (`shaders/augment.wgsl`) runs it.
+//! data sets' statistics here), and in training optionally erased in random rectangles
+//! ([`RandomErasing`]). A data source says which it wants ([`Preprocess`]); the plan's input
+//! stage (`shaders/augment.wgsl`) runs it.
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod transforms;
@@ -47,14 +48,64 @@ pub enum GpuAugment {
     Nothing,
 }
 
+/// torchvision's `transforms.RandomErasing(p, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0)`,
+/// the last transform of its training recipe (`--random-erase`): with probability `p` a
+/// rectangle of the normalised image is set to 0. The rectangles are drawn on the CPU per image
+/// of the global batch ([`RandomErasing::rect`], seeded like the crops) and erased on the GPU.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RandomErasing {
+    /// The probability that an image is erased.
+    pub p: f32,
+}
+
+impl RandomErasing {
+    /// The range of the erased share of the image's area (torchvision's `scale`).
+    pub const SCALE: (f64, f64) = (0.02, 0.33);
+    /// The range of the rectangle's height over its width (torchvision's `ratio`), drawn
+    /// uniformly in its logarithm.
+    pub const RATIO: (f64, f64) = (0.3, 3.3);
+    /// How many rectangles are drawn before giving up on one that fits (torchvision's 10).
+    const ATTEMPTS: usize = 10;
+    /// The stream of [`crate::rng::item_seed`] the rectangles are drawn from.
+    const STREAM: u64 = 0x45_52_41_53_45;
+
+    /// The rectangle `[top, left, height, width]` erased in image `index` of a step seeded by
+    /// `seed`, in an image of `size` (height, width); `None`: the image is kept whole (drawn
+    /// with probability 1 - p, or no rectangle fitted in 10 attempts). torchvision's
+    /// `RandomErasing.get_params`, with Python's rounding of halves to even.
+    pub fn rect(&self, seed: u64, index: u64, (h, w): (usize, usize)) -> Option<[u32; 4]> {
+        let mut rng = crate::rng::SplitMix64(crate::rng::item_seed(seed, Self::STREAM, index));
+        if rng.uniform() >= self.p as f64 {
+            return None;
+        }
+        let area = (h * w) as f64;
+        let (lo, hi) = (Self::RATIO.0.ln(), Self::RATIO.1.ln());
+        for _ in 0..Self::ATTEMPTS {
+            let erased = area * rng.uniform_in(Self::SCALE.0, Self::SCALE.1);
+            let aspect = rng.uniform_in(lo, hi).exp();
+            let eh = (erased * aspect).sqrt().round_ties_even() as usize;
+            let ew = (erased / aspect).sqrt().round_ties_even() as usize;
+            if eh >= h || ew >= w {
+                continue;
+            }
+            let top = rng.below((h - eh + 1) as u64) as u32;
+            let left = rng.below((w - ew + 1) as u64) as u32;
+            return Some([top, left, eh as u32, ew as u32]);
+        }
+        None
+    }
+}
+
 /// How a data source's training batches are prepared on the GPU: augmentation, then
-/// normalisation (evaluation batches are normalised only).
+/// normalisation (evaluation batches are normalised only), then in training random erasing.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Preprocess {
     /// What the GPU does to training batches.
     pub augment: GpuAugment,
     /// The per-channel normalisation of every batch.
     pub normalize: Normalize,
+    /// Random erasing of training batches after the normalisation (`None`: none).
+    pub erase: Option<RandomErasing>,
 }
 
 impl Preprocess {
@@ -62,6 +113,7 @@ impl Preprocess {
     pub const CIFAR10: Preprocess = Preprocess {
         augment: GpuAugment::PadCropFlip { pad: 4 },
         normalize: Normalize::CIFAR10,
+        erase: None,
     };
 
     /// Normalisation only (pixels transformed before upload, or a fixed batch).
@@ -69,6 +121,7 @@ impl Preprocess {
         Preprocess {
             augment: GpuAugment::Nothing,
             normalize,
+            erase: None,
         }
     }
 

@@ -96,7 +96,7 @@ pub fn network_step(gpu: &Gpu, spec: &ModelSpec, size: usize, batch: usize) -> R
     let classes = spec.num_classes as u32;
     let labels: Vec<u32> = (0..batch as u32).map(|i| (i * 7 + 3) % classes).collect();
     plan.set_batch(gpu, &pixels, &labels)?;
-    plan.set_step(gpu, 0, sgd.lr);
+    plan.set_step(gpu, 0, sgd.lr)?;
     plan.submit(gpu);
     let hw = size * size;
     let x = (0..pixels.len())

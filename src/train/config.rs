@@ -405,6 +405,9 @@ pub struct TrainConfig {
     /// Every residual block's last BatchNorm starts with weight 0, so each block starts as its
     /// shortcut (torchvision's `resnet50(zero_init_residual=True)`; Goyal et al. 2017).
     pub zero_init_residual: bool,
+    /// The probability of torchvision's RandomErasing for each training image, after its
+    /// normalisation (`--random-erase`; 0: none).
+    pub random_erase: f32,
     /// Epochs; `None`: the paper's 64k iterations for the CIFAR models, torchvision's 90 epochs
     /// for the ImageNet ones.
     pub epochs: Option<usize>,
@@ -443,6 +446,7 @@ impl Default for TrainConfig {
             model: "resnet20".into(),
             model_ema: None,
             zero_init_residual: false,
+            random_erase: 0.0,
             epochs: None,
             recipe: Recipe::default(),
             val_split: 0,
@@ -485,6 +489,12 @@ impl TrainConfig {
         }
         if let Some(ema) = &self.model_ema {
             ema.check()?;
+        }
+        if !(0.0..=1.0).contains(&self.random_erase) {
+            return Err(Error::Invalid(format!(
+                "`random_erase` is a probability, in [0, 1], got {}",
+                self.random_erase
+            )));
         }
         let at_least_one = [
             ("batch_size", self.recipe.batch_size),

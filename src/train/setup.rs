@@ -14,6 +14,7 @@ use crate::gpu::{Gpu, GpuOptions};
 use crate::model::{ModelSpec, ModelState};
 use crate::ops::amp::ScalerState;
 use crate::plan::{PlanConfig, Shard};
+use crate::preprocess::RandomErasing;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -222,6 +223,9 @@ fn training_plan(
 ) -> Result<PlanConfig> {
     let sgd = c.recipe.sgd();
     let mut cfg = PlanConfig::train(shard.len(), train.size(), sgd, train.preprocess());
+    if c.random_erase > 0.0 {
+        cfg.preprocess.erase = Some(RandomErasing { p: c.random_erase });
+    }
     cfg.fine_tune = c.fine_tuning.plan_settings(spec)?;
     // torch.amp: the scaled loss's gradients keep small values in f16's range
     cfg.loss_scale = c.loss_scale.for_precision(c.gpu.precision);

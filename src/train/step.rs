@@ -153,8 +153,7 @@ impl Trainer {
         self.plan.set_batch(gpu, pixels, labels)?;
         let seed = (self.seed as u32).wrapping_mul(0x9E37_79B9)
             ^ (self.iteration as u32).wrapping_mul(0x85EB_CA6B);
-        self.plan.set_step(gpu, seed, lr);
-        Ok(())
+        self.plan.set_step(gpu, seed, lr)
     }
 
     fn advance(&mut self, m: &ModelState) {

@@ -274,6 +274,29 @@ def lr_warmup():
     (OUT / "lr_warmup.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
+def random_erasing():
+    """Statistics of torchvision's RandomErasing(p=0.5) rectangles (its own get_params and
+    torch.rand(1) < p), over many draws, for two image sizes."""
+    import torchvision.transforms as T
+    torch.manual_seed(0)
+    erasing = T.RandomErasing(p=0.5)
+    draws, sizes = 100_000, {}
+    for h, w in [(32, 32), (176, 176)]:
+        img = torch.zeros(3, h, w)
+        rows = []
+        for _ in range(draws):
+            if torch.rand(1) < erasing.p:
+                i, j, eh, ew, _ = erasing.get_params(img, erasing.scale, erasing.ratio, [0.0])
+                rows.append([1.0 if eh < h else 0.0, eh, ew, i, j] if eh < h else [0.0] * 5)
+            else:
+                rows.append([0.0] * 5)
+        t = torch.tensor(rows, dtype=torch.float64)
+        names = ["erased", "height", "width", "top", "left"]
+        sizes[f"{h}x{w}"] = {n: [t[:, k].mean().item(), t[:, k].std().item()] for k, n in enumerate(names)}
+    record = {"torch": torch.__version__, "p": 0.5, "draws": draws, "sizes": sizes}
+    (OUT / "random_erasing.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
 def small_state_dict():
     sd = OrderedDict()
     sd["conv1.weight"] = (torch.arange(12, dtype=torch.float16).view(3, 4) / 4).t()  # a view
@@ -306,6 +329,7 @@ if __name__ == "__main__":
     small()
     gradscaler_trace()
     lr_warmup()
+    random_erasing()
     resnet20()
     one_step()
     tiny_bottleneck()
