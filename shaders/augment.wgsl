@@ -8,6 +8,9 @@
 //   erase: (training, `erase` != 0) then 0 inside image n's rectangle erase[4n..4n+4] = top, left,
 //          height, width of the output (torchvision's RandomErasing after Normalize, value 0),
 //          drawn on the CPU (`RandomErasing::rect`); height 0: none
+//   mix:   (training) MixUp, lambda x image n + (1 - lambda) x image n - 1 (the last for the
+//          first), or CutMix, image n - 1 inside the box `cut` (src/preprocess/mix.rs): one draw
+//          per batch, in the uniform
 // The random numbers come from a hash of (seed, image index), reproduced in Rust by
 // `ops::augment::crop_params`, so a run is reproducible from its seed. The index counts from
 // `first`: a data-parallel rank's shard starts there in the global batch, and its images get the
@@ -19,7 +22,12 @@ struct Params {
     first: u32, erase: u32, _p2: u32, _p3: u32,
     mean: vec4<f32>,
     stdev: vec4<f32>,
+    mix: u32, lambda: f32, _p4: u32, _p5: u32,
+    cut: vec4<u32>,  // CutMix's box: x1, y1, x2, y2 (exclusive)
 }
+
+const MIXUP: u32 = 1u;
+const CUTMIX: u32 = 2u;
 
 // The type activations are stored in: f32 here; f16 in the modules of f16 activations
 // (src/ops/activations.rs), which compute in f32 between the load and the store.
@@ -45,17 +53,8 @@ fn byte_at(i: u32) -> u32 {
     return (pixels[i / 4u] >> ((i % 4u) * 8u)) & 0xffu;
 }
 
-@compute @workgroup_size(256)
-fn augment(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
-    if (i >= P.n * 3u * P.ho * P.wo) { return; }
-    let x = i % P.wo;
-    let t = i / P.wo;
-    let y = t % P.ho;
-    let t2 = t / P.ho;
-    let c = t2 % 3u;
-    let n = t2 / 3u;
+// Image n's value at (c, y, x) of the output: cropped, flipped, normalised, erased.
+fn image_value(n: u32, c: u32, y: u32, x: u32) -> f32 {
     var ox = P.pad;
     var oy = P.pad;
     var flip = false;
@@ -80,6 +79,29 @@ fn augment(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         if (y >= top && y < top + erase[4u * n + 2u] && x >= left && x < left + erase[4u * n + 3u]) {
             value = 0.0;
         }
+    }
+    return value;
+}
+
+@compute @workgroup_size(256)
+fn augment(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if (i >= P.n * 3u * P.ho * P.wo) { return; }
+    let x = i % P.wo;
+    let t = i / P.wo;
+    let y = t % P.ho;
+    let t2 = t / P.ho;
+    let c = t2 % 3u;
+    let n = t2 / 3u;
+    var value = image_value(n, c, y, x);
+    // the image before it in this batch (batch.roll(1, 0))
+    let before = (n + P.n - 1u) % P.n;
+    if (P.mix == MIXUP) {
+        // torchvision: batch * lambda + rolled * (1 - lambda)
+        value = value * P.lambda + image_value(before, c, y, x) * (1.0 - P.lambda);
+    } else if (P.mix == CUTMIX && x >= P.cut.x && y >= P.cut.y && x < P.cut.z && y < P.cut.w) {
+        value = image_value(before, c, y, x);
     }
     out[i] = act_t(value);
 }

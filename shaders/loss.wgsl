@@ -5,12 +5,20 @@
 //   loss_n  = log(sum_o exp(z[n, o])) - sum_o q[n,o] z[n,o];     loss = sum_n loss_n / N
 //   dz[n,o] = (softmax(z[n])[o] - q[n,o]) / N   (times the loss scale under dynamic loss scaling)
 //   correct = #{n : argmax_o z[n, o] == label_n}  (first maximum wins, as torch.argmax)
+// MixUp and CutMix (src/preprocess/mix.rs) mix each image with the one before it in the batch,
+// and its target with weight `lambda` on its own label's q and 1 - lambda on the other's (by
+// linearity so is the loss); it counts as correct when the argmax is the label of the larger
+// weight (torchvision's accuracy against the soft target's argmax). lambda = 1: the above, bits
+// and all.
 // ce_reduce sums the rows in a fixed order into stats = [loss, correct] and adds
 // [loss * N, correct, N] to a running accumulator that is read back only now and then; its
 // fourth slot records the first batch (1-based, since the last clear) whose loss was not finite,
 // so a divergence is reported at its exact step however rarely the host reads.
 
-struct Params { n: u32, o: u32, smoothing: f32, scaled: u32 }  // scaled: dlogits times amp's scale
+struct Params {
+    n: u32, o: u32, smoothing: f32, scaled: u32,  // scaled: dlogits times amp's scale
+    lambda: f32, _p1: u32, _p2: u32, _p3: u32,
+}
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
@@ -28,6 +36,8 @@ fn ce_forward_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
     if (n >= P.n) { return; }
     let base = n * P.o;
     let label = min(labels[n], P.o - 1u);
+    let other = min(labels[(n + P.n - 1u) % P.n], P.o - 1u);
+    let lambda = P.lambda;
     var mx = logits[base];
     var arg = 0u;
     for (var o = 1u; o < P.o; o++) {
@@ -45,13 +55,15 @@ fn ce_forward_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
     for (var o = 0u; o < P.o; o++) {
         let z = logits[base + o];
         let sm = exp(z - mx) / se;
-        let q = select(0.0, 1.0 - e, o == label) + uniform_q;
+        let mixed = select(0.0, 1.0 - e, o == label) * lambda + select(0.0, 1.0 - e, o == other) * (1.0 - lambda);
+        let q = mixed + uniform_q;
         dlogits[base + o] = (sm - q) * inv_n * scale;
         sum_z += z;
     }
     // without smoothing exactly the plain cross-entropy (e = 0 adds 0 * sum_z)
-    rows[2u * n] = log(se) + mx - (1.0 - e) * logits[base + label] - uniform_q * sum_z;
-    rows[2u * n + 1u] = select(0.0, 1.0, arg == label);
+    let z_target = logits[base + label] * lambda + logits[base + other] * (1.0 - lambda);
+    rows[2u * n] = log(se) + mx - (1.0 - e) * z_target - uniform_q * sum_z;
+    rows[2u * n + 1u] = select(0.0, 1.0, arg == select(other, label, lambda >= 0.5));
 }
 
 var<workgroup> red_l: array<f32, 256>;

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use resnet::ops::augment::{self, crop_params, pack_bytes, AugmentConfig};
-use resnet::preprocess::RandomErasing;
+use resnet::preprocess::{BatchMix, BatchMixing, RandomErasing};
 
 fn pixels(n: usize, seed: u64) -> Vec<u8> {
     rand_vec(n * 3 * 32 * 32, seed)
@@ -64,6 +64,7 @@ fn augmentation_matches_reference_and_is_reproducible() {
         seed: 1234,
         first: 0,
         erase: false,
+        mix: BatchMix::Nothing,
         normalize: resnet::cifar10::NORMALIZE,
     };
     let a = run_aug(&gpu, &px, n, &cfg);
@@ -131,6 +132,7 @@ fn flip_is_exact_and_crop_keeps_source_pixels() {
         seed: 7,
         first: 0,
         erase: false,
+        mix: BatchMix::Nothing,
         normalize: resnet::preprocess::Normalize {
             mean: [0.0; 3],
             std: [1.0; 3],
@@ -191,6 +193,7 @@ fn erasing_zeroes_each_images_rectangle_of_the_normalised_output() {
         seed: 77,
         first: 0,
         erase: true,
+        mix: BatchMix::Nothing,
         normalize: resnet::cifar10::NORMALIZE,
     };
     let erasing = RandomErasing { p: 0.7 };
@@ -289,4 +292,133 @@ fn erasing_draws_rectangles_as_torchvision_does() {
     }
     let never = RandomErasing { p: 0.0 };
     assert!((0..1000).all(|i| never.rect(3, i, (32, 32)).is_none()));
+}
+
+/// MixUp blends each image with the one before it in the batch (the first with the last:
+/// torchvision's `batch.roll(1, 0)`) as lambda x its own + (1 - lambda) x the other, and CutMix
+/// pastes the other's box [x1, y1, x2, y2) into it, both after the crop, flip, normalisation and
+/// erasing of each.
+#[test]
+fn mixup_and_cutmix_blend_each_image_with_the_one_before_it() {
+    let gpu = gpu();
+    let n = 6;
+    let px = pixels(n, 12);
+    let plain = AugmentConfig {
+        n,
+        src: (32, 32),
+        out: (32, 32),
+        pad: 4,
+        train: true,
+        seed: 31,
+        first: 0,
+        erase: true,
+        mix: BatchMix::Nothing,
+        normalize: resnet::cifar10::NORMALIZE,
+    };
+    let rects: Vec<u32> = (0..n as u32).flat_map(|i| [i, 2 * i, 9, 4]).collect();
+    let p = gpu
+        .upload(&pack_bytes(&px), &[px.len().div_ceil(4)])
+        .unwrap();
+    let e = gpu.upload(&rects, &[n * 4]).unwrap();
+    let augmented = |cfg: &AugmentConfig| {
+        let out = gpu.zeros(&[n, 3, 32, 32]).unwrap();
+        run(
+            &gpu,
+            &augment::augment(&gpu, cfg, &p, Some(&e), &out).unwrap(),
+        );
+        read(&gpu, &out)
+    };
+    let each = augmented(&plain);
+    let image = 3 * 32 * 32;
+    let lambda = 0.3f32;
+    let mixup = augmented(&AugmentConfig {
+        mix: BatchMix::MixUp { lambda },
+        ..plain
+    });
+    let want: Vec<f64> = (0..n * image)
+        .map(|k| {
+            let before = (k + (n - 1) * image) % (n * image);
+            each[k] as f64 * lambda as f64 + each[before] as f64 * (1.0 - lambda as f64)
+        })
+        .collect();
+    assert_close("mixup", &mixup, &want, 1e-6);
+    let rect = [3, 10, 20, 17];
+    let cutmix = augmented(&AugmentConfig {
+        mix: BatchMix::CutMix { lambda: 0.5, rect },
+        ..plain
+    });
+    for (k, &got) in cutmix.iter().enumerate() {
+        let (x, y) = ((k % 32) as u32, (k / 32 % 32) as u32);
+        let inside = x >= rect[0] && y >= rect[1] && x < rect[2] && y < rect[3];
+        let from = if inside {
+            (k + (n - 1) * image) % (n * image)
+        } else {
+            k
+        };
+        assert_eq!(got, each[from], "cutmix at element {k}");
+    }
+}
+
+/// The batch's mixing follows torchvision's RandomMixUp and RandomCutMix: lambda from
+/// Beta(alpha, alpha) (mean 1/2, variance 1 / (4 (2 alpha + 1))), one of the two evenly when
+/// both are on, and CutMix's lambda 1 - the box's share of the image.
+#[test]
+fn batch_mixing_draws_as_torchvision_does() {
+    let draws = 20_000u64;
+    for alpha in [0.2, 1.0] {
+        let mixup = BatchMixing {
+            mixup_alpha: alpha,
+            cutmix_alpha: 0.0,
+        };
+        let lambdas: Vec<f64> = (0..draws)
+            .map(|s| match mixup.draw(s, (32, 32)) {
+                BatchMix::MixUp { lambda } => lambda as f64,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let mean = lambdas.iter().sum::<f64>() / draws as f64;
+        let var = lambdas.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / draws as f64;
+        let want_var = 1.0 / (4.0 * (2.0 * alpha + 1.0));
+        let se = (want_var / draws as f64).sqrt();
+        assert!((mean - 0.5).abs() < 5.0 * se, "alpha {alpha}: mean {mean}");
+        assert!(
+            (var - want_var).abs() < 0.05 * want_var,
+            "alpha {alpha}: variance {var}, Beta's {want_var}"
+        );
+        assert!(lambdas.iter().all(|l| (0.0..=1.0).contains(l)));
+    }
+    let both = BatchMixing {
+        mixup_alpha: 0.2,
+        cutmix_alpha: 1.0,
+    };
+    let mut cutmixes = 0;
+    for s in 0..draws {
+        if let BatchMix::CutMix {
+            lambda,
+            rect: [x1, y1, x2, y2],
+        } = both.draw(s, (24, 40))
+        {
+            cutmixes += 1;
+            assert!(
+                x1 <= x2 && x2 <= 40 && y1 <= y2 && y2 <= 24,
+                "{:?}",
+                [x1, y1, x2, y2]
+            );
+            let share = ((x2 - x1) * (y2 - y1)) as f32 / (24.0 * 40.0);
+            assert!(
+                (lambda - (1.0 - share)).abs() < 1e-6,
+                "{lambda} against 1 - {share}"
+            );
+        }
+    }
+    let share = cutmixes as f64 / draws as f64;
+    assert!(
+        (share - 0.5).abs() < 5.0 * (0.25 / draws as f64).sqrt(),
+        "{share} CutMix"
+    );
+    let off = BatchMixing {
+        mixup_alpha: 0.0,
+        cutmix_alpha: 0.0,
+    };
+    assert_eq!(off.draw(1, (32, 32)), BatchMix::Nothing);
 }

@@ -98,6 +98,10 @@ fn bad_data_gives_one_line_errors() {
     fails_with(&floor, &["--lr-min", "cosine", "step schedule"]);
     let erase = train_with(&["--random-erase", "1.5"]);
     fails_with(&erase, &["--random-erase", "[0, 1]", "1.5"]);
+    let mixup = train_with(&["--mixup-alpha=-0.2"]);
+    fails_with(&mixup, &["--mixup-alpha", "positive Beta parameter", "-0.2"]);
+    let cutmix = train_with(&["--cutmix-alpha", "NaN"]);
+    fails_with(&cutmix, &["--cutmix-alpha", "NaN"]);
     let no_adapter = resnet(&["info", "--backend", "metal"]);
     fails_with(&no_adapter, &["no GPU adapter", "mesa-vulkan-drivers"]);
     // lavapipe is the one adapter of its kind here: index 0 only

@@ -312,6 +312,62 @@ fn cross_entropy_loss_gradient_and_accuracy() {
     }
 }
 
+/// MixUp's and CutMix's loss: each image's target is lambda x its label + (1 - lambda) x the
+/// label of the image before it in the batch (the first's: the last's), smoothed as PyTorch
+/// smooths a probability target; the loss against that target by its definition, the gradient
+/// against finite differences of it, and an image counts as correct when the argmax is the
+/// label of the larger weight.
+#[test]
+fn a_mixed_batchs_loss_is_the_cross_entropy_against_its_mixed_targets() {
+    let gpu = gpu();
+    for (n, o, e, lambda) in [
+        (64, 10, 0.0, 0.7f32),
+        (5, 7, 0.1, 0.25),
+        (3, 1000, 0.3, 0.5),
+    ] {
+        let z: Vec<f32> = rand_vec(n * o, 21).iter().map(|v| v * 4.0).collect();
+        let labels: Vec<u32> = (0..n).map(|i| ((i * 5 + 1) % o) as u32).collect();
+        let zt = gpu.upload(&z, &[n, o]).unwrap();
+        let lt = gpu.upload(&labels, &[n]).unwrap();
+        let dz = gpu.zeros(&[n, o]).unwrap();
+        let out = LossBuffers::new(&gpu, n).unwrap();
+        let kernels = loss::cross_entropy(&gpu, &zt, &lt, &dz, &out, e as f32, None).unwrap();
+        let params = loss::LossParams {
+            n,
+            o,
+            smoothing: e as f32,
+            scaled: false,
+            lambda,
+        };
+        kernels[0].set_params(&gpu, &params.uniform());
+        run(&gpu, &kernels);
+        let mut q = vec![e / o as f64; n * o];
+        let mut correct = 0.0;
+        for i in 0..n {
+            let (own, before) = (labels[i] as usize, labels[(i + n - 1) % n] as usize);
+            q[i * o + own] += (1.0 - e) * lambda as f64;
+            q[i * o + before] += (1.0 - e) * (1.0 - lambda as f64);
+            let row = &z[i * o..(i + 1) * o];
+            let arg = (0..o).fold(0, |a, j| if row[j] > row[a] { j } else { a });
+            correct += (arg == if lambda >= 0.5 { own } else { before }) as u8 as f32;
+        }
+        let z64 = f64s(&z);
+        let want = cross_entropy_soft(n, o, &z64, &q);
+        let unmixed = cross_entropy_smoothed(n, o, &z64, &labels, e);
+        assert!((want - unmixed).abs() > 1e-3, "mixing must change the loss");
+        let stats = read(&gpu, &out.stats);
+        assert_close("mixed loss", &stats[..1], &[want], 1e-5);
+        assert_eq!(stats[1], correct, "correct count at lambda {lambda}");
+        let fd = finite_diff(&z64, 1e-5, |z| cross_entropy_soft(n, o, z, &q));
+        assert_close(
+            "mixed gradient vs finite differences",
+            &read(&gpu, &dz),
+            &fd,
+            1e-4,
+        );
+    }
+}
+
 #[test]
 fn label_smoothing_matches_the_smoothed_targets_definition() {
     let gpu = gpu();

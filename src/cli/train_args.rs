@@ -200,6 +200,15 @@ pub struct TrainConfigArgs {
     /// 3.3), the last transform of its recipe (ResNet-50 V2: 0.1)
     #[arg(long, default_value_t = 0.0, value_name = "P")]
     pub random_erase: f32,
+    /// MixUp: each training batch blended with itself rolled by one image, pictures and labels
+    /// weighted lambda ~ Beta(alpha, alpha) (torchvision's --mixup-alpha; its ResNet-50 V2
+    /// recipe: 0.2). With --cutmix-alpha too, each batch takes one of the two, evenly
+    #[arg(long, default_value_t = 0.0, value_name = "ALPHA")]
+    pub mixup_alpha: f64,
+    /// CutMix: a box of each training image replaced by the image before it in the batch, the
+    /// labels weighted by the areas (torchvision's --cutmix-alpha; that recipe: 1.0)
+    #[arg(long, default_value_t = 0.0, value_name = "ALPHA")]
+    pub cutmix_alpha: f64,
     /// Epochs (default: the paper's 64k iterations for the CIFAR models, 164 epochs at batch 128;
     /// torchvision's 90 for the ImageNet models)
     #[arg(long)]
@@ -265,6 +274,10 @@ impl TrainConfigArgs {
             model: self.model.clone(),
             zero_init_residual: self.zero_init_residual,
             random_erase: self.random_erase,
+            mixing: resnet::preprocess::BatchMixing {
+                mixup_alpha: self.mixup_alpha,
+                cutmix_alpha: self.cutmix_alpha,
+            },
             model_ema: self.model_ema.then_some(ModelEma {
                 steps: self.model_ema_steps,
                 decay: self.model_ema_decay,

@@ -4,7 +4,7 @@
 use super::{activations, check_shape, kernel};
 use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, Kernel, Tensor, Uniform};
-use crate::preprocess::Normalize;
+use crate::preprocess::{BatchMix, Normalize};
 
 const SHADER: (&str, &str) = ("augment.wgsl", include_str!("../../shaders/augment.wgsl"));
 
@@ -31,12 +31,14 @@ pub struct AugmentConfig {
     /// Erase each image's rectangle of the `erase` buffer after the normalisation (training's
     /// random erasing).
     pub erase: bool,
+    /// MixUp or CutMix of this batch, after the erasing.
+    pub mix: BatchMix,
 }
 
 impl AugmentConfig {
     /// The parameters as the shader's uniform.
     pub fn uniform(&self) -> Uniform {
-        Uniform::new()
+        let u = Uniform::new()
             .u(self.n)
             .u(self.src.0)
             .u(self.src.1)
@@ -56,7 +58,14 @@ impl AugmentConfig {
             .f(self.normalize.std[0])
             .f(self.normalize.std[1])
             .f(self.normalize.std[2])
-            .f(1.0)
+            .f(1.0);
+        let (kind, cut) = match self.mix {
+            BatchMix::Nothing => (0, [0; 4]),
+            BatchMix::MixUp { .. } => (1, [0; 4]),
+            BatchMix::CutMix { rect, .. } => (2, rect),
+        };
+        let u = u.u(kind).f(self.mix.lambda()).u(0).u(0);
+        cut.iter().fold(u, |u, &c| u.u(c as usize))
     }
 }
 

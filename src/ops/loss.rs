@@ -92,6 +92,37 @@ impl LossSums {
     }
 }
 
+/// The loss kernels' settings (their uniform).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossParams {
+    /// Batch size.
+    pub n: usize,
+    /// Classes.
+    pub o: usize,
+    /// PyTorch's `label_smoothing`.
+    pub smoothing: f32,
+    /// The gradient is multiplied by dynamic loss scaling's scale.
+    pub scaled: bool,
+    /// The weight of each image's own label against the one before it in the batch's (MixUp
+    /// and CutMix; 1: its own only).
+    pub lambda: f32,
+}
+
+impl LossParams {
+    /// The shader's uniform.
+    pub fn uniform(&self) -> Uniform {
+        Uniform::new()
+            .u(self.n)
+            .u(self.o)
+            .f(self.smoothing)
+            .u(self.scaled as usize)
+            .f(self.lambda)
+            .u(0)
+            .u(0)
+            .u(0)
+    }
+}
+
 /// Mean softmax cross-entropy of `logits` [N, O] against `labels` [N] (u32), with the gradient
 /// into `dlogits` [N, O]; `smoothing` is PyTorch's `label_smoothing` (0: none). With `scaler`
 /// (the state of `ops::amp`), the gradient is multiplied by dynamic loss scaling's scale.
@@ -121,11 +152,14 @@ pub fn cross_entropy(
             format!("label smoothing must be in [0, 1], got {smoothing}"),
         );
     }
-    let p = Uniform::new()
-        .u(n)
-        .u(o)
-        .f(smoothing)
-        .u(scaler.is_some() as usize);
+    let p = LossParams {
+        n,
+        o,
+        smoothing,
+        scaled: scaler.is_some(),
+        lambda: 1.0,
+    }
+    .uniform();
     let unscaled;
     let scaler = match scaler {
         Some(s) => s,

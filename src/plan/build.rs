@@ -11,7 +11,7 @@ use crate::model::{Arch, Block, ConvBn, Linear, MaxPool, ModelState, Visitor};
 use crate::model::{ParamLayout, RegionKind};
 use crate::ops::augment;
 use crate::ops::batchnorm::{Exchange, Fuse};
-use crate::ops::loss::{self, LossBuffers};
+use crate::ops::loss::{self, LossBuffers, LossParams};
 use crate::ops::pool::{self as pooling, PoolShape};
 use crate::ops::sgd::{pack_decay_kinds, DecayKind, DecayKinds, SgdConfig};
 use crate::ops::{amp, linear, sgd};
@@ -41,6 +41,8 @@ pub(super) struct Built {
     /// The input stage's kernel: augmentation in training, normalisation always (its seed
     /// changes every step).
     pub input_stage: KernelAt,
+    /// The loss kernel and its settings (its MixUp/CutMix weight changes every step).
+    pub loss: (KernelAt, LossParams),
     /// The SGD kernels (their learning rate changes every step).
     pub sgd: Vec<SgdChunk>,
     /// Host exchanges between kernels (SyncBatchNorm), in the order they run.
@@ -70,6 +72,11 @@ pub(super) fn build(gpu: &Gpu, m: &ModelState, cfg: &PlanConfig) -> Result<Built
     };
     let mut stages = vec![input];
     let forward = forward_stages(&mut rec, &m.arch, x0, &io, &mut stages)?;
+    let loss = forward
+        .head
+        .as_ref()
+        .map(|h| h.loss)
+        .expect("every network has a head");
     let (mut sgd, mut grad_stages) = (Vec::new(), Vec::new());
     if train {
         grad_stages = backward_stages(&mut rec, &m.arch, forward, &mut stages)?;
@@ -81,6 +88,7 @@ pub(super) fn build(gpu: &Gpu, m: &ModelState, cfg: &PlanConfig) -> Result<Built
         stages,
         io,
         input_stage,
+        loss,
         sgd,
         exchanges: rec.finish(),
         grad_stages,
@@ -129,6 +137,8 @@ struct Forward {
 }
 
 struct HeadSaved {
+    /// The loss kernel and its settings.
+    loss: (KernelAt, LossParams),
     /// The head's input shape [N, C, H, W] (the last block's output).
     input_shape: Vec<usize>,
     /// The pooled features [N, C], the classifier's input.
@@ -238,6 +248,18 @@ impl Visitor for ForwardWalk<'_, '_> {
         } else {
             0.0
         };
+        // where the loss kernel sits, whose MixUp/CutMix weight changes every step
+        let loss_kernel = KernelAt {
+            stage: self.stages.len(),
+            index: ks.len(),
+        };
+        let loss_params = LossParams {
+            n,
+            o: fc.out_features,
+            smoothing,
+            scaled: io.scaler.is_some(),
+            lambda: 1.0,
+        };
         ks.extend(loss::cross_entropy(
             gpu,
             &io.logits,
@@ -252,6 +274,7 @@ impl Visitor for ForwardWalk<'_, '_> {
             kernels: ks,
         });
         self.saved.head = Some(HeadSaved {
+            loss: (loss_kernel, loss_params),
             input_shape: x.shape,
             features,
             dlogits,

@@ -18,10 +18,11 @@ use crate::gpu::{Gpu, Kernel, PassTimer, PendingRead, Tensor};
 use crate::model::ModelState;
 use crate::ops::amp::ScalerState;
 use crate::ops::augment::pack_bytes;
+use crate::ops::augment::AugmentConfig;
 use crate::ops::batchnorm::Exchange;
-use crate::ops::loss::LossBuffers;
+use crate::ops::loss::{LossBuffers, LossParams};
 use crate::ops::sgd::SgdConfig;
-use crate::preprocess::RandomErasing;
+use crate::preprocess::{BatchMix, RandomErasing};
 use std::ops::Range;
 
 /// A named group of kernels recorded into one command encoder (a block, the head, ...).
@@ -50,6 +51,8 @@ pub struct Plan {
     scaler: Option<Tensor>,
     /// The rectangles random erasing sets to 0 this step, in a training plan that erases.
     erase: Option<Tensor>,
+    /// The loss kernel and its settings, whose MixUp/CutMix weight changes every step.
+    loss_kernel: (KernelAt, LossParams),
     /// GPU bytes this plan holds (activations, gradients of activations, scratch), counted once
     /// it is built: what building freed again (a tuning race's losers) is not in it.
     pub bytes: u64,
@@ -98,6 +101,7 @@ impl Plan {
                 loss: built.io.loss,
                 scaler: built.io.scaler,
                 erase: built.io.erase,
+                loss_kernel: built.loss,
                 bytes: gpu.bytes_allocated().saturating_sub(before),
                 input_stage: built.input_stage,
                 sgd: built.sgd,
@@ -143,14 +147,34 @@ impl Plan {
         gpu.write(&self.labels, labels)
     }
 
-    /// Sets this step's augmentation seed (and the rectangles random erasing draws from it) and
-    /// learning rate.
+    /// Sets this step's augmentation seed (and the rectangles random erasing and the mixing
+    /// MixUp or CutMix draw from it) and learning rate.
     pub fn set_step(&self, gpu: &Gpu, seed: u32, lr: f32) -> Result<()> {
-        let input = self.config.augment_config(seed);
+        let mix = match self.config.preprocess.mix {
+            Some(mixing) if self.config.mode == Mode::Train => {
+                mixing.draw(seed as u64, self.config.input)
+            }
+            _ => BatchMix::Nothing,
+        };
+        self.set_step_mixed(gpu, seed, lr, mix)
+    }
+
+    /// [`Plan::set_step`] with the batch's mixing given rather than drawn from the seed.
+    pub fn set_step_mixed(&self, gpu: &Gpu, seed: u32, lr: f32, mix: BatchMix) -> Result<()> {
+        let input = AugmentConfig {
+            mix,
+            ..self.config.augment_config(seed)
+        };
         self.kernel(self.input_stage)
             .set_params(gpu, &input.uniform());
         if let (Some(buffer), Some(erasing)) = (&self.erase, self.config.preprocess.erase) {
             gpu.write(buffer, &self.erase_rects(erasing, seed))?;
+        }
+        if mix != BatchMix::Nothing || self.config.preprocess.mix.is_some() {
+            let (at, params) = self.loss_kernel;
+            let lambda = mix.lambda();
+            self.kernel(at)
+                .set_params(gpu, &LossParams { lambda, ..params }.uniform());
         }
         for chunk in &self.sgd {
             let sgd = SgdConfig {

@@ -7,8 +7,11 @@
 //! ([`RandomErasing`]). A data source says which it wants ([`Preprocess`]); the plan's input
 //! stage (`shaders/augment.wgsl`) runs it.
 
+pub mod mix;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod transforms;
+
+pub use mix::{BatchMix, BatchMixing};
 
 /// Per-channel input normalisation, as torchvision's `transforms.Normalize(mean, std)` after
 /// `ToTensor` (pixels scaled to [0, 1]).
@@ -106,6 +109,8 @@ pub struct Preprocess {
     pub normalize: Normalize,
     /// Random erasing of training batches after the normalisation (`None`: none).
     pub erase: Option<RandomErasing>,
+    /// MixUp or CutMix of training batches after the erasing (`None`: none).
+    pub mix: Option<BatchMixing>,
 }
 
 impl Preprocess {
@@ -114,6 +119,7 @@ impl Preprocess {
         augment: GpuAugment::PadCropFlip { pad: 4 },
         normalize: Normalize::CIFAR10,
         erase: None,
+        mix: None,
     };
 
     /// Normalisation only (pixels transformed before upload, or a fixed batch).
@@ -122,6 +128,7 @@ impl Preprocess {
             augment: GpuAugment::Nothing,
             normalize,
             erase: None,
+            mix: None,
         }
     }
 

@@ -304,6 +304,22 @@ pub fn cross_entropy(n: usize, o: usize, z: &[f64], labels: &[u32]) -> f64 {
         / n as f64
 }
 
+/// Mean cross-entropy against probability targets `q` [N, O], by its definition:
+/// -sum_o q_o log softmax(z)_o (torch.nn.functional.cross_entropy with a target of class
+/// probabilities, such as MixUp's and CutMix's).
+pub fn cross_entropy_soft(n: usize, o: usize, z: &[f64], q: &[f64]) -> f64 {
+    let mut total = 0.0;
+    for a in 0..n {
+        let row = &z[a * o..(a + 1) * o];
+        let mx = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = mx + row.iter().map(|v| (v - mx).exp()).sum::<f64>().ln();
+        for (j, &zj) in row.iter().enumerate() {
+            total -= q[a * o + j] * (zj - lse);
+        }
+    }
+    total / n as f64
+}
+
 /// Mean cross-entropy against smoothed targets, by its definition: -sum_o q_o log softmax(z)_o
 /// with q = (1 - e) onehot(label) + e / O (torch.nn.CrossEntropyLoss(label_smoothing=e)).
 pub fn cross_entropy_smoothed(n: usize, o: usize, z: &[f64], labels: &[u32], e: f64) -> f64 {

@@ -9,6 +9,7 @@ use crate::gpu::GpuOptions;
 use crate::model::{Family, ModelSpec};
 use crate::ops::amp::LossScale;
 use crate::ops::sgd::SgdConfig;
+use crate::preprocess::BatchMixing;
 
 /// torchvision's ImageNet recipe: lr 0.1 for a batch of 256, scaled linearly with the batch.
 pub const IMAGENET_LR: f64 = 0.1;
@@ -408,6 +409,9 @@ pub struct TrainConfig {
     /// The probability of torchvision's RandomErasing for each training image, after its
     /// normalisation (`--random-erase`; 0: none).
     pub random_erase: f32,
+    /// MixUp and CutMix of the training batches (torchvision's `--mixup-alpha`,
+    /// `--cutmix-alpha`; alphas 0: none).
+    pub mixing: BatchMixing,
     /// Epochs; `None`: the paper's 64k iterations for the CIFAR models, torchvision's 90 epochs
     /// for the ImageNet ones.
     pub epochs: Option<usize>,
@@ -447,6 +451,10 @@ impl Default for TrainConfig {
             model_ema: None,
             zero_init_residual: false,
             random_erase: 0.0,
+            mixing: BatchMixing {
+                mixup_alpha: 0.0,
+                cutmix_alpha: 0.0,
+            },
             epochs: None,
             recipe: Recipe::default(),
             val_split: 0,
@@ -494,6 +502,15 @@ impl TrainConfig {
             return Err(Error::Invalid(format!(
                 "`random_erase` is a probability, in [0, 1], got {}",
                 self.random_erase
+            )));
+        }
+        let alphas = [
+            ("mixup_alpha", self.mixing.mixup_alpha),
+            ("cutmix_alpha", self.mixing.cutmix_alpha),
+        ];
+        if let Some((name, a)) = alphas.iter().find(|(_, a)| !(a.is_finite() && *a >= 0.0)) {
+            return Err(Error::Invalid(format!(
+                "`{name}` must be 0 (off) or a positive Beta parameter, got {a}"
             )));
         }
         let at_least_one = [

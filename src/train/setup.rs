@@ -226,6 +226,9 @@ fn training_plan(
     if c.random_erase > 0.0 {
         cfg.preprocess.erase = Some(RandomErasing { p: c.random_erase });
     }
+    if c.mixing.is_on() {
+        cfg.preprocess.mix = Some(c.mixing);
+    }
     cfg.fine_tune = c.fine_tuning.plan_settings(spec)?;
     // torch.amp: the scaled loss's gradients keep small values in f16's range
     cfg.loss_scale = c.loss_scale.for_precision(c.gpu.precision);

@@ -193,13 +193,44 @@ def decay_groups(model, weight_decay, norm_weight_decay, bias_weight_decay):
     return [{"params": ps, "weight_decay": decays[k]} for k, ps in groups.items() if ps]
 
 
-def step(model, batch, out, groups=None):
+def mixed_batch(x, y, mix):
+    """torchvision's RandomMixUp or RandomCutMix (references/classification/transforms.py) with
+    its draw given: ("mixup", lambda) or ("cutmix", (x1, y1, x2, y2)); the batch is rolled by one
+    image, the targets become class probabilities."""
+    target = F.one_hot(y, 10).float()
+    x_rolled, target_rolled = x.roll(1, 0), target.roll(1, 0)
+    x = x.clone()
+    if mix[0] == "mixup":
+        lam = mix[1]
+        x.mul_(lam).add_(x_rolled.mul_(1.0 - lam))
+    else:
+        x1, y1, x2, y2 = mix[1]
+        x[:, :, y1:y2, x1:x2] = x_rolled[:, :, y1:y2, x1:x2]
+        lam = float(1.0 - (x2 - x1) * (y2 - y1) / (x.shape[-1] * x.shape[-2]))
+    target_rolled.mul_(1.0 - lam)
+    return x, target.mul_(lam).add_(target_rolled)
+
+
+def mixed_steps():
+    """One step of the PyTorch ResNet-20 on a MixUp batch, and one on a CutMix batch with label
+    smoothing 0.1."""
+    model = ResNet20()
+    model.load_state_dict(torch.load(OUT / "resnet20.pth"))
+    step(model, 128, "resnet20_mixup_step.json", mix=("mixup", 0.75))
+    model.load_state_dict(torch.load(OUT / "resnet20.pth"))
+    step(model, 128, "resnet20_cutmix_step.json", mix=("cutmix", (5, 9, 21, 27)), smoothing=0.1)
+
+
+def step(model, batch, out, groups=None, mix=None, smoothing=0.0):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x, y = bundled("train.bin")
+    x, y = x[:batch], y[:batch]
+    if mix is not None:
+        x, y = mixed_batch(x, y, mix)
     params = groups if groups is not None else model.parameters()
     opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4)
     model.train()
-    loss = F.cross_entropy(model(x[:batch]), y[:batch])
+    loss = F.cross_entropy(model(x), y, label_smoothing=smoothing)
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -332,4 +363,5 @@ if __name__ == "__main__":
     random_erasing()
     resnet20()
     one_step()
+    mixed_steps()
     tiny_bottleneck()
