@@ -47,6 +47,7 @@ fn loader(c: &mut Criterion) {
         let job = BatchJob {
             indices: (0..BATCH).collect(),
             stream: 1,
+            repeats: Vec::new(),
         };
         let files: Vec<_> = (0..BATCH)
             .map(|i| {

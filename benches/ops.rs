@@ -344,7 +344,7 @@ fn other_cases(gpu: &Gpu, m: &ModelShapes, out: &mut Vec<Case>) {
         seed: 1,
         first: 0,
         erase: false,
-        mix: resnet::preprocess::BatchMix::Nothing,
+        mix: resnet::preprocess::MixDraw::Nothing,
         normalize: NORMALIZE,
     };
     out.push(Case {

@@ -8,8 +8,8 @@
 // MixUp and CutMix (src/preprocess/mix.rs) mix each image with the one before it in the batch,
 // and its target with weight `lambda` on its own label's q and 1 - lambda on the other's (by
 // linearity so is the loss); it counts as correct when the argmax is the label of the larger
-// weight (torchvision's accuracy against the soft target's argmax). lambda = 1: the above, bits
-// and all.
+// weight, the smaller class on a tie (torchvision's accuracy against the soft target's argmax,
+// torch.max's first maximum). lambda = 1: the above, bits and all.
 // ce_reduce sums the rows in a fixed order into stats = [loss, correct] and adds
 // [loss * N, correct, N] to a running accumulator that is read back only now and then; its
 // fourth slot records the first batch (1-based, since the last clear) whose loss was not finite,
@@ -61,9 +61,14 @@ fn ce_forward_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
         sum_z += z;
     }
     // without smoothing exactly the plain cross-entropy (e = 0 adds 0 * sum_z)
-    let z_target = logits[base + label] * lambda + logits[base + other] * (1.0 - lambda);
+    // unmixed, the other label's term is left out rather than added times 0 (an infinite logit)
+    let mixed_z = logits[base + label] * lambda + logits[base + other] * (1.0 - lambda);
+    let z_target = select(mixed_z, logits[base + label], lambda == 1.0);
     rows[2u * n] = log(se) + mx - (1.0 - e) * z_target - uniform_q * sum_z;
-    rows[2u * n + 1u] = select(0.0, 1.0, arg == select(other, label, lambda >= 0.5));
+    // the soft target's argmax: the label of the larger weight, the smaller class on a tie
+    var larger = select(other, label, lambda > 0.5);
+    if (lambda == 0.5) { larger = min(label, other); }
+    rows[2u * n + 1u] = select(0.0, 1.0, arg == larger);
 }
 
 var<workgroup> red_l: array<f32, 256>;

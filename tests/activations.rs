@@ -553,7 +553,7 @@ fn the_input_stage_writes_f16_images() {
         seed: 3,
         first: 0,
         erase: false,
-        mix: resnet::preprocess::BatchMix::Nothing,
+        mix: resnet::preprocess::MixDraw::Nothing,
         normalize: cifar10::NORMALIZE,
     };
     let bytes: Vec<u8> = (0..2 * 3 * 64).map(|i| (i * 37 % 256) as u8).collect();

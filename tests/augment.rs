@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use resnet::ops::augment::{self, crop_params, pack_bytes, AugmentConfig};
-use resnet::preprocess::{BatchMix, BatchMixing, RandomErasing};
+use resnet::preprocess::{BatchMixing, MixDraw, RandomErasing};
 
 fn pixels(n: usize, seed: u64) -> Vec<u8> {
     rand_vec(n * 3 * 32 * 32, seed)
@@ -64,7 +64,7 @@ fn augmentation_matches_reference_and_is_reproducible() {
         seed: 1234,
         first: 0,
         erase: false,
-        mix: BatchMix::Nothing,
+        mix: MixDraw::Nothing,
         normalize: resnet::cifar10::NORMALIZE,
     };
     let a = run_aug(&gpu, &px, n, &cfg);
@@ -132,7 +132,7 @@ fn flip_is_exact_and_crop_keeps_source_pixels() {
         seed: 7,
         first: 0,
         erase: false,
-        mix: BatchMix::Nothing,
+        mix: MixDraw::Nothing,
         normalize: resnet::preprocess::Normalize {
             mean: [0.0; 3],
             std: [1.0; 3],
@@ -193,7 +193,7 @@ fn erasing_zeroes_each_images_rectangle_of_the_normalised_output() {
         seed: 77,
         first: 0,
         erase: true,
-        mix: BatchMix::Nothing,
+        mix: MixDraw::Nothing,
         normalize: resnet::cifar10::NORMALIZE,
     };
     let erasing = RandomErasing { p: 0.7 };
@@ -312,7 +312,7 @@ fn mixup_and_cutmix_blend_each_image_with_the_one_before_it() {
         seed: 31,
         first: 0,
         erase: true,
-        mix: BatchMix::Nothing,
+        mix: MixDraw::Nothing,
         normalize: resnet::cifar10::NORMALIZE,
     };
     let rects: Vec<u32> = (0..n as u32).flat_map(|i| [i, 2 * i, 9, 4]).collect();
@@ -332,7 +332,7 @@ fn mixup_and_cutmix_blend_each_image_with_the_one_before_it() {
     let image = 3 * 32 * 32;
     let lambda = 0.3f32;
     let mixup = augmented(&AugmentConfig {
-        mix: BatchMix::MixUp { lambda },
+        mix: MixDraw::MixUp { lambda },
         ..plain
     });
     let want: Vec<f64> = (0..n * image)
@@ -344,7 +344,7 @@ fn mixup_and_cutmix_blend_each_image_with_the_one_before_it() {
     assert_close("mixup", &mixup, &want, 1e-6);
     let rect = [3, 10, 20, 17];
     let cutmix = augmented(&AugmentConfig {
-        mix: BatchMix::CutMix { lambda: 0.5, rect },
+        mix: MixDraw::CutMix { lambda: 0.5, rect },
         ..plain
     });
     for (k, &got) in cutmix.iter().enumerate() {
@@ -371,8 +371,8 @@ fn batch_mixing_draws_as_torchvision_does() {
             cutmix_alpha: 0.0,
         };
         let lambdas: Vec<f64> = (0..draws)
-            .map(|s| match mixup.draw(s, (32, 32)) {
-                BatchMix::MixUp { lambda } => lambda as f64,
+            .map(|s| match mixup.draw(s, 0, (32, 32)) {
+                MixDraw::MixUp { lambda } => lambda as f64,
                 other => panic!("{other:?}"),
             })
             .collect();
@@ -393,10 +393,10 @@ fn batch_mixing_draws_as_torchvision_does() {
     };
     let mut cutmixes = 0;
     for s in 0..draws {
-        if let BatchMix::CutMix {
+        if let MixDraw::CutMix {
             lambda,
             rect: [x1, y1, x2, y2],
-        } = both.draw(s, (24, 40))
+        } = both.draw(7, s, (24, 40))
         {
             cutmixes += 1;
             assert!(
@@ -420,5 +420,5 @@ fn batch_mixing_draws_as_torchvision_does() {
         mixup_alpha: 0.0,
         cutmix_alpha: 0.0,
     };
-    assert_eq!(off.draw(1, (32, 32)), BatchMix::Nothing);
+    assert_eq!(off.draw(1, 0, (32, 32)), MixDraw::Nothing);
 }

@@ -99,9 +99,20 @@ fn bad_data_gives_one_line_errors() {
     let erase = train_with(&["--random-erase", "1.5"]);
     fails_with(&erase, &["--random-erase", "[0, 1]", "1.5"]);
     let mixup = train_with(&["--mixup-alpha=-0.2"]);
-    fails_with(&mixup, &["--mixup-alpha", "positive Beta parameter", "-0.2"]);
+    fails_with(
+        &mixup,
+        &["--mixup-alpha", "positive Beta parameter", "-0.2"],
+    );
     let cutmix = train_with(&["--cutmix-alpha", "NaN"]);
     fails_with(&cutmix, &["--cutmix-alpha", "NaN"]);
+    let reps = train_with(&["--ra-reps", "4"]);
+    fails_with(&reps, &["--ra-reps", "--ra-sampler", "not on"]);
+    let no_reps = train_with(&["--ra-sampler", "--ra-reps", "0"]);
+    fails_with(&no_reps, &["--ra-reps", "at least 1"]);
+    let reps = train_with(&["--ra-reps", "4"]);
+    fails_with(&reps, &["--ra-reps", "--ra-sampler", "not on"]);
+    let no_reps = train_with(&["--ra-sampler", "--ra-reps", "0"]);
+    fails_with(&no_reps, &["--ra-reps", "at least 1"]);
     let no_adapter = resnet(&["info", "--backend", "metal"]);
     fails_with(&no_adapter, &["no GPU adapter", "mesa-vulkan-drivers"]);
     // lavapipe is the one adapter of its kind here: index 0 only

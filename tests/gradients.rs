@@ -470,10 +470,6 @@ fn one_sgd_step_with_torchvisions_weight_decay_groups_equals_pytorchs_own() {
     assert!(worst.0 > 1e-2, "one decay for all passes too: {worst:?}");
 }
 
-/// The same for torchvision's layout, built by PyTorch from torchvision's own blocks
-/// (tests/data/torch/tiny_bottleneck.pth: 7x7/2 stem, max pool, bottlenecks with projection
-/// shortcuts and the stride on their 3x3, as torchvision's ResNet-50), narrowed to widths 8 and
-/// 16 so that it fits in the repository.
 /// One step on a MixUp batch (lambda 0.75) and one on a CutMix batch (the box [5, 9, 21, 27),
 /// with label smoothing 0.1) equal PyTorch's steps on the batches torchvision's RandomMixUp and
 /// RandomCutMix make with those draws (resnet20_mixup_step.json, resnet20_cutmix_step.json),
@@ -481,11 +477,11 @@ fn one_sgd_step_with_torchvisions_weight_decay_groups_equals_pytorchs_own() {
 /// from the unmixed batch's (1.00).
 #[test]
 fn one_sgd_step_on_a_mixup_or_cutmix_batch_equals_pytorchs_own() {
-    use resnet::preprocess::BatchMix;
+    use resnet::preprocess::MixDraw;
     let spec = ModelSpec::from_name("resnet20", 10).unwrap();
     let sgd = SgdConfig::he2016();
-    let mixup = BatchMix::MixUp { lambda: 0.75 };
-    let cutmix = BatchMix::CutMix {
+    let mixup = MixDraw::MixUp { lambda: 0.75 };
+    let cutmix = MixDraw::CutMix {
         lambda: 0.71875,
         rect: [5, 9, 21, 27],
     };
@@ -504,6 +500,10 @@ fn one_sgd_step_on_a_mixup_or_cutmix_batch_equals_pytorchs_own() {
     }
 }
 
+/// The same for torchvision's layout, built by PyTorch from torchvision's own blocks
+/// (tests/data/torch/tiny_bottleneck.pth: 7x7/2 stem, max pool, bottlenecks with projection
+/// shortcuts and the stride on their 3x3, as torchvision's ResNet-50), narrowed to widths 8 and
+/// 16 so that it fits in the repository.
 #[test]
 fn one_sgd_step_of_torchvisions_layout_equals_pytorchs_own() {
     let spec = ModelSpec {
@@ -530,7 +530,7 @@ fn step_against_pytorch(
     batch: usize,
     sgd: SgdConfig,
 ) -> (f64, String) {
-    let unmixed = (resnet::preprocess::BatchMix::Nothing, 0.0);
+    let unmixed = (resnet::preprocess::MixDraw::Nothing, 0.0);
     step_against_pytorch_mixed(spec, fixture, batch, sgd, unmixed)
 }
 
@@ -541,7 +541,7 @@ fn step_against_pytorch_mixed(
     (name, step): (&str, &str),
     batch: usize,
     sgd: SgdConfig,
-    (mix, smoothing): (resnet::preprocess::BatchMix, f32),
+    (mix, smoothing): (resnet::preprocess::MixDraw, f32),
 ) -> (f64, String) {
     use resnet::model::ModelState;
     use resnet::plan::{Plan, PlanConfig};

@@ -349,7 +349,12 @@ fn a_mixed_batchs_loss_is_the_cross_entropy_against_its_mixed_targets() {
             q[i * o + before] += (1.0 - e) * (1.0 - lambda as f64);
             let row = &z[i * o..(i + 1) * o];
             let arg = (0..o).fold(0, |a, j| if row[j] > row[a] { j } else { a });
-            correct += (arg == if lambda >= 0.5 { own } else { before }) as u8 as f32;
+            let target = match lambda {
+                l if l > 0.5 => own,
+                l if l < 0.5 => before,
+                _ => own.min(before),
+            };
+            correct += (arg == target) as u8 as f32;
         }
         let z64 = f64s(&z);
         let want = cross_entropy_soft(n, o, &z64, &q);

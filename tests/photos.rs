@@ -92,6 +92,7 @@ fn batches_do_not_depend_on_the_worker_threads() {
         .map(|b| BatchJob {
             indices: (0..16).map(|i| (b * 37 + i * 11) % 200).collect(),
             stream: 3,
+            repeats: Vec::new(),
         })
         .collect();
     let collect = |workers| {
@@ -120,6 +121,19 @@ fn batches_do_not_depend_on_the_worker_threads() {
     .unwrap();
     assert_ne!(other.pixels, inline[0].pixels);
     assert_eq!(other.labels, inline[0].labels);
+    // the repeated-augmentation sampler's repeats of one image are transformed apart; its first
+    // is the image's draw without repeats
+    let image = jobs[0].indices[0];
+    let repeats = BatchJob {
+        indices: vec![image; 3],
+        stream: 3,
+        repeats: vec![0, 1, 2],
+    };
+    let thrice = assemble(&*src.train, &repeats, 7).unwrap();
+    let per = thrice.pixels.len() / 3;
+    let (first, rest) = thrice.pixels.split_at(per);
+    assert_eq!(first, &inline[0].pixels[..per]);
+    assert!(first != &rest[..per] && first != &rest[per..] && rest[..per] != rest[per..]);
 }
 
 #[test]

@@ -660,8 +660,9 @@ fn torchvisions_warm_up_and_schedules_give_pytorchs_rate_each_epoch() {
     }
 }
 
-/// A run's warm-up epochs are where torchvision restarts the moving average, and the rate the
-/// run logs for a warm-up epoch is its factor of the learning rate; the schedule starts after.
+/// A run's warm-up epochs are where torchvision restarts the moving average (of 4 updates, the
+/// 2 of the warm-up epoch do not count), and the rate the run logs for a warm-up epoch is its
+/// factor of the learning rate; the schedule starts after.
 #[test]
 fn a_run_warms_up_for_whole_epochs() {
     let recipe = Recipe {
@@ -675,6 +676,10 @@ fn a_run_warms_up_for_whole_epochs() {
     let config = TrainConfig {
         model: "resnet8".into(),
         epochs: Some(2),
+        model_ema: Some(resnet::train::ModelEma {
+            steps: 1,
+            decay: 0.5,
+        }),
         recipe: Recipe {
             lr_warmup_epochs: 1,
             lr_warmup_method: train::WarmupMethod::Constant,
@@ -703,6 +708,8 @@ fn a_run_warms_up_for_whole_epochs() {
         (lrs[0] - 0.025).abs() < 1e-9 && (lrs[1] - 0.05).abs() < 1e-9,
         "{lrs:?}"
     );
+    let average = resnet::checkpoint::load(&out.path().join("ema.safetensors")).unwrap();
+    assert_eq!(average.metadata["n_averaged"], "2");
 }
 
 /// A training plan with random erasing trains on its images with each rectangle set to 0: with
@@ -770,4 +777,57 @@ fn a_plan_that_erases_trains_on_its_images_with_the_rectangles_at_zero() {
         one_step(None, &pixels).0,
         "erasing changed nothing"
     );
+}
+
+/// A training plan that mixes draws each step's MixUp or CutMix from the step's seed and its
+/// shard's first image: one step gives the loss and weights of the same step with that draw
+/// given, and not those of the unmixed step. An evaluation plan refuses a mix.
+#[test]
+fn a_plan_that_mixes_draws_its_mix_from_the_steps_seed() {
+    use resnet::plan::Shard;
+    use resnet::preprocess::{BatchMixing, MixDraw};
+    let gpu = gpu();
+    let spec = ModelSpec::from_name("resnet8", 10).unwrap();
+    let (n, first) = (8usize, 5usize);
+    let mixing = BatchMixing {
+        mixup_alpha: 0.2,
+        cutmix_alpha: 1.0,
+    };
+    let pixels: Vec<u8> = (0..n * 3 * 32 * 32).map(|i| (i * 31 % 253) as u8).collect();
+    let labels: Vec<u32> = (0..n as u32).map(|i| i * 3 % 10).collect();
+    let one_step = |mixes: bool, seed: u32, given: Option<MixDraw>| {
+        let m = ModelState::new(&gpu, &spec, 2).unwrap();
+        let mut cfg = plan_cfg(n, true, 0.1);
+        cfg.preprocess.mix = mixes.then_some(mixing);
+        cfg.shard = Shard { first, bn_ranks: 1 };
+        let plan = Plan::new(&gpu, &m, cfg).unwrap();
+        plan.set_batch(&gpu, &pixels, &labels).unwrap();
+        match given {
+            Some(mix) => plan.set_step_mixed(&gpu, seed, 0.1, mix).unwrap(),
+            None => plan.set_step(&gpu, seed, 0.1).unwrap(),
+        }
+        plan.submit(&gpu);
+        (read(&gpu, &plan.loss.stats)[0], read(&gpu, &m.params))
+    };
+    let mut kinds = Vec::new();
+    for seed in [1u32, 2, 3, 4] {
+        let drawn = mixing.draw(seed as u64, first as u64, (32, 32));
+        kinds.push(matches!(drawn, MixDraw::CutMix { .. }));
+        let mixed = one_step(true, seed, None);
+        assert_eq!(
+            mixed,
+            one_step(false, seed, Some(drawn)),
+            "seed {seed}: {drawn:?}"
+        );
+        assert_ne!(
+            mixed.0,
+            one_step(false, seed, None).0,
+            "seed {seed} mixed nothing"
+        );
+    }
+    assert!(kinds.contains(&true) && kinds.contains(&false), "{kinds:?}");
+    let m = ModelState::new(&gpu, &spec, 2).unwrap();
+    let eval = Plan::new(&gpu, &m, PlanConfig::eval(n, (32, 32), cifar10::NORMALIZE)).unwrap();
+    let mixup = MixDraw::MixUp { lambda: 0.5 };
+    assert!(eval.set_step_mixed(&gpu, 1, 0.0, mixup).is_err());
 }

@@ -209,6 +209,14 @@ pub struct TrainConfigArgs {
     /// labels weighted by the areas (torchvision's --cutmix-alpha; that recipe: 1.0)
     #[arg(long, default_value_t = 0.0, value_name = "ALPHA")]
     pub cutmix_alpha: f64,
+    /// torchvision's repeated-augmentation sampler: each epoch takes its shuffled images
+    /// --ra-reps times in a row, each time augmented apart, dealt to the ranks in turn; an epoch
+    /// keeps its steps and sees about 1/reps of the images (its ResNet-50 V2 recipe: --ra-reps 4)
+    #[arg(long)]
+    pub ra_sampler: bool,
+    /// The repeats of each image under --ra-sampler
+    #[arg(long, default_value_t = 3)]
+    pub ra_reps: usize,
     /// Epochs (default: the paper's 64k iterations for the CIFAR models, 164 epochs at batch 128;
     /// torchvision's 90 for the ImageNet models)
     #[arg(long)]
@@ -262,6 +270,11 @@ impl TrainConfigArgs {
                 "`{alone}` sets the moving average of `model_ema`, which is not on"
             )));
         }
+        if given("ra_reps") && !self.ra_sampler {
+            return Err(resnet::Error::Invalid(
+                "`ra_reps` sets the repeats of `ra_sampler`, which is not on".into(),
+            ));
+        }
         if let Some(alone) = ["lr_warmup_method", "lr_warmup_decay"]
             .into_iter()
             .find(|f| given(f) && self.recipe.lr_warmup_epochs == 0)
@@ -274,6 +287,7 @@ impl TrainConfigArgs {
             model: self.model.clone(),
             zero_init_residual: self.zero_init_residual,
             random_erase: self.random_erase,
+            ra_reps: self.ra_sampler.then_some(self.ra_reps),
             mixing: resnet::preprocess::BatchMixing {
                 mixup_alpha: self.mixup_alpha,
                 cutmix_alpha: self.cutmix_alpha,
@@ -327,6 +341,14 @@ mod tests {
             (lib.model, lib.epochs, lib.seed, lib.log_every)
         );
         assert_eq!(config.eval_batch_size, lib.eval_batch_size);
+        assert_eq!(
+            (
+                config.random_erase,
+                config.mixing,
+                config.zero_init_residual
+            ),
+            (lib.random_erase, lib.mixing, lib.zero_init_residual)
+        );
     }
 
     #[test]

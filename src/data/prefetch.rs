@@ -18,6 +18,15 @@ use crate::rng::item_seed;
 pub struct BatchJob {
     pub indices: Vec<usize>,
     pub stream: u64,
+    /// Which repeat of its image each is in the epoch (the repeated-augmentation sampler), so
+    /// that repeats are transformed apart; empty: every image's first.
+    pub repeats: Vec<u32>,
+}
+
+/// The key of image `index`'s `repeat`-th transform in an epoch: the index itself for the
+/// first (as without repeats), distinct for the others.
+fn transform_key(index: usize, repeat: u32) -> u64 {
+    index as u64 + ((repeat as u64) << 40)
 }
 
 /// An assembled batch: CHW u8 pixels of every image, back to back, and their labels.
@@ -28,13 +37,14 @@ pub struct Batch {
 }
 
 /// Assembles `job` from `source` on this thread; image `i` is drawn with
-/// `item_seed(seed, job.stream, i)`.
+/// `item_seed(seed, job.stream, i)` (its repeats with other keys).
 pub fn assemble(source: &dyn ImageSource, job: &BatchJob, seed: u64) -> Result<Batch> {
     let (h, w) = source.size();
     let per = 3 * h * w;
     let mut pixels = vec![0u8; job.indices.len() * per];
-    for (&i, out) in job.indices.iter().zip(pixels.chunks_mut(per)) {
-        source.load(i, item_seed(seed, job.stream, i as u64), out)?;
+    for (k, (&i, out)) in job.indices.iter().zip(pixels.chunks_mut(per)).enumerate() {
+        let key = transform_key(i, job.repeats.get(k).copied().unwrap_or(0));
+        source.load(i, item_seed(seed, job.stream, key), out)?;
     }
     let labels = job.indices.iter().map(|&i| source.label(i)).collect();
     Ok(Batch { pixels, labels })

@@ -4,7 +4,7 @@
 use super::{activations, check_shape, kernel};
 use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, Kernel, Tensor, Uniform};
-use crate::preprocess::{BatchMix, Normalize};
+use crate::preprocess::{MixDraw, Normalize};
 
 const SHADER: (&str, &str) = ("augment.wgsl", include_str!("../../shaders/augment.wgsl"));
 
@@ -32,7 +32,7 @@ pub struct AugmentConfig {
     /// random erasing).
     pub erase: bool,
     /// MixUp or CutMix of this batch, after the erasing.
-    pub mix: BatchMix,
+    pub mix: MixDraw,
 }
 
 impl AugmentConfig {
@@ -60,9 +60,9 @@ impl AugmentConfig {
             .f(self.normalize.std[2])
             .f(1.0);
         let (kind, cut) = match self.mix {
-            BatchMix::Nothing => (0, [0; 4]),
-            BatchMix::MixUp { .. } => (1, [0; 4]),
-            BatchMix::CutMix { rect, .. } => (2, rect),
+            MixDraw::Nothing => (0, [0; 4]),
+            MixDraw::MixUp { .. } => (1, [0; 4]),
+            MixDraw::CutMix { rect, .. } => (2, rect),
         };
         let u = u.u(kind).f(self.mix.lambda()).u(0).u(0);
         cut.iter().fold(u, |u, &c| u.u(c as usize))

@@ -109,6 +109,17 @@ pub struct LossParams {
 }
 
 impl LossParams {
+    /// The settings [`cross_entropy`] builds its kernels with, for `logits` [N, O] (unmixed).
+    pub fn of(logits: &Tensor, smoothing: f32, scaled: bool) -> LossParams {
+        LossParams {
+            n: logits.shape[0],
+            o: logits.shape[1],
+            smoothing,
+            scaled,
+            lambda: 1.0,
+        }
+    }
+
     /// The shader's uniform.
     pub fn uniform(&self) -> Uniform {
         Uniform::new()
@@ -142,7 +153,7 @@ pub fn cross_entropy(
             format!("logits must be [N, classes], got {:?}", logits.shape),
         );
     }
-    let (n, o) = (logits.shape[0], logits.shape[1]);
+    let n = logits.shape[0];
     check_shape(OP, "labels", labels, &[n])?;
     check_shape(OP, "dlogits", dlogits, &logits.shape)?;
     check_shape(OP, "rows", &out.rows, &[n, 2])?;
@@ -152,14 +163,7 @@ pub fn cross_entropy(
             format!("label smoothing must be in [0, 1], got {smoothing}"),
         );
     }
-    let p = LossParams {
-        n,
-        o,
-        smoothing,
-        scaled: scaler.is_some(),
-        lambda: 1.0,
-    }
-    .uniform();
+    let p = LossParams::of(logits, smoothing, scaler.is_some()).uniform();
     let unscaled;
     let scaler = match scaler {
         Some(s) => s,

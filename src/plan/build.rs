@@ -253,13 +253,7 @@ impl Visitor for ForwardWalk<'_, '_> {
             stage: self.stages.len(),
             index: ks.len(),
         };
-        let loss_params = LossParams {
-            n,
-            o: fc.out_features,
-            smoothing,
-            scaled: io.scaler.is_some(),
-            lambda: 1.0,
-        };
+        let loss_params = LossParams::of(&io.logits, smoothing, io.scaler.is_some());
         ks.extend(loss::cross_entropy(
             gpu,
             &io.logits,

@@ -4,7 +4,7 @@ use crate::ops::amp::LossScale;
 use crate::ops::augment::AugmentConfig;
 use crate::ops::sgd::SgdConfig;
 pub use crate::preprocess::Normalize;
-use crate::preprocess::{BatchMix, GpuAugment, Preprocess};
+use crate::preprocess::{GpuAugment, MixDraw, Preprocess};
 
 /// Training (batch statistics, backward, SGD) or evaluation (running statistics, forward only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +169,7 @@ impl PlanConfig {
             first: self.shard.first,
             normalize: self.preprocess.normalize,
             erase: self.erases(),
-            mix: BatchMix::Nothing,
+            mix: MixDraw::Nothing,
         }
     }
 

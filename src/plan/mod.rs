@@ -22,7 +22,7 @@ use crate::ops::augment::AugmentConfig;
 use crate::ops::batchnorm::Exchange;
 use crate::ops::loss::{LossBuffers, LossParams};
 use crate::ops::sgd::SgdConfig;
-use crate::preprocess::{BatchMix, RandomErasing};
+use crate::preprocess::{MixDraw, RandomErasing};
 use std::ops::Range;
 
 /// A named group of kernels recorded into one command encoder (a block, the head, ...).
@@ -152,15 +152,22 @@ impl Plan {
     pub fn set_step(&self, gpu: &Gpu, seed: u32, lr: f32) -> Result<()> {
         let mix = match self.config.preprocess.mix {
             Some(mixing) if self.config.mode == Mode::Train => {
-                mixing.draw(seed as u64, self.config.input)
+                let first = self.config.shard.first as u64;
+                mixing.draw(seed as u64, first, self.config.input)
             }
-            _ => BatchMix::Nothing,
+            _ => MixDraw::Nothing,
         };
         self.set_step_mixed(gpu, seed, lr, mix)
     }
 
-    /// [`Plan::set_step`] with the batch's mixing given rather than drawn from the seed.
-    pub fn set_step_mixed(&self, gpu: &Gpu, seed: u32, lr: f32, mix: BatchMix) -> Result<()> {
+    /// [`Plan::set_step`] with the batch's mixing given rather than drawn from the seed (a
+    /// training plan's only: evaluation never mixes).
+    pub fn set_step_mixed(&self, gpu: &Gpu, seed: u32, lr: f32, mix: MixDraw) -> Result<()> {
+        if mix != MixDraw::Nothing && self.config.mode != Mode::Train {
+            return Err(Error::Invalid(
+                "an evaluation plan does not mix its batches".into(),
+            ));
+        }
         let input = AugmentConfig {
             mix,
             ..self.config.augment_config(seed)
@@ -170,7 +177,9 @@ impl Plan {
         if let (Some(buffer), Some(erasing)) = (&self.erase, self.config.preprocess.erase) {
             gpu.write(buffer, &self.erase_rects(erasing, seed))?;
         }
-        if mix != BatchMix::Nothing || self.config.preprocess.mix.is_some() {
+        // a plan that never mixes keeps the weight 1 it was built with (one write fewer a step);
+        // one that mixes is told every step, back to 1 where a step does not mix
+        if mix != MixDraw::Nothing || self.config.preprocess.mix.is_some() {
             let (at, params) = self.loss_kernel;
             let lambda = mix.lambda();
             self.kernel(at)

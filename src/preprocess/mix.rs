@@ -7,8 +7,8 @@
 //!
 //! The input stage blends the images after their normalisation and erasing
 //! (`shaders/augment.wgsl`), and the loss takes the two labels with their weights
-//! (`shaders/loss.wgsl`); under mpirun each rank mixes its own shard, as each DDP process
-//! collates its own batch.
+//! (`shaders/loss.wgsl`); under mpirun each rank mixes its own shard with its own draw, as each
+//! DDP process collates its own batch.
 
 use rand_distr::{Beta, Distribution};
 
@@ -23,7 +23,7 @@ pub struct BatchMixing {
 
 /// One batch's mixing: what the input stage and the loss are told for a step.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum BatchMix {
+pub enum MixDraw {
     /// Every image as it is.
     Nothing,
     /// `lambda x image + (1 - lambda) x the image before it`.
@@ -41,12 +41,12 @@ pub enum BatchMix {
     },
 }
 
-impl BatchMix {
+impl MixDraw {
     /// The weight of each image's own label.
     pub fn lambda(&self) -> f32 {
         match *self {
-            BatchMix::Nothing => 1.0,
-            BatchMix::MixUp { lambda } | BatchMix::CutMix { lambda, .. } => lambda,
+            MixDraw::Nothing => 1.0,
+            MixDraw::MixUp { lambda } | MixDraw::CutMix { lambda, .. } => lambda,
         }
     }
 }
@@ -80,19 +80,21 @@ impl BatchMixing {
         self.mixup_alpha > 0.0 || self.cutmix_alpha > 0.0
     }
 
-    /// The mixing of the batch of a step seeded by `seed`, images of `size` (height, width):
+    /// The mixing of the batch of a step seeded by `seed` whose first image is image `first` of
+    /// the global batch (a rank's shard: each rank draws its own, as each DDP process does),
+    /// images of `size` (height, width):
     /// torchvision's RandomChoice of RandomMixUp and RandomCutMix (both with p = 1), each
     /// drawing lambda from Beta(alpha, alpha); CutMix's box centred on a uniform pixel with
     /// sides `sqrt(1 - lambda)` of the image's, clipped to it, and lambda recomputed from its
     /// area.
-    pub fn draw(&self, seed: u64, (h, w): (usize, usize)) -> BatchMix {
+    pub fn draw(&self, seed: u64, first: u64, (h, w): (usize, usize)) -> MixDraw {
         let mut bits = Bits(crate::rng::SplitMix64(crate::rng::item_seed(
             seed,
             Self::STREAM,
-            0,
+            first,
         )));
         let cutmix = match (self.mixup_alpha > 0.0, self.cutmix_alpha > 0.0) {
-            (false, false) => return BatchMix::Nothing,
+            (false, false) => return MixDraw::Nothing,
             (true, true) => bits.0.below(2) == 1,
             (mixup, _) => !mixup,
         };
@@ -104,7 +106,7 @@ impl BatchMixing {
         let beta = Beta::new(alpha, alpha).expect("alpha checked positive");
         let lambda: f64 = beta.sample(&mut bits);
         if !cutmix {
-            return BatchMix::MixUp {
+            return MixDraw::MixUp {
                 lambda: lambda as f32,
             };
         }
@@ -116,7 +118,7 @@ impl BatchMixing {
         let x2 = (cx + half_w).min(w as i64) as u32;
         let y2 = (cy + half_h).min(h as i64) as u32;
         let pasted = ((x2 - x1) * (y2 - y1)) as f64 / (w * h) as f64;
-        BatchMix::CutMix {
+        MixDraw::CutMix {
             lambda: (1.0 - pasted) as f32,
             rect: [x1, y1, x2, y2],
         }

@@ -11,7 +11,7 @@ pub mod mix;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod transforms;
 
-pub use mix::{BatchMix, BatchMixing};
+pub use mix::{BatchMixing, MixDraw};
 
 /// Per-channel input normalisation, as torchvision's `transforms.Normalize(mean, std)` after
 /// `ToTensor` (pixels scaled to [0, 1]).

@@ -412,6 +412,9 @@ pub struct TrainConfig {
     /// MixUp and CutMix of the training batches (torchvision's `--mixup-alpha`,
     /// `--cutmix-alpha`; alphas 0: none).
     pub mixing: BatchMixing,
+    /// torchvision's repeated-augmentation sampler (`--ra-sampler`, `--ra-reps`): each epoch
+    /// takes its images this many times in a row, each time augmented apart (`None`: each once).
+    pub ra_reps: Option<usize>,
     /// Epochs; `None`: the paper's 64k iterations for the CIFAR models, torchvision's 90 epochs
     /// for the ImageNet ones.
     pub epochs: Option<usize>,
@@ -455,6 +458,7 @@ impl Default for TrainConfig {
                 mixup_alpha: 0.0,
                 cutmix_alpha: 0.0,
             },
+            ra_reps: None,
             epochs: None,
             recipe: Recipe::default(),
             val_split: 0,
@@ -518,6 +522,7 @@ impl TrainConfig {
             ("eval_batch_size", self.eval_batch_size),
             ("log_every", self.log_every),
             ("epochs", self.epochs.unwrap_or(1)),
+            ("ra_reps", self.ra_reps.unwrap_or(1)),
         ];
         if let Some((name, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
             return Err(Error::Invalid(format!("`{name}` must be at least 1")));

@@ -68,6 +68,7 @@ pub(super) fn evaluate_sums(
         .map(|c| BatchJob {
             indices: c.to_vec(),
             stream: 0,
+            repeats: Vec::new(),
         })
         .collect();
     let workers = if d.decodes() { workers.max(1) } else { 0 };

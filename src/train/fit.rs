@@ -7,7 +7,7 @@
 use super::events::{Event, Events, ExchangeCost, RunInfo};
 use super::ranks::{Exchanged, Ranks};
 use super::run_dir::{RunDir, RunState, SavedRun};
-use super::schedule::shuffled;
+use super::schedule::{repeated_augmentation, shuffled};
 use super::setup::{self, Opened};
 use super::{ExponentialMovingAverage, TrainConfig};
 use crate::data::{BatchJob, ImageSource, Sources};
@@ -188,7 +188,7 @@ impl<'a> Run<'a> {
         let started = Instant::now();
         self.opened.trainer.clear(&self.opened.gpu)?;
         let epoch_start = self.state.iteration;
-        let order = shuffled(train.len(), c.seed.wrapping_add(epoch as u64));
+        let order = self.epoch_order(train.len(), epoch);
         let mut batches = setup::prefetch(c, train, self.batch_jobs(&order, epoch))?;
         let (mut lr, mut prev, mut status) =
             (self.opened.recipe.lr, LossSums::default(), String::new());
@@ -251,13 +251,32 @@ impl<'a> Run<'a> {
         })
     }
 
+    /// The images of an epoch's global batches in order, with which repeat of its image each
+    /// is: a permutation of `len` seeded by (seed, epoch), or the repeated-augmentation
+    /// sampler's order made from it.
+    fn epoch_order(&self, len: usize, epoch: usize) -> Vec<(usize, u32)> {
+        let perm = shuffled(len, self.config.seed.wrapping_add(epoch as u64));
+        match self.config.ra_reps {
+            Some(reps) => {
+                let batch = self.config.recipe.batch_size;
+                let layout = (self.ranks.size(), batch, self.opened.steps_per_epoch);
+                repeated_augmentation(&perm, reps, layout)
+            }
+            None => perm.into_iter().map(|i| (i, 0)).collect(),
+        }
+    }
+
     /// This rank's shard of every global batch of an epoch in `order`.
-    fn batch_jobs(&self, order: &[usize], epoch: usize) -> Vec<BatchJob> {
+    fn batch_jobs(&self, order: &[(usize, u32)], epoch: usize) -> Vec<BatchJob> {
         let (batch, shard) = (self.config.recipe.batch_size, &self.opened.shard);
         (0..self.opened.steps_per_epoch)
-            .map(|s| BatchJob {
-                indices: order[s * batch + shard.start..s * batch + shard.end].to_vec(),
-                stream: epoch as u64,
+            .map(|s| {
+                let mine = &order[s * batch + shard.start..s * batch + shard.end];
+                BatchJob {
+                    indices: mine.iter().map(|e| e.0).collect(),
+                    stream: epoch as u64,
+                    repeats: mine.iter().map(|e| e.1).collect(),
+                }
             })
             .collect()
     }

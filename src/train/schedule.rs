@@ -137,6 +137,35 @@ pub fn shuffled(n: usize, seed: u64) -> Vec<usize> {
     v
 }
 
+/// torchvision's repeated-augmentation sampler (`--ra-sampler`, its references' RASampler) in
+/// global terms: the epoch's permutation `perm` with each image repeated `reps` times in a
+/// row, dealt out in turn to `ranks` ranks (rank r takes the r-th of every `ranks`, so an
+/// image's repeats go to different ranks, or with one process into the same batch), laid out
+/// as the global batches of `batch` images whose rank r holds shard r. Each entry is (image,
+/// which repeat of it: its augmentation is drawn apart). Enough for `steps` batches: an epoch
+/// keeps its length (torchvision's keeps about the data set's too) and sees about 1/reps of the
+/// images.
+pub fn repeated_augmentation(
+    perm: &[usize],
+    reps: usize,
+    (ranks, batch, steps): (usize, usize, usize),
+) -> Vec<(usize, u32)> {
+    let repeated: Vec<(usize, u32)> = perm
+        .iter()
+        .flat_map(|&i| (0..reps as u32).map(move |k| (i, k)))
+        .collect();
+    // rank r's sampler: every ranks-th from r (the list wraps round to divide evenly)
+    let per_rank = batch / ranks;
+    let dealt = |rank: usize, k: usize| repeated[(rank + k * ranks) % repeated.len()];
+    let mut order = Vec::with_capacity(steps * batch);
+    for step in 0..steps {
+        for rank in 0..ranks {
+            order.extend((0..per_rank).map(|k| dealt(rank, step * per_rank + k)));
+        }
+    }
+    order
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +182,24 @@ mod tests {
         let oc = LrSchedule::OneCycle;
         assert!((oc.lr_at((0.1, 0.0), 30, 100, 0, &m) - 0.1).abs() < 1e-9);
         assert!((oc.lr_at((0.1, 0.0), 0, 100, 0, &m) - 0.004).abs() < 1e-9);
+    }
+
+    #[test]
+    fn repeated_augmentation_deals_each_images_repeats_in_turn() {
+        let perm: Vec<usize> = (0..10).rev().collect();
+        // one process: each image three times in a row, 2 batches of 4
+        let one = repeated_augmentation(&perm, 3, (1, 4, 2));
+        let images: Vec<usize> = one.iter().map(|e| e.0).collect();
+        assert_eq!(images, [9, 9, 9, 8, 8, 8, 7, 7]);
+        let repeats: Vec<u32> = one.iter().map(|e| e.1).collect();
+        assert_eq!(repeats, [0, 1, 2, 0, 1, 2, 0, 1]);
+        // two ranks: rank 0 takes the 1st, 3rd, 5th... of 9,9,9,8,8,8,7,7,7..., rank 1 the rest;
+        // a global batch of 4 holds rank 0's two, then rank 1's two
+        let two = repeated_augmentation(&perm, 3, (2, 4, 2));
+        let images: Vec<usize> = two.iter().map(|e| e.0).collect();
+        assert_eq!(images, [9, 9, 9, 8, 8, 7, 8, 7]);
+        let first: Vec<(usize, u32)> = two[..4].to_vec();
+        assert_eq!(first, [(9, 0), (9, 2), (9, 1), (8, 0)]);
     }
 
     #[test]
