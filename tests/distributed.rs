@@ -220,7 +220,7 @@ fn bad_bucket_sizes_stop_every_rank() {
     let run = c.output().unwrap();
     let all = text(&run);
     assert!(!run.status.success(), "{all}");
-    let line = "the 2 MPI ranks disagree on the configuration (model, recipe, epochs, seed, sync_bn, bucket_mb, model_ema, data)";
+    let line = "the 2 MPI ranks disagree on the configuration (model, recipe, epochs, seed, sync_bn, bucket_mb, model_ema, augmentation, data)";
     assert_eq!(all.matches(line).count(), 1, "{all}");
     assert!(!all.contains("panicked"), "{all}");
 }

@@ -86,7 +86,7 @@ pub(super) fn open(
     let spec = ModelSpec::from_name(&c.model, classes_of(c, train)?)?;
     let steps_per_epoch = train.len() / c.recipe.batch_size;
     let what = format!(
-        "{} epochs {} seed {} resume {} sync-bn {} bucket {} {:?} ema {:?} zero-init {} data {} images of {}x{}",
+        "{} epochs {} seed {} resume {} sync-bn {} bucket {} {:?} ema {:?} zero-init {} erase {} {:?} ra {:?} data {} images of {}x{}",
         spec.name,
         c.epochs_or_default(spec.family, steps_per_epoch),
         c.seed,
@@ -96,12 +96,15 @@ pub(super) fn open(
         c.recipe,
         c.model_ema,
         c.zero_init_residual,
+        c.random_erase,
+        c.mixing,
+        c.ra_reps,
         train.len(),
         train.size().0,
         train.size().1
     );
     let what_for =
-        "configuration (model, recipe, epochs, seed, sync_bn, bucket_mb, model_ema, data)";
+        "configuration (model, recipe, epochs, seed, sync_bn, bucket_mb, model_ema, augmentation, data)";
     ranks.check_agree(what_for, &|| Ok(what.clone().into_bytes()))?;
     let shard = ranks.shard(c.recipe.batch_size)?;
     let plan = training_plan(c, train, ranks, shard.clone(), &spec)?;
