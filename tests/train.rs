@@ -27,6 +27,22 @@ fn plan_cfg(batch: usize, augment: bool, lr: f32) -> PlanConfig {
     PlanConfig::train(batch, (32, 32), sgd, preprocess)
 }
 
+/// `config`'s run, silent, in a fresh temporary directory: the directory and the epochs' rows.
+fn fit_in_temp_dir(
+    config: &TrainConfig,
+    split: resnet::data::Split,
+) -> (tempfile::TempDir, Vec<EpochMetrics>) {
+    let out = tempfile::tempdir().unwrap();
+    let run = train::fit(
+        config,
+        split,
+        &OneProcess,
+        RunDir::new(out.path()),
+        &mut Silent,
+    );
+    (out, run.unwrap().epochs)
+}
+
 fn batch_of(d: &resnet::data::Dataset, idx: &[usize]) -> (Vec<u8>, Vec<u32>) {
     let px = idx.iter().flat_map(|&i| d.image(i).to_vec()).collect();
     (px, idx.iter().map(|&i| d.labels[i] as u32).collect())
@@ -215,16 +231,7 @@ fn a_run_with_model_ema_saves_and_evaluates_its_average() {
         },
         ..options(3)
     };
-    let out = tempfile::tempdir().unwrap();
-    let rows = train::fit(
-        &config,
-        split,
-        &OneProcess,
-        RunDir::new(out.path()),
-        &mut Silent,
-    )
-    .unwrap()
-    .epochs;
+    let (out, rows) = fit_in_temp_dir(&config, split);
     let row = &rows[0];
     assert_eq!(
         (row.ema_test_loss, row.ema_test_acc),
@@ -690,16 +697,7 @@ fn a_run_warms_up_for_whole_epochs() {
         subset: Some(64),
         ..options(3)
     };
-    let out = tempfile::tempdir().unwrap();
-    let rows = train::fit(
-        &config,
-        split,
-        &OneProcess,
-        RunDir::new(out.path()),
-        &mut Silent,
-    )
-    .unwrap()
-    .epochs;
+    let (out, rows) = fit_in_temp_dir(&config, split);
     // lr 0.1: its quarter through the warm-up epoch, then a cosine over the last epoch's 2
     // steps, whose second runs at half the rate
     let lrs: Vec<f64> = rows.iter().map(|r| r.lr).collect();

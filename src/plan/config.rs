@@ -4,7 +4,7 @@ use crate::ops::amp::LossScale;
 use crate::ops::augment::AugmentConfig;
 use crate::ops::sgd::SgdConfig;
 pub use crate::preprocess::Normalize;
-use crate::preprocess::{GpuAugment, MixDraw, Preprocess};
+use crate::preprocess::{BatchMixing, GpuAugment, MixDraw, Preprocess};
 
 /// Training (batch statistics, backward, SGD) or evaluation (running statistics, forward only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,5 +176,10 @@ impl PlanConfig {
     /// Whether the input stage erases random rectangles (training with `preprocess.erase`).
     pub(super) fn erases(&self) -> bool {
         self.mode == Mode::Train && self.preprocess.erase.is_some()
+    }
+
+    /// The MixUp/CutMix of a training plan's batches (`preprocess.mix`); evaluation: none.
+    pub(super) fn mixing(&self) -> Option<BatchMixing> {
+        self.preprocess.mix.filter(|_| self.mode == Mode::Train)
     }
 }

@@ -150,12 +150,10 @@ impl Plan {
     /// Sets this step's augmentation seed (and the rectangles random erasing and the mixing
     /// MixUp or CutMix draw from it) and learning rate.
     pub fn set_step(&self, gpu: &Gpu, seed: u32, lr: f32) -> Result<()> {
-        let mix = match self.config.preprocess.mix {
-            Some(mixing) if self.config.mode == Mode::Train => {
-                let first = self.config.shard.first as u64;
-                mixing.draw(seed as u64, first, self.config.input)
-            }
-            _ => MixDraw::Nothing,
+        let first = self.config.shard.first as u64;
+        let mix = match self.config.mixing() {
+            Some(mixing) => mixing.draw(seed as u64, first, self.config.input),
+            None => MixDraw::Nothing,
         };
         self.set_step_mixed(gpu, seed, lr, mix)
     }
@@ -179,7 +177,7 @@ impl Plan {
         }
         // a plan that never mixes keeps the weight 1 it was built with (one write fewer a step);
         // one that mixes is told every step, back to 1 where a step does not mix
-        if mix != MixDraw::Nothing || self.config.preprocess.mix.is_some() {
+        if mix != MixDraw::Nothing || self.config.mixing().is_some() {
             let (at, params) = self.loss_kernel;
             let lambda = mix.lambda();
             self.kernel(at)
