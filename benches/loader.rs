@@ -1,12 +1,14 @@
 //! The photo loader on one core, in images/s (criterion's "elem/s"): JPEG decode alone, decode +
-//! torchvision's training transform (RandomResizedCrop(224) + flip) and decode + the evaluation
-//! transform (Resize(256) + CenterCrop(224)), on 224x224 JPEGs and on 500x375 ones (ImageNet's
-//! typical size), made by upscaling the repository's CIFAR-10 photos. Multiply by `--workers` for a whole machine and
+//! torchvision's training transform (RandomResizedCrop(224) + flip, without and with
+//! TrivialAugmentWide after it) and decode + the evaluation transform (Resize(256) +
+//! CenterCrop(224)), on 224x224 JPEGs and on 500x375 ones (ImageNet's typical size), made by
+//! upscaling the repository's CIFAR-10 photos. Multiply by `--workers` for a whole machine and
 //! compare with `resnet bench`'s training images/s to see whether the GPU would wait.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use image::codecs::jpeg::JpegEncoder;
 use resnet::data::{assemble, open_photos, BatchJob, PhotoSizes};
+use resnet::preprocess::AutoAugment;
 use std::path::Path;
 use std::time::Duration;
 
@@ -66,6 +68,14 @@ fn loader(c: &mut Criterion) {
         g.bench_function(
             format!("decode_random_resized_crop_224_flip/{w}x{h}"),
             |b| b.iter(|| assemble(&*src.train, &job, 0).expect("batch")),
+        );
+        let ta = src
+            .train
+            .with_auto_augment(AutoAugment::TrivialAugmentWide)
+            .expect("a photo folder");
+        g.bench_function(
+            format!("decode_random_resized_crop_224_flip_ta_wide/{w}x{h}"),
+            |b| b.iter(|| assemble(&*ta, &job, 0).expect("batch")),
         );
         g.bench_function(format!("decode_resize_256_center_crop_224/{w}x{h}"), |b| {
             b.iter(|| assemble(&*src.test, &job, 0).expect("batch"))

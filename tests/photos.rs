@@ -8,8 +8,9 @@ use common::cifar::jpeg_fixture;
 use common::cli::{fails_with, ok, resnet_with_cache};
 use common::serve::serve;
 use resnet::checkpoint::{self, Checkpoint};
-use resnet::data::{assemble, open_photos, BatchJob, PhotoSizes, Prefetch};
+use resnet::data::{assemble, open_photos, BatchJob, ImageSource, PhotoSizes, Prefetch};
 use resnet::model::{ModelSpec, ModelState};
+use resnet::preprocess::AutoAugment;
 use std::path::{Path, PathBuf};
 
 /// resnet18 on the fixture's 200 + 100 JPEGs, small crops so that lavapipe trains quickly.
@@ -136,6 +137,43 @@ fn batches_do_not_depend_on_the_worker_threads() {
     assert!(first != &rest[..per] && first != &rest[per..] && rest[..per] != rest[per..]);
 }
 
+/// `with_auto_augment` puts TrivialAugmentWide after the training crop and flip: the same seed
+/// gives the same pixels, and most draws change the image (Identity, and operations that leave a
+/// given crop as it is, do not); the evaluation set is untouched.
+#[test]
+fn trivial_augment_follows_the_training_crop_of_photo_folders() {
+    let sizes = PhotoSizes {
+        train_crop: 24,
+        train_crop_scale: (0.08, 1.0),
+        eval_resize: 36,
+        eval_crop: 32,
+    };
+    let src = open_photos(&jpeg_fixture(), sizes).unwrap();
+    let ta = src
+        .train
+        .with_auto_augment(AutoAugment::TrivialAugmentWide)
+        .unwrap();
+    let load = |set: &dyn ImageSource, i: usize, seed: u64| {
+        let (h, w) = set.size();
+        let mut out = vec![0u8; 3 * h * w];
+        set.load(i, seed, &mut out).unwrap();
+        out
+    };
+    let changed = (0..60)
+        .filter(|&i| {
+            let once = load(&*ta, i, i as u64);
+            assert_eq!(once, load(&*ta, i, i as u64), "image {i}");
+            once != load(&*src.train, i, i as u64)
+        })
+        .count();
+    assert!((45..60).contains(&changed), "{changed} of 60 changed");
+    let eval_ta = src
+        .test
+        .with_auto_augment(AutoAugment::TrivialAugmentWide)
+        .unwrap();
+    assert_eq!(load(&*eval_ta, 3, 9), load(&*src.test, 3, 9));
+}
+
 #[test]
 fn photo_folders_stream_resume_exactly_and_checkpoints_predict_alone() {
     let cache = tempfile::tempdir().unwrap();
@@ -144,8 +182,10 @@ fn photo_folders_stream_resume_exactly_and_checkpoints_predict_alone() {
     let data = data.to_str().unwrap();
     let (a, b) = (runs.path().join("a"), runs.path().join("b"));
     let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
-    // half the photos, a fixed subset (the run records it; the resume takes it from there)
-    let half = |out, epochs| [train_args(data, out, epochs), vec!["--subset", "100"]].concat();
+    // half the photos, a fixed subset, TrivialAugment (the run records them; the resume takes
+    // them from there)
+    let extra = vec!["--subset", "100", "--auto-augment", "ta_wide"];
+    let half = |out, epochs| [train_args(data, out, epochs), extra.clone()].concat();
     let log = ok(&resnet_with_cache(&half(a, "2"), cache.path()));
     assert!(
         log.contains("resnet18") && log.contains("100 train / 100 eval"),

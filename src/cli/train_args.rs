@@ -6,6 +6,7 @@
 use clap::Args;
 use resnet::model::{Family, ModelSpec};
 use resnet::ops::sgd::SgdConfig;
+use resnet::preprocess::AutoAugment;
 use resnet::train::{
     FineTuning, LrSchedule, ModelEma, Recipe, TrainConfig, WarmupMethod, BUCKET_MB, EVAL_BATCH,
 };
@@ -200,6 +201,12 @@ pub struct TrainConfigArgs {
     /// 3.3), the last transform of its recipe (ResNet-50 V2: 0.1)
     #[arg(long, default_value_t = 0.0, value_name = "P")]
     pub random_erase: f32,
+    /// An automatic augmentation of each training photo after its crop and flip, as
+    /// torchvision's --auto-augment: ta_wide is its TrivialAugmentWide (one of 14 Pillow
+    /// operations at a random strength, bilinear; the ResNet-50 V2 recipe's). Photo folders of
+    /// the ImageNet models only: CIFAR images are augmented on the GPU
+    #[arg(long, value_name = "POLICY")]
+    pub auto_augment: Option<AutoAugment>,
     /// MixUp: each training batch blended with itself rolled by one image, pictures and labels
     /// weighted lambda ~ Beta(alpha, alpha) (torchvision's --mixup-alpha; its ResNet-50 V2
     /// recipe: 0.2). With --cutmix-alpha too, each batch takes one of the two, evenly
@@ -287,6 +294,7 @@ impl TrainConfigArgs {
             model: self.model.clone(),
             zero_init_residual: self.zero_init_residual,
             random_erase: self.random_erase,
+            auto_augment: self.auto_augment,
             ra_reps: self.ra_sampler.then_some(self.ra_reps),
             mixing: resnet::preprocess::BatchMixing {
                 mixup_alpha: self.mixup_alpha,
@@ -344,10 +352,16 @@ mod tests {
         assert_eq!(
             (
                 config.random_erase,
+                config.auto_augment,
                 config.mixing,
                 config.zero_init_residual
             ),
-            (lib.random_erase, lib.mixing, lib.zero_init_residual)
+            (
+                lib.random_erase,
+                lib.auto_augment,
+                lib.mixing,
+                lib.zero_init_residual
+            )
         );
     }
 

@@ -192,6 +192,7 @@ impl PhotoSizes {
             size: self.train_crop,
             scale: self.train_crop_scale,
             ratio: crate::preprocess::transforms::DEFAULT_RATIO,
+            auto_augment: None,
         }
     }
 

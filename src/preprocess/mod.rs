@@ -9,7 +9,11 @@
 
 pub mod mix;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod pil;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod transforms;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod trivial_augment;
 
 pub use mix::{BatchMixing, MixDraw};
 
@@ -36,6 +40,37 @@ impl Normalize {
         mean: [0.485, 0.456, 0.406],
         std: [0.229, 0.224, 0.225],
     };
+}
+
+/// An automatic augmentation policy of torchvision's reference scripts (`--auto-augment`), run
+/// on each training photo after its crop and flip, in the CPU transforms of photo folders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoAugment {
+    /// `TrivialAugmentWide` (`ta_wide`): one of fourteen operations at a random strength
+    /// (`trivial_augment`), the policy of torchvision's ResNet-50 V2 recipe.
+    TrivialAugmentWide,
+}
+
+impl AutoAugment {
+    /// The policy's name in torchvision's `--auto-augment`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AutoAugment::TrivialAugmentWide => "ta_wide",
+        }
+    }
+}
+
+impl std::str::FromStr for AutoAugment {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ta_wide" => Ok(AutoAugment::TrivialAugmentWide),
+            _ => Err(format!(
+                "unknown policy '{s}': the choice is ta_wide (torchvision's TrivialAugmentWide; \
+                 its ra, augmix and AutoAugment policies are not built)"
+            )),
+        }
+    }
 }
 
 /// What the GPU does to a training batch before normalising it.

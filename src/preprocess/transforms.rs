@@ -13,6 +13,8 @@ use image::imageops;
 use image::RgbImage;
 use std::cell::RefCell;
 
+use super::trivial_augment::trivial_augment_wide;
+use super::AutoAugment;
 use crate::rng::SplitMix64;
 
 /// torchvision's `RandomResizedCrop` defaults.
@@ -35,11 +37,13 @@ pub enum Transform {
     /// Resize to exactly (height, width), aspect ratio not kept (images of one size are kept as
     /// they are): the CIFAR-style small-folder path, whose augmentation runs on the GPU.
     Resize { size: (usize, usize) },
-    /// `RandomResizedCrop(size, scale, ratio)` then `RandomHorizontalFlip()`.
+    /// `RandomResizedCrop(size, scale, ratio)` then `RandomHorizontalFlip()`, then the
+    /// automatic augmentation where there is one.
     RandomResizedCrop {
         size: usize,
         scale: (f64, f64),
         ratio: (f64, f64),
+        auto_augment: Option<AutoAugment>,
     },
     /// `Resize(resize)` (the shorter side) then `CenterCrop(crop)`.
     ResizeCenterCrop { resize: usize, crop: usize },
@@ -52,6 +56,7 @@ impl Transform {
             size,
             scale: DEFAULT_SCALE,
             ratio: DEFAULT_RATIO,
+            auto_augment: None,
         }
     }
 
@@ -73,7 +78,12 @@ impl Transform {
     pub fn apply(&self, img: RgbImage, rng: &mut SplitMix64) -> RgbImage {
         match *self {
             Transform::Resize { size: (h, w) } => resize_exact(img, h, w),
-            Transform::RandomResizedCrop { size, scale, ratio } => {
+            Transform::RandomResizedCrop {
+                size,
+                scale,
+                ratio,
+                auto_augment,
+            } => {
                 let b = random_resized_crop_box(
                     img.height() as usize,
                     img.width() as usize,
@@ -85,7 +95,10 @@ impl Transform {
                 if rng.uniform() < 0.5 {
                     imageops::flip_horizontal_in_place(&mut out);
                 }
-                out
+                match auto_augment {
+                    Some(AutoAugment::TrivialAugmentWide) => trivial_augment_wide(out, rng),
+                    None => out,
+                }
             }
             Transform::ResizeCenterCrop { resize, crop: c } => {
                 let (h, w) =
@@ -323,6 +336,7 @@ mod tests {
             size: 2,
             scale: (1.0, 1.0),
             ratio: (1.0, 1.0),
+            auto_augment: None,
         };
         let mut rng = SplitMix64(3);
         let flipped = (0..1000)

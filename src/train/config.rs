@@ -9,7 +9,7 @@ use crate::gpu::GpuOptions;
 use crate::model::{Family, ModelSpec};
 use crate::ops::amp::LossScale;
 use crate::ops::sgd::SgdConfig;
-use crate::preprocess::BatchMixing;
+use crate::preprocess::{AutoAugment, BatchMixing};
 
 /// torchvision's ImageNet recipe: lr 0.1 for a batch of 256, scaled linearly with the batch.
 pub const IMAGENET_LR: f64 = 0.1;
@@ -409,6 +409,9 @@ pub struct TrainConfig {
     /// The probability of torchvision's RandomErasing for each training image, after its
     /// normalisation (`--random-erase`; 0: none).
     pub random_erase: f32,
+    /// The automatic augmentation of each training photo after its crop and flip
+    /// (torchvision's `--auto-augment`; photo folders only).
+    pub auto_augment: Option<AutoAugment>,
     /// MixUp and CutMix of the training batches (torchvision's `--mixup-alpha`,
     /// `--cutmix-alpha`; alphas 0: none).
     pub mixing: BatchMixing,
@@ -454,6 +457,7 @@ impl Default for TrainConfig {
             model_ema: None,
             zero_init_residual: false,
             random_erase: 0.0,
+            auto_augment: None,
             mixing: BatchMixing {
                 mixup_alpha: 0.0,
                 cutmix_alpha: 0.0,

@@ -46,6 +46,9 @@ pub(super) fn training_and_evaluation_sets(
         eval_set = train.select(val_idx, false);
         train = train.select(train_idx, true);
     }
+    if let Some(policy) = c.auto_augment {
+        train = train.with_auto_augment(policy)?;
+    }
     if train.len() < c.recipe.batch_size {
         return Err(Error::Invalid(format!(
             "`batch_size` {} is larger than the {} training images",
@@ -86,7 +89,7 @@ pub(super) fn open(
     let spec = ModelSpec::from_name(&c.model, classes_of(c, train)?)?;
     let steps_per_epoch = train.len() / c.recipe.batch_size;
     let what = format!(
-        "{} epochs {} seed {} resume {} sync-bn {} bucket {} {:?} ema {:?} zero-init {} erase {} {:?} ra {:?} data {} images of {}x{}",
+        "{} epochs {} seed {} resume {} sync-bn {} bucket {} {:?} ema {:?} zero-init {} erase {} {:?} {:?} ra {:?} data {} images of {}x{}",
         spec.name,
         c.epochs_or_default(spec.family, steps_per_epoch),
         c.seed,
@@ -97,6 +100,7 @@ pub(super) fn open(
         c.model_ema,
         c.zero_init_residual,
         c.random_erase,
+        c.auto_augment,
         c.mixing,
         c.ra_reps,
         train.len(),

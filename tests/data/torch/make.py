@@ -41,6 +41,11 @@ root with torch installed (CPU is enough): python3 tests/data/torch/make.py
   ddp_state_dict.pth          the small state_dict as DistributedDataParallel's state_dict()
                               names it: module. before every key
   bool_buffer.pth             a state_dict with a bool tensor, which no ResNet has
+  trivial_augment.json        torchvision's TrivialAugmentWide on PIL images, op by op: its
+                              magnitude tables (torch.linspace's float32 values), three input
+                              images (two crops of bundled CIFAR JPEGs and a small synthetic one)
+                              and _apply_op's output for chosen bins and signs, with bilinear
+                              interpolation as its reference recipe uses
 """
 import json
 from collections import OrderedDict
@@ -328,6 +333,43 @@ def random_erasing():
     (OUT / "random_erasing.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
+def trivial_augment():
+    """TrivialAugmentWide's ops as torchvision applies them to PIL images (_apply_op, bilinear as
+    the reference recipe's --interpolation), for every op at a few bins and signs."""
+    import base64
+    from PIL import Image
+    from torchvision.transforms import autoaugment, InterpolationMode
+    b64 = lambda b: base64.b64encode(bytes(b)).decode()
+    jpeg = OUT.parents[1] / "data" / "cifar10-jpeg" / "train"
+    square = Image.open(jpeg / "cat" / "0000.jpg").convert("RGB").resize((24, 24), Image.BILINEAR)
+    tall = Image.open(jpeg / "ship" / "0001.jpg").convert("RGB").crop((5, 3, 25, 27))
+    g = torch.Generator().manual_seed(0)
+    flat = torch.stack([torch.full((7, 9), 77), torch.randint(100, 140, (7, 9), generator=g),
+                        torch.randint(0, 256, (7, 9), generator=g)], -1).to(torch.uint8)
+    images = [square, tall, Image.fromarray(flat.numpy(), "RGB")]
+    space = autoaugment.TrivialAugmentWide()._augmentation_space(31)
+    tables = {op: {"signed": signed, "magnitudes": m.flatten().tolist()} for op, (m, signed) in space.items()}
+    picks = {"ShearX": [(1, 1), (10, -1), (30, -1)], "ShearY": [(4, -1), (17, 1), (30, 1)],
+             "TranslateX": [(1, -1), (15, 1), (30, -1)], "TranslateY": [(8, 1), (23, -1)],
+             "Rotate": [(1, 1), (7, -1), (20, 1), (20, -1), (30, 1)],
+             "Posterize": [(0, 1), (13, 1), (30, 1)], "Solarize": [(0, 1), (3, 1), (17, 1), (30, 1)]}
+    for op in ["Brightness", "Color", "Contrast", "Sharpness"]:
+        picks[op] = [(30, -1), (10, -1), (20, 1), (30, 1)]
+    cases = []
+    for op, (m, signed) in space.items():
+        for bin_, sign in picks.get(op, [(0, 1)]):
+            magnitude = float(m.flatten()[bin_].item()) * sign
+            for k, img in enumerate(images):
+                out = autoaugment._apply_op(img, op, magnitude, InterpolationMode.BILINEAR, None)
+                cases.append({"op": op, "bin": bin_, "negative": sign < 0, "image": k,
+                              "out": b64(out.tobytes())})
+    record = {"torch": torch.__version__, "torchvision": torchvision.__version__,
+              "pillow": Image.__version__, "tables": tables,
+              "images": [{"width": i.width, "height": i.height, "rgb": b64(i.tobytes())} for i in images],
+              "cases": cases}
+    (OUT / "trivial_augment.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
 def small_state_dict():
     sd = OrderedDict()
     sd["conv1.weight"] = (torch.arange(12, dtype=torch.float16).view(3, 4) / 4).t()  # a view
@@ -361,6 +403,7 @@ if __name__ == "__main__":
     gradscaler_trace()
     lr_warmup()
     random_erasing()
+    trivial_augment()
     resnet20()
     one_step()
     mixed_steps()

@@ -1,0 +1,257 @@
+//! The Pillow operations torchvision's TrivialAugmentWide applies to a PIL image, reproduced
+//! to the bit: its affine warp with bilinear sampling and `rotate`, `Image.blend` (the
+//! `ImageEnhance` classes), the `L` conversion, the `SMOOTH` filter and the `ImageOps` lookup
+//! tables. The arithmetic follows Pillow's C (`Geometry.c`, `Blend.c`, `Filter.c`, `Convert.c`)
+//! and Python (`Image.rotate`, `ImageOps`) in its own precision and order: a float32 blend
+//! rounds differently from a float64 one, and a pixel one step off is a different image.
+//! `tests/trivial_augment.rs` checks every operation against Pillow's own output.
+
+use image::RgbImage;
+
+/// Python's `math.radians`: the angle times pi / 180 (the constant rounded once, as CPython's).
+pub fn radians(degrees: f64) -> f64 {
+    degrees * (std::f64::consts::PI / 180.0)
+}
+
+/// Python's `math.degrees`.
+pub fn degrees(radians: f64) -> f64 {
+    radians * (180.0 / std::f64::consts::PI)
+}
+
+/// torchvision's `_get_inverse_affine_matrix` with scale 1: the map from an output pixel to
+/// where it samples the input, for a rotation by `angle` and shears `shear` (degrees) about
+/// `center`, then a translation by `translate` pixels.
+pub fn inverse_affine(
+    center: (f64, f64),
+    angle: f64,
+    translate: (f64, f64),
+    shear: (f64, f64),
+) -> [f64; 6] {
+    let (rot, sx, sy) = (radians(angle), radians(shear.0), radians(shear.1));
+    let (cx, cy) = center;
+    let (tx, ty) = translate;
+    let a = (rot - sy).cos() / sy.cos();
+    let b = -(rot - sy).cos() * sx.tan() / sy.cos() - rot.sin();
+    let c = (rot - sy).sin() / sy.cos();
+    let d = -(rot - sy).sin() * sx.tan() / sy.cos() + rot.cos();
+    let mut m = [d, -b, 0.0, -c, a, 0.0];
+    m[2] += m[0] * (-cx - tx) + m[1] * (-cy - ty);
+    m[5] += m[3] * (-cx - tx) + m[4] * (-cy - ty);
+    m[2] += cx;
+    m[5] += cy;
+    m
+}
+
+/// `Image.transform(size, AFFINE, m, BILINEAR, fillcolor=0)`: each output pixel's centre mapped
+/// by `m`, sampled bilinearly (edges clamped), black where it falls outside the image.
+pub fn affine_bilinear(img: &RgbImage, m: &[f64; 6]) -> RgbImage {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let src = img.as_raw();
+    let mut out = RgbImage::new(w as u32, h as u32);
+    let dst: &mut [u8] = &mut out;
+    for y in 0..h {
+        for x in 0..w {
+            let (xo, yo) = (x as f64 + 0.5, y as f64 + 0.5);
+            let xin = m[0] * xo + m[1] * yo + m[2];
+            let yin = m[3] * xo + m[4] * yo + m[5];
+            if let Some(px) = bilinear(src, (w, h), xin, yin) {
+                dst[(y * w + x) * 3..][..3].copy_from_slice(&px);
+            }
+        }
+    }
+    out
+}
+
+/// Pillow's `bilinear_filter32RGB` at (`xin`, `yin`); `None` outside the image.
+fn bilinear(src: &[u8], (w, h): (usize, usize), xin: f64, yin: f64) -> Option<[u8; 3]> {
+    if xin < 0.0 || xin >= w as f64 || yin < 0.0 || yin >= h as f64 {
+        return None;
+    }
+    let (xin, yin) = (xin - 0.5, yin - 0.5);
+    let (x, y) = (xin.floor() as i64, yin.floor() as i64);
+    let (dx, dy) = (xin - x as f64, yin - y as f64);
+    let clip = |v: i64, n: usize| v.clamp(0, n as i64 - 1) as usize;
+    let (x0, x1) = (clip(x, w), clip(x + 1, w));
+    let lerp = |a: f64, b: f64, d: f64| a + (b - a) * d;
+    // Pillow subtracts the two bytes as ints before scaling: (b - a) * d, not b * d - a * d
+    let row = |r: usize, band: usize| {
+        let (a, b) = (src[(r * w + x0) * 3 + band], src[(r * w + x1) * 3 + band]);
+        a as f64 + (b as i32 - a as i32) as f64 * dx
+    };
+    let mut px = [0u8; 3];
+    for (band, p) in px.iter_mut().enumerate() {
+        let v1 = row(clip(y, h), band);
+        let below = y + 1;
+        let v2 = match below >= 0 && below < h as i64 {
+            true => row(below as usize, band),
+            false => v1,
+        };
+        *p = lerp(v1, v2, dy) as u8;
+    }
+    Some(px)
+}
+
+/// `Image.rotate(angle, BILINEAR, fillcolor=0)` counter-clockwise about the centre, keeping the
+/// size: Pillow's exact paths for 0, 180 and (square images) 90 and 270 degrees, else its
+/// affine matrix with the sines and cosines rounded to 15 decimals.
+pub fn rotate(img: &RgbImage, angle: f64) -> RgbImage {
+    let angle = angle.rem_euclid(360.0);
+    let square = img.width() == img.height();
+    match angle {
+        0.0 => return img.clone(),
+        180.0 => return image::imageops::rotate180(img),
+        90.0 if square => return image::imageops::rotate270(img),
+        270.0 if square => return image::imageops::rotate90(img),
+        _ => {}
+    }
+    let a = -radians(angle);
+    let round15 = |v: f64| {
+        format!("{v:.15}")
+            .parse::<f64>()
+            .expect("a formatted float")
+    };
+    let (cos, sin, msin) = (round15(a.cos()), round15(a.sin()), round15(-a.sin()));
+    let (cx, cy) = (img.width() as f64 / 2.0, img.height() as f64 / 2.0);
+    let mut m = [cos, sin, 0.0, msin, cos, 0.0];
+    let (x, y) = (-cx, -cy);
+    m[2] = m[0] * x + m[1] * y + 0.0 + cx;
+    m[5] = m[3] * x + m[4] * y + 0.0 + cy;
+    affine_bilinear(img, &m)
+}
+
+/// `Image.blend(degenerate, img, factor)`, what every `ImageEnhance` class returns: a float32
+/// interpolation (or extrapolation, clipped) truncated to a byte.
+pub fn blend(degenerate: &RgbImage, img: &RgbImage, factor: f64) -> RgbImage {
+    let alpha = factor as f32;
+    if alpha == 0.0 {
+        return degenerate.clone();
+    }
+    if alpha == 1.0 {
+        return img.clone();
+    }
+    let mut out = img.clone();
+    let pairs = degenerate.as_raw().iter().zip(img.as_raw().iter());
+    for (o, (&d, &i)) in out.iter_mut().zip(pairs) {
+        let v = d as f32 + alpha * (i as i32 - d as i32) as f32;
+        *o = v.clamp(0.0, 255.0) as u8;
+    }
+    out
+}
+
+/// `img.convert("L")`: ITU-R 601-2 luma in Pillow's 16-bit fixed point, rounded.
+pub fn luma(px: &[u8]) -> u8 {
+    ((px[0] as u32 * 19595 + px[1] as u32 * 38470 + px[2] as u32 * 7471 + 0x8000) >> 16) as u8
+}
+
+/// `img.convert("L").convert("RGB")`: `ImageEnhance.Color`'s degenerate image.
+pub fn grayscale(img: &RgbImage) -> RgbImage {
+    let mut out = img.clone();
+    for px in out.pixels_mut() {
+        let l = luma(&px.0);
+        px.0 = [l, l, l];
+    }
+    out
+}
+
+/// `ImageEnhance.Contrast`'s degenerate image: every pixel the mean luma, rounded half up.
+pub fn mean_gray(img: &RgbImage) -> RgbImage {
+    let sum: u64 = img.pixels().map(|p| luma(&p.0) as u64).sum();
+    let count = (img.width() * img.height()) as f64;
+    let mean = (sum as f64 / count + 0.5) as u8;
+    RgbImage::from_pixel(img.width(), img.height(), image::Rgb([mean; 3]))
+}
+
+/// `img.filter(ImageFilter.SMOOTH)`: the 3x3 kernel 1 1 1 / 1 5 1 / 1 1 1 over 13 in float32,
+/// rows summed bottom to top as Pillow's `ImagingFilter3x3` does, the border pixels copied.
+pub fn smooth(img: &RgbImage) -> RgbImage {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let mut out = img.clone();
+    if w < 3 || h < 3 {
+        return out;
+    }
+    let (edge, centre) = (1.0f32 / 13.0, 5.0f32 / 13.0);
+    let rows = [[edge; 3], [edge, centre, edge], [edge; 3]];
+    let src = img.as_raw();
+    let dst: &mut [u8] = &mut out;
+    for y in 1..h - 1 {
+        for x in 1..w - 1 {
+            for band in 0..3 {
+                let at = |r: usize, c: usize| src[(r * w + c) * 3 + band] as f32;
+                let mut ss = 0.5f32;
+                for (k, r) in rows.iter().zip([y + 1, y, y - 1]) {
+                    ss += at(r, x - 1) * k[0] + at(r, x) * k[1] + at(r, x + 1) * k[2];
+                }
+                dst[(y * w + x) * 3 + band] = ss.clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    out
+}
+
+/// Each channel of `img` through its own lookup table (`Image.point` with 768 entries).
+pub fn point(img: &RgbImage, luts: &[[u8; 256]; 3]) -> RgbImage {
+    let mut out = img.clone();
+    for px in out.pixels_mut() {
+        for (v, lut) in px.0.iter_mut().zip(luts) {
+            *v = lut[*v as usize];
+        }
+    }
+    out
+}
+
+/// The same table for the three channels.
+pub fn point_all(img: &RgbImage, lut: impl Fn(u8) -> u8) -> RgbImage {
+    let table: [u8; 256] = std::array::from_fn(|i| lut(i as u8));
+    point(img, &[table; 3])
+}
+
+/// Per-channel histograms (`Image.histogram()`).
+fn histograms(img: &RgbImage) -> [[u64; 256]; 3] {
+    let mut h = [[0u64; 256]; 3];
+    for px in img.pixels() {
+        for (band, &v) in px.0.iter().enumerate() {
+            h[band][v as usize] += 1;
+        }
+    }
+    h
+}
+
+/// `ImageOps.autocontrast(img)`: each channel stretched from its darkest to its brightest value
+/// onto 0..255 (a channel of one value is kept).
+pub fn autocontrast(img: &RgbImage) -> RgbImage {
+    let luts = histograms(img).map(|h| {
+        let lo = h.iter().position(|&n| n > 0).unwrap_or(0);
+        let hi = h.iter().rposition(|&n| n > 0).unwrap_or(0);
+        if hi <= lo {
+            return std::array::from_fn(|i| i as u8);
+        }
+        let scale = 255.0 / (hi - lo) as f64;
+        let offset = -(lo as f64) * scale;
+        std::array::from_fn(|i| ((i as f64 * scale + offset) as i64).clamp(0, 255) as u8)
+    });
+    point(img, &luts)
+}
+
+/// `ImageOps.equalize(img)`: each channel's values mapped through its cumulative histogram in
+/// Pillow's integer steps (a channel of one value, or too few pixels, is kept).
+pub fn equalize(img: &RgbImage) -> RgbImage {
+    let luts = histograms(img).map(|h| {
+        let identity = std::array::from_fn(|i| i as u8);
+        let used: Vec<u64> = h.iter().copied().filter(|&n| n > 0).collect();
+        if used.len() <= 1 {
+            return identity;
+        }
+        let step = (used.iter().sum::<u64>() - used[used.len() - 1]) / 255;
+        if step == 0 {
+            return identity;
+        }
+        let mut n = step / 2;
+        std::array::from_fn(|i| {
+            // Image.point clips the table to a byte
+            let v = (n / step).min(255) as u8;
+            n += h[i];
+            v
+        })
+    });
+    point(img, &luts)
+}

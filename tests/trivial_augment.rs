@@ -1,0 +1,201 @@
+//! TrivialAugmentWide against torchvision and Pillow themselves: every operation's output on
+//! three images at chosen strengths, byte for byte, and the strength tables, from
+//! tests/data/torch/trivial_augment.json (written by `trivial_augment()` in make.py); the draws'
+//! shares against torchvision's uniform choices; the photo transform applying it.
+
+use base64::Engine;
+use image::RgbImage;
+use resnet::preprocess::transforms::Transform;
+use resnet::preprocess::trivial_augment::{apply, draw, AugmentOp, BINS};
+use resnet::preprocess::AutoAugment;
+use resnet::rng::SplitMix64;
+
+fn fixture() -> serde_json::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/torch/trivial_augment.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn bytes(v: &serde_json::Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().unwrap())
+        .unwrap()
+}
+
+fn op_named(name: &str) -> AugmentOp {
+    *AugmentOp::ALL.iter().find(|op| op.name() == name).unwrap()
+}
+
+#[test]
+fn strength_tables_are_torchvisions() {
+    let torch = fixture();
+    let tables = torch["tables"].as_object().unwrap();
+    let names: Vec<&str> = tables.keys().map(|k| k.as_str()).collect();
+    let mut ours: Vec<&str> = AugmentOp::ALL.iter().map(|op| op.name()).collect();
+    ours.sort();
+    let mut theirs = names.clone();
+    theirs.sort();
+    assert_eq!(ours, theirs, "the fourteen operations");
+    for (name, table) in tables {
+        let op = op_named(name);
+        assert_eq!(op.signed(), table["signed"].as_bool().unwrap(), "{name}");
+        // float32 values (serde_json's parse of a float64 may be an ulp off; a float32 is not)
+        let magnitudes: Vec<f32> = table["magnitudes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(op.has_magnitude(), magnitudes.len() == BINS, "{name}");
+        if op.has_magnitude() {
+            let ours: Vec<f32> = (0..BINS).map(|b| op.magnitude(b) as f32).collect();
+            assert_eq!(ours, magnitudes, "{name}'s table");
+        }
+    }
+}
+
+#[test]
+fn every_operation_matches_pillow_byte_for_byte() {
+    let torch = fixture();
+    let images: Vec<RgbImage> = torch["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let (w, h) = (i["width"].as_u64().unwrap(), i["height"].as_u64().unwrap());
+            RgbImage::from_raw(w as u32, h as u32, bytes(&i["rgb"])).unwrap()
+        })
+        .collect();
+    let mut failures = Vec::new();
+    let cases = torch["cases"].as_array().unwrap();
+    for case in cases {
+        let op = op_named(case["op"].as_str().unwrap());
+        let bin = case["bin"].as_u64().unwrap() as usize;
+        let sign = if case["negative"].as_bool().unwrap() {
+            -1.0
+        } else {
+            1.0
+        };
+        let magnitude = if op.has_magnitude() {
+            sign * op.magnitude(bin)
+        } else {
+            0.0
+        };
+        let img = &images[case["image"].as_u64().unwrap() as usize];
+        let out = apply(img.clone(), op, magnitude);
+        let want = bytes(&case["out"]);
+        assert_eq!(out.dimensions(), img.dimensions());
+        let off: Vec<(usize, u8, u8)> = out
+            .as_raw()
+            .iter()
+            .zip(&want)
+            .enumerate()
+            .filter(|(_, (a, b))| a != b)
+            .map(|(i, (a, b))| (i, *a, *b))
+            .collect();
+        if !off.is_empty() {
+            failures.push(format!(
+                "{} {magnitude} on image {}: {} of {} bytes differ, first {:?} (ours, Pillow's)",
+                op.name(),
+                case["image"],
+                off.len(),
+                want.len(),
+                &off[..off.len().min(3)]
+            ));
+        }
+    }
+    assert!(cases.len() >= 100, "{} cases", cases.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// torchvision draws the operation, the bin and the sign uniformly (`torch.randint`): over
+/// 140,000 draws each operation's share is within 5 standard errors of 1/14, each bin's of a
+/// signed operation within 5 of 1/31, and each sign's of 1/2.
+#[test]
+fn draws_are_uniform_over_operations_bins_and_signs() {
+    let mut rng = SplitMix64(7);
+    let n = 140_000;
+    let mut per_op = [0usize; 14];
+    let mut rotate_bins = [0usize; BINS];
+    let (mut negative, mut signed) = (0usize, 0usize);
+    for _ in 0..n {
+        let (op, magnitude) = draw(&mut rng);
+        let k = AugmentOp::ALL.iter().position(|&o| o == op).unwrap();
+        per_op[k] += 1;
+        if !op.has_magnitude() {
+            assert_eq!(magnitude, 0.0);
+        }
+        if op.signed() {
+            signed += 1;
+            // torchvision's `magnitude *= -1.0` makes bin 0 a -0.0 as well
+            negative += magnitude.is_sign_negative() as usize;
+        } else {
+            assert!(magnitude >= 0.0, "{op:?} {magnitude}");
+        }
+        if op == AugmentOp::Rotate {
+            let bin = (0..BINS)
+                .find(|&b| op.magnitude(b) == magnitude.abs())
+                .unwrap();
+            rotate_bins[bin] += 1;
+        }
+    }
+    let within = |count: usize, total: usize, p: f64| {
+        let se = (p * (1.0 - p) / total as f64).sqrt();
+        (count as f64 / total as f64 - p).abs() < 5.0 * se
+    };
+    for (op, &c) in AugmentOp::ALL.iter().zip(&per_op) {
+        assert!(within(c, n, 1.0 / 14.0), "{op:?} drawn {c} of {n}");
+    }
+    let rotations: usize = rotate_bins.iter().sum();
+    for (b, &c) in rotate_bins.iter().enumerate() {
+        assert!(within(c, rotations, 1.0 / BINS as f64), "bin {b}: {c}");
+    }
+    assert!(within(negative, signed, 0.5), "{negative} of {signed}");
+}
+
+/// The photo transform with TrivialAugmentWide: the crop and flip draw as without it (the same
+/// seed, the same crop), then one operation on the result; over many seeds the images differ
+/// from the plain transform's about 13/14 of the time less the draws that change nothing.
+#[test]
+fn the_training_transform_applies_it_after_the_crop_and_flip() {
+    let img = RgbImage::from_fn(40, 30, |x, y| {
+        image::Rgb([(x * 6) as u8, (y * 8) as u8, ((x * y) % 251) as u8])
+    });
+    let plain = Transform::imagenet_train(16);
+    let Transform::RandomResizedCrop {
+        size, scale, ratio, ..
+    } = plain
+    else {
+        unreachable!()
+    };
+    let ta = Transform::RandomResizedCrop {
+        size,
+        scale,
+        ratio,
+        auto_augment: Some(AutoAugment::TrivialAugmentWide),
+    };
+    let mut changed = 0;
+    for seed in 0..400u64 {
+        let before = plain.apply(img.clone(), &mut SplitMix64(seed));
+        let mut rng = SplitMix64(seed);
+        let after = ta.apply(img.clone(), &mut rng);
+        // replay: the same crop and flip, then the draw the transform made
+        let mut replay = SplitMix64(seed);
+        let cropped = plain.apply(img.clone(), &mut replay);
+        assert_eq!(cropped, before);
+        let (op, magnitude) = draw(&mut replay);
+        assert_eq!(after, apply(cropped, op, magnitude), "seed {seed}");
+        changed += (after != before) as usize;
+    }
+    assert!((300..390).contains(&changed), "{changed} of 400 changed");
+}
+
+#[test]
+fn policy_names_are_torchvisions() {
+    assert_eq!(
+        "ta_wide".parse::<AutoAugment>(),
+        Ok(AutoAugment::TrivialAugmentWide)
+    );
+    let e = "ra".parse::<AutoAugment>().unwrap_err();
+    assert!(e.contains("'ra'") && e.contains("ta_wide"), "{e}");
+}
