@@ -9,7 +9,7 @@ use resnet::cifar10;
 use resnet::model::{ModelSpec, ModelState};
 use resnet::ops::sgd::SgdConfig;
 use resnet::plan::{Plan, PlanConfig};
-use resnet::preprocess::Preprocess;
+use resnet::preprocess::{AutoAugment, Preprocess};
 use resnet::report::EpochMetrics;
 use resnet::train::{self, OneProcess, Recipe, RunDir, Silent, TrainConfig};
 use std::path::Path;
@@ -601,6 +601,40 @@ fn whole_and_resumed(
     run(1, RunDir::new(cut.path()));
     let resumed = run(2, RunDir::resume(cut.path())).epochs;
     (whole, cut, rows, resumed)
+}
+
+/// `auto_augment` on CIFAR (the CPU crops, flips and augments, the GPU normalises): a run
+/// stopped after epoch 1 and resumed equals the whole run, weights included, and trains
+/// otherwise than the plain recipe (the policy reaches the images).
+#[test]
+fn a_run_with_trivial_augment_on_cifar_resumes_exactly() {
+    let data = cifar::subset(13, 5);
+    let config = |epochs| TrainConfig {
+        model: "resnet8".into(),
+        epochs: Some(epochs),
+        auto_augment: Some(AutoAugment::TrivialAugmentWide),
+        ..options(4)
+    };
+    let (whole, cut, rows, resumed) = whole_and_resumed(data.path(), config);
+    let untimed = |r: &EpochMetrics| EpochMetrics {
+        images_per_sec: 0.0,
+        seconds: 0.0,
+        ..r.clone()
+    };
+    assert_eq!(untimed(&resumed[0]), untimed(&rows[1]), "epoch 2 differs");
+    let weights = |o: &tempfile::TempDir| {
+        resnet::checkpoint::load(&o.path().join("last.safetensors"))
+            .unwrap()
+            .tensors
+    };
+    assert_eq!(weights(&whole), weights(&cut), "resumed weights differ");
+    let split = resnet::data::load(data.path(), (32, 32)).unwrap();
+    let plain = TrainConfig {
+        auto_augment: None,
+        ..config(2)
+    };
+    let (_, plain_rows) = fit_in_temp_dir(&plain, split);
+    assert_ne!(plain_rows[0].train_loss, rows[0].train_loss);
 }
 
 /// The recipe of one case of tests/data/torch/lr_warmup.json, written by PyTorch's own

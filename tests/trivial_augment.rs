@@ -1,14 +1,17 @@
 //! TrivialAugmentWide against torchvision and Pillow themselves: every operation's output on
 //! three images at chosen strengths, byte for byte, and the strength tables, from
 //! tests/data/torch/trivial_augment.json (written by `trivial_augment()` in make.py); the draws'
-//! shares against torchvision's uniform choices; the photo transform applying it.
+//! shares against torchvision's uniform choices; images in memory cropped, flipped and augmented
+//! on the CPU.
 
 use base64::Engine;
 use image::RgbImage;
-use resnet::preprocess::transforms::Transform;
+use resnet::data::{augmentation_rng, auto_augmented, ImageSource};
+use resnet::preprocess::transforms::from_chw;
 use resnet::preprocess::trivial_augment::{apply, draw, AugmentOp, BINS};
-use resnet::preprocess::AutoAugment;
+use resnet::preprocess::{AutoAugment, GpuAugment, Normalize, Preprocess};
 use resnet::rng::SplitMix64;
+use std::sync::Arc;
 
 fn fixture() -> serde_json::Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -153,41 +156,50 @@ fn draws_are_uniform_over_operations_bins_and_signs() {
     assert!(within(negative, signed, 0.5), "{negative} of {signed}");
 }
 
-/// The photo transform with TrivialAugmentWide: the crop and flip draw as without it (the same
-/// seed, the same crop), then one operation on the result; over many seeds the images differ
-/// from the plain transform's about 13/14 of the time less the draws that change nothing.
+/// Images in memory (CIFAR) with the policy: the CPU does torchvision's RandomCrop(32,
+/// padding=4) + flip (written here on an explicitly padded 40x40 image, the top, the left and
+/// the flip drawn in that order) then the policy's draw, and the GPU only normalises.
 #[test]
-fn the_training_transform_applies_it_after_the_crop_and_flip() {
-    let img = RgbImage::from_fn(40, 30, |x, y| {
-        image::Rgb([(x * 6) as u8, (y * 8) as u8, ((x * y) % 251) as u8])
-    });
-    let plain = Transform::imagenet_train(16);
-    let Transform::RandomResizedCrop {
-        size, scale, ratio, ..
-    } = plain
-    else {
-        unreachable!()
-    };
-    let ta = Transform::RandomResizedCrop {
-        size,
-        scale,
-        ratio,
-        auto_augment: Some(AutoAugment::TrivialAugmentWide),
-    };
-    let mut changed = 0;
-    for seed in 0..400u64 {
-        let before = plain.apply(img.clone(), &mut SplitMix64(seed));
-        let mut rng = SplitMix64(seed);
-        let after = ta.apply(img.clone(), &mut rng);
-        // replay: the same crop and flip, then the draw the transform made
-        let mut replay = SplitMix64(seed);
-        let cropped = plain.apply(img.clone(), &mut replay);
-        assert_eq!(cropped, before);
-        let (op, magnitude) = draw(&mut replay);
-        assert_eq!(after, apply(cropped, op, magnitude), "seed {seed}");
-        changed += (after != before) as usize;
+fn in_memory_images_are_cropped_flipped_and_augmented_on_the_cpu() {
+    let split = resnet::data::bundled_cifar10();
+    let plain: Arc<dyn ImageSource> = Arc::new(split.train.clone());
+    let ta = auto_augmented(plain.clone(), AutoAugment::TrivialAugmentWide);
+    assert!(matches!(
+        plain.preprocess().augment,
+        GpuAugment::PadCropFlip { pad: 4 }
+    ));
+    assert_eq!(
+        ta.preprocess(),
+        Preprocess::normalize_only(Normalize::CIFAR10)
+    );
+    let (mut offsets, mut flips) = (std::collections::BTreeSet::new(), 0);
+    for i in 0..200 {
+        let seed = 11 * i as u64 + 5;
+        let mut out = vec![0u8; 3 * 32 * 32];
+        ta.load(i, seed, &mut out).unwrap();
+        let mut padded = RgbImage::new(40, 40);
+        let source = from_chw(split.train.image(i), (32, 32));
+        image::imageops::replace(&mut padded, &source, 4, 4);
+        let mut rng = augmentation_rng(seed);
+        let (top, left) = (rng.below(9) as u32, rng.below(9) as u32);
+        let mut want = image::imageops::crop_imm(&padded, left, top, 32, 32).to_image();
+        if rng.uniform() < 0.5 {
+            image::imageops::flip_horizontal_in_place(&mut want);
+            flips += 1;
+        }
+        offsets.insert((top, left));
+        let (op, magnitude) = draw(&mut rng);
+        let want = apply(want, op, magnitude);
+        assert_eq!(
+            from_chw(&out, (32, 32)),
+            want,
+            "image {i}: {op:?} {magnitude}"
+        );
     }
-    assert!((300..390).contains(&changed), "{changed} of 400 changed");
+    assert!(
+        offsets.len() > 60 && (70..130).contains(&flips),
+        "{offsets:?} {flips}"
+    );
 }
 
 #[test]

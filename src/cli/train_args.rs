@@ -203,8 +203,8 @@ pub struct TrainConfigArgs {
     pub random_erase: f32,
     /// An automatic augmentation of each training photo after its crop and flip, as
     /// torchvision's --auto-augment: ta_wide is its TrivialAugmentWide (one of 14 Pillow
-    /// operations at a random strength, bilinear; the ResNet-50 V2 recipe's). Photo folders of
-    /// the ImageNet models only: CIFAR images are augmented on the GPU
+    /// operations at a random strength, bilinear; the ResNet-50 V2 recipe's). On CIFAR the crop
+    /// and flip then run on the CPU before it too
     #[arg(long, value_name = "POLICY")]
     pub auto_augment: Option<AutoAugment>,
     /// MixUp: each training batch blended with itself rolled by one image, pictures and labels

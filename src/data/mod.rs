@@ -4,6 +4,7 @@
 //! Every failure caused by the input (a missing, truncated or unreadable file, a bad label, an empty
 //! class folder, ...) is an [`Error::Invalid`] with a one-line message naming the file at fault.
 
+mod augmented;
 mod bundled;
 mod cifar;
 mod download;
@@ -19,6 +20,7 @@ use std::path::Path;
 
 use crate::{Error, Result};
 
+pub use augmented::{augmentation_rng, auto_augmented};
 pub use bundled::bundled_cifar10;
 pub use cifar::{load_cifar_binary, write_cifar_binary, CIFAR_DIR, CIFAR_RECORD};
 pub use download::{default_cache_dir, download_cifar10, parse_md5, CIFAR10_MD5, CIFAR10_URL};
@@ -192,7 +194,6 @@ impl PhotoSizes {
             size: self.train_crop,
             scale: self.train_crop_scale,
             ratio: crate::preprocess::transforms::DEFAULT_RATIO,
-            auto_augment: None,
         }
     }
 

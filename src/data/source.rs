@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use super::Dataset;
-use crate::error::{Error, Result};
-use crate::preprocess::{AutoAugment, Normalize, Preprocess};
+use crate::error::Result;
+use crate::preprocess::{Normalize, Preprocess};
 
 /// A set of labelled images, read image by image.
 pub trait ImageSource: Send + Sync {
@@ -41,15 +41,6 @@ pub trait ImageSource: Send + Sync {
     }
     /// The images `idx`, in that order, with the training (`train`) or evaluation transform.
     fn select(&self, idx: &[usize], train: bool) -> Arc<dyn ImageSource>;
-    /// These images with `policy` after their training transform's crop and flip; an error
-    /// where the training augmentation is not a CPU transform of photos.
-    fn with_auto_augment(&self, policy: AutoAugment) -> Result<Arc<dyn ImageSource>> {
-        Err(Error::Invalid(format!(
-            "`auto_augment` {}: it runs in the CPU transforms of photo folders (ImageNet \
-             models); these images are augmented on the GPU (pad, crop, flip)",
-            policy.name()
-        )))
-    }
     /// What went wrong since the last call without stopping the reads (files skipped), one
     /// line each, for the caller to report (the library prints nothing).
     fn take_warnings(&self) -> Vec<String> {

@@ -15,14 +15,13 @@ use super::folder::{class_files, read_rgb, split_classes};
 use super::{invalid, ImageSource};
 use crate::error::Result;
 use crate::preprocess::transforms::{write_chw, Transform};
-use crate::preprocess::{AutoAugment, Normalize, Preprocess};
+use crate::preprocess::{Normalize, Preprocess};
 use crate::rng::SplitMix64;
 
 /// How many unreadable files in a row end the run instead of being skipped.
 const MAX_SKIPPED_IN_A_ROW: usize = 16;
 
 /// The files of one split of a photo folder, read on demand.
-#[derive(Clone)]
 pub struct FolderSet {
     root: PathBuf,
     /// Paths relative to `root`, back to back (one string, not a PathBuf per image).
@@ -202,20 +201,6 @@ impl ImageSource for FolderSet {
             let _ = set.push(&name, self.labels[i]);
         }
         Arc::new(set)
-    }
-
-    fn with_auto_augment(&self, policy: AutoAugment) -> Result<Arc<dyn ImageSource>> {
-        let mut set = self.clone();
-        match &mut set.train {
-            Transform::RandomResizedCrop { auto_augment, .. } => *auto_augment = Some(policy),
-            _ => {
-                return Err(invalid(format!(
-                    "`auto_augment` {}: needs the random resized crop of photo folders",
-                    policy.name()
-                )))
-            }
-        }
-        Ok(Arc::new(set))
     }
 }
 

@@ -13,8 +13,6 @@ use image::imageops;
 use image::RgbImage;
 use std::cell::RefCell;
 
-use super::trivial_augment::trivial_augment_wide;
-use super::AutoAugment;
 use crate::rng::SplitMix64;
 
 /// torchvision's `RandomResizedCrop` defaults.
@@ -37,13 +35,11 @@ pub enum Transform {
     /// Resize to exactly (height, width), aspect ratio not kept (images of one size are kept as
     /// they are): the CIFAR-style small-folder path, whose augmentation runs on the GPU.
     Resize { size: (usize, usize) },
-    /// `RandomResizedCrop(size, scale, ratio)` then `RandomHorizontalFlip()`, then the
-    /// automatic augmentation where there is one.
+    /// `RandomResizedCrop(size, scale, ratio)` then `RandomHorizontalFlip()`.
     RandomResizedCrop {
         size: usize,
         scale: (f64, f64),
         ratio: (f64, f64),
-        auto_augment: Option<AutoAugment>,
     },
     /// `Resize(resize)` (the shorter side) then `CenterCrop(crop)`.
     ResizeCenterCrop { resize: usize, crop: usize },
@@ -56,7 +52,6 @@ impl Transform {
             size,
             scale: DEFAULT_SCALE,
             ratio: DEFAULT_RATIO,
-            auto_augment: None,
         }
     }
 
@@ -78,12 +73,7 @@ impl Transform {
     pub fn apply(&self, img: RgbImage, rng: &mut SplitMix64) -> RgbImage {
         match *self {
             Transform::Resize { size: (h, w) } => resize_exact(img, h, w),
-            Transform::RandomResizedCrop {
-                size,
-                scale,
-                ratio,
-                auto_augment,
-            } => {
+            Transform::RandomResizedCrop { size, scale, ratio } => {
                 let b = random_resized_crop_box(
                     img.height() as usize,
                     img.width() as usize,
@@ -95,10 +85,7 @@ impl Transform {
                 if rng.uniform() < 0.5 {
                     imageops::flip_horizontal_in_place(&mut out);
                 }
-                match auto_augment {
-                    Some(AutoAugment::TrivialAugmentWide) => trivial_augment_wide(out, rng),
-                    None => out,
-                }
+                out
             }
             Transform::ResizeCenterCrop { resize, crop: c } => {
                 let (h, w) =
@@ -108,6 +95,38 @@ impl Transform {
             }
         }
     }
+}
+
+/// torchvision's CIFAR training transform on the CPU: `RandomCrop(size, padding=pad)` (zero
+/// padding, the top then the left offset drawn uniformly in 0..=2 pad) then
+/// `RandomHorizontalFlip()`, keeping the image's size. The GPU's `PadCropFlip` does the same
+/// where nothing follows it on the CPU.
+pub fn pad_crop_flip(img: &RgbImage, pad: usize, rng: &mut SplitMix64) -> RgbImage {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let top = rng.below(2 * pad as u64 + 1) as usize;
+    let left = rng.below(2 * pad as u64 + 1) as usize;
+    let flip = rng.uniform() < 0.5;
+    RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let x = if flip { w - 1 - x as usize } else { x as usize };
+        // the padded image's pixel (y + top, x + left) is the source's, shifted by pad
+        let (sy, sx) = (
+            (y as usize + top).wrapping_sub(pad),
+            (x + left).wrapping_sub(pad),
+        );
+        match sy < h && sx < w {
+            true => *img.get_pixel(sx as u32, sy as u32),
+            false => image::Rgb([0, 0, 0]),
+        }
+    })
+}
+
+/// The RGB image of `3 * height * width` CHW bytes (the inverse of [`write_chw`]).
+pub fn from_chw(chw: &[u8], (h, w): (usize, usize)) -> RgbImage {
+    let plane = h * w;
+    RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let p = y as usize * w + x as usize;
+        image::Rgb([chw[p], chw[plane + p], chw[2 * plane + p]])
+    })
 }
 
 /// Python's `round`: halves go to the even neighbour.
@@ -336,7 +355,6 @@ mod tests {
             size: 2,
             scale: (1.0, 1.0),
             ratio: (1.0, 1.0),
-            auto_augment: None,
         };
         let mut rng = SplitMix64(3);
         let flipped = (0..1000)

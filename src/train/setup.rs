@@ -47,7 +47,7 @@ pub(super) fn training_and_evaluation_sets(
         train = train.select(train_idx, true);
     }
     if let Some(policy) = c.auto_augment {
-        train = train.with_auto_augment(policy)?;
+        train = data::auto_augmented(train, policy);
     }
     if train.len() < c.recipe.batch_size {
         return Err(Error::Invalid(format!(
