@@ -7,7 +7,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use image::codecs::jpeg::JpegEncoder;
-use resnet::data::{assemble, open_photos, BatchJob, PhotoSizes};
+use resnet::data::{assemble, auto_augmented, open_photos, BatchJob, PhotoSizes};
 use resnet::preprocess::AutoAugment;
 use std::path::Path;
 use std::time::Duration;
@@ -69,10 +69,7 @@ fn loader(c: &mut Criterion) {
             format!("decode_random_resized_crop_224_flip/{w}x{h}"),
             |b| b.iter(|| assemble(&*src.train, &job, 0).expect("batch")),
         );
-        let ta = src
-            .train
-            .with_auto_augment(AutoAugment::TrivialAugmentWide)
-            .expect("a photo folder");
+        let ta = auto_augmented(src.train.clone(), AutoAugment::TrivialAugmentWide);
         g.bench_function(
             format!("decode_random_resized_crop_224_flip_ta_wide/{w}x{h}"),
             |b| b.iter(|| assemble(&*ta, &job, 0).expect("batch")),
