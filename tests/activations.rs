@@ -13,6 +13,7 @@ use resnet::ops::conv2d::{self, Conv2dShape, Epilogue, KernelFamily};
 use resnet::ops::elementwise::{self, ShortcutShape};
 use resnet::ops::{linear, pool};
 use resnet::plan::{Plan, PlanConfig};
+use resnet::preprocess::MixDraw;
 use resnet::reference::{self as cpu, conv_backward, conv_forward, Conv};
 use resnet::selftest::f16_bounds;
 
@@ -537,14 +538,15 @@ fn backward_ops_take_f16_gradients() {
     assert_within("linear db", &read(&gpu, &db), &want_db, |_| sum_err(n));
 }
 
-/// The input stage writes f16 images: the f32 stage's values, each stored in f16.
+/// The input stage writes f16 images: the f32 stage's values, each stored in f16, for an
+/// evaluation batch and for training batches that crop, flip, erase and mix (MixUp, CutMix).
 #[test]
 fn the_input_stage_writes_f16_images() {
     if !f16_shaders("the_input_stage_writes_f16_images") {
         return;
     }
     let gpu = gpu_with(Some(KernelFamily::Register16x16F16));
-    let cfg = AugmentConfig {
+    let eval = AugmentConfig {
         n: 2,
         src: (8, 8),
         out: (8, 8),
@@ -553,28 +555,43 @@ fn the_input_stage_writes_f16_images() {
         seed: 3,
         first: 0,
         erase: false,
-        mix: resnet::preprocess::MixDraw::Nothing,
+        mix: MixDraw::Nothing,
         normalize: cifar10::NORMALIZE,
+    };
+    let train = |mix| AugmentConfig {
+        pad: 2,
+        train: true,
+        erase: true,
+        mix,
+        ..eval
+    };
+    let cutmix = MixDraw::CutMix {
+        lambda: 0.75,
+        rect: [2, 1, 6, 5],
     };
     let bytes: Vec<u8> = (0..2 * 3 * 64).map(|i| (i * 37 % 256) as u8).collect();
     let pixels = gpu
         .upload(&augment::pack_bytes(&bytes), &[bytes.len() / 4])
         .unwrap();
+    // image 0 erased in a 3x2 rectangle, image 1 kept whole
+    let rects = gpu.upload(&[1u32, 2, 3, 2, 0, 0, 0, 0], &[8]).unwrap();
     let shape = [2, 3, 8, 8];
     let (x32, x16) = (
         gpu.zeros(&shape).unwrap(),
         gpu.zeros_of(&shape, Dtype::F16).unwrap(),
     );
-    run(
-        &gpu,
-        &augment::augment(&gpu, &cfg, &pixels, None, &x32).unwrap(),
-    );
-    run(
-        &gpu,
-        &augment::augment(&gpu, &cfg, &pixels, None, &x16).unwrap(),
-    );
-    let want = f64s(&read(&gpu, &x32));
-    assert_within("input", &read(&gpu, &x16), &want, |e| stored(want[e], 0.0));
+    for cfg in [eval, train(MixDraw::MixUp { lambda: 0.3 }), train(cutmix)] {
+        let erase = cfg.erase.then_some(&rects);
+        for out in [&x32, &x16] {
+            run(
+                &gpu,
+                &augment::augment(&gpu, &cfg, &pixels, erase, out).unwrap(),
+            );
+        }
+        let want = f64s(&read(&gpu, &x32));
+        let what = format!("input {:?}", cfg.mix);
+        assert_within(&what, &read(&gpu, &x16), &want, |e| stored(want[e], 0.0));
+    }
 }
 
 /// A ResNet-20 inference plan in mixed precision stores its activations in f16: what a plan

@@ -172,7 +172,7 @@ fn in_memory_images_are_cropped_flipped_and_augmented_on_the_cpu() {
         ta.preprocess(),
         Preprocess::normalize_only(Normalize::CIFAR10)
     );
-    let (mut offsets, mut flips) = (std::collections::BTreeSet::new(), 0);
+    let (mut offsets, mut flips, mut changed) = (std::collections::BTreeSet::new(), 0, 0);
     for i in 0..200 {
         let seed = 11 * i as u64 + 5;
         let mut out = vec![0u8; 3 * 32 * 32];
@@ -189,7 +189,9 @@ fn in_memory_images_are_cropped_flipped_and_augmented_on_the_cpu() {
         }
         offsets.insert((top, left));
         let (op, magnitude) = draw(&mut rng);
+        let cropped = want.clone();
         let want = apply(want, op, magnitude);
+        changed += (want != cropped) as usize;
         assert_eq!(
             from_chw(&out, (32, 32)),
             want,
@@ -200,6 +202,8 @@ fn in_memory_images_are_cropped_flipped_and_augmented_on_the_cpu() {
         offsets.len() > 60 && (70..130).contains(&flips),
         "{offsets:?} {flips}"
     );
+    // the policy changes most images (Identity, strength 0 and 8-bit posterizing do not)
+    assert!(changed > 150, "{changed} of 200 changed by the policy");
 }
 
 #[test]

@@ -366,6 +366,13 @@ mod tests {
     }
 
     #[test]
+    fn auto_augment_reaches_the_config() {
+        let cmd = Cmd::try_parse_from(["train", "--auto-augment", "ta_wide"]).unwrap();
+        let config = cmd.config.config(&|id| id == "auto_augment").unwrap();
+        assert_eq!(config.auto_augment, Some(AutoAugment::TrivialAugmentWide));
+    }
+
+    #[test]
     fn imagenet_models_take_torchvisions_recipe_where_not_given() {
         let r = recipe(
             &["train", "--model", "resnet50", "--batch-size", "64"],

@@ -3,7 +3,7 @@
 //! crop and flip on the CPU already, so the policy simply follows. Images in memory (CIFAR,
 //! small folders) would be padded, cropped and flipped on the GPU; with a policy the CPU does
 //! torchvision's `RandomCrop(32, padding=4)` + `RandomHorizontalFlip()` first, then the policy,
-//! and the GPU only normalises (as torchvision's CIFAR recipes with TrivialAugment do).
+//! and the GPU only normalises (the order of the TrivialAugment paper's CIFAR pipeline).
 
 use std::sync::Arc;
 
@@ -15,7 +15,8 @@ use crate::preprocess::{AutoAugment, GpuAugment, Preprocess};
 use crate::rng::{item_seed, SplitMix64};
 
 /// The stream of [`item_seed`] each image's CPU augmentation draws from (the source's own
-/// transform keeps its draws: a photo's crop is the same with and without the policy).
+/// transform keeps its draws: a photo's crop is the same with and without the policy); "AUTO"
+/// in ASCII.
 const STREAM: u64 = 0x41_55_54_4f;
 
 /// The draws of the CPU augmentation of the image loaded with `seed`: the crop's top and left

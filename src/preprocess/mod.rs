@@ -5,7 +5,9 @@
 //! batch, training or evaluation, is normalised per channel on the GPU ([`Normalize`], with the
 //! data sets' statistics here), and in training optionally erased in random rectangles
 //! ([`RandomErasing`]). A data source says which it wants ([`Preprocess`]); the plan's input
-//! stage (`shaders/augment.wgsl`) runs it.
+//! stage (`shaders/augment.wgsl`) runs it. An automatic augmentation ([`AutoAugment`]) is a CPU
+//! step after the crop and flip: with one, images in memory are cropped and flipped on the CPU
+//! too (`data::auto_augmented`), and the GPU only normalises them.
 
 pub mod mix;
 #[cfg(not(target_arch = "wasm32"))]
@@ -43,7 +45,7 @@ impl Normalize {
 }
 
 /// An automatic augmentation policy of torchvision's reference scripts (`--auto-augment`), run
-/// on each training photo after its crop and flip, in the CPU transforms of photo folders.
+/// on the CPU on each training image after its crop and flip.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AutoAugment {
     /// `TrivialAugmentWide` (`ta_wide`): one of fourteen operations at a random strength

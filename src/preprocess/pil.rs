@@ -3,7 +3,9 @@
 //! `ImageEnhance` classes), the `L` conversion, the `SMOOTH` filter and the `ImageOps` lookup
 //! tables. The arithmetic follows Pillow's C (`Geometry.c`, `Blend.c`, `Filter.c`, `Convert.c`)
 //! and Python (`Image.rotate`, `ImageOps`) in its own precision and order: a float32 blend
-//! rounds differently from a float64 one, and a pixel one step off is a different image.
+//! rounds differently from a float64 one, and a pixel one step off is a different image. The
+//! reference is Pillow as built for x86-64, without fused multiply-adds (a build that fuses
+//! `a + (b - a) * d`, as GCC does by default on aarch64, can differ from it by one level).
 //! `tests/trivial_augment.rs` checks every operation against Pillow's own output.
 
 use image::RgbImage;
@@ -105,6 +107,7 @@ pub fn rotate(img: &RgbImage, angle: f64) -> RgbImage {
         _ => {}
     }
     let a = -radians(angle);
+    // Python's round(v, 15), correctly rounded through the decimal digits as CPython does
     let round15 = |v: f64| {
         format!("{v:.15}")
             .parse::<f64>()

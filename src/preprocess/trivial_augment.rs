@@ -1,5 +1,5 @@
 //! torchvision's `TrivialAugmentWide` (Müller and Hutter 2021; `--auto-augment ta_wide` of its
-//! reference scripts): after the crop and flip, each training photo gets one operation drawn
+//! reference scripts): after the crop and flip, each training image gets one operation drawn
 //! uniformly from fourteen, at a strength drawn uniformly from 31 bins (and a sign, for the
 //! signed ones). The operations are Pillow's ([`super::pil`]), bilinear as the reference recipe
 //! interpolates; the strengths are torchvision's tables, in float32 as `torch.linspace` makes

@@ -409,8 +409,8 @@ pub struct TrainConfig {
     /// The probability of torchvision's RandomErasing for each training image, after its
     /// normalisation (`--random-erase`; 0: none).
     pub random_erase: f32,
-    /// The automatic augmentation of each training photo after its crop and flip
-    /// (torchvision's `--auto-augment`; photo folders only).
+    /// The automatic augmentation of each training image after its crop and flip, on the CPU
+    /// (torchvision's `--auto-augment`; images in memory are then cropped on the CPU too).
     pub auto_augment: Option<AutoAugment>,
     /// MixUp and CutMix of the training batches (torchvision's `--mixup-alpha`,
     /// `--cutmix-alpha`; alphas 0: none).

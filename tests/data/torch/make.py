@@ -349,9 +349,10 @@ def trivial_augment():
     images = [square, tall, Image.fromarray(flat.numpy(), "RGB")]
     space = autoaugment.TrivialAugmentWide()._augmentation_space(31)
     tables = {op: {"signed": signed, "magnitudes": m.flatten().tolist()} for op, (m, signed) in space.items()}
-    picks = {"ShearX": [(1, 1), (10, -1), (30, -1)], "ShearY": [(4, -1), (17, 1), (30, 1)],
-             "TranslateX": [(1, -1), (15, 1), (30, -1)], "TranslateY": [(8, 1), (23, -1)],
-             "Rotate": [(1, 1), (7, -1), (20, 1), (20, -1), (30, 1)],
+    # (bin, sign): bin 0 with sign -1 is torchvision's -0.0
+    picks = {"ShearX": [(0, -1), (1, 1), (10, -1), (30, -1)], "ShearY": [(4, -1), (17, 1), (30, 1)],
+             "TranslateX": [(0, -1), (1, -1), (15, 1), (30, -1)], "TranslateY": [(8, 1), (23, -1)],
+             "Rotate": [(0, -1), (1, 1), (7, -1), (20, 1), (20, -1), (30, 1)],
              "Posterize": [(0, 1), (13, 1), (30, 1)], "Solarize": [(0, 1), (3, 1), (17, 1), (30, 1)]}
     for op in ["Brightness", "Color", "Contrast", "Sharpness"]:
         picks[op] = [(30, -1), (10, -1), (20, 1), (30, 1)]
