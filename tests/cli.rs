@@ -109,8 +109,12 @@ fn bad_data_gives_one_line_errors() {
     fails_with(&reps, &["--ra-reps", "--ra-sampler", "not on"]);
     let no_reps = train_with(&["--ra-sampler", "--ra-reps", "0"]);
     fails_with(&no_reps, &["--ra-reps", "at least 1"]);
-    let policy = train_with(&["--auto-augment", "ra"]);
-    fails_with(&policy, &["--auto-augment", "'ra'", "ta_wide"]);
+    let policy = train_with(&["--auto-augment", "augmix"]);
+    fails_with(&policy, &["--auto-augment", "'augmix'", "ta_wide", "ra"]);
+    let magnitude = train_with(&["--ra-magnitude", "5"]);
+    fails_with(&magnitude, &["--ra-magnitude", "--auto-augment", "not on"]);
+    let bin = train_with(&["--auto-augment", "ra", "--ra-magnitude", "31"]);
+    fails_with(&bin, &["--ra-magnitude 31", "0 to 30"]);
     let no_adapter = resnet(&["info", "--backend", "metal"]);
     fails_with(&no_adapter, &["no GPU adapter", "mesa-vulkan-drivers"]);
     // lavapipe is the one adapter of its kind here: index 0 only

@@ -11,8 +11,8 @@ use resnet::checkpoint::{self, Checkpoint};
 use resnet::data::{assemble, open_photos, BatchJob, ImageSource, PhotoSizes, Prefetch};
 use resnet::data::{augmentation_rng, auto_augmented};
 use resnet::model::{ModelSpec, ModelState};
+use resnet::preprocess::auto_augment::{apply, trivial_augment_draw as draw};
 use resnet::preprocess::transforms::from_chw;
-use resnet::preprocess::trivial_augment::{apply, draw};
 use resnet::preprocess::AutoAugment;
 use std::path::{Path, PathBuf};
 

@@ -606,7 +606,7 @@ fn whole_and_resumed(
 /// `auto_augment` on CIFAR (the CPU crops, flips and augments, the GPU normalises): a run
 /// stopped after epoch 1 and resumed equals the whole run, weights included, and trains on
 /// other images than the plain recipe (the wrapper reaches the run; that its images are the
-/// policy's is tests/trivial_augment.rs's).
+/// policy's is tests/auto_augment.rs's).
 #[test]
 fn a_run_with_trivial_augment_on_cifar_resumes_exactly() {
     let data = cifar::subset(13, 5);

@@ -201,12 +201,17 @@ pub struct TrainConfigArgs {
     /// 3.3), the last transform of its recipe (ResNet-50 V2: 0.1)
     #[arg(long, default_value_t = 0.0, value_name = "P")]
     pub random_erase: f32,
-    /// An automatic augmentation of each training photo after its crop and flip, as
+    /// An automatic augmentation of each training image after its crop and flip, as
     /// torchvision's --auto-augment: ta_wide is its TrivialAugmentWide (one of 14 Pillow
-    /// operations at a random strength, bilinear; the ResNet-50 V2 recipe's). On CIFAR the crop
-    /// and flip then run on the CPU before it too
+    /// operations at a random strength, bilinear; the ResNet-50 V2 recipe's), ra its RandAugment
+    /// (two of them in turn at --ra-magnitude). On CIFAR the crop and flip then run on the CPU
+    /// before it too
     #[arg(long, value_name = "POLICY")]
     pub auto_augment: Option<AutoAugment>,
+    /// RandAugment's strength: the bin, 0 to 30, of every operation's table (torchvision's
+    /// --ra-magnitude)
+    #[arg(long, default_value_t = AutoAugment::RA_MAGNITUDE)]
+    pub ra_magnitude: usize,
     /// MixUp: each training batch blended with itself rolled by one image, pictures and labels
     /// weighted lambda ~ Beta(alpha, alpha) (torchvision's --mixup-alpha; its ResNet-50 V2
     /// recipe: 0.2). With --cutmix-alpha too, each batch takes one of the two, evenly
@@ -277,6 +282,11 @@ impl TrainConfigArgs {
                 "`{alone}` sets the moving average of `model_ema`, which is not on"
             )));
         }
+        if given("ra_magnitude") && self.auto_augment.map(|a| a.name()) != Some("ra") {
+            return Err(resnet::Error::Invalid(
+                "`ra_magnitude` sets the strength of `auto_augment` ra, which is not on".into(),
+            ));
+        }
         if given("ra_reps") && !self.ra_sampler {
             return Err(resnet::Error::Invalid(
                 "`ra_reps` sets the repeats of `ra_sampler`, which is not on".into(),
@@ -294,7 +304,12 @@ impl TrainConfigArgs {
             model: self.model.clone(),
             zero_init_residual: self.zero_init_residual,
             random_erase: self.random_erase,
-            auto_augment: self.auto_augment,
+            auto_augment: self.auto_augment.map(|policy| match policy {
+                AutoAugment::RandAugment { .. } => AutoAugment::RandAugment {
+                    magnitude: self.ra_magnitude,
+                },
+                other => other,
+            }),
             ra_reps: self.ra_sampler.then_some(self.ra_reps),
             mixing: resnet::preprocess::BatchMixing {
                 mixup_alpha: self.mixup_alpha,
@@ -367,9 +382,19 @@ mod tests {
 
     #[test]
     fn auto_augment_reaches_the_config() {
-        let cmd = Cmd::try_parse_from(["train", "--auto-augment", "ta_wide"]).unwrap();
-        let config = cmd.config.config(&|id| id == "auto_augment").unwrap();
-        assert_eq!(config.auto_augment, Some(AutoAugment::TrivialAugmentWide));
+        let config = |args: &[&str]| {
+            let cmd = Cmd::try_parse_from([&["train"], args].concat()).unwrap();
+            cmd.config
+                .config(&|id| args.contains(&id))
+                .unwrap()
+                .auto_augment
+        };
+        let ta = config(&["--auto-augment", "ta_wide"]);
+        assert_eq!(ta, Some(AutoAugment::TrivialAugmentWide));
+        let ra = config(&["--auto-augment", "ra"]);
+        assert_eq!(ra, Some(AutoAugment::RandAugment { magnitude: 9 }));
+        let ra = config(&["--auto-augment", "ra", "--ra-magnitude", "14"]);
+        assert_eq!(ra, Some(AutoAugment::RandAugment { magnitude: 14 }));
     }
 
     #[test]

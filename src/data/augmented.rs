@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use super::ImageSource;
 use crate::error::Result;
+use crate::preprocess::auto_augment::auto_augment;
 use crate::preprocess::transforms::{from_chw, pad_crop_flip, write_chw};
-use crate::preprocess::trivial_augment::trivial_augment_wide;
 use crate::preprocess::{AutoAugment, GpuAugment, Preprocess};
 use crate::rng::{item_seed, SplitMix64};
 
@@ -67,10 +67,7 @@ impl ImageSource for AutoAugmented {
         if let Some(pad) = self.pad {
             img = pad_crop_flip(&img, pad, &mut rng);
         }
-        img = match self.policy {
-            AutoAugment::TrivialAugmentWide => trivial_augment_wide(img, &mut rng),
-        };
-        write_chw(&img, out);
+        write_chw(&auto_augment(self.policy, img, &mut rng), out);
         Ok(())
     }
     /// The policy costs CPU time: worth the loader's worker threads.

@@ -9,13 +9,13 @@
 //! step after the crop and flip: with one, images in memory are cropped and flipped on the CPU
 //! too (`data::auto_augmented`), and the GPU only normalises them.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod auto_augment;
 pub mod mix;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod pil;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod transforms;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod trivial_augment;
 
 pub use mix::{BatchMixing, MixDraw};
 
@@ -49,27 +49,43 @@ impl Normalize {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AutoAugment {
     /// `TrivialAugmentWide` (`ta_wide`): one of fourteen operations at a random strength
-    /// (`trivial_augment`), the policy of torchvision's ResNet-50 V2 recipe.
+    /// (`auto_augment`), the policy of torchvision's ResNet-50 V2 recipe.
     TrivialAugmentWide,
+    /// `RandAugment` (`ra`): two of the fourteen operations in turn, each at bin `magnitude`
+    /// (0 to 30) of its strengths (torchvision's `--ra-magnitude`, 9).
+    RandAugment {
+        /// The bin of every operation's strength.
+        magnitude: usize,
+    },
 }
 
 impl AutoAugment {
+    /// torchvision's `--ra-magnitude` default.
+    pub const RA_MAGNITUDE: usize = 9;
+    /// The bins of every strength table (torchvision's `num_magnitude_bins`).
+    pub const BINS: usize = 31;
+
     /// The policy's name in torchvision's `--auto-augment`.
     pub fn name(self) -> &'static str {
         match self {
             AutoAugment::TrivialAugmentWide => "ta_wide",
+            AutoAugment::RandAugment { .. } => "ra",
         }
     }
 }
 
 impl std::str::FromStr for AutoAugment {
     type Err = String;
+    /// torchvision's names; `ra` at its default magnitude.
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "ta_wide" => Ok(AutoAugment::TrivialAugmentWide),
+            "ra" => Ok(AutoAugment::RandAugment {
+                magnitude: AutoAugment::RA_MAGNITUDE,
+            }),
             _ => Err(format!(
-                "unknown policy '{s}': the choice is ta_wide (torchvision's TrivialAugmentWide; \
-                 its ra, augmix and AutoAugment policies are not built)"
+                "unknown policy '{s}': the choices are ta_wide (TrivialAugmentWide) and ra \
+                 (RandAugment); torchvision's augmix and AutoAugment policies are not built"
             )),
         }
     }

@@ -6,7 +6,7 @@
 //! rounds differently from a float64 one, and a pixel one step off is a different image. The
 //! reference is Pillow as built for x86-64, without fused multiply-adds (a build that fuses
 //! `a + (b - a) * d`, as GCC does by default on aarch64, can differ from it by one level).
-//! `tests/trivial_augment.rs` checks every operation against Pillow's own output.
+//! `tests/auto_augment.rs` checks every operation against Pillow's own output.
 
 use image::RgbImage;
 

@@ -512,6 +512,14 @@ impl TrainConfig {
                 self.random_erase
             )));
         }
+        if let Some(AutoAugment::RandAugment { magnitude }) = self.auto_augment {
+            if magnitude >= AutoAugment::BINS {
+                return Err(Error::Invalid(format!(
+                    "`ra_magnitude` {magnitude}: must be a bin of RandAugment's strengths, 0 to {}",
+                    AutoAugment::BINS - 1
+                )));
+            }
+        }
         let alphas = [
             ("mixup_alpha", self.mixing.mixup_alpha),
             ("cutmix_alpha", self.mixing.cutmix_alpha),

@@ -42,7 +42,8 @@ root with torch installed (CPU is enough): python3 tests/data/torch/make.py
                               names it: module. before every key
   bool_buffer.pth             a state_dict with a bool tensor, which no ResNet has
   trivial_augment.json        torchvision's TrivialAugmentWide on PIL images, op by op: its
-                              magnitude tables (torch.linspace's float32 values), three input
+                              magnitude tables (torch.linspace's float32 values) and
+                              RandAugment's at four image sizes, three input
                               images (two crops of bundled CIFAR JPEGs and a small synthetic one)
                               and _apply_op's output for chosen bins and signs, with bilinear
                               interpolation as its reference recipe uses
@@ -364,8 +365,13 @@ def trivial_augment():
                 out = autoaugment._apply_op(img, op, magnitude, InterpolationMode.BILINEAR, None)
                 cases.append({"op": op, "bin": bin_, "negative": sign < 0, "image": k,
                               "out": b64(out.tobytes())})
+    ra_tables = {}
+    for h, w in [(224, 224), (176, 176), (32, 32), (24, 20)]:
+        space = autoaugment.RandAugment()._augmentation_space(31, (h, w))
+        ra_tables[f"{h}x{w}"] = {op: {"signed": signed, "magnitudes": m.flatten().tolist()}
+                                 for op, (m, signed) in space.items()}
     record = {"torch": torch.__version__, "torchvision": torchvision.__version__,
-              "pillow": Image.__version__, "tables": tables,
+              "pillow": Image.__version__, "tables": tables, "ra_tables": ra_tables,
               "images": [{"width": i.width, "height": i.height, "rgb": b64(i.tobytes())} for i in images],
               "cases": cases}
     (OUT / "trivial_augment.json").write_text(json.dumps(record, indent=1) + "\n")

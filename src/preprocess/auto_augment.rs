@@ -1,13 +1,19 @@
-//! torchvision's `TrivialAugmentWide` (Müller and Hutter 2021; `--auto-augment ta_wide` of its
-//! reference scripts): after the crop and flip, each training image gets one operation drawn
-//! uniformly from fourteen, at a strength drawn uniformly from 31 bins (and a sign, for the
-//! signed ones). The operations are Pillow's ([`super::pil`]), bilinear as the reference recipe
-//! interpolates; the strengths are torchvision's tables, in float32 as `torch.linspace` makes
-//! them (translation bin 15 is 15.999999 pixels, so it moves the image 15).
+//! torchvision's automatic augmentation policies (`--auto-augment` of its reference scripts),
+//! run on each training image after its crop and flip:
+//!
+//! - `ta_wide`, `TrivialAugmentWide` (Müller and Hutter 2021): one operation drawn uniformly
+//!   from fourteen, at a strength drawn uniformly from 31 bins (and a sign, for the signed
+//!   ones);
+//! - `ra`, `RandAugment` (Cubuk et al. 2020): two operations drawn in turn from the same
+//!   fourteen, each at the fixed bin `--ra-magnitude` (9) of its own tables and a random sign.
+//!
+//! The operations are Pillow's ([`super::pil`]), bilinear as the reference recipe interpolates;
+//! the strengths are torchvision's tables, in float32 as `torch.linspace` makes them
+//! (TrivialAugment's translation bin 15 is 15.999999 pixels, so it moves the image 15).
 
 use image::RgbImage;
 
-use super::pil;
+use super::{pil, AutoAugment};
 use crate::rng::SplitMix64;
 
 /// One of TrivialAugmentWide's operations, in torchvision's order.
@@ -30,7 +36,7 @@ pub enum AugmentOp {
 }
 
 /// torchvision's `num_magnitude_bins`.
-pub const BINS: usize = 31;
+pub const BINS: usize = AutoAugment::BINS;
 
 impl AugmentOp {
     /// The operations in torchvision's `_augmentation_space` order (the draw's index).
@@ -84,19 +90,46 @@ impl AugmentOp {
         self.has_magnitude() && !matches!(self, AugmentOp::Posterize | AugmentOp::Solarize)
     }
 
-    /// The strength of bin `bin` (0 to 30), as torchvision's table holds it.
-    pub fn magnitude(self, bin: usize) -> f64 {
+    /// The strength of bin `bin` (0 to 30) in `space`'s tables, as torchvision holds it.
+    pub fn magnitude(self, space: Space, bin: usize) -> f64 {
         let linspace = |start: f32, end: f32| torch_linspace(start, end, bin) as f64;
+        // TrivialAugmentWide's widest strengths, and RandAugment's (its translations a share
+        // of the image, 150/331 as in the AutoAugment paper's 331-pixel images)
+        let (shear, enhance, rotate, posterize_step) = match space {
+            Space::TrivialAugmentWide => (0.99, 0.99, 135.0, 5.0),
+            Space::RandAugment { .. } => (0.3, 0.9, 30.0, 7.5),
+        };
+        let translate = |side: usize| match space {
+            Space::TrivialAugmentWide => 32.0,
+            Space::RandAugment { .. } => (150.0 / 331.0 * side as f64) as f32,
+        };
+        let (height, width) = match space {
+            Space::TrivialAugmentWide => (0, 0),
+            Space::RandAugment { height, width } => (height, width),
+        };
         match self {
             AugmentOp::Identity | AugmentOp::AutoContrast | AugmentOp::Equalize => 0.0,
-            AugmentOp::TranslateX | AugmentOp::TranslateY => linspace(0.0, 32.0),
-            AugmentOp::Rotate => linspace(0.0, 135.0),
+            AugmentOp::TranslateX => linspace(0.0, translate(width)),
+            AugmentOp::TranslateY => linspace(0.0, translate(height)),
+            AugmentOp::ShearX | AugmentOp::ShearY => linspace(0.0, shear),
+            AugmentOp::Rotate => linspace(0.0, rotate),
             AugmentOp::Solarize => linspace(255.0, 0.0),
-            // 8 - round(bin / 5): 8 bits down to 2
-            AugmentOp::Posterize => 8.0 - (bin as f32 / 5.0).round_ties_even() as f64,
-            _ => linspace(0.0, 0.99),
+            // 8 - round(bin / step): 8 bits down to 2 (TrivialAugment) or 4 (RandAugment)
+            AugmentOp::Posterize => 8.0 - (bin as f32 / posterize_step).round_ties_even() as f64,
+            AugmentOp::Brightness
+            | AugmentOp::Color
+            | AugmentOp::Contrast
+            | AugmentOp::Sharpness => linspace(0.0, enhance),
         }
     }
+}
+
+/// Whose strength tables: torchvision's `_augmentation_space` of each policy (RandAugment's
+/// translations depend on the image's size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Space {
+    TrivialAugmentWide,
+    RandAugment { height: usize, width: usize },
 }
 
 /// Element `i` of `torch.linspace(start, end, 31)` in float32: from `start` up to the middle,
@@ -112,12 +145,36 @@ fn torch_linspace(start: f32, end: f32, i: usize) -> f32 {
 
 /// One draw of TrivialAugmentWide: the operation, then its bin, then its sign, in torchvision's
 /// order (operations without a strength draw nothing more).
-pub fn draw(rng: &mut SplitMix64) -> (AugmentOp, f64) {
+pub fn trivial_augment_draw(rng: &mut SplitMix64) -> (AugmentOp, f64) {
     let op = AugmentOp::ALL[rng.below(AugmentOp::ALL.len() as u64) as usize];
     if !op.has_magnitude() {
         return (op, 0.0);
     }
-    let magnitude = op.magnitude(rng.below(BINS as u64) as usize);
+    let bin = rng.below(BINS as u64) as usize;
+    signed(op, op.magnitude(Space::TrivialAugmentWide, bin), rng)
+}
+
+/// One of RandAugment's operations on an image of `size` (height, width): the operation, then
+/// its sign, the strength of bin `bin`.
+pub fn rand_augment_draw(
+    rng: &mut SplitMix64,
+    bin: usize,
+    (height, width): (usize, usize),
+) -> (AugmentOp, f64) {
+    let op = AugmentOp::ALL[rng.below(AugmentOp::ALL.len() as u64) as usize];
+    if !op.has_magnitude() {
+        return (op, 0.0);
+    }
+    signed(
+        op,
+        op.magnitude(Space::RandAugment { height, width }, bin),
+        rng,
+    )
+}
+
+/// `magnitude`, negated on a coin's draw for the signed operations (`magnitude *= -1.0`:
+/// bin 0 becomes -0.0, as in torchvision).
+fn signed(op: AugmentOp, magnitude: f64, rng: &mut SplitMix64) -> (AugmentOp, f64) {
     let negative = op.signed() && rng.below(2) == 1;
     (op, if negative { -magnitude } else { magnitude })
 }
@@ -166,8 +223,22 @@ pub fn apply(img: RgbImage, op: AugmentOp, magnitude: f64) -> RgbImage {
     }
 }
 
-/// TrivialAugmentWide on `img`, drawing from `rng`.
-pub fn trivial_augment_wide(img: RgbImage, rng: &mut SplitMix64) -> RgbImage {
-    let (op, magnitude) = draw(rng);
-    apply(img, op, magnitude)
+/// `policy` on `img`, drawing from `rng`.
+pub fn auto_augment(policy: AutoAugment, img: RgbImage, rng: &mut SplitMix64) -> RgbImage {
+    match policy {
+        AutoAugment::TrivialAugmentWide => {
+            let (op, magnitude) = trivial_augment_draw(rng);
+            apply(img, op, magnitude)
+        }
+        AutoAugment::RandAugment { magnitude: bin } => {
+            let size = (img.height() as usize, img.width() as usize);
+            (0..RAND_AUGMENT_OPS).fold(img, |img, _| {
+                let (op, magnitude) = rand_augment_draw(rng, bin, size);
+                apply(img, op, magnitude)
+            })
+        }
+    }
 }
+
+/// RandAugment's operations per image (torchvision's `num_ops`, which its script keeps at 2).
+pub const RAND_AUGMENT_OPS: usize = 2;

@@ -1,14 +1,17 @@
-//! TrivialAugmentWide against torchvision and Pillow themselves: every operation's output on
-//! three images at chosen strengths, byte for byte, and the strength tables, from
-//! tests/data/torch/trivial_augment.json (written by `trivial_augment()` in make.py); the draws'
-//! shares against torchvision's uniform choices; images in memory cropped, flipped and augmented
-//! on the CPU.
+//! TrivialAugmentWide and RandAugment against torchvision and Pillow themselves: every
+//! operation's output on three images at chosen strengths, byte for byte, and both policies'
+//! strength tables, from tests/data/torch/trivial_augment.json (written by `trivial_augment()`
+//! in make.py); the draws' shares against torchvision's uniform choices; RandAugment's two
+//! operations in turn; images in memory cropped, flipped and augmented on the CPU.
 
 use base64::Engine;
 use image::RgbImage;
 use resnet::data::{augmentation_rng, auto_augmented, ImageSource};
+use resnet::preprocess::auto_augment::{
+    apply, auto_augment, rand_augment_draw, trivial_augment_draw as draw, AugmentOp, Space, BINS,
+    RAND_AUGMENT_OPS,
+};
 use resnet::preprocess::transforms::from_chw;
-use resnet::preprocess::trivial_augment::{apply, draw, AugmentOp, BINS};
 use resnet::preprocess::{AutoAugment, GpuAugment, Normalize, Preprocess};
 use resnet::rng::SplitMix64;
 use std::sync::Arc;
@@ -32,7 +35,19 @@ fn op_named(name: &str) -> AugmentOp {
 #[test]
 fn strength_tables_are_torchvisions() {
     let torch = fixture();
-    let tables = torch["tables"].as_object().unwrap();
+    same_tables(&torch["tables"], Space::TrivialAugmentWide);
+    let ra = torch["ra_tables"].as_object().unwrap();
+    assert_eq!(ra.len(), 4);
+    for (size, tables) in ra {
+        let (h, w) = size.split_once('x').unwrap();
+        let (height, width) = (h.parse().unwrap(), w.parse().unwrap());
+        same_tables(tables, Space::RandAugment { height, width });
+    }
+}
+
+/// `space`'s tables against torchvision's `_augmentation_space` (`tables`).
+fn same_tables(tables: &serde_json::Value, space: Space) {
+    let tables = tables.as_object().unwrap();
     let names: Vec<&str> = tables.keys().map(|k| k.as_str()).collect();
     let mut ours: Vec<&str> = AugmentOp::ALL.iter().map(|op| op.name()).collect();
     ours.sort();
@@ -51,8 +66,8 @@ fn strength_tables_are_torchvisions() {
             .collect();
         assert_eq!(op.has_magnitude(), magnitudes.len() == BINS, "{name}");
         if op.has_magnitude() {
-            let ours: Vec<f32> = (0..BINS).map(|b| op.magnitude(b) as f32).collect();
-            assert_eq!(ours, magnitudes, "{name}'s table");
+            let ours: Vec<f32> = (0..BINS).map(|b| op.magnitude(space, b) as f32).collect();
+            assert_eq!(ours, magnitudes, "{space:?} {name}'s table");
         }
     }
 }
@@ -80,7 +95,7 @@ fn every_operation_matches_pillow_byte_for_byte() {
             1.0
         };
         let magnitude = if op.has_magnitude() {
-            sign * op.magnitude(bin)
+            sign * op.magnitude(Space::TrivialAugmentWide, bin)
         } else {
             0.0
         };
@@ -137,7 +152,7 @@ fn draws_are_uniform_over_operations_bins_and_signs() {
         }
         if op == AugmentOp::Rotate {
             let bin = (0..BINS)
-                .find(|&b| op.magnitude(b) == magnitude.abs())
+                .find(|&b| op.magnitude(Space::TrivialAugmentWide, b) == magnitude.abs())
                 .unwrap();
             rotate_bins[bin] += 1;
         }
@@ -206,12 +221,52 @@ fn in_memory_images_are_cropped_flipped_and_augmented_on_the_cpu() {
     assert!(changed > 150, "{changed} of 200 changed by the policy");
 }
 
+/// RandAugment: two operations in turn on the image (each drawn as torchvision's forward does:
+/// the operation, its strength at the fixed bin, a sign), every strength one of the bin's.
+#[test]
+fn rand_augment_applies_two_operations_at_its_bin() {
+    let img = RgbImage::from_fn(20, 24, |x, y| {
+        image::Rgb([(x * 12) as u8, (y * 9) as u8, 77])
+    });
+    let space = Space::RandAugment {
+        height: 24,
+        width: 20,
+    };
+    let policy = AutoAugment::RandAugment { magnitude: 13 };
+    let mut changed = 0;
+    for seed in 0..300 {
+        let out = auto_augment(policy, img.clone(), &mut SplitMix64(seed));
+        let mut replay = SplitMix64(seed);
+        let mut want = img.clone();
+        for _ in 0..RAND_AUGMENT_OPS {
+            let (op, magnitude) = rand_augment_draw(&mut replay, 13, (24, 20));
+            let strength = if op.has_magnitude() {
+                op.magnitude(space, 13)
+            } else {
+                0.0
+            };
+            assert_eq!(magnitude.abs(), strength, "{op:?}");
+            want = apply(want, op, magnitude);
+        }
+        assert_eq!(out, want, "seed {seed}");
+        changed += (out != img) as usize;
+    }
+    assert!(changed > 250, "{changed} of 300 changed");
+}
+
 #[test]
 fn policy_names_are_torchvisions() {
     assert_eq!(
         "ta_wide".parse::<AutoAugment>(),
         Ok(AutoAugment::TrivialAugmentWide)
     );
-    let e = "ra".parse::<AutoAugment>().unwrap_err();
-    assert!(e.contains("'ra'") && e.contains("ta_wide"), "{e}");
+    assert_eq!(
+        "ra".parse::<AutoAugment>(),
+        Ok(AutoAugment::RandAugment { magnitude: 9 })
+    );
+    let e = "augmix".parse::<AutoAugment>().unwrap_err();
+    assert!(
+        e.contains("'augmix'") && e.contains("ta_wide") && e.contains("ra"),
+        "{e}"
+    );
 }
