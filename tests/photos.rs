@@ -45,6 +45,14 @@ fn train_args<'a>(data: &'a str, out: &'a str, epochs: &'a str) -> Vec<&'a str> 
     ]
 }
 
+/// Crops of 24 for training, 36 resized and 32 cropped for evaluation: quick on lavapipe.
+const SMALL_SIZES: PhotoSizes = PhotoSizes {
+    train_crop: 24,
+    train_crop_scale: (0.08, 1.0),
+    eval_resize: 36,
+    eval_crop: 32,
+};
+
 fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
     let ck = checkpoint::load(path).unwrap();
     let mut v: Vec<_> = ck
@@ -79,13 +87,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn batches_do_not_depend_on_the_worker_threads() {
-    let sizes = PhotoSizes {
-        train_crop: 24,
-        train_crop_scale: (0.08, 1.0),
-        eval_resize: 36,
-        eval_crop: 32,
-    };
-    let src = open_photos(&jpeg_fixture(), sizes).unwrap();
+    let src = open_photos(&jpeg_fixture(), SMALL_SIZES).unwrap();
     assert_eq!((src.train.len(), src.test.len()), (200, 100));
     assert_eq!(src.train.size(), (24, 24));
     assert_eq!(src.test.size(), (32, 32));
@@ -145,13 +147,7 @@ fn batches_do_not_depend_on_the_worker_threads() {
 /// pixels, and images selected for evaluation are untouched.
 #[test]
 fn trivial_augment_follows_the_training_crop_of_photo_folders() {
-    let sizes = PhotoSizes {
-        train_crop: 24,
-        train_crop_scale: (0.08, 1.0),
-        eval_resize: 36,
-        eval_crop: 32,
-    };
-    let src = open_photos(&jpeg_fixture(), sizes).unwrap();
+    let src = open_photos(&jpeg_fixture(), SMALL_SIZES).unwrap();
     let ta = auto_augmented(src.train.clone(), AutoAugment::TrivialAugmentWide);
     assert_eq!(ta.preprocess(), src.train.preprocess());
     let load = |set: &dyn ImageSource, i: usize, seed: u64| {

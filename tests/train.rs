@@ -267,11 +267,6 @@ fn a_run_with_model_ema_resumes_its_average() {
         ..options(4)
     };
     let (whole, cut, rows, resumed) = whole_and_resumed(data.path(), config);
-    let untimed = |r: &EpochMetrics| EpochMetrics {
-        images_per_sec: 0.0,
-        seconds: 0.0,
-        ..r.clone()
-    };
     assert_eq!(untimed(&resumed[0]), untimed(&rows[1]), "epoch 2 differs");
     let average = |o: &tempfile::TempDir| {
         resnet::checkpoint::load(&o.path().join("ema.safetensors")).unwrap()
@@ -580,6 +575,15 @@ fn a_mixed_precision_run_resumes_with_its_loss_scale() {
     assert_eq!(bytes(&whole), bytes(&cut), "resumed weights differ");
 }
 
+/// `r` without its timings, which differ between any two runs.
+fn untimed(r: &EpochMetrics) -> EpochMetrics {
+    EpochMetrics {
+        images_per_sec: 0.0,
+        seconds: 0.0,
+        ..r.clone()
+    }
+}
+
 /// The run of `config(2)` on the images in `data` left whole, and the same stopped after epoch 1
 /// (`config(1)`) and resumed: the two directories and each one's epoch rows (the resumed run's
 /// holds epoch 2 alone).
@@ -617,11 +621,6 @@ fn a_run_with_trivial_augment_on_cifar_resumes_exactly() {
         ..options(4)
     };
     let (whole, cut, rows, resumed) = whole_and_resumed(data.path(), config);
-    let untimed = |r: &EpochMetrics| EpochMetrics {
-        images_per_sec: 0.0,
-        seconds: 0.0,
-        ..r.clone()
-    };
     assert_eq!(untimed(&resumed[0]), untimed(&rows[1]), "epoch 2 differs");
     let weights = |o: &tempfile::TempDir| {
         resnet::checkpoint::load(&o.path().join("last.safetensors"))
