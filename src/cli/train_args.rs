@@ -204,7 +204,8 @@ pub struct TrainConfigArgs {
     /// An automatic augmentation of each training image after its crop and flip, as
     /// torchvision's --auto-augment: ta_wide is its TrivialAugmentWide (one of 14 Pillow
     /// operations at a random strength, bilinear; the ResNet-50 V2 recipe's), ra its RandAugment
-    /// (two of them in turn at --ra-magnitude). On CIFAR the crop and flip then run on the CPU
+    /// (two of them in turn at --ra-magnitude), imagenet, cifar10 and svhn its AutoAugment with
+    /// the policy learned on that data set. On CIFAR the crop and flip then run on the CPU
     /// before it too
     #[arg(long, value_name = "POLICY")]
     pub auto_augment: Option<AutoAugment>,
@@ -340,6 +341,7 @@ impl TrainConfigArgs {
 mod tests {
     use super::*;
     use clap::Parser;
+    use resnet::preprocess::AutoAugmentPolicy;
 
     #[derive(Parser)]
     struct Cmd {
@@ -395,6 +397,14 @@ mod tests {
         assert_eq!(ra, Some(AutoAugment::RandAugment { magnitude: 9 }));
         let ra = config(&["--auto-augment", "ra", "--ra-magnitude", "14"]);
         assert_eq!(ra, Some(AutoAugment::RandAugment { magnitude: 14 }));
+        for (name, policy) in [
+            ("imagenet", AutoAugmentPolicy::Imagenet),
+            ("cifar10", AutoAugmentPolicy::Cifar10),
+            ("svhn", AutoAugmentPolicy::Svhn),
+        ] {
+            let learned = config(&["--auto-augment", name]);
+            assert_eq!(learned, Some(AutoAugment::Learned(policy)));
+        }
     }
 
     #[test]

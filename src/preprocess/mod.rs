@@ -57,12 +57,25 @@ pub enum AutoAugment {
         /// The bin of every operation's strength.
         magnitude: usize,
     },
+    /// `AutoAugment` with one of its learned policies (`imagenet`, `cifar10`, `svhn`): one of
+    /// 25 pairs of operations, each applied with its own probability at its own strength.
+    Learned(AutoAugmentPolicy),
+}
+
+/// The policies Cubuk et al. (2019) learned on three data sets (torchvision's
+/// `AutoAugmentPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoAugmentPolicy {
+    Imagenet,
+    Cifar10,
+    Svhn,
 }
 
 impl AutoAugment {
     /// torchvision's `--ra-magnitude` default.
     pub const RA_MAGNITUDE: usize = 9;
-    /// The bins of every strength table (torchvision's `num_magnitude_bins`).
+    /// The bins of TrivialAugment's and RandAugment's strength tables (torchvision's
+    /// `num_magnitude_bins`; AutoAugment's have 10).
     pub const BINS: usize = 31;
 
     /// The policy's name in torchvision's `--auto-augment`.
@@ -70,6 +83,9 @@ impl AutoAugment {
         match self {
             AutoAugment::TrivialAugmentWide => "ta_wide",
             AutoAugment::RandAugment { .. } => "ra",
+            AutoAugment::Learned(AutoAugmentPolicy::Imagenet) => "imagenet",
+            AutoAugment::Learned(AutoAugmentPolicy::Cifar10) => "cifar10",
+            AutoAugment::Learned(AutoAugmentPolicy::Svhn) => "svhn",
         }
     }
 }
@@ -83,9 +99,13 @@ impl std::str::FromStr for AutoAugment {
             "ra" => Ok(AutoAugment::RandAugment {
                 magnitude: AutoAugment::RA_MAGNITUDE,
             }),
+            "imagenet" => Ok(AutoAugment::Learned(AutoAugmentPolicy::Imagenet)),
+            "cifar10" => Ok(AutoAugment::Learned(AutoAugmentPolicy::Cifar10)),
+            "svhn" => Ok(AutoAugment::Learned(AutoAugmentPolicy::Svhn)),
             _ => Err(format!(
-                "unknown policy '{s}': the choices are ta_wide (TrivialAugmentWide) and ra \
-                 (RandAugment); torchvision's augmix and AutoAugment policies are not built"
+                "unknown policy '{s}': the choices are ta_wide (TrivialAugmentWide), ra \
+                 (RandAugment), and imagenet, cifar10 or svhn (AutoAugment's policies); \
+                 torchvision's augmix is not built"
             )),
         }
     }

@@ -377,6 +377,39 @@ def trivial_augment():
     (OUT / "trivial_augment.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
+def auto_augment_policies():
+    """AutoAugment's learned policies as torchvision lists them, its 10-bin tables at a few image
+    sizes, and its forward on a 20x24 photo (bilinear, as the reference scripts pass) for every
+    sub-policy of every policy at chosen coins and signs (get_params replaced), byte for byte."""
+    import base64
+    from PIL import Image
+    from torchvision.transforms import autoaugment, InterpolationMode
+    b64 = lambda b: base64.b64encode(bytes(b)).decode()
+    jpeg = OUT.parents[1] / "data" / "cifar10-jpeg" / "train"
+    tall = Image.open(jpeg / "ship" / "0001.jpg").convert("RGB").crop((5, 3, 25, 27))
+    record = {"torch": torch.__version__, "torchvision": torchvision.__version__,
+              "pillow": Image.__version__, "policies": {}, "tables": {}, "cases": [],
+              "image": {"width": tall.width, "height": tall.height, "rgb": b64(tall.tobytes())}}
+    for policy in autoaugment.AutoAugmentPolicy:
+        aa = autoaugment.AutoAugment(policy, InterpolationMode.BILINEAR)
+        record["policies"][policy.value] = [[list(step) for step in pair] for pair in aa.policies]
+        # both steps, then the first alone, then the second alone, with both signs in turn
+        draws = [([0.0, 0.0], [0, 1]), ([0.0, 0.0], [1, 0]), ([0.0, 0.9999], [1, 1]),
+                 ([0.9999, 0.0], [0, 0])]
+        for pair in range(len(aa.policies)):
+            probs, signs = draws[pair % len(draws)]
+            aa.get_params = lambda n, pair=pair, probs=probs, signs=signs: (
+                pair, torch.tensor(probs), torch.tensor(signs))
+            out = aa(tall)
+            record["cases"].append({"policy": policy.value, "pair": pair, "coins": probs,
+                                    "signs": signs, "out": b64(out.tobytes())})
+    for h, w in [(224, 224), (32, 32), (24, 20)]:
+        space = autoaugment.AutoAugment()._augmentation_space(10, (h, w))
+        record["tables"][f"{h}x{w}"] = {op: {"signed": signed, "magnitudes": m.flatten().tolist()}
+                                        for op, (m, signed) in space.items()}
+    (OUT / "auto_augment_policies.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
 def small_state_dict():
     sd = OrderedDict()
     sd["conv1.weight"] = (torch.arange(12, dtype=torch.float16).view(3, 4) / 4).t()  # a view
@@ -411,6 +444,7 @@ if __name__ == "__main__":
     lr_warmup()
     random_erasing()
     trivial_augment()
+    auto_augment_policies()
     resnet20()
     one_step()
     mixed_steps()

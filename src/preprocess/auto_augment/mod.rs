@@ -5,7 +5,10 @@
 //!   from fourteen, at a strength drawn uniformly from 31 bins (and a sign, for the signed
 //!   ones);
 //! - `ra`, `RandAugment` (Cubuk et al. 2020): two operations drawn in turn from the same
-//!   fourteen, each at the fixed bin `--ra-magnitude` (9) of its own tables and a random sign.
+//!   fourteen, each at the fixed bin `--ra-magnitude` (9) of its own tables and a random sign;
+//! - `imagenet`, `cifar10`, `svhn`, `AutoAugment` (Cubuk et al. 2019) with the policy it learned
+//!   on that data set ([`policies`]): one of 25 pairs of operations, each applied with its own
+//!   probability at its own bin of 10, with a random sign.
 //!
 //! The operations are Pillow's ([`super::pil`]), bilinear as the reference recipe interpolates;
 //! the strengths are torchvision's tables, in float32 as `torch.linspace` makes them
@@ -13,10 +16,13 @@
 
 use image::RgbImage;
 
-use super::{pil, AutoAugment};
+pub mod policies;
+
+use super::{pil, AutoAugment, AutoAugmentPolicy};
 use crate::rng::SplitMix64;
 
-/// One of TrivialAugmentWide's operations, in torchvision's order.
+/// One of torchvision's augmentation operations: TrivialAugmentWide's fourteen in its order, and
+/// `Invert`, which only AutoAugment's policies use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AugmentOp {
     Identity,
@@ -33,10 +39,14 @@ pub enum AugmentOp {
     Solarize,
     AutoContrast,
     Equalize,
+    Invert,
 }
 
-/// torchvision's `num_magnitude_bins`.
+/// torchvision's `num_magnitude_bins` of TrivialAugmentWide and RandAugment.
 pub const BINS: usize = AutoAugment::BINS;
+
+/// The bins of AutoAugment's strength tables.
+pub const LEARNED_BINS: usize = 10;
 
 impl AugmentOp {
     /// The operations in torchvision's `_augmentation_space` order (the draw's index).
@@ -74,6 +84,7 @@ impl AugmentOp {
             AugmentOp::Solarize => "Solarize",
             AugmentOp::AutoContrast => "AutoContrast",
             AugmentOp::Equalize => "Equalize",
+            AugmentOp::Invert => "Invert",
         }
     }
 
@@ -81,7 +92,7 @@ impl AugmentOp {
     pub fn has_magnitude(self) -> bool {
         !matches!(
             self,
-            AugmentOp::Identity | AugmentOp::AutoContrast | AugmentOp::Equalize
+            AugmentOp::Identity | AugmentOp::AutoContrast | AugmentOp::Equalize | AugmentOp::Invert
         )
     }
 
@@ -90,32 +101,43 @@ impl AugmentOp {
         self.has_magnitude() && !matches!(self, AugmentOp::Posterize | AugmentOp::Solarize)
     }
 
-    /// The strength of bin `bin` (0 to 30) in `space`'s tables, as torchvision holds it.
+    /// The strength of bin `bin` in `space`'s tables, as torchvision holds it.
     pub fn magnitude(self, space: Space, bin: usize) -> f64 {
-        let linspace = |start: f32, end: f32| torch_linspace(start, end, bin) as f64;
-        // TrivialAugmentWide's widest strengths, and RandAugment's (its translations a share
-        // of the image, 150/331 as in the AutoAugment paper's 331-pixel images)
-        let (shear, enhance, rotate, posterize_step) = match space {
-            Space::TrivialAugmentWide => (0.99, 0.99, 135.0, 5.0),
-            Space::RandAugment { .. } => (0.3, 0.9, 30.0, 7.5),
-        };
-        let translate = |side: usize| match space {
-            Space::TrivialAugmentWide => 32.0,
-            Space::RandAugment { .. } => (150.0 / 331.0 * side as f64) as f32,
+        let bins = space.bins();
+        let linspace = |start: f32, end: f32| torch_linspace(start, end, bins, bin) as f64;
+        // TrivialAugmentWide's widest strengths, and those of RandAugment and AutoAugment (their
+        // translations a share of the image, 150/331 as in the AutoAugment paper's 331-pixel
+        // images); posterize's bits go from 8 down to 2, or to 4
+        let (shear, enhance, rotate, posterize_bits) = match space {
+            Space::TrivialAugmentWide => (0.99, 0.99, 135.0, 6.0),
+            _ => (0.3, 0.9, 30.0, 4.0),
         };
         let (height, width) = match space {
             Space::TrivialAugmentWide => (0, 0),
-            Space::RandAugment { height, width } => (height, width),
+            Space::RandAugment { height, width } | Space::AutoAugment { height, width } => {
+                (height, width)
+            }
+        };
+        let translate = |side: usize| match space {
+            Space::TrivialAugmentWide => 32.0,
+            _ => (150.0 / 331.0 * side as f64) as f32,
         };
         match self {
-            AugmentOp::Identity | AugmentOp::AutoContrast | AugmentOp::Equalize => 0.0,
+            AugmentOp::Identity
+            | AugmentOp::AutoContrast
+            | AugmentOp::Equalize
+            | AugmentOp::Invert => 0.0,
             AugmentOp::TranslateX => linspace(0.0, translate(width)),
             AugmentOp::TranslateY => linspace(0.0, translate(height)),
             AugmentOp::ShearX | AugmentOp::ShearY => linspace(0.0, shear),
             AugmentOp::Rotate => linspace(0.0, rotate),
             AugmentOp::Solarize => linspace(255.0, 0.0),
-            // 8 - round(bin / step): 8 bits down to 2 (TrivialAugment) or 4 (RandAugment)
-            AugmentOp::Posterize => 8.0 - (bin as f32 / posterize_step).round_ties_even() as f64,
+            // 8 - round(bin / ((bins - 1) / posterize_bits)), the step in float64 as Python
+            // divides, the quotient in float32 as torch divides an integer tensor
+            AugmentOp::Posterize => {
+                let step = (bins - 1) as f64 / posterize_bits;
+                8.0 - (bin as f32 / step as f32).round_ties_even() as f64
+            }
             AugmentOp::Brightness
             | AugmentOp::Color
             | AugmentOp::Contrast
@@ -130,16 +152,27 @@ impl AugmentOp {
 pub enum Space {
     TrivialAugmentWide,
     RandAugment { height: usize, width: usize },
+    AutoAugment { height: usize, width: usize },
 }
 
-/// Element `i` of `torch.linspace(start, end, 31)` in float32: from `start` up to the middle,
-/// from `end` back after it, each a fused multiply-add of the step (as PyTorch's CPU kernel
-/// computes it on x86-64).
-fn torch_linspace(start: f32, end: f32, i: usize) -> f32 {
-    let step = (end - start) / (BINS - 1) as f32;
-    match i < BINS / 2 {
+impl Space {
+    /// The bins of the space's tables.
+    pub fn bins(self) -> usize {
+        match self {
+            Space::AutoAugment { .. } => LEARNED_BINS,
+            _ => BINS,
+        }
+    }
+}
+
+/// Element `i` of `torch.linspace(start, end, steps)` in float32: from `start` up to the
+/// middle, from `end` back after it, each a fused multiply-add of the step (as PyTorch's CPU
+/// kernel computes it on x86-64).
+fn torch_linspace(start: f32, end: f32, steps: usize, i: usize) -> f32 {
+    let step = (end - start) / (steps - 1) as f32;
+    match i < steps / 2 {
         true => step.mul_add(i as f32, start),
-        false => (-step).mul_add((BINS - 1 - i) as f32, end),
+        false => (-step).mul_add((steps - 1 - i) as f32, end),
     }
 }
 
@@ -220,6 +253,7 @@ pub fn apply(img: RgbImage, op: AugmentOp, magnitude: f64) -> RgbImage {
         }
         AugmentOp::AutoContrast => pil::autocontrast(&img),
         AugmentOp::Equalize => pil::equalize(&img),
+        AugmentOp::Invert => pil::point_all(&img, |v| 255 - v),
     }
 }
 
@@ -237,7 +271,51 @@ pub fn auto_augment(policy: AutoAugment, img: RgbImage, rng: &mut SplitMix64) ->
                 apply(img, op, magnitude)
             })
         }
+        AutoAugment::Learned(policy) => {
+            let size = (img.height() as usize, img.width() as usize);
+            learned_draw(rng, policy, size)
+                .into_iter()
+                .flatten()
+                .fold(img, |img, (op, magnitude)| apply(img, op, magnitude))
+        }
     }
+}
+
+/// One draw of AutoAugment's `policy` for an image of `size` (height, width): its two steps
+/// ([`learned_steps`]). torchvision's order: the pair, then both coins, then both signs, all
+/// drawn every time.
+pub fn learned_draw(
+    rng: &mut SplitMix64,
+    policy: AutoAugmentPolicy,
+    size: (usize, usize),
+) -> [Option<(AugmentOp, f64)>; 2] {
+    let pair = rng.below(policies::sub_policies(policy).len() as u64) as usize;
+    let coins = [rng.uniform(), rng.uniform()];
+    let negative = [rng.below(2) == 1, rng.below(2) == 1];
+    learned_steps(policy, pair, coins, negative, size)
+}
+
+/// The steps of `policy`'s sub-policy `pair` on an image of (`height`, `width`): each the
+/// operation and its strength where its coin (uniform in [0, 1)) is at most its probability,
+/// `None` where not; the strength negated where `negative` says so and the operation is signed
+/// (torchvision's `forward` with `get_params`' draws).
+pub fn learned_steps(
+    policy: AutoAugmentPolicy,
+    pair: usize,
+    coins: [f64; 2],
+    negative: [bool; 2],
+    (height, width): (usize, usize),
+) -> [Option<(AugmentOp, f64)>; 2] {
+    let steps = policies::sub_policies(policy)[pair];
+    std::array::from_fn(|i| {
+        let step = steps[i];
+        (coins[i] <= step.probability).then(|| {
+            let space = Space::AutoAugment { height, width };
+            let magnitude = step.bin.map_or(0.0, |bin| step.op.magnitude(space, bin));
+            let flip = step.op.signed() && negative[i];
+            (step.op, if flip { -magnitude } else { magnitude })
+        })
+    })
 }
 
 /// RandAugment's operations per image (torchvision's `num_ops`, which its script keeps at 2).
