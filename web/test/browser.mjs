@@ -128,6 +128,9 @@ try {
     else console.log(`  ${path.basename(e.image)}: page ${got && got[1]}, resnet predict ${e.top[0].class}`);
   }
   check(same === expected.length, `page top-1 equals resnet predict on ${same}/${expected.length} images`);
+  // a checkpoint that answers one class for everything would agree with any page that loads it
+  const answers = new Set(expected.map((e) => e.top[0].class));
+  check(answers.size >= 3, `resnet predict's top-1 differs between images (${[...answers].join(', ')})`);
   figures.cli_checkpoint_top1_agreement = `${same}/${expected.length}`;
 
   await page.screenshot({ path: path.join(out, 'screenshot.png'), fullPage: true });
