@@ -1,6 +1,6 @@
 //! The photo loader on one core, in images/s (criterion's "elem/s"): JPEG decode alone, decode +
 //! torchvision's training transform (RandomResizedCrop(224) + flip, without and with
-//! TrivialAugmentWide after it) and decode + the evaluation transform (Resize(256) +
+//! TrivialAugmentWide or AutoAugment's ImageNet policy after it) and decode + the evaluation transform (Resize(256) +
 //! CenterCrop(224)), on 224x224 JPEGs and on 500x375 ones (ImageNet's typical size), made by
 //! upscaling the repository's CIFAR-10 photos. Multiply by `--workers` for a whole machine and
 //! compare with `resnet bench`'s training images/s to see whether the GPU would wait.
@@ -8,7 +8,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use image::codecs::jpeg::JpegEncoder;
 use resnet::data::{assemble, auto_augmented, open_photos, BatchJob, PhotoSizes};
-use resnet::preprocess::AutoAugment;
+use resnet::preprocess::{AutoAugment, AutoAugmentPolicy};
 use std::path::Path;
 use std::time::Duration;
 
@@ -73,6 +73,14 @@ fn loader(c: &mut Criterion) {
         g.bench_function(
             format!("decode_random_resized_crop_224_flip_ta_wide/{w}x{h}"),
             |b| b.iter(|| assemble(&*ta, &job, 0).expect("batch")),
+        );
+        let imagenet = auto_augmented(
+            src.train.clone(),
+            AutoAugment::Learned(AutoAugmentPolicy::Imagenet),
+        );
+        g.bench_function(
+            format!("decode_random_resized_crop_224_flip_autoaugment_imagenet/{w}x{h}"),
+            |b| b.iter(|| assemble(&*imagenet, &job, 0).expect("batch")),
         );
         g.bench_function(format!("decode_resize_256_center_crop_224/{w}x{h}"), |b| {
             b.iter(|| assemble(&*src.test, &job, 0).expect("batch"))

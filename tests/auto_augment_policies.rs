@@ -137,8 +137,9 @@ fn every_sub_policy_matches_torchvision_byte_for_byte() {
         }
     }
     assert_eq!(cases.len(), 75);
-    // most sub-policies change the photo (a zero-strength Color or Invert's 0.0 do not)
-    assert!(changed > 60, "{changed} of 75 changed");
+    // the cases are not trivial: all but one change the photo (cifar10's pair 19, whose coins
+    // here apply only its Color at strength 0)
+    assert!(changed >= 70, "{changed} of 75 changed");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -195,6 +196,8 @@ fn draws_follow_the_policys_probabilities() {
     assert!(within(negative, signed, 0.5), "{negative} of {signed}");
 }
 
+/// The wiring: `--auto-augment`'s names parse to the policies, and `auto_augment` applies the
+/// steps of `learned_draw` from the same seed, in turn.
 #[test]
 fn the_policy_runs_its_draw() {
     let img = RgbImage::from_fn(20, 24, |x, y| {

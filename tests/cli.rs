@@ -110,7 +110,10 @@ fn bad_data_gives_one_line_errors() {
     let no_reps = train_with(&["--ra-sampler", "--ra-reps", "0"]);
     fails_with(&no_reps, &["--ra-reps", "at least 1"]);
     let policy = train_with(&["--auto-augment", "augmix"]);
-    fails_with(&policy, &["--auto-augment", "'augmix'", "ta_wide", "ra"]);
+    fails_with(
+        &policy,
+        &["--auto-augment", "'augmix'", "ta_wide", "ra", "imagenet"],
+    );
     let magnitude = train_with(&["--ra-magnitude", "5"]);
     fails_with(&magnitude, &["--ra-magnitude", "--auto-augment", "not on"]);
     let bin = train_with(&["--auto-augment", "ra", "--ra-magnitude", "31"]);

@@ -1,4 +1,4 @@
-//! The Pillow operations torchvision's TrivialAugmentWide applies to a PIL image, reproduced
+//! The Pillow operations torchvision's automatic augmentations apply to a PIL image, reproduced
 //! to the bit: its affine warp with bilinear sampling and `rotate`, `Image.blend` (the
 //! `ImageEnhance` classes), the `L` conversion, the `SMOOTH` filter and the `ImageOps` lookup
 //! tables. The arithmetic follows Pillow's C (`Geometry.c`, `Blend.c`, `Filter.c`, `Convert.c`)
@@ -6,7 +6,8 @@
 //! rounds differently from a float64 one, and a pixel one step off is a different image. The
 //! reference is Pillow as built for x86-64, without fused multiply-adds (a build that fuses
 //! `a + (b - a) * d`, as GCC does by default on aarch64, can differ from it by one level).
-//! `tests/auto_augment.rs` checks every operation against Pillow's own output.
+//! `tests/auto_augment.rs` checks every operation against Pillow's own output (and
+//! `tests/auto_augment_policies.rs` AutoAugment's pairs of them, `Invert` among them).
 
 use image::RgbImage;
 

@@ -2,7 +2,7 @@
 //! Strategies from Data"), as torchvision's `AutoAugment._get_policies` lists them: 25 pairs of
 //! steps each, a step being an operation, the probability it is applied with and its bin of
 //! the 10-bin strength tables (none for the operations without a strength).
-//! `tests/auto_augment.rs` compares them with torchvision's lists.
+//! `tests/auto_augment_policies.rs` compares them with torchvision's lists.
 
 use super::AugmentOp::{self, *};
 use crate::preprocess::AutoAugmentPolicy;
