@@ -359,12 +359,26 @@ fn conv_fwd_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     }
     let k0 = kb * CB;
     let plane = P.p * P.q;
-    //%[g<CB4] let b{g} = bias4(k0 + {4*g}u);
-    //%[j<PB4] var ok{j}: vec4<bool>;
-    //%[j<PB4] let y{j} = out4(m0 + {4*j}u, npq, P.k, plane, &ok{j});
-    //%[g<CB4,j<PB4] store4(y{j}, ok{j}, k0 + {4*g}u, P.k, plane, b{g}, a{g}{j});
-    if (P.stats != 0u) {
-        //%[g<CB4,h<PB8] write_stats8(k0 + {4*g}u, m0 / 8u + {h}u, a{g}{2*h}, a{g}{2*h+1}, ok{2*h}, ok{2*h+1}, b{g});
+    // 4 channels x 8 pixels a turn (see conv_dx_reg's epilogue)
+    for (var i = 0u; i < (CB / 4u) * (PB / 8u); i++) {
+        var a0: mat4x4<f32>;
+        var a1: mat4x4<f32>;
+        switch i {
+            //%[g<CB4,h<PB8] case {#}u: { a0 = a{g}{2*h}; a1 = a{g}{2*h+1}; }
+            default: {}
+        }
+        let k = k0 + 4u * (i / (PB / 8u));
+        let m = m0 + 8u * (i % (PB / 8u));
+        let b = bias4(k);
+        var ok0: vec4<bool>;
+        var ok1: vec4<bool>;
+        let y0 = out4(m, npq, P.k, plane, &ok0);
+        let y1 = out4(m + 4u, npq, P.k, plane, &ok1);
+        store4(y0, ok0, k, P.k, plane, b, a0);
+        store4(y1, ok1, k, P.k, plane, b, a1);
+        if (P.stats != 0u) {
+            write_stats8(k, m / 8u, a0, a1, ok0, ok1, b);
+        }
     }
 }
 
@@ -435,12 +449,25 @@ fn conv_dx_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
     let c0 = cb * CB;
     let plane = P.h * P.w;
-    //%[j<PB4] var ok{j}: vec4<bool>;
-    //%[j<PB4] let x{j}o = out4(m0 + {4*j}u, nhw, P.c, plane, &ok{j});
-    if (P.stats != 0u) {
-        //%[g<CB4,j<PB4] a{g}{j} = bn_grad4(c0 + {4*g}u, m0 / 4u + {j}u, plane, x{j}o, ok{j}, a{g}{j});
+    // One 4x4 block a turn, in a loop rather than written out per block: written out (16 copies
+    // of the BatchNorm sums and stores at 16x16), lavapipe's LLVM took 15-19 s to compile this
+    // kernel, under 1 s so. The switch picks the block's accumulators by name (an array would
+    // live in scratch memory; see template.rs).
+    for (var i = 0u; i < (CB / 4u) * (PB / 4u); i++) {
+        var a: mat4x4<f32>;
+        switch i {
+            //%[g<CB4,j<PB4] case {#}u: { a = a{g}{j}; }
+            default: {}
+        }
+        let g = i / (PB / 4u);
+        let j = i % (PB / 4u);
+        var ok: vec4<bool>;
+        let xo = out4(m0 + 4u * j, nhw, P.c, plane, &ok);
+        if (P.stats != 0u) {
+            a = bn_grad4(c0 + 4u * g, m0 / 4u + j, plane, xo, ok, a);
+        }
+        store4(xo, ok, c0 + 4u * g, P.c, plane, vec4<f32>(0.0), a);
     }
-    //%[g<CB4,j<PB4] store4(x{j}o, ok{j}, c0 + {4*g}u, P.c, plane, vec4<f32>(0.0), a{g}{j});
 }
 
 // ---- BatchNorm's backward sums in the backward to the input's epilogue (P.stats != 0) ----
@@ -579,7 +606,15 @@ fn conv_dw_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         }
     }
     let info = vec2<u32>(split, crs);
-    //%[g<CB4,j<PB4] store_dw4(j0 + {4*j}u, k0 + {4*g}u, info, a{g}{j});
+    // one block of 4 x 4 a turn (see conv_dx_reg's epilogue)
+    for (var i = 0u; i < (CB / 4u) * (PB / 4u); i++) {
+        var a: mat4x4<f32>;
+        switch i {
+            //%[g<CB4,j<PB4] case {#}u: { a = a{g}{j}; }
+            default: {}
+        }
+        store_dw4(j0 + 4u * (i % (PB / 4u)), k0 + 4u * (i / (PB / 4u)), info, a);
+    }
 }
 
 // ---- workgroup-memory tiled GEMM (real GPUs) ----

@@ -462,10 +462,21 @@ fn gemm(mode: u32, stats: bool, wid: vec3<u32>, nwg: vec3<u32>, lid: u32) {
         }
         workgroupBarrier();
     }
-    if (mode == 1u && stats) {
-        //%[r<RM,j<RN4] acc{r}_{j} = bn_grad_gemm(g, tm, tn, {r}u, {j}u, acc{r}_{j});
+    // One row and column group a turn, in a loop rather than written out per pair (which took
+    // lavapipe's LLVM seconds to compile); the switch picks the pair's accumulator by name.
+    for (var i = 0u; i < RM * RN4; i++) {
+        var acc: vec4<f32>;
+        switch i {
+            //%[r<RM,j<RN4] case {#}u: { acc = acc{r}_{j}; }
+            default: {}
+        }
+        let r = i / RN4;
+        let j = i % RN4;
+        if (mode == 1u && stats) {
+            acc = bn_grad_gemm(g, tm, tn, r, j, acc);
+        }
+        write_out(mode, g, tm, tn, r, j, acc);
     }
-    //%[r<RM,j<RN4] write_out(mode, g, tm, tn, {r}u, {j}u, acc{r}_{j});
     if (mode == 0u && stats) {
         //%[i<RM4,j<RN4] stats_pass(g, tm, tn, lid, {i}u, {j}u, mat4x4<f32>(acc{4*i}_{j}, acc{4*i+1}_{j}, acc{4*i+2}_{j}, acc{4*i+3}_{j}));
     }
