@@ -156,12 +156,14 @@ fn transpose_w_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 // mat4x4 values a{g}{j} whose column i holds channels 4g..4g+3 of pixel 4j+i. Measured on lavapipe,
 // a per-lane storage load costs as much as ~10 multiply-adds, so the tile is as large as spills
 // allow; how large that is depends on the CPU's registers (AVX2 or AVX-512) or the GPU's, so the
-// block is a variant: CB and PB are set, and the lines marked //%[g<CB4], //%[j<PB4] and
-// //%[g<CB4,j<PB4] are written out once per channel group g (CB4 = CB / 4), pixel group j
-// (PB4 = PB / 4) or pair, with {g}, {j} and {4*g}, {4*j} (its first channel or pixel) replaced,
-// when the pipeline is created (src/ops/conv2d/template.rs, for the rows of family.rs there).
-// Every per-invocation array is spelled out as vectors, because lavapipe puts indexed arrays in
-// scratch memory (5x slower).
+// block is a variant: CB and PB are set, and the lines marked //%[g<CB4], //%[j<PB4],
+// //%[g<CB4,j<PB4] and //%[g<CB4,h<PB8] are written out once per channel group g (CB4 = CB / 4),
+// pixel group j (PB4 = PB / 4), pair of pixel groups h or combination, with {g}, {j} and {4*g},
+// {4*j} (its first channel or pixel) replaced and {#} by the combination's ordinal, when the
+// pipeline is created (src/ops/conv2d/template.rs, for the rows of family.rs there). Every
+// per-invocation array is spelled out as vectors, because lavapipe puts indexed arrays in
+// scratch memory (5x slower). The epilogues loop over the blocks, a switch on {#} picking each
+// block's accumulators: written out per block, they took LLVM seconds to compile.
 const CB: u32 = 16u;
 const PB: u32 = 16u;
 
@@ -451,7 +453,7 @@ fn conv_dx_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let plane = P.h * P.w;
     // One 4x4 block a turn, in a loop rather than written out per block: written out (16 copies
     // of the BatchNorm sums and stores at 16x16), lavapipe's LLVM took 15-19 s to compile this
-    // kernel, under 1 s so. The switch picks the block's accumulators by name (an array would
+    // kernel, 0.5 s so. The switch picks the block's accumulators by name (an array would
     // live in scratch memory; see template.rs).
     for (var i = 0u; i < (CB / 4u) * (PB / 4u); i++) {
         var a: mat4x4<f32>;

@@ -57,7 +57,8 @@ pub(crate) enum Scheme {
     Register {
         /// Output channels per invocation (a multiple of 4).
         channels: usize,
-        /// Pixels (or weights) per invocation (a multiple of 4).
+        /// Pixels (or weights) per invocation (a multiple of 8: the forward's epilogue takes them
+        /// 8 at a time, BatchNorm's runs).
         pixels: usize,
     },
     /// shaders/conv2d_gemm.wgsl's kernels (`conv_fwd_gemm`, `conv_dx_gemm`, `conv_dw_gemm`).
@@ -324,6 +325,10 @@ impl Scheme {
     fn f32_source(self, module: &str) -> String {
         match self {
             Scheme::Register { channels, pixels } => {
+                assert!(
+                    channels % 4 == 0 && pixels % 8 == 0,
+                    "{module}: {channels}x{pixels}"
+                );
                 let consts = [("CB", channels), ("PB", pixels)];
                 let counts = [
                     ("CB4", channels / 4),
@@ -576,6 +581,7 @@ mod tests {
         assert!(e.contains("const TM: u32 = 128u;") && e.contains("const RN: u32 = 8u;"));
         assert!(e.contains("const TK: u32 = 8u;") && !e.contains("const TM: u32 = 64u;"));
         assert!(!e.lines().any(|l| l.trim_start().starts_with("//%")) && !e.contains("{r}"));
+        assert!(!e.contains("{#}"));
         // 8 rows x 2 column groups of accumulators, each declared, updated and picked once for
         // the epilogue's loop (case 15 = row 7, group 1), plus the loop's own `var acc:`
         assert_eq!(e.matches("var acc").count(), 16 + 1);
