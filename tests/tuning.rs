@@ -205,9 +205,15 @@ fn resnet_tune_fills_the_cache_that_later_commands_use() {
         l.starts_with("conv2d backward (weight)") && numbers == fp32_families()
     };
     assert!(out.lines().any(|l| timed_row(&l)), "{out}");
+    // the first run says on stderr that it times kernels; the runs that read the cache do not
+    let timing = "timing the convolution kernel families at each shape";
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(err.matches(timing).count(), 1, "{err}");
     let second = resnet(&args, cache.path());
     let out = String::from_utf8_lossy(&second.stdout);
     assert!(out.contains("23 choices, 0 timed now"), "{out}");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!err.contains(timing), "{err}");
     // bench at the same batch takes every training and inference choice from the cache
     let bench = [
         "bench",
@@ -235,6 +241,7 @@ fn resnet_tune_fills_the_cache_that_later_commands_use() {
         err.contains("warning: kernel choices") && err.contains("timed again"),
         "{err}"
     );
+    assert!(err.contains(timing), "{err}");
     // forcing a family leaves nothing to tune
     let forced = resnet(&["tune", "--kernels", "register"], cache.path());
     assert!(!forced.status.success());

@@ -83,6 +83,7 @@ impl GpuArgs {
         o.set_precision(self.precision()?)?;
         o.tuning_cache = Some(data::default_cache_dir().join("kernels"));
         o.device_index = self.device_index;
+        o.on_measured = progress::tuning_lines();
         Ok(o)
     }
 

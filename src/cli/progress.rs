@@ -2,7 +2,9 @@
 //! 30 seconds. Work that ends within `delay` shows nothing.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use resnet::gpu::{Choice, OnMeasured};
 use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How often a line is printed when stderr is not a terminal.
@@ -113,4 +115,69 @@ fn download_bar(len: Option<u64>, url: &str) -> ProgressBar {
     ProgressBar::with_draw_target(len, target)
         .with_style(style)
         .with_message(format!("downloading {url}"))
+}
+
+/// How often a line counts the (op, shape) timed so far while kernels are timed.
+const TUNING_LINE_EVERY: Duration = Duration::from_secs(15);
+
+/// The lines that say kernels are being timed: one at the first (op, shape) measured, then the
+/// count every [`TUNING_LINE_EVERY`]. A first run on an adapter spends a minute or more there
+/// (every family at every convolution shape) before its first step; later runs read the cache.
+#[derive(Default)]
+struct TuningLines {
+    timed: usize,
+    last_line: Option<Instant>,
+}
+
+impl TuningLines {
+    /// One more (op, shape) timed at `now`; the line to print, if any.
+    fn note(&mut self, now: Instant) -> Option<String> {
+        self.timed += 1;
+        let line = match self.last_line {
+            None => "timing the convolution kernel families at each shape on this adapter, once \
+                     (later runs read the choices from the cache; `resnet tune` does it ahead \
+                     of time)"
+                .to_string(),
+            Some(t) if now.duration_since(t) >= TUNING_LINE_EVERY => {
+                format!("  {} (op, shape) timed so far", self.timed)
+            }
+            Some(_) => return None,
+        };
+        self.last_line = Some(now);
+        Some(line)
+    }
+}
+
+/// [`TuningLines`] on stderr, for [`resnet::gpu::GpuOptions::on_measured`].
+pub fn tuning_lines() -> OnMeasured {
+    let lines = Mutex::new(TuningLines::default());
+    OnMeasured(Some(Arc::new(move |_: &Choice| {
+        let mut lines = lines.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = lines.note(Instant::now()) {
+            eprintln!("{}", super::flags::with_flags(&l));
+        }
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuning_says_it_started_then_counts_every_15_seconds() {
+        let mut lines = TuningLines::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let first = lines.note(at(0)).unwrap();
+        assert!(
+            first.starts_with("timing the convolution kernel families"),
+            "{first}"
+        );
+        assert_eq!(lines.note(at(5)), None);
+        assert_eq!(lines.note(at(14)), None);
+        let count = lines.note(at(15)).unwrap();
+        assert_eq!(count, "  4 (op, shape) timed so far");
+        assert_eq!(lines.note(at(29)), None);
+        assert_eq!(lines.note(at(31)).unwrap(), "  6 (op, shape) timed so far");
+    }
 }

@@ -56,6 +56,28 @@ pub struct GpuOptions {
     /// The arithmetic of the convolutions: fp32 (the default, bit-exact as ever) or mixed
     /// (f16 operands, f32 accumulation; needs the adapter's `SHADER_F16`).
     pub precision: Precision,
+    /// Told of each choice the device measures, as it is measured: a first run on an adapter
+    /// times every family at every convolution shape (a minute on a CPU driver), and a CLI shows
+    /// that it does; the library prints nothing.
+    pub on_measured: OnMeasured,
+}
+
+/// A function called with each kernel choice a device measures ([`GpuOptions::on_measured`]);
+/// none by default.
+#[derive(Clone, Default)]
+pub struct OnMeasured(pub Option<std::sync::Arc<MeasuredFn>>);
+
+/// What [`OnMeasured`] calls.
+pub type MeasuredFn = dyn Fn(&super::Choice) + Send + Sync;
+
+impl std::fmt::Debug for OnMeasured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "OnMeasured(..)"
+        } else {
+            "OnMeasured(None)"
+        })
+    }
 }
 
 /// What the network computes in (`--precision`), as torch.amp's autocast does.

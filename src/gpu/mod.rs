@@ -18,7 +18,7 @@ mod tuning;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use adapter::list_adapters;
-pub use adapter::{parse_backend, AdapterSummary, GpuOptions, Precision};
+pub use adapter::{parse_backend, AdapterSummary, GpuOptions, OnMeasured, Precision};
 pub use choices::{AdapterId, Choice, KernelSet};
 pub use cooperative::tensor_cores_fit;
 pub use kernel::{Kernel, Uniform};

@@ -7,7 +7,7 @@
 use super::choices::{self, AdapterId, Choice, KernelSet};
 #[cfg(not(target_arch = "wasm32"))]
 use super::TuningCache;
-use super::{GpuOptions, OpShape};
+use super::{GpuOptions, OnMeasured, OpShape};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 
@@ -36,6 +36,8 @@ pub(super) struct Store {
     /// Tuning was asked for (`auto`) but this device cannot block to time (the browser): the
     /// (op, shape) built with the default variant, for the op's own `tune_pending`.
     untuned: Option<RefCell<Vec<OpShape>>>,
+    /// Told of each measured choice (progress in a CLI).
+    on_measured: OnMeasured,
 }
 
 impl Store {
@@ -67,6 +69,7 @@ impl Store {
             cache_warned: Cell::new(false),
             warnings,
             untuned: (wants_tuning && !tune).then(|| RefCell::new(Vec::new())),
+            on_measured: opts.on_measured.clone(),
         }
     }
 
@@ -100,6 +103,9 @@ impl Store {
     /// one (a cache that cannot be written costs the next run its tuning, nothing else).
     pub(super) fn record_measured(&self, choice: Choice) {
         self.measured.set(self.measured.get() + 1);
+        if let Some(tell) = &self.on_measured.0 {
+            tell(&choice);
+        }
         let id = (choice.op.clone(), choice.shape.clone());
         self.insert(choice);
         self.used.borrow_mut().insert(id);

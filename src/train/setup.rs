@@ -189,6 +189,11 @@ fn open_here(
 ) -> Result<OpenedHere> {
     let gpu = Gpu::new_blocking(&GpuOptions {
         local_rank: ranks.local_rank(),
+        // every rank times its own device; one says so
+        on_measured: match ranks.is_root() {
+            true => c.gpu.on_measured.clone(),
+            false => Default::default(),
+        },
         ..c.gpu.clone()
     })?;
     let m = ModelState::new(&gpu, spec, c.seed)?;
