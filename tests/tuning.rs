@@ -206,7 +206,7 @@ fn resnet_tune_fills_the_cache_that_later_commands_use() {
     };
     assert!(out.lines().any(|l| timed_row(&l)), "{out}");
     // the first run says on stderr that it times kernels; the runs that read the cache do not
-    let timing = "timing the convolution kernel families at each shape";
+    let timing = "timing the convolution kernel families at each new shape";
     let err = String::from_utf8_lossy(&first.stderr);
     assert_eq!(err.matches(timing).count(), 1, "{err}");
     let second = resnet(&args, cache.path());

@@ -1,5 +1,6 @@
 //! Progress on long work: a bar on a terminal, and without one (logs, CI) a plain line every
-//! 30 seconds. Work that ends within `delay` shows nothing.
+//! 30 seconds. Work that ends within `delay` shows nothing. Kernel timing (a first run on an
+//! adapter, before any bar) gets plain lines: one when it starts, then a count every 15 s.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use resnet::gpu::{Choice, OnMeasured};
@@ -134,12 +135,11 @@ impl TuningLines {
     fn note(&mut self, now: Instant) -> Option<String> {
         self.timed += 1;
         let line = match self.last_line {
-            None => "timing the convolution kernel families at each shape on this adapter, once \
-                     (later runs read the choices from the cache; `resnet tune` does it ahead \
-                     of time)"
+            None => "timing the convolution kernel families at each new shape on this adapter \
+                     (remembered in the tuning cache for later runs)"
                 .to_string(),
             Some(t) if now.duration_since(t) >= TUNING_LINE_EVERY => {
-                format!("  {} (op, shape) timed so far", self.timed)
+                format!("timing kernels: {} (op, shape) timed so far", self.timed)
             }
             Some(_) => return None,
         };
@@ -154,7 +154,7 @@ pub fn tuning_lines() -> OnMeasured {
     OnMeasured(Some(Arc::new(move |_: &Choice| {
         let mut lines = lines.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(l) = lines.note(Instant::now()) {
-            eprintln!("{}", super::flags::with_flags(&l));
+            eprintln!("{l}");
         }
     })))
 }
@@ -176,8 +176,11 @@ mod tests {
         assert_eq!(lines.note(at(5)), None);
         assert_eq!(lines.note(at(14)), None);
         let count = lines.note(at(15)).unwrap();
-        assert_eq!(count, "  4 (op, shape) timed so far");
+        assert_eq!(count, "timing kernels: 4 (op, shape) timed so far");
         assert_eq!(lines.note(at(29)), None);
-        assert_eq!(lines.note(at(31)).unwrap(), "  6 (op, shape) timed so far");
+        assert_eq!(
+            lines.note(at(31)).unwrap(),
+            "timing kernels: 6 (op, shape) timed so far"
+        );
     }
 }
