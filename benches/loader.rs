@@ -82,6 +82,11 @@ fn loader(c: &mut Criterion) {
             format!("decode_random_resized_crop_224_flip_autoaugment_imagenet/{w}x{h}"),
             |b| b.iter(|| assemble(&*imagenet, &job, 0).expect("batch")),
         );
+        let augmix = auto_augmented(src.train.clone(), "augmix".parse().expect("a policy"));
+        g.bench_function(
+            format!("decode_random_resized_crop_224_flip_augmix/{w}x{h}"),
+            |b| b.iter(|| assemble(&*augmix, &job, 0).expect("batch")),
+        );
         g.bench_function(format!("decode_resize_256_center_crop_224/{w}x{h}"), |b| {
             b.iter(|| assemble(&*src.test, &job, 0).expect("batch"))
         });

@@ -264,9 +264,13 @@ fn policy_names_are_torchvisions() {
         "ra".parse::<AutoAugment>(),
         Ok(AutoAugment::RandAugment { magnitude: 9 })
     );
-    let e = "augmix".parse::<AutoAugment>().unwrap_err();
+    assert_eq!(
+        "augmix".parse::<AutoAugment>(),
+        Ok(AutoAugment::AugMix { severity: 3 })
+    );
+    let e = "augmax".parse::<AutoAugment>().unwrap_err();
     assert!(
-        ["'augmix'", "ta_wide", "ra", "imagenet", "cifar10", "svhn"]
+        ["'augmax'", "ta_wide", "ra", "imagenet", "cifar10", "svhn", "augmix"]
             .iter()
             .all(|choice| e.contains(choice)),
         "{e}"

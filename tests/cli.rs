@@ -109,11 +109,25 @@ fn bad_data_gives_one_line_errors() {
     fails_with(&reps, &["--ra-reps", "--ra-sampler", "not on"]);
     let no_reps = train_with(&["--ra-sampler", "--ra-reps", "0"]);
     fails_with(&no_reps, &["--ra-reps", "at least 1"]);
-    let policy = train_with(&["--auto-augment", "augmix"]);
+    let policy = train_with(&["--auto-augment", "augmax"]);
     fails_with(
         &policy,
-        &["--auto-augment", "'augmix'", "ta_wide", "ra", "imagenet"],
+        &[
+            "--auto-augment",
+            "'augmax'",
+            "ta_wide",
+            "ra",
+            "imagenet",
+            "augmix",
+        ],
     );
+    let severity = train_with(&["--augmix-severity", "2"]);
+    fails_with(
+        &severity,
+        &["--augmix-severity", "--auto-augment", "not on"],
+    );
+    let strongest = train_with(&["--auto-augment", "augmix", "--augmix-severity", "11"]);
+    fails_with(&strongest, &["--augmix-severity 11", "1 to 10"]);
     let magnitude = train_with(&["--ra-magnitude", "5"]);
     fails_with(&magnitude, &["--ra-magnitude", "--auto-augment", "not on"]);
     let bin = train_with(&["--auto-augment", "ra", "--ra-magnitude", "31"]);

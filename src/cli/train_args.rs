@@ -205,14 +205,19 @@ pub struct TrainConfigArgs {
     /// torchvision's --auto-augment: ta_wide is its TrivialAugmentWide (one of 14 Pillow
     /// operations at a random strength, bilinear; the ResNet-50 V2 recipe's), ra its RandAugment
     /// (two of them in turn at --ra-magnitude), imagenet, cifar10 and svhn its AutoAugment with
-    /// the policy learned on that data set. On CIFAR the crop and flip then run on the CPU
-    /// before it too
+    /// the policy learned on that data set, augmix its AugMix (three chains of 1 to 3
+    /// operations at --augmix-severity, mixed with random weights). On CIFAR the crop and flip
+    /// then run on the CPU before it too
     #[arg(long, value_name = "POLICY")]
     pub auto_augment: Option<AutoAugment>,
     /// RandAugment's strength: the bin, 0 to 30, of every operation's table (torchvision's
     /// --ra-magnitude)
     #[arg(long, default_value_t = AutoAugment::RA_MAGNITUDE)]
     pub ra_magnitude: usize,
+    /// AugMix's strength: its operations draw from the weakest this many of ten bins, 1 to 10
+    /// (torchvision's --augmix-severity)
+    #[arg(long, default_value_t = AutoAugment::AUGMIX_SEVERITY)]
+    pub augmix_severity: usize,
     /// MixUp: each training batch blended with itself rolled by one image, pictures and labels
     /// weighted lambda ~ Beta(alpha, alpha) (torchvision's --mixup-alpha; its ResNet-50 V2
     /// recipe: 0.2). With --cutmix-alpha too, each batch takes one of the two, evenly
@@ -288,6 +293,12 @@ impl TrainConfigArgs {
                 "`ra_magnitude` sets the strength of `auto_augment` ra, which is not on".into(),
             ));
         }
+        if given("augmix_severity") && self.auto_augment.map(|a| a.name()) != Some("augmix") {
+            return Err(resnet::Error::Invalid(
+                "`augmix_severity` sets the strength of `auto_augment` augmix, which is not on"
+                    .into(),
+            ));
+        }
         if given("ra_reps") && !self.ra_sampler {
             return Err(resnet::Error::Invalid(
                 "`ra_reps` sets the repeats of `ra_sampler`, which is not on".into(),
@@ -308,6 +319,9 @@ impl TrainConfigArgs {
             auto_augment: self.auto_augment.map(|policy| match policy {
                 AutoAugment::RandAugment { .. } => AutoAugment::RandAugment {
                     magnitude: self.ra_magnitude,
+                },
+                AutoAugment::AugMix { .. } => AutoAugment::AugMix {
+                    severity: self.augmix_severity,
                 },
                 other => other,
             }),
@@ -405,6 +419,10 @@ mod tests {
             let learned = config(&["--auto-augment", name]);
             assert_eq!(learned, Some(AutoAugment::Learned(policy)));
         }
+        let augmix = config(&["--auto-augment", "augmix"]);
+        assert_eq!(augmix, Some(AutoAugment::AugMix { severity: 3 }));
+        let augmix = config(&["--auto-augment", "augmix", "--augmix-severity", "7"]);
+        assert_eq!(augmix, Some(AutoAugment::AugMix { severity: 7 }));
     }
 
     #[test]

@@ -60,6 +60,13 @@ pub enum AutoAugment {
     /// `AutoAugment` with one of its learned policies (`imagenet`, `cifar10`, `svhn`): one of
     /// 25 pairs of operations, each applied with its own probability at its own strength.
     Learned(AutoAugmentPolicy),
+    /// `AugMix` (`augmix`): three chains of one to three of thirteen operations, at one of the
+    /// `severity` weakest of ten strengths (torchvision's `--augmix-severity`, 3), mixed with
+    /// random weights and blended with the image.
+    AugMix {
+        /// How many of the weakest strengths the operations draw from, 1 to 10.
+        severity: usize,
+    },
 }
 
 /// The policies Cubuk et al. (2019) learned on three data sets (torchvision's
@@ -74,6 +81,10 @@ pub enum AutoAugmentPolicy {
 impl AutoAugment {
     /// torchvision's `--ra-magnitude` default.
     pub const RA_MAGNITUDE: usize = 9;
+    /// torchvision's `--augmix-severity` default.
+    pub const AUGMIX_SEVERITY: usize = auto_augment::augmix::SEVERITY;
+    /// The strongest severity (the bins of AugMix's strength tables).
+    pub const AUGMIX_MAX_SEVERITY: usize = auto_augment::LEARNED_BINS;
     /// The bins of TrivialAugment's and RandAugment's strength tables (torchvision's
     /// `num_magnitude_bins`; AutoAugment's have 10).
     pub const BINS: usize = 31;
@@ -86,6 +97,7 @@ impl AutoAugment {
             AutoAugment::Learned(AutoAugmentPolicy::Imagenet) => "imagenet",
             AutoAugment::Learned(AutoAugmentPolicy::Cifar10) => "cifar10",
             AutoAugment::Learned(AutoAugmentPolicy::Svhn) => "svhn",
+            AutoAugment::AugMix { .. } => "augmix",
         }
     }
 }
@@ -102,10 +114,13 @@ impl std::str::FromStr for AutoAugment {
             "imagenet" => Ok(AutoAugment::Learned(AutoAugmentPolicy::Imagenet)),
             "cifar10" => Ok(AutoAugment::Learned(AutoAugmentPolicy::Cifar10)),
             "svhn" => Ok(AutoAugment::Learned(AutoAugmentPolicy::Svhn)),
+            "augmix" => Ok(AutoAugment::AugMix {
+                severity: AutoAugment::AUGMIX_SEVERITY,
+            }),
             _ => Err(format!(
                 "unknown policy '{s}': the choices are ta_wide (TrivialAugmentWide), ra \
-                 (RandAugment), and imagenet, cifar10 or svhn (AutoAugment's policies); \
-                 torchvision's augmix is not built"
+                 (RandAugment), imagenet, cifar10 or svhn (AutoAugment's policies) and augmix \
+                 (AugMix)"
             )),
         }
     }

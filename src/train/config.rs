@@ -520,6 +520,14 @@ impl TrainConfig {
                 )));
             }
         }
+        if let Some(AutoAugment::AugMix { severity }) = self.auto_augment {
+            if !(1..=AutoAugment::AUGMIX_MAX_SEVERITY).contains(&severity) {
+                return Err(Error::Invalid(format!(
+                    "`augmix_severity` {severity}: must be 1 to {}",
+                    AutoAugment::AUGMIX_MAX_SEVERITY
+                )));
+            }
+        }
         let alphas = [
             ("mixup_alpha", self.mixing.mixup_alpha),
             ("cutmix_alpha", self.mixing.cutmix_alpha),

@@ -9,14 +9,20 @@
 //! - `imagenet`, `cifar10`, `svhn`, `AutoAugment` (Cubuk et al. 2019) with the policy it learned
 //!   on that data set ([`policies`]): one of 25 pairs of operations, each applied with its own
 //!   probability at its own bin of 10, with a random sign.
+//! - `augmix`, `AugMix` (Hendrycks et al. 2020, [`augmix`]): three chains of one to three
+//!   operations of thirteen, each at one of the `--augmix-severity` (3) weakest of 10 bins,
+//!   mixed with random weights and blended with the image. torchvision applies it to a uint8
+//!   tensor, so its operations are the tensor ones of [`tensor_ops`].
 //!
-//! The operations are Pillow's ([`super::pil`]), bilinear as the reference recipe interpolates;
+//! The other policies' operations are Pillow's ([`super::pil`]), bilinear as the reference recipe interpolates;
 //! the strengths are torchvision's tables, in float32 as `torch.linspace` makes them
 //! (TrivialAugment's translation bin 15 is 15.999999 pixels, so it moves the image 15).
 
 use image::RgbImage;
 
+pub mod augmix;
 pub mod policies;
+pub mod tensor_ops;
 
 use super::{pil, AutoAugment, AutoAugmentPolicy};
 use crate::rng::SplitMix64;
@@ -114,12 +120,14 @@ impl AugmentOp {
         };
         let (height, width) = match space {
             Space::TrivialAugmentWide => (0, 0),
-            Space::RandAugment { height, width } | Space::AutoAugment { height, width } => {
-                (height, width)
-            }
+            Space::RandAugment { height, width }
+            | Space::AutoAugment { height, width }
+            | Space::AugMix { height, width } => (height, width),
         };
+        // AugMix's translations go to a third of the image
         let translate = |side: usize| match space {
             Space::TrivialAugmentWide => 32.0,
+            Space::AugMix { .. } => (side as f64 / 3.0) as f32,
             _ => (150.0 / 331.0 * side as f64) as f32,
         };
         match self {
@@ -134,9 +142,14 @@ impl AugmentOp {
             AugmentOp::Solarize => linspace(255.0, 0.0),
             // 8 - round(bin / ((bins - 1) / posterize_bits)), the step in float64 as Python
             // divides, the quotient in float32 as torch divides an integer tensor
+            // (AugMix's: 4 - round(bin / ((bins - 1) / 4)), from 4 bits down to 0)
             AugmentOp::Posterize => {
                 let step = (bins - 1) as f64 / posterize_bits;
-                8.0 - (bin as f32 / step as f32).round_ties_even() as f64
+                let top = match space {
+                    Space::AugMix { .. } => 4.0,
+                    _ => 8.0,
+                };
+                top - (bin as f32 / step as f32).round_ties_even() as f64
             }
             AugmentOp::Brightness
             | AugmentOp::Color
@@ -153,13 +166,14 @@ pub enum Space {
     TrivialAugmentWide,
     RandAugment { height: usize, width: usize },
     AutoAugment { height: usize, width: usize },
+    AugMix { height: usize, width: usize },
 }
 
 impl Space {
     /// The bins of the space's tables.
     pub fn bins(self) -> usize {
         match self {
-            Space::AutoAugment { .. } => LEARNED_BINS,
+            Space::AutoAugment { .. } | Space::AugMix { .. } => LEARNED_BINS,
             _ => BINS,
         }
     }
@@ -168,7 +182,7 @@ impl Space {
 /// Element `i` of `torch.linspace(start, end, steps)` in float32: from `start` up to the
 /// middle, from `end` back after it, each a fused multiply-add of the step (as PyTorch's CPU
 /// kernel computes it on x86-64).
-fn torch_linspace(start: f32, end: f32, steps: usize, i: usize) -> f32 {
+pub(crate) fn torch_linspace(start: f32, end: f32, steps: usize, i: usize) -> f32 {
     let step = (end - start) / (steps - 1) as f32;
     match i < steps / 2 {
         true => step.mul_add(i as f32, start),
@@ -278,6 +292,7 @@ pub fn auto_augment(policy: AutoAugment, img: RgbImage, rng: &mut SplitMix64) ->
                 .flatten()
                 .fold(img, |img, (op, magnitude)| apply(img, op, magnitude))
         }
+        AutoAugment::AugMix { severity } => augmix::augmix(&img, severity, rng),
     }
 }
 

@@ -47,6 +47,12 @@ root with torch installed (CPU is enough): python3 tests/data/torch/make.py
                               images (two crops of bundled CIFAR JPEGs and a small synthetic one)
                               and _apply_op's output for chosen bins and signs, with bilinear
                               interpolation as its reference recipe uses
+  augmix.json                 torchvision's AugMix on PIL images, which it turns into uint8
+                              tensors and augments with its tensor operations: its 10-bin tables
+                              at three image sizes, _apply_op's output on the [1, 3, H, W] tensor
+                              for every operation at chosen bins and signs, and whole forwards
+                              with the chains' draws (torch.randint) and the Dirichlet weights
+                              given, byte for byte
 """
 import json
 from collections import OrderedDict
@@ -421,6 +427,89 @@ def small_state_dict():
     return sd
 
 
+def augmix():
+    """AugMix as the reference recipe's --auto-augment augmix runs it (bilinear, severity 3, on a
+    PIL image): its tables, _apply_op on the uint8 tensor it makes of the image, and whole forwards
+    whose torch.randint draws and Dirichlet samples are given."""
+    import base64
+    import random
+    from PIL import Image
+    from torchvision.transforms import autoaugment, InterpolationMode
+    import torchvision.transforms.functional as TF
+    b64 = lambda b: base64.b64encode(bytes(b)).decode()
+    jpeg = OUT.parents[1] / "data" / "cifar10-jpeg" / "train"
+    square = Image.open(jpeg / "cat" / "0000.jpg").convert("RGB").resize((24, 24), Image.BILINEAR)
+    tall = Image.open(jpeg / "ship" / "0001.jpg").convert("RGB").crop((5, 3, 25, 27))
+    whole = Image.open(jpeg / "horse" / "0002.jpg").convert("RGB")
+    g = torch.Generator().manual_seed(0)
+    flat = torch.stack([torch.full((7, 9), 77), torch.randint(100, 140, (7, 9), generator=g),
+                        torch.randint(0, 256, (7, 9), generator=g)], -1).to(torch.uint8)
+    images = [square, tall, Image.fromarray(flat.numpy(), "RGB"), whole]
+    bilinear = InterpolationMode.BILINEAR
+    record = {"torch": torch.__version__, "torchvision": torchvision.__version__, "tables": {},
+              "images": [{"width": i.width, "height": i.height, "rgb": b64(i.tobytes())} for i in images],
+              "cases": [], "forwards": []}
+    for h, w in [(224, 224), (32, 32), (24, 20)]:
+        space = autoaugment.AugMix()._augmentation_space(10, (h, w))
+        record["tables"][f"{h}x{w}"] = {op: {"signed": signed, "magnitudes": m.flatten().tolist()}
+                                        for op, (m, signed) in space.items()}
+    picks = [(0, -1), (1, 1), (2, -1), (9, 1)]
+    for k, img in enumerate(images):
+        space = autoaugment.AugMix()._augmentation_space(10, (img.height, img.width))
+        tensor = TF.pil_to_tensor(img).unsqueeze(0)
+        for op, (m, signed) in space.items():
+            for bin_, sign in (picks if m.ndim > 0 else [(0, 1)]):
+                sign = sign if signed else 1
+                magnitude = float(m[bin_].item()) * sign if m.ndim > 0 else 0.0
+                out = autoaugment._apply_op(tensor, op, magnitude, bilinear, None)
+                record["cases"].append({"op": op, "bin": bin_, "negative": sign < 0, "image": k,
+                                        "out": b64(out[0].permute(1, 2, 0).contiguous().numpy().tobytes())})
+    ops = list(autoaugment.AugMix()._augmentation_space(10, (32, 32)).items())
+    pick = random.Random(5)
+    for case in range(8):
+        img = images[case % len(images)]
+        chains = []
+        for _ in range(3):
+            depth = pick.randint(1, 3)
+            chain = []
+            for _ in range(depth):
+                index = pick.randrange(len(ops))
+                (name, (m, signed)) = ops[index]
+                chain.append([name, pick.randrange(3) if m.ndim > 0 else 0, signed and pick.random() < 0.5])
+            chains.append(chain)
+        draws = []
+        for chain in chains:
+            draws.append(len(chain))
+            for name, bin_, negative in chain:
+                index = [n for n, _ in ops].index(name)
+                draws.append(index)
+                if ops[index][1][0].ndim > 0:
+                    draws.append(bin_)
+                if ops[index][1][1]:
+                    draws.append(1 if negative else 0)
+        dg = torch.Generator().manual_seed(100 + case)
+        beta = torch._sample_dirichlet(torch.ones(1, 2), generator=dg)
+        mixing = torch._sample_dirichlet(torch.ones(1, 3), generator=dg)
+        samples = [beta, mixing]
+
+        class Given(autoaugment.AugMix):
+            def _sample_dirichlet(self, params):
+                return samples.pop(0)
+
+        queue = list(draws)
+        real = torch.randint
+        torch.randint = lambda *a, **k: torch.tensor([queue.pop(0)])
+        try:
+            out = Given(interpolation=bilinear)(img)
+        finally:
+            torch.randint = real
+        assert not queue and not samples
+        record["forwards"].append({"image": case % len(images), "chains": chains,
+                                   "beta": beta[0].tolist(), "mixing": mixing[0].tolist(),
+                                   "out": b64(out.tobytes())})
+    (OUT / "augmix.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
 def small():
     sd = small_state_dict()
     momentum = {"momentum_buffer": torch.ones(4, 3)}
@@ -445,6 +534,7 @@ if __name__ == "__main__":
     random_erasing()
     trivial_augment()
     auto_augment_policies()
+    augmix()
     resnet20()
     one_step()
     mixed_steps()

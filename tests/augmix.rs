@@ -1,0 +1,306 @@
+//! AugMix (`--auto-augment augmix`) against torchvision itself, from tests/data/torch/augmix.json
+//! (written by `augmix()` in make.py): its 10-bin strength tables at three image sizes, each of
+//! its thirteen tensor operations on four images at chosen bins and signs, and its whole forward
+//! with given chains and Dirichlet weights, byte for byte; the draws' shares against
+//! torchvision's uniform choices and Dirichlet(1) weights.
+
+use base64::Engine;
+use image::RgbImage;
+use resnet::data::{augmentation_rng, auto_augmented, ImageSource};
+use resnet::preprocess::auto_augment::augmix::{self, AugMixDraw, MAX_DEPTH, OPS, WIDTH};
+use resnet::preprocess::auto_augment::{auto_augment, tensor_ops, AugmentOp, Space, LEARNED_BINS};
+use resnet::preprocess::transforms::{from_chw, pad_crop_flip};
+use resnet::preprocess::AutoAugment;
+use resnet::rng::SplitMix64;
+use std::sync::Arc;
+
+fn fixture() -> serde_json::Value {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/torch/augmix.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn bytes(v: &serde_json::Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().unwrap())
+        .unwrap()
+}
+
+fn op_named(name: &str) -> AugmentOp {
+    *OPS.iter().find(|op| op.name() == name).unwrap()
+}
+
+fn images(torch: &serde_json::Value) -> Vec<RgbImage> {
+    let images = torch["images"].as_array().unwrap().iter();
+    images
+        .map(|i| {
+            let (w, h) = (i["width"].as_u64().unwrap(), i["height"].as_u64().unwrap());
+            RgbImage::from_raw(w as u32, h as u32, bytes(&i["rgb"])).unwrap()
+        })
+        .collect()
+}
+
+/// The strength of `op` at `bin`, negated where `negative` (torchvision's `magnitude *= -1.0`),
+/// for an image of `img`'s size.
+fn strength(op: AugmentOp, bin: usize, negative: bool, img: &RgbImage) -> f64 {
+    if !op.has_magnitude() {
+        return 0.0;
+    }
+    let space = Space::AugMix {
+        height: img.height() as usize,
+        width: img.width() as usize,
+    };
+    let magnitude = op.magnitude(space, bin);
+    if negative {
+        -magnitude
+    } else {
+        magnitude
+    }
+}
+
+/// The bytes where `ours` and `want` differ: (index, ours, torchvision's), the first three, and
+/// how many.
+fn differences(ours: &RgbImage, want: &[u8]) -> Option<String> {
+    let off: Vec<(usize, u8, u8)> = ours
+        .as_raw()
+        .iter()
+        .zip(want)
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(i, (a, b))| (i, *a, *b))
+        .collect();
+    (!off.is_empty() || ours.as_raw().len() != want.len()).then(|| {
+        format!(
+            "{} of {} bytes differ, first {:?} (ours, torchvision's)",
+            off.len(),
+            want.len(),
+            &off[..off.len().min(3)]
+        )
+    })
+}
+
+#[test]
+fn strength_tables_are_torchvisions() {
+    let torch = fixture();
+    let sizes = torch["tables"].as_object().unwrap();
+    assert_eq!(sizes.len(), 3);
+    for (size, tables) in sizes {
+        let (h, w) = size.split_once('x').unwrap();
+        let (height, width) = (h.parse().unwrap(), w.parse().unwrap());
+        let space = Space::AugMix { height, width };
+        let tables = tables.as_object().unwrap();
+        let mut theirs: Vec<&str> = tables.keys().map(|k| k.as_str()).collect();
+        let mut ours: Vec<&str> = OPS.iter().map(|op| op.name()).collect();
+        theirs.sort();
+        ours.sort();
+        assert_eq!(ours, theirs, "the thirteen operations");
+        for (name, table) in tables {
+            let op = op_named(name);
+            assert_eq!(op.signed(), table["signed"].as_bool().unwrap(), "{name}");
+            let magnitudes: Vec<f32> = table["magnitudes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            assert_eq!(op.has_magnitude(), magnitudes.len() == LEARNED_BINS);
+            if op.has_magnitude() {
+                let ours: Vec<f32> = (0..LEARNED_BINS)
+                    .map(|b| op.magnitude(space, b) as f32)
+                    .collect();
+                assert_eq!(ours, magnitudes, "{size} {name}'s table");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_tensor_operation_matches_torchvision_byte_for_byte() {
+    let torch = fixture();
+    let images = images(&torch);
+    let cases = torch["cases"].as_array().unwrap();
+    let mut failures = Vec::new();
+    for case in cases {
+        let op = op_named(case["op"].as_str().unwrap());
+        let img = &images[case["image"].as_u64().unwrap() as usize];
+        let bin = case["bin"].as_u64().unwrap() as usize;
+        let magnitude = strength(op, bin, case["negative"].as_bool().unwrap(), img);
+        let out = tensor_ops::apply(img, op, magnitude);
+        if let Some(diff) = differences(&out, &bytes(&case["out"])) {
+            let k = &case["image"];
+            failures.push(format!("{} {magnitude} on image {k}: {diff}", op.name()));
+        }
+    }
+    // 13 operations, 4 bins of the 11 with strengths, on 4 images
+    assert_eq!(cases.len(), (11 * 4 + 2) * 4);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The draw a fixture's forward gave torchvision (its torch.randint and Dirichlet samples
+/// replaced).
+fn given_draw(forward: &serde_json::Value, img: &RgbImage) -> AugMixDraw {
+    let floats = |key: &str| -> Vec<f32> {
+        let values = forward[key].as_array().unwrap().iter();
+        values.map(|v| v.as_f64().unwrap() as f32).collect()
+    };
+    let chains = forward["chains"].as_array().unwrap();
+    AugMixDraw {
+        beta: floats("beta").try_into().unwrap(),
+        mixing: floats("mixing").try_into().unwrap(),
+        chains: std::array::from_fn(|i| {
+            let steps = chains[i].as_array().unwrap().iter();
+            steps
+                .map(|step| {
+                    let op = op_named(step[0].as_str().unwrap());
+                    let bin = step[1].as_u64().unwrap() as usize;
+                    (op, strength(op, bin, step[2].as_bool().unwrap(), img))
+                })
+                .collect()
+        }),
+    }
+}
+
+#[test]
+fn whole_forwards_match_torchvision_byte_for_byte() {
+    let torch = fixture();
+    let images = images(&torch);
+    let forwards = torch["forwards"].as_array().unwrap();
+    assert_eq!(forwards.len(), 8);
+    let mut failures = Vec::new();
+    for (k, forward) in forwards.iter().enumerate() {
+        let img = &images[forward["image"].as_u64().unwrap() as usize];
+        let draw = given_draw(forward, img);
+        let out = augmix::mix(img, &draw);
+        if let Some(diff) = differences(&out, &bytes(&forward["out"])) {
+            failures.push(format!("forward {k} ({:?}): {diff}", draw.chains));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A draw's operations over many images: each of the 13 within 5 standard errors of 1/13, each
+/// depth of 1/3, each bin of a signed operation of 1/severity (and none beyond), each sign of
+/// 1/2; the Beta(1, 1) weight uniform (its deciles within 5 standard errors of 1/10); the
+/// Dirichlet(1, 1, 1) weights summing to 1, each with mean 1/3.
+#[test]
+fn draws_follow_torchvisions_distributions() {
+    let (severity, n) = (3, 60_000);
+    let mut rng = SplitMix64(11);
+    let (mut per_op, mut depths, mut bins) = ([0usize; 13], [0usize; MAX_DEPTH], [0usize; 10]);
+    let (mut ops, mut signed, mut negative, mut rotations) = (0, 0, 0, 0);
+    let (mut deciles, mut mixing) = ([0usize; 10], [0f64; WIDTH]);
+    let space = Space::AugMix {
+        height: 32,
+        width: 32,
+    };
+    for _ in 0..n {
+        let draw = augmix::draw(&mut rng, severity, (32, 32));
+        assert!((0.0..=1.0).contains(&draw.beta[0]));
+        assert!((draw.beta[0] + draw.beta[1] - 1.0).abs() < 1e-6);
+        deciles[((draw.beta[0] * 10.0) as usize).min(9)] += 1;
+        assert!((draw.mixing.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        mixing
+            .iter_mut()
+            .zip(draw.mixing)
+            .for_each(|(m, w)| *m += w as f64 / n as f64);
+        for chain in &draw.chains {
+            depths[chain.len() - 1] += 1;
+            for &(op, magnitude) in chain {
+                ops += 1;
+                per_op[OPS.iter().position(|&o| o == op).unwrap()] += 1;
+                if op.signed() {
+                    signed += 1;
+                    negative += magnitude.is_sign_negative() as usize;
+                }
+                if op == AugmentOp::Rotate {
+                    rotations += 1;
+                    let bin = (0..10).find(|&b| op.magnitude(space, b) == magnitude.abs());
+                    bins[bin.unwrap()] += 1;
+                }
+            }
+        }
+    }
+    let within = |count: usize, total: usize, p: f64| {
+        let se = (p * (1.0 - p) / total as f64).sqrt();
+        (count as f64 / total as f64 - p).abs() < 5.0 * se
+    };
+    for (op, &c) in OPS.iter().zip(&per_op) {
+        assert!(within(c, ops, 1.0 / 13.0), "{op:?} drawn {c} of {ops}");
+    }
+    for (d, &c) in depths.iter().enumerate() {
+        assert!(within(c, n * WIDTH, 1.0 / 3.0), "depth {}: {c}", d + 1);
+    }
+    for (b, &c) in bins.iter().enumerate() {
+        match b < severity {
+            true => assert!(within(c, rotations, 1.0 / severity as f64), "bin {b}: {c}"),
+            false => assert_eq!(c, 0, "bin {b} is beyond severity {severity}"),
+        }
+    }
+    assert!(within(negative, signed, 0.5), "{negative} of {signed}");
+    for (k, &c) in deciles.iter().enumerate() {
+        assert!(within(c, n, 0.1), "Beta(1, 1) decile {k}: {c} of {n}");
+    }
+    // Dirichlet(1, 1, 1)'s components have variance 1/18: the mean of n within 5 standard errors
+    let se = (1.0f64 / 18.0 / n as f64).sqrt();
+    assert!(
+        mixing.iter().all(|m| (m - 1.0 / 3.0).abs() < 5.0 * se),
+        "{mixing:?}"
+    );
+}
+
+/// The policy as training runs it: the image changes, is reproducible from the draw's seed, and
+/// severity 1 keeps every strength at bin 0 (shears, rotations and enhancements of 0: the
+/// geometric operations then move nothing but their rounding).
+#[test]
+fn the_policy_is_seeded_and_severity_bounds_the_bins() {
+    let torch = fixture();
+    let img = &images(&torch)[3];
+    let policy = "augmix".parse::<AutoAugment>().unwrap();
+    assert_eq!(policy, AutoAugment::AugMix { severity: 3 });
+    let mut changed = 0;
+    for seed in 0..50 {
+        let out = auto_augment(policy, img.clone(), &mut SplitMix64(seed));
+        let again = auto_augment(policy, img.clone(), &mut SplitMix64(seed));
+        assert_eq!(out, again, "seed {seed}");
+        changed += (&out != img) as usize;
+    }
+    assert!(changed >= 45, "{changed} of 50 changed");
+    let mut rng = SplitMix64(3);
+    for _ in 0..2_000 {
+        let draw = augmix::draw(&mut rng, 1, (32, 32));
+        for &(op, magnitude) in draw.chains.iter().flatten() {
+            let bin0 = op.magnitude(
+                Space::AugMix {
+                    height: 32,
+                    width: 32,
+                },
+                0,
+            );
+            assert_eq!(magnitude.abs(), bin0.abs(), "{op:?}");
+        }
+    }
+}
+
+/// Training images in memory with `--auto-augment augmix`: the loader crops and flips each on
+/// the CPU, then mixes it, from the image's seed; the same as the two steps here.
+#[test]
+fn the_loader_crops_flips_then_mixes_each_image() {
+    let split = resnet::data::bundled_cifar10();
+    let plain: Arc<dyn ImageSource> = Arc::new(split.train.clone());
+    let policy = AutoAugment::AugMix { severity: 3 };
+    let augmented = auto_augmented(plain, policy);
+    let mut changed = 0;
+    for i in 0..20 {
+        let seed = 7 * i as u64 + 1;
+        let mut out = vec![0u8; 3 * 32 * 32];
+        augmented.load(i, seed, &mut out).unwrap();
+        let mut rng = augmentation_rng(seed);
+        let cropped = pad_crop_flip(&from_chw(split.train.image(i), (32, 32)), 4, &mut rng);
+        let want = augmix::augmix(&cropped, 3, &mut rng);
+        assert_eq!(from_chw(&out, (32, 32)), want, "image {i}");
+        changed += (want != cropped) as usize;
+    }
+    // a Beta weight near 1 for the original, or chains of strength 0 (bin 0 of the signed
+    // operations), can leave an image whole
+    assert!(changed >= 15, "{changed} of 20 images changed");
+}
