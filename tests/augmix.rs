@@ -1,8 +1,9 @@
 //! AugMix (`--auto-augment augmix`) against torchvision itself, from tests/data/torch/augmix.json
 //! (written by `augmix()` in make.py): its 10-bin strength tables at three image sizes, each of
 //! its thirteen tensor operations on four images at chosen bins and signs, and its whole forward
-//! with given chains and Dirichlet weights, byte for byte; the draws' shares against
-//! torchvision's uniform choices and Dirichlet(1) weights.
+//! with given chains and Dirichlet weights, byte for byte, and the operations on a 224x224
+//! image by their outputs' SHA-256; the draws' shares against torchvision's uniform choices and
+//! Dirichlet(1) weights.
 
 use base64::Engine;
 use image::RgbImage;
@@ -136,6 +137,38 @@ fn every_tensor_operation_matches_torchvision_byte_for_byte() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// The operations on a 224x224 image (tests/data/torch/augmix_224.png, a bundled photo
+/// enlarged), the training size, against the SHA-256 of torchvision's output.
+#[test]
+fn operations_on_a_training_sized_image_match_torchvision() {
+    use sha2::{Digest, Sha256};
+    let torch = fixture();
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/torch/augmix_224.png");
+    let img = image::open(path).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (224, 224));
+    let cases = torch["large"].as_array().unwrap();
+    assert_eq!(cases.len(), 11 * 4 + 2);
+    let mut failures = Vec::new();
+    for case in cases {
+        let op = op_named(case["op"].as_str().unwrap());
+        let bin = case["bin"].as_u64().unwrap() as usize;
+        let magnitude = strength(op, bin, case["negative"].as_bool().unwrap(), &img);
+        let out = tensor_ops::apply(&img, op, magnitude);
+        let digest: String = Sha256::digest(out.as_raw())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if digest != case["sha256"].as_str().unwrap() {
+            failures.push(format!("{} {magnitude}", op.name()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "differ from torchvision's: {failures:?}"
+    );
+}
+
 /// The draw a fixture's forward gave torchvision (its torch.randint and Dirichlet samples
 /// replaced).
 fn given_draw(forward: &serde_json::Value, img: &RgbImage) -> AugMixDraw {
@@ -178,31 +211,25 @@ fn whole_forwards_match_torchvision_byte_for_byte() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// A draw's operations over many images: each of the 13 within 5 standard errors of 1/13, each
-/// depth of 1/3, each bin of a signed operation of 1/severity (and none beyond), each sign of
-/// 1/2; the Beta(1, 1) weight uniform (its deciles within 5 standard errors of 1/10); the
-/// Dirichlet(1, 1, 1) weights summing to 1, each with mean 1/3.
+/// A draw's operations over many images of 20x40 (height, width): each of the 13 within 5
+/// standard errors of 1/13, each depth of 1/3, each bin of a signed operation of 1/severity
+/// (and none beyond), each sign of 1/2, each translation a strength of its own side's table.
 #[test]
 fn draws_follow_torchvisions_distributions() {
     let (severity, n) = (3, 60_000);
     let mut rng = SplitMix64(11);
     let (mut per_op, mut depths, mut bins) = ([0usize; 13], [0usize; MAX_DEPTH], [0usize; 10]);
     let (mut ops, mut signed, mut negative, mut rotations) = (0, 0, 0, 0);
-    let (mut deciles, mut mixing) = ([0usize; 10], [0f64; WIDTH]);
     let space = Space::AugMix {
-        height: 32,
-        width: 32,
+        height: 20,
+        width: 40,
     };
+    // the translations' tables: a third of the width and of the height at the top bin
+    let table = |op: AugmentOp| (0..10).map(move |b| op.magnitude(space, b));
+    assert!(table(AugmentOp::TranslateX).any(|m| m > 13.0));
+    assert!(table(AugmentOp::TranslateY).all(|m| m < 7.0));
     for _ in 0..n {
-        let draw = augmix::draw(&mut rng, severity, (32, 32));
-        assert!((0.0..=1.0).contains(&draw.beta[0]));
-        assert!((draw.beta[0] + draw.beta[1] - 1.0).abs() < 1e-6);
-        deciles[((draw.beta[0] * 10.0) as usize).min(9)] += 1;
-        assert!((draw.mixing.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        mixing
-            .iter_mut()
-            .zip(draw.mixing)
-            .for_each(|(m, w)| *m += w as f64 / n as f64);
+        let draw = augmix::draw(&mut rng, severity, (20, 40));
         for chain in &draw.chains {
             depths[chain.len() - 1] += 1;
             for &(op, magnitude) in chain {
@@ -212,18 +239,17 @@ fn draws_follow_torchvisions_distributions() {
                     signed += 1;
                     negative += magnitude.is_sign_negative() as usize;
                 }
+                if matches!(op, AugmentOp::TranslateX | AugmentOp::TranslateY) {
+                    let m = magnitude.abs();
+                    assert!(table(op).any(|t| t == m), "{op:?} {magnitude}");
+                }
                 if op == AugmentOp::Rotate {
                     rotations += 1;
-                    let bin = (0..10).find(|&b| op.magnitude(space, b) == magnitude.abs());
-                    bins[bin.unwrap()] += 1;
+                    bins[table(op).position(|t| t == magnitude.abs()).unwrap()] += 1;
                 }
             }
         }
     }
-    let within = |count: usize, total: usize, p: f64| {
-        let se = (p * (1.0 - p) / total as f64).sqrt();
-        (count as f64 / total as f64 - p).abs() < 5.0 * se
-    };
     for (op, &c) in OPS.iter().zip(&per_op) {
         assert!(within(c, ops, 1.0 / 13.0), "{op:?} drawn {c} of {ops}");
     }
@@ -237,15 +263,43 @@ fn draws_follow_torchvisions_distributions() {
         }
     }
     assert!(within(negative, signed, 0.5), "{negative} of {signed}");
+}
+
+/// Whether `count` of `total` is within 5 standard errors of the share `p`.
+fn within(count: usize, total: usize, p: f64) -> bool {
+    let se = (p * (1.0 - p) / total as f64).sqrt();
+    (count as f64 / total as f64 - p).abs() < 5.0 * se
+}
+
+/// The weights: the Beta(1, 1) pair sums to 1 and its first is uniform (deciles within 5
+/// standard errors of 1/10); the Dirichlet(1, 1, 1) weights sum to 1, each with mean 1/3 (within
+/// 5 standard errors) and variance 1/18 (within 3%: its standard error here is about 0.5%, and
+/// Dirichlet(5, 5, 5)'s variance would be a quarter of it).
+#[test]
+fn weights_are_beta_and_dirichlet_of_ones() {
+    let n = 60_000;
+    let mut rng = SplitMix64(12);
+    let (mut deciles, mut mean, mut square) = ([0usize; 10], [0f64; WIDTH], [0f64; WIDTH]);
+    for _ in 0..n {
+        let draw = augmix::draw(&mut rng, 3, (32, 32));
+        assert!((0.0..=1.0).contains(&draw.beta[0]));
+        assert!((draw.beta[0] + draw.beta[1] - 1.0).abs() < 1e-6);
+        deciles[((draw.beta[0] * 10.0) as usize).min(9)] += 1;
+        assert!((draw.mixing.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        for (k, w) in draw.mixing.into_iter().enumerate() {
+            mean[k] += w as f64 / n as f64;
+            square[k] += (w as f64).powi(2) / n as f64;
+        }
+    }
     for (k, &c) in deciles.iter().enumerate() {
         assert!(within(c, n, 0.1), "Beta(1, 1) decile {k}: {c} of {n}");
     }
-    // Dirichlet(1, 1, 1)'s components have variance 1/18: the mean of n within 5 standard errors
     let se = (1.0f64 / 18.0 / n as f64).sqrt();
-    assert!(
-        mixing.iter().all(|m| (m - 1.0 / 3.0).abs() < 5.0 * se),
-        "{mixing:?}"
-    );
+    for (m, sq) in mean.iter().zip(square) {
+        assert!((m - 1.0 / 3.0).abs() < 5.0 * se, "mean {m}");
+        let variance = sq - m * m;
+        assert!((variance * 18.0 - 1.0).abs() < 0.03, "variance {variance}");
+    }
 }
 
 /// The policy as training runs it: the image changes, is reproducible from the draw's seed, and

@@ -128,6 +128,8 @@ fn bad_data_gives_one_line_errors() {
     );
     let strongest = train_with(&["--auto-augment", "augmix", "--augmix-severity", "11"]);
     fails_with(&strongest, &["--augmix-severity 11", "1 to 10"]);
+    let none = train_with(&["--auto-augment", "augmix", "--augmix-severity", "0"]);
+    fails_with(&none, &["--augmix-severity 0", "1 to 10"]);
     let magnitude = train_with(&["--ra-magnitude", "5"]);
     fails_with(&magnitude, &["--ra-magnitude", "--auto-augment", "not on"]);
     let bin = train_with(&["--auto-augment", "ra", "--ra-magnitude", "31"]);

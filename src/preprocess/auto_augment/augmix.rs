@@ -10,7 +10,7 @@
 
 use image::RgbImage;
 
-use super::{tensor_ops, AugmentOp, Space};
+use super::{tensor_ops, AugmentOp, Space, LEARNED_BINS};
 use crate::rng::SplitMix64;
 
 /// AugMix's operations in the order of its `_augmentation_space` (the draw's index): the
@@ -52,10 +52,18 @@ pub struct AugMixDraw {
     pub chains: [Vec<(AugmentOp, f64)>; WIDTH],
 }
 
-/// One draw for an image of `size` (height, width) at `severity` (1 to 10), in torchvision's
-/// order: the two Dirichlet samples, then per chain its depth and per operation the operation,
-/// its bin (operations with a strength) and its sign (signed ones).
+/// One draw for an image of `size` (height, width) at `severity`, in torchvision's order: the
+/// two Dirichlet samples, then per chain its depth and per operation the operation, its bin
+/// (operations with a strength) and its sign (signed ones).
+///
+/// # Panics
+///
+/// If `severity` is not 1 to 10 (the training configuration's check says so first).
 pub fn draw(rng: &mut SplitMix64, severity: usize, (height, width): (usize, usize)) -> AugMixDraw {
+    assert!(
+        (1..=LEARNED_BINS).contains(&severity),
+        "AugMix's severity {severity} is not 1 to {LEARNED_BINS}"
+    );
     let [b0, b1] = dirichlet_ones::<2>(rng);
     let mixing = dirichlet_ones::<WIDTH>(rng);
     let space = Space::AugMix { height, width };

@@ -78,6 +78,7 @@ pub fn apply(img: &RgbImage, op: AugmentOp, magnitude: f64) -> RgbImage {
     }
 }
 
+/// `img` with `f` applied to every byte.
 fn map(img: &RgbImage, f: impl Fn(u8) -> u8) -> RgbImage {
     let mut out = img.clone();
     out.iter_mut().for_each(|v| *v = f(*v));
@@ -92,7 +93,9 @@ fn affine(img: &RgbImage, matrix: [f64; 6]) -> RgbImage {
     let theta = matrix.map(|v| v as f32);
     let half = [(0.5 * w as f64) as f32, (0.5 * h as f64) as f32];
     // rescaled_theta = theta^T / half: the column of output coordinate j divided by half[j]
-    let r = |k: usize, j: usize| theta[j * 3 + k] / half[j];
+    let rescaled: [[f32; 2]; 3] =
+        std::array::from_fn(|k| [0, 1].map(|j| theta[j * 3 + k] / half[j]));
+    let r = |k: usize, j: usize| rescaled[k][j];
     let axis = |n: usize, i: usize| {
         let (start, end) = (-(n as f64) * 0.5 + 0.5, n as f64 * 0.5 + 0.5 - 1.0);
         match n {
@@ -119,9 +122,10 @@ fn affine(img: &RgbImage, matrix: [f64; 6]) -> RgbImage {
 }
 
 /// `grid_sample` at the normalised point (`gx`, `gy`), bilinear with `align_corners=False` and
-/// zeros outside the image, as PyTorch's CPU kernel computes it in float32: its build fuses the
-/// unnormalisation's multiply and subtract, and the four corners' sum, into fused multiply-adds
-/// (each written out here; the plain arithmetic differs in a few bytes per image).
+/// zeros outside the image, as PyTorch's CPU kernel computes it in float32 on x86-64 (its AVX2
+/// and AVX-512 builds fuse the unnormalisation's multiply and subtract, and the four corners'
+/// sum, into fused multiply-adds; written out here, as plain arithmetic differs in a few bytes
+/// per image).
 fn sample_bilinear(img: &RgbImage, gx: f32, gy: f32) -> [f32; 3] {
     let (w, h) = (img.width() as i64, img.height() as i64);
     let x = (gx + 1.0).mul_add(w as f32 / 2.0, -0.5);
@@ -168,8 +172,9 @@ fn grayscale(img: &RgbImage) -> Vec<u8> {
         .collect()
 }
 
-/// `adjust_contrast`'s mean: of the grayscale image, in float32 (the sum of bytes is exact in
-/// float32 up to 65,793 pixels, a 256x257 image).
+/// `adjust_contrast`'s mean: of the grayscale image, in float32. The sum is exact here; torch's
+/// float32 sum is exact too up to 65,793 pixels (a 256x257 image: every partial sum of bytes
+/// below 2^24), so larger crops than torchvision's 224 may see its mean an ulp away.
 fn gray_mean(img: &RgbImage) -> f32 {
     let gray = grayscale(img);
     let sum: u64 = gray.iter().map(|&v| v as u64).sum();

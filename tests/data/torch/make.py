@@ -52,7 +52,8 @@ root with torch installed (CPU is enough): python3 tests/data/torch/make.py
                               at three image sizes, _apply_op's output on the [1, 3, H, W] tensor
                               for every operation at chosen bins and signs, and whole forwards
                               with the chains' draws (torch.randint) and the Dirichlet weights
-                              given, byte for byte
+                              given, byte for byte; the same operations on augmix_224.png (a
+                              bundled photo enlarged to 224x224), their outputs' SHA-256
 """
 import json
 from collections import OrderedDict
@@ -507,6 +508,21 @@ def augmix():
         record["forwards"].append({"image": case % len(images), "chains": chains,
                                    "beta": beta[0].tolist(), "mixing": mixing[0].tolist(),
                                    "out": b64(out.tobytes())})
+    # a training-sized image (a CIFAR photo enlarged, saved losslessly): every case's output as
+    # its SHA-256, to keep the file small
+    import hashlib
+    big = Image.open(jpeg / "dog" / "0003.jpg").convert("RGB").resize((224, 224), Image.BILINEAR)
+    big.save(OUT / "augmix_224.png", optimize=True)
+    digest = lambda t: hashlib.sha256(t[0].permute(1, 2, 0).contiguous().numpy().tobytes()).hexdigest()
+    space = autoaugment.AugMix()._augmentation_space(10, (224, 224))
+    tensor = TF.pil_to_tensor(big).unsqueeze(0)
+    record["large"] = []
+    for op, (m, signed) in space.items():
+        for bin_, sign in (picks if m.ndim > 0 else [(0, 1)]):
+            sign = sign if signed else 1
+            magnitude = float(m[bin_].item()) * sign if m.ndim > 0 else 0.0
+            out = autoaugment._apply_op(tensor, op, magnitude, bilinear, None)
+            record["large"].append({"op": op, "bin": bin_, "negative": sign < 0, "sha256": digest(out)})
     (OUT / "augmix.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
