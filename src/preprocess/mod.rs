@@ -82,9 +82,9 @@ impl AutoAugment {
     /// torchvision's `--ra-magnitude` default.
     pub const RA_MAGNITUDE: usize = 9;
     /// torchvision's `--augmix-severity` default.
-    pub const AUGMIX_SEVERITY: usize = auto_augment::augmix::SEVERITY;
-    /// The strongest severity (the bins of AugMix's strength tables).
-    pub const AUGMIX_MAX_SEVERITY: usize = auto_augment::LEARNED_BINS;
+    pub const AUGMIX_SEVERITY: usize = 3;
+    /// The strongest severity (the bins of AugMix's strength tables, AutoAugment's 10).
+    pub const AUGMIX_MAX_SEVERITY: usize = 10;
     /// The bins of TrivialAugment's and RandAugment's strength tables (torchvision's
     /// `num_magnitude_bins`; AutoAugment's have 10).
     pub const BINS: usize = 31;

@@ -11,6 +11,7 @@
 use image::RgbImage;
 
 use super::{tensor_ops, AugmentOp, Space, LEARNED_BINS};
+use crate::preprocess::AutoAugment;
 use crate::rng::SplitMix64;
 
 /// AugMix's operations in the order of its `_augmentation_space` (the draw's index): the
@@ -38,7 +39,7 @@ pub const WIDTH: usize = 3;
 pub const MAX_DEPTH: usize = 3;
 
 /// torchvision's `severity` default and its reference script's `--augmix-severity`.
-pub const SEVERITY: usize = 3;
+pub const SEVERITY: usize = AutoAugment::AUGMIX_SEVERITY;
 
 /// One draw of AugMix for an image: the weights and the chains' operations with their
 /// strengths.

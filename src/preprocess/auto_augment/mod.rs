@@ -52,8 +52,11 @@ pub enum AugmentOp {
 /// torchvision's `num_magnitude_bins` of TrivialAugmentWide and RandAugment.
 pub const BINS: usize = AutoAugment::BINS;
 
-/// The bins of AutoAugment's strength tables.
+/// The bins of AutoAugment's and AugMix's strength tables.
 pub const LEARNED_BINS: usize = 10;
+
+// AugMix's severity picks how many of these bins its operations draw from
+const _: () = assert!(LEARNED_BINS == AutoAugment::AUGMIX_MAX_SEVERITY);
 
 impl AugmentOp {
     /// The operations in torchvision's `_augmentation_space` order (the draw's index).
