@@ -322,7 +322,7 @@ fn other_cases(gpu: &Gpu, m: &ModelShapes, out: &mut Vec<Case>) {
     let cfg = SgdConfig::he2016();
     out.push(Case {
         name: format!("sgd_step/{len}_params"),
-        kernels: sgd::step(gpu, &cfg, &p, &g, &v, None, None).expect("kernels"),
+        kernels: sgd::step(gpu, &cfg, &p, &g, &v, None, Default::default()).expect("kernels"),
         // reads p, g, v and writes p, v
         work: Throughput::Bytes(5 * 4 * len as u64),
     });

@@ -30,37 +30,62 @@ fn decay(i: u32) -> f32 {
     return select(select(P.weight_decay, P.norm_decay, kind == 1u), P.bias_decay, kind == 2u);
 }
 
-@compute @workgroup_size(256)
-fn sgd_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
-    if (i >= P.len) { return; }
+// The update of element i by its gradient g (unscaled, clipped where asked): weight decay,
+// momentum, the step.
+fn update(i: u32, g_in: f32) {
     let p = param[i];
-    let g = grad[i] + decay(i) * p;
+    let g = g_in + decay(i) * p;
     let v = P.momentum * velocity[i] + g;
     velocity[i] = v;
     let step = select(v, g + P.momentum * v, P.nesterov != 0u);
     param[i] = p - P.lr * step;
 }
 
+@compute @workgroup_size(256)
+fn sgd_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if (i >= P.len) { return; }
+    update(i, grad[i]);
+}
+
 // The same step under dynamic loss scaling (amp.wgsl): the gradients hold grad * scale; a step
 // whose gradients have an inf or NaN changes nothing (GradScaler.step skips optimizer.step).
 @group(0) @binding(4) var<storage, read> amp: array<u32>; // [scale bits, tracker, found, skipped]
+
+// PyTorch unscales by the reciprocal rounded once; a power of two's is exact (WGSL's division
+// need not be), anything else divides
+fn inv_scale() -> f32 {
+    let scale = bitcast<f32>(amp[0]);
+    let parts = frexp(scale);
+    return select(1.0 / scale, ldexp(1.0, 1 - parts.exp), parts.fract == 0.5);
+}
 
 @compute @workgroup_size(256)
 fn sgd_step_scaled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
     let i = (wid.x + wid.y * nwg.x) * 256u + lid;
     if (i >= P.len || amp[2] != 0u) { return; }
-    // PyTorch unscales by the reciprocal rounded once; a power of two's is exact (WGSL's
-    // division need not be), anything else divides
-    let scale = bitcast<f32>(amp[0]);
-    let parts = frexp(scale);
-    let inv_scale = select(1.0 / scale, ldexp(1.0, 1 - parts.exp), parts.fract == 0.5);
-    let p = param[i];
-    let g = grad[i] * inv_scale + decay(i) * p;
-    let v = P.momentum * velocity[i] + g;
-    velocity[i] = v;
-    let step = select(v, g + P.momentum * v, P.nesterov != 0u);
-    param[i] = p - P.lr * step;
+    update(i, grad[i] * inv_scale());
+}
+
+// The steps with the gradients clipped to a global norm (clip.wgsl's factor, as
+// torch.nn.utils.clip_grad_norm_ multiplies them after GradScaler.unscale_).
+@group(0) @binding(6) var<storage, read> clip: array<f32>;
+
+@compute @workgroup_size(256)
+fn sgd_step_clipped(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if (i >= P.len) { return; }
+    update(i, grad[i] * clip[0]);
+}
+
+@compute @workgroup_size(256)
+fn sgd_step_scaled_clipped(@builtin(workgroup_id) wid: vec3<u32>,
+                           @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if (i >= P.len || amp[2] != 0u) { return; }
+    update(i, grad[i] * inv_scale() * clip[0]);
 }

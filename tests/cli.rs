@@ -130,6 +130,10 @@ fn bad_data_gives_one_line_errors() {
     fails_with(&strongest, &["--augmix-severity 11", "1 to 10"]);
     let none = train_with(&["--auto-augment", "augmix", "--augmix-severity", "0"]);
     fails_with(&none, &["--augmix-severity 0", "1 to 10"]);
+    for norm in ["0", "-1", "NaN"] {
+        let clip = train_with(&[&format!("--clip-grad-norm={norm}")]);
+        fails_with(&clip, &["--clip-grad-norm", "above 0", norm]);
+    }
     let magnitude = train_with(&["--ra-magnitude", "5"]);
     fails_with(&magnitude, &["--ra-magnitude", "--auto-augment", "not on"]);
     let bin = train_with(&["--auto-augment", "ra", "--ra-magnitude", "31"]);

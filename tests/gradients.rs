@@ -470,6 +470,34 @@ fn one_sgd_step_with_torchvisions_weight_decay_groups_equals_pytorchs_own() {
     assert!(worst.0 > 1e-2, "one decay for all passes too: {worst:?}");
 }
 
+/// The step with the gradients clipped to norm 0.5 (torch.nn.utils.clip_grad_norm_ in make.py,
+/// as torchvision's `--clip-grad-norm 0.5`: their norm was well above it, so every gradient is
+/// scaled down before the weight decay and momentum) equals PyTorch's; the unclipped step is far
+/// from it.
+#[test]
+fn one_sgd_step_with_clipped_gradients_equals_pytorchs_own() {
+    let spec = ModelSpec::from_name("resnet20", 10).unwrap();
+    let fixture = ("resnet20", "resnet20_clip_step");
+    let torch = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/torch");
+    let theirs: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(torch.join("resnet20_clip_step.json")).unwrap())
+            .unwrap();
+    let norm = theirs["grad_norm"].as_f64().unwrap();
+    assert!(
+        norm > 1.0,
+        "the gradients' norm {norm} is not clipped by 0.5"
+    );
+    let sgd = SgdConfig::he2016();
+    let unmixed = (resnet::preprocess::MixDraw::Nothing, 0.0);
+    let worst = step_against_pytorch_mixed(&spec, fixture, 128, sgd, unmixed, Some(0.5));
+    assert!(worst.0 <= 2e-3, "{} ({:.1e} of the norm)", worst.1, worst.0);
+    let unclipped = step_against_pytorch(&spec, fixture, 128, sgd);
+    assert!(
+        unclipped.0 > 1e-2,
+        "the unclipped step passes too: {unclipped:?}"
+    );
+}
+
 /// One step on a MixUp batch (lambda 0.75) and one on a CutMix batch (the box [5, 9, 21, 27),
 /// with label smoothing 0.1) equal PyTorch's steps on the batches torchvision's RandomMixUp and
 /// RandomCutMix make with those draws (resnet20_mixup_step.json, resnet20_cutmix_step.json),
@@ -489,8 +517,14 @@ fn one_sgd_step_on_a_mixup_or_cutmix_batch_equals_pytorchs_own() {
         ("resnet20_mixup_step", mixup, 0.0),
         ("resnet20_cutmix_step", cutmix, 0.1),
     ] {
-        let worst =
-            step_against_pytorch_mixed(&spec, ("resnet20", fixture), 128, sgd, (mix, smoothing));
+        let worst = step_against_pytorch_mixed(
+            &spec,
+            ("resnet20", fixture),
+            128,
+            sgd,
+            (mix, smoothing),
+            None,
+        );
         assert!(
             worst.0 <= 2e-3,
             "{fixture}: {} ({:.1e} of the norm)",
@@ -531,17 +565,18 @@ fn step_against_pytorch(
     sgd: SgdConfig,
 ) -> (f64, String) {
     let unmixed = (resnet::preprocess::MixDraw::Nothing, 0.0);
-    step_against_pytorch_mixed(spec, fixture, batch, sgd, unmixed)
+    step_against_pytorch_mixed(spec, fixture, batch, sgd, unmixed, None)
 }
 
 /// [`step_against_pytorch`] on the batch mixed by `mix` (MixUp or CutMix), with label smoothing
-/// `smoothing`.
+/// `smoothing`, the gradients clipped to the norm `clip`.
 fn step_against_pytorch_mixed(
     spec: &ModelSpec,
     (name, step): (&str, &str),
     batch: usize,
     sgd: SgdConfig,
     (mix, smoothing): (resnet::preprocess::MixDraw, f32),
+    clip: Option<f32>,
 ) -> (f64, String) {
     use resnet::model::ModelState;
     use resnet::plan::{Plan, PlanConfig};
@@ -559,6 +594,7 @@ fn step_against_pytorch_mixed(
     let normalize = resnet::preprocess::Preprocess::normalize_only(resnet::cifar10::NORMALIZE);
     let mut cfg = PlanConfig::train(batch, (32, 32), sgd, normalize);
     cfg.fine_tune.label_smoothing = smoothing;
+    cfg.clip_grad_norm = clip;
     let plan = Plan::new(&gpu, &m, cfg).unwrap();
     // CIFAR-10 binary records: a label byte, then the image's 3 x 32 x 32 bytes (CHW)
     let records = std::fs::read(repo.join("web/data/train.bin")).unwrap();

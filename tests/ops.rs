@@ -434,7 +434,7 @@ fn sgd_matches_torch_optim_sgd() {
         let p = gpu.upload(&p0, &[len]).unwrap();
         let g = gpu.zeros(&[len]).unwrap();
         let v = gpu.zeros(&[len]).unwrap();
-        let ks = sgd::step(&gpu, &cfg, &p, &g, &v, None, None).unwrap();
+        let ks = sgd::step(&gpu, &cfg, &p, &g, &v, None, Default::default()).unwrap();
         // reference: torch.optim.SGD's update, written out
         let mut pr = f64s(&p0);
         let mut vr = vec![0.0f64; len];
@@ -530,7 +530,7 @@ fn sgd_decays_each_element_by_its_kind() {
     });
     run(
         &gpu,
-        &sgd::step(&gpu, &cfg, &p, &g, &v, kinds, None).unwrap(),
+        &sgd::step(&gpu, &cfg, &p, &g, &v, kinds, Default::default()).unwrap(),
     );
     let want: Vec<f64> = (0..len)
         .map(|i| {
@@ -546,8 +546,109 @@ fn sgd_decays_each_element_by_its_kind() {
         .collect();
     assert_close("sgd by decay kind", &read(&gpu, &p), &want, 1e-6);
     // a group decay without the kinds is refused, not run with one penalty for all
-    match sgd::step(&gpu, &cfg, &p, &g, &v, None, None) {
+    match sgd::step(&gpu, &cfg, &p, &g, &v, None, Default::default()) {
         Err(e) => assert!(e.to_string().contains("decay kinds"), "{e}"),
         Ok(_) => panic!("a group decay without the kinds ran"),
+    }
+}
+
+/// `--clip-grad-norm`'s kernels against the f64 norm: the gradients in two chunks of several
+/// blocks each (ragged ends), the factor `min(max_norm / (norm + 1e-6), 1)`, also of
+/// gradients scaled by a loss scale of 1024 (the norm of the unscaled ones), and 1 where the
+/// norm is below `max_norm`.
+#[test]
+fn clipping_factor_is_torchs_clip_grad_norm() {
+    use resnet::ops::clip;
+    let gpu = gpu();
+    // (a view starts at a multiple of 8 elements: the binding alignment)
+    let lens = [3 * clip::BLOCK + 120, clip::BLOCK - 5];
+    let grads: Vec<Vec<f32>> = lens
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| rand_vec(n, 40 + k as u64))
+        .collect();
+    let norm = grads
+        .iter()
+        .flatten()
+        .map(|&g| (g as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let blocks: usize = lens.iter().map(|&n| clip::blocks(n)).sum();
+    let sums = gpu.zeros(&[blocks]).unwrap();
+    let factor = gpu.zeros(&[1]).unwrap();
+    let flat: Vec<f32> = grads.concat();
+    let g = gpu.upload(&flat, &[flat.len()]).unwrap();
+    let scale_state = |scale: f32| {
+        let words = [scale.to_bits(), 0, 0, 0, 0, 0];
+        gpu.upload(&words, &[resnet::ops::amp::WORDS]).unwrap()
+    };
+    for (max_norm, scale) in [
+        (0.5 * norm, None),
+        (0.5 * norm, Some(1024.0)),
+        (2.0 * norm, None),
+    ] {
+        let state = scale.map(scale_state);
+        let scaled: Vec<f32> = flat.iter().map(|g| g * scale.unwrap_or(1.0)).collect();
+        gpu.write(&g, &scaled).unwrap();
+        let (mut ks, mut first) = (Vec::new(), 0);
+        let mut offset = 0;
+        for &n in &lens {
+            let chunk = g.view(offset, &[n]).unwrap();
+            ks.push(clip::block_sums(&gpu, &chunk, &sums, first).unwrap());
+            first += clip::blocks(n);
+            offset += n;
+        }
+        let f = clip::factor(&gpu, &sums, max_norm as f32, state.as_ref(), &factor).unwrap();
+        ks.push(f);
+        run(&gpu, &ks);
+        let want = (max_norm / (norm + 1e-6)).min(1.0);
+        let got = read(&gpu, &factor)[0] as f64;
+        assert!(
+            (got - want).abs() <= 1e-5 * want,
+            "max_norm {max_norm}, scale {scale:?}: {got} against {want}"
+        );
+    }
+}
+
+/// The clipped SGD steps, with and without a loss scale: the gradients times the clipping factor
+/// (after unscaling), then torch.optim.SGD's update.
+#[test]
+fn clipped_sgd_steps_scale_the_gradients_first() {
+    use resnet::ops::sgd::GradFactors;
+    let gpu = gpu();
+    let len = 700;
+    let cfg = SgdConfig::he2016();
+    let (p0, g0) = (rand_vec(len, 50), rand_vec(len, 51));
+    let clip = gpu.upload(&[0.25f32], &[1]).unwrap();
+    for scale in [None, Some(1024.0f32)] {
+        let p = gpu.upload(&p0, &[len]).unwrap();
+        let scaled: Vec<f32> = g0.iter().map(|g| g * scale.unwrap_or(1.0)).collect();
+        let g = gpu.upload(&scaled, &[len]).unwrap();
+        let v = gpu.zeros(&[len]).unwrap();
+        let state = scale.map(|s| {
+            let words = [s.to_bits(), 0, 0, 0, 0, 0];
+            gpu.upload(&words, &[resnet::ops::amp::WORDS]).unwrap()
+        });
+        let factors = GradFactors {
+            scaler: state.as_ref(),
+            clip: Some(&clip),
+        };
+        run(
+            &gpu,
+            &sgd::step(&gpu, &cfg, &p, &g, &v, None, factors).unwrap(),
+        );
+        // the first step: v = g, p -= lr * v, with g = grad * 0.25 + decay * p
+        let want: Vec<f64> = (0..len)
+            .map(|i| {
+                let d = g0[i] as f64 * 0.25 + 1e-4 * p0[i] as f64;
+                p0[i] as f64 - 0.1 * d
+            })
+            .collect();
+        assert_close(
+            &format!("clipped step, scale {scale:?}"),
+            &read(&gpu, &p),
+            &want,
+            1e-5,
+        );
     }
 }

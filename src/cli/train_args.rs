@@ -68,6 +68,11 @@ pub struct RecipeArgs {
     /// Nesterov momentum
     #[arg(long)]
     pub nesterov: bool,
+    /// Clip the gradients to this global L2 norm before each step (torchvision's
+    /// --clip-grad-norm, torch.nn.utils.clip_grad_norm_; after unscaling under --amp). Default:
+    /// not clipped
+    #[arg(long, value_name = "NORM")]
+    pub clip_grad_norm: Option<f32>,
 }
 
 fn parse_schedule(s: &str) -> std::result::Result<LrSchedule, String> {
@@ -114,6 +119,7 @@ impl RecipeArgs {
             norm_weight_decay: self.norm_weight_decay,
             bias_weight_decay: self.bias_weight_decay,
             nesterov: self.nesterov,
+            clip_grad_norm: self.clip_grad_norm,
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod activations;
 pub mod amp;
 pub mod augment;
 pub mod batchnorm;
+pub mod clip;
 pub mod conv2d;
 mod derived;
 pub mod elementwise;

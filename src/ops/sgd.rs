@@ -103,12 +103,20 @@ pub struct DecayKinds<'a> {
     pub offset: usize,
 }
 
+/// What the gradients are multiplied by before a step: none of it by default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GradFactors<'a> {
+    /// The state of `ops::amp`: the gradients are scaled; the step unscales them, and does
+    /// nothing when they had an inf or NaN.
+    pub scaler: Option<&'a Tensor>,
+    /// The one-element factor of `ops::clip`: the gradients (unscaled) are clipped to a norm.
+    pub clip: Option<&'a Tensor>,
+}
+
 /// One SGD step over `param`, `grad` and `velocity` (same shape). Change the learning rate between
 /// steps with `kernel.set_params(gpu, &cfg.uniform(len, offset))`, keeping `decays_by_kind()`
 /// as it was built with (the kinds are bound or not). With `kinds`, each element decays as its
-/// kind says (required when `cfg.decays_by_kind()`). With `scaler` (the state of
-/// `ops::amp`), `grad` holds scaled gradients: the step unscales them, and does nothing when
-/// they had an inf or NaN.
+/// kind says (required when `cfg.decays_by_kind()`); `factors` unscale and clip the gradients.
 pub fn step(
     gpu: &Gpu,
     cfg: &SgdConfig,
@@ -116,7 +124,7 @@ pub fn step(
     grad: &Tensor,
     velocity: &Tensor,
     kinds: Option<DecayKinds>,
-    scaler: Option<&Tensor>,
+    factors: GradFactors,
 ) -> Result<Vec<Kernel>> {
     const OP: &str = "sgd";
     check_shape(OP, "grad", grad, &param.shape)?;
@@ -141,13 +149,19 @@ pub fn step(
         }
     };
     let mut bufs = vec![(1, param), (2, grad), (3, velocity), (5, words)];
-    if let Some(s) = scaler {
+    if let Some(s) = factors.scaler {
         check_shape(OP, "loss scaler", s, &[super::amp::WORDS])?;
         bufs.push((4, s));
     }
-    let entry = match scaler {
-        Some(_) => "sgd_step_scaled",
-        None => "sgd_step",
+    if let Some(c) = factors.clip {
+        check_shape(OP, "clipping factor", c, &[1])?;
+        bufs.push((6, c));
+    }
+    let entry = match (factors.scaler, factors.clip) {
+        (None, None) => "sgd_step",
+        (Some(_), None) => "sgd_step_scaled",
+        (None, Some(_)) => "sgd_step_clipped",
+        (Some(_), Some(_)) => "sgd_step_scaled_clipped",
     };
     Ok(vec![kernel(
         gpu,

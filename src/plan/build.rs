@@ -6,15 +6,15 @@ use super::config::FineTune;
 use super::layers::{Below, BlockSaved, ConvBnSaved, FusedGrad, GradIn, Recorder};
 use super::{KernelAt, Mode, PlanConfig, SgdChunk, Stage};
 use crate::error::{Error, Result};
-use crate::gpu::{Dtype, Gpu, Tensor};
+use crate::gpu::{Dtype, Gpu, Kernel, Tensor};
 use crate::model::{Arch, Block, ConvBn, Linear, MaxPool, ModelState, Visitor};
 use crate::model::{ParamLayout, RegionKind};
 use crate::ops::augment;
 use crate::ops::batchnorm::{Exchange, Fuse};
 use crate::ops::loss::{self, LossBuffers, LossParams};
 use crate::ops::pool::{self as pooling, PoolShape};
-use crate::ops::sgd::{pack_decay_kinds, DecayKind, DecayKinds, SgdConfig};
-use crate::ops::{amp, linear, sgd};
+use crate::ops::sgd::{pack_decay_kinds, DecayKind, DecayKinds, GradFactors, SgdConfig};
+use crate::ops::{amp, clip, linear, sgd};
 
 /// The buffers a caller fills and reads (see the fields of the same names on `Plan`).
 pub(super) struct Io {
@@ -404,7 +404,6 @@ fn optimizer_stage(
     scaler: Option<&Tensor>,
     stage: usize,
 ) -> Result<(Stage, Vec<SgdChunk>)> {
-    let max_chunk = gpu.max_view_floats();
     let (mut kernels, mut chunks) = (Vec::new(), Vec::new());
     let scaling = cfg.loss_scale.zip(scaler);
     if let Some((ls, state)) = scaling {
@@ -414,23 +413,27 @@ fn optimizer_stage(
         true => Some(decay_kinds(&m.layout, &cfg.sgd, gpu)?),
         false => None,
     };
-    for (range, lr_scale) in lr_groups(m, &cfg.fine_tune) {
-        let mut offset = range.start;
-        while offset < range.end {
-            let len = max_chunk.min(range.end - offset);
-            let v = |t: &Tensor| t.view(offset, &[len]);
-            let (p, g, v) = (v(&m.params)?, v(&m.grads)?, v(&m.momentum)?);
-            let kinds = words.as_ref().map(|words| DecayKinds { words, offset });
-            kernels.extend(sgd::step(gpu, &cfg.sgd, &p, &g, &v, kinds, scaler)?);
-            let index = kernels.len() - 1;
-            chunks.push(SgdChunk {
-                at: KernelAt { stage, index },
-                len,
-                offset,
-                lr_scale,
-            });
-            offset += len;
-        }
+    let parts = optimizer_chunks(gpu, m, &cfg.fine_tune);
+    let clip = match cfg.clip_grad_norm {
+        Some(max_norm) => Some(clip_factor(gpu, m, &parts, max_norm, scaler, &mut kernels)?),
+        None => None,
+    };
+    let factors = GradFactors {
+        scaler,
+        clip: clip.as_ref(),
+    };
+    for (offset, len, lr_scale) in parts {
+        let v = |t: &Tensor| t.view(offset, &[len]);
+        let (p, g, v) = (v(&m.params)?, v(&m.grads)?, v(&m.momentum)?);
+        let kinds = words.as_ref().map(|words| DecayKinds { words, offset });
+        kernels.extend(sgd::step(gpu, &cfg.sgd, &p, &g, &v, kinds, factors)?);
+        let index = kernels.len() - 1;
+        chunks.push(SgdChunk {
+            at: KernelAt { stage, index },
+            len,
+            offset,
+            lr_scale,
+        });
     }
     if let Some((ls, state)) = scaling {
         kernels.extend(amp::update_scale(gpu, &ls, state)?);
@@ -440,6 +443,46 @@ fn optimizer_stage(
         kernels,
     };
     Ok((stage, chunks))
+}
+
+/// The (offset, length, learning-rate multiplier) of each optimizer kernel: the runs of
+/// [`lr_groups`], split where a run exceeds one binding.
+fn optimizer_chunks(gpu: &Gpu, m: &ModelState, tune: &FineTune) -> Vec<(usize, usize, f32)> {
+    let max_chunk = gpu.max_view_floats();
+    let mut chunks = Vec::new();
+    for (range, lr_scale) in lr_groups(m, tune) {
+        let mut offset = range.start;
+        while offset < range.end {
+            let len = max_chunk.min(range.end - offset);
+            chunks.push((offset, len, lr_scale));
+            offset += len;
+        }
+    }
+    chunks
+}
+
+/// `--clip-grad-norm`'s kernels over the gradients of `chunks` (the trained layers', as
+/// clip_grad_norm_ skips parameters without a gradient), appended to `kernels`; returns the
+/// one-element factor the SGD kernels read.
+fn clip_factor(
+    gpu: &Gpu,
+    m: &ModelState,
+    chunks: &[(usize, usize, f32)],
+    max_norm: f32,
+    scaler: Option<&Tensor>,
+    kernels: &mut Vec<Kernel>,
+) -> Result<Tensor> {
+    let total: usize = chunks.iter().map(|&(_, len, _)| clip::blocks(len)).sum();
+    let sums = gpu.zeros(&[total])?;
+    let mut first = 0;
+    for &(offset, len, _) in chunks {
+        let grads = m.grads.view(offset, &[len])?;
+        kernels.push(clip::block_sums(gpu, &grads, &sums, first)?);
+        first += clip::blocks(len);
+    }
+    let factor = gpu.zeros(&[1])?;
+    kernels.push(clip::factor(gpu, &sums, max_norm, scaler, &factor)?);
+    Ok(factor)
 }
 
 /// The decay kind of every element of the flat parameter buffer, on the GPU, as torchvision's

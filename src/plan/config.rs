@@ -39,6 +39,9 @@ pub struct PlanConfig {
     pub shard: Shard,
     /// Dynamic loss scaling (torch.amp.GradScaler) in training; `None`: none (fp32's default).
     pub loss_scale: Option<LossScale>,
+    /// The gradients clipped to this global L2 norm before each step
+    /// (torch.nn.utils.clip_grad_norm_, torchvision's `--clip-grad-norm`); `None`: not clipped.
+    pub clip_grad_norm: Option<f32>,
 }
 
 /// One rank's part of a data-parallel step.
@@ -133,6 +136,7 @@ impl PlanConfig {
             fine_tune: FineTune::default(),
             shard: Shard::WHOLE,
             loss_scale: None,
+            clip_grad_norm: None,
         }
     }
 
@@ -148,6 +152,7 @@ impl PlanConfig {
             fine_tune: FineTune::default(),
             shard: Shard::WHOLE,
             loss_scale: None,
+            clip_grad_norm: None,
         }
     }
 

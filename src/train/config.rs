@@ -73,6 +73,9 @@ pub struct Recipe {
     pub bias_weight_decay: Option<f32>,
     /// Nesterov momentum.
     pub nesterov: bool,
+    /// The gradients clipped to this global L2 norm before each step (torchvision's
+    /// `--clip-grad-norm`); `None`: not clipped.
+    pub clip_grad_norm: Option<f32>,
 }
 
 impl Default for Recipe {
@@ -96,6 +99,7 @@ impl Default for Recipe {
             norm_weight_decay: None,
             bias_weight_decay: None,
             nesterov: false,
+            clip_grad_norm: None,
         }
     }
 }
@@ -125,7 +129,7 @@ impl Recipe {
     }
 
     /// Rejects a weight decay torch.optim.SGD would refuse (negative, or not a number).
-    fn check_decays(&self) -> Result<()> {
+    fn check_optimizer(&self) -> Result<()> {
         let decays = [
             ("weight_decay", Some(self.weight_decay)),
             ("norm_weight_decay", self.norm_weight_decay),
@@ -137,6 +141,11 @@ impl Recipe {
                     "`{name}` must be 0 or more, got {d}"
                 )));
             }
+        }
+        if let Some(n) = self.clip_grad_norm.filter(|n| !(n.is_finite() && *n > 0.0)) {
+            return Err(Error::Invalid(format!(
+                "`clip_grad_norm` is the largest gradient norm, above 0, got {n}"
+            )));
         }
         Ok(())
     }
@@ -553,7 +562,7 @@ impl TrainConfig {
                 "`lr` must be a positive number, got {lr}"
             )));
         }
-        self.recipe.check_decays()?;
+        self.recipe.check_optimizer()?;
         // the default length is known once the data is: fit checks the warm-up against it
         self.recipe
             .check_schedule(self.epochs.unwrap_or(usize::MAX))?;

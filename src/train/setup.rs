@@ -244,6 +244,7 @@ fn training_plan(
     cfg.fine_tune = c.fine_tuning.plan_settings(spec)?;
     // torch.amp: the scaled loss's gradients keep small values in f16's range
     cfg.loss_scale = c.loss_scale.for_precision(c.gpu.precision);
+    cfg.clip_grad_norm = c.recipe.clip_grad_norm;
     cfg.shard = Shard {
         first: shard.start,
         bn_ranks: if c.sync_bn { ranks.size() } else { 1 },

@@ -21,6 +21,9 @@ root with torch installed (CPU is enough): python3 tests/data/torch/make.py
                               (--weight-decay, --norm-weight-decay, --bias-weight-decay)
   resnet20_norm_decay_step.json  the same with norm layers 0 and no bias decay: BatchNorm's
                               biases go with the norm layers, fc's bias with the others
+  resnet20_clip_step.json     the step of resnet20_step.json with the gradients clipped to norm
+                              0.5 first (torch.nn.utils.clip_grad_norm_, torchvision's
+                              --clip-grad-norm), and their norm before it
   tiny_bottleneck.pth         a net of torchvision's ResNet layout (its Bottleneck blocks and
                               _make_layer: 7x7/2 stem, max pool, projection shortcuts, stride on
                               the 3x3 as in v1.5) narrowed to widths 8 and 16, blocks [2, 1], 10
@@ -185,6 +188,8 @@ def one_step():
     model.load_state_dict(torch.load(OUT / "resnet20.pth"))
     groups = decay_groups(model, weight_decay=5e-3, norm_weight_decay=0.0, bias_weight_decay=None)
     step(model, 128, "resnet20_norm_decay_step.json", groups)
+    model.load_state_dict(torch.load(OUT / "resnet20.pth"))
+    step(model, 128, "resnet20_clip_step.json", clip=0.5)
 
 
 def decay_groups(model, weight_decay, norm_weight_decay, bias_weight_decay):
@@ -234,7 +239,7 @@ def mixed_steps():
     step(model, 128, "resnet20_cutmix_step.json", mix=("cutmix", (5, 9, 21, 27)), smoothing=0.1)
 
 
-def step(model, batch, out, groups=None, mix=None, smoothing=0.0):
+def step(model, batch, out, groups=None, mix=None, smoothing=0.0, clip=None):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x, y = bundled("train.bin")
     x, y = x[:batch], y[:batch]
@@ -246,6 +251,9 @@ def step(model, batch, out, groups=None, mix=None, smoothing=0.0):
     loss = F.cross_entropy(model(x), y, label_smoothing=smoothing)
     opt.zero_grad()
     loss.backward()
+    record = {"torch": torch.__version__, "loss": loss.item()}
+    if clip is not None:
+        record["grad_norm"] = nn.utils.clip_grad_norm_(model.parameters(), clip).item()
     opt.step()
     updates = {}
     for name, after in model.state_dict().items():
@@ -253,7 +261,7 @@ def step(model, batch, out, groups=None, mix=None, smoothing=0.0):
             u = (after - before[name]).double().flatten()
             probe = torch.sin(torch.arange(1, len(u) + 1, dtype=torch.float64))
             updates[name] = [u.norm().item(), (u * probe).sum().item()]
-    record = {"torch": torch.__version__, "loss": loss.item(), "updates": updates}
+    record["updates"] = updates
     (OUT / out).write_text(json.dumps(record, indent=1) + "\n")
     print(out, "loss", loss.item())
 
