@@ -60,6 +60,11 @@ fn clip_factor(@builtin(local_invocation_index) lid: u32) {
     if (lid == 0u) {
         var norm = sqrt(part[0]);
         if (P.scaled != 0u) { norm = norm / bitcast<f32>(amp[0]); }
-        factor[0] = min(P.max_norm / (norm + 1e-6), 1.0);
+        // torch's clamp(max=1) keeps a NaN (a NaN gradient makes every gradient NaN); WGSL's
+        // min need not, so a NaN is tested by its bits (`x != x` may be folded away)
+        let coef = P.max_norm / (norm + 1e-6);
+        let bits = bitcast<u32>(coef);
+        let nan = (bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0u;
+        factor[0] = select(min(coef, 1.0), coef, nan);
     }
 }

@@ -327,6 +327,54 @@ fn a_run_with_zero_init_residual_trains_from_zeroed_block_ends() {
     }
 }
 
+/// `clip_grad_norm` reaches the plan a run trains: one step with the gradients clipped to a
+/// vanishing norm (and no weight decay) leaves every weight where a step at a vanishing learning
+/// rate does; an unclipped step at lr 0.1 would move them by far more than the tolerance.
+#[test]
+fn a_run_with_clip_grad_norm_clips_its_steps() {
+    let dir = cifar::subset(4, 1);
+    let run = |lr: f64, clip: Option<f32>| {
+        let split = resnet::data::load(dir.path(), (32, 32)).unwrap();
+        let config = TrainConfig {
+            model: "resnet8".into(),
+            recipe: Recipe {
+                batch_size: 32,
+                lr,
+                weight_decay: 0.0,
+                clip_grad_norm: clip,
+                ..Recipe::default()
+            },
+            subset: Some(32),
+            ..options(1)
+        };
+        let out = tempfile::tempdir().unwrap();
+        let sink = &mut Silent;
+        train::fit(&config, split, &OneProcess, RunDir::new(out.path()), sink).unwrap();
+        let ck = resnet::checkpoint::load(&out.path().join("last.safetensors")).unwrap();
+        let weights = ck
+            .tensors
+            .into_iter()
+            .filter(|t| t.name.ends_with(".weight"));
+        weights
+            .map(|t| (t.name.clone(), t.as_f32().unwrap().to_vec()))
+            .collect::<Vec<_>>()
+    };
+    let clipped = run(0.1, Some(1e-12));
+    let still = run(1e-30, None);
+    assert_eq!(clipped.len(), still.len());
+    for ((name, a), (_, b)) in clipped.iter().zip(&still) {
+        let worst = a
+            .iter()
+            .zip(b.iter())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            worst < 1e-7,
+            "{name}: moved {worst} with its gradients clipped to 1e-12"
+        );
+    }
+}
+
 #[test]
 fn same_seed_gives_bit_identical_checkpoints() {
     let dir = cifar::subset(13, 5);

@@ -68,9 +68,9 @@ pub struct RecipeArgs {
     /// Nesterov momentum
     #[arg(long)]
     pub nesterov: bool,
-    /// Clip the gradients to this global L2 norm before each step (torchvision's
-    /// --clip-grad-norm, torch.nn.utils.clip_grad_norm_; after unscaling under --amp). Default:
-    /// not clipped
+    /// Clip the gradients to a global L2 norm of at most this before each step (torchvision's
+    /// --clip-grad-norm, torch.nn.utils.clip_grad_norm_; after unscaling under --amp; frozen
+    /// layers do not count). Default: not clipped
     #[arg(long, value_name = "NORM")]
     pub clip_grad_norm: Option<f32>,
 }

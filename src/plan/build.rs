@@ -396,7 +396,8 @@ fn head_backward(rec: &mut Recorder, head: &HeadSaved, stages: &mut Vec<Stage>) 
 
 /// SGD over the flat parameter, gradient and momentum buffers (stage `optimizer`, the
 /// `stage`-th): one kernel per run of consecutive layers sharing a learning-rate multiplier,
-/// split where a run exceeds one binding; frozen layers get none.
+/// split where a run exceeds one binding; frozen layers get none. Before them, the loss
+/// scaler's inf check and `clip_grad_norm`'s kernels; after them, the scale's update.
 fn optimizer_stage(
     gpu: &Gpu,
     m: &ModelState,
