@@ -142,6 +142,31 @@ fn batches_do_not_depend_on_the_worker_threads() {
     assert!(first != &rest[..per] && first != &rest[per..] && rest[..per] != rest[per..]);
 }
 
+/// torchvision's ImageNet layout, `train/` and `val/`: with no `test/`, `val/` holds the
+/// held-out images, streamed and loaded alike (the same images as the fixture's `test/`).
+#[test]
+fn a_val_folder_is_the_held_out_set_without_a_test_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&jpeg_fixture().join("train"), &dir.path().join("train"));
+    copy_dir(&jpeg_fixture().join("test"), &dir.path().join("val"));
+    let src = open_photos(dir.path(), SMALL_SIZES).unwrap();
+    assert_eq!((src.train.len(), src.test.len()), (200, 100));
+    let loaded = resnet::data::load(dir.path(), (32, 32)).unwrap();
+    let fixture = resnet::data::load(&jpeg_fixture(), (32, 32)).unwrap();
+    assert_eq!(loaded.test.len(), 100);
+    assert_eq!(loaded.test.image(99), fixture.test.image(99));
+    // neither test/ nor val/: the error names both
+    std::fs::rename(dir.path().join("val"), dir.path().join("valid")).unwrap();
+    let err = open_photos(dir.path(), SMALL_SIZES)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("test/<class>") && err.contains("val/<class>"),
+        "{err}"
+    );
+}
+
 /// `auto_augmented` puts TrivialAugmentWide after the training crop and flip of photo folders:
 /// the crop is the plain one and the policy's draw follows on it, the same seed gives the same
 /// pixels, and images selected for evaluation are untouched.

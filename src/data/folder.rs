@@ -1,4 +1,5 @@
-//! Image folders as torchvision's ImageFolder reads them: `train/<class>/*` and `test/<class>/*`.
+//! Image folders as torchvision's ImageFolder reads them: `train/<class>/*` and `test/<class>/*`
+//! (or `val/<class>/*`, the held-out half of torchvision's ImageNet layout).
 
 use std::fs;
 use std::io::Cursor;
@@ -30,19 +31,31 @@ pub fn load_image_folder(dir: &Path, size: (usize, usize)) -> Result<Split> {
         )));
     }
     let classes = split_classes(dir)?;
-    let (train_dir, test_dir) = (dir.join("train"), dir.join("test"));
+    let (train_dir, test_dir) = (dir.join("train"), held_out_dir(dir));
     let train = load_set(&train_dir, &classes, size)?;
     let test = load_set(&test_dir, &classes, size)?;
     Ok(Split { train, test })
 }
 
-/// The class folders of `dir/train` and `dir/test`, which must be the same (sorted by name).
+/// The held-out images of an image folder: `dir/test`, or torchvision's ImageNet layout's
+/// `dir/val` where there is no `test` (its reference script reads train/ and val/).
+pub(super) fn held_out_dir(dir: &Path) -> std::path::PathBuf {
+    let test = dir.join("test");
+    match !test.exists() && dir.join("val").is_dir() {
+        true => dir.join("val"),
+        false => test,
+    }
+}
+
+/// The class folders of `dir/train` and of its held-out images ([`held_out_dir`]), which must
+/// be the same (sorted by name).
 pub(super) fn split_classes(dir: &Path) -> Result<Vec<String>> {
-    let (train_dir, test_dir) = (dir.join("train"), dir.join("test"));
+    let (train_dir, test_dir) = (dir.join("train"), held_out_dir(dir));
     for d in [&train_dir, &test_dir] {
         if !d.is_dir() {
             return Err(invalid(format!(
-                "{}: missing folder (an image folder needs train/<class>/* and test/<class>/*)",
+                "{}: missing folder (an image folder needs train/<class>/* and test/<class>/*, \
+                 or val/<class>/* as torchvision's ImageNet layout)",
                 d.display()
             )));
         }

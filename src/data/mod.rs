@@ -119,13 +119,14 @@ pub struct Split {
 
 /// Detects the layout: the official CIFAR-10 binary layout (`dir` itself or `dir/cifar-10-batches-bin`
 /// with `data_batch_1..5.bin`, `test_batch.bin`, `batches.meta.txt`), or an image folder
-/// (`dir/train/<class>/*`, `dir/test/<class>/*`, classes sorted by name as torchvision's ImageFolder).
+/// (`dir/train/<class>/*`, `dir/test/<class>/*` or `dir/val/<class>/*`, classes sorted by name as
+/// torchvision's ImageFolder).
 /// Image-folder images are decoded with the `image` crate, converted to RGB and resized to `size`
 /// (h, w) (skipped when already that size); the binary layout is always 32x32, whatever `size` says.
 pub fn load(dir: &Path, size: (usize, usize)) -> Result<Split> {
     if cifar::looks_binary(dir) {
         load_cifar_binary(dir)
-    } else if dir.join("train").exists() || dir.join("test").exists() {
+    } else if has_split_folders(dir) {
         load_image_folder(dir, size)
     } else if !dir.is_dir() {
         Err(invalid(format!("{}: no such directory", dir.display())))
@@ -206,9 +207,10 @@ impl PhotoSizes {
     }
 }
 
-/// True when `dir` holds an image folder (`train/`, `test/`) rather than CIFAR's binary layout.
+/// True when `dir` holds an image folder (`train/`, `test/` or `val/`) rather than CIFAR's binary
+/// layout.
 pub fn is_image_folder(dir: &Path) -> bool {
-    !cifar::looks_binary(dir) && (dir.join("train").exists() || dir.join("test").exists())
+    !cifar::looks_binary(dir) && has_split_folders(dir)
 }
 
 /// An image folder opened for streaming with torchvision's ImageNet transforms at `sizes`.
@@ -230,4 +232,11 @@ pub(crate) fn invalid(msg: impl Into<String>) -> Error {
 /// An [`Error::Invalid`] for an I/O failure: `path: what: error`.
 pub(crate) fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
     invalid(format!("{}: {what}: {e}", path.display()))
+}
+
+/// Whether `dir` holds the folders of an image folder: `train/`, `test/` or `val/`.
+fn has_split_folders(dir: &Path) -> bool {
+    ["train", "test", "val"]
+        .iter()
+        .any(|d| dir.join(d).exists())
 }

@@ -204,7 +204,7 @@ impl ImageSource for FolderSet {
     }
 }
 
-/// The training and test photos of `dir/train/<class>/*` and `dir/test/<class>/*`, listed but not
+/// The training and test photos of `dir/train/<class>/*` and `dir/test/<class>/*` (or `val/`), listed but not
 /// decoded: each image is decoded and transformed (`train` for the training set, `eval` for the
 /// test set) when a batch needs it.
 pub fn open_image_folder(
@@ -214,6 +214,7 @@ pub fn open_image_folder(
 ) -> Result<(FolderSet, FolderSet)> {
     let classes = split_classes(dir)?;
     let train_set = FolderSet::open(&dir.join("train"), &classes, train, eval, true)?;
-    let test_set = FolderSet::open(&dir.join("test"), &classes, train, eval, false)?;
+    let held_out = super::folder::held_out_dir(dir);
+    let test_set = FolderSet::open(&held_out, &classes, train, eval, false)?;
     Ok((train_set, test_set))
 }
