@@ -130,6 +130,17 @@ fn bad_data_gives_one_line_errors() {
     fails_with(&strongest, &["--augmix-severity 11", "1 to 10"]);
     let none = train_with(&["--auto-augment", "augmix", "--augmix-severity", "0"]);
     fails_with(&none, &["--augmix-severity 0", "1 to 10"]);
+    let gamma = train_with(&["--lr-gamma", "-1"]);
+    fails_with(&gamma, &["--lr-gamma", "above 0", "-1"]);
+    let unused = train_with(&["--lr-scheduler", "cosineannealinglr", "--lr-gamma", "0.5"]);
+    fails_with(&unused, &["--lr-gamma", "cosine schedule does not use it"]);
+    let period = train_with(&["--lr-step-size", "0"]);
+    fails_with(&period, &["--lr-step-size", "at least 1"]);
+    let both = train_with(&["--lr-step-size", "30", "--lr-milestone-epochs", "30,60"]);
+    fails_with(&both, &["--lr-step-size", "give one"]);
+    // torchvision's --data-path is --data
+    let path = resnet(&["train", "--data-path", "/no/such/imagenet"]);
+    fails_with(&path, &["/no/such/imagenet", "no such directory"]);
     for norm in ["0", "-1", "NaN"] {
         let clip = train_with(&[&format!("--clip-grad-norm={norm}")]);
         fails_with(&clip, &["--clip-grad-norm", "above 0", norm]);

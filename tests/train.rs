@@ -689,21 +689,15 @@ fn a_run_with_trivial_augment_on_cifar_resumes_exactly() {
 /// schedulers as torchvision's training script builds them from its flags (make.py there).
 fn torchvision_case(case: &serde_json::Value) -> Recipe {
     let number = |k: &str| case[k].as_f64().unwrap();
-    let (epochs, warmup) = (number("epochs") as u64, number("lr_warmup_epochs") as u64);
+    let warmup = number("lr_warmup_epochs") as u64;
+    // torchvision's --lr-scheduler names, as `resnet train` takes them
+    let schedule = train::LrSchedule::parse(case["lr_scheduler"].as_str().unwrap()).unwrap();
     let step_size = number("lr_step_size") as u64;
-    let steplr = case["lr_scheduler"] == "steplr";
     Recipe {
         lr: number("lr"),
-        lr_schedule: if steplr {
-            train::LrSchedule::Step
-        } else {
-            train::LrSchedule::Cosine
-        },
-        // StepLR(step_size) from the warm-up's end: a milestone every step_size epochs
-        lr_milestone_epochs: (1..epochs)
-            .map(|k| k * step_size)
-            .filter(|&m| steplr && m < epochs)
-            .collect(),
+        lr_schedule: schedule,
+        lr_step_size: (step_size > 0).then_some(step_size),
+        lr_gamma: number("lr_gamma"),
         lr_min: number("lr_min"),
         lr_warmup_epochs: warmup,
         lr_warmup_method: train::WarmupMethod::parse(case["lr_warmup_method"].as_str().unwrap())
@@ -713,9 +707,10 @@ fn torchvision_case(case: &serde_json::Value) -> Recipe {
     }
 }
 
-/// torchvision's warm-up epochs (constant and linear) before its StepLR and CosineAnnealingLR
-/// (with `eta_min`) give PyTorch's learning rate at the start of every epoch, whatever the
-/// steps per epoch; every step of a warm-up epoch runs at that epoch's rate.
+/// torchvision's warm-up epochs (constant and linear) before its StepLR (`--lr-step-size`,
+/// `--lr-gamma`), CosineAnnealingLR (with `eta_min`) and ExponentialLR give PyTorch's learning
+/// rate at the start of every epoch, whatever the steps per epoch; every step of a warm-up epoch
+/// runs at that epoch's rate.
 #[test]
 fn torchvisions_warm_up_and_schedules_give_pytorchs_rate_each_epoch() {
     let path =

@@ -110,7 +110,7 @@ struct DataArgs {
     /// CIFAR-10 binary layout (cifar-10-batches-bin/) or an image folder (train/<class>/*, test/<class>/*);
     /// default: download the official CIFAR-10 binary archive into the cache directory (where
     /// that fails, `train` and `experiment` use the 2,000 + 500 images bundled with resnet)
-    #[arg(long)]
+    #[arg(long, visible_alias = "data-path")]
     data: Option<PathBuf>,
     /// Where to download CIFAR-10 from when --data is not given
     #[arg(long, default_value = data::CIFAR10_URL)]
@@ -124,17 +124,17 @@ struct DataArgs {
     image_size: usize,
     /// The ImageNet models (resnet18..152) stream image folders from disk with torchvision's
     /// transforms: training RandomResizedCrop to this size (scale 0.08-1, ratio 3/4-4/3) + flip
-    #[arg(long, default_value_t = 224)]
+    #[arg(long, visible_alias = "train-crop-size", default_value_t = 224)]
     train_crop: usize,
     /// The range of RandomResizedCrop's share of the image's area (torchvision's scale=); a
     /// larger minimum for small photos
     #[arg(long, value_delimiter = ',', num_args = 1, default_value = "0.08,1", value_parser = clap::value_parser!(f64))]
     train_crop_scale: Vec<f64>,
     /// Evaluation of the ImageNet models on image folders: resize the shorter side to this ...
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, visible_alias = "val-resize-size", default_value_t = 256)]
     eval_resize: usize,
     /// ... then take the centre crop of this size
-    #[arg(long, default_value_t = 224)]
+    #[arg(long, visible_alias = "val-crop-size", default_value_t = 224)]
     eval_crop: usize,
 }
 
@@ -255,7 +255,7 @@ enum Command {
     Selftest(selftest::SelftestArgs),
     /// Reproduce the paper's CIFAR-10 experiments: `degradation` (plain vs ResNet, Fig. 6) or
     /// `depth` (ResNet depth vs test error, Table 6); each run resumes where it stopped
-    Experiment(train::ExperimentArgs),
+    Experiment(Box<train::ExperimentArgs>),
     /// A torchinfo-style table of a model: layers, output shapes, parameters, mult-adds
     Summary(info::SummaryArgs),
     /// List every GPU adapter found and show the chosen one's limits and features
@@ -302,7 +302,7 @@ pub fn main() -> Result<()> {
         }
         Command::Eval(a) => eval::eval_cmd(a, &given),
         Command::Predict(a) => predict::run(a),
-        Command::Experiment(a) => train::experiment_cmd(a),
+        Command::Experiment(a) => train::experiment_cmd(*a),
         Command::Bench(a) => bench::run(a),
         Command::Tune(a) => tune::run(a),
         Command::Selftest(a) => selftest::run(a),

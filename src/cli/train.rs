@@ -16,7 +16,7 @@ pub struct TrainArgs {
     #[command(flatten)]
     config: TrainConfigArgs,
     /// Output directory: metrics.csv, curves.png, last.safetensors, best.safetensors
-    #[arg(long, default_value = "runs/resnet20")]
+    #[arg(long, visible_alias = "output-dir", default_value = "runs/resnet20")]
     out: PathBuf,
     /// Continue the run in this directory from its last checkpoint (weights, momentum, step, schedule, data order)
     #[arg(long, value_name = "OUT")]

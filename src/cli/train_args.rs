@@ -21,9 +21,18 @@ pub struct RecipeArgs {
     /// Base learning rate (the ImageNet models: 0.1 x batch size / 256, torchvision's recipe)
     #[arg(long, default_value_t = 0.1)]
     pub lr: f64,
-    /// step (divide by 10 at each of --lr-milestones), cosine or onecycle
-    #[arg(long, default_value = "step", value_parser = parse_schedule)]
+    /// step (divide by 10 at each of --lr-milestones, or multiply by --lr-gamma every
+    /// --lr-step-size epochs), cosine, onecycle or exponential (times --lr-gamma every epoch);
+    /// torchvision's --lr-scheduler names steplr, cosineannealinglr and exponentiallr too
+    #[arg(long, visible_alias = "lr-scheduler", default_value = "step", value_parser = parse_schedule)]
     pub lr_schedule: LrSchedule,
+    /// The step schedule multiplies the rate by --lr-gamma every this many epochs, instead of
+    /// at milestones (torchvision's --lr-step-size, torch's StepLR)
+    #[arg(long, value_name = "EPOCHS")]
+    pub lr_step_size: Option<u64>,
+    /// The factor of the step and exponential schedules (torchvision's --lr-gamma)
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
+    pub lr_gamma: f64,
     /// Iterations at which the step schedule divides the learning rate by 10
     #[arg(long, value_delimiter = ',', default_value = "32000,48000")]
     pub lr_milestones: Vec<u64>,
@@ -54,7 +63,7 @@ pub struct RecipeArgs {
     #[arg(long, default_value_t = SgdConfig::he2016().momentum)]
     pub momentum: f32,
     /// Weight decay (L2, added to the gradient as torch.optim.SGD)
-    #[arg(long, default_value_t = SgdConfig::he2016().weight_decay)]
+    #[arg(long, visible_alias = "wd", default_value_t = SgdConfig::he2016().weight_decay)]
     pub weight_decay: f32,
     /// Weight decay of the BatchNorm layers' weights and biases (default: --weight-decay; 0 as
     /// in torchvision's recipe for ResNet-50's V2 weights)
@@ -119,6 +128,8 @@ impl RecipeArgs {
             norm_weight_decay: self.norm_weight_decay,
             bias_weight_decay: self.bias_weight_decay,
             nesterov: self.nesterov,
+            lr_gamma: self.lr_gamma,
+            lr_step_size: self.lr_step_size,
             clip_grad_norm: self.clip_grad_norm,
         }
     }
@@ -261,7 +272,7 @@ pub struct TrainConfigArgs {
     pub eval_batch_size: usize,
     /// Threads decoding and transforming photos ahead of the GPU (photo folders of the ImageNet
     /// models; default: the cores less one)
-    #[arg(long, default_value_t = resnet::data::default_workers())]
+    #[arg(long, short = 'j', default_value_t = resnet::data::default_workers())]
     pub workers: usize,
     /// Under mpirun: BatchNorm takes its batch statistics over the whole global batch, across
     /// the ranks (PyTorch's SyncBatchNorm), at the cost of two exchanges per BatchNorm and step
@@ -303,6 +314,11 @@ impl TrainConfigArgs {
             return Err(resnet::Error::Invalid(
                 "`augmix_severity` sets the strength of `auto_augment` augmix, which is not on"
                     .into(),
+            ));
+        }
+        if given("lr_step_size") && (given("lr_milestones") || given("lr_milestone_epochs")) {
+            return Err(resnet::Error::Invalid(
+                "`lr_step_size` and the milestones are two step schedules: give one".into(),
             ));
         }
         if given("ra_reps") && !self.ra_sampler {
@@ -372,6 +388,38 @@ mod tests {
     fn recipe(args: &[&str], given: &dyn Fn(&str) -> bool) -> Recipe {
         let cmd = Cmd::try_parse_from(args).unwrap();
         cmd.config.config(given).unwrap().recipe
+    }
+
+    /// torchvision's reference script's spellings reach the same fields: --lr-scheduler with
+    /// its scheduler names, --lr-step-size, --lr-gamma, --wd, -j.
+    #[test]
+    fn torchvisions_flag_names_are_accepted() {
+        let cmd = |args: &[&str]| Cmd::try_parse_from([&["train"], args].concat()).unwrap();
+        let steplr = cmd(&[
+            "--lr-scheduler",
+            "steplr",
+            "--lr-step-size",
+            "30",
+            "--lr-gamma",
+            "0.5",
+            "--wd",
+            "2e-5",
+            "-j",
+            "3",
+        ]);
+        let r = steplr.config.recipe.recipe();
+        assert_eq!(r.lr_schedule, LrSchedule::Step);
+        assert_eq!((r.lr_step_size, r.lr_gamma), (Some(30), 0.5));
+        assert_eq!(r.weight_decay, 2e-5);
+        assert_eq!(steplr.config.workers, 3);
+        for (name, schedule) in [
+            ("cosineannealinglr", LrSchedule::Cosine),
+            ("exponentiallr", LrSchedule::Exponential),
+        ] {
+            let c = cmd(&["--lr-scheduler", name]);
+            assert_eq!(c.config.recipe.recipe().lr_schedule, schedule);
+        }
+        assert!(Cmd::try_parse_from(["train", "--lr-scheduler", "polylr"]).is_err());
     }
 
     #[test]

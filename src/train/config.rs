@@ -3,7 +3,7 @@
 //! (`src/cli/train_args.rs`); errors name a setting by its field in backticks (`batch_size`), which
 //! the CLI shows as its flag (`--batch-size`).
 
-use super::schedule::{LrSchedule, WarmupMethod};
+use super::schedule::{LrSchedule, Steps, WarmupMethod};
 use crate::error::{Error, Result};
 use crate::gpu::GpuOptions;
 use crate::model::{Family, ModelSpec};
@@ -73,6 +73,12 @@ pub struct Recipe {
     pub bias_weight_decay: Option<f32>,
     /// Nesterov momentum.
     pub nesterov: bool,
+    /// The factor of the step and exponential schedules (torchvision's `--lr-gamma`; He et
+    /// al.'s 0.1).
+    pub lr_gamma: f64,
+    /// The step schedule multiplies the rate by `lr_gamma` every this many epochs instead of at
+    /// milestones (torch's StepLR, torchvision's `--lr-step-size`).
+    pub lr_step_size: Option<u64>,
     /// The gradients clipped to this global L2 norm before each step (torchvision's
     /// `--clip-grad-norm`); `None`: not clipped.
     pub clip_grad_norm: Option<f32>,
@@ -99,6 +105,8 @@ impl Default for Recipe {
             norm_weight_decay: None,
             bias_weight_decay: None,
             nesterov: false,
+            lr_gamma: 0.1,
+            lr_step_size: None,
             clip_grad_norm: None,
         }
     }
@@ -179,8 +187,24 @@ impl Recipe {
             iteration - warm,
             total.saturating_sub(warm),
             self.warmup_iters,
-            &self.lr_milestones,
+            self.steps(steps_per_epoch),
         )
+    }
+
+    /// When the step and exponential schedules multiply the rate, epochs of `steps_per_epoch`:
+    /// the exponential one every epoch, the step one every `lr_step_size` epochs or at
+    /// `lr_milestones`.
+    fn steps(&self, steps_per_epoch: u64) -> Steps<'_> {
+        let every = match (self.lr_schedule, self.lr_step_size) {
+            (LrSchedule::Exponential, _) => Some(steps_per_epoch),
+            (LrSchedule::Step, Some(epochs)) => Some(epochs * steps_per_epoch),
+            _ => None,
+        };
+        Steps {
+            milestones: &self.lr_milestones,
+            every,
+            gamma: self.lr_gamma,
+        }
     }
 
     /// Whether step `step` (0-based) is in a warm-up (where torchvision restarts the weights'
@@ -191,7 +215,11 @@ impl Recipe {
 
     /// The schedule in words: "warm-up 5 epochs linear from 0.01 x, then cosine to 1e-5".
     pub fn describe_schedule(&self) -> String {
-        let mut main = self.lr_schedule.describe(&self.lr_milestones);
+        // with one step an epoch, a period of iterations is one of epochs
+        let mut main = self.lr_schedule.describe(self.steps(1));
+        if self.lr_schedule == LrSchedule::Step && self.lr_step_size.is_some() {
+            main = main.replace("iterations", "epochs");
+        }
         if self.lr_schedule == LrSchedule::Cosine && self.lr_min > 0.0 {
             main = format!("{main} to {}", self.lr_min);
         }
@@ -214,6 +242,29 @@ impl Recipe {
             return Err(Error::Invalid(format!(
                 "`lr_min` must be 0 or more, got {}",
                 self.lr_min
+            )));
+        }
+        if !(self.lr_gamma.is_finite() && self.lr_gamma > 0.0) {
+            return Err(Error::Invalid(format!(
+                "`lr_gamma` is the rate's factor, above 0, got {}",
+                self.lr_gamma
+            )));
+        }
+        let multiplies = matches!(self.lr_schedule, LrSchedule::Step | LrSchedule::Exponential);
+        if self.lr_gamma != 0.1 && !multiplies {
+            return Err(Error::Invalid(format!(
+                "`lr_gamma` is the step and exponential schedules' factor; the {} schedule does \
+                 not use it",
+                self.lr_schedule.name()
+            )));
+        }
+        if self.lr_step_size == Some(0) {
+            return Err(Error::Invalid("`lr_step_size` is at least 1 epoch".into()));
+        }
+        if self.lr_step_size.is_some() && self.lr_schedule != LrSchedule::Step {
+            return Err(Error::Invalid(format!(
+                "`lr_step_size` sets the step schedule's period; the {} schedule does not use it",
+                self.lr_schedule.name()
             )));
         }
         if self.lr_min > 0.0 && self.lr_schedule != LrSchedule::Cosine {

@@ -7,7 +7,7 @@ mod ema;
 mod schedule;
 mod step;
 pub use ema::ExponentialMovingAverage;
-pub use schedule::{repeated_augmentation, shuffled, LrSchedule, WarmupMethod};
+pub use schedule::{repeated_augmentation, shuffled, LrSchedule, Steps, WarmupMethod};
 pub use step::{Collective, Trainer};
 
 #[cfg(not(target_arch = "wasm32"))]

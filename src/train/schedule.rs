@@ -5,24 +5,60 @@ use crate::error::{Error, Result};
 /// How the learning rate evolves over a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LrSchedule {
-    /// He et al.: divide by 10 at each milestone iteration (the paper: 32k and 48k of 64k).
+    /// He et al.: divide by 10 at each milestone iteration (the paper: 32k and 48k of 64k); or
+    /// by another factor, or every so many epochs (torch's MultiStepLR and StepLR).
     Step,
     /// Cosine annealing from the base rate to 0.
     Cosine,
     /// One-cycle (PyTorch's OneCycleLR defaults): cosine up from lr/25 to lr over 30% of the run,
     /// then cosine down to lr/(25*1e4).
     OneCycle,
+    /// torch's ExponentialLR as torchvision steps it: times gamma after every epoch.
+    Exponential,
+}
+
+/// When and by how much the step and exponential schedules multiply the rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Steps<'a> {
+    /// The iterations at which the step schedule multiplies the rate by `gamma`.
+    pub milestones: &'a [u64],
+    /// Instead: every this many iterations (torch's StepLR; the exponential schedule's epoch).
+    pub every: Option<u64>,
+    /// The factor (torchvision's `--lr-gamma`; He et al.'s 0.1).
+    pub gamma: f64,
+}
+
+impl Steps<'_> {
+    /// He et al.'s division by 10 at `milestones`.
+    pub fn tenfold(milestones: &[u64]) -> Steps<'_> {
+        Steps {
+            milestones,
+            every: None,
+            gamma: 0.1,
+        }
+    }
+
+    /// How many times the rate has been multiplied by iteration `it`.
+    fn count(&self, it: u64) -> i32 {
+        match self.every {
+            Some(every) => (it / every.max(1)) as i32,
+            None => self.milestones.iter().filter(|&&m| it >= m).count() as i32,
+        }
+    }
 }
 
 impl LrSchedule {
-    /// Parses `step`, `cosine` or `onecycle`.
+    /// Parses `step`, `cosine`, `onecycle` or `exponential`, or torchvision's `--lr-scheduler`
+    /// names `steplr`, `cosineannealinglr` and `exponentiallr`.
     pub fn parse(s: &str) -> Result<LrSchedule> {
         match s {
-            "step" => Ok(LrSchedule::Step),
-            "cosine" => Ok(LrSchedule::Cosine),
+            "step" | "steplr" => Ok(LrSchedule::Step),
+            "cosine" | "cosineannealinglr" => Ok(LrSchedule::Cosine),
             "onecycle" => Ok(LrSchedule::OneCycle),
+            "exponential" | "exponentiallr" => Ok(LrSchedule::Exponential),
             _ => Err(Error::Invalid(format!(
-                "`lr_schedule`: unknown schedule '{s}' (expected step, cosine or onecycle)"
+                "`lr_schedule`: unknown schedule '{s}' (expected step, cosine, onecycle or \
+                 exponential, or torchvision's steplr, cosineannealinglr or exponentiallr)"
             ))),
         }
     }
@@ -33,39 +69,46 @@ impl LrSchedule {
             LrSchedule::Step => "step",
             LrSchedule::Cosine => "cosine",
             LrSchedule::OneCycle => "onecycle",
+            LrSchedule::Exponential => "exponential",
         }
     }
 
-    /// The schedule in words: "cosine", or "/10 at iterations 32000,48000".
-    pub fn describe(&self, milestones: &[u64]) -> String {
-        match self {
-            LrSchedule::Step => {
-                let m: Vec<String> = milestones.iter().map(|m| m.to_string()).collect();
-                format!("/10 at iterations {}", m.join(","))
+    /// The schedule in words: "cosine", "/10 at iterations 32000,48000", "x0.5 every 1000
+    /// iterations", "x0.95 every epoch".
+    pub fn describe(&self, steps: Steps) -> String {
+        let by = if steps.gamma == 0.1 {
+            "/10".to_string()
+        } else {
+            format!("x{}", steps.gamma)
+        };
+        match (self, steps.every) {
+            (LrSchedule::Exponential, _) => format!("{by} every epoch"),
+            (LrSchedule::Step, Some(every)) => format!("{by} every {every} iterations"),
+            (LrSchedule::Step, None) => {
+                let m: Vec<String> = steps.milestones.iter().map(|m| m.to_string()).collect();
+                format!("{by} at iterations {}", m.join(","))
             }
-            other => other.name().to_string(),
+            (other, _) => other.name().to_string(),
         }
     }
 
     /// Learning rate at iteration `it` (0-based) of `total`, from `base` (a cosine ends at
-    /// `floor`, torch's `eta_min`), with a linear warm-up from 0 over `warmup` iterations (step
-    /// and cosine schedules); `milestones` are the step schedule's.
+    /// `floor`, torch's `eta_min`), with a linear warm-up from 0 over `warmup` iterations (all
+    /// but one-cycle); `steps` are the step and exponential schedules'.
     pub fn lr_at(
         &self,
         (base, floor): (f64, f64),
         it: u64,
         total: u64,
         warmup: u64,
-        milestones: &[u64],
+        steps: Steps,
     ) -> f64 {
         let total = total.max(1);
         let t = it as f64 / total as f64;
         let cos =
             |a: f64, b: f64, f: f64| b + (a - b) * 0.5 * (1.0 + (std::f64::consts::PI * f).cos());
         let lr = match self {
-            LrSchedule::Step => {
-                base * 0.1f64.powi(milestones.iter().filter(|&&m| it >= m).count() as i32)
-            }
+            LrSchedule::Step | LrSchedule::Exponential => base * steps.gamma.powi(steps.count(it)),
             LrSchedule::Cosine => cos(base, floor, t),
             LrSchedule::OneCycle => {
                 let (start, end, peak) = (base / 25.0, base / 25.0 / 1e4, 0.3);
@@ -174,14 +217,39 @@ mod tests {
     fn step_schedule_divides_by_ten_at_32k_and_48k_of_64k() {
         let s = LrSchedule::Step;
         let m = [32_000, 48_000];
-        assert_eq!(s.lr_at((0.1, 0.0), 31_999, 64_000, 0, &m), 0.1);
-        assert!((s.lr_at((0.1, 0.0), 32_000, 64_000, 0, &m) - 0.01).abs() < 1e-12);
-        assert!((s.lr_at((0.1, 0.0), 48_000, 64_000, 0, &m) - 0.001).abs() < 1e-12);
-        assert!((s.lr_at((0.1, 0.0), 0, 100, 10, &m) - 0.01).abs() < 1e-12);
-        assert!((LrSchedule::Cosine.lr_at((0.1, 0.0), 50, 100, 0, &m) - 0.05).abs() < 1e-12);
+        assert_eq!(
+            s.lr_at((0.1, 0.0), 31_999, 64_000, 0, Steps::tenfold(&m)),
+            0.1
+        );
+        assert!((s.lr_at((0.1, 0.0), 32_000, 64_000, 0, Steps::tenfold(&m)) - 0.01).abs() < 1e-12);
+        assert!((s.lr_at((0.1, 0.0), 48_000, 64_000, 0, Steps::tenfold(&m)) - 0.001).abs() < 1e-12);
+        assert!((s.lr_at((0.1, 0.0), 0, 100, 10, Steps::tenfold(&m)) - 0.01).abs() < 1e-12);
+        assert!(
+            (LrSchedule::Cosine.lr_at((0.1, 0.0), 50, 100, 0, Steps::tenfold(&m)) - 0.05).abs()
+                < 1e-12
+        );
         let oc = LrSchedule::OneCycle;
-        assert!((oc.lr_at((0.1, 0.0), 30, 100, 0, &m) - 0.1).abs() < 1e-9);
-        assert!((oc.lr_at((0.1, 0.0), 0, 100, 0, &m) - 0.004).abs() < 1e-9);
+        assert!((oc.lr_at((0.1, 0.0), 30, 100, 0, Steps::tenfold(&m)) - 0.1).abs() < 1e-9);
+        assert!((oc.lr_at((0.1, 0.0), 0, 100, 0, Steps::tenfold(&m)) - 0.004).abs() < 1e-9);
+    }
+
+    #[test]
+    fn schedules_say_when_they_multiply_the_rate() {
+        let m = [32_000, 48_000];
+        assert_eq!(
+            LrSchedule::Step.describe(Steps::tenfold(&m)),
+            "/10 at iterations 32000,48000"
+        );
+        let every = Steps {
+            milestones: &[],
+            every: Some(5),
+            gamma: 0.5,
+        };
+        assert_eq!(LrSchedule::Step.describe(every), "x0.5 every 5 iterations");
+        assert_eq!(LrSchedule::Exponential.describe(every), "x0.5 every epoch");
+        // every 5 iterations, by 0.5: 0.1 until 4, 0.05 from 5, 0.025 from 10
+        let lr = |it| LrSchedule::Step.lr_at((0.1, 0.0), it, 100, 0, every);
+        assert_eq!((lr(4), lr(5), lr(10)), (0.1, 0.05, 0.025));
     }
 
     #[test]

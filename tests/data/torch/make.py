@@ -288,7 +288,9 @@ def torchvision_lr_scheduler(opt, case):
     sched = torch.optim.lr_scheduler
     epochs, warmup = case["epochs"], case["lr_warmup_epochs"]
     if case["lr_scheduler"] == "steplr":
-        main = sched.StepLR(opt, step_size=case["lr_step_size"], gamma=0.1)
+        main = sched.StepLR(opt, step_size=case["lr_step_size"], gamma=case["lr_gamma"])
+    elif case["lr_scheduler"] == "exponentiallr":
+        main = sched.ExponentialLR(opt, gamma=case["lr_gamma"])
     else:
         main = sched.CosineAnnealingLR(opt, T_max=epochs - warmup, eta_min=case["lr_min"])
     if warmup == 0:
@@ -313,7 +315,15 @@ def lr_warmup():
              lr_warmup_epochs=4, lr_warmup_method="linear", lr_warmup_decay=0.25),
         dict(lr=0.3, epochs=8, lr_scheduler="cosineannealinglr", lr_min=0.01, lr_step_size=0,
              lr_warmup_epochs=0, lr_warmup_method="constant", lr_warmup_decay=0.01),
+        dict(lr=0.4, epochs=10, lr_scheduler="steplr", lr_min=0.0, lr_step_size=2,
+             lr_warmup_epochs=1, lr_warmup_method="linear", lr_warmup_decay=0.1, lr_gamma=0.5),
+        dict(lr=0.1, epochs=9, lr_scheduler="exponentiallr", lr_min=0.0, lr_step_size=0,
+             lr_warmup_epochs=2, lr_warmup_method="linear", lr_warmup_decay=0.2, lr_gamma=0.8),
+        dict(lr=0.2, epochs=6, lr_scheduler="exponentiallr", lr_min=0.0, lr_step_size=0,
+             lr_warmup_epochs=0, lr_warmup_method="constant", lr_warmup_decay=0.01, lr_gamma=0.9),
     ]
+    for case in cases:
+        case.setdefault("lr_gamma", 0.1)
     for case in cases:
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=case["lr"])
         scheduler = torchvision_lr_scheduler(opt, case)
