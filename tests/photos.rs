@@ -155,6 +155,13 @@ fn a_val_folder_is_the_held_out_set_without_a_test_folder() {
     let fixture = resnet::data::load(&jpeg_fixture(), (32, 32)).unwrap();
     assert_eq!(loaded.test.len(), 100);
     assert_eq!(loaded.test.image(99), fixture.test.image(99));
+    // with both, test/ is the held-out set (here a copy of the 200 training images)
+    copy_dir(&jpeg_fixture().join("train"), &dir.path().join("test"));
+    assert_eq!(
+        open_photos(dir.path(), SMALL_SIZES).unwrap().test.len(),
+        200
+    );
+    std::fs::remove_dir_all(dir.path().join("test")).unwrap();
     // neither test/ nor val/: the error names both
     std::fs::rename(dir.path().join("val"), dir.path().join("valid")).unwrap();
     let err = open_photos(dir.path(), SMALL_SIZES)

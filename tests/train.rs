@@ -727,19 +727,38 @@ fn torchvisions_warm_up_and_schedules_give_pytorchs_rate_each_epoch() {
         for steps_per_epoch in [1u64, 7] {
             let recipe = torchvision_case(case).with_epochs_as_iterations(steps_per_epoch as usize);
             recipe.check_schedule(epochs as usize).unwrap();
-            let total = epochs * steps_per_epoch;
-            for (epoch, &theirs) in lrs.iter().enumerate() {
-                let first = epoch as u64 * steps_per_epoch;
-                let ours = recipe.lr_at(first, total, steps_per_epoch);
-                assert!(
-                    (ours - theirs).abs() <= 1e-9 * theirs,
-                    "{case}: epoch {epoch} at {steps_per_epoch} steps an epoch: {ours} against PyTorch's {theirs}"
-                );
-                if (epoch as u64) < recipe.lr_warmup_epochs {
-                    let last = recipe.lr_at(first + steps_per_epoch - 1, total, steps_per_epoch);
-                    assert_eq!(last, ours, "one rate through warm-up epoch {epoch}");
-                }
+            check_rates(&recipe, &lrs, steps_per_epoch, case);
+            // StepLR as milestones from the warm-up's end, every step_size epochs (MultiStepLR,
+            // gamma included): the ImageNet recipe's form
+            if let Some(size) = recipe.lr_step_size {
+                let milestones = Recipe {
+                    lr_step_size: None,
+                    lr_milestone_epochs: (1..epochs).map(|k| k * size).collect(),
+                    ..recipe.clone()
+                };
+                let milestones = milestones.with_epochs_as_iterations(steps_per_epoch as usize);
+                check_rates(&milestones, &lrs, steps_per_epoch, case);
             }
+        }
+    }
+}
+
+/// `recipe`'s rate at the first step of each epoch against PyTorch's `lrs`, and the same at the
+/// epoch's last step where torch's scheduler steps once an epoch (all but the cosine, which
+/// moves every step here).
+fn check_rates(recipe: &Recipe, lrs: &[f64], steps_per_epoch: u64, case: &serde_json::Value) {
+    let total = lrs.len() as u64 * steps_per_epoch;
+    for (epoch, &theirs) in lrs.iter().enumerate() {
+        let first = epoch as u64 * steps_per_epoch;
+        let ours = recipe.lr_at(first, total, steps_per_epoch);
+        assert!(
+            (ours - theirs).abs() <= 1e-9 * theirs,
+            "{case}: epoch {epoch} at {steps_per_epoch} steps an epoch: {ours} against PyTorch's {theirs}"
+        );
+        let per_epoch = recipe.lr_schedule != train::LrSchedule::Cosine;
+        if (epoch as u64) < recipe.lr_warmup_epochs || per_epoch {
+            let last = recipe.lr_at(first + steps_per_epoch - 1, total, steps_per_epoch);
+            assert_eq!(last, ours, "one rate through epoch {epoch}");
         }
     }
 }

@@ -107,7 +107,7 @@ impl GpuArgs {
 /// Where the data comes from.
 #[derive(Args, Clone, Debug)]
 struct DataArgs {
-    /// CIFAR-10 binary layout (cifar-10-batches-bin/) or an image folder (train/<class>/*, test/<class>/*);
+    /// CIFAR-10 binary layout (cifar-10-batches-bin/) or an image folder (train/<class>/*, test/<class>/* or val/<class>/*);
     /// default: download the official CIFAR-10 binary archive into the cache directory (where
     /// that fails, `train` and `experiment` use the 2,000 + 500 images bundled with resnet)
     #[arg(long, visible_alias = "data-path")]

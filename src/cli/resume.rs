@@ -68,7 +68,23 @@ fn given(train: &clap::Command, m: &ArgMatches) -> Given {
         out.insert(id.to_string(), values.collect());
     }
     canonical_precision(&mut out);
+    canonical_schedule(&mut out);
     out
+}
+
+/// A schedule is recorded by its canonical name (torchvision's `cosineannealinglr` is `cosine`,
+/// in any case), so that a run and its resume agree however each spelled it; `steplr` stays
+/// itself: it brings its own period (30 epochs), which `step` does not.
+fn canonical_schedule(out: &mut Given) {
+    if let Some(values) = out.get_mut("lr_schedule") {
+        for v in values.iter_mut() {
+            *v = match resnet::train::LrSchedule::parse(v) {
+                _ if v.eq_ignore_ascii_case("steplr") => "steplr".to_string(),
+                Ok(schedule) => schedule.name().to_string(),
+                Err(_) => v.clone(),
+            };
+        }
+    }
 }
 
 /// `--amp` is `--precision mixed`, and a precision is recorded by its canonical name (`amp` is
@@ -250,5 +266,19 @@ mod tests {
         // a contradiction stays as given, for its own error
         let both = given_to(&["--amp", "--precision", "fp32"]);
         assert!(both.contains_key("amp") && both["precision"] == ["fp32"]);
+    }
+
+    /// torchvision's scheduler names (any case, through `--lr-scheduler`) are recorded as the
+    /// schedules they are, under the one id; `steplr` is not `step` (it brings its period).
+    #[test]
+    fn torchvisions_scheduler_names_are_their_schedules() {
+        let cosine = given_to(&["--lr-schedule", "cosine"]);
+        assert_eq!(cosine.get("lr_schedule"), Some(&vec!["cosine".to_string()]));
+        assert_eq!(given_to(&["--lr-scheduler", "CosineAnnealingLR"]), cosine);
+        let exponential = given_to(&["--lr-schedule", "exponential"]);
+        assert_eq!(given_to(&["--lr-scheduler", "exponentiallr"]), exponential);
+        let steplr = given_to(&["--lr-scheduler", "StepLR"]);
+        assert_eq!(steplr.get("lr_schedule"), Some(&vec!["steplr".to_string()]));
+        assert_ne!(steplr, given_to(&["--lr-schedule", "step"]));
     }
 }

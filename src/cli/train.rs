@@ -90,7 +90,7 @@ pub struct ExperimentArgs {
     #[arg(long, value_delimiter = ',')]
     depths: Vec<usize>,
     /// Output directory (one sub-directory per model, plus the figure, CSV and table)
-    #[arg(long)]
+    #[arg(long, visible_alias = "output-dir")]
     out: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,

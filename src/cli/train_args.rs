@@ -21,11 +21,12 @@ pub struct RecipeArgs {
     /// Base learning rate (the ImageNet models: 0.1 x batch size / 256, torchvision's recipe)
     #[arg(long, default_value_t = 0.1)]
     pub lr: f64,
-    /// step (divide by 10 at each of --lr-milestones, or multiply by --lr-gamma every
-    /// --lr-step-size epochs), cosine, onecycle or exponential (times --lr-gamma every epoch);
-    /// torchvision's --lr-scheduler names steplr, cosineannealinglr and exponentiallr too
+    /// step (times --lr-gamma, 0.1, at each of --lr-milestones, or every --lr-step-size
+    /// epochs), cosine, onecycle or exponential (times --lr-gamma every epoch); torchvision's
+    /// --lr-scheduler names too: steplr (every --lr-step-size epochs, its default 30),
+    /// cosineannealinglr, exponentiallr
     #[arg(long, visible_alias = "lr-scheduler", default_value = "step", value_parser = parse_schedule)]
-    pub lr_schedule: LrSchedule,
+    pub lr_schedule: ScheduleName,
     /// The step schedule multiplies the rate by --lr-gamma every this many epochs, instead of
     /// at milestones (torchvision's --lr-step-size, torch's StepLR)
     #[arg(long, value_name = "EPOCHS")]
@@ -33,11 +34,11 @@ pub struct RecipeArgs {
     /// The factor of the step and exponential schedules (torchvision's --lr-gamma)
     #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     pub lr_gamma: f64,
-    /// Iterations at which the step schedule divides the learning rate by 10
+    /// Iterations at which the step schedule multiplies the learning rate by --lr-gamma (0.1)
     #[arg(long, value_delimiter = ',', default_value = "32000,48000")]
     pub lr_milestones: Vec<u64>,
-    /// Epochs at which the step schedule divides the learning rate by 10, instead of
-    /// --lr-milestones (torchvision's ImageNet recipe: 30,60)
+    /// Epochs at which the step schedule multiplies the learning rate by --lr-gamma (0.1),
+    /// instead of --lr-milestones (torchvision's ImageNet recipe: 30,60)
     #[arg(long, value_delimiter = ',')]
     pub lr_milestone_epochs: Vec<u64>,
     /// The learning rate a cosine schedule ends at (torchvision's --lr-min, torch's eta_min)
@@ -84,8 +85,22 @@ pub struct RecipeArgs {
     pub clip_grad_norm: Option<f32>,
 }
 
-fn parse_schedule(s: &str) -> std::result::Result<LrSchedule, String> {
-    LrSchedule::parse(s).map_err(|e| super::flags::with_flags(&e.to_string()))
+/// A schedule as named on the command line: torchvision's `steplr` is the step schedule with
+/// its period of `--lr-step-size` epochs, 30 unless given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleName {
+    pub schedule: LrSchedule,
+    /// Named `steplr`.
+    pub steplr: bool,
+}
+
+/// torchvision's `--lr-step-size` default.
+const TORCHVISION_STEP_SIZE: u64 = 30;
+
+fn parse_schedule(s: &str) -> std::result::Result<ScheduleName, String> {
+    let schedule = LrSchedule::parse(s).map_err(|e| super::flags::with_flags(&e.to_string()))?;
+    let steplr = s.eq_ignore_ascii_case("steplr");
+    Ok(ScheduleName { schedule, steplr })
 }
 
 fn parse_warmup_method(s: &str) -> std::result::Result<WarmupMethod, String> {
@@ -115,7 +130,7 @@ impl RecipeArgs {
         Recipe {
             batch_size: self.batch_size,
             lr: self.lr,
-            lr_schedule: self.lr_schedule,
+            lr_schedule: self.lr_schedule.schedule,
             lr_milestones: self.lr_milestones.clone(),
             lr_milestone_epochs: self.lr_milestone_epochs.clone(),
             lr_min: self.lr_min,
@@ -129,7 +144,9 @@ impl RecipeArgs {
             bias_weight_decay: self.bias_weight_decay,
             nesterov: self.nesterov,
             lr_gamma: self.lr_gamma,
-            lr_step_size: self.lr_step_size,
+            lr_step_size: self
+                .lr_step_size
+                .or(self.lr_schedule.steplr.then_some(TORCHVISION_STEP_SIZE)),
             clip_grad_norm: self.clip_grad_norm,
         }
     }
@@ -316,9 +333,12 @@ impl TrainConfigArgs {
                     .into(),
             ));
         }
-        if given("lr_step_size") && (given("lr_milestones") || given("lr_milestone_epochs")) {
+        let period = given("lr_step_size") || self.recipe.lr_schedule.steplr;
+        if period && (given("lr_milestones") || given("lr_milestone_epochs")) {
             return Err(resnet::Error::Invalid(
-                "`lr_step_size` and the milestones are two step schedules: give one".into(),
+                "`lr_step_size` (or `lr_schedule` steplr, its period 30 epochs by default) and \
+                 the milestones are two step schedules: give one"
+                    .into(),
             ));
         }
         if given("ra_reps") && !self.ra_sampler {
@@ -409,6 +429,17 @@ mod tests {
         ]);
         let r = steplr.config.recipe.recipe();
         assert_eq!(r.lr_schedule, LrSchedule::Step);
+        // steplr alone: torchvision's period of 30 epochs; step alone: the milestones
+        let default = cmd(&["--lr-scheduler", "StepLR"]).config.recipe.recipe();
+        assert_eq!(default.lr_step_size, Some(30));
+        assert_eq!(
+            cmd(&["--lr-schedule", "step"])
+                .config
+                .recipe
+                .recipe()
+                .lr_step_size,
+            None
+        );
         assert_eq!((r.lr_step_size, r.lr_gamma), (Some(30), 0.5));
         assert_eq!(r.weight_decay, 2e-5);
         assert_eq!(steplr.config.workers, 3);

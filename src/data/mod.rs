@@ -133,7 +133,7 @@ pub fn load(dir: &Path, size: (usize, usize)) -> Result<Split> {
     } else {
         Err(invalid(format!(
             "{}: no data set found: expected the CIFAR-10 binary layout ({CIFAR_DIR}/ or \
-             data_batch_1.bin ...) or an image folder (train/<class>/*, test/<class>/*)",
+             data_batch_1.bin ...) or an image folder (train/<class>/*, test/<class>/* or val/<class>/*)",
             dir.display()
         )))
     }

@@ -49,9 +49,10 @@ impl Steps<'_> {
 
 impl LrSchedule {
     /// Parses `step`, `cosine`, `onecycle` or `exponential`, or torchvision's `--lr-scheduler`
-    /// names `steplr`, `cosineannealinglr` and `exponentiallr`.
+    /// names `steplr`, `cosineannealinglr` and `exponentiallr`, in any case (torchvision
+    /// lower-cases its `--lr-scheduler`).
     pub fn parse(s: &str) -> Result<LrSchedule> {
-        match s {
+        match s.to_ascii_lowercase().as_str() {
             "step" | "steplr" => Ok(LrSchedule::Step),
             "cosine" | "cosineannealinglr" => Ok(LrSchedule::Cosine),
             "onecycle" => Ok(LrSchedule::OneCycle),
