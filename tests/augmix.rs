@@ -5,27 +5,16 @@
 //! image by their outputs' SHA-256; the draws' shares against torchvision's uniform choices and
 //! Dirichlet(1) weights.
 
-use base64::Engine;
+mod common;
+use common::torchvision::{bytes, fixture, same_tables};
 use image::RgbImage;
 use resnet::data::{augmentation_rng, auto_augmented, ImageSource};
 use resnet::preprocess::auto_augment::augmix::{self, AugMixDraw, MAX_DEPTH, OPS, WIDTH};
-use resnet::preprocess::auto_augment::{auto_augment, tensor_ops, AugmentOp, Space, LEARNED_BINS};
+use resnet::preprocess::auto_augment::{auto_augment, tensor_ops, AugmentOp, Space};
 use resnet::preprocess::transforms::{from_chw, pad_crop_flip};
 use resnet::preprocess::AutoAugment;
 use resnet::rng::SplitMix64;
 use std::sync::Arc;
-
-fn fixture() -> serde_json::Value {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/torch/augmix.json");
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn bytes(v: &serde_json::Value) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD
-        .decode(v.as_str().unwrap())
-        .unwrap()
-}
 
 fn op_named(name: &str) -> AugmentOp {
     *OPS.iter().find(|op| op.name() == name).unwrap()
@@ -82,42 +71,19 @@ fn differences(ours: &RgbImage, want: &[u8]) -> Option<String> {
 
 #[test]
 fn strength_tables_are_torchvisions() {
-    let torch = fixture();
+    let torch = fixture("augmix.json");
     let sizes = torch["tables"].as_object().unwrap();
     assert_eq!(sizes.len(), 3);
     for (size, tables) in sizes {
         let (h, w) = size.split_once('x').unwrap();
         let (height, width) = (h.parse().unwrap(), w.parse().unwrap());
-        let space = Space::AugMix { height, width };
-        let tables = tables.as_object().unwrap();
-        let mut theirs: Vec<&str> = tables.keys().map(|k| k.as_str()).collect();
-        let mut ours: Vec<&str> = OPS.iter().map(|op| op.name()).collect();
-        theirs.sort();
-        ours.sort();
-        assert_eq!(ours, theirs, "the thirteen operations");
-        for (name, table) in tables {
-            let op = op_named(name);
-            assert_eq!(op.signed(), table["signed"].as_bool().unwrap(), "{name}");
-            let magnitudes: Vec<f32> = table["magnitudes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap() as f32)
-                .collect();
-            assert_eq!(op.has_magnitude(), magnitudes.len() == LEARNED_BINS);
-            if op.has_magnitude() {
-                let ours: Vec<f32> = (0..LEARNED_BINS)
-                    .map(|b| op.magnitude(space, b) as f32)
-                    .collect();
-                assert_eq!(ours, magnitudes, "{size} {name}'s table");
-            }
-        }
+        same_tables(tables, &OPS, Space::AugMix { height, width });
     }
 }
 
 #[test]
 fn every_tensor_operation_matches_torchvision_byte_for_byte() {
-    let torch = fixture();
+    let torch = fixture("augmix.json");
     let images = images(&torch);
     let cases = torch["cases"].as_array().unwrap();
     let mut failures = Vec::new();
@@ -142,7 +108,7 @@ fn every_tensor_operation_matches_torchvision_byte_for_byte() {
 #[test]
 fn operations_on_a_training_sized_image_match_torchvision() {
     use sha2::{Digest, Sha256};
-    let torch = fixture();
+    let torch = fixture("augmix.json");
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/torch/augmix_224.png");
     let img = image::open(path).unwrap().to_rgb8();
@@ -195,7 +161,7 @@ fn given_draw(forward: &serde_json::Value, img: &RgbImage) -> AugMixDraw {
 
 #[test]
 fn whole_forwards_match_torchvision_byte_for_byte() {
-    let torch = fixture();
+    let torch = fixture("augmix.json");
     let images = images(&torch);
     let forwards = torch["forwards"].as_array().unwrap();
     assert_eq!(forwards.len(), 8);
@@ -307,7 +273,7 @@ fn weights_are_beta_and_dirichlet_of_ones() {
 /// geometric operations then move nothing but their rounding).
 #[test]
 fn the_policy_is_seeded_and_severity_bounds_the_bins() {
-    let torch = fixture();
+    let torch = fixture("augmix.json");
     let img = &images(&torch)[3];
     let policy = "augmix".parse::<AutoAugment>().unwrap();
     assert_eq!(policy, AutoAugment::AugMix { severity: 3 });

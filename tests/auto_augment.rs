@@ -4,7 +4,8 @@
 //! in make.py); the draws' shares against torchvision's uniform choices; RandAugment's two
 //! operations in turn; images in memory cropped, flipped and augmented on the CPU.
 
-use base64::Engine;
+mod common;
+use common::torchvision::{bytes, fixture, same_tables};
 use image::RgbImage;
 use resnet::data::{augmentation_rng, auto_augmented, ImageSource};
 use resnet::preprocess::auto_augment::{
@@ -16,65 +17,30 @@ use resnet::preprocess::{AutoAugment, GpuAugment, Normalize, Preprocess};
 use resnet::rng::SplitMix64;
 use std::sync::Arc;
 
-fn fixture() -> serde_json::Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/torch/trivial_augment.json");
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn bytes(v: &serde_json::Value) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD
-        .decode(v.as_str().unwrap())
-        .unwrap()
-}
-
 fn op_named(name: &str) -> AugmentOp {
     *AugmentOp::ALL.iter().find(|op| op.name() == name).unwrap()
 }
 
 #[test]
 fn strength_tables_are_torchvisions() {
-    let torch = fixture();
-    same_tables(&torch["tables"], Space::TrivialAugmentWide);
+    let torch = fixture("trivial_augment.json");
+    same_tables(&torch["tables"], &AugmentOp::ALL, Space::TrivialAugmentWide);
     let ra = torch["ra_tables"].as_object().unwrap();
     assert_eq!(ra.len(), 4);
     for (size, tables) in ra {
         let (h, w) = size.split_once('x').unwrap();
         let (height, width) = (h.parse().unwrap(), w.parse().unwrap());
-        same_tables(tables, Space::RandAugment { height, width });
-    }
-}
-
-/// `space`'s tables against torchvision's `_augmentation_space` (`tables`).
-fn same_tables(tables: &serde_json::Value, space: Space) {
-    let tables = tables.as_object().unwrap();
-    let names: Vec<&str> = tables.keys().map(|k| k.as_str()).collect();
-    let mut ours: Vec<&str> = AugmentOp::ALL.iter().map(|op| op.name()).collect();
-    ours.sort();
-    let mut theirs = names.clone();
-    theirs.sort();
-    assert_eq!(ours, theirs, "the fourteen operations");
-    for (name, table) in tables {
-        let op = op_named(name);
-        assert_eq!(op.signed(), table["signed"].as_bool().unwrap(), "{name}");
-        // float32 values (serde_json's parse of a float64 may be an ulp off; a float32 is not)
-        let magnitudes: Vec<f32> = table["magnitudes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
-        assert_eq!(op.has_magnitude(), magnitudes.len() == BINS, "{name}");
-        if op.has_magnitude() {
-            let ours: Vec<f32> = (0..BINS).map(|b| op.magnitude(space, b) as f32).collect();
-            assert_eq!(ours, magnitudes, "{space:?} {name}'s table");
-        }
+        same_tables(
+            tables,
+            &AugmentOp::ALL,
+            Space::RandAugment { height, width },
+        );
     }
 }
 
 #[test]
 fn every_operation_matches_pillow_byte_for_byte() {
-    let torch = fixture();
+    let torch = fixture("trivial_augment.json");
     let images: Vec<RgbImage> = torch["images"]
         .as_array()
         .unwrap()

@@ -4,11 +4,12 @@
 //! three image sizes, and torchvision's forward on a photo for every sub-policy at chosen coins
 //! and signs, byte for byte; the draws' shares against torchvision's.
 
-use base64::Engine;
+mod common;
+use common::torchvision::{bytes, fixture, same_tables};
 use image::RgbImage;
 use resnet::preprocess::auto_augment::policies::sub_policies;
 use resnet::preprocess::auto_augment::{
-    apply, auto_augment, learned_draw, learned_steps, AugmentOp, Space, LEARNED_BINS,
+    apply, auto_augment, learned_draw, learned_steps, AugmentOp, Space,
 };
 use resnet::preprocess::{AutoAugment, AutoAugmentPolicy};
 use resnet::rng::SplitMix64;
@@ -18,12 +19,6 @@ const POLICIES: [(&str, AutoAugmentPolicy); 3] = [
     ("cifar10", AutoAugmentPolicy::Cifar10),
     ("svhn", AutoAugmentPolicy::Svhn),
 ];
-
-fn fixture() -> serde_json::Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/torch/auto_augment_policies.json");
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
 
 fn policy_named(name: &str) -> AutoAugmentPolicy {
     POLICIES.iter().find(|(n, _)| *n == name).unwrap().1
@@ -37,7 +32,7 @@ fn op_named(name: &str) -> AugmentOp {
 
 #[test]
 fn sub_policies_are_torchvisions() {
-    let torch = fixture();
+    let torch = fixture("auto_augment_policies.json");
     let lists = torch["policies"].as_object().unwrap();
     assert_eq!(lists.len(), 3);
     for (name, pairs) in lists {
@@ -59,47 +54,27 @@ fn sub_policies_are_torchvisions() {
 
 #[test]
 fn strength_tables_are_torchvisions() {
-    let torch = fixture();
+    let torch = fixture("auto_augment_policies.json");
     let sizes = torch["tables"].as_object().unwrap();
     assert_eq!(sizes.len(), 3);
+    // AutoAugment's fourteen: TrivialAugment's without Identity, with Invert
+    let ops: Vec<AugmentOp> = AugmentOp::ALL[1..]
+        .iter()
+        .copied()
+        .chain([AugmentOp::Invert])
+        .collect();
     for (size, tables) in sizes {
         let (h, w) = size.split_once('x').unwrap();
         let (height, width) = (h.parse().unwrap(), w.parse().unwrap());
-        let space = Space::AutoAugment { height, width };
-        let tables = tables.as_object().unwrap();
-        assert_eq!(tables.len(), 14);
-        for (name, table) in tables {
-            let op = op_named(name);
-            assert_eq!(op.signed(), table["signed"].as_bool().unwrap(), "{name}");
-            // float32 values (serde_json's parse of a float64 may be an ulp off)
-            let theirs: Vec<f32> = table["magnitudes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap() as f32)
-                .collect();
-            assert_eq!(op.has_magnitude(), theirs.len() == LEARNED_BINS, "{name}");
-            if op.has_magnitude() {
-                let ours: Vec<f32> = (0..LEARNED_BINS)
-                    .map(|b| op.magnitude(space, b) as f32)
-                    .collect();
-                assert_eq!(ours, theirs, "{size} {name}'s table");
-            }
-        }
+        same_tables(tables, &ops, Space::AutoAugment { height, width });
     }
-}
-
-fn bytes(v: &serde_json::Value) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD
-        .decode(v.as_str().unwrap())
-        .unwrap()
 }
 
 /// torchvision's `AutoAugment.forward` with its draws fixed: every sub-policy with both steps,
 /// or one of them, applied, signs both ways.
 #[test]
 fn every_sub_policy_matches_torchvision_byte_for_byte() {
-    let torch = fixture();
+    let torch = fixture("auto_augment_policies.json");
     let image = &torch["image"];
     let (w, h) = (
         image["width"].as_u64().unwrap(),

@@ -1,11 +1,13 @@
-//! Shared test helpers: a GPU, random data, comparison, real images (`cifar`). The CPU
-//! references they compare with are the library's (`resnet::reference`).
+//! Shared test helpers: a GPU, random data, comparison, real images (`cifar`), torchvision's
+//! recorded outputs (`torchvision`). The CPU references they compare with are the library's
+//! (`resnet::reference`).
 #![allow(dead_code)]
 
 pub mod cifar;
 pub mod cli;
 pub mod pil;
 pub mod serve;
+pub mod torchvision;
 
 use resnet::gpu::{Gpu, GpuOptions, Kernel, Precision, Tensor};
 use resnet::ops::conv2d::KernelFamily;
