@@ -11,7 +11,6 @@
 use image::RgbImage;
 
 use super::{tensor_ops, AugmentOp, Space, LEARNED_BINS};
-use crate::preprocess::AutoAugment;
 use crate::rng::SplitMix64;
 
 /// AugMix's operations in the order of its `_augmentation_space` (the draw's index): the
@@ -37,9 +36,6 @@ pub const WIDTH: usize = 3;
 
 /// The most operations in a chain (`chain_depth=-1`: a depth drawn from 1 to 3).
 pub const MAX_DEPTH: usize = 3;
-
-/// torchvision's `severity` default and its reference script's `--augmix-severity`.
-pub const SEVERITY: usize = AutoAugment::AUGMIX_SEVERITY;
 
 /// One draw of AugMix for an image: the weights and the chains' operations with their
 /// strengths.

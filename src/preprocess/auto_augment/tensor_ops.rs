@@ -8,8 +8,8 @@
 //!   `ratio * img + (1 - ratio) * other` in float32 and truncate;
 //! - grayscale is `0.2989 r + 0.587 g + 0.114 b` truncated; contrast blends with its mean;
 //!   sharpness with the 3x3 smoothing `[1 1 1; 1 5 1; 1 1 1] / 13` rounded, the border kept;
-//! - autocontrast stretches each channel's range in float32 and truncates; equalize is the
-//!   integer histogram equalisation of `_scale_channel`.
+//! - autocontrast stretches each channel's range in float32 and truncates; posterize, solarize,
+//!   invert and equalize are byte lookups, the same as Pillow's.
 //!
 //! `tests/augmix.rs` checks each against torchvision's output byte for byte.
 
@@ -59,26 +59,13 @@ pub fn apply(img: &RgbImage, op: AugmentOp, magnitude: f64) -> RgbImage {
             blend(img, |_| mean, 1.0 + magnitude)
         }
         AugmentOp::Sharpness => sharpness(img, 1.0 + magnitude),
-        AugmentOp::Posterize => {
-            // -2^(8 - bits) as a byte: 0 at 0 bits
-            let mask = (256 - (1u32 << (8 - magnitude as u32))) as u8;
-            map(img, |v| v & mask)
-        }
-        AugmentOp::Solarize => {
-            let threshold = magnitude as f32;
-            map(img, |v| if v as f32 >= threshold { 255 - v } else { v })
-        }
         AugmentOp::AutoContrast => autocontrast(img),
-        AugmentOp::Equalize => equalize(img),
-        AugmentOp::Invert => map(img, |v| 255 - v),
+        // byte lookups, the same on a tensor as Pillow's (equalize: `_scale_channel`'s integer
+        // steps are ImageOps.equalize's)
+        AugmentOp::Posterize | AugmentOp::Solarize | AugmentOp::Invert | AugmentOp::Equalize => {
+            super::apply(img.clone(), op, magnitude)
+        }
     }
-}
-
-/// `img` with `f` applied to every byte.
-fn map(img: &RgbImage, f: impl Fn(u8) -> u8) -> RgbImage {
-    let mut out = img.clone();
-    out.iter_mut().for_each(|v| *v = f(*v));
-    out
 }
 
 /// `F_t.affine` with the inverse map `matrix` (float64, from `_get_inverse_affine_matrix`):
@@ -255,33 +242,6 @@ fn autocontrast(img: &RgbImage) -> RgbImage {
         for (v, (lo, scale)) in p.0.iter_mut().zip(stretch) {
             *v = ((*v as f32 - lo) * scale).clamp(0.0, 255.0) as u8;
         }
-    }
-    out
-}
-
-/// `equalize`: per channel, `_scale_channel`'s lookup table from the histogram (the step is
-/// the count of all but the brightest value present over 255; a step of 0 keeps the channel).
-fn equalize(img: &RgbImage) -> RgbImage {
-    let mut out = img.clone();
-    for c in 0..3 {
-        let mut hist = [0u64; 256];
-        img.pixels().for_each(|p| hist[p[c] as usize] += 1);
-        let nonzero: Vec<u64> = hist.iter().copied().filter(|&n| n != 0).collect();
-        let step = nonzero[..nonzero.len().saturating_sub(1)]
-            .iter()
-            .sum::<u64>()
-            / 255;
-        if step == 0 {
-            continue;
-        }
-        // lut[v] = (cumulative count below v + step / 2) / step, clamped to 255
-        let mut lut = [0u8; 256];
-        let mut below = 0;
-        for (v, &n) in hist.iter().enumerate() {
-            lut[v] = ((below + step / 2) / step).min(255) as u8;
-            below += n;
-        }
-        out.pixels_mut().for_each(|p| p[c] = lut[p[c] as usize]);
     }
     out
 }
