@@ -145,6 +145,11 @@ fn bad_data_gives_one_line_errors() {
         let clip = train_with(&[&format!("--clip-grad-norm={norm}")]);
         fails_with(&clip, &["--clip-grad-norm", "above 0", norm]);
     }
+    // torchvision's --opt names, and Nesterov momentum only with SGD
+    let opt = train_with(&["--opt", "adam"]);
+    fails_with(&opt, &["--opt", "'adam'", "sgd, sgd_nesterov, rmsprop, adamw"]);
+    let nesterov = train_with(&["--opt", "RMSprop", "--nesterov"]);
+    fails_with(&nesterov, &["--nesterov", "SGD's", "--opt is rmsprop"]);
     let magnitude = train_with(&["--ra-magnitude", "5"]);
     fails_with(&magnitude, &["--ra-magnitude", "--auto-augment", "not on"]);
     let bin = train_with(&["--auto-augment", "ra", "--ra-magnitude", "31"]);

@@ -685,6 +685,94 @@ fn a_run_with_trivial_augment_on_cifar_resumes_exactly() {
     assert_ne!(plain_rows[0].train_loss, rows[0].train_loss);
 }
 
+/// `--opt rmsprop` and `--opt adamw` runs stopped after epoch 1 and resumed equal the runs left
+/// whole, weights included: their checkpoints hold the second moments under torch.optim's names
+/// and AdamW's step count (64: two epochs of 128 images in batches of 4), which the resume restores (a resume
+/// that started them anew would divide the next steps by other moments). Their first epochs
+/// differ from SGD's, and a resume with another optimizer is refused.
+#[test]
+fn runs_with_rmsprop_or_adamw_resume_exactly() {
+    use resnet::ops::sgd::Rule;
+    let data = cifar::subset(13, 5);
+    let config = |opt| {
+        move |epochs| TrainConfig {
+            model: "resnet8".into(),
+            epochs: Some(epochs),
+            recipe: Recipe {
+                opt,
+                lr: 1e-3,
+                batch_size: 4,
+                ..Recipe::default()
+            },
+            ..options(6)
+        }
+    };
+    let mut first_losses = Vec::new();
+    for (opt, second) in [(Rule::RmsProp, "square_avg"), (Rule::AdamW, "exp_avg_sq")] {
+        let (whole, cut, rows, resumed) = whole_and_resumed(data.path(), config(opt));
+        assert_eq!(
+            untimed(&resumed[0]),
+            untimed(&rows[1]),
+            "{opt:?}: epoch 2 differs"
+        );
+        let load =
+            |o: &tempfile::TempDir, file| resnet::checkpoint::load(&o.path().join(file)).unwrap();
+        let (w, c) = (
+            load(&whole, "last.safetensors"),
+            load(&cut, "last.safetensors"),
+        );
+        assert_eq!(w.tensors, c.tensors, "{opt:?}: resumed weights differ");
+        let state = load(&cut, "last.state.safetensors");
+        assert_eq!(state.metadata["optimizer"], opt.name());
+        let moment = state.get(&format!("{second}.conv1.weight")).expect(second);
+        assert!(moment.as_f32().unwrap().iter().all(|&x| x >= 0.0));
+        assert!(
+            moment.as_f32().unwrap().iter().any(|&x| x > 0.0),
+            "{second} is all 0"
+        );
+        if opt == Rule::AdamW {
+            let step = state.get("adamw.step").expect("AdamW's step count");
+            assert_eq!(step.as_i64(), Some(&[64i64][..]), "two epochs of 32 steps");
+        }
+        first_losses.push(rows[0].train_loss);
+        // another optimizer cannot continue the run
+        let split = resnet::data::load(data.path(), (32, 32)).unwrap();
+        let sgd = TrainConfig {
+            recipe: Recipe {
+                opt: Rule::Sgd,
+                ..config(opt)(3).recipe
+            },
+            ..config(opt)(3)
+        };
+        let resumed = train::fit(
+            &sgd,
+            split,
+            &OneProcess,
+            RunDir::resume(cut.path()),
+            &mut Silent,
+        );
+        let Err(err) = resumed else {
+            panic!("{opt:?}: resumed with SGD")
+        };
+        let err = err.to_string();
+        assert!(err.contains("`opt`") && err.contains(opt.name()), "{err}");
+    }
+    let split = resnet::data::load(data.path(), (32, 32)).unwrap();
+    let sgd = TrainConfig {
+        recipe: Recipe {
+            opt: Rule::Sgd,
+            ..config(Rule::Sgd)(1).recipe
+        },
+        ..config(Rule::Sgd)(1)
+    };
+    let (_, sgd_rows) = fit_in_temp_dir(&sgd, split);
+    first_losses.push(sgd_rows[0].train_loss);
+    assert!(
+        first_losses[0] != first_losses[2] && first_losses[1] != first_losses[2],
+        "the optimizers train alike: {first_losses:?}"
+    );
+}
+
 /// The recipe of one case of tests/data/torch/lr_warmup.json, written by PyTorch's own
 /// schedulers as torchvision's training script builds them from its flags (make.py there).
 fn torchvision_case(case: &serde_json::Value) -> Recipe {

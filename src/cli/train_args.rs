@@ -5,7 +5,7 @@
 
 use clap::Args;
 use resnet::model::{Family, ModelSpec};
-use resnet::ops::sgd::SgdConfig;
+use resnet::ops::sgd::{Rule, SgdConfig};
 use resnet::preprocess::AutoAugment;
 use resnet::train::{
     FineTuning, LrSchedule, ModelEma, Recipe, TrainConfig, WarmupMethod, BUCKET_MB, EVAL_BATCH,
@@ -60,10 +60,17 @@ pub struct RecipeArgs {
     /// The warm-up's first factor of the learning rate, in (0, 1]
     #[arg(long, default_value_t = 0.01)]
     pub lr_warmup_decay: f64,
-    /// SGD momentum
+    /// The optimizer, as torchvision's --opt: sgd; sgd_nesterov (as --nesterov); rmsprop
+    /// (torch.optim.RMSprop with torchvision's alpha 0.9 and eps 0.0316, and --momentum); adamw
+    /// (torch.optim.AdamW: betas 0.9 and 0.999, eps 1e-8, --weight-decay decoupled from the
+    /// gradient, no --momentum). --lr stays the rate for all: AdamW wants a far smaller one
+    /// than SGD's 0.1, such as 1e-3
+    #[arg(long, default_value = "sgd", value_parser = parse_opt)]
+    pub opt: (Rule, bool),
+    /// SGD's and RMSprop's momentum
     #[arg(long, default_value_t = SgdConfig::he2016().momentum)]
     pub momentum: f32,
-    /// Weight decay (L2, added to the gradient as torch.optim.SGD)
+    /// Weight decay (L2, added to the gradient as torch.optim.SGD; AdamW's decoupled decay)
     #[arg(long, visible_alias = "wd", default_value_t = SgdConfig::he2016().weight_decay)]
     pub weight_decay: f32,
     /// Weight decay of the BatchNorm layers' weights and biases (default: --weight-decay; 0 as
@@ -103,6 +110,10 @@ fn parse_schedule(s: &str) -> std::result::Result<ScheduleName, String> {
     Ok(ScheduleName { schedule, steplr })
 }
 
+fn parse_opt(s: &str) -> std::result::Result<(Rule, bool), String> {
+    Rule::parse(s).map_err(|e| super::flags::with_flags(&e.to_string()))
+}
+
 fn parse_warmup_method(s: &str) -> std::result::Result<WarmupMethod, String> {
     WarmupMethod::parse(s).map_err(|e| super::flags::with_flags(&e.to_string()))
 }
@@ -138,11 +149,12 @@ impl RecipeArgs {
             lr_warmup_epochs: self.lr_warmup_epochs,
             lr_warmup_method: self.lr_warmup_method,
             lr_warmup_decay: self.lr_warmup_decay,
+            opt: self.opt.0,
             momentum: self.momentum,
             weight_decay: self.weight_decay,
             norm_weight_decay: self.norm_weight_decay,
             bias_weight_decay: self.bias_weight_decay,
-            nesterov: self.nesterov,
+            nesterov: self.nesterov || self.opt.1,
             lr_gamma: self.lr_gamma,
             lr_step_size: self
                 .lr_step_size

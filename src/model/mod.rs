@@ -15,7 +15,7 @@ pub use arch::{Arch, Block, ConvBn, Layer, Linear, MaxPool, Shortcut, Visitor};
 pub use init::init_params;
 pub use layout::{ParamLayout, Region, RegionKind};
 pub use spec::{BlockKind, Family, ModelSpec, MODEL_NAMES};
-pub use state::ModelState;
+pub use state::{AdaptiveState, ModelState};
 pub use summary::summary;
 
 /// The names of a model's layers with parameters, in state_dict order (`conv1`, `bn1`,

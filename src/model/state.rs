@@ -23,6 +23,19 @@ pub struct ModelState {
     pub running: Tensor,
     /// BatchNorm `num_batches_tracked` (training steps taken), as PyTorch counts it.
     pub batches_tracked: std::cell::Cell<u64>,
+    /// RMSprop's and AdamW's state beyond the momentum, allocated by [`ModelState::adaptive`]
+    /// when a plan or a resume first needs it (an SGD run never holds it).
+    adaptive: std::cell::OnceCell<AdaptiveState>,
+}
+
+/// What RMSprop and AdamW keep beside the momentum buffer.
+pub struct AdaptiveState {
+    /// Per-element second moments (RMSprop's square_avg, AdamW's exp_avg_sq), in the flat
+    /// parameters' layout, starting at 0.
+    pub second_moment: Tensor,
+    /// AdamW's step count and bias corrections (`ops::sgd::ADAM_WORDS` u32 words, zeros at the
+    /// start).
+    pub adam: Tensor,
 }
 
 impl ModelState {
@@ -40,6 +53,7 @@ impl ModelState {
             arch,
             layout,
             batches_tracked: std::cell::Cell::new(0),
+            adaptive: Default::default(),
         })
     }
 
@@ -58,6 +72,7 @@ impl ModelState {
             arch: self.arch.clone(),
             layout: self.layout.clone(),
             batches_tracked: self.batches_tracked.clone(),
+            adaptive: Default::default(),
         };
         gpu.copy(&self.params, &copy.params)?;
         gpu.copy(&self.running, &copy.running)?;
@@ -86,9 +101,28 @@ impl ModelState {
         Ok(())
     }
 
-    /// GPU bytes of the model: parameters, gradients, momentum and running statistics.
+    /// RMSprop's and AdamW's state, allocated (zeros) on the first call.
+    pub fn adaptive(&self, gpu: &Gpu) -> Result<&AdaptiveState> {
+        if let Some(state) = self.adaptive.get() {
+            return Ok(state);
+        }
+        let state = AdaptiveState {
+            second_moment: gpu.zeros(&[self.layout.params_len])?,
+            adam: gpu.zeros(&[crate::ops::sgd::ADAM_WORDS])?,
+        };
+        Ok(self.adaptive.get_or_init(|| state))
+    }
+
+    /// That state if something allocated it.
+    pub fn adaptive_if_any(&self) -> Option<&AdaptiveState> {
+        self.adaptive.get()
+    }
+
+    /// GPU bytes of the model: parameters, gradients, momentum, RMSprop's or AdamW's second
+    /// moments where allocated, and running statistics.
     pub fn bytes(&self) -> u64 {
-        (3 * self.layout.params_len + self.layout.running_len) as u64 * 4
+        let second = self.adaptive.get().map_or(0, |_| self.layout.params_len);
+        (3 * self.layout.params_len + second + self.layout.running_len) as u64 * 4
     }
 
     /// The view of a parameter region in `buf` (params, grads or momentum).

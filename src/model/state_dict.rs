@@ -1,11 +1,16 @@
 //! A model's weights as a PyTorch state_dict (names and layouts of torchvision / akamaster), and
-//! SGD momentum under `momentum.<name>` for exact resumption.
+//! the optimizer's state (momentum under `momentum.<name>`, RMSprop's and AdamW's second
+//! moments, AdamW's step count) for exact resumption.
 
 use super::ModelState;
 use super::RegionKind;
 use crate::checkpoint::{Checkpoint, NamedTensor, TensorData};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::ops::sgd::Rule;
+
+/// The checkpoint tensor of AdamW's step count.
+const ADAM_STEP: &str = "adamw.step";
 
 fn f32t(name: String, shape: Vec<usize>, data: &[f32]) -> NamedTensor {
     NamedTensor {
@@ -154,15 +159,71 @@ impl ModelState {
 
     /// Restores momentum buffers written by [`ModelState::momentum_tensors`].
     pub fn load_momentum(&self, gpu: &Gpu, ck: &Checkpoint, what: &str) -> Result<()> {
+        gpu.write(&self.momentum, &self.flat_tensors(ck, "momentum", what)?)
+    }
+
+    /// The optimizer's state for a checkpoint: the momentum buffers (`momentum.<name>`: SGD's
+    /// and RMSprop's momentum_buffer, AdamW's exp_avg), RMSprop's or AdamW's second moments
+    /// under torch.optim's names (`square_avg.<name>`, `exp_avg_sq.<name>`) and AdamW's step
+    /// count (`adamw.step`, one int64).
+    pub async fn optimizer_tensors(&self, gpu: &Gpu, rule: Rule) -> Result<Vec<NamedTensor>> {
+        let mut tensors = self.momentum_tensors(gpu).await?;
+        let (Some(prefix), Some(state)) = (rule.second_moment(), self.adaptive_if_any()) else {
+            return Ok(tensors);
+        };
+        let v = gpu.read(&state.second_moment).await?;
+        tensors.extend(trainable(self).into_iter().map(|(name, shape, off)| {
+            let len = shape.iter().product::<usize>();
+            f32t(format!("{prefix}.{name}"), shape, &v[off..off + len])
+        }));
+        if rule == Rule::AdamW {
+            let step = gpu.read_u32(&state.adam).await?[0];
+            tensors.push(NamedTensor::i64(ADAM_STEP, &[1], vec![step as i64]));
+        }
+        Ok(tensors)
+    }
+
+    /// Restores the state [`ModelState::optimizer_tensors`] wrote for `rule`.
+    pub fn load_optimizer_state(
+        &self,
+        gpu: &Gpu,
+        ck: &Checkpoint,
+        rule: Rule,
+        what: &str,
+    ) -> Result<()> {
+        self.load_momentum(gpu, ck, what)?;
+        let Some(prefix) = rule.second_moment() else {
+            return Ok(());
+        };
+        let state = self.adaptive(gpu)?;
+        gpu.write(&state.second_moment, &self.flat_tensors(ck, prefix, what)?)?;
+        if rule == Rule::AdamW {
+            let fail = |e: Error| Error::Invalid(format!("{what}: {e}"));
+            let t = ck.expect(ADAM_STEP, &[1]).map_err(fail)?;
+            let step = match t.as_i64() {
+                Some(&[n]) if (0..=u32::MAX as i64).contains(&n) => n as u32,
+                _ => {
+                    return Err(Error::Invalid(format!(
+                        "{what}: {ADAM_STEP} is no step count"
+                    )))
+                }
+            };
+            gpu.write(&state.adam, &[step, 0, 0, 0])?;
+        }
+        Ok(())
+    }
+
+    /// The flat buffer of the tensors `<prefix>.<name>` of every trainable parameter in `ck`.
+    fn flat_tensors(&self, ck: &Checkpoint, prefix: &str, what: &str) -> Result<Vec<f32>> {
         let mut v = vec![0.0f32; self.layout.params_len];
         for (name, shape, off) in trainable(self) {
             let t = ck
-                .expect(&format!("momentum.{name}"), &shape)
+                .expect(&format!("{prefix}.{name}"), &shape)
                 .map_err(|e| Error::Invalid(format!("{what}: {e}")))?;
             let d = as_f32(t, what)?;
             v[off..off + d.len()].copy_from_slice(d);
         }
-        gpu.write(&self.momentum, &v)
+        Ok(v)
     }
 }
 

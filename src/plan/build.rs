@@ -13,7 +13,9 @@ use crate::ops::augment;
 use crate::ops::batchnorm::{Exchange, Fuse};
 use crate::ops::loss::{self, LossBuffers, LossParams};
 use crate::ops::pool::{self as pooling, PoolShape};
-use crate::ops::sgd::{pack_decay_kinds, DecayKind, DecayKinds, GradFactors, SgdConfig};
+use crate::ops::sgd::{
+    pack_decay_kinds, DecayKind, DecayKinds, GradFactors, Rule, SgdConfig, StepState,
+};
 use crate::ops::{amp, clip, linear, sgd};
 
 /// The buffers a caller fills and reads (see the fields of the same names on `Plan`).
@@ -394,10 +396,11 @@ fn head_backward(rec: &mut Recorder, head: &HeadSaved, stages: &mut Vec<Stage>) 
     Ok(g)
 }
 
-/// SGD over the flat parameter, gradient and momentum buffers (stage `optimizer`, the
-/// `stage`-th): one kernel per run of consecutive layers sharing a learning-rate multiplier,
-/// split where a run exceeds one binding; frozen layers get none. Before them, the loss
-/// scaler's inf check and `clip_grad_norm`'s kernels; after them, the scale's update.
+/// The optimizer over the flat parameter, gradient, momentum (and RMSprop's or AdamW's second
+/// moment) buffers (stage `optimizer`, the `stage`-th): one kernel per run of consecutive layers
+/// sharing a learning-rate multiplier, split where a run exceeds one binding; frozen layers get
+/// none. Before them, the loss scaler's inf check, `clip_grad_norm`'s kernels and AdamW's step
+/// count; after them, the scale's update.
 fn optimizer_stage(
     gpu: &Gpu,
     m: &ModelState,
@@ -423,11 +426,31 @@ fn optimizer_stage(
         scaler,
         clip: clip.as_ref(),
     };
+    let adaptive = match cfg.sgd.rule {
+        Rule::Sgd => None,
+        _ => Some(m.adaptive(gpu)?),
+    };
+    if let (Rule::AdamW, Some(a)) = (cfg.sgd.rule, adaptive) {
+        kernels.push(sgd::count(gpu, &a.adam, scaler)?);
+    }
     for (offset, len, lr_scale) in parts {
         let v = |t: &Tensor| t.view(offset, &[len]);
-        let (p, g, v) = (v(&m.params)?, v(&m.grads)?, v(&m.momentum)?);
+        let (p, g, velocity) = (v(&m.params)?, v(&m.grads)?, v(&m.momentum)?);
+        let second = adaptive.map(|a| v(&a.second_moment)).transpose()?;
+        let state = StepState {
+            velocity: &velocity,
+            second: second.as_ref(),
+            adam: adaptive.map(|a| &a.adam),
+        };
         let kinds = words.as_ref().map(|words| DecayKinds { words, offset });
-        kernels.extend(sgd::step(gpu, &cfg.sgd, &p, &g, &v, kinds, factors)?);
+        kernels.extend(sgd::step_with(
+            gpu,
+            &cfg.sgd,
+            (&p, &g),
+            state,
+            kinds,
+            factors,
+        )?);
         let index = kernels.len() - 1;
         chunks.push(SgdChunk {
             at: KernelAt { stage, index },

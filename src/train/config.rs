@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuOptions;
 use crate::model::{Family, ModelSpec};
 use crate::ops::amp::LossScale;
-use crate::ops::sgd::SgdConfig;
+use crate::ops::sgd::{Rule, SgdConfig};
 use crate::preprocess::{AutoAugment, BatchMixing};
 
 /// torchvision's ImageNet recipe: lr 0.1 for a batch of 256, scaled linearly with the batch.
@@ -61,7 +61,9 @@ pub struct Recipe {
     pub lr_warmup_method: WarmupMethod,
     /// The warm-up's first factor of the rate (torchvision's default: 0.01).
     pub lr_warmup_decay: f64,
-    /// SGD momentum.
+    /// The optimizer (torchvision's `--opt`): SGD, RMSprop or AdamW.
+    pub opt: Rule,
+    /// SGD's and RMSprop's momentum (AdamW takes none).
     pub momentum: f32,
     /// Weight decay (L2, added to the gradient as torch.optim.SGD).
     pub weight_decay: f32,
@@ -100,6 +102,7 @@ impl Default for Recipe {
             lr_warmup_epochs: 0,
             lr_warmup_method: WarmupMethod::Constant,
             lr_warmup_decay: 0.01,
+            opt: Rule::Sgd,
             momentum: sgd.momentum,
             weight_decay: sgd.weight_decay,
             norm_weight_decay: None,
@@ -127,6 +130,7 @@ impl Recipe {
     /// The optimizer of a training plan (its learning rate is set per step).
     pub fn sgd(&self) -> SgdConfig {
         SgdConfig {
+            rule: self.opt,
             lr: self.lr as f32,
             momentum: self.momentum,
             weight_decay: self.weight_decay,
@@ -136,8 +140,15 @@ impl Recipe {
         }
     }
 
-    /// Rejects a weight decay torch.optim.SGD would refuse (negative, or not a number).
+    /// Rejects a weight decay torch.optim would refuse (negative, or not a number), and Nesterov
+    /// momentum with an optimizer that has none.
     fn check_optimizer(&self) -> Result<()> {
+        if self.nesterov && self.opt != Rule::Sgd {
+            return Err(Error::Invalid(format!(
+                "`nesterov` is SGD's momentum, and `opt` is {}",
+                self.opt.name()
+            )));
+        }
         let decays = [
             ("weight_decay", Some(self.weight_decay)),
             ("norm_weight_decay", self.norm_weight_decay),

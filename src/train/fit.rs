@@ -409,7 +409,7 @@ impl<'a> Run<'a> {
             Ok(SavedRun {
                 average,
                 weights: pollster::block_on(o.model.state_dict(&o.gpu))?,
-                momentum: pollster::block_on(o.model.momentum_tensors(&o.gpu))?,
+                optimizer: pollster::block_on(o.model.optimizer_tensors(&o.gpu, o.identity.opt))?,
                 metadata: o.metadata.clone(),
                 state: self.state,
                 identity: o.identity.clone(),
@@ -437,13 +437,16 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// That every rank holds the same weights and momentum (as averaged gradients and a
+    /// That every rank holds the same weights and optimizer state (as averaged gradients and a
     /// fixed-order sum promise), else the run stops on every rank.
     fn check_ranks_agree(&mut self, epoch: usize) -> Result<()> {
         let (gpu, m) = (&self.opened.gpu, &self.opened.model);
         let state = || -> Result<Vec<u8>> {
             let mut v = pollster::block_on(gpu.read(&m.params))?;
             v.extend(pollster::block_on(gpu.read(&m.momentum))?);
+            if let Some(adaptive) = m.adaptive_if_any() {
+                v.extend(pollster::block_on(gpu.read(&adaptive.second_moment))?);
+            }
             Ok(bytemuck::cast_slice(&v).to_vec())
         };
         let what = format!("weights after epoch {epoch} (a rank drifted apart)");

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::model::ModelState;
 use crate::ops::amp::ScalerState;
+use crate::ops::sgd::Rule;
 use crate::report::{self, EpochMetrics, StepMetrics};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,8 @@ pub struct RunIdentity {
     pub batch_size: usize,
     /// Processes that trained it.
     pub world_size: usize,
+    /// Its optimizer, whose state the run's checkpoints hold.
+    pub opt: Rule,
 }
 
 /// The directory of one training run.
@@ -126,7 +129,7 @@ impl RunDir {
         Ok(())
     }
 
-    /// The position of a new run, or loads the weights, momentum and position of the run
+    /// The position of a new run, or loads the weights, optimizer state and position of the run
     /// resumed, checking that it is a run of the same model, seed and global batch and that its
     /// two files are from the same iteration.
     pub fn start(&self, gpu: &Gpu, m: &ModelState, id: &RunIdentity) -> Result<RunState> {
@@ -154,7 +157,7 @@ impl RunDir {
         }
         self.check_identity(&s, id)?;
         m.load_state_dict(gpu, &w, &wpath.display().to_string())?;
-        m.load_momentum(gpu, &s, &spath.display().to_string())?;
+        m.load_optimizer_state(gpu, &s, id.opt, &spath.display().to_string())?;
         let number = |v: String, k: &str| {
             v.parse::<f64>()
                 .map_err(|_| Error::Invalid(format!("{}: bad '{k}' {v}", spath.display())))
@@ -183,6 +186,18 @@ impl RunDir {
                 "`resume`: the run in {} used `seed` {seed}, not {}",
                 self.path.display(),
                 id.seed
+            )));
+        }
+        // runs written before `opt` trained with SGD
+        let opt = state
+            .metadata
+            .get("optimizer")
+            .map_or("sgd", |o| o.as_str());
+        if opt != id.opt.name() {
+            return Err(Error::Invalid(format!(
+                "`resume`: the run in {} used `opt` {opt}, not {}",
+                self.path.display(),
+                id.opt.name()
             )));
         }
         // the global batch sets the data order and the steps of an epoch
@@ -246,7 +261,7 @@ impl RunDir {
         )
     }
 
-    /// last.state.safetensors (momentum, position), last.safetensors and, when `best`,
+    /// last.state.safetensors (the optimizer's state, position), last.safetensors and, when `best`,
     /// best.safetensors (weights and BN statistics).
     fn save_checkpoints(&self, saved: &SavedRun, best: bool) -> Result<()> {
         let (at, id) = (&saved.state, &saved.identity);
@@ -270,6 +285,7 @@ impl RunDir {
         meta.insert("seed".into(), id.seed.to_string());
         meta.insert("batch_size".into(), id.batch_size.to_string());
         meta.insert("world_size".into(), id.world_size.to_string());
+        meta.insert("optimizer".into(), id.opt.name().into());
         if let Some(amp) = &at.loss_scale {
             // GradScaler's state_dict names
             meta.insert("scale".into(), amp.scale.to_string());
@@ -277,7 +293,7 @@ impl RunDir {
             meta.insert("skipped_steps".into(), amp.skipped.to_string());
         }
         let state = Checkpoint {
-            tensors: saved.momentum.clone(),
+            tensors: saved.optimizer.clone(),
             metadata: meta,
         };
         // state first: a crash between the two leaves a state newer than the weights, which
@@ -341,8 +357,8 @@ impl RunDir {
 pub struct SavedRun {
     /// Weights and BatchNorm statistics with PyTorch's names.
     pub weights: Vec<crate::checkpoint::NamedTensor>,
-    /// Momentum buffers.
-    pub momentum: Vec<crate::checkpoint::NamedTensor>,
+    /// The optimizer's state (`ModelState::optimizer_tensors`).
+    pub optimizer: Vec<crate::checkpoint::NamedTensor>,
     /// The weights' moving average and its update count (`model_ema`).
     pub average: Option<(Vec<crate::checkpoint::NamedTensor>, u64)>,
     /// Model, classes, normalisation, input size.
@@ -419,6 +435,7 @@ mod tests {
             seed: 1,
             batch_size: 4,
             world_size: 1,
+            opt: Rule::Sgd,
         };
         let scaler = ScalerState {
             scale: 512.0,
@@ -458,7 +475,7 @@ mod tests {
             run.save_epoch((&row, &[]), false, || {
                 Ok(SavedRun {
                     weights: pollster::block_on(m.state_dict(&gpu))?,
-                    momentum: pollster::block_on(m.momentum_tensors(&gpu))?,
+                    optimizer: pollster::block_on(m.momentum_tensors(&gpu))?,
                     average: None,
                     metadata: BTreeMap::from([("model".into(), "resnet8".into())]),
                     state,

@@ -131,7 +131,9 @@ pub(super) fn open(
     if state.world_size != 0 && state.world_size != ranks.size() && ranks.is_root() {
         events.emit(other_world_size(c, dir, state.world_size, ranks.size()));
     }
-    ranks.broadcast_tensors(&gpu, &[&model.params, &model.running, &model.momentum])?;
+    let mut shared = vec![&model.params, &model.running, &model.momentum];
+    shared.extend(model.adaptive_if_any().map(|a| &a.second_moment));
+    ranks.broadcast_tensors(&gpu, &shared)?;
     Ok(Opened {
         recipe: c.recipe.with_epochs_as_iterations(steps_per_epoch),
         metadata: run_metadata(&spec, train),
@@ -172,6 +174,7 @@ fn identity(c: &TrainConfig, spec: &ModelSpec, ranks: &dyn Ranks) -> RunIdentity
         seed: c.seed,
         batch_size: c.recipe.batch_size,
         world_size: ranks.size(),
+        opt: c.recipe.opt,
     }
 }
 

@@ -24,6 +24,11 @@ root with torch installed (CPU is enough): python3 tests/data/torch/make.py
   resnet20_clip_step.json     the step of resnet20_step.json with the gradients clipped to norm
                               0.5 first (torch.nn.utils.clip_grad_norm_, torchvision's
                               --clip-grad-norm), and their norm before it
+  resnet20_rmsprop_steps.json  two steps of torch.optim.RMSprop as torchvision's --opt rmsprop
+                              builds it (alpha 0.9, eps 0.0316; lr 1e-3, momentum 0.9, weight
+                              decay 1e-4) from resnet20.pth on the first and the next 128 bundled
+                              training images: both losses and the updates, as above
+  resnet20_adamw_steps.json   the same with torch.optim.AdamW (lr 1e-3, weight decay 0.3)
   tiny_bottleneck.pth         a net of torchvision's ResNet layout (its Bottleneck blocks and
                               _make_layer: 7x7/2 stem, max pool, projection shortcuts, stride on
                               the 3x3 as in v1.5) narrowed to widths 8 and 16, blocks [2, 1], 10
@@ -264,6 +269,48 @@ def step(model, batch, out, groups=None, mix=None, smoothing=0.0, clip=None):
     record["updates"] = updates
     (OUT / out).write_text(json.dumps(record, indent=1) + "\n")
     print(out, "loss", loss.item())
+
+
+def optimizer_steps():
+    """Two steps from resnet20.pth of the other optimizers torchvision's training script builds
+    (--opt rmsprop, --opt adamw), on the first and the next 128 bundled training images: torch's
+    RMSprop with the script's alpha 0.9 and eps 0.0316, and AdamW with a weight decay of 0.3, so
+    that its decoupled decay shows in the updates."""
+    cases = [
+        ("rmsprop", lambda ps: torch.optim.RMSprop(
+            ps, lr=1e-3, momentum=0.9, weight_decay=1e-4, eps=0.0316, alpha=0.9)),
+        ("adamw", lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.3)),
+    ]
+    for name, make_opt in cases:
+        model = ResNet20()
+        model.load_state_dict(torch.load(OUT / "resnet20.pth"))
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        opt = make_opt(model.parameters())
+        x, y = bundled("train.bin")
+        model.train()
+        losses = []
+        for first in (0, 128):
+            loss = F.cross_entropy(model(x[first:first + 128]), y[first:first + 128])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        record = {"torch": torch.__version__, "losses": losses, "updates": updates(model, before)}
+        out = f"resnet20_{name}_steps.json"
+        (OUT / out).write_text(json.dumps(record, indent=1) + "\n")
+        print(out, "losses", losses)
+
+
+def updates(model, before):
+    """Per floating-point tensor of the state_dict, the change's L2 norm and its projection onto
+    sin(1), sin(2), ..."""
+    out = {}
+    for name, after in model.state_dict().items():
+        if after.is_floating_point():
+            u = (after - before[name]).double().flatten()
+            probe = torch.sin(torch.arange(1, len(u) + 1, dtype=torch.float64))
+            out[name] = [u.norm().item(), (u * probe).sum().item()]
+    return out
 
 
 def gradscaler_trace():
@@ -572,4 +619,5 @@ if __name__ == "__main__":
     resnet20()
     one_step()
     mixed_steps()
+    optimizer_steps()
     tiny_bottleneck()
