@@ -1,5 +1,6 @@
 // The optimizers of torchvision's `--opt`, one element per invocation over flat parameter,
-// gradient and state buffers, as torch.optim's single-tensor (CPU) implementations compute:
+// gradient and state buffers, as torch.optim's single-tensor (CPU) implementations compute
+// (AdamW's bias corrections in f32 here, in f64 there):
 //
 // SGD (dampening 0):
 //   g = grad + decay * p            (decay: weight_decay, or a parameter group's, below)
@@ -65,30 +66,43 @@ fn update(i: u32, g_in: f32) {
         adamw(i, p * decay(i), g_in);
         return;
     }
-    let g = g_in + decay(i) * p;
     if (P.rule == RMSPROP) {
-        let s = second[i] * P.beta2 + (P.one_minus_beta2 * g) * g;
-        second[i] = s;
-        let b = velocity[i] * P.momentum + g / (sqrt(s) + P.eps);
-        velocity[i] = b;
-        param[i] = p - P.lr * b;
+        rmsprop(i, p, fma(decay(i), p, g_in));
         return;
     }
+    let g = g_in + decay(i) * p;
     let v = P.momentum * velocity[i] + g;
     velocity[i] = v;
     let step = select(v, g + P.momentum * v, P.nesterov != 0u);
     param[i] = p - P.lr * step;
 }
 
+// RMSprop and AdamW round as torch's CPU kernels on x86-64 do (checked there element by element):
+// add with alpha, lerp and addcmul are fused multiply-adds, addcdiv is self + (value * t1) / t2.
+
+// RMSprop's step from the decayed gradient g (torch: grad.add(param, alpha=weight_decay)).
+fn rmsprop(i: u32, p: f32, g: f32) {
+    let s = fma(P.one_minus_beta2 * g, g, second[i] * P.beta2);
+    second[i] = s;
+    let avg = sqrt(s) + P.eps;
+    if (P.momentum > 0.0) {
+        let b = velocity[i] * P.momentum + g / avg;
+        velocity[i] = b;
+        param[i] = fma(-P.lr, b, p);
+    } else {
+        param[i] = p + (-P.lr * g) / avg;
+    }
+}
+
 // AdamW's moments and step from the decayed weight p.
 fn adamw(i: u32, p: f32, g: f32) {
-    let m = velocity[i] + P.one_minus_beta1 * (g - velocity[i]);
+    let m = fma(P.one_minus_beta1, g - velocity[i], velocity[i]);
     velocity[i] = m;
-    let s = second[i] * P.beta2 + (P.one_minus_beta2 * g) * g;
+    let s = fma(P.one_minus_beta2 * g, g, second[i] * P.beta2);
     second[i] = s;
     let step_size = P.lr / bitcast<f32>(adam[1]);
     let denom = sqrt(s) / bitcast<f32>(adam[2]) + P.eps;
-    param[i] = p - step_size * (m / denom);
+    param[i] = p + (-step_size * m) / denom;
 }
 
 @compute @workgroup_size(256)
@@ -146,7 +160,7 @@ fn sgd_step_scaled_clipped(@builtin(workgroup_id) wid: vec3<u32>,
 // Under loss scaling a skipped step does not count, as GradScaler skips optimizer.step.
 @group(0) @binding(9) var<storage, read_write> adam_state: array<u32>;
 
-// e^x - 1: Taylor's series to x^9 for |x| < 1/4 (the next term is under 1e-11 of it), else exp
+// e^x - 1: Taylor's series to x^10 for |x| < 1/4 (the next term is under 1e-12 of it), else exp
 fn expm1(x: f32) -> f32 {
     if (abs(x) >= 0.25) { return exp(x) - 1.0; }
     var r = 1.0 + x / 10.0;

@@ -147,7 +147,10 @@ fn bad_data_gives_one_line_errors() {
     }
     // torchvision's --opt names, and Nesterov momentum only with SGD
     let opt = train_with(&["--opt", "adam"]);
-    fails_with(&opt, &["--opt", "'adam'", "sgd, sgd_nesterov, rmsprop, adamw"]);
+    fails_with(
+        &opt,
+        &["--opt", "'adam'", "sgd, sgd_nesterov, rmsprop, adamw"],
+    );
     let nesterov = train_with(&["--opt", "RMSprop", "--nesterov"]);
     fails_with(&nesterov, &["--nesterov", "SGD's", "--opt is rmsprop"]);
     let magnitude = train_with(&["--ra-magnitude", "5"]);

@@ -502,7 +502,7 @@ fn one_sgd_step_with_clipped_gradients_equals_pytorchs_own() {
 /// next 128 bundled training images, equal PyTorch's (make.py's optimizer_steps): RMSprop with
 /// the script's alpha 0.9 and eps 0.0316 (lr 1e-3, momentum 0.9, weight decay 1e-4), and AdamW
 /// (lr 1e-3, decoupled weight decay 0.3), whose second step takes bias corrections and moments
-/// of two gradients. AdamW without its decay, or decaying through the gradient, is far from it.
+/// of two gradients. AdamW without its decay is far from it.
 #[test]
 fn two_rmsprop_or_adamw_steps_equal_pytorchs_own() {
     use resnet::ops::sgd::Rule;
@@ -552,18 +552,16 @@ fn two_rmsprop_or_adamw_steps_equal_pytorchs_own() {
             worst.0
         );
     }
-    // the decay coupled to the gradient (as Adam's, not AdamW's), or none
-    let wrong = [SgdConfig {
+    // AdamW with its decay left out: 0.26 away
+    let undecayed = SgdConfig {
         weight_decay: 0.0,
         ..adamw
-    }];
-    for sgd in wrong {
-        let (worst, _) = two_steps("resnet20_adamw_steps", sgd);
-        assert!(
-            worst.0 > 1e-2,
-            "AdamW without its decay passes too: {worst:?}"
-        );
-    }
+    };
+    let (worst, _) = two_steps("resnet20_adamw_steps", undecayed);
+    assert!(
+        worst.0 > 5e-2,
+        "AdamW without its decay passes too: {worst:?}"
+    );
 }
 
 /// One step on a MixUp batch (lambda 0.75) and one on a CutMix batch (the box [5, 9, 21, 27),

@@ -228,7 +228,7 @@ fn print_text(r: &Measured, steps: usize, peaks: &Peaks) {
     );
     println!("  convolution kernels: {}", kernel_choice(gpu));
     println!(
-        "  GPU memory: model {} MiB (weights, gradients, momentum) + plan {} MiB (training), {} MiB (inference)",
+        "  GPU memory: model {} MiB (weights, gradients, optimizer state) + plan {} MiB (training), {} MiB (inference)",
         m.bytes() >> 20,
         r.train.bytes >> 20,
         r.eval.bytes >> 20

@@ -91,7 +91,7 @@ fn show(event: Event) {
         } => print_epoch(&row, epochs, evaluated),
         Event::Exchanged(cost) if cost.ranks > 1 => report_exchange(&cost),
         Event::RanksAgree { epoch, ranks } => {
-            eprintln!("epoch {epoch}: weights and momentum identical on all {ranks} ranks")
+            eprintln!("epoch {epoch}: weights and optimizer state identical on all {ranks} ranks")
         }
         Event::Note(n) => eprintln!("{}", with_flags(&n)),
         _ => {}

@@ -69,7 +69,26 @@ fn given(train: &clap::Command, m: &ArgMatches) -> Given {
     }
     canonical_precision(&mut out);
     canonical_schedule(&mut out);
+    canonical_opt(&mut out);
     out
+}
+
+/// An optimizer is recorded by its lower-case name, and torchvision's `sgd_nesterov` as `sgd`
+/// with `--nesterov`, so that a run and its resume agree however each spelled it.
+fn canonical_opt(out: &mut Given) {
+    let Some(values) = out.get_mut("opt") else {
+        return;
+    };
+    let mut nesterov = false;
+    for v in values.iter_mut() {
+        if let Ok((rule, with_nesterov)) = resnet::ops::sgd::Rule::parse(v) {
+            *v = rule.name().to_string();
+            nesterov |= with_nesterov;
+        }
+    }
+    if nesterov {
+        out.insert("nesterov".into(), vec!["true".into()]);
+    }
 }
 
 /// A schedule is recorded by its canonical name (torchvision's `cosineannealinglr` is `cosine`,
@@ -280,5 +299,16 @@ mod tests {
         let steplr = given_to(&["--lr-scheduler", "StepLR"]);
         assert_eq!(steplr.get("lr_schedule"), Some(&vec!["steplr".to_string()]));
         assert_ne!(steplr, given_to(&["--lr-schedule", "step"]));
+    }
+
+    /// An optimizer is recorded lower-case, and `sgd_nesterov` as `sgd` with `--nesterov`.
+    #[test]
+    fn optimizer_names_are_recorded_as_one_spelling() {
+        let rmsprop = given_to(&["--opt", "rmsprop"]);
+        assert_eq!(rmsprop.get("opt"), Some(&vec!["rmsprop".to_string()]));
+        assert_eq!(given_to(&["--opt", "RMSprop"]), rmsprop);
+        let nesterov = given_to(&["--opt", "sgd", "--nesterov"]);
+        assert_eq!(given_to(&["--opt", "SGD_Nesterov"]), nesterov);
+        assert_ne!(given_to(&["--opt", "sgd"]), nesterov);
     }
 }

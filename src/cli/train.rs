@@ -6,6 +6,7 @@ use super::resume;
 use super::train_args::{RecipeArgs, TrainConfigArgs};
 use super::{DataArgs, GpuArgs, Offline};
 use clap::Args;
+use resnet::ops::sgd::Rule;
 use resnet::train::{self, Experiment, Ranks, RunDir, TrainConfig};
 use resnet::{Error, Result};
 use std::path::PathBuf;
@@ -51,6 +52,13 @@ pub fn train_cmd(m: &clap::ArgMatches) -> Result<()> {
     dir.check()?;
     let dist = Dist::from_env()?;
     let ranks: &dyn Ranks = &dist;
+    if ranks.is_root() && config.recipe.opt == Rule::AdamW && !given("lr") {
+        // torchvision's script leaves --lr at SGD's default too; few AdamW runs survive it
+        eprintln!(
+            "warning: --opt adamw at the recipe's --lr {}; AdamW usually takes about 1e-3",
+            config.recipe.lr
+        );
+    }
     // under mpirun, one rank of each machine and cache directory downloads CIFAR-10 (when it is
     // missing) before the others look for it
     let cache = resnet::data::default_cache_dir();

@@ -422,6 +422,23 @@ mod tests {
         cmd.config.config(given).unwrap().recipe
     }
 
+    /// `--opt` reaches the recipe: `sgd_nesterov` is SGD with Nesterov momentum, the others
+    /// their rules, in any case.
+    #[test]
+    fn opt_names_reach_the_recipe() {
+        use resnet::ops::sgd::Rule;
+        let recipe = |args: &[&str]| {
+            let cmd = Cmd::try_parse_from([&["train"], args].concat()).unwrap();
+            cmd.config.recipe.recipe()
+        };
+        let nesterov = recipe(&["--opt", "sgd_nesterov"]);
+        assert_eq!((nesterov.opt, nesterov.nesterov), (Rule::Sgd, true));
+        let sgd = recipe(&[]);
+        assert_eq!((sgd.opt, sgd.nesterov), (Rule::Sgd, false));
+        assert_eq!(recipe(&["--opt", "AdamW"]).opt, Rule::AdamW);
+        assert_eq!(recipe(&["--opt", "rmsprop"]).opt, Rule::RmsProp);
+    }
+
     /// torchvision's reference script's spellings reach the same fields: --lr-scheduler with
     /// its scheduler names, --lr-step-size, --lr-gamma, --wd, -j.
     #[test]

@@ -168,9 +168,11 @@ impl ModelState {
     /// count (`adamw.step`, one int64).
     pub async fn optimizer_tensors(&self, gpu: &Gpu, rule: Rule) -> Result<Vec<NamedTensor>> {
         let mut tensors = self.momentum_tensors(gpu).await?;
-        let (Some(prefix), Some(state)) = (rule.second_moment(), self.adaptive_if_any()) else {
+        let Some(prefix) = rule.second_moment() else {
             return Ok(tensors);
         };
+        // zeros before the first step's plan allocates them, as torch's state starts
+        let state = self.adaptive(gpu)?;
         let v = gpu.read(&state.second_moment).await?;
         tensors.extend(trainable(self).into_iter().map(|(name, shape, off)| {
             let len = shape.iter().product::<usize>();

@@ -55,7 +55,7 @@ impl OpKind {
             BACKWARD_WEIGHT => OpKind::ConvBackwardWeight,
             "augment" => OpKind::Input,
             "cross entropy" => OpKind::Loss,
-            "sgd" | "clip" | "loss scaling" | super::ema::OP => OpKind::Optimizer,
+            "sgd" | "adam_count" | "clip" | "loss scaling" | super::ema::OP => OpKind::Optimizer,
             "relu forward" | "relu backward" | "add" => OpKind::Elementwise,
             _ if op.starts_with("shortcut") => OpKind::Elementwise,
             _ if op.starts_with("batchnorm2d") => OpKind::BatchNorm,

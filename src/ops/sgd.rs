@@ -11,16 +11,17 @@ const SHADER: (&str, &str) = ("sgd.wgsl", include_str!("../../shaders/sgd.wgsl")
 
 /// The update rule: torchvision's `--opt` choices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u32)]
 pub enum Rule {
     /// torch.optim.SGD.
     #[default]
-    Sgd,
+    Sgd = 0,
     /// torch.optim.RMSprop(alpha=0.9, eps=0.0316), as torchvision's script builds it, with
     /// `momentum` and `weight_decay` (L2, added to the gradient).
-    RmsProp,
+    RmsProp = 1,
     /// torch.optim.AdamW(betas=(0.9, 0.999), eps=1e-8): decoupled weight decay; `momentum` and
     /// `nesterov` take no part.
-    AdamW,
+    AdamW = 2,
 }
 
 /// RMSprop's smoothing constant in torchvision's training script.
@@ -170,7 +171,7 @@ impl SgdConfig {
             .f(decays[2])
             .u(offset)
             .u(self.decays_by_kind() as usize)
-            .u(self.rule as usize)
+            .u(self.rule as u32 as usize) // sgd.wgsl's RMSPROP and ADAMW
             .f(beta2 as f32)
             .f((1.0 - beta1) as f32)
             .f((1.0 - beta2) as f32)

@@ -65,7 +65,8 @@ pub struct Recipe {
     pub opt: Rule,
     /// SGD's and RMSprop's momentum (AdamW takes none).
     pub momentum: f32,
-    /// Weight decay (L2, added to the gradient as torch.optim.SGD).
+    /// Weight decay (L2, added to the gradient as torch.optim.SGD and RMSprop; AdamW's is
+    /// decoupled: the weights times 1 - lr x decay).
     pub weight_decay: f32,
     /// Weight decay of BatchNorm's weights and biases instead (torchvision's
     /// `--norm-weight-decay`; its ResNet-50 V2 recipe: 0).

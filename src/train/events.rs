@@ -47,7 +47,8 @@ pub enum Event {
     },
     /// With several ranks: what exchanging gradients (and BatchNorm sums) cost this epoch.
     Exchanged(ExchangeCost),
-    /// With several ranks: every rank holds the same weights and momentum after `epoch`.
+    /// With several ranks: every rank holds the same weights and optimizer state after
+    /// `epoch`.
     RanksAgree {
         /// The epoch checked.
         epoch: usize,

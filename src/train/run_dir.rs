@@ -488,6 +488,28 @@ mod tests {
             let want = loss_scale.map(|s| ScalerState { steps: 0, ..s });
             assert_eq!(resumed.loss_scale, want);
             assert_eq!(resumed.iteration, 40);
+            if loss_scale.is_none() {
+                runs_before_opt_resume_as_sgd(&gpu, &m, dir.path(), &id);
+            }
         }
+    }
+
+    /// A run written before `opt` existed (no `optimizer` in its state's metadata) trained
+    /// with SGD: it resumes as SGD, and refuses AdamW naming both.
+    fn runs_before_opt_resume_as_sgd(gpu: &Gpu, m: &ModelState, dir: &Path, id: &RunIdentity) {
+        let path = dir.join(STATE);
+        let mut state = checkpoint::load(&path).unwrap();
+        assert_eq!(state.metadata.remove("optimizer").as_deref(), Some("sgd"));
+        checkpoint::save(&path, &state).unwrap();
+        RunDir::resume(dir).start(gpu, m, id).unwrap();
+        let adamw = RunIdentity {
+            opt: Rule::AdamW,
+            ..id.clone()
+        };
+        let err = RunDir::resume(dir)
+            .start(gpu, m, &adamw)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`opt` sgd, not adamw"), "{err}");
     }
 }

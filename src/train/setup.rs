@@ -207,6 +207,10 @@ fn open_here(
         Some((ck, what)) => load_pretrained(&gpu, &m, (&ck, what), train.classes())?,
         None => Vec::new(),
     };
+    if c.recipe.opt.second_moment().is_some() {
+        // the model's, allocated here so that the plan's bytes do not count them
+        m.adaptive(&gpu)?;
+    }
     let mut trainer = Trainer::new(&gpu, &m, plan, c.seed)?;
     if ranks.size() > 1 {
         trainer.bucket_gradients(&m, c.bucket_floats()?);
