@@ -4,7 +4,7 @@
 
 mod common;
 use common::cifar;
-use common::cli::{fails_with, resnet, resnet_with_cache};
+use common::cli::{fails_with, ok, resnet, resnet_with_cache};
 use common::*;
 use resnet::checkpoint::{self, Checkpoint};
 use resnet::model::ModelSpec;
@@ -145,6 +145,9 @@ fn bad_data_gives_one_line_errors() {
         let clip = train_with(&[&format!("--clip-grad-norm={norm}")]);
         fails_with(&clip, &["--clip-grad-norm", "above 0", norm]);
     }
+    // --test-only evaluates a trained model, which needs saying
+    let untrained = resnet(&["train", "--test-only", "--data", "/x"]);
+    fails_with(&untrained, &["--test-only", "--resume DIR", "--pretrained"]);
     // torchvision's --opt names, and Nesterov momentum only with SGD
     let opt = train_with(&["--opt", "adam"]);
     fails_with(
@@ -561,6 +564,44 @@ fn train_without_data_or_network_uses_the_bundled_subset() {
     let err = String::from_utf8_lossy(&with_data.stderr);
     assert!(with_data.status.success(), "{err}");
     assert!(!err.contains("warning"), "{err}");
+    // torchvision's --test-only: the run's last checkpoint on its held-out images, as the run
+    // itself evaluated it after its last epoch; nothing in the run's directory changes
+    let run_dir = out.path().join("d");
+    let before: Vec<_> = std::fs::read_dir(&run_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.csv")).unwrap();
+    let last: Vec<&str> = metrics.lines().last().unwrap().split(',').collect();
+    let (test_loss, test_acc) = (
+        last[5].parse::<f64>().unwrap(),
+        last[6].parse::<f64>().unwrap(),
+    );
+    let test_only = resnet_with_cache(
+        &[
+            "train",
+            "--resume",
+            run_dir.to_str().unwrap(),
+            "--test-only",
+        ],
+        cache.path(),
+    );
+    ok(&test_only);
+    let said = String::from_utf8_lossy(&test_only.stdout);
+    let want = format!(
+        "resnet8: 10 test images, loss {test_loss:.4}, top-1 accuracy {:.2}%",
+        100.0 * test_acc
+    );
+    assert!(said.contains(&want), "{said} (want {want})");
+    let after: Vec<_> = std::fs::read_dir(&run_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(before, after);
+    assert_eq!(
+        std::fs::read_to_string(run_dir.join("metrics.csv")).unwrap(),
+        metrics
+    );
     // eval reports on the test set it was asked for: a failed download is an error there
     let ckpt = out.path().join("last.safetensors");
     let eval = resnet_with_cache(
@@ -855,6 +896,28 @@ fn a_pytorch_pth_file_evaluates_to_pytorchs_loss_and_accuracy() {
     };
     let eval = |checkpoint: &str| eval_in(checkpoint, "fp32");
     let ours = eval(file.to_str().unwrap());
+    // torchvision's `train.py --test-only --weights`: the same evaluation from train's flags
+    let test_only = resnet_with_cache(
+        &[
+            "train",
+            "--test-only",
+            "--pretrained",
+            file.to_str().unwrap(),
+            "--model",
+            "resnet20",
+            "--data",
+            dir.path().to_str().unwrap(),
+        ],
+        cache.path(),
+    );
+    ok(&test_only);
+    let want = format!(
+        "resnet20: 500 test images, loss {:.4}, top-1 accuracy {:.2}%",
+        ours["loss"].as_f64().unwrap(),
+        100.0 * ours["accuracy"].as_f64().unwrap()
+    );
+    let said = String::from_utf8_lossy(&test_only.stdout);
+    assert!(said.contains(&want), "{said} (want {want})");
     let (url, requests) = common::serve::serve("/resnet20.pth", std::fs::read(&file).unwrap(), 0);
     for _ in 0..2 {
         let by_url = eval(&url);

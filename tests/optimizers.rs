@@ -89,7 +89,10 @@ fn rmsprop_matches_torch_optim_rmsprop() {
                 assert_close(&tag, &read(&gpu, &buf), &br, 1e-5);
             } else {
                 // torch keeps no momentum_buffer without momentum
-                assert!(read(&gpu, &buf).iter().all(|&b| b == 0.0), "{tag}: a buffer");
+                assert!(
+                    read(&gpu, &buf).iter().all(|&b| b == 0.0),
+                    "{tag}: a buffer"
+                );
             }
             before = after;
         }

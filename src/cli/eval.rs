@@ -35,21 +35,52 @@ pub struct EvalArgs {
 
 /// Runs `resnet eval`.
 pub fn eval_cmd(mut a: EvalArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
-    if a.batch_size == 0 {
+    let what = Evaluation {
+        checkpoint: &a.checkpoint,
+        sha256: None,
+        model: a.model.as_deref(),
+        batch_size: a.batch_size,
+        json: a.json,
+    };
+    evaluate_checkpoint(what, (&mut a.data, &a.gpu), given)
+}
+
+/// A checkpoint to evaluate on the held-out images, and how: `resnet eval`'s arguments, or
+/// those of `resnet train --test-only`.
+pub(crate) struct Evaluation<'a> {
+    /// A file, URL or torchvision's weights by name.
+    pub checkpoint: &'a str,
+    /// The SHA-256 a downloaded file must have.
+    pub sha256: Option<&'a str>,
+    /// The model, where the checkpoint's metadata does not say.
+    pub model: Option<&'a str>,
+    /// Images per evaluation step.
+    pub batch_size: usize,
+    /// JSON instead of text.
+    pub json: bool,
+}
+
+/// Evaluates `what` on the held-out images of `data`, printing the loss and top-1 accuracy.
+pub(crate) fn evaluate_checkpoint(
+    what: Evaluation,
+    (data, gpu_args): (&mut DataArgs, &GpuArgs),
+    given: &dyn Fn(&str) -> bool,
+) -> Result<()> {
+    if what.batch_size == 0 {
         return Err(at_least_one("--batch-size"));
     }
-    let opts = a.gpu.options()?;
-    let (path, ck) = &read_checkpoint(&a.checkpoint, a.model.as_deref())?;
-    let model = match &a.model {
-        Some(m) => m.clone(),
+    let opts = gpu_args.options()?;
+    let (path, ck) = &read_checkpoint(what.checkpoint, what.model, what.sha256)?;
+    let model = match what.model {
+        Some(m) => m.to_string(),
         None => model_name(ck, path)?,
     };
     // photo folders are prepared as the run that wrote the checkpoint evaluated them
-    a.data.sizes_from(ck, given)?;
-    let test = a.data.open(Offline::Fail, &model)?.test;
+    data.sizes_from(ck, given)?;
+    let test = data.open(Offline::Fail, &model)?.test;
     let gpu = Gpu::new_blocking(&opts)?;
     let _warnings = super::GpuWarnings::new(&gpu);
-    let m = load_model(&gpu, (ck, path), a.model.as_deref(), test.classes().len())?;
+    let m = load_model(&gpu, (ck, path), what.model, test.classes().len())?;
     if m.spec.num_classes != test.classes().len() {
         return Err(Error::Invalid(format!(
             "{}: the model has {} classes but the data has {}",
@@ -60,11 +91,11 @@ pub fn eval_cmd(mut a: EvalArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
     }
     let mut console = super::console::Console::new(true);
     let normalize = ck.normalisation(m.spec.usual_normalisation())?;
-    let (loss, acc) = train::evaluate((&gpu, &m), &test, a.batch_size, normalize, &mut console)?;
-    if a.json {
+    let (loss, acc) = train::evaluate((&gpu, &m), &test, what.batch_size, normalize, &mut console)?;
+    if what.json {
         println!(
             "{{\"checkpoint\": {:?}, \"model\": {:?}, \"images\": {}, \"loss\": {loss:.6}, \"accuracy\": {acc:.6}}}",
-            a.checkpoint,
+            what.checkpoint,
             m.spec.name,
             test.len()
         );
@@ -84,12 +115,16 @@ pub fn eval_cmd(mut a: EvalArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
 /// `--checkpoint` read, with the file it came from. torchvision's weights by name come with
 /// torchvision's evaluation sizes as metadata (`resize` 256 for V1, 232 for V2, `input_size` 224),
 /// as a checkpoint of ours records its own.
-pub(crate) fn read_checkpoint(source: &str, model: Option<&str>) -> Result<(PathBuf, Checkpoint)> {
+pub(crate) fn read_checkpoint(
+    source: &str,
+    model: Option<&str>,
+    sha256: Option<&str>,
+) -> Result<(PathBuf, Checkpoint)> {
     let mut bar = super::progress::DownloadBar::default();
     let (path, named) = resnet::data::weights_file(
         ("checkpoint", source),
         model,
-        None,
+        sha256,
         &resnet::data::default_cache_dir(),
         &mut |t| bar.show(t),
     )?;

@@ -98,7 +98,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
             "--image-size and --top must be at least 1".into(),
         ));
     }
-    let (path, ck) = super::eval::read_checkpoint(&a.checkpoint, a.model.as_deref())?;
+    let (path, ck) = super::eval::read_checkpoint(&a.checkpoint, a.model.as_deref(), None)?;
     let imagenet = match a.model.as_ref().or(ck.metadata.get("model")) {
         Some(name) => ModelSpec::from_name(name, 10)?.family == Family::ImageNet,
         None => false,

@@ -21,8 +21,9 @@ const COMMAND_FILE: &str = "command.json";
 /// set moved to another path, a smaller evaluation batch, other gradient buckets, which give
 /// the same bits; the pretrained weights are not read again). The identity of the run (model,
 /// seed, batch) is checked against its checkpoints in any case.
-const MAY_CHANGE: [&str; 11] = [
+const MAY_CHANGE: [&str; 12] = [
     "epochs",
+    "test_only",
     "bucket_mb",
     "backend",
     "kernels",

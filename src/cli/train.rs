@@ -19,9 +19,14 @@ pub struct TrainArgs {
     /// Output directory: metrics.csv, curves.png, last.safetensors, best.safetensors
     #[arg(long, visible_alias = "output-dir", default_value = "runs/resnet20")]
     out: PathBuf,
-    /// Continue the run in this directory from its last checkpoint (weights, momentum, step, schedule, data order)
+    /// Continue the run in this directory from its last checkpoint (weights, optimizer state, step, schedule, data order)
     #[arg(long, value_name = "OUT")]
     resume: Option<PathBuf>,
+    /// Only evaluate, as torchvision's --test-only: --resume DIR's last checkpoint (its moving
+    /// average with --model-ema), or the --pretrained weights, on the held-out images; nothing
+    /// is trained or written
+    #[arg(long)]
+    test_only: bool,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
@@ -41,6 +46,9 @@ pub fn train_cmd(m: &clap::ArgMatches) -> Result<()> {
         .map_err(|e| Error::Invalid(e.to_string()))?;
     let given = |id: &str| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
     let mut config = a.config.config(&given)?;
+    if a.test_only {
+        return test_only(a, &config, &given);
+    }
     config.gpu = a.gpu.options()?;
     let dir = match &a.resume {
         Some(d) => RunDir::resume(d),
@@ -87,6 +95,35 @@ pub fn train_cmd(m: &clap::ArgMatches) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `train --test-only`: evaluates what the run would start from or ended with, as torchvision's
+/// script does (the moving average where the run keeps one).
+fn test_only(mut a: TrainArgs, config: &TrainConfig, given: &dyn Fn(&str) -> bool) -> Result<()> {
+    let tune = &config.fine_tuning;
+    let checkpoint =
+        match (&a.resume, &tune.pretrained) {
+            (Some(dir), _) => {
+                let file = match config.model_ema.is_some() {
+                    true => "ema.safetensors",
+                    false => "last.safetensors",
+                };
+                dir.join(file).display().to_string()
+            }
+            (None, Some(weights)) => weights.clone(),
+            (None, None) => return Err(Error::Invalid(
+                "--test-only evaluates a trained model: give --resume DIR or --pretrained WEIGHTS"
+                    .into(),
+            )),
+        };
+    let what = super::eval::Evaluation {
+        checkpoint: &checkpoint,
+        sha256: tune.pretrained_sha256.as_deref(),
+        model: Some(&config.model),
+        batch_size: config.eval_batch_size,
+        json: false,
+    };
+    super::eval::evaluate_checkpoint(what, (&mut a.data, &a.gpu), given)
 }
 
 /// Arguments of `resnet experiment`.

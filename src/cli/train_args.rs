@@ -171,8 +171,8 @@ pub struct FineTuningArgs {
     /// torch.save's .pth/.pt), an http(s) URL downloaded once into the cache directory, or
     /// torchvision's weights by name for resnet18-152 (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT;
     /// from torch.hub's cache where torchvision left them, else downloaded and checked as
-    /// torchvision does)
-    #[arg(long, value_name = "FILE|URL|NAME")]
+    /// torchvision does; in full as torchvision's --weights, ResNet50_Weights.IMAGENET1K_V2)
+    #[arg(long, visible_alias = "weights", value_name = "FILE|URL|NAME")]
     pub pretrained: Option<String>,
     /// SHA-256 the --pretrained file must have (checked after the download)
     #[arg(long, value_name = "HEX")]
@@ -318,8 +318,8 @@ pub struct TrainConfigArgs {
     pub bucket_mb: f64,
     #[command(flatten)]
     pub fine_tuning: FineTuningArgs,
-    /// Read loss and accuracy back every this many steps
-    #[arg(long, default_value_t = 10)]
+    /// Read loss and accuracy back every this many steps (torchvision's --print-freq)
+    #[arg(long, visible_alias = "print-freq", default_value_t = 10)]
     pub log_every: usize,
 }
 
