@@ -48,10 +48,16 @@ pub struct EpochMetrics {
     pub ema_test_loss: Option<f64>,
     /// With `--model-ema`: the moving average's test accuracy, a fraction in [0, 1].
     pub ema_test_acc: Option<f64>,
+    /// Top-5 test accuracy (torchvision's Acc@5), a fraction in [0, 1]; `None` in files
+    /// written before it was recorded.
+    pub test_acc5: Option<f64>,
 }
 
 /// The CSV header, the columns in [`EpochMetrics`] field order.
-pub const CSV_HEADER: &str = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms,loss_scale,skipped_steps,ema_test_loss,ema_test_acc";
+pub const CSV_HEADER: &str = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms,loss_scale,skipped_steps,ema_test_loss,ema_test_acc,test_acc5";
+
+/// The header of files written before the top-5 column: read with it empty.
+const CSV_HEADER_BEFORE_TOP5: &str = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms,loss_scale,skipped_steps,ema_test_loss,ema_test_acc";
 
 /// The header of files written before the moving average's columns: read with them empty.
 const CSV_HEADER_BEFORE_EMA: &str = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms,loss_scale,skipped_steps";
@@ -66,7 +72,7 @@ const CSV_HEADER_BEFORE_EXCHANGE: &str =
 /// One CSV row, columns in the field order of [`EpochMetrics`], with its newline.
 fn metrics_row(m: &EpochMetrics) -> String {
     format!(
-        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
         m.epoch,
         m.iteration,
         m.lr,
@@ -82,6 +88,7 @@ fn metrics_row(m: &EpochMetrics) -> String {
         m.skipped_steps,
         optional(m.ema_test_loss),
         optional(m.ema_test_acc),
+        optional(m.test_acc5),
     )
 }
 
@@ -141,6 +148,7 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
         if header.is_none() {
             if ![
                 CSV_HEADER,
+                CSV_HEADER_BEFORE_TOP5,
                 CSV_HEADER_BEFORE_EMA,
                 CSV_HEADER_BEFORE_AMP,
                 CSV_HEADER_BEFORE_EXCHANGE,
@@ -200,6 +208,7 @@ fn parse_row(line: &str, header: &str) -> std::result::Result<EpochMetrics, Stri
         skipped_steps: if names.len() > 12 { int(12)? } else { 0 },
         ema_test_loss: optional_num(13)?,
         ema_test_acc: optional_num(14)?,
+        test_acc5: optional_num(15)?,
     })
 }
 

@@ -573,10 +573,8 @@ fn train_without_data_or_network_uses_the_bundled_subset() {
         .collect();
     let metrics = std::fs::read_to_string(run_dir.join("metrics.csv")).unwrap();
     let last: Vec<&str> = metrics.lines().last().unwrap().split(',').collect();
-    let (test_loss, test_acc) = (
-        last[5].parse::<f64>().unwrap(),
-        last[6].parse::<f64>().unwrap(),
-    );
+    let number = |i: usize| last[i].parse::<f64>().unwrap();
+    let (test_loss, test_acc, test_acc5) = (number(5), number(6), number(15));
     let test_only = resnet_with_cache(
         &[
             "train",
@@ -589,8 +587,9 @@ fn train_without_data_or_network_uses_the_bundled_subset() {
     ok(&test_only);
     let said = String::from_utf8_lossy(&test_only.stdout);
     let want = format!(
-        "resnet8: 10 test images, loss {test_loss:.4}, top-1 accuracy {:.2}%",
-        100.0 * test_acc
+        "resnet8: 10 test images, loss {test_loss:.4}, top-1 accuracy {:.2}%, top-5 {:.2}%",
+        100.0 * test_acc,
+        100.0 * test_acc5
     );
     assert!(said.contains(&want), "{said} (want {want})");
     let after: Vec<_> = std::fs::read_dir(&run_dir)
@@ -939,6 +938,12 @@ fn a_pytorch_pth_file_evaluates_to_pytorchs_loss_and_accuracy() {
     assert!(
         (acc - want).abs() <= 1.5 / 500.0,
         "accuracy {acc}, PyTorch's {want}"
+    );
+    // top-5 as torchvision's script counts it (output.topk(5)): 92.0% there
+    let (acc5, want) = (number(&ours, "accuracy5"), number(&expected, "accuracy5"));
+    assert!(
+        (acc5 - want).abs() <= 1.5 / 500.0,
+        "top-5 accuracy {acc5}, PyTorch's {want}"
     );
     // mixed precision (f16 activations and weights, f32 sums) within 0.3 points of fp32
     if f16_shaders("a_pytorch_pth_file_evaluates_to_pytorchs_loss_and_accuracy") {

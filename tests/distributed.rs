@@ -91,7 +91,7 @@ fn train_args<'a>(data: &'a str, out: &'a str, epochs: &'a str) -> Vec<&'a str> 
     ]
 }
 
-/// Two ranks end every epoch with the same weights and momentum (the run checks it and stops
+/// Two ranks end every epoch with the same weights and optimizer state (the run checks it and stops
 /// otherwise), only rank 0 writes, the loss falls, and a second run gives the same bits.
 #[test]
 fn two_ranks_train_in_step_and_repeat_bit_for_bit() {
@@ -109,7 +109,8 @@ fn two_ranks_train_in_step_and_repeat_bit_for_bit() {
         let all = text(&run);
         assert!(run.status.success(), "{all}");
         for epoch in 1..=3 {
-            let line = format!("epoch {epoch}: weights and momentum identical on all 2 ranks");
+            let line =
+                format!("epoch {epoch}: weights and optimizer state identical on all 2 ranks");
             assert!(all.contains(&line), "{all}");
         }
         // one announcement and one line per epoch: rank 1 printed nothing of its own
@@ -141,7 +142,8 @@ fn two_ranks_train_in_step_and_repeat_bit_for_bit() {
 
 /// Gradients exchanged in buckets while the backward pass runs give the bits of one exchange
 /// after it: each float is still summed over the ranks in rank order. 4 ranks, resnet8's
-/// 301,184 gradient bytes in buckets of at least 0.05 MiB, against one bucket.
+/// 301,184 gradient bytes in buckets of at least 0.05 MiB, against one bucket; with AdamW, so
+/// that the ranks' agreement after the epoch covers its second moments too.
 #[test]
 fn four_ranks_in_buckets_train_as_one_exchange_bit_for_bit() {
     let data = cifar::subset(10, 2);
@@ -150,12 +152,12 @@ fn four_ranks_in_buckets_train_as_one_exchange_bit_for_bit() {
     let runs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     for (dir, mb) in runs.iter().zip(["0.05", "1000"]) {
         let mut args = train_args(d, dir.path().to_str().unwrap(), "1");
-        args.extend(["--bucket-mb", mb]);
+        args.extend(["--bucket-mb", mb, "--opt", "adamw", "--lr", "1e-3"]);
         let run = mpirun(4, &args, cache.path());
         let all = text(&run);
         assert!(run.status.success(), "{all}");
         assert!(
-            all.contains("epoch 1: weights and momentum identical on all 4 ranks"),
+            all.contains("epoch 1: weights and optimizer state identical on all 4 ranks"),
             "{all}"
         );
         let exchanged = all
@@ -449,7 +451,7 @@ fn a_run_resumes_on_another_number_of_ranks() {
         let line = format!("was trained by 2 process(es) and continues on {np}, with the same global batches of 32 in the same order; --sync-bn: BatchNorm's statistics still cover all 32 images");
         assert_eq!(all.matches(&line).count(), usize::from(np != 2), "{all}");
         if np == 4 {
-            let agree = "epoch 2: weights and momentum identical on all 4 ranks";
+            let agree = "epoch 2: weights and optimizer state identical on all 4 ranks";
             assert!(all.contains(agree), "{all}");
         }
     }

@@ -263,11 +263,24 @@ fn linear_forward_backward() {
     }
 }
 
+/// Whether `label` is among the five classes of `row` ranked first: torch.topk's order, ties
+/// (which topk leaves unordered) to the smaller index, as argmax breaks them.
+fn in_top5(row: &[f32], label: usize) -> bool {
+    let before = (0..row.len())
+        .filter(|&j| row[j] > row[label] || (row[j] == row[label] && j < label))
+        .count();
+    before < 5
+}
+
 #[test]
 fn cross_entropy_loss_gradient_and_accuracy() {
     let gpu = gpu();
-    for (n, o) in [(128, 10), (1, 1000), (300, 7)] {
-        let z: Vec<f32> = rand_vec(n * o, 14).iter().map(|v| v * 4.0).collect();
+    for (n, o) in [(128, 10), (1, 1000), (300, 7), (64, 12)] {
+        let mut z: Vec<f32> = rand_vec(n * o, 14).iter().map(|v| v * 4.0).collect();
+        if o == 12 {
+            // ties at the top-5 boundary: whole numbers, many of them level
+            z.iter_mut().for_each(|v| *v = v.round());
+        }
         let labels: Vec<u32> = (0..n).map(|i| ((i * 7 + 3) % o) as u32).collect();
         let zt = gpu.upload(&z, &[n, o]).unwrap();
         let lt = gpu.upload(&labels, &[n]).unwrap();
@@ -285,10 +298,26 @@ fn cross_entropy_loss_gradient_and_accuracy() {
                 am == labels[a] as usize
             })
             .count() as f64;
+        let top5 = (0..n)
+            .filter(|&a| in_top5(&z[a * o..(a + 1) * o], labels[a] as usize))
+            .count() as f64;
+        assert!(top5 > correct || n == 1, "top-5 {top5}, top-1 {correct}");
+        if o == 12 {
+            // the ties decide some rows: counting every level class as before gives fewer
+            let strict = (0..n)
+                .filter(|&a| {
+                    let (row, l) = (&z[a * o..(a + 1) * o], labels[a] as usize);
+                    row.iter().filter(|&&v| v >= row[l]).count() <= 5
+                })
+                .count() as f64;
+            assert!(strict < top5, "no row's top-5 turns on a tie");
+        }
         let stats = read(&gpu, &out.stats);
         assert_close("cross entropy loss", &stats[..1], &[l_ref], 1e-5);
         assert_eq!(stats[1] as f64, correct, "correct count");
+        assert_eq!(stats[2] as f64, top5, "top-5 count");
         let acc = read(&gpu, &out.accum);
+        assert_eq!(acc[4] as f64, 2.0 * top5, "accumulated top-5 count");
         assert_close(
             "accumulated loss sum",
             &acc[..1],

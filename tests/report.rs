@@ -26,6 +26,7 @@ fn rows(n: usize) -> Vec<EpochMetrics> {
                 skipped_steps: e as u64 / 2,
                 ema_test_loss: (e % 3 == 0).then_some(0.25 + t / 64.0),
                 ema_test_acc: (e % 3 == 0).then_some(0.5 + t / 128.0),
+                test_acc5: (e != 2).then_some(1.0 - 0.5 * (-t / 7.0).exp() * drop),
             }
         })
         .collect()
@@ -67,6 +68,7 @@ fn metrics_csv_round_trip() {
             (g.ema_test_loss, g.ema_test_acc),
             (w.ema_test_loss, w.ema_test_acc)
         );
+        assert_eq!(g.test_acc5, w.test_acc5);
     }
 
     // A row cut by a crash does not swallow the next one; read errors name file and line.
@@ -134,6 +136,19 @@ fn metrics_csv_without_the_moving_average_columns_reads_without_one() {
     assert_eq!(got.len(), 1);
     assert_eq!((got[0].loss_scale, got[0].skipped_steps), (Some(1024.0), 2));
     assert_eq!((got[0].ema_test_loss, got[0].ema_test_acc), (None, None));
+}
+
+/// metrics.csv of a run trained before the top-5 column existed reads with it empty.
+#[test]
+fn metrics_csv_without_the_top5_column_reads_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metrics.csv");
+    let old = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms,loss_scale,skipped_steps,ema_test_loss,ema_test_acc\n\
+               3,900,0.1,1.25,0.55,1.125,0.6,900,61.5,2.5,1.5,,0,1.5,0.5\n";
+    std::fs::write(&path, old).unwrap();
+    let got = report::read_metrics(&path).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].ema_test_acc, got[0].test_acc5), (Some(0.5), None));
 }
 
 /// Decodes a PNG and checks its size and that it is neither blank nor a single colour.

@@ -91,20 +91,22 @@ pub(crate) fn evaluate_checkpoint(
     }
     let mut console = super::console::Console::new(true);
     let normalize = ck.normalisation(m.spec.usual_normalisation())?;
-    let (loss, acc) = train::evaluate((&gpu, &m), &test, what.batch_size, normalize, &mut console)?;
+    let scores = train::evaluate((&gpu, &m), &test, what.batch_size, normalize, &mut console)?;
+    let (loss, acc, acc5) = (scores.loss, scores.accuracy, scores.accuracy5);
     if what.json {
         println!(
-            "{{\"checkpoint\": {:?}, \"model\": {:?}, \"images\": {}, \"loss\": {loss:.6}, \"accuracy\": {acc:.6}}}",
+            "{{\"checkpoint\": {:?}, \"model\": {:?}, \"images\": {}, \"loss\": {loss:.6}, \"accuracy\": {acc:.6}, \"accuracy5\": {acc5:.6}}}",
             what.checkpoint,
             m.spec.name,
             test.len()
         );
     } else {
         println!(
-            "{}: {} test images, loss {loss:.4}, top-1 accuracy {:.2}%",
+            "{}: {} test images, loss {loss:.4}, top-1 accuracy {:.2}%, top-5 {:.2}%",
             m.spec.name,
             test.len(),
-            100.0 * acc
+            100.0 * acc,
+            100.0 * acc5
         );
     }
     Ok(())

@@ -1,4 +1,5 @@
-//! Softmax cross-entropy with its gradient and accuracy count (shaders/loss.wgsl).
+//! Softmax cross-entropy with its gradient and top-1 and top-5 accuracy counts
+//! (shaders/loss.wgsl).
 
 use super::{check_shape, kernel};
 use crate::error::{shape_err, Result};
@@ -6,33 +7,36 @@ use crate::gpu::{Gpu, Kernel, Tensor, Uniform};
 
 const SHADER: (&str, &str) = ("loss.wgsl", include_str!("../../shaders/loss.wgsl"));
 
-/// Outputs of the loss: `stats` = [mean loss, correct count] of the last batch, and `accum` =
-/// [loss sum, correct, count, first non-finite batch] summed over batches until the caller reads
-/// and clears it (the last slot is 0 while every loss was finite, else the 1-based index since the
-/// clear of the first batch whose loss was not).
+/// Outputs of the loss: `stats` = [mean loss, correct count, top-5 count] of the last batch, and
+/// `accum` = [loss sum, correct, count, first non-finite batch, top-5] summed over batches until
+/// the caller reads and clears it (the fourth slot is 0 while every loss was finite, else the
+/// 1-based index since the clear of the first batch whose loss was not).
 #[derive(Clone)]
 pub struct LossBuffers {
-    /// Per-row scratch [N, 2].
+    /// Per-row scratch [N, 3].
     pub rows: Tensor,
-    /// [mean loss, correct] of the last batch.
+    /// [mean loss, correct, top-5] of the last batch.
     pub stats: Tensor,
-    /// [loss sum, correct, count, first non-finite batch], accumulated across batches.
+    /// [loss sum, correct, count, first non-finite batch, top-5], accumulated across batches.
     pub accum: Tensor,
 }
+
+/// Floats of [`LossBuffers::accum`].
+pub const ACCUM_LEN: usize = 5;
 
 impl LossBuffers {
     /// Allocates the buffers for batch size `n`.
     pub fn new(gpu: &Gpu, n: usize) -> Result<Self> {
         Ok(LossBuffers {
-            rows: gpu.zeros(&[n, 2])?,
-            stats: gpu.zeros(&[2])?,
-            accum: gpu.zeros(&[4])?,
+            rows: gpu.zeros(&[n, 3])?,
+            stats: gpu.zeros(&[3])?,
+            accum: gpu.zeros(&[ACCUM_LEN])?,
         })
     }
 
     /// Zeroes the accumulator.
     pub fn clear(&self, gpu: &Gpu) -> Result<()> {
-        gpu.write(&self.accum, &[0.0f32; 4])
+        gpu.write(&self.accum, &[0.0f32; ACCUM_LEN])
     }
 
     /// Reads the accumulator back (without clearing it).
@@ -53,22 +57,31 @@ pub struct LossSums {
     /// 0 while every batch's loss was finite, else the 1-based index (since the clear) of the
     /// first batch whose loss was not.
     pub first_non_finite: f32,
+    /// Images whose label was among the five classes ranked first (torchvision's Acc@5).
+    pub top5: f32,
 }
 
 impl LossSums {
-    /// From the four floats of the accumulator buffer, in the shader's order.
+    /// From the floats of the accumulator buffer, in the shader's order.
     pub fn from_accum(a: &[f32]) -> Self {
         LossSums {
             loss: a[0],
             correct: a[1],
             count: a[2],
             first_non_finite: a[3],
+            top5: a[4],
         }
     }
 
-    /// The four floats in the shader's order (what the browser demo hands to JavaScript).
-    pub fn to_array(self) -> [f32; 4] {
-        [self.loss, self.correct, self.count, self.first_non_finite]
+    /// The floats in the shader's order (what the browser demo hands to JavaScript).
+    pub fn to_array(self) -> [f32; ACCUM_LEN] {
+        [
+            self.loss,
+            self.correct,
+            self.count,
+            self.first_non_finite,
+            self.top5,
+        ]
     }
 
     /// Mean loss per image.
@@ -88,6 +101,7 @@ impl LossSums {
             correct: self.correct - earlier.correct,
             count: self.count - earlier.count,
             first_non_finite: self.first_non_finite,
+            top5: self.top5 - earlier.top5,
         }
     }
 }
@@ -156,7 +170,7 @@ pub fn cross_entropy(
     let n = logits.shape[0];
     check_shape(OP, "labels", labels, &[n])?;
     check_shape(OP, "dlogits", dlogits, &logits.shape)?;
-    check_shape(OP, "rows", &out.rows, &[n, 2])?;
+    check_shape(OP, "rows", &out.rows, &[n, 3])?;
     if !(0.0..=1.0).contains(&smoothing) {
         return shape_err(
             OP,

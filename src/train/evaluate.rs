@@ -1,4 +1,4 @@
-//! Loss and top-1 accuracy of a model on a whole data set (native: it waits for the GPU).
+//! Loss, top-1 and top-5 accuracy of a model on a whole data set (native: it waits for the GPU).
 
 use super::events::{Event, Events};
 use crate::data::{default_workers, queue_depth, BatchJob, ImageSource, Prefetch};
@@ -9,33 +9,50 @@ use crate::plan::{Normalize, Plan, PlanConfig};
 use std::ops::Range;
 use std::sync::Arc;
 
-/// Loss and top-1 accuracy of the model on a whole dataset (eval mode, inputs normalised with
-/// `normalize`), with plans built for the full batches and the remainder; `events` hears the
-/// progress.
+/// What [`evaluate`] measures, over the whole data set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scores {
+    /// Mean cross-entropy loss.
+    pub loss: f64,
+    /// Top-1 accuracy in [0, 1].
+    pub accuracy: f64,
+    /// Top-5 accuracy in [0, 1] (torchvision's Acc@5): the label among the five classes ranked
+    /// first.
+    pub accuracy5: f64,
+}
+
+/// Loss, top-1 and top-5 accuracy of the model on a whole dataset (eval mode, inputs normalised
+/// with `normalize`), with plans built for the full batches and the remainder; `events` hears
+/// the progress.
 pub fn evaluate(
     (gpu, m): (&Gpu, &ModelState),
     d: &Arc<dyn ImageSource>,
     batch: usize,
     normalize: Normalize,
     events: &mut dyn Events,
-) -> Result<(f64, f64)> {
+) -> Result<Scores> {
     let settings = (batch, default_workers());
     let sums = evaluate_sums((gpu, m), d, 0..d.len(), settings, normalize, events)?;
-    Ok(sums.loss_and_accuracy())
+    Ok(sums.scores())
 }
 
-/// Sums of the loss, the correct count and the count over images `range` of a data set (one
-/// rank's shard of a distributed evaluation, or all of it).
+/// Sums of the loss, the correct and top-5 counts and the count over images `range` of a data
+/// set (one rank's shard of a distributed evaluation, or all of it).
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct EvalSums {
     pub loss: f64,
     pub correct: f64,
+    pub top5: f64,
     pub count: f64,
 }
 
 impl EvalSums {
-    pub fn loss_and_accuracy(&self) -> (f64, f64) {
-        (self.loss / self.count, self.correct / self.count)
+    pub fn scores(&self) -> Scores {
+        Scores {
+            loss: self.loss / self.count,
+            accuracy: self.correct / self.count,
+            accuracy5: self.top5 / self.count,
+        }
     }
 }
 
@@ -98,6 +115,7 @@ pub(super) fn evaluate_sums(
         let s = pollster::block_on(plan.loss.read(gpu))?;
         sums.loss += s.loss as f64;
         sums.correct += s.correct as f64;
+        sums.top5 += s.top5 as f64;
         sums.count += s.count as f64;
     }
     Ok(sums)

@@ -9,7 +9,7 @@ use super::ranks::{Exchanged, Ranks};
 use super::run_dir::{RunDir, RunState, SavedRun};
 use super::schedule::{repeated_augmentation, shuffled};
 use super::setup::{self, Opened};
-use super::{ExponentialMovingAverage, TrainConfig};
+use super::{ExponentialMovingAverage, Scores, TrainConfig};
 use crate::data::{BatchJob, ImageSource, Sources};
 use crate::error::{Error, Result};
 use crate::ops::loss::LossSums;
@@ -332,9 +332,9 @@ impl<'a> Run<'a> {
         });
     }
 
-    /// Loss and accuracy on `eval` of the model, or of its moving average (`averaged`), each
+    /// Loss and accuracies on `eval` of the model, or of its moving average (`averaged`), each
     /// rank evaluating its share and the sums added.
-    fn evaluate(&mut self, eval: &Arc<dyn ImageSource>, averaged: bool) -> Result<(f64, f64)> {
+    fn evaluate(&mut self, eval: &Arc<dyn ImageSource>, averaged: bool) -> Result<Scores> {
         let (o, c) = (&self.opened, self.config);
         let model = match (averaged, &self.ema) {
             (true, Some(average)) => &average.model,
@@ -351,10 +351,16 @@ impl<'a> Run<'a> {
             &mut *self.events,
         );
         let s = self.ranks.together(sums)?;
-        let mut sums = [s.loss, s.correct, s.count];
+        let mut sums = [s.loss, s.correct, s.top5, s.count];
         self.ranks.sum(&mut sums);
-        let [loss, correct, count] = sums;
-        Ok((loss / count, correct / count))
+        let [loss, correct, top5, count] = sums;
+        let sums = super::evaluate::EvalSums {
+            loss,
+            correct,
+            top5,
+            count,
+        };
+        Ok(sums.scores())
     }
 
     /// The epoch's row and events, then its files; with several ranks, a check that they all
@@ -363,8 +369,9 @@ impl<'a> Run<'a> {
         &mut self,
         epoch: usize,
         trained: EpochTraining,
-        ((test_loss, test_acc), averaged): ((f64, f64), Option<(f64, f64)>),
+        (tested, averaged): (Scores, Option<Scores>),
     ) -> Result<EpochMetrics> {
+        let test_acc = tested.accuracy;
         let best = test_acc > self.state.best_acc;
         let exchange = self.take_exchange_cost(epoch, trained.seconds);
         self.state.epoch = epoch;
@@ -376,7 +383,7 @@ impl<'a> Run<'a> {
             lr: trained.lr,
             train_loss: trained.sums.mean_loss() as f64,
             train_acc: trained.sums.accuracy() as f64,
-            test_loss,
+            test_loss: tested.loss,
             test_acc,
             images_per_sec: (self.opened.steps_per_epoch * self.config.recipe.batch_size) as f64
                 / trained.seconds,
@@ -385,8 +392,9 @@ impl<'a> Run<'a> {
             exchange_hidden_ms: exchange.hidden_ms_per_step,
             loss_scale: self.state.loss_scale.map(|s| s.scale as f64),
             skipped_steps: self.state.loss_scale.map_or(0, |s| s.skipped as u64),
-            ema_test_loss: averaged.map(|a| a.0),
-            ema_test_acc: averaged.map(|a| a.1),
+            ema_test_loss: averaged.map(|a| a.loss),
+            ema_test_acc: averaged.map(|a| a.accuracy),
+            test_acc5: Some(tested.accuracy5),
         };
         self.check_ranks_agree(epoch)?;
         self.events.emit(Event::Exchanged(exchange));

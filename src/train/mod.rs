@@ -30,7 +30,7 @@ pub use config::{
     IMAGENET_EPOCHS, IMAGENET_LR, IMAGENET_MILESTONE_EPOCHS, PAPER_ITERATIONS,
 };
 #[cfg(not(target_arch = "wasm32"))]
-pub use evaluate::evaluate;
+pub use evaluate::{evaluate, Scores};
 #[cfg(not(target_arch = "wasm32"))]
 pub use events::{Event, Events, ExchangeCost, RunInfo, Silent};
 #[cfg(not(target_arch = "wasm32"))]

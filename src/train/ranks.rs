@@ -188,10 +188,11 @@ impl dyn Ranks + '_ {
         }
         let mine = local.to_array().map(f64::from);
         let mut sums = LossSums::default();
-        for r in self.allgather_f64(&mine).chunks(4) {
+        for r in self.allgather_f64(&mine).chunks(mine.len()) {
             sums.loss += r[0] as f32;
             sums.correct += r[1] as f32;
             sums.count += r[2] as f32;
+            sums.top5 += r[4] as f32;
             let bad = r[3] as f32;
             if bad > 0.0 && (sums.first_non_finite == 0.0 || bad < sums.first_non_finite) {
                 sums.first_non_finite = bad;

@@ -471,6 +471,7 @@ mod tests {
                 skipped_steps: 3,
                 ema_test_loss: None,
                 ema_test_acc: None,
+                test_acc5: Some(0.75),
             };
             run.save_epoch((&row, &[]), false, || {
                 Ok(SavedRun {
