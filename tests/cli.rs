@@ -138,6 +138,16 @@ fn bad_data_gives_one_line_errors() {
     fails_with(&period, &["--lr-step-size", "at least 1"]);
     let both = train_with(&["--lr-step-size", "30", "--lr-milestone-epochs", "30,60"]);
     fails_with(&both, &["--lr-step-size", "give one"]);
+    // the experiment command takes the same recipe, checked alike
+    let args = [
+        "experiment",
+        "depth",
+        "--lr-scheduler",
+        "steplr",
+        "--lr-milestones",
+        "9",
+    ];
+    fails_with(&resnet(&args), &["--lr-step-size", "give one"]);
     // torchvision's --data-path is --data
     let path = resnet(&["train", "--data-path", "/no/such/imagenet"]);
     fails_with(&path, &["/no/such/imagenet", "no such directory"]);

@@ -302,7 +302,7 @@ pub fn main() -> Result<()> {
         }
         Command::Eval(a) => eval::eval_cmd(a, &given),
         Command::Predict(a) => predict::run(a),
-        Command::Experiment(a) => train::experiment_cmd(*a),
+        Command::Experiment(a) => train::experiment_cmd(*a, &given),
         Command::Bench(a) => bench::run(a),
         Command::Tune(a) => tune::run(a),
         Command::Selftest(a) => selftest::run(a),

@@ -158,7 +158,7 @@ pub struct ExperimentArgs {
 }
 
 /// Runs `resnet experiment`.
-pub fn experiment_cmd(a: ExperimentArgs) -> Result<()> {
+pub fn experiment_cmd(a: ExperimentArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
     let kind = match a.kind.as_str() {
         "degradation" => Experiment::Degradation,
         "depth" => Experiment::Depth,
@@ -186,6 +186,7 @@ pub fn experiment_cmd(a: ExperimentArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/{}", a.kind)));
+    a.recipe.check_given(given)?;
     base.check()?;
     // the experiment trains its runs one after the other in one process
     if Dist::from_env()?.size() > 1 {

@@ -136,6 +136,20 @@ impl RecipeArgs {
         Ok(r)
     }
 
+    /// Rejects options that contradict each other as given (`given(id)`: the option was on
+    /// the command line): a StepLR period beside the milestones.
+    pub fn check_given(&self, given: &dyn Fn(&str) -> bool) -> Result<()> {
+        let period = given("lr_step_size") || self.lr_schedule.steplr;
+        if period && (given("lr_milestones") || given("lr_milestone_epochs")) {
+            return Err(resnet::Error::Invalid(
+                "`lr_step_size` (or `lr_schedule` steplr, its period 30 epochs by default) and \
+                 the milestones are two step schedules: give one"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The recipe as given.
     pub fn recipe(&self) -> Recipe {
         Recipe {
@@ -345,14 +359,7 @@ impl TrainConfigArgs {
                     .into(),
             ));
         }
-        let period = given("lr_step_size") || self.recipe.lr_schedule.steplr;
-        if period && (given("lr_milestones") || given("lr_milestone_epochs")) {
-            return Err(resnet::Error::Invalid(
-                "`lr_step_size` (or `lr_schedule` steplr, its period 30 epochs by default) and \
-                 the milestones are two step schedules: give one"
-                    .into(),
-            ));
-        }
+        self.recipe.check_given(given)?;
         if given("ra_reps") && !self.ra_sampler {
             return Err(resnet::Error::Invalid(
                 "`ra_reps` sets the repeats of `ra_sampler`, which is not on".into(),
