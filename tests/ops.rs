@@ -371,7 +371,7 @@ fn a_mixed_batchs_loss_is_the_cross_entropy_against_its_mixed_targets() {
         kernels[0].set_params(&gpu, &params.uniform());
         run(&gpu, &kernels);
         let mut q = vec![e / o as f64; n * o];
-        let mut correct = 0.0;
+        let (mut correct, mut top5) = (0.0, 0.0);
         for i in 0..n {
             let (own, before) = (labels[i] as usize, labels[(i + n - 1) % n] as usize);
             q[i * o + own] += (1.0 - e) * lambda as f64;
@@ -384,6 +384,7 @@ fn a_mixed_batchs_loss_is_the_cross_entropy_against_its_mixed_targets() {
                 _ => own.min(before),
             };
             correct += (arg == target) as u8 as f32;
+            top5 += in_top5(row, target) as u8 as f32;
         }
         let z64 = f64s(&z);
         let want = cross_entropy_soft(n, o, &z64, &q);
@@ -392,6 +393,8 @@ fn a_mixed_batchs_loss_is_the_cross_entropy_against_its_mixed_targets() {
         let stats = read(&gpu, &out.stats);
         assert_close("mixed loss", &stats[..1], &[want], 1e-5);
         assert_eq!(stats[1], correct, "correct count at lambda {lambda}");
+        // torchvision's accuracy against the soft target's argmax, as the top-1
+        assert_eq!(stats[2], top5, "top-5 count at lambda {lambda}");
         let fd = finite_diff(&z64, 1e-5, |z| cross_entropy_soft(n, o, z, &q));
         assert_close(
             "mixed gradient vs finite differences",

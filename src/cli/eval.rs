@@ -36,6 +36,7 @@ pub struct EvalArgs {
 /// Runs `resnet eval`.
 pub fn eval_cmd(mut a: EvalArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
     let what = Evaluation {
+        offline: Offline::Fail,
         checkpoint: &a.checkpoint,
         sha256: None,
         model: a.model.as_deref(),
@@ -48,6 +49,9 @@ pub fn eval_cmd(mut a: EvalArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
 /// A checkpoint to evaluate on the held-out images, and how: `resnet eval`'s arguments, or
 /// those of `resnet train --test-only`.
 pub(crate) struct Evaluation<'a> {
+    /// Without `--data`, where CIFAR-10 cannot be downloaded: an error (`eval`), or the bundled
+    /// images (`train --test-only`, as the run would train on them).
+    pub offline: Offline,
     /// A file, URL or torchvision's weights by name.
     pub checkpoint: &'a str,
     /// The SHA-256 a downloaded file must have.
@@ -60,7 +64,7 @@ pub(crate) struct Evaluation<'a> {
     pub json: bool,
 }
 
-/// Evaluates `what` on the held-out images of `data`, printing the loss and top-1 accuracy.
+/// Evaluates `what` on the test split of `data`, printing the loss, top-1 and top-5 accuracy.
 pub(crate) fn evaluate_checkpoint(
     what: Evaluation,
     (data, gpu_args): (&mut DataArgs, &GpuArgs),
@@ -77,7 +81,7 @@ pub(crate) fn evaluate_checkpoint(
     };
     // photo folders are prepared as the run that wrote the checkpoint evaluated them
     data.sizes_from(ck, given)?;
-    let test = data.open(Offline::Fail, &model)?.test;
+    let test = data.open(what.offline, &model)?.test;
     let gpu = Gpu::new_blocking(&opts)?;
     let _warnings = super::GpuWarnings::new(&gpu);
     let m = load_model(&gpu, (ck, path), what.model, test.classes().len())?;

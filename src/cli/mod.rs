@@ -240,7 +240,7 @@ impl DataArgs {
 enum Command {
     /// Train a ResNet (default: the recipe of He et al. 2016 for ResNet-20 on CIFAR-10)
     Train(Box<train::TrainArgs>),
-    /// Loss and top-1 accuracy of a checkpoint on the test split
+    /// Loss, top-1 and top-5 accuracy of a checkpoint on the test split
     Eval(eval::EvalArgs),
     /// Top-5 classes of image files (any size and format the `image` crate reads)
     Predict(predict::PredictArgs),

@@ -23,8 +23,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "OUT")]
     resume: Option<PathBuf>,
     /// Only evaluate, as torchvision's --test-only: --resume DIR's last checkpoint (its moving
-    /// average with --model-ema), or the --pretrained weights, on the held-out images; nothing
-    /// is trained or written
+    /// average with --model-ema), or the --pretrained weights, on the test split (test/ or val/
+    /// of a folder; not --val-split's images); nothing is trained or written
     #[arg(long)]
     test_only: bool,
     #[command(flatten)]
@@ -100,26 +100,34 @@ pub fn train_cmd(m: &clap::ArgMatches) -> Result<()> {
 /// `train --test-only`: evaluates what the run would start from or ended with, as torchvision's
 /// script does (the moving average where the run keeps one).
 fn test_only(mut a: TrainArgs, config: &TrainConfig, given: &dyn Fn(&str) -> bool) -> Result<()> {
+    if Dist::from_env()?.size() > 1 {
+        return Err(Error::Invalid(
+            "--test-only evaluates in one process: start it without mpirun".into(),
+        ));
+    }
     let tune = &config.fine_tuning;
-    let checkpoint =
+    // the pretrained file's hash is not the run's checkpoint's
+    let (checkpoint, sha256) =
         match (&a.resume, &tune.pretrained) {
             (Some(dir), _) => {
                 let file = match config.model_ema.is_some() {
                     true => "ema.safetensors",
                     false => "last.safetensors",
                 };
-                dir.join(file).display().to_string()
+                (dir.join(file).display().to_string(), None)
             }
-            (None, Some(weights)) => weights.clone(),
+            (None, Some(weights)) => (weights.clone(), tune.pretrained_sha256.as_deref()),
             (None, None) => return Err(Error::Invalid(
                 "--test-only evaluates a trained model: give --resume DIR or --pretrained WEIGHTS"
                     .into(),
             )),
         };
     let what = super::eval::Evaluation {
+        offline: Offline::UseBundled,
         checkpoint: &checkpoint,
-        sha256: tune.pretrained_sha256.as_deref(),
-        model: Some(&config.model),
+        sha256,
+        // else the checkpoint's metadata names it, as for `eval`
+        model: given("model").then_some(config.model.as_str()),
         batch_size: config.eval_batch_size,
         json: false,
     };

@@ -248,7 +248,7 @@ impl Engine {
             .map_err(js_err)
     }
 
-    /// Resolves to [loss sum, correct, count, first non-finite batch] over the steps since the
+    /// Resolves to [loss sum, correct, count, first non-finite batch, top-5] over the steps since the
     /// previous call (a Float32Array), then starts the next window.
     pub fn metrics(&self) -> Promise {
         let i = self.inner.clone();
