@@ -51,12 +51,14 @@ pub struct EpochMetrics {
     /// Top-5 test accuracy (torchvision's Acc@5), a fraction in [0, 1]; `None` in files
     /// written before it was recorded.
     pub test_acc5: Option<f64>,
+    /// With `--model-ema`: the moving average's top-5 test accuracy.
+    pub ema_test_acc5: Option<f64>,
 }
 
 /// The CSV header, the columns in [`EpochMetrics`] field order.
-pub const CSV_HEADER: &str = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms,loss_scale,skipped_steps,ema_test_loss,ema_test_acc,test_acc5";
+pub const CSV_HEADER: &str = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms,loss_scale,skipped_steps,ema_test_loss,ema_test_acc,test_acc5,ema_test_acc5";
 
-/// The header of files written before the top-5 column: read with it empty.
+/// The header of files written before the top-5 columns: read with them empty.
 const CSV_HEADER_BEFORE_TOP5: &str = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms,loss_scale,skipped_steps,ema_test_loss,ema_test_acc";
 
 /// The header of files written before the moving average's columns: read with them empty.
@@ -72,7 +74,7 @@ const CSV_HEADER_BEFORE_EXCHANGE: &str =
 /// One CSV row, columns in the field order of [`EpochMetrics`], with its newline.
 fn metrics_row(m: &EpochMetrics) -> String {
     format!(
-        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
         m.epoch,
         m.iteration,
         m.lr,
@@ -89,6 +91,7 @@ fn metrics_row(m: &EpochMetrics) -> String {
         optional(m.ema_test_loss),
         optional(m.ema_test_acc),
         optional(m.test_acc5),
+        optional(m.ema_test_acc5),
     )
 }
 
@@ -209,6 +212,7 @@ fn parse_row(line: &str, header: &str) -> std::result::Result<EpochMetrics, Stri
         ema_test_loss: optional_num(13)?,
         ema_test_acc: optional_num(14)?,
         test_acc5: optional_num(15)?,
+        ema_test_acc5: optional_num(16)?,
     })
 }
 

@@ -27,6 +27,7 @@ fn rows(n: usize) -> Vec<EpochMetrics> {
                 ema_test_loss: (e % 3 == 0).then_some(0.25 + t / 64.0),
                 ema_test_acc: (e % 3 == 0).then_some(0.5 + t / 128.0),
                 test_acc5: (e != 2).then_some(1.0 - 0.5 * (-t / 7.0).exp() * drop),
+                ema_test_acc5: (e % 3 == 0).then_some(0.75 + t / 256.0),
             }
         })
         .collect()
@@ -68,7 +69,10 @@ fn metrics_csv_round_trip() {
             (g.ema_test_loss, g.ema_test_acc),
             (w.ema_test_loss, w.ema_test_acc)
         );
-        assert_eq!(g.test_acc5, w.test_acc5);
+        assert_eq!(
+            (g.test_acc5, g.ema_test_acc5),
+            (w.test_acc5, w.ema_test_acc5)
+        );
     }
 
     // A row cut by a crash does not swallow the next one; read errors name file and line.
@@ -149,6 +153,7 @@ fn metrics_csv_without_the_top5_column_reads_without_it() {
     let got = report::read_metrics(&path).unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!((got[0].ema_test_acc, got[0].test_acc5), (Some(0.5), None));
+    assert_eq!(got[0].ema_test_acc5, None);
 }
 
 /// Decodes a PNG and checks its size and that it is neither blank nor a single colour.

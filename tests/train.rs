@@ -213,7 +213,7 @@ fn the_moving_averages_decay_is_adjusted_as_torchvisions_script() {
 
 /// A run with `model_ema` evaluates and saves its average: with decay 0 after every step the
 /// average is the weights themselves, so ema.safetensors holds last.safetensors' tensors and the
-/// average's test loss and accuracy are the model's. With 2 warm-up steps the average restarts
+/// average's test loss and accuracies (top-1 and top-5) are the model's. With 2 warm-up steps the average restarts
 /// after each of them (torchvision's script), so of the 4 updates 2 count.
 #[test]
 fn a_run_with_model_ema_saves_and_evaluates_its_average() {
@@ -234,9 +234,10 @@ fn a_run_with_model_ema_saves_and_evaluates_its_average() {
     let (out, rows) = fit_in_temp_dir(&config, split);
     let row = &rows[0];
     assert_eq!(
-        (row.ema_test_loss, row.ema_test_acc),
-        (Some(row.test_loss), Some(row.test_acc))
+        (row.ema_test_loss, row.ema_test_acc, row.ema_test_acc5),
+        (Some(row.test_loss), Some(row.test_acc), row.test_acc5)
     );
+    assert!(row.test_acc5.is_some_and(|a5| a5 >= row.test_acc));
     let load = |f: &str| resnet::checkpoint::load(&out.path().join(f)).unwrap();
     let (average, last) = (load("ema.safetensors"), load("last.safetensors"));
     assert_eq!(average.tensors, last.tensors);

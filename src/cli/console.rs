@@ -126,7 +126,11 @@ fn announce(i: &RunInfo) {
 
 fn print_epoch(row: &EpochMetrics, epochs: usize, evaluated: &str) {
     let average = match row.ema_test_loss.zip(row.ema_test_acc) {
-        Some((loss, acc)) => format!(" | EMA loss {loss:.4} acc {:.2}%", 100.0 * acc),
+        Some((loss, acc)) => format!(
+            " | EMA loss {loss:.4} acc {:.2}% top-5 {:.2}%",
+            100.0 * acc,
+            100.0 * row.ema_test_acc5.unwrap_or(f64::NAN)
+        ),
         None => String::new(),
     };
     println!(

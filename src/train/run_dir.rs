@@ -472,6 +472,7 @@ mod tests {
                 ema_test_loss: None,
                 ema_test_acc: None,
                 test_acc5: Some(0.75),
+                ema_test_acc5: None,
             };
             run.save_epoch((&row, &[]), false, || {
                 Ok(SavedRun {
