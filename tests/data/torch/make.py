@@ -282,13 +282,7 @@ def step(model, batch, out, groups=None, mix=None, smoothing=0.0, clip=None):
     if clip is not None:
         record["grad_norm"] = nn.utils.clip_grad_norm_(model.parameters(), clip).item()
     opt.step()
-    updates = {}
-    for name, after in model.state_dict().items():
-        if after.is_floating_point():
-            u = (after - before[name]).double().flatten()
-            probe = torch.sin(torch.arange(1, len(u) + 1, dtype=torch.float64))
-            updates[name] = [u.norm().item(), (u * probe).sum().item()]
-    record["updates"] = updates
+    record["updates"] = updates(model, before)
     (OUT / out).write_text(json.dumps(record, indent=1) + "\n")
     print(out, "loss", loss.item())
 
