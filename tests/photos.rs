@@ -263,14 +263,8 @@ fn photo_folders_stream_resume_exactly_and_checkpoints_predict_alone() {
         cache.path(),
     );
     ok(&out);
-    let json = String::from_utf8_lossy(&out.stdout);
-    let acc: f64 = json
-        .split("\"accuracy\": ")
-        .nth(1)
-        .unwrap()
-        .trim_end_matches(['}', '\n'])
-        .parse()
-        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let acc = json["accuracy"].as_f64().unwrap();
     let metrics = std::fs::read_to_string(Path::new(a).join("metrics.csv")).unwrap();
     let last_row = metrics.lines().last().unwrap();
     let run_acc: f64 = last_row.split(',').nth(6).unwrap().parse().unwrap();
