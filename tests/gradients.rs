@@ -478,10 +478,7 @@ fn one_sgd_step_with_torchvisions_weight_decay_groups_equals_pytorchs_own() {
 fn one_sgd_step_with_clipped_gradients_equals_pytorchs_own() {
     let spec = ModelSpec::from_name("resnet20", 10).unwrap();
     let fixture = ("resnet20", "resnet20_clip_step");
-    let torch = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/torch");
-    let theirs: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(torch.join("resnet20_clip_step.json")).unwrap())
-            .unwrap();
+    let theirs = torch_fixture("resnet20_clip_step");
     let norm = theirs["grad_norm"].as_f64().unwrap();
     assert!(
         norm > 1.0,

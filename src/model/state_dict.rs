@@ -136,25 +136,25 @@ impl ModelState {
     /// names (`layer1.0.conv1.weight`, `fc.bias`, ...).
     pub async fn gradients(&self, gpu: &Gpu) -> Result<Vec<NamedTensor>> {
         let g = gpu.read(&self.grads).await?;
-        Ok(trainable(self)
+        Ok(self.split_flat(&g, |name| name.to_string()))
+    }
+
+    /// The trainable tensors' slices of a flat buffer `v` in the parameters' layout, each
+    /// under `named(its state_dict name)`: the inverse of [`ModelState::flat_tensors`].
+    fn split_flat(&self, v: &[f32], named: impl Fn(&str) -> String) -> Vec<NamedTensor> {
+        trainable(self)
             .into_iter()
             .map(|(name, shape, off)| {
                 let len = shape.iter().product::<usize>();
-                f32t(name, shape, &g[off..off + len])
+                f32t(named(&name), shape, &v[off..off + len])
             })
-            .collect())
+            .collect()
     }
 
     /// SGD momentum buffers as `momentum.<name>` tensors.
     pub async fn momentum_tensors(&self, gpu: &Gpu) -> Result<Vec<NamedTensor>> {
         let v = gpu.read(&self.momentum).await?;
-        Ok(trainable(self)
-            .into_iter()
-            .map(|(name, shape, off)| {
-                let len = shape.iter().product::<usize>();
-                f32t(format!("momentum.{name}"), shape, &v[off..off + len])
-            })
-            .collect())
+        Ok(self.split_flat(&v, |name| format!("momentum.{name}")))
     }
 
     /// Restores momentum buffers written by [`ModelState::momentum_tensors`].
@@ -174,10 +174,7 @@ impl ModelState {
         // zeros before the first step's plan allocates them, as torch's state starts
         let state = self.adaptive(gpu)?;
         let v = gpu.read(&state.second_moment).await?;
-        tensors.extend(trainable(self).into_iter().map(|(name, shape, off)| {
-            let len = shape.iter().product::<usize>();
-            f32t(format!("{prefix}.{name}"), shape, &v[off..off + len])
-        }));
+        tensors.extend(self.split_flat(&v, |name| format!("{prefix}.{name}")));
         if rule == Rule::AdamW {
             let step = gpu.read_u32(&state.adam).await?[0];
             tensors.push(NamedTensor::i64(ADAM_STEP, &[1], vec![step as i64]));
