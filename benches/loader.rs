@@ -7,10 +7,13 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use image::codecs::jpeg::JpegEncoder;
-use resnet::data::{assemble, auto_augmented, open_photos, BatchJob, PhotoSizes};
+use resnet::data::{assemble, auto_augmented, open_photos, BatchJob, PhotoTransforms};
 use resnet::preprocess::{AutoAugment, AutoAugmentPolicy};
 use std::path::Path;
 use std::time::Duration;
+
+/// torchvision's default `--interpolation`.
+const BILINEAR: resnet::preprocess::Interpolation = resnet::preprocess::Interpolation::Bilinear;
 
 /// Images per measured batch.
 const BATCH: usize = 16;
@@ -45,7 +48,7 @@ fn loader(c: &mut Criterion) {
     for (w, h) in [(224, 224), (500, 375)] {
         let dir = tempfile::tempdir().expect("temp dir");
         photo_folder(dir.path(), (w, h));
-        let src = open_photos(dir.path(), PhotoSizes::default()).expect("photo folder");
+        let src = open_photos(dir.path(), PhotoTransforms::default()).expect("photo folder");
         let job = BatchJob {
             indices: (0..BATCH).collect(),
             stream: 1,
@@ -69,7 +72,8 @@ fn loader(c: &mut Criterion) {
             format!("decode_random_resized_crop_224_flip/{w}x{h}"),
             |b| b.iter(|| assemble(&*src.train, &job, 0).expect("batch")),
         );
-        let ta = auto_augmented(src.train.clone(), AutoAugment::TrivialAugmentWide);
+        let ta = auto_augmented(src.train.clone(), AutoAugment::TrivialAugmentWide, BILINEAR)
+            .expect("every policy warps bilinearly");
         g.bench_function(
             format!("decode_random_resized_crop_224_flip_ta_wide/{w}x{h}"),
             |b| b.iter(|| assemble(&*ta, &job, 0).expect("batch")),
@@ -77,12 +81,19 @@ fn loader(c: &mut Criterion) {
         let imagenet = auto_augmented(
             src.train.clone(),
             AutoAugment::Learned(AutoAugmentPolicy::Imagenet),
-        );
+            BILINEAR,
+        )
+        .expect("every policy warps bilinearly");
         g.bench_function(
             format!("decode_random_resized_crop_224_flip_autoaugment_imagenet/{w}x{h}"),
             |b| b.iter(|| assemble(&*imagenet, &job, 0).expect("batch")),
         );
-        let augmix = auto_augmented(src.train.clone(), "augmix".parse().expect("a policy"));
+        let augmix = auto_augmented(
+            src.train.clone(),
+            "augmix".parse().expect("a policy"),
+            BILINEAR,
+        )
+        .expect("every policy warps bilinearly");
         g.bench_function(
             format!("decode_random_resized_crop_224_flip_augmix/{w}x{h}"),
             |b| b.iter(|| assemble(&*augmix, &job, 0).expect("batch")),

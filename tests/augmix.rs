@@ -16,6 +16,9 @@ use resnet::preprocess::AutoAugment;
 use resnet::rng::SplitMix64;
 use std::sync::Arc;
 
+/// torchvision's default `--interpolation`.
+const BILINEAR: resnet::preprocess::Interpolation = resnet::preprocess::Interpolation::Bilinear;
+
 fn op_named(name: &str) -> AugmentOp {
     *OPS.iter().find(|op| op.name() == name).unwrap()
 }
@@ -92,7 +95,7 @@ fn every_tensor_operation_matches_torchvision_byte_for_byte() {
         let img = &images[case["image"].as_u64().unwrap() as usize];
         let bin = case["bin"].as_u64().unwrap() as usize;
         let magnitude = strength(op, bin, case["negative"].as_bool().unwrap(), img);
-        let out = tensor_ops::apply(img, op, magnitude);
+        let out = tensor_ops::apply(img, op, magnitude, BILINEAR);
         if let Some(diff) = differences(&out, &bytes(&case["out"])) {
             let k = &case["image"];
             failures.push(format!("{} {magnitude} on image {k}: {diff}", op.name()));
@@ -120,7 +123,7 @@ fn operations_on_a_training_sized_image_match_torchvision() {
         let op = op_named(case["op"].as_str().unwrap());
         let bin = case["bin"].as_u64().unwrap() as usize;
         let magnitude = strength(op, bin, case["negative"].as_bool().unwrap(), &img);
-        let out = tensor_ops::apply(&img, op, magnitude);
+        let out = tensor_ops::apply(&img, op, magnitude, BILINEAR);
         let digest: String = Sha256::digest(out.as_raw())
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -169,7 +172,7 @@ fn whole_forwards_match_torchvision_byte_for_byte() {
     for (k, forward) in forwards.iter().enumerate() {
         let img = &images[forward["image"].as_u64().unwrap() as usize];
         let draw = given_draw(forward, img);
-        let out = augmix::mix(img, &draw);
+        let out = augmix::mix(img, &draw, BILINEAR);
         if let Some(diff) = differences(&out, &bytes(&forward["out"])) {
             failures.push(format!("forward {k} ({:?}): {diff}", draw.chains));
         }
@@ -279,8 +282,8 @@ fn the_policy_is_seeded_and_severity_bounds_the_bins() {
     assert_eq!(policy, AutoAugment::AugMix { severity: 3 });
     let mut changed = 0;
     for seed in 0..50 {
-        let out = auto_augment(policy, img.clone(), &mut SplitMix64(seed));
-        let again = auto_augment(policy, img.clone(), &mut SplitMix64(seed));
+        let out = auto_augment(policy, img.clone(), BILINEAR, &mut SplitMix64(seed));
+        let again = auto_augment(policy, img.clone(), BILINEAR, &mut SplitMix64(seed));
         assert_eq!(out, again, "seed {seed}");
         changed += (&out != img) as usize;
     }
@@ -308,7 +311,7 @@ fn the_loader_crops_flips_then_mixes_each_image() {
     let split = resnet::data::bundled_cifar10();
     let plain: Arc<dyn ImageSource> = Arc::new(split.train.clone());
     let policy = AutoAugment::AugMix { severity: 3 };
-    let augmented = auto_augmented(plain, policy);
+    let augmented = auto_augmented(plain, policy, BILINEAR).unwrap();
     let mut changed = 0;
     for i in 0..20 {
         let seed = 7 * i as u64 + 1;
@@ -316,7 +319,7 @@ fn the_loader_crops_flips_then_mixes_each_image() {
         augmented.load(i, seed, &mut out).unwrap();
         let mut rng = augmentation_rng(seed);
         let cropped = pad_crop_flip(&from_chw(split.train.image(i), (32, 32)), 4, &mut rng);
-        let want = augmix::augmix(&cropped, 3, &mut rng);
+        let want = augmix::augmix(&cropped, 3, BILINEAR, &mut rng);
         assert_eq!(from_chw(&out, (32, 32)), want, "image {i}");
         changed += (want != cropped) as usize;
     }

@@ -17,6 +17,9 @@ use resnet::preprocess::{AutoAugment, GpuAugment, Normalize, Preprocess};
 use resnet::rng::SplitMix64;
 use std::sync::Arc;
 
+/// torchvision's default `--interpolation`.
+const BILINEAR: resnet::preprocess::Interpolation = resnet::preprocess::Interpolation::Bilinear;
+
 fn op_named(name: &str) -> AugmentOp {
     *AugmentOp::ALL.iter().find(|op| op.name() == name).unwrap()
 }
@@ -66,7 +69,7 @@ fn every_operation_matches_pillow_byte_for_byte() {
             0.0
         };
         let img = &images[case["image"].as_u64().unwrap() as usize];
-        let out = apply(img.clone(), op, magnitude);
+        let out = apply(img.clone(), op, magnitude, BILINEAR);
         let want = bytes(&case["out"]);
         assert_eq!(out.dimensions(), img.dimensions());
         let off: Vec<(usize, u8, u8)> = out
@@ -144,7 +147,7 @@ fn draws_are_uniform_over_operations_bins_and_signs() {
 fn in_memory_images_are_cropped_flipped_and_augmented_on_the_cpu() {
     let split = resnet::data::bundled_cifar10();
     let plain: Arc<dyn ImageSource> = Arc::new(split.train.clone());
-    let ta = auto_augmented(plain.clone(), AutoAugment::TrivialAugmentWide);
+    let ta = auto_augmented(plain.clone(), AutoAugment::TrivialAugmentWide, BILINEAR).unwrap();
     assert!(matches!(
         plain.preprocess().augment,
         GpuAugment::PadCropFlip { pad: 4 }
@@ -171,7 +174,7 @@ fn in_memory_images_are_cropped_flipped_and_augmented_on_the_cpu() {
         offsets.insert((top, left));
         let (op, magnitude) = draw(&mut rng);
         let cropped = want.clone();
-        let want = apply(want, op, magnitude);
+        let want = apply(want, op, magnitude, BILINEAR);
         changed += (want != cropped) as usize;
         assert_eq!(
             from_chw(&out, (32, 32)),
@@ -201,7 +204,7 @@ fn rand_augment_applies_two_operations_at_its_bin() {
     let policy = AutoAugment::RandAugment { magnitude: 13 };
     let mut changed = 0;
     for seed in 0..300 {
-        let out = auto_augment(policy, img.clone(), &mut SplitMix64(seed));
+        let out = auto_augment(policy, img.clone(), BILINEAR, &mut SplitMix64(seed));
         let mut replay = SplitMix64(seed);
         let mut want = img.clone();
         for _ in 0..RAND_AUGMENT_OPS {
@@ -212,7 +215,7 @@ fn rand_augment_applies_two_operations_at_its_bin() {
                 0.0
             };
             assert_eq!(magnitude.abs(), strength, "{op:?}");
-            want = apply(want, op, magnitude);
+            want = apply(want, op, magnitude, BILINEAR);
         }
         assert_eq!(out, want, "seed {seed}");
         changed += (out != img) as usize;

@@ -14,6 +14,9 @@ use resnet::preprocess::auto_augment::{
 use resnet::preprocess::{AutoAugment, AutoAugmentPolicy};
 use resnet::rng::SplitMix64;
 
+/// torchvision's default `--interpolation`.
+const BILINEAR: resnet::preprocess::Interpolation = resnet::preprocess::Interpolation::Bilinear;
+
 const POLICIES: [(&str, AutoAugmentPolicy); 3] = [
     ("imagenet", AutoAugmentPolicy::Imagenet),
     ("cifar10", AutoAugmentPolicy::Cifar10),
@@ -100,7 +103,7 @@ fn every_sub_policy_matches_torchvision_byte_for_byte() {
         let out = steps
             .iter()
             .flatten()
-            .fold(img.clone(), |img, &(op, m)| apply(img, op, m));
+            .fold(img.clone(), |img, &(op, m)| apply(img, op, m, BILINEAR));
         changed += (out != img) as usize;
         let want = bytes(&case["out"]);
         let differ = out.as_raw().iter().zip(&want).filter(|(a, b)| a != b);
@@ -183,12 +186,12 @@ fn the_policy_runs_its_draw() {
         assert_eq!(parsed, AutoAugment::Learned(policy));
         assert_eq!(parsed.name(), name);
         for seed in 0..100 {
-            let out = auto_augment(parsed, img.clone(), &mut SplitMix64(seed));
+            let out = auto_augment(parsed, img.clone(), BILINEAR, &mut SplitMix64(seed));
             let steps = learned_draw(&mut SplitMix64(seed), policy, (24, 20));
             let want = steps
                 .iter()
                 .flatten()
-                .fold(img.clone(), |img, &(op, m)| apply(img, op, m));
+                .fold(img.clone(), |img, &(op, m)| apply(img, op, m, BILINEAR));
             assert_eq!(out, want, "{name} seed {seed}");
         }
     }

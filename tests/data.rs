@@ -209,13 +209,14 @@ fn transforms_resize_as_pil_bilinear() {
         }
     };
     for (w, h) in [(224, 168), (37, 301), (700, 400)] {
-        let got = Transform::Resize { size: (h, w) }.apply(big.clone(), &mut rng);
+        let got = Transform::resize((h, w)).apply(big.clone(), &mut rng);
         assert_eq!(got.dimensions(), (w as u32, h as u32));
         close(&got, &common::pil::bilinear(&big, w, h));
     }
     let got = Transform::ResizeCenterCrop {
         resize: 256,
         crop: 224,
+        interpolation: resnet::preprocess::Interpolation::Bilinear,
     }
     .apply(big.clone(), &mut rng);
     let (rh, rw) = resized_shorter_side(375, 500, 256);

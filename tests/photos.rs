@@ -8,13 +8,16 @@ use common::cifar::jpeg_fixture;
 use common::cli::{fails_with, ok, resnet_with_cache};
 use common::serve::serve;
 use resnet::checkpoint::{self, Checkpoint};
-use resnet::data::{assemble, open_photos, BatchJob, ImageSource, PhotoSizes, Prefetch};
+use resnet::data::{assemble, open_photos, BatchJob, ImageSource, PhotoTransforms, Prefetch};
 use resnet::data::{augmentation_rng, auto_augmented};
 use resnet::model::{ModelSpec, ModelState};
 use resnet::preprocess::auto_augment::{apply, trivial_augment_draw as draw};
 use resnet::preprocess::transforms::from_chw;
 use resnet::preprocess::AutoAugment;
 use std::path::{Path, PathBuf};
+
+/// torchvision's default `--interpolation`.
+const BILINEAR: resnet::preprocess::Interpolation = resnet::preprocess::Interpolation::Bilinear;
 
 /// resnet18 on the fixture's 200 + 100 JPEGs, small crops so that lavapipe trains quickly.
 fn train_args<'a>(data: &'a str, out: &'a str, epochs: &'a str) -> Vec<&'a str> {
@@ -46,11 +49,12 @@ fn train_args<'a>(data: &'a str, out: &'a str, epochs: &'a str) -> Vec<&'a str> 
 }
 
 /// Crops of 24 for training, 36 resized and 32 cropped for evaluation: quick on lavapipe.
-const SMALL_SIZES: PhotoSizes = PhotoSizes {
+const SMALL: PhotoTransforms = PhotoTransforms {
     train_crop: 24,
     train_crop_scale: (0.08, 1.0),
     eval_resize: 36,
     eval_crop: 32,
+    interpolation: resnet::preprocess::Interpolation::Bilinear,
 };
 
 fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
@@ -87,7 +91,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn batches_do_not_depend_on_the_worker_threads() {
-    let src = open_photos(&jpeg_fixture(), SMALL_SIZES).unwrap();
+    let src = open_photos(&jpeg_fixture(), SMALL).unwrap();
     assert_eq!((src.train.len(), src.test.len()), (200, 100));
     assert_eq!(src.train.size(), (24, 24));
     assert_eq!(src.test.size(), (32, 32));
@@ -149,7 +153,7 @@ fn a_val_folder_is_the_held_out_set_without_a_test_folder() {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&jpeg_fixture().join("train"), &dir.path().join("train"));
     copy_dir(&jpeg_fixture().join("test"), &dir.path().join("val"));
-    let src = open_photos(dir.path(), SMALL_SIZES).unwrap();
+    let src = open_photos(dir.path(), SMALL).unwrap();
     assert_eq!((src.train.len(), src.test.len()), (200, 100));
     let loaded = resnet::data::load(dir.path(), (32, 32)).unwrap();
     let fixture = resnet::data::load(&jpeg_fixture(), (32, 32)).unwrap();
@@ -157,17 +161,11 @@ fn a_val_folder_is_the_held_out_set_without_a_test_folder() {
     assert_eq!(loaded.test.image(99), fixture.test.image(99));
     // with both, test/ is the held-out set (here a copy of the 200 training images)
     copy_dir(&jpeg_fixture().join("train"), &dir.path().join("test"));
-    assert_eq!(
-        open_photos(dir.path(), SMALL_SIZES).unwrap().test.len(),
-        200
-    );
+    assert_eq!(open_photos(dir.path(), SMALL).unwrap().test.len(), 200);
     std::fs::remove_dir_all(dir.path().join("test")).unwrap();
     // neither test/ nor val/: the error names both
     std::fs::rename(dir.path().join("val"), dir.path().join("valid")).unwrap();
-    let err = open_photos(dir.path(), SMALL_SIZES)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = open_photos(dir.path(), SMALL).err().unwrap().to_string();
     assert!(
         err.contains("test/<class>") && err.contains("val/<class>"),
         "{err}"
@@ -179,8 +177,8 @@ fn a_val_folder_is_the_held_out_set_without_a_test_folder() {
 /// pixels, and images selected for evaluation are untouched.
 #[test]
 fn trivial_augment_follows_the_training_crop_of_photo_folders() {
-    let src = open_photos(&jpeg_fixture(), SMALL_SIZES).unwrap();
-    let ta = auto_augmented(src.train.clone(), AutoAugment::TrivialAugmentWide);
+    let src = open_photos(&jpeg_fixture(), SMALL).unwrap();
+    let ta = auto_augmented(src.train.clone(), AutoAugment::TrivialAugmentWide, BILINEAR).unwrap();
     assert_eq!(ta.preprocess(), src.train.preprocess());
     let load = |set: &dyn ImageSource, i: usize, seed: u64| {
         let (h, w) = set.size();
@@ -194,7 +192,7 @@ fn trivial_augment_follows_the_training_crop_of_photo_folders() {
         assert_eq!(once, load(&*ta, i, seed), "image {i}");
         let crop = from_chw(&load(&*src.train, i, seed), (24, 24));
         let (op, magnitude) = draw(&mut augmentation_rng(seed));
-        let want = apply(crop, op, magnitude);
+        let want = apply(crop, op, magnitude, BILINEAR);
         assert_eq!(
             from_chw(&once, (24, 24)),
             want,
@@ -213,9 +211,16 @@ fn photo_folders_stream_resume_exactly_and_checkpoints_predict_alone() {
     let data = data.to_str().unwrap();
     let (a, b) = (runs.path().join("a"), runs.path().join("b"));
     let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
-    // half the photos, a fixed subset, TrivialAugment (the run records them; the resume takes
-    // them from there)
-    let extra = vec!["--subset", "100", "--auto-augment", "ta_wide"];
+    // half the photos, a fixed subset, TrivialAugment, bicubic resampling (the run records
+    // them; the resume takes them from there)
+    let extra = vec![
+        "--subset",
+        "100",
+        "--auto-augment",
+        "ta_wide",
+        "--interpolation",
+        "bicubic",
+    ];
     let half = |out, epochs| [train_args(data, out, epochs), extra.clone()].concat();
     let log = ok(&resnet_with_cache(&half(a, "2"), cache.path()));
     assert!(
@@ -233,6 +238,10 @@ fn photo_folders_stream_resume_exactly_and_checkpoints_predict_alone() {
     let meta = checkpoint::load(&last(a)).unwrap().metadata;
     assert_eq!(meta.get("input_size").map(String::as_str), Some("32,32"));
     assert_eq!(meta.get("resize").map(String::as_str), Some("36"));
+    assert_eq!(
+        meta.get("interpolation").map(String::as_str),
+        Some("bicubic")
+    );
     assert_eq!(
         meta.get("mean").map(String::as_str),
         Some("0.485,0.456,0.406")
@@ -255,22 +264,41 @@ fn photo_folders_stream_resume_exactly_and_checkpoints_predict_alone() {
     ok(&out);
     let line = String::from_utf8_lossy(&out.stdout);
     assert_eq!(line.trim().split(", ").count(), 5, "{line}");
-    // eval prepares the photos as the run did (resize 36, crop 32, from the metadata): the
-    // accuracy of the last epoch's evaluation
+    // eval prepares the photos as the run did (resize 36, crop 32, bicubic, from the
+    // metadata): the loss and accuracy of the last epoch's evaluation; told bilinear, another
+    // loss
     let ck = ck.to_str().unwrap();
-    let out = resnet_with_cache(
-        &["eval", "--checkpoint", ck, "--data", data, "--json"],
-        cache.path(),
-    );
-    ok(&out);
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let acc = json["accuracy"].as_f64().unwrap();
+    let eval = |extra: &[&str]| {
+        let args = [
+            &["eval", "--checkpoint", ck, "--data", data, "--json"],
+            extra,
+        ]
+        .concat();
+        let out = resnet_with_cache(&args, cache.path());
+        ok(&out);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            json["loss"].as_f64().unwrap(),
+            json["accuracy"].as_f64().unwrap(),
+        )
+    };
+    let (loss, acc) = eval(&[]);
     let metrics = std::fs::read_to_string(Path::new(a).join("metrics.csv")).unwrap();
-    let last_row = metrics.lines().last().unwrap();
-    let run_acc: f64 = last_row.split(',').nth(6).unwrap().parse().unwrap();
+    let column = |name: &str| {
+        let header: Vec<&str> = metrics.lines().next().unwrap().split(',').collect();
+        let at = header.iter().position(|h| *h == name).unwrap();
+        let value = metrics.lines().last().unwrap().split(',').nth(at).unwrap();
+        value.parse::<f64>().unwrap()
+    };
+    let (run_loss, run_acc) = (column("test_loss"), column("test_acc"));
     assert!(
-        (acc - run_acc).abs() < 1e-9,
-        "eval {acc} vs the run's {run_acc}"
+        (acc - run_acc).abs() < 1e-9 && (loss - run_loss).abs() <= 1e-5 * run_loss,
+        "eval {loss} {acc} vs the run's {run_loss} {run_acc}"
+    );
+    let (bilinear_loss, _) = eval(&["--interpolation", "bilinear"]);
+    assert!(
+        (bilinear_loss - run_loss).abs() > 1e-4 * run_loss,
+        "bilinear {bilinear_loss}, bicubic {run_loss}"
     );
 }
 

@@ -80,7 +80,7 @@ pub(crate) fn evaluate_checkpoint(
         None => model_name(ck, path)?,
     };
     // photo folders are prepared as the run that wrote the checkpoint evaluated them
-    data.sizes_from(ck, given)?;
+    data.transforms_from(ck, given)?;
     let test = data.open(what.offline, &model)?.test;
     let gpu = Gpu::new_blocking(&opts)?;
     let _warnings = super::GpuWarnings::new(&gpu);

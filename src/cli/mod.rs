@@ -22,6 +22,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use resnet::data;
 use resnet::gpu::{parse_backend, GpuOptions, Precision};
 use resnet::model::{Family, ModelSpec};
+use resnet::preprocess::Interpolation;
 use resnet::{Error, Result};
 use std::path::PathBuf;
 
@@ -136,6 +137,16 @@ struct DataArgs {
     /// ... then take the centre crop of this size
     #[arg(long, visible_alias = "val-crop-size", default_value_t = 224)]
     eval_crop: usize,
+    /// How photos are resampled (torchvision's --interpolation, Pillow's filters): nearest,
+    /// bilinear, bicubic, box, hamming or lanczos; by the resizes of the ImageNet models' photo
+    /// folders and by --auto-augment's warps, which take nearest, bilinear or bicubic (augmix:
+    /// nearest or bilinear). `eval` reads a run's from its checkpoint
+    #[arg(long, default_value = "bilinear", value_parser = parse_interpolation)]
+    interpolation: Interpolation,
+}
+
+fn parse_interpolation(s: &str) -> std::result::Result<Interpolation, String> {
+    s.parse()
 }
 
 /// What to do when CIFAR-10 cannot be downloaded and no --data was given.
@@ -157,24 +168,25 @@ impl DataArgs {
     }
 
     /// The torchvision transform sizes given.
-    fn photo_sizes(&self) -> Result<data::PhotoSizes> {
+    fn photo_transforms(&self) -> Result<data::PhotoTransforms> {
         if self.train_crop_scale.len() != 2 {
             return Err(Error::Invalid(format!(
                 "--train-crop-scale {:?}: expected two numbers, MIN,MAX",
                 self.train_crop_scale
             )));
         }
-        Ok(data::PhotoSizes {
+        Ok(data::PhotoTransforms {
             train_crop: self.train_crop,
             train_crop_scale: (self.train_crop_scale[0], self.train_crop_scale[1]),
             eval_resize: self.eval_resize,
             eval_crop: self.eval_crop,
+            interpolation: self.interpolation,
         })
     }
 
-    /// `--eval-resize` and `--eval-crop` from a checkpoint's `resize` and `input_size` metadata
-    /// where they were not given.
-    fn sizes_from(
+    /// `--eval-resize`, `--eval-crop` and `--interpolation` from a checkpoint's `resize`,
+    /// `input_size` and `interpolation` metadata where they were not given.
+    fn transforms_from(
         &mut self,
         ck: &resnet::checkpoint::Checkpoint,
         given: &dyn Fn(&str) -> bool,
@@ -188,6 +200,11 @@ impl DataArgs {
                 Error::Invalid(format!("checkpoint metadata '{key}' is not a size: {v}"))
             })
         };
+        if let (Some(v), false) = (ck.metadata.get("interpolation"), given("interpolation")) {
+            self.interpolation = v
+                .parse()
+                .map_err(|e| Error::Invalid(format!("checkpoint metadata 'interpolation': {e}")))?;
+        }
         // only checkpoints of runs on photo folders have a resize; the others' input size
         // says nothing about how photos are prepared
         let Some(resize) = size("resize")? else {
@@ -208,7 +225,7 @@ impl DataArgs {
         let imagenet = ModelSpec::from_name(model, 10)?.family == Family::ImageNet;
         match &self.data {
             Some(dir) if imagenet && data::is_image_folder(dir) => {
-                data::open_photos(dir, self.photo_sizes()?)
+                data::open_photos(dir, self.photo_transforms()?)
             }
             _ => Ok(self.load(offline)?.into()),
         }

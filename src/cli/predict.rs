@@ -9,6 +9,7 @@ use resnet::gpu::Gpu;
 use resnet::model::{Family, ModelSpec};
 use resnet::plan::{Plan, PlanConfig};
 use resnet::preprocess::transforms::{write_chw, Transform};
+use resnet::preprocess::Interpolation;
 use resnet::rng::SplitMix64;
 use resnet::{Error, Result};
 use std::path::PathBuf;
@@ -46,17 +47,28 @@ pub struct PredictArgs {
 /// `input_size` (the ImageNet models on photo folders), else a resize to `input_size`; a
 /// checkpoint without them (saved from PyTorch) as its model usually is, torchvision's resize
 /// 256 + centre crop 224 for the ImageNet ResNets, 32x32 for the CIFAR ones. `--image-size`
-/// resizes to that size instead.
+/// resizes to that size instead. Resampled with the checkpoint's `interpolation` (bilinear
+/// where it has none).
 fn preprocessing(ck: &Checkpoint, image_size: Option<usize>, imagenet: bool) -> Result<Transform> {
+    let interpolation = match ck.metadata.get("interpolation") {
+        Some(v) => v
+            .parse()
+            .map_err(|e| Error::Invalid(format!("checkpoint metadata 'interpolation': {e}")))?,
+        None => Interpolation::Bilinear,
+    };
     if let Some(s) = image_size {
-        return Ok(Transform::Resize { size: (s, s) });
+        return Ok(Transform::Resize {
+            size: (s, s),
+            interpolation,
+        });
     }
     let has = |key| ck.metadata.contains_key(key);
     if imagenet && !has("input_size") && !has("resize") {
-        let torchvision = resnet::data::PhotoSizes::default();
+        let torchvision = resnet::data::PhotoTransforms::default();
         return Ok(Transform::ResizeCenterCrop {
             resize: torchvision.eval_resize,
             crop: torchvision.eval_crop,
+            interpolation,
         });
     }
     let number = |key: &str, v: &str| {
@@ -76,8 +88,12 @@ fn preprocessing(ck: &Checkpoint, image_size: Option<usize>, imagenet: bool) -> 
         Some(r) => Transform::ResizeCenterCrop {
             resize: number("resize", r)?.max(side),
             crop: side,
+            interpolation,
         },
-        None => Transform::Resize { size: (side, side) },
+        None => Transform::Resize {
+            size: (side, side),
+            interpolation,
+        },
     })
 }
 

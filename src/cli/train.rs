@@ -46,6 +46,7 @@ pub fn train_cmd(m: &clap::ArgMatches) -> Result<()> {
         .map_err(|e| Error::Invalid(e.to_string()))?;
     let given = |id: &str| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
     let mut config = a.config.config(&given)?;
+    config.interpolation = a.data.interpolation;
     if a.test_only {
         return test_only(a, &config, &given);
     }

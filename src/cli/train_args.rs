@@ -386,6 +386,8 @@ impl TrainConfigArgs {
                 },
                 other => other,
             }),
+            // a data option (`DataArgs`), which the command sets
+            interpolation: Default::default(),
             ra_reps: self.ra_sampler.then_some(self.ra_reps),
             mixing: resnet::preprocess::BatchMixing {
                 mixup_alpha: self.mixup_alpha,

@@ -8,10 +8,10 @@
 use std::sync::Arc;
 
 use super::ImageSource;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::preprocess::auto_augment::auto_augment;
 use crate::preprocess::transforms::{from_chw, pad_crop_flip, write_chw};
-use crate::preprocess::{AutoAugment, GpuAugment, Preprocess};
+use crate::preprocess::{AutoAugment, GpuAugment, Interpolation, Preprocess};
 use crate::rng::{item_seed, SplitMix64};
 
 /// The stream of [`item_seed`] each image's CPU augmentation draws from (the source's own
@@ -25,17 +25,27 @@ pub fn augmentation_rng(seed: u64) -> SplitMix64 {
     SplitMix64(item_seed(seed, STREAM, 0))
 }
 
-/// `train` with `policy` after its crop and flip, done on the CPU.
-pub fn auto_augmented(train: Arc<dyn ImageSource>, policy: AutoAugment) -> Arc<dyn ImageSource> {
+/// `train` with `policy` after its crop and flip, done on the CPU, its warps resampled with
+/// `interpolation`; an interpolation the policy cannot warp with (as torchvision refuses it) is
+/// an error.
+pub fn auto_augmented(
+    train: Arc<dyn ImageSource>,
+    policy: AutoAugment,
+    interpolation: Interpolation,
+) -> Result<Arc<dyn ImageSource>> {
+    if let Some(why) = interpolation.unsupported_by(policy) {
+        return Err(Error::Invalid(why));
+    }
     let pad = match train.preprocess().augment {
         GpuAugment::PadCropFlip { pad } => Some(pad),
         GpuAugment::Nothing => None,
     };
-    Arc::new(AutoAugmented {
+    Ok(Arc::new(AutoAugmented {
         set: train,
         pad,
         policy,
-    })
+        interpolation,
+    }))
 }
 
 /// A training set whose images get a policy (and, for images in memory, their crop and flip)
@@ -45,6 +55,7 @@ struct AutoAugmented {
     /// The padding of the crop the GPU would have done (`None`: the set crops and flips).
     pad: Option<usize>,
     policy: AutoAugment,
+    interpolation: Interpolation,
 }
 
 impl ImageSource for AutoAugmented {
@@ -67,7 +78,10 @@ impl ImageSource for AutoAugmented {
         if let Some(pad) = self.pad {
             img = pad_crop_flip(&img, pad, &mut rng);
         }
-        write_chw(&auto_augment(self.policy, img, &mut rng), out);
+        write_chw(
+            &auto_augment(self.policy, img, self.interpolation, &mut rng),
+            out,
+        );
         Ok(())
     }
     /// The policy costs CPU time: worth the loader's worker threads.
@@ -82,6 +96,9 @@ impl ImageSource for AutoAugmented {
     }
     fn eval_input(&self) -> (Option<usize>, (usize, usize)) {
         self.set.eval_input()
+    }
+    fn interpolation(&self) -> Option<Interpolation> {
+        self.set.interpolation()
     }
     fn select(&self, idx: &[usize], train: bool) -> Arc<dyn ImageSource> {
         let set = self.set.select(idx, train);

@@ -225,7 +225,7 @@ pub(super) fn read_rgb(path: &Path) -> Result<RgbImage> {
 
 /// Decodes one file into `out` as RGB CHW of size (h, w).
 fn decode_one(path: &Path, (h, w): (usize, usize), out: &mut [u8]) -> Result<()> {
-    let img = Transform::Resize { size: (h, w) }.apply(read_rgb(path)?, &mut SplitMix64(0));
+    let img = Transform::resize((h, w)).apply(read_rgb(path)?, &mut SplitMix64(0));
     write_chw(&img, out);
     Ok(())
 }

@@ -139,30 +139,33 @@ pub fn load(dir: &Path, size: (usize, usize)) -> Result<Split> {
     }
 }
 
-/// The sizes of torchvision's ImageNet transforms: `RandomResizedCrop(train_crop)` for training,
-/// `Resize(eval_resize)` + `CenterCrop(eval_crop)` for evaluation.
+/// The parameters of torchvision's ImageNet transforms: `RandomResizedCrop(train_crop)` for
+/// training, `Resize(eval_resize)` + `CenterCrop(eval_crop)` for evaluation, both resampling
+/// with `interpolation`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PhotoSizes {
+pub struct PhotoTransforms {
     pub train_crop: usize,
     /// `RandomResizedCrop`'s `scale`: the range of the crop's share of the image's area.
     pub train_crop_scale: (f64, f64),
     pub eval_resize: usize,
     pub eval_crop: usize,
+    pub interpolation: crate::preprocess::Interpolation,
 }
 
-impl Default for PhotoSizes {
+impl Default for PhotoTransforms {
     /// torchvision's ImageNet recipe: 224, 256, 224.
     fn default() -> Self {
-        PhotoSizes {
+        PhotoTransforms {
             train_crop: 224,
             train_crop_scale: crate::preprocess::transforms::DEFAULT_SCALE,
             eval_resize: 256,
             eval_crop: 224,
+            interpolation: crate::preprocess::Interpolation::Bilinear,
         }
     }
 }
 
-impl PhotoSizes {
+impl PhotoTransforms {
     /// Rejects sizes no transform can produce, naming the option.
     pub fn check(&self) -> Result<()> {
         for (name, v) in [
@@ -195,6 +198,7 @@ impl PhotoSizes {
             size: self.train_crop,
             scale: self.train_crop_scale,
             ratio: crate::preprocess::transforms::DEFAULT_RATIO,
+            interpolation: self.interpolation,
         }
     }
 
@@ -203,6 +207,7 @@ impl PhotoSizes {
         crate::preprocess::transforms::Transform::ResizeCenterCrop {
             resize: self.eval_resize,
             crop: self.eval_crop,
+            interpolation: self.interpolation,
         }
     }
 }
@@ -213,10 +218,10 @@ pub fn is_image_folder(dir: &Path) -> bool {
     !cifar::looks_binary(dir) && has_split_folders(dir)
 }
 
-/// An image folder opened for streaming with torchvision's ImageNet transforms at `sizes`.
-pub fn open_photos(dir: &Path, sizes: PhotoSizes) -> Result<Sources> {
-    sizes.check()?;
-    let (train, test) = open_image_folder(dir, sizes.train(), sizes.eval())?;
+/// An image folder opened for streaming with torchvision's ImageNet transforms `t`.
+pub fn open_photos(dir: &Path, t: PhotoTransforms) -> Result<Sources> {
+    t.check()?;
+    let (train, test) = open_image_folder(dir, t.train(), t.eval())?;
     Ok(Sources {
         train: std::sync::Arc::new(train),
         test: std::sync::Arc::new(test),

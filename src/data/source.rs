@@ -39,6 +39,10 @@ pub trait ImageSource: Send + Sync {
     fn eval_input(&self) -> (Option<usize>, (usize, usize)) {
         (None, self.size())
     }
+    /// How its photos are resampled to their size (`None`: its images come at their size).
+    fn interpolation(&self) -> Option<crate::preprocess::Interpolation> {
+        None
+    }
     /// The images `idx`, in that order, with the training (`train`) or evaluation transform.
     fn select(&self, idx: &[usize], train: bool) -> Arc<dyn ImageSource>;
     /// What went wrong since the last call without stopping the reads (files skipped), one

@@ -173,9 +173,12 @@ impl ImageSource for FolderSet {
     }
     fn eval_input(&self) -> (Option<usize>, (usize, usize)) {
         match self.eval {
-            Transform::ResizeCenterCrop { resize, crop } => (Some(resize), (crop, crop)),
+            Transform::ResizeCenterCrop { resize, crop, .. } => (Some(resize), (crop, crop)),
             other => (None, other.out_size()),
         }
+    }
+    fn interpolation(&self) -> Option<crate::preprocess::Interpolation> {
+        Some(self.eval.interpolation())
     }
     fn take_warnings(&self) -> Vec<String> {
         std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()))

@@ -15,6 +15,8 @@ pub mod mix;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod pil;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod resample;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod transforms;
 
 pub use mix::{BatchMixing, MixDraw};
@@ -123,6 +125,91 @@ impl std::str::FromStr for AutoAugment {
                  (AugMix)"
             )),
         }
+    }
+}
+
+/// How photos are resampled (torchvision's `--interpolation`, its `InterpolationMode` for PIL
+/// images): by the resizes of `RandomResizedCrop` and `Resize`, and by the shears, translations
+/// and rotations of the automatic augmentations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Interpolation {
+    /// The nearest pixel (Pillow's `NEAREST`).
+    Nearest,
+    /// Linear (Pillow's `BILINEAR`, antialiased when shrinking): torchvision's default.
+    #[default]
+    Bilinear,
+    /// Cubic (Pillow's `BICUBIC`: Keys' a = -0.5 when resizing, -1 in the warps).
+    Bicubic,
+    /// Pillow's `BOX` (resizing only).
+    Box,
+    /// Pillow's `HAMMING` (resizing only).
+    Hamming,
+    /// Pillow's `LANCZOS`, 3 lobes (resizing only).
+    Lanczos,
+}
+
+impl Interpolation {
+    /// Every mode, in torchvision's order of `InterpolationMode`'s PIL members.
+    pub const ALL: [Interpolation; 6] = [
+        Interpolation::Nearest,
+        Interpolation::Bilinear,
+        Interpolation::Bicubic,
+        Interpolation::Box,
+        Interpolation::Hamming,
+        Interpolation::Lanczos,
+    ];
+
+    /// torchvision's name (`InterpolationMode(name)`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Interpolation::Nearest => "nearest",
+            Interpolation::Bilinear => "bilinear",
+            Interpolation::Bicubic => "bicubic",
+            Interpolation::Box => "box",
+            Interpolation::Hamming => "hamming",
+            Interpolation::Lanczos => "lanczos",
+        }
+    }
+
+    /// Why `policy` cannot warp with this mode, as torchvision refuses it: Pillow's
+    /// `Image.transform` takes nearest, bilinear and bicubic only, and AugMix's tensor
+    /// operations nearest and bilinear only.
+    pub fn unsupported_by(self, policy: AutoAugment) -> Option<String> {
+        let warps = match policy {
+            AutoAugment::AugMix { .. } => &[Interpolation::Nearest, Interpolation::Bilinear][..],
+            _ => &[
+                Interpolation::Nearest,
+                Interpolation::Bilinear,
+                Interpolation::Bicubic,
+            ][..],
+        };
+        let names: Vec<&str> = warps.iter().map(|m| m.name()).collect();
+        let (last, others) = names.split_last().expect("every policy warps");
+        (!warps.contains(&self)).then(|| {
+            format!(
+                "`interpolation` {} cannot warp the images of `auto_augment` {}: it takes {} or {last}",
+                self.name(),
+                policy.name(),
+                others.join(", ")
+            )
+        })
+    }
+}
+
+impl std::str::FromStr for Interpolation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let lower = s.to_ascii_lowercase();
+        Interpolation::ALL
+            .into_iter()
+            .find(|m| m.name() == lower)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Interpolation::ALL.iter().map(|m| m.name()).collect();
+                format!(
+                    "unknown interpolation '{s}': the choices are {}",
+                    names.join(", ")
+                )
+            })
     }
 }
 

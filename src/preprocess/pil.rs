@@ -1,15 +1,18 @@
 //! The Pillow operations torchvision's automatic augmentations apply to a PIL image, reproduced
-//! to the bit: its affine warp with bilinear sampling and `rotate`, `Image.blend` (the
-//! `ImageEnhance` classes), the `L` conversion, the `SMOOTH` filter and the `ImageOps` lookup
-//! tables. The arithmetic follows Pillow's C (`Geometry.c`, `Blend.c`, `Filter.c`, `Convert.c`)
+//! to the bit: its affine warp (nearest, bilinear and bicubic sampling) and `rotate`,
+//! `Image.blend` (the `ImageEnhance` classes), the `L` conversion, the `SMOOTH` filter and the
+//! `ImageOps` lookup tables. The arithmetic follows Pillow's C (`Geometry.c`, `Blend.c`, `Filter.c`, `Convert.c`)
 //! and Python (`Image.rotate`, `ImageOps`) in its own precision and order: a float32 blend
 //! rounds differently from a float64 one, and a pixel one step off is a different image. The
 //! reference is Pillow as built for x86-64, without fused multiply-adds (a build that fuses
 //! `a + (b - a) * d`, as GCC does by default on aarch64, can differ from it by one level).
 //! `tests/auto_augment.rs` checks every operation against Pillow's own output (and
-//! `tests/auto_augment_policies.rs` AutoAugment's pairs of them, `Invert` among them).
+//! `tests/auto_augment_policies.rs` AutoAugment's pairs of them, `Invert` among them;
+//! `tests/interpolation.rs` the warps in nearest and bicubic).
 
 use image::RgbImage;
+
+use super::Interpolation;
 
 /// Python's `math.radians`: the angle times pi / 180 (the constant rounded once, as CPython's).
 pub fn radians(degrees: f64) -> f64 {
@@ -45,9 +48,28 @@ pub fn inverse_affine(
     m
 }
 
-/// `Image.transform(size, AFFINE, m, BILINEAR, fillcolor=0)`: each output pixel's centre mapped
-/// by `m`, sampled bilinearly (edges clamped), black where it falls outside the image.
-pub fn affine_bilinear(img: &RgbImage, m: &[f64; 6]) -> RgbImage {
+/// `Image.transform(size, AFFINE, m, resample, fillcolor=0)` with `resample` nearest,
+/// bilinear or bicubic (the only ones Pillow's transform takes): each output pixel's centre
+/// mapped by `m` and sampled there, black where it falls outside the image.
+///
+/// # Panics
+/// With another interpolation (`Interpolation::unsupported_by` says so before a run starts).
+pub fn affine(img: &RgbImage, m: &[f64; 6], interpolation: Interpolation) -> RgbImage {
+    match interpolation {
+        Interpolation::Nearest => affine_nearest(img, m),
+        Interpolation::Bilinear => affine_sampled(img, m, bilinear),
+        Interpolation::Bicubic => affine_sampled(img, m, bicubic),
+        other => panic!("Pillow's transform takes no {} resampling", other.name()),
+    }
+}
+
+/// A sampler of Pillow's generic transform: the pixel at (`xin`, `yin`) of the `w` x `h` RGB
+/// bytes, `None` outside the image.
+type Sampler = fn(&[u8], (usize, usize), f64, f64) -> Option<[u8; 3]>;
+
+/// Pillow's `ImagingGenericTransform` (its path for bilinear and bicubic): each output pixel's
+/// centre mapped by `m`, then `sample`d.
+fn affine_sampled(img: &RgbImage, m: &[f64; 6], sample: Sampler) -> RgbImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let src = img.as_raw();
     let mut out = RgbImage::new(w as u32, h as u32);
@@ -57,10 +79,86 @@ pub fn affine_bilinear(img: &RgbImage, m: &[f64; 6]) -> RgbImage {
             let (xo, yo) = (x as f64 + 0.5, y as f64 + 0.5);
             let xin = m[0] * xo + m[1] * yo + m[2];
             let yin = m[3] * xo + m[4] * yo + m[5];
-            if let Some(px) = bilinear(src, (w, h), xin, yin) {
+            if let Some(px) = sample(src, (w, h), xin, yin) {
                 dst[(y * w + x) * 3..][..3].copy_from_slice(&px);
             }
         }
+    }
+    out
+}
+
+/// Pillow's `COORD`: the pixel a coordinate lies in, -1 for any negative one.
+fn coord(v: f64) -> i64 {
+    if v < 0.0 {
+        -1
+    } else {
+        v as i64
+    }
+}
+
+/// Pillow's nearest-neighbour affine transform (`ImagingTransformAffine` with no filter), in
+/// its three arithmetics: a pure scale (`ImagingScaleAffine`: positions stepped in float64),
+/// 16.16 fixed point where the image's four corners map within +-32768 pixels (`affine_fixed`,
+/// every warp of an augmentation in practice), else float64 steps.
+fn affine_nearest(img: &RgbImage, a: &[f64; 6]) -> RgbImage {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let src = img.as_raw();
+    let mut out = RgbImage::new(w as u32, h as u32);
+    let dst: &mut [u8] = &mut out;
+    let mut copy = |(x, y): (usize, usize), (xin, yin): (i64, i64)| {
+        if (0..w as i64).contains(&xin) && (0..h as i64).contains(&yin) {
+            let from = (yin as usize * w + xin as usize) * 3;
+            dst[(y * w + x) * 3..][..3].copy_from_slice(&src[from..from + 3]);
+        }
+    };
+    if a[1] == 0.0 && a[3] == 0.0 {
+        let mut columns = Vec::with_capacity(w);
+        let mut xo = a[2] + a[0] * 0.5;
+        for _ in 0..w {
+            columns.push(coord(xo));
+            xo += a[0];
+        }
+        let mut yo = a[5] + a[4] * 0.5;
+        for y in 0..h {
+            for (x, &xin) in columns.iter().enumerate() {
+                copy((x, y), (xin, coord(yo)));
+            }
+            yo += a[4];
+        }
+        return out;
+    }
+    let fits = |x: f64, y: f64| {
+        (x * a[0] + y * a[1] + a[2]).abs() < 32768.0 && (x * a[3] + y * a[4] + a[5]).abs() < 32768.0
+    };
+    let (wf, hf) = (w as f64, h as f64);
+    if fits(0.0, 0.0) && fits(wf, hf) && fits(0.0, hf) && fits(wf, 0.0) {
+        let fix = |v: f64| (v * 65536.0 + 0.5).floor() as i64;
+        let (a0, a1, a3, a4) = (fix(a[0]), fix(a[1]), fix(a[3]), fix(a[4]));
+        let mut row_x = fix(a[2] + a[0] * 0.5 + a[1] * 0.5);
+        let mut row_y = fix(a[5] + a[3] * 0.5 + a[4] * 0.5);
+        for y in 0..h {
+            let (mut xx, mut yy) = (row_x, row_y);
+            for x in 0..w {
+                copy((x, y), (xx >> 16, yy >> 16));
+                xx += a0;
+                yy += a3;
+            }
+            row_x += a1;
+            row_y += a4;
+        }
+        return out;
+    }
+    let mut row_x = a[2] + a[1] * 0.5 + a[0] * 0.5;
+    let mut row_y = a[5] + a[4] * 0.5 + a[3] * 0.5;
+    for y in 0..h {
+        let (mut xx, mut yy) = (row_x, row_y);
+        for x in 0..w {
+            copy((x, y), (coord(xx), coord(yy)));
+            xx += a[0];
+            yy += a[3];
+        }
+        row_x += a[1];
+        row_y += a[4];
     }
     out
 }
@@ -94,10 +192,55 @@ fn bilinear(src: &[u8], (w, h): (usize, usize), xin: f64, yin: f64) -> Option<[u
     Some(px)
 }
 
-/// `Image.rotate(angle, BILINEAR, fillcolor=0)` counter-clockwise about the centre, keeping the
+/// Pillow's `bicubic_filter32RGB` at (`xin`, `yin`); `None` outside the image: Keys' cubic
+/// with a = -1 (not the resize's -0.5) through the 4 x 4 pixels around it, each row's in integer
+/// differences, the columns clamped to the image and rows below it repeating the one above,
+/// clipped and truncated to a byte.
+fn bicubic(src: &[u8], (w, h): (usize, usize), xin: f64, yin: f64) -> Option<[u8; 3]> {
+    if xin < 0.0 || xin >= w as f64 || yin < 0.0 || yin >= h as f64 {
+        return None;
+    }
+    let (xin, yin) = (xin - 0.5, yin - 0.5);
+    let (x, y) = (xin.floor() as i64, yin.floor() as i64);
+    let (dx, dy) = (xin - x as f64, yin - y as f64);
+    let (x, y) = (x - 1, y - 1);
+    let clip = |v: i64, n: usize| v.clamp(0, n as i64 - 1) as usize;
+    let columns = [0, 1, 2, 3].map(|k| clip(x + k, w));
+    // p1 + d (p2 + d (p3 + d p4)), each p as Pillow sums it (exact in integers for a row)
+    let cubic = |v: [f64; 4], d: f64| {
+        let p1 = v[1];
+        let p2 = -v[0] + v[2];
+        let p3 = 2.0 * (v[0] - v[1]) + v[2] - v[3];
+        let p4 = -v[0] + v[1] - v[2] + v[3];
+        p1 + d * (p2 + d * (p3 + d * p4))
+    };
+    let mut px = [0u8; 3];
+    for (band, p) in px.iter_mut().enumerate() {
+        let row = |r: usize| cubic(columns.map(|c| src[(r * w + c) * 3 + band] as f64), dx);
+        let mut v = [row(clip(y, h)); 4];
+        for k in 1..4 {
+            let r = y + k as i64;
+            v[k] = match r >= 0 && r < h as i64 {
+                true => row(r as usize),
+                false => v[k - 1],
+            };
+        }
+        let value = cubic(v, dy);
+        *p = if value <= 0.0 {
+            0
+        } else if value >= 255.0 {
+            255
+        } else {
+            value as u8
+        };
+    }
+    Some(px)
+}
+
+/// `Image.rotate(angle, resample, fillcolor=0)` counter-clockwise about the centre, keeping the
 /// size: Pillow's exact paths for 0, 180 and (square images) 90 and 270 degrees, else its
 /// affine matrix with the sines and cosines rounded to 15 decimals.
-pub fn rotate(img: &RgbImage, angle: f64) -> RgbImage {
+pub fn rotate(img: &RgbImage, angle: f64, interpolation: Interpolation) -> RgbImage {
     let angle = angle.rem_euclid(360.0);
     let square = img.width() == img.height();
     match angle {
@@ -120,7 +263,7 @@ pub fn rotate(img: &RgbImage, angle: f64) -> RgbImage {
     let (x, y) = (-cx, -cy);
     m[2] = m[0] * x + m[1] * y + 0.0 + cx;
     m[5] = m[3] * x + m[4] * y + 0.0 + cy;
-    affine_bilinear(img, &m)
+    affine(img, &m, interpolation)
 }
 
 /// `Image.blend(degenerate, img, factor)`, what every `ImageEnhance` class returns: a float32

@@ -5,14 +5,13 @@
 //! The crop box of `RandomResizedCrop` is sampled as torchvision's `get_params`: the area fraction
 //! uniform in `scale`, the log aspect ratio uniform in `log(ratio)`, ten tries, then a central
 //! crop clamped to the ratio range. Python's `round` (ties to even) is kept, so the boxes are the
-//! ones torchvision's formula gives for the same two uniforms.
+//! ones torchvision's formula gives for the same two uniforms. Every resize is Pillow's, with
+//! the transform's interpolation ([`super::resample`]).
 
-use fast_image_resize::images::{Image, ImageRef};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::imageops;
 use image::RgbImage;
-use std::cell::RefCell;
 
+use crate::preprocess::Interpolation;
 use crate::rng::SplitMix64;
 
 /// torchvision's `RandomResizedCrop` defaults.
@@ -34,15 +33,23 @@ pub struct CropBox {
 pub enum Transform {
     /// Resize to exactly (height, width), aspect ratio not kept (images of one size are kept as
     /// they are): the CIFAR-style small-folder path, whose augmentation runs on the GPU.
-    Resize { size: (usize, usize) },
-    /// `RandomResizedCrop(size, scale, ratio)` then `RandomHorizontalFlip()`.
+    Resize {
+        size: (usize, usize),
+        interpolation: Interpolation,
+    },
+    /// `RandomResizedCrop(size, scale, ratio, interpolation)` then `RandomHorizontalFlip()`.
     RandomResizedCrop {
         size: usize,
         scale: (f64, f64),
         ratio: (f64, f64),
+        interpolation: Interpolation,
     },
-    /// `Resize(resize)` (the shorter side) then `CenterCrop(crop)`.
-    ResizeCenterCrop { resize: usize, crop: usize },
+    /// `Resize(resize, interpolation)` (the shorter side) then `CenterCrop(crop)`.
+    ResizeCenterCrop {
+        resize: usize,
+        crop: usize,
+        interpolation: Interpolation,
+    },
 }
 
 impl Transform {
@@ -52,13 +59,31 @@ impl Transform {
             size,
             scale: DEFAULT_SCALE,
             ratio: DEFAULT_RATIO,
+            interpolation: Interpolation::Bilinear,
+        }
+    }
+
+    /// A resize to exactly `size` (height, width), bilinear.
+    pub fn resize(size: (usize, usize)) -> Transform {
+        Transform::Resize {
+            size,
+            interpolation: Interpolation::Bilinear,
+        }
+    }
+
+    /// How the transform resamples.
+    pub fn interpolation(&self) -> Interpolation {
+        match *self {
+            Transform::Resize { interpolation, .. }
+            | Transform::RandomResizedCrop { interpolation, .. }
+            | Transform::ResizeCenterCrop { interpolation, .. } => interpolation,
         }
     }
 
     /// (height, width) of the images this transform produces.
     pub fn out_size(&self) -> (usize, usize) {
         match *self {
-            Transform::Resize { size } => size,
+            Transform::Resize { size, .. } => size,
             Transform::RandomResizedCrop { size, .. } => (size, size),
             Transform::ResizeCenterCrop { crop, .. } => (crop, crop),
         }
@@ -72,8 +97,16 @@ impl Transform {
     /// `img` transformed; `rng` draws the crop and the flip of a random transform.
     pub fn apply(&self, img: RgbImage, rng: &mut SplitMix64) -> RgbImage {
         match *self {
-            Transform::Resize { size: (h, w) } => resize_exact(img, h, w),
-            Transform::RandomResizedCrop { size, scale, ratio } => {
+            Transform::Resize {
+                size: (h, w),
+                interpolation,
+            } => resize_exact(img, (h, w), interpolation),
+            Transform::RandomResizedCrop {
+                size,
+                scale,
+                ratio,
+                interpolation,
+            } => {
                 let b = random_resized_crop_box(
                     img.height() as usize,
                     img.width() as usize,
@@ -81,17 +114,23 @@ impl Transform {
                     ratio,
                     rng,
                 );
-                let mut out = resize_exact(crop(&img, b), size, size);
+                let mut out = resize_exact(crop(&img, b), (size, size), interpolation);
                 if rng.uniform() < 0.5 {
                     imageops::flip_horizontal_in_place(&mut out);
                 }
                 out
             }
-            Transform::ResizeCenterCrop { resize, crop: c } => {
+            Transform::ResizeCenterCrop {
+                resize,
+                crop: c,
+                interpolation,
+            } => {
                 let (h, w) =
                     resized_shorter_side(img.height() as usize, img.width() as usize, resize);
-                let resized = resize_exact(img, h, w);
-                crop(&resized, center_crop_box(h, w, c))
+                // only the centre is resampled: the same bytes as resizing, then cropping
+                let b = center_crop_box(h, w, c);
+                let region = (b.top..b.top + b.height, b.left..b.left + b.width);
+                super::resample::resize_region(&img, (h, w), interpolation, region)
             }
         }
     }
@@ -210,25 +249,13 @@ fn crop(img: &RgbImage, b: CropBox) -> RgbImage {
     .to_image()
 }
 
-thread_local! {
-    /// Each loader thread's resizer (it keeps its scratch buffers between images).
-    static RESIZER: RefCell<Resizer> = RefCell::new(Resizer::new());
-}
-
-/// Bilinear resize with antialiasing when shrinking: PIL's BILINEAR, torchvision's default (a
-/// triangle filter widened by the scale factor, separable, rows then columns), on SIMD.
-fn resize_exact(img: RgbImage, h: usize, w: usize) -> RgbImage {
+/// `img` resized to (`h`, `w`) as Pillow's `Image.resize` with `interpolation` (images already
+/// that size kept as they are).
+fn resize_exact(img: RgbImage, (h, w): (usize, usize), interpolation: Interpolation) -> RgbImage {
     if (img.height() as usize, img.width() as usize) == (h, w) {
         return img;
     }
-    let src = ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
-        .expect("an RgbImage holds 3 bytes a pixel");
-    let mut dst = Image::new(w as u32, h as u32, PixelType::U8x3);
-    let bilinear = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
-    RESIZER
-        .with(|r| r.borrow_mut().resize(&src, &mut dst, &bilinear))
-        .expect("source and destination are both RGB8");
-    RgbImage::from_raw(w as u32, h as u32, dst.into_vec()).expect("w x h RGB8 pixels")
+    super::resample::resize(&img, (h, w), interpolation)
 }
 
 /// Writes `img` into `out` as CHW planes (all R bytes, then G, then B).
@@ -341,6 +368,7 @@ mod tests {
         let out = Transform::ResizeCenterCrop {
             resize: 256,
             crop: 224,
+            interpolation: Interpolation::Bilinear,
         }
         .apply(img, &mut SplitMix64(0));
         assert_eq!(out.dimensions(), (224, 224));
@@ -355,6 +383,7 @@ mod tests {
             size: 2,
             scale: (1.0, 1.0),
             ratio: (1.0, 1.0),
+            interpolation: Interpolation::Bilinear,
         };
         let mut rng = SplitMix64(3);
         let flipped = (0..1000)

@@ -9,7 +9,7 @@ use crate::gpu::GpuOptions;
 use crate::model::{Family, ModelSpec};
 use crate::ops::amp::LossScale;
 use crate::ops::sgd::{Rule, SgdConfig};
-use crate::preprocess::{AutoAugment, BatchMixing};
+use crate::preprocess::{AutoAugment, BatchMixing, Interpolation};
 
 /// torchvision's ImageNet recipe: lr 0.1 for a batch of 256, scaled linearly with the batch.
 pub const IMAGENET_LR: f64 = 0.1;
@@ -484,6 +484,10 @@ pub struct TrainConfig {
     /// The automatic augmentation of each training image after its crop and flip, on the CPU
     /// (torchvision's `--auto-augment`; images in memory are then cropped on the CPU too).
     pub auto_augment: Option<AutoAugment>,
+    /// How `auto_augment`'s shears, translations and rotations resample (torchvision passes its
+    /// `--interpolation` to the policy as to the crop; a photo folder's own resizes take the
+    /// one its source was opened with).
+    pub interpolation: Interpolation,
     /// MixUp and CutMix of the training batches (torchvision's `--mixup-alpha`,
     /// `--cutmix-alpha`; alphas 0: none).
     pub mixing: BatchMixing,
@@ -530,6 +534,7 @@ impl Default for TrainConfig {
             zero_init_residual: false,
             random_erase: 0.0,
             auto_augment: None,
+            interpolation: Interpolation::Bilinear,
             mixing: BatchMixing {
                 mixup_alpha: 0.0,
                 cutmix_alpha: 0.0,
@@ -583,6 +588,12 @@ impl TrainConfig {
                 "`random_erase` is a probability, in [0, 1], got {}",
                 self.random_erase
             )));
+        }
+        if let Some(why) = self
+            .auto_augment
+            .and_then(|policy| self.interpolation.unsupported_by(policy))
+        {
+            return Err(Error::Invalid(why));
         }
         if let Some(AutoAugment::RandAugment { magnitude }) = self.auto_augment {
             if magnitude >= AutoAugment::BINS {

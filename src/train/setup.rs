@@ -47,7 +47,7 @@ pub(super) fn training_and_evaluation_sets(
         train = train.select(train_idx, true);
     }
     if let Some(policy) = c.auto_augment {
-        train = data::auto_augmented(train, policy);
+        train = data::auto_augmented(train, policy, c.interpolation)?;
     }
     if train.len() < c.recipe.batch_size {
         return Err(Error::Invalid(format!(
@@ -337,13 +337,16 @@ pub(super) fn prefetch(
 }
 
 /// The checkpoint metadata of a run: model, classes, normalisation, and the input size (and
-/// resize) evaluation used, so that `resnet predict` needs only the checkpoint.
+/// resize and interpolation) evaluation used, so that `resnet predict` needs only the checkpoint.
 fn run_metadata(spec: &ModelSpec, train: &dyn ImageSource) -> BTreeMap<String, String> {
     let mut meta = checkpoint::metadata(&spec.name, train.classes(), &train.normalize());
     let (resize, (h, w)) = train.eval_input();
     meta.insert("input_size".into(), format!("{h},{w}"));
     if let Some(r) = resize {
         meta.insert("resize".into(), r.to_string());
+    }
+    if let Some(i) = train.interpolation() {
+        meta.insert("interpolation".into(), i.name().into());
     }
     meta
 }

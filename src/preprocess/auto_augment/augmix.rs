@@ -11,6 +11,7 @@
 use image::RgbImage;
 
 use super::{tensor_ops, AugmentOp, Space, LEARNED_BINS};
+use crate::preprocess::Interpolation;
 use crate::rng::SplitMix64;
 
 /// AugMix's operations in the order of its `_augmentation_space` (the draw's index): the
@@ -93,13 +94,14 @@ fn dirichlet_ones<const N: usize>(rng: &mut SplitMix64) -> [f32; N] {
     gammas.map(|g| (g / total) as f32)
 }
 
-/// `img` augmented by `draw`: each chain's operations in turn from the original image, the
-/// results mixed as AugMix's `forward` does, in float32, and truncated to bytes.
-pub fn mix(img: &RgbImage, draw: &AugMixDraw) -> RgbImage {
+/// `img` augmented by `draw`: each chain's operations in turn from the original image (warps
+/// resampled with `interpolation`, nearest or bilinear), the results mixed as AugMix's
+/// `forward` does, in float32, and truncated to bytes.
+pub fn mix(img: &RgbImage, draw: &AugMixDraw, interpolation: Interpolation) -> RgbImage {
     let mut sum: Vec<f32> = img.iter().map(|&v| draw.beta[0] * v as f32).collect();
     for (chain, weight) in draw.chains.iter().zip(draw.mixing) {
         let aug = chain.iter().fold(img.clone(), |aug, &(op, magnitude)| {
-            tensor_ops::apply(&aug, op, magnitude)
+            tensor_ops::apply(&aug, op, magnitude, interpolation)
         });
         let weight = weight * draw.beta[1];
         sum.iter_mut()
@@ -110,8 +112,13 @@ pub fn mix(img: &RgbImage, draw: &AugMixDraw) -> RgbImage {
     RgbImage::from_raw(img.width(), img.height(), bytes).expect("the image's own size")
 }
 
-/// AugMix on `img` at `severity`, drawing from `rng`.
-pub fn augmix(img: &RgbImage, severity: usize, rng: &mut SplitMix64) -> RgbImage {
+/// AugMix on `img` at `severity` with `interpolation`, drawing from `rng`.
+pub fn augmix(
+    img: &RgbImage,
+    severity: usize,
+    interpolation: Interpolation,
+    rng: &mut SplitMix64,
+) -> RgbImage {
     let size = (img.height() as usize, img.width() as usize);
-    mix(img, &draw(rng, severity, size))
+    mix(img, &draw(rng, severity, size), interpolation)
 }

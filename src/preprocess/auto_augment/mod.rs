@@ -25,7 +25,7 @@ pub mod augmix;
 pub mod policies;
 pub mod tensor_ops;
 
-use super::{pil, AutoAugment, AutoAugmentPolicy};
+use super::{pil, AutoAugment, AutoAugmentPolicy, Interpolation};
 use crate::rng::SplitMix64;
 
 /// One of torchvision's augmentation operations: TrivialAugmentWide's fourteen in its order, and
@@ -230,9 +230,14 @@ fn signed(op: AugmentOp, magnitude: f64, rng: &mut SplitMix64) -> (AugmentOp, f6
     (op, if negative { -magnitude } else { magnitude })
 }
 
-/// `img` after `op` at strength `magnitude`: torchvision's `_apply_op` on a PIL image, with
-/// bilinear interpolation and black fill.
-pub fn apply(img: RgbImage, op: AugmentOp, magnitude: f64) -> RgbImage {
+/// `img` after `op` at strength `magnitude`: torchvision's `_apply_op` on a PIL image, its warps
+/// resampled with `interpolation` (nearest, bilinear or bicubic), black fill.
+pub fn apply(
+    img: RgbImage,
+    op: AugmentOp,
+    magnitude: f64,
+    interpolation: Interpolation,
+) -> RgbImage {
     let shear = || pil::degrees(magnitude.atan());
     let (w, h) = (img.width() as f64, img.height() as f64);
     let centre = (w * 0.5, h * 0.5);
@@ -240,21 +245,21 @@ pub fn apply(img: RgbImage, op: AugmentOp, magnitude: f64) -> RgbImage {
         AugmentOp::Identity => img,
         AugmentOp::ShearX => {
             let m = pil::inverse_affine((0.0, 0.0), 0.0, (0.0, 0.0), (shear(), 0.0));
-            pil::affine_bilinear(&img, &m)
+            pil::affine(&img, &m, interpolation)
         }
         AugmentOp::ShearY => {
             let m = pil::inverse_affine((0.0, 0.0), 0.0, (0.0, 0.0), (0.0, shear()));
-            pil::affine_bilinear(&img, &m)
+            pil::affine(&img, &m, interpolation)
         }
         AugmentOp::TranslateX => {
             let m = pil::inverse_affine(centre, 0.0, (magnitude.trunc(), 0.0), (0.0, 0.0));
-            pil::affine_bilinear(&img, &m)
+            pil::affine(&img, &m, interpolation)
         }
         AugmentOp::TranslateY => {
             let m = pil::inverse_affine(centre, 0.0, (0.0, magnitude.trunc()), (0.0, 0.0));
-            pil::affine_bilinear(&img, &m)
+            pil::affine(&img, &m, interpolation)
         }
-        AugmentOp::Rotate => pil::rotate(&img, magnitude),
+        AugmentOp::Rotate => pil::rotate(&img, magnitude, interpolation),
         AugmentOp::Brightness => {
             let black = RgbImage::new(img.width(), img.height());
             pil::blend(&black, &img, 1.0 + magnitude)
@@ -275,28 +280,31 @@ pub fn apply(img: RgbImage, op: AugmentOp, magnitude: f64) -> RgbImage {
     }
 }
 
-/// `policy` on `img`, drawing from `rng`.
-pub fn auto_augment(policy: AutoAugment, img: RgbImage, rng: &mut SplitMix64) -> RgbImage {
+/// `policy` on `img`, its warps resampled with `interpolation`, drawing from `rng`.
+///
+/// # Panics
+/// Where `interpolation.unsupported_by(policy)` says the policy cannot warp with it.
+pub fn auto_augment(
+    policy: AutoAugment,
+    img: RgbImage,
+    interpolation: Interpolation,
+    rng: &mut SplitMix64,
+) -> RgbImage {
+    let apply = |img, (op, magnitude)| apply(img, op, magnitude, interpolation);
     match policy {
-        AutoAugment::TrivialAugmentWide => {
-            let (op, magnitude) = trivial_augment_draw(rng);
-            apply(img, op, magnitude)
-        }
+        AutoAugment::TrivialAugmentWide => apply(img, trivial_augment_draw(rng)),
         AutoAugment::RandAugment { magnitude: bin } => {
             let size = (img.height() as usize, img.width() as usize);
-            (0..RAND_AUGMENT_OPS).fold(img, |img, _| {
-                let (op, magnitude) = rand_augment_draw(rng, bin, size);
-                apply(img, op, magnitude)
-            })
+            (0..RAND_AUGMENT_OPS).fold(img, |img, _| apply(img, rand_augment_draw(rng, bin, size)))
         }
         AutoAugment::Learned(policy) => {
             let size = (img.height() as usize, img.width() as usize);
             learned_draw(rng, policy, size)
                 .into_iter()
                 .flatten()
-                .fold(img, |img, (op, magnitude)| apply(img, op, magnitude))
+                .fold(img, apply)
         }
-        AutoAugment::AugMix { severity } => augmix::augmix(&img, severity, rng),
+        AutoAugment::AugMix { severity } => augmix::augmix(&img, severity, interpolation, rng),
     }
 }
 

@@ -17,10 +17,29 @@ use image::RgbImage;
 
 use super::{torch_linspace, AugmentOp};
 use crate::preprocess::pil;
+use crate::preprocess::Interpolation;
 
-/// `img` after `op` at strength `magnitude`: torchvision's `_apply_op` on a uint8 tensor, with
-/// bilinear interpolation and no fill (zeros outside the image).
-pub fn apply(img: &RgbImage, op: AugmentOp, magnitude: f64) -> RgbImage {
+/// `img` after `op` at strength `magnitude`: torchvision's `_apply_op` on a uint8 tensor, its
+/// warps resampled with `interpolation` (nearest or bilinear: the tensor path takes no other),
+/// no fill (zeros outside the image).
+///
+/// # Panics
+/// With another interpolation (`Interpolation::unsupported_by` says so before a run starts).
+pub fn apply(
+    img: &RgbImage,
+    op: AugmentOp,
+    magnitude: f64,
+    interpolation: Interpolation,
+) -> RgbImage {
+    let nearest = match interpolation {
+        Interpolation::Nearest => true,
+        Interpolation::Bilinear => false,
+        other => panic!(
+            "torchvision's tensor warps take no {} resampling",
+            other.name()
+        ),
+    };
+    let affine = |img, matrix| affine(img, matrix, nearest);
     let (w, h) = (img.width() as f64, img.height() as f64);
     let shear = || pil::degrees(magnitude.atan());
     // the tensor path's centre is relative to the image's middle: the shears' [0, 0] (the top
@@ -63,33 +82,34 @@ pub fn apply(img: &RgbImage, op: AugmentOp, magnitude: f64) -> RgbImage {
         // byte lookups, the same on a tensor as Pillow's (equalize: `_scale_channel`'s integer
         // steps are ImageOps.equalize's)
         AugmentOp::Posterize | AugmentOp::Solarize | AugmentOp::Invert | AugmentOp::Equalize => {
-            super::apply(img.clone(), op, magnitude)
+            super::apply(img.clone(), op, magnitude, interpolation)
         }
     }
 }
 
 /// `F_t.affine` with the inverse map `matrix` (float64, from `_get_inverse_affine_matrix`):
 /// each output pixel's centre, relative to the image's middle, mapped by the matrix in float32
-/// and normalised to [-1, 1] by half the size (`_gen_affine_grid`), then sampled bilinearly.
-fn affine(img: &RgbImage, matrix: [f64; 6]) -> RgbImage {
+/// and normalised to [-1, 1] by half the size (`_gen_affine_grid`), then sampled at the
+/// `nearest` pixel or bilinearly.
+fn affine(img: &RgbImage, matrix: [f64; 6], nearest: bool) -> RgbImage {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has the instructions the function is compiled with (checked above)
-        return unsafe { affine_with_fma(img, matrix) };
+        return unsafe { affine_with_fma(img, matrix, nearest) };
     }
-    affine_in(img, matrix)
+    affine_in(img, matrix, nearest)
 }
 
 /// [`affine_in`] compiled with x86-64's fused multiply-add: `mul_add` is then one instruction
 /// rather than a call to the C library's `fmaf` (the same results, several times faster).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn affine_with_fma(img: &RgbImage, matrix: [f64; 6]) -> RgbImage {
-    affine_in(img, matrix)
+unsafe fn affine_with_fma(img: &RgbImage, matrix: [f64; 6], nearest: bool) -> RgbImage {
+    affine_in(img, matrix, nearest)
 }
 
 #[inline(always)]
-fn affine_in(img: &RgbImage, matrix: [f64; 6]) -> RgbImage {
+fn affine_in(img: &RgbImage, matrix: [f64; 6], nearest: bool) -> RgbImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let theta = matrix.map(|v| v as f32);
     let half = [(0.5 * w as f64) as f32, (0.5 * h as f64) as f32];
@@ -112,7 +132,10 @@ fn affine_in(img: &RgbImage, matrix: [f64; 6]) -> RgbImage {
         for (px, &x) in row.chunks_exact_mut(3).zip(&xs) {
             let gx = x * r[0][0] + y0 + r[2][0];
             let gy = x * r[0][1] + y1 + r[2][1];
-            sample_bilinear(img.as_raw(), (w, h), (gx, gy), px);
+            match nearest {
+                true => sample_nearest(img.as_raw(), (w, h), (gx, gy), px),
+                false => sample_bilinear(img.as_raw(), (w, h), (gx, gy), px),
+            }
         }
     }
     RgbImage::from_raw(w as u32, h as u32, out).expect("the image's own size")
@@ -156,6 +179,23 @@ fn sample_bilinear(src: &[u8], (w, h): (usize, usize), (gx, gy): (f32, f32), out
     let corners = [(ix, iy), (ix + 1, iy), (ix, iy + 1), (ix + 1, iy + 1)].map(|(x, y)| at(x, y));
     for (c, byte) in out.iter_mut().enumerate() {
         *byte = interpolate(corners.map(|o| o.map_or(0.0, |o| src[o + c] as f32)));
+    }
+}
+
+/// `grid_sample` with `mode="nearest"` at the normalised point `(gx, gy)`: the position
+/// unnormalised as for [`sample_bilinear`] (a fused multiply-add), rounded half to even, its
+/// pixel copied, zeros outside the image.
+#[inline(always)]
+fn sample_nearest(src: &[u8], (w, h): (usize, usize), (gx, gy): (f32, f32), out: &mut [u8]) {
+    let x = (gx + 1.0).mul_add(w as f32 / 2.0, -0.5).round_ties_even();
+    let y = (gy + 1.0).mul_add(h as f32 / 2.0, -0.5).round_ties_even();
+    let inside = x >= 0.0 && y >= 0.0 && x < w as f32 && y < h as f32;
+    match inside {
+        true => {
+            let at = (y as usize * w + x as usize) * 3;
+            out.copy_from_slice(&src[at..at + 3]);
+        }
+        false => out.fill(0),
     }
 }
 
@@ -272,8 +312,11 @@ mod tests {
         ] {
             let m = pil::inverse_affine(centre, angle, translate, shear);
             // SAFETY: the CPU has AVX2 and FMA (checked above)
-            let fused = unsafe { affine_with_fma(&img, m) };
-            assert_eq!(fused, affine_in(&img, m), "{angle} {translate:?} {shear:?}");
+            for nearest in [false, true] {
+                let fused = unsafe { affine_with_fma(&img, m, nearest) };
+                let plain = affine_in(&img, m, nearest);
+                assert_eq!(fused, plain, "{angle} {translate:?} {shear:?} {nearest}");
+            }
         }
     }
 }

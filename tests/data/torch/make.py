@@ -63,6 +63,14 @@ root with torch installed (CPU is enough): python3 tests/data/torch/make.py
                               with the chains' draws (torch.randint) and the Dirichlet weights
                               given, byte for byte; the same operations on augmix_224.png (a
                               bundled photo enlarged to 224x224), their outputs' SHA-256
+  interpolation.json          torchvision's --interpolation modes on PIL images: F.resize of a
+                              64x48 patterned photo to four sizes (shrinking, growing, both) in
+                              each of nearest, bilinear, bicubic, box, hamming and lanczos, and
+                              Resize(37) + CenterCrop(30) of it in each; the
+                              automatic augmentations' warps (_apply_op's shears, translations
+                              and rotations) in nearest and bicubic on the images of
+                              trivial_augment.json, and on AugMix's uint8 tensors in nearest
+                              (the tensor path takes no bicubic: the file records its refusal)
 """
 import json
 from collections import OrderedDict
@@ -607,6 +615,70 @@ def augmix():
     (OUT / "augmix.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
+def interpolation():
+    """torchvision's InterpolationMode on PIL images as its transforms use it: F.resize (what
+    Resize and RandomResizedCrop call) for every PIL mode, and the warps of the automatic
+    augmentations with nearest and bicubic, on PIL images and (AugMix's path) uint8 tensors."""
+    import base64
+    import numpy as np
+    from PIL import Image
+    from torchvision.transforms import autoaugment, InterpolationMode as M
+    import torchvision.transforms.functional as TF
+    b64 = lambda b: base64.b64encode(bytes(b)).decode()
+    jpeg = OUT.parents[1] / "data" / "cifar10-jpeg" / "train"
+    photo = Image.open(jpeg / "bird" / "0003.jpg").convert("RGB").resize((64, 48), Image.NEAREST)
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randint(0, 64, (48, 64, 3), generator=g, dtype=torch.uint8)
+    photo = Image.fromarray((torch.from_numpy(np.array(photo)) ^ noise).numpy(), "RGB")
+    modes = [M.NEAREST, M.BILINEAR, M.BICUBIC, M.BOX, M.HAMMING, M.LANCZOS]
+    record = {"torch": torch.__version__, "torchvision": torchvision.__version__,
+              "pillow": Image.__version__,
+              "photo": {"width": photo.width, "height": photo.height, "rgb": b64(photo.tobytes())},
+              "resize": [], "resize_center_crop": [], "warps": [], "tensor_warps": []}
+    for mode in modes:
+        for h, w in [(18, 24), (37, 83), (70, 45), (20, 60)]:
+            out = TF.resize(photo, [h, w], interpolation=mode)
+            assert out.size == (w, h)
+            record["resize"].append({"mode": mode.value, "height": h, "width": w, "out": b64(out.tobytes())})
+        # the evaluation transform: Resize(37) (the shorter side) then CenterCrop(30)
+        out = TF.center_crop(TF.resize(photo, 37, interpolation=mode), 30)
+        record["resize_center_crop"].append({"mode": mode.value, "resize": 37, "crop": 30,
+                                             "out": b64(out.tobytes())})
+    square = Image.open(jpeg / "cat" / "0000.jpg").convert("RGB").resize((24, 24), Image.BILINEAR)
+    tall = Image.open(jpeg / "ship" / "0001.jpg").convert("RGB").crop((5, 3, 25, 27))
+    flat = torch.stack([torch.full((7, 9), 77), torch.randint(100, 140, (7, 9), generator=g),
+                        torch.randint(0, 256, (7, 9), generator=g)], -1).to(torch.uint8)
+    images = [square, tall, Image.fromarray(flat.numpy(), "RGB")]
+    record["images"] = [{"width": i.width, "height": i.height, "rgb": b64(i.tobytes())} for i in images]
+    space = autoaugment.TrivialAugmentWide()._augmentation_space(31)
+    picks = {"ShearX": [(0, 1), (10, -1), (30, 1)], "ShearY": [(17, 1), (30, -1)],
+             "TranslateX": [(0, -1), (15, 1)], "TranslateY": [(8, 1), (23, -1)],
+             "Rotate": [(1, 1), (7, -1), (20, 1), (30, 1)]}
+    for mode in [M.NEAREST, M.BICUBIC]:
+        for op, bins in picks.items():
+            for bin_, sign in bins:
+                magnitude = float(space[op][0][bin_].item()) * sign
+                for k, img in enumerate(images):
+                    out = autoaugment._apply_op(img, op, magnitude, mode, None)
+                    record["warps"].append({"mode": mode.value, "op": op, "bin": bin_, "negative": sign < 0,
+                                            "image": k, "out": b64(out.tobytes())})
+    for k, img in enumerate(images):
+        space = autoaugment.AugMix()._augmentation_space(10, (img.height, img.width))
+        tensor = TF.pil_to_tensor(img).unsqueeze(0)
+        for op in picks:
+            for bin_, sign in [(1, 1), (4, -1), (9, 1)]:
+                magnitude = float(space[op][0][bin_].item()) * sign
+                out = autoaugment._apply_op(tensor, op, magnitude, M.NEAREST, None)
+                record["tensor_warps"].append({"mode": "nearest", "op": op, "bin": bin_, "negative": sign < 0,
+                                               "image": k, "out": b64(out[0].permute(1, 2, 0).contiguous().numpy().tobytes())})
+    try:
+        autoaugment._apply_op(TF.pil_to_tensor(square).unsqueeze(0), "Rotate", 10.0, M.BICUBIC, None)
+        record["tensor_bicubic"] = "accepted"
+    except ValueError as e:
+        record["tensor_bicubic"] = str(e)
+    (OUT / "interpolation.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
 def small():
     sd = small_state_dict()
     momentum = {"momentum_buffer": torch.ones(4, 3)}
@@ -632,6 +704,7 @@ if __name__ == "__main__":
     trivial_augment()
     auto_augment_policies()
     augmix()
+    interpolation()
     resnet20()
     one_step()
     mixed_steps()
