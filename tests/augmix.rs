@@ -6,7 +6,7 @@
 //! Dirichlet(1) weights.
 
 mod common;
-use common::torchvision::{bytes, fixture, same_tables};
+use common::torchvision::{bytes, differences, fixture, same_tables};
 use image::RgbImage;
 use resnet::data::{augmentation_rng, auto_augmented, ImageSource};
 use resnet::preprocess::auto_augment::augmix::{self, AugMixDraw, MAX_DEPTH, OPS, WIDTH};
@@ -49,27 +49,6 @@ fn strength(op: AugmentOp, bin: usize, negative: bool, img: &RgbImage) -> f64 {
     } else {
         magnitude
     }
-}
-
-/// The bytes where `ours` and `want` differ: (index, ours, torchvision's), the first three, and
-/// how many.
-fn differences(ours: &RgbImage, want: &[u8]) -> Option<String> {
-    let off: Vec<(usize, u8, u8)> = ours
-        .as_raw()
-        .iter()
-        .zip(want)
-        .enumerate()
-        .filter(|(_, (a, b))| a != b)
-        .map(|(i, (a, b))| (i, *a, *b))
-        .collect();
-    (!off.is_empty() || ours.as_raw().len() != want.len()).then(|| {
-        format!(
-            "{} of {} bytes differ, first {:?} (ours, torchvision's)",
-            off.len(),
-            want.len(),
-            &off[..off.len().min(3)]
-        )
-    })
 }
 
 #[test]

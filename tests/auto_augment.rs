@@ -5,7 +5,7 @@
 //! operations in turn; images in memory cropped, flipped and augmented on the CPU.
 
 mod common;
-use common::torchvision::{bytes, fixture, same_tables};
+use common::torchvision::{bytes, differences, fixture, same_tables};
 use image::RgbImage;
 use resnet::data::{augmentation_rng, auto_augmented, ImageSource};
 use resnet::preprocess::auto_augment::{
@@ -72,23 +72,9 @@ fn every_operation_matches_pillow_byte_for_byte() {
         let out = apply(img.clone(), op, magnitude, BILINEAR);
         let want = bytes(&case["out"]);
         assert_eq!(out.dimensions(), img.dimensions());
-        let off: Vec<(usize, u8, u8)> = out
-            .as_raw()
-            .iter()
-            .zip(&want)
-            .enumerate()
-            .filter(|(_, (a, b))| a != b)
-            .map(|(i, (a, b))| (i, *a, *b))
-            .collect();
-        if !off.is_empty() {
-            failures.push(format!(
-                "{} {magnitude} on image {}: {} of {} bytes differ, first {:?} (ours, Pillow's)",
-                op.name(),
-                case["image"],
-                off.len(),
-                want.len(),
-                &off[..off.len().min(3)]
-            ));
+        if let Some(diff) = differences(&out, &want) {
+            let k = &case["image"];
+            failures.push(format!("{} {magnitude} on image {k}: {diff}", op.name()));
         }
     }
     assert!(cases.len() >= 100, "{} cases", cases.len());

@@ -6,7 +6,7 @@
 
 mod common;
 use common::cli::{fails_with, resnet};
-use common::torchvision::{bytes, fixture};
+use common::torchvision::{bytes, differences, fixture};
 use image::RgbImage;
 use resnet::data::{auto_augmented, Dataset, ImageSource};
 use resnet::preprocess::auto_augment::{apply, tensor_ops, AugmentOp, Space};
@@ -22,26 +22,6 @@ fn image(v: &serde_json::Value) -> RgbImage {
 
 fn mode(case: &serde_json::Value) -> Interpolation {
     case["mode"].as_str().unwrap().parse().unwrap()
-}
-
-/// How `ours` differs from `want`: the count of bytes off, the largest difference and the
-/// first three (index, ours, theirs).
-fn differences(ours: &RgbImage, want: &[u8]) -> (usize, u8, Vec<(usize, u8, u8)>) {
-    assert_eq!(ours.as_raw().len(), want.len());
-    let off: Vec<(usize, u8, u8)> = ours
-        .as_raw()
-        .iter()
-        .zip(want)
-        .enumerate()
-        .filter(|(_, (a, b))| a != b)
-        .map(|(i, (a, b))| (i, *a, *b))
-        .collect();
-    let largest = off
-        .iter()
-        .map(|&(_, a, b)| a.abs_diff(b))
-        .max()
-        .unwrap_or(0);
-    (off.len(), largest, off.into_iter().take(3).collect())
 }
 
 /// The strength of `op` at `bin` in `space`, negated where the case says so.
@@ -76,12 +56,8 @@ fn every_mode_resizes_as_pillow() {
             interpolation: mode(case),
         };
         let out = t.apply(photo.clone(), &mut SplitMix64(0));
-        let (count, largest, first) = differences(&out, &bytes(&case["out"]));
-        if count > 0 {
-            failures.push(format!(
-                "{} to {w}x{h}: {count} bytes off, at most {largest}, first {first:?}",
-                mode(case).name()
-            ));
+        if let Some(diff) = differences(&out, &bytes(&case["out"])) {
+            failures.push(format!("{} to {w}x{h}: {diff}", mode(case).name()));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -102,14 +78,20 @@ fn resize_then_center_crop_matches_torchvision_in_every_mode() {
             interpolation: mode(case),
         };
         let out = t.apply(photo.clone(), &mut SplitMix64(0));
-        let (count, largest, first) = differences(&out, &bytes(&case["out"]));
-        let name = mode(case).name();
-        assert_eq!(count, 0, "{name}: at most {largest} off, first {first:?}");
+        if let Some(diff) = differences(&out, &bytes(&case["out"])) {
+            panic!("{}: {diff}", mode(case).name());
+        }
     }
 }
 
-#[test]
-fn the_warps_match_pillow_in_nearest_and_bicubic() {
+/// The cases `key` of the fixture, each an operation at a strength on one of its images, warped
+/// by `warp` (the image, the operation, the strength in `space` for the image, the mode): the
+/// differences from torchvision's bytes, one line each.
+fn warp_failures(
+    key: &str,
+    space: fn(&RgbImage) -> Space,
+    warp: fn(&RgbImage, AugmentOp, f64, Interpolation) -> RgbImage,
+) -> (usize, Vec<String>) {
     let torch = fixture("interpolation.json");
     let images: Vec<RgbImage> = torch["images"]
         .as_array()
@@ -117,58 +99,45 @@ fn the_warps_match_pillow_in_nearest_and_bicubic() {
         .iter()
         .map(image)
         .collect();
-    let cases = torch["warps"].as_array().unwrap();
-    // two modes, 13 (operation, strength) pairs, three images
-    assert_eq!(cases.len(), 2 * 13 * 3);
+    let cases = torch[key].as_array().unwrap();
     let mut failures = Vec::new();
     for case in cases {
         let op = op_named(case["op"].as_str().unwrap());
-        let magnitude = strength(case, op, Space::TrivialAugmentWide);
         let img = &images[case["image"].as_u64().unwrap() as usize];
-        let out = apply(img.clone(), op, magnitude, mode(case));
-        let (count, largest, first) = differences(&out, &bytes(&case["out"]));
-        if count > 0 {
+        let magnitude = strength(case, op, space(img));
+        let out = warp(img, op, magnitude, mode(case));
+        if let Some(diff) = differences(&out, &bytes(&case["out"])) {
+            let (m, k) = (mode(case).name(), &case["image"]);
             failures.push(format!(
-                "{} {} {magnitude} on image {}: {count} bytes off, at most {largest}, first {first:?}",
-                mode(case).name(),
-                op.name(),
-                case["image"]
+                "{m} {} {magnitude} on image {k}: {diff}",
+                op.name()
             ));
         }
     }
+    (cases.len(), failures)
+}
+
+#[test]
+fn the_warps_match_pillow_in_nearest_and_bicubic() {
+    let (cases, failures) = warp_failures(
+        "warps",
+        |_| Space::TrivialAugmentWide,
+        |img, op, magnitude, mode| apply(img.clone(), op, magnitude, mode),
+    );
+    // two modes, 13 (operation, strength) pairs, three images
+    assert_eq!(cases, 2 * 13 * 3);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
 fn augmix_tensor_warps_match_torchvision_in_nearest() {
-    let torch = fixture("interpolation.json");
-    let images: Vec<RgbImage> = torch["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(image)
-        .collect();
-    let cases = torch["tensor_warps"].as_array().unwrap();
-    assert_eq!(cases.len(), 5 * 3 * 3);
-    let mut failures = Vec::new();
-    for case in cases {
-        let op = op_named(case["op"].as_str().unwrap());
-        let img = &images[case["image"].as_u64().unwrap() as usize];
-        let space = Space::AugMix {
-            height: img.height() as usize,
-            width: img.width() as usize,
-        };
-        let magnitude = strength(case, op, space);
-        let out = tensor_ops::apply(img, op, magnitude, mode(case));
-        let (count, largest, first) = differences(&out, &bytes(&case["out"]));
-        if count > 0 {
-            failures.push(format!(
-                "{} {magnitude} on image {}: {count} bytes off, at most {largest}, first {first:?}",
-                op.name(),
-                case["image"]
-            ));
-        }
-    }
+    let augmix = |img: &RgbImage| Space::AugMix {
+        height: img.height() as usize,
+        width: img.width() as usize,
+    };
+    let (cases, failures) = warp_failures("tensor_warps", augmix, tensor_ops::apply);
+    // five warps, three strengths, three images
+    assert_eq!(cases, 5 * 3 * 3);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

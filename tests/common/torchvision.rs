@@ -19,6 +19,36 @@ pub fn bytes(v: &serde_json::Value) -> Vec<u8> {
         .unwrap()
 }
 
+/// How `ours` differs from the reference bytes `want` (torchvision's or Pillow's), `None` where
+/// it does not: how many bytes differ, by at most how much, and the first three (index, ours,
+/// theirs).
+#[allow(dead_code)] // not every test that includes `common` compares images
+pub fn differences(ours: &image::RgbImage, want: &[u8]) -> Option<String> {
+    let off: Vec<(usize, u8, u8)> = ours
+        .as_raw()
+        .iter()
+        .zip(want)
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(i, (a, b))| (i, *a, *b))
+        .collect();
+    let largest = off
+        .iter()
+        .map(|&(_, a, b)| a.abs_diff(b))
+        .max()
+        .unwrap_or(0);
+    (!off.is_empty() || ours.as_raw().len() != want.len()).then(|| {
+        format!(
+            "{} of {} bytes differ (sizes {} and {}), by at most {largest}, first {:?} (ours, theirs)",
+            off.len(),
+            want.len(),
+            ours.as_raw().len(),
+            want.len(),
+            &off[..off.len().min(3)]
+        )
+    })
+}
+
 /// `space`'s tables of the operations `ops` against torchvision's `_augmentation_space`
 /// (`tables`: per operation's name, whether its strength is signed, and its float32 strengths,
 /// none where it takes none): the same operations, signs and values.
