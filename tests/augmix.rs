@@ -6,7 +6,7 @@
 //! Dirichlet(1) weights.
 
 mod common;
-use common::torchvision::{bytes, differences, fixture, same_tables};
+use common::torchvision::{bytes, differences, fixture, same_tables, BILINEAR};
 use image::RgbImage;
 use resnet::data::{augmentation_rng, auto_augmented, ImageSource};
 use resnet::preprocess::auto_augment::augmix::{self, AugMixDraw, MAX_DEPTH, OPS, WIDTH};
@@ -15,9 +15,6 @@ use resnet::preprocess::transforms::{from_chw, pad_crop_flip};
 use resnet::preprocess::AutoAugment;
 use resnet::rng::SplitMix64;
 use std::sync::Arc;
-
-/// torchvision's default `--interpolation`.
-const BILINEAR: resnet::preprocess::Interpolation = resnet::preprocess::Interpolation::Bilinear;
 
 fn op_named(name: &str) -> AugmentOp {
     *OPS.iter().find(|op| op.name() == name).unwrap()

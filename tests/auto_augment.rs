@@ -5,7 +5,7 @@
 //! operations in turn; images in memory cropped, flipped and augmented on the CPU.
 
 mod common;
-use common::torchvision::{bytes, differences, fixture, same_tables};
+use common::torchvision::{bytes, differences, fixture, same_tables, BILINEAR};
 use image::RgbImage;
 use resnet::data::{augmentation_rng, auto_augmented, ImageSource};
 use resnet::preprocess::auto_augment::{
@@ -16,9 +16,6 @@ use resnet::preprocess::transforms::from_chw;
 use resnet::preprocess::{AutoAugment, GpuAugment, Normalize, Preprocess};
 use resnet::rng::SplitMix64;
 use std::sync::Arc;
-
-/// torchvision's default `--interpolation`.
-const BILINEAR: resnet::preprocess::Interpolation = resnet::preprocess::Interpolation::Bilinear;
 
 fn op_named(name: &str) -> AugmentOp {
     *AugmentOp::ALL.iter().find(|op| op.name() == name).unwrap()

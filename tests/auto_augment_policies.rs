@@ -5,7 +5,7 @@
 //! and signs, byte for byte; the draws' shares against torchvision's.
 
 mod common;
-use common::torchvision::{bytes, fixture, same_tables};
+use common::torchvision::{bytes, fixture, same_tables, BILINEAR};
 use image::RgbImage;
 use resnet::preprocess::auto_augment::policies::sub_policies;
 use resnet::preprocess::auto_augment::{
@@ -13,9 +13,6 @@ use resnet::preprocess::auto_augment::{
 };
 use resnet::preprocess::{AutoAugment, AutoAugmentPolicy};
 use resnet::rng::SplitMix64;
-
-/// torchvision's default `--interpolation`.
-const BILINEAR: resnet::preprocess::Interpolation = resnet::preprocess::Interpolation::Bilinear;
 
 const POLICIES: [(&str, AutoAugmentPolicy); 3] = [
     ("imagenet", AutoAugmentPolicy::Imagenet),

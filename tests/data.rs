@@ -182,6 +182,19 @@ fn image_folder_resizes_and_load_detects_it() {
         load(dir.path(), (32, 32)).unwrap(),
         load_image_folder(dir.path(), (32, 32)).unwrap()
     );
+    // `--interpolation nearest` reaches the images decoded into memory: every pixel is one of
+    // the photo's own (a bilinear resize of this photo makes new ones)
+    let nearest = resnet::preprocess::Interpolation::Nearest;
+    let split = resnet::data::load_with(dir.path(), (16, 24), nearest).unwrap();
+    let img = split.train.image(2 * TRAIN_PER_CLASS + 3);
+    let own: std::collections::HashSet<[u8; 3]> = rgb.pixels().map(|p| p.0).collect();
+    let plane = 16 * 24;
+    let pixel = |p: usize| [img[p], img[plane + p], img[2 * plane + p]];
+    assert!((0..plane).all(|p| own.contains(&pixel(p))));
+    let bilinear = load(dir.path(), (16, 24)).unwrap();
+    let img = bilinear.train.image(2 * TRAIN_PER_CLASS + 3);
+    let pixel = |p: usize| [img[p], img[plane + p], img[2 * plane + p]];
+    assert!(!(0..plane).all(|p| own.contains(&pixel(p))));
 }
 
 /// torchvision's transforms resize as PIL's BILINEAR does, shrinking (with its antialiasing) and
@@ -209,7 +222,13 @@ fn transforms_resize_as_pil_bilinear() {
         }
     };
     for (w, h) in [(224, 168), (37, 301), (700, 400)] {
-        let got = Transform::resize((h, w)).apply(big.clone(), &mut rng);
+        let size = (h, w);
+        let interpolation = resnet::preprocess::Interpolation::Bilinear;
+        let got = Transform::Resize {
+            size,
+            interpolation,
+        }
+        .apply(big.clone(), &mut rng);
         assert_eq!(got.dimensions(), (w as u32, h as u32));
         close(&got, &common::pil::bilinear(&big, w, h));
     }

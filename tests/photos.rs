@@ -7,6 +7,7 @@ mod common;
 use common::cifar::jpeg_fixture;
 use common::cli::{fails_with, ok, resnet_with_cache};
 use common::serve::serve;
+use common::torchvision::BILINEAR;
 use resnet::checkpoint::{self, Checkpoint};
 use resnet::data::{assemble, open_photos, BatchJob, ImageSource, PhotoTransforms, Prefetch};
 use resnet::data::{augmentation_rng, auto_augmented};
@@ -15,9 +16,6 @@ use resnet::preprocess::auto_augment::{apply, trivial_augment_draw as draw};
 use resnet::preprocess::transforms::from_chw;
 use resnet::preprocess::AutoAugment;
 use std::path::{Path, PathBuf};
-
-/// torchvision's default `--interpolation`.
-const BILINEAR: resnet::preprocess::Interpolation = resnet::preprocess::Interpolation::Bilinear;
 
 /// resnet18 on the fixture's 200 + 100 JPEGs, small crops so that lavapipe trains quickly.
 fn train_args<'a>(data: &'a str, out: &'a str, epochs: &'a str) -> Vec<&'a str> {
@@ -264,17 +262,20 @@ fn photo_folders_stream_resume_exactly_and_checkpoints_predict_alone() {
     ok(&out);
     let line = String::from_utf8_lossy(&out.stdout);
     assert_eq!(line.trim().split(", ").count(), 5, "{line}");
-    // eval prepares the photos as the run did (resize 36, crop 32, bicubic, from the
-    // metadata): the loss and accuracy of the last epoch's evaluation; told bilinear, another
-    // loss
-    let ck = ck.to_str().unwrap();
+    eval_prepares_photos_as_the_run(ck.to_str().unwrap(), data, Path::new(a), cache.path());
+}
+
+/// `eval` of the checkpoint `ck` of the run in `run` prepares the photos of `data` as the run
+/// did (resize 36, crop 32, bicubic, from the metadata): the loss and accuracy of the run's last
+/// evaluation; told bilinear, another loss.
+fn eval_prepares_photos_as_the_run(ck: &str, data: &str, run: &Path, cache: &Path) {
     let eval = |extra: &[&str]| {
         let args = [
             &["eval", "--checkpoint", ck, "--data", data, "--json"],
             extra,
         ]
         .concat();
-        let out = resnet_with_cache(&args, cache.path());
+        let out = resnet_with_cache(&args, cache);
         ok(&out);
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         (
@@ -283,7 +284,7 @@ fn photo_folders_stream_resume_exactly_and_checkpoints_predict_alone() {
         )
     };
     let (loss, acc) = eval(&[]);
-    let metrics = std::fs::read_to_string(Path::new(a).join("metrics.csv")).unwrap();
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     let column = |name: &str| {
         let header: Vec<&str> = metrics.lines().next().unwrap().split(',').collect();
         let at = header.iter().position(|h| *h == name).unwrap();

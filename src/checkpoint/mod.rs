@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 
 use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors};
 
-use crate::preprocess::Normalize;
+use crate::preprocess::{Interpolation, Normalize};
 use crate::{Error, Result};
 
 /// ImageNet-1k's categories in label order, one a line, as torchvision names them.
@@ -230,6 +230,17 @@ impl Checkpoint {
             mean: get("mean", default.mean)?,
             std: get("std", default.std)?,
         })
+    }
+
+    /// How the run that wrote it resampled photos (its metadata's `interpolation`; `None` in a
+    /// file without it, as one saved from PyTorch).
+    pub fn interpolation(&self) -> Result<Option<Interpolation>> {
+        let Some(v) = self.metadata.get("interpolation") else {
+            return Ok(None);
+        };
+        v.parse()
+            .map(Some)
+            .or_else(|e| invalid(format!("checkpoint metadata 'interpolation': {e}")))
     }
 
     /// Removes `prefix` from every tensor name when every name has it (PyTorch's

@@ -139,8 +139,9 @@ struct DataArgs {
     eval_crop: usize,
     /// How photos are resampled (torchvision's --interpolation, Pillow's filters): nearest,
     /// bilinear, bicubic, box, hamming or lanczos; by the resizes of the ImageNet models' photo
-    /// folders and by --auto-augment's warps, which take nearest, bilinear or bicubic (augmix:
-    /// nearest or bilinear). `eval` reads a run's from its checkpoint
+    /// folders and of image folders decoded into memory, and by --auto-augment's warps, which
+    /// take nearest, bilinear or bicubic (augmix: nearest or bilinear). A run records it in its
+    /// checkpoints: `eval`, `predict` and `--test-only` take it from there unless given
     #[arg(long, default_value = "bilinear", value_parser = parse_interpolation)]
     interpolation: Interpolation,
 }
@@ -200,10 +201,8 @@ impl DataArgs {
                 Error::Invalid(format!("checkpoint metadata '{key}' is not a size: {v}"))
             })
         };
-        if let (Some(v), false) = (ck.metadata.get("interpolation"), given("interpolation")) {
-            self.interpolation = v
-                .parse()
-                .map_err(|e| Error::Invalid(format!("checkpoint metadata 'interpolation': {e}")))?;
+        if let (Some(i), false) = (ck.interpolation()?, given("interpolation")) {
+            self.interpolation = i;
         }
         // only checkpoints of runs on photo folders have a resize; the others' input size
         // says nothing about how photos are prepared
@@ -233,7 +232,7 @@ impl DataArgs {
 
     fn load(&self, offline: Offline) -> Result<data::Split> {
         if let Some(dir) = &self.data {
-            return data::load(dir, (self.image_size, self.image_size));
+            return data::load_with(dir, (self.image_size, self.image_size), self.interpolation);
         }
         data::parse_md5(&self.data_md5)?; // a mistyped checksum is an error, not a fallback
         let mut bar = progress::DownloadBar::default();

@@ -33,6 +33,10 @@ pub struct PredictArgs {
     /// metadata: e.g. resize 256 + centre crop 224, or 32 for CIFAR models)
     #[arg(long)]
     image_size: Option<usize>,
+    /// How images are resampled (torchvision's --interpolation: nearest, bilinear, bicubic,
+    /// box, hamming or lanczos); default: the checkpoint's, else bilinear
+    #[arg(long, value_parser = super::parse_interpolation)]
+    interpolation: Option<Interpolation>,
     /// Print JSON lines instead of text
     #[arg(long)]
     json: bool,
@@ -47,15 +51,12 @@ pub struct PredictArgs {
 /// `input_size` (the ImageNet models on photo folders), else a resize to `input_size`; a
 /// checkpoint without them (saved from PyTorch) as its model usually is, torchvision's resize
 /// 256 + centre crop 224 for the ImageNet ResNets, 32x32 for the CIFAR ones. `--image-size`
-/// resizes to that size instead. Resampled with the checkpoint's `interpolation` (bilinear
-/// where it has none).
-fn preprocessing(ck: &Checkpoint, image_size: Option<usize>, imagenet: bool) -> Result<Transform> {
-    let interpolation = match ck.metadata.get("interpolation") {
-        Some(v) => v
-            .parse()
-            .map_err(|e| Error::Invalid(format!("checkpoint metadata 'interpolation': {e}")))?,
-        None => Interpolation::Bilinear,
-    };
+/// resizes to that size instead. Resampled with `interpolation`.
+fn preprocessing(
+    ck: &Checkpoint,
+    (image_size, interpolation): (Option<usize>, Interpolation),
+    imagenet: bool,
+) -> Result<Transform> {
     if let Some(s) = image_size {
         return Ok(Transform::Resize {
             size: (s, s),
@@ -119,7 +120,11 @@ pub fn run(a: PredictArgs) -> Result<()> {
         Some(name) => ModelSpec::from_name(name, 10)?.family == Family::ImageNet,
         None => false,
     };
-    let prep = preprocessing(&ck, a.image_size, imagenet)?;
+    let interpolation = match a.interpolation {
+        Some(i) => i,
+        None => ck.interpolation()?.unwrap_or_default(),
+    };
+    let prep = preprocessing(&ck, (a.image_size, interpolation), imagenet)?;
     let mut pixels = Vec::new();
     for p in &a.images {
         pixels.extend(image_chw(p, &prep)?);

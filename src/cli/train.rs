@@ -45,8 +45,7 @@ pub fn train_cmd(m: &clap::ArgMatches) -> Result<()> {
     let a = <TrainArgs as clap::FromArgMatches>::from_arg_matches(&m)
         .map_err(|e| Error::Invalid(e.to_string()))?;
     let given = |id: &str| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
-    let mut config = a.config.config(&given)?;
-    config.interpolation = a.data.interpolation;
+    let mut config = a.config.config(&given, a.data.interpolation)?;
     if a.test_only {
         return test_only(a, &config, &given);
     }
@@ -189,6 +188,7 @@ pub fn experiment_cmd(a: ExperimentArgs, given: &dyn Fn(&str) -> bool) -> Result
         seed: a.seed,
         eval_batch_size: a.eval_batch_size,
         gpu: a.gpu.options()?,
+        interpolation: a.data.interpolation,
         ..TrainConfig::default()
     };
     let out = a

@@ -6,7 +6,7 @@
 use clap::Args;
 use resnet::model::{Family, ModelSpec};
 use resnet::ops::sgd::{Rule, SgdConfig};
-use resnet::preprocess::AutoAugment;
+use resnet::preprocess::{AutoAugment, Interpolation};
 use resnet::train::{
     FineTuning, LrSchedule, ModelEma, Recipe, TrainConfig, WarmupMethod, BUCKET_MB, EVAL_BATCH,
 };
@@ -263,7 +263,7 @@ pub struct TrainConfigArgs {
     pub random_erase: f32,
     /// An automatic augmentation of each training image after its crop and flip, as
     /// torchvision's --auto-augment: ta_wide is its TrivialAugmentWide (one of 14 Pillow
-    /// operations at a random strength, bilinear; the ResNet-50 V2 recipe's), ra its RandAugment
+    /// operations at a random strength, warped with --interpolation; the ResNet-50 V2 recipe's), ra its RandAugment
     /// (two of them in turn at --ra-magnitude), imagenet, cifar10 and svhn its AutoAugment with
     /// the policy learned on that data set, augmix its AugMix (three chains of 1 to 3
     /// operations at --augmix-severity, mixed with random weights). On CIFAR the crop and flip
@@ -339,7 +339,13 @@ pub struct TrainConfigArgs {
 
 impl TrainConfigArgs {
     /// The library's configuration (the adapter options are the caller's).
-    pub fn config(&self, given: &dyn Fn(&str) -> bool) -> Result<TrainConfig> {
+    /// The run's configuration; `interpolation` is a data option (`DataArgs`), for the
+    /// automatic augmentations' warps.
+    pub fn config(
+        &self,
+        given: &dyn Fn(&str) -> bool,
+        interpolation: Interpolation,
+    ) -> Result<TrainConfig> {
         if let Some(alone) = ["model_ema_steps", "model_ema_decay"]
             .into_iter()
             .find(|f| given(f) && !self.model_ema)
@@ -386,8 +392,7 @@ impl TrainConfigArgs {
                 },
                 other => other,
             }),
-            // a data option (`DataArgs`), which the command sets
-            interpolation: Default::default(),
+            interpolation,
             ra_reps: self.ra_sampler.then_some(self.ra_reps),
             mixing: resnet::preprocess::BatchMixing {
                 mixup_alpha: self.mixup_alpha,
@@ -428,7 +433,10 @@ mod tests {
 
     fn recipe(args: &[&str], given: &dyn Fn(&str) -> bool) -> Recipe {
         let cmd = Cmd::try_parse_from(args).unwrap();
-        cmd.config.config(given).unwrap().recipe
+        cmd.config
+            .config(given, Interpolation::default())
+            .unwrap()
+            .recipe
     }
 
     /// `--opt` reaches the recipe: `sgd_nesterov` is SGD with Nesterov momentum, the others
@@ -494,7 +502,10 @@ mod tests {
     #[test]
     fn flag_defaults_are_the_library_defaults() {
         let cmd = Cmd::try_parse_from(["train"]).unwrap();
-        let config = cmd.config.config(&|_| false).unwrap();
+        let config = cmd
+            .config
+            .config(&|_| false, Interpolation::default())
+            .unwrap();
         let lib = TrainConfig::default();
         assert_eq!(config.recipe, lib.recipe);
         assert_eq!(config.fine_tuning, lib.fine_tuning);
@@ -524,7 +535,7 @@ mod tests {
         let config = |args: &[&str]| {
             let cmd = Cmd::try_parse_from([&["train"], args].concat()).unwrap();
             cmd.config
-                .config(&|id| args.contains(&id))
+                .config(&|id| args.contains(&id), Interpolation::default())
                 .unwrap()
                 .auto_augment
         };

@@ -11,6 +11,7 @@ use image::RgbImage;
 
 use super::{invalid, io_err, Dataset, Split};
 use crate::preprocess::transforms::{write_chw, Transform};
+use crate::preprocess::Interpolation;
 use crate::rng::SplitMix64;
 use crate::{Error, Result};
 
@@ -21,9 +22,18 @@ const MAX_SIDE: usize = 1 << 14;
 
 /// Loads `dir/train/<class>/*` and `dir/test/<class>/*` (or `val/`: [`held_out_dir`]) (classes sorted by name, files sorted by
 /// path, sub-folders of a class folder included, names starting with '.' skipped), decoding the
-/// images in parallel, converting them to RGB and resizing them to `size` (h, w) with a triangle
-/// (bilinear) filter when they are not already that size.
+/// images in parallel, converting them to RGB and resizing them to `size` (h, w) with Pillow's
+/// bilinear filter when they are not already that size.
 pub fn load_image_folder(dir: &Path, size: (usize, usize)) -> Result<Split> {
+    load_image_folder_with(dir, size, Interpolation::Bilinear)
+}
+
+/// [`load_image_folder`], resizing with `interpolation`.
+pub fn load_image_folder_with(
+    dir: &Path,
+    size: (usize, usize),
+    interpolation: Interpolation,
+) -> Result<Split> {
     let (h, w) = size;
     if h == 0 || w == 0 || h > MAX_SIDE || w > MAX_SIDE {
         return Err(invalid(format!(
@@ -32,8 +42,12 @@ pub fn load_image_folder(dir: &Path, size: (usize, usize)) -> Result<Split> {
     }
     let classes = split_classes(dir)?;
     let (train_dir, test_dir) = (dir.join("train"), held_out_dir(dir));
-    let train = load_set(&train_dir, &classes, size)?;
-    let test = load_set(&test_dir, &classes, size)?;
+    let resize = Transform::Resize {
+        size,
+        interpolation,
+    };
+    let train = load_set(&train_dir, &classes, resize)?;
+    let test = load_set(&test_dir, &classes, resize)?;
     Ok(Split { train, test })
 }
 
@@ -143,7 +157,8 @@ pub(super) fn class_files(class_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn load_set(dir: &Path, classes: &[String], (h, w): (usize, usize)) -> Result<Dataset> {
+fn load_set(dir: &Path, classes: &[String], resize: Transform) -> Result<Dataset> {
+    let (h, w) = resize.out_size();
     if classes.len() > 256 {
         return Err(invalid(format!(
             "{}: {} class folders; images decoded into memory hold at most 256 (the ImageNet models read larger sets as they train)",
@@ -157,7 +172,7 @@ fn load_set(dir: &Path, classes: &[String], (h, w): (usize, usize)) -> Result<Da
         files.extend(class_files(&dir.join(class))?);
         labels.resize(files.len(), label as u8);
     }
-    let images = decode_all(&files, (h, w))?;
+    let images = decode_all(&files, resize)?;
     Ok(Dataset {
         images,
         labels,
@@ -167,8 +182,10 @@ fn load_set(dir: &Path, classes: &[String], (h, w): (usize, usize)) -> Result<Da
     })
 }
 
-/// Decodes `files` into one CHW buffer on all cores; the error of the first failing file wins.
-fn decode_all(files: &[PathBuf], (h, w): (usize, usize)) -> Result<Vec<u8>> {
+/// Decodes `files` into one CHW buffer on all cores, each resized by `resize`; the error of the
+/// first failing file wins.
+fn decode_all(files: &[PathBuf], resize: Transform) -> Result<Vec<u8>> {
+    let (h, w) = resize.out_size();
     let per = 3 * h * w;
     let mut images = vec![0u8; files.len() * per];
     let threads = std::thread::available_parallelism()
@@ -194,7 +211,7 @@ fn decode_all(files: &[PathBuf], (h, w): (usize, usize)) -> Result<Vec<u8>> {
                     return;
                 };
                 for (i, (path, img)) in paths.iter().zip(out.chunks_mut(per)).enumerate() {
-                    if let Err(e) = decode_one(path, (h, w), img) {
+                    if let Err(e) = decode_one(path, &resize, img) {
                         failed.store(true, Ordering::Relaxed);
                         if let Ok(mut errs) = errors.lock() {
                             errs.push((b * BLOCK + i, e));
@@ -223,9 +240,9 @@ pub(super) fn read_rgb(path: &Path) -> Result<RgbImage> {
     Ok(img.into_rgb8())
 }
 
-/// Decodes one file into `out` as RGB CHW of size (h, w).
-fn decode_one(path: &Path, (h, w): (usize, usize), out: &mut [u8]) -> Result<()> {
-    let img = Transform::resize((h, w)).apply(read_rgb(path)?, &mut SplitMix64(0));
+/// Decodes one file into `out` as RGB CHW, resized by `resize`.
+fn decode_one(path: &Path, resize: &Transform, out: &mut [u8]) -> Result<()> {
+    let img = resize.apply(read_rgb(path)?, &mut SplitMix64(0));
     write_chw(&img, out);
     Ok(())
 }

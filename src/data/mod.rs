@@ -25,7 +25,7 @@ pub use bundled::bundled_cifar10;
 pub use cifar::{load_cifar_binary, write_cifar_binary, CIFAR_DIR, CIFAR_RECORD};
 pub use download::{default_cache_dir, download_cifar10, parse_md5, CIFAR10_MD5, CIFAR10_URL};
 pub use fetch::{fetch, Digest, Transfer};
-pub use folder::load_image_folder;
+pub use folder::{load_image_folder, load_image_folder_with};
 pub use prefetch::{assemble, default_workers, queue_depth, Batch, BatchJob, Prefetch};
 pub use pretrained::{fetch_pretrained, file_sha256, is_url, parse_sha256, weights_file};
 pub use source::{ImageSource, Sources};
@@ -122,12 +122,22 @@ pub struct Split {
 /// (`dir/train/<class>/*`, `dir/test/<class>/*` or `dir/val/<class>/*`, classes sorted by name as
 /// torchvision's ImageFolder).
 /// Image-folder images are decoded with the `image` crate, converted to RGB and resized to `size`
-/// (h, w) (skipped when already that size); the binary layout is always 32x32, whatever `size` says.
+/// (h, w) (skipped when already that size), bilinear; the binary layout is always 32x32, whatever
+/// `size` says.
 pub fn load(dir: &Path, size: (usize, usize)) -> Result<Split> {
+    load_with(dir, size, crate::preprocess::Interpolation::Bilinear)
+}
+
+/// [`load`], an image folder's images resized with `interpolation`.
+pub fn load_with(
+    dir: &Path,
+    size: (usize, usize),
+    interpolation: crate::preprocess::Interpolation,
+) -> Result<Split> {
     if cifar::looks_binary(dir) {
         load_cifar_binary(dir)
     } else if has_split_folders(dir) {
-        load_image_folder(dir, size)
+        load_image_folder_with(dir, size, interpolation)
     } else if !dir.is_dir() {
         Err(invalid(format!("{}: no such directory", dir.display())))
     } else {

@@ -198,11 +198,11 @@ impl Interpolation {
 
 impl std::str::FromStr for Interpolation {
     type Err = String;
+    /// torchvision's names, lower case (as `InterpolationMode(name)` takes them).
     fn from_str(s: &str) -> Result<Self, String> {
-        let lower = s.to_ascii_lowercase();
         Interpolation::ALL
             .into_iter()
-            .find(|m| m.name() == lower)
+            .find(|m| m.name() == s)
             .ok_or_else(|| {
                 let names: Vec<&str> = Interpolation::ALL.iter().map(|m| m.name()).collect();
                 format!(

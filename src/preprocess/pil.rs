@@ -96,6 +96,21 @@ fn coord(v: f64) -> i64 {
     }
 }
 
+/// The source pixels of `n` output pixels along an axis of Pillow's scaling
+/// (`ImagingScaleAffine`): each centre mapped to `offset + (i + 0.5) * step`, stepped by `step`
+/// in float64 as Pillow steps it (where a centre falls exactly on a pixel boundary, the steps'
+/// rounding picks the side), as [`coord`]s.
+pub(super) fn scale_steps(offset: f64, step: f64, n: usize) -> Vec<i64> {
+    let mut at = offset + step * 0.5;
+    (0..n)
+        .map(|_| {
+            let i = coord(at);
+            at += step;
+            i
+        })
+        .collect()
+}
+
 /// Pillow's nearest-neighbour affine transform (`ImagingTransformAffine` with no filter), in
 /// its three arithmetics: a pure scale (`ImagingScaleAffine`: positions stepped in float64),
 /// 16.16 fixed point where the image's four corners map within +-32768 pixels (`affine_fixed`,
@@ -112,18 +127,11 @@ fn affine_nearest(img: &RgbImage, a: &[f64; 6]) -> RgbImage {
         }
     };
     if a[1] == 0.0 && a[3] == 0.0 {
-        let mut columns = Vec::with_capacity(w);
-        let mut xo = a[2] + a[0] * 0.5;
-        for _ in 0..w {
-            columns.push(coord(xo));
-            xo += a[0];
-        }
-        let mut yo = a[5] + a[4] * 0.5;
-        for y in 0..h {
+        let columns = scale_steps(a[2], a[0], w);
+        for (y, yin) in scale_steps(a[5], a[4], h).into_iter().enumerate() {
             for (x, &xin) in columns.iter().enumerate() {
-                copy((x, y), (xin, coord(yo)));
+                copy((x, y), (xin, yin));
             }
-            yo += a[4];
         }
         return out;
     }

@@ -63,14 +63,6 @@ impl Transform {
         }
     }
 
-    /// A resize to exactly `size` (height, width), bilinear.
-    pub fn resize(size: (usize, usize)) -> Transform {
-        Transform::Resize {
-            size,
-            interpolation: Interpolation::Bilinear,
-        }
-    }
-
     /// How the transform resamples.
     pub fn interpolation(&self) -> Interpolation {
         match *self {

@@ -89,7 +89,7 @@ pub(super) fn open(
     let spec = ModelSpec::from_name(&c.model, classes_of(c, train)?)?;
     let steps_per_epoch = train.len() / c.recipe.batch_size;
     let what = format!(
-        "{} epochs {} seed {} resume {} sync-bn {} bucket {} {:?} ema {:?} zero-init {} erase {} {:?} auto-augment {:?} ra {:?} data {} images of {}x{}",
+        "{} epochs {} seed {} resume {} sync-bn {} bucket {} {:?} ema {:?} zero-init {} erase {} {:?} auto-augment {:?} {:?} ra {:?} data {} images of {}x{}",
         spec.name,
         c.epochs_or_default(spec.family, steps_per_epoch),
         c.seed,
@@ -101,6 +101,7 @@ pub(super) fn open(
         c.zero_init_residual,
         c.random_erase,
         c.auto_augment,
+        c.interpolation,
         c.mixing,
         c.ra_reps,
         train.len(),

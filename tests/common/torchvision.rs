@@ -4,6 +4,10 @@
 use base64::Engine;
 use resnet::preprocess::auto_augment::{AugmentOp, Space};
 
+/// torchvision's default `--interpolation`.
+#[allow(dead_code)] // not every test that includes `common` resamples
+pub const BILINEAR: resnet::preprocess::Interpolation = resnet::preprocess::Interpolation::Bilinear;
+
 /// The fixture tests/data/torch/`name`.
 pub fn fixture(name: &str) -> serde_json::Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -14,8 +14,8 @@
 //!   mixed with random weights and blended with the image. torchvision applies it to a uint8
 //!   tensor, so its operations are the tensor ones of [`tensor_ops`].
 //!
-//! The other policies' operations are Pillow's ([`super::pil`]), bilinear as the reference
-//! recipe interpolates; the strengths are torchvision's tables, in float32 as `torch.linspace`
+//! The other policies' operations are Pillow's ([`super::pil`]), warped with `--interpolation`
+//! (bilinear, as the reference recipe's default); the strengths are torchvision's tables, in float32 as `torch.linspace`
 //! makes them (TrivialAugment's translation bin 15 is 15.999999 pixels, so it moves the image
 //! 15).
 

@@ -2,8 +2,8 @@
 //! path AugMix takes: it turns a PIL image into a tensor before its operations, so they are not
 //! Pillow's ([`super::super::pil`]) but these:
 //!
-//! - the geometric ones sample a grid made by `_gen_affine_grid` with `grid_sample` (bilinear,
-//!   `align_corners=False`, zeros outside the image) in float32, rounded half to even;
+//! - the geometric ones sample a grid made by `_gen_affine_grid` with `grid_sample` (bilinear or
+//!   nearest, `align_corners=False`, zeros outside the image) in float32, rounded half to even;
 //! - the blends (`_blend`: brightness, colour, contrast, sharpness) compute
 //!   `ratio * img + (1 - ratio) * other` in float32 and truncate;
 //! - grayscale is `0.2989 r + 0.587 g + 0.114 b` truncated; contrast blends with its mean;

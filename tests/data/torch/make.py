@@ -66,7 +66,8 @@ root with torch installed (CPU is enough): python3 tests/data/torch/make.py
   interpolation.json          torchvision's --interpolation modes on PIL images: F.resize of a
                               64x48 patterned photo to four sizes (shrinking, growing, both) in
                               each of nearest, bilinear, bicubic, box, hamming and lanczos, and
-                              Resize(37) + CenterCrop(30) of it in each; the
+                              Resize(37) + CenterCrop(30) of it in each, and six sizes either
+                              side of Pillow 13's choice of which pass comes first; the
                               automatic augmentations' warps (_apply_op's shears, translations
                               and rotations) in nearest and bicubic on the images of
                               trivial_augment.json, and on AugMix's uint8 tensors in nearest
@@ -634,7 +635,8 @@ def interpolation():
     record = {"torch": torch.__version__, "torchvision": torchvision.__version__,
               "pillow": Image.__version__,
               "photo": {"width": photo.width, "height": photo.height, "rgb": b64(photo.tobytes())},
-              "resize": [], "resize_center_crop": [], "warps": [], "tensor_warps": []}
+              "resize": [], "resize_center_crop": [], "resize_order": [], "warps": [],
+              "tensor_warps": []}
     for mode in modes:
         for h, w in [(18, 24), (37, 83), (70, 45), (20, 60)]:
             out = TF.resize(photo, [h, w], interpolation=mode)
@@ -644,6 +646,11 @@ def interpolation():
         out = TF.center_crop(TF.resize(photo, 37, interpolation=mode), 30)
         record["resize_center_crop"].append({"mode": mode.value, "resize": 37, "crop": 30,
                                              "out": b64(out.tobytes())})
+    # Pillow 13 resamples the columns first where the height loses more than twice as many
+    # pixels as the width: sizes on both sides of that line, bilinear
+    for h, w in [(19, 50), (20, 50), (43, 62), (44, 62), (30, 63), (47, 65)]:
+        out = TF.resize(photo, [h, w], interpolation=M.BILINEAR)
+        record["resize_order"].append({"mode": "bilinear", "height": h, "width": w, "out": b64(out.tobytes())})
     square = Image.open(jpeg / "cat" / "0000.jpg").convert("RGB").resize((24, 24), Image.BILINEAR)
     tall = Image.open(jpeg / "ship" / "0001.jpg").convert("RGB").crop((5, 3, 25, 27))
     flat = torch.stack([torch.full((7, 9), 77), torch.randint(100, 140, (7, 9), generator=g),
