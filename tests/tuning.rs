@@ -248,6 +248,59 @@ fn resnet_tune_fills_the_cache_that_later_commands_use() {
     assert!(String::from_utf8_lossy(&forced.stderr).contains("--kernels"));
 }
 
+/// torchvision's `--use-deterministic-algorithms`: nothing is timed or read from the tuning
+/// cache (the adapter type's family, whatever timings chose elsewhere): a run with it
+/// reproduces one forcing that family, to the bit; `resnet tune` refuses it.
+#[test]
+fn deterministic_algorithms_time_nothing_and_take_the_adapters_family() {
+    let cache = tempfile::tempdir().unwrap();
+    // the family by adapter type, as the library picks it untuned
+    let untuned = GpuOptions {
+        tune: Some(false),
+        ..GpuOptions::default()
+    };
+    let family = KernelFamily::of(&Gpu::new_blocking(&untuned).unwrap()).name();
+    let data = common::cifar::subset(8, 2);
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--model",
+            "resnet8",
+            "--data",
+            data.path().to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--lr",
+            "0.05",
+        ];
+        args.extend_from_slice(extra);
+        let o = resnet(&args, cache.path());
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{err}");
+        (std::fs::read(out.join("last.safetensors")).unwrap(), err)
+    };
+    let runs = tempfile::tempdir().unwrap();
+    let (deterministic, err) = run(&runs.path().join("a"), &["--use-deterministic-algorithms"]);
+    assert!(
+        !err.contains("timing the convolution kernel families"),
+        "{err}"
+    );
+    assert!(
+        !cache.path().join("kernels").exists(),
+        "a tuning cache was written"
+    );
+    let (forced, _) = run(&runs.path().join("b"), &["--kernels", family]);
+    assert!(deterministic == forced, "{family}: the runs differ");
+    let refused = resnet(&["tune", "--use-deterministic-algorithms"], cache.path());
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("--use-deterministic-algorithms"), "{err}");
+}
+
 /// The browser's way: plans are built with the adapter's family at once, the families are timed
 /// afterwards without blocking, and the choices travel as text to the next page load.
 #[test]

@@ -70,6 +70,13 @@ struct GpuArgs {
     /// The same as --precision mixed (the flag of torchvision's and timm's training scripts)
     #[arg(long, global = true)]
     amp: bool,
+    /// torchvision's flag. Every kernel here sums in a fixed order already (the same seed,
+    /// adapter and kernels give the same bits), so this turns off what timing decides: the
+    /// convolutions take the adapter type's family (register on CPU drivers, gemm on GPUs)
+    /// instead of the fastest measured (as cudnn.benchmark = False), so that runs on two
+    /// machines with the same adapter match to the bit whatever their timings were
+    #[arg(long, global = true)]
+    use_deterministic_algorithms: bool,
 }
 
 impl GpuArgs {
@@ -80,6 +87,14 @@ impl GpuArgs {
         }
         if let Some(k) = &self.kernels {
             o.set_kernels(k)?;
+        }
+        if self.use_deterministic_algorithms {
+            if o.tune == Some(true) {
+                return Err(Error::Invalid(
+                    "--use-deterministic-algorithms takes the adapter type's kernels; it contradicts --kernels auto".into(),
+                ));
+            }
+            o.tune = Some(false);
         }
         o.set_precision(self.precision()?)?;
         o.tuning_cache = Some(data::default_cache_dir().join("kernels"));

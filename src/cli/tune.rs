@@ -43,6 +43,12 @@ pub fn run(a: TuneArgs) -> Result<()> {
             "resnet tune times every kernel family; --kernels or RESNET_KERNELS forces one (use auto)".into(),
         ));
     }
+    if a.gpu.use_deterministic_algorithms {
+        return Err(Error::Invalid(
+            "resnet tune times every kernel family; --use-deterministic-algorithms times none"
+                .into(),
+        ));
+    }
     opts.tune = Some(true);
     let (default_size, classes) = model_defaults(&a.model)?;
     let size = a.image_size.unwrap_or(default_size);
