@@ -158,6 +158,63 @@ fn image_folder_loads() {
     assert!(split.train.subset(0).is_empty());
 }
 
+/// Links are followed (a class folder that is a link, a photo that is one), sub-folders of a
+/// class are its photos too: the same images as the plain folder, in the same order.
+#[cfg(unix)]
+#[test]
+fn image_folders_follow_links_and_sub_folders() {
+    let plain = fixture();
+    let linked = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    for split in ["train", "test"] {
+        for class in CLASSES {
+            let from = plain.path().join(split).join(class);
+            let to = linked.path().join(split).join(class);
+            fs::create_dir_all(to.parent().unwrap()).unwrap();
+            let mut files: Vec<_> = fs::read_dir(&from)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            match class {
+                // the class folder a link to a folder elsewhere
+                "cat" => {
+                    let real = elsewhere.path().join(split);
+                    fs::create_dir_all(&real).unwrap();
+                    copy_files(&files, &real);
+                    std::os::unix::fs::symlink(&real, &to).unwrap();
+                }
+                // each photo a link, the second half in a sub-folder named to sort after them
+                "dog" => {
+                    let (first, second) = files.split_at(files.len() / 2);
+                    fs::create_dir_all(to.join("zz")).unwrap();
+                    for (f, dir) in first
+                        .iter()
+                        .map(|f| (f, to.clone()))
+                        .chain(second.iter().map(|f| (f, to.join("zz"))))
+                    {
+                        std::os::unix::fs::symlink(f, dir.join(f.file_name().unwrap())).unwrap();
+                    }
+                }
+                _ => {
+                    fs::create_dir_all(&to).unwrap();
+                    copy_files(&files, &to);
+                }
+            }
+        }
+    }
+    assert_eq!(
+        load_image_folder(linked.path(), (32, 32)).unwrap(),
+        load_image_folder(plain.path(), (32, 32)).unwrap()
+    );
+}
+
+fn copy_files(files: &[PathBuf], to: &Path) {
+    for f in files {
+        fs::copy(f, to.join(f.file_name().unwrap())).unwrap();
+    }
+}
+
 #[test]
 fn image_folder_resizes_and_load_detects_it() {
     let dir = fixture();
