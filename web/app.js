@@ -96,7 +96,7 @@ async function newEngine(make) {
   $('adapter').textContent = `WebGPU adapter: ${demo.adapterInfo}; engine: ${engine.adapter()}`;
   $('model').value = engine.modelName();
   $('batch').value = String(engine.batchSize());
-  status(`${engine.modelName()}: ${engine.paramCount().toLocaleString()} parameters, ready ` +
+  status(`${engine.modelName()} with ${engine.optimizer()}: ${engine.paramCount().toLocaleString()} parameters, ready ` +
     `(${((performance.now() - t0) / 1000).toFixed(1)} s)`);
   for (const b of ['start', 'reset', 'save', 'tune']) $(b).disabled = false;
   drawChart();
@@ -110,8 +110,11 @@ function remembered() {
 
 function freshEngine() {
   return Engine.create($('model').value, Number($('batch').value), 1, $('kernels').value, remembered(),
-    $('precision').value);
+    $('precision').value, $('opt').value);
 }
+
+// Each optimizer's usual learning rate at these batch sizes (SGD's is He et al.'s).
+const USUAL_LR = { sgd: 0.1, sgd_nesterov: 0.1, rmsprop: 0.01, adamw: 0.001 };
 
 // Times every kernel family at this model's convolution shapes (once per adapter and shape).
 async function tuneKernels() {
@@ -317,7 +320,7 @@ async function main() {
   await init();
   [demo.train, demo.test] = await Promise.all([loadRecords('data/train.bin'), loadRecords('data/test.bin')]);
   $('data-info').textContent = `${demo.train.n} training and ${demo.test.n} test images of real CIFAR-10, ` +
-    'with random crops and flips, SGD with momentum 0.9 and weight decay 1e-4 as in He et al. 2016.';
+    'with random crops and flips; by default SGD with momentum 0.9 and weight decay 1e-4 as in He et al. 2016.';
 
   $('start').onclick = () => {
     demo.running = !demo.running;
@@ -331,6 +334,10 @@ async function main() {
     exclusive(tuneKernels);
   };
   for (const id of ['model', 'batch', 'kernels', 'precision']) $(id).onchange = $('reset').onclick;
+  $('opt').onchange = () => {
+    $('lr').value = String(USUAL_LR[$('opt').value]);
+    $('reset').onclick();
+  };
   $('files').onchange = (ev) => exclusive(() => classify([...ev.target.files]));
   const drop = $('drop');
   drop.ondragover = (ev) => { ev.preventDefault(); drop.classList.add('over'); };
@@ -363,7 +370,7 @@ async function main() {
     if (!f) return;
     const bytes = new Uint8Array(await f.arrayBuffer());
     await newEngine(() => Engine.fromSafetensors(bytes, Number($('batch').value), $('kernels').value,
-      remembered(), $('precision').value))
+      remembered(), $('precision').value, $('opt').value))
       .catch(fail);
     status(`loaded ${f.name}: ${demo.engine.modelName()}`);
   };

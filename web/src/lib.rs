@@ -11,7 +11,7 @@ use resnet::gpu::{Gpu, GpuOptions, Precision};
 use resnet::model::{ModelSpec, ModelState};
 use resnet::ops::amp::LossScale;
 use resnet::ops::conv2d::{parse_kernel_family, tune_pending, KernelFamily};
-use resnet::ops::sgd::SgdConfig;
+use resnet::ops::sgd::{Rule, SgdConfig};
 use resnet::plan::{Normalize, Plan, PlanConfig};
 use resnet::preprocess::Preprocess;
 use resnet::train::Trainer;
@@ -29,6 +29,7 @@ struct Inner {
     eval: RefCell<HashMap<usize, Plan>>,
     classes: Vec<String>,
     normalize: Normalize,
+    optimizer: SgdConfig,
 }
 
 /// A model on the GPU with a training plan: `step` trains, `predict` classifies, `save` and
@@ -72,21 +73,34 @@ async fn open(
     Ok(gpu)
 }
 
+/// The optimizer `opt` names ("sgd", "sgd_nesterov", "rmsprop", "adamw": torchvision's
+/// `--opt`; none: SGD), with He et al.'s momentum 0.9 and weight decay 1e-4 (decoupled in
+/// AdamW); the rate is set per step.
+fn optimizer(opt: Option<String>) -> Result<SgdConfig, JsError> {
+    let (rule, nesterov) = match opt.filter(|o| !o.is_empty()) {
+        Some(o) => Rule::parse(&o).map_err(js_err)?,
+        None => (Rule::Sgd, false),
+    };
+    Ok(SgdConfig {
+        rule,
+        nesterov,
+        ..SgdConfig::he2016()
+    })
+}
+
 impl Engine {
     fn build(
-        gpu: Gpu,
-        model: ModelState,
-        batch: usize,
-        seed: u64,
+        (gpu, model): (Gpu, ModelState),
+        (batch, seed): (usize, u64),
+        optimizer: SgdConfig,
         classes: Vec<String>,
         normalize: Normalize,
     ) -> Result<Engine, JsError> {
-        // torch.optim.SGD as in He et al.; the rate is set per step
         let preprocess = Preprocess::pad_crop_flip(normalize);
         let cfg = PlanConfig {
             // mixed precision trains with the loss scaled (torch.amp's GradScaler)
             loss_scale: LossScale::default().for_precision(gpu.precision),
-            ..PlanConfig::train(batch, SIZE, SgdConfig::he2016(), preprocess)
+            ..PlanConfig::train(batch, SIZE, optimizer, preprocess)
         };
         let trainer = Trainer::new(&gpu, &model, cfg, seed).map_err(js_err)?;
         Ok(Engine {
@@ -97,6 +111,7 @@ impl Engine {
                 eval: RefCell::new(HashMap::new()),
                 classes,
                 normalize,
+                optimizer,
             }),
         })
     }
@@ -107,7 +122,7 @@ impl Engine {
     /// Opens WebGPU and builds a freshly initialised CIFAR model (`resnet20`, `resnet8`, ...) with
     /// a training plan for `batch` images per step. `kernels`: "auto" or a family name
     /// ("register8x8", "gemm64x64", ...: `resnet --help` lists them); `precision`: "fp32" or
-    /// "mixed".
+    /// "mixed"; `opt`: "sgd" (the default), "sgd_nesterov", "rmsprop" or "adamw".
     pub async fn create(
         model: String,
         batch: usize,
@@ -115,12 +130,21 @@ impl Engine {
         kernels: Option<String>,
         remembered: Option<String>,
         precision: Option<String>,
+        opt: Option<String>,
     ) -> Result<Engine, JsError> {
         let spec = ModelSpec::from_name(&model, 10).map_err(js_err)?;
+        let optimizer = optimizer(opt)?;
         let gpu = open(kernels, remembered, precision).await?;
         let state = ModelState::new(&gpu, &spec, seed as u64).map_err(js_err)?;
         let classes = cifar10::CLASSES.map(String::from).to_vec();
-        Engine::build(gpu, state, batch, seed as u64, classes, cifar10::NORMALIZE)
+        let normalize = cifar10::NORMALIZE;
+        Engine::build(
+            (gpu, state),
+            (batch, seed as u64),
+            optimizer,
+            classes,
+            normalize,
+        )
     }
 
     /// Opens WebGPU and loads a safetensors checkpoint (from `resnet train`, this page, or
@@ -132,7 +156,9 @@ impl Engine {
         kernels: Option<String>,
         remembered: Option<String>,
         precision: Option<String>,
+        opt: Option<String>,
     ) -> Result<Engine, JsError> {
+        let optimizer = optimizer(opt)?;
         let ck = Checkpoint::from_bytes(&bytes).map_err(js_err)?;
         let name = ck
             .metadata
@@ -150,7 +176,16 @@ impl Engine {
         state
             .load_state_dict(&gpu, &ck, "checkpoint")
             .map_err(js_err)?;
-        Engine::build(gpu, state, batch, 0, classes, normalize)
+        Engine::build((gpu, state), (batch, 0), optimizer, classes, normalize)
+    }
+
+    /// The optimizer's name ("sgd", "rmsprop" or "adamw"), with " (Nesterov)" for Nesterov's SGD.
+    pub fn optimizer(&self) -> String {
+        let o = &self.inner.optimizer;
+        match o.nesterov {
+            true => format!("{} (Nesterov)", o.rule.name()),
+            false => o.rule.name().to_string(),
+        }
     }
 
     /// What the convolutions compute in: "fp32" or "mixed".

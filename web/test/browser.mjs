@@ -187,6 +187,27 @@ try {
     const option = await page.$eval('#precision option[value="mixed"]', (o) => [o.disabled, o.textContent]);
     check(option[0] && option[1].includes('no shader-f16'), `mixed is offered only with shader-f16 (${option[1]})`);
   }
+  // the optimizer: AdamW at its usual rate trains on WebGPU (its step count kernel and second
+  // moments within the browser's limits) with a finite loss; its arithmetic is checked against
+  // PyTorch's in the Rust tests (tests/optimizers.rs, tests/gradients.rs)
+  await engineAfter(() => page.$eval('#opt', (el) => {
+    document.getElementById('precision').value = 'fp32';
+    el.value = 'adamw';
+    el.dispatchEvent(new Event('change'));
+  }));
+  check(await page.evaluate(() => window.demo.engine.optimizer()) === 'adamw', 'the engine steps with AdamW');
+  check((await page.inputValue('#lr')) === '0.001', 'AdamW sets its usual learning rate');
+  check((await page.textContent('#status')).includes('with adamw'), 'the page says which optimizer');
+  await click('#start');
+  await page.waitForFunction(() => window.demo.history.length >= 6 || window.demo.errors.length > 0, null, poll);
+  await click('#start');
+  await page.evaluate(() => window.demo.busy);
+  const adamw = await page.evaluate(() => ({ history: window.demo.history, errors: window.demo.errors }));
+  check(adamw.errors.length === 0, `AdamW: no page errors (${adamw.errors.join('; ')})`);
+  const losses = adamw.history.map((r) => r.loss);
+  check(losses.length >= 6 && losses.every((l) => Number.isFinite(l) && l < 10),
+    `AdamW trained ${losses.length} steps, every loss finite (${losses.map((l) => l.toFixed(3)).join(', ')})`);
+  figures.adamw_losses = losses.map((l) => Number(l.toFixed(4)));
   check(consoleErrors.length === 0, `no console errors (${consoleErrors.join(' | ')})`);
   figures.total_seconds = (Date.now() - t0) / 1000;
 } finally {
