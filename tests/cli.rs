@@ -675,6 +675,14 @@ fn mistakes_fail_at_once_before_any_data_is_loaded() {
         cache.path(),
     );
     fails_before_loading_data(&contradiction, &["--sync-bn", "--bn-eval"]);
+    // torchvision's own flags: what does their job here, in the one line
+    let v2 = resnet_with_cache(&["train", "--use-v2", "--data-url", &url], cache.path());
+    fails_before_loading_data(&v2, &["--use-v2", "torchvision's script", "Pillow's"]);
+    let pil = resnet_with_cache(
+        &["train", "--backend", "pil", "--data-url", &url],
+        cache.path(),
+    );
+    fails_before_loading_data(&pil, &["--backend pil", "vulkan, metal, dx12 or gl"]);
 }
 
 /// The bug a new user met: a resnet8 run on `--data D --subset ...` resumed with `--resume DIR`

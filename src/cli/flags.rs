@@ -24,6 +24,21 @@ pub fn with_flags(msg: &str) -> String {
     out
 }
 
+/// Why a flag of torchvision's training script (`references/classification/train.py`) that
+/// this tool does not take has no counterpart here, and what does its job.
+pub fn torchvision_only(flag: &str) -> Option<&'static str> {
+    let why = match flag.split('=').next().unwrap_or(flag) {
+        "--use-v2" => "transforms v2 give v1's results, and here they are Pillow's, as v1 runs them",
+        "--cache-dataset" => "listing an image folder is quick here (ImageNet's 1.3 million files in about 1.5 s): nothing to cache",
+        "--start-epoch" => "--resume DIR continues after the run's last epoch, which its checkpoint records",
+        "--device" => "the best GPU adapter is taken; --backend and --device-index choose another (`resnet info` lists them)",
+        "--world-size" | "--dist-url" => "several processes start with `mpirun -np N resnet train ...` (built with `--features mpi`)",
+        "--transformer-embedding-decay" => "it is for vision transformers; a ResNet has no embeddings",
+        _ => return None,
+    };
+    Some(why)
+}
+
 fn is_field(name: &str) -> bool {
     name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -33,7 +48,18 @@ fn is_field(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::with_flags;
+    use super::{torchvision_only, with_flags};
+
+    #[test]
+    fn torchvisions_own_flags_say_what_does_their_job() {
+        let hint = |f| torchvision_only(f).unwrap_or_default();
+        assert!(hint("--start-epoch=3").contains("--resume"));
+        assert!(hint("--world-size").contains("mpirun"));
+        assert!(hint("--cache-dataset").contains("nothing to cache"));
+        assert_eq!(torchvision_only("--bogus"), None);
+        // flags torchvision and this tool share are not hints
+        assert_eq!(torchvision_only("--interpolation"), None);
+    }
 
     #[test]
     fn backticked_fields_become_flags_and_other_text_stays() {

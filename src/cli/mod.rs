@@ -83,6 +83,11 @@ impl GpuArgs {
     fn options(&self) -> Result<GpuOptions> {
         let mut o = GpuOptions::from_env()?;
         if let Some(b) = &self.backend {
+            if ["pil", "tensor"].contains(&b.to_ascii_lowercase().as_str()) {
+                return Err(Error::Invalid(format!(
+                    "--backend {b}: torchvision's --backend picks PIL or tensor transforms; here the transforms are always Pillow's, and --backend picks the GPU API: vulkan, metal, dx12 or gl"
+                )));
+            }
             o.backends = Some(parse_backend(b)?);
         }
         if let Some(k) = &self.kernels {
@@ -312,7 +317,20 @@ fn parse() -> (Cli, clap::ArgMatches) {
             .next()
             .unwrap_or("error: invalid arguments");
         let line = first.strip_prefix("error: ").unwrap_or(first);
-        eprintln!("error: {line} (see --help)");
+        let flag = e.get(clap::error::ContextKind::InvalidArg);
+        let hint = match (e.kind(), flag) {
+            (
+                clap::error::ErrorKind::UnknownArgument,
+                Some(clap::error::ContextValue::String(f)),
+            ) => flags::torchvision_only(f),
+            _ => None,
+        };
+        match hint {
+            Some(why) => eprintln!(
+                "error: {line}: a flag of torchvision's script that this tool does without: {why}"
+            ),
+            None => eprintln!("error: {line} (see --help)"),
+        }
         std::process::exit(2);
     })
 }
