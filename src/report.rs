@@ -53,10 +53,17 @@ pub struct EpochMetrics {
     pub test_acc5: Option<f64>,
     /// With `--model-ema`: the moving average's top-5 test accuracy.
     pub ema_test_acc5: Option<f64>,
+    /// Top-5 training accuracy over the epoch's batches (as augmented, and mixed where MixUp or
+    /// CutMix mix them: the argmax of the mixed target, as for `train_acc`); `None` in files
+    /// written before it was recorded.
+    pub train_acc5: Option<f64>,
 }
 
 /// The CSV header, the columns in [`EpochMetrics`] field order.
-pub const CSV_HEADER: &str = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms,loss_scale,skipped_steps,ema_test_loss,ema_test_acc,test_acc5,ema_test_acc5";
+pub const CSV_HEADER: &str = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms,loss_scale,skipped_steps,ema_test_loss,ema_test_acc,test_acc5,ema_test_acc5,train_acc5";
+
+/// The header of files written before the training top-5 column: read with it empty.
+const CSV_HEADER_BEFORE_TRAIN_TOP5: &str = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms,loss_scale,skipped_steps,ema_test_loss,ema_test_acc,test_acc5,ema_test_acc5";
 
 /// The header of files written before the top-5 columns: read with them empty.
 const CSV_HEADER_BEFORE_TOP5: &str = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms,loss_scale,skipped_steps,ema_test_loss,ema_test_acc";
@@ -74,7 +81,7 @@ const CSV_HEADER_BEFORE_EXCHANGE: &str =
 /// One CSV row, columns in the field order of [`EpochMetrics`], with its newline.
 fn metrics_row(m: &EpochMetrics) -> String {
     format!(
-        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
         m.epoch,
         m.iteration,
         m.lr,
@@ -92,6 +99,7 @@ fn metrics_row(m: &EpochMetrics) -> String {
         optional(m.ema_test_acc),
         optional(m.test_acc5),
         optional(m.ema_test_acc5),
+        optional(m.train_acc5),
     )
 }
 
@@ -151,6 +159,7 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
         if header.is_none() {
             if ![
                 CSV_HEADER,
+                CSV_HEADER_BEFORE_TRAIN_TOP5,
                 CSV_HEADER_BEFORE_TOP5,
                 CSV_HEADER_BEFORE_EMA,
                 CSV_HEADER_BEFORE_AMP,
@@ -213,6 +222,7 @@ fn parse_row(line: &str, header: &str) -> std::result::Result<EpochMetrics, Stri
         ema_test_acc: optional_num(14)?,
         test_acc5: optional_num(15)?,
         ema_test_acc5: optional_num(16)?,
+        train_acc5: optional_num(17)?,
     })
 }
 

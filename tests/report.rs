@@ -28,6 +28,7 @@ fn rows(n: usize) -> Vec<EpochMetrics> {
                 ema_test_acc: (e % 3 == 0).then_some(0.5 + t / 128.0),
                 test_acc5: (e != 2).then_some(1.0 - 0.5 * (-t / 7.0).exp() * drop),
                 ema_test_acc5: (e % 3 == 0).then_some(0.75 + t / 256.0),
+                train_acc5: (e != 1).then_some(0.9 - t / 512.0),
             }
         })
         .collect()
@@ -70,8 +71,8 @@ fn metrics_csv_round_trip() {
             (w.ema_test_loss, w.ema_test_acc)
         );
         assert_eq!(
-            (g.test_acc5, g.ema_test_acc5),
-            (w.test_acc5, w.ema_test_acc5)
+            (g.test_acc5, g.ema_test_acc5, g.train_acc5),
+            (w.test_acc5, w.ema_test_acc5, w.train_acc5)
         );
     }
 
@@ -153,7 +154,20 @@ fn metrics_csv_without_the_top5_column_reads_without_it() {
     let got = report::read_metrics(&path).unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!((got[0].ema_test_acc, got[0].test_acc5), (Some(0.5), None));
-    assert_eq!(got[0].ema_test_acc5, None);
+    assert_eq!((got[0].ema_test_acc5, got[0].train_acc5), (None, None));
+}
+
+/// metrics.csv of a run trained before the training top-5 column existed reads with it empty.
+#[test]
+fn metrics_csv_without_the_training_top5_column_reads_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metrics.csv");
+    let old = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms,loss_scale,skipped_steps,ema_test_loss,ema_test_acc,test_acc5,ema_test_acc5\n\
+               3,900,0.1,1.25,0.55,1.125,0.6,900,61.5,2.5,1.5,,0,,,0.875,\n";
+    std::fs::write(&path, old).unwrap();
+    let got = report::read_metrics(&path).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].test_acc5, got[0].train_acc5), (Some(0.875), None));
 }
 
 /// Decodes a PNG and checks its size and that it is neither blank nor a single colour.

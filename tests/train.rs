@@ -238,6 +238,14 @@ fn a_run_with_model_ema_saves_and_evaluates_its_average() {
         (Some(row.test_loss), Some(row.test_acc), row.test_acc5)
     );
     assert!(row.test_acc5.is_some_and(|a5| a5 >= row.test_acc));
+    // the training batches' top-5 too: above their top-1 (some label ranks 2nd to 5th), a share
+    assert!(
+        row.train_acc5
+            .is_some_and(|a5| a5 > row.train_acc && a5 <= 1.0),
+        "train top-1 {}, top-5 {:?}",
+        row.train_acc,
+        row.train_acc5
+    );
     let load = |f: &str| resnet::checkpoint::load(&out.path().join(f)).unwrap();
     let (average, last) = (load("ema.safetensors"), load("last.safetensors"));
     assert_eq!(average.tensors, last.tensors);

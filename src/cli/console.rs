@@ -134,10 +134,11 @@ fn print_epoch(row: &EpochMetrics, epochs: usize, evaluated: &str) {
         None => String::new(),
     };
     println!(
-        "epoch {}/{epochs}: train loss {:.4} acc {:.2}% | {evaluated} loss {:.4} acc {:.2}% top-5 {:.2}%{average} | {:.1} img/s | {:.0}s",
+        "epoch {}/{epochs}: train loss {:.4} acc {:.2}% top-5 {:.2}% | {evaluated} loss {:.4} acc {:.2}% top-5 {:.2}%{average} | {:.1} img/s | {:.0}s",
         row.epoch,
         row.train_loss,
         100.0 * row.train_acc,
+        100.0 * row.train_acc5.unwrap_or(f64::NAN),
         row.test_loss,
         100.0 * row.test_acc,
         100.0 * row.test_acc5.unwrap_or(f64::NAN),

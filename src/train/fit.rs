@@ -396,6 +396,7 @@ impl<'a> Run<'a> {
             ema_test_acc: averaged.map(|a| a.accuracy),
             test_acc5: Some(tested.accuracy5),
             ema_test_acc5: averaged.map(|a| a.accuracy5),
+            train_acc5: Some((trained.sums.top5 / trained.sums.count) as f64),
         };
         self.check_ranks_agree(epoch)?;
         self.events.emit(Event::Exchanged(exchange));

@@ -473,6 +473,7 @@ mod tests {
                 ema_test_acc: None,
                 test_acc5: Some(0.75),
                 ema_test_acc5: None,
+                train_acc5: Some(0.5),
             };
             run.save_epoch((&row, &[]), false, || {
                 Ok(SavedRun {
