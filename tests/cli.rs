@@ -683,6 +683,16 @@ fn mistakes_fail_at_once_before_any_data_is_loaded() {
         cache.path(),
     );
     fails_before_loading_data(&pil, &["--backend pil", "vulkan, metal, dx12 or gl"]);
+    let start = resnet_with_cache(
+        &["train", "--start-epoch=3", "--data-url", &url],
+        cache.path(),
+    );
+    fails_before_loading_data(&start, &["--start-epoch", "--resume DIR"]);
+    let device = resnet_with_cache(
+        &["train", "--device", "cuda", "--data-url", &url],
+        cache.path(),
+    );
+    fails_before_loading_data(&device, &["--device", "--device-index"]);
 }
 
 /// The bug a new user met: a resnet8 run on `--data D --subset ...` resumed with `--resume DIR`

@@ -29,7 +29,7 @@ pub fn with_flags(msg: &str) -> String {
 pub fn torchvision_only(flag: &str) -> Option<&'static str> {
     let why = match flag.split('=').next().unwrap_or(flag) {
         "--use-v2" => "transforms v2 give v1's results, and here they are Pillow's, as v1 runs them",
-        "--cache-dataset" => "listing an image folder is quick here (ImageNet's 1.3 million files in about 1.5 s): nothing to cache",
+        "--cache-dataset" => "listing an image folder is quick here (100,000 files in 0.11 s from a warm cache: ImageNet's in seconds), nothing to cache",
         "--start-epoch" => "--resume DIR continues after the run's last epoch, which its checkpoint records",
         "--device" => "the best GPU adapter is taken; --backend and --device-index choose another (`resnet info` lists them)",
         "--world-size" | "--dist-url" => "several processes start with `mpirun -np N resnet train ...` (built with `--features mpi`)",
@@ -53,7 +53,7 @@ mod tests {
     #[test]
     fn torchvisions_own_flags_say_what_does_their_job() {
         let hint = |f| torchvision_only(f).unwrap_or_default();
-        assert!(hint("--start-epoch=3").contains("--resume"));
+        assert!(hint("--start-epoch").contains("--resume"));
         assert!(hint("--world-size").contains("mpirun"));
         assert!(hint("--cache-dataset").contains("nothing to cache"));
         assert_eq!(torchvision_only("--bogus"), None);

@@ -147,7 +147,11 @@ fn configurations(gpu: &Gpu) -> String {
 /// How convolution kernels are chosen on `gpu`, and where the choices are remembered.
 fn kernels_line(gpu: &Gpu) -> String {
     if !gpu.tunes() {
-        return format!("{} (forced)", KernelFamily::of(gpu).name());
+        let how = match gpu.forced_kernels() {
+            Some(_) => "forced",
+            None => "the adapter type's, untimed",
+        };
+        return format!("{} ({how})", KernelFamily::of(gpu).name());
     }
     match gpu.tuning_cache() {
         Some(cache) => format!(

@@ -94,7 +94,9 @@ impl GpuArgs {
             o.set_kernels(k)?;
         }
         if self.use_deterministic_algorithms {
-            if o.tune == Some(true) {
+            // RESNET_KERNELS=auto gives way to the flag; --kernels auto beside it is a contradiction
+            let auto_given = self.kernels.as_deref().map(str::trim) == Some("auto");
+            if auto_given {
                 return Err(Error::Invalid(
                     "--use-deterministic-algorithms takes the adapter type's kernels; it contradicts --kernels auto".into(),
                 ));

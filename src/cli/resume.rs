@@ -21,12 +21,13 @@ const COMMAND_FILE: &str = "command.json";
 /// set moved to another path, a smaller evaluation batch, other gradient buckets, which give
 /// the same bits; the pretrained weights are not read again). The identity of the run (model,
 /// seed, batch) is checked against its checkpoints in any case.
-const MAY_CHANGE: [&str; 12] = [
+const MAY_CHANGE: [&str; 13] = [
     "epochs",
     "test_only",
     "bucket_mb",
     "backend",
     "kernels",
+    "use_deterministic_algorithms",
     "device_index",
     "workers",
     "log_every",
@@ -170,6 +171,10 @@ pub fn resumed(dir: &Path, m: &ArgMatches) -> Result<Option<ArgMatches>> {
         if MAY_CHANGE.contains(&id.as_str()) {
             merged.insert(id.clone(), values.clone());
         }
+    }
+    // kernels chosen now replace the run's way of choosing them
+    if now.contains_key("kernels") && !now.contains_key("use_deterministic_algorithms") {
+        merged.remove("use_deterministic_algorithms");
     }
     let mut argv = vec![OsString::from("train")];
     argv.extend(tokens(train, &merged)?);
