@@ -98,6 +98,15 @@ fn preprocessing(
     })
 }
 
+/// How images are resampled: `--interpolation` where given, else as the run that wrote the
+/// checkpoint did (its metadata), else bilinear (torchvision's default).
+fn interpolation(given: Option<Interpolation>, ck: &Checkpoint) -> Result<Interpolation> {
+    match given {
+        Some(i) => Ok(i),
+        None => Ok(ck.interpolation()?.unwrap_or_default()),
+    }
+}
+
 /// Decodes an image, prepares it with `t` and lays it out as CHW bytes.
 fn image_chw(path: &std::path::Path, t: &Transform) -> Result<Vec<u8>> {
     let img = image::open(path)
@@ -120,10 +129,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
         Some(name) => ModelSpec::from_name(name, 10)?.family == Family::ImageNet,
         None => false,
     };
-    let interpolation = match a.interpolation {
-        Some(i) => i,
-        None => ck.interpolation()?.unwrap_or_default(),
-    };
+    let interpolation = interpolation(a.interpolation, &ck)?;
     let prep = preprocessing(&ck, (a.image_size, interpolation), imagenet)?;
     let mut pixels = Vec::new();
     for p in &a.images {
@@ -167,4 +173,49 @@ pub fn run(a: PredictArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_metadata(pairs: &[(&str, &str)]) -> Checkpoint {
+        Checkpoint {
+            tensors: Vec::new(),
+            metadata: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_flag_then_the_checkpoint_then_bilinear_resample() {
+        let bicubic = with_metadata(&[("interpolation", "bicubic")]);
+        let nearest = Some(Interpolation::Nearest);
+        assert_eq!(
+            interpolation(nearest, &bicubic).unwrap(),
+            Interpolation::Nearest
+        );
+        assert_eq!(
+            interpolation(None, &bicubic).unwrap(),
+            Interpolation::Bicubic
+        );
+        let pytorch = with_metadata(&[]);
+        assert_eq!(
+            interpolation(None, &pytorch).unwrap(),
+            Interpolation::Bilinear
+        );
+        let bad = with_metadata(&[("interpolation", "cubic")]);
+        let err = interpolation(None, &bad).unwrap_err().to_string();
+        assert!(
+            err.contains("'interpolation'") && err.contains("cubic"),
+            "{err}"
+        );
+        // and the transform takes it: a photo-run checkpoint's resize + centre crop
+        let photos = with_metadata(&[("resize", "36"), ("input_size", "32,32")]);
+        let t = preprocessing(&photos, (None, Interpolation::Lanczos), true).unwrap();
+        assert_eq!(t.interpolation(), Interpolation::Lanczos);
+        assert_eq!(t.out_size(), (32, 32));
+    }
 }
