@@ -209,6 +209,23 @@ fn image_folders_follow_links_and_sub_folders() {
     );
 }
 
+/// A folder link that leads back into the class folder holding it is one error naming it, not
+/// a descent without end.
+#[cfg(unix)]
+#[test]
+fn a_folder_link_loop_is_an_error_naming_it() {
+    let dir = fixture();
+    let cat = dir.path().join("train/cat");
+    let link = cat.join("again");
+    std::os::unix::fs::symlink(&cat, &link).unwrap();
+    invalid(
+        load_image_folder(dir.path(), (32, 32)),
+        &[&show(&link), "link back"],
+    );
+    let photos = resnet::data::open_photos(dir.path(), Default::default());
+    invalid(photos.map(|_| ()), &[&show(&link), "link back"]);
+}
+
 fn copy_files(files: &[PathBuf], to: &Path) {
     for f in files {
         fs::copy(f, to.join(f.file_name().unwrap())).unwrap();

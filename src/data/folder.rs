@@ -145,24 +145,35 @@ fn entries(dir: &Path) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
-/// All files under `dir`, recursively, sorted by path.
-fn list_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// All files under `dir`, recursively, sorted by path. `above` holds the folders it lies in
+/// (resolved): a link back to one of them is an error, not an endless descent.
+fn list_files(dir: &Path, above: &mut Vec<PathBuf>, out: &mut Vec<PathBuf>) -> Result<()> {
+    let real = fs::canonicalize(dir).map_err(|e| io_err(dir, "cannot list folder", e))?;
+    if let Some(outer) = above.iter().find(|a| **a == real) {
+        return Err(invalid(format!(
+            "{}: a link back to {}, which holds it: the folder would never end",
+            dir.display(),
+            outer.display()
+        )));
+    }
     let mut items = entries(dir)?;
     items.sort_by(|a, b| a.path.cmp(&b.path));
+    above.push(real);
     for e in items {
         if e.is_dir {
-            list_files(&e.path, out)?;
+            list_files(&e.path, above, out)?;
         } else {
             out.push(e.path);
         }
     }
+    above.pop();
     Ok(())
 }
 
 /// The files of one class folder, recursively, sorted by path; an empty folder is an error.
 pub(super) fn class_files(class_dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    list_files(class_dir, &mut files)?;
+    list_files(class_dir, &mut Vec::new(), &mut files)?;
     if files.is_empty() {
         return Err(invalid(format!(
             "{}: empty class folder",
