@@ -139,36 +139,52 @@ fn affine_nearest(img: &RgbImage, a: &[f64; 6]) -> RgbImage {
         (x * a[0] + y * a[1] + a[2]).abs() < 32768.0 && (x * a[3] + y * a[4] + a[5]).abs() < 32768.0
     };
     let (wf, hf) = (w as f64, h as f64);
+    // each output pixel's centre mapped, stepped along the row by (a0, a3) and down the rows
+    // by (a1, a4) from the first centre, as Pillow steps it
     if fits(0.0, 0.0) && fits(wf, hf) && fits(0.0, hf) && fits(wf, 0.0) {
         let fix = |v: f64| (v * 65536.0 + 0.5).floor() as i64;
-        let (a0, a1, a3, a4) = (fix(a[0]), fix(a[1]), fix(a[3]), fix(a[4]));
-        let mut row_x = fix(a[2] + a[0] * 0.5 + a[1] * 0.5);
-        let mut row_y = fix(a[5] + a[3] * 0.5 + a[4] * 0.5);
-        for y in 0..h {
-            let (mut xx, mut yy) = (row_x, row_y);
-            for x in 0..w {
-                copy((x, y), (xx >> 16, yy >> 16));
-                xx += a0;
-                yy += a3;
-            }
-            row_x += a1;
-            row_y += a4;
-        }
-        return out;
-    }
-    let mut row_x = a[2] + a[1] * 0.5 + a[0] * 0.5;
-    let mut row_y = a[5] + a[4] * 0.5 + a[3] * 0.5;
-    for y in 0..h {
-        let (mut xx, mut yy) = (row_x, row_y);
-        for x in 0..w {
-            copy((x, y), (coord(xx), coord(yy)));
-            xx += a[0];
-            yy += a[3];
-        }
-        row_x += a[1];
-        row_y += a[4];
+        let steps = [a[0], a[3], a[1], a[4]].map(fix);
+        let first = (
+            fix(a[2] + a[0] * 0.5 + a[1] * 0.5),
+            fix(a[5] + a[3] * 0.5 + a[4] * 0.5),
+        );
+        step_centres((w, h), first, steps, |p, (xx, yy)| {
+            copy(p, (xx >> 16, yy >> 16))
+        });
+    } else {
+        // Pillow's float path adds the halves in the other order
+        let first = (
+            a[2] + a[1] * 0.5 + a[0] * 0.5,
+            a[5] + a[4] * 0.5 + a[3] * 0.5,
+        );
+        let steps = [a[0], a[3], a[1], a[4]];
+        step_centres((w, h), first, steps, |p, (xx, yy)| {
+            copy(p, (coord(xx), coord(yy)))
+        });
     }
     out
+}
+
+/// Visits the `w` x `h` output pixels row by row with their mapped centres: from `first`,
+/// adding `steps[0..2]` along a row and `steps[2..4]` from one row's start to the next (in
+/// Pillow's 16.16 fixed point or float64: the additions are its rounding).
+fn step_centres<T: Copy + std::ops::AddAssign>(
+    (w, h): (usize, usize),
+    first: (T, T),
+    steps: [T; 4],
+    mut visit: impl FnMut((usize, usize), (T, T)),
+) {
+    let mut row = first;
+    for y in 0..h {
+        let mut at = row;
+        for x in 0..w {
+            visit((x, y), at);
+            at.0 += steps[0];
+            at.1 += steps[1];
+        }
+        row.0 += steps[2];
+        row.1 += steps[3];
+    }
 }
 
 /// Pillow's `bilinear_filter32RGB` at (`xin`, `yin`); `None` outside the image.
