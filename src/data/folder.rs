@@ -20,7 +20,7 @@ const BLOCK: usize = 64;
 /// Largest accepted side of the target size.
 const MAX_SIDE: usize = 1 << 14;
 
-/// Loads `dir/train/<class>/*` and `dir/test/<class>/*` (or `val/`: [`held_out_dir`]) (classes sorted by name, files sorted by
+/// Loads `dir/train/<class>/*` and `dir/test/<class>/*` (or `val/`: `held_out_dir`) (classes sorted by name, files sorted by
 /// path, sub-folders of a class folder included, names starting with '.' skipped), decoding the
 /// images in parallel, converting them to RGB and resizing them to `size` (h, w) with Pillow's
 /// bilinear filter when they are not already that size.

@@ -14,7 +14,7 @@ pub enum RegionKind {
     BnAffine,
     /// Linear weight [O, I] (`fc.weight`).
     FcWeight,
-    /// Linear bias [O] (`fc.bias`).
+    /// Linear bias `[O]` (`fc.bias`).
     FcBias,
 }
 

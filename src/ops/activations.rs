@@ -1,13 +1,13 @@
 //! Activations stored in f16: every shader that reads or writes activations declares them as
 //! `array<act_t>` under `alias act_t = f32;`, converting to f32 where it loads and back where it
 //! stores, so that in f32 every conversion is the identity (the same bits as without the alias).
-//! [`module`] gives a shader module with that alias set to f16: the same kernels reading and
+//! `module` gives a shader module with that alias set to f16: the same kernels reading and
 //! writing half the bytes and computing in f32 between load and store, as PyTorch's autocast
 //! stores activations in f16 and accumulates in f32.
 //!
-//! Which module a kernel comes from follows the tensors it binds ([`of`]): f16 activations take
+//! Which module a kernel comes from follows the tensors it binds (`of`): f16 activations take
 //! the f16 module. The convolution shaders have three such aliases, one per binding whose type
-//! differs between their kernels ([`CONV_FORWARD`], [`CONV_WEIGHTS`]).
+//! differs between their kernels (`CONV_FORWARD`, `CONV_WEIGHTS`).
 
 use super::derived;
 use crate::gpu::{Dtype, Tensor};

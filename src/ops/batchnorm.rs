@@ -1,5 +1,5 @@
 //! batchnorm2d forward (train/eval) and backward, with fused ReLU and residual add
-//! (shaders/batchnorm.wgsl). x, y [N, C, H, W]; per-channel tensors [C].
+//! (shaders/batchnorm.wgsl). x, y `[N, C, H, W]`; per-channel tensors `[C]`.
 
 use super::{activations, check_shape, dummy};
 use crate::error::{shape_err, Result};
@@ -377,7 +377,7 @@ pub fn forward_eval(
 
 /// Inference with the running statistics folded into the convolution before: `folded_w` =
 /// `conv_w` [K, Cin, R, S] times scale = gamma / sqrt(running_var + eps) per output channel and
-/// `folded_b` [K] = beta - running_mean * scale, so that conv(x, folded_w) + folded_b is
+/// `folded_b` `[K]` = beta - running_mean * scale, so that conv(x, folded_w) + folded_b is
 /// BN(conv(x, conv_w)) (`conv2d::forward_epilogue` adds the ReLU and residual).
 pub fn fold(
     gpu: &Gpu,

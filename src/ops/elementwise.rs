@@ -49,7 +49,7 @@ pub fn relu_forward(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Vec<Kernel>> {
     unary(gpu, "relu forward", "relu_forward", x, None, y)
 }
 
-/// dx = dy * [y > 0], with y the forward output.
+/// dx = dy * (y > 0), with y the forward output.
 pub fn relu_backward(gpu: &Gpu, dy: &Tensor, y: &Tensor, dx: &Tensor) -> Result<Vec<Kernel>> {
     unary(gpu, "relu backward", "relu_backward", dy, Some(y), dx)
 }

@@ -1,4 +1,4 @@
-//! Linear layer with bias (shaders/linear.wgsl): x [N, I], w [O, I], b [O], y [N, O].
+//! Linear layer with bias (shaders/linear.wgsl): x `[N, I]`, w `[O, I]`, b `[O]`, y `[N, O]`.
 
 use super::{activations, check_dtype, check_shape, count_flops, kernel};
 use crate::error::{shape_err, Result};

@@ -148,7 +148,7 @@ impl LossParams {
     }
 }
 
-/// Mean softmax cross-entropy of `logits` [N, O] against `labels` [N] (u32), with the gradient
+/// Mean softmax cross-entropy of `logits` `[N, O]` against `labels` `[N]` (u32), with the gradient
 /// into `dlogits` [N, O]; `smoothing` is PyTorch's `label_smoothing` (0: none). With `scaler`
 /// (the state of `ops::amp`), the gradient is multiplied by dynamic loss scaling's scale.
 pub fn cross_entropy(

@@ -1,5 +1,5 @@
 //! Ops: one module per op family, a file per shader file except conv2d, a folder over its two
-//! shaders. Each op checks its shapes, then builds the [`Kernel`](crate::gpu::Kernel)s that
+//! shaders. Each op checks its shapes, then builds the `Kernel`s that
 //! compute it; recording them later allocates nothing.
 
 pub mod activations;

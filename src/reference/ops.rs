@@ -280,7 +280,7 @@ pub fn avgpool(n: usize, c: usize, hw: usize, x: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// y = x W^T + b: x [n, i], W [o, i], b [o].
+/// y = x W^T + b: x `[n, i]`, W `[o, i]`, b `[o]`.
 pub fn linear(n: usize, i: usize, o: usize, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
     let mut y = vec![0.0; n * o];
     for a in 0..n {

@@ -3,7 +3,7 @@
 //! first, simple workgroup-memory tiles (shaders/conv2d.wgsl); the families are the rows of
 //! `family`, their modules expanded from the templates by `template`.
 //!
-//! x [N, C, H, W], w [K, C, R, S], bias [K], y [N, K, P, Q].
+//! x `[N, C, H, W]`, w `[K, C, R, S]`, bias `[K]`, y `[N, K, P, Q]`.
 
 mod emulated;
 mod family;
@@ -102,7 +102,7 @@ impl Conv2dShape {
         2.0 * (self.n * self.k * self.p() * self.q() * self.c * self.r * self.s) as f64
     }
 
-    /// The shape of a [`Conv2dShape::key`] (or of a [`choice_key`], which may add the
+    /// The shape of a [`Conv2dShape::key`] (or of a `choice_key`, which may add the
     /// precision).
     pub fn from_key(key: &[usize]) -> Option<Conv2dShape> {
         let (&[n, c, h, w, k, r, s, stride, pad], [] | [16] | [16, 1]) =
@@ -198,12 +198,12 @@ impl Conv2dShape {
     }
 }
 
-/// What the forward adds to the convolution's sums, in this order: y = [relu](sum + [bias] +
-/// [residual]). An inference BatchNorm folded into the weights and bias
+/// What the forward adds to the convolution's sums, in this order: y = relu?(sum + bias? +
+/// residual?), each part optional. An inference BatchNorm folded into the weights and bias
 /// (`batchnorm::fold`) leaves its ReLU and residual add here.
 #[derive(Clone, Copy, Default)]
 pub struct Epilogue<'a> {
-    /// [K], one value per output channel.
+    /// `[K]`, one value per output channel.
     pub bias: Option<&'a Tensor>,
     /// Shaped as y.
     pub residual: Option<&'a Tensor>,
@@ -526,7 +526,7 @@ pub fn forward(
     forward_epilogue(gpu, sh, x, w, &epi, y)
 }
 
-/// Records y = [relu](conv2d(x, w) + [bias] + [residual]) in one pass, every family alike.
+/// Records y = relu?(conv2d(x, w) + bias? + residual?) in one pass, every family alike.
 pub fn forward_epilogue(
     gpu: &Gpu,
     sh: &Conv2dShape,
