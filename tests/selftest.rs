@@ -2,6 +2,9 @@
 //! tolerance no f32 result can meet makes it fail with exit 1 and a line naming the failures; the
 //! error norm it judges by tells wrong results apart.
 
+mod common;
+use resnet::gpu::Precision;
+use resnet::ops::conv2d::KernelFamily;
 use resnet::selftest::max_norm_relative_error;
 use std::process::{Command, Output};
 
@@ -66,6 +69,43 @@ fn selftest_passes_here_and_fails_when_nothing_can_pass() {
     assert!(!table.contains("(register16x16)"), "{table}");
     let bad = selftest(&["--tolerance", "-1"]);
     assert!(!bad.status.success());
+}
+
+/// `--precision mixed`: every f16 family the adapter offers, in each direction, within the
+/// bounds of f16 operands, and whole training steps against the reference rounding to f16
+/// (`--amp` spells it as torchvision's script does).
+#[test]
+fn selftest_passes_in_mixed_precision() {
+    if !common::f16_shaders("selftest_passes_in_mixed_precision") {
+        return;
+    }
+    let ok = selftest(&["--amp"]);
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let gpu = common::gpu();
+    let offered = KernelFamily::offered(Precision::Mixed, gpu.adapter_features);
+    for f in &offered {
+        let row = format!("conv2d backward to weights ({})", f.name());
+        let line = out.lines().find(|l| l.starts_with(&row));
+        assert!(line.is_some_and(|l| l.contains(" pass ")), "{row}: {out}");
+    }
+    assert!(
+        !out.contains("(register16x16) "),
+        "an fp32 family ran: {out}"
+    );
+    let gradients = out
+        .lines()
+        .find(|l| l.starts_with("training step: every parameter gradient"));
+    assert!(gradients.is_some_and(|l| l.contains(" pass ")), "{out}");
+    let checks = 3 * offered.len() + 8;
+    assert!(
+        out.contains(&format!("all {checks} checks passed")),
+        "{out}"
+    );
 }
 
 /// The training steps pass with every op unfused too (the default fuses BatchNorm's statistics

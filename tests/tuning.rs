@@ -248,6 +248,55 @@ fn resnet_tune_fills_the_cache_that_later_commands_use() {
     assert!(String::from_utf8_lossy(&forced.stderr).contains("--kernels"));
 }
 
+/// `resnet tune --amp` races the f16 families alone (each row times every one the adapter
+/// offers, no fp32 family), and `bench --amp` then finds every choice in the cache while an fp32
+/// bench at the same batch finds none of its own there.
+#[test]
+fn resnet_tune_with_amp_races_the_f16_families() {
+    if !common::f16_shaders("resnet_tune_with_amp_races_the_f16_families") {
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let small = ["--model", "resnet8", "--batch-size", "2"];
+    let tune = resnet(
+        &[&["tune", "--amp", "--eval-batch-size", "3"], &small[..]].concat(),
+        cache.path(),
+    );
+    let out = String::from_utf8_lossy(&tune.stdout);
+    assert!(
+        tune.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tune.stderr)
+    );
+    assert!(out.contains("23 choices, 23 timed now"), "{out}");
+    let gpu = common::gpu();
+    let offered = KernelFamily::offered(resnet::gpu::Precision::Mixed, gpu.adapter_features);
+    let header = out.lines().find(|l| l.starts_with("op ")).expect("a table");
+    for f in &offered {
+        assert!(header.contains(f.name()), "{} missing: {header}", f.name());
+    }
+    assert!(
+        KernelFamily::of_precision(resnet::gpu::Precision::Fp32)
+            .all(|f| !header.split_whitespace().any(|w| w == f.name())),
+        "an fp32 family raced: {header}"
+    );
+    let timed = |l: &&str| {
+        let numbers = l.split_whitespace().filter(|w| w.parse::<f64>().is_ok());
+        l.starts_with("conv2d forward") && numbers.count() == offered.len()
+    };
+    assert!(out.lines().any(|l| timed(&l)), "{out}");
+
+    let bench = |precision: &[&str]| {
+        let args = [&["bench", "--steps", "1"], precision, &small[..]].concat();
+        String::from_utf8_lossy(&resnet(&args, cache.path()).stdout).into_owned()
+    };
+    let mixed = bench(&["--amp"]);
+    assert!(mixed.contains("all from the tuning cache"), "{mixed}");
+    assert!(mixed.contains("-f16 for"), "{mixed}");
+    let fp32 = bench(&[]);
+    assert!(!fp32.contains("all from the tuning cache"), "{fp32}");
+}
+
 /// torchvision's `--use-deterministic-algorithms`: nothing is timed or read from the tuning
 /// cache (the adapter type's family, whatever timings chose elsewhere): a run with it
 /// reproduces one forcing that family, to the bit; `resnet tune` refuses it.

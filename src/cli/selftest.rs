@@ -35,24 +35,26 @@ pub fn run(a: SelftestArgs) -> Result<()> {
     );
     if gpu.precision == Precision::Mixed {
         println!(
-            "mixed precision: the f16 convolution families pass if every output is within the bound of f16 operands and f32 sums; whole training steps against a reference that rounds the same operands to f16, within {:e}",
-            selftest::MIXED_STEP_TOLERANCE
+            "mixed precision: the f16 convolution families pass if every output is within the bound of f16 operands and f32 sums; whole training steps against a reference that rounds the same operands to f16, within {:e} (their parameter gradients {:e})",
+            selftest::MIXED_STEP_TOLERANCE,
+            selftest::MIXED_GRADIENT_TOLERANCE
         );
     }
     drop(gpu);
     println!(
-        "{:<44} {:>5} {:>12}  {:<6} worst at",
-        "op", "cases", "worst error", "result"
+        "{:<48} {:>5} {:>12} {:>9}  {:<6} worst at",
+        "op", "cases", "worst error", "bound", "result"
     );
     let t0 = std::time::Instant::now();
     let tol = a.tolerance;
     let groups = selftest::run(&opts, &mut |g: &Group| {
         let result = if g.passes(tol) { "pass" } else { "FAIL" };
         println!(
-            "{:<44} {:>5} {:>12.2e}  {result:<6} {}",
+            "{:<48} {:>5} {:>12.2e} {:>9}  {result:<6} {}",
             g.op,
             g.cases.len(),
             g.worst,
+            bound(g, tol),
             g.worst_case
         );
     })?;
@@ -73,4 +75,13 @@ pub fn run(a: SelftestArgs) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The bound a row is held to: its max-norm tolerance, or "per elem." where each output has a
+/// bound of its own (the f16 convolutions').
+fn bound(g: &Group, tolerance: f64) -> String {
+    match g.within_bounds {
+        Some(_) => "per elem.".into(),
+        None => format!("{:.2e}", g.tolerance.unwrap_or(tolerance)),
+    }
 }
