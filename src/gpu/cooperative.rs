@@ -110,4 +110,49 @@ mod tests {
             );
         }
     }
+
+    /// The features a device asks for: f16 shaders only in mixed precision, and there an error
+    /// naming the adapter where they are missing; the tensor cores' only where they fit and are
+    /// not turned off; timestamps unless turned off; never a feature the adapter lacks.
+    #[test]
+    fn the_device_asks_for_what_its_precision_needs() {
+        use crate::gpu::{wanted_features, GpuOptions, Precision};
+        use wgpu::Features as F;
+        let (gpu, nvidia) = (adapter((32, 32)), [config(16, 16, 16, F16)]);
+        let opts = |precision, no_cooperative, no_timestamps| GpuOptions {
+            precision,
+            no_cooperative,
+            no_timestamps,
+            ..GpuOptions::default()
+        };
+        let fp32 = wanted_features(
+            &opts(Precision::Fp32, false, false),
+            &gpu,
+            all_features(),
+            &nvidia,
+        );
+        assert_eq!(fp32.unwrap(), (F::TIMESTAMP_QUERY, false));
+        let mixed = opts(Precision::Mixed, false, false);
+        let (features, tensor_cores) =
+            wanted_features(&mixed, &gpu, all_features(), &nvidia).unwrap();
+        assert_eq!((features, tensor_cores), (all_features(), true));
+        let no_coop = opts(Precision::Mixed, true, true);
+        let asked = wanted_features(&no_coop, &gpu, all_features(), &nvidia).unwrap();
+        assert_eq!(asked, (F::SHADER_F16, false));
+        // timestamps asked for but not offered: left out, not an error
+        let plain = F::SHADER_F16;
+        assert_eq!(
+            wanted_features(&mixed, &gpu, plain, &[]).unwrap(),
+            (plain, false)
+        );
+
+        let err = wanted_features(&mixed, &gpu, all_features() - F::SHADER_F16, &nvidia)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a GPU") && err.contains("shader-f16") && err.contains("fp32"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
 }
