@@ -632,6 +632,101 @@ fn a_mixed_precision_run_resumes_with_its_loss_scale() {
     assert_eq!(bytes(&whole), bytes(&cut), "resumed weights differ");
 }
 
+/// A mixed-precision run whose loss scale falls below 1 stops with one error naming the
+/// iteration and keeps its last epoch's checkpoint. GradScaler's rules with other factors make
+/// it happen at a known step: from a scale of 1, after 5 clean steps (iteration 5, in epoch 2 of
+/// 4 steps an epoch) it grows by 2^40, iteration 6's scaled gradients overflow f16, and the
+/// backoff of 2^-41 leaves 1/2. That checkpoint holds f32 tensors only (as PyTorch's AMP
+/// saves), and `resnet eval` in fp32 loads it and scores it as the mixed run did.
+#[test]
+fn a_mixed_run_whose_loss_scale_falls_below_one_stops_and_keeps_its_checkpoint() {
+    if !f16_shaders("a_mixed_run_whose_loss_scale_falls_below_one_stops_and_keeps_its_checkpoint") {
+        return;
+    }
+    let data = cifar::subset(13, 5);
+    let config = |epochs| TrainConfig {
+        epochs: Some(epochs),
+        gpu: resnet::gpu::GpuOptions {
+            precision: resnet::gpu::Precision::Mixed,
+            ..common::untuned()
+        },
+        loss_scale: resnet::ops::amp::LossScale {
+            init_scale: 1.0,
+            growth_factor: 2f32.powi(40),
+            backoff_factor: 2f32.powi(-41),
+            growth_interval: 5,
+        },
+        ..options(3)
+    };
+    let split = || resnet::data::load(data.path(), (32, 32)).unwrap();
+    let (one_epoch, rows) = fit_in_temp_dir(&config(1), split());
+    let diverged = tempfile::tempdir().unwrap();
+    let dir = RunDir::new(diverged.path());
+    let err = train::fit(&config(2), split(), &OneProcess, dir, &mut Silent)
+        .err()
+        .expect("the run stops")
+        .to_string();
+    assert!(
+        err.contains("loss scale fell below 1 at iteration 6 (epoch 2")
+            && err.contains("the last good checkpoint is")
+            && err.contains("last.safetensors"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let bytes = |d: &Path| std::fs::read(d.join("last.safetensors")).unwrap();
+    assert_eq!(
+        bytes(diverged.path()),
+        bytes(one_epoch.path()),
+        "epoch 1's checkpoint"
+    );
+
+    let last = one_epoch.path().join("last.safetensors");
+    let file = std::fs::read(&last).unwrap();
+    let saved = safetensors::SafeTensors::deserialize(&file).unwrap();
+    let dtypes: std::collections::BTreeSet<String> = saved
+        .tensors()
+        .iter()
+        .map(|(_, t)| format!("{:?}", t.dtype()))
+        .collect();
+    // BatchNorm's num_batches_tracked is PyTorch's int64; everything else f32
+    assert_eq!(dtypes, ["F32".into(), "I64".into()].into(), "{dtypes:?}");
+    let eval = Command::new(env!("CARGO_BIN_EXE_resnet"))
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .args([
+            "eval",
+            "--precision",
+            "fp32",
+            "--json",
+            "--kernels",
+            "register",
+        ])
+        .arg("--checkpoint")
+        .arg(&last)
+        .arg("--data")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    let scores: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    let (loss, acc) = (
+        scores["loss"].as_f64().unwrap(),
+        scores["accuracy"].as_f64().unwrap(),
+    );
+    let mixed = &rows[0];
+    assert!(
+        (loss - mixed.test_loss).abs() <= 1e-2 * mixed.test_loss,
+        "{loss} {mixed:?}"
+    );
+    assert!(
+        (acc - mixed.test_acc).abs() <= 1.0 / 50.0 + 1e-9,
+        "{acc} {mixed:?}"
+    );
+}
+
 /// `r` without its timings, which differ between any two runs.
 fn untimed(r: &EpochMetrics) -> EpochMetrics {
     EpochMetrics {
