@@ -1,7 +1,7 @@
 //! The scripts people run by hand (the GPU check, the checkpoint comparison) at least parse:
 //! bash's and Python's syntax checks, without running them (they need a GPU or minutes). Only
 //! torch_bench.py's answers to --help and to a bad mode are run: it gives them before it imports
-//! torch, so they need no PyTorch.
+//! torch, so they need no PyTorch; and the GPU check's tables from made-up results.
 
 use std::process::Command;
 
@@ -61,6 +61,7 @@ fn torch_bench_help_names_every_mode() {
         "tf32",
         "amp-fp16",
         "amp-bf16",
+        "nchw",
         "channels-last",
         "--compile",
     ] {
@@ -78,4 +79,66 @@ fn torch_bench_rejects_an_unknown_mode_in_one_line() {
         err.contains("'fp64'") && err.contains("amp-bf16"),
         "the error names the bad mode and the good ones: {err}"
     );
+}
+
+/// A PyTorch result with these figures, as torch_bench.py writes it.
+fn pytorch_row(batch: usize, mode: &str, layout: &str, train: f64, invalid: bool) -> String {
+    serde_json::json!({
+        "engine": "pytorch", "model": "resnet50", "batch_size": batch, "image_size": 224,
+        "mode": mode, "layout": layout, "compiled": false, "device": "NVIDIA H100 80GB HBM3",
+        "torch": "2.11.0", "cuda": "13.0", "cudnn": "91000", "sm_count": 132, "steps": 50,
+        "warmup": 20, "timing": "CUDA events", "train_images_per_sec": train,
+        "inference_images_per_sec": 3.0 * train, "invalid": invalid,
+        "invalid_reasons": if invalid { vec!["another process on the GPU"] } else { vec![] },
+    })
+    .to_string()
+}
+
+/// The GPU check's tables: every result in its column, a disturbed one marked INVALID and kept
+/// out of the comparison with the published anchors, where a figure within 2x of its anchor
+/// passes and one further away is SUSPECT.
+#[test]
+fn the_gpu_tables_hold_pytorch_to_the_published_anchors() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = serde_json::json!({
+        "model": "resnet50", "batch_size": 64, "image_size": 224, "precision": "fp32",
+        "adapter": "NVIDIA H100", "backend": "Vulkan", "train_images_per_sec": 442.4,
+        "inference_images_per_sec": 1620.4,
+    });
+    let rows = [
+        ours.to_string(),
+        pytorch_row(256, "tf32", "channels-last", 1700.0, false),
+        pytorch_row(64, "tf32", "channels-last", 1500.0, false),
+        // far above its anchor, but disturbed: INVALID, not the best TF32 figure
+        pytorch_row(64, "tf32", "nchw", 9000.0, true),
+        pytorch_row(256, "amp-fp16", "channels-last", 1200.0, false),
+    ];
+    let jsonl = dir.path().join("bench.jsonl");
+    std::fs::write(&jsonl, rows.join("\n") + "\n").unwrap();
+    let script = format!("{}/scripts/gpu_table.py", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(&jsonl)
+        .args(["10", "2"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = |start: &str| text.lines().find(|l| l.starts_with(start)).unwrap_or("");
+    assert!(
+        row("| resnet50 | 64 | 224 | 442.4 |").contains("9000.0 *"),
+        "{text}"
+    );
+    assert!(
+        text.contains("* INVALID, another process on the GPU: resnet50 b64 tf32 nchw"),
+        "{text}"
+    );
+    let tf32 = row("| TF32 | 1700.0 (b256 CL) | 1825 |");
+    assert!(tf32.ends_with("| 0.93 | within 2x |"), "{text}");
+    let amp = row("| AMP fp16 | 1200.0 (b256 CL) | 2700 |");
+    assert!(amp.contains("| 0.44 | SUSPECT"), "{text}");
 }
