@@ -1,7 +1,8 @@
 //! torchvision's other optimizers (`--opt rmsprop`, `--opt adamw`) against torch.optim's
 //! single-tensor updates written out in f64 (torch/optim/rmsprop.py and adam.py): the weights'
 //! updates, the moments and AdamW's bias corrections over three steps whose learning rate
-//! changes, AdamW's step count under loss scaling, and the missing state refused. Error norm:
+//! changes, AdamW's step count under loss scaling, the missing state refused, and every rule's
+//! update of a whole ResNet-50 in one dispatch. Error norm:
 //! max |gpu - ref| / max |ref| of each compared vector.
 
 mod common;
@@ -272,6 +273,51 @@ fn an_adaptive_rule_without_its_state_is_refused() {
 
 /// `--opt`'s names, as torchvision's script reads them (lower-cased; sgd_nesterov is SGD with
 /// Nesterov momentum), and one error listing the choices.
+/// Every rule updates all of ResNet-50's parameters (161 tensors, 25.6M values) in one dispatch
+/// over the flat buffers, as PyTorch's multi-tensor `foreach` updates do, not one a tensor:
+/// a training plan's optimizer stage holds a single update kernel (AdamW's step count before
+/// it), per-kind weight decays included.
+#[test]
+fn every_rule_updates_all_of_resnet50_in_one_dispatch() {
+    use resnet::model::{ModelSpec, ModelState};
+    use resnet::plan::{Plan, PlanConfig};
+    use resnet::preprocess::Preprocess;
+    let gpu = gpu();
+    let m = ModelState::new(&gpu, &ModelSpec::from_name("resnet50", 1000).unwrap(), 0).unwrap();
+    assert_eq!(
+        m.params.len() / 1000,
+        25_557,
+        "ResNet-50's 25,557,032 parameters"
+    );
+    for (rule, norm_weight_decay) in [
+        (Rule::Sgd, None),
+        (Rule::Sgd, Some(0.0)),
+        (Rule::RmsProp, None),
+        (Rule::AdamW, Some(0.0)),
+    ] {
+        let sgd = SgdConfig {
+            rule,
+            norm_weight_decay,
+            ..SgdConfig::he2016()
+        };
+        let normalize = Preprocess::normalize_only(resnet::cifar10::NORMALIZE);
+        let plan = Plan::new(&gpu, &m, PlanConfig::train(2, (32, 32), sgd, normalize)).unwrap();
+        let stage = plan.stages.iter().find(|s| s.name == "optimizer").unwrap();
+        let names: Vec<&str> = stage.kernels.iter().map(|k| k.name).collect();
+        let want: &[&str] = match rule {
+            Rule::AdamW => &["adam_count", "sgd_step"],
+            _ => &["sgd_step"],
+        };
+        assert_eq!(names, want, "{rule:?}, norm decay {norm_weight_decay:?}");
+        // over every parameter: its grid covers them all, and it binds the whole flat
+        // parameters, gradients and momentum (12 bytes each)
+        let update = stage.kernels.last().unwrap();
+        let threads: u64 = update.grid.iter().map(|&g| g as u64).product::<u64>() * 256;
+        assert!(threads >= m.params.len() as u64, "{:?}", update.grid);
+        assert!(update.bytes >= 12 * m.params.len() as u64, "{rule:?}");
+    }
+}
+
 #[test]
 fn opt_names_are_torchvisions() {
     assert_eq!(Rule::parse("SGD").unwrap(), (Rule::Sgd, false));
