@@ -7,6 +7,7 @@ use common::cifar;
 use common::*;
 use resnet::cifar10;
 use resnet::model::{ModelSpec, ModelState};
+use resnet::ops::amp::LossScale;
 use resnet::ops::sgd::SgdConfig;
 use resnet::plan::{Plan, PlanConfig};
 use resnet::preprocess::{AutoAugment, Preprocess};
@@ -599,6 +600,19 @@ fn killed_run_resumes(extra: &[&str]) -> Vec<Vec<String>> {
     learned_metrics(full.path())
 }
 
+/// [`options`] for `epochs` in mixed precision with these loss-scaling settings.
+fn mixed_precision(epochs: usize, loss_scale: LossScale, seed: u64) -> TrainConfig {
+    TrainConfig {
+        epochs: Some(epochs),
+        gpu: resnet::gpu::GpuOptions {
+            precision: resnet::gpu::Precision::Mixed,
+            ..common::untuned()
+        },
+        loss_scale,
+        ..options(seed)
+    }
+}
+
 /// A mixed-precision run stopped after epoch 1 and resumed continues with the loss scaler's
 /// state of its checkpoint: the same scale, skipped steps and weights as the run left whole. A
 /// scale that grows every 2 clean steps is away from its initial value by then, so a resume that
@@ -609,18 +623,11 @@ fn a_mixed_precision_run_resumes_with_its_loss_scale() {
         return;
     }
     let data = cifar::subset(13, 5);
-    let config = |epochs| TrainConfig {
-        epochs: Some(epochs),
-        gpu: resnet::gpu::GpuOptions {
-            precision: resnet::gpu::Precision::Mixed,
-            ..common::untuned()
-        },
-        loss_scale: resnet::ops::amp::LossScale {
-            growth_interval: 2,
-            ..Default::default()
-        },
-        ..options(7)
+    let scaler = LossScale {
+        growth_interval: 2,
+        ..Default::default()
     };
+    let config = |epochs| mixed_precision(epochs, scaler, 7);
     let (whole, cut, rows, resumed) = whole_and_resumed(data.path(), config);
     let first_scale = rows[0].loss_scale.expect("a mixed run records its scale");
     assert_ne!(first_scale, 65536.0, "the scale never moved: {rows:?}");
@@ -644,20 +651,13 @@ fn a_mixed_run_whose_loss_scale_falls_below_one_stops_and_keeps_its_checkpoint()
         return;
     }
     let data = cifar::subset(13, 5);
-    let config = |epochs| TrainConfig {
-        epochs: Some(epochs),
-        gpu: resnet::gpu::GpuOptions {
-            precision: resnet::gpu::Precision::Mixed,
-            ..common::untuned()
-        },
-        loss_scale: resnet::ops::amp::LossScale {
-            init_scale: 1.0,
-            growth_factor: 2f32.powi(40),
-            backoff_factor: 2f32.powi(-41),
-            growth_interval: 5,
-        },
-        ..options(3)
+    let scaler = LossScale {
+        init_scale: 1.0,
+        growth_factor: 2f32.powi(40),
+        backoff_factor: 2f32.powi(-41),
+        growth_interval: 5,
     };
+    let config = |epochs| mixed_precision(epochs, scaler, 3);
     let split = || resnet::data::load(data.path(), (32, 32)).unwrap();
     let (one_epoch, rows) = fit_in_temp_dir(&config(1), split());
     let diverged = tempfile::tempdir().unwrap();
