@@ -53,16 +53,6 @@ pub enum Transform {
 }
 
 impl Transform {
-    /// torchvision's ImageNet training transform at `size` (224 in the recipe).
-    pub fn imagenet_train(size: usize) -> Transform {
-        Transform::RandomResizedCrop {
-            size,
-            scale: DEFAULT_SCALE,
-            ratio: DEFAULT_RATIO,
-            interpolation: Interpolation::Bilinear,
-        }
-    }
-
     /// How the transform resamples.
     pub fn interpolation(&self) -> Interpolation {
         match *self {
