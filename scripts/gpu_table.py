@@ -19,7 +19,9 @@ ANCHORS = {
     "V100": {"fp32": (367, "NVIDIA DeepLearningExamples, b112")},
     "A100": {"tf32": (938, "NVIDIA DeepLearningExamples, b256"),
              "amp-fp16": (2470, "NVIDIA DeepLearningExamples, b256 channels_last")},
-    "H100": {"tf32": (1825, "Lambda, ~1,750-1,900"), "amp-fp16": (2700, "Lambda, ~2,600-2,800")},
+    # SXM figures, against which an H100 PCIe (fewer SMs, lower clocks) falls somewhat short
+    "H100": {"tf32": (1825, "H100 SXM, Lambda, ~1,750-1,900"),
+             "amp-fp16": (2700, "H100 SXM, Lambda, ~2,600-2,800")},
 }
 ANCHORS["H200"] = ANCHORS["H100"]  # no published H200 figure: an H200 computes at least as fast
 
@@ -79,8 +81,11 @@ def against_anchors(pt):
     """PyTorch's ResNet-50 training beside the published anchors of its GPU: the best valid
     figure of each anchored mode (any batch or layout); more than 2x away is a broken
     measurement until explained, never a result."""
-    measured = [t for t in pt.values() if "skipped" not in t and not t.get("invalid")
-                and t["model"] == "resnet50" and t["image_size"] == 224 and not t["compiled"]]
+    resnet50 = [t for t in pt.values() if t["model"] == "resnet50" and t["image_size"] == 224
+                and not t["compiled"]]
+    measured = [t for t in resnet50 if "skipped" not in t and not t.get("invalid")]
+    if resnet50 and not measured:
+        print("\nNo valid PyTorch ResNet-50 figure to hold against the published anchors.")
     if not measured:
         return
     device = measured[0]["device"]
@@ -107,7 +112,12 @@ def against_anchors(pt):
 
 def main():
     path, steps, warmup = sys.argv[1:]
-    rows = [json.loads(line) for line in open(path) if line.startswith("{")]
+    rows, unreadable = [], 0
+    for line in open(path):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # a line cut short by a step's time limit, or not a result
+            unreadable += line.strip() != ""
     ours = {(r["model"], r["batch_size"], r["image_size"], r.get("precision", "fp32")): r
             for r in rows if "adapter" in r}
     pt = {(t["model"], t["batch_size"], t["image_size"], t["mode"], t["layout"], t["compiled"]): t
@@ -115,6 +125,8 @@ def main():
     speed_tables(ours, pt)
     how_measured(ours, pt, steps, warmup)
     against_anchors(pt)
+    if unreadable:
+        print(f"\n{unreadable} line(s) of {path} were not results and were left out.")
 
 
 if __name__ == "__main__":

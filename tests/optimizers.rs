@@ -271,8 +271,6 @@ fn an_adaptive_rule_without_its_state_is_refused() {
     assert!(err.is_err_and(|e| e.to_string().contains("step state")));
 }
 
-/// `--opt`'s names, as torchvision's script reads them (lower-cased; sgd_nesterov is SGD with
-/// Nesterov momentum), and one error listing the choices.
 /// Every rule updates all of ResNet-50's parameters (161 tensors, 25.6M values) in one dispatch
 /// over the flat buffers, as PyTorch's multi-tensor `foreach` updates do, not one a tensor:
 /// a training plan's optimizer stage holds a single update kernel (AdamW's step count before
@@ -318,6 +316,8 @@ fn every_rule_updates_all_of_resnet50_in_one_dispatch() {
     }
 }
 
+/// `--opt`'s names, as torchvision's script reads them (lower-cased; sgd_nesterov is SGD with
+/// Nesterov momentum), and one error listing the choices.
 #[test]
 fn opt_names_are_torchvisions() {
     assert_eq!(Rule::parse("SGD").unwrap(), (Rule::Sgd, false));

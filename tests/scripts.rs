@@ -86,17 +86,18 @@ fn pytorch_row(batch: usize, mode: &str, layout: &str, train: f64, invalid: bool
     serde_json::json!({
         "engine": "pytorch", "model": "resnet50", "batch_size": batch, "image_size": 224,
         "mode": mode, "layout": layout, "compiled": false, "device": "NVIDIA H100 80GB HBM3",
-        "torch": "2.11.0", "cuda": "13.0", "cudnn": "91000", "sm_count": 132, "steps": 50,
-        "warmup": 20, "timing": "CUDA events", "train_images_per_sec": train,
+        "torch": "2.11.0+cu130", "cuda": "13.0", "cudnn": 91000, "sm_count": 132, "steps": 50,
+        "warmup": 20, "timing": "cuda-events", "train_images_per_sec": train,
         "inference_images_per_sec": 3.0 * train, "invalid": invalid,
-        "invalid_reasons": if invalid { vec!["another process on the GPU"] } else { vec![] },
+        "invalid_reasons": if invalid { vec!["other processes on the GPU: 4242 python"] } else { vec![] },
     })
     .to_string()
 }
 
 /// The GPU check's tables: every result in its column, a disturbed one marked INVALID and kept
 /// out of the comparison with the published anchors, where a figure within 2x of its anchor
-/// passes and one further away is SUSPECT.
+/// passes and one further away is SUSPECT; a combination skipped for time shows as such, and a
+/// line cut short is counted and left out.
 #[test]
 fn the_gpu_tables_hold_pytorch_to_the_published_anchors() {
     let dir = tempfile::tempdir().unwrap();
@@ -112,6 +113,14 @@ fn the_gpu_tables_hold_pytorch_to_the_published_anchors() {
         // far above its anchor, but disturbed: INVALID, not the best TF32 figure
         pytorch_row(64, "tf32", "nchw", 9000.0, true),
         pytorch_row(256, "amp-fp16", "channels-last", 1200.0, false),
+        // what did not fit in torch_bench.py's time budget, then a line cut short
+        serde_json::json!({
+            "engine": "pytorch", "model": "resnet50", "batch_size": 256, "image_size": 224,
+            "mode": "amp-bf16", "layout": "channels-last", "compiled": false,
+            "skipped": "over --time-budget 240 s",
+        })
+        .to_string(),
+        r#"{"engine": "pytorch", "model": "res"#.to_string(),
     ];
     let jsonl = dir.path().join("bench.jsonl");
     std::fs::write(&jsonl, rows.join("\n") + "\n").unwrap();
@@ -133,10 +142,13 @@ fn the_gpu_tables_hold_pytorch_to_the_published_anchors() {
         row("| resnet50 | 64 | 224 | 442.4 |").contains("9000.0 *"),
         "{text}"
     );
+    let invalid = "* INVALID, other processes on the GPU: 4242 python: resnet50 b64 tf32 nchw";
+    assert!(text.contains(invalid), "{text}");
     assert!(
-        text.contains("* INVALID, another process on the GPU: resnet50 b64 tf32 nchw"),
+        row("| resnet50 | 256 | 224 |").contains("| skipped |"),
         "{text}"
     );
+    assert!(text.contains("1 line(s) of"), "{text}");
     let tf32 = row("| TF32 | 1700.0 (b256 CL) | 1825 |");
     assert!(tf32.ends_with("| 0.93 | within 2x |"), "{text}");
     let amp = row("| AMP fp16 | 1200.0 (b256 CL) | 2700 |");

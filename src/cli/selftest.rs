@@ -11,7 +11,8 @@ use resnet::{Error, Result};
 pub struct SelftestArgs {
     /// Largest max-norm relative error, max |gpu - reference| / max |reference|, that passes
     /// (with --precision mixed the f16 convolutions are held to the bounds of f16 operands and
-    /// whole training steps to 2^-7 instead; BatchNorm still to this)
+    /// whole training steps to 2^-7, their parameter gradients to 2^-5, instead; BatchNorm still
+    /// to this)
     #[arg(long, default_value_t = TOLERANCE)]
     tolerance: f64,
     #[command(flatten)]

@@ -139,6 +139,10 @@ mod tests {
         let no_coop = opts(Precision::Mixed, true, true);
         let asked = wanted_features(&no_coop, &gpu, all_features(), &nvidia).unwrap();
         assert_eq!(asked, (F::SHADER_F16, false));
+        // every feature there, but subgroups of 32 to 64 wide: no tensor cores, f16 all the same
+        let amd = adapter((32, 64));
+        let asked = wanted_features(&mixed, &amd, all_features(), &nvidia).unwrap();
+        assert_eq!(asked, (F::SHADER_F16 | F::TIMESTAMP_QUERY, false));
         // timestamps asked for but not offered: left out, not an error
         let plain = F::SHADER_F16;
         assert_eq!(
