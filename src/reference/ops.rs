@@ -42,22 +42,6 @@ impl Conv {
     }
 }
 
-impl From<&crate::ops::conv2d::Conv2dShape> for Conv {
-    /// The geometry of the GPU op's shape (the same nine numbers).
-    fn from(sh: &crate::ops::conv2d::Conv2dShape) -> Conv {
-        Conv {
-            n: sh.n,
-            c: sh.c,
-            h: sh.h,
-            w: sh.w,
-            k: sh.k,
-            r: sh.r,
-            s: sh.s,
-            stride: sh.stride,
-            pad: sh.pad,
-        }
-    }
-}
 
 /// y = conv2d(x, w) + b, PyTorch's cross-correlation: x [N, C, H, W], w [K, C, R, S].
 pub fn conv_forward(g: &Conv, x: &[f64], w: &[f64], b: Option<&[f64]>) -> Vec<f64> {

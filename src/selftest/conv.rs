@@ -9,6 +9,25 @@ use crate::ops::conv2d::KernelFamily;
 use crate::ops::conv2d::{self, Conv2dShape};
 use crate::reference::{conv_backward, conv_forward, Conv};
 
+// Here rather than in `reference`, which imports nothing of the engine (so that a test can trust
+// it not to share a bug with it).
+impl From<&Conv2dShape> for Conv {
+    /// The reference's geometry of the GPU op's shape (the same nine numbers).
+    fn from(sh: &Conv2dShape) -> Conv {
+        Conv {
+            n: sh.n,
+            c: sh.c,
+            h: sh.h,
+            w: sh.w,
+            k: sh.k,
+            r: sh.r,
+            s: sh.s,
+            stride: sh.stride,
+            pad: sh.pad,
+        }
+    }
+}
+
 /// (what it is, shape): small batches where the CPU reference would take long.
 fn shapes() -> Vec<(&'static str, Conv2dShape)> {
     vec![
