@@ -42,7 +42,6 @@ impl Conv {
     }
 }
 
-
 /// y = conv2d(x, w) + b, PyTorch's cross-correlation: x [N, C, H, W], w [K, C, R, S].
 pub fn conv_forward(g: &Conv, x: &[f64], w: &[f64], b: Option<&[f64]>) -> Vec<f64> {
     let (p, q) = (g.p(), g.q());
