@@ -62,21 +62,19 @@ pub struct EpochMetrics {
 /// The CSV header, the columns in [`EpochMetrics`] field order.
 pub const CSV_HEADER: &str = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms,loss_scale,skipped_steps,ema_test_loss,ema_test_acc,test_acc5,ema_test_acc5,train_acc5";
 
-/// The header of files written before the training top-5 column: read with it empty.
-const CSV_HEADER_BEFORE_TRAIN_TOP5: &str = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms,loss_scale,skipped_steps,ema_test_loss,ema_test_acc,test_acc5,ema_test_acc5";
+/// The columns of the headers older files have, each a beginning of [`CSV_HEADER`] (columns were
+/// only ever added at the end), read with the later columns empty (the exchange's as 0): before
+/// the training top-5 (17), the top-5 (15), the moving average's (13), the loss scale's (11) and
+/// the exchange's (9) columns.
+const OLDER_HEADER_COLUMNS: [usize; 5] = [17, 15, 13, 11, 9];
 
-/// The header of files written before the top-5 columns: read with them empty.
-const CSV_HEADER_BEFORE_TOP5: &str = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms,loss_scale,skipped_steps,ema_test_loss,ema_test_acc";
-
-/// The header of files written before the moving average's columns: read with them empty.
-const CSV_HEADER_BEFORE_EMA: &str = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms,loss_scale,skipped_steps";
-
-/// The header of files written before the loss scale's columns: read with those columns empty.
-const CSV_HEADER_BEFORE_AMP: &str = "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds,exchange_ms,exchange_hidden_ms";
-
-/// The header of files written before the exchange's columns: read with those columns 0.
-const CSV_HEADER_BEFORE_EXCHANGE: &str =
-    "epoch,iteration,lr,train_loss,train_acc,test_loss,test_acc,images_per_sec,seconds";
+/// Whether `line` is this version's header or an older one ([`OLDER_HEADER_COLUMNS`]).
+fn known_header(line: &str) -> bool {
+    let n = line.split(',').count();
+    let columns = CSV_HEADER.split(',').count();
+    (n == columns || OLDER_HEADER_COLUMNS.contains(&n))
+        && line.split(',').eq(CSV_HEADER.split(',').take(n))
+}
 
 /// One CSV row, columns in the field order of [`EpochMetrics`], with its newline.
 fn metrics_row(m: &EpochMetrics) -> String {
@@ -157,16 +155,7 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
             continue;
         }
         if header.is_none() {
-            if ![
-                CSV_HEADER,
-                CSV_HEADER_BEFORE_TRAIN_TOP5,
-                CSV_HEADER_BEFORE_TOP5,
-                CSV_HEADER_BEFORE_EMA,
-                CSV_HEADER_BEFORE_AMP,
-                CSV_HEADER_BEFORE_EXCHANGE,
-            ]
-            .contains(&line)
-            {
+            if !known_header(line) {
                 return Err(err(format!(
                     "line {}: expected the header `{CSV_HEADER}`",
                     i + 1
