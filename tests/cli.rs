@@ -213,6 +213,24 @@ fn bad_checkpoints_name_the_tensor() {
         json.contains("\"model\": \"resnet20\"") && json.contains("\"images\": 30"),
         "{json}"
     );
+    // the test images alone (no train/) give the same figures
+    let test_only = tempfile::tempdir().unwrap();
+    std::fs::rename(dir.path().join("test"), test_only.path().join("test")).unwrap();
+    let alone = resnet(&[
+        "eval",
+        "--checkpoint",
+        &p("ok.safetensors"),
+        "--data",
+        test_only.path().to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&alone.stdout), json);
+    // the checkpoint names its classes c0..c9, the data airplane...: scored by their order,
+    // with a warning
+    let stderr = String::from_utf8_lossy(&ok.stderr);
+    let warning = "class 0 is 'c0' in the checkpoint but 'airplane' in the data";
+    assert!(stderr.contains(warning), "{stderr}");
+    std::fs::rename(test_only.path().join("test"), dir.path().join("test")).unwrap();
 
     save_model(&gpu, "resnet32", Path::new(&p("r32.safetensors")), |_| {});
     fails_with(
@@ -287,11 +305,10 @@ fn bad_checkpoints_name_the_tensor() {
         "--data",
         data,
     ]);
-    assert!(
-        bare.status.success(),
-        "{}",
-        String::from_utf8_lossy(&bare.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&bare.stderr);
+    assert!(bare.status.success(), "{stderr}");
+    // no class names in it: nothing to warn about
+    assert!(!stderr.contains("in the checkpoint but"), "{stderr}");
 
     std::fs::write(p("junk.safetensors"), b"not a checkpoint at all").unwrap();
     fails_with(

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use resnet::data::{
-    download_cifar10, load, load_cifar_binary, load_image_folder, write_cifar_binary, Dataset,
-    Split,
+    download_cifar10, load, load_cifar_binary, load_cifar_test_batch, load_image_folder,
+    load_test_with, write_cifar_binary, Dataset, Split,
 };
 use resnet::Error;
 use tempfile::TempDir;
@@ -349,6 +349,64 @@ fn binary_round_trip_and_detection() {
     write_cifar_binary(&synth, &outer.path().join("cifar-10-batches-bin")).unwrap();
     assert_eq!(load_cifar_binary(outer.path()).unwrap(), synth);
     assert_eq!(load(outer.path(), (32, 32)).unwrap(), synth);
+}
+
+/// What an evaluation reads: the held-out images alone, the same as the full load's, from a
+/// folder that has no training images or whose training images would not decode.
+#[test]
+fn the_held_out_images_load_without_the_training_ones() {
+    let bilinear = resnet::preprocess::Interpolation::Bilinear;
+    let full = load_image_folder(fixture().path(), (32, 32)).unwrap();
+    // the binary layout with test_batch.bin and batches.meta.txt only
+    let bin = tempfile::tempdir().unwrap();
+    write_cifar_binary(&full, bin.path()).unwrap();
+    for k in 1..=5 {
+        fs::remove_file(bin.path().join(format!("data_batch_{k}.bin"))).unwrap();
+    }
+    assert_eq!(load_cifar_test_batch(bin.path()).unwrap(), full.test);
+    assert_eq!(
+        load_test_with(bin.path(), (32, 32), bilinear).unwrap(),
+        full.test
+    );
+    invalid(load(bin.path(), (32, 32)), &["data_batch_1.bin"]);
+    // an image folder with test/ alone, then val/ alone
+    let dir = fixture();
+    fs::remove_dir_all(dir.path().join("train")).unwrap();
+    assert_eq!(
+        load_test_with(dir.path(), (32, 32), bilinear).unwrap(),
+        full.test
+    );
+    fs::rename(dir.path().join("test"), dir.path().join("val")).unwrap();
+    assert_eq!(
+        load_test_with(dir.path(), (32, 32), bilinear).unwrap(),
+        full.test
+    );
+    // a training image that would not decode is not read
+    let with_train = fixture();
+    let bad = with_train.path().join("train/cat/0003.jpg");
+    fs::write(&bad, b"not a jpeg").unwrap();
+    invalid(load(with_train.path(), (32, 32)), &["0003.jpg"]);
+    let test = load_test_with(with_train.path(), (32, 32), bilinear).unwrap();
+    assert_eq!(test, full.test);
+    // but where train/ is there, its classes number the outputs: they must be the same
+    fs::rename(
+        with_train.path().join("train/truck"),
+        with_train.path().join("train/lorry"),
+    )
+    .unwrap();
+    let held_out = load_test_with(with_train.path(), (32, 32), bilinear);
+    invalid(held_out, &["class folders differ", "lorry", "truck"]);
+    // train/ alone: the error names the missing test/ and val/
+    fs::remove_dir_all(with_train.path().join("test")).unwrap();
+    let only_train = load_test_with(with_train.path(), (32, 32), bilinear);
+    invalid(
+        only_train,
+        &["missing folder", "test/<class>", "val/<class>"],
+    );
+    // neither: not a data set
+    fs::rename(dir.path().join("val"), dir.path().join("valid")).unwrap();
+    let none = load_test_with(dir.path(), (32, 32), bilinear);
+    invalid(none, &["no data set found"]);
 }
 
 #[test]

@@ -9,8 +9,9 @@ use common::cli::{fails_with, ok, resnet_with_cache};
 use common::serve::serve;
 use common::torchvision::BILINEAR;
 use resnet::checkpoint::{self, Checkpoint};
-use resnet::data::{assemble, open_photos, BatchJob, ImageSource, PhotoTransforms, Prefetch};
+use resnet::data::{assemble, open_photos, open_test_photos, BatchJob, ImageSource};
 use resnet::data::{augmentation_rng, auto_augmented};
+use resnet::data::{PhotoTransforms, Prefetch};
 use resnet::model::{ModelSpec, ModelState};
 use resnet::preprocess::auto_augment::{apply, trivial_augment_draw as draw};
 use resnet::preprocess::transforms::from_chw;
@@ -145,7 +146,8 @@ fn batches_do_not_depend_on_the_worker_threads() {
 }
 
 /// torchvision's ImageNet layout, `train/` and `val/`: with no `test/`, `val/` holds the
-/// held-out images, streamed and loaded alike (the same images as the fixture's `test/`).
+/// held-out images, streamed and loaded alike (the same images as the fixture's `test/`), and
+/// streamed for evaluation from a folder with `val/` alone.
 #[test]
 fn a_val_folder_is_the_held_out_set_without_a_test_folder() {
     let dir = tempfile::tempdir().unwrap();
@@ -157,6 +159,20 @@ fn a_val_folder_is_the_held_out_set_without_a_test_folder() {
     let fixture = resnet::data::load(&jpeg_fixture(), (32, 32)).unwrap();
     assert_eq!(loaded.test.len(), 100);
     assert_eq!(loaded.test.image(99), fixture.test.image(99));
+    // evaluation streams val/ alone, train/ gone
+    let val_only = tempfile::tempdir().unwrap();
+    copy_dir(&jpeg_fixture().join("test"), &val_only.path().join("val"));
+    let alone = open_test_photos(val_only.path(), SMALL).unwrap();
+    let full = open_photos(&jpeg_fixture(), SMALL).unwrap().test;
+    assert_eq!((alone.len(), alone.classes()), (100, full.classes()));
+    let image = |set: &dyn ImageSource, i: usize| {
+        let mut out = vec![0u8; 3 * 32 * 32];
+        set.load(i, 5, &mut out).unwrap();
+        (set.label(i), out)
+    };
+    for i in [0, 37, 99] {
+        assert_eq!(image(&*alone, i), image(&*full, i), "image {i}");
+    }
     // with both, test/ is the held-out set (here a copy of the 200 training images)
     copy_dir(&jpeg_fixture().join("train"), &dir.path().join("test"));
     assert_eq!(open_photos(dir.path(), SMALL).unwrap().test.len(), 200);
@@ -269,7 +285,7 @@ fn photo_folders_stream_resume_exactly_and_checkpoints_predict_alone() {
 /// did (resize 36, crop 32, bicubic, from the metadata): the loss and accuracy of the run's last
 /// evaluation; told bilinear, another loss.
 fn eval_prepares_photos_as_the_run(ck: &str, data: &str, run: &Path, cache: &Path) {
-    let eval = |extra: &[&str]| {
+    let eval_on = |data: &str, extra: &[&str]| {
         let args = [
             &["eval", "--checkpoint", ck, "--data", data, "--json"],
             extra,
@@ -283,6 +299,7 @@ fn eval_prepares_photos_as_the_run(ck: &str, data: &str, run: &Path, cache: &Pat
             json["accuracy"].as_f64().unwrap(),
         )
     };
+    let eval = |extra: &[&str]| eval_on(data, extra);
     let (loss, acc) = eval(&[]);
     let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     let column = |name: &str| {
@@ -301,6 +318,10 @@ fn eval_prepares_photos_as_the_run(ck: &str, data: &str, run: &Path, cache: &Pat
         (bilinear_loss - run_loss).abs() > 1e-4 * run_loss,
         "bilinear {bilinear_loss}, bicubic {run_loss}"
     );
+    // a folder with the held-out images alone, as torchvision's val/: the same figures
+    let val_only = tempfile::tempdir().unwrap();
+    copy_dir(&Path::new(data).join("test"), &val_only.path().join("val"));
+    assert_eq!(eval_on(val_only.path().to_str().unwrap(), &[]), (loss, acc));
 }
 
 #[test]

@@ -81,7 +81,7 @@ pub(crate) fn evaluate_checkpoint(
     };
     // photo folders are prepared as the run that wrote the checkpoint evaluated them
     data.transforms_from(ck, given)?;
-    let test = data.open(what.offline, &model)?.test;
+    let test = data.open_test(what.offline, &model)?;
     let gpu = Gpu::new_blocking(&opts)?;
     let _warnings = super::GpuWarnings::new(&gpu);
     let m = load_model(&gpu, (ck, path), what.model, test.classes().len())?;
@@ -92,6 +92,9 @@ pub(crate) fn evaluate_checkpoint(
             m.spec.num_classes,
             test.classes().len()
         )));
+    }
+    if let Some(warning) = other_classes(ck, path, test.classes()) {
+        eprintln!("warning: {warning}");
     }
     let mut console = super::console::Console::new(true);
     let normalize = ck.normalisation(m.spec.usual_normalisation())?;
@@ -114,6 +117,24 @@ pub(crate) fn evaluate_checkpoint(
         );
     }
     Ok(())
+}
+
+/// Where the checkpoint names its classes and the data's differ, what to say: the outputs are
+/// scored by their order, whatever the names (as PyTorch does), which is wrong if the folders
+/// are not those the model was trained on.
+fn other_classes(ck: &Checkpoint, path: &Path, data: &[String]) -> Option<String> {
+    let theirs = ck.metadata.get("classes")?;
+    let theirs: Vec<&str> = theirs.split(',').collect();
+    let (i, (a, b)) = theirs
+        .iter()
+        .zip(data)
+        .enumerate()
+        .find(|(_, (a, b))| **a != b.as_str())?;
+    Some(format!(
+        "{}: class {i} is '{a}' in the checkpoint but '{b}' in the data; outputs are scored by \
+         their order, not by name",
+        path.display()
+    ))
 }
 
 /// The file of `--checkpoint`: a file as it is, a URL or one of torchvision's weight names

@@ -25,6 +25,7 @@ use resnet::model::{Family, ModelSpec};
 use resnet::preprocess::Interpolation;
 use resnet::{Error, Result};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -130,7 +131,8 @@ impl GpuArgs {
 /// Where the data comes from.
 #[derive(Args, Clone, Debug)]
 struct DataArgs {
-    /// CIFAR-10 binary layout (cifar-10-batches-bin/) or an image folder (train/<class>/*, test/<class>/* or val/<class>/*);
+    /// CIFAR-10 binary layout (cifar-10-batches-bin/) or an image folder (train/<class>/*, test/<class>/* or val/<class>/*;
+    /// `eval` and `--test-only` read the held-out images alone: test/ or val/, or test_batch.bin);
     /// default: download the official CIFAR-10 binary archive into the cache directory (where
     /// that fails, `train` and `experiment` use the 2,000 + 500 images bundled with resnet)
     #[arg(long, visible_alias = "data-path")]
@@ -253,21 +255,49 @@ impl DataArgs {
     }
 
     fn load(&self, offline: Offline) -> Result<data::Split> {
-        if let Some(dir) = &self.data {
-            return data::load_with(dir, (self.image_size, self.image_size), self.interpolation);
+        let size = (self.image_size, self.image_size);
+        match (&self.data, self.cifar10(offline)?) {
+            (Some(dir), _) => data::load_with(dir, size, self.interpolation),
+            (None, Some(dir)) => data::load_cifar_binary(&dir),
+            (None, None) => Ok(data::bundled_cifar10()),
+        }
+    }
+
+    /// The held-out images alone for `model`, as [`DataArgs::open`] would give them: what an
+    /// evaluation reads, so a folder holding only `test/` or `val/` (or CIFAR's `test_batch.bin`)
+    /// will do, and no training image is decoded.
+    fn open_test(&self, offline: Offline, model: &str) -> Result<Arc<dyn data::ImageSource>> {
+        let imagenet = ModelSpec::from_name(model, 10)?.family == Family::ImageNet;
+        let size = (self.image_size, self.image_size);
+        Ok(match (&self.data, self.cifar10(offline)?) {
+            (Some(dir), _) if imagenet && data::is_image_folder(dir) => {
+                data::open_test_photos(dir, self.photo_transforms()?)?
+            }
+            (Some(dir), _) => Arc::new(data::load_test_with(dir, size, self.interpolation)?),
+            (None, Some(dir)) => Arc::new(data::load_cifar_test_batch(&dir)?),
+            (None, None) => Arc::new(data::bundled_cifar10().test),
+        })
+    }
+
+    /// Without --data, the folder of the official CIFAR-10 archive, downloaded into the cache
+    /// where it is not there yet; `None` with --data, or for the bundled images where the
+    /// download fails and `offline` allows them.
+    fn cifar10(&self, offline: Offline) -> Result<Option<PathBuf>> {
+        if self.data.is_some() {
+            return Ok(None);
         }
         data::parse_md5(&self.data_md5)?; // a mistyped checksum is an error, not a fallback
         let mut bar = progress::DownloadBar::default();
         let cache = data::default_cache_dir();
         match data::download_cifar10(&self.data_url, &self.data_md5, &cache, &mut |t| bar.show(t)) {
-            Ok(dir) => data::load(&dir, (self.image_size, self.image_size)),
+            Ok(dir) => Ok(Some(dir)),
             Err(e) if offline == Offline::UseBundled => {
                 eprintln!(
-                    "warning: {e}; training on the 2,000 + 500 CIFAR-10 images bundled with resnet \
+                    "warning: {e}; using the 2,000 + 500 CIFAR-10 images bundled with resnet \
                      instead (for all 60,000, download the archive on a connected machine, extract \
                      it and pass --data DIR)"
                 );
-                Ok(data::bundled_cifar10())
+                Ok(None)
             }
             Err(e) => Err(e),
         }

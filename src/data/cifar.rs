@@ -53,9 +53,19 @@ pub fn load_cifar_binary(dir: &Path) -> Result<Split> {
     for f in TRAIN_FILES {
         read_batch(&dir.join(f), &mut train)?;
     }
+    let test = load_cifar_test_batch(&dir)?;
+    Ok(Split { train, test })
+}
+
+/// The 10,000 test images of the binary layout in `dir` or `dir/cifar-10-batches-bin` alone
+/// (`batches.meta.txt` and `test_batch.bin`): what an evaluation reads, so the training batches
+/// need not be there.
+pub fn load_cifar_test_batch(dir: &Path) -> Result<Dataset> {
+    let dir = batches_dir(dir);
+    let classes = read_meta(&dir.join(META_FILE))?;
     let mut test = empty(&classes);
     read_batch(&dir.join(TEST_FILE), &mut test)?;
-    Ok(Split { train, test })
+    Ok(test)
 }
 
 pub(super) fn empty(classes: &[String]) -> Dataset {

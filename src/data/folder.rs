@@ -34,21 +34,24 @@ pub fn load_image_folder_with(
     size: (usize, usize),
     interpolation: Interpolation,
 ) -> Result<Split> {
-    let (h, w) = size;
-    if h == 0 || w == 0 || h > MAX_SIDE || w > MAX_SIDE {
-        return Err(invalid(format!(
-            "image size {h}x{w}: each side must be 1 to {MAX_SIDE}"
-        )));
-    }
+    let resize = resize_to(size, interpolation)?;
     let classes = split_classes(dir)?;
     let (train_dir, test_dir) = (dir.join("train"), held_out_dir(dir));
-    let resize = Transform::Resize {
-        size,
-        interpolation,
-    };
     let train = load_set(&train_dir, &classes, resize)?;
     let test = load_set(&test_dir, &classes, resize)?;
     Ok(Split { train, test })
+}
+
+/// The held-out images of the image folder `dir` alone ([`held_out_dir`]), decoded and resized
+/// as [`load_image_folder_with`] does: what an evaluation reads, so `train/` need not be there
+/// (where it is, its class folders must be the held-out ones).
+pub fn load_held_out_folder(
+    dir: &Path,
+    size: (usize, usize),
+    interpolation: Interpolation,
+) -> Result<Dataset> {
+    let resize = resize_to(size, interpolation)?;
+    load_set(&held_out_dir(dir), &held_out_classes(dir)?, resize)
 }
 
 /// The held-out images of an image folder: `dir/test`, or torchvision's ImageNet layout's
@@ -59,6 +62,39 @@ pub(super) fn held_out_dir(dir: &Path) -> std::path::PathBuf {
         true => dir.join("val"),
         false => test,
     }
+}
+
+/// The resize to `size` (h, w), each side checked.
+fn resize_to(size: (usize, usize), interpolation: Interpolation) -> Result<Transform> {
+    let (h, w) = size;
+    if h == 0 || w == 0 || h > MAX_SIDE || w > MAX_SIDE {
+        return Err(invalid(format!(
+            "image size {h}x{w}: each side must be 1 to {MAX_SIDE}"
+        )));
+    }
+    Ok(Transform::Resize {
+        size,
+        interpolation,
+    })
+}
+
+/// The class folders of the held-out images of `dir` ([`held_out_dir`]); where `dir/train` is
+/// there too, they must be its classes (a model trained on it numbers its outputs by them).
+pub(super) fn held_out_classes(dir: &Path) -> Result<Vec<String>> {
+    if dir.join("train").exists() {
+        return split_classes(dir);
+    }
+    let test_dir = held_out_dir(dir);
+    if !test_dir.is_dir() {
+        return Err(invalid(format!(
+            "{}: missing folder (evaluation reads test/<class>/*, or val/<class>/* as \
+             torchvision's ImageNet layout)",
+            test_dir.display()
+        )));
+    }
+    let classes = list_classes(&test_dir)?;
+    check_class_count(&test_dir, &classes)?;
+    Ok(classes)
 }
 
 /// The class folders of `dir/train` and of its held-out images ([`held_out_dir`]), which must
@@ -85,14 +121,20 @@ pub(super) fn split_classes(dir: &Path) -> Result<Vec<String>> {
             test_classes.join(", ")
         )));
     }
+    check_class_count(&train_dir, &classes)?;
+    Ok(classes)
+}
+
+/// At most 65,536 class folders.
+fn check_class_count(dir: &Path, classes: &[String]) -> Result<()> {
     if classes.len() > 65_536 {
         return Err(invalid(format!(
             "{}: {} class folders, at most 65,536 are supported",
-            train_dir.display(),
+            dir.display(),
             classes.len()
         )));
     }
-    Ok(classes)
+    Ok(())
 }
 
 /// Sorted names of the sub-folders of `dir` (hidden ones skipped).

@@ -22,14 +22,16 @@ use crate::{Error, Result};
 
 pub use augmented::{augmentation_rng, auto_augmented};
 pub use bundled::bundled_cifar10;
-pub use cifar::{load_cifar_binary, write_cifar_binary, CIFAR_DIR, CIFAR_RECORD};
+pub use cifar::{
+    load_cifar_binary, load_cifar_test_batch, write_cifar_binary, CIFAR_DIR, CIFAR_RECORD,
+};
 pub use download::{default_cache_dir, download_cifar10, parse_md5, CIFAR10_MD5, CIFAR10_URL};
 pub use fetch::{fetch, Digest, Transfer};
-pub use folder::{load_image_folder, load_image_folder_with};
+pub use folder::{load_held_out_folder, load_image_folder, load_image_folder_with};
 pub use prefetch::{assemble, default_workers, queue_depth, Batch, BatchJob, Prefetch};
 pub use pretrained::{fetch_pretrained, file_sha256, is_url, parse_sha256, weights_file};
 pub use source::{ImageSource, Sources};
-pub use stream::{open_image_folder, FolderSet};
+pub use stream::{open_held_out_folder, open_image_folder, FolderSet};
 pub use torchvision::{torchvision_weights, TorchvisionWeights};
 
 /// Images as u8, each image CHW planar (3 x H x W: all R bytes, then G, then B) = CIFAR's record order.
@@ -134,10 +136,38 @@ pub fn load_with(
     size: (usize, usize),
     interpolation: crate::preprocess::Interpolation,
 ) -> Result<Split> {
+    match layout(dir)? {
+        Layout::CifarBinary => load_cifar_binary(dir),
+        Layout::ImageFolder => load_image_folder_with(dir, size, interpolation),
+    }
+}
+
+/// The held-out images of `dir` alone, as [`load_with`] would load them: CIFAR's
+/// `test_batch.bin` or an image folder's `test/` (or `val/`). An evaluation reads only these, so
+/// the training images need not be there and are not decoded.
+pub fn load_test_with(
+    dir: &Path,
+    size: (usize, usize),
+    interpolation: crate::preprocess::Interpolation,
+) -> Result<Dataset> {
+    match layout(dir)? {
+        Layout::CifarBinary => load_cifar_test_batch(dir),
+        Layout::ImageFolder => folder::load_held_out_folder(dir, size, interpolation),
+    }
+}
+
+/// How a data folder is laid out.
+enum Layout {
+    CifarBinary,
+    ImageFolder,
+}
+
+/// The layout of `dir`, or an error naming it when it holds neither.
+fn layout(dir: &Path) -> Result<Layout> {
     if cifar::looks_binary(dir) {
-        load_cifar_binary(dir)
+        Ok(Layout::CifarBinary)
     } else if has_split_folders(dir) {
-        load_image_folder_with(dir, size, interpolation)
+        Ok(Layout::ImageFolder)
     } else if !dir.is_dir() {
         Err(invalid(format!("{}: no such directory", dir.display())))
     } else {
@@ -236,6 +266,13 @@ pub fn open_photos(dir: &Path, t: PhotoTransforms) -> Result<Sources> {
         train: std::sync::Arc::new(train),
         test: std::sync::Arc::new(test),
     })
+}
+
+/// The held-out photos of the image folder `dir` alone, streamed with torchvision's evaluation
+/// transform of `t` (see [`open_held_out_folder`]).
+pub fn open_test_photos(dir: &Path, t: PhotoTransforms) -> Result<std::sync::Arc<dyn ImageSource>> {
+    t.check()?;
+    Ok(std::sync::Arc::new(open_held_out_folder(dir, t.eval())?))
 }
 
 /// An [`Error::Invalid`] whose message is forced onto one line.

@@ -221,3 +221,11 @@ pub fn open_image_folder(
     let test_set = FolderSet::open(&held_out, &classes, train, eval, false)?;
     Ok((train_set, test_set))
 }
+
+/// The held-out photos of `dir` alone (`test/<class>/*` or `val/`), listed for evaluation with
+/// `eval`: `train/` need not be there (where it is, its class folders must be the same).
+pub fn open_held_out_folder(dir: &Path, eval: Transform) -> Result<FolderSet> {
+    let classes = super::folder::held_out_classes(dir)?;
+    let held_out = super::folder::held_out_dir(dir);
+    FolderSet::open(&held_out, &classes, eval, eval, false)
+}
