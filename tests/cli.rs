@@ -225,6 +225,24 @@ fn bad_checkpoints_name_the_tensor() {
         "--json",
     ]);
     assert_eq!(String::from_utf8_lossy(&alone.stdout), json);
+    // torchvision's CIFAR-10 root: its 5 test images (tests/data/cifar-10-batches-py)
+    let torchvision_root = tempfile::tempdir().unwrap();
+    let pickles = torchvision_root.path().join("cifar-10-batches-py");
+    std::fs::create_dir(&pickles).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cifar-10-batches-py");
+    for f in ["test_batch", "batches.meta"] {
+        std::fs::copy(fixture.join(f), pickles.join(f)).unwrap();
+    }
+    let pickled = resnet(&[
+        "eval",
+        "--checkpoint",
+        &p("ok.safetensors"),
+        "--data",
+        torchvision_root.path().to_str().unwrap(),
+        "--json",
+    ]);
+    let pickled_json = String::from_utf8_lossy(&pickled.stdout);
+    assert!(pickled_json.contains("\"images\": 5"), "{pickled_json}");
     // the checkpoint names its classes c0..c9, the data airplane...: scored by their order,
     // with a warning
     let stderr = String::from_utf8_lossy(&ok.stderr);

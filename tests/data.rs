@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use resnet::data::{
-    download_cifar10, load, load_cifar_binary, load_cifar_test_batch, load_image_folder,
-    load_test_with, write_cifar_binary, Dataset, Split,
+    bundled_cifar10, download_cifar10, load, load_cifar_binary, load_cifar_python,
+    load_cifar_python_test, load_cifar_test_batch, load_image_folder, load_test_with,
+    write_cifar_binary, Dataset, Split, CIFAR_PY_DIR,
 };
 use resnet::Error;
 use tempfile::TempDir;
@@ -407,6 +408,116 @@ fn the_held_out_images_load_without_the_training_ones() {
     fs::rename(dir.path().join("val"), dir.path().join("valid")).unwrap();
     let none = load_test_with(dir.path(), (32, 32), bilinear);
     invalid(none, &["no data set found"]);
+}
+
+/// torchvision's `cifar-10-batches-py/` (Python 2's pickles of numpy arrays, made by
+/// tests/data/cifar-10-batches-py/make.py from the first bundled images and read back there by
+/// Python's own pickle): the same images and labels as the bundled binary records, found from
+/// the root torchvision was given, from the folder itself, and for evaluation alone.
+#[test]
+fn torchvisions_cifar_pickles_load() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join(CIFAR_PY_DIR);
+    fs::create_dir(&dir).unwrap();
+    copy_files(&files_under(&repo("tests/data/cifar-10-batches-py")), &dir);
+    let bundled = bundled_cifar10();
+    let want = Split {
+        train: bundled.train.subset(10),
+        test: bundled.test.subset(5),
+    };
+    assert_eq!(load(root.path(), (32, 32)).unwrap(), want);
+    assert_eq!(load_cifar_python(&dir).unwrap(), want);
+    let bilinear = resnet::preprocess::Interpolation::Bilinear;
+    assert_eq!(
+        load_test_with(root.path(), (32, 32), bilinear).unwrap(),
+        want.test
+    );
+    for k in 1..=5 {
+        fs::remove_file(dir.join(format!("data_batch_{k}"))).unwrap();
+    }
+    assert_eq!(load_cifar_python_test(root.path()).unwrap(), want.test);
+    invalid(
+        load(root.path(), (32, 32)),
+        &[&show(&dir.join("data_batch_1"))],
+    );
+}
+
+#[test]
+fn torchvisions_cifar_pickles_bad_inputs_name_the_file() {
+    let fresh = || {
+        let d = tempfile::tempdir().unwrap();
+        copy_files(
+            &files_under(&repo("tests/data/cifar-10-batches-py")),
+            d.path(),
+        );
+        d
+    };
+    let test_labels = bundled_cifar10().test.labels[..5].to_vec();
+    // the pickled list of labels: BININT1 (K) and the value, each
+    let pickled = |labels: &[u8]| -> Vec<u8> { labels.iter().flat_map(|&l| [b'K', l]).collect() };
+    let edit = |file: &Path, from: &[u8], to: &[u8]| {
+        let bytes = fs::read(file).unwrap();
+        let at = bytes.windows(from.len()).position(|w| w == from);
+        let at = at.unwrap_or_else(|| panic!("{from:?} not in {}", file.display()));
+        let mut edited = bytes[..at].to_vec();
+        edited.extend_from_slice(to);
+        edited.extend_from_slice(&bytes[at + from.len()..]);
+        fs::write(file, edited).unwrap();
+    };
+
+    let d = fresh();
+    let f = d.path().join("test_batch");
+    let mut bad = test_labels.clone();
+    bad[3] = 10;
+    edit(&f, &pickled(&test_labels), &pickled(&bad));
+    invalid(
+        load_cifar_python(d.path()),
+        &[&show(&f), "'labels' [3] is 10", "below 10"],
+    );
+
+    // the array's shape says 4 images, its bytes hold 5
+    let d = fresh();
+    let f = d.path().join("test_batch");
+    edit(&f, b"K\x05M\x00\x0c\x86", b"K\x04M\x00\x0c\x86");
+    invalid(load_cifar_python(d.path()), &[&show(&f), "'data'", "3072"]);
+
+    let d = fresh();
+    let f = d.path().join("data_batch_4");
+    let bytes = fs::read(&f).unwrap();
+    fs::write(&f, &bytes[..bytes.len() - 100]).unwrap();
+    invalid(load_cifar_python(d.path()), &[&show(&f), "pickle"]);
+
+    let d = fresh();
+    let f = d.path().join("batches.meta");
+    let no_names = std::collections::BTreeMap::from([("num_vis", 3072)]);
+    fs::write(
+        &f,
+        serde_pickle::to_vec(&no_names, Default::default()).unwrap(),
+    )
+    .unwrap();
+    invalid(
+        load_cifar_python(d.path()),
+        &[&show(&f), "no 'label_names'"],
+    );
+
+    let d = fresh();
+    let f = d.path().join("data_batch_2");
+    fs::write(
+        &f,
+        serde_pickle::to_vec(&vec![1, 2], Default::default()).unwrap(),
+    )
+    .unwrap();
+    invalid(load_cifar_python(d.path()), &[&show(&f), "no dict"]);
+
+    let d = fresh();
+    let f = d.path().join("data_batch_3");
+    let no_data = std::collections::BTreeMap::from([("labels", vec![1, 2])]);
+    fs::write(
+        &f,
+        serde_pickle::to_vec(&no_data, Default::default()).unwrap(),
+    )
+    .unwrap();
+    invalid(load_cifar_python(d.path()), &[&show(&f), "no 'data'"]);
 }
 
 #[test]

@@ -12,7 +12,7 @@ pub const CIFAR_DIR: &str = "cifar-10-batches-bin";
 pub const CIFAR_RECORD: usize = 1 + PIXELS;
 
 const SIDE: usize = 32;
-const PIXELS: usize = 3 * SIDE * SIDE;
+pub(super) const PIXELS: usize = 3 * SIDE * SIDE;
 const MAX_CLASSES: usize = 10;
 const TRAIN_FILES: [&str; 5] = [
     "data_batch_1.bin",

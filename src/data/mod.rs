@@ -1,5 +1,6 @@
-//! Training data (native only): CIFAR-10 in its official binary layout or any image folder, as u8
-//! images in CHW planar order, plus the download of the official CIFAR-10 archive.
+//! Training data (native only): CIFAR-10 in its official binary layout or torchvision's pickles, or
+//! any image folder, as u8 images in CHW planar order, plus the download of the official CIFAR-10
+//! archive.
 //!
 //! Every failure caused by the input (a missing, truncated or unreadable file, a bad label, an empty
 //! class folder, ...) is an [`Error::Invalid`] with a one-line message naming the file at fault.
@@ -7,6 +8,7 @@
 mod augmented;
 mod bundled;
 mod cifar;
+mod cifar_python;
 mod download;
 mod fetch;
 mod folder;
@@ -25,6 +27,7 @@ pub use bundled::bundled_cifar10;
 pub use cifar::{
     load_cifar_binary, load_cifar_test_batch, write_cifar_binary, CIFAR_DIR, CIFAR_RECORD,
 };
+pub use cifar_python::{load_cifar_python, load_cifar_python_test, CIFAR_PY_DIR};
 pub use download::{default_cache_dir, download_cifar10, parse_md5, CIFAR10_MD5, CIFAR10_URL};
 pub use fetch::{fetch, Digest, Transfer};
 pub use folder::{load_held_out_folder, load_image_folder, load_image_folder_with};
@@ -120,12 +123,13 @@ pub struct Split {
 }
 
 /// Detects the layout: the official CIFAR-10 binary layout (`dir` itself or `dir/cifar-10-batches-bin`
-/// with `data_batch_1..5.bin`, `test_batch.bin`, `batches.meta.txt`), or an image folder
-/// (`dir/train/<class>/*`, `dir/test/<class>/*` or `dir/val/<class>/*`, classes sorted by name as
-/// torchvision's ImageFolder).
+/// with `data_batch_1..5.bin`, `test_batch.bin`, `batches.meta.txt`), torchvision's CIFAR-10
+/// (`dir` itself or `dir/cifar-10-batches-py` with the pickles `data_batch_1..5`, `test_batch`,
+/// `batches.meta`), or an image folder (`dir/train/<class>/*`, `dir/test/<class>/*` or
+/// `dir/val/<class>/*`, classes sorted by name as torchvision's ImageFolder).
 /// Image-folder images are decoded with the `image` crate, converted to RGB and resized to `size`
-/// (h, w) (skipped when already that size), bilinear; the binary layout is always 32x32, whatever
-/// `size` says.
+/// (h, w) (skipped when already that size), bilinear; CIFAR-10's layouts are always 32x32,
+/// whatever `size` says.
 pub fn load(dir: &Path, size: (usize, usize)) -> Result<Split> {
     load_with(dir, size, crate::preprocess::Interpolation::Bilinear)
 }
@@ -138,6 +142,7 @@ pub fn load_with(
 ) -> Result<Split> {
     match layout(dir)? {
         Layout::CifarBinary => load_cifar_binary(dir),
+        Layout::CifarPython => load_cifar_python(dir),
         Layout::ImageFolder => load_image_folder_with(dir, size, interpolation),
     }
 }
@@ -152,6 +157,7 @@ pub fn load_test_with(
 ) -> Result<Dataset> {
     match layout(dir)? {
         Layout::CifarBinary => load_cifar_test_batch(dir),
+        Layout::CifarPython => load_cifar_python_test(dir),
         Layout::ImageFolder => folder::load_held_out_folder(dir, size, interpolation),
     }
 }
@@ -159,6 +165,8 @@ pub fn load_test_with(
 /// How a data folder is laid out.
 enum Layout {
     CifarBinary,
+    /// torchvision's pickles.
+    CifarPython,
     ImageFolder,
 }
 
@@ -166,6 +174,8 @@ enum Layout {
 fn layout(dir: &Path) -> Result<Layout> {
     if cifar::looks_binary(dir) {
         Ok(Layout::CifarBinary)
+    } else if cifar_python::looks_python(dir) {
+        Ok(Layout::CifarPython)
     } else if has_split_folders(dir) {
         Ok(Layout::ImageFolder)
     } else if !dir.is_dir() {
@@ -173,7 +183,8 @@ fn layout(dir: &Path) -> Result<Layout> {
     } else {
         Err(invalid(format!(
             "{}: no data set found: expected the CIFAR-10 binary layout ({CIFAR_DIR}/ or \
-             data_batch_1.bin ...) or an image folder (train/<class>/*, test/<class>/* or val/<class>/*)",
+             data_batch_1.bin ...), torchvision's CIFAR-10 ({CIFAR_PY_DIR}/ or data_batch_1 ...) \
+             or an image folder (train/<class>/*, test/<class>/* or val/<class>/*)",
             dir.display()
         )))
     }
@@ -252,10 +263,10 @@ impl PhotoTransforms {
     }
 }
 
-/// True when `dir` holds an image folder (`train/`, `test/` or `val/`) rather than CIFAR's binary
-/// layout.
+/// True when `dir` holds an image folder (`train/`, `test/` or `val/`) rather than CIFAR-10's
+/// binary or pickled layout.
 pub fn is_image_folder(dir: &Path) -> bool {
-    !cifar::looks_binary(dir) && has_split_folders(dir)
+    matches!(layout(dir), Ok(Layout::ImageFolder))
 }
 
 /// An image folder opened for streaming with torchvision's ImageNet transforms `t`.

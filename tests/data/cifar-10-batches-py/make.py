@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Writes a small copy of torchvision's CIFAR-10 layout, cifar-10-batches-py/ (what
+torchvision.datasets.CIFAR10(root, download=True) unpacks from cifar-10-python.tar.gz), for
+tests/data.rs. Needs numpy only. Run from the repository root:
+python3 tests/data/cifar-10-batches-py/make.py
+
+  data_batch_1 .. data_batch_5   2 images each: the first 10 of the bundled training images
+                                 (web/data/train.bin), in order
+  test_batch                     the first 5 bundled test images (web/data/test.bin)
+  batches.meta                   label_names, num_cases_per_batch, num_vis
+
+Each file is a pickle as the archive's were written (Python 2's cPickle, protocol 2): a dict
+with byte-string keys b"batch_label", b"labels" (a list of ints), b"data" (a numpy uint8 array
+of N x 3072: 1024 R, 1024 G, 1024 B bytes an image, row by row) and b"filenames". Python 2's
+str was bytes: it is written with SHORT_BINSTRING and BINSTRING, which Python 3 reads back with
+encoding="bytes" (or "latin1", as torchvision does). The file is then read back both ways and
+checked against the records it came from.
+"""
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+
+OUT = Path(__file__).parent
+DATA = OUT.parents[2] / "web" / "data"
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+class Python2Pickler(pickle._Pickler):
+    """Protocol 2 as Python 2 wrote it: str and bytes as byte strings, and numpy's classes
+    under the module names of numpy 1 (numpy.core.multiarray), which the archive names."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_byte_string(self, obj):
+        raw = obj.encode("latin-1") if isinstance(obj, str) else obj
+        if len(raw) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(raw)) + raw)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_byte_string
+    dispatch[str] = save_byte_string
+
+    def save_global(self, obj, name=None):
+        module = obj.__module__.replace("numpy._core", "numpy.core")
+        self.write(pickle.GLOBAL + f"{module}\n{name or obj.__qualname__}\n".encode())
+        self.memoize(obj)
+
+    dispatch[type] = save_global
+
+
+def records(name, count):
+    raw = np.frombuffer((DATA / name).read_bytes(), dtype=np.uint8).reshape(-1, 3073)[:count]
+    return [int(l) for l in raw[:, 0]], np.ascontiguousarray(raw[:, 1:])
+
+
+def write(name, obj):
+    with open(OUT / name, "wb") as f:
+        Python2Pickler(f, protocol=2).dump(obj)
+
+
+def check(name, labels, data):
+    for encoding in ["bytes", "latin1"]:
+        with open(OUT / name, "rb") as f:
+            d = pickle.load(f, encoding=encoding)
+        key = (lambda k: k.encode()) if encoding == "bytes" else (lambda k: k)
+        assert d[key("labels")] == labels, name
+        assert d[key("data")].dtype == np.uint8 and np.array_equal(d[key("data")], data), name
+
+
+def main():
+    labels, data = records("train.bin", 10)
+    for k in range(5):
+        part = slice(2 * k, 2 * k + 2)
+        batch = {
+            b"batch_label": f"training batch {k + 1} of 5".encode(),
+            b"labels": labels[part],
+            b"data": data[part],
+            b"filenames": [f"image_{i}.png".encode() for i in range(2 * k, 2 * k + 2)],
+        }
+        write(f"data_batch_{k + 1}", batch)
+        check(f"data_batch_{k + 1}", labels[part], data[part])
+    labels, data = records("test.bin", 5)
+    test = {
+        b"batch_label": b"testing batch 1 of 1",
+        b"labels": labels,
+        b"data": data,
+        b"filenames": [f"test_{i}.png".encode() for i in range(5)],
+    }
+    write("test_batch", test)
+    check("test_batch", labels, data)
+    meta = {b"num_cases_per_batch": 2, b"label_names": [c.encode() for c in CLASSES], b"num_vis": 3072}
+    write("batches.meta", meta)
+    with open(OUT / "batches.meta", "rb") as f:
+        assert pickle.load(f, encoding="latin1")["label_names"] == CLASSES
+
+
+if __name__ == "__main__":
+    main()
