@@ -42,7 +42,8 @@ pub fn load_image_folder_with(
     Ok(Split { train, test })
 }
 
-/// The held-out images of the image folder `dir` alone ([`held_out_dir`]), decoded and resized
+/// The held-out images of the image folder `dir` alone (`test/`, or `val/` where there is no
+/// `test/`), decoded and resized
 /// as [`load_image_folder_with`] does: what an evaluation reads, so `train/` need not be there
 /// (where it is, its class folders must be the held-out ones).
 pub fn load_held_out_folder(
