@@ -1078,3 +1078,40 @@ fn torchvision_weights_by_name_come_from_torch_hubs_cache() {
         &["DEFAULT", "safetensors"],
     );
 }
+
+/// CIFAR-100 from torchvision's root (tests/data/cifar-100-python): the model gets a 100-way
+/// classifier named by the fine labels, and `eval` reads it back on the test batch alone.
+#[test]
+fn cifar100_trains_a_100_way_classifier() {
+    let root = tempfile::tempdir().unwrap();
+    let pickles = root.path().join("cifar-100-python");
+    std::fs::create_dir(&pickles).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cifar-100-python");
+    for f in ["train", "test", "meta"] {
+        std::fs::copy(fixture.join(f), pickles.join(f)).unwrap();
+    }
+    let run = root.path().join("run");
+    let data = root.path().to_str().unwrap();
+    let log = ok(&resnet(&[
+        "train",
+        "--data",
+        data,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "5",
+        "--out",
+        run.to_str().unwrap(),
+    ]));
+    assert!(log.contains("10 train / 5 eval images"), "{log}");
+    let ck = checkpoint::load(&run.join("last.safetensors")).unwrap();
+    assert_eq!(ck.num_classes(), Some(100));
+    let classes: Vec<String> = (0..100).map(|k| format!("class_{k:02}")).collect();
+    assert_eq!(ck.metadata.get("classes"), Some(&classes.join(",")));
+    std::fs::remove_file(pickles.join("train")).unwrap();
+    let ck = run.join("last.safetensors");
+    let eval = resnet(&["eval", "--checkpoint", ck.to_str().unwrap(), "--data", data]);
+    ok(&eval);
+    let line = String::from_utf8_lossy(&eval.stdout);
+    assert!(line.contains("5 test images"), "{line}");
+}

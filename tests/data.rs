@@ -442,6 +442,64 @@ fn torchvisions_cifar_pickles_load() {
     );
 }
 
+/// CIFAR-100, as torchvision reads it (its 100 fine labels): `cifar-100-python/` (the pickles
+/// of tests/data/cifar-10-batches-py/make.py: the first bundled images, the i-th labelled
+/// (10 x label + i) % 100) and the official binary layout `cifar-100-binary/` (records of a
+/// coarse and a fine label byte, then the pixels), written here from the same images.
+#[test]
+fn cifar100_loads_from_torchvisions_pickles_and_the_binary_layout() {
+    let bundled = bundled_cifar10();
+    let relabel = |d: &Dataset| Dataset {
+        labels: (d.labels.iter().enumerate())
+            .map(|(i, &l)| ((10 * l as usize + i) % 100) as u8)
+            .collect(),
+        classes: (0..100).map(|k| format!("class_{k:02}")).collect(),
+        ..d.clone()
+    };
+    let want = Split {
+        train: relabel(&bundled.train.subset(10)),
+        test: relabel(&bundled.test.subset(5)),
+    };
+    let root = tempfile::tempdir().unwrap();
+    let pickles = root.path().join("cifar-100-python");
+    fs::create_dir(&pickles).unwrap();
+    copy_files(&files_under(&repo("tests/data/cifar-100-python")), &pickles);
+    assert_eq!(load(root.path(), (32, 32)).unwrap(), want);
+    let bilinear = resnet::preprocess::Interpolation::Bilinear;
+    assert_eq!(
+        load_test_with(&pickles, (32, 32), bilinear).unwrap(),
+        want.test
+    );
+
+    let binary = tempfile::tempdir().unwrap();
+    let dir = binary.path().join("cifar-100-binary");
+    fs::create_dir(&dir).unwrap();
+    let records = |d: &Dataset| -> Vec<u8> {
+        (0..d.len())
+            .flat_map(|i| [&[d.labels[i] / 5, d.labels[i]], d.image(i)].concat())
+            .collect()
+    };
+    fs::write(dir.join("train.bin"), records(&want.train)).unwrap();
+    fs::write(dir.join("test.bin"), records(&want.test)).unwrap();
+    fs::write(
+        dir.join("fine_label_names.txt"),
+        want.test.classes.join("\n"),
+    )
+    .unwrap();
+    assert_eq!(load(binary.path(), (32, 32)).unwrap(), want);
+    assert_eq!(load_test_with(&dir, (32, 32), bilinear).unwrap(), want.test);
+    // a fine label beyond the names
+    let names = &want.test.classes[..50];
+    fs::write(dir.join("fine_label_names.txt"), names.join("\n")).unwrap();
+    let f = dir.join("train.bin");
+    let first = want.train.labels.iter().position(|&l| l >= 50).unwrap();
+    let record = format!("record {first}: label {}", want.train.labels[first]);
+    invalid(
+        load(&dir, (32, 32)),
+        &[&show(&f), &record, "only 50 classes"],
+    );
+}
+
 #[test]
 fn torchvisions_cifar_pickles_bad_inputs_name_the_file() {
     let fresh = || {

@@ -131,8 +131,9 @@ impl GpuArgs {
 /// Where the data comes from.
 #[derive(Args, Clone, Debug)]
 struct DataArgs {
-    /// CIFAR-10 binary layout (cifar-10-batches-bin/), torchvision's CIFAR-10 (its root or
-    /// cifar-10-batches-py/) or an image folder (train/<class>/*, test/<class>/* or val/<class>/*;
+    /// CIFAR-10's or CIFAR-100's binary layout (cifar-10-batches-bin/, cifar-100-binary/),
+    /// torchvision's CIFAR10 or CIFAR100 (its root, or cifar-10-batches-py/, cifar-100-python/)
+    /// or an image folder (train/<class>/*, test/<class>/* or val/<class>/*;
     /// `eval` and `--test-only` read the held-out images alone: test/ or val/, or the test batch);
     /// default: download the official CIFAR-10 binary archive into the cache directory (where
     /// that fails, `train` and `experiment` use the 2,000 + 500 images bundled with resnet)

@@ -2,7 +2,7 @@
 //! 50 test images a class, made by `examples/web_subset.rs`), compiled into the binary so that
 //! `resnet train` runs on any machine, even one that cannot download the full data set.
 
-use super::cifar::{empty, parse_records};
+use super::cifar::{empty, CIFAR10};
 use super::Split;
 
 const TRAIN: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/data/train.bin"));
@@ -13,7 +13,11 @@ pub fn bundled_cifar10() -> Split {
     let classes: Vec<String> = crate::cifar10::CLASSES.map(String::from).to_vec();
     let (mut train, mut test) = (empty(&classes), empty(&classes));
     // the files are part of the source tree, checked by the tests: a failure is a build defect
-    parse_records(TRAIN, "web/data/train.bin", &mut train).expect("bundled training images");
-    parse_records(TEST, "web/data/test.bin", &mut test).expect("bundled test images");
+    CIFAR10
+        .parse_records(TRAIN, "web/data/train.bin", &mut train)
+        .expect("bundled training images");
+    CIFAR10
+        .parse_records(TEST, "web/data/test.bin", &mut test)
+        .expect("bundled test images");
     Split { train, test }
 }

@@ -1,4 +1,6 @@
-//! The official CIFAR-10 binary layout: records of 1 label byte + 1024 R + 1024 G + 1024 B bytes.
+//! The official binary layouts of CIFAR-10 (records of 1 label byte + 1024 R + 1024 G + 1024 B
+//! bytes) and CIFAR-100 (a coarse and a fine label byte, then the same pixels; the fine label is
+//! the class, as torchvision's CIFAR100 takes it).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -6,14 +8,13 @@ use std::path::{Path, PathBuf};
 use super::{invalid, io_err, Dataset, Split};
 use crate::Result;
 
-/// Name of the folder the official archive unpacks to.
+/// Name of the folder the official CIFAR-10 archive unpacks to.
 pub const CIFAR_DIR: &str = "cifar-10-batches-bin";
-/// Bytes of one record: 1 label byte + 3 x 32 x 32 pixel bytes.
+/// Bytes of one CIFAR-10 record: 1 label byte + 3 x 32 x 32 pixel bytes.
 pub const CIFAR_RECORD: usize = 1 + PIXELS;
 
 const SIDE: usize = 32;
 pub(super) const PIXELS: usize = 3 * SIDE * SIDE;
-const MAX_CLASSES: usize = 10;
 const TRAIN_FILES: [&str; 5] = [
     "data_batch_1.bin",
     "data_batch_2.bin",
@@ -24,48 +25,115 @@ const TRAIN_FILES: [&str; 5] = [
 const TEST_FILE: &str = "test_batch.bin";
 const META_FILE: &str = "batches.meta.txt";
 
-/// True when `dir` or `dir/cifar-10-batches-bin` holds any file of the binary layout.
+/// Where one of the binary layouts keeps what.
+pub(super) struct BinaryLayout {
+    /// The folder its archive unpacks to.
+    dir: &'static str,
+    train: &'static [&'static str],
+    test: &'static str,
+    /// The class names, one a line.
+    meta: &'static str,
+    /// Label bytes before the pixels of a record; the last is the class.
+    label_bytes: usize,
+    max_classes: usize,
+    /// The files that say a folder holds this layout. CIFAR-100's `train.bin` and `test.bin`
+    /// are common names: only its class names file says.
+    marks: &'static [&'static str],
+}
+
+/// CIFAR-10's.
+pub(super) const CIFAR10: BinaryLayout = BinaryLayout {
+    dir: CIFAR_DIR,
+    train: &TRAIN_FILES,
+    test: TEST_FILE,
+    meta: META_FILE,
+    label_bytes: 1,
+    max_classes: 10,
+    marks: &[
+        "data_batch_1.bin",
+        "data_batch_2.bin",
+        "data_batch_3.bin",
+        "data_batch_4.bin",
+        "data_batch_5.bin",
+        TEST_FILE,
+        META_FILE,
+    ],
+};
+
+/// CIFAR-100's (`cifar-100-binary.tar.gz`).
+const CIFAR100: BinaryLayout = BinaryLayout {
+    dir: "cifar-100-binary",
+    train: &["train.bin"],
+    test: "test.bin",
+    meta: "fine_label_names.txt",
+    label_bytes: 2,
+    max_classes: 100,
+    marks: &["fine_label_names.txt"],
+};
+
+impl BinaryLayout {
+    /// True when `dir` holds its folder or its files.
+    fn found_in(&self, dir: &Path) -> bool {
+        dir.join(self.dir).is_dir() || self.has_file(dir)
+    }
+
+    fn has_file(&self, dir: &Path) -> bool {
+        self.marks.iter().any(|f| dir.join(f).is_file())
+    }
+
+    /// The folder holding its files: `dir` itself when it has them, else `dir/<its folder>`.
+    fn batches_dir(&self, dir: &Path) -> PathBuf {
+        if !self.has_file(dir) && dir.join(self.dir).is_dir() {
+            dir.join(self.dir)
+        } else {
+            dir.to_path_buf()
+        }
+    }
+
+    fn record(&self) -> usize {
+        self.label_bytes + PIXELS
+    }
+
+    /// The test images alone, with the class names.
+    fn load_test(&self, dir: &Path) -> Result<Dataset> {
+        let classes = self.read_meta(&dir.join(self.meta))?;
+        let mut test = empty(&classes);
+        self.read_batch(&dir.join(self.test), &mut test)?;
+        Ok(test)
+    }
+}
+
+/// The binary layout in `dir` (or its sub-folder), if any.
+fn layout_in(dir: &Path) -> Option<&'static BinaryLayout> {
+    [&CIFAR10, &CIFAR100].into_iter().find(|l| l.found_in(dir))
+}
+
+/// True when `dir` or its sub-folder holds any file of a binary layout.
 pub(super) fn looks_binary(dir: &Path) -> bool {
-    dir.join(CIFAR_DIR).is_dir() || has_binary_file(dir)
+    layout_in(dir).is_some()
 }
 
-fn has_binary_file(dir: &Path) -> bool {
-    TRAIN_FILES
-        .iter()
-        .chain([&TEST_FILE, &META_FILE])
-        .any(|f| dir.join(f).is_file())
-}
-
-/// The folder holding the .bin files: `dir` itself when it has them, else `dir/cifar-10-batches-bin`.
-fn batches_dir(dir: &Path) -> PathBuf {
-    if !has_binary_file(dir) && dir.join(CIFAR_DIR).is_dir() {
-        dir.join(CIFAR_DIR)
-    } else {
-        dir.to_path_buf()
-    }
-}
-
-/// Loads the official CIFAR-10 binary layout from `dir` or `dir/cifar-10-batches-bin`.
+/// Loads the official binary layout of CIFAR-10 or CIFAR-100 from `dir` or its sub-folder
+/// (`cifar-10-batches-bin`, `cifar-100-binary`).
 pub fn load_cifar_binary(dir: &Path) -> Result<Split> {
-    let dir = batches_dir(dir);
-    let classes = read_meta(&dir.join(META_FILE))?;
+    let layout = layout_in(dir).unwrap_or(&CIFAR10);
+    let dir = layout.batches_dir(dir);
+    let classes = layout.read_meta(&dir.join(layout.meta))?;
     let mut train = empty(&classes);
-    for f in TRAIN_FILES {
-        read_batch(&dir.join(f), &mut train)?;
+    for f in layout.train {
+        layout.read_batch(&dir.join(f), &mut train)?;
     }
-    let test = load_cifar_test_batch(&dir)?;
+    let mut test = empty(&classes);
+    layout.read_batch(&dir.join(layout.test), &mut test)?;
     Ok(Split { train, test })
 }
 
-/// The 10,000 test images of the binary layout in `dir` or `dir/cifar-10-batches-bin` alone
-/// (`batches.meta.txt` and `test_batch.bin`): what an evaluation reads, so the training batches
-/// need not be there.
+/// The test images of the binary layout in `dir` or its sub-folder alone (CIFAR-10's
+/// `batches.meta.txt` and `test_batch.bin`, CIFAR-100's `fine_label_names.txt` and
+/// `test.bin`): what an evaluation reads, so the training batches need not be there.
 pub fn load_cifar_test_batch(dir: &Path) -> Result<Dataset> {
-    let dir = batches_dir(dir);
-    let classes = read_meta(&dir.join(META_FILE))?;
-    let mut test = empty(&classes);
-    read_batch(&dir.join(TEST_FILE), &mut test)?;
-    Ok(test)
+    let layout = layout_in(dir).unwrap_or(&CIFAR10);
+    layout.load_test(&layout.batches_dir(dir))
 }
 
 pub(super) fn empty(classes: &[String]) -> Dataset {
@@ -77,61 +145,66 @@ pub(super) fn empty(classes: &[String]) -> Dataset {
     }
 }
 
-/// Class names, one a line; blank lines are ignored.
-fn read_meta(path: &Path) -> Result<Vec<String>> {
-    let text = fs::read_to_string(path).map_err(|e| io_err(path, "cannot read", e))?;
-    let classes: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect();
-    if classes.is_empty() || classes.len() > MAX_CLASSES {
-        return Err(invalid(format!(
-            "{}: expected 1 to {MAX_CLASSES} class names, one a line, found {}",
-            path.display(),
-            classes.len()
-        )));
-    }
-    Ok(classes)
-}
-
-/// Appends the records of one batch file to `into`, checking its size and every label.
-fn read_batch(path: &Path, into: &mut Dataset) -> Result<()> {
-    let bytes = fs::read(path).map_err(|e| io_err(path, "cannot read", e))?;
-    parse_records(&bytes, &path.display().to_string(), into)
-}
-
-/// Appends binary records to `into`, checking their size and every label; `source` names them
-/// in errors.
-pub(super) fn parse_records(bytes: &[u8], source: &str, into: &mut Dataset) -> Result<()> {
-    if bytes.is_empty() || !bytes.len().is_multiple_of(CIFAR_RECORD) {
-        return Err(invalid(format!(
-            "{source}: truncated or wrong size: {} bytes is not a positive multiple of {CIFAR_RECORD} \
-             (1 label byte + {PIXELS} pixel bytes a record)",
-            bytes.len()
-        )));
-    }
-    let n = bytes.len() / CIFAR_RECORD;
-    into.labels.reserve(n);
-    into.images.reserve(n * PIXELS);
-    for (i, rec) in bytes.chunks_exact(CIFAR_RECORD).enumerate() {
-        let label = rec[0];
-        if label as usize >= MAX_CLASSES {
+impl BinaryLayout {
+    /// Class names, one a line; blank lines are ignored.
+    fn read_meta(&self, path: &Path) -> Result<Vec<String>> {
+        let text = fs::read_to_string(path).map_err(|e| io_err(path, "cannot read", e))?;
+        let classes: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        let max = self.max_classes;
+        if classes.is_empty() || classes.len() > max {
             return Err(invalid(format!(
-                "{source}: record {i}: label {label} >= {MAX_CLASSES}"
+                "{}: expected 1 to {max} class names, one a line, found {}",
+                path.display(),
+                classes.len()
             )));
         }
-        if label as usize >= into.classes.len() {
+        Ok(classes)
+    }
+
+    /// Appends the records of one batch file to `into`, checking its size and every label.
+    fn read_batch(&self, path: &Path, into: &mut Dataset) -> Result<()> {
+        let bytes = fs::read(path).map_err(|e| io_err(path, "cannot read", e))?;
+        self.parse_records(&bytes, &path.display().to_string(), into)
+    }
+
+    /// Appends binary records to `into`, checking their size and every label; `source` names
+    /// them in errors.
+    pub(super) fn parse_records(
+        &self,
+        bytes: &[u8],
+        source: &str,
+        into: &mut Dataset,
+    ) -> Result<()> {
+        let (record, label_bytes) = (self.record(), self.label_bytes);
+        if bytes.is_empty() || !bytes.len().is_multiple_of(record) {
             return Err(invalid(format!(
-                "{source}: record {i}: label {label} but {META_FILE} names only {} classes",
-                into.classes.len()
+                "{source}: truncated or wrong size: {} bytes is not a positive multiple of {record} \
+                 ({label_bytes} label byte(s) + {PIXELS} pixel bytes a record)",
+                bytes.len()
             )));
         }
-        into.labels.push(label);
-        into.images.extend_from_slice(&rec[1..]);
+        let n = bytes.len() / record;
+        into.labels.reserve(n);
+        into.images.reserve(n * PIXELS);
+        for (i, rec) in bytes.chunks_exact(record).enumerate() {
+            let label = rec[label_bytes - 1];
+            if label as usize >= into.classes.len() {
+                return Err(invalid(format!(
+                    "{source}: record {i}: label {label} but {} names only {} classes",
+                    self.meta,
+                    into.classes.len()
+                )));
+            }
+            into.labels.push(label);
+            into.images.extend_from_slice(&rec[label_bytes..]);
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Writes a Split in the official binary layout into `dir` (created if needed): the training images
@@ -178,7 +251,7 @@ fn check_writable(d: &Dataset, name: &str, min: usize) -> Result<()> {
             d.len() * PIXELS
         ));
     }
-    if d.classes.is_empty() || d.classes.len() > MAX_CLASSES {
+    if d.classes.is_empty() || d.classes.len() > CIFAR10.max_classes {
         return fail(format!("{} classes, need 1 to 10", d.classes.len()));
     }
     if let Some(c) = d

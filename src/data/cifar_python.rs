@@ -18,65 +18,124 @@ use super::cifar::{empty, PIXELS};
 use super::{invalid, io_err, Dataset, Split};
 use crate::Result;
 
-/// The folder torchvision's archive unpacks to.
+/// The folder torchvision's CIFAR-10 archive unpacks to.
 pub const CIFAR_PY_DIR: &str = "cifar-10-batches-py";
-
-const TRAIN_FILES: [&str; 5] = [
-    "data_batch_1",
-    "data_batch_2",
-    "data_batch_3",
-    "data_batch_4",
-    "data_batch_5",
-];
-const TEST_FILE: &str = "test_batch";
-const META_FILE: &str = "batches.meta";
-const MAX_CLASSES: usize = 10;
 
 /// A pickled dict.
 type Dict = BTreeMap<HashableValue, Value>;
 
-/// True when `dir` or `dir/cifar-10-batches-py` holds any file of torchvision's layout.
-pub(super) fn looks_python(dir: &Path) -> bool {
-    dir.join(CIFAR_PY_DIR).is_dir() || has_python_file(dir)
+/// Where one of torchvision's layouts keeps what.
+struct PickledLayout {
+    /// The folder its archive unpacks to.
+    dir: &'static str,
+    train: &'static [&'static str],
+    test: &'static str,
+    meta: &'static str,
+    /// The class names' entry in `meta`, and the labels' in a batch.
+    names_key: &'static str,
+    labels_key: &'static str,
+    max_classes: usize,
+    /// The files that say a folder holds this layout (CIFAR-100's `train` and `test` are
+    /// common names: only its `meta` says).
+    marks: &'static [&'static str],
 }
 
-fn has_python_file(dir: &Path) -> bool {
-    TRAIN_FILES
-        .iter()
-        .chain([&TEST_FILE, &META_FILE])
-        .any(|f| dir.join(f).is_file())
-}
+/// `torchvision.datasets.CIFAR10`'s.
+const CIFAR10: PickledLayout = PickledLayout {
+    dir: CIFAR_PY_DIR,
+    train: &[
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+    ],
+    test: "test_batch",
+    meta: "batches.meta",
+    names_key: "label_names",
+    labels_key: "labels",
+    max_classes: 10,
+    marks: &[
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+        "test_batch",
+        "batches.meta",
+    ],
+};
 
-/// The folder holding the pickles: `dir` itself when it has them, else `dir/cifar-10-batches-py`.
-fn batches_dir(dir: &Path) -> PathBuf {
-    if !has_python_file(dir) && dir.join(CIFAR_PY_DIR).is_dir() {
-        dir.join(CIFAR_PY_DIR)
-    } else {
-        dir.to_path_buf()
+/// `torchvision.datasets.CIFAR100`'s: its 100 fine labels, as torchvision takes them.
+const CIFAR100: PickledLayout = PickledLayout {
+    dir: "cifar-100-python",
+    train: &["train"],
+    test: "test",
+    meta: "meta",
+    names_key: "fine_label_names",
+    labels_key: "fine_labels",
+    max_classes: 100,
+    marks: &["meta"],
+};
+
+impl PickledLayout {
+    fn found_in(&self, dir: &Path) -> bool {
+        dir.join(self.dir).is_dir() || self.has_file(dir)
+    }
+
+    fn has_file(&self, dir: &Path) -> bool {
+        self.marks.iter().any(|f| dir.join(f).is_file())
+    }
+
+    /// The folder holding the pickles: `dir` itself when it has them, else its sub-folder.
+    fn batches_dir(&self, dir: &Path) -> PathBuf {
+        if !self.has_file(dir) && dir.join(self.dir).is_dir() {
+            dir.join(self.dir)
+        } else {
+            dir.to_path_buf()
+        }
+    }
+
+    /// The test images alone, with the class names.
+    fn load_test(&self, dir: &Path) -> Result<Dataset> {
+        let classes = self.read_meta(&dir.join(self.meta))?;
+        let mut test = empty(&classes);
+        self.read_batch(&dir.join(self.test), &mut test)?;
+        Ok(test)
     }
 }
 
-/// Loads torchvision's CIFAR-10 layout from `dir` or `dir/cifar-10-batches-py`: the 50,000
-/// training images of `data_batch_1` ... `data_batch_5` and the 10,000 of `test_batch`.
+/// torchvision's layout in `dir` (or its sub-folder), if any.
+fn layout_in(dir: &Path) -> Option<&'static PickledLayout> {
+    [&CIFAR10, &CIFAR100].into_iter().find(|l| l.found_in(dir))
+}
+
+/// True when `dir` or its sub-folder holds any file of torchvision's layouts.
+pub(super) fn looks_python(dir: &Path) -> bool {
+    layout_in(dir).is_some()
+}
+
+/// Loads torchvision's CIFAR-10 or CIFAR-100 from `dir` or its sub-folder
+/// (`cifar-10-batches-py`, `cifar-100-python`): CIFAR-10's 50,000 training images of
+/// `data_batch_1` ... `data_batch_5` and 10,000 of `test_batch`, CIFAR-100's `train` and `test`.
 pub fn load_cifar_python(dir: &Path) -> Result<Split> {
-    let dir = batches_dir(dir);
-    let classes = read_meta(&dir.join(META_FILE))?;
+    let layout = layout_in(dir).unwrap_or(&CIFAR10);
+    let dir = layout.batches_dir(dir);
+    let classes = layout.read_meta(&dir.join(layout.meta))?;
     let mut train = empty(&classes);
-    for f in TRAIN_FILES {
-        read_batch(&dir.join(f), &mut train)?;
+    for f in layout.train {
+        layout.read_batch(&dir.join(f), &mut train)?;
     }
     let mut test = empty(&classes);
-    read_batch(&dir.join(TEST_FILE), &mut test)?;
+    layout.read_batch(&dir.join(layout.test), &mut test)?;
     Ok(Split { train, test })
 }
 
-/// The test images of torchvision's layout alone (`batches.meta` and `test_batch`).
+/// The test images of torchvision's layout alone (`batches.meta` and `test_batch`, or
+/// CIFAR-100's `meta` and `test`).
 pub fn load_cifar_python_test(dir: &Path) -> Result<Dataset> {
-    let dir = batches_dir(dir);
-    let classes = read_meta(&dir.join(META_FILE))?;
-    let mut test = empty(&classes);
-    read_batch(&dir.join(TEST_FILE), &mut test)?;
-    Ok(test)
+    let layout = layout_in(dir).unwrap_or(&CIFAR10);
+    layout.load_test(&layout.batches_dir(dir))
 }
 
 /// The dict pickled in `path`.
@@ -109,56 +168,60 @@ fn entry<'d>(dict: &'d Dict, key: &str, path: &Path) -> Result<&'d Value> {
         .ok_or_else(|| invalid(format!("{}: no '{key}' in it", path.display())))
 }
 
-/// Class names from `label_names`.
-fn read_meta(path: &Path) -> Result<Vec<String>> {
-    let dict = read_dict(path)?;
-    let bad = || {
-        invalid(format!(
-            "{}: 'label_names' must be a list of 1 to {MAX_CLASSES} names",
-            path.display()
-        ))
-    };
-    let Value::List(names) = entry(&dict, "label_names", path)? else {
-        return Err(bad());
-    };
-    let classes = names
-        .iter()
-        .map(|n| match n {
-            Value::Bytes(b) => String::from_utf8(b.clone()).ok(),
-            Value::String(s) => Some(s.clone()),
-            _ => None,
-        })
-        .collect::<Option<Vec<String>>>()
-        .ok_or_else(bad)?;
-    if classes.is_empty() || classes.len() > MAX_CLASSES {
-        return Err(bad());
+impl PickledLayout {
+    /// Class names from `label_names` (CIFAR-100: `fine_label_names`).
+    fn read_meta(&self, path: &Path) -> Result<Vec<String>> {
+        let dict = read_dict(path)?;
+        let (key, max) = (self.names_key, self.max_classes);
+        let bad = || {
+            invalid(format!(
+                "{}: '{key}' must be a list of 1 to {max} names",
+                path.display()
+            ))
+        };
+        let Value::List(names) = entry(&dict, key, path)? else {
+            return Err(bad());
+        };
+        let classes = names
+            .iter()
+            .map(|n| match n {
+                Value::Bytes(b) => String::from_utf8(b.clone()).ok(),
+                Value::String(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect::<Option<Vec<String>>>()
+            .ok_or_else(bad)?;
+        if classes.is_empty() || classes.len() > max {
+            return Err(bad());
+        }
+        Ok(classes)
     }
-    Ok(classes)
-}
 
-/// Appends the images and labels of one batch file to `into`, checking the array's shape and
-/// every label.
-fn read_batch(path: &Path, into: &mut Dataset) -> Result<()> {
-    let dict = read_dict(path)?;
-    let pixels = array_bytes(entry(&dict, "data", path)?).ok_or_else(|| {
-        invalid(format!(
-            "{}: 'data' is not a uint8 array of N x {PIXELS} (numpy's, as pickled)",
-            path.display()
-        ))
-    })?;
-    let labels = labels(entry(&dict, "labels", path)?, into.classes.len())
-        .map_err(|why| invalid(format!("{}: 'labels' {why}", path.display())))?;
-    if labels.len() * PIXELS != pixels.len() {
-        return Err(invalid(format!(
-            "{}: {} labels for {} images",
-            path.display(),
-            labels.len(),
-            pixels.len() / PIXELS
-        )));
+    /// Appends the images and labels of one batch file to `into`, checking the array's shape
+    /// and every label.
+    fn read_batch(&self, path: &Path, into: &mut Dataset) -> Result<()> {
+        let dict = read_dict(path)?;
+        let pixels = array_bytes(entry(&dict, "data", path)?).ok_or_else(|| {
+            invalid(format!(
+                "{}: 'data' is not a uint8 array of N x {PIXELS} (numpy's, as pickled)",
+                path.display()
+            ))
+        })?;
+        let key = self.labels_key;
+        let labels = labels(entry(&dict, key, path)?, into.classes.len())
+            .map_err(|why| invalid(format!("{}: '{key}' {why}", path.display())))?;
+        if labels.len() * PIXELS != pixels.len() {
+            return Err(invalid(format!(
+                "{}: {} labels for {} images",
+                path.display(),
+                labels.len(),
+                pixels.len() / PIXELS
+            )));
+        }
+        into.images.extend_from_slice(pixels);
+        into.labels.extend(labels);
+        Ok(())
     }
-    into.images.extend_from_slice(pixels);
-    into.labels.extend(labels);
-    Ok(())
 }
 
 /// The bytes of a pickled numpy array of N x 3072 bytes: the state `(version, shape, dtype,

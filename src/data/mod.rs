@@ -1,6 +1,6 @@
-//! Training data (native only): CIFAR-10 in its official binary layout or torchvision's pickles, or
-//! any image folder, as u8 images in CHW planar order, plus the download of the official CIFAR-10
-//! archive.
+//! Training data (native only): CIFAR-10 and CIFAR-100 in their official binary layouts or
+//! torchvision's pickles, or any image folder, as u8 images in CHW planar order, plus the download
+//! of the official CIFAR-10 archive.
 //!
 //! Every failure caused by the input (a missing, truncated or unreadable file, a bad label, an empty
 //! class folder, ...) is an [`Error::Invalid`] with a one-line message naming the file at fault.
@@ -123,12 +123,13 @@ pub struct Split {
 }
 
 /// Detects the layout: the official CIFAR-10 binary layout (`dir` itself or `dir/cifar-10-batches-bin`
-/// with `data_batch_1..5.bin`, `test_batch.bin`, `batches.meta.txt`), torchvision's CIFAR-10
+/// with `data_batch_1..5.bin`, `test_batch.bin`, `batches.meta.txt`; CIFAR-100's
+/// `cifar-100-binary` with `train.bin`, `test.bin`, `fine_label_names.txt`), torchvision's
 /// (`dir` itself or `dir/cifar-10-batches-py` with the pickles `data_batch_1..5`, `test_batch`,
-/// `batches.meta`), or an image folder (`dir/train/<class>/*`, `dir/test/<class>/*` or
+/// `batches.meta`; CIFAR-100's `cifar-100-python` with `train`, `test`, `meta`), or an image folder (`dir/train/<class>/*`, `dir/test/<class>/*` or
 /// `dir/val/<class>/*`, classes sorted by name as torchvision's ImageFolder).
 /// Image-folder images are decoded with the `image` crate, converted to RGB and resized to `size`
-/// (h, w) (skipped when already that size), bilinear; CIFAR-10's layouts are always 32x32,
+/// (h, w) (skipped when already that size), bilinear; the CIFAR layouts are always 32x32,
 /// whatever `size` says.
 pub fn load(dir: &Path, size: (usize, usize)) -> Result<Split> {
     load_with(dir, size, crate::preprocess::Interpolation::Bilinear)
@@ -182,9 +183,9 @@ fn layout(dir: &Path) -> Result<Layout> {
         Err(invalid(format!("{}: no such directory", dir.display())))
     } else {
         Err(invalid(format!(
-            "{}: no data set found: expected the CIFAR-10 binary layout ({CIFAR_DIR}/ or \
-             data_batch_1.bin ...), torchvision's CIFAR-10 ({CIFAR_PY_DIR}/ or data_batch_1 ...) \
-             or an image folder (train/<class>/*, test/<class>/* or val/<class>/*)",
+            "{}: no data set found: expected CIFAR-10's or CIFAR-100's binary layout ({CIFAR_DIR}/, \
+             cifar-100-binary/ or their files), torchvision's ({CIFAR_PY_DIR}/, cifar-100-python/ \
+             or their files) or an image folder (train/<class>/*, test/<class>/* or val/<class>/*)",
             dir.display()
         )))
     }
