@@ -186,6 +186,77 @@ fn bad_data_gives_one_line_errors() {
     fails_with(&bad_index, &["--device-index 1", "numbered from 0"]);
 }
 
+/// `eval` reads the held-out images alone: the same figures from a folder without train/, and
+/// from torchvision's CIFAR-10 root its test batch; a warning where the checkpoint's class
+/// names are not the data's (outputs are scored by their order), none where they are, commas
+/// in them included.
+#[test]
+fn eval_reads_the_held_out_images_alone() {
+    let gpu = gpu();
+    let dir = cifar::subset(2, 3);
+    let t = tempfile::tempdir().unwrap();
+    let ck = t.path().join("c0-c9.safetensors");
+    save_model(&gpu, "resnet20", &ck, |_| {});
+    let eval = |ck: &Path, data: &Path| {
+        let out = resnet(&[
+            "eval",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
+        ]);
+        let stderr = ok(&out);
+        (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    };
+    let (json, stderr) = eval(&ck, dir.path());
+    assert!(json.contains("\"images\": 30"), "{json}");
+    let warning = "class 0 is 'c0' in the checkpoint but 'airplane' in the data";
+    assert!(stderr.contains(warning), "{stderr}");
+    let test_only = tempfile::tempdir().unwrap();
+    let copy = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for f in std::fs::read_dir(from).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+        }
+    };
+    for class in std::fs::read_dir(dir.path().join("test")).unwrap() {
+        let class = class.unwrap().path();
+        copy(
+            &class,
+            &test_only
+                .path()
+                .join("test")
+                .join(class.file_name().unwrap()),
+        );
+    }
+    let (alone, stderr) = eval(&ck, test_only.path());
+    assert_eq!(alone, json);
+    assert!(stderr.contains(warning), "{stderr}");
+    // torchvision's CIFAR-10 root: its 5 test images (tests/data/cifar-10-batches-py)
+    let root = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cifar-10-batches-py");
+    copy(&fixture, &root.path().join("cifar-10-batches-py"));
+    for f in (1..=5).map(|k| format!("data_batch_{k}")) {
+        std::fs::remove_file(root.path().join("cifar-10-batches-py").join(f)).unwrap();
+    }
+    let (pickled, stderr) = eval(&ck, root.path());
+    assert!(pickled.contains("\"images\": 5"), "{pickled}");
+    assert!(stderr.contains(warning), "{stderr}");
+    // the checkpoint's names are the data's, one with a comma: no warning
+    let held_out = test_only.path().join("test");
+    std::fs::rename(held_out.join("airplane"), held_out.join("air,plane")).unwrap();
+    let named = t.path().join("named.safetensors");
+    save_model(&gpu, "resnet20", &named, |ck| {
+        let mut classes: Vec<&str> = resnet::cifar10::CLASSES.to_vec();
+        classes[0] = "air,plane";
+        ck.metadata.insert("classes".into(), classes.join(","));
+    });
+    let (_, stderr) = eval(&named, test_only.path());
+    assert!(!stderr.contains("in the checkpoint but"), "{stderr}");
+}
+
 #[test]
 fn bad_checkpoints_name_the_tensor() {
     let gpu = gpu();
@@ -213,42 +284,6 @@ fn bad_checkpoints_name_the_tensor() {
         json.contains("\"model\": \"resnet20\"") && json.contains("\"images\": 30"),
         "{json}"
     );
-    // the test images alone (no train/) give the same figures
-    let test_only = tempfile::tempdir().unwrap();
-    std::fs::rename(dir.path().join("test"), test_only.path().join("test")).unwrap();
-    let alone = resnet(&[
-        "eval",
-        "--checkpoint",
-        &p("ok.safetensors"),
-        "--data",
-        test_only.path().to_str().unwrap(),
-        "--json",
-    ]);
-    assert_eq!(String::from_utf8_lossy(&alone.stdout), json);
-    // torchvision's CIFAR-10 root: its 5 test images (tests/data/cifar-10-batches-py)
-    let torchvision_root = tempfile::tempdir().unwrap();
-    let pickles = torchvision_root.path().join("cifar-10-batches-py");
-    std::fs::create_dir(&pickles).unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cifar-10-batches-py");
-    for f in ["test_batch", "batches.meta"] {
-        std::fs::copy(fixture.join(f), pickles.join(f)).unwrap();
-    }
-    let pickled = resnet(&[
-        "eval",
-        "--checkpoint",
-        &p("ok.safetensors"),
-        "--data",
-        torchvision_root.path().to_str().unwrap(),
-        "--json",
-    ]);
-    let pickled_json = String::from_utf8_lossy(&pickled.stdout);
-    assert!(pickled_json.contains("\"images\": 5"), "{pickled_json}");
-    // the checkpoint names its classes c0..c9, the data airplane...: scored by their order,
-    // with a warning
-    let stderr = String::from_utf8_lossy(&ok.stderr);
-    let warning = "class 0 is 'c0' in the checkpoint but 'airplane' in the data";
-    assert!(stderr.contains(warning), "{stderr}");
-    std::fs::rename(test_only.path().join("test"), dir.path().join("test")).unwrap();
 
     save_model(&gpu, "resnet32", Path::new(&p("r32.safetensors")), |_| {});
     fails_with(

@@ -124,6 +124,9 @@ pub(crate) fn evaluate_checkpoint(
 /// are not those the model was trained on.
 fn other_classes(ck: &Checkpoint, path: &Path, data: &[String]) -> Option<String> {
     let theirs = ck.metadata.get("classes")?;
+    if *theirs == data.join(",") {
+        return None; // the same names (some of which may hold a comma)
+    }
     let theirs: Vec<&str> = theirs.split(',').collect();
     let (i, (a, b)) = theirs
         .iter()

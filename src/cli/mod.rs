@@ -146,7 +146,7 @@ struct DataArgs {
     #[arg(long, default_value = data::CIFAR10_MD5)]
     data_md5: String,
     /// Image size (height = width) for image folders decoded into memory (the CIFAR models);
-    /// CIFAR binary data is always 32
+    /// the CIFAR layouts are always 32
     #[arg(long, default_value_t = 32)]
     image_size: usize,
     /// The ImageNet models (resnet18..152) stream image folders from disk with torchvision's
@@ -247,13 +247,17 @@ impl DataArgs {
     /// The data for `model`: an image folder is streamed with torchvision's ImageNet transforms
     /// for the ImageNet models, everything else is decoded into memory (see `load`).
     fn open(&self, offline: Offline, model: &str) -> Result<data::Sources> {
-        let imagenet = ModelSpec::from_name(model, 10)?.family == Family::ImageNet;
-        match &self.data {
-            Some(dir) if imagenet && data::is_image_folder(dir) => {
-                data::open_photos(dir, self.photo_transforms()?)
-            }
-            _ => Ok(self.load(offline)?.into()),
+        match self.photo_folder(model)? {
+            Some(dir) => data::open_photos(dir, self.photo_transforms()?),
+            None => Ok(self.load(offline)?.into()),
         }
+    }
+
+    /// --data where `model` streams it: an image folder for an ImageNet model.
+    fn photo_folder(&self, model: &str) -> Result<Option<&PathBuf>> {
+        let imagenet = ModelSpec::from_name(model, 10)?.family == Family::ImageNet;
+        let dir = self.data.as_ref();
+        Ok(dir.filter(|d| imagenet && data::is_image_folder(d)))
     }
 
     fn load(&self, offline: Offline) -> Result<data::Split> {
@@ -266,15 +270,14 @@ impl DataArgs {
     }
 
     /// The held-out images alone for `model`, as [`DataArgs::open`] would give them: what an
-    /// evaluation reads, so a folder holding only `test/` or `val/` (or CIFAR's `test_batch.bin`)
-    /// will do, and no training image is decoded.
+    /// evaluation reads, so a folder holding only `test/` or `val/` (or a CIFAR layout's test
+    /// batch and class names) will do, and no training image is decoded.
     fn open_test(&self, offline: Offline, model: &str) -> Result<Arc<dyn data::ImageSource>> {
-        let imagenet = ModelSpec::from_name(model, 10)?.family == Family::ImageNet;
+        if let Some(dir) = self.photo_folder(model)? {
+            return data::open_test_photos(dir, self.photo_transforms()?);
+        }
         let size = (self.image_size, self.image_size);
         Ok(match (&self.data, self.cifar10(offline)?) {
-            (Some(dir), _) if imagenet && data::is_image_folder(dir) => {
-                data::open_test_photos(dir, self.photo_transforms()?)?
-            }
             (Some(dir), _) => Arc::new(data::load_test_with(dir, size, self.interpolation)?),
             (None, Some(dir)) => Arc::new(data::load_cifar_test_batch(&dir)?),
             (None, None) => Arc::new(data::bundled_cifar10().test),

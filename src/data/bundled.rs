@@ -2,7 +2,8 @@
 //! 50 test images a class, made by `examples/web_subset.rs`), compiled into the binary so that
 //! `resnet train` runs on any machine, even one that cannot download the full data set.
 
-use super::cifar::{empty, CIFAR10};
+use super::cifar::CIFAR10;
+use super::cifar_layout::empty;
 use super::Split;
 
 const TRAIN: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/data/train.bin"));

@@ -3,8 +3,9 @@
 //! the class, as torchvision's CIFAR100 takes it).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use super::cifar_layout::{CifarLayout, Files, PIXELS, SIDE};
 use super::{invalid, io_err, Dataset, Split};
 use crate::Result;
 
@@ -13,8 +14,6 @@ pub const CIFAR_DIR: &str = "cifar-10-batches-bin";
 /// Bytes of one CIFAR-10 record: 1 label byte + 3 x 32 x 32 pixel bytes.
 pub const CIFAR_RECORD: usize = 1 + PIXELS;
 
-const SIDE: usize = 32;
-pub(super) const PIXELS: usize = 3 * SIDE * SIDE;
 const TRAIN_FILES: [&str; 5] = [
     "data_batch_1.bin",
     "data_batch_2.bin",
@@ -25,127 +24,74 @@ const TRAIN_FILES: [&str; 5] = [
 const TEST_FILE: &str = "test_batch.bin";
 const META_FILE: &str = "batches.meta.txt";
 
-/// Where one of the binary layouts keeps what.
+/// One of the official binary layouts.
 pub(super) struct BinaryLayout {
-    /// The folder its archive unpacks to.
-    dir: &'static str,
-    train: &'static [&'static str],
-    test: &'static str,
-    /// The class names, one a line.
-    meta: &'static str,
+    files: Files,
     /// Label bytes before the pixels of a record; the last is the class.
     label_bytes: usize,
     max_classes: usize,
-    /// The files that say a folder holds this layout. CIFAR-100's `train.bin` and `test.bin`
-    /// are common names: only its class names file says.
-    marks: &'static [&'static str],
 }
 
 /// CIFAR-10's.
 pub(super) const CIFAR10: BinaryLayout = BinaryLayout {
-    dir: CIFAR_DIR,
-    train: &TRAIN_FILES,
-    test: TEST_FILE,
-    meta: META_FILE,
+    files: Files {
+        dir: CIFAR_DIR,
+        train: &TRAIN_FILES,
+        test: TEST_FILE,
+        meta: META_FILE,
+        marks: &[
+            "data_batch_1.bin",
+            "data_batch_2.bin",
+            "data_batch_3.bin",
+            "data_batch_4.bin",
+            "data_batch_5.bin",
+            TEST_FILE,
+            META_FILE,
+        ],
+    },
     label_bytes: 1,
     max_classes: 10,
-    marks: &[
-        "data_batch_1.bin",
-        "data_batch_2.bin",
-        "data_batch_3.bin",
-        "data_batch_4.bin",
-        "data_batch_5.bin",
-        TEST_FILE,
-        META_FILE,
-    ],
 };
 
 /// CIFAR-100's (`cifar-100-binary.tar.gz`).
-const CIFAR100: BinaryLayout = BinaryLayout {
-    dir: "cifar-100-binary",
-    train: &["train.bin"],
-    test: "test.bin",
-    meta: "fine_label_names.txt",
+pub(super) const CIFAR100: BinaryLayout = BinaryLayout {
+    files: Files {
+        dir: "cifar-100-binary",
+        train: &["train.bin"],
+        test: "test.bin",
+        meta: "fine_label_names.txt",
+        marks: &["fine_label_names.txt"],
+    },
     label_bytes: 2,
     max_classes: 100,
-    marks: &["fine_label_names.txt"],
 };
 
-impl BinaryLayout {
-    /// True when `dir` holds its folder or its files.
-    fn found_in(&self, dir: &Path) -> bool {
-        dir.join(self.dir).is_dir() || self.has_file(dir)
-    }
-
-    fn has_file(&self, dir: &Path) -> bool {
-        self.marks.iter().any(|f| dir.join(f).is_file())
-    }
-
-    /// The folder holding its files: `dir` itself when it has them, else `dir/<its folder>`.
-    fn batches_dir(&self, dir: &Path) -> PathBuf {
-        if !self.has_file(dir) && dir.join(self.dir).is_dir() {
-            dir.join(self.dir)
-        } else {
-            dir.to_path_buf()
-        }
-    }
-
-    fn record(&self) -> usize {
-        self.label_bytes + PIXELS
-    }
-
-    /// The test images alone, with the class names.
-    fn load_test(&self, dir: &Path) -> Result<Dataset> {
-        let classes = self.read_meta(&dir.join(self.meta))?;
-        let mut test = empty(&classes);
-        self.read_batch(&dir.join(self.test), &mut test)?;
-        Ok(test)
-    }
+/// The binary layout in `dir` (or its folder), else CIFAR-10's (whose errors name its files).
+fn layout_in(dir: &Path) -> &'static BinaryLayout {
+    [&CIFAR10, &CIFAR100]
+        .into_iter()
+        .find(|l| l.found_in(dir))
+        .unwrap_or(&CIFAR10)
 }
 
-/// The binary layout in `dir` (or its sub-folder), if any.
-fn layout_in(dir: &Path) -> Option<&'static BinaryLayout> {
-    [&CIFAR10, &CIFAR100].into_iter().find(|l| l.found_in(dir))
-}
-
-/// True when `dir` or its sub-folder holds any file of a binary layout.
-pub(super) fn looks_binary(dir: &Path) -> bool {
-    layout_in(dir).is_some()
-}
-
-/// Loads the official binary layout of CIFAR-10 or CIFAR-100 from `dir` or its sub-folder
+/// Loads the official binary layout of CIFAR-10 or CIFAR-100 from `dir` or its folder
 /// (`cifar-10-batches-bin`, `cifar-100-binary`).
 pub fn load_cifar_binary(dir: &Path) -> Result<Split> {
-    let layout = layout_in(dir).unwrap_or(&CIFAR10);
-    let dir = layout.batches_dir(dir);
-    let classes = layout.read_meta(&dir.join(layout.meta))?;
-    let mut train = empty(&classes);
-    for f in layout.train {
-        layout.read_batch(&dir.join(f), &mut train)?;
-    }
-    let mut test = empty(&classes);
-    layout.read_batch(&dir.join(layout.test), &mut test)?;
-    Ok(Split { train, test })
+    layout_in(dir).load_split(dir)
 }
 
-/// The test images of the binary layout in `dir` or its sub-folder alone (CIFAR-10's
+/// The test images of the binary layout in `dir` or its folder alone (CIFAR-10's
 /// `batches.meta.txt` and `test_batch.bin`, CIFAR-100's `fine_label_names.txt` and
 /// `test.bin`): what an evaluation reads, so the training batches need not be there.
 pub fn load_cifar_test_batch(dir: &Path) -> Result<Dataset> {
-    let layout = layout_in(dir).unwrap_or(&CIFAR10);
-    layout.load_test(&layout.batches_dir(dir))
+    layout_in(dir).load_test(dir)
 }
 
-pub(super) fn empty(classes: &[String]) -> Dataset {
-    Dataset {
-        classes: classes.to_vec(),
-        height: SIDE,
-        width: SIDE,
-        ..Dataset::default()
+impl CifarLayout for BinaryLayout {
+    fn files(&self) -> &Files {
+        &self.files
     }
-}
 
-impl BinaryLayout {
     /// Class names, one a line; blank lines are ignored.
     fn read_meta(&self, path: &Path) -> Result<Vec<String>> {
         let text = fs::read_to_string(path).map_err(|e| io_err(path, "cannot read", e))?;
@@ -171,7 +117,9 @@ impl BinaryLayout {
         let bytes = fs::read(path).map_err(|e| io_err(path, "cannot read", e))?;
         self.parse_records(&bytes, &path.display().to_string(), into)
     }
+}
 
+impl BinaryLayout {
     /// Appends binary records to `into`, checking their size and every label; `source` names
     /// them in errors.
     pub(super) fn parse_records(
@@ -180,7 +128,8 @@ impl BinaryLayout {
         source: &str,
         into: &mut Dataset,
     ) -> Result<()> {
-        let (record, label_bytes) = (self.record(), self.label_bytes);
+        let label_bytes = self.label_bytes;
+        let record = label_bytes + PIXELS;
         if bytes.is_empty() || !bytes.len().is_multiple_of(record) {
             return Err(invalid(format!(
                 "{source}: truncated or wrong size: {} bytes is not a positive multiple of {record} \
@@ -196,7 +145,7 @@ impl BinaryLayout {
             if label as usize >= into.classes.len() {
                 return Err(invalid(format!(
                     "{source}: record {i}: label {label} but {} names only {} classes",
-                    self.meta,
+                    self.files.meta,
                     into.classes.len()
                 )));
             }

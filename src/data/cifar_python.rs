@@ -1,20 +1,24 @@
-//! torchvision's CIFAR-10 layout, `cifar-10-batches-py/`: what
-//! `torchvision.datasets.CIFAR10(root, download=True)` unpacks from `cifar-10-python.tar.gz`, so
-//! that `--data root` works where a PyTorch user already has the data.
+//! torchvision's CIFAR layouts, `cifar-10-batches-py/` and `cifar-100-python/`: what
+//! `torchvision.datasets.CIFAR10(root, download=True)` and `CIFAR100` unpack from
+//! `cifar-10-python.tar.gz` and `cifar-100-python.tar.gz`, so that `--data root` works where a
+//! PyTorch user already has the data.
 //!
 //! Each file is a Python pickle (protocol 2, written by Python 2) of a dict: `data`, a numpy
 //! uint8 array of N x 3072 (each row 1024 R, 1024 G and 1024 B bytes, the binary layout's
-//! order), and `labels`, a list of N ints; `batches.meta` holds `label_names`. `serde-pickle`
-//! reads them as values: no Python code runs, and numpy's array arrives as the state its
-//! `__reduce__` wrote, `(version, shape, dtype, is_fortran, bytes)`.
+//! order), and the labels, a list of N ints (`labels`; CIFAR-100: `fine_labels`, as torchvision
+//! takes them); the class names are in `batches.meta`'s `label_names` (CIFAR-100: `meta`'s
+//! `fine_label_names`). `serde-pickle` reads them as values: no Python code runs, and numpy's
+//! array arrives as the state its `__reduce__` wrote, `(version, shape, dtype, is_fortran,
+//! bytes)`.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::Path;
 
 use serde_pickle::{DeOptions, HashableValue, Value};
 
-use super::cifar::{empty, PIXELS};
+use super::cifar_layout::{CifarLayout, Files, PIXELS};
 use super::{invalid, io_err, Dataset, Split};
 use crate::Result;
 
@@ -24,151 +28,83 @@ pub const CIFAR_PY_DIR: &str = "cifar-10-batches-py";
 /// A pickled dict.
 type Dict = BTreeMap<HashableValue, Value>;
 
-/// Where one of torchvision's layouts keeps what.
-struct PickledLayout {
-    /// The folder its archive unpacks to.
-    dir: &'static str,
-    train: &'static [&'static str],
-    test: &'static str,
-    meta: &'static str,
+/// One of torchvision's layouts.
+pub(super) struct PickledLayout {
+    files: Files,
     /// The class names' entry in `meta`, and the labels' in a batch.
     names_key: &'static str,
     labels_key: &'static str,
     max_classes: usize,
-    /// The files that say a folder holds this layout (CIFAR-100's `train` and `test` are
-    /// common names: only its `meta` says).
-    marks: &'static [&'static str],
 }
 
 /// `torchvision.datasets.CIFAR10`'s.
-const CIFAR10: PickledLayout = PickledLayout {
-    dir: CIFAR_PY_DIR,
-    train: &[
-        "data_batch_1",
-        "data_batch_2",
-        "data_batch_3",
-        "data_batch_4",
-        "data_batch_5",
-    ],
-    test: "test_batch",
-    meta: "batches.meta",
+pub(super) const CIFAR10: PickledLayout = PickledLayout {
+    files: Files {
+        dir: CIFAR_PY_DIR,
+        train: &[
+            "data_batch_1",
+            "data_batch_2",
+            "data_batch_3",
+            "data_batch_4",
+            "data_batch_5",
+        ],
+        test: "test_batch",
+        meta: "batches.meta",
+        marks: &[
+            "data_batch_1",
+            "data_batch_2",
+            "data_batch_3",
+            "data_batch_4",
+            "data_batch_5",
+            "test_batch",
+            "batches.meta",
+        ],
+    },
     names_key: "label_names",
     labels_key: "labels",
     max_classes: 10,
-    marks: &[
-        "data_batch_1",
-        "data_batch_2",
-        "data_batch_3",
-        "data_batch_4",
-        "data_batch_5",
-        "test_batch",
-        "batches.meta",
-    ],
 };
 
 /// `torchvision.datasets.CIFAR100`'s: its 100 fine labels, as torchvision takes them.
-const CIFAR100: PickledLayout = PickledLayout {
-    dir: "cifar-100-python",
-    train: &["train"],
-    test: "test",
-    meta: "meta",
+pub(super) const CIFAR100: PickledLayout = PickledLayout {
+    files: Files {
+        dir: "cifar-100-python",
+        train: &["train"],
+        test: "test",
+        meta: "meta",
+        marks: &["meta"],
+    },
     names_key: "fine_label_names",
     labels_key: "fine_labels",
     max_classes: 100,
-    marks: &["meta"],
 };
 
-impl PickledLayout {
-    fn found_in(&self, dir: &Path) -> bool {
-        dir.join(self.dir).is_dir() || self.has_file(dir)
-    }
-
-    fn has_file(&self, dir: &Path) -> bool {
-        self.marks.iter().any(|f| dir.join(f).is_file())
-    }
-
-    /// The folder holding the pickles: `dir` itself when it has them, else its sub-folder.
-    fn batches_dir(&self, dir: &Path) -> PathBuf {
-        if !self.has_file(dir) && dir.join(self.dir).is_dir() {
-            dir.join(self.dir)
-        } else {
-            dir.to_path_buf()
-        }
-    }
-
-    /// The test images alone, with the class names.
-    fn load_test(&self, dir: &Path) -> Result<Dataset> {
-        let classes = self.read_meta(&dir.join(self.meta))?;
-        let mut test = empty(&classes);
-        self.read_batch(&dir.join(self.test), &mut test)?;
-        Ok(test)
-    }
+/// torchvision's layout in `dir` (or its folder), else CIFAR-10's (whose errors name its files).
+fn layout_in(dir: &Path) -> &'static PickledLayout {
+    [&CIFAR10, &CIFAR100]
+        .into_iter()
+        .find(|l| l.found_in(dir))
+        .unwrap_or(&CIFAR10)
 }
 
-/// torchvision's layout in `dir` (or its sub-folder), if any.
-fn layout_in(dir: &Path) -> Option<&'static PickledLayout> {
-    [&CIFAR10, &CIFAR100].into_iter().find(|l| l.found_in(dir))
-}
-
-/// True when `dir` or its sub-folder holds any file of torchvision's layouts.
-pub(super) fn looks_python(dir: &Path) -> bool {
-    layout_in(dir).is_some()
-}
-
-/// Loads torchvision's CIFAR-10 or CIFAR-100 from `dir` or its sub-folder
-/// (`cifar-10-batches-py`, `cifar-100-python`): CIFAR-10's 50,000 training images of
-/// `data_batch_1` ... `data_batch_5` and 10,000 of `test_batch`, CIFAR-100's `train` and `test`.
+/// Loads torchvision's CIFAR-10 or CIFAR-100 from `dir` or its folder (`cifar-10-batches-py`,
+/// `cifar-100-python`): CIFAR-10's 50,000 training images of `data_batch_1` ... `data_batch_5`
+/// and 10,000 of `test_batch`, CIFAR-100's `train` and `test`.
 pub fn load_cifar_python(dir: &Path) -> Result<Split> {
-    let layout = layout_in(dir).unwrap_or(&CIFAR10);
-    let dir = layout.batches_dir(dir);
-    let classes = layout.read_meta(&dir.join(layout.meta))?;
-    let mut train = empty(&classes);
-    for f in layout.train {
-        layout.read_batch(&dir.join(f), &mut train)?;
-    }
-    let mut test = empty(&classes);
-    layout.read_batch(&dir.join(layout.test), &mut test)?;
-    Ok(Split { train, test })
+    layout_in(dir).load_split(dir)
 }
 
 /// The test images of torchvision's layout alone (`batches.meta` and `test_batch`, or
 /// CIFAR-100's `meta` and `test`).
 pub fn load_cifar_python_test(dir: &Path) -> Result<Dataset> {
-    let layout = layout_in(dir).unwrap_or(&CIFAR10);
-    layout.load_test(&layout.batches_dir(dir))
+    layout_in(dir).load_test(dir)
 }
 
-/// The dict pickled in `path`.
-fn read_dict(path: &Path) -> Result<Dict> {
-    let bytes = fs::read(path).map_err(|e| io_err(path, "cannot read", e))?;
-    // numpy's array is a REDUCE of a global serde-pickle does not know, then a BUILD: keep the
-    // state BUILD gives it instead of dropping it
-    let options = DeOptions::new()
-        .keep_restore_state()
-        .replace_unresolved_globals();
-    match serde_pickle::value_from_slice(&bytes, options) {
-        Ok(Value::Dict(d)) => Ok(d),
-        Ok(_) => Err(invalid(format!(
-            "{}: not a CIFAR-10 pickle: it holds no dict",
-            path.display()
-        ))),
-        Err(e) => Err(invalid(format!(
-            "{}: not a readable pickle: {e}",
-            path.display()
-        ))),
+impl CifarLayout for PickledLayout {
+    fn files(&self) -> &Files {
+        &self.files
     }
-}
 
-/// The entry `key` of a dict pickled by Python 2 (byte-string keys) or 3 (str keys).
-fn entry<'d>(dict: &'d Dict, key: &str, path: &Path) -> Result<&'d Value> {
-    let as_bytes = HashableValue::Bytes(key.as_bytes().to_vec());
-    let as_str = HashableValue::String(key.to_string());
-    dict.get(&as_bytes)
-        .or_else(|| dict.get(&as_str))
-        .ok_or_else(|| invalid(format!("{}: no '{key}' in it", path.display())))
-}
-
-impl PickledLayout {
     /// Class names from `label_names` (CIFAR-100: `fine_label_names`).
     fn read_meta(&self, path: &Path) -> Result<Vec<String>> {
         let dict = read_dict(path)?;
@@ -203,7 +139,8 @@ impl PickledLayout {
         let dict = read_dict(path)?;
         let pixels = array_bytes(entry(&dict, "data", path)?).ok_or_else(|| {
             invalid(format!(
-                "{}: 'data' is not a uint8 array of N x {PIXELS} (numpy's, as pickled)",
+                "{}: 'data' is not a C-ordered uint8 array of N x {PIXELS}, N at least 1 \
+                 (numpy's, as pickled)",
                 path.display()
             ))
         })?;
@@ -222,18 +159,69 @@ impl PickledLayout {
         into.labels.extend(labels);
         Ok(())
     }
+
+    /// A pickle: the file opens with the PROTO opcode of protocols 2 and up (not any file
+    /// that happens to be called `meta`).
+    fn is_mark(&self, path: &Path) -> bool {
+        let mut first = [0u8; 1];
+        let read = fs::File::open(path).and_then(|mut f| f.read_exact(&mut first));
+        read.is_ok() && first[0] == 0x80
+    }
 }
 
-/// The bytes of a pickled numpy array of N x 3072 bytes: the state `(version, shape, dtype,
-/// is_fortran, bytes)`, whose bytes must be exactly N x 3072 (one byte an element: uint8).
+/// The dict pickled in `path`.
+fn read_dict(path: &Path) -> Result<Dict> {
+    let bytes = fs::read(path).map_err(|e| io_err(path, "cannot read", e))?;
+    // numpy's array is a REDUCE of a global serde-pickle does not know, whose stand-in the
+    // BUILD after it replaces by the array's state: the state is what is read. The options
+    // only keep a REDUCE without a BUILD from being an error or dropping its arguments.
+    let options = DeOptions::new()
+        .keep_restore_state()
+        .replace_unresolved_globals();
+    match serde_pickle::value_from_slice(&bytes, options) {
+        Ok(Value::Dict(d)) => Ok(d),
+        Ok(_) => Err(invalid(format!(
+            "{}: not a CIFAR pickle: it holds no dict",
+            path.display()
+        ))),
+        Err(e) => {
+            // its message may quote a value off the stack: the pixels, megabytes of them
+            let why: String = e.to_string().chars().take(200).collect();
+            Err(invalid(format!(
+                "{}: not a readable pickle: {why}",
+                path.display()
+            )))
+        }
+    }
+}
+
+/// The entry `key` of a dict pickled by Python 2 (byte-string keys) or 3 (str keys).
+fn entry<'d>(dict: &'d Dict, key: &str, path: &Path) -> Result<&'d Value> {
+    let as_bytes = HashableValue::Bytes(key.as_bytes().to_vec());
+    let as_str = HashableValue::String(key.to_string());
+    dict.get(&as_bytes)
+        .or_else(|| dict.get(&as_str))
+        .ok_or_else(|| invalid(format!("{}: no '{key}' in it", path.display())))
+}
+
+/// The bytes of a pickled numpy array of N x 3072 bytes, N at least 1: the state `(version,
+/// shape, dtype, is_fortran, bytes)`, C order, one byte an element (the dtype's byte order
+/// '|'; that it is uint8 and not int8 went with the REDUCE's arguments), exactly N x 3072 of
+/// them.
 fn array_bytes(v: &Value) -> Option<&[u8]> {
     let Value::Tuple(state) = v else {
         return None;
     };
-    let (Some(Value::Tuple(shape)), Some(Value::Bytes(bytes))) = (state.get(1), state.last())
+    let [_, Value::Tuple(shape), Value::Tuple(dtype), Value::Bool(false), Value::Bytes(bytes)] =
+        &state[..]
     else {
         return None;
     };
+    let one_byte = matches!(dtype.get(1), Some(Value::Bytes(b)) if b == b"|")
+        || matches!(dtype.get(1), Some(Value::String(s)) if s == "|");
+    if !one_byte {
+        return None;
+    }
     let dims: Vec<i64> = shape
         .iter()
         .map(|d| match d {
@@ -244,8 +232,9 @@ fn array_bytes(v: &Value) -> Option<&[u8]> {
     let [rows, cols] = dims[..] else {
         return None;
     };
-    let fits = cols == PIXELS as i64 && rows >= 0;
-    (fits && bytes.len() as i64 == rows * cols).then_some(bytes.as_slice())
+    let rows = usize::try_from(rows).ok().filter(|&r| r > 0)?;
+    let fits = cols == PIXELS as i64 && rows.checked_mul(PIXELS) == Some(bytes.len());
+    fits.then_some(bytes.as_slice())
 }
 
 /// The labels of a batch, each below `classes`; else what is wrong with them.

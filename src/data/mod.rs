@@ -8,6 +8,7 @@
 mod augmented;
 mod bundled;
 mod cifar;
+mod cifar_layout;
 mod cifar_python;
 mod download;
 mod fetch;
@@ -21,6 +22,7 @@ mod torchvision;
 use std::path::Path;
 
 use crate::{Error, Result};
+use cifar_layout::CifarLayout;
 
 pub use augmented::{augmentation_rng, auto_augmented};
 pub use bundled::bundled_cifar10;
@@ -142,52 +144,60 @@ pub fn load_with(
     interpolation: crate::preprocess::Interpolation,
 ) -> Result<Split> {
     match layout(dir)? {
-        Layout::CifarBinary => load_cifar_binary(dir),
-        Layout::CifarPython => load_cifar_python(dir),
+        Layout::Cifar(cifar) => cifar.load_split(dir),
         Layout::ImageFolder => load_image_folder_with(dir, size, interpolation),
     }
 }
 
-/// The held-out images of `dir` alone, as [`load_with`] would load them: CIFAR's
-/// `test_batch.bin` or an image folder's `test/` (or `val/`). An evaluation reads only these, so
-/// the training images need not be there and are not decoded.
+/// The held-out images of `dir` alone, as [`load_with`] would load them: a CIFAR layout's test
+/// batch or an image folder's `test/` (or `val/`). An evaluation reads only these, so the
+/// training images need not be there and are not decoded.
 pub fn load_test_with(
     dir: &Path,
     size: (usize, usize),
     interpolation: crate::preprocess::Interpolation,
 ) -> Result<Dataset> {
     match layout(dir)? {
-        Layout::CifarBinary => load_cifar_test_batch(dir),
-        Layout::CifarPython => load_cifar_python_test(dir),
+        Layout::Cifar(cifar) => cifar.load_test(dir),
         Layout::ImageFolder => folder::load_held_out_folder(dir, size, interpolation),
     }
 }
 
 /// How a data folder is laid out.
 enum Layout {
-    CifarBinary,
-    /// torchvision's pickles.
-    CifarPython,
+    Cifar(&'static dyn CifarLayout),
     ImageFolder,
 }
 
-/// The layout of `dir`, or an error naming it when it holds neither.
+/// The layout of `dir`, or an error naming it when it holds none or several (a torchvision
+/// root with both CIFAR-10 and CIFAR-100, say: which one is meant is not for us to guess).
 fn layout(dir: &Path) -> Result<Layout> {
-    if cifar::looks_binary(dir) {
-        Ok(Layout::CifarBinary)
-    } else if cifar_python::looks_python(dir) {
-        Ok(Layout::CifarPython)
-    } else if has_split_folders(dir) {
-        Ok(Layout::ImageFolder)
-    } else if !dir.is_dir() {
-        Err(invalid(format!("{}: no such directory", dir.display())))
-    } else {
-        Err(invalid(format!(
+    let mut found: Vec<(String, Layout)> = cifar_layout::all()
+        .into_iter()
+        .filter(|l| l.found_in(dir))
+        .map(|l| (format!("{}/", l.files().dir), Layout::Cifar(l)))
+        .collect();
+    if has_split_folders(dir) {
+        let folder = "an image folder (train/, test/ or val/)".to_string();
+        found.push((folder, Layout::ImageFolder));
+    }
+    if found.len() > 1 {
+        let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+        return Err(invalid(format!(
+            "{}: holds several data sets ({}): give the folder of the one to use",
+            dir.display(),
+            names.join(", ")
+        )));
+    }
+    match found.pop() {
+        Some((_, layout)) => Ok(layout),
+        None if !dir.is_dir() => Err(invalid(format!("{}: no such directory", dir.display()))),
+        None => Err(invalid(format!(
             "{}: no data set found: expected CIFAR-10's or CIFAR-100's binary layout ({CIFAR_DIR}/, \
              cifar-100-binary/ or their files), torchvision's ({CIFAR_PY_DIR}/, cifar-100-python/ \
              or their files) or an image folder (train/<class>/*, test/<class>/* or val/<class>/*)",
             dir.display()
-        )))
+        ))),
     }
 }
 
@@ -264,8 +274,7 @@ impl PhotoTransforms {
     }
 }
 
-/// True when `dir` holds an image folder (`train/`, `test/` or `val/`) rather than CIFAR-10's
-/// binary or pickled layout.
+/// True when `dir` holds an image folder (`train/`, `test/` or `val/`) and no CIFAR layout.
 pub fn is_image_folder(dir: &Path) -> bool {
     matches!(layout(dir), Ok(Layout::ImageFolder))
 }
@@ -300,7 +309,8 @@ pub(crate) fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
 
 /// Whether `dir` holds the folders of an image folder: `train/`, `test/` or `val/`.
 fn has_split_folders(dir: &Path) -> bool {
+    // folders: CIFAR-100's pickles are files named train and test
     ["train", "test", "val"]
         .iter()
-        .any(|d| dir.join(d).exists())
+        .any(|d| dir.join(d).is_dir())
 }
