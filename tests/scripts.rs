@@ -1,7 +1,8 @@
 //! The scripts people run by hand (the GPU check, the checkpoint comparison) at least parse:
 //! bash's and Python's syntax checks, without running them (they need a GPU or minutes). Only
-//! torch_bench.py's answers to --help and to a bad mode are run: it gives them before it imports
-//! torch, so they need no PyTorch; and the GPU check's tables from made-up results.
+//! torch_bench.py's answers to --help and to a bad mode, and torchvision_parity.py's --help, are
+//! run: they give them before they import torch, so they need no PyTorch; and the GPU check's
+//! tables from made-up results.
 
 use std::process::Command;
 
@@ -45,6 +46,28 @@ fn scripts_parse() {
 fn torch_bench(args: &[&str]) -> std::process::Output {
     let py = format!("{}/scripts/torch_bench.py", env!("CARGO_MANIFEST_DIR"));
     Command::new("python3").arg(py).args(args).output().unwrap()
+}
+
+/// torchvision_parity.py needs torch to run; its --help does not.
+#[test]
+fn torchvision_parity_help_says_what_it_compares() {
+    let py = format!(
+        "{}/scripts/torchvision_parity.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = Command::new("python3")
+        .args([&py, "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for word in ["--resnet", "--format", "png", "jpeg", "--tolerance"] {
+        assert!(help.contains(word), "--help does not say {word}:\n{help}");
+    }
 }
 
 #[test]
