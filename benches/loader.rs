@@ -68,6 +68,14 @@ fn loader(c: &mut Criterion) {
                 }
             })
         });
+        // what the loader decodes with: libjpeg-turbo's arithmetic (Pillow's bytes)
+        g.bench_function(format!("decode_as_pillow/{w}x{h}"), |b| {
+            b.iter(|| {
+                for f in &files {
+                    std::hint::black_box(resnet::data::read_rgb(f).expect("decode"));
+                }
+            })
+        });
         g.bench_function(
             format!("decode_random_resized_crop_224_flip/{w}x{h}"),
             |b| b.iter(|| assemble(&*src.train, &job, 0).expect("batch")),

@@ -109,9 +109,7 @@ fn interpolation(given: Option<Interpolation>, ck: &Checkpoint) -> Result<Interp
 
 /// Decodes an image, prepares it with `t` and lays it out as CHW bytes.
 fn image_chw(path: &std::path::Path, t: &Transform) -> Result<Vec<u8>> {
-    let img = image::open(path)
-        .map_err(|e| Error::Invalid(format!("{}: cannot read image: {e}", path.display())))?;
-    let img = t.apply(img.to_rgb8(), &mut SplitMix64(0));
+    let img = t.apply(resnet::data::read_rgb(path)?, &mut SplitMix64(0));
     let mut out = vec![0u8; 3 * (img.width() * img.height()) as usize];
     write_chw(&img, &mut out);
     Ok(out)

@@ -298,9 +298,15 @@ fn decode_all(files: &[PathBuf], resize: Transform) -> Result<Vec<u8>> {
     }
 }
 
-/// Decodes one file (format guessed from its content) as RGB.
-pub(super) fn read_rgb(path: &Path) -> Result<RgbImage> {
+/// Decodes one image file (format guessed from its content) as RGB: JPEGs to Pillow's bytes
+/// where `jpeg` covers them (baseline: nearly all photos).
+pub fn read_rgb(path: &Path) -> Result<RgbImage> {
     let bytes = fs::read(path).map_err(|e| io_err(path, "cannot read", e))?;
+    // JPEGs as libjpeg-turbo decodes them (Pillow's, torchvision's) where the file is one
+    // super::jpeg covers; the rest, and damaged files, through the image crate
+    if let Some(img) = super::jpeg::decode(&bytes) {
+        return Ok(img);
+    }
     let img = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| io_err(path, "cannot read", e))?

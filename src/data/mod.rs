@@ -13,6 +13,7 @@ mod cifar_python;
 mod download;
 mod fetch;
 mod folder;
+mod jpeg;
 mod prefetch;
 mod pretrained;
 mod source;
@@ -32,7 +33,7 @@ pub use cifar::{
 pub use cifar_python::{load_cifar_python, load_cifar_python_test, CIFAR_PY_DIR};
 pub use download::{default_cache_dir, download_cifar10, parse_md5, CIFAR10_MD5, CIFAR10_URL};
 pub use fetch::{fetch, Digest, Transfer};
-pub use folder::{load_held_out_folder, load_image_folder, load_image_folder_with};
+pub use folder::{load_held_out_folder, load_image_folder, load_image_folder_with, read_rgb};
 pub use prefetch::{assemble, default_workers, queue_depth, Batch, BatchJob, Prefetch};
 pub use pretrained::{fetch_pretrained, file_sha256, is_url, parse_sha256, weights_file};
 pub use source::{ImageSource, Sources};

@@ -1,0 +1,431 @@
+//! Baseline JPEG decoded to the RGB bytes libjpeg-turbo gives with its defaults, which is what
+//! Pillow's `Image.open(path).convert("RGB")` and so torchvision's `ImageFolder` read: its
+//! accurate integer IDCT, its fancy upsampling and its YCbCr tables. Other JPEG decoders (the
+//! `image` crate's zune-jpeg, jpeg-decoder) round differently and move a few pixel values by 1 to
+//! 4 levels, enough to change some predictions (BENCHMARKS.md).
+//!
+//! Covered: baseline and extended sequential Huffman JPEG (SOF0, SOF1) with 8-bit samples, one
+//! interleaved scan of 1 or 3 components (grayscale, or YCbCr as JFIF) in 4:4:4, 4:2:2 or
+//! 4:2:0, restart intervals: nearly every photo. Anything else (progressive, arithmetic coding,
+//! several scans, CMYK, an Adobe colour transform, 4:4:0, 12-bit samples) gives `None`, and the
+//! caller decodes it with the `image` crate.
+
+mod color;
+mod huffman;
+mod idct;
+
+use color::{upsample_row, ycc_to_rgb, Plane, Scratch};
+use huffman::{Bits, Table};
+use image::RgbImage;
+
+/// The zigzag order: the natural (row-major) index of the k-th coefficient of a block.
+const ZIGZAG: [usize; 64] = [
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20,
+    13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59,
+    52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
+];
+
+/// A component of the frame.
+struct Component {
+    id: u8,
+    h: usize,
+    v: usize,
+    quant: usize,
+    /// The scan's Huffman tables for it.
+    dc: usize,
+    ac: usize,
+}
+
+/// What the markers before the scan said.
+#[derive(Default)]
+struct Header {
+    width: usize,
+    height: usize,
+    components: Vec<Component>,
+    /// Quantisation tables in natural order.
+    quant: [Option<[u16; 64]>; 4],
+    dc: [Option<Table>; 4],
+    ac: [Option<Table>; 4],
+    restart_interval: usize,
+}
+
+/// The image in `bytes` as libjpeg-turbo decodes it, or `None` where it is not a JPEG this
+/// covers (or is damaged): the caller then decodes it with another decoder.
+pub(crate) fn decode(bytes: &[u8]) -> Option<RgbImage> {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let (header, scan_start) = read_header(bytes)?;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has the instructions the function is compiled with (checked above)
+        return unsafe { pixels_avx2(&header, &bytes[scan_start..]) };
+    }
+    pixels(&header, &bytes[scan_start..], false)
+}
+
+/// [`pixels`] compiled for AVX2: the IDCT in AVX2 intrinsics, the colour conversion's loops
+/// vectorised.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pixels_avx2(header: &Header, scan: &[u8]) -> Option<RgbImage> {
+    pixels(header, scan, true)
+}
+
+/// The scan's data decoded and converted to RGB; `avx2` where the CPU has it.
+#[inline(always)]
+fn pixels(header: &Header, scan: &[u8], avx2: bool) -> Option<RgbImage> {
+    let planes = decode_scan(header, scan, avx2)?;
+    Some(to_rgb(header, &planes))
+}
+
+/// The segment of the marker at `pos` (just after its two bytes): its payload.
+fn segment(bytes: &[u8], pos: usize) -> Option<&[u8]> {
+    let len = u16::from_be_bytes([*bytes.get(pos)?, *bytes.get(pos + 1)?]) as usize;
+    bytes.get(pos + 2..pos + len.checked_sub(2)? + 2)
+}
+
+/// Reads the markers up to the first scan: the header and where the scan's data starts.
+fn read_header(bytes: &[u8]) -> Option<(Header, usize)> {
+    let mut h = Header::default();
+    let mut pos = 2;
+    loop {
+        while bytes.get(pos) == Some(&0xFF) && bytes.get(pos + 1) == Some(&0xFF) {
+            pos += 1;
+        }
+        if bytes.get(pos) != Some(&0xFF) {
+            return None;
+        }
+        let marker = *bytes.get(pos + 1)?;
+        pos += 2;
+        let data = segment(bytes, pos)?;
+        let next = pos + 2 + data.len();
+        match marker {
+            0xC0 | 0xC1 => read_frame(&mut h, data)?,
+            0xC4 => read_huffman(&mut h, data)?,
+            0xDB => read_quant(&mut h, data)?,
+            0xDD => {
+                h.restart_interval = u16::from_be_bytes([*data.first()?, *data.get(1)?]) as usize
+            }
+            0xDA => {
+                read_scan_header(&mut h, data)?;
+                return Some((h, next));
+            }
+            // Adobe's APP14 may say the components are RGB or CMYK, not JFIF's YCbCr
+            0xEE => return None,
+            0xE0..=0xEF | 0xFE => {}
+            _ => return None, // progressive, lossless, arithmetic coding, ...
+        }
+        pos = next;
+    }
+}
+
+fn read_frame(h: &mut Header, d: &[u8]) -> Option<()> {
+    if d.len() < 6 || d[0] != 8 || !h.components.is_empty() {
+        return None;
+    }
+    h.height = u16::from_be_bytes([d[1], d[2]]) as usize;
+    h.width = u16::from_be_bytes([d[3], d[4]]) as usize;
+    let n = d[5] as usize;
+    if h.height == 0 || h.width == 0 || !(n == 1 || n == 3) || d.len() < 6 + 3 * n {
+        return None;
+    }
+    for c in d[6..6 + 3 * n].chunks(3) {
+        let (hs, vs, quant) = ((c[1] >> 4) as usize, (c[1] & 15) as usize, c[2] as usize);
+        if !(1..=2).contains(&hs) || !(1..=2).contains(&vs) || quant > 3 {
+            return None;
+        }
+        let (dc, ac) = (0, 0);
+        let id = c[0];
+        h.components.push(Component {
+            id,
+            h: hs,
+            v: vs,
+            quant,
+            dc,
+            ac,
+        });
+    }
+    Some(())
+}
+
+fn read_huffman(h: &mut Header, mut d: &[u8]) -> Option<()> {
+    while !d.is_empty() {
+        let (class, id) = (d[0] >> 4, (d[0] & 15) as usize);
+        let counts: [u8; 16] = d.get(1..17)?.try_into().ok()?;
+        let n: usize = counts.iter().map(|&c| c as usize).sum();
+        let values = d.get(17..17 + n)?;
+        let table = Table::new(&counts, values)?;
+        match (class, id) {
+            (0, 0..=3) => h.dc[id] = Some(table),
+            (1, 0..=3) => h.ac[id] = Some(table),
+            _ => return None,
+        }
+        d = &d[17 + n..];
+    }
+    Some(())
+}
+
+fn read_quant(h: &mut Header, mut d: &[u8]) -> Option<()> {
+    while !d.is_empty() {
+        let (precision, id) = (d[0] >> 4, (d[0] & 15) as usize);
+        let size = if precision == 0 { 64 } else { 128 };
+        let raw = d.get(1..1 + size)?;
+        let mut table = [0u16; 64];
+        for (k, &natural) in ZIGZAG.iter().enumerate() {
+            table[natural] = match precision {
+                0 => raw[k] as u16,
+                _ => u16::from_be_bytes([raw[2 * k], raw[2 * k + 1]]),
+            };
+        }
+        *h.quant.get_mut(id)? = Some(table);
+        d = &d[1 + size..];
+    }
+    Some(())
+}
+
+/// The scan must cover every component at once, with the full spectrum (baseline).
+fn read_scan_header(h: &mut Header, d: &[u8]) -> Option<()> {
+    let n = *d.first()? as usize;
+    if n != h.components.len() || d.len() < 1 + 2 * n + 3 {
+        return None;
+    }
+    for (i, s) in d[1..1 + 2 * n].chunks(2).enumerate() {
+        let c = h.components.get_mut(i)?;
+        if c.id != s[0] {
+            return None;
+        }
+        c.dc = (s[1] >> 4) as usize;
+        c.ac = (s[1] & 15) as usize;
+    }
+    let spectral = &d[1 + 2 * n..];
+    (spectral == [0, 63, 0]).then_some(())
+}
+
+/// Each component's samples, whole blocks of them: (samples, stride).
+type Planes = Vec<(Vec<u8>, usize)>;
+
+/// Decodes the scan's MCUs into component planes.
+#[inline(always)]
+fn decode_scan(h: &Header, data: &[u8], avx2: bool) -> Option<Planes> {
+    let hmax = h.components.iter().map(|c| c.h).max()?;
+    let vmax = h.components.iter().map(|c| c.v).max()?;
+    // 4:4:4, 4:2:2 and 4:2:0 (the chroma at full, half width, half both): what the tests hold
+    // to Pillow's bytes; 4:4:0's vertical-only filter is left to the other decoder
+    let factors = |c: &Component| (hmax / c.h, vmax / c.v);
+    if h.components
+        .iter()
+        .any(|c| !matches!(factors(c), (1, 1) | (2, 1) | (2, 2)))
+    {
+        return None;
+    }
+    // one component: a non-interleaved scan of its own blocks; else MCUs of every component
+    let single = h.components.len() == 1;
+    let (mcu_w, mcu_h) = if single { (8, 8) } else { (8 * hmax, 8 * vmax) };
+    let (mcus_x, mcus_y) = (h.width.div_ceil(mcu_w), h.height.div_ceil(mcu_h));
+    let blocks = |c: &Component| if single { (1, 1) } else { (c.h, c.v) };
+    // a block takes 2 bits at least (a DC code and an end of block): a header whose size the
+    // data cannot fill is damaged, and is not worth the memory it asks for
+    let per_mcu: usize = h.components.iter().map(|c| blocks(c).0 * blocks(c).1).sum();
+    if mcus_x * mcus_y * per_mcu > data.len() * 4 {
+        return None;
+    }
+    let mut planes: Planes = h
+        .components
+        .iter()
+        .map(|c| {
+            let (bw, bh) = blocks(c);
+            let stride = mcus_x * bw * 8;
+            (vec![0u8; stride * mcus_y * bh * 8], stride)
+        })
+        .collect();
+    let tables: Vec<(&Table, &Table, &[u16; 64])> = h
+        .components
+        .iter()
+        .map(|c| {
+            let dc = h.dc.get(c.dc)?.as_ref()?;
+            Some((dc, h.ac.get(c.ac)?.as_ref()?, h.quant[c.quant].as_ref()?))
+        })
+        .collect::<Option<_>>()?;
+    let mut bits = Bits::new(data);
+    let mut pred = vec![0i32; h.components.len()];
+    let mut coef = [0i32; 64];
+    let total = mcus_x * mcus_y;
+    for m in 0..total {
+        if h.restart_interval > 0 && m > 0 && m % h.restart_interval == 0 {
+            let n = ((m / h.restart_interval - 1) % 8) as u8;
+            if !bits.restart(n) {
+                return None;
+            }
+            pred.fill(0);
+        }
+        let (mx, my) = (m % mcus_x, m / mcus_x);
+        for (ci, c) in h.components.iter().enumerate() {
+            let (bw, bh) = blocks(c);
+            let (dc, ac, quant) = tables[ci];
+            for by in 0..bh {
+                for bx in 0..bw {
+                    let ac_coded = decode_block(&mut bits, (dc, ac), &mut pred[ci], &mut coef)?;
+                    let (plane, stride) = &mut planes[ci];
+                    let (x, y) = ((mx * bw + bx) * 8, (my * bh + by) * 8);
+                    let out = &mut plane[y * *stride + x..];
+                    match ac_coded {
+                        true => idct_block(avx2, &coef, quant, out, *stride),
+                        false => idct::flat(coef[0], quant[0], out, *stride),
+                    }
+                }
+            }
+        }
+    }
+    Some(planes)
+}
+
+/// The IDCT of a block: in AVX2 where `avx2` says the CPU has it, else the portable one; the
+/// same bits either way.
+#[inline(always)]
+fn idct_block(avx2: bool, coef: &[i32; 64], quant: &[u16; 64], out: &mut [u8], stride: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: `avx2` is set only where the CPU has the instructions
+        return unsafe { idct::avx2::idct_islow(coef, quant, out, stride) };
+    }
+    let _ = avx2;
+    idct::idct_islow(coef, quant, out, stride)
+}
+
+/// One block's coefficients, in natural order, into `coef`; whether any AC coefficient was
+/// coded (else the block is flat).
+#[inline(always)]
+fn decode_block(
+    bits: &mut Bits,
+    (dc, ac): (&Table, &Table),
+    pred: &mut i32,
+    coef: &mut [i32; 64],
+) -> Option<bool> {
+    coef.fill(0);
+    let s = bits.decode(dc)? as u32;
+    if s > 11 {
+        return None;
+    }
+    *pred = pred.wrapping_add(bits.receive_extend(s));
+    coef[0] = *pred;
+    let (mut k, mut coded) = (1, false);
+    while k < 64 {
+        let rs = bits.decode(ac)?;
+        let (r, s) = ((rs >> 4) as usize, (rs & 15) as u32);
+        if s == 0 {
+            if r != 15 {
+                break; // end of block
+            }
+            k += 16;
+            continue;
+        }
+        k += r;
+        *coef.get_mut(*ZIGZAG.get(k)?)? = bits.receive_extend(s);
+        coded = true;
+        k += 1;
+    }
+    Some(coded)
+}
+
+/// The RGB image from the component planes: grayscale repeated, or YCbCr upsampled and
+/// converted.
+#[inline(always)]
+fn to_rgb(h: &Header, planes: &Planes) -> RgbImage {
+    let (w, hgt) = (h.width, h.height);
+    let hmax = h.components.iter().map(|c| c.h).max().unwrap_or(1);
+    let vmax = h.components.iter().map(|c| c.v).max().unwrap_or(1);
+    let components: Vec<(Plane, (usize, usize))> = h
+        .components
+        .iter()
+        .zip(planes)
+        .map(|(c, (samples, stride))| {
+            let plane = Plane {
+                samples,
+                stride: *stride,
+                width: (w * c.h).div_ceil(hmax),
+                height: (hgt * c.v).div_ceil(vmax),
+            };
+            (plane, (hmax / c.h, vmax / c.v))
+        })
+        .collect();
+    // a row at a time: the upsampled rows stay in the cache, no whole-image planes
+    let mut rows = vec![vec![0u8; w]; components.len()];
+    let mut scratch = Scratch::new(w);
+    let mut out = vec![0u8; 3 * w * hgt];
+    for (y, line) in out.chunks_exact_mut(3 * w).enumerate() {
+        for ((plane, factors), row) in components.iter().zip(&mut rows) {
+            upsample_row(plane, *factors, y, row, &mut scratch);
+        }
+        match &rows[..] {
+            [l] => {
+                for (px, &l) in line.chunks_exact_mut(3).zip(l) {
+                    px.fill(l);
+                }
+            }
+            [l, cb, cr] => ycc_to_rgb(l, cb, cr, line, &mut scratch.planar),
+            _ => unreachable!("read_frame takes 1 or 3 components"),
+        }
+    }
+    RgbImage::from_raw(w as u32, hgt as u32, out).expect("3 bytes a pixel")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The AVX2 build and the portable one decode every fixture JPEG to the same bytes (the
+    /// integration test compares the first with Pillow's).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx2_build_decodes_as_the_portable_one() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return; // nothing to compare on this CPU
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/jpeg");
+        let mut decoded = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            let Some((header, start)) = bytes
+                .starts_with(&[0xFF, 0xD8])
+                .then(|| read_header(&bytes))
+                .flatten()
+            else {
+                continue;
+            };
+            let portable = pixels(&header, &bytes[start..], false).unwrap();
+            // SAFETY: the CPU has AVX2 (checked above)
+            let avx2 = unsafe { pixels_avx2(&header, &bytes[start..]) }.unwrap();
+            assert_eq!(portable, avx2);
+            decoded += 1;
+        }
+        assert!(decoded >= 10, "{decoded} fixtures decoded");
+    }
+
+    /// Damaged files never panic: every prefix of a fixture, and the fixture with bytes
+    /// changed, decode to an image or to `None` (then the other decoder says what is wrong).
+    #[test]
+    fn damaged_jpegs_do_not_panic() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/jpeg");
+        let mut state = 5u64;
+        for name in [
+            "ship_120x90_restarts.jpg",
+            "truck_37x23_420.jpg",
+            "truck_99x77_gray.jpg",
+        ] {
+            let bytes = std::fs::read(dir.join(name)).unwrap();
+            for end in 0..bytes.len() {
+                let _ = decode(&bytes[..end]);
+            }
+            for _ in 0..2000 {
+                let mut damaged = bytes.clone();
+                for _ in 0..3 {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    let at = (state >> 33) as usize % damaged.len();
+                    damaged[at] = (state >> 20) as u8;
+                }
+                let _ = decode(&damaged);
+            }
+        }
+    }
+}
