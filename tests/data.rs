@@ -129,7 +129,8 @@ fn image_folder_loads() {
         let mean = set.images.iter().map(|&b| b as f64).sum::<f64>() / set.images.len() as f64;
         assert!((60.0..200.0).contains(&mean), "mean pixel {mean}");
     }
-    // CHW planar order, against the image crate's decode of the same files.
+    // CHW planar order, against the decode of the same files (held to Pillow's bytes in
+    // tests/jpeg.rs).
     for (split_name, set, per) in [
         ("train", &split.train, TRAIN_PER_CLASS),
         ("test", &split.test, TEST_PER_CLASS),
@@ -138,7 +139,7 @@ fn image_folder_loads() {
             let path = dir
                 .path()
                 .join(format!("{split_name}/{}/{k:04}.jpg", CLASSES[class]));
-            let rgb = image::open(&path).unwrap().to_rgb8();
+            let rgb = resnet::data::read_rgb(&path).unwrap();
             let img = set.image(class * per + k);
             assert_eq!(set.labels[class * per + k] as usize, class);
             for (y, x) in [(0, 0), (5, 7), (31, 2), (17, 31)] {
@@ -241,7 +242,7 @@ fn image_folder_resizes_and_load_detects_it() {
     assert_eq!(split.train.images.len(), split.train.len() * 3 * 16 * 24);
     // resized as PIL's BILINEAR (torchvision's), to within PIL's own rounding
     let path = dir.path().join("train/bird/0003.jpg");
-    let rgb = image::open(&path).unwrap().to_rgb8();
+    let rgb = resnet::data::read_rgb(&path).unwrap();
     let want = common::pil::bilinear(&rgb, 24, 16);
     let img = split.train.image(2 * TRAIN_PER_CLASS + 3);
     for y in 0..16 {
