@@ -7,7 +7,7 @@ pub(super) struct Table {
     fast: Vec<(u8, u8)>,
     /// For each length 1..=16: the largest code of that length (-1 if none), and the index in
     /// `values` of its first code minus that code.
-    max_code: [i32; 18],
+    max_code: [i32; 17],
     offset: [i32; 17],
     values: Vec<u8>,
 }
@@ -23,13 +23,18 @@ impl Table {
         }
         let mut t = Table {
             fast: vec![(0, 0); 1 << FAST_BITS],
-            max_code: [-1; 18],
+            max_code: [-1; 17],
             offset: [0; 17],
             values: values.to_vec(),
         };
         let (mut code, mut k) = (0i32, 0usize);
         for len in 1..=16usize {
             let n = counts[len - 1] as usize;
+            // libjpeg's check (jdhuff.c): the codes must fit the length, the all-ones code
+            // left unused
+            if n > 0 && code + n as i32 >= 1 << len {
+                return None;
+            }
             t.offset[len] = k as i32 - code;
             for _ in 0..n {
                 if len as u32 <= FAST_BITS {
@@ -45,12 +50,8 @@ impl Table {
             if n > 0 {
                 t.max_code[len] = code - 1;
             }
-            if code > 1 << len {
-                return None;
-            }
             code <<= 1;
         }
-        t.max_code[17] = i32::MAX; // a code longer than 16 bits: corrupt data
         Some(t)
     }
 }
@@ -61,9 +62,10 @@ pub(super) struct Bits<'a> {
     pos: usize,
     buf: u64,
     count: u32,
-    /// A marker (not a stuffed 0xFF00) was reached: zeros are read from there on, as libjpeg
-    /// does.
-    pub marker: Option<u8>,
+    /// A marker (not a stuffed 0xFF00) was reached: zero bits are fed from there on, and
+    /// counted, so that a scan that reads them is known to be cut short.
+    marker: Option<u8>,
+    padding: u32,
 }
 
 impl<'a> Bits<'a> {
@@ -74,6 +76,7 @@ impl<'a> Bits<'a> {
             buf: 0,
             count: 0,
             marker: None,
+            padding: 0,
         }
     }
 
@@ -81,20 +84,27 @@ impl<'a> Bits<'a> {
     fn fill(&mut self) {
         while self.count <= 56 {
             let byte = match (self.marker, self.data.get(self.pos)) {
-                (None, Some(&0xFF)) => match self.data.get(self.pos + 1) {
-                    Some(0x00) => {
-                        self.pos += 2;
-                        0xFF
+                (None, Some(&0xFF)) => {
+                    // fill bytes: FF FF ... 00 is one FF of data, as libjpeg reads it
+                    let mut next = self.pos + 1;
+                    while self.data.get(next) == Some(&0xFF) {
+                        next += 1;
                     }
-                    Some(&m) => {
-                        self.marker = Some(m);
-                        0
+                    match self.data.get(next) {
+                        Some(0x00) => {
+                            self.pos = next + 1;
+                            0xFF
+                        }
+                        Some(&m) => {
+                            self.marker = Some(m);
+                            0
+                        }
+                        None => {
+                            self.marker = Some(0xD9);
+                            0
+                        }
                     }
-                    None => {
-                        self.marker = Some(0xD9);
-                        0
-                    }
-                },
+                }
                 (None, Some(&b)) => {
                     self.pos += 1;
                     b
@@ -105,6 +115,9 @@ impl<'a> Bits<'a> {
                 }
                 (Some(_), _) => 0,
             };
+            if self.marker.is_some() {
+                self.padding += 8;
+            }
             self.buf |= (byte as u64) << (56 - self.count);
             self.count += 8;
         }
@@ -168,6 +181,13 @@ impl<'a> Bits<'a> {
         t.values.get((code + t.offset[len]) as usize).copied()
     }
 
+    /// Whether more bits were read than the data holds (the zeros fed after a marker): the
+    /// scan, or this restart interval, was cut short, which libjpeg fills in with grey and
+    /// Pillow refuses ("image file is truncated").
+    pub(super) fn overran(&self) -> bool {
+        self.padding > self.count
+    }
+
     /// Drops the bits left in the current byte (the encoder's padding) and expects the restart
     /// marker `RSTn`, `n` the restart's number mod 8; false where it is not there. All of the
     /// interval's bytes have been read by then, so the marker is next: where `fill` stopped at
@@ -176,6 +196,7 @@ impl<'a> Bits<'a> {
         self.buf = 0;
         self.count = 0;
         self.marker = None;
+        self.padding = 0;
         let mut p = self.pos;
         while self.data.get(p) == Some(&0xFF) && self.data.get(p + 1) == Some(&0xFF) {
             p += 1; // fill bytes before a marker
@@ -185,5 +206,37 @@ impl<'a> Bits<'a> {
             self.pos = p + 2;
         }
         at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tables that are no prefix code, or that use the all-ones code, are refused (libjpeg
+    /// refuses them too); a valid one decodes its codes.
+    #[test]
+    fn tables_are_checked_as_libjpeg_checks_them() {
+        let counts = |lens: &[(usize, u8)]| {
+            let mut c = [0u8; 16];
+            for &(len, n) in lens {
+                c[len - 1] = n;
+            }
+            c
+        };
+        assert!(Table::new(&counts(&[(1, 3)]), &[1, 2, 3]).is_none());
+        assert!(Table::new(&counts(&[(1, 2)]), &[1, 2]).is_none());
+        assert!(Table::new(&counts(&[(2, 4)]), &[1, 2, 3, 4]).is_none());
+        assert!(Table::new(&counts(&[(2, 3), (12, 1)]), &[1, 2, 3, 4]).is_some());
+        // codes 0, 10, 110, 1110 then 11110 (the last: 5 bits), of values 5, 6, 7, 8, 9
+        let t = Table::new(
+            &counts(&[(1, 1), (2, 1), (3, 1), (4, 1), (5, 1)]),
+            &[5, 6, 7, 8, 9],
+        );
+        let t = t.unwrap();
+        let mut bits = Bits::new(&[0b0101_1011, 0b1011_1100]);
+        let got: Vec<u8> = (0..5).map(|_| bits.decode(&t).unwrap()).collect();
+        assert_eq!(got, [5, 6, 7, 8, 9]);
+        assert!(!bits.overran());
     }
 }

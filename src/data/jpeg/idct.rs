@@ -1,9 +1,9 @@
 //! libjpeg's accurate integer inverse DCT (`jpeg_idct_islow`, jidctint.c), with its output range
 //! limit, so that a block decodes to the samples libjpeg-turbo (and so Pillow, and so
-//! torchvision) gives. libjpeg-turbo's SIMD versions of it are bit-exact with its C one, whose
-//! arithmetic this follows; both passes run on 8 lanes at once (the columns, then the rows of
-//! the transposed intermediate), in i32 as libjpeg-turbo's SIMD code does, which the compiler
-//! turns into vector instructions.
+//! torchvision) gives. This follows the C version's arithmetic (jidctint.c) in 32-bit lanes, 8
+//! at a time (the columns, then the rows of the transposed intermediate); libjpeg-turbo's SIMD
+//! version, which Pillow runs on x86, gives the same bytes for coefficients that fit its 16-bit
+//! registers, which the decoder checks (`fits_16_bits`).
 
 const CONST_BITS: i32 = 13;
 const PASS1_BITS: i32 = 2;
@@ -110,12 +110,10 @@ fn range_limit(x: i32) -> u8 {
 /// equal the full passes).
 #[inline(always)]
 pub(super) fn flat(dc: i32, quant: u16, out: &mut [u8], stride: usize) {
-    let v = range_limit(
-        (dc.wrapping_mul(quant as i32)
-            .wrapping_shl(PASS1_BITS as u32)
-            + 16)
-            >> 5,
-    );
+    let v = dc
+        .wrapping_mul(quant as i32)
+        .wrapping_shl(PASS1_BITS as u32);
+    let v = range_limit(v.wrapping_add(16) >> 5);
     for r in 0..8 {
         out[r * stride..r * stride + 8].fill(v);
     }

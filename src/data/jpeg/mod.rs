@@ -47,6 +47,26 @@ struct Header {
     dc: [Option<Table>; 4],
     ac: [Option<Table>; 4],
     restart_interval: usize,
+    /// The largest sampling factors, across and down.
+    hmax: usize,
+    vmax: usize,
+    /// A JFIF APP0 segment was seen (the components are YCbCr whatever their ids).
+    jfif: bool,
+}
+
+/// Pillow's `Image.MAX_IMAGE_PIXELS`: it refuses larger images as decompression bombs.
+const MAX_PIXELS: usize = 178_956_970;
+
+/// Proof that the CPU has AVX2: made only by [`Avx2::detect`], so the functions that take one
+/// stay safe to call.
+#[derive(Clone, Copy)]
+struct Avx2(());
+
+impl Avx2 {
+    #[cfg(target_arch = "x86_64")]
+    fn detect() -> Option<Avx2> {
+        std::arch::is_x86_feature_detected!("avx2").then_some(Avx2(()))
+    }
 }
 
 /// The image in `bytes` as libjpeg-turbo decodes it, or `None` where it is not a JPEG this
@@ -57,24 +77,24 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<RgbImage> {
     }
     let (header, scan_start) = read_header(bytes)?;
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has the instructions the function is compiled with (checked above)
-        return unsafe { pixels_avx2(&header, &bytes[scan_start..]) };
+    if let Some(avx2) = Avx2::detect() {
+        // SAFETY: the CPU has the instructions the function is compiled with (detected)
+        return unsafe { pixels_avx2(&header, &bytes[scan_start..], avx2) };
     }
-    pixels(&header, &bytes[scan_start..], false)
+    pixels(&header, &bytes[scan_start..], None)
 }
 
 /// [`pixels`] compiled for AVX2: the IDCT in AVX2 intrinsics, the colour conversion's loops
 /// vectorised.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn pixels_avx2(header: &Header, scan: &[u8]) -> Option<RgbImage> {
-    pixels(header, scan, true)
+unsafe fn pixels_avx2(header: &Header, scan: &[u8], avx2: Avx2) -> Option<RgbImage> {
+    pixels(header, scan, Some(avx2))
 }
 
-/// The scan's data decoded and converted to RGB; `avx2` where the CPU has it.
+/// The scan's data decoded and converted to RGB, with AVX2 where given.
 #[inline(always)]
-fn pixels(header: &Header, scan: &[u8], avx2: bool) -> Option<RgbImage> {
+fn pixels(header: &Header, scan: &[u8], avx2: Option<Avx2>) -> Option<RgbImage> {
     let planes = decode_scan(header, scan, avx2)?;
     Some(to_rgb(header, &planes))
 }
@@ -109,8 +129,14 @@ fn read_header(bytes: &[u8]) -> Option<(Header, usize)> {
             }
             0xDA => {
                 read_scan_header(&mut h, data)?;
+                // without JFIF, libjpeg takes components named 'R', 'G', 'B' for RGB
+                let ids: Vec<u8> = h.components.iter().map(|c| c.id).collect();
+                if !h.jfif && ids == b"RGB" {
+                    return None;
+                }
                 return Some((h, next));
             }
+            0xE0 if data.starts_with(b"JFIF\0") => h.jfif = true,
             // Adobe's APP14 may say the components are RGB or CMYK, not JFIF's YCbCr
             0xEE => return None,
             0xE0..=0xEF | 0xFE => {}
@@ -135,18 +161,24 @@ fn read_frame(h: &mut Header, d: &[u8]) -> Option<()> {
         if !(1..=2).contains(&hs) || !(1..=2).contains(&vs) || quant > 3 {
             return None;
         }
-        let (dc, ac) = (0, 0);
-        let id = c[0];
         h.components.push(Component {
-            id,
+            id: c[0],
             h: hs,
             v: vs,
             quant,
-            dc,
-            ac,
+            dc: 0,
+            ac: 0,
         });
     }
-    Some(())
+    h.hmax = h.components.iter().map(|c| c.h).max()?;
+    h.vmax = h.components.iter().map(|c| c.v).max()?;
+    // 4:4:4, 4:2:2 and 4:2:0 (the chroma at full, half width, half both): what the tests hold
+    // to Pillow's bytes; 4:4:0's vertical-only filter is left to the other decoder
+    let layout_ok = h.components.iter().all(|c| {
+        let (across, down) = (h.hmax / c.h, h.vmax / c.v);
+        matches!((across, down), (1, 1) | (2, 1) | (2, 2))
+    });
+    (layout_ok && h.width * h.height <= MAX_PIXELS).then_some(())
 }
 
 fn read_huffman(h: &mut Header, mut d: &[u8]) -> Option<()> {
@@ -177,6 +209,10 @@ fn read_quant(h: &mut Header, mut d: &[u8]) -> Option<()> {
                 0 => raw[k] as u16,
                 _ => u16::from_be_bytes([raw[2 * k], raw[2 * k + 1]]),
             };
+            // libjpeg-turbo's SIMD IDCT multiplies by 16-bit signed steps
+            if table[natural] > i16::MAX as u16 {
+                return None;
+            }
         }
         *h.quant.get_mut(id)? = Some(table);
         d = &d[1 + size..];
@@ -207,18 +243,8 @@ type Planes = Vec<(Vec<u8>, usize)>;
 
 /// Decodes the scan's MCUs into component planes.
 #[inline(always)]
-fn decode_scan(h: &Header, data: &[u8], avx2: bool) -> Option<Planes> {
-    let hmax = h.components.iter().map(|c| c.h).max()?;
-    let vmax = h.components.iter().map(|c| c.v).max()?;
-    // 4:4:4, 4:2:2 and 4:2:0 (the chroma at full, half width, half both): what the tests hold
-    // to Pillow's bytes; 4:4:0's vertical-only filter is left to the other decoder
-    let factors = |c: &Component| (hmax / c.h, vmax / c.v);
-    if h.components
-        .iter()
-        .any(|c| !matches!(factors(c), (1, 1) | (2, 1) | (2, 2)))
-    {
-        return None;
-    }
+fn decode_scan(h: &Header, data: &[u8], avx2: Option<Avx2>) -> Option<Planes> {
+    let (hmax, vmax) = (h.hmax, h.vmax);
     // one component: a non-interleaved scan of its own blocks; else MCUs of every component
     let single = h.components.len() == 1;
     let (mcu_w, mcu_h) = if single { (8, 8) } else { (8 * hmax, 8 * vmax) };
@@ -254,7 +280,7 @@ fn decode_scan(h: &Header, data: &[u8], avx2: bool) -> Option<Planes> {
     for m in 0..total {
         if h.restart_interval > 0 && m > 0 && m % h.restart_interval == 0 {
             let n = ((m / h.restart_interval - 1) % 8) as u8;
-            if !bits.restart(n) {
+            if bits.overran() || !bits.restart(n) {
                 return None;
             }
             pred.fill(0);
@@ -265,7 +291,8 @@ fn decode_scan(h: &Header, data: &[u8], avx2: bool) -> Option<Planes> {
             let (dc, ac, quant) = tables[ci];
             for by in 0..bh {
                 for bx in 0..bw {
-                    let ac_coded = decode_block(&mut bits, (dc, ac), &mut pred[ci], &mut coef)?;
+                    let tables = (dc, ac, quant);
+                    let ac_coded = decode_block(&mut bits, tables, &mut pred[ci], &mut coef)?;
                     let (plane, stride) = &mut planes[ci];
                     let (x, y) = ((mx * bw + bx) * 8, (my * bh + by) * 8);
                     let out = &mut plane[y * *stride + x..];
@@ -277,16 +304,22 @@ fn decode_scan(h: &Header, data: &[u8], avx2: bool) -> Option<Planes> {
             }
         }
     }
-    Some(planes)
+    (!bits.overran()).then_some(planes)
 }
 
-/// The IDCT of a block: in AVX2 where `avx2` says the CPU has it, else the portable one; the
-/// same bits either way.
+/// The IDCT of a block: in AVX2 where the CPU has it, else the portable one; the same bits
+/// either way.
 #[inline(always)]
-fn idct_block(avx2: bool, coef: &[i32; 64], quant: &[u16; 64], out: &mut [u8], stride: usize) {
+fn idct_block(
+    avx2: Option<Avx2>,
+    coef: &[i32; 64],
+    quant: &[u16; 64],
+    out: &mut [u8],
+    stride: usize,
+) {
     #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // SAFETY: `avx2` is set only where the CPU has the instructions
+    if avx2.is_some() {
+        // SAFETY: an Avx2 exists only where the CPU has the instructions
         return unsafe { idct::avx2::idct_islow(coef, quant, out, stride) };
     }
     let _ = avx2;
@@ -298,7 +331,7 @@ fn idct_block(avx2: bool, coef: &[i32; 64], quant: &[u16; 64], out: &mut [u8], s
 #[inline(always)]
 fn decode_block(
     bits: &mut Bits,
-    (dc, ac): (&Table, &Table),
+    (dc, ac, quant): (&Table, &Table, &[u16; 64]),
     pred: &mut i32,
     coef: &mut [i32; 64],
 ) -> Option<bool> {
@@ -308,7 +341,9 @@ fn decode_block(
         return None;
     }
     *pred = pred.wrapping_add(bits.receive_extend(s));
-    coef[0] = *pred;
+    // libjpeg keeps the coefficient in 16 bits (JCOEF)
+    coef[0] = *pred as i16 as i32;
+    fits_16_bits(coef[0], quant[0])?;
     let (mut k, mut coded) = (1, false);
     while k < 64 {
         let rs = bits.decode(ac)?;
@@ -321,11 +356,25 @@ fn decode_block(
             continue;
         }
         k += r;
-        *coef.get_mut(*ZIGZAG.get(k)?)? = bits.receive_extend(s);
+        let natural = *ZIGZAG.get(k)?;
+        let v = bits.receive_extend(s);
+        fits_16_bits(v, quant[natural])?;
+        coef[natural] = v;
         coded = true;
         k += 1;
     }
     Some(coded)
+}
+
+/// `Some` where a dequantised coefficient fits 16 bits, as libjpeg-turbo's SIMD IDCT holds
+/// it (no encoder writes more: an 8-bit block's coefficients stay within about 1,100), so that
+/// the IDCT's 32-bit arithmetic gives its bytes; else the file is left to the other decoder.
+#[inline(always)]
+fn fits_16_bits(coef: i32, quant: u16) -> Option<()> {
+    let v = coef * quant as i32;
+    (i16::MIN as i32..=i16::MAX as i32)
+        .contains(&v)
+        .then_some(())
 }
 
 /// The RGB image from the component planes: grayscale repeated, or YCbCr upsampled and
@@ -333,8 +382,7 @@ fn decode_block(
 #[inline(always)]
 fn to_rgb(h: &Header, planes: &Planes) -> RgbImage {
     let (w, hgt) = (h.width, h.height);
-    let hmax = h.components.iter().map(|c| c.h).max().unwrap_or(1);
-    let vmax = h.components.iter().map(|c| c.v).max().unwrap_or(1);
+    let (hmax, vmax) = (h.hmax, h.vmax);
     let components: Vec<(Plane, (usize, usize))> = h
         .components
         .iter()
@@ -393,13 +441,39 @@ mod tests {
             else {
                 continue;
             };
-            let portable = pixels(&header, &bytes[start..], false).unwrap();
-            // SAFETY: the CPU has AVX2 (checked above)
-            let avx2 = unsafe { pixels_avx2(&header, &bytes[start..]) }.unwrap();
+            let portable = pixels(&header, &bytes[start..], None).unwrap();
+            let token = Avx2::detect().unwrap();
+            // SAFETY: the CPU has AVX2 (detected)
+            let avx2 = unsafe { pixels_avx2(&header, &bytes[start..], token) }.unwrap();
             assert_eq!(portable, avx2);
             decoded += 1;
         }
         assert!(decoded >= 10, "{decoded} fixtures decoded");
+    }
+
+    /// A file cut off inside its scan is not decoded (libjpeg would fill the rest with grey,
+    /// Pillow refuses it), nor is one whose components are named R, G, B without a JFIF
+    /// segment (libjpeg reads those as RGB, not YCbCr).
+    #[test]
+    fn truncated_scans_and_rgb_components_are_left_to_the_other_decoder() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/jpeg");
+        let bytes = std::fs::read(dir.join("cat_500x375_420.jpg")).unwrap();
+        assert!(decode(&bytes).is_some());
+        assert!(decode(&bytes[..bytes.len() * 3 / 5]).is_none());
+        let mut rgb = bytes.clone();
+        let find = |b: &[u8], marker: u8| b.windows(2).position(|w| w == [0xFF, marker]).unwrap();
+        let app0 = find(&rgb, 0xE0);
+        rgb[app0 + 1] = 0xE1; // no longer JFIF
+        let sof = find(&rgb, 0xC0);
+        let sos = find(&rgb, 0xDA);
+        for (i, id) in b"RGB".iter().enumerate() {
+            rgb[sof + 10 + 3 * i] = *id;
+            rgb[sos + 5 + 2 * i] = *id;
+        }
+        assert!(decode(&rgb).is_none());
+        // the same ids with the JFIF segment: YCbCr, decoded
+        rgb[app0 + 1] = 0xE0;
+        assert_eq!(decode(&rgb), decode(&bytes));
     }
 
     /// Damaged files never panic: every prefix of a fixture, and the fixture with bytes
