@@ -44,8 +44,8 @@ fn mul(a: Lanes, k: i32) -> Lanes {
 }
 
 #[inline(always)]
-fn shl(a: Lanes, n: i32) -> Lanes {
-    map(|i| a[i].wrapping_shl(n as u32))
+fn shl_const_bits(a: Lanes) -> Lanes {
+    map(|i| a[i].wrapping_shl(CONST_BITS as u32))
 }
 
 /// libjpeg's `DESCALE`: divide by 2^n, rounding half up (an arithmetic shift).
@@ -54,47 +54,55 @@ fn descale(a: Lanes, n: i32) -> Lanes {
     map(|i| a[i].wrapping_add(1 << (n - 1)) >> n)
 }
 
-/// One 1-D pass over 8 lanes of 8 values each (`v[k]` holds coefficient k of every lane): the
-/// even and odd parts as jidctint.c computes them, the same in both passes; the 8 outputs before
-/// their descale.
+/// One 1-D pass over 8 lanes of 8 values each (`$v[k]` holds coefficient k of every lane):
+/// the even and odd parts as jidctint.c computes them, the same in both passes; the 8 outputs
+/// before their descale. A macro, so that the portable lanes and the AVX2 vectors run the same
+/// text with their own `add`, `sub`, `mul` and `shl_const_bits`.
+macro_rules! idct_pass {
+    ($v:expr) => {{
+        let v = $v;
+        let z1 = mul(add(v[2], v[6]), FIX_0_541196100);
+        let tmp2 = add(z1, mul(v[6], -FIX_1_847759065));
+        let tmp3 = add(z1, mul(v[2], FIX_0_765366865));
+        let tmp0 = shl_const_bits(add(v[0], v[4]));
+        let tmp1 = shl_const_bits(sub(v[0], v[4]));
+        let (tmp10, tmp13) = (add(tmp0, tmp3), sub(tmp0, tmp3));
+        let (tmp11, tmp12) = (add(tmp1, tmp2), sub(tmp1, tmp2));
+
+        let (t0, t1, t2, t3) = (v[7], v[5], v[3], v[1]);
+        let z1 = add(t0, t3);
+        let z2 = add(t1, t2);
+        let z3 = add(t0, t2);
+        let z4 = add(t1, t3);
+        let z5 = mul(add(z3, z4), FIX_1_175875602);
+        let t0 = mul(t0, FIX_0_298631336);
+        let t1 = mul(t1, FIX_2_053119869);
+        let t2 = mul(t2, FIX_3_072711026);
+        let t3 = mul(t3, FIX_1_501321110);
+        let z1 = mul(z1, -FIX_0_899976223);
+        let z2 = mul(z2, -FIX_2_562915447);
+        let z3 = add(mul(z3, -FIX_1_961570560), z5);
+        let z4 = add(mul(z4, -FIX_0_390180644), z5);
+        let t0 = add(t0, add(z1, z3));
+        let t1 = add(t1, add(z2, z4));
+        let t2 = add(t2, add(z2, z3));
+        let t3 = add(t3, add(z1, z4));
+        [
+            add(tmp10, t3),
+            add(tmp11, t2),
+            add(tmp12, t1),
+            add(tmp13, t0),
+            sub(tmp13, t0),
+            sub(tmp12, t1),
+            sub(tmp11, t2),
+            sub(tmp10, t3),
+        ]
+    }};
+}
+
 #[inline(always)]
 fn pass(v: &[Lanes; 8]) -> [Lanes; 8] {
-    let z1 = mul(add(v[2], v[6]), FIX_0_541196100);
-    let tmp2 = add(z1, mul(v[6], -FIX_1_847759065));
-    let tmp3 = add(z1, mul(v[2], FIX_0_765366865));
-    let tmp0 = shl(add(v[0], v[4]), CONST_BITS);
-    let tmp1 = shl(sub(v[0], v[4]), CONST_BITS);
-    let (tmp10, tmp13) = (add(tmp0, tmp3), sub(tmp0, tmp3));
-    let (tmp11, tmp12) = (add(tmp1, tmp2), sub(tmp1, tmp2));
-
-    let (t0, t1, t2, t3) = (v[7], v[5], v[3], v[1]);
-    let z1 = add(t0, t3);
-    let z2 = add(t1, t2);
-    let z3 = add(t0, t2);
-    let z4 = add(t1, t3);
-    let z5 = mul(add(z3, z4), FIX_1_175875602);
-    let t0 = mul(t0, FIX_0_298631336);
-    let t1 = mul(t1, FIX_2_053119869);
-    let t2 = mul(t2, FIX_3_072711026);
-    let t3 = mul(t3, FIX_1_501321110);
-    let z1 = mul(z1, -FIX_0_899976223);
-    let z2 = mul(z2, -FIX_2_562915447);
-    let z3 = add(mul(z3, -FIX_1_961570560), z5);
-    let z4 = add(mul(z4, -FIX_0_390180644), z5);
-    let t0 = add(t0, add(z1, z3));
-    let t1 = add(t1, add(z2, z4));
-    let t2 = add(t2, add(z2, z3));
-    let t3 = add(t3, add(z1, z4));
-    [
-        add(tmp10, t3),
-        add(tmp11, t2),
-        add(tmp12, t1),
-        add(tmp13, t0),
-        sub(tmp13, t0),
-        sub(tmp12, t1),
-        sub(tmp11, t2),
-        sub(tmp10, t3),
-    ]
+    idct_pass!(v)
 }
 
 /// libjpeg's output range limit: its table indexed by `x & 1023` is `x + 128` clamped to
@@ -175,42 +183,13 @@ pub(super) mod avx2 {
     }
 
     #[inline(always)]
+    unsafe fn shl_const_bits(a: V) -> V {
+        _mm256_slli_epi32::<CONST_BITS>(a)
+    }
+
+    #[inline(always)]
     unsafe fn pass(v: [V; 8]) -> [V; 8] {
-        let z1 = mul(add(v[2], v[6]), FIX_0_541196100);
-        let tmp2 = add(z1, mul(v[6], -FIX_1_847759065));
-        let tmp3 = add(z1, mul(v[2], FIX_0_765366865));
-        let tmp0 = _mm256_slli_epi32::<CONST_BITS>(add(v[0], v[4]));
-        let tmp1 = _mm256_slli_epi32::<CONST_BITS>(sub(v[0], v[4]));
-        let (tmp10, tmp13) = (add(tmp0, tmp3), sub(tmp0, tmp3));
-        let (tmp11, tmp12) = (add(tmp1, tmp2), sub(tmp1, tmp2));
-        let (t0, t1, t2, t3) = (v[7], v[5], v[3], v[1]);
-        let z1 = add(t0, t3);
-        let z2 = add(t1, t2);
-        let z3 = add(t0, t2);
-        let z4 = add(t1, t3);
-        let z5 = mul(add(z3, z4), FIX_1_175875602);
-        let t0 = mul(t0, FIX_0_298631336);
-        let t1 = mul(t1, FIX_2_053119869);
-        let t2 = mul(t2, FIX_3_072711026);
-        let t3 = mul(t3, FIX_1_501321110);
-        let z1 = mul(z1, -FIX_0_899976223);
-        let z2 = mul(z2, -FIX_2_562915447);
-        let z3 = add(mul(z3, -FIX_1_961570560), z5);
-        let z4 = add(mul(z4, -FIX_0_390180644), z5);
-        let t0 = add(t0, add(z1, z3));
-        let t1 = add(t1, add(z2, z4));
-        let t2 = add(t2, add(z2, z3));
-        let t3 = add(t3, add(z1, z4));
-        [
-            add(tmp10, t3),
-            add(tmp11, t2),
-            add(tmp12, t1),
-            add(tmp13, t0),
-            sub(tmp13, t0),
-            sub(tmp12, t1),
-            sub(tmp11, t2),
-            sub(tmp10, t3),
-        ]
+        idct_pass!(v)
     }
 
     /// Rows to columns: lane j of output i is lane i of input j.
