@@ -181,6 +181,11 @@ impl<'a> Bits<'a> {
         t.values.get((code + t.offset[len]) as usize).copied()
     }
 
+    /// The bytes of data read so far: the next marker is at or after this.
+    pub(super) fn consumed(&self) -> usize {
+        self.pos
+    }
+
     /// Whether more bits were read than the data holds (the zeros fed after a marker): the
     /// scan, or this restart interval, was cut short, which libjpeg fills in with grey and
     /// Pillow refuses ("image file is truncated").

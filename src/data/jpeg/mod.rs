@@ -4,15 +4,17 @@
 //! `image` crate's zune-jpeg, jpeg-decoder) round differently and move a few pixel values by 1 to
 //! 4 levels, enough to change some predictions (BENCHMARKS.md).
 //!
-//! Covered: baseline and extended sequential Huffman JPEG (SOF0, SOF1) with 8-bit samples, one
-//! interleaved scan of 1 or 3 components (grayscale, or YCbCr as JFIF) in 4:4:4, 4:2:2 or
-//! 4:2:0, restart intervals: nearly every photo. Anything else (progressive, arithmetic coding,
-//! several scans, CMYK, an Adobe colour transform, 4:4:0, 12-bit samples) gives `None`, and the
-//! caller decodes it with the `image` crate.
+//! Covered: baseline and extended sequential Huffman JPEG (SOF0, SOF1: one interleaved scan) and
+//! progressive JPEG (SOF2, `progressive.rs`), 8-bit samples, 1 or 3 components (grayscale, or
+//! YCbCr as JFIF) in 4:4:4, 4:2:2 or 4:2:0, restart intervals: nearly every photo. Anything else
+//! (arithmetic coding, sequential files of several scans, CMYK, an Adobe colour transform,
+//! 4:4:0, 12-bit samples, damaged data) gives `None`, and the caller decodes it with the
+//! `image` crate.
 
 mod color;
 mod huffman;
 mod idct;
+mod progressive;
 
 use color::{upsample_row, ycc_to_rgb, Plane, Scratch};
 use huffman::{Bits, Table};
@@ -52,6 +54,8 @@ struct Header {
     vmax: usize,
     /// A JFIF APP0 segment was seen (the components are YCbCr whatever their ids).
     jfif: bool,
+    /// SOF2: the coefficients come in several scans.
+    progressive: bool,
 }
 
 /// Pillow's `Image.MAX_IMAGE_PIXELS`: it refuses larger images as decompression bombs.
@@ -75,7 +79,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<RgbImage> {
     if !bytes.starts_with(&[0xFF, 0xD8]) {
         return None;
     }
-    let (header, scan_start) = read_header(bytes)?;
+    let (mut header, scan_start) = read_header(bytes)?;
+    if header.progressive {
+        return progressive_pixels(&mut header, bytes, scan_start);
+    }
     #[cfg(target_arch = "x86_64")]
     if let Some(avx2) = Avx2::detect() {
         // SAFETY: the CPU has the instructions the function is compiled with (detected)
@@ -96,6 +103,32 @@ unsafe fn pixels_avx2(header: &Header, scan: &[u8], avx2: Avx2) -> Option<RgbIma
 #[inline(always)]
 fn pixels(header: &Header, scan: &[u8], avx2: Option<Avx2>) -> Option<RgbImage> {
     let planes = decode_scan(header, scan, avx2)?;
+    Some(to_rgb(header, &planes))
+}
+
+/// A progressive image: its coefficients from every scan (the SOS payload at `sos`), then the
+/// IDCT of each block and the colour conversion as for a baseline one.
+fn progressive_pixels(header: &mut Header, bytes: &[u8], sos: usize) -> Option<RgbImage> {
+    let c = progressive::coefficients(header, bytes, sos)?;
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = Avx2::detect();
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx2 = None;
+    let mut planes: Planes = Vec::new();
+    for (ci, comp) in header.components.iter().enumerate() {
+        let quant = header.quant[comp.quant].as_ref()?;
+        let across = c.across[ci];
+        let stride = across * 8;
+        let mut plane = vec![0u8; stride * (c.blocks[ci].len() / across) * 8];
+        for (b, coef) in c.blocks[ci].iter().enumerate() {
+            for (k, &v) in coef.iter().enumerate() {
+                fits_16_bits(v, quant[k])?;
+            }
+            let (x, y) = ((b % across) * 8, (b / across) * 8);
+            idct_block(avx2, coef, quant, &mut plane[y * stride + x..], stride);
+        }
+        planes.push((plane, stride));
+    }
     Some(to_rgb(header, &planes))
 }
 
@@ -122,18 +155,25 @@ fn read_header(bytes: &[u8]) -> Option<(Header, usize)> {
         let next = pos + 2 + data.len();
         match marker {
             0xC0 | 0xC1 => read_frame(&mut h, data)?,
+            0xC2 => {
+                read_frame(&mut h, data)?;
+                h.progressive = true;
+            }
             0xC4 => read_huffman(&mut h, data)?,
             0xDB => read_quant(&mut h, data)?,
             0xDD => {
                 h.restart_interval = u16::from_be_bytes([*data.first()?, *data.get(1)?]) as usize
             }
             0xDA => {
-                read_scan_header(&mut h, data)?;
                 // without JFIF, libjpeg takes components named 'R', 'G', 'B' for RGB
                 let ids: Vec<u8> = h.components.iter().map(|c| c.id).collect();
                 if !h.jfif && ids == b"RGB" {
                     return None;
                 }
+                if h.progressive {
+                    return Some((h, pos)); // each scan's header is read with its scan
+                }
+                read_scan_header(&mut h, data)?;
                 return Some((h, next));
             }
             0xE0 if data.starts_with(b"JFIF\0") => h.jfif = true,
@@ -438,8 +478,9 @@ mod tests {
                 .starts_with(&[0xFF, 0xD8])
                 .then(|| read_header(&bytes))
                 .flatten()
+                .filter(|(h, _)| !h.progressive)
             else {
-                continue;
+                continue; // progressive files share the IDCT, compared on its own
             };
             let portable = pixels(&header, &bytes[start..], None).unwrap();
             let token = Avx2::detect().unwrap();
@@ -486,6 +527,8 @@ mod tests {
             "ship_120x90_restarts.jpg",
             "truck_37x23_420.jpg",
             "truck_99x77_gray.jpg",
+            "horse_150x100_progressive_restarts.jpg",
+            "dog_80x60_progressive.jpg",
         ] {
             let bytes = std::fs::read(dir.join(name)).unwrap();
             for end in 0..bytes.len() {

@@ -7,8 +7,8 @@ python3 tests/data/jpeg/make.py
                 and saved by Pillow in each chroma subsampling (4:4:4, 4:2:2, 4:2:0), at odd
                 sizes (the blocks at the right and bottom edges partly outside the image, chroma
                 2 samples wide where libjpeg stops filtering), in grayscale, at qualities 50 to
-                100, with optimised Huffman tables, with restart markers, and progressive (which
-                tests/jpeg.rs only decodes, with another decoder)
+                100, with optimised Huffman tables, with restart markers, and progressive (in
+                three layouts, in grayscale, with restarts)
   pillow.json   for each of them and for the 300 JPEGs of tests/data/cifar10-jpeg: the SHA-256
                 of Image.open(path).convert("RGB").tobytes(), and Pillow's and libjpeg-turbo's
                 versions
@@ -40,6 +40,11 @@ CASES = [
     ("frog_121x91_restart_rows", "frog", (121, 91), {"quality": 85, "restart_marker_rows": 1}),
     ("truck_99x77_gray", "truck", (99, 77), {"quality": 85, "mode": "L"}),
     ("dog_80x60_progressive", "dog", (80, 60), {"quality": 85, "progressive": True}),
+    ("cat_500x375_progressive_420", "cat", (500, 375), {"quality": 90, "progressive": True}),
+    ("ship_123x77_progressive_444", "ship", (123, 77), {"quality": 95, "progressive": True, "subsampling": 0}),
+    ("frog_91x45_progressive_gray", "frog", (91, 45), {"quality": 80, "progressive": True, "mode": "L"}),
+    ("horse_150x100_progressive_restarts", "horse", (150, 100),
+     {"quality": 85, "progressive": True, "optimize": True, "restart_marker_blocks": 5}),
 ]
 
 
