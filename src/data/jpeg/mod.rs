@@ -121,11 +121,12 @@ fn progressive_pixels(header: &mut Header, bytes: &[u8], sos: usize) -> Option<R
         let stride = across * 8;
         let mut plane = vec![0u8; stride * (c.blocks[ci].len() / across) * 8];
         for (b, coef) in c.blocks[ci].iter().enumerate() {
+            let coef: [i32; 64] = coef.map(i32::from);
             for (k, &v) in coef.iter().enumerate() {
                 fits_16_bits(v, quant[k])?;
             }
             let (x, y) = ((b % across) * 8, (b / across) * 8);
-            idct_block(avx2, coef, quant, &mut plane[y * stride + x..], stride);
+            idct_block(avx2, &coef, quant, &mut plane[y * stride + x..], stride);
         }
         planes.push((plane, stride));
     }

@@ -6,9 +6,9 @@ use super::huffman::{Bits, Table};
 use super::{read_huffman, segment, Header, ZIGZAG};
 
 /// Every component's coefficients, block by block in rows of its MCU-padded grid (natural
-/// order within a block).
+/// order within a block), in 16 bits as libjpeg keeps them (JCOEF).
 pub(super) struct Coefficients {
-    pub blocks: Vec<Vec<[i32; 64]>>,
+    pub blocks: Vec<Vec<[i16; 64]>>,
     /// Blocks across a component's grid.
     pub across: Vec<usize>,
 }
@@ -30,7 +30,7 @@ pub(super) fn coefficients(h: &mut Header, bytes: &[u8], mut pos: usize) -> Opti
     let across: Vec<usize> = h.components.iter().map(|c| mcus_x * c.h).collect();
     let down: Vec<usize> = h.components.iter().map(|c| mcus_y * c.v).collect();
     let total: usize = across.iter().zip(&down).map(|(a, d)| a * d).sum();
-    if total > bytes.len() * 16 {
+    if total > bytes.len() * 8 {
         return None; // a header the data cannot be the image of
     }
     let mut c = Coefficients {
@@ -176,7 +176,7 @@ fn decode_scan(h: &Header, scan: &Scan, data: &[u8], c: &mut Coefficients) -> Op
                     return None;
                 }
                 pred[ci] = pred[ci].wrapping_add(bits.receive_extend(s));
-                block[0] = pred[ci].wrapping_shl(scan.low) as i16 as i32;
+                block[0] = pred[ci].wrapping_shl(scan.low) as i16;
             }
             (true, false) => {
                 if bits.bits(1) == 1 {
@@ -231,7 +231,7 @@ fn ac_first(
     bits: &mut Bits,
     t: &Table,
     s: &Scan,
-    block: &mut [i32; 64],
+    block: &mut [i16; 64],
     eobrun: &mut u32,
 ) -> Option<()> {
     if *eobrun > 0 {
@@ -245,7 +245,7 @@ fn ac_first(
         if size != 0 {
             k += r;
             let v = bits.receive_extend(size) << s.low;
-            *block.get_mut(*ZIGZAG.get(k)?)? = v as i16 as i32;
+            *block.get_mut(*ZIGZAG.get(k)?)? = v as i16;
         } else if r == 15 {
             k += 15;
         } else {
@@ -263,18 +263,18 @@ fn ac_refine(
     bits: &mut Bits,
     t: &Table,
     s: &Scan,
-    block: &mut [i32; 64],
+    block: &mut [i16; 64],
     eobrun: &mut u32,
 ) -> Option<()> {
-    let (p1, m1) = (1i32 << s.low, -1i32 << s.low);
+    let (p1, m1) = (1i16 << s.low, -1i16 << s.low);
     let mut k = s.start;
-    let refine = |block: &mut [i32; 64], k: usize, bits: &mut Bits| -> Option<bool> {
+    let refine = |block: &mut [i16; 64], k: usize, bits: &mut Bits| -> Option<bool> {
         let c = block.get_mut(*ZIGZAG.get(k)?)?;
         if *c == 0 {
             return Some(false);
         }
         if bits.bits(1) == 1 && *c & p1 == 0 {
-            *c += if *c >= 0 { p1 } else { m1 };
+            *c = c.wrapping_add(if *c >= 0 { p1 } else { m1 });
         }
         Some(true)
     };
