@@ -30,8 +30,10 @@ pub(super) fn coefficients(h: &mut Header, bytes: &[u8], mut pos: usize) -> Opti
     let across: Vec<usize> = h.components.iter().map(|c| mcus_x * c.h).collect();
     let down: Vec<usize> = h.components.iter().map(|c| mcus_y * c.v).collect();
     let total: usize = across.iter().zip(&down).map(|(a, d)| a * d).sum();
+    // every block takes a bit at least in the first DC scan: a header the data cannot be the
+    // image of is damaged, and not worth the memory it asks for
     if total > bytes.len() * 8 {
-        return None; // a header the data cannot be the image of
+        return None;
     }
     let mut c = Coefficients {
         blocks: across
