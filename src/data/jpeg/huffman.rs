@@ -1,4 +1,4 @@
-//! Baseline JPEG's entropy coding: the bit stream (0xFF00 stuffing, markers ending it) and the
+//! JPEG's Huffman entropy coding, sequential and progressive: the bit stream (0xFF00 stuffing, markers ending it) and the
 //! canonical Huffman tables of a DHT segment.
 
 /// A Huffman table: codes of up to 16 bits, looked up 9 bits at a time, longer ones by length.

@@ -181,7 +181,7 @@ fn read_header(bytes: &[u8]) -> Option<(Header, usize)> {
             // Adobe's APP14 may say the components are RGB or CMYK, not JFIF's YCbCr
             0xEE => return None,
             0xE0..=0xEF | 0xFE => {}
-            _ => return None, // progressive, lossless, arithmetic coding, ...
+            _ => return None, // lossless, arithmetic coding, hierarchical, ...
         }
         pos = next;
     }
@@ -294,7 +294,8 @@ fn decode_scan(h: &Header, data: &[u8], avx2: Option<Avx2>) -> Option<Planes> {
     // a block takes 2 bits at least (a DC code and an end of block): a header whose size the
     // data cannot fill is damaged, and is not worth the memory it asks for
     let per_mcu: usize = h.components.iter().map(|c| blocks(c).0 * blocks(c).1).sum();
-    if mcus_x * mcus_y * per_mcu > data.len() * 4 {
+    // libjpeg's limit on the blocks of an MCU (jdinput.c): three 2x2 components are too many
+    if per_mcu > 10 || mcus_x * mcus_y * per_mcu > data.len() * 4 {
         return None;
     }
     let mut planes: Planes = h

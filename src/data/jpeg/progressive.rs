@@ -13,6 +13,10 @@ pub(super) struct Coefficients {
     pub across: Vec<usize>,
 }
 
+/// More scans than libjpeg's scripts write (10) or any sensible one: a file with more is left
+/// to the other decoder rather than decoded for as long as it likes.
+const MAX_SCANS: usize = 1000;
+
 /// One scan's header: the components it codes and its spectral band and bit position.
 struct Scan {
     components: Vec<usize>,
@@ -30,8 +34,9 @@ pub(super) fn coefficients(h: &mut Header, bytes: &[u8], mut pos: usize) -> Opti
     let across: Vec<usize> = h.components.iter().map(|c| mcus_x * c.h).collect();
     let down: Vec<usize> = h.components.iter().map(|c| mcus_y * c.v).collect();
     let total: usize = across.iter().zip(&down).map(|(a, d)| a * d).sum();
-    // every block takes a bit at least in the first DC scan: a header the data cannot be the
-    // image of is damaged, and not worth the memory it asks for
+    // each block coded in the first DC scan takes a bit at least (only the padding blocks of
+    // non-interleaved scans take none): a header the data cannot be the image of is damaged,
+    // and not worth the memory it asks for
     if total > bytes.len() * 8 {
         return None;
     }
@@ -45,7 +50,7 @@ pub(super) fn coefficients(h: &mut Header, bytes: &[u8], mut pos: usize) -> Opti
     };
     // the bit position each coefficient is known to (libjpeg's coef_bits): -1 never sent
     let mut known = vec![[-1i32; 64]; h.components.len()];
-    loop {
+    for _ in 0..MAX_SCANS {
         let payload = segment(bytes, pos)?;
         let scan = read_scan(h, payload)?;
         let expected = if scan.high == 0 { -1 } else { scan.high as i32 };
@@ -64,8 +69,15 @@ pub(super) fn coefficients(h: &mut Header, bytes: &[u8], mut pos: usize) -> Opti
             break;
         }
     }
-    // libjpeg smooths blocks whose low coefficients are not all known: not covered here
-    known.iter().all(|k| k.iter().all(|&b| b == 0)).then_some(c)
+    if pos != 0 {
+        return None; // more scans than any encoder writes: a file built to take time
+    }
+    // libjpeg smooths blocks where some component's zigzag coefficients 1 to 9 are not known
+    // to their last bit (jdcoefct.c smoothing_ok): not covered here; the DC must be known too
+    known
+        .iter()
+        .all(|k| k[..10].iter().all(|&b| b == 0))
+        .then_some(c)
 }
 
 /// After a scan's data (from `pos`): reads the markers up to the next SOS, whose payload's
@@ -98,7 +110,8 @@ fn next_scan(h: &mut Header, bytes: &[u8], mut pos: usize) -> Option<usize> {
 
 fn read_scan(h: &Header, d: &[u8]) -> Option<Scan> {
     let n = *d.first()? as usize;
-    if n == 0 || n > h.components.len() || d.len() < 1 + 2 * n + 3 {
+    // libjpeg's checks (jdmarker.c get_sos): the exact length
+    if n == 0 || n > h.components.len() || d.len() != 1 + 2 * n + 3 {
         return None;
     }
     let (mut components, mut tables) = (Vec::new(), Vec::new());
@@ -113,9 +126,11 @@ fn read_scan(h: &Header, d: &[u8]) -> Option<Scan> {
         });
     }
     let (high, low) = ((a >> 4) as u32, (a & 15) as u32);
-    // DC scans may interleave components; an AC band codes one component
+    // DC scans may interleave components, in frame order (libjpeg refuses any other); an AC
+    // band codes one component
+    let in_order = components.windows(2).all(|w| w[0] < w[1]);
     let valid = if start == 0 {
-        end == 0
+        end == 0 && in_order
     } else {
         start <= end && end <= 63 && n == 1
     };
@@ -132,14 +147,17 @@ fn read_scan(h: &Header, d: &[u8]) -> Option<Scan> {
 /// Decodes one scan's data into `c`; the bytes its entropy-coded data took.
 fn decode_scan(h: &Header, scan: &Scan, data: &[u8], c: &mut Coefficients) -> Option<usize> {
     let dc = scan.start == 0;
-    let tables: Vec<&Table> = scan
+    // DC refinement reads bare bits: its table need not exist
+    let tables: Vec<Option<&Table>> = scan
         .tables
         .iter()
         .map(|&t| {
-            if dc {
-                h.dc.get(t)?.as_ref()
+            if dc && scan.high != 0 {
+                Some(None)
+            } else if dc {
+                Some(Some(h.dc.get(t)?.as_ref()?))
             } else {
-                h.ac.get(t)?.as_ref()
+                Some(Some(h.ac.get(t)?.as_ref()?))
             }
         })
         .collect::<Option<_>>()?;
@@ -152,6 +170,9 @@ fn decode_scan(h: &Header, scan: &Scan, data: &[u8], c: &mut Coefficients) -> Op
             .map(|&ci| h.components[ci].h * h.components[ci].v)
             .sum()
     };
+    if units_per_mcu > 10 {
+        return None; // libjpeg's limit on the blocks of an MCU (jdinput.c)
+    }
     let mut bits = Bits::new(data);
     let mut pred = vec![0i32; h.components.len()];
     let mut eobrun = 0u32;
@@ -173,7 +194,7 @@ fn decode_scan(h: &Header, scan: &Scan, data: &[u8], c: &mut Coefficients) -> Op
         let block = &mut c.blocks[ci][b];
         match (dc, scan.high == 0) {
             (true, true) => {
-                let s = bits.decode(t)? as u32;
+                let s = bits.decode(t?)? as u32;
                 if s > 11 {
                     return None;
                 }
@@ -185,8 +206,8 @@ fn decode_scan(h: &Header, scan: &Scan, data: &[u8], c: &mut Coefficients) -> Op
                     block[0] |= 1 << scan.low;
                 }
             }
-            (false, true) => ac_first(&mut bits, t, scan, block, &mut eobrun)?,
-            (false, false) => ac_refine(&mut bits, t, scan, block, &mut eobrun)?,
+            (false, true) => ac_first(&mut bits, t?, scan, block, &mut eobrun)?,
+            (false, false) => ac_refine(&mut bits, t?, scan, block, &mut eobrun)?,
         }
     }
     if bits.overran() {
@@ -314,4 +335,55 @@ fn ac_refine(
         *eobrun -= 1;
     }
     Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Component;
+    use super::*;
+
+    fn header() -> Header {
+        let component = |id| Component {
+            id,
+            h: 1,
+            v: 1,
+            quant: 0,
+            dc: 0,
+            ac: 0,
+        };
+        Header {
+            width: 16,
+            height: 16,
+            components: vec![component(1), component(2), component(3)],
+            hmax: 1,
+            vmax: 1,
+            progressive: true,
+            ..Header::default()
+        }
+    }
+
+    /// Scans libjpeg refuses are refused: components out of frame order, a length other than
+    /// 2n + 6, an AC band of two components, a refinement that skips a bit.
+    #[test]
+    fn scans_are_checked_as_libjpeg_checks_them() {
+        let h = header();
+        let scan = |ids: &[u8], tail: &[u8]| {
+            let mut d = vec![ids.len() as u8];
+            for &id in ids {
+                d.extend([id, 0x00]);
+            }
+            d.extend(tail);
+            read_scan(&h, &d)
+        };
+        assert!(scan(&[1, 2, 3], &[0, 0, 0x01]).is_some());
+        assert!(scan(&[2, 3], &[0, 0, 0x00]).is_some());
+        assert!(scan(&[2, 1], &[0, 0, 0x00]).is_none());
+        assert!(scan(&[1, 2, 3], &[0, 0, 0x00, 0]).is_none());
+        assert!(scan(&[1], &[1, 5, 0x00]).is_some());
+        assert!(scan(&[1, 2], &[1, 5, 0x00]).is_none());
+        assert!(scan(&[1], &[1, 5, 0x21]).is_some());
+        assert!(scan(&[1], &[1, 5, 0x20]).is_none());
+        assert!(scan(&[1], &[6, 5, 0x00]).is_none());
+        assert!(scan(&[4], &[0, 0, 0x00]).is_none());
+    }
 }
