@@ -58,6 +58,15 @@ struct Header {
     progressive: bool,
 }
 
+impl Header {
+    /// MCUs across and down in an interleaved scan: 8 x 8 samples of the most sampled
+    /// component each.
+    fn mcus(&self) -> (usize, usize) {
+        let across = self.width.div_ceil(8 * self.hmax);
+        (across, self.height.div_ceil(8 * self.vmax))
+    }
+}
+
 /// Pillow's `Image.MAX_IMAGE_PIXELS`: it refuses larger images as decompression bombs.
 const MAX_PIXELS: usize = 178_956_970;
 
@@ -285,11 +294,12 @@ type Planes = Vec<(Vec<u8>, usize)>;
 /// Decodes the scan's MCUs into component planes.
 #[inline(always)]
 fn decode_scan(h: &Header, data: &[u8], avx2: Option<Avx2>) -> Option<Planes> {
-    let (hmax, vmax) = (h.hmax, h.vmax);
     // one component: a non-interleaved scan of its own blocks; else MCUs of every component
     let single = h.components.len() == 1;
-    let (mcu_w, mcu_h) = if single { (8, 8) } else { (8 * hmax, 8 * vmax) };
-    let (mcus_x, mcus_y) = (h.width.div_ceil(mcu_w), h.height.div_ceil(mcu_h));
+    let (mcus_x, mcus_y) = match single {
+        true => (h.width.div_ceil(8), h.height.div_ceil(8)),
+        false => h.mcus(),
+    };
     let blocks = |c: &Component| if single { (1, 1) } else { (c.h, c.v) };
     // a block takes 2 bits at least (a DC code and an end of block): a header whose size the
     // data cannot fill is damaged, and is not worth the memory it asks for

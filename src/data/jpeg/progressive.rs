@@ -30,7 +30,7 @@ struct Scan {
 
 /// Reads every scan from the SOS at `pos` (its payload) to the end of the image.
 pub(super) fn coefficients(h: &mut Header, bytes: &[u8], mut pos: usize) -> Option<Coefficients> {
-    let (mcus_x, mcus_y) = (h.width.div_ceil(8 * h.hmax), h.height.div_ceil(8 * h.vmax));
+    let (mcus_x, mcus_y) = h.mcus();
     let across: Vec<usize> = h.components.iter().map(|c| mcus_x * c.h).collect();
     let down: Vec<usize> = h.components.iter().map(|c| mcus_y * c.v).collect();
     let total: usize = across.iter().zip(&down).map(|(a, d)| a * d).sum();
@@ -176,7 +176,8 @@ fn decode_scan(h: &Header, scan: &Scan, data: &[u8], c: &mut Coefficients) -> Op
     let mut bits = Bits::new(data);
     let mut pred = vec![0i32; h.components.len()];
     let mut eobrun = 0u32;
-    for (i, &(ci, b)) in order.iter().enumerate() {
+    for (i, &(si, b)) in order.iter().enumerate() {
+        let ci = scan.components[si];
         let unit = i / units_per_mcu;
         if i % units_per_mcu == 0
             && h.restart_interval > 0
@@ -190,7 +191,7 @@ fn decode_scan(h: &Header, scan: &Scan, data: &[u8], c: &mut Coefficients) -> Op
             pred.fill(0);
             eobrun = 0;
         }
-        let t = tables[scan.components.iter().position(|&x| x == ci)?];
+        let t = tables[si];
         let block = &mut c.blocks[ci][b];
         match (dc, scan.high == 0) {
             (true, true) => {
@@ -216,8 +217,9 @@ fn decode_scan(h: &Header, scan: &Scan, data: &[u8], c: &mut Coefficients) -> Op
     Some(bits.consumed())
 }
 
-/// The blocks of a scan in coding order, as (component, block index): the MCUs of every
-/// component, or one component's blocks inside its own area (a non-interleaved scan).
+/// The blocks of a scan in coding order, as (the component's place in the scan, block index):
+/// the MCUs of every component, or one component's blocks inside its own area (a
+/// non-interleaved scan).
 fn coding_order(h: &Header, scan: &Scan, c: &Coefficients) -> Vec<(usize, usize)> {
     let mut order: Vec<(usize, usize)> = Vec::new();
     if let [ci] = scan.components[..] {
@@ -226,20 +228,19 @@ fn coding_order(h: &Header, scan: &Scan, c: &Coefficients) -> Vec<(usize, usize)
         let hgt = (h.height * comp.v).div_ceil(h.vmax).div_ceil(8);
         for by in 0..hgt {
             for bx in 0..w {
-                order.push((ci, by * c.across[ci] + bx));
+                order.push((0, by * c.across[ci] + bx));
             }
         }
     } else {
-        let mcus_x = h.width.div_ceil(8 * h.hmax);
-        let mcus_y = h.height.div_ceil(8 * h.vmax);
+        let (mcus_x, mcus_y) = h.mcus();
         for m in 0..mcus_x * mcus_y {
             let (mx, my) = (m % mcus_x, m / mcus_x);
-            for &ci in &scan.components {
+            for (si, &ci) in scan.components.iter().enumerate() {
                 let comp = &h.components[ci];
                 for v in 0..comp.v {
                     for u in 0..comp.h {
                         let (bx, by) = (mx * comp.h + u, my * comp.v + v);
-                        order.push((ci, by * c.across[ci] + bx));
+                        order.push((si, by * c.across[ci] + bx));
                     }
                 }
             }
