@@ -99,18 +99,35 @@ fn zero_sized_dimensions_are_errors() {
 #[test]
 fn buffers_beyond_device_limits_are_errors() {
     let gpu = gpu();
-    let limit = gpu.limits.max_storage_buffer_binding_size as usize;
+    let max = gpu.limits.max_buffer_size as usize;
     let e = gpu
-        .zeros(&[limit / 4 + 1])
-        .expect_err("must exceed the binding limit");
+        .zeros(&[max / 4 + 1])
+        .expect_err("must exceed the buffer limit");
     let msg = e.to_string();
     assert!(matches!(e, Error::Limit { .. }), "{msg}");
     assert!(
-        msg.contains("max_storage_buffer_binding_size")
-            && msg.contains(&limit.to_string())
-            && msg.contains(&format!("[{}]", limit / 4 + 1)),
+        msg.contains("max_buffer_size")
+            && msg.contains(&max.to_string())
+            && msg.contains(&format!("[{}]", max / 4 + 1)),
         "{msg}"
     );
+    // a buffer beyond one binding is made (a large model's flat parameters are, and bound a
+    // chunk at a time), but a kernel binding it whole is an error naming the limit
+    let bind = gpu.limits.max_storage_buffer_binding_size as usize;
+    if bind < max {
+        let big = gpu.zeros(&[bind / 4 + 1]).expect("below max_buffer_size");
+        let e = resnet::ops::elementwise::relu_forward(&gpu, &big, &big)
+            .err()
+            .expect("must exceed the binding limit");
+        let msg = e.to_string();
+        assert!(matches!(e, Error::Limit { .. }), "{msg}");
+        assert!(
+            msg.contains("max_storage_buffer_binding_size")
+                && msg.contains(&bind.to_string())
+                && msg.contains(&format!("[{}]", bind / 4 + 1)),
+            "{msg}"
+        );
+    }
     // uploading data that does not fill the shape is an error too
     let e = gpu.upload(&[1.0f32; 5], &[2, 3]).err().unwrap();
     assert!(e.to_string().contains("[2, 3]"), "{e}");

@@ -53,6 +53,11 @@ pub struct GpuOptions {
     /// conversion; `Some` forces it either way (the tests run a GPU's mixed-precision plans on
     /// lavapipe so).
     pub bn_on_load: Option<bool>,
+    /// The largest storage binding, in bytes, to ask for where it is below the adapter's own:
+    /// to run as a device with a smaller limit does (WebGPU's default of 128 MiB, a small GPU's),
+    /// as the tests do to split a model's parameters over several bindings. `None`: the
+    /// adapter's limit.
+    pub max_binding_bytes: Option<u64>,
     /// The arithmetic of the convolutions: fp32 (the default, bit-exact as ever) or mixed
     /// (f16 operands, f32 accumulation; needs the adapter's `SHADER_F16`).
     pub precision: Precision,

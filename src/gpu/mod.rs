@@ -218,6 +218,10 @@ impl Gpu {
         // Ask for everything the adapter offers: big models need big storage bindings.
         limits.max_compute_workgroups_per_dimension =
             limits.max_compute_workgroups_per_dimension.max(1);
+        if let Some(bytes) = opts.max_binding_bytes {
+            let own = &mut limits.max_storage_buffer_binding_size;
+            *own = (*own).min(bytes);
+        }
         let adapter_features = adapter.features();
         let cooperative_matrices = adapter.cooperative_matrix_properties();
         let (features, tensor_cores) =
@@ -467,16 +471,32 @@ impl Gpu {
         let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
     }
 
-    /// Checks that a buffer of `bytes` fits the device's binding and buffer limits.
+    /// Checks that a buffer of `bytes` fits the device's buffer limit. A buffer may be larger
+    /// than one binding (a model's flat parameters are bound a layer, or a chunk, at a time):
+    /// [`Gpu::check_binding`] checks what a kernel binds.
     pub fn check_size(&self, op: &'static str, bytes: u64) -> Result<()> {
-        let bind = self.limits.max_storage_buffer_binding_size;
         let buf = self.limits.max_buffer_size;
-        if bytes > bind.min(buf) {
+        if bytes > buf {
             return Err(Error::Limit {
                 op,
                 msg: format!(
-                    "a buffer of {bytes} bytes exceeds max_storage_buffer_binding_size {bind} \
-                     (max_buffer_size {buf}) of {}",
+                    "a buffer of {bytes} bytes exceeds max_buffer_size {buf} of {}",
+                    self.info.name
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks that one binding of `bytes` fits the device's storage binding limit.
+    pub fn check_binding(&self, op: &'static str, bytes: u64) -> Result<()> {
+        let bind = self.limits.max_storage_buffer_binding_size;
+        if bytes > bind {
+            return Err(Error::Limit {
+                op,
+                msg: format!(
+                    "a binding of {bytes} bytes exceeds max_storage_buffer_binding_size {bind} \
+                     of {}",
                     self.info.name
                 ),
             });

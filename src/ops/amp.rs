@@ -143,18 +143,26 @@ pub fn state_buffer(gpu: &Gpu, cfg: &LossScale) -> Result<Tensor> {
     gpu.upload(&ScalerState::new(cfg).words(), &[WORDS])
 }
 
-/// Notes in `state` whether `grads` holds an inf or NaN (before the optimizer).
+/// Notes in `state` whether `grads` holds an inf or NaN (before the optimizer): a kernel per
+/// chunk of at most one binding (a large model's gradients span several), each only setting
+/// the flag, so their order does not matter.
 pub fn find_inf(gpu: &Gpu, cfg: &LossScale, grads: &Tensor, state: &Tensor) -> Result<Vec<Kernel>> {
-    let groups = (grads.len() as u64).div_ceil(256);
-    let uniform = cfg.uniform(grads.len());
-    scaler_kernel(
-        gpu,
-        "amp_find_inf",
-        uniform,
-        (2, state),
-        &[(1, grads)],
-        groups,
-    )
+    let max = gpu.max_view_floats();
+    let mut kernels = Vec::new();
+    for start in (0..grads.len()).step_by(max) {
+        let chunk = grads.view(start, &[max.min(grads.len() - start)])?;
+        let groups = (chunk.len() as u64).div_ceil(256);
+        let uniform = cfg.uniform(chunk.len());
+        kernels.extend(scaler_kernel(
+            gpu,
+            "amp_find_inf",
+            uniform,
+            (2, state),
+            &[(1, &chunk)],
+            groups,
+        )?);
+    }
+    Ok(kernels)
 }
 
 /// GradScaler.update(): the next step's scale from whether this one found an inf or NaN

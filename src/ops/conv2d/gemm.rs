@@ -114,6 +114,7 @@ pub(super) fn backward_weight(
         .min(npq.div_ceil(16 * t.tk))
         .min(MAX_SPLITS)
         .min(MAX_PARTIAL / (sh.k * crs))
+        .min(super::splits_that_fit(gpu, sh))
         .max(1);
     let chunk = npq.div_ceil(want).div_ceil(t.tk) * t.tk;
     let splits = npq.div_ceil(chunk);

@@ -435,8 +435,15 @@ fn relay_module(family: KernelFamily) -> KernelFamily {
     }
 }
 
+/// How many partial sums of the weights' gradient [K, C*R*S] one binding holds (at least 1):
+/// the splits of a backward to the weights stay below it, so that they fit a device with small
+/// bindings (where one does not, the weight itself does not either).
+fn splits_that_fit(gpu: &Gpu, sh: &Conv2dShape) -> usize {
+    (gpu.max_view_floats() / (sh.k * sh.c * sh.r * sh.s)).max(1)
+}
+
 fn scratch(gpu: &Gpu, op: &'static str, len: usize) -> Result<Tensor> {
-    gpu.check_size(op, len as u64 * 4)?;
+    gpu.check_binding(op, len as u64 * 4)?;
     gpu.zeros(&[len])
 }
 
@@ -990,7 +997,10 @@ fn dw_register(
     let crs = sh.c * sh.r * sh.s;
     let rows = sh.n * sh.p();
     let blocks = crs.div_ceil(pb) * sh.k.div_ceil(cb);
-    let want = 4096usize.div_ceil(blocks).clamp(1, rows);
+    let want = 4096usize
+        .div_ceil(blocks)
+        .clamp(1, rows)
+        .min(splits_that_fit(gpu, sh));
     let chunk = rows.div_ceil(want);
     let splits = rows.div_ceil(chunk);
     let partial = scratch(gpu, OP, splits * sh.k * crs)?;
@@ -1015,7 +1025,10 @@ fn dw_tiled(
     let crs = sh.c * sh.r * sh.s;
     let npq = sh.n * sh.p() * sh.q();
     let tiles = sh.k.div_ceil(64) * crs.div_ceil(64);
-    let want = 512usize.div_ceil(tiles).clamp(1, npq.div_ceil(16));
+    let want = 512usize
+        .div_ceil(tiles)
+        .clamp(1, npq.div_ceil(16))
+        .min(splits_that_fit(gpu, sh));
     let chunk = npq.div_ceil(want).div_ceil(16) * 16;
     let splits = npq.div_ceil(chunk);
     let partial = scratch(gpu, OP, splits * sh.k * crs)?;
