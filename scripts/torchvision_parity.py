@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """torchvision's full-size ResNets against `resnet predict`, class by class.
 
-For each --model (torchvision's resnet18 and resnet50 by default) it builds torchvision's
-network with seeded random weights whose BatchNorm statistics fit its activations (as a trained
-net's do: one pass in training mode over the photos, a cumulative average), with random
-BatchNorm scales and shifts, and saves its state_dict with torch.save. Then it prepares four
-photos as torchvision's ImageNet evaluation does (PIL open, convert("RGB"), Resize(256),
+For each --model (torchvision's resnet18 and resnet50 by default; any of its ResNets, the wide
+ones too) it builds torchvision's network with seeded random weights whose BatchNorm statistics
+fit its activations (as a trained net's do: one pass in training mode over the photos, a
+cumulative average), with random BatchNorm scales and shifts, and saves its state_dict with
+torch.save. Then it prepares six photos (all fit the BatchNorm statistics, the first four are
+compared) as torchvision's ImageNet evaluation does (PIL open, convert("RGB"), Resize(256),
 CenterCrop(224), ToTensor, Normalize with ImageNet's mean and std), computes PyTorch's softmax
 over the 1000 classes, and runs `resnet predict --checkpoint that.pth --model M --top 1000
 --json` on the same files. It reports the largest difference between the two probabilities of
@@ -13,15 +14,14 @@ any class of any photo (`resnet predict` prints them to 1e-6), the largest diffe
 logarithms where PyTorch's is at least 0.01 (a difference of the logits, up to the softmax's
 shift: fp32 through 50 layers in another order of summation leaves some 1e-4), and whether the
 top classes agree; beside it, the same difference between PyTorch's fp32 and the network in
-fp64, for scale. The exit status is 1 when that logarithm's difference is above
---tolerance. The classifier's weights are multiplied by 8 after the BatchNorm pass, so that the
-outputs are far from uniform and the printed probabilities carry the logits' digits.
+fp64, for scale. The exit status is 1 when that logarithm's difference is above --tolerance. The
+classifier's weights are multiplied by 8 after the BatchNorm pass, so that the outputs are far
+from uniform and the printed probabilities carry the logits' digits.
 
 The photos are the repository's bundled CIFAR-10 samples enlarged to 500x375 (ImageNet's usual
 size) with PIL's bicubic filter and saved as PNG (--format png, the default: lossless, so both
 sides read the same pixels) or as JPEG at quality 90 (--format jpeg: then the JPEG decoders
-take part too, PIL's libjpeg-turbo against the `image` crate's, which differ by a few levels on
-some pixels).
+take part too, PIL's libjpeg-turbo against `resnet`'s own, which follows its arithmetic).
 
   python3 scripts/torchvision_parity.py --resnet target/release/resnet
   python3 scripts/torchvision_parity.py --resnet target/release/resnet --format jpeg --model resnet50

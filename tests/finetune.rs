@@ -194,6 +194,42 @@ fn state_dict_keys_are_torchvisions_in_its_order() {
     }
 }
 
+/// torchvision's `wide_resnet50_2().state_dict()` holds resnet50's keys in resnet50's order, with
+/// every bottleneck's inner convolutions and BatchNorms twice as wide: each key's shape as
+/// torchvision prints it (tests/data/torchvision_wide_resnet50_2_shapes.txt).
+#[test]
+fn wide_resnet50_2_state_dict_has_torchvisions_keys_and_shapes() {
+    let path = format!(
+        "{}/tests/data/torchvision_wide_resnet50_2_shapes.txt",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let want: Vec<(String, Vec<usize>)> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, shape) = l.split_once(' ').unwrap_or((l, ""));
+            let dims = shape.split(',').filter(|d| !d.is_empty());
+            (name.to_string(), dims.map(|d| d.parse().unwrap()).collect())
+        })
+        .collect();
+    assert_eq!(want.len(), 320, "wide_resnet50_2 key list");
+    let keys: Vec<&String> = want.iter().map(|(k, _)| k).collect();
+    let resnet50 = torchvision_keys("resnet50");
+    assert_eq!(keys, resnet50.iter().collect::<Vec<_>>(), "resnet50's keys");
+    let gpu = gpu();
+    let spec = ModelSpec::from_name("wide_resnet50_2", 1000).unwrap();
+    let m = ModelState::new(&gpu, &spec, 0).unwrap();
+    let sd = pollster::block_on(m.state_dict(&gpu)).unwrap();
+    let mut got: Vec<(String, Vec<usize>)> = sd.into_iter().map(|t| (t.name, t.shape)).collect();
+    let mut want = want;
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    let inner = want.iter().find(|(k, _)| k == "layer4.2.conv2.weight");
+    assert_eq!(inner.unwrap().1, [1024, 1024, 3, 3], "twice resnet50's 512");
+}
+
 fn tensors_of(gpu: &resnet::gpu::Gpu, name: &str, classes: usize, seed: u64) -> Checkpoint {
     let m = ModelState::new(gpu, &ModelSpec::from_name(name, classes).unwrap(), seed).unwrap();
     Checkpoint {

@@ -159,6 +159,7 @@ fn tiny_imagenet(name: &str, block: BlockKind, blocks: Vec<usize>) -> ModelSpec 
         widths: vec![4, 8],
         residual: true,
         num_classes: 5,
+        width_per_group: 64,
     }
 }
 
@@ -254,6 +255,13 @@ fn bottleneck_net_gradients_equal_the_reference() {
         &check_step(&spec, 21, 3),
         "bottleneck net (projection shortcuts, max-pool stem)",
     );
+    // wide_resnet50_2's blocks: twice the channels inside (8 at the 3x3s of layer1, 16 of
+    // layer2) for the same outside (16, 32), so no tensor inside a block has `planes` channels
+    let wide = ModelSpec {
+        width_per_group: 128,
+        ..tiny_imagenet("wide-bottleneck-2-1", BlockKind::Bottleneck, vec![2, 1])
+    };
+    report(&check_step(&wide, 21, 3), "wide bottleneck net");
 }
 
 #[test]
@@ -611,6 +619,7 @@ fn one_sgd_step_of_torchvisions_layout_equals_pytorchs_own() {
         widths: vec![8, 16],
         residual: true,
         num_classes: 10,
+        width_per_group: 64,
     };
     let fixture = ("tiny_bottleneck", "tiny_bottleneck_step");
     let worst = step_against_pytorch(&spec, fixture, 16, SgdConfig::he2016());

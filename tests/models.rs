@@ -11,7 +11,7 @@ use resnet::preprocess::Preprocess;
 
 #[test]
 fn parameter_counts_equal_pytorch() {
-    // torchvision.models.resnet18/50 (1000 classes); akamaster resnet20/56/110 (10 classes)
+    // torchvision.models.resnet18 ... wide_resnet101_2 (1000 classes); akamaster resnet20/56/110 (10 classes)
     for (name, classes, count) in [
         ("resnet20", 10, 269_722),
         ("resnet56", 10, 853_018),
@@ -21,6 +21,9 @@ fn parameter_counts_equal_pytorch() {
         ("resnet50", 1000, 25_557_032),
         ("resnet101", 1000, 44_549_160),
         ("resnet152", 1000, 60_192_808),
+        // torchvision's Wide_ResNet50_2_Weights / Wide_ResNet101_2_Weights meta["num_params"]
+        ("wide_resnet50_2", 1000, 68_883_240),
+        ("wide_resnet101_2", 1000, 126_886_696),
     ] {
         assert_eq!(
             ModelSpec::from_name(name, classes).unwrap().param_count(),

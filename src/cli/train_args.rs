@@ -183,9 +183,10 @@ impl RecipeArgs {
 pub struct FineTuningArgs {
     /// Start from these weights: a file with torchvision/timm state_dict names (safetensors, or
     /// torch.save's .pth/.pt), an http(s) URL downloaded once into the cache directory, or
-    /// torchvision's weights by name for resnet18-152 (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT;
-    /// from torch.hub's cache where torchvision left them, else downloaded and checked as
-    /// torchvision does; in full as torchvision's --weights, ResNet50_Weights.IMAGENET1K_V2)
+    /// torchvision's weights by name for resnet18-152 and the wide ResNets (IMAGENET1K_V1,
+    /// IMAGENET1K_V2, DEFAULT; from torch.hub's cache where torchvision left them, else
+    /// downloaded and checked as torchvision does; in full as torchvision's --weights,
+    /// ResNet50_Weights.IMAGENET1K_V2)
     #[arg(long, visible_alias = "weights", value_name = "FILE|URL|NAME")]
     pub pretrained: Option<String>,
     /// SHA-256 the --pretrained file must have (checked after the download)
@@ -237,7 +238,8 @@ impl From<&FineTuningArgs> for FineTuning {
 /// Everything `resnet train` can be told but the data, the adapter and the run directory.
 #[derive(Args, Debug, Clone)]
 pub struct TrainConfigArgs {
-    /// Model: resnet20/32/44/56/110/1202, plain20/32/44/56/110, resnet18/34/50/101/152
+    /// Model: resnet20/32/44/56/110/1202, plain20/32/44/56/110, resnet18/34/50/101/152,
+    /// wide_resnet50_2, wide_resnet101_2
     #[arg(long, default_value = "resnet20")]
     pub model: String,
     /// Keep an exponential moving average of the weights and BatchNorm statistics (torchvision's

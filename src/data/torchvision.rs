@@ -11,7 +11,7 @@ use crate::{Error, Result};
 /// One set of torchvision's weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TorchvisionWeights {
-    /// resnet18 ... resnet152.
+    /// resnet18 ... resnet152, wide_resnet50_2, wide_resnet101_2.
     pub model: &'static str,
     /// `IMAGENET1K_V1` or `IMAGENET1K_V2`.
     pub name: &'static str,
@@ -32,9 +32,9 @@ const fn weights(model: &'static str, v2: bool, file: &'static str) -> Torchvisi
     }
 }
 
-/// torchvision.models' `ResNet18_Weights` ... `ResNet152_Weights`. A model's last is its
-/// `DEFAULT`, as in torchvision.
-const TORCHVISION_WEIGHTS: [TorchvisionWeights; 8] = [
+/// torchvision.models' `ResNet18_Weights` ... `ResNet152_Weights`, `Wide_ResNet50_2_Weights` and
+/// `Wide_ResNet101_2_Weights`. A model's last is its `DEFAULT`, as in torchvision.
+const TORCHVISION_WEIGHTS: [TorchvisionWeights; 12] = [
     weights("resnet18", false, "resnet18-f37072fd.pth"),
     weights("resnet34", false, "resnet34-b627a593.pth"),
     weights("resnet50", false, "resnet50-0676ba61.pth"),
@@ -43,6 +43,10 @@ const TORCHVISION_WEIGHTS: [TorchvisionWeights; 8] = [
     weights("resnet101", true, "resnet101-cd907fc2.pth"),
     weights("resnet152", false, "resnet152-394f9c45.pth"),
     weights("resnet152", true, "resnet152-f82ba261.pth"),
+    weights("wide_resnet50_2", false, "wide_resnet50_2-95faca4d.pth"),
+    weights("wide_resnet50_2", true, "wide_resnet50_2-9ba9bcbe.pth"),
+    weights("wide_resnet101_2", false, "wide_resnet101_2-32ee1156.pth"),
+    weights("wide_resnet101_2", true, "wide_resnet101_2-d733dc28.pth"),
 ];
 
 impl TorchvisionWeights {
@@ -93,9 +97,11 @@ pub fn torchvision_weights(
         .filter(|w| w.model == model)
         .collect();
     let Some(default) = own.last() else {
+        let mut models: Vec<&str> = TORCHVISION_WEIGHTS.iter().map(|w| w.model).collect();
+        models.dedup();
         return fail(format!(
-            "torchvision has ImageNet weights for resnet18, resnet34, resnet50, resnet101 and \
-             resnet152, not {model}"
+            "torchvision has ImageNet weights for {}, not {model}",
+            models.join(", ")
         ));
     };
     match own.iter().find(|w| w.name == name) {
@@ -181,6 +187,18 @@ mod tests {
             resolved("resnet101", "IMAGENET1K_V2").digest(),
             Digest::Sha256Prefix("cd907fc2".into())
         );
+        // torchvision.models.Wide_ResNet50_2_Weights: DEFAULT is V2, at 232; the class name
+        // holds the model's name with its underscore
+        let w = resolved("wide_resnet50_2", "Wide_ResNet50_2_Weights.DEFAULT");
+        assert_eq!(
+            (w.url(), w.eval_resize),
+            (format!("{models}/wide_resnet50_2-9ba9bcbe.pth"), 232)
+        );
+        let w = resolved("wide_resnet101_2", "IMAGENET1K_V1");
+        assert_eq!(
+            (w.url(), w.eval_resize),
+            (format!("{models}/wide_resnet101_2-32ee1156.pth"), 256)
+        );
         // files and URLs are not names, even with a name's words in them
         for not_a_name in [
             "resnet50.pth",
@@ -197,6 +215,9 @@ mod tests {
     fn a_torchvision_name_a_model_lacks_is_one_error_saying_what_there_is() {
         let e = error_of("resnet20", "DEFAULT");
         assert!(e.contains("resnet20") && e.contains("resnet152"), "{e}");
+        assert!(e.contains("resnet101, resnet152, wide_resnet50_2"), "{e}");
+        let e = error_of("resnet50", "Wide_ResNet50_2_Weights.IMAGENET1K_V2");
+        assert!(e.contains("wide_resnet50_2's weights"), "{e}");
         let e = error_of("resnet18", "IMAGENET1K_V2");
         assert!(e.contains("IMAGENET1K_V1") && e.contains("resnet18"), "{e}");
         let e = error_of("resnet18", "ResNet50_Weights.DEFAULT");

@@ -233,7 +233,8 @@ impl ModelSpec {
         Layer { name, blocks }
     }
 
-    /// A basic block (3x3, 3x3) or a bottleneck (1x1, 3x3 with the stride, 1x1 to 4 x planes).
+    /// A basic block (3x3, 3x3) or a bottleneck (1x1, 3x3 with the stride, 1x1 to 4 x planes;
+    /// inside it `planes x width_per_group / 64` channels, as torchvision's `Bottleneck`).
     fn make_block(&self, name: String, cin: usize, planes: usize, stride: usize) -> Block {
         let conv = |j: usize, cin: usize, cout: usize, kernel_size: usize, stride: usize| {
             let (c, b) = (format!("{name}.conv{j}"), format!("{name}.bn{j}"));
@@ -245,11 +246,14 @@ impl ModelSpec {
                 conv(1, cin, planes, 3, stride),
                 conv(2, planes, planes, 3, 1),
             ],
-            BlockKind::Bottleneck => vec![
-                conv(1, cin, planes, 1, 1),
-                conv(2, planes, planes, 3, stride),
-                conv(3, planes, cout, 1, 1),
-            ],
+            BlockKind::Bottleneck => {
+                let width = planes * self.width_per_group / 64;
+                vec![
+                    conv(1, cin, width, 1, 1),
+                    conv(2, width, width, 3, stride),
+                    conv(3, width, cout, 1, 1),
+                ]
+            }
         };
         let shortcut = self.make_shortcut(&name, cin, cout, stride);
         Block {

@@ -43,6 +43,10 @@ pub struct ModelSpec {
     pub blocks: Vec<usize>,
     /// `planes` of each stage; the stem has `widths[0]` channels.
     pub widths: Vec<usize>,
+    /// torchvision's `width_per_group`: a bottleneck's 3x3 convolution has `planes x
+    /// width_per_group / 64` channels (64 for the ResNets, 128 for the wide ones, whose blocks
+    /// are twice as wide inside and as wide outside). Basic blocks take 64 only.
+    pub width_per_group: usize,
     /// Shortcuts on (ResNet) or off (plain net).
     pub residual: bool,
     /// Classifier outputs.
@@ -67,6 +71,8 @@ pub const MODEL_NAMES: &[&str] = &[
     "resnet50",
     "resnet101",
     "resnet152",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
 ];
 
 /// The stage widths of He et al.'s CIFAR networks.
@@ -87,6 +93,10 @@ impl ModelSpec {
     /// The spec of a named network with `num_classes` outputs.
     pub fn from_name(name: &str, num_classes: usize) -> Result<ModelSpec> {
         use BlockKind::{Basic, Bottleneck};
+        let wide = |spec: ModelSpec| ModelSpec {
+            width_per_group: 2 * 64,
+            ..spec
+        };
         let spec = |family, block, blocks: &[usize], residual| ModelSpec {
             name: name.to_string(),
             family,
@@ -98,6 +108,7 @@ impl ModelSpec {
             },
             residual,
             num_classes,
+            width_per_group: 64,
         };
         if num_classes == 0 {
             return Err(Error::Invalid("`num_classes` must be at least 1".into()));
@@ -108,6 +119,10 @@ impl ModelSpec {
             "resnet50" => spec(Family::ImageNet, Bottleneck, &[3, 4, 6, 3], true),
             "resnet101" => spec(Family::ImageNet, Bottleneck, &[3, 4, 23, 3], true),
             "resnet152" => spec(Family::ImageNet, Bottleneck, &[3, 8, 36, 3], true),
+            // Zagoruyko & Komodakis 2016 as torchvision builds them: ResNet-50/101 with every
+            // bottleneck twice as wide inside
+            "wide_resnet50_2" => wide(spec(Family::ImageNet, Bottleneck, &[3, 4, 6, 3], true)),
+            "wide_resnet101_2" => wide(spec(Family::ImageNet, Bottleneck, &[3, 4, 23, 3], true)),
             _ => {
                 // resnetN / plainN with N = 6n + 2: n basic blocks in each of three stages
                 let (residual, depth) = cifar_depth(name).ok_or_else(|| unknown(name))?;
