@@ -13,8 +13,10 @@ over the 1000 classes, and runs `resnet predict --checkpoint that.pth --model M 
 any class of any photo (`resnet predict` prints them to 1e-6), the largest difference of their
 logarithms where PyTorch's is at least 0.01 (a difference of the logits, up to the softmax's
 shift: fp32 through 50 layers in another order of summation leaves some 1e-4), and whether the
-top classes agree; beside it, the same difference between PyTorch's fp32 and the network in
-fp64, for scale. The exit status is 1 when that logarithm's difference is above --tolerance. The
+top classes agree; beside it, how far ours and PyTorch's fp32 each are from the network in fp64
+(the exact answer, to fp32's eyes), for scale. The exit status is 1 when that logarithm's
+difference is above --tolerance and ours is more than twice as far from fp64 as PyTorch's fp32
+is (a network as deep as resnet152 leaves PyTorch's own fp32 some 2e-3 from fp64). The
 classifier's weights are multiplied by 8 after the BatchNorm pass, so that the outputs are far
 from uniform and the printed probabilities carry the logits' digits.
 
@@ -101,7 +103,7 @@ def torch_probabilities(model_name, paths, work):
     likely = log64.exp() >= 0.01
     own = (log32 - log64).abs()[likely].max().item()
     categories = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
-    return checkpoint, log32.exp().tolist(), categories, own
+    return checkpoint, (log32.exp().tolist(), log64.exp().tolist()), categories, own
 
 
 def ours(resnet, model_name, checkpoint, paths):
@@ -138,17 +140,20 @@ def main():
         work.mkdir(parents=True, exist_ok=True)
         paths = photos(work, a.format)
         for model_name in a.model.split(","):
-            checkpoint, probs, categories, own = torch_probabilities(model_name, paths, work)
+            checkpoint, (probs, exact), categories, own = torch_probabilities(model_name, paths, work)
             predictions = ours(a.resnet, model_name, checkpoint, paths[:4])
             worst, worst_log, same_top = compare(model_name, probs, predictions, categories)
+            _, ours_log, _ = compare(model_name, exact, predictions, categories)
             top = max(max(p) for p in probs)
-            ok = worst_log <= a.tolerance and not math.isnan(worst)
+            close = worst_log <= a.tolerance or ours_log <= 2 * own
+            ok = close and not math.isnan(worst)
             failed |= not ok
             print(f"{model_name}, 4 {a.format} photos x 1000 classes: largest |p - p_torch| "
                   f"{worst:.2e} (largest p {top:.3f}), largest |log p - log p_torch| where "
-                  f"p_torch >= 0.01: {worst_log:.2e} (PyTorch's fp32 against fp64: {own:.2e}), "
+                  f"p_torch >= 0.01: {worst_log:.2e} (against fp64, where p >= 0.01: ours "
+                  f"{ours_log:.2e}, PyTorch's fp32 {own:.2e}), "
                   f"same top-1 {same_top}/4"
-                  f"{'' if ok else f'  ABOVE {a.tolerance:g}'}")
+                  f"{'' if ok else f'  ABOVE {a.tolerance:g} AND TWICE PYTORCH FP32'}")
     sys.exit(1 if failed else 0)
 
 

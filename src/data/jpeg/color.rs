@@ -66,6 +66,8 @@ pub(super) struct Scratch {
     sums: Vec<u32>,
     /// R, G and B of a row before they are interleaved.
     pub planar: Vec<u8>,
+    /// A YCCK row's C, M, Y as RGB, before the black is applied.
+    rgb: Vec<u8>,
 }
 
 impl Scratch {
@@ -75,6 +77,7 @@ impl Scratch {
             wide: vec![0; 2 * width + 2],
             sums: vec![0; width + 1],
             planar: vec![0; 3 * width],
+            rgb: vec![0; 3 * width],
         }
     }
 }
@@ -152,5 +155,37 @@ pub(super) fn ycc_to_rgb(y: &[u8], cb: &[u8], cr: &[u8], out: &mut [u8], planar:
     }
     for (((px, &r), &g), &b) in out.chunks_exact_mut(3).zip(&*red).zip(&*green).zip(&*blue) {
         px.copy_from_slice(&[r, g, b]);
+    }
+}
+
+/// Pillow's `MULDIV255(a, b)`: a * b / 255, rounded as Pillow rounds it.
+fn muldiv255(a: u32, b: u32) -> u32 {
+    let t = a * b + 128;
+    ((t >> 8) + t) >> 8
+}
+
+/// CMYK rows as libjpeg gives them (Adobe's inverted convention: 255 is no ink) to RGB as
+/// Pillow makes them: it reads CMYK JPEGs inverted back ("CMYK;I"), then `convert("RGB")`
+/// computes each channel as `(255 - k) - MULDIV255(c, 255 - k)` (Convert.c's `cmyk2rgb`). With
+/// `ycck`, the first three rows are YCbCr that libjpeg turns into C, M, Y as 255 - R, 255 - G,
+/// 255 - B (jdcolor.c's `ycck_cmyk_convert`, with the YCbCr tables of `ycc_to_rgb`).
+#[inline(always)]
+pub(super) fn cmyk_to_rgb(rows: [&[u8]; 4], ycck: bool, out: &mut [u8], scratch: &mut Scratch) {
+    let [c, m, y, k] = rows;
+    if ycck {
+        // R, G, B are already Pillow's inverted C, M, Y
+        let rgb = &mut scratch.rgb[..3 * c.len()];
+        ycc_to_rgb(c, m, y, rgb, &mut scratch.planar);
+        for ((px, ink), &k) in out.chunks_exact_mut(3).zip(rgb.chunks_exact(3)).zip(k) {
+            for (o, &i) in px.iter_mut().zip(ink) {
+                *o = (k as u32 - muldiv255(i as u32, k as u32)) as u8;
+            }
+        }
+        return;
+    }
+    for ((((px, &c), &m), &y), &k) in out.chunks_exact_mut(3).zip(c).zip(m).zip(y).zip(k) {
+        let k = k as u32;
+        let ink = |v: u8| (k - muldiv255(255 - v as u32, k)) as u8;
+        px.copy_from_slice(&[ink(c), ink(m), ink(y)]);
     }
 }

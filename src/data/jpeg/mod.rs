@@ -5,18 +5,18 @@
 //! 4 levels, enough to change some predictions (BENCHMARKS.md).
 //!
 //! Covered: baseline and extended sequential Huffman JPEG (SOF0, SOF1: one interleaved scan) and
-//! progressive JPEG (SOF2, `progressive.rs`), 8-bit samples, 1 or 3 components (grayscale, or
-//! YCbCr as JFIF) in 4:4:4, 4:2:2 or 4:2:0, restart intervals: nearly every photo. Anything else
-//! (arithmetic coding, sequential files of several scans, CMYK, an Adobe colour transform,
-//! 4:4:0, 12-bit samples, damaged data) gives `None`, and the caller decodes it with the
-//! `image` crate.
+//! progressive JPEG (SOF2, `progressive.rs`), 8-bit samples, 1, 3 or 4 components (grayscale,
+//! YCbCr or RGB, or CMYK and YCCK as Adobe writes them, converted to RGB as Pillow converts CMYK) in
+//! 4:4:4, 4:2:2 or 4:2:0, restart intervals: nearly every photo. Anything else (arithmetic
+//! coding, sequential files of several scans, 4:4:0, 12-bit samples, damaged data) gives
+//! `None`, and the caller decodes it with the `image` crate.
 
 mod color;
 mod huffman;
 mod idct;
 mod progressive;
 
-use color::{upsample_row, ycc_to_rgb, Plane, Scratch};
+use color::{cmyk_to_rgb, upsample_row, ycc_to_rgb, Plane, Scratch};
 use huffman::{Bits, Table};
 use image::RgbImage;
 
@@ -38,6 +38,20 @@ struct Component {
     ac: usize,
 }
 
+/// What a frame's components hold (jdapimin.c's `jpeg_color_space`).
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+enum Color {
+    #[default]
+    Gray,
+    YCbCr,
+    /// Three components stored as R, G, B (no conversion).
+    Rgb,
+    /// Four components, printers' inks.
+    Cmyk,
+    /// Four components: YCbCr for C, M, Y, and K (Adobe's transform 2).
+    Ycck,
+}
+
 /// What the markers before the scan said.
 #[derive(Default)]
 struct Header {
@@ -54,6 +68,10 @@ struct Header {
     vmax: usize,
     /// A JFIF APP0 segment was seen (the components are YCbCr whatever their ids).
     jfif: bool,
+    /// The colour transform of an Adobe APP14 segment, where one was seen.
+    adobe: Option<u8>,
+    /// What the components hold, decided at the first scan as libjpeg decides it.
+    color: Color,
     /// SOF2: the coefficients come in several scans.
     progressive: bool,
 }
@@ -175,11 +193,7 @@ fn read_header(bytes: &[u8]) -> Option<(Header, usize)> {
                 h.restart_interval = u16::from_be_bytes([*data.first()?, *data.get(1)?]) as usize
             }
             0xDA => {
-                // without JFIF, libjpeg takes components named 'R', 'G', 'B' for RGB
-                let ids: Vec<u8> = h.components.iter().map(|c| c.id).collect();
-                if !h.jfif && ids == b"RGB" {
-                    return None;
-                }
+                h.color = color_space(&h);
                 if h.progressive {
                     return Some((h, pos)); // each scan's header is read with its scan
                 }
@@ -187,12 +201,28 @@ fn read_header(bytes: &[u8]) -> Option<(Header, usize)> {
                 return Some((h, next));
             }
             0xE0 if data.starts_with(b"JFIF\0") => h.jfif = true,
-            // Adobe's APP14 may say the components are RGB or CMYK, not JFIF's YCbCr
-            0xEE => return None,
+            0xEE if data.len() >= 12 && data.starts_with(b"Adobe") => h.adobe = Some(data[11]),
             0xE0..=0xEF | 0xFE => {}
             _ => return None, // lossless, arithmetic coding, hierarchical, ...
         }
         pos = next;
+    }
+}
+
+/// What the components hold, as libjpeg-turbo's `default_decompress_parms` decides it.
+fn color_space(h: &Header) -> Color {
+    let ids: Vec<u8> = h.components.iter().map(|c| c.id).collect();
+    match ids.len() {
+        1 => Color::Gray,
+        // JFIF means YCbCr; else Adobe's transform says RGB (0) or YCbCr; else components
+        // named 'R', 'G', 'B' are RGB
+        3 if h.jfif => Color::YCbCr,
+        3 if h.adobe == Some(0) => Color::Rgb,
+        3 if h.adobe.is_none() && ids == b"RGB" => Color::Rgb,
+        3 => Color::YCbCr,
+        // CMYK without Adobe's segment or with its transform 0, else YCCK
+        _ if matches!(h.adobe, None | Some(0)) => Color::Cmyk,
+        _ => Color::Ycck,
     }
 }
 
@@ -203,7 +233,7 @@ fn read_frame(h: &mut Header, d: &[u8]) -> Option<()> {
     h.height = u16::from_be_bytes([d[1], d[2]]) as usize;
     h.width = u16::from_be_bytes([d[3], d[4]]) as usize;
     let n = d[5] as usize;
-    if h.height == 0 || h.width == 0 || !(n == 1 || n == 3) || d.len() < 6 + 3 * n {
+    if h.height == 0 || h.width == 0 || !matches!(n, 1 | 3 | 4) || d.len() < 6 + 3 * n {
         return None;
     }
     for c in d[6..6 + 3 * n].chunks(3) {
@@ -463,8 +493,17 @@ fn to_rgb(h: &Header, planes: &Planes) -> RgbImage {
                     px.fill(l);
                 }
             }
+            [r, g, b] if h.color == Color::Rgb => {
+                for (((px, &r), &g), &b) in line.chunks_exact_mut(3).zip(r).zip(g).zip(b) {
+                    px.copy_from_slice(&[r, g, b]);
+                }
+            }
             [l, cb, cr] => ycc_to_rgb(l, cb, cr, line, &mut scratch.planar),
-            _ => unreachable!("read_frame takes 1 or 3 components"),
+            [c, m, y, k] => {
+                let ycck = h.color == Color::Ycck;
+                cmyk_to_rgb([c, m, y, k], ycck, line, &mut scratch);
+            }
+            _ => unreachable!("read_frame takes 1, 3 or 4 components"),
         }
     }
     RgbImage::from_raw(w as u32, hgt as u32, out).expect("3 bytes a pixel")
@@ -505,10 +544,10 @@ mod tests {
     }
 
     /// A file cut off inside its scan is not decoded (libjpeg would fill the rest with grey,
-    /// Pillow refuses it), nor is one whose components are named R, G, B without a JFIF
-    /// segment (libjpeg reads those as RGB, not YCbCr).
+    /// Pillow refuses it). Components named R, G, B without a JFIF segment are RGB to libjpeg,
+    /// not YCbCr: the same file with those names decodes to other pixels.
     #[test]
-    fn truncated_scans_and_rgb_components_are_left_to_the_other_decoder() {
+    fn truncated_scans_are_left_to_the_other_decoder_and_rgb_ids_are_rgb() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/jpeg");
         let bytes = std::fs::read(dir.join("cat_500x375_420.jpg")).unwrap();
         assert!(decode(&bytes).is_some());
@@ -523,10 +562,48 @@ mod tests {
             rgb[sof + 10 + 3 * i] = *id;
             rgb[sos + 5 + 2 * i] = *id;
         }
-        assert!(decode(&rgb).is_none());
-        // the same ids with the JFIF segment: YCbCr, decoded
+        let unconverted = decode(&rgb).unwrap();
+        assert_ne!(Some(unconverted), decode(&bytes));
+        // the same ids with the JFIF segment: YCbCr
         rgb[app0 + 1] = 0xE0;
         assert_eq!(decode(&rgb), decode(&bytes));
+    }
+
+    /// The colour spaces libjpeg reads, decoded here (tests/jpeg.rs holds their bytes to
+    /// Pillow's): four components are CMYK (Adobe's transform 0, or no Adobe segment) or YCCK
+    /// (transform 2); three are RGB with Adobe's transform 0 and no JFIF segment, or named R,
+    /// G, B with neither, and YCbCr with Adobe's transform 1 or with JFIF whatever Adobe says.
+    #[test]
+    fn colour_spaces_are_libjpegs() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/jpeg");
+        for (name, color) in [
+            ("cat_120x90_cmyk_420", Color::Cmyk),
+            ("frog_91x45_cmyk_progressive", Color::Cmyk),
+            ("deer_64x48_cmyk_no_adobe", Color::Cmyk),
+            ("dog_80x60_ycck_420", Color::Ycck),
+            ("horse_33x17_ycck_progressive_422", Color::Ycck),
+            ("airplane_61x47_rgb", Color::Rgb),
+            ("bird_45x33_rgb_no_adobe", Color::Rgb),
+        ] {
+            let bytes = std::fs::read(dir.join(format!("{name}.jpg"))).unwrap();
+            assert_eq!(read_header(&bytes).unwrap().0.color, color, "{name}");
+            assert!(decode(&bytes).is_some(), "{name}");
+        }
+        let bytes = std::fs::read(dir.join("cat_500x375_420.jpg")).unwrap();
+        let app0 = bytes.windows(2).position(|w| w == [0xFF, 0xE0]).unwrap();
+        let adobe = |transform: u8, jfif: bool| {
+            let mut b = bytes[..2].to_vec();
+            b.extend_from_slice(b"\xFF\xEE\x00\x0EAdobe\x00\x64\x00\x00\x00\x00");
+            b.push(transform);
+            b.extend_from_slice(&bytes[2..]);
+            if !jfif {
+                b[app0 + 16 + 1] = 0xE1; // the JFIF segment, 16 bytes on, is no longer one
+            }
+            read_header(&b).unwrap().0.color
+        };
+        assert_eq!(adobe(0, false), Color::Rgb);
+        assert_eq!(adobe(1, false), Color::YCbCr);
+        assert_eq!(adobe(0, true), Color::YCbCr);
     }
 
     /// Damaged files never panic: every prefix of a fixture, and the fixture with bytes
@@ -541,6 +618,8 @@ mod tests {
             "truck_99x77_gray.jpg",
             "horse_150x100_progressive_restarts.jpg",
             "dog_80x60_progressive.jpg",
+            "ship_37x23_cmyk_444.jpg",
+            "horse_33x17_ycck_progressive_422.jpg",
         ] {
             let bytes = std::fs::read(dir.join(name)).unwrap();
             for end in 0..bytes.len() {

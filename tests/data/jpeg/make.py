@@ -8,7 +8,11 @@ python3 tests/data/jpeg/make.py
                 sizes (the blocks at the right and bottom edges partly outside the image, chroma
                 2 samples wide where libjpeg stops filtering), in grayscale, at qualities 50 to
                 100, with optimised Huffman tables, with restart markers, and progressive (in
-                three layouts, in grayscale, with restarts)
+                three layouts, in grayscale, with restarts); and in CMYK, as Pillow writes it
+                (Adobe's APP14 segment, transform 0), with that segment's transform made 2
+                (YCCK: the same coefficients read as YCbCr + K) or with the segment removed
+                (plain CMYK, as libjpeg takes four components without it); and in RGB
+                (keep_rgb: Adobe's transform 0, or no segment and components named R, G, B)
   pillow.json   for each of them and for the 300 JPEGs of tests/data/cifar10-jpeg: the SHA-256
                 of Image.open(path).convert("RGB").tobytes(), and Pillow's and libjpeg-turbo's
                 versions
@@ -18,7 +22,7 @@ import json
 from pathlib import Path
 
 import PIL
-from PIL import Image, features
+from PIL import Image, ImageChops, features
 
 OUT = Path(__file__).parent
 ROOT = OUT.parents[2]
@@ -45,7 +49,42 @@ CASES = [
     ("frog_91x45_progressive_gray", "frog", (91, 45), {"quality": 80, "progressive": True, "mode": "L"}),
     ("horse_150x100_progressive_restarts", "horse", (150, 100),
      {"quality": 85, "progressive": True, "optimize": True, "restart_marker_blocks": 5}),
+    ("cat_120x90_cmyk_420", "cat", (120, 90), {"quality": 90, "mode": "CMYK", "subsampling": 2}),
+    ("ship_37x23_cmyk_444", "ship", (37, 23), {"quality": 75, "mode": "CMYK", "subsampling": 0}),
+    ("frog_91x45_cmyk_progressive", "frog", (91, 45),
+     {"quality": 85, "mode": "CMYK", "progressive": True}),
+    ("dog_80x60_ycck_420", "dog", (80, 60),
+     {"quality": 90, "mode": "CMYK", "subsampling": 2, "adobe_transform": 2}),
+    ("horse_33x17_ycck_progressive_422", "horse", (33, 17),
+     {"quality": 80, "mode": "CMYK", "subsampling": 1, "progressive": True, "adobe_transform": 2}),
+    ("deer_64x48_cmyk_no_adobe", "deer", (64, 48),
+     {"quality": 85, "mode": "CMYK", "subsampling": 0, "adobe_transform": None}),
+    ("airplane_61x47_rgb", "airplane", (61, 47), {"quality": 90, "keep_rgb": True, "subsampling": 0}),
+    ("bird_45x33_rgb_no_adobe", "bird", (45, 33),
+     {"quality": 90, "keep_rgb": True, "subsampling": 0, "adobe_transform": None}),
 ]
+
+
+def cmyk(img):
+    """CMYK with black where the colour is dark (k = 255 - max(r, g, b), c = max - r, ...):
+    Pillow's own convert("CMYK") leaves k at 0, which would test nothing of it."""
+    r, g, b = img.split()
+    top = ImageChops.lighter(ImageChops.lighter(r, g), b)
+    inks = [ImageChops.subtract(top, channel) for channel in (r, g, b)]
+    return Image.merge("CMYK", inks + [ImageChops.invert(top)])
+
+
+def set_adobe_transform(path, transform):
+    """Rewrites the transform byte of Pillow's Adobe APP14 segment, or removes the segment."""
+    data = path.read_bytes()
+    at = data.index(b"\xff\xee")
+    length = int.from_bytes(data[at + 2:at + 4], "big")
+    assert data[at + 4:at + 9] == b"Adobe" and data[at + 15] == 0
+    if transform is None:
+        data = data[:at] + data[at + 2 + length:]
+    else:
+        data = data[:at + 15] + bytes([transform]) + data[at + 16:]
+    path.write_bytes(data)
 
 
 def rgb_sha256(path):
@@ -61,10 +100,14 @@ def main():
     for name, sample, size, options in CASES:
         options = dict(options)
         mode = options.pop("mode", "RGB")
+        transform = options.pop("adobe_transform", 0)
         img = Image.open(ROOT / "web/data/samples" / f"{sample}.png").convert("RGB")
-        img = img.resize(size, Image.BICUBIC).convert(mode)
+        img = img.resize(size, Image.BICUBIC)
+        img = cmyk(img) if mode == "CMYK" else img.convert(mode)
         path = OUT / f"{name}.jpg"
         img.save(path, **options)
+        if transform != 0:
+            set_adobe_transform(path, transform)
         record["files"][f"tests/data/jpeg/{name}.jpg"] = rgb_sha256(path)
     for path in sorted((ROOT / "tests/data/cifar10-jpeg").rglob("*.jpg")):
         record["files"][str(path.relative_to(ROOT))] = rgb_sha256(path)
