@@ -219,6 +219,13 @@ impl Gpu {
         limits.max_compute_workgroups_per_dimension =
             limits.max_compute_workgroups_per_dimension.max(1);
         if let Some(bytes) = opts.max_binding_bytes {
+            let align = limits.min_storage_buffer_offset_alignment as u64;
+            if bytes < align {
+                return Err(Error::Invalid(format!(
+                    "`max_binding_bytes` {bytes}: below the offset alignment of {}, {align}",
+                    info.name
+                )));
+            }
             let own = &mut limits.max_storage_buffer_binding_size;
             *own = (*own).min(bytes);
         }

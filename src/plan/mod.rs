@@ -116,6 +116,10 @@ impl Plan {
                 let limit = gpu.limits.max_storage_buffer_binding_size;
                 let fits = (limit / per_image.max(1)).max(1);
                 let fits = 1u64 << (63 - fits.leading_zeros()); // a power of two
+                if fits >= config.batch as u64 {
+                    // the batch's activations fit: what does not is sized by the model
+                    return Err(Error::Limit { op, msg });
+                }
                 Err(Error::Limit {
                     op,
                     msg: format!(

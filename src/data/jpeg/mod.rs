@@ -48,7 +48,7 @@ enum Color {
     Rgb,
     /// Four components, printers' inks.
     Cmyk,
-    /// Four components: YCbCr for C, M, Y, and K (Adobe's transform 2).
+    /// Four components: YCbCr for C, M, Y, and K (Adobe's transform 2, or any but 0).
     Ycck,
 }
 
@@ -193,6 +193,9 @@ fn read_header(bytes: &[u8]) -> Option<(Header, usize)> {
                 h.restart_interval = u16::from_be_bytes([*data.first()?, *data.get(1)?]) as usize
             }
             0xDA => {
+                if h.components.is_empty() {
+                    return None; // a scan before any frame (get_sos refuses it)
+                }
                 h.color = color_space(&h);
                 if h.progressive {
                     return Some((h, pos)); // each scan's header is read with its scan
@@ -200,7 +203,8 @@ fn read_header(bytes: &[u8]) -> Option<(Header, usize)> {
                 read_scan_header(&mut h, data)?;
                 return Some((h, next));
             }
-            0xE0 if data.starts_with(b"JFIF\0") => h.jfif = true,
+            // libjpeg takes an APP0 for JFIF from 14 bytes on (examine_app0)
+            0xE0 if data.len() >= 14 && data.starts_with(b"JFIF\0") => h.jfif = true,
             0xEE if data.len() >= 12 && data.starts_with(b"Adobe") => h.adobe = Some(data[11]),
             0xE0..=0xEF | 0xFE => {}
             _ => return None, // lossless, arithmetic coding, hierarchical, ...
@@ -635,5 +639,8 @@ mod tests {
                 let _ = decode(&damaged);
             }
         }
+        // a scan with no frame before it, which libjpeg refuses
+        let no_frame = [0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x06, 0x00, 0x00, 0x3F, 0x00];
+        assert!(decode(&no_frame).is_none());
     }
 }
