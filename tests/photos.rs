@@ -225,11 +225,11 @@ fn photo_folders_stream_resume_exactly_and_checkpoints_predict_alone() {
     let data = data.to_str().unwrap();
     let (a, b) = (runs.path().join("a"), runs.path().join("b"));
     let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
-    // half the photos, a fixed subset, TrivialAugment, bicubic resampling (the run records
-    // them; the resume takes them from there)
+    // a fifth of the photos (2 steps an epoch), a fixed subset, TrivialAugment, bicubic
+    // resampling (the run records them; the resume takes them from there)
     let extra = vec![
         "--subset",
-        "100",
+        "40",
         "--auto-augment",
         "ta_wide",
         "--interpolation",
@@ -238,7 +238,7 @@ fn photo_folders_stream_resume_exactly_and_checkpoints_predict_alone() {
     let half = |out, epochs| [train_args(data, out, epochs), extra.clone()].concat();
     let log = ok(&resnet_with_cache(&half(a, "2"), cache.path()));
     assert!(
-        log.contains("resnet18") && log.contains("100 train / 100 eval"),
+        log.contains("resnet18") && log.contains("40 train / 100 eval"),
         "{log}"
     );
     ok(&resnet_with_cache(&half(b, "1"), cache.path()));
@@ -387,7 +387,9 @@ fn pretrained_urls_download_once_resume_and_are_checked() {
     let data = jpeg_fixture();
     let runs = tempfile::tempdir().unwrap();
     let out = runs.path().join("ft");
-    let base = train_args(data.to_str().unwrap(), out.to_str().unwrap(), "1");
+    // 40 of the photos: 2 steps an epoch are enough to see frozen layers kept and the rest moved
+    let mut base = train_args(data.to_str().unwrap(), out.to_str().unwrap(), "1");
+    base.extend(["--subset", "40"]);
     let with = |extra: &[&str]| -> Vec<String> {
         base.iter().chain(extra).map(|s| s.to_string()).collect()
     };

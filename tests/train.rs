@@ -54,7 +54,7 @@ fn overfits_one_fixed_batch_of_64_real_images() {
     let dir = cifar::subset(7, 1);
     let split = resnet::data::load(dir.path(), (32, 32)).unwrap();
     let gpu = gpu();
-    let m = ModelState::new(&gpu, &ModelSpec::from_name("resnet20", 10).unwrap(), 0).unwrap();
+    let m = ModelState::new(&gpu, &ModelSpec::from_name("resnet8", 10).unwrap(), 0).unwrap();
     let plan = Plan::new(&gpu, &m, plan_cfg(64, false, 0.05)).unwrap();
     let idx: Vec<usize> = (0..64).collect();
     let (px, labels) = batch_of(&split.train, &idx);
@@ -80,7 +80,7 @@ fn loss_falls_over_30_steps_on_a_real_subset() {
     let dir = cifar::subset(96, 1);
     let split = resnet::data::load(dir.path(), (32, 32)).unwrap();
     let gpu = gpu();
-    let m = ModelState::new(&gpu, &ModelSpec::from_name("resnet20", 10).unwrap(), 1).unwrap();
+    let m = ModelState::new(&gpu, &ModelSpec::from_name("resnet8", 10).unwrap(), 1).unwrap();
     let plan = Plan::new(&gpu, &m, plan_cfg(32, true, 0.1)).unwrap();
     let order = train::shuffled(split.train.len(), 5);
     let mut losses = Vec::new();
@@ -136,9 +136,11 @@ fn num_batches_tracked_continues_from_a_loaded_checkpoint() {
     assert_eq!(trainer.iteration, 2, "the run's own iteration starts at 0");
 }
 
+/// resnet8 (the quickest to train on a CPU driver: what these runs check holds for any depth),
+/// one epoch of 128 images at batch 32.
 fn options(seed: u64) -> TrainConfig {
     TrainConfig {
-        model: "resnet20".into(),
+        model: "resnet8".into(),
         epochs: Some(1),
         recipe: Recipe {
             batch_size: 32,
@@ -409,7 +411,7 @@ fn same_seed_gives_bit_identical_checkpoints() {
         _ => None,
     });
     let info = started.expect("a Started event");
-    assert_eq!((info.model.as_str(), info.train_images), ("resnet20", 128));
+    assert_eq!((info.model.as_str(), info.train_images), ("resnet8", 128));
     assert_eq!(
         (info.steps_per_epoch, info.epochs, info.ranks),
         (4, 1, (1, 32))
@@ -448,7 +450,7 @@ fn same_seed_gives_bit_identical_checkpoints() {
     // the metadata a loader needs: model name, class names, normalisation
     let ck = resnet::checkpoint::load(&outs[0].path().join("last.safetensors")).unwrap();
     let meta = |k: &str| ck.metadata.get(k).cloned().unwrap_or_default();
-    assert_eq!(meta("model"), "resnet20");
+    assert_eq!(meta("model"), "resnet8");
     assert_eq!(
         meta("classes"),
         "airplane,automobile,bird,cat,deer,dog,frog,horse,ship,truck"
@@ -480,7 +482,7 @@ fn learned_metrics(out: &Path) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// `resnet train` as the resume test runs it: resnet20, 3 epochs of batch 32 at seed 3 on the
+/// `resnet train` as the resume test runs it: resnet8, 3 epochs of batch 16 at seed 3 on the
 /// images in `data`, kernel choices remembered in `cache`; `run` is `("--out", dir)` for a new run
 /// or `("--resume", dir)`.
 fn resnet_train(cache: &Path, data: &Path, (flag, dir): (&str, &Path)) -> Command {
@@ -489,13 +491,13 @@ fn resnet_train(cache: &Path, data: &Path, (flag, dir): (&str, &Path)) -> Comman
         .args([
             "train",
             "--model",
-            "resnet20",
+            "resnet8",
             "--epochs",
             "3",
             "--batch-size",
-            "32",
+            "16",
             "--eval-batch-size",
-            "50",
+            "25",
             "--seed",
             "3",
             "--log-every",
@@ -538,7 +540,7 @@ fn killed_mixed_precision_run_resumes_to_the_same_metrics() {
 /// Trains 3 epochs whole, and again killed with SIGKILL in epoch 2 then resumed; asserts the
 /// two runs' metrics and final weights are the same; returns the metrics.
 fn killed_run_resumes(extra: &[&str]) -> Vec<Vec<String>> {
-    let dir = cifar::subset(16, 5);
+    let dir = cifar::subset(8, 5);
     // the default kernels: timed per shape by the first run, remembered in this cache by the rest
     let cache = tempfile::tempdir().unwrap();
     let args = |flag, out: &Path| {
@@ -557,7 +559,7 @@ fn killed_run_resumes(extra: &[&str]) -> Vec<Vec<String>> {
     );
 
     let cut = tempfile::tempdir().unwrap();
-    // 160 images, batch 32: 5 steps per epoch. The run hangs after iteration 7 (epoch 2, step 2),
+    // 80 images, batch 16: 5 steps per epoch. The run hangs after iteration 7 (epoch 2, step 2),
     // where it is killed with SIGKILL: mid-epoch, with epoch 1's checkpoint on disk.
     let mut child = args("--out", cut.path())
         .env("RESNET_STALL_AT_ITERATION", "7")
