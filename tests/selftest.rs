@@ -72,33 +72,28 @@ fn selftest_passes_here_and_fails_when_nothing_can_pass() {
     assert!(!bad.status.success());
 }
 
-/// `--precision mixed`: every f16 family the adapter offers, in each direction, within the
-/// bounds of f16 operands, and whole training steps against the reference rounding to f16
-/// (`--amp` spells it as torchvision's script does).
+/// `--precision mixed`: an f16 family in each direction, within the bounds of f16 operands, and
+/// whole training steps against the reference rounding to f16 (`--amp` spells it as
+/// torchvision's script does; `--kernels` names the fp32 family, and means its f16 twin). One
+/// family: every f16 family is held to the same bounds by tests/conv2d.rs, and the table of all
+/// families by the fp32 test above, where on a CPU driver they take minutes.
 #[test]
 fn selftest_passes_in_mixed_precision() {
     if !common::f16_shaders("selftest_passes_in_mixed_precision") {
         return;
     }
-    let ok = selftest(&["--amp"]);
+    let ok = selftest(&["--amp", "--kernels", "register8x8"]);
     let out = String::from_utf8_lossy(&ok.stdout);
     assert!(
         ok.status.success(),
         "{out}{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    // the families a mixed device offers (the tensor cores' where they fit)
-    let gpu = resnet::gpu::Gpu::new_blocking(&resnet::gpu::GpuOptions {
-        precision: Precision::Mixed,
-        ..common::untuned()
-    })
-    .unwrap();
-    let offered = KernelFamily::offered(Precision::Mixed, gpu.features);
     let row = |start: &str| out.lines().find(|l| l.starts_with(start)).unwrap_or("");
     assert!(row("op ").contains(" bound "), "{out}");
-    for f in &offered {
-        let conv = row(&format!("conv2d backward to weights ({})", f.name()));
-        assert!(conv.contains(" per elem.  pass "), "{}: {out}", f.name());
+    for direction in ["forward", "backward to input", "backward to weights"] {
+        let conv = row(&format!("conv2d {direction} (register8x8-f16)"));
+        assert!(conv.contains(" per elem.  pass "), "{direction}: {out}");
     }
     for fp32 in KernelFamily::of_precision(Precision::Fp32) {
         let name = format!("({}) ", fp32.name());
@@ -111,11 +106,8 @@ fn selftest_passes_in_mixed_precision() {
         row("training step: loss and logits").contains(" 7.81e-3  pass "),
         "{out}"
     );
-    let checks = 3 * offered.len() + 8;
-    assert!(
-        out.contains(&format!("all {checks} checks passed")),
-        "{out}"
-    );
+    // the family's three directions, four BatchNorm checks, four of the training steps
+    assert!(out.contains("all 11 checks passed"), "{out}");
 }
 
 /// The training steps pass with every op unfused too (the default fuses BatchNorm's statistics
