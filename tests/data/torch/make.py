@@ -9,7 +9,7 @@ root with torch installed (CPU is enough): python3 tests/data/torch/make.py
   resnet20.json               PyTorch's loss, top-1 and top-5 accuracy of it on the 500 bundled
                               test images (web/data/test.bin), normalised with CIFAR-10's mean
                               and std (the top-5 added later by resnet20_top5, the rest as was)
-  resnet20_step.json          one SGD step of PyTorch's from resnet20.pth on the first 128 bundled
+  resnet20_step.json          one SGD step of PyTorch's from resnet20.pth on the first 32 bundled
                               training images (no augmentation; lr 0.1, momentum 0.9, weight decay
                               1e-4; BatchNorm in training mode): the batch's loss and, per
                               floating-point tensor, the update's L2 norm and its projection onto
@@ -27,7 +27,7 @@ root with torch installed (CPU is enough): python3 tests/data/torch/make.py
                               --clip-grad-norm), and their norm before it
   resnet20_rmsprop_steps.json  two steps of torch.optim.RMSprop as torchvision's --opt rmsprop
                               builds it (alpha 0.9, eps 0.0316; lr 1e-3, momentum 0.9, weight
-                              decay 1e-4) from resnet20.pth on the first and the next 128 bundled
+                              decay 1e-4) from resnet20.pth on the first and the next 32 bundled
                               training images: both losses and the updates, as above
   resnet20_adamw_steps.json   the same with torch.optim.AdamW (lr 1e-3, weight decay 0.3)
   tiny_bottleneck.pth         a net of torchvision's ResNet layout (its Bottleneck blocks and
@@ -214,18 +214,23 @@ def tiny_bottleneck():
     step(model, 16, "tiny_bottleneck_step.json")
 
 
+# The batch of the recorded steps: small, so that the tests take them quickly on a CPU driver
+# (they were recorded at 128 until 2026-12-07).
+STEP_BATCH = 32
+
+
 def one_step():
     model = ResNet20()
     model.load_state_dict(torch.load(OUT / "resnet20.pth"))
-    step(model, 128, "resnet20_step.json")
+    step(model, STEP_BATCH, "resnet20_step.json")
     model.load_state_dict(torch.load(OUT / "resnet20.pth"))
     groups = decay_groups(model, weight_decay=5e-3, norm_weight_decay=0.0, bias_weight_decay=5e-2)
-    step(model, 128, "resnet20_decay_step.json", groups)
+    step(model, STEP_BATCH, "resnet20_decay_step.json", groups)
     model.load_state_dict(torch.load(OUT / "resnet20.pth"))
     groups = decay_groups(model, weight_decay=5e-3, norm_weight_decay=0.0, bias_weight_decay=None)
-    step(model, 128, "resnet20_norm_decay_step.json", groups)
+    step(model, STEP_BATCH, "resnet20_norm_decay_step.json", groups)
     model.load_state_dict(torch.load(OUT / "resnet20.pth"))
-    step(model, 128, "resnet20_clip_step.json", clip=0.5)
+    step(model, STEP_BATCH, "resnet20_clip_step.json", clip=0.5)
 
 
 def decay_groups(model, weight_decay, norm_weight_decay, bias_weight_decay):
@@ -270,9 +275,10 @@ def mixed_steps():
     smoothing 0.1."""
     model = ResNet20()
     model.load_state_dict(torch.load(OUT / "resnet20.pth"))
-    step(model, 128, "resnet20_mixup_step.json", mix=("mixup", 0.75))
+    step(model, STEP_BATCH, "resnet20_mixup_step.json", mix=("mixup", 0.75))
     model.load_state_dict(torch.load(OUT / "resnet20.pth"))
-    step(model, 128, "resnet20_cutmix_step.json", mix=("cutmix", (5, 9, 21, 27)), smoothing=0.1)
+    cutmix = ("cutmix", (5, 9, 21, 27))
+    step(model, STEP_BATCH, "resnet20_cutmix_step.json", mix=cutmix, smoothing=0.1)
 
 
 def step(model, batch, out, groups=None, mix=None, smoothing=0.0, clip=None):
@@ -298,7 +304,7 @@ def step(model, batch, out, groups=None, mix=None, smoothing=0.0, clip=None):
 
 def optimizer_steps():
     """Two steps from resnet20.pth of the other optimizers torchvision's training script builds
-    (--opt rmsprop, --opt adamw), on the first and the next 128 bundled training images: torch's
+    (--opt rmsprop, --opt adamw), on the first and the next 32 bundled training images: torch's
     RMSprop with the script's alpha 0.9 and eps 0.0316, and AdamW with a weight decay of 0.3, so
     that its decoupled decay shows in the updates."""
     cases = [
@@ -314,8 +320,9 @@ def optimizer_steps():
         x, y = bundled("train.bin")
         model.train()
         losses = []
-        for first in (0, 128):
-            loss = F.cross_entropy(model(x[first:first + 128]), y[first:first + 128])
+        for first in (0, STEP_BATCH):
+            batch = slice(first, first + STEP_BATCH)
+            loss = F.cross_entropy(model(x[batch]), y[batch])
             opt.zero_grad()
             loss.backward()
             opt.step()
