@@ -95,7 +95,7 @@ fn train_args<'a>(data: &'a str, out: &'a str, epochs: &'a str) -> Vec<&'a str> 
 /// otherwise), only rank 0 writes, the loss falls, and a second run gives the same bits.
 #[test]
 fn two_ranks_train_in_step_and_repeat_bit_for_bit() {
-    let data = cifar::subset(40, 10);
+    let data = cifar::subset(20, 10);
     let cache = tempfile::tempdir().unwrap();
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let d = data.path().to_str().unwrap();
@@ -425,7 +425,8 @@ fn step_losses(run: &Path) -> Vec<(u64, f64)> {
 /// now averages over.
 #[test]
 fn a_run_resumes_on_another_number_of_ranks() {
-    let data = cifar::subset(40, 10);
+    // 200 images, global batch 32: 6 steps an epoch
+    let data = cifar::subset(20, 10);
     let cache = tempfile::tempdir().unwrap();
     let d = data.path().to_str().unwrap();
     let runs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -457,9 +458,9 @@ fn a_run_resumes_on_another_number_of_ranks() {
     }
     let epoch2 = |dir: &tempfile::TempDir| -> Vec<f64> {
         let rows = step_losses(dir.path());
-        assert_eq!(rows.len(), 24);
-        assert_eq!(rows[12].0, 13);
-        rows[12..].iter().map(|r| r.1).collect()
+        assert_eq!(rows.len(), 12);
+        assert_eq!(rows[6].0, 7);
+        rows[6..].iter().map(|r| r.1).collect()
     };
     let (want, on4, on1) = (epoch2(&runs[0]), epoch2(&runs[1]), epoch2(&runs[2]));
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-4 * a.abs();
@@ -498,12 +499,12 @@ fn a_run_resumes_on_another_number_of_ranks() {
 /// epoch 1's checkpoint stays intact, and a resume with the same number of ranks finishes the run.
 #[test]
 fn a_killed_rank_ends_the_run_and_a_resume_finishes_it() {
-    let data = cifar::subset(40, 10);
+    let data = cifar::subset(20, 10);
     let cache = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let (d, o) = (data.path().to_str().unwrap(), out.path().to_str().unwrap());
-    // 400 images, global batch 32: 12 steps an epoch; both ranks hang after iteration 16
-    let stall = [("RESNET_STALL_AT_ITERATION", "16")];
+    // 200 images, global batch 32: 6 steps an epoch; both ranks hang after iteration 8
+    let stall = [("RESNET_STALL_AT_ITERATION", "8")];
     let mut child = mpirun_command(2, &train_args(d, o, "2"), cache.path(), &stall)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -513,7 +514,7 @@ fn a_killed_rank_ends_the_run_and_a_resume_finishes_it() {
     let mut seen = Vec::new();
     for line in stderr.lines() {
         let line = line.unwrap();
-        let stalled = line.contains("stalled after iteration 16");
+        let stalled = line.contains("stalled after iteration 8");
         seen.push(line);
         if stalled {
             break;
