@@ -82,13 +82,14 @@ impl Kernel {
     pub fn new(gpu: &Gpu, d: KernelDesc<'_>) -> Result<Kernel> {
         let grid = grid(gpu, d.op, d.workgroups)?;
         for (_, t) in d.buffers {
-            gpu.check_binding(d.op, t.bytes()).map_err(|e| match e {
-                Error::Limit { op, msg } => Error::Limit {
-                    op,
-                    msg: format!("tensor {:?}: {msg}", t.shape),
-                },
-                e => e,
-            })?;
+            gpu.check_binding(d.op, t.offset, t.bytes())
+                .map_err(|e| match e {
+                    Error::Limit { op, msg } => Error::Limit {
+                        op,
+                        msg: format!("tensor {:?}: {msg}", t.shape),
+                    },
+                    e => e,
+                })?;
         }
         let pipeline = gpu.pipeline(d.file, d.source, d.entry);
         let params = gpu

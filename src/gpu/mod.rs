@@ -495,8 +495,21 @@ impl Gpu {
         Ok(())
     }
 
-    /// Checks that one binding of `bytes` fits the device's storage binding limit.
-    pub fn check_binding(&self, op: &'static str, bytes: u64) -> Result<()> {
+    /// Checks that one binding of `bytes` from byte `offset` of its buffer starts where the
+    /// device can bind it (wgpu's validation would otherwise fail the whole command encoder)
+    /// and fits the device's storage binding limit.
+    pub fn check_binding(&self, op: &'static str, offset: u64, bytes: u64) -> Result<()> {
+        let align = u64::from(self.limits.min_storage_buffer_offset_alignment);
+        if !offset.is_multiple_of(align) {
+            return Err(Error::Limit {
+                op,
+                msg: format!(
+                    "a binding at byte offset {offset} is not a multiple of \
+                     min_storage_buffer_offset_alignment {align} of {}",
+                    self.info.name
+                ),
+            });
+        }
         let bind = self.limits.max_storage_buffer_binding_size;
         if bytes > bind {
             return Err(Error::Limit {

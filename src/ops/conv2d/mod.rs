@@ -443,7 +443,7 @@ fn splits_that_fit(gpu: &Gpu, sh: &Conv2dShape) -> usize {
 }
 
 fn scratch(gpu: &Gpu, op: &'static str, len: usize) -> Result<Tensor> {
-    gpu.check_binding(op, len as u64 * 4)?;
+    gpu.check_binding(op, 0, len as u64 * 4)?;
     gpu.zeros(&[len])
 }
 
