@@ -199,11 +199,32 @@ fn state_dict_keys_are_torchvisions_in_its_order() {
 /// torchvision prints it (tests/data/torchvision_wide_resnet50_2_shapes.txt).
 #[test]
 fn wide_resnet50_2_state_dict_has_torchvisions_keys_and_shapes() {
+    let want = same_keys_and_shapes_as_torchvision("wide_resnet50_2");
+    let inner = want.iter().find(|(k, _)| k == "layer4.2.conv2.weight");
+    assert_eq!(inner.unwrap().1, [1024, 1024, 3, 3], "twice resnet50's 512");
+}
+
+/// torchvision's `resnext50_32x4d().state_dict()`: resnet50's keys, each bottleneck's grouped 3x3
+/// weight [width, width / 32, 3, 3] (tests/data/torchvision_resnext50_32x4d_shapes.txt).
+#[test]
+fn resnext50_32x4d_state_dict_has_torchvisions_keys_and_shapes() {
+    let want = same_keys_and_shapes_as_torchvision("resnext50_32x4d");
+    let grouped = want.iter().find(|(k, _)| k == "layer1.0.conv2.weight");
+    assert_eq!(
+        grouped.unwrap().1,
+        [128, 4, 3, 3],
+        "32 groups of 4 channels"
+    );
+}
+
+/// Asserts that `model`'s state_dict holds the keys and shapes of
+/// tests/data/torchvision_{model}_shapes.txt (resnet50's keys, in its order); returns them.
+fn same_keys_and_shapes_as_torchvision(model: &str) -> Vec<(String, Vec<usize>)> {
     let path = format!(
-        "{}/tests/data/torchvision_wide_resnet50_2_shapes.txt",
+        "{}/tests/data/torchvision_{model}_shapes.txt",
         env!("CARGO_MANIFEST_DIR")
     );
-    let want: Vec<(String, Vec<usize>)> = std::fs::read_to_string(path)
+    let mut want: Vec<(String, Vec<usize>)> = std::fs::read_to_string(path)
         .unwrap()
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -213,21 +234,20 @@ fn wide_resnet50_2_state_dict_has_torchvisions_keys_and_shapes() {
             (name.to_string(), dims.map(|d| d.parse().unwrap()).collect())
         })
         .collect();
-    assert_eq!(want.len(), 320, "wide_resnet50_2 key list");
+    assert_eq!(want.len(), 320, "{model} key list");
     let keys: Vec<&String> = want.iter().map(|(k, _)| k).collect();
     let resnet50 = torchvision_keys("resnet50");
     assert_eq!(keys, resnet50.iter().collect::<Vec<_>>(), "resnet50's keys");
     let gpu = gpu();
-    let spec = ModelSpec::from_name("wide_resnet50_2", 1000).unwrap();
+    let spec = ModelSpec::from_name(model, 1000).unwrap();
     let m = ModelState::new(&gpu, &spec, 0).unwrap();
     let sd = pollster::block_on(m.state_dict(&gpu)).unwrap();
     let mut got: Vec<(String, Vec<usize>)> = sd.into_iter().map(|t| (t.name, t.shape)).collect();
-    let mut want = want;
     got.sort();
+    let in_order = want.clone();
     want.sort();
-    assert_eq!(got, want);
-    let inner = want.iter().find(|(k, _)| k == "layer4.2.conv2.weight");
-    assert_eq!(inner.unwrap().1, [1024, 1024, 3, 3], "twice resnet50's 512");
+    assert_eq!(got, want, "{model}");
+    in_order
 }
 
 fn tensors_of(gpu: &resnet::gpu::Gpu, name: &str, classes: usize, seed: u64) -> Checkpoint {

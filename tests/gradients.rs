@@ -160,6 +160,7 @@ fn tiny_imagenet(name: &str, block: BlockKind, blocks: Vec<usize>) -> ModelSpec 
         residual: true,
         num_classes: 5,
         width_per_group: 64,
+        groups: 1,
     }
 }
 
@@ -262,6 +263,28 @@ fn bottleneck_net_gradients_equal_the_reference() {
         ..tiny_imagenet("wide-bottleneck-2-1", BlockKind::Bottleneck, vec![2, 1])
     };
     report(&check_step(&wide, 21, 3), "wide bottleneck net");
+}
+
+/// A ResNeXt's blocks: the bottlenecks' 3x3 convolutions in 4 groups (2 channels a group at
+/// layer1, 4 at layer2), their input loaded through the BatchNorm below where the plan fuses it.
+fn tiny_resnext() -> ModelSpec {
+    ModelSpec {
+        groups: 4,
+        width_per_group: 32,
+        ..tiny_imagenet("resnext-2-1", BlockKind::Bottleneck, vec![2, 1])
+    }
+}
+
+#[test]
+fn grouped_bottleneck_net_gradients_equal_the_reference() {
+    let spec = tiny_resnext();
+    let arch = spec.arch();
+    let conv2 = &arch.layers[1].blocks[0].convs[1];
+    assert_eq!(
+        (conv2.cin, conv2.groups, conv2.weight_shape()),
+        (16, 4, [16, 4, 3, 3])
+    );
+    report(&check_step(&spec, 21, 3), "grouped bottleneck net");
 }
 
 #[test]
@@ -378,7 +401,8 @@ fn plan_dispatches(opts: &resnet::gpu::GpuOptions) -> usize {
     Plan::new(&gpu, &m, cfg).unwrap().dispatches()
 }
 
-/// A mixed-precision step of ResNet-8 and a bottleneck net on `gpu` against the reference that
+/// A mixed-precision step of ResNet-8, a bottleneck net and a grouped one on `gpu` against the
+/// reference that
 /// rounds to f16, and measurably apart from the exact one.
 fn check_mixed_step(gpu: &resnet::Gpu) {
     use resnet::selftest::{MIXED_GRADIENT_TOLERANCE, MIXED_STEP_TOLERANCE};
@@ -389,6 +413,7 @@ fn check_mixed_step(gpu: &resnet::Gpu) {
             21,
             3,
         ),
+        (tiny_resnext(), 21, 3),
     ];
     for (spec, size, batch) in nets {
         let p = network_step(gpu, &spec, size, batch).unwrap();
@@ -625,6 +650,7 @@ fn one_sgd_step_of_torchvisions_layout_equals_pytorchs_own() {
         residual: true,
         num_classes: 10,
         width_per_group: 64,
+        groups: 1,
     };
     let fixture = ("tiny_bottleneck", "tiny_bottleneck_step");
     let worst = step_against_pytorch(&spec, fixture, 16, SgdConfig::he2016());

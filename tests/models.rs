@@ -11,7 +11,7 @@ use resnet::preprocess::Preprocess;
 
 #[test]
 fn parameter_counts_equal_pytorch() {
-    // torchvision.models.resnet18 ... wide_resnet101_2 (1000 classes); akamaster resnet20/56/110 (10 classes)
+    // torchvision.models.resnet18 ... resnext101_64x4d (1000 classes); akamaster resnet20/56/110 (10 classes)
     for (name, classes, count) in [
         ("resnet20", 10, 269_722),
         ("resnet56", 10, 853_018),
@@ -24,6 +24,11 @@ fn parameter_counts_equal_pytorch() {
         // torchvision's Wide_ResNet50_2_Weights / Wide_ResNet101_2_Weights meta["num_params"]
         ("wide_resnet50_2", 1000, 68_883_240),
         ("wide_resnet101_2", 1000, 126_886_696),
+        // torchvision's ResNeXt50_32X4D_Weights / ResNeXt101_32X8D_Weights /
+        // ResNeXt101_64X4D_Weights meta["num_params"]
+        ("resnext50_32x4d", 1000, 25_028_904),
+        ("resnext101_32x8d", 1000, 88_791_336),
+        ("resnext101_64x4d", 1000, 83_455_272),
     ] {
         assert_eq!(
             ModelSpec::from_name(name, classes).unwrap().param_count(),
@@ -277,6 +282,7 @@ fn resnet20_logits_match_a_cpu_forward_from_the_state_dict() {
             s: 3,
             stride,
             pad: 1,
+            groups: 1,
         };
         (
             conv_forward(&g, x, w(&format!("{name}.weight")), None),

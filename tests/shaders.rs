@@ -237,3 +237,25 @@ fn the_tensor_core_module_shares_the_gemm_operands_and_writes_spirv() {
     let capability = |c: u32| words.windows(2).any(|w| w == [(2 << 16) | 17, c]);
     assert!(capability(6022), "no CooperativeMatrixKHR capability");
 }
+
+/// The grouped convolutions' modules: f32, f16 activations for the forward and for the weights'
+/// gradient, each also applying the BatchNorm below on load.
+#[test]
+fn every_grouped_convolution_module_validates() {
+    let modules = resnet::ops::conv2d::grouped_modules();
+    let names: Vec<&str> = modules.iter().map(|m| m.0).collect();
+    assert_eq!(modules.len(), 6, "{names:?}");
+    for (name, src) in modules {
+        assert_eq!(
+            src.contains("alias act_t = f16;"),
+            name.contains("16"),
+            "{name}: f16 activations where its name says so"
+        );
+        assert_eq!(
+            src.contains("const BN_IN = true;"),
+            name.ends_with("#bnin"),
+            "{name}"
+        );
+        validate(name, src);
+    }
+}

@@ -239,7 +239,7 @@ impl From<&FineTuningArgs> for FineTuning {
 #[derive(Args, Debug, Clone)]
 pub struct TrainConfigArgs {
     /// Model: resnet20/32/44/56/110/1202, plain20/32/44/56/110, resnet18/34/50/101/152,
-    /// wide_resnet50_2, wide_resnet101_2
+    /// wide_resnet50_2, wide_resnet101_2, resnext50_32x4d, resnext101_32x8d, resnext101_64x4d
     #[arg(long, default_value = "resnet20")]
     pub model: String,
     /// Keep an exponential moving average of the weights and BatchNorm statistics (torchvision's

@@ -11,7 +11,7 @@ use crate::{Error, Result};
 /// One set of torchvision's weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TorchvisionWeights {
-    /// resnet18 ... resnet152, wide_resnet50_2, wide_resnet101_2.
+    /// resnet18 ... resnet152, wide_resnet50_2, wide_resnet101_2, the ResNeXts.
     pub model: &'static str,
     /// `IMAGENET1K_V1` or `IMAGENET1K_V2`.
     pub name: &'static str,
@@ -32,9 +32,10 @@ const fn weights(model: &'static str, v2: bool, file: &'static str) -> Torchvisi
     }
 }
 
-/// torchvision.models' `ResNet18_Weights` ... `ResNet152_Weights`, `Wide_ResNet50_2_Weights` and
-/// `Wide_ResNet101_2_Weights`. A model's last is its `DEFAULT`, as in torchvision.
-const TORCHVISION_WEIGHTS: [TorchvisionWeights; 12] = [
+/// torchvision.models' `ResNet18_Weights` ... `ResNet152_Weights`, `Wide_ResNet50_2_Weights`,
+/// `Wide_ResNet101_2_Weights` and the ResNeXts'. A model's last is its `DEFAULT`, as in
+/// torchvision.
+const TORCHVISION_WEIGHTS: [TorchvisionWeights; 17] = [
     weights("resnet18", false, "resnet18-f37072fd.pth"),
     weights("resnet34", false, "resnet34-b627a593.pth"),
     weights("resnet50", false, "resnet50-0676ba61.pth"),
@@ -47,6 +48,15 @@ const TORCHVISION_WEIGHTS: [TorchvisionWeights; 12] = [
     weights("wide_resnet50_2", true, "wide_resnet50_2-9ba9bcbe.pth"),
     weights("wide_resnet101_2", false, "wide_resnet101_2-32ee1156.pth"),
     weights("wide_resnet101_2", true, "wide_resnet101_2-d733dc28.pth"),
+    weights("resnext50_32x4d", false, "resnext50_32x4d-7cdf4587.pth"),
+    weights("resnext50_32x4d", true, "resnext50_32x4d-1a0047aa.pth"),
+    weights("resnext101_32x8d", false, "resnext101_32x8d-8ba56ff5.pth"),
+    weights("resnext101_32x8d", true, "resnext101_32x8d-110c445d.pth"),
+    // its only weights, trained with the V2 recipe and evaluated as the V2s are
+    TorchvisionWeights {
+        eval_resize: 232,
+        ..weights("resnext101_64x4d", false, "resnext101_64x4d-173b62eb.pth")
+    },
 ];
 
 impl TorchvisionWeights {
@@ -193,6 +203,21 @@ mod tests {
         assert_eq!(
             (w.url(), w.eval_resize),
             (format!("{models}/wide_resnet50_2-9ba9bcbe.pth"), 232)
+        );
+        // ResNeXt101_64X4D_Weights: one set, IMAGENET1K_V1, evaluated at 232 like the V2s
+        let w = resolved("resnext101_64x4d", "ResNeXt101_64X4D_Weights.DEFAULT");
+        assert_eq!(
+            (w.name, w.url(), w.eval_resize),
+            (
+                "IMAGENET1K_V1",
+                format!("{models}/resnext101_64x4d-173b62eb.pth"),
+                232
+            )
+        );
+        let w = resolved("resnext50_32x4d", "IMAGENET1K_V1");
+        assert_eq!(
+            (w.url(), w.eval_resize),
+            (format!("{models}/resnext50_32x4d-7cdf4587.pth"), 256)
         );
         let w = resolved("wide_resnet101_2", "IMAGENET1K_V1");
         assert_eq!(

@@ -21,6 +21,8 @@ pub struct ConvBn {
     pub stride: usize,
     /// Zero padding on each side.
     pub padding: usize,
+    /// PyTorch's `groups` (1 but in ResNeXt's 3x3 convolutions).
+    pub groups: usize,
 }
 
 impl ConvBn {
@@ -41,7 +43,14 @@ impl ConvBn {
             kernel_size,
             stride,
             padding: kernel_size / 2,
+            groups: 1,
         }
+    }
+
+    /// The weight's shape [cout, cin / groups, k, k], as PyTorch's `Conv2d.weight`.
+    pub fn weight_shape(&self) -> [usize; 4] {
+        let k = self.kernel_size;
+        [self.cout, self.cin / self.groups, k, k]
     }
 
     /// The output shape [N, cout, P, Q] for an input of shape [N, cin, H, W].
@@ -234,7 +243,8 @@ impl ModelSpec {
     }
 
     /// A basic block (3x3, 3x3) or a bottleneck (1x1, 3x3 with the stride, 1x1 to 4 x planes;
-    /// inside it `planes x width_per_group / 64` channels, as torchvision's `Bottleneck`).
+    /// inside it `planes x width_per_group / 64 x groups` channels, the 3x3 in `groups` groups,
+    /// as torchvision's `Bottleneck`).
     fn make_block(&self, name: String, cin: usize, planes: usize, stride: usize) -> Block {
         let conv = |j: usize, cin: usize, cout: usize, kernel_size: usize, stride: usize| {
             let (c, b) = (format!("{name}.conv{j}"), format!("{name}.bn{j}"));
@@ -247,10 +257,14 @@ impl ModelSpec {
                 conv(2, planes, planes, 3, 1),
             ],
             BlockKind::Bottleneck => {
-                let width = planes * self.width_per_group / 64;
+                let width = planes * self.width_per_group / 64 * self.groups;
+                let grouped = ConvBn {
+                    groups: self.groups,
+                    ..conv(2, width, width, 3, stride)
+                };
                 vec![
                     conv(1, cin, width, 1, 1),
-                    conv(2, width, width, 3, stride),
+                    grouped,
                     conv(3, width, cout, 1, 1),
                 ]
             }

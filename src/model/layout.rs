@@ -8,7 +8,7 @@ use std::convert::Infallible;
 /// What a region holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegionKind {
-    /// Conv weight [K, C, R, S] (`<name>.weight`).
+    /// Conv weight [K, C / groups, R, S] (`<name>.weight`).
     ConvWeight,
     /// BatchNorm [2, C]: `<name>.weight` (gamma) then `<name>.bias` (beta).
     BnAffine,
@@ -134,7 +134,7 @@ struct LayoutWalk<'a> {
 
 impl LayoutWalk<'_> {
     fn conv_bn(&mut self, c: &ConvBn) {
-        let shape = vec![c.cout, c.cin, c.kernel_size, c.kernel_size];
+        let shape = c.weight_shape().to_vec();
         self.layout
             .push(c.conv.clone(), RegionKind::ConvWeight, shape, self.align);
         self.layout.push(

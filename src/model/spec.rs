@@ -44,9 +44,13 @@ pub struct ModelSpec {
     /// `planes` of each stage; the stem has `widths[0]` channels.
     pub widths: Vec<usize>,
     /// torchvision's `width_per_group`: a bottleneck's 3x3 convolution has `planes x
-    /// width_per_group / 64` channels (64 for the ResNets, 128 for the wide ones, whose blocks
-    /// are twice as wide inside and as wide outside). Basic blocks take 64 only.
+    /// width_per_group / 64 x groups` channels (64 for the ResNets, 128 for the wide ones, whose
+    /// blocks are twice as wide inside and as wide outside; 4 or 8 for the ResNeXts). Basic
+    /// blocks take 64 only.
     pub width_per_group: usize,
+    /// torchvision's `groups`: a bottleneck's 3x3 convolution in this many groups (Xie et al.
+    /// 2017's cardinality: 32 or 64 for the ResNeXts, 1 for the rest).
+    pub groups: usize,
     /// Shortcuts on (ResNet) or off (plain net).
     pub residual: bool,
     /// Classifier outputs.
@@ -73,6 +77,9 @@ pub const MODEL_NAMES: &[&str] = &[
     "resnet152",
     "wide_resnet50_2",
     "wide_resnet101_2",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
 ];
 
 /// The stage widths of He et al.'s CIFAR networks.
@@ -109,6 +116,15 @@ impl ModelSpec {
             residual,
             num_classes,
             width_per_group: 64,
+            groups: 1,
+        };
+        // Xie et al. 2017 as torchvision builds them: `groups` x `width_per_group` channels in
+        // each bottleneck's grouped 3x3 (ResNeXt-50 32x4d: 128 at layer1, as wide as ResNet-50's
+        // 64 x 2)
+        let resnext = |blocks: &[usize], groups, width_per_group| ModelSpec {
+            groups,
+            width_per_group,
+            ..spec(Family::ImageNet, Bottleneck, blocks, true)
         };
         if num_classes == 0 {
             return Err(Error::Invalid("`num_classes` must be at least 1".into()));
@@ -123,6 +139,9 @@ impl ModelSpec {
             // bottleneck twice as wide inside
             "wide_resnet50_2" => wide(spec(Family::ImageNet, Bottleneck, &[3, 4, 6, 3], true)),
             "wide_resnet101_2" => wide(spec(Family::ImageNet, Bottleneck, &[3, 4, 23, 3], true)),
+            "resnext50_32x4d" => resnext(&[3, 4, 6, 3], 32, 4),
+            "resnext101_32x8d" => resnext(&[3, 4, 23, 3], 32, 8),
+            "resnext101_64x4d" => resnext(&[3, 4, 23, 3], 64, 4),
             _ => {
                 // resnetN / plainN with N = 6n + 2: n basic blocks in each of three stages
                 let (residual, depth) = cifar_depth(name).ok_or_else(|| unknown(name))?;

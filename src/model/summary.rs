@@ -57,7 +57,7 @@ impl SummaryWalk {
 
     fn conv_bn(&mut self, depth: usize, c: &ConvBn, x: Shape, relu: bool) -> Shape {
         let y = c.out_shape(x);
-        let weights = c.cout * c.cin * c.kernel_size * c.kernel_size;
+        let weights = c.weight_shape().iter().product::<usize>();
         self.macs += weights as u128 * (y[0] * y[2] * y[3]) as u128;
         self.push(depth, "Conv2d", &y, Some(weights));
         self.push(depth, "BatchNorm2d", &y, Some(2 * c.cout));

@@ -197,6 +197,7 @@ fn conv_shape(x: &Tensor, cb: &ConvBn) -> Conv2dShape {
         s: cb.kernel_size,
         stride: cb.stride,
         pad: cb.padding,
+        groups: cb.groups,
     }
 }
 

@@ -59,7 +59,7 @@ enum ShortcutTape {
         cout: usize,
         stride: usize,
     },
-    Projection(ConvBnTape),
+    Projection(Box<ConvBnTape>),
 }
 
 struct BlockTape {
@@ -145,6 +145,8 @@ impl Net<'_> {
             s: ws[3],
             stride,
             pad: ws[2] / 2,
+            // a grouped convolution's weight is [K, C / groups, R, S]
+            groups: x.s[1] / ws[1],
         };
         let (xh, wh) = (
             self.operand(&x.v, false),
@@ -212,7 +214,7 @@ impl Net<'_> {
                 format!("{name}.downsample.1"),
             );
             let (a, tape) = self.conv_bn((&conv, &bn), x, stride, None, false);
-            (Some(a.v), ShortcutTape::Projection(tape))
+            (Some(a.v), ShortcutTape::Projection(Box::new(tape)))
         } else if stride == 1 && x.s[1] == planes_out {
             (Some(x.v.clone()), ShortcutTape::Identity)
         } else {

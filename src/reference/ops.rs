@@ -1,7 +1,7 @@
 //! The op references: one function per op and direction, loops over every index.
 #![allow(clippy::too_many_arguments)]
 
-/// Convolution geometry: (n, c, h, w, k, r, s, stride, pad).
+/// Convolution geometry: (n, c, h, w, k, r, s, stride, pad, groups).
 #[derive(Clone, Copy, Debug)]
 pub struct Conv {
     /// Batch.
@@ -22,6 +22,9 @@ pub struct Conv {
     pub stride: usize,
     /// Zero padding.
     pub pad: usize,
+    /// PyTorch's `groups`: output channel k sums the input channels of its group, `k / (K /
+    /// groups)`, only; w is [K, C / groups, R, S].
+    pub groups: usize,
 }
 
 impl Conv {
@@ -40,6 +43,13 @@ impl Conv {
         (h >= 0 && w >= 0 && (h as usize) < self.h && (w as usize) < self.w)
             .then_some((h as usize, w as usize))
     }
+
+    /// (input channel, weight index) of output channel k's `cl`-th input at tap (r, s).
+    fn input(&self, k: usize, cl: usize, r: usize, s: usize) -> (usize, usize) {
+        let cg = self.c / self.groups;
+        let c = k / (self.k / self.groups) * cg + cl;
+        (c, ((k * cg + cl) * self.r + r) * self.s + s)
+    }
 }
 
 /// y = conv2d(x, w) + b, PyTorch's cross-correlation: x [N, C, H, W], w [K, C, R, S].
@@ -51,12 +61,12 @@ pub fn conv_forward(g: &Conv, x: &[f64], w: &[f64], b: Option<&[f64]>) -> Vec<f6
             for pp in 0..p {
                 for qq in 0..q {
                     let mut acc = b.map_or(0.0, |b| b[k]);
-                    for c in 0..g.c {
+                    for cl in 0..g.c / g.groups {
                         for r in 0..g.r {
                             for s in 0..g.s {
                                 if let Some((h, ww)) = g.tap(pp, qq, r, s) {
-                                    acc += w[((k * g.c + c) * g.r + r) * g.s + s]
-                                        * x[((n * g.c + c) * g.h + h) * g.w + ww];
+                                    let (c, wi) = g.input(k, cl, r, s);
+                                    acc += w[wi] * x[((n * g.c + c) * g.h + h) * g.w + ww];
                                 }
                             }
                         }
@@ -81,12 +91,12 @@ pub fn conv_backward(g: &Conv, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, V
                 for qq in 0..q {
                     let d = dy[((n * g.k + k) * p + pp) * q + qq];
                     db[k] += d;
-                    for c in 0..g.c {
+                    for cl in 0..g.c / g.groups {
                         for r in 0..g.r {
                             for s in 0..g.s {
                                 if let Some((h, ww)) = g.tap(pp, qq, r, s) {
+                                    let (c, wi) = g.input(k, cl, r, s);
                                     let xi = ((n * g.c + c) * g.h + h) * g.w + ww;
-                                    let wi = ((k * g.c + c) * g.r + r) * g.s + s;
                                     dx[xi] += w[wi] * d;
                                     dw[wi] += x[xi] * d;
                                 }

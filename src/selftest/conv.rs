@@ -12,7 +12,7 @@ use crate::reference::{conv_backward, conv_forward, Conv};
 // Here rather than in `reference`, which imports nothing of the engine (so that a test can trust
 // it not to share a bug with it).
 impl From<&Conv2dShape> for Conv {
-    /// The reference's geometry of the GPU op's shape (the same nine numbers).
+    /// The reference's geometry of the GPU op's shape (the same ten numbers).
     fn from(sh: &Conv2dShape) -> Conv {
         Conv {
             n: sh.n,
@@ -24,6 +24,7 @@ impl From<&Conv2dShape> for Conv {
             s: sh.s,
             stride: sh.stride,
             pad: sh.pad,
+            groups: sh.groups,
         }
     }
 }

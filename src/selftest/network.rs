@@ -137,6 +137,7 @@ fn nets() -> Vec<(ModelSpec, usize, usize)> {
         residual: true,
         num_classes: 5,
         width_per_group: 64,
+        groups: 1,
     };
     let resnet8 = ModelSpec::from_name("resnet8", 10).expect("a known model");
     vec![(resnet8, 15, 4), (bottleneck, 21, 3)]

@@ -470,7 +470,8 @@ impl ModelEma {
 /// Everything a training run is told but its data, its run directory and its ranks.
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
-    /// resnet20/32/44/56/110/1202, plain20/32/44/56/110, resnet18/34/50/101/152, wide_resnet50_2, wide_resnet101_2.
+    /// resnet20/32/44/56/110/1202, plain20/32/44/56/110, resnet18/34/50/101/152, wide_resnet50_2,
+    /// wide_resnet101_2, resnext50_32x4d, resnext101_32x8d, resnext101_64x4d.
     pub model: String,
     /// Keep an exponential moving average of the weights too (torchvision's `--model-ema`),
     /// evaluated each epoch and saved as ema.safetensors.

@@ -8,10 +8,12 @@
 mod emulated;
 mod family;
 mod gemm;
+mod grouped;
 mod template;
 mod tune;
 
 pub use family::{all_sources, parse_kernel_family, KernelFamily, KERNEL_SET_VERSION};
+pub use grouped::modules as grouped_modules;
 pub use tune::tune_pending;
 
 /// The op names in errors and kernel choices.
@@ -50,6 +52,10 @@ pub struct Conv2dShape {
     pub stride: usize,
     /// Zero padding (both axes).
     pub pad: usize,
+    /// PyTorch's `groups`: the input and output channels in this many groups, each output
+    /// channel summing its group's inputs only (1: a dense convolution; ResNeXt's 3x3s: 32 or
+    /// 64). Grouped convolutions run shaders/conv2d_grouped.wgsl (`grouped`).
+    pub groups: usize,
 }
 
 impl Conv2dShape {
@@ -75,8 +81,15 @@ impl Conv2dShape {
             s: ksize,
             stride,
             pad,
+            groups: 1,
         }
     }
+
+    /// The same convolution in `groups` groups.
+    pub fn grouped(self, groups: usize) -> Self {
+        Conv2dShape { groups, ..self }
+    }
+
     /// Output height.
     pub fn p(&self) -> usize {
         (self.h + 2 * self.pad - self.r) / self.stride + 1
@@ -89,9 +102,9 @@ impl Conv2dShape {
     pub fn x_shape(&self) -> Vec<usize> {
         vec![self.n, self.c, self.h, self.w]
     }
-    /// Weight shape [K, C, R, S].
+    /// Weight shape [K, C / groups, R, S].
     pub fn w_shape(&self) -> Vec<usize> {
-        vec![self.k, self.c, self.r, self.s]
+        vec![self.k, self.c / self.groups, self.r, self.s]
     }
     /// Output shape [N, K, P, Q].
     pub fn y_shape(&self) -> Vec<usize> {
@@ -99,7 +112,8 @@ impl Conv2dShape {
     }
     /// Floating-point operations of the forward pass (2 per multiply-add); each backward is the same.
     pub fn flops(&self) -> f64 {
-        2.0 * (self.n * self.k * self.p() * self.q() * self.c * self.r * self.s) as f64
+        let c = self.c / self.groups;
+        2.0 * (self.n * self.k * self.p() * self.q() * c * self.r * self.s) as f64
     }
 
     /// The shape of a [`Conv2dShape::key`] (or of a `choice_key`, which may add the
@@ -120,6 +134,7 @@ impl Conv2dShape {
             s,
             stride,
             pad,
+            groups: 1,
         };
         sh.validate("conv2d").ok().map(|()| sh)
     }
@@ -150,6 +165,16 @@ impl Conv2dShape {
                 format!(
                     "kernel {}x{} larger than padded input {}x{} (pad {})",
                     self.r, self.s, self.h, self.w, self.pad
+                ),
+            );
+        }
+        let g = self.groups;
+        if g == 0 || !self.c.is_multiple_of(g) || !self.k.is_multiple_of(g) {
+            return shape_err(
+                op,
+                format!(
+                    "groups {g} must divide the input channels {} and the output channels {}",
+                    self.c, self.k
                 ),
             );
         }
@@ -552,9 +577,12 @@ pub fn forward_epilogue(
         check_shape(OP, "residual", r, &sh.y_shape())?;
         check_dtype(OP, "residual", r, x.dtype)?;
     }
-    let ks = pick(gpu, OP, sh, |f| {
-        forward_with(gpu, sh, x, w, epi, y, f, (None, None))
-    })?;
+    let ks = match sh.groups {
+        1 => pick(gpu, OP, sh, |f| {
+            forward_with(gpu, sh, x, w, epi, y, f, (None, None))
+        })?,
+        _ => grouped::forward(gpu, sh, (x, None), w, (epi, None), y)?,
+    };
     Ok(count_flops(ks, sh.flops()))
 }
 
@@ -612,6 +640,10 @@ pub fn forward_bn_in(
         check_dtype(OP, "stats", stats, Dtype::F32)?;
     }
     let epi = Epilogue::default();
+    if sh.groups > 1 {
+        let ks = grouped::forward(gpu, sh, (x, bn_in), w, (&epi, stats), y)?;
+        return Ok((count_flops(ks, sh.flops()), stats.is_some()));
+    }
     let ks = pick(gpu, OP, sh, |f| {
         forward_with(gpu, sh, x, w, &epi, y, f, (stats, bn_in))
     })?;
@@ -686,9 +718,12 @@ pub fn backward_input(
 ) -> Result<Vec<Kernel>> {
     const OP: &str = BACKWARD_INPUT;
     check_backward_input(sh, dy, w, dx)?;
-    let ks = pick(gpu, OP, sh, |f| {
-        backward_input_with(gpu, sh, dy, w, dx, f, DxEpilogue::None)
-    })?;
+    let ks = match sh.groups {
+        1 => pick(gpu, OP, sh, |f| {
+            backward_input_with(gpu, sh, dy, w, dx, f, DxEpilogue::None)
+        })?,
+        _ => grouped::backward_input(gpu, sh, dy, w, dx, None)?,
+    };
     Ok(count_flops(ks, sh.flops()))
 }
 
@@ -742,9 +777,12 @@ pub fn backward_input_add(
     check_shape(OP, "added gradient", other, &sh.x_shape())?;
     check_dtype(OP, "added gradient", other, dy.dtype)?;
     let epi = DxEpilogue::Add(other);
-    let ks = pick(gpu, OP, sh, |f| {
-        backward_input_with(gpu, sh, dy, w, dx, f, epi)
-    })?;
+    let ks = match sh.groups {
+        1 => pick(gpu, OP, sh, |f| {
+            backward_input_with(gpu, sh, dy, w, dx, f, epi)
+        })?,
+        _ => grouped::backward_input(gpu, sh, dy, w, dx, Some(other))?,
+    };
     Ok(count_flops(ks, sh.flops()))
 }
 
@@ -828,6 +866,11 @@ pub fn backward_input_bn(
         ("sums", bn.sums),
     ] {
         check_dtype(OP, what, t, Dtype::F32)?;
+    }
+    if sh.groups > 1 {
+        // no sums in the grouped kernel's epilogue: the caller reduces them, as after `tiled`
+        let ks = grouped::backward_input(gpu, sh, dy, w, dx, bn.side)?;
+        return Ok((count_flops(ks, sh.flops()), false));
     }
     let ks = pick(gpu, OP, sh, |f| {
         backward_input_with(gpu, sh, dy, w, dx, f, DxEpilogue::Bn(bn))
@@ -930,9 +973,12 @@ pub fn backward_weight_bn_in(
         check_shape(OP, "db", db, &[sh.k])?;
         check_dtype(OP, "db", db, Dtype::F32)?;
     }
-    let ks = pick(gpu, OP, sh, |f| {
-        backward_weight_with(gpu, sh, (x, bn_in), dy, dw, db, f)
-    })?;
+    let ks = match sh.groups {
+        1 => pick(gpu, OP, sh, |f| {
+            backward_weight_with(gpu, sh, (x, bn_in), dy, dw, db, f)
+        })?,
+        _ => grouped::backward_weight(gpu, sh, (x, bn_in), dy, dw, db)?,
+    };
     Ok(count_flops(ks, sh.flops()))
 }
 
