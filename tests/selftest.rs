@@ -38,15 +38,18 @@ fn selftest_passes_here_and_fails_when_nothing_can_pass() {
         "conv2d backward to input (tiled)",
         "conv2d backward to weights (register8x8)",
         "batchnorm2d backward",
+        "conv2d forward (grouped)",
+        "conv2d backward to weights (grouped)",
         "training step: every parameter gradient",
         "training step: weights after SGD",
     ] {
         let row = out.lines().find(|l| l.starts_with(op));
         assert!(row.is_some_and(|r| r.contains(" pass ")), "{op}: {out}");
     }
-    // three directions of every kernel family, four BatchNorm checks, four of the training steps
+    // three directions of every kernel family and of the grouped kernels, four BatchNorm checks,
+    // four of the training steps
     let fp32 = resnet::gpu::Precision::Fp32;
-    let checks = 3 * resnet::ops::conv2d::KernelFamily::of_precision(fp32).count() + 8;
+    let checks = 3 * resnet::ops::conv2d::KernelFamily::of_precision(fp32).count() + 3 + 8;
     assert!(
         out.contains(&format!("all {checks} checks passed")),
         "{out}"
@@ -106,8 +109,9 @@ fn selftest_passes_in_mixed_precision() {
         row("training step: loss and logits").contains(" 7.81e-3  pass "),
         "{out}"
     );
-    // the family's three directions, four BatchNorm checks, four of the training steps
-    assert!(out.contains("all 11 checks passed"), "{out}");
+    // the family's three directions, the grouped kernels', four BatchNorm checks, four of the
+    // training steps
+    assert!(out.contains("all 14 checks passed"), "{out}");
 }
 
 /// The training steps pass with every op unfused too (the default fuses BatchNorm's statistics
@@ -125,8 +129,9 @@ fn selftest_passes_unfused() {
         .lines()
         .find(|l| l.starts_with("training step: BN running statistics"));
     assert!(row.is_some_and(|r| r.contains(" pass ")), "{out}");
-    // the forced family's three directions, four BatchNorm checks, four of the training steps
-    assert!(out.contains("all 11 checks passed"), "{out}");
+    // the forced family's three directions, the grouped kernels', four BatchNorm checks, four of
+    // the training steps
+    assert!(out.contains("all 14 checks passed"), "{out}");
 }
 
 #[test]

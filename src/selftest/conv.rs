@@ -64,6 +64,20 @@ fn shapes() -> Vec<(&'static str, Conv2dShape)> {
     ]
 }
 
+/// ResNeXt's grouped 3x3s (one kernel on every adapter, whatever the family).
+fn grouped_shapes() -> Vec<(&'static str, Conv2dShape)> {
+    vec![
+        (
+            "resnext50 3x3 128 in 32 groups /2",
+            Conv2dShape::new(1, 128, 56, 56, 128, 3, 2, 1).grouped(32),
+        ),
+        (
+            "resnext101_64x4d 3x3 1024 in 64 groups",
+            Conv2dShape::new(2, 1024, 7, 7, 1024, 3, 1, 1).grouped(64),
+        ),
+    ]
+}
+
 const DIRECTIONS: [&str; 3] = ["forward", "backward to input", "backward to weights"];
 
 /// One group per direction and family: every family of the precision, or only the one
@@ -90,32 +104,58 @@ pub(super) fn check_all(opts: &GpuOptions) -> Result<Vec<Group>> {
         .iter()
         .flat_map(|(f, _)| DIRECTIONS.map(|d| Group::new(format!("conv2d {d} ({})", f.name()))))
         .collect();
+    let gpus: Vec<&Gpu> = devices.iter().map(|(_, gpu)| gpu).collect();
     for (i, (name, sh)) in shapes().into_iter().enumerate() {
-        let case = format!("{name} {}x{}x{}x{}", sh.n, sh.c, sh.h, sh.w);
-        let seed = 10 * i as u64;
-        let data = Data {
-            x: values(sh.n * sh.c * sh.h * sh.w, seed),
-            w: values(sh.k * sh.c * sh.r * sh.s, seed + 1),
-            b: values(sh.k, seed + 3),
-            dy: values(sh.n * sh.k * sh.p() * sh.q(), seed + 2),
-        };
-        let want = reference(&sh, &data);
-        // mixed precision: each element against the bound of f16 operands (super::f16_bounds)
-        let bounds = (opts.precision == Precision::Mixed).then(|| {
-            let depth = sh.n * sh.p() * sh.q() + (sh.c + sh.k) * sh.r * sh.s;
-            reference(&sh, &data.magnitudes()).map(|s| super::f16_bounds(&s, depth))
-        });
-        for (d, (_, gpu)) in devices.iter().enumerate() {
-            let got = on_gpu(gpu, &sh, &data)?;
-            for j in 0..3 {
-                match &bounds {
-                    Some(b) => groups[3 * d + j].compare_within(&case, &got[j], &want[j], &b[j]),
-                    None => groups[3 * d + j].compare(&case, &got[j], &want[j]),
-                }
+        check_shape(
+            &gpus,
+            (name, sh, 10 * i as u64),
+            opts.precision,
+            &mut groups,
+        )?;
+    }
+    // the grouped kernels on the first device: every family's device runs the same ones
+    if let Some(first) = gpus.first() {
+        let mut grouped = DIRECTIONS.map(|d| Group::new(format!("conv2d {d} (grouped)")));
+        for (i, (name, sh)) in grouped_shapes().into_iter().enumerate() {
+            let case = (name, sh, 500 + 10 * i as u64);
+            check_shape(&[first], case, opts.precision, &mut grouped)?;
+        }
+        groups.extend(grouped);
+    }
+    Ok(groups)
+}
+
+/// One shape on each of `gpus` against the f64 reference, into `groups` (three per device:
+/// forward, backward to the input, to the weights).
+fn check_shape(
+    gpus: &[&Gpu],
+    (name, sh, seed): (&str, Conv2dShape, u64),
+    precision: Precision,
+    groups: &mut [Group],
+) -> Result<()> {
+    let case = format!("{name} {}x{}x{}x{}", sh.n, sh.c, sh.h, sh.w);
+    let data = Data {
+        x: values(sh.x_shape().iter().product(), seed),
+        w: values(sh.w_shape().iter().product(), seed + 1),
+        b: values(sh.k, seed + 3),
+        dy: values(sh.y_shape().iter().product(), seed + 2),
+    };
+    let want = reference(&sh, &data);
+    // mixed precision: each element against the bound of f16 operands (super::f16_bounds)
+    let bounds = (precision == Precision::Mixed).then(|| {
+        let depth = sh.n * sh.p() * sh.q() + (sh.c + sh.k) * sh.r * sh.s;
+        reference(&sh, &data.magnitudes()).map(|s| super::f16_bounds(&s, depth))
+    });
+    for (d, gpu) in gpus.iter().enumerate() {
+        let got = on_gpu(gpu, &sh, &data)?;
+        for j in 0..3 {
+            match &bounds {
+                Some(b) => groups[3 * d + j].compare_within(&case, &got[j], &want[j], &b[j]),
+                None => groups[3 * d + j].compare(&case, &got[j], &want[j]),
             }
         }
     }
-    Ok(groups)
+    Ok(())
 }
 
 /// Inputs of one case: x, w, bias, dy.

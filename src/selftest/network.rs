@@ -126,7 +126,8 @@ fn unscaled(mut grads: StateDict, scale: f64) -> StateDict {
     grads
 }
 
-/// resnet8 (option-A shortcuts) and a small bottleneck net (projection shortcuts, max-pool stem).
+/// resnet8 (option-A shortcuts), a small bottleneck net (projection shortcuts, max-pool stem)
+/// and the same with its 3x3s in 4 groups, as a ResNeXt's.
 fn nets() -> Vec<(ModelSpec, usize, usize)> {
     let bottleneck = ModelSpec {
         name: "bottleneck-2-1".into(),
@@ -139,8 +140,14 @@ fn nets() -> Vec<(ModelSpec, usize, usize)> {
         width_per_group: 64,
         groups: 1,
     };
+    let grouped = ModelSpec {
+        name: "resnext-2-1".into(),
+        groups: 4,
+        width_per_group: 32,
+        ..bottleneck.clone()
+    };
     let resnet8 = ModelSpec::from_name("resnet8", 10).expect("a known model");
-    vec![(resnet8, 15, 4), (bottleneck, 21, 3)]
+    vec![(resnet8, 15, 4), (bottleneck, 21, 3), (grouped, 21, 3)]
 }
 
 pub(super) fn check_all(gpu: &Gpu) -> Result<Vec<Group>> {
