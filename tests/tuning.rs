@@ -407,18 +407,22 @@ fn deferred_tuning_measures_what_plans_built_and_travels_as_text() {
 #[test]
 fn a_family_over_the_device_limits_drops_out_of_the_race() {
     use resnet::ops::conv2d::{self, Conv2dShape};
+    // a device of 256 workgroups a dimension meets at 130 x 130 pixels what one of 65,535 meets
+    // at 2049 x 2049: more tiles of 64 pixels for the tiled backward to the input than one grid
+    // dimension holds (the other families lay their workgroups out over two)
+    let small_grid = |kernel_family| GpuOptions {
+        kernel_family,
+        max_workgroups_per_dimension: Some(256),
+        ..Default::default()
+    };
     let gpu = Gpu::new_blocking(&GpuOptions {
         tune: Some(true),
-        ..Default::default()
+        ..small_grid(None)
     })
     .unwrap();
-    // 2049 x 2049 input pixels: more than 65535 tiles of 64 for the tiled backward to the input
-    let sh = Conv2dShape::new(1, 1, 2049, 2049, 1, 3, 1, 1);
-    let forced = Gpu::new_blocking(&GpuOptions {
-        kernel_family: Some(KernelFamily::Tiled.name()),
-        ..Default::default()
-    })
-    .unwrap();
+    assert_eq!(gpu.limits.max_compute_workgroups_per_dimension, 256);
+    let sh = Conv2dShape::new(1, 1, 130, 130, 1, 3, 1, 1);
+    let forced = Gpu::new_blocking(&small_grid(Some(KernelFamily::Tiled.name()))).unwrap();
     let buffers = |g: &Gpu| {
         (
             g.zeros(&sh.y_shape()).unwrap(),

@@ -58,6 +58,10 @@ pub struct GpuOptions {
     /// as the tests do to split a model's parameters over several bindings. `None`: the
     /// adapter's limit.
     pub max_binding_bytes: Option<u64>,
+    /// The most workgroups per dispatch dimension to ask for where it is below the adapter's
+    /// own (WebGPU's default and most GPUs': 65,535): to run as a device with a smaller limit
+    /// does, as the tests do to meet it at small shapes. `None`: the adapter's limit.
+    pub max_workgroups_per_dimension: Option<u32>,
     /// The arithmetic of the convolutions: fp32 (the default, bit-exact as ever) or mixed
     /// (f16 operands, f32 accumulation; needs the adapter's `SHADER_F16`).
     pub precision: Precision,

@@ -216,8 +216,11 @@ impl Gpu {
         let info = adapter.get_info();
         let mut limits = adapter.limits();
         // Ask for everything the adapter offers: big models need big storage bindings.
-        limits.max_compute_workgroups_per_dimension =
-            limits.max_compute_workgroups_per_dimension.max(1);
+        let wanted = opts.max_workgroups_per_dimension.unwrap_or(u32::MAX);
+        limits.max_compute_workgroups_per_dimension = limits
+            .max_compute_workgroups_per_dimension
+            .min(wanted)
+            .max(1);
         if let Some(bytes) = opts.max_binding_bytes {
             let align = limits.min_storage_buffer_offset_alignment as u64;
             if bytes < align {
