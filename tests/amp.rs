@@ -56,15 +56,7 @@ fn state(gpu: &Gpu, plan: &Plan) -> ScalerState {
 
 /// One step; with `poison`, gradient 5 is set to it between the backward and the optimizer.
 fn step(gpu: &Gpu, m: &ModelState, plan: &Plan, i: u32, poison: Option<f32>) {
-    plan.set_step(gpu, i, 0.1).unwrap();
-    plan.submit_forward_backward(gpu);
-    if let Some(bad) = poison {
-        let mut g = read(gpu, &m.grads);
-        g[5] = bad;
-        gpu.write(&m.grads, &g).unwrap();
-    }
-    plan.submit_optimizer(gpu);
-    gpu.wait();
+    poisoned_step(gpu, (m, plan), (i, 0.1), poison.map(|bad| (5, bad)));
 }
 
 #[test]

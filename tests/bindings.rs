@@ -201,17 +201,7 @@ fn an_inf_in_any_chunk_of_the_gradients_skips_the_step() {
             .expect("a scaled plan")
     };
     // one step; with `poison` (index, value), that gradient set between backward and optimizer
-    let step = |i: u32, poison: Option<(usize, f32)>| {
-        plan.set_step(&gpu, i, 0.05).unwrap();
-        plan.submit_forward_backward(&gpu);
-        if let Some((at, bad)) = poison {
-            let mut g = read(&gpu, &m.grads);
-            g[at] = bad;
-            gpu.write(&m.grads, &g).unwrap();
-        }
-        plan.submit_optimizer(&gpu);
-        gpu.wait();
-    };
+    let step = |i: u32, poison| poisoned_step(&gpu, (&m, &plan), (i, 0.05), poison);
     let mut i = 0;
     for poison in [
         (5, f32::INFINITY),

@@ -132,3 +132,23 @@ pub fn finite_diff(x: &[f64], h: f64, f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
 pub fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
+
+/// One training step of `plan` on `m` (step `i`, learning rate `lr`) with, where `poison` says
+/// (index, value), one value of the flat gradient overwritten between the backward and the
+/// optimizer: the inf or NaN an overflowing f16 gradient would leave there.
+pub fn poisoned_step(
+    gpu: &Gpu,
+    (m, plan): (&resnet::model::ModelState, &resnet::plan::Plan),
+    (i, lr): (u32, f32),
+    poison: Option<(usize, f32)>,
+) {
+    plan.set_step(gpu, i, lr).unwrap();
+    plan.submit_forward_backward(gpu);
+    if let Some((at, bad)) = poison {
+        let mut g = read(gpu, &m.grads);
+        g[at] = bad;
+        gpu.write(&m.grads, &g).unwrap();
+    }
+    plan.submit_optimizer(gpu);
+    gpu.wait();
+}
