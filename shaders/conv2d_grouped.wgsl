@@ -1,6 +1,6 @@
 // Grouped conv2d (PyTorch's `groups` > 1, as ResNeXt's 3x3 convolutions), forward and both
 // backwards, direct: one invocation per output value, per input gradient value, and one workgroup
-// per weight gradient value. With G groups of C/G input and K/G output channels each:
+// per weight gradient value and chunk of the batch's pixels. With G groups of C/G input and K/G output channels each:
 //
 //   x [N, C, H, W]   w [K, C/G, R, S]   y [N, K, P, Q]   g(k) = k / (K/G)
 //   forward   y[n,k,p,q]    = sum_{cl,r,s} w[k,cl,r,s] * x[n, g(k)*C/G + cl, p*stride-pad+r, q*stride-pad+s]
@@ -8,8 +8,9 @@
 //                             w[k, c % (C/G), r, s] * dy[n,k,p,q]
 //             dw[k,cl,r,s]  = sum_{n,p,q} dy[n,k,p,q] * x[n, g(k)*C/G + cl, p*stride-pad+r, q*stride-pad+s]
 //
-// Each sum runs in one fixed order (the weight gradient's as 64 strided partial sums, then a
-// tree), so a run's bits do not depend on scheduling. The register and GEMM families
+// Each sum runs in one fixed order (the weight gradient's over chunks of N*P*Q in order, the
+// chunks' partial sums then added in order by conv2d.wgsl's conv_dw_reduce), so a run's bits do
+// not depend on scheduling. The register and GEMM families
 // (conv2d.wgsl, conv2d_gemm.wgsl) tile the dense case; a group's few channels (4 to 8 in the
 // ResNeXts) give their tiles little to share, and the grouped convolutions hold a small part of
 // a ResNeXt's arithmetic, so one plain kernel serves every adapter.
@@ -18,8 +19,9 @@ struct Params {
     n: u32, c: u32, h: u32, w: u32,
     k: u32, p: u32, q: u32, r: u32,
     s: u32, stride: u32, pad: u32, epi: u32, // epi: the epilogue's OUT_* bits
-    // stats: the forward writes BatchNorm's partial statistics of its output (stats_out)
-    groups: u32, stats: u32, pad2: u32, pad3: u32,
+    // stats: the forward writes BatchNorm's partial statistics of its output (stats_out);
+    // splits, chunk: the backward to the weights sums N*P*Q in `splits` chunks of `chunk`
+    groups: u32, stats: u32, splits: u32, chunk: u32,
 }
 
 // The forward's epilogue, as conv2d.wgsl's: y = [relu](sum + [bias] [+ residual]) (an inference
@@ -42,7 +44,8 @@ alias a_t = f32;   // dy of the backward to the weights
 @group(0) @binding(3) var<storage, read_write> dst: array<out_t>;
 // The forward's bias, or the BatchNorm below as [scale, shift] per input channel (BN_IN).
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
-@group(0) @binding(5) var<storage, read_write> dw: array<f32>;
+// The weights' gradient's partial sums, [splits, K, C/G, R, S].
+@group(0) @binding(5) var<storage, read_write> dw_partial: array<f32>;
 @group(0) @binding(6) var<storage, read> dy_w: array<a_t>;
 @group(0) @binding(7) var<storage, read> residual: array<act_t>;
 // BatchNorm's partial statistics of the forward's output where P.stats != 0, laid out as
@@ -186,24 +189,26 @@ fn conv_dx_grouped(@builtin(workgroup_id) wid: vec3<u32>,
     dst[i] = out_t(sum);
 }
 
-var<workgroup> red: array<f32, 64>;
-
+// One invocation per weight and chunk of the N*P*Q pixels: the chunk's sum, in pixel order.
 @compute @workgroup_size(64)
 fn conv_dw_grouped(@builtin(workgroup_id) wid: vec3<u32>,
                    @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
-    // one workgroup per weight; the bound is uniform, so every invocation reaches the barriers
-    let j = linear_id(wid, nwg);
     let cg = P.c / P.groups;
-    if (j >= P.k * cg * P.r * P.s) { return; }
+    let total = P.k * cg * P.r * P.s;
+    let i = linear_id(wid, nwg) * 64u + lid;
+    if (i >= P.splits * total) { return; }
+    let split = i / total;
+    let j = i % total;
     let s = j % P.s;
     let r = (j / P.s) % P.r;
     let cl = (j / (P.r * P.s)) % cg;
     let k = j / (P.r * P.s * cg);
     let c = (k / (P.k / P.groups)) * cg + cl;
     let pq = P.p * P.q;
+    let end = min(P.n * pq, (split + 1u) * P.chunk);
     var sum = 0.0;
-    for (var t = lid; t < P.n * pq; t += 64u) {
+    for (var t = split * P.chunk; t < end; t++) {
         let n = t / pq;
         let p = (t % pq) / P.q;
         let q = t % P.q;
@@ -213,11 +218,5 @@ fn conv_dw_grouped(@builtin(workgroup_id) wid: vec3<u32>,
         let xv = x_at(c, ((n * P.c + c) * P.h + u32(h)) * P.w + u32(w));
         sum += f32(dy_w[((n * P.k + k) * P.p + p) * P.q + q]) * xv;
     }
-    red[lid] = sum;
-    workgroupBarrier();
-    for (var stride = 32u; stride > 0u; stride >>= 1u) {
-        if (lid < stride) { red[lid] += red[lid + stride]; }
-        workgroupBarrier();
-    }
-    if (lid == 0u) { dw[j] = red[0]; }
+    dw_partial[i] = sum;
 }

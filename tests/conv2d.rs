@@ -358,7 +358,7 @@ fn kernel_family_is_chosen_per_shape_and_kept() {
 }
 
 /// Grouped shapes (`groups` > 1, ResNeXt's 3x3s): a few channels a group, strides 1 and 2, odd
-/// sizes, more output than input channels, one channel a group (depthwise), a bias.
+/// sizes, more output than input channels, one channel a group (depthwise), many, a bias.
 fn grouped_shapes() -> Vec<(&'static str, Conv2dShape, bool)> {
     vec![
         (
@@ -374,6 +374,13 @@ fn grouped_shapes() -> Vec<(&'static str, Conv2dShape, bool)> {
         (
             "3x3 s1 p1 depthwise 6ch",
             Conv2dShape::new(1, 6, 7, 7, 6, 3, 1, 1).grouped(6),
+            false,
+        ),
+        // 147,456 weights: the weights' gradient in one chunk of the pixels (the shapes above
+        // split theirs in several)
+        (
+            "3x3 s1 p1 256ch in 4 groups 3x3",
+            Conv2dShape::new(1, 256, 3, 3, 256, 3, 1, 1).grouped(4),
             false,
         ),
     ]
