@@ -25,7 +25,7 @@ struct Params {
     s: u32, stride: u32, pad: u32, epi: u32,  // epi: the epilogue's OUT_* bits (forward; dx: OUT_RESIDUAL)
     kpad: u32, cpad: u32, splits: u32, chunk: u32,
     // stats: conv_fwd_reg writes BatchNorm's partial statistics, conv_dx_reg its backward sums
-    stats: u32, pad1: u32, pad2: u32, pad3: u32,
+    stats: u32, groups: u32, pad2: u32, pad3: u32, // groups: 1 (conv2d_grouped.wgsl's > 1)
 }
 
 // The forward's epilogue: y = [relu](sum + [bias] [+ residual]). An inference BatchNorm folded

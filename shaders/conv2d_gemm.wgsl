@@ -37,7 +37,7 @@ struct Params {
     k: u32, p: u32, q: u32, r: u32,
     s: u32, stride: u32, pad: u32, epi: u32,  // epi: the forward's epilogue, OUT_* bits
     kpad: u32, cpad: u32, splits: u32, chunk: u32,
-    stats: u32, pad1: u32, pad2: u32, pad3: u32,  // stats: conv_dx_gemm_bn's BN_* bits
+    stats: u32, groups: u32, pad2: u32, pad3: u32,  // stats: conv_dx_gemm_bn's BN_* bits; groups: 1
 }
 
 // The types activations are stored in, by binding, as in conv2d.wgsl (which says what each

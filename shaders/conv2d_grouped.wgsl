@@ -15,13 +15,15 @@
 // ResNeXts) give their tiles little to share, and the grouped convolutions hold a small part of
 // a ResNeXt's arithmetic, so one plain kernel serves every adapter.
 
+// conv2d.wgsl's parameters (src/ops/conv2d/mod.rs writes both): kpad and cpad unused here;
+// splits, chunk: the backward to the weights sums N*P*Q in `splits` chunks of `chunk`; stats:
+// the forward writes BatchNorm's partial statistics of its output (stats_out).
 struct Params {
     n: u32, c: u32, h: u32, w: u32,
     k: u32, p: u32, q: u32, r: u32,
     s: u32, stride: u32, pad: u32, epi: u32, // epi: the epilogue's OUT_* bits
-    // stats: the forward writes BatchNorm's partial statistics of its output (stats_out);
-    // splits, chunk: the backward to the weights sums N*P*Q in `splits` chunks of `chunk`
-    groups: u32, stats: u32, splits: u32, chunk: u32,
+    kpad: u32, cpad: u32, splits: u32, chunk: u32,
+    stats: u32, groups: u32, pad2: u32, pad3: u32,
 }
 
 // The forward's epilogue, as conv2d.wgsl's: y = [relu](sum + [bias] [+ residual]) (an inference

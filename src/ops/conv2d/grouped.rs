@@ -29,28 +29,6 @@ pub fn modules() -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
-/// The shader's parameters (its `Params`); `stats`: the forward writes BatchNorm's partial
-/// statistics; `(splits, chunk)`: the backward to the weights' chunks of N*P*Q.
-fn params(sh: &Conv2dShape, epi: usize, stats: bool, (splits, chunk): (usize, usize)) -> Uniform {
-    Uniform::new()
-        .u(sh.n)
-        .u(sh.c)
-        .u(sh.h)
-        .u(sh.w)
-        .u(sh.k)
-        .u(sh.p())
-        .u(sh.q())
-        .u(sh.r)
-        .u(sh.s)
-        .u(sh.stride)
-        .u(sh.pad)
-        .u(epi)
-        .u(sh.groups)
-        .u(stats as usize)
-        .u(splits)
-        .u(chunk)
-}
-
 /// One kernel of the grouped module that fits the tensors it binds (f16 activations: the
 /// forward's or the weights' f16 module), with the BatchNorm below on load where `bn_in`.
 fn kernel(
@@ -89,7 +67,7 @@ pub(super) fn forward(
     // one invocation per channel and run of 8 output pixels
     let runs = (sh.k * (sh.n * sh.p() * sh.q()).div_ceil(8)) as u64;
     let p = (
-        params(sh, epi.bits(), stats.is_some(), (1, 0)),
+        sh.params_with(1, 0, epi.bits(), 16, stats.is_some() as usize),
         bn_in.is_some(),
     );
     let op = super::FORWARD;
@@ -113,7 +91,7 @@ pub(super) fn backward_input(
     };
     let bufs = [(1, w), (2, dy), (3, dx), (7, added.unwrap_or(&no_added))];
     let inputs = (sh.n * sh.c * sh.h * sh.w) as u64;
-    let p = (params(sh, epi.bits(), false, (1, 0)), false);
+    let p = (sh.params(1, 0, epi.bits(), 16), false);
     let op = super::BACKWARD_INPUT;
     let k = kernel(gpu, op, "conv_dx_grouped", p, &bufs, inputs.div_ceil(64))?;
     Ok(vec![k])
@@ -148,7 +126,7 @@ pub(super) fn backward_weight(
     let partial = scratch(gpu, OP, splits * weights)?;
     let no_bn = dummy(gpu)?;
     let bufs = [(2, x), (4, bn_in.unwrap_or(&no_bn)), (5, &partial), (6, dy)];
-    let p = (params(sh, 0, false, (splits, chunk)), bn_in.is_some());
+    let p = (sh.params(splits, chunk, 0, 16), bn_in.is_some());
     let sums = (splits * weights) as u64;
     let mut ks = vec![kernel(
         gpu,

@@ -217,7 +217,7 @@ impl Conv2dShape {
             .u(splits)
             .u(chunk)
             .u(stats)
-            .u(0)
+            .u(self.groups)
             .u(0)
             .u(0)
     }
