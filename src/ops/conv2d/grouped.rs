@@ -6,7 +6,7 @@
 //! computes no BatchNorm sums in its epilogue, so the plan reduces them separately, as after the
 //! tiled family.
 
-use super::{bn_in_module, dummy, scratch, Conv2dShape, Epilogue, SHARED};
+use super::{bn_in_module, dummy, scratch, splits_that_fit, Conv2dShape, Epilogue};
 use crate::error::Result;
 use crate::gpu::{Dtype, Gpu, Kernel, Tensor, Uniform};
 use crate::ops::activations::{self, CONV_FORWARD, CONV_WEIGHTS};
@@ -116,11 +116,10 @@ pub(super) fn backward_weight(
     const OP: &str = super::BACKWARD_WEIGHT;
     let weights: usize = sh.w_shape().iter().product();
     let npq = sh.n * sh.p() * sh.q();
-    let fit = (gpu.max_view_floats() / weights).max(1);
     let want = WEIGHT_GRADIENT_INVOCATIONS
         .div_ceil(weights)
         .clamp(1, npq)
-        .min(fit);
+        .min(splits_that_fit(gpu, sh));
     let chunk = npq.div_ceil(want);
     let splits = npq.div_ceil(chunk);
     let partial = scratch(gpu, OP, splits * weights)?;
@@ -136,37 +135,19 @@ pub(super) fn backward_weight(
         &bufs,
         sums.div_ceil(64),
     )?];
-    // the reduction sees a dense weight of the group's input channels
+    // the reduction sees a dense weight of the group's input channels; db does not see the
+    // groups at all
     let per_group = Conv2dShape {
         c: sh.c / sh.groups,
         groups: 1,
         ..*sh
     };
-    let reduce = per_group.params(splits, 0, 0, 16);
-    let bufs = [(1, &partial), (3, dw)];
-    let groups = (weights as u64).div_ceil(64);
-    ks.push(super::kernel(
+    ks.extend(super::reduce_weight_sums(
         gpu,
-        OP,
-        (SHARED, "conv_dw_reduce"),
-        reduce,
-        &bufs,
-        groups,
+        &per_group,
+        (&partial, splits),
+        dw,
+        (dy, db),
     )?);
-    if let Some(db) = db {
-        // the bias's gradient does not see the groups: the dense kernels' sum over dy
-        let bufs = [(1, dy), (3, db)];
-        let p = sh.params(1, 0, 0, 16);
-        let db_entry = (SHARED, "conv_db");
-        ks.push(super::kernel_grid(
-            gpu,
-            OP,
-            db_entry,
-            p,
-            &bufs,
-            sh.k as u64,
-            1,
-        )?);
-    }
     Ok(ks)
 }

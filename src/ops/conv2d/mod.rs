@@ -460,11 +460,11 @@ fn relay_module(family: KernelFamily) -> KernelFamily {
     }
 }
 
-/// How many partial sums of the weights' gradient [K, C*R*S] one binding holds (at least 1):
+/// How many partial sums of the weights' gradient [K, C/groups*R*S] one binding holds (at least 1):
 /// the splits of a backward to the weights stay below it, so that they fit a device with small
 /// bindings (where one does not, the weight itself does not either).
 fn splits_that_fit(gpu: &Gpu, sh: &Conv2dShape) -> usize {
-    (gpu.max_view_floats() / (sh.k * sh.c * sh.r * sh.s)).max(1)
+    (gpu.max_view_floats() / sh.w_shape().iter().product::<usize>()).max(1)
 }
 
 fn scratch(gpu: &Gpu, op: &'static str, len: usize) -> Result<Tensor> {
@@ -991,8 +991,6 @@ pub(super) fn backward_weight_with(
     db: Option<&Tensor>,
     family: KernelFamily,
 ) -> Result<Vec<Kernel>> {
-    const OP: &str = BACKWARD_WEIGHT;
-    let crs = sh.c * sh.r * sh.s;
     let (mut kernels, partial, splits) = match family.scheme() {
         Scheme::Register { channels, pixels } => {
             dw_register(gpu, sh, x, dy, family, (channels, pixels))?
@@ -1002,29 +1000,36 @@ pub(super) fn backward_weight_with(
         }
         Scheme::Tiled => dw_tiled(gpu, sh, x, dy, family)?,
     };
-    // the splits' partial sums, added in a fixed order
-    let params = sh.params(splits, 0, 0, 16);
-    let groups = ((sh.k * crs) as u64).div_ceil(64);
-    let reduce = (SHARED, "conv_dw_reduce");
-    kernels.push(kernel(
+    kernels.extend(reduce_weight_sums(
         gpu,
-        OP,
-        reduce,
-        params.clone(),
-        &[(1, &partial), (3, dw)],
-        groups,
+        sh,
+        (&partial, splits),
+        dw,
+        (dy, db),
     )?);
+    Ok(kernels)
+}
+
+/// dw = the `splits` partial sums [splits, K, C, R, S] of the weights' gradient added in a fixed
+/// order (`conv_dw_reduce`), and db = dy's sum per output channel where given: the end of every
+/// backward to the weights (the grouped one's with `sh` its dense weight of a group's channels).
+fn reduce_weight_sums(
+    gpu: &Gpu,
+    sh: &Conv2dShape,
+    (partial, splits): (&Tensor, usize),
+    dw: &Tensor,
+    (dy, db): (&Tensor, Option<&Tensor>),
+) -> Result<Vec<Kernel>> {
+    const OP: &str = BACKWARD_WEIGHT;
+    let params = sh.params(splits, 0, 0, 16);
+    let groups = ((sh.k * sh.c * sh.r * sh.s) as u64).div_ceil(64);
+    let reduce = (SHARED, "conv_dw_reduce");
+    let bufs = [(1, partial), (3, dw)];
+    let mut kernels = vec![kernel(gpu, OP, reduce, params.clone(), &bufs, groups)?];
     if let Some(db) = db {
         let bufs = [(1, dy), (3, db)];
-        kernels.push(kernel_grid(
-            gpu,
-            OP,
-            (SHARED, "conv_db"),
-            params,
-            &bufs,
-            sh.k as u64,
-            1,
-        )?);
+        let entry = (SHARED, "conv_db");
+        kernels.push(kernel_grid(gpu, OP, entry, params, &bufs, sh.k as u64, 1)?);
     }
     Ok(kernels)
 }
